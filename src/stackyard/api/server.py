@@ -1,0 +1,103 @@
+"""Run the whole platform in this process: store, registry, Caddy, then the API server.
+
+Called by ``stackyard up``. Ctrl-C or SIGTERM stops the API server, then every component
+process, then removes the state file, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
+
+from stackyard.api.app import ApiContext, create_app
+from stackyard.platform.components import plan_components
+from stackyard.platform.credentials import ensure_token
+from stackyard.platform.state import PlatformState
+from stackyard.platform.supervisor import ProcessSupervisor, check_ports_free
+from stackyard.settings import Settings
+from stackyard.store.database import migrate, open_database
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling us once it is listening."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        await super().startup(sockets)  # type: ignore[arg-type]
+        if self.started:
+            self._on_ready()
+
+
+def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> None:
+    """Start everything, call ``on_ready`` once all answer, and block until stopped."""
+    started = time.time()
+    for directory in (settings.data_dir, settings.logs_dir, settings.run_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
+    check_ports_free(
+        [
+            ("API", settings.host, settings.api_port),
+            ("registry", settings.host, settings.registry_port),
+            ("Caddy admin API", settings.host, settings.caddy_admin_port),
+        ]
+    )
+    token = ensure_token(settings.token_file)
+    database = open_database(settings.database_url)
+    migrate(database)
+    supervisor = ProcessSupervisor()
+    supervisor.start(plan_components(settings), timeout=settings.component_timeout)
+    try:
+        components = {c.spec.name: " ".join(c.spec.argv[:1]) for c in supervisor.running}
+        app = create_app(ApiContext(settings, token, database, components))
+        state = PlatformState(
+            pid=_own_pid(),
+            api_url=settings.api_url,
+            registry=settings.registry_endpoint,
+            router_admin=settings.caddy_admin_url,
+            token_file=str(settings.token_file),
+            children=supervisor.pids(),
+            started_at=started,
+        )
+
+        def ready() -> None:
+            state.write(settings.state_file)
+            on_ready(state)
+
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.api_port, log_level="warning", lifespan="off"
+        )
+        previous = signal.signal(signal.SIGTERM, _raise_stop)
+        try:
+            # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal;
+            # turning it into an exception lets the components below stop too.
+            _Server(config, ready).run()
+        except (_Stop, KeyboardInterrupt):
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    finally:
+        supervisor.stop()
+        database.dispose()
+        current = PlatformState.read(settings.state_file)
+        if current is not None and current.pid == _own_pid():
+            settings.state_file.unlink(missing_ok=True)
+
+
+def _own_pid() -> int:
+    return os.getpid()
+
+
+class _Stop(Exception):
+    """SIGTERM arrived: stop the platform."""
+
+
+def _raise_stop(_signum: int, _frame: FrameType | None) -> None:
+    raise _Stop

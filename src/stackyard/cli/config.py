@@ -1,0 +1,108 @@
+"""``stackyard config``: validate stackyard.yml and print its JSON Schema.
+
+``check`` reads the file and its per-stage override files; ``schema`` is for editors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from stackyard.cli.output import console, err_console, print_json
+from stackyard.config.stackfile import DEFAULT_FILE, LoadedConfig, json_schema, load_stack_config
+from stackyard.config.yamlfile import Problem, dotted_path
+from stackyard.errors import ConfigError
+
+app = typer.Typer(help="Validate stackyard.yml and print its JSON Schema.", no_args_is_help=True)
+
+
+def _locate(path: Path) -> tuple[Path, str]:
+    """The repository directory and config file name that ``path`` stands for."""
+    if path.is_dir():
+        return path, DEFAULT_FILE
+    if path.is_file():
+        return path.parent, path.name
+    raise ConfigError(
+        f"{path}: no such file or directory",
+        hint="give a stackyard.yml file, or a directory that holds one",
+    )
+
+
+def _warning_json(problem: Problem) -> dict[str, Any]:
+    position = problem.position
+    return {
+        "file": problem.source,
+        "line": position.line if position else None,
+        "column": position.column if position else None,
+        "key": dotted_path(problem.path),
+        "message": problem.message,
+        "text": str(problem),
+    }
+
+
+def _print_summary(loaded: LoadedConfig, path: Path) -> None:
+    config = loaded.config
+    if loaded.is_default:
+        console.print(
+            f"no {DEFAULT_FILE} in {path}: using the default stages",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        names = ", ".join(str(file) for file in loaded.files)
+        console.print(f"valid: {names}", highlight=False, soft_wrap=True)
+    title = f"stack {config.name}" if config.name else None
+    table = Table(title=title, title_justify="left")
+    for column in ("stage", "promotion", "replicas", "cpu", "memory", "route"):
+        table.add_column(column)
+    for stage in config.stages:
+        table.add_row(
+            stage.name,
+            stage.promotion,
+            str(stage.replicas),
+            f"{stage.cpu:g}",
+            stage.memory,
+            stage.route,
+        )
+    console.print(table)
+
+
+@app.command()
+def check(
+    path: Annotated[
+        Path,
+        typer.Argument(help="A stackyard.yml file, or a directory that holds one."),
+    ] = Path("."),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result and the full config as JSON.")
+    ] = False,
+) -> None:
+    """Validate stackyard.yml and its stackyard.<stage>.yml override files.
+
+    Exits with status 2 when the configuration is invalid. Warnings (such as unknown
+    keys) go to stderr and do not fail the check.
+    """
+    repo_dir, file = _locate(path)
+    loaded = load_stack_config(repo_dir, file=file)
+    for problem in loaded.warnings:
+        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
+    if as_json:
+        print_json(
+            {
+                "valid": True,
+                "warnings": [_warning_json(problem) for problem in loaded.warnings],
+                "files": [str(file) for file in loaded.files],
+                "config": loaded.config.model_dump(mode="json"),
+            }
+        )
+        return
+    _print_summary(loaded, path)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of stackyard.yml, for editors and linters."""
+    print_json(json_schema())

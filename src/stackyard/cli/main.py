@@ -1,0 +1,50 @@
+"""The ``stackyard`` command: one Typer app that gathers every command group."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from stackyard import __version__
+from stackyard.cli import buildspec as buildspec_commands
+from stackyard.cli import config as config_commands
+from stackyard.cli import platform as platform_commands
+from stackyard.cli.output import run_cli
+
+app = typer.Typer(
+    name="stackyard",
+    help="Self-hosted push-to-deploy: build an image once, promote its digest through stages.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(config_commands.app, name="config")
+app.add_typer(buildspec_commands.app, name="buildspec")
+platform_commands.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stackyard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks for errors.", envvar="STACKYARD_DEBUG")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Stackyard command line."""
+    if debug:
+        import os
+
+        os.environ["STACKYARD_DEBUG"] = "1"
+
+
+def entrypoint() -> None:
+    sys.exit(run_cli(app))

@@ -1,0 +1,58 @@
+"""How the CLI speaks: one clear error line with a hint, JSON when asked, no tracebacks.
+
+Every command module uses these helpers, so all commands fail and print the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from stackyard.errors import StackyardError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as JSON on stdout (no colours, no wrapping)."""
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def fail(error: StackyardError) -> int:
+    err_console.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
+    if error.hint:
+        err_console.print(f"[yellow]hint:[/] {error.hint}", highlight=False, soft_wrap=True)
+    return error.exit_code
+
+
+def run_cli(app: typer.Typer) -> int:
+    """Run the Typer app, turning StackyardError into a message and an exit status."""
+    debug = os.environ.get("STACKYARD_DEBUG") == "1" or "--debug" in sys.argv
+    try:
+        # Without standalone mode, click returns the code of a `typer.Exit(n)`.
+        result = app(standalone_mode=False)
+    except StackyardError as exc:
+        if debug:
+            raise
+        return fail(exc)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0

@@ -1,0 +1,108 @@
+"""``stackyard up``, ``down`` and ``status``: run the platform with embedded defaults."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from stackyard.cli.client import ApiClient
+from stackyard.cli.output import console, print_json
+from stackyard.cli.shared import DataDir, Json, settings_for
+from stackyard.platform.lifecycle import running_state, start_background, stop_platform
+from stackyard.platform.state import PlatformState
+from stackyard.settings import NetworkMode
+
+def _describe(state: PlatformState, *, elapsed: float | None = None) -> None:
+    took = f" in {elapsed:.1f} s" if elapsed is not None else ""
+    console.print(f"[green]Stackyard is up{took}[/]")
+    console.print(f"  API          {state.api_url}")
+    console.print(f"  admin token  {state.token_file}  (the CLI reads it by itself)")
+    console.print(f"  registry     {state.registry}")
+    console.print(f"  router admin {state.router_admin}")
+
+
+def up(
+    detach: Annotated[bool, typer.Option("-d", "--detach", help="Run in the background.")] = False,
+    data_dir: DataDir = None,
+    api_port: Annotated[int | None, typer.Option(help="API port on 127.0.0.1.")] = None,
+    registry_port: Annotated[int | None, typer.Option(help="Registry port on 127.0.0.1.")] = None,
+    caddy_admin_port: Annotated[
+        int | None, typer.Option(help="Caddy admin API port on 127.0.0.1.")
+    ] = None,
+    network_mode: Annotated[
+        str | None, typer.Option(help="Task networking: host (default) or bridge.")
+    ] = None,
+    json_output: Json = False,
+) -> None:
+    """Start the API, the SQLite store, the registry and Caddy (Ctrl-C stops all)."""
+    from stackyard.errors import UsageError
+
+    if network_mode not in (None, "host", "bridge"):
+        raise UsageError(f"--network-mode: '{network_mode}' is not host or bridge")
+    mode: NetworkMode | None = network_mode  # type: ignore[assignment]
+    settings = settings_for(
+        data_dir,
+        api_port=api_port,
+        registry_port=registry_port,
+        caddy_admin_port=caddy_admin_port,
+        network_mode=mode,
+    )
+    existing = running_state(settings)
+    if existing is not None:
+        if json_output:
+            print_json({"status": "already running", **existing.__dict__})
+        else:
+            console.print(f"Stackyard is already running (pid {existing.pid}).")
+            _describe(existing)
+        return
+    started = time.monotonic()
+    if detach:
+        state = start_background(settings)
+        if json_output:
+            print_json({"status": "started", **state.__dict__})
+        else:
+            _describe(state, elapsed=time.monotonic() - started)
+            console.print("Stop it with: stackyard down")
+        return
+    from stackyard.api.server import serve
+
+    def on_ready(state: PlatformState) -> None:
+        _describe(state, elapsed=time.monotonic() - started)
+        console.print("Press Ctrl-C to stop.")
+
+    serve(settings, on_ready=on_ready)
+    console.print("Stackyard stopped.")
+
+
+def down(data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Stop the platform started with `up -d`, and every process it started."""
+    settings = settings_for(data_dir)
+    state = stop_platform(settings)
+    if json_output:
+        print_json({"stopped": state is not None, "pid": state.pid if state else None})
+    elif state is None:
+        console.print(f"No Stackyard is running for {settings.data_dir}.")
+    else:
+        console.print(f"Stackyard (pid {state.pid}) stopped.")
+
+
+def status(data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Show whether the platform runs, and where its parts answer."""
+    client = ApiClient.discover(settings_for(data_dir))
+    info = client.get("/api/v1/status")
+    if json_output:
+        print_json(info)
+        return
+    console.print(f"Stackyard {info['version']} at {client.base_url}")
+    console.print(f"  data dir     {info['data_dir']}")
+    console.print(f"  registry     {info['registry']}")
+    console.print(f"  router admin {info['router_admin']}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the platform commands to the top-level app."""
+    app.command()(up)
+    app.command()(down)
+    app.command()(status)

@@ -1,0 +1,103 @@
+"""`up -d` and `down`: start the platform as a background process, and stop it by pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from stackyard.errors import ComponentError
+from stackyard.platform.state import PlatformState, pid_alive, signal_pids, wait_gone
+from stackyard.platform.supervisor import tail
+from stackyard.settings import Settings
+
+
+def running_state(settings: Settings) -> PlatformState | None:
+    """The state of a platform running on this data dir, or None (stale files are ignored)."""
+    state = PlatformState.read(settings.state_file)
+    if state is None or not pid_alive(state.pid):
+        return None
+    return state
+
+
+def foreground_argv(settings: Settings) -> list[str]:
+    return [
+        sys.executable, "-m", "stackyard", "up",
+        "--data-dir", str(settings.data_dir),
+        "--api-port", str(settings.api_port),
+        "--registry-port", str(settings.registry_port),
+        "--caddy-admin-port", str(settings.caddy_admin_port),
+        "--network-mode", settings.network_mode,
+    ]  # fmt: skip
+
+
+def start_background(settings: Settings) -> PlatformState:
+    """Start ``stackyard up`` detached, wait until its API answers, return its state."""
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.logs_dir / "platform.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            foreground_argv(settings),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + settings.component_timeout + 10
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            raise ComponentError(
+                f"the platform exited with status {code} while starting; "
+                f"last lines of {log_path}:\n{tail(log_path, 15)}"
+            )
+        state = PlatformState.read(settings.state_file)
+        if state is not None and state.pid == process.pid and api_answers(state.api_url):
+            return state
+        time.sleep(0.02)
+    process.terminate()
+    raise ComponentError(
+        f"the platform did not become ready in time; see {log_path}",
+        hint="run `stackyard up` in the foreground to see what it is waiting for",
+    )
+
+
+def api_answers(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url}/healthz", timeout=1.0).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _is_stackyard(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"stackyard" in cmdline
+
+
+def stop_platform(settings: Settings, timeout: float = 20.0) -> PlatformState | None:
+    """Stop the platform of this data dir and every child it recorded; None if none ran."""
+    state = PlatformState.read(settings.state_file)
+    if state is None:
+        return None
+    children = [pid for pid in state.children.values() if pid_alive(pid)]
+    if pid_alive(state.pid) and _is_stackyard(state.pid):
+        os.kill(state.pid, signal.SIGTERM)
+        wait_gone([state.pid], timeout)
+    # The platform stops its children itself; whatever outlived it goes now.
+    leftover = wait_gone(children, 2.0)
+    signal_pids(leftover, signal.SIGTERM)
+    leftover = wait_gone(leftover, 5.0)
+    signal_pids(leftover, signal.SIGKILL)
+    if pid_alive(state.pid) and _is_stackyard(state.pid):
+        os.kill(state.pid, signal.SIGKILL)
+        wait_gone([state.pid], 5.0)
+    settings.state_file.unlink(missing_ok=True)
+    return state

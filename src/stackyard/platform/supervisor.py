@@ -1,0 +1,171 @@
+"""Run component processes, wait until they answer, and stop every one of them.
+
+Children get ``PR_SET_PDEATHSIG`` so they die with the platform even if it is killed,
+and ``stop`` sends SIGTERM, then SIGKILL after a grace period, by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import IO
+
+import httpx
+
+from stackyard.errors import ComponentError
+from stackyard.platform.components import ComponentSpec
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class RunningComponent:
+    spec: ComponentSpec
+    process: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports_free(ports: Iterable[tuple[str, str, int]]) -> None:
+    """Raise naming the first component whose loopback port is already taken."""
+    for name, host, port in ports:
+        if port_in_use(host, port):
+            raise ComponentError(
+                f"{name}: port {host}:{port} is already in use",
+                hint="stop what listens there (`stackyard down` if it is an earlier "
+                "Stackyard), or choose another port with the matching `stackyard up` option",
+            )
+
+
+class ProcessSupervisor:
+    """Starts components from their specs and owns their processes until ``stop``."""
+
+    def __init__(self) -> None:
+        self.running: list[RunningComponent] = []
+
+    def start(self, specs: list[ComponentSpec], *, timeout: float) -> None:
+        """Start every spec at once, then wait for all to be ready; stop all on failure."""
+        try:
+            for spec in specs:
+                self.running.append(self._spawn(spec))
+            with ThreadPoolExecutor(max_workers=max(1, len(self.running))) as pool:
+                list(pool.map(lambda c: self._wait_ready(c, timeout), self.running))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, spec: ComponentSpec) -> RunningComponent:
+        for path, content in spec.files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content, encoding="utf-8")
+            path.chmod(0o600)
+        spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+        log = spec.log_file.open("ab")
+        env = {**os.environ, **spec.env}
+        for value in spec.env.values():
+            os.makedirs(value, exist_ok=True)
+        try:
+            process = subprocess.Popen(
+                spec.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
+        except FileNotFoundError as exc:
+            log.close()
+            raise ComponentError(
+                f"{spec.name}: `{spec.argv[0]}` was not found", hint=spec.install_hint
+            ) from exc
+        return RunningComponent(spec, process, log)
+
+    def _wait_ready(self, component: RunningComponent, timeout: float) -> None:
+        spec = component.spec
+        deadline = time.monotonic() + timeout
+        last_error = "no answer yet"
+        with httpx.Client(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                code = component.process.poll()
+                if code is not None:
+                    raise ComponentError(
+                        f"{spec.name} exited with status {code} while starting; "
+                        f"last lines of {spec.log_file}:\n{tail(spec.log_file)}",
+                        hint=spec.install_hint,
+                    )
+                try:
+                    status = client.get(spec.ready_url).status_code
+                except httpx.TransportError as exc:
+                    last_error = str(exc) or type(exc).__name__
+                else:
+                    if status in spec.ready_statuses:
+                        return
+                    last_error = f"HTTP {status}"
+                time.sleep(0.02)
+        raise ComponentError(
+            f"{spec.name} did not answer at {spec.ready_url} within {timeout:.0f} s "
+            f"({last_error}); its log is {spec.log_file}",
+            hint=spec.install_hint,
+        )
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM every child, then SIGKILL what is left after ``grace`` seconds."""
+        for component in self.running:
+            with contextlib.suppress(ProcessLookupError):
+                component.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for component in self.running:
+            try:
+                component.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                component.process.kill()
+                component.process.wait()
+            component.log.close()
+            if component.spec.container_name:
+                subprocess.run(
+                    ["docker", "rm", "-f", component.spec.container_name],
+                    capture_output=True,
+                    check=False,
+                )
+        self.running.clear()
+
+    def pids(self) -> dict[str, int]:
+        return {c.spec.name: c.pid for c in self.running}
+
+
+def tail(path: os.PathLike[str] | str, lines: int = 10) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 8192))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])

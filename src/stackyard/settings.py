@@ -1,0 +1,75 @@
+"""Platform settings: where state lives and which loopback ports the components use.
+
+One ``Settings`` object is built by the CLI (or a test) and passed down; nothing reads
+the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+NetworkMode = Literal["host", "bridge"]
+
+
+def default_data_dir() -> Path:
+    """``$STACKYARD_DATA_DIR``, else ``$XDG_DATA_HOME/stackyard``, else ~/.local/share/stackyard."""
+    explicit = os.environ.get("STACKYARD_DATA_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "stackyard"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the platform needs to know to start; defaults are the embedded setup."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    api_port: int = 7878
+    registry_port: int = 5000
+    caddy_admin_port: int = 2019
+    network_mode: NetworkMode = "host"
+    component_timeout: float = 20.0
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with the given fields replaced; ``None`` values are ignored."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def registry_endpoint(self) -> str:
+        return f"{self.host}:{self.registry_port}"
+
+    @property
+    def caddy_admin_url(self) -> str:
+        return f"http://{self.host}:{self.caddy_admin_port}"
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.data_dir / 'stackyard.db'}"
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "admin-token"
+
+    @property
+    def state_file(self) -> Path:
+        """Written by a running platform: its pid, URLs and child pids (for ``down``)."""
+        return self.data_dir / "platform.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        """Generated component configs (registry, Caddy) and their working files."""
+        return self.data_dir / "run"

@@ -1,0 +1,1 @@
+"""State: SQLAlchemy models and Alembic migrations (SQLite by default, PostgreSQL too)."""

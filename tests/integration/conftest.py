@@ -1,0 +1,102 @@
+"""Fixtures that start the real platform (API, registry, Caddy) on free loopback ports.
+
+Each fixture starts what it needs, waits for readiness with a timeout, and stops what
+it started by pid. Nothing here fakes a component.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+STACKYARD = [sys.executable, "-m", "stackyard"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningPlatform:
+    data_dir: Path
+    api_url: str
+    registry: str
+    router_admin: str
+    pid: int
+    children: dict[str, int]
+    env: dict[str, str]
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "admin-token").read_text().strip()
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*STACKYARD, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"stackyard {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+
+def cli_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STACKYARD_")}
+    env["STACKYARD_DATA_DIR"] = str(data_dir)
+    env["COLUMNS"] = "200"
+    return env
+
+
+def require(binary: str) -> None:
+    if shutil.which(binary) is None:
+        pytest.fail(f"{binary} is not installed: run scripts/setup-host first")
+
+
+def start_platform(data_dir: Path) -> RunningPlatform:
+    require("docker-registry")
+    require("caddy")
+    env = cli_env(data_dir)
+    ports = {
+        "--api-port": free_port(),
+        "--registry-port": free_port(),
+        "--caddy-admin-port": free_port(),
+    }
+    argv = [*STACKYARD, "up", "-d", "--json"]
+    for flag, port in ports.items():
+        argv += [flag, str(port)]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr + result.stdout
+    state = json.loads(result.stdout)
+    return RunningPlatform(
+        data_dir=data_dir,
+        api_url=state["api_url"],
+        registry=state["registry"],
+        router_admin=state["router_admin"],
+        pid=state["pid"],
+        children=state["children"],
+        env=env,
+    )
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[RunningPlatform]:
+    running = start_platform(tmp_path / "data")
+    try:
+        yield running
+    finally:
+        subprocess.run([*STACKYARD, "down"], env=running.env, capture_output=True, timeout=60)

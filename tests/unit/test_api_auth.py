@@ -1,0 +1,67 @@
+"""Every API route but /healthz refuses a request without the admin token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from stackyard.api.app import ApiContext, create_app
+from stackyard.settings import Settings
+from stackyard.store.database import migrate, open_database
+
+TOKEN = "t0ken-for-tests"
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> TestClient:
+    settings = Settings(data_dir=tmp_path)
+    database = open_database(settings.database_url)
+    migrate(database)
+    app = create_app(ApiContext(settings, TOKEN, database, {}))
+    return TestClient(app)
+
+
+def _walk(routes: list[Any], prefix: str = "") -> list[tuple[str, str]]:
+    # FastAPI keeps included routers as lazy wrappers; unwrap them to reach every route.
+    found = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            found.extend((method, prefix + route.path) for method in route.methods)
+        elif hasattr(route, "original_router"):
+            found.extend(_walk(route.original_router.routes, prefix + route.include_context.prefix))
+    return found
+
+
+def _routes(client: TestClient) -> list[tuple[str, str]]:
+    return _walk(client.app.routes)  # type: ignore[attr-defined]
+
+
+def test_healthz_needs_no_token(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_every_other_route_refuses_without_token(client: TestClient) -> None:
+    routes = [r for r in _routes(client) if r[1] != "/healthz"]
+    assert routes, "the app has no routes besides /healthz"
+    for method, path in routes:
+        response = client.request(method, path)
+        assert response.status_code == 401, (method, path)
+        wrong = client.request(method, path, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401, (method, path)
+
+
+def test_docs_pages_are_not_public(client: TestClient) -> None:
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert client.get(path).status_code == 404
+
+
+def test_status_with_token(client: TestClient) -> None:
+    response = client.get("/api/v1/status", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200
+    assert response.json()["version"]
+    schema = client.get("/api/v1/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert "/api/v1/status" in schema.json()["paths"]

@@ -1,0 +1,108 @@
+"""Component plans, credentials files and supervisor errors, with no component started."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from stackyard.errors import ComponentError
+from stackyard.platform.components import ComponentSpec, plan_caddy, plan_registry
+from stackyard.platform.credentials import ensure_registry_credentials, ensure_token
+from stackyard.platform.supervisor import ProcessSupervisor, check_ports_free
+from stackyard.settings import Settings
+
+
+def test_token_is_made_once_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "admin-token"
+    first = ensure_token(path)
+    assert len(first) >= 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert ensure_token(path) == first
+
+
+def test_token_readable_by_others_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "admin-token"
+    ensure_token(path)
+    path.chmod(0o644)
+    with pytest.raises(ComponentError, match="mode is 0o644") as caught:
+        ensure_token(path)
+    assert caught.value.hint == f"chmod 600 {path}"
+
+
+def test_registry_plan_uses_binary_with_htpasswd_auth_on_loopback(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, registry_port=15999)
+    spec = plan_registry(settings, binary="/usr/bin/docker-registry")
+    assert spec.argv == (
+        "/usr/bin/docker-registry",
+        "serve",
+        str(settings.run_dir / "registry.yml"),
+    )
+    config = json.loads(spec.files[settings.run_dir / "registry.yml"])
+    assert config["http"]["addr"] == "127.0.0.1:15999"
+    assert config["auth"]["htpasswd"]["path"] == str(tmp_path / "registry" / "htpasswd")
+    credentials = ensure_registry_credentials(tmp_path / "registry-credentials.json")
+    line = (tmp_path / "registry" / "htpasswd").read_text().strip()
+    user, hashed = line.split(":", 1)
+    assert user == credentials.username
+    assert bcrypt.checkpw(credentials.password.encode(), hashed.encode())
+
+
+def test_registry_plan_falls_back_to_official_image(tmp_path: Path) -> None:
+    spec = plan_registry(Settings(data_dir=tmp_path), binary=None)
+    assert spec.argv[:2] == ("docker", "run")
+    assert "registry:2" in spec.argv
+    assert spec.argv[spec.argv.index("--network") :][:2] == ("--network", "host")
+    assert spec.container_name == "stackyard-registry-5000"
+
+
+def test_caddy_plan_keeps_admin_on_loopback(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, caddy_admin_port=12345)
+    spec = plan_caddy(settings, binary="/usr/bin/caddy")
+    config = json.loads(spec.files[settings.run_dir / "caddy.json"])
+    assert config["admin"]["listen"] == "127.0.0.1:12345"
+    fallback = plan_caddy(settings, binary=None)
+    assert "caddy:2" in fallback.argv
+
+
+def test_missing_binary_names_component_and_install_hint(tmp_path: Path) -> None:
+    spec = ComponentSpec(
+        name="registry",
+        argv=(str(tmp_path / "no-such-binary"),),
+        ready_url="http://127.0.0.1:1/",
+        ready_statuses=frozenset({200}),
+        log_file=tmp_path / "r.log",
+        install_hint="install it with: apt-get install docker-registry",
+    )
+    with pytest.raises(ComponentError) as caught:
+        ProcessSupervisor().start([spec], timeout=1)
+    assert "registry" in caught.value.message
+    assert caught.value.hint == "install it with: apt-get install docker-registry"
+
+
+def test_component_that_exits_shows_its_log(tmp_path: Path) -> None:
+    spec = ComponentSpec(
+        name="caddy",
+        argv=("sh", "-c", "echo 'bad config line 3'; exit 3"),
+        ready_url="http://127.0.0.1:1/",
+        ready_statuses=frozenset({200}),
+        log_file=tmp_path / "c.log",
+        install_hint="apt-get install caddy",
+    )
+    with pytest.raises(ComponentError, match=r"caddy exited with status 3[\s\S]*bad config line 3"):
+        ProcessSupervisor().start([spec], timeout=5)
+
+
+def test_port_in_use_names_the_component() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(
+            ComponentError, match=f"registry: port 127.0.0.1:{port} is already in use"
+        ):
+            check_ports_free([("registry", "127.0.0.1", port)])
