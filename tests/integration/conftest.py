@@ -93,10 +93,14 @@ def start_platform(data_dir: Path) -> RunningPlatform:
     )
 
 
+def stop_platform(running: RunningPlatform) -> None:
+    subprocess.run([*STACKYARD, "down"], env=running.env, capture_output=True, timeout=60)
+
+
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[RunningPlatform]:
     running = start_platform(tmp_path / "data")
     try:
         yield running
     finally:
-        subprocess.run([*STACKYARD, "down"], env=running.env, capture_output=True, timeout=60)
+        stop_platform(running)

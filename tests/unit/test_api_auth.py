@@ -10,8 +10,10 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from stackyard.api.app import ApiContext, create_app
+from stackyard.pipeline.services import build_services
+from stackyard.platform.credentials import RegistryCredentials
 from stackyard.settings import Settings
-from stackyard.store.database import migrate, open_database
+from stackyard.store.database import migrate, open_database, session_factory
 
 TOKEN = "t0ken-for-tests"
 
@@ -21,7 +23,9 @@ def client(tmp_path: Path) -> TestClient:
     settings = Settings(data_dir=tmp_path)
     database = open_database(settings.database_url)
     migrate(database)
-    app = create_app(ApiContext(settings, TOKEN, database, {}))
+    registry = RegistryCredentials("stackyard", "registry-password")
+    services = build_services(settings, session_factory(database), registry)
+    app = create_app(ApiContext(settings, TOKEN, database, {}, services))
     return TestClient(app)
 
 

@@ -11,18 +11,25 @@ from sqlalchemy import Engine
 
 from stackyard import __version__
 from stackyard.api.auth import require_token
-from stackyard.errors import NotFoundError, StackyardError, UsageError
+from stackyard.api.routes import builds, releases, stacks
+from stackyard.errors import (
+    NotFoundError,
+    StackyardError,
+    UsageError,
+)
+from stackyard.pipeline.services import Services
 from stackyard.settings import Settings
 
 
 @dataclass
 class ApiContext:
-    """What the API needs: settings, the admin token and the open database."""
+    """What the API needs: settings, the admin token, the database and the services."""
 
     settings: Settings
     token: str
     database: Engine
     components: dict[str, str]
+    services: Services
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -60,6 +67,8 @@ def create_app(context: ApiContext) -> FastAPI:
     def openapi() -> dict[str, Any]:
         return app.openapi()
 
+    for module in (stacks, builds, releases):
+        api.include_router(module.router)
     app.include_router(api)
     _install_error_handlers(app)
     return app

@@ -15,12 +15,13 @@ from types import FrameType
 import uvicorn
 
 from stackyard.api.app import ApiContext, create_app
-from stackyard.platform.components import plan_components
+from stackyard.pipeline.services import build_services
+from stackyard.platform.components import plan_components, registry_credentials
 from stackyard.platform.credentials import ensure_token
 from stackyard.platform.state import PlatformState
 from stackyard.platform.supervisor import ProcessSupervisor, check_ports_free
 from stackyard.settings import Settings
-from stackyard.store.database import migrate, open_database
+from stackyard.store.database import migrate, open_database, session_factory
 
 
 class _Server(uvicorn.Server):
@@ -54,9 +55,11 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
     migrate(database)
     supervisor = ProcessSupervisor()
     supervisor.start(plan_components(settings), timeout=settings.component_timeout)
+    services = build_services(settings, session_factory(database), registry_credentials(settings))
     try:
+        services.builds.fail_interrupted()
         components = {c.spec.name: " ".join(c.spec.argv[:1]) for c in supervisor.running}
-        app = create_app(ApiContext(settings, token, database, components))
+        app = create_app(ApiContext(settings, token, database, components, services))
         state = PlatformState(
             pid=_own_pid(),
             api_url=settings.api_url,
@@ -84,6 +87,7 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
         finally:
             signal.signal(signal.SIGTERM, previous)
     finally:
+        services.close()
         supervisor.stop()
         database.dispose()
         current = PlatformState.read(settings.state_file)

@@ -40,10 +40,9 @@ class ApiClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"}
+        kwargs.setdefault("timeout", self.timeout)
         try:
-            response = httpx.request(
-                method, self.base_url + path, headers=headers, timeout=self.timeout, **kwargs
-            )
+            response = httpx.request(method, self.base_url + path, headers=headers, **kwargs)
         except httpx.TransportError as exc:
             raise ComponentError(
                 f"the API at {self.base_url} did not answer: {exc}",

@@ -8,9 +8,13 @@ from typing import Annotated
 import typer
 
 from stackyard import __version__
+from stackyard.cli import builds as build_commands
 from stackyard.cli import buildspec as buildspec_commands
 from stackyard.cli import config as config_commands
+from stackyard.cli import dockerize as dockerize_commands
 from stackyard.cli import platform as platform_commands
+from stackyard.cli import releases as release_commands
+from stackyard.cli import stacks as stack_commands
 from stackyard.cli.output import run_cli
 
 app = typer.Typer(
@@ -21,7 +25,11 @@ app = typer.Typer(
 )
 app.add_typer(config_commands.app, name="config")
 app.add_typer(buildspec_commands.app, name="buildspec")
+app.add_typer(stack_commands.app, name="stacks")
 platform_commands.register(app)
+build_commands.register(app)
+release_commands.register(app)
+dockerize_commands.register(app)
 
 
 def _version(value: bool) -> None:

@@ -15,8 +15,9 @@ from rich.console import Console
 
 from stackyard.errors import StackyardError
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output is not cut at 80 columns: digests and shas stay whole for scripts and logs.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def print_json(value: Any) -> None:
@@ -55,4 +56,4 @@ def run_cli(app: typer.Typer) -> int:
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return result if isinstance(result, int) else 0

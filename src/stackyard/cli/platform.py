@@ -14,6 +14,7 @@ from stackyard.platform.lifecycle import running_state, start_background, stop_p
 from stackyard.platform.state import PlatformState
 from stackyard.settings import NetworkMode
 
+
 def _describe(state: PlatformState, *, elapsed: float | None = None) -> None:
     took = f" in {elapsed:.1f} s" if elapsed is not None else ""
     console.print(f"[green]Stackyard is up{took}[/]")

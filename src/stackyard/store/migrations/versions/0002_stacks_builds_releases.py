@@ -31,7 +31,9 @@ def upgrade() -> None:
         "builds",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column(
-            "stack_id", sa.Integer(), sa.ForeignKey("stacks.id", ondelete="CASCADE"),
+            "stack_id",
+            sa.Integer(),
+            sa.ForeignKey("stacks.id", ondelete="CASCADE"),
             nullable=False,
             index=True,
         ),
@@ -54,7 +56,9 @@ def upgrade() -> None:
         "releases",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column(
-            "stack_id", sa.Integer(), sa.ForeignKey("stacks.id", ondelete="CASCADE"),
+            "stack_id",
+            sa.Integer(),
+            sa.ForeignKey("stacks.id", ondelete="CASCADE"),
             nullable=False,
             index=True,
         ),

@@ -1,0 +1,49 @@
+"""``/api/v1/stacks``: stack CRUD."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
+
+from stackyard.pipeline.stacks import StackChanges, StackService, StackView
+
+router = APIRouter(prefix="/stacks", tags=["stacks"])
+
+
+class StackCreate(StackChanges):
+    name: str
+
+
+class StackList(BaseModel):
+    stacks: list[StackView]
+
+
+def stacks(request: Request) -> StackService:
+    service: StackService = request.app.state.context.services.stacks
+    return service
+
+
+@router.post("", status_code=201)
+def create_stack(body: StackCreate, request: Request) -> StackView:
+    return stacks(request).create(body.name, body)
+
+
+@router.get("")
+def list_stacks(request: Request) -> StackList:
+    return StackList(stacks=stacks(request).list())
+
+
+@router.get("/{name}")
+def get_stack(name: str, request: Request) -> StackView:
+    return stacks(request).get(name)
+
+
+@router.patch("/{name}")
+def update_stack(name: str, body: StackChanges, request: Request) -> StackView:
+    return stacks(request).update(name, body)
+
+
+@router.delete("/{name}", status_code=204)
+def delete_stack(name: str, request: Request) -> Response:
+    stacks(request).delete(name)
+    return Response(status_code=204)

@@ -1,0 +1,61 @@
+"""``stackyard dockerize PATH``: show (or write) the Dockerfile Stackyard would generate.
+
+main.py wires it in with ``register(app)``; the detection itself lives in images.dockerize.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stackyard.cli.output import console, print_json
+from stackyard.errors import UsageError
+from stackyard.images.dockerize import Detection, detect
+
+
+def dockerize(
+    path: Annotated[
+        Path, typer.Argument(help="The build context: a directory with the app's source.")
+    ] = Path("."),
+    write: Annotated[
+        bool, typer.Option("--write", help="Write PATH/Dockerfile (never overwrites one).")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Detect the app's framework and print the Dockerfile generated for it."""
+    if not path.is_dir():
+        raise UsageError(f"{path} is not a directory", hint="pass the app's build context")
+    target = path / "Dockerfile"
+    if write and target.exists():
+        raise UsageError(
+            f"{target} already exists: not overwriting it",
+            hint="the build uses that Dockerfile as it is; delete it first to generate one",
+        )
+    detection = detect(path)
+    if write:
+        target.write_text(detection.dockerfile, encoding="utf-8")
+    if json_output:
+        print_json(detection.to_dict())
+        return
+    _describe(detection, path, target if write else None)
+
+
+def _describe(detection: Detection, path: Path, written: Path | None) -> None:
+    console.print(f"detected  {detection.kind}", highlight=False, markup=False)
+    for line in detection.evidence:
+        console.print(f"  because {line}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"command   {detection.command}", highlight=False, markup=False, soft_wrap=True)
+    if written is not None:
+        console.print(f"wrote     {written}", highlight=False, markup=False, soft_wrap=True)
+    elif (path / "Dockerfile").exists():
+        note = f"note      {path / 'Dockerfile'} exists, so builds use it, not this one"
+        console.print(note, highlight=False, markup=False, soft_wrap=True)
+    console.print()
+    console.print(detection.dockerfile, end="", highlight=False, markup=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``dockerize`` to the ``stackyard`` app."""
+    app.command()(dockerize)

@@ -1,0 +1,72 @@
+"""``stackyard release`` and ``releases``: promote a digest to a stage and see the history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from stackyard.cli.builds import short
+from stackyard.cli.client import ApiClient
+from stackyard.cli.output import console, print_json
+from stackyard.cli.shared import DataDir, Json, settings_for
+
+Stage = Annotated[str, typer.Option("--stage", help="The stage, e.g. dev, staging or prod.")]
+
+
+def release(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Release a stage: promote what the previous stage runs (no rebuild), and record it."""
+    client = ApiClient.discover(settings_for(data_dir))
+    record = client.request("POST", f"/api/v1/stacks/{stack}/stages/{stage}/releases", timeout=None)
+    if json_output:
+        print_json(record)
+        return
+    _show(record)
+
+
+def _show(record: dict[str, Any]) -> None:
+    console.print(
+        f"release {record['number']} of [bold]{record['stack']}[/] {record['stage']}: "
+        f"{record['digest']}"
+    )
+    console.print(
+        f"  commit {record['commit_sha'][:12]}  build {record['build_number']}  "
+        f"via {record['source']}"
+    )
+
+
+def releases(
+    stack: str,
+    stage: Annotated[str | None, typer.Option("--stage", help="Only this stage.")] = None,
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
+    """List a stack's releases (numbered per stage), newest first."""
+    client = ApiClient.discover(settings_for(data_dir))
+    path = (
+        f"/api/v1/stacks/{stack}/stages/{stage}/releases"
+        if stage
+        else f"/api/v1/stacks/{stack}/releases"
+    )
+    records = client.get(path)["releases"]
+    if json_output:
+        print_json(records)
+        return
+    table = Table("STAGE", "RELEASE", "DIGEST", "COMMIT", "BUILD", "VIA", "CREATED", box=None)
+    for record in records:
+        table.add_row(
+            record["stage"],
+            str(record["number"]),
+            short(record["digest"]),
+            record["commit_sha"][:12],
+            str(record["build_number"] or "-"),
+            record["source"],
+            record["created_at"][:19].replace("T", " "),
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(release)
+    app.command()(releases)

@@ -1,0 +1,133 @@
+"""``stackyard stacks``: create, list, show, update and delete stacks through the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from stackyard.cli.client import ApiClient
+from stackyard.cli.output import console, print_json
+from stackyard.cli.shared import DataDir, Json, settings_for
+from stackyard.pipeline.stacks import URL_FORM
+
+app = typer.Typer(help="Create, list, show, update and delete stacks.", no_args_is_help=True)
+
+Repo = Annotated[str | None, typer.Option("--repo", help="A local repository path or a git URL.")]
+Branch = Annotated[str | None, typer.Option("--branch", help="The branch to build [main].")]
+Context = Annotated[
+    str | None, typer.Option("--context", help="Build context directory in the repo [.].")
+]
+Dockerfile = Annotated[
+    str | None, typer.Option("--dockerfile", help="Dockerfile path in the context [Dockerfile].")
+]
+
+
+def absolute_repo(repo: str | None) -> str | None:
+    """Local paths are sent to the API as absolute paths; URLs as they are."""
+    if repo is None or URL_FORM.match(repo):
+        return repo
+    return str(Path(repo).expanduser().resolve())
+
+
+def _body(
+    repo: str | None, branch: str | None, context: str | None, dockerfile: str | None
+) -> dict[str, Any]:
+    fields = {
+        "repo": absolute_repo(repo),
+        "branch": branch,
+        "context_dir": context,
+        "dockerfile": dockerfile,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def show_stack(stack: dict[str, Any]) -> None:
+    console.print(f"[bold]{stack['name']}[/]")
+    console.print(f"  repo        {stack['repo']}")
+    console.print(f"  branch      {stack['branch']}")
+    console.print(f"  context     {stack['context_dir']}")
+    console.print(f"  dockerfile  {stack['dockerfile']}")
+
+
+@app.command("create")
+def create(
+    name: str,
+    repo: Repo = None,
+    branch: Branch = None,
+    context: Context = None,
+    dockerfile: Dockerfile = None,
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
+    """Create a stack bound to a git repository and branch."""
+    client = ApiClient.discover(settings_for(data_dir))
+    stack = client.request(
+        "POST", "/api/v1/stacks", json={"name": name, **_body(repo, branch, context, dockerfile)}
+    )
+    if json_output:
+        print_json(stack)
+        return
+    console.print(f"Created stack [bold]{name}[/].")
+    show_stack(stack)
+
+
+@app.command("list")
+def list_stacks(data_dir: DataDir = None, json_output: Json = False) -> None:
+    """List stacks."""
+    stacks = ApiClient.discover(settings_for(data_dir)).get("/api/v1/stacks")["stacks"]
+    if json_output:
+        print_json(stacks)
+        return
+    if not stacks:
+        console.print("No stacks yet. Create one with `stackyard stacks create NAME --repo PATH`.")
+        return
+    table = Table("NAME", "REPO", "BRANCH", "CONTEXT", "DOCKERFILE", box=None)
+    for stack in stacks:
+        table.add_row(
+            stack["name"], stack["repo"], stack["branch"], stack["context_dir"], stack["dockerfile"]
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show(name: str, data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Show one stack."""
+    stack = ApiClient.discover(settings_for(data_dir)).get(f"/api/v1/stacks/{name}")
+    if json_output:
+        print_json(stack)
+    else:
+        show_stack(stack)
+
+
+@app.command("update")
+def update(
+    name: str,
+    repo: Repo = None,
+    branch: Branch = None,
+    context: Context = None,
+    dockerfile: Dockerfile = None,
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
+    """Change a stack's repo, branch, context or Dockerfile path."""
+    client = ApiClient.discover(settings_for(data_dir))
+    stack = client.request(
+        "PATCH", f"/api/v1/stacks/{name}", json=_body(repo, branch, context, dockerfile)
+    )
+    if json_output:
+        print_json(stack)
+    else:
+        show_stack(stack)
+
+
+@app.command("delete")
+def delete(name: str, data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Delete a stack and its records (images stay in the registry)."""
+    ApiClient.discover(settings_for(data_dir)).request("DELETE", f"/api/v1/stacks/{name}")
+    if json_output:
+        print_json({"deleted": name})
+    else:
+        console.print(f"Deleted stack {name}.")

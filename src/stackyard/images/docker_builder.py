@@ -1,0 +1,146 @@
+"""Build and push images through the Docker Engine API (the ``docker`` SDK lives only here).
+
+Used by the default build: ``docker build`` of the stack's Dockerfile, then a push of each
+tag to the registry. Engine errors become Stackyard errors at this boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from stackyard.errors import ComponentError, StackyardError
+
+LineSink = Callable[[str], None]
+
+
+class BuildFailedError(StackyardError):
+    """The Dockerfile build or the push failed; the message is the engine's own error."""
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    username: str
+    password: str
+    serveraddress: str
+
+
+class DockerBuilder:
+    """A thin, typed face over the engine's build, tag and push calls."""
+
+    def __init__(self, base_url: str | None = None, *, timeout: int = 600) -> None:
+        try:
+            if base_url:
+                self._client = docker.DockerClient(base_url=base_url, timeout=timeout)
+            else:
+                self._client = docker.from_env(timeout=timeout)
+            self._api = self._client.api
+        except docker.errors.DockerException as exc:
+            raise _engine_unreachable(exc) from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+    def build(
+        self,
+        context: Path,
+        *,
+        dockerfile: str,
+        tags: list[str],
+        network_mode: str,
+        buildargs: dict[str, str] | None = None,
+        on_line: LineSink,
+    ) -> str:
+        """Build ``context`` and tag the image with every tag; return the image id."""
+        if not tags:
+            raise ValueError("build needs at least one tag")
+        stream = self._call(
+            self._api.build,
+            path=str(context),
+            dockerfile=dockerfile,
+            tag=tags[0],
+            network_mode=network_mode,
+            buildargs=buildargs or {},
+            rm=True,
+            forcerm=True,
+            decode=True,
+        )
+        image_id = ""
+        for chunk in self._chunks(stream):
+            if "error" in chunk:
+                raise BuildFailedError(f"docker build failed: {chunk['error'].strip()}")
+            text = chunk.get("stream", "")
+            for line in text.splitlines():
+                if line.strip():
+                    on_line(line)
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and "ID" in aux:
+                image_id = str(aux["ID"])
+        if not image_id:
+            image_id = self.image_id(tags[0])
+        for tag in tags[1:]:
+            repository, _, name = tag.rpartition(":")
+            self._call(self._api.tag, image_id, repository, name)
+        return image_id
+
+    def push(self, repository: str, tag: str, *, auth: RegistryAuth, on_line: LineSink) -> None:
+        """Push ``repository:tag``; raise BuildFailedError with the engine's message."""
+        auth_config = {
+            "username": auth.username,
+            "password": auth.password,
+            "serveraddress": auth.serveraddress,
+        }
+        stream = self._call(
+            self._api.push, repository, tag=tag, auth_config=auth_config, stream=True, decode=True
+        )
+        for chunk in self._chunks(stream):
+            if "error" in chunk:
+                raise BuildFailedError(f"docker push {repository}:{tag} failed: {chunk['error']}")
+            status = chunk.get("status")
+            if status and not chunk.get("progressDetail"):
+                ident = chunk.get("id")
+                on_line(f"{ident}: {status}" if ident else str(status))
+
+    def image_id(self, reference: str) -> str:
+        inspected = self._call(self._api.inspect_image, reference)
+        return str(inspected["Id"])
+
+    def remove_image(self, reference: str) -> None:
+        try:
+            self._api.remove_image(reference, force=True, noprune=False)
+        except docker.errors.ImageNotFound:
+            return
+        except docker.errors.DockerException as exc:
+            raise _translate(exc) from exc
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except docker.errors.DockerException as exc:
+            raise _translate(exc) from exc
+
+    def _chunks(self, stream: Any) -> Iterator[dict[str, Any]]:
+        try:
+            yield from stream
+        except docker.errors.DockerException as exc:
+            raise _translate(exc) from exc
+
+
+def _translate(exc: docker.errors.DockerException) -> StackyardError:
+    if isinstance(exc, docker.errors.APIError):
+        return BuildFailedError(f"the Docker engine refused: {exc.explanation or exc}")
+    if isinstance(exc, docker.errors.BuildError):
+        return BuildFailedError(f"docker build failed: {exc.msg}")
+    return _engine_unreachable(exc)
+
+
+def _engine_unreachable(exc: Exception) -> ComponentError:
+    return ComponentError(
+        f"the Docker engine did not answer: {exc}",
+        hint="start it (scripts/setup-host does), or set DOCKER_HOST",
+    )

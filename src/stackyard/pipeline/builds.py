@@ -1,0 +1,423 @@
+"""Builds: turn one commit of a stack into one image, stored in the registry by digest.
+
+``BuildService.start`` records a build and queues it on the stack's own worker, so builds
+of one stack run one at a time and never interleave tags. A build runs the repo's
+``build.yml`` through the build spec runner, or the default build (Dockerfile, or a
+generated one), then reads the digest back from the registry.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from threading import Lock
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from stackyard.buildspec.buildlog import BuildLog, LineKind
+from stackyard.buildspec.masking import SecretMasker
+from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
+from stackyard.config.buildspec import load_buildspec
+from stackyard.config.stackfile import LoadedConfig, load_stack_config
+from stackyard.errors import NotFoundError, StackyardError
+from stackyard.images.docker_builder import DockerBuilder, RegistryAuth
+from stackyard.images.dockerize import detect
+from stackyard.pipeline.imagestore import ImageStore
+from stackyard.pipeline.stacks import StackService, StackView
+from stackyard.source.base import Source
+from stackyard.store.models import Build
+
+TERMINAL = ("SUCCEEDED", "FAILED")
+
+
+class BuildView(BaseModel):
+    """A build as the API and CLI show it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    stack: str = ""
+    number: int
+    commit_sha: str
+    requested_ref: str
+    status: str
+    kind: str
+    digest: str | None
+    exported: dict[str, str]
+    log_path: str
+    error: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class BuildFailure(StackyardError):
+    """A step of a build failed; the message goes to the build's log and record."""
+
+
+def _view(build: Build, stack: str) -> BuildView:
+    view = BuildView.model_validate(build)
+    view.stack = stack
+    return view
+
+
+class BuildService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        stacks: StackService,
+        source: Source,
+        images: ImageStore,
+        *,
+        logs_dir: Path,
+        work_dir: Path,
+        network_mode: str,
+        builder_factory: Callable[[], DockerBuilder] = DockerBuilder,
+    ) -> None:
+        self._sessions = sessions
+        self._stacks = stacks
+        self._source = source
+        self._images = images
+        self._logs_dir = logs_dir
+        self._work_dir = work_dir
+        self._network_mode = network_mode
+        self._builder_factory = builder_factory
+        self._workers: dict[str, ThreadPoolExecutor] = {}
+        self._workers_lock = Lock()
+
+    # -- reading
+
+    def list(self, stack_name: str) -> list[BuildView]:
+        with self._sessions() as session:
+            stack = StackService.row(session, stack_name)
+            rows = session.scalars(
+                select(Build).where(Build.stack_id == stack.id).order_by(Build.number.desc())
+            )
+            return [_view(row, stack_name) for row in rows]
+
+    def get(self, stack_name: str, number: int) -> BuildView:
+        with self._sessions() as session:
+            return _view(self._row(session, stack_name, number), stack_name)
+
+    def _row(self, session: Session, stack_name: str, number: int) -> Build:
+        stack = StackService.row(session, stack_name)
+        build = session.scalar(
+            select(Build).where(Build.stack_id == stack.id, Build.number == number)
+        )
+        if build is None:
+            last = session.scalar(select(func.max(Build.number)).where(Build.stack_id == stack.id))
+            known = f"builds 1 to {last}" if last else "no builds yet"
+            raise NotFoundError(f"stack {stack_name} has no build {number} ({known})")
+        return build
+
+    def build_for_digest(self, session: Session, stack_id: int, digest: str) -> Build | None:
+        """The newest successful build that produced ``digest``."""
+        return session.scalar(
+            select(Build)
+            .where(Build.stack_id == stack_id, Build.digest == digest, Build.status == "SUCCEEDED")
+            .order_by(Build.number.desc())
+        )
+
+    # -- running
+
+    def start(self, stack_name: str, ref: str | None = None) -> BuildView:
+        """Record a QUEUED build and queue it behind the stack's earlier builds."""
+        with self._sessions.begin() as session:
+            stack = StackService.row(session, stack_name)
+            number = (
+                session.scalar(select(func.max(Build.number)).where(Build.stack_id == stack.id))
+                or 0
+            ) + 1
+            log_path = self._logs_dir / "builds" / stack_name / f"{number}.log"
+            build = Build(
+                stack_id=stack.id,
+                number=number,
+                requested_ref=ref or stack.branch,
+                status="QUEUED",
+                exported={},
+                log_path=str(log_path),
+            )
+            session.add(build)
+            session.flush()
+            view = _view(build, stack_name)
+        self._worker(stack_name).submit(self._run, stack_name, number)
+        return view
+
+    def wait(self, stack_name: str) -> None:
+        """Block until every queued build of the stack has finished (tests, shutdown)."""
+        marker: Future[None] = self._worker(stack_name).submit(lambda: None)
+        marker.result()
+
+    def shutdown(self) -> None:
+        with self._workers_lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.shutdown(wait=True, cancel_futures=False)
+
+    def fail_interrupted(self) -> int:
+        """At start: builds left QUEUED or RUNNING by a stopped platform become FAILED."""
+        with self._sessions.begin() as session:
+            result = session.execute(
+                update(Build)
+                .where(Build.status.in_(("QUEUED", "RUNNING")))
+                .values(
+                    status="FAILED",
+                    error="interrupted: the platform stopped before this build finished; "
+                    "start a new build",
+                    finished_at=datetime.now(UTC),
+                )
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def _worker(self, stack_name: str) -> ThreadPoolExecutor:
+        with self._workers_lock:
+            worker = self._workers.get(stack_name)
+            if worker is None:
+                worker = ThreadPoolExecutor(1, thread_name_prefix=f"build-{stack_name}")
+                self._workers[stack_name] = worker
+            return worker
+
+    def _run(self, stack_name: str, number: int) -> None:
+        stack = self._stacks.get(stack_name)
+        with self._sessions.begin() as session:
+            build = self._row(session, stack_name, number)
+            build.status = "RUNNING"
+            build.started_at = datetime.now(UTC)
+            log_path = Path(build.log_path)
+            ref = build.requested_ref
+        masker = SecretMasker([self._images.credentials.password])
+        with BuildLog(log_path, masker, None) as log:
+            try:
+                outcome = _BuildRun(self, stack, number, ref, log).execute()
+            except StackyardError as exc:
+                log.line("stackyard", LineKind.MESSAGE, f"build FAILED: {exc.message}")
+                self._finish(stack_name, number, status="FAILED", error=exc.message)
+            except Exception as exc:  # a bug must still end the build, with its cause
+                log.line("stackyard", LineKind.MESSAGE, f"build FAILED (internal error): {exc!r}")
+                self._finish(stack_name, number, status="FAILED", error=f"internal error: {exc!r}")
+                raise
+            else:
+                log.line("stackyard", LineKind.MESSAGE, f"build SUCCEEDED: {outcome.digest}")
+                self._finish(stack_name, number, status="SUCCEEDED", outcome=outcome)
+
+    def _record(self, stack_name: str, number: int, **values: object) -> None:
+        with self._sessions.begin() as session:
+            build = self._row(session, stack_name, number)
+            for key, value in values.items():
+                setattr(build, key, value)
+
+    def _finish(
+        self,
+        stack_name: str,
+        number: int,
+        *,
+        status: str,
+        error: str = "",
+        outcome: _Outcome | None = None,
+    ) -> None:
+        values: dict[str, object] = {
+            "status": status,
+            "error": error,
+            "finished_at": datetime.now(UTC),
+        }
+        if outcome is not None:
+            values.update(digest=outcome.digest, exported=outcome.exported)
+        self._record(stack_name, number, **values)
+
+
+class _Outcome(BaseModel):
+    digest: str
+    exported: dict[str, str]
+
+
+class _BuildRun:
+    """One build's steps: source, config, build (spec or default), digest from registry."""
+
+    def __init__(
+        self, service: BuildService, stack: StackView, number: int, ref: str, log: BuildLog
+    ) -> None:
+        self.service = service
+        self.stack = stack
+        self.number = number
+        self.ref = ref
+        self.log = log
+        self.images = service._images
+
+    def say(self, phase: str, text: str) -> None:
+        self.log.line(phase, LineKind.MESSAGE, text)
+
+    def execute(self) -> _Outcome:
+        source = self.service._source
+        stack = self.stack
+        self.say("source", f"resolving {self.ref} of {stack.repo}")
+        ref = None if self.ref == stack.branch else self.ref  # the branch: list them if missing
+        commit = source.resolve(stack.name, stack.repo, ref, stack.branch)
+        self.service._record(stack.name, self.number, commit_sha=commit.sha)
+        self.say("source", f"commit {commit.sha} {commit.subject}")
+        self.service._work_dir.mkdir(parents=True, exist_ok=True)
+        with source.workspace(stack.name, commit.sha, self.service._work_dir) as checkout:
+            loaded = self.load_config(checkout)
+            self.service._record(
+                stack.name, self.number, config=loaded.config.model_dump(mode="json")
+            )
+            previous = self.images.tag_digests(stack.name, ["latest", commit.sha])
+            try:
+                exported = self.build(checkout, commit.sha, loaded)
+                digest = self.digest_of(commit.sha)
+            except StackyardError:
+                self.images.restore_tags(
+                    stack.name,
+                    previous,
+                    tags=["latest", commit.sha],
+                    log=lambda text: self.say("registry", text),
+                )
+                raise
+        return _Outcome(digest=digest, exported=exported)
+
+    def load_config(self, checkout: Path) -> LoadedConfig:
+        loaded = load_stack_config(checkout)
+        for warning in loaded.warnings:
+            self.say("config", f"warning: {warning}")
+        names = ", ".join(s.name for s in loaded.config.stages)
+        origin = "default stages" if loaded.is_default else "stackyard.yml"
+        self.say("config", f"stages ({origin}): {names}")
+        return loaded
+
+    def build(self, checkout: Path, sha: str, loaded: LoadedConfig) -> dict[str, str]:
+        build_config = loaded.config.build
+        context_dir = (
+            self.stack.context_dir if self.stack.context_dir != "." else build_config.context
+        )
+        context = (checkout / context_dir).resolve()
+        if not context.is_dir() or not context.is_relative_to(checkout.resolve()):
+            raise BuildFailure(f"build context '{context_dir}' is not a directory in the repo")
+        spec_path = context / build_config.buildspec
+        if spec_path.is_file():
+            self.service._record(self.stack.name, self.number, kind="buildspec")
+            return self.run_spec(spec_path, context, sha, loaded)
+        self.service._record(self.stack.name, self.number, kind="default")
+        dockerfile = (
+            self.stack.dockerfile
+            if self.stack.dockerfile != "Dockerfile"
+            else build_config.dockerfile
+        )
+        self.default_build(context, dockerfile, sha, dict(build_config.variables))
+        return {}
+
+    def platform_variables(self, sha: str, artifacts: Path) -> dict[str, str]:
+        image_url = self.images.image_url(self.stack.name)
+        return {
+            "STACK_NAME": self.stack.name,
+            "COMMIT_SHA": sha,
+            "REGISTRY_ENDPOINT": self.images.endpoint,
+            "IMAGE_URL": image_url,
+            "ECR_ENDPOINT": self.images.endpoint,
+            "ECR_IMAGE_URL": image_url,
+            "S3_BUCKET": str(artifacts),
+            "CODEBUILD_BUILD_ID": f"{self.stack.name}:{self.number}",
+            "CODEBUILD_BUILD_NUMBER": str(self.number),
+            "CODEBUILD_RESOLVED_SOURCE_VERSION": sha,
+        }
+
+    def run_spec(
+        self, spec_path: Path, context: Path, sha: str, loaded: LoadedConfig
+    ) -> dict[str, str]:
+        spec, warnings = load_buildspec(spec_path)
+        for warning in warnings:
+            self.say("config", f"warning: {warning}")
+        with tempfile.TemporaryDirectory(prefix="stackyard-build-") as scratch:
+            docker_config = self.images.docker_config(Path(scratch) / "docker")
+            artifacts = self.service._logs_dir / "artifacts" / self.stack.name / str(self.number)
+            artifacts.mkdir(parents=True, exist_ok=True)
+            credentials = self.images.credentials
+            platform = {
+                **self.platform_variables(sha, artifacts),
+                "DOCKER_CONFIG": str(docker_config),
+                "REGISTRY_USERNAME": credentials.username,
+                "REGISTRY_PASSWORD": credentials.password,
+            }
+            settings = RunSettings(
+                workdir=context,
+                log_path=self.log.path,
+                variables={"DOCKER_BUILDKIT": "0", **loaded.config.build.variables},
+                secrets={"REGISTRY_PASSWORD": credentials.password},
+                platform_variables=platform,
+                artifacts_dir=artifacts,
+            )
+            self.say("build", f"running {spec_path.name} (buildspec {spec.version})")
+            result = run_buildspec(spec, settings)
+        if result.status is not Status.SUCCEEDED:
+            failed = [
+                f"{p.name} (exit status {p.exit_code})"
+                for p in result.phases
+                if p.status is Status.FAILED
+            ]
+            raise BuildFailure(f"{spec_path.name} FAILED in {', '.join(failed) or 'a phase'}")
+        return dict(result.exported)
+
+    def default_build(
+        self, context: Path, dockerfile: str, sha: str, variables: dict[str, str]
+    ) -> None:
+        dockerfile_path = (context / dockerfile).resolve()
+        if not dockerfile_path.is_relative_to(context):
+            raise BuildFailure(f"dockerfile '{dockerfile}' is outside the build context")
+        if not dockerfile_path.is_file():
+            detection = detect(context)
+            self.say("dockerize", f"no {dockerfile}: detected {detection.kind}")
+            for evidence in detection.evidence:
+                self.say("dockerize", f"  {evidence}")
+            dockerfile = ".stackyard.Dockerfile"
+            (context / dockerfile).write_text(detection.dockerfile, encoding="utf-8")
+        repository = self.images.image_url(self.stack.name)
+        tags = [f"{repository}:latest", f"{repository}:{sha}"]
+        builder = self.service._builder_factory()
+        try:
+            self.say(
+                "build", f"docker build -f {dockerfile} (network {self.service._network_mode})"
+            )
+            builder.build(
+                context,
+                dockerfile=dockerfile,
+                tags=tags,
+                network_mode=self.service._network_mode,
+                buildargs=variables,
+                on_line=lambda line: self.log.line("build", LineKind.OUTPUT, line),
+            )
+            auth = RegistryAuth(
+                self.images.credentials.username,
+                self.images.credentials.password,
+                self.images.endpoint,
+            )
+            for tag in ("latest", sha):
+                self.say("push", f"pushing {repository}:{tag}")
+                builder.push(
+                    repository,
+                    tag,
+                    auth=auth,
+                    on_line=lambda line: self.log.line("push", LineKind.OUTPUT, line),
+                )
+            for tag in tags:
+                builder.remove_image(tag)  # the registry holds the image; keep the engine lean
+        finally:
+            builder.close()
+
+    def digest_of(self, sha: str) -> str:
+        """Read the digest from the registry, and make sure both tags point at it."""
+        name = self.stack.name
+        found = self.images.tag_digests(name, [sha, "latest"])
+        digest = found.get(sha) or found.get("latest")
+        if digest is None:
+            raise BuildFailure(
+                f"the build pushed neither {self.images.image_url(name)}:{sha} nor :latest",
+                hint="push $IMAGE_URL:$COMMIT_SHA (or :latest) in build.yml's post_build",
+            )
+        for tag in (sha, "latest"):
+            if found.get(tag) != digest:
+                self.images.retag(name, digest, tag)
+                self.say("registry", f"tagged {tag} -> {digest}")
+        self.say("registry", f"image {self.images.image_url(name)}@{digest}")
+        return digest

@@ -1,0 +1,129 @@
+"""The stack images in the platform's registry: one repository per stack, tags by digest.
+
+Builds, releases and the ``images`` listing go through this; it speaks to the registry
+only through ``RegistryClient`` (the OCI distribution API).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stackyard.errors import NotFoundError
+from stackyard.images.registry import RegistryClient
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ImageGroup:
+    """One image (a digest) and every tag that points at it."""
+
+    digest: str
+    tags: list[str]
+    size: int
+
+
+class ImageStore:
+    def __init__(self, client: RegistryClient, credentials: Credentials) -> None:
+        self.client = client
+        self.credentials = credentials
+
+    @property
+    def endpoint(self) -> str:
+        return self.client.endpoint
+
+    def image_url(self, stack: str) -> str:
+        return f"{self.endpoint}/{stack}"
+
+    def tag_digests(self, stack: str, tags: Iterable[str]) -> dict[str, str]:
+        """The digest of each tag that exists; tags (or a repository) that don't are left out."""
+        found = {}
+        for tag in tags:
+            try:
+                found[tag] = self.client.resolve(stack, tag)
+            except NotFoundError:
+                continue
+        return found
+
+    def digest(self, stack: str, tag: str) -> str:
+        return self.client.resolve(stack, tag)
+
+    def retag(self, stack: str, source: str, tag: str) -> str:
+        return self.client.retag(stack, source, tag)
+
+    def restore_tags(
+        self,
+        stack: str,
+        previous: dict[str, str],
+        *,
+        tags: Iterable[str],
+        log: Callable[[str], None],
+    ) -> None:
+        """Put ``tags`` back where they pointed before a failed build.
+
+        A tag that did not exist before is removed, unless its digest is shared with a tag
+        that must stay (distribution deletes by digest, which would take both).
+        """
+        current = self.tag_digests(stack, self.list_tags(stack))
+        for tag in tags:
+            now = current.get(tag)
+            before = previous.get(tag)
+            if now == before:
+                continue
+            if before is not None:
+                self.client.retag(stack, before, tag)
+                log(f"restored {tag} -> {before}")
+                continue
+            if now is None:
+                continue
+            sharing = [t for t, d in current.items() if d == now and t != tag]
+            if sharing:
+                log(f"left {tag}: its digest {now} is also tagged {', '.join(sharing)}")
+                continue
+            self.client.delete_manifest(stack, now)
+            log(f"removed {tag}, which the failed build pushed")
+
+    def list_tags(self, stack: str) -> list[str]:
+        try:
+            return self.client.list_tags(stack)
+        except NotFoundError:
+            return []
+
+    def images(self, stack: str) -> list[ImageGroup]:
+        """Every image of the stack (one per digest) with all the tags that point at it."""
+        groups: dict[str, list[str]] = {}
+        for tag in sorted(self.list_tags(stack)):
+            groups.setdefault(self.client.resolve(stack, tag), []).append(tag)
+        images = []
+        for digest, tags in groups.items():
+            manifest = self.client.get_manifest(stack, digest)
+            images.append(ImageGroup(digest=digest, tags=tags, size=_size(manifest.raw)))
+        return images
+
+    def docker_config(self, directory: Path) -> Path:
+        """A ``DOCKER_CONFIG`` directory whose client is logged in to this registry."""
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pair = f"{self.credentials.username}:{self.credentials.password}".encode()
+        config = {"auths": {self.endpoint: {"auth": base64.b64encode(pair).decode()}}}
+        path = directory / "config.json"
+        path.write_text(json.dumps(config), encoding="utf-8")
+        path.chmod(0o600)
+        return directory
+
+
+def _size(raw: bytes) -> int:
+    """Config plus layer sizes from a manifest; 0 for an index or an unreadable manifest."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return 0
+    parts = [document.get("config", {}), *document.get("layers", [])]
+    return sum(int(part.get("size", 0)) for part in parts if isinstance(part, dict))

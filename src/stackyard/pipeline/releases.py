@@ -1,0 +1,317 @@
+"""Releases: record that a stage runs digest D with config C, by promoting, never rebuilding.
+
+A release of stage S takes what the previous stage runs (``latest`` for the first stage),
+runs the repo's ``release.yml`` or the default retag ``<previous>`` → ``<S>`` (manifest
+bytes copied, no layer moves), reads the digest ``<S>`` now resolves to, and records it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from threading import Lock
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from stackyard.buildspec.buildlog import BuildLog, LineKind
+from stackyard.buildspec.masking import SecretMasker
+from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
+from stackyard.config.buildspec import load_buildspec
+from stackyard.config.stackfile import StackConfig, default_stages
+from stackyard.errors import NotFoundError, StackyardError, UsageError
+from stackyard.pipeline.imagestore import ImageStore
+from stackyard.pipeline.stacks import StackService
+from stackyard.source.base import Source
+from stackyard.store.models import Build, Release, Stack
+
+
+class ReleaseView(BaseModel):
+    """A release as the API and CLI show it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    stack: str = ""
+    stage: str
+    number: int
+    digest: str
+    commit_sha: str
+    build_number: int | None
+    config: dict[str, Any]
+    source: str
+    created_by: str
+    log_path: str
+    created_at: datetime
+
+
+class ReleaseFailure(StackyardError):
+    """release.yml failed, or left the stage tag missing; no release was recorded."""
+
+
+def _view(release: Release, stack: str) -> ReleaseView:
+    view = ReleaseView.model_validate(release)
+    view.stack = stack
+    return view
+
+
+def stage_names(config: dict[str, Any] | None) -> list[str]:
+    if not config:
+        return [stage.name for stage in default_stages()]
+    return [str(stage["name"]) for stage in config.get("stages", [])]
+
+
+class ReleaseService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        source: Source,
+        images: ImageStore,
+        *,
+        logs_dir: Path,
+        work_dir: Path,
+    ) -> None:
+        self._sessions = sessions
+        self._source = source
+        self._images = images
+        self._logs_dir = logs_dir
+        self._work_dir = work_dir
+        self._locks: dict[str, Lock] = {}
+        self._locks_guard = Lock()
+
+    # -- reading
+
+    def list(self, stack_name: str, stage: str | None = None) -> list[ReleaseView]:
+        with self._sessions() as session:
+            stack = StackService.row(session, stack_name)
+            query = select(Release).where(Release.stack_id == stack.id)
+            if stage is not None:
+                query = query.where(Release.stage == stage)
+            rows = session.scalars(query.order_by(Release.created_at.desc(), Release.id.desc()))
+            return [_view(row, stack_name) for row in rows]
+
+    def get(self, stack_name: str, stage: str, number: int) -> ReleaseView:
+        with self._sessions() as session:
+            stack = StackService.row(session, stack_name)
+            release = session.scalar(
+                select(Release).where(
+                    Release.stack_id == stack.id, Release.stage == stage, Release.number == number
+                )
+            )
+            if release is None:
+                raise NotFoundError(f"stack {stack_name} has no release {number} of stage {stage}")
+            return _view(release, stack_name)
+
+    @staticmethod
+    def latest(session: Session, stack_id: int, stage: str) -> Release | None:
+        return session.scalar(
+            select(Release)
+            .where(Release.stack_id == stack_id, Release.stage == stage)
+            .order_by(Release.number.desc())
+        )
+
+    # -- releasing
+
+    def release(self, stack_name: str, stage: str, *, created_by: str = "api") -> ReleaseView:
+        """Promote the previous stage's digest to ``stage`` and record the release."""
+        with self._lock(stack_name):
+            plan = self._plan(stack_name, stage)
+            return self._execute(plan, created_by)
+
+    def _lock(self, stack_name: str) -> Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(stack_name, Lock())
+
+    def _plan(self, stack_name: str, stage: str) -> _ReleasePlan:
+        with self._sessions() as session:
+            stack = StackService.row(session, stack_name)
+            newest = _newest_build(session, stack.id)
+            if newest is None:
+                raise UsageError(
+                    f"stack {stack_name} has no successful build to release",
+                    hint=f"build it first: stackyard build {stack_name}",
+                )
+            previous = _previous_stage(stage_names(newest.config), stage, stack_name)
+            if previous != "latest" and self.latest(session, stack.id, previous) is None:
+                raise UsageError(
+                    f"stage {stage} promotes what {previous} runs, but {previous} has no "
+                    "release yet",
+                    hint=f"release {previous} first: stackyard release {stack_name} "
+                    f"--stage {previous}",
+                )
+            digest = self._images.digest(stack_name, previous)
+            build = _build_for(session, stack.id, digest)
+            if build is None:
+                raise NotFoundError(
+                    f"no successful build of {stack_name} produced {previous}'s image {digest}",
+                    hint="the tag was moved outside Stackyard; build again",
+                )
+            if stage not in stage_names(build.config):
+                raise NotFoundError(
+                    f"stage {stage} is not in stackyard.yml at commit {build.commit_sha[:12]} "
+                    f"(stages: {', '.join(stage_names(build.config))})"
+                )
+            return _ReleasePlan(stack, stage, previous, digest, build)
+
+    def _execute(self, plan: _ReleasePlan, created_by: str) -> ReleaseView:
+        directory = self._logs_dir / "releases" / plan.stack.name / plan.stage
+        directory.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        log_path = directory / f"attempt-{stamp}.log"
+        masker = SecretMasker([self._images.credentials.password])
+        with BuildLog(log_path, masker, None) as log:
+            try:
+                how = self._promote(plan, log)
+                digest = self._images.digest(plan.stack.name, plan.stage)
+            except StackyardError as exc:
+                log.line("stackyard", LineKind.MESSAGE, f"release FAILED: {exc.message}")
+                raise ReleaseFailure(
+                    f"release of {plan.stack.name} {plan.stage} failed: {exc.message}",
+                    hint=f"see the log: {log_path}",
+                ) from exc
+            log.line("stackyard", LineKind.MESSAGE, f"{plan.stage} -> {digest}")
+        return self._record(plan, digest, how, created_by, log_path)
+
+    def _promote(self, plan: _ReleasePlan, log: BuildLog) -> str:
+        name = plan.stack.name
+        spec_path = _releasespec_path(plan)
+        with self._source.workspace(name, plan.build.commit_sha, self._work_dir) as checkout:
+            context = checkout / _context(plan)
+            spec_file = context / spec_path
+            if spec_file.is_file():
+                self._run_releasespec(plan, spec_file, context, log)
+                return spec_path
+        log.line("release", LineKind.MESSAGE, f"retag {name}:{plan.previous} -> {plan.stage}")
+        self._images.retag(name, plan.digest, plan.stage)
+        return f"retag {plan.previous}"
+
+    def _run_releasespec(
+        self, plan: _ReleasePlan, spec_file: Path, context: Path, log: BuildLog
+    ) -> None:
+        spec, warnings = load_buildspec(spec_file)
+        for warning in warnings:
+            log.line("config", LineKind.MESSAGE, f"warning: {warning}")
+        name = plan.stack.name
+        image_url = self._images.image_url(name)
+        credentials = self._images.credentials
+        with tempfile.TemporaryDirectory(prefix="stackyard-release-") as scratch:
+            platform = {
+                "STACK_NAME": name,
+                "STAGE_NAME": plan.stage,
+                "PREVIOUS_STAGE_NAME": plan.previous,
+                "COMMIT_SHA": plan.build.commit_sha,
+                "REGISTRY_ENDPOINT": self._images.endpoint,
+                "IMAGE_URL": image_url,
+                "ECR_ENDPOINT": self._images.endpoint,
+                "ECR_IMAGE_URL": image_url,
+                "S3_BUCKET": str(Path(scratch) / "artifacts"),
+                "CODEBUILD_BUILD_ID": f"{name}:{plan.stage}",
+                "CODEBUILD_RESOLVED_SOURCE_VERSION": plan.build.commit_sha,
+                "DOCKER_CONFIG": str(self._images.docker_config(Path(scratch) / "docker")),
+                "REGISTRY_USERNAME": credentials.username,
+                "REGISTRY_PASSWORD": credentials.password,
+            }
+            log.line("release", LineKind.MESSAGE, f"running {spec_file.name}")
+            result = run_buildspec(
+                spec,
+                RunSettings(
+                    workdir=context,
+                    log_path=log.path,
+                    variables={"DOCKER_BUILDKIT": "0", **_stage_variables(plan)},
+                    secrets={"REGISTRY_PASSWORD": credentials.password},
+                    platform_variables=platform,
+                ),
+            )
+        if result.status is not Status.SUCCEEDED:
+            raise ReleaseFailure(f"{spec_file.name} FAILED")
+
+    def _record(
+        self, plan: _ReleasePlan, digest: str, how: str, created_by: str, attempt_log: Path
+    ) -> ReleaseView:
+        with self._sessions.begin() as session:
+            number = (
+                session.scalar(
+                    select(func.max(Release.number)).where(
+                        Release.stack_id == plan.stack.id, Release.stage == plan.stage
+                    )
+                )
+                or 0
+            ) + 1
+            build = _build_for(session, plan.stack.id, digest) or plan.build
+            log_path = attempt_log.with_name(f"{number}.log")
+            attempt_log.replace(log_path)
+            release = Release(
+                stack_id=plan.stack.id,
+                stage=plan.stage,
+                number=number,
+                digest=digest,
+                commit_sha=build.commit_sha,
+                build_number=build.number,
+                config=config_snapshot(build.config, plan.stage),
+                source=how,
+                created_by=created_by,
+                log_path=str(log_path),
+            )
+            session.add(release)
+            session.flush()
+            return _view(release, plan.stack.name)
+
+
+class _ReleasePlan:
+    def __init__(self, stack: Stack, stage: str, previous: str, digest: str, build: Build) -> None:
+        self.stack = stack
+        self.stage = stage
+        self.previous = previous
+        self.digest = digest
+        self.build = build
+
+
+def _newest_build(session: Session, stack_id: int) -> Build | None:
+    return session.scalar(
+        select(Build)
+        .where(Build.stack_id == stack_id, Build.status == "SUCCEEDED")
+        .order_by(Build.number.desc())
+    )
+
+
+def _build_for(session: Session, stack_id: int, digest: str) -> Build | None:
+    return session.scalar(
+        select(Build)
+        .where(Build.stack_id == stack_id, Build.digest == digest, Build.status == "SUCCEEDED")
+        .order_by(Build.number.desc())
+    )
+
+
+def _previous_stage(names: list[str], stage: str, stack_name: str) -> str:
+    if stage not in names:
+        raise NotFoundError(
+            f"stack {stack_name} has no stage '{stage}' (stages: {', '.join(names)})",
+            hint="stages come from stackyard.yml at the newest build's commit",
+        )
+    index = names.index(stage)
+    return "latest" if index == 0 else names[index - 1]
+
+
+def _context(plan: _ReleasePlan) -> str:
+    if plan.stack.context_dir != ".":
+        return plan.stack.context_dir
+    return str((plan.build.config or {}).get("build", {}).get("context", "."))
+
+
+def _releasespec_path(plan: _ReleasePlan) -> str:
+    return str((plan.build.config or {}).get("build", {}).get("releasespec", "release.yml"))
+
+
+def _stage_variables(plan: _ReleasePlan) -> dict[str, str]:
+    return dict(config_snapshot(plan.build.config, plan.stage).get("variables", {}))
+
+
+def config_snapshot(config: dict[str, Any] | None, stage: str) -> dict[str, Any]:
+    """The configuration a release ships with: the stage's settings and its variables."""
+    stages = (config or StackConfig().model_dump(mode="json")).get("stages", [])
+    for entry in stages:
+        if entry.get("name") == stage:
+            return {"stage": entry, "variables": dict(entry.get("variables", {}))}
+    return {"stage": {"name": stage}, "variables": {}}

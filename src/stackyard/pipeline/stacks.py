@@ -1,0 +1,139 @@
+"""Stacks: create, read, update and delete the apps the platform builds and deploys.
+
+Called by the API; every other service looks a stack up through ``StackService.get``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import PurePosixPath
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from stackyard.errors import NotFoundError, UsageError
+from stackyard.store.models import Stack
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+URL_FORM = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[^/\s]+@[^:\s]+:)")
+
+
+class StackView(BaseModel):
+    """A stack as the API and CLI show it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    repo: str
+    branch: str
+    context_dir: str
+    dockerfile: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class StackChanges(BaseModel):
+    """Fields a user may set at creation or change later; ``None`` keeps the current value."""
+
+    repo: str | None = None
+    branch: str | None = None
+    context_dir: str | None = None
+    dockerfile: str | None = None
+
+
+def validate_name(name: str) -> str:
+    if not NAME.match(name):
+        raise UsageError(
+            f"stack name '{name}' is not valid",
+            hint="use lowercase letters, digits and '-', starting with a letter or digit "
+            "(at most 63 characters), e.g. 'hello' or 'billing-api'",
+        )
+    return name
+
+
+def validate_repo(repo: str) -> str:
+    """A git URL, or an absolute local path (the CLI makes relative paths absolute)."""
+    repo = repo.strip()
+    if URL_FORM.match(repo) or repo.startswith("/"):
+        return repo
+    raise UsageError(
+        f"repo '{repo}' is neither a git URL nor an absolute path",
+        hint="give a URL such as https://host/org/app.git, or a path to a local repository",
+    )
+
+
+def validate_relative(value: str, field: str) -> str:
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise UsageError(f"{field} '{value}' must be a path inside the repository")
+    return value
+
+
+def _apply(stack: Stack, changes: StackChanges) -> None:
+    if changes.repo is not None:
+        stack.repo = validate_repo(changes.repo)
+    if changes.branch is not None:
+        if not changes.branch.strip() or changes.branch.startswith("-"):
+            raise UsageError(f"branch '{changes.branch}' is not a valid branch name")
+        stack.branch = changes.branch
+    if changes.context_dir is not None:
+        stack.context_dir = validate_relative(changes.context_dir, "context")
+    if changes.dockerfile is not None:
+        stack.dockerfile = validate_relative(changes.dockerfile, "dockerfile")
+
+
+class StackService:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def create(self, name: str, changes: StackChanges) -> StackView:
+        validate_name(name)
+        if changes.repo is None:
+            raise UsageError("a stack needs a repo", hint="pass --repo PATH_OR_URL")
+        stack = Stack(name=name, branch="main", context_dir=".", dockerfile="Dockerfile")
+        _apply(stack, changes)
+        with self._sessions.begin() as session:
+            session.add(stack)
+            try:
+                session.flush()
+            except IntegrityError as exc:
+                raise UsageError(
+                    f"a stack named '{name}' already exists",
+                    hint=f"pick another name, or change it with `stackyard stacks update {name}`",
+                ) from exc
+            return StackView.model_validate(stack)
+
+    def list(self) -> list[StackView]:
+        with self._sessions() as session:
+            rows = session.scalars(select(Stack).order_by(Stack.name))
+            return [StackView.model_validate(row) for row in rows]
+
+    def get(self, name: str) -> StackView:
+        with self._sessions() as session:
+            return StackView.model_validate(self.row(session, name))
+
+    def update(self, name: str, changes: StackChanges) -> StackView:
+        with self._sessions.begin() as session:
+            stack = self.row(session, name)
+            _apply(stack, changes)
+            session.flush()
+            return StackView.model_validate(stack)
+
+    def delete(self, name: str) -> None:
+        with self._sessions.begin() as session:
+            session.delete(self.row(session, name))
+
+    @staticmethod
+    def row(session: Session, name: str) -> Stack:
+        stack = session.scalar(select(Stack).where(Stack.name == name))
+        if stack is None:
+            names = session.scalars(select(Stack.name).order_by(Stack.name)).all()
+            known = ", ".join(names) if names else "none yet"
+            raise NotFoundError(
+                f"no stack named '{name}' (stacks: {known})",
+                hint="create it with `stackyard stacks create NAME --repo PATH_OR_URL`",
+            )
+        return stack

@@ -1,0 +1,113 @@
+"""The `Source` seam: fetch a stack's repository, check out one commit, list changed paths.
+
+The pipeline calls it before a build; `stackyard.source.git` is the built-in implementation.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit of a stack's repository, as resolved from a branch, tag or sha."""
+
+    sha: str
+    """The full hex object name (40 characters for SHA-1 repositories)."""
+    subject: str
+    """The first line of the commit message."""
+    author: str
+    """``Name <email>`` of the author."""
+    committed_at: datetime
+    """The committer date, timezone-aware."""
+
+
+class Source(ABC):
+    """Where a stack's code comes from.
+
+    Every method takes the stack name, which names the stack's cache entry. `resolve`
+    fetches; the other methods read what the last fetch brought in.
+    """
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def sync(self, stack: str, url: str) -> None:
+        """Bring the stack's cached copy of ``url`` up to date (first time: create it)."""
+
+    @abstractmethod
+    def resolve(self, stack: str, url: str, ref: str | None, branch: str) -> Commit:
+        """Sync, then resolve ``ref`` (branch, tag or sha), or ``branch``'s tip if None."""
+
+    @abstractmethod
+    def checkout(self, stack: str, sha: str, dest: Path) -> Path:
+        """Create a clean work tree of commit ``sha`` at ``dest`` and return it."""
+
+    @abstractmethod
+    def remove_checkout(self, stack: str, dest: Path) -> None:
+        """Delete a work tree made by `checkout`, and what the cache knew about it."""
+
+    @abstractmethod
+    def read_file(self, stack: str, sha: str, path: str) -> bytes | None:
+        """The bytes of ``path`` at commit ``sha``, or None if it is not a file there."""
+
+    @abstractmethod
+    def changed_paths(self, stack: str, old_sha: str | None, new_sha: str) -> list[str]:
+        """Paths that differ between two commits; every path of ``new_sha`` if no old one."""
+
+    @contextmanager
+    def workspace(self, stack: str, sha: str, parent: Path | None = None) -> Iterator[Path]:
+        """A checkout of ``sha`` in a fresh directory under ``parent``, removed on exit."""
+        if parent is not None:
+            parent.mkdir(parents=True, exist_ok=True)
+        label = "".join(ch for ch in f"{stack}-{sha[:12]}" if ch.isalnum() or ch == "-")
+        holder = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=parent))
+        dest = holder / "src"
+        try:
+            yield self.checkout(stack, sha, dest)
+        finally:
+            try:
+                if dest.exists():
+                    self.remove_checkout(stack, dest)
+            finally:
+                shutil.rmtree(holder, ignore_errors=True)
+
+
+def matches_paths(changed: Iterable[str], globs: Iterable[str]) -> bool:
+    """True if any changed path matches any glob (the monorepo path filter).
+
+    Paths and globs are relative to the repository root and split on ``/``. A ``**``
+    segment matches zero or more whole segments; any other segment is an `fnmatch`
+    pattern (``*``, ``?``, ``[abc]``) that never crosses a ``/``. A glob that matches a
+    leading directory of a path matches the path too, so ``services/api`` means
+    everything under it, as does ``services/api/`` or ``services/api/**``. Matching is
+    case-sensitive. ``.`` is the repository root and matches every path; an empty list
+    of globs matches nothing.
+    """
+    patterns = [_segments(glob) for glob in globs]
+    return any(_matches(pattern, _segments(path)) for path in changed for pattern in patterns)
+
+
+def _segments(path: str) -> tuple[str, ...]:
+    return tuple(part for part in path.split("/") if part not in ("", "."))
+
+
+def _matches(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
+    if not pattern:
+        # The whole pattern matched the path or one of its leading directories.
+        return True
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_matches(rest, path[skip:]) for skip in range(len(path) + 1))
+    if not path:
+        return False
+    return fnmatchcase(path[0], head) and _matches(rest, path[1:])
