@@ -34,6 +34,9 @@ class Settings:
     registry_port: int = 5000
     caddy_admin_port: int = 2019
     network_mode: NetworkMode = "host"
+    engine: str = "docker"  # an entry point name in the stackyard.engines group
+    router: str = "caddy"  # an entry point name in the stackyard.routers group
+    http_port: int = 80  # where the router serves stages that have a host name
     component_timeout: float = 20.0
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -55,6 +58,10 @@ class Settings:
     @property
     def database_url(self) -> str:
         return f"sqlite:///{self.data_dir / 'stackyard.db'}"
+
+    @property
+    def platform_id_file(self) -> Path:
+        return self.data_dir / "platform-id"
 
     @property
     def token_file(self) -> Path:

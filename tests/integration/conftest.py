@@ -94,7 +94,21 @@ def start_platform(data_dir: Path) -> RunningPlatform:
 
 
 def stop_platform(running: RunningPlatform) -> None:
+    """`stackyard down`, then remove the tasks it leaves running (by the platform's label)."""
     subprocess.run([*STACKYARD, "down"], env=running.env, capture_output=True, timeout=60)
+    remove_tasks(running.data_dir)
+
+
+def remove_tasks(data_dir: Path) -> None:
+    id_file = data_dir / "platform-id"
+    if not id_file.exists():
+        return
+    label = f"label=dev.stackyard.platform={id_file.read_text().strip()}"
+    found = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True, timeout=60
+    ).stdout.split()
+    if found:
+        subprocess.run(["docker", "rm", "-f", *found], capture_output=True, timeout=120)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from stackyard import __version__
 from stackyard.api.auth import require_token
-from stackyard.api.routes import builds, releases, stacks
+from stackyard.api.routes import builds, deployments, releases, stacks
 from stackyard.errors import (
     NotFoundError,
     StackyardError,
@@ -67,7 +67,7 @@ def create_app(context: ApiContext) -> FastAPI:
     def openapi() -> dict[str, Any]:
         return app.openapi()
 
-    for module in (stacks, builds, releases):
+    for module in (stacks, builds, releases, deployments):
         api.include_router(module.router)
     app.include_router(api)
     _install_error_handlers(app)

@@ -19,7 +19,7 @@ from stackyard.pipeline.services import build_services
 from stackyard.platform.components import plan_components, registry_credentials
 from stackyard.platform.credentials import ensure_token
 from stackyard.platform.state import PlatformState
-from stackyard.platform.supervisor import ProcessSupervisor, check_ports_free
+from stackyard.platform.supervisor import ProcessSupervisor, RunningComponent, check_ports_free
 from stackyard.settings import Settings
 from stackyard.store.database import migrate, open_database, session_factory
 
@@ -57,7 +57,7 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
     supervisor.start(plan_components(settings), timeout=settings.component_timeout)
     services = build_services(settings, session_factory(database), registry_credentials(settings))
     try:
-        services.builds.fail_interrupted()
+        services.start()
         components = {c.spec.name: " ".join(c.spec.argv[:1]) for c in supervisor.running}
         app = create_app(ApiContext(settings, token, database, components, services))
         state = PlatformState(
@@ -73,6 +73,15 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
         def ready() -> None:
             state.write(settings.state_file)
             on_ready(state)
+
+        def restarted(component: RunningComponent) -> None:
+            # `down` stops children by the pids in the state file: keep them current.
+            state.children[component.spec.name] = component.pid
+            state.write(settings.state_file)
+            if component.spec.name == "caddy":
+                services.controller.wake_all()
+
+        supervisor.watch(timeout=settings.component_timeout, on_restart=restarted)
 
         config = uvicorn.Config(
             app, host=settings.host, port=settings.api_port, log_level="warning", lifespan="off"

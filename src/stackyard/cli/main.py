@@ -11,6 +11,7 @@ from stackyard import __version__
 from stackyard.cli import builds as build_commands
 from stackyard.cli import buildspec as buildspec_commands
 from stackyard.cli import config as config_commands
+from stackyard.cli import deployments as deployment_commands
 from stackyard.cli import dockerize as dockerize_commands
 from stackyard.cli import platform as platform_commands
 from stackyard.cli import releases as release_commands
@@ -29,6 +30,7 @@ app.add_typer(stack_commands.app, name="stacks")
 platform_commands.register(app)
 build_commands.register(app)
 release_commands.register(app)
+deployment_commands.register(app)
 dockerize_commands.register(app)
 
 

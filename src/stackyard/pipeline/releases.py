@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from threading import Lock
+from threading import Lock, RLock
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -78,7 +78,7 @@ class ReleaseService:
         self._images = images
         self._logs_dir = logs_dir
         self._work_dir = work_dir
-        self._locks: dict[str, Lock] = {}
+        self._locks: dict[str, RLock] = {}
         self._locks_guard = Lock()
 
     # -- reading
@@ -120,9 +120,50 @@ class ReleaseService:
             plan = self._plan(stack_name, stage)
             return self._execute(plan, created_by)
 
-    def _lock(self, stack_name: str) -> Lock:
+    def retag_stage(self, stack_name: str, stage: str, digest: str) -> None:
+        """Point the registry tag ``<stage>`` at ``digest`` (what the stage runs)."""
+        with self._lock(stack_name):
+            self._images.retag(stack_name, digest, stage)
+
+    def copy(
+        self, stack_name: str, stage: str, number: int, *, source: str, created_by: str
+    ) -> Release:
+        """A new release of ``stage`` with release ``number``'s digest AND config (rollback).
+
+        The registry tag ``<stage>`` moves back to that digest too, so the next promotion
+        promotes what the stage really runs.
+        """
+        with self._lock(stack_name), self._sessions.begin() as session:
+            stack = StackService.row(session, stack_name)
+            old = session.scalar(
+                select(Release).where(
+                    Release.stack_id == stack.id, Release.stage == stage, Release.number == number
+                )
+            )
+            if old is None:
+                raise NotFoundError(f"stack {stack_name} has no release {number} of stage {stage}")
+            self._images.retag(stack_name, old.digest, stage)
+            latest = self.latest(session, stack.id, stage)
+            release = Release(
+                stack_id=stack.id,
+                stage=stage,
+                number=(latest.number if latest else 0) + 1,
+                digest=old.digest,
+                commit_sha=old.commit_sha,
+                build_number=old.build_number,
+                config=old.config,
+                source=f"{source} (copy of release {number})",
+                created_by=created_by,
+                log_path=old.log_path,
+            )
+            session.add(release)
+            session.flush()
+            session.expunge(release)
+            return release
+
+    def _lock(self, stack_name: str) -> RLock:
         with self._locks_guard:
-            return self._locks.setdefault(stack_name, Lock())
+            return self._locks.setdefault(stack_name, RLock())
 
     def _plan(self, stack_name: str, stage: str) -> _ReleasePlan:
         with self._sessions() as session:

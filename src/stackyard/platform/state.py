@@ -71,3 +71,13 @@ def signal_pids(pids: list[int], sig: signal.Signals) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+def ensure_platform_id(path: Path) -> str:
+    """A random id for this data dir; tasks carry it, so two platforms never mix tasks."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(os.urandom(6).hex() + "\n", encoding="utf-8")
+        tmp.replace(path)
+    return path.read_text(encoding="utf-8").strip()

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
@@ -24,6 +26,7 @@ from stackyard.errors import ComponentError
 from stackyard.platform.components import ComponentSpec
 
 PR_SET_PDEATHSIG = 1
+log = logging.getLogger(__name__)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -64,10 +67,46 @@ def check_ports_free(ports: Iterable[tuple[str, str, int]]) -> None:
 
 
 class ProcessSupervisor:
-    """Starts components from their specs and owns their processes until ``stop``."""
+    """Starts components from their specs and owns their processes until ``stop``.
+
+    With ``watch``, a component that exits on its own is started again (Caddy comes back
+    empty; the deploy controller puts the routes back from its own state).
+    """
 
     def __init__(self) -> None:
         self.running: list[RunningComponent] = []
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def watch(
+        self, *, timeout: float, on_restart: Callable[[RunningComponent], None], every: float = 0.5
+    ) -> None:
+        """Restart components that exit while the platform runs."""
+        self._watcher = threading.Thread(
+            target=self._watch, args=(timeout, on_restart, every), name="supervisor", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch(
+        self, timeout: float, on_restart: Callable[[RunningComponent], None], every: float
+    ) -> None:
+        while not self._stopping.wait(every):
+            for index, component in enumerate(list(self.running)):
+                code = component.process.poll()
+                if code is None or self._stopping.is_set():
+                    continue
+                log.warning(
+                    "%s exited with status %s; starting it again", component.spec.name, code
+                )
+                component.log.close()
+                try:
+                    fresh = self._spawn(component.spec)
+                    self.running[index] = fresh
+                    self._wait_ready(fresh, timeout)
+                except ComponentError as exc:
+                    log.error("%s did not come back: %s", component.spec.name, exc)
+                    continue
+                on_restart(fresh)
 
     def start(self, specs: list[ComponentSpec], *, timeout: float) -> None:
         """Start every spec at once, then wait for all to be ready; stop all on failure."""
@@ -136,6 +175,9 @@ class ProcessSupervisor:
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every child, then SIGKILL what is left after ``grace`` seconds."""
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=grace)
         for component in self.running:
             with contextlib.suppress(ProcessLookupError):
                 component.process.send_signal(signal.SIGTERM)

@@ -87,3 +87,43 @@ class Release(Base):
     created_by: Mapped[str] = mapped_column(String(255), default="")
     log_path: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class StageRoute(Base):
+    """Where a stage is served; the stage keeps its port across deployments."""
+
+    __tablename__ = "stage_routes"
+    __table_args__ = (UniqueConstraint("stack_id", "stage"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"), index=True)
+    stage: Mapped[str] = mapped_column(String(63))
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class Deployment(Base):
+    """Making a stage's tasks match one release: IN_PROGRESS, then COMPLETED or FAILED."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("stack_id", "stage", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"), index=True)
+    stage: Mapped[str] = mapped_column(String(63))
+    number: Mapped[int] = mapped_column(Integer)
+    release_number: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(16), default="QUEUED")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    trigger: Mapped[str] = mapped_column(String(64), default="")
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    tasks_started: Mapped[int] = mapped_column(Integer, default=0)
+    tasks_healthy: Mapped[int] = mapped_column(Integer, default=0)
+    tasks_routed: Mapped[int] = mapped_column(Integer, default=0)
+    tasks_stopped: Mapped[int] = mapped_column(Integer, default=0)
+    desired: Mapped[int] = mapped_column(Integer, default=1)
+    log_path: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

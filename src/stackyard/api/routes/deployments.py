@@ -1,0 +1,77 @@
+"""``/api/v1/stacks/{name}/stages/{stage}/…``: deploy, roll back, tasks, check and URL."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from stackyard.api.logs import LogChunk, read_log
+from stackyard.api.routes.builds import services
+from stackyard.deploy.records import TERMINAL, DeploymentView
+from stackyard.deploy.service import CheckView, DeployService, StageUrl, TaskView
+
+router = APIRouter(prefix="/stacks/{name}/stages/{stage}", tags=["deployments"])
+
+
+class DeployRequest(BaseModel):
+    release: int | None = None
+
+
+class RollbackRequest(BaseModel):
+    to: int | None = None
+
+
+class DeploymentList(BaseModel):
+    deployments: list[DeploymentView]
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskView]
+
+
+def deployer(request: Request) -> DeployService:
+    found: DeployService = services(request).deploy
+    return found
+
+
+@router.post("/deployments", status_code=202)
+def deploy(name: str, stage: str, body: DeployRequest, request: Request) -> DeploymentView:
+    return deployer(request).deploy(name, stage, body.release, trigger="api")
+
+
+@router.get("/deployments")
+def list_deployments(name: str, stage: str, request: Request) -> DeploymentList:
+    return DeploymentList(deployments=deployer(request).list(name, stage))
+
+
+@router.get("/deployments/{number}")
+def get_deployment(name: str, stage: str, number: int, request: Request) -> DeploymentView:
+    return deployer(request).get(name, stage, number)
+
+
+@router.get("/deployments/{number}/log")
+def deployment_log(
+    name: str, stage: str, number: int, request: Request, offset: int = 0
+) -> LogChunk:
+    found = deployer(request).get(name, stage, number)
+    return read_log(found.log_path, offset, finished=found.status in TERMINAL)
+
+
+@router.post("/rollback", status_code=202)
+def rollback(name: str, stage: str, body: RollbackRequest, request: Request) -> DeploymentView:
+    return deployer(request).rollback(name, stage, body.to)
+
+
+@router.get("/tasks")
+def tasks(name: str, stage: str, request: Request) -> TaskList:
+    return TaskList(tasks=deployer(request).tasks(name, stage))
+
+
+@router.get("/check")
+def check(name: str, stage: str, request: Request) -> CheckView:
+    return deployer(request).check(name, stage)
+
+
+@router.get("/url")
+def url(name: str, stage: str, request: Request) -> StageUrl:
+    return deployer(request).url(name, stage)

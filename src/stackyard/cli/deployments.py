@@ -1,0 +1,175 @@
+"""``stackyard deploy``, ``rollback``, ``tasks``, ``check``, ``url`` and ``deployments``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from stackyard.cli.builds import short
+from stackyard.cli.client import ApiClient
+from stackyard.cli.follow import follow_log
+from stackyard.cli.output import console, err_console, print_json
+from stackyard.cli.shared import DataDir, Json, settings_for
+from stackyard.errors import StackyardError
+
+Stage = Annotated[str, typer.Option("--stage", help="The stage, e.g. dev, staging or prod.")]
+Detach = Annotated[bool, typer.Option("--detach", help="Request it and return.")]
+
+
+def _stage_path(stack: str, stage: str) -> str:
+    return f"/api/v1/stacks/{stack}/stages/{stage}"
+
+
+def progress_line(record: dict[str, Any]) -> str:
+    return (
+        f"deployment {record['number']} {record['status']}: "
+        f"{record['tasks_started']} started, "
+        f"{record['tasks_healthy']}/{record['desired']} healthy, "
+        f"{record['tasks_routed']}/{record['desired']} routed, "
+        f"{record['tasks_stopped']} stopped"
+    )
+
+
+def wait_for_deployment(
+    client: ApiClient, stack: str, stage: str, record: dict[str, Any], json_output: bool
+) -> dict[str, Any]:
+    """Follow the deployment's log until it ends; raise when it FAILED."""
+    screen = err_console if json_output else console
+    base = f"{_stage_path(stack, stage)}/deployments/{record['number']}"
+    screen.print(f"Deploying release {record['release_number']} of {stack} to {stage}")
+    follow_log(
+        client, f"{base}/log", on_line=lambda line: screen.print(escape(line), soft_wrap=True)
+    )
+    final: dict[str, Any] = client.get(base)
+    screen.print(progress_line(final))
+    if final["status"] != "COMPLETED":
+        raise StackyardError(
+            f"deployment {final['number']} of {stack} {stage} {final['status']}: {final['reason']}",
+            hint=f"the stage went back to its last completed release; log: {final['log_path']}",
+        )
+    return final
+
+
+def deploy(
+    stack: str,
+    stage: Stage,
+    release: Annotated[
+        int | None, typer.Option("--release", help="Deploy this release [the newest].")
+    ] = None,
+    detach: Detach = False,
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
+    """Roll the stage out to its newest (or a given) release, with zero downtime."""
+    client = ApiClient.discover(settings_for(data_dir))
+    record = client.request(
+        "POST", f"{_stage_path(stack, stage)}/deployments", json={"release": release}
+    )
+    if not detach:
+        record = wait_for_deployment(client, stack, stage, record, json_output)
+    if json_output:
+        print_json(record)
+
+
+def rollback(
+    stack: str,
+    stage: Stage,
+    to: Annotated[
+        int | None, typer.Option("--to", help="The release to go back to [the previous one].")
+    ] = None,
+    detach: Detach = False,
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
+    """Make a new release from an older one's digest AND config, and deploy it."""
+    client = ApiClient.discover(settings_for(data_dir))
+    record = client.request("POST", f"{_stage_path(stack, stage)}/rollback", json={"to": to})
+    if not detach:
+        record = wait_for_deployment(client, stack, stage, record, json_output)
+    if json_output:
+        print_json(record)
+
+
+def tasks(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json = False) -> None:
+    """The stage's tasks: id, release, digest, port, health and age."""
+    found = ApiClient.discover(settings_for(data_dir)).get(f"{_stage_path(stack, stage)}/tasks")
+    if json_output:
+        print_json(found["tasks"])
+        return
+    table = Table("TASK", "RELEASE", "DIGEST", "ADDRESS", "STATE", "HEALTH", "AGE", box=None)
+    for task in found["tasks"]:
+        age = task["age_seconds"]
+        table.add_row(
+            task["id"][:12],
+            task["release"],
+            short(task["digest"]),
+            task["address"],
+            task["state"],
+            task["health"],
+            f"{age:.0f}s" if age is not None else "-",
+        )
+    console.print(table)
+
+
+def check(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json = False) -> None:
+    """The stage's digest against each task's digest: match or no_match."""
+    found = ApiClient.discover(settings_for(data_dir)).get(f"{_stage_path(stack, stage)}/check")
+    if json_output:
+        print_json(found)
+        return
+    console.print(
+        f"{stage} ENV_DIGEST: {found['digest'] or '(no completed release)'}", highlight=False
+    )
+    for task in found["tasks"]:
+        verdict = "match" if task["match"] else "no_match"
+        console.print(f"TASK_DIGEST: {task['digest']} ({verdict})", highlight=False)
+    if not found["converged"]:
+        err_console.print(
+            f"not converged: {len(found['tasks'])} of {found['desired']} task(s) running"
+            + (f"; deployment {found['deployment']}" if found["deployment"] else "")
+        )
+
+
+def url(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Where the stage is served."""
+    found = ApiClient.discover(settings_for(data_dir)).get(f"{_stage_path(stack, stage)}/url")
+    if json_output:
+        print_json(found)
+    elif found["url"] is None:
+        raise StackyardError(
+            f"stage {stage} of {stack} is not served yet",
+            hint=f"deploy it: stackyard deploy {stack} --stage {stage}",
+        )
+    else:
+        console.print(found["url"], highlight=False)
+
+
+def deployments(
+    stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json = False
+) -> None:
+    """The stage's deployments with rollout state and reason, newest first."""
+    found = ApiClient.discover(settings_for(data_dir)).get(
+        f"{_stage_path(stack, stage)}/deployments"
+    )
+    if json_output:
+        print_json(found["deployments"])
+        return
+    table = Table("DEPLOYMENT", "RELEASE", "STATE", "TRIGGER", "DIGEST", "REASON", box=None)
+    for record in found["deployments"]:
+        table.add_row(
+            str(record["number"]),
+            str(record["release_number"]),
+            record["status"],
+            record["trigger"],
+            short(record["digest"]),
+            record["reason"][:120],
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (deploy, rollback, tasks, check, url, deployments):
+        app.command()(command)

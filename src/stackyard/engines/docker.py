@@ -1,0 +1,329 @@
+"""The ``docker`` engine: tasks as containers of one local Docker Engine (the SDK lives here).
+
+The deploy executor calls it through the Engine seam. Every ``docker.errors`` exception is
+translated at this boundary: unreachable -> ComponentError, NotFound -> NotFoundError, any
+other refusal -> EngineError.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import tarfile
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Any, ClassVar
+
+import docker
+import docker.errors
+
+from stackyard.engines.base import (
+    LABEL_PORT,
+    Engine,
+    EngineError,
+    Health,
+    TaskInfo,
+    TaskSpec,
+    TaskState,
+    split_digest_reference,
+)
+from stackyard.errors import ComponentError, NotFoundError, StackyardError
+
+_STATES = {
+    "created": TaskState.CREATED,
+    "running": TaskState.RUNNING,
+    "restarting": TaskState.RUNNING,
+    "paused": TaskState.RUNNING,
+    "removing": TaskState.EXITED,
+    "exited": TaskState.EXITED,
+    "dead": TaskState.EXITED,
+}
+_NEVER = "0001-01-01T00:00:00Z"  # Docker's zero time: the event did not happen
+_REGISTRY_HINT = "the release's image was deleted from the registry? rebuild or roll back"
+
+
+class DockerEngine(Engine):
+    """Tasks as containers: digest-pinned, labelled, ``--init``, limits from the spec."""
+
+    name: ClassVar[str] = "docker"
+    supports_bridge_network: ClassVar[bool] = True
+    supports_image_healthcheck: ClassVar[bool] = True
+
+    def __init__(self, base_url: str | None = None, *, timeout: int = 120) -> None:
+        self._base_url = base_url
+        self._timeout = timeout
+        self._client: docker.DockerClient | None = None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- the seam -----------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        self._call(self._api().ping)
+
+    def start(self, spec: TaskSpec) -> TaskInfo:
+        repository, digest = split_digest_reference(spec.image)
+        self._ensure_image(spec, repository, digest)
+        container_id = self._create(spec)
+        try:
+            self._put_files(container_id, spec)
+            self._api().start(container_id)
+        except (docker.errors.DockerException, OSError) as exc:
+            self._discard(container_id, spec.name)
+            raise self._refused(f"task {spec.name} failed to start", exc) from exc
+        return self.inspect(container_id)
+
+    def list(self, labels: Mapping[str, str]) -> list[TaskInfo]:
+        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        summaries = self._call(self._api().containers, all=True, filters=filters)
+        tasks = []
+        for summary in summaries:
+            try:
+                tasks.append(self.inspect(str(summary["Id"])))
+            except NotFoundError:
+                continue  # removed between the listing and the inspect: it is gone
+        return tasks
+
+    def inspect(self, task_id: str) -> TaskInfo:
+        attrs = self._call(self._api().inspect_container, task_id, missing=f"task {task_id}")
+        return _task_info(attrs)
+
+    def stop(self, task_id: str, timeout: float) -> None:
+        try:
+            self._api().stop(task_id, timeout=math.ceil(timeout))
+        except docker.errors.NotFound:
+            return
+        except (docker.errors.DockerException, OSError) as exc:
+            raise self._refused(f"cannot stop task {task_id}", exc) from exc
+
+    def remove(self, task_id: str) -> None:
+        try:
+            self._api().remove_container(task_id, force=True, v=True)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409 and "already in progress" in str(exc.explanation):
+                return
+            raise self._refused(f"cannot remove task {task_id}", exc) from exc
+        except (docker.errors.DockerException, OSError) as exc:
+            raise self._refused(f"cannot remove task {task_id}", exc) from exc
+
+    def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+        chunks = self._call(
+            self._api().logs,
+            task_id,
+            stdout=True,
+            stderr=True,
+            stream=True,
+            follow=follow,
+            tail="all" if tail is None else tail,
+            missing=f"task {task_id}",
+        )
+        return self._lines(chunks, task_id)
+
+    # -- steps of start -----------------------------------------------------------------------
+
+    def _ensure_image(self, spec: TaskSpec, repository: str, digest: str) -> None:
+        try:
+            self._api().inspect_image(spec.image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        except (docker.errors.DockerException, OSError) as exc:
+            raise self._refused(f"cannot look up image {spec.image}", exc) from exc
+        self._pull(spec, repository, digest)
+
+    def _pull(self, spec: TaskSpec, repository: str, digest: str) -> None:
+        auth = None
+        if spec.login is not None:
+            auth = {
+                "username": spec.login.username,
+                "password": spec.login.password,
+                "serveraddress": spec.login.registry,
+            }
+        try:
+            stream = self._api().pull(
+                repository, tag=digest, auth_config=auth, stream=True, decode=True
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    raise EngineError(
+                        f"cannot pull {spec.image} for task {spec.name}: {chunk['error']}",
+                        hint="is the registry up, and is the task's registry login right?",
+                    )
+        except docker.errors.NotFound as exc:
+            raise EngineError(
+                f"image {spec.image} for task {spec.name} is missing from the registry: "
+                f"{exc.explanation or exc}",
+                hint=_REGISTRY_HINT,
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise EngineError(
+                f"cannot pull {spec.image} for task {spec.name}: {exc.explanation or exc}",
+                hint="is the registry up, and is the task's registry login right?",
+            ) from exc
+        except (docker.errors.DockerException, OSError) as exc:
+            raise self._refused(f"cannot pull {spec.image} for task {spec.name}", exc) from exc
+
+    def _create(self, spec: TaskSpec) -> str:
+        api = self._api()
+        host = "127.0.0.1" if spec.network_mode == "host" else "0.0.0.0"
+        inner_port = spec.port if spec.network_mode == "host" else spec.container_port
+        env = {**spec.env, "PORT": str(inner_port), "HOST": host}
+        host_options: dict[str, Any] = {
+            "init": True,
+            "nano_cpus": int(spec.cpu * 1e9),
+            "mem_limit": spec.memory,
+            "restart_policy": {"Name": "no"},
+        }
+        exposed: list[tuple[int, str]] | None = None
+        if spec.network_mode == "host":
+            host_options["network_mode"] = "host"
+        else:
+            host_options["port_bindings"] = {f"{inner_port}/tcp": ("127.0.0.1", spec.port)}
+            exposed = [(inner_port, "tcp")]
+        try:
+            created = api.create_container(
+                spec.image,
+                name=spec.name,
+                labels={**spec.labels, LABEL_PORT: str(spec.port)},
+                environment=env,
+                ports=exposed,
+                stop_signal="SIGTERM",
+                stop_timeout=math.ceil(spec.stop_timeout),
+                host_config=api.create_host_config(**host_options),
+            )
+        except (docker.errors.DockerException, OSError) as exc:
+            raise self._refused(f"cannot create task {spec.name} from {spec.image}", exc) from exc
+        return str(created["Id"])
+
+    def _put_files(self, container_id: str, spec: TaskSpec) -> None:
+        for path, content in spec.files.items():
+            self._put_file(container_id, PurePosixPath("/", path), content)
+
+    def _put_file(self, container_id: str, path: PurePosixPath, content: str) -> None:
+        # Extract under the deepest directory that already exists, so no existing directory's
+        # mode or owner is touched (a tar entry for /tmp would reset its sticky bit).
+        for root in path.parents:
+            try:
+                self._api().put_archive(container_id, str(root), _tar(path, root, content))
+                return
+            except docker.errors.NotFound:
+                continue
+        raise EngineError(f"cannot write {path} into task {container_id}")
+
+    def _discard(self, container_id: str, name: str) -> None:
+        try:
+            self._api().remove_container(container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            return
+        except (docker.errors.DockerException, OSError) as exc:
+            raise self._refused(f"task {name} failed to start; removing it failed", exc) from exc
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _api(self) -> Any:
+        if self._client is None:
+            try:
+                if self._base_url:
+                    self._client = docker.DockerClient(
+                        base_url=self._base_url, timeout=self._timeout
+                    )
+                else:
+                    self._client = docker.from_env(timeout=self._timeout)
+            except (docker.errors.DockerException, OSError) as exc:
+                raise _unreachable(exc, self._base_url) from exc
+        return self._client.api
+
+    def _call(
+        self, method: Callable[..., Any], *args: Any, missing: str | None = None, **kwargs: Any
+    ) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except docker.errors.NotFound as exc:
+            if missing is None:
+                raise self._refused("the Docker engine refused", exc) from exc
+            raise NotFoundError(f"{missing} does not exist (any more)") from exc
+        except (docker.errors.DockerException, OSError) as exc:
+            raise self._refused("the Docker engine refused", exc) from exc
+
+    def _lines(self, chunks: Iterator[bytes], task_id: str) -> Iterator[str]:
+        pending = b""
+        try:
+            for chunk in chunks:
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    yield line.decode("utf-8", errors="replace").rstrip("\r")
+        except (docker.errors.DockerException, OSError) as exc:
+            raise self._refused(f"cannot read the logs of task {task_id}", exc) from exc
+        if pending:
+            yield pending.decode("utf-8", errors="replace").rstrip("\r")
+
+    def _refused(self, what: str, exc: Exception) -> StackyardError:
+        if isinstance(exc, docker.errors.APIError):
+            return EngineError(f"{what}: {exc.explanation or exc}")
+        if isinstance(exc, StackyardError):
+            return exc
+        return _unreachable(exc, self._base_url)
+
+
+def _unreachable(exc: Exception, base_url: str | None) -> ComponentError:
+    where = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return ComponentError(
+        f"the Docker engine at {where} did not answer: {exc}",
+        hint="start it (scripts/setup-host does), or set DOCKER_HOST",
+    )
+
+
+def _tar(path: PurePosixPath, root: PurePosixPath, content: str) -> bytes:
+    data = content.encode("utf-8")
+    buffer = io.BytesIO()
+    relative = path.relative_to(root)
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for directory in reversed(relative.parents[:-1]):
+            entry = tarfile.TarInfo(str(directory))
+            entry.type = tarfile.DIRTYPE
+            entry.mode = 0o755
+            archive.addfile(entry)
+        entry = tarfile.TarInfo(str(relative))
+        entry.size = len(data)
+        entry.mode = 0o600
+        archive.addfile(entry, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _task_info(attrs: Mapping[str, Any]) -> TaskInfo:
+    state = attrs.get("State") or {}
+    config = attrs.get("Config") or {}
+    labels = dict(config.get("Labels") or {})
+    health = state.get("Health") or {}
+    log = health.get("Log") or []
+    status = str(state.get("Status", ""))
+    exited = _STATES.get(status, TaskState.EXITED) is TaskState.EXITED
+    port = labels.get(LABEL_PORT, "")
+    return TaskInfo(
+        id=str(attrs["Id"]),
+        name=str(attrs.get("Name", "")).lstrip("/"),
+        image=str(config.get("Image", "")),
+        labels=labels,
+        state=_STATES.get(status, TaskState.EXITED),
+        health=Health(health["Status"]) if health.get("Status") else Health.NONE,
+        port=int(port) if port.isdigit() else None,
+        exit_code=int(state["ExitCode"]) if exited and "ExitCode" in state else None,
+        started_at=_time(state.get("StartedAt")),
+        finished_at=_time(state.get("FinishedAt")),
+        health_output=str(log[-1].get("Output", "")).strip() if log else "",
+        error=str(state.get("Error") or ""),
+    )
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value or value == _NEVER:
+        return None
+    return datetime.fromisoformat(value)

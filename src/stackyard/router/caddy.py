@@ -1,0 +1,328 @@
+"""The ``caddy`` Router: serves stages through Caddy, whose routes find tasks over DNS SRV.
+
+The deployment executor calls it. Creating or removing a route is one small PUT/PATCH/
+DELETE on Caddy's admin API (never a full ``/load``). Switching a route's upstreams
+changes no Caddy config at all: each route looks its upstreams up from the router's own
+DNS responder (router/directory.py), so no reload can reset a client connection.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httpx
+
+from stackyard.errors import ComponentError, NotFoundError, RetryableError
+from stackyard.router.base import Route, Router
+from stackyard.router.directory import UpstreamDirectory, srv_name
+
+HOSTS_SERVER = "stackyard-hosts"  # shared by host routes; not "sy-" so no stage can clash
+HOSTS_FALLBACK = "stackyard-hosts-fallback"
+PREFIX = "sy-"
+SERVERS = "/config/apps/http/servers"
+# How often Caddy asks for a route's upstreams: the longest a switch takes to apply.
+REFRESH = "200ms"
+# A request that meets an upstream which just went away is tried on another one.
+LOAD_BALANCING = {
+    "selection_policy": {"policy": "round_robin"},
+    "try_duration": "2s",
+    "try_interval": "100ms",
+}
+_IDEMPOTENT = frozenset({"GET", "PATCH", "DELETE"})
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AdminRequest:
+    """One change to Caddy's config, as plain data: what ``ensure_route`` decided to send."""
+
+    method: str
+    path: str
+    body: Any = None
+
+
+# Deciding: route -> Caddy JSON ----------------------------------------------------------
+
+
+def server_id(name: str) -> str:
+    return f"{PREFIX}{name}"
+
+
+def proxy_id(name: str) -> str:
+    return f"{PREFIX}{name}-proxy"
+
+
+def host_route_id(name: str) -> str:
+    return f"{PREFIX}{name}-host"
+
+
+def handler(name: str, resolver: str) -> Json:
+    """reverse_proxy whose upstreams come from SRV records on the router's DNS responder."""
+    dns = {"addresses": [f"udp/{resolver}"]}
+    return {
+        "@id": proxy_id(name),
+        "handler": "reverse_proxy",
+        "dynamic_upstreams": {
+            "source": "srv",
+            "name": srv_name(name),
+            "refresh": REFRESH,
+            "resolver": dns,
+        },
+        # SRV targets are names in our zone; the same responder resolves them to 127.0.0.1.
+        "transport": {"protocol": "http", "resolver": dns},
+        "load_balancing": LOAD_BALANCING,
+    }
+
+
+def port_server(route: Route, resolver: str, listen_host: str) -> Json:
+    return {
+        "listen": [f"{listen_host}:{route.port}"],
+        "routes": [{"handle": [handler(route.name, resolver)]}],
+        "automatic_https": {"disable": True},
+    }
+
+
+def host_route(route: Route, resolver: str) -> Json:
+    return {
+        "@id": host_route_id(route.name),
+        "match": [{"host": [route.host]}],
+        "handle": [handler(route.name, resolver)],
+        "terminal": True,
+    }
+
+
+def hosts_server(listen: str, first: Json) -> Json:
+    fallback = {
+        "@id": HOSTS_FALLBACK,
+        "handle": [
+            {
+                "handler": "static_response",
+                "status_code": 404,
+                "body": "Stackyard: no stage is served on this host name\n",
+            }
+        ],
+    }
+    return {"listen": [listen], "routes": [first, fallback], "automatic_https": {"disable": True}}
+
+
+def servers_of(config: Any) -> Json:
+    """``apps.http.servers`` of a full Caddy config, ``{}`` when Caddy has none."""
+    node: Any = config
+    for key in ("apps", "http", "servers"):
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
+
+
+def _hosts_routes(servers: Json) -> list[Json]:
+    routes = servers.get(HOSTS_SERVER, {}).get("routes") or []
+    return [r for r in routes if isinstance(r, dict)]
+
+
+def route_names(config: Any) -> list[str]:
+    """Names of the Stackyard routes in a full Caddy config: port servers and host routes."""
+    servers = servers_of(config)
+    names = {key.removeprefix(PREFIX) for key in servers if key.startswith(PREFIX)}
+    for entry in _hosts_routes(servers):
+        rid = str(entry.get("@id", ""))
+        if rid.startswith(PREFIX) and rid.endswith("-host"):
+            names.add(rid.removeprefix(PREFIX).removesuffix("-host"))
+    return sorted(names)
+
+
+def plan_ensure(
+    config: Any, route: Route, resolver: str, *, listen_host: str, host_port: int
+) -> list[AdminRequest]:
+    """The admin requests that make ``config`` serve ``route``; none when it already does."""
+    servers = servers_of(config)
+    if route.host is None:
+        plan = _plan_remove_host_route(servers, route.name)
+        wanted = port_server(route, resolver, listen_host)
+        current = servers.get(server_id(route.name))
+        path = f"{SERVERS}/{server_id(route.name)}"
+        if current is None:
+            plan.append(AdminRequest("PUT", path, wanted))
+        elif current != wanted:
+            plan.append(AdminRequest("PATCH", path, wanted))
+        return plan
+    plan = _plan_remove_port_server(servers, route.name)
+    wanted = host_route(route, resolver)
+    listen = f"{listen_host}:{host_port}"
+    hosts = servers.get(HOSTS_SERVER)
+    if hosts is None:
+        return [
+            *plan,
+            AdminRequest("PUT", f"{SERVERS}/{HOSTS_SERVER}", hosts_server(listen, wanted)),
+        ]
+    if hosts.get("listen") != [listen]:
+        plan.append(AdminRequest("PATCH", f"{SERVERS}/{HOSTS_SERVER}/listen", [listen]))
+    current = next((r for r in _hosts_routes(servers) if r.get("@id") == wanted["@id"]), None)
+    if current is None:
+        # PUT on an array index inserts: host routes go before the 404 fallback.
+        plan.append(AdminRequest("PUT", f"{SERVERS}/{HOSTS_SERVER}/routes/0", wanted))
+    elif current != wanted:
+        plan.append(AdminRequest("PATCH", f"/id/{wanted['@id']}", wanted))
+    return plan
+
+
+def plan_remove(config: Any, name: str) -> list[AdminRequest]:
+    """The admin requests that stop serving route ``name``, whichever kind it is."""
+    servers = servers_of(config)
+    return [*_plan_remove_port_server(servers, name), *_plan_remove_host_route(servers, name)]
+
+
+def _plan_remove_port_server(servers: Json, name: str) -> list[AdminRequest]:
+    if server_id(name) not in servers:
+        return []
+    return [AdminRequest("DELETE", f"{SERVERS}/{server_id(name)}")]
+
+
+def _plan_remove_host_route(servers: Json, name: str) -> list[AdminRequest]:
+    if all(r.get("@id") != host_route_id(name) for r in _hosts_routes(servers)):
+        return []
+    return [AdminRequest("DELETE", f"/id/{host_route_id(name)}")]
+
+
+# Doing: the admin API client ------------------------------------------------------------
+
+
+class CaddyRouter(Router):
+    """Port routes are Caddy servers ``sy-<name>``; host routes share ``stackyard-hosts``."""
+
+    name: ClassVar[str] = "caddy"
+    supports_host_routes: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        admin_url: str,
+        *,
+        host_port: int = 80,
+        listen_host: str = "127.0.0.1",
+        timeout: float = 5.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.admin_url = admin_url.rstrip("/")
+        self.host_port = host_port
+        self.listen_host = listen_host
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        # trust_env=False: the admin API is local; an HTTP(S)_PROXY must never carry it.
+        # No keep-alive: Caddy restarts its admin endpoint on each config change, and a
+        # request sent on a pooled socket it closed could not be told apart from a lost one.
+        self._client = httpx.Client(
+            base_url=self.admin_url,
+            timeout=timeout,
+            transport=transport,
+            trust_env=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
+        self.directory = UpstreamDirectory()
+
+    def close(self) -> None:
+        self._client.close()
+        self.directory.close()
+
+    def __enter__(self) -> CaddyRouter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # Router --------------------------------------------------------------------------
+
+    def ensure_route(self, route: Route, upstreams: Sequence[str]) -> None:
+        route.check()
+        self.directory.set(route.name, upstreams)
+        plan = plan_ensure(
+            self._config(),
+            route,
+            self.directory.address,
+            listen_host=self.listen_host,
+            host_port=self.host_port,
+        )
+        for change in plan:
+            self._send(change)
+
+    def set_upstreams(self, route: Route, upstreams: Sequence[str]) -> None:
+        """No admin request that changes Caddy: the route's SRV answer changes instead."""
+        if self.upstreams(route) is None:
+            raise NotFoundError(
+                f"Caddy at {self.admin_url} has no route '{route.name}'",
+                hint="create it with ensure_route; Caddy forgets routes when it restarts",
+            )
+        self.directory.set(route.name, upstreams)
+
+    def upstreams(self, route: Route) -> list[str] | None:
+        route.check()
+        response = self._send(AdminRequest("GET", f"/id/{proxy_id(route.name)}"), missing_ok=True)
+        if response.status_code == 404:
+            return None
+        return self.directory.get(route.name) or []
+
+    def remove_route(self, route: Route) -> None:
+        route.check()
+        for change in plan_remove(self._config(), route.name):
+            self._send(change, missing_ok=True)
+        self.directory.drop(route.name)
+
+    def routes(self) -> list[str]:
+        return route_names(self._config())
+
+    def ping(self) -> None:
+        try:
+            self._send(AdminRequest("GET", "/config/"), retries=0)
+        except RetryableError as exc:
+            raise ComponentError(
+                f"Caddy's admin API does not answer at {self.admin_url}",
+                hint="start the platform with `stackyard up`, or check the Caddy admin port "
+                "setting and Caddy's log",
+            ) from exc
+
+    # Transport -----------------------------------------------------------------------
+
+    def _config(self) -> Any:
+        return self._send(AdminRequest("GET", "/config/")).json()
+
+    def _send(
+        self, change: AdminRequest, *, missing_ok: bool = False, retries: int | None = None
+    ) -> httpx.Response:
+        """Send one admin request; retry what cannot have been applied twice."""
+        attempts = 1 + (self.retries if retries is None else retries)
+        attempt = 0
+        while True:
+            try:
+                response = self._client.request(change.method, change.path, json=change.body)
+            except httpx.TransportError as exc:
+                attempt += 1
+                retryable = change.method in _IDEMPOTENT or isinstance(exc, _NOT_SENT)
+                if not retryable or attempt >= attempts:
+                    raise RetryableError(
+                        f"Caddy's admin API at {self.admin_url} failed on {change.method} "
+                        f"{change.path}: {exc or type(exc).__name__}",
+                        hint="check that Caddy runs (`stackyard status`); the change can be "
+                        "retried",
+                    ) from exc
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+                continue
+            return self._checked(change, response, missing_ok=missing_ok)
+
+    def _checked(
+        self, change: AdminRequest, response: httpx.Response, *, missing_ok: bool
+    ) -> httpx.Response:
+        if response.is_success or (missing_ok and response.status_code == 404):
+            return response
+        try:
+            text = str(response.json().get("error") or response.text)
+        except ValueError:
+            text = response.text
+        raise ComponentError(
+            f"Caddy at {self.admin_url} refused {change.method} {change.path} "
+            f"(HTTP {response.status_code}): {text.strip()}",
+            hint="a port may be taken by another process; Caddy's log has the details",
+        )

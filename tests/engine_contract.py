@@ -1,0 +1,203 @@
+"""The Engine contract: one set of tests that every engine (FakeEngine, DockerEngine) passes.
+
+A test module subclasses ``EngineContract`` and provides the ``engine`` and ``images``
+fixtures; the subclass's name (``Test…``) makes pytest collect it.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+
+from stackyard.engines.base import (
+    LABEL_PLATFORM,
+    LABEL_PORT,
+    LABEL_STACK,
+    LABEL_STAGE,
+    Engine,
+    EngineError,
+    RegistryLogin,
+    TaskInfo,
+    TaskSpec,
+    TaskState,
+)
+from stackyard.errors import NotFoundError
+
+RUN = uuid.uuid4().hex[:8]  # this test run's platform id and name prefix
+NAME_PREFIX = f"sytest-{RUN}-"
+
+
+@dataclass(frozen=True)
+class ContractImages:
+    """Images an engine under test can start; ``login`` pulls them when it is needed."""
+
+    serving: str  # repo@sha256:… that prints "started on $PORT" and keeps running
+    crashing: str  # repo@sha256:… that prints "boom" and exits 3 on its own
+    login: RegistryLogin | None = None
+
+
+SpecFactory = Callable[..., TaskSpec]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_task_spec(images: ContractImages, image: str | None = None, **overrides: Any) -> TaskSpec:
+    """A spec with a unique ``sytest-`` name, a free loopback port and this run's labels."""
+    spec = TaskSpec(
+        name=f"{NAME_PREFIX}{uuid.uuid4().hex[:8]}",
+        image=image or images.serving,
+        port=free_port(),
+        labels={LABEL_PLATFORM: RUN, LABEL_STACK: "contract", LABEL_STAGE: "dev"},
+        stop_timeout=5,
+        login=images.login,
+    )
+    return replace(spec, **overrides)
+
+
+def wait_for(check: Callable[[], TaskInfo], until: Callable[[TaskInfo], bool]) -> TaskInfo:
+    """Inspect until ``until`` holds (engines report asynchronously); 30 s at most."""
+    deadline = time.monotonic() + 30
+    info = check()
+    while not until(info):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task never reached the expected state: {info}")
+        time.sleep(0.1)
+        info = check()
+    return info
+
+
+class EngineContract:
+    """What the deploy controller relies on, whatever engine runs the tasks."""
+
+    @pytest.fixture
+    def engine(self) -> Engine:
+        raise NotImplementedError("a test module provides the engine fixture")
+
+    @pytest.fixture
+    def images(self) -> ContractImages:
+        raise NotImplementedError("a test module provides the images fixture")
+
+    @pytest.fixture
+    def make_spec(self, images: ContractImages) -> SpecFactory:
+        return functools.partial(make_task_spec, images)
+
+    def test_start_from_a_digest_runs_with_labels_and_port(
+        self, engine: Engine, make_spec: SpecFactory
+    ) -> None:
+        spec = make_spec()
+        started = engine.start(spec)
+        info = engine.inspect(started.id)
+        assert info.state is TaskState.RUNNING
+        assert info.running
+        assert info.name == spec.name
+        assert info.image == spec.image
+        assert info.digest == spec.image.partition("@")[2]
+        assert info.port == spec.port
+        assert info.labels[LABEL_PORT] == str(spec.port)
+        assert {k: info.labels[k] for k in spec.labels} == dict(spec.labels)
+        assert info.started_at is not None
+        assert info.started_at.tzinfo is not None
+        assert info.exit_code is None
+
+    def test_a_tag_reference_is_refused(self, engine: Engine, make_spec: SpecFactory) -> None:
+        repository = make_spec().image.partition("@")[0]
+        spec = make_spec(image=f"{repository}:latest")
+        with pytest.raises(EngineError, match="digest, never a tag") as caught:
+            engine.start(spec)
+        assert f"{repository}:latest" in str(caught.value)
+        assert spec.name not in {task.name for task in engine.list({LABEL_PLATFORM: RUN})}
+
+    def test_list_filters_by_labels(self, engine: Engine, make_spec: SpecFactory) -> None:
+        dev = make_spec()
+        prod = make_spec(labels={**dev.labels, LABEL_STAGE: "prod"})
+        dev_id = engine.start(dev).id
+        prod_id = engine.start(prod).id
+        assert [t.id for t in engine.list({LABEL_PLATFORM: RUN, LABEL_STAGE: "prod"})] == [prod_id]
+        both = {t.id for t in engine.list({LABEL_PLATFORM: RUN, LABEL_STACK: "contract"})}
+        assert {dev_id, prod_id} <= both
+        assert engine.list({LABEL_PLATFORM: RUN, LABEL_STAGE: "nowhere"}) == []
+        assert engine.list({LABEL_PLATFORM: f"not-{RUN}"}) == []
+
+    def test_inspect_of_an_unknown_task_is_not_found(self, engine: Engine) -> None:
+        with pytest.raises(NotFoundError, match="no-such-task"):
+            engine.inspect("no-such-task")
+
+    def test_stop_leaves_an_exited_task_with_its_exit_code(
+        self, engine: Engine, make_spec: SpecFactory
+    ) -> None:
+        task_id = engine.start(make_spec()).id
+        engine.stop(task_id, timeout=5)
+        info = engine.inspect(task_id)
+        assert info.state is TaskState.EXITED
+        assert not info.running
+        assert info.exit_code is not None
+        assert info.finished_at is not None
+
+    def test_stop_twice_and_stop_of_a_gone_task_are_fine(
+        self, engine: Engine, make_spec: SpecFactory
+    ) -> None:
+        task_id = engine.start(make_spec()).id
+        engine.stop(task_id, timeout=5)
+        engine.stop(task_id, timeout=5)
+        engine.remove(task_id)
+        engine.stop(task_id, timeout=5)
+
+    def test_remove_then_inspect_is_not_found(self, engine: Engine, make_spec: SpecFactory) -> None:
+        task_id = engine.start(make_spec()).id
+        engine.stop(task_id, timeout=5)
+        engine.remove(task_id)
+        with pytest.raises(NotFoundError):
+            engine.inspect(task_id)
+        assert task_id not in {t.id for t in engine.list({LABEL_PLATFORM: RUN})}
+        engine.remove(task_id)
+
+    def test_remove_of_a_running_task_removes_it(
+        self, engine: Engine, make_spec: SpecFactory
+    ) -> None:
+        task_id = engine.start(make_spec()).id
+        engine.remove(task_id)
+        with pytest.raises(NotFoundError):
+            engine.inspect(task_id)
+
+    def test_logs_contain_the_apps_output(self, engine: Engine, make_spec: SpecFactory) -> None:
+        spec = make_spec()
+        task_id = engine.start(spec).id
+        deadline = time.monotonic() + 10
+        while (lines := list(engine.logs(task_id))) == [] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert f"started on {spec.port}" in lines
+        assert list(engine.logs(task_id, tail=1)) == lines[-1:]
+
+    def test_logs_of_an_unknown_task_are_not_found(self, engine: Engine) -> None:
+        with pytest.raises(NotFoundError):
+            list(engine.logs("no-such-task"))
+
+    def test_a_task_that_exits_on_its_own_reports_its_exit_code(
+        self, engine: Engine, images: ContractImages, make_spec: SpecFactory
+    ) -> None:
+        task_id = engine.start(make_spec(image=images.crashing)).id
+        info = wait_for(lambda: engine.inspect(task_id), lambda i: i.state is TaskState.EXITED)
+        assert info.exit_code == 3
+        assert "boom" in list(engine.logs(task_id))
+
+    def test_two_tasks_with_the_same_name_are_refused(
+        self, engine: Engine, make_spec: SpecFactory
+    ) -> None:
+        spec = make_spec()
+        first = engine.start(spec)
+        with pytest.raises(EngineError, match=spec.name):
+            engine.start(replace(spec, port=free_port()))
+        assert [t.id for t in engine.list({LABEL_PLATFORM: RUN}) if t.name == spec.name] == [
+            first.id
+        ]

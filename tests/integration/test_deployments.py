@@ -1,0 +1,357 @@
+"""Deployments against the real engine, registry and Caddy: rollouts, faults, rollback.
+
+One platform serves the module; each test deploys its own stack. Health checks and drain
+delays are short in these stackyard.yml files so that failures are detected quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import RunningPlatform, start_platform, stop_platform
+from .gitrepo import GitRepo
+
+pytestmark = pytest.mark.integration
+
+FAST = """\
+stages:
+  - name: dev
+    replicas: {replicas}
+{port}    health: {{path: /healthz, interval: 0.5, timeout: 1, retries: 2, start_period: 2}}
+    deploy: {{drain_seconds: 1, stop_timeout: 3}}
+    variables: {{GREETING: {greeting}}}
+"""
+
+CRASHES_AT_START = (
+    'FROM busybox:latest\nCMD ["sh", "-c", "echo boom: missing DATABASE_URL; exit 3"]\n'
+)
+NEVER_HEALTHY = "FROM busybox:latest\nCOPY www /www\nRUN rm /www/healthz\n" + (
+    'CMD ["sh", "-c", "exec busybox httpd -f -p ${HOST}:${PORT} -h /www"]\n'
+)
+DIES_LATER = "FROM busybox:latest\nCOPY www /www\n" + (
+    'CMD ["sh", "-c", "busybox httpd -p ${HOST}:${PORT} -h /www; sleep 3; echo bye; exit 1"]\n'
+)
+
+
+@pytest.fixture(scope="module")
+def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    running = start_platform(tmp_path_factory.mktemp("deploy") / "data")
+    try:
+        yield running
+    finally:
+        stop_platform(running)
+
+
+def new_stack(
+    yard: RunningPlatform,
+    tmp_path: Path,
+    name: str,
+    *,
+    replicas: int = 1,
+    port: int | None = None,
+    greeting: str = "hi",
+) -> GitRepo:
+    repo = GitRepo.from_example("hello", tmp_path / name)
+    port_line = f"    port: {port}\n" if port else ""
+    repo.write("stackyard.yml", FAST.format(replicas=replicas, port=port_line, greeting=greeting))
+    repo.commit("fast health checks")
+    yard.cli("stacks", "create", name, "--repo", str(repo.path))
+    return repo
+
+
+def ship(yard: RunningPlatform, stack: str, *, ok: bool = True) -> dict[str, Any]:
+    """Build the newest commit, release it to dev and deploy it; the deployment record."""
+    yard.cli("build", stack, timeout=300)
+    yard.cli("release", stack, "--stage", "dev")
+    before = len(json.loads(yard.cli("deployments", stack, "--stage", "dev", "--json").stdout))
+    result = yard.cli("deploy", stack, "--stage", "dev", "--json", check=ok, timeout=300)
+    if not ok:
+        assert result.returncode == 1, result.stderr
+        return deployment(yard, stack, before + 1)
+    return dict(json.loads(result.stdout))
+
+
+def deployment(yard: RunningPlatform, stack: str, number: int) -> dict[str, Any]:
+    listing = json.loads(yard.cli("deployments", stack, "--stage", "dev", "--json").stdout)
+    return next(d for d in listing if d["number"] == number)
+
+
+def check(yard: RunningPlatform, stack: str) -> dict[str, Any]:
+    return dict(json.loads(yard.cli("check", stack, "--stage", "dev", "--json").stdout))
+
+
+def stage_url(yard: RunningPlatform, stack: str) -> str:
+    return str(json.loads(yard.cli("url", stack, "--stage", "dev", "--json").stdout)["url"])
+
+
+def version_served(url: str) -> str:
+    text = httpx.get(url + "/", timeout=5).text
+    match = re.search(r"VERSION=(\w+)", text)
+    return match.group(1) if match else text
+
+
+def wait_converged(yard: RunningPlatform, stack: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    state = check(yard, stack)
+    while not state["converged"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = check(yard, stack)
+    assert state["converged"], state
+    return state
+
+
+class Watcher:
+    """Requests the stage URL in a loop and counts answers that are not 200."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ok = 0
+        self.bad: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self._stop.is_set():
+                try:
+                    status = client.get(self.url + "/").status_code
+                except httpx.HTTPError as exc:
+                    self.bad.append(f"{type(exc).__name__}: {exc}")
+                else:
+                    if status == 200:
+                        self.ok += 1
+                    else:
+                        self.bad.append(f"HTTP {status}")
+                time.sleep(0.02)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def test_deploy_serves_the_release_and_check_matches(yard: RunningPlatform, tmp_path: Path) -> None:
+    new_stack(yard, tmp_path, "first", replicas=2)
+    record = ship(yard, "first")
+    assert record["status"] == "COMPLETED"
+    assert (record["tasks_started"], record["tasks_healthy"], record["tasks_routed"]) == (2, 2, 2)
+    state = wait_converged(yard, "first")
+    assert [t["match"] for t in state["tasks"]] == [True, True]
+    assert {t["digest"] for t in state["tasks"]} == {state["digest"]}
+    assert version_served(stage_url(yard, "first")) == "v1"
+    text = yard.cli("check", "first", "--stage", "dev").stdout.splitlines()
+    assert text[0] == f"dev ENV_DIGEST: {state['digest']}"
+    assert text[1:] == [f"TASK_DIGEST: {state['digest']} (match)"] * 2
+    tasks = json.loads(yard.cli("tasks", "first", "--stage", "dev", "--json").stdout)
+    assert {t["digest"] for t in tasks} == {state["digest"]}
+    assert all(t["address"].startswith("127.0.0.1:") for t in tasks)
+
+
+def test_rolling_update_under_load_fails_no_request(yard: RunningPlatform, tmp_path: Path) -> None:
+    repo = new_stack(yard, tmp_path, "rolling", replicas=2)
+    ship(yard, "rolling")
+    url = stage_url(yard, "rolling")
+    repo.set_version("v2")
+    yard.cli("build", "rolling", timeout=300)
+    yard.cli("release", "rolling", "--stage", "dev")
+    load = subprocess.Popen(
+        ["wrk", "-t2", "-c16", "-d8s", "--timeout", "5s", url + "/"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1)
+        record = json.loads(yard.cli("deploy", "rolling", "--stage", "dev", "--json").stdout)
+        output, _ = load.communicate(timeout=30)
+    finally:
+        if load.poll() is None:
+            load.kill()
+    assert record["status"] == "COMPLETED"
+    assert "Non-2xx" not in output, output
+    assert "Socket errors" not in output, output
+    assert re.search(r"(\d+) requests in", output), output
+    assert version_served(url) == "v2"
+    wait_converged(yard, "rolling")
+
+
+def test_app_crashing_at_start_rolls_back_while_old_tasks_serve(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    repo = new_stack(yard, tmp_path, "crashy")
+    good = ship(yard, "crashy")["digest"]
+    url = stage_url(yard, "crashy")
+    repo.write("Dockerfile", CRASHES_AT_START)
+    repo.commit("crashes at start")
+    with Watcher(url) as watcher:
+        failed = ship(yard, "crashy", ok=False)
+    assert failed["status"] == "FAILED"
+    assert "exited with status 3" in failed["reason"]
+    assert "boom: missing DATABASE_URL" in failed["reason"]
+    assert watcher.bad == []
+    assert watcher.ok > 0
+    state = wait_converged(yard, "crashy")
+    assert state["digest"] == good
+    history = json.loads(yard.cli("deployments", "crashy", "--stage", "dev", "--json").stdout)
+    assert history[0]["trigger"] == "automatic rollback"
+    assert history[0]["status"] == "COMPLETED"
+    releases = json.loads(yard.cli("releases", "crashy", "--stage", "dev", "--json").stdout)
+    assert releases[0]["digest"] == good
+    assert "rollback" in releases[0]["source"]
+
+
+def test_app_that_never_passes_its_health_check_is_rolled_back(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    repo = new_stack(yard, tmp_path, "sick")
+    good = ship(yard, "sick")["digest"]
+    repo.write("Dockerfile", NEVER_HEALTHY)
+    repo.commit("no /healthz")
+    failed = ship(yard, "sick", ok=False)
+    assert "is unhealthy" in failed["reason"]
+    assert "last health check: GET http://127.0.0.1:" in failed["reason"]
+    assert "HTTP 404" in failed["reason"]
+    assert wait_converged(yard, "sick")["digest"] == good
+
+
+def test_a_task_that_dies_later_is_replaced(yard: RunningPlatform, tmp_path: Path) -> None:
+    repo = new_stack(yard, tmp_path, "mortal")
+    repo.write("Dockerfile", DIES_LATER)
+    repo.commit("dies after 3 s")
+    record = ship(yard, "mortal")
+    assert record["status"] == "COMPLETED"
+    first = {
+        t["id"] for t in json.loads(yard.cli("tasks", "mortal", "--stage", "dev", "--json").stdout)
+    }
+    deadline = time.monotonic() + 30
+    replaced = False
+    while time.monotonic() < deadline and not replaced:
+        time.sleep(0.5)
+        tasks = json.loads(yard.cli("tasks", "mortal", "--stage", "dev", "--json").stdout)
+        replaced = any(t["id"] not in first and t["state"] == "running" for t in tasks)
+    assert replaced, "the dead task was not replaced"
+    with sqlite3.connect(yard.data_dir / "stackyard.db") as connection:
+        events = connection.execute(
+            "select message from events where kind = 'heal' and subject = 'mortal/dev'"
+        ).fetchall()
+    assert any("exited with status 1" in e[0] and "replacing it" in e[0] for e in events)
+
+
+def test_port_in_use_fails_the_deployment_naming_the_port(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        new_stack(yard, tmp_path, "clash", port=port)
+        failed = ship(yard, "clash", ok=False)
+    assert failed["status"] == "FAILED"
+    assert f"port 127.0.0.1:{port} is in use by another process" in failed["reason"]
+
+
+def test_rollback_restores_image_and_config(yard: RunningPlatform, tmp_path: Path) -> None:
+    repo = new_stack(yard, tmp_path, "backwards", greeting="first")
+    v1 = ship(yard, "backwards")
+    repo.write("stackyard.yml", FAST.format(replicas=1, port="", greeting="second"))
+    repo.set_version("v2")
+    v2 = ship(yard, "backwards")
+    assert v1["digest"] != v2["digest"]
+    back = json.loads(yard.cli("rollback", "backwards", "--stage", "dev", "--json").stdout)
+    assert back["status"] == "COMPLETED"
+    assert back["digest"] == v1["digest"]
+    releases = json.loads(yard.cli("releases", "backwards", "--stage", "dev", "--json").stdout)
+    assert releases[0]["config"]["variables"] == {"GREETING": "first"}
+    assert version_served(stage_url(yard, "backwards")) == "v1"
+    assert wait_converged(yard, "backwards")["digest"] == v1["digest"]
+
+
+def test_release_whose_image_was_deleted_fails_clearly(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    repo = new_stack(yard, tmp_path, "ghost")
+    good = ship(yard, "ghost")["digest"]
+    repo.set_version("v2")
+    yard.cli("build", "ghost", timeout=300)
+    release = json.loads(yard.cli("release", "ghost", "--stage", "dev", "--json").stdout)
+    creds = json.loads((yard.data_dir / "registry-credentials.json").read_text())
+    deleted = httpx.delete(
+        f"http://{yard.registry}/v2/ghost/manifests/{release['digest']}",
+        auth=(creds["username"], creds["password"]),
+    )
+    assert deleted.status_code == 202
+    result = yard.cli("deploy", "ghost", "--stage", "dev", "--json", check=False, timeout=300)
+    assert result.returncode == 1
+    failed = deployment(yard, "ghost", 2)
+    assert failed["status"] == "FAILED"
+    assert "failed to start" in failed["reason"]
+    assert release["digest"] in failed["reason"] or "not found" in failed["reason"].lower()
+    assert wait_converged(yard, "ghost")["digest"] == good
+
+
+def test_caddy_restarted_mid_deployment(yard: RunningPlatform, tmp_path: Path) -> None:
+    repo = new_stack(yard, tmp_path, "phoenix")
+    ship(yard, "phoenix")
+    url = stage_url(yard, "phoenix")
+    repo.set_version("v2")
+    yard.cli("build", "phoenix", timeout=300)
+    yard.cli("release", "phoenix", "--stage", "dev")
+    started = json.loads(
+        yard.cli("deploy", "phoenix", "--stage", "dev", "--detach", "--json").stdout
+    )
+    state = json.loads((yard.data_dir / "platform.json").read_text())
+    subprocess.run(["kill", "-9", str(state["children"]["caddy"])], check=True)
+    deadline = time.monotonic() + 60
+    record = deployment(yard, "phoenix", started["number"])
+    while record["status"] == "IN_PROGRESS" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        record = deployment(yard, "phoenix", started["number"])
+    assert record["status"] == "COMPLETED", record
+    deadline = time.monotonic() + 20
+    served = ""
+    while time.monotonic() < deadline and served != "v2":
+        try:
+            served = version_served(url)
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    assert served == "v2"
+
+
+def test_control_plane_killed_mid_deployment(tmp_path: Path) -> None:
+    yard = start_platform(tmp_path / "data")
+    try:
+        repo = new_stack(yard, tmp_path, "lazarus", replicas=2)
+        ship(yard, "lazarus")
+        repo.set_version("v2")
+        yard.cli("build", "lazarus", timeout=300)
+        yard.cli("release", "lazarus", "--stage", "dev")
+        yard.cli("deploy", "lazarus", "--stage", "dev", "--detach")
+        time.sleep(0.7)  # the first new task is starting or starting to serve
+        subprocess.run(["kill", "-9", str(yard.pid)], check=True)
+        time.sleep(0.5)
+        restarted = yard.cli("up", "-d", "--json", "--api-port", yard.api_url.rsplit(":", 1)[1],
+                             "--registry-port", yard.registry.rsplit(":", 1)[1],
+                             "--caddy-admin-port", yard.router_admin.rsplit(":", 1)[1])  # fmt: skip
+        assert json.loads(restarted.stdout)["status"] == "started"
+        state = wait_converged(yard, "lazarus", timeout=90)
+        record = deployment(yard, "lazarus", 2)
+        assert record["status"] in ("COMPLETED", "FAILED")
+        releases_serving = {t["digest"] for t in state["tasks"]}
+        assert len(releases_serving) == 1
+        assert version_served(stage_url(yard, "lazarus")) in ("v1", "v2")
+    finally:
+        stop_platform(yard)
+        subprocess.run(["pkill", "-9", "-f", str(tmp_path / "data")], check=False)

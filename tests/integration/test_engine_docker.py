@@ -1,0 +1,305 @@
+"""DockerEngine passes the Engine contract against the real engine and registry, and more.
+
+Test images are built FROM busybox, pushed to a real registry with auth, and removed
+locally, so every start() pulls by digest with the login. Traffic goes to 127.0.0.1 only.
+"""
+# ruff: noqa: F811 - pytest fixtures imported from registry_fixtures are used as arguments
+
+from __future__ import annotations
+
+import gc
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from stackyard.engines.base import (
+    LABEL_PLATFORM,
+    EngineError,
+    Health,
+    RegistryLogin,
+    TaskSpec,
+    TaskState,
+)
+from stackyard.engines.docker import DockerEngine
+from stackyard.errors import ComponentError
+from stackyard.images.registry import RegistryClient
+from stackyard.plugins import load
+from tests.engine_contract import (
+    RUN,
+    ContractImages,
+    EngineContract,
+    SpecFactory,
+    make_task_spec,
+    wait_for,
+)
+from tests.integration.registry_fixtures import LiveRegistry, live_registry  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+SERVE = (
+    'CMD ["sh", "-c", "echo started on $PORT; exec httpd -f -p ${HOST:-127.0.0.1}:$PORT -h /www"]'
+)
+DOCKERFILES = {
+    "serving": f"FROM busybox:latest\nRUN mkdir -p /www && echo hello > /www/index.html\n{SERVE}\n",
+    "crashing": 'FROM busybox:latest\nCMD ["sh", "-c", "echo boom; exit 3"]\n',
+    "healthy": (
+        "FROM busybox:latest\nRUN mkdir -p /www && echo hello > /www/index.html\n"
+        "HEALTHCHECK --interval=1s --timeout=1s --retries=2 "
+        "CMD wget -q -O- http://127.0.0.1:$PORT/ || exit 1\n"
+        f"{SERVE}\n"
+    ),
+    "unhealthy": (
+        "FROM busybox:latest\nRUN mkdir -p /www\n"
+        "HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD echo sick on $PORT; exit 1\n"
+        f"{SERVE}\n"
+    ),
+}
+MISSING = "sha256:" + "0" * 64
+
+
+@dataclass(frozen=True)
+class BuiltImages:
+    repository: str  # endpoint/repo
+    digests: dict[str, str]  # name -> sha256:…
+    login: RegistryLogin
+
+    def ref(self, name: str) -> str:
+        return f"{self.repository}@{self.digests[name]}"
+
+
+def _remove_images(references: list[str]) -> None:
+    client = docker.from_env()
+    try:
+        for reference in references:
+            try:
+                client.api.remove_image(reference, force=True)
+            except docker.errors.ImageNotFound:
+                continue
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def test_images(live_registry: LiveRegistry) -> Iterator[BuiltImages]:
+    repository = f"{live_registry.endpoint}/enginetest-{RUN}"
+    tags = [f"{repository}:{name}" for name in DOCKERFILES]
+    digests: dict[str, str] = {}
+    try:
+        with RegistryClient(
+            live_registry.endpoint, username=live_registry.username, password=live_registry.password
+        ) as registry:
+            for name, dockerfile in DOCKERFILES.items():
+                with tempfile.TemporaryDirectory() as context:
+                    (Path(context) / "Dockerfile").write_text(dockerfile)
+                    tag = f"{repository}:{name}"
+                    live_registry.docker("build", "--network", "host", "-q", "-t", tag, context)
+                live_registry.docker("push", tag)
+                digests[name] = registry.resolve(f"enginetest-{RUN}", name)
+        _remove_images(tags)  # start() must pull by digest, with the login
+        login = RegistryLogin(
+            live_registry.endpoint, live_registry.username, live_registry.password
+        )
+        yield BuiltImages(repository, digests, login)
+    finally:
+        _remove_images(tags + [f"{repository}@{digest}" for digest in digests.values()])
+
+
+@pytest.fixture
+def docker_engine() -> Iterator[DockerEngine]:
+    engine = DockerEngine()
+    try:
+        yield engine
+    finally:
+        for task in engine.list({LABEL_PLATFORM: RUN}):
+            engine.remove(task.id)
+        engine.close()
+
+
+@pytest.fixture
+def raw() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+class TestDockerEngine(EngineContract):
+    @pytest.fixture
+    def engine(self, docker_engine: DockerEngine) -> DockerEngine:
+        return docker_engine
+
+    @pytest.fixture
+    def images(self, test_images: BuiltImages) -> ContractImages:
+        return ContractImages(
+            serving=test_images.ref("serving"),
+            crashing=test_images.ref("crashing"),
+            login=test_images.login,
+        )
+
+
+@pytest.fixture
+def spec_for(test_images: BuiltImages) -> SpecFactory:
+    images = ContractImages(
+        test_images.ref("serving"), test_images.ref("crashing"), test_images.login
+    )
+
+    def make(name: str = "serving", **overrides: Any) -> TaskSpec:
+        return make_task_spec(images, image=test_images.ref(name), **overrides)
+
+    return make
+
+
+def test_registered_under_the_engines_entry_point() -> None:
+    assert load("engine", "docker") is DockerEngine
+
+
+def test_ping_answers(docker_engine: DockerEngine) -> None:
+    docker_engine.ping()
+
+
+def test_serves_http_on_loopback_with_port_and_host_set(
+    docker_engine: DockerEngine, spec_for: SpecFactory, raw: docker.DockerClient
+) -> None:
+    spec = spec_for(env={"GREETING": "hi"})
+    task = docker_engine.start(spec)
+    response = _get(f"http://127.0.0.1:{spec.port}/")
+    assert response.status_code == 200
+    assert response.text == "hello\n"
+    attrs = raw.api.inspect_container(task.id)
+    env = dict(item.split("=", 1) for item in attrs["Config"]["Env"])
+    assert (env["PORT"], env["HOST"], env["GREETING"]) == (str(spec.port), "127.0.0.1", "hi")
+    assert attrs["Config"]["Image"] == spec.image
+    assert attrs["HostConfig"]["NetworkMode"] == "host"
+    assert attrs["HostConfig"]["Init"] is True
+    assert attrs["HostConfig"]["RestartPolicy"]["Name"] in ("no", "")
+
+
+def test_limits_are_applied(
+    docker_engine: DockerEngine, spec_for: SpecFactory, raw: docker.DockerClient
+) -> None:
+    spec = spec_for(cpu=0.25, memory=64 * 1024 * 1024, stop_timeout=7)
+    task = docker_engine.start(spec)
+    attrs = raw.api.inspect_container(task.id)
+    assert attrs["HostConfig"]["NanoCpus"] == 250_000_000
+    assert attrs["HostConfig"]["Memory"] == 64 * 1024 * 1024
+    assert attrs["Config"]["StopTimeout"] == 7
+    assert attrs["Config"]["StopSignal"] == "SIGTERM"
+
+
+def test_init_makes_stop_fast(docker_engine: DockerEngine, spec_for: SpecFactory) -> None:
+    spec = spec_for(stop_timeout=10)
+    task = docker_engine.start(spec)
+    _get(f"http://127.0.0.1:{spec.port}/")
+    began = time.monotonic()
+    docker_engine.stop(task.id, timeout=10)
+    assert time.monotonic() - began < 3
+    info = docker_engine.inspect(task.id)
+    assert (info.state, info.exit_code) == (TaskState.EXITED, 143)  # SIGTERM, not SIGKILL
+
+
+def test_files_are_written_before_start_with_mode_0600(
+    docker_engine: DockerEngine, spec_for: SpecFactory, raw: docker.DockerClient
+) -> None:
+    spec = spec_for(files={"/run/stackyard/app/.env": "SECRET=s3cr3t\n", "/tmp/note": "n"})
+    task = docker_engine.start(spec)
+    container = raw.containers.get(task.id)
+    code, output = container.exec_run(["cat", "/run/stackyard/app/.env"])
+    assert (code, output) == (0, b"SECRET=s3cr3t\n")
+    code, output = container.exec_run(["stat", "-c", "%a", "/run/stackyard/app/.env", "/tmp"])
+    assert output.split() == [b"600", b"1777"]  # /tmp keeps its sticky bit
+
+
+def test_image_healthcheck_goes_from_starting_to_healthy(
+    docker_engine: DockerEngine, spec_for: SpecFactory
+) -> None:
+    task = docker_engine.start(spec_for("healthy"))
+    assert task.health in (Health.STARTING, Health.HEALTHY)
+    info = wait_for(lambda: docker_engine.inspect(task.id), lambda i: i.health is Health.HEALTHY)
+    assert "hello" in info.health_output
+
+
+def test_failing_healthcheck_reports_unhealthy_with_its_output(
+    docker_engine: DockerEngine, spec_for: SpecFactory
+) -> None:
+    spec = spec_for("unhealthy")
+    task = docker_engine.start(spec)
+    assert task.health is Health.STARTING
+    info = wait_for(lambda: docker_engine.inspect(task.id), lambda i: i.health is Health.UNHEALTHY)
+    assert info.health_output == f"sick on {spec.port}"
+    assert info.running
+
+
+def test_a_digest_missing_from_the_registry_is_a_clear_engine_error(
+    docker_engine: DockerEngine, spec_for: SpecFactory, test_images: BuiltImages
+) -> None:
+    image = f"{test_images.repository}@{MISSING}"
+    spec = replace(spec_for(), image=image)
+    with pytest.raises(EngineError, match="missing from the registry") as caught:
+        docker_engine.start(spec)
+    assert image in str(caught.value)
+    assert caught.value.hint is not None
+    assert "deleted from the registry" in caught.value.hint
+
+
+def test_a_pull_without_the_login_is_refused(
+    docker_engine: DockerEngine, spec_for: SpecFactory
+) -> None:
+    spec = spec_for(login=None)
+    _remove_images([spec.image])  # an earlier test pulled it
+    with pytest.raises(EngineError, match=re.escape(spec.image.partition("@")[0])):
+        docker_engine.start(spec)
+
+
+def test_a_refused_create_leaves_no_container(
+    docker_engine: DockerEngine, spec_for: SpecFactory
+) -> None:
+    spec = spec_for(memory=1024)  # below the engine's minimum
+    with pytest.raises(EngineError, match=spec.name):
+        docker_engine.start(spec)
+    assert spec.name not in {t.name for t in docker_engine.list({LABEL_PLATFORM: RUN})}
+
+
+def test_bridge_mode_publishes_the_container_port_on_loopback(
+    docker_engine: DockerEngine, spec_for: SpecFactory, raw: docker.DockerClient
+) -> None:
+    if not raw.networks.list(names=["bridge"]):
+        pytest.skip("this engine runs with --bridge=none (see ENVIRONMENT.md): host mode only")
+    spec = spec_for(network_mode="bridge", container_port=8080)
+    task = docker_engine.start(spec)
+    assert _get(f"http://127.0.0.1:{spec.port}/").text == "hello\n"
+    env = dict(i.split("=", 1) for i in raw.api.inspect_container(task.id)["Config"]["Env"])
+    assert (env["PORT"], env["HOST"]) == ("8080", "0.0.0.0")
+
+
+# The SDK's unix-socket adapter does not close a socket whose connect() failed.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_an_unreachable_engine_is_a_component_error() -> None:
+    engine = DockerEngine(base_url="unix:///nonexistent.sock")
+    with pytest.raises(ComponentError, match=r"nonexistent\.sock did not answer") as caught:
+        engine.ping()
+    assert caught.value.hint is not None
+    assert "DOCKER_HOST" in caught.value.hint
+    with pytest.raises(ComponentError, match="did not answer"):
+        engine.list({LABEL_PLATFORM: RUN})
+    del caught
+    gc.collect()  # let the leaked sockets go while the warning is ignored
+
+
+def _get(url: str) -> httpx.Response:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
