@@ -212,6 +212,8 @@ def test_failing_build_yml_restores_latest(yard: RunningPlatform, tmp_path: Path
         "version: 0.2\nphases:\n  build:\n    commands:\n"
         '      - docker build -t "$IMAGE_URL:latest" .\n'
         '      - docker push "$IMAGE_URL:latest"\n'
+        '      - docker tag "$IMAGE_URL:latest" "$IMAGE_URL:$COMMIT_SHA"\n'
+        '      - docker push "$IMAGE_URL:$COMMIT_SHA"\n'
         "      - echo 'tests failed' && exit 1\n",
     )
     repo.commit("pushes, then fails")
@@ -219,7 +221,13 @@ def test_failing_build_yml_restores_latest(yard: RunningPlatform, tmp_path: Path
     assert failed["status"] == "FAILED"
     assert "build.yml FAILED in build (exit status 1)" in failed["error"]
     assert skopeo_digest(yard, "halfway", "latest") == good
-    assert "restored latest" in Path(failed["log_path"]).read_text()
+    log = Path(failed["log_path"]).read_text()
+    assert "restored latest" in log
+    assert f"removed {repo.head()}, which the failed build pushed" in log
+    listing = json.loads(yard.cli("images", "halfway", "--json").stdout)["images"]
+    tags = {tag for image in listing for tag in image["tags"]}
+    assert repo.head() not in tags
+    assert [image["digest"] for image in listing] == [good]
 
 
 RELEASE_YML = """\

@@ -1,4 +1,8 @@
-"""Every API route but /healthz refuses a request without the admin token."""
+"""Every API route but /healthz refuses a request without the admin token.
+
+The git remote and webhook routes check their own credentials instead (Basic auth with
+the token, a signature), and refuse without them with 401 too.
+"""
 
 from __future__ import annotations
 
@@ -56,6 +60,29 @@ def test_every_other_route_refuses_without_token(client: TestClient) -> None:
         assert response.status_code == 401, (method, path)
         wrong = client.request(method, path, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401, (method, path)
+
+
+def test_trigger_routes_refuse_unauthenticated_and_unsigned_requests(client: TestClient) -> None:
+    """The git remote and the webhooks skip the bearer token, but nothing is open: git needs
+    the token as its Basic password and a webhook its signature, even for a real stack."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    created = client.post("/api/v1/stacks", json={"name": "hello", "repo": "/r"}, headers=auth)
+    assert created.status_code == 201
+    routes = [r for r in _routes(client) if r[1].startswith(("/git/", "/api/v1/hooks/"))]
+    assert {path for _, path in routes} == {
+        "/git/{stack}.git/{path:path}",
+        "/api/v1/hooks/github/{stack}",
+        "/api/v1/hooks/gitlab/{stack}",
+    }
+    for method, template in routes:
+        path = template.replace("{stack}", "hello").replace("{path:path}", "info/refs")
+        for headers in ({}, {"Authorization": "Basic c3RhY2t5YXJkOm5vcGU="}):
+            response = client.request(method, path, headers=headers)
+            assert response.status_code == 401, (method, path, headers)
+        if template.startswith("/api/v1/hooks/"):
+            # The admin token is not a webhook signature.
+            response = client.request(method, path, headers=auth, json={})
+            assert response.status_code == 401, (method, path)
 
 
 def test_docs_pages_are_not_public(client: TestClient) -> None:

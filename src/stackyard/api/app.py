@@ -11,7 +11,17 @@ from sqlalchemy import Engine
 
 from stackyard import __version__
 from stackyard.api.auth import require_token
-from stackyard.api.routes import builds, deployments, releases, stacks
+from stackyard.api.routes import (
+    builds,
+    deployments,
+    git,
+    hooks,
+    logs,
+    releases,
+    runs,
+    stacks,
+    variables,
+)
 from stackyard.errors import (
     NotFoundError,
     StackyardError,
@@ -67,9 +77,14 @@ def create_app(context: ApiContext) -> FastAPI:
     def openapi() -> dict[str, Any]:
         return app.openapi()
 
-    for module in (stacks, builds, releases, deployments):
+    for module in (stacks, builds, releases, deployments, runs, logs, variables):
         api.include_router(module.router)
+    api.include_router(git.push_router)
+    api.include_router(hooks.admin_router)
     app.include_router(api)
+    # Git's Basic auth and the webhooks' signatures replace the bearer token here.
+    app.include_router(git.router)
+    app.include_router(hooks.router)
     _install_error_handlers(app)
     return app
 

@@ -1,26 +1,25 @@
-"""``stackyard buildspec``: run a CodeBuild-style build spec locally."""
+"""``stackyard buildspec``: run a CodeBuild-style build spec locally.
+
+The runner and the build spec models load inside the commands: every other ``stackyard``
+command starts without them.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
-from stackyard.buildspec.buildlog import LineKind, LogLine
-from stackyard.buildspec.runner import (
-    DEFAULT_COMMAND_TIMEOUT,
-    BuildResult,
-    RunSettings,
-    Status,
-    run_buildspec,
-)
 from stackyard.cli.output import console, err_console, print_json
-from stackyard.config.buildspec import VARIABLE_NAME, load_buildspec
 from stackyard.errors import StackyardError, UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from stackyard.buildspec.buildlog import LogLine
+    from stackyard.buildspec.runner import BuildResult
 
 app = typer.Typer(
     help="Run a CodeBuild-style build spec (version 0.2) locally.", no_args_is_help=True
@@ -54,14 +53,27 @@ def run(
         Path | None, typer.Option("--artifacts-dir", help="Where artifacts.files are copied.")
     ] = None,
     command_timeout: Annotated[
-        float, typer.Option("--command-timeout", help="Seconds before a command is killed.")
-    ] = DEFAULT_COMMAND_TIMEOUT,
+        float | None,
+        typer.Option(
+            "--command-timeout",
+            help="Seconds before a command is killed.",
+            show_default="3600",  # the runner's DEFAULT_COMMAND_TIMEOUT; a test checks
+        ),
+    ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON; phase output goes to stderr.")
     ] = False,
 ) -> None:
     """Run FILE's phases in order; exit 0 when the build succeeded, 1 when it failed."""
-    if command_timeout <= 0:
+    from stackyard.buildspec.runner import (
+        DEFAULT_COMMAND_TIMEOUT,
+        RunSettings,
+        Status,
+        run_buildspec,
+    )
+    from stackyard.config.buildspec import load_buildspec
+
+    if command_timeout is not None and command_timeout <= 0:
         raise UsageError("--command-timeout must be a positive number of seconds")
     spec, warnings = load_buildspec(file)
     for warning in warnings:
@@ -72,7 +84,7 @@ def run(
         overrides=parse_pairs(env or [], "--env", names=True),
         secrets=parse_pairs(secret or [], "--secret", names=False),
         artifacts_dir=artifacts_dir.resolve() if artifacts_dir else None,
-        command_timeout=command_timeout,
+        command_timeout=command_timeout or DEFAULT_COMMAND_TIMEOUT,
     )
     screen = err_console if json_output else console
     result = run_buildspec(spec, settings, sink=lambda line: _show(screen, line))
@@ -84,6 +96,8 @@ def run(
 
 def parse_pairs(items: list[str], option: str, *, names: bool) -> dict[str, str]:
     """``K=V`` options as a dict; UsageError (exit 2) on a missing '=' or a bad name."""
+    from stackyard.config.buildspec import VARIABLE_NAME
+
     pairs = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -96,6 +110,8 @@ def parse_pairs(items: list[str], option: str, *, names: bool) -> dict[str, str]
 
 
 def _failure_message(result: BuildResult) -> str:
+    from stackyard.buildspec.runner import Status
+
     failed = [p for p in result.phases if p.status is Status.FAILED]
     where = ", ".join(f"{p.name} (exit status {p.exit_code})" for p in failed)
     return f"the build FAILED in {where}" if where else "the build FAILED"
@@ -107,6 +123,10 @@ def _default_log_path() -> Path:
 
 
 def _show(screen: Console, line: LogLine) -> None:
+    from rich.text import Text
+
+    from stackyard.buildspec.buildlog import LineKind
+
     if line.kind is LineKind.PHASE:
         screen.print(Text(f"\n== {line.phase} ==", style="bold"))
     elif line.kind is LineKind.OUTPUT:
@@ -116,6 +136,8 @@ def _show(screen: Console, line: LogLine) -> None:
 
 
 def _report(result: BuildResult, json_output: bool) -> None:
+    from stackyard.buildspec.runner import Status
+
     if json_output:
         print_json(result.summary())
         err_console.print(f"log: {result.log_path}", highlight=False, soft_wrap=True)

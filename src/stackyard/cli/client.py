@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from stackyard.errors import ComponentError, NotFoundError, StackyardError, UsageError
-from stackyard.platform.credentials import read_token
-from stackyard.platform.lifecycle import running_state
 from stackyard.settings import Settings
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 
 @dataclass
@@ -26,6 +27,9 @@ class ApiClient:
 
     @classmethod
     def discover(cls, settings: Settings) -> ApiClient:
+        from stackyard.platform.credentials import read_token
+        from stackyard.platform.lifecycle import running_state
+
         url = os.environ.get("STACKYARD_URL")
         if url is None:
             state = running_state(settings)
@@ -39,8 +43,12 @@ class ApiClient:
         return cls(url.rstrip("/"), token)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        # Imported here, not at the top: --version and --help should not pay for httpx.
+        import httpx
+
         headers = {"Authorization": f"Bearer {self.token}"}
         kwargs.setdefault("timeout", self.timeout)
+        kwargs.setdefault("verify", self.tls())
         try:
             response = httpx.request(method, self.base_url + path, headers=headers, **kwargs)
         except httpx.TransportError as exc:
@@ -52,8 +60,36 @@ class ApiClient:
             raise _error_from(response)
         return response.json() if response.content else None
 
+    def text(self, path: str, **kwargs: Any) -> str:
+        """GET a plain-text resource (a log)."""
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.token}"}
+        try:
+            response = httpx.get(
+                self.base_url + path, headers=headers, timeout=self.timeout, **kwargs
+            )
+        except httpx.TransportError as exc:
+            raise ComponentError(f"the API at {self.base_url} did not answer: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response.text
+
+    def raise_for(self, response: httpx.Response) -> None:
+        raise _error_from(response)
+
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)
+
+    def tls(self) -> ssl.SSLContext | bool:
+        """httpx's ``verify``: the CA bundle for an https API; for plain http (the local
+        platform) a context that trusts nothing, since no TLS happens and loading the bundle
+        costs ~0.1 s on every request."""
+        import ssl
+
+        if self.base_url.startswith("https://"):
+            return True
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def _error_from(response: httpx.Response) -> StackyardError:

@@ -6,21 +6,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from stackyard.cli.output import console, err_console, print_json
-from stackyard.config.stackfile import DEFAULT_FILE, LoadedConfig, json_schema, load_stack_config
-from stackyard.config.yamlfile import Problem, dotted_path
 from stackyard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from stackyard.config.stackfile import LoadedConfig
+    from stackyard.config.yamlfile import Problem
+
+# The config models load inside the commands: other ``stackyard`` commands start without them.
 
 app = typer.Typer(help="Validate stackyard.yml and print its JSON Schema.", no_args_is_help=True)
 
 
 def _locate(path: Path) -> tuple[Path, str]:
     """The repository directory and config file name that ``path`` stands for."""
+    from stackyard.config.stackfile import DEFAULT_FILE
+
     if path.is_dir():
         return path, DEFAULT_FILE
     if path.is_file():
@@ -32,6 +37,8 @@ def _locate(path: Path) -> tuple[Path, str]:
 
 
 def _warning_json(problem: Problem) -> dict[str, Any]:
+    from stackyard.config.yamlfile import dotted_path
+
     position = problem.position
     return {
         "file": problem.source,
@@ -44,6 +51,10 @@ def _warning_json(problem: Problem) -> dict[str, Any]:
 
 
 def _print_summary(loaded: LoadedConfig, path: Path) -> None:
+    from rich.table import Table
+
+    from stackyard.config.stackfile import DEFAULT_FILE
+
     config = loaded.config
     if loaded.is_default:
         console.print(
@@ -85,6 +96,8 @@ def check(
     Exits with status 2 when the configuration is invalid. Warnings (such as unknown
     keys) go to stderr and do not fail the check.
     """
+    from stackyard.config.stackfile import load_stack_config
+
     repo_dir, file = _locate(path)
     loaded = load_stack_config(repo_dir, file=file)
     for problem in loaded.warnings:
@@ -105,4 +118,6 @@ def check(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of stackyard.yml, for editors and linters."""
+    from stackyard.config.stackfile import json_schema
+
     print_json(json_schema())

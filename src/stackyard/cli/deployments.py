@@ -13,7 +13,7 @@ from stackyard.cli.client import ApiClient
 from stackyard.cli.follow import follow_log
 from stackyard.cli.output import console, err_console, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
-from stackyard.errors import StackyardError
+from stackyard.errors import StackyardError, UsageError
 
 Stage = Annotated[str, typer.Option("--stage", help="The stage, e.g. dev, staging or prod.")]
 Detach = Annotated[bool, typer.Option("--detach", help="Request it and return.")]
@@ -55,16 +55,33 @@ def wait_for_deployment(
 
 def deploy(
     stack: str,
-    stage: Stage,
+    stage: Annotated[
+        str | None, typer.Option("--stage", help="Deploy this stage's newest (or given) release.")
+    ] = None,
     release: Annotated[
-        int | None, typer.Option("--release", help="Deploy this release [the newest].")
+        int | None, typer.Option("--release", help="With --stage: this release [the newest].")
+    ] = None,
+    commit: Annotated[
+        str | None,
+        typer.Option("--commit", help="Run the whole pipeline for this commit (sha, tag, branch)."),
     ] = None,
     detach: Detach = False,
     data_dir: DataDir = None,
     json_output: Json = False,
 ) -> None:
-    """Roll the stage out to its newest (or a given) release, with zero downtime."""
+    """Roll a stage out to a release, or (--commit, or no --stage) run the pipeline."""
     client = ApiClient.discover(settings_for(data_dir))
+    if stage is None or commit is not None:
+        if release is not None:
+            raise UsageError("--release needs --stage (and no --commit)")
+        from stackyard.cli.runs import wait_for_run
+
+        run = client.request("POST", f"/api/v1/stacks/{stack}/runs", json={"commit": commit})
+        if not detach:
+            run = wait_for_run(client, stack, run, json_output)
+        if json_output:
+            print_json(run)
+        return
     record = client.request(
         "POST", f"{_stage_path(stack, stage)}/deployments", json={"release": release}
     )

@@ -6,13 +6,15 @@ main.py wires it in with ``register(app)``; the detection itself lives in images
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from stackyard.cli.output import console, print_json
 from stackyard.errors import UsageError
-from stackyard.images.dockerize import Detection, detect
+
+if TYPE_CHECKING:
+    from stackyard.images.dockerize import Detection
 
 
 def dockerize(
@@ -25,6 +27,8 @@ def dockerize(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Detect the app's framework and print the Dockerfile generated for it."""
+    from stackyard.images.dockerize import detect  # here: other commands start without it
+
     if not path.is_dir():
         raise UsageError(f"{path} is not a directory", hint="pass the app's build context")
     target = path / "Dockerfile"

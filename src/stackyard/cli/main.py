@@ -13,9 +13,13 @@ from stackyard.cli import buildspec as buildspec_commands
 from stackyard.cli import config as config_commands
 from stackyard.cli import deployments as deployment_commands
 from stackyard.cli import dockerize as dockerize_commands
+from stackyard.cli import logs as log_commands
 from stackyard.cli import platform as platform_commands
 from stackyard.cli import releases as release_commands
+from stackyard.cli import runs as run_commands
 from stackyard.cli import stacks as stack_commands
+from stackyard.cli import triggers as trigger_commands
+from stackyard.cli import variables as variable_commands
 from stackyard.cli.output import run_cli
 
 app = typer.Typer(
@@ -31,7 +35,11 @@ platform_commands.register(app)
 build_commands.register(app)
 release_commands.register(app)
 deployment_commands.register(app)
+run_commands.register(app)
+log_commands.register(app)
 dockerize_commands.register(app)
+variable_commands.register(app)
+trigger_commands.register(app)
 
 
 def _version(value: bool) -> None:

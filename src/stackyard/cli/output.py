@@ -16,8 +16,9 @@ from rich.console import Console
 from stackyard.errors import StackyardError
 
 # Piped output is not cut at 80 columns: digests and shas stay whole for scripts and logs.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+# No :emoji: codes: a log line's ":name:" stays as written, and the 30 ms table never loads.
+console = Console(width=None if sys.stdout.isatty() else 200, emoji=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
 
 
 def print_json(value: Any) -> None:

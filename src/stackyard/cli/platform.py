@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
-from stackyard.platform.lifecycle import running_state, start_background, stop_platform
-from stackyard.platform.state import PlatformState
-from stackyard.settings import NetworkMode
+from stackyard.errors import UsageError
+
+if TYPE_CHECKING:
+    from stackyard.platform.state import PlatformState
+    from stackyard.settings import NetworkMode
+
+# platform.lifecycle (process supervision, httpx) loads inside up and down only.
 
 
 def _describe(state: PlatformState, *, elapsed: float | None = None) -> None:
@@ -38,7 +42,7 @@ def up(
     json_output: Json = False,
 ) -> None:
     """Start the API, the SQLite store, the registry and Caddy (Ctrl-C stops all)."""
-    from stackyard.errors import UsageError
+    from stackyard.platform.lifecycle import running_state, start_background
 
     if network_mode not in (None, "host", "bridge"):
         raise UsageError(f"--network-mode: '{network_mode}' is not host or bridge")
@@ -79,6 +83,8 @@ def up(
 
 def down(data_dir: DataDir = None, json_output: Json = False) -> None:
     """Stop the platform started with `up -d`, and every process it started."""
+    from stackyard.platform.lifecycle import stop_platform
+
     settings = settings_for(data_dir)
     state = stop_platform(settings)
     if json_output:

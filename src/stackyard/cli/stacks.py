@@ -11,7 +11,7 @@ from rich.table import Table
 from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
-from stackyard.pipeline.stacks import URL_FORM
+from stackyard.config.repos import URL_FORM
 
 app = typer.Typer(help="Create, list, show, update and delete stacks.", no_args_is_help=True)
 
@@ -23,6 +23,14 @@ Context = Annotated[
 Dockerfile = Annotated[
     str | None, typer.Option("--dockerfile", help="Dockerfile path in the context [Dockerfile].")
 ]
+Poll = Annotated[
+    int | None,
+    typer.Option(
+        "--poll",
+        metavar="SECONDS",
+        help="Poll the repo's branch this often and run on a new commit; 0 = off [0, min 10].",
+    ),
+]
 
 
 def absolute_repo(repo: str | None) -> str | None:
@@ -33,13 +41,18 @@ def absolute_repo(repo: str | None) -> str | None:
 
 
 def _body(
-    repo: str | None, branch: str | None, context: str | None, dockerfile: str | None
+    repo: str | None,
+    branch: str | None,
+    context: str | None,
+    dockerfile: str | None,
+    poll: int | None = None,
 ) -> dict[str, Any]:
     fields = {
         "repo": absolute_repo(repo),
         "branch": branch,
         "context_dir": context,
         "dockerfile": dockerfile,
+        "poll_seconds": poll,
     }
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -50,6 +63,8 @@ def show_stack(stack: dict[str, Any]) -> None:
     console.print(f"  branch      {stack['branch']}")
     console.print(f"  context     {stack['context_dir']}")
     console.print(f"  dockerfile  {stack['dockerfile']}")
+    if stack.get("poll_seconds"):
+        console.print(f"  poll        every {stack['poll_seconds']} s")
 
 
 @app.command("create")
@@ -109,13 +124,14 @@ def update(
     branch: Branch = None,
     context: Context = None,
     dockerfile: Dockerfile = None,
+    poll: Poll = None,
     data_dir: DataDir = None,
     json_output: Json = False,
 ) -> None:
-    """Change a stack's repo, branch, context or Dockerfile path."""
+    """Change a stack's repo, branch, context, Dockerfile path or polling interval."""
     client = ApiClient.discover(settings_for(data_dir))
     stack = client.request(
-        "PATCH", f"/api/v1/stacks/{name}", json=_body(repo, branch, context, dockerfile)
+        "PATCH", f"/api/v1/stacks/{name}", json=_body(repo, branch, context, dockerfile, poll)
     )
     if json_output:
         print_json(stack)

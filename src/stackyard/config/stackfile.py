@@ -360,7 +360,8 @@ class HealthCheckConfig(BaseModel):
 
     @model_validator(mode="after")
     def _path_only_for_http(self) -> HealthCheckConfig:
-        if self.type == "docker" and "path" in self.model_fields_set:
+        # A stored snapshot repeats the default "/"; only a path someone chose is a mistake.
+        if self.type == "docker" and "path" in self.model_fields_set and self.path != "/":
             raise ValueError("health.path applies only to type: http; remove it, or set type: http")
         return self
 
@@ -410,14 +411,15 @@ class EnvFileConfig(BaseModel):
     model_config = _MODEL_CONFIG
 
     template: RepoPath = Field(
-        description="Template file, relative to the repository root. `${NAME}` is replaced "
-        "with the stage's variable or secret NAME.",
-        examples=["deploy/app.env.tmpl"],
+        description="Jinja2 template, relative to the repository root; `{{ NAME }}` is "
+        "replaced with the stage's variable or secret NAME, and a name that is not defined "
+        "fails the release.",
+        examples=["deploy/app.env.j2"],
     )
     path: Annotated[str, AfterValidator(_check_container_path)] = Field(
         default="/run/stackyard/env",
-        description="Absolute path inside the container where the rendered file is mounted "
-        "(read-only).",
+        description="Absolute path inside the container where the rendered file is written "
+        "before the task starts (mode 0600, owned by root); never into the repo or the image.",
         examples=["/app/.env"],
     )
 
@@ -503,7 +505,7 @@ class StageConfig(BaseModel):
         default=None,
         description="Optional file rendered from a template and mounted into each task, for "
         "apps that read a .env file instead of their environment.",
-        examples=[{"template": "deploy/app.env.tmpl", "path": "/app/.env"}],
+        examples=[{"template": "deploy/app.env.j2", "path": "/app/.env"}],
     )
 
     @model_validator(mode="after")

@@ -15,7 +15,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +54,7 @@ from stackyard.engines.base import (
 from stackyard.errors import PermanentError, StackyardError
 from stackyard.pipeline.imagestore import ImageStore
 from stackyard.router.base import Route, Router
+from stackyard.secrets.envfile import render_env_file
 from stackyard.store.models import Deployment, Event, Release, Stack, StageRoute
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,10 @@ class Controller:
         settings: ControllerSettings,
         *,
         rollback: Callable[[str, str, int, str], Release],
+        secret_values: Callable[[str], list[str]] = lambda _stack: [],
+        resolve_secrets: Callable[[str, Mapping[str, int]], dict[str, str]] = (
+            lambda _stack, _versions: {}
+        ),
     ) -> None:
         self.sessions = sessions
         self.engine = engine
@@ -122,6 +127,10 @@ class Controller:
         self.images = images
         self.settings = settings
         self.rollback = rollback
+        # Every secret value of a stack (masked in deployment logs), and a release
+        # snapshot's secret versions -> decrypted values (given to its tasks).
+        self.secret_values = secret_values
+        self.resolve_secrets = resolve_secrets
         self._loops: dict[StageKey, _StageLoop] = {}
         self._lock = threading.Lock()
         self._ports_lock = threading.Lock()
@@ -165,6 +174,18 @@ class Controller:
                 self._loops[key] = loop
                 loop.start()
         loop.nudge()
+
+    def loop_for(self, key: StageKey) -> _StageLoop:
+        """The stage's loop, created without its thread if missing: a caller drives ``tick``.
+
+        Unit tests use it to run one tick at a time; ``wake`` is what starts a loop's thread.
+        """
+        with self._lock:
+            loop = self._loops.get(key)
+            if loop is None:
+                loop = _StageLoop(self, key)
+                self._loops[key] = loop
+            return loop
 
     def wake_all(self) -> None:
         """Nudge every stage loop (e.g. the router restarted and needs its routes back)."""
@@ -250,6 +271,8 @@ class _StageLoop:
         self.memory = _Memory()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._failures = 0  # ticks failed in a row, to back off
+        self._failing_since: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"stage-{key}", daemon=True)
 
     def start(self) -> None:
@@ -258,7 +281,8 @@ class _StageLoop:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
         if self.memory.tracker is not None:
             self.memory.tracker.close()
 
@@ -266,24 +290,28 @@ class _StageLoop:
         self._wake.set()
 
     def _run(self) -> None:
-        failures = 0
-        failing_since: float | None = None
         while not self._stop.is_set():
-            try:
-                busy = self.tick()
-                failures, failing_since = 0, None
-            except Exception as exc:  # keep the loop alive; the error is logged and retried
-                failures += 1
-                busy = False
-                failing_since = failing_since or time.monotonic()
-                log.warning("stage %s: tick failed (%s): %s", self.key, type(exc).__name__, exc)
-                give_up = isinstance(exc, PermanentError) or (
-                    time.monotonic() - failing_since > ERROR_BUDGET
-                )
-                self._note_error(exc, give_up=give_up)
+            busy = self.run_once()
             pause = self.c.settings.tick if busy else self.c.settings.idle_tick
-            self._wake.wait(min(pause * (1 + failures), 5.0))
+            self._wake.wait(min(pause * (1 + self._failures), 5.0))
             self._wake.clear()
+
+    def run_once(self) -> bool:
+        """One tick as the thread runs it: an error is recorded, and fails the deployment
+        when retrying cannot help (PermanentError, or failing for ERROR_BUDGET seconds)."""
+        try:
+            busy = self.tick()
+        except Exception as exc:  # keep the loop alive; the error is logged and retried
+            self._failures += 1
+            self._failing_since = self._failing_since or time.monotonic()
+            log.warning("stage %s: tick failed (%s): %s", self.key, type(exc).__name__, exc)
+            give_up = isinstance(exc, PermanentError) or (
+                time.monotonic() - self._failing_since > ERROR_BUDGET
+            )
+            self._note_error(exc, give_up=give_up)
+            return False
+        self._failures, self._failing_since = 0, None
+        return busy
 
     # -- one tick
 
@@ -294,12 +322,23 @@ class _StageLoop:
             self._clear_out()
             return False
         deployment = target.deployment
+        adopting = False
         if deployment is not None and self.memory.deployment != deployment.id:
             self._begin(deployment)
+            adopting = deployment.failures > 0  # begun by an earlier control plane
         tasks = self.c.engine.list(self._labels())
         health = self._tracker(target.stage).assess(tasks, time.monotonic())
         upstreams = self.c.router.upstreams(target.route)
         observed = [self._observe(t, health[t.id], upstreams, target) for t in tasks]
+        if adopting:
+            # Its failed new tasks were counted before the restart (it also stopped them,
+            # which the memory lost): count each failed task once.
+            self.memory.counted.update(
+                t.id
+                for t in observed
+                if t.release == target.release.number
+                and t.health in (TaskHealth.UNHEALTHY, TaskHealth.EXITED)
+            )
         desired = Desired(
             release=target.release.number,
             replicas=target.stage.replicas,
@@ -484,8 +523,16 @@ class _StageLoop:
             )
 
     def _start_task(self, target: _Target) -> None:
-        port = self.c.allocate_task_port()
         release = target.release
+        try:
+            env, files = self._task_config(release)
+        except StackyardError as exc:
+            reason = f"cannot start a task of release {release.number}: {exc.message}"
+            self._say(target, reason)
+            if target.deployment is not None:
+                self._bump_failures(target, reason)
+            return
+        port = self.c.allocate_task_port()
         name = f"sy-{self.key.stack}-{self.key.stage}-r{release.number}-{secrets.token_hex(3)}"
         credentials = self.c.images.credentials
         labels = {
@@ -499,7 +546,8 @@ class _StageLoop:
             image=f"{self.c.images.image_url(self.key.stack)}@{release.digest}",
             port=port,
             labels=labels,
-            env=dict(release.config.get("variables", {})),
+            env=env,
+            files=files,
             network_mode=self.c.settings.network_mode,
             container_port=target.stage.container_port,
             cpu=target.stage.cpu,
@@ -519,10 +567,24 @@ class _StageLoop:
         self._say(target, f"started task {task.name} on port {port} ({spec.image})")
         self._count(target, "tasks_started")
 
+    def _task_config(self, release: Release) -> tuple[dict[str, str], dict[str, str]]:
+        """A task's environment (the snapshot's variables, then its secrets, decrypted now)
+        and files (the env file, rendered now; it exists only inside the container)."""
+        secrets = self.c.resolve_secrets(self.key.stack, release.config.get("secrets", {}))
+        env = {**release.config.get("variables", {}), **secrets}
+        env_file = release.config.get("env_file")
+        if not env_file:
+            return env, {}
+        text = render_env_file(env_file["template_path"], env_file["template"], env)
+        return env, {env_file["path"]: text}
+
     def _failed(self, task_id: str, task: TaskInfo, target: _Target) -> None:
         self.memory.counted.add(task_id)
         health = self.memory.tracker.output(task_id) if self.memory.tracker else ""
-        lines = self._last_lines(task_id)
+        # The app's own output may print a secret: mask it before it reaches any record.
+        masker = self._masker()
+        lines = [masker.mask(line) for line in self._last_lines(task_id)]
+        health = masker.mask(health)
         state = f"exited with status {task.exit_code}" if not task.running else "is unhealthy"
         reason = f"task {task.name} {state}"
         if health:
@@ -599,11 +661,21 @@ class _StageLoop:
         with self.c.sessions() as session:
             row = session.get(Deployment, target.deployment.id)
             last = row.reason if row else ""
+            failed = row.failures if row else threshold
             previous = records.current_release(session, target.stack_id, self.key.stage)
-        reason = f"{threshold} new task(s) failed (circuit breaker); {last}"
+        reason = f"{failed} new task(s) failed (circuit breaker at {threshold}); {last}"
         self._finish(target, "FAILED", reason)
         if previous is None:
             self._say(target, "no earlier COMPLETED release to go back to")
+            return
+        if previous.digest == target.release.digest and previous.config == target.release.config:
+            # The failed release is a copy of the last COMPLETED one (a failed rollback):
+            # rolling back to it again would repeat the failure, forever.
+            self._say(
+                target,
+                f"not rolling back: release {previous.number}, the last COMPLETED one, has the "
+                "image and config that just failed",
+            )
             return
         try:
             restored = self.c.rollback(
@@ -644,9 +716,13 @@ class _StageLoop:
             self._write(target.deployment.log_path, text)
 
     def _write(self, path: str, text: str) -> None:
-        masker = SecretMasker([self.c.images.credentials.password])
+        masker = self._masker()
         with BuildLog(Path(path), masker, None) as deployment_log:
             deployment_log.line("deploy", LineKind.MESSAGE, text)
+
+    def _masker(self) -> SecretMasker:
+        password = self.c.images.credentials.password
+        return SecretMasker([password, *self.c.secret_values(self.key.stack)])
 
     def _event(self, kind: str, message: str) -> None:
         log.info("stage %s: %s", self.key, message)

@@ -21,8 +21,9 @@ from stackyard.engines.base import LABEL_PLATFORM, LABEL_RELEASE, LABEL_STACK, L
 from stackyard.errors import NotFoundError, UsageError
 from stackyard.pipeline.releases import ReleaseService
 from stackyard.pipeline.stacks import StackService
+from stackyard.pipeline.stages import require_stage
 from stackyard.settings import Settings
-from stackyard.store.models import Deployment, Release, StageRoute
+from stackyard.store.models import Deployment, Release, Stack, StageRoute
 
 
 class TaskView(BaseModel):
@@ -83,7 +84,7 @@ class DeployService:
         """Record a deployment of the stage's latest (or given) release; the loop runs it."""
         self._controller.engine.ping()  # a clear error now, not a stuck deployment later
         with self._sessions.begin() as session:
-            stack = StackService.row(session, stack_name)
+            stack = self._stage(session, stack_name, stage)
             release = records.find_release(session, stack.id, stage, release_number)
             if release_number is not None:
                 latest = self._releases.latest(session, stack.id, stage)
@@ -108,7 +109,7 @@ class DeployService:
         """A new release copying release ``to`` (default: the one before the current),
         image and config, deployed."""
         with self._sessions() as session:
-            stack = StackService.row(session, stack_name)
+            stack = self._stage(session, stack_name, stage)
             number = to if to is not None else self._previous_release(session, stack.id, stage)
         copy = self._releases.copy(stack_name, stage, number, source="rollback", created_by="api")
         return self.deploy(stack_name, stage, copy.number, trigger=trigger)
@@ -159,7 +160,7 @@ class DeployService:
 
     def list(self, stack_name: str, stage: str) -> list[DeploymentView]:
         with self._sessions() as session:
-            stack = StackService.row(session, stack_name)
+            stack = self._stage(session, stack_name, stage)
             rows = session.scalars(
                 select(Deployment)
                 .where(Deployment.stack_id == stack.id, Deployment.stage == stage)
@@ -169,7 +170,7 @@ class DeployService:
 
     def get(self, stack_name: str, stage: str, number: int) -> DeploymentView:
         with self._sessions() as session:
-            stack = StackService.row(session, stack_name)
+            stack = self._stage(session, stack_name, stage)
             row = session.scalar(
                 select(Deployment).where(
                     Deployment.stack_id == stack.id,
@@ -182,7 +183,8 @@ class DeployService:
             return records.view(row, stack_name)
 
     def tasks(self, stack_name: str, stage: str) -> builtins.list[TaskView]:
-        self._stack(stack_name)
+        with self._sessions() as session:
+            self._stage(session, stack_name, stage)
         labels = {
             LABEL_PLATFORM: self._controller.settings.platform_id,
             LABEL_STACK: stack_name,
@@ -212,7 +214,7 @@ class DeployService:
     def check(self, stack_name: str, stage: str) -> CheckView:
         """The stage's digest against every running task's digest."""
         with self._sessions() as session:
-            stack = StackService.row(session, stack_name)
+            stack = self._stage(session, stack_name, stage)
             current = records.current_release(session, stack.id, stage)
             active = records.active(session, stack.id, stage)
             desired = records.stage_config(current).replicas if current else 0
@@ -238,7 +240,7 @@ class DeployService:
 
     def url(self, stack_name: str, stage: str) -> StageUrl:
         with self._sessions() as session:
-            stack = StackService.row(session, stack_name)
+            stack = self._stage(session, stack_name, stage)
             row = session.scalar(
                 select(StageRoute).where(StageRoute.stack_id == stack.id, StageRoute.stage == stage)
             )
@@ -247,6 +249,9 @@ class DeployService:
         url = f"http://{row.host}" if row.host else f"http://127.0.0.1:{row.port}"
         return StageUrl(stack=stack_name, stage=stage, url=url)
 
-    def _stack(self, name: str) -> None:
-        with self._sessions() as session:
-            StackService.row(session, name)
+    @staticmethod
+    def _stage(session: Session, stack_name: str, stage: str) -> Stack:
+        """The stack's row, once ``stage`` is known to be one of its stages."""
+        stack = StackService.row(session, stack_name)
+        require_stage(session, stack, stage)
+        return stack

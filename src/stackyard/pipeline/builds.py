@@ -29,6 +29,7 @@ from stackyard.images.docker_builder import DockerBuilder, RegistryAuth
 from stackyard.images.dockerize import detect
 from stackyard.pipeline.imagestore import ImageStore
 from stackyard.pipeline.stacks import StackService, StackView
+from stackyard.pipeline.variables import BuildInputs
 from stackyard.source.base import Source
 from stackyard.store.models import Build
 
@@ -77,6 +78,8 @@ class BuildService:
         work_dir: Path,
         network_mode: str,
         builder_factory: Callable[[], DockerBuilder] = DockerBuilder,
+        secret_values: Callable[[str], list[str]] = lambda _stack: [],
+        build_inputs: Callable[[str], BuildInputs] = lambda _stack: BuildInputs(),
     ) -> None:
         self._sessions = sessions
         self._stacks = stacks
@@ -86,6 +89,10 @@ class BuildService:
         self._work_dir = work_dir
         self._network_mode = network_mode
         self._builder_factory = builder_factory
+        # The stack's secret values (masked in build logs), and its build variables and
+        # secrets from the platform.
+        self._secret_values = secret_values
+        self._build_inputs = build_inputs
         self._workers: dict[str, ThreadPoolExecutor] = {}
         self._workers_lock = Lock()
 
@@ -124,8 +131,14 @@ class BuildService:
 
     # -- running
 
-    def start(self, stack_name: str, ref: str | None = None) -> BuildView:
-        """Record a QUEUED build and queue it behind the stack's earlier builds."""
+    def start(
+        self, stack_name: str, ref: str | None = None, *, source_url: str | None = None
+    ) -> BuildView:
+        """Record a QUEUED build and queue it behind the stack's earlier builds.
+
+        ``source_url`` fetches the commit from elsewhere than the stack's repo (the
+        platform's own git remote, after a push).
+        """
         with self._sessions.begin() as session:
             stack = StackService.row(session, stack_name)
             number = (
@@ -144,7 +157,7 @@ class BuildService:
             session.add(build)
             session.flush()
             view = _view(build, stack_name)
-        self._worker(stack_name).submit(self._run, stack_name, number)
+        self._worker(stack_name).submit(self._run, stack_name, number, source_url)
         return view
 
     def wait(self, stack_name: str) -> None:
@@ -181,15 +194,17 @@ class BuildService:
                 self._workers[stack_name] = worker
             return worker
 
-    def _run(self, stack_name: str, number: int) -> None:
+    def _run(self, stack_name: str, number: int, source_url: str | None = None) -> None:
         stack = self._stacks.get(stack_name)
+        if source_url:
+            stack = stack.model_copy(update={"repo": source_url})
         with self._sessions.begin() as session:
             build = self._row(session, stack_name, number)
             build.status = "RUNNING"
             build.started_at = datetime.now(UTC)
             log_path = Path(build.log_path)
             ref = build.requested_ref
-        masker = SecretMasker([self._images.credentials.password])
+        masker = SecretMasker([self._images.credentials.password, *self._secret_values(stack_name)])
         with BuildLog(log_path, masker, None) as log:
             try:
                 outcome = _BuildRun(self, stack, number, ref, log).execute()
@@ -296,16 +311,21 @@ class _BuildRun:
         if not context.is_dir() or not context.is_relative_to(checkout.resolve()):
             raise BuildFailure(f"build context '{context_dir}' is not a directory in the repo")
         spec_path = context / build_config.buildspec
+        inputs = self.service._build_inputs(self.stack.name)
+        if inputs.variables:
+            self.say("config", f"build variables from the platform: {', '.join(inputs.variables)}")
         if spec_path.is_file():
             self.service._record(self.stack.name, self.number, kind="buildspec")
-            return self.run_spec(spec_path, context, sha, loaded)
+            return self.run_spec(spec_path, context, sha, loaded, inputs)
         self.service._record(self.stack.name, self.number, kind="default")
         dockerfile = (
             self.stack.dockerfile
             if self.stack.dockerfile != "Dockerfile"
             else build_config.dockerfile
         )
-        self.default_build(context, dockerfile, sha, dict(build_config.variables))
+        # stackyard.yml's build variables, then the platform's, become build args.
+        buildargs = {**build_config.variables, **inputs.variables}
+        self.default_build(context, dockerfile, sha, buildargs)
         return {}
 
     def platform_variables(self, sha: str, artifacts: Path) -> dict[str, str]:
@@ -324,7 +344,12 @@ class _BuildRun:
         }
 
     def run_spec(
-        self, spec_path: Path, context: Path, sha: str, loaded: LoadedConfig
+        self,
+        spec_path: Path,
+        context: Path,
+        sha: str,
+        loaded: LoadedConfig,
+        inputs: BuildInputs,
     ) -> dict[str, str]:
         spec, warnings = load_buildspec(spec_path)
         for warning in warnings:
@@ -343,8 +368,12 @@ class _BuildRun:
             settings = RunSettings(
                 workdir=context,
                 log_path=self.log.path,
-                variables={"DOCKER_BUILDKIT": "0", **loaded.config.build.variables},
-                secrets={"REGISTRY_PASSWORD": credentials.password},
+                variables={
+                    "DOCKER_BUILDKIT": "0",
+                    **loaded.config.build.variables,
+                    **inputs.variables,
+                },
+                secrets={**inputs.secrets, "REGISTRY_PASSWORD": credentials.password},
                 platform_variables=platform,
                 artifacts_dir=artifacts,
             )

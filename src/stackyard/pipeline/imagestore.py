@@ -69,27 +69,26 @@ class ImageStore:
     ) -> None:
         """Put ``tags`` back where they pointed before a failed build.
 
-        A tag that did not exist before is removed, unless its digest is shared with a tag
-        that must stay (distribution deletes by digest, which would take both).
+        First every tag that existed is moved back; then, reading the tags again, what only
+        the failed build pushed is removed, unless a tag that stays shares its digest
+        (distribution deletes by digest, which would take both).
         """
+        tags = list(tags)
         current = self.tag_digests(stack, self.list_tags(stack))
-        for tag in tags:
-            now = current.get(tag)
-            before = previous.get(tag)
-            if now == before:
+        for tag, digest in plan_restores(current, previous, tags).items():
+            self.client.retag(stack, digest, tag)
+            log(f"restored {tag} -> {digest}")
+        restored = self.tag_digests(stack, self.list_tags(stack))
+        for removal in plan_removals(restored, previous, tags):
+            names = ", ".join(removal.tags)
+            if removal.kept_by:
+                log(
+                    f"left {names}: its digest {removal.digest} is also tagged "
+                    f"{', '.join(removal.kept_by)}"
+                )
                 continue
-            if before is not None:
-                self.client.retag(stack, before, tag)
-                log(f"restored {tag} -> {before}")
-                continue
-            if now is None:
-                continue
-            sharing = [t for t, d in current.items() if d == now and t != tag]
-            if sharing:
-                log(f"left {tag}: its digest {now} is also tagged {', '.join(sharing)}")
-                continue
-            self.client.delete_manifest(stack, now)
-            log(f"removed {tag}, which the failed build pushed")
+            self.client.delete_manifest(stack, removal.digest)
+            log(f"removed {names}, which the failed build pushed")
 
     def list_tags(self, stack: str) -> list[str]:
         try:
@@ -117,6 +116,47 @@ class ImageStore:
         path.write_text(json.dumps(config), encoding="utf-8")
         path.chmod(0o600)
         return directory
+
+
+@dataclass(frozen=True)
+class Removal:
+    """A digest that only a failed build tagged: delete it, unless a kept tag shares it."""
+
+    digest: str
+    tags: list[str]
+    kept_by: list[str]
+
+
+def plan_restores(
+    current: dict[str, str], previous: dict[str, str], tags: Iterable[str]
+) -> dict[str, str]:
+    """Each of ``tags`` that existed before and was moved: tag -> the digest to put back."""
+    return {
+        tag: previous[tag] for tag in tags if tag in previous and current.get(tag) != previous[tag]
+    }
+
+
+def plan_removals(
+    current: dict[str, str], previous: dict[str, str], tags: Iterable[str]
+) -> list[Removal]:
+    """The digests of the ``tags`` that did not exist before, read after the restores.
+
+    ``current`` holds every tag of the repository. A digest is kept when a tag that stays
+    (any tag but the failed build's new ones) points at it.
+    """
+    new = [tag for tag in tags if tag not in previous and tag in current]
+    kept = {tag: digest for tag, digest in current.items() if tag not in new}
+    by_digest: dict[str, list[str]] = {}
+    for tag in new:
+        by_digest.setdefault(current[tag], []).append(tag)
+    return [
+        Removal(
+            digest=digest,
+            tags=names,
+            kept_by=sorted(tag for tag, d in kept.items() if d == digest),
+        )
+        for digest, names in by_digest.items()
+    ]
 
 
 def _size(raw: bytes) -> int:

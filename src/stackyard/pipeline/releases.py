@@ -8,6 +8,7 @@ bytes copied, no layer moves), reads the digest ``<S>`` now resolves to, and rec
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from threading import Lock, RLock
@@ -21,10 +22,14 @@ from stackyard.buildspec.buildlog import BuildLog, LineKind
 from stackyard.buildspec.masking import SecretMasker
 from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
 from stackyard.config.buildspec import load_buildspec
-from stackyard.config.stackfile import StackConfig, default_stages
+from stackyard.config.stackfile import StackConfig
+from stackyard.deploy import records
 from stackyard.errors import NotFoundError, StackyardError, UsageError
 from stackyard.pipeline.imagestore import ImageStore
 from stackyard.pipeline.stacks import StackService
+from stackyard.pipeline.stages import newest_build, require_stage, stage_names
+from stackyard.pipeline.variables import runtime_variables, secret_versions
+from stackyard.secrets.envfile import render_env_file
 from stackyard.source.base import Source
 from stackyard.store.models import Build, Release, Stack
 
@@ -57,12 +62,6 @@ def _view(release: Release, stack: str) -> ReleaseView:
     return view
 
 
-def stage_names(config: dict[str, Any] | None) -> list[str]:
-    if not config:
-        return [stage.name for stage in default_stages()]
-    return [str(stage["name"]) for stage in config.get("stages", [])]
-
-
 class ReleaseService:
     def __init__(
         self,
@@ -72,12 +71,19 @@ class ReleaseService:
         *,
         logs_dir: Path,
         work_dir: Path,
+        secret_values: Callable[[str], list[str]] = lambda _stack: [],
+        resolve_secrets: Callable[[str, Mapping[str, int]], dict[str, str]] = (
+            lambda _stack, _versions: {}
+        ),
     ) -> None:
         self._sessions = sessions
         self._source = source
         self._images = images
         self._logs_dir = logs_dir
         self._work_dir = work_dir
+        # Secret values, to mask in release logs; and name -> version resolved to values.
+        self._secret_values = secret_values
+        self._resolve_secrets = resolve_secrets
         self._locks: dict[str, RLock] = {}
         self._locks_guard = Lock()
 
@@ -88,6 +94,7 @@ class ReleaseService:
             stack = StackService.row(session, stack_name)
             query = select(Release).where(Release.stack_id == stack.id)
             if stage is not None:
+                require_stage(session, stack, stage)
                 query = query.where(Release.stage == stage)
             rows = session.scalars(query.order_by(Release.created_at.desc(), Release.id.desc()))
             return [_view(row, stack_name) for row in rows]
@@ -95,6 +102,7 @@ class ReleaseService:
     def get(self, stack_name: str, stage: str, number: int) -> ReleaseView:
         with self._sessions() as session:
             stack = StackService.row(session, stack_name)
+            require_stage(session, stack, stage)
             release = session.scalar(
                 select(Release).where(
                     Release.stack_id == stack.id, Release.stage == stage, Release.number == number
@@ -114,10 +122,16 @@ class ReleaseService:
 
     # -- releasing
 
-    def release(self, stack_name: str, stage: str, *, created_by: str = "api") -> ReleaseView:
-        """Promote the previous stage's digest to ``stage`` and record the release."""
+    def release(
+        self, stack_name: str, stage: str, *, created_by: str = "api", digest: str | None = None
+    ) -> ReleaseView:
+        """Promote the previous stage's digest to ``stage`` and record the release.
+
+        A pipeline run passes its own build's ``digest``: the run promotes what it built,
+        even when a newer build has moved ``latest`` meanwhile.
+        """
         with self._lock(stack_name):
-            plan = self._plan(stack_name, stage)
+            plan = self._plan(stack_name, stage, digest)
             return self._execute(plan, created_by)
 
     def retag_stage(self, stack_name: str, stage: str, digest: str) -> None:
@@ -161,14 +175,102 @@ class ReleaseService:
             session.expunge(release)
             return release
 
+    @staticmethod
+    def deployed(session: Session, stack_id: int, stage: str) -> Release | None:
+        """The release a stage runs or is moving to: the active deployment's, else the
+        current one (last COMPLETED deployment); None when it was never deployed."""
+        active = records.active(session, stack_id, stage)
+        if active is not None:
+            return records.find_release(session, stack_id, stage, active.release_number)
+        return records.current_release(session, stack_id, stage)
+
+    def reconfigure(
+        self, stack_name: str, stage: str, *, created_by: str, reason: str = "variables changed"
+    ) -> Release:
+        """A new release of ``stage`` with the digest it runs and a fresh config snapshot
+        (stackyard.yml at its commit, the platform's variables and secrets as they are now).
+        The caller deploys it."""
+        with self._lock(stack_name):
+            with self._sessions() as session:
+                stack = StackService.row(session, stack_name)
+                base = self.deployed(session, stack.id, stage)
+                if base is None:
+                    raise UsageError(
+                        f"stage {stage} of {stack_name} runs no release yet; its next release "
+                        "gets the new configuration",
+                    )
+                build = session.scalar(
+                    select(Build).where(
+                        Build.stack_id == stack.id, Build.number == base.build_number
+                    )
+                )
+                config = build.config if build is not None else None
+                if config is None and base.config.get("stage"):
+                    config = {"stages": [base.config["stage"]]}
+            snapshot = self._snapshot(stack, stage, config, base.commit_sha)
+            with self._sessions.begin() as session:
+                latest = self.latest(session, stack.id, stage)
+                if latest is not None and latest.digest != base.digest:
+                    self._images.retag(stack_name, base.digest, stage)
+                release = Release(
+                    stack_id=stack.id,
+                    stage=stage,
+                    number=(latest.number if latest else 0) + 1,
+                    digest=base.digest,
+                    commit_sha=base.commit_sha,
+                    build_number=base.build_number,
+                    config=snapshot,
+                    source=f"{reason} (image of release {base.number})",
+                    created_by=created_by,
+                    log_path=base.log_path,
+                )
+                session.add(release)
+                session.flush()
+                session.expunge(release)
+                return release
+
+    def _snapshot(
+        self, stack: Stack, stage: str, config: dict[str, Any] | None, commit_sha: str
+    ) -> dict[str, Any]:
+        """The config snapshot of a new release, with the env file template's text when the
+        stage has one; a template that cannot render with these values is refused now."""
+        with self._sessions() as session:
+            snapshot = config_snapshot(
+                config,
+                stage,
+                variables=runtime_variables(session, stack.id, stage),
+                secrets=secret_versions(session, stack.id, stage),
+            )
+        env_file = snapshot["stage"].get("env_file")
+        if env_file:
+            template = self._source.read_file(stack.name, commit_sha, env_file["template"])
+            if template is None:
+                raise NotFoundError(
+                    f"env_file.template {env_file['template']} of stage {stage} is not a file "
+                    f"at commit {commit_sha[:12]}",
+                    hint="commit the template, or change env_file in stackyard.yml",
+                )
+            text = template.decode("utf-8")
+            values = {
+                **snapshot["variables"],
+                **self._resolve_secrets(stack.name, snapshot["secrets"]),
+            }
+            render_env_file(env_file["template"], text, values)
+            snapshot["env_file"] = {
+                "template_path": env_file["template"],
+                "path": env_file["path"],
+                "template": text,
+            }
+        return snapshot
+
     def _lock(self, stack_name: str) -> RLock:
         with self._locks_guard:
             return self._locks.setdefault(stack_name, RLock())
 
-    def _plan(self, stack_name: str, stage: str) -> _ReleasePlan:
+    def _plan(self, stack_name: str, stage: str, pinned: str | None = None) -> _ReleasePlan:
         with self._sessions() as session:
             stack = StackService.row(session, stack_name)
-            newest = _newest_build(session, stack.id)
+            newest = newest_build(session, stack.id)
             if newest is None:
                 raise UsageError(
                     f"stack {stack_name} has no successful build to release",
@@ -182,7 +284,7 @@ class ReleaseService:
                     hint=f"release {previous} first: stackyard release {stack_name} "
                     f"--stage {previous}",
                 )
-            digest = self._images.digest(stack_name, previous)
+            digest = pinned or self._images.digest(stack_name, previous)
             build = _build_for(session, stack.id, digest)
             if build is None:
                 raise NotFoundError(
@@ -201,9 +303,14 @@ class ReleaseService:
         directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         log_path = directory / f"attempt-{stamp}.log"
-        masker = SecretMasker([self._images.credentials.password])
+        masker = SecretMasker(
+            [self._images.credentials.password, *self._secret_values(plan.stack.name)]
+        )
         with BuildLog(log_path, masker, None) as log:
             try:
+                plan.snapshot = self._snapshot(
+                    plan.stack, plan.stage, plan.build.config, plan.build.commit_sha
+                )
                 how = self._promote(plan, log)
                 digest = self._images.digest(plan.stack.name, plan.stage)
             except StackyardError as exc:
@@ -261,7 +368,10 @@ class ReleaseService:
                     workdir=context,
                     log_path=log.path,
                     variables={"DOCKER_BUILDKIT": "0", **_stage_variables(plan)},
-                    secrets={"REGISTRY_PASSWORD": credentials.password},
+                    secrets={
+                        **self._resolve_secrets(name, plan.snapshot.get("secrets", {})),
+                        "REGISTRY_PASSWORD": credentials.password,
+                    },
                     platform_variables=platform,
                 ),
             )
@@ -290,7 +400,7 @@ class ReleaseService:
                 digest=digest,
                 commit_sha=build.commit_sha,
                 build_number=build.number,
-                config=config_snapshot(build.config, plan.stage),
+                config=plan.snapshot,
                 source=how,
                 created_by=created_by,
                 log_path=str(log_path),
@@ -307,14 +417,7 @@ class _ReleasePlan:
         self.previous = previous
         self.digest = digest
         self.build = build
-
-
-def _newest_build(session: Session, stack_id: int) -> Build | None:
-    return session.scalar(
-        select(Build)
-        .where(Build.stack_id == stack_id, Build.status == "SUCCEEDED")
-        .order_by(Build.number.desc())
-    )
+        self.snapshot: dict[str, Any] = {}  # the config it ships with, made before promoting
 
 
 def _build_for(session: Session, stack_id: int, digest: str) -> Build | None:
@@ -346,13 +449,26 @@ def _releasespec_path(plan: _ReleasePlan) -> str:
 
 
 def _stage_variables(plan: _ReleasePlan) -> dict[str, str]:
-    return dict(config_snapshot(plan.build.config, plan.stage).get("variables", {}))
+    return dict(plan.snapshot.get("variables", {}))
 
 
-def config_snapshot(config: dict[str, Any] | None, stage: str) -> dict[str, Any]:
-    """The configuration a release ships with: the stage's settings and its variables."""
+def config_snapshot(
+    config: dict[str, Any] | None,
+    stage: str,
+    *,
+    variables: Mapping[str, str] | None = None,
+    secrets: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """The configuration a release ships with: the stage's settings, its variables and the
+    versions of its secrets.
+
+    Variables, lowest precedence first: the stage's in stackyard.yml, then ``variables``
+    (the platform's stack-wide runtime variables, then the stage's own).
+    """
     stages = (config or StackConfig().model_dump(mode="json")).get("stages", [])
-    for entry in stages:
-        if entry.get("name") == stage:
-            return {"stage": entry, "variables": dict(entry.get("variables", {}))}
-    return {"stage": {"name": stage}, "variables": {}}
+    entry: dict[str, Any] = next((e for e in stages if e.get("name") == stage), {"name": stage})
+    return {
+        "stage": entry,
+        "variables": {**dict(entry.get("variables", {})), **(variables or {})},
+        "secrets": dict(secrets or {}),
+    }

@@ -18,13 +18,18 @@ from stackyard.engines.base import Engine
 from stackyard.images.registry import RegistryClient
 from stackyard.pipeline.builds import BuildService
 from stackyard.pipeline.imagestore import Credentials, ImageStore
+from stackyard.pipeline.poller import Poller
 from stackyard.pipeline.releases import ReleaseService
+from stackyard.pipeline.runs import PipelineService
 from stackyard.pipeline.stacks import StackService
+from stackyard.pipeline.variables import VariableService, VariableStore, secrets_key
 from stackyard.platform.credentials import RegistryCredentials
 from stackyard.platform.state import ensure_platform_id
 from stackyard.router.base import Router
+from stackyard.secrets.vault import Vault
 from stackyard.settings import Settings
 from stackyard.source.git import GitSource
+from stackyard.store.models import Release
 
 
 @dataclass
@@ -35,18 +40,30 @@ class Services:
     images: ImageStore
     deploy: DeployService
     controller: Controller
+    variables: VariableService
+    runs: PipelineService
+    poller: Poller
 
     def start(self) -> None:
-        """Fail builds a stopped platform left behind, then adopt every stage's tasks."""
+        """Fail builds a stopped platform left behind, adopt every stage's tasks, then
+        carry on with the pipeline runs it interrupted."""
         self.builds.fail_interrupted()
         self.controller.start()
+        self.runs.resume_interrupted()
+        self.poller.start()
 
     def close(self) -> None:
+        self.poller.stop()
+        self.runs.shutdown()
         self.controller.stop()
         self.builds.shutdown()
         self.images.client.close()
         self.controller.router.close()
         self.controller.engine.close()
+
+    def secret_values(self, stack: str) -> list[str]:
+        """Every value to mask in this stack's logs (the registry password, secrets)."""
+        return [self.images.credentials.password, *self.variables.secret_values(stack)]
 
 
 def build_services(
@@ -63,6 +80,8 @@ def build_services(
     )
     images = ImageStore(client, Credentials(registry.username, registry.password))
     stacks = StackService(sessions)
+    # The key is made on first use, outside the database: a stack without secrets needs none.
+    store = VariableStore(sessions, Vault(lambda: secrets_key(settings.data_dir / "secrets.key")))
     work_dir = settings.data_dir / "work"
     builds = BuildService(
         sessions,
@@ -72,9 +91,17 @@ def build_services(
         logs_dir=settings.logs_dir,
         work_dir=work_dir,
         network_mode=settings.network_mode,
+        secret_values=store.secret_values,
+        build_inputs=store.build_inputs,
     )
     releases = ReleaseService(
-        sessions, source, images, logs_dir=settings.logs_dir, work_dir=work_dir
+        sessions,
+        source,
+        images,
+        logs_dir=settings.logs_dir,
+        work_dir=work_dir,
+        secret_values=store.secret_values,
+        resolve_secrets=store.resolve_secrets,
     )
     engine = engine or plugins.load("engine", settings.engine)()
     router = router or plugins.load("router", settings.router)(
@@ -82,7 +109,7 @@ def build_services(
     )
     deploy: DeployService | None = None
 
-    def rollback(stack: str, stage: str, number: int, source: str):  # type: ignore[no-untyped-def]
+    def rollback(stack: str, stage: str, number: int, source: str) -> Release:
         if deploy is None:
             raise RuntimeError("services are not wired yet")
         return deploy.rollback_for_controller(stack, stage, number, source)
@@ -98,13 +125,34 @@ def build_services(
             network_mode=settings.network_mode,
         ),
         rollback=rollback,
+        secret_values=store.secret_values,
+        resolve_secrets=store.resolve_secrets,
     )
     deploy = DeployService(sessions, controller, releases, settings)
+    runs = PipelineService(
+        sessions,
+        builds,
+        releases,
+        deploy,
+        source,
+        logs_dir=settings.logs_dir,
+        secret_values=lambda stack: [registry.password, *store.secret_values(stack)],
+    )
+
+    def rebuild(stack: str) -> str:
+        return f"pipeline run {runs.start_run(stack, trigger='build variables changed').number}"
+
+    variables = VariableService(
+        sessions, store, releases, deploy, on_build_variables_changed=rebuild
+    )
     return Services(
+        runs=runs,
+        poller=Poller(sessions, source, runs),
         stacks=stacks,
         builds=builds,
         releases=releases,
         images=images,
         deploy=deploy,
         controller=controller,
+        variables=variables,
     )

@@ -6,6 +6,7 @@ Called by the API; every other service looks a stack up through ``StackService.g
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import datetime
 from pathlib import PurePosixPath
 
@@ -14,11 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from stackyard.config.repos import URL_FORM
 from stackyard.errors import NotFoundError, UsageError
 from stackyard.store.models import Stack
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-URL_FORM = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[^/\s]+@[^:\s]+:)")
+MIN_POLL_SECONDS = 10
+MAX_POLL_SECONDS = 86400
 
 
 class StackView(BaseModel):
@@ -31,6 +34,7 @@ class StackView(BaseModel):
     branch: str
     context_dir: str
     dockerfile: str
+    poll_seconds: int = 0
     created_at: datetime
     updated_at: datetime
 
@@ -42,6 +46,7 @@ class StackChanges(BaseModel):
     branch: str | None = None
     context_dir: str | None = None
     dockerfile: str | None = None
+    poll_seconds: int | None = None
 
 
 def validate_name(name: str) -> str:
@@ -83,6 +88,18 @@ def _apply(stack: Stack, changes: StackChanges) -> None:
         stack.context_dir = validate_relative(changes.context_dir, "context")
     if changes.dockerfile is not None:
         stack.dockerfile = validate_relative(changes.dockerfile, "dockerfile")
+    if changes.poll_seconds is not None:
+        stack.poll_seconds = validate_poll_seconds(changes.poll_seconds)
+
+
+def validate_poll_seconds(seconds: int) -> int:
+    """0 turns polling off; otherwise at least MIN_POLL_SECONDS, at most a day."""
+    if seconds == 0 or MIN_POLL_SECONDS <= seconds <= MAX_POLL_SECONDS:
+        return seconds
+    raise UsageError(
+        f"poll interval {seconds} s is out of range",
+        hint=f"give 0 (off) or {MIN_POLL_SECONDS} to {MAX_POLL_SECONDS} seconds",
+    )
 
 
 class StackService:
@@ -121,6 +138,14 @@ class StackService:
             _apply(stack, changes)
             session.flush()
             return StackView.model_validate(stack)
+
+    def webhook_secret(self, name: str) -> str:
+        """The stack's webhook secret, made (random, 32 bytes of hex) on first request."""
+        with self._sessions.begin() as session:
+            stack = self.row(session, name)
+            if not stack.webhook_secret:
+                stack.webhook_secret = secrets.token_hex(32)
+            return stack.webhook_secret
 
     def delete(self, name: str) -> None:
         with self._sessions.begin() as session:

@@ -16,6 +16,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import ClassVar
 
+from stackyard.errors import UsageError
+
 
 @dataclass(frozen=True)
 class Commit:
@@ -39,6 +41,8 @@ class Source(ABC):
     """
 
     name: ClassVar[str]
+    supports_head: ClassVar[bool] = False
+    """Whether `head` can read a branch tip from the remote without fetching (polling)."""
 
     @abstractmethod
     def sync(self, stack: str, url: str) -> None:
@@ -63,6 +67,17 @@ class Source(ABC):
     @abstractmethod
     def changed_paths(self, stack: str, old_sha: str | None, new_sha: str) -> list[str]:
         """Paths that differ between two commits; every path of ``new_sha`` if no old one."""
+
+    def head(self, url: str, branch: str) -> str | None:
+        """The sha ``branch`` points at in the remote ``url``, or None if it has no such branch.
+
+        Asks the remote only (no fetch, no cache); the poller calls it.
+        """
+        raise UsageError(
+            f"the {self.name!r} source cannot read a branch tip from a remote",
+            hint="use a source that supports polling (the built-in 'git' one), or turn "
+            "polling off with `stackyard stacks update STACK --poll 0`",
+        )
 
     @contextmanager
     def workspace(self, stack: str, sha: str, parent: Path | None = None) -> Iterator[Path]:

@@ -124,6 +124,7 @@ class GitSource(Source):
     """
 
     name: ClassVar[str] = "git"
+    supports_head: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -232,6 +233,19 @@ class GitSource(Source):
             argv = ["diff", "--name-only", "-z", "--no-renames", old_sha, new_sha, "--"]
         output = self._git(repo, *argv, op="list changed paths").stdout
         return [part.decode("utf-8", "surrogateescape") for part in output.split(b"\0") if part]
+
+    def head(self, url: str, branch: str) -> str | None:
+        _check_name(branch, "branch")
+        url = normalise_url(url)
+        try:
+            out = _run(
+                git_argv(*ls_remote_argv(url, branch)),
+                op=f"read {branch} of {redact_url(url)}",
+                timeout=self.fetch_timeout,
+            )
+        except GitFailed as exc:
+            raise remote_error(url, exc) from exc
+        return parse_ls_remote(out.stdout.decode(errors="replace"), branch)
 
     # -- extras used by the pipeline and the CLI ------------------------------------
 
@@ -404,6 +418,21 @@ def create_cache_argv(url: str) -> list[list[str]]:
         ["config", "--replace-all", "remote.origin.fetch", "+refs/heads/*:refs/heads/*"],
         ["config", "--add", "remote.origin.fetch", "+refs/tags/*:refs/tags/*"],
     ]
+
+
+def ls_remote_argv(url: str, branch: str) -> list[str]:
+    """Ask ``url`` for one branch's tip; ``--`` keeps a URL from being read as an option."""
+    return ["ls-remote", "--heads", "--", url, f"refs/heads/{branch}"]
+
+
+def parse_ls_remote(output: str, branch: str) -> str | None:
+    """The sha of ``refs/heads/<branch>`` in ``git ls-remote`` output, None if absent."""
+    wanted = f"refs/heads/{branch}"
+    for line in output.splitlines():
+        sha, _, ref = line.strip().partition("\t")
+        if ref == wanted and _FULL_SHA.fullmatch(sha):
+            return sha
+    return None
 
 
 def git_argv(*args: str, git_dir: Path | None = None, work_tree: Path | None = None) -> list[str]:

@@ -5,12 +5,38 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Dialect, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A ``DateTime(timezone=True)`` that stores UTC and always gives back aware UTC values.
+
+    SQLite keeps no offset: without this, values came back naive. PostgreSQL keeps it, and
+    gets UTC too.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: store aware datetimes only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # stored as UTC by process_bind_param
+        return value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -23,7 +49,7 @@ class Event(Base):
     __tablename__ = "events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     kind: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(String(255), default="")
     message: Mapped[str] = mapped_column(Text, default="")
@@ -40,10 +66,12 @@ class Stack(Base):
     branch: Mapped[str] = mapped_column(String(255), default="main")
     context_dir: Mapped[str] = mapped_column(Text, default=".")
     dockerfile: Mapped[str] = mapped_column(Text, default="Dockerfile")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow
-    )
+    # Triggers: the shared secret of webhooks (made on first request), and polling.
+    webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    poll_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    poll_last_seen: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class Build(Base):
@@ -64,9 +92,9 @@ class Build(Base):
     config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     log_path: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Release(Base):
@@ -86,7 +114,7 @@ class Release(Base):
     source: Mapped[str] = mapped_column(String(255), default="")
     created_by: Mapped[str] = mapped_column(String(255), default="")
     log_path: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class StageRoute(Base):
@@ -124,6 +152,95 @@ class Deployment(Base):
     tasks_stopped: Mapped[int] = mapped_column(Integer, default=0)
     desired: Mapped[int] = mapped_column(Integer, default=1)
     log_path: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PipelineRun(Base):
+    """Everything one commit sets off: build, then release, deployment and gate per stage."""
+
+    __tablename__ = "pipeline_runs"
+    __table_args__ = (UniqueConstraint("stack_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    ref: Mapped[str] = mapped_column(String(255), default="")
+    commit_sha: Mapped[str] = mapped_column(String(64), default="")
+    before_sha: Mapped[str] = mapped_column(String(64), default="")
+    source_url: Mapped[str] = mapped_column(Text, default="")
+    trigger: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(16), default="QUEUED")
+    error: Mapped[str] = mapped_column(Text, default="")
+    log_path: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PipelineStep(Base):
+    """One step of a run: build, or a stage's release, deployment or gate."""
+
+    __tablename__ = "pipeline_steps"
+    __table_args__ = (UniqueConstraint("run_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("pipeline_runs.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    stage: Mapped[str] = mapped_column(String(63), default="")
+    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Variable(Base):
+    """A build or runtime variable set through the platform; ``stage`` "" means every stage."""
+
+    __tablename__ = "variables"
+    __table_args__ = (UniqueConstraint("stack_id", "kind", "stage", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # build | runtime
+    stage: Mapped[str] = mapped_column(String(63), default="")
+    name: Mapped[str] = mapped_column(String(255))
+    value: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Secret(Base):
+    """A secret's current version; ``stage`` "" means every stage. Values: SecretVersion."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("stack_id", "stage", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"), index=True)
+    stage: Mapped[str] = mapped_column(String(63), default="")
+    name: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SecretVersion(Base):
+    """Every value a secret had, encrypted, kept after unset so a rollback can restore it.
+
+    Versions count per stack and name across stages, so (name, version) names one value.
+    """
+
+    __tablename__ = "secret_versions"
+    __table_args__ = (UniqueConstraint("stack_id", "name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"), index=True)
+    stage: Mapped[str] = mapped_column(String(63), default="")
+    name: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int] = mapped_column(Integer)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,135 @@
+"""``/api/v1/stacks/{name}/logs``: every log, read whole or followed live (server-sent events).
+
+Build, release, deployment and run logs are files the platform wrote (already masked);
+task logs come from the engine and are masked here, on the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from stackyard.api.routes.builds import services
+from stackyard.buildspec.masking import SecretMasker
+from stackyard.deploy.records import TERMINAL as DEPLOYMENT_DONE
+from stackyard.errors import UsageError
+from stackyard.pipeline.builds import TERMINAL as BUILD_DONE
+from stackyard.pipeline.services import Services
+
+router = APIRouter(prefix="/stacks/{name}", tags=["logs"])
+
+RUN_DONE = ("SUCCEEDED", "FAILED", "SUPERSEDED", "CANCELLED", "SKIPPED")
+Kind = Literal["build", "release", "deployment", "run"]
+POLL = 0.2
+HEARTBEAT = 15.0
+
+
+def _event(kind: str, data: str) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+def _source(
+    found: Services, name: str, kind: Kind, number: int, stage: str | None
+) -> tuple[str, Callable[[], bool]]:
+    """The log file of one build, release, deployment or run, and whether it has ended."""
+    if kind in ("release", "deployment") and not stage:
+        raise UsageError(f"a {kind} log needs a stage (stage=...)")
+    if kind == "build":
+        path = found.builds.get(name, number).log_path
+        return path, lambda: found.builds.get(name, number).status in BUILD_DONE
+    if kind == "release":
+        return found.releases.get(name, str(stage), number).log_path, lambda: True
+    if kind == "deployment":
+        path = found.deploy.get(name, str(stage), number).log_path
+        return path, lambda: found.deploy.get(name, str(stage), number).status in DEPLOYMENT_DONE
+    path = found.runs.get(name, number).log_path
+    return path, lambda: found.runs.get(name, number).status in RUN_DONE
+
+
+def follow_file(path: str, finished: Callable[[], bool]) -> Iterator[str]:
+    """SSE events for each line of ``path`` as it grows, then ``end`` once finished."""
+    offset, partial, quiet = 0, b"", 0.0
+    while True:
+        done = finished()  # read after deciding, so the last lines are never missed
+        data = b""
+        if Path(path).is_file():
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                data = handle.read()
+        offset += len(data)
+        *lines, partial = (partial + data).split(b"\n")
+        for line in lines:
+            yield _event("line", line.decode("utf-8", "replace"))
+        if done and not data:
+            if partial:
+                yield _event("line", partial.decode("utf-8", "replace"))
+            yield _event("end", "")
+            return
+        quiet = 0.0 if data else quiet + POLL
+        if quiet >= HEARTBEAT:
+            quiet = 0.0
+            yield ": keep-alive\n\n"
+        time.sleep(POLL)
+
+
+@router.get("/logs")
+def logs(
+    name: str,
+    kind: Kind,
+    number: int,
+    request: Request,
+    stage: str | None = None,
+    follow: bool = False,
+) -> StreamingResponse:
+    """A whole log (text/plain), or with ``follow=true`` a live SSE stream of its lines."""
+    path, finished = _source(services(request), name, kind, number, stage)
+    if follow:
+        return StreamingResponse(follow_file(path, finished), media_type="text/event-stream")
+    text = Path(path).read_text(encoding="utf-8", errors="replace") if Path(path).is_file() else ""
+    return StreamingResponse(iter([text]), media_type="text/plain; charset=utf-8")
+
+
+@router.get("/stages/{stage}/tasks/logs")
+def task_logs(
+    name: str, stage: str, request: Request, tail: int = 100, follow: bool = False
+) -> StreamingResponse:
+    """The stage's task logs, each line prefixed by its task; secrets masked."""
+    found = services(request)
+    tasks = found.deploy.tasks(name, stage)
+    masker = SecretMasker(found.secret_values(name))
+    engine = found.controller.engine
+    lines: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=10_000)
+
+    def pump(task_id: str, label: str) -> None:
+        try:
+            for line in engine.logs(task_id, tail=tail, follow=follow):
+                lines.put((label, line))
+        finally:
+            lines.put(None)
+
+    for task in tasks:
+        threading.Thread(target=pump, args=(task.id, task.id[:12]), daemon=True).start()
+
+    def events() -> Iterator[str]:
+        open_streams = len(tasks)
+        while open_streams:
+            item = lines.get()
+            if item is None:
+                open_streams -= 1
+                continue
+            label, line = item
+            text = f"[{label}] {masker.mask(line)}"
+            yield _event("line", text) if follow else text + "\n"
+        if follow:
+            yield _event("end", "")
+
+    media = "text/event-stream" if follow else "text/plain; charset=utf-8"
+    return StreamingResponse(events(), media_type=media)

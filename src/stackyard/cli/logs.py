@@ -1,0 +1,110 @@
+"""``stackyard logs``: the log of a build, release, deployment, run, or a stage's tasks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from stackyard.cli.client import ApiClient
+from stackyard.cli.shared import DataDir, settings_for
+from stackyard.errors import ComponentError, UsageError
+
+
+def _pick(
+    build: int | None, release: int | None, deployment: int | None, run: int | None, tasks: bool
+) -> tuple[str, int | None]:
+    chosen: list[tuple[str, int | None]] = [
+        (kind, number)
+        for kind, number in (
+            ("build", build),
+            ("release", release),
+            ("deployment", deployment),
+            ("run", run),
+        )
+        if number is not None
+    ]
+    if tasks:
+        chosen.append(("tasks", None))
+    if len(chosen) != 1:
+        raise UsageError(
+            "say which log: one of --build N, --release N, --deployment N, --run N or --tasks",
+            hint="e.g. stackyard logs hello --deployment 3 --stage prod -f",
+        )
+    return chosen[0]
+
+
+def stream_events(client: ApiClient, path: str, params: dict[str, str | int | bool]) -> None:
+    """Print each ``line`` event of a server-sent event stream until ``end``."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {client.token}", "Accept": "text/event-stream"}
+    event = "message"
+    try:
+        with httpx.stream(
+            "GET",
+            client.base_url + path,
+            params=params,
+            headers=headers,
+            timeout=httpx.Timeout(10.0, read=None),  # a quiet log may take long to grow
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                client.raise_for(response)
+            for raw in response.iter_lines():
+                if raw.startswith("event: "):
+                    event = raw[7:]
+                elif raw.startswith("data: "):
+                    if event == "end":
+                        return
+                    sys.stdout.write(json.loads(raw[6:]) + "\n")
+                    sys.stdout.flush()
+    except httpx.TransportError as exc:
+        raise ComponentError(f"the log stream from {client.base_url} broke: {exc}") from exc
+
+
+def logs(
+    stack: str,
+    build: Annotated[int | None, typer.Option("--build", help="A build's log.")] = None,
+    release: Annotated[
+        int | None, typer.Option("--release", help="A release's log (with --stage).")
+    ] = None,
+    deployment: Annotated[
+        int | None, typer.Option("--deployment", help="A deployment's log (with --stage).")
+    ] = None,
+    run: Annotated[int | None, typer.Option("--run", help="A pipeline run's log.")] = None,
+    tasks: Annotated[
+        bool, typer.Option("--tasks", help="The stage's task logs (with --stage).")
+    ] = False,
+    stage: Annotated[str | None, typer.Option("--stage", help="The stage.")] = None,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
+    ] = False,
+    tail: Annotated[int, typer.Option(help="With --tasks: lines per task to start with.")] = 100,
+    data_dir: DataDir = None,
+) -> None:
+    """Print a log (secrets masked); -f follows it live until it ends."""
+    kind, number = _pick(build, release, deployment, run, tasks)
+    if kind in ("release", "deployment", "tasks") and not stage:
+        raise UsageError(
+            f"--{kind} needs --stage", hint=f"e.g. stackyard logs {stack} --{kind} ... --stage dev"
+        )
+    client = ApiClient.discover(settings_for(data_dir))
+    if kind == "tasks":
+        path = f"/api/v1/stacks/{stack}/stages/{stage}/tasks/logs"
+        params: dict[str, str | int | bool] = {"tail": tail, "follow": follow}
+    else:
+        path = f"/api/v1/stacks/{stack}/logs"
+        params = {"kind": kind, "number": number or 0, "follow": follow}
+        if stage:
+            params["stage"] = stage
+    if follow:
+        stream_events(client, path, params)
+        return
+    sys.stdout.write(client.text(path, params=params))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(logs)

@@ -1,0 +1,75 @@
+"""``stackyard remote`` and ``stackyard webhook``: how pushes reach the platform.
+
+``remote`` prints the URL of the stack's git remote on the platform (with the admin
+token in it); ``webhook`` prints the GitHub and GitLab webhook URLs and the secret.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import typer
+
+from stackyard.cli.client import ApiClient
+from stackyard.cli.output import console, err_console, print_json
+from stackyard.cli.shared import DataDir, Json, settings_for
+
+Stack = Annotated[str, typer.Argument(help="The stack.")]
+
+
+def remote_url(api_url: str, token: str, stack: str) -> str:
+    """``http://stackyard:<token>@host:port/git/<stack>.git`` for an API at ``api_url``."""
+    parts = urlsplit(api_url)
+    netloc = f"stackyard:{quote(token, safe='')}@{parts.netloc.rpartition('@')[2]}"
+    path = parts.path.rstrip("/") + f"/git/{stack}.git"
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
+
+
+def remote(stack: Stack, data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Print the URL of the stack's git remote on the platform; a push to it starts a run.
+
+    Use it as: git remote add stackyard "$(stackyard remote STACK)", then
+    git push stackyard main.
+
+    The URL contains the admin token as its password: anyone who can read it (or the
+    .git/config git saves it in) can use the whole platform.
+    """
+    client = ApiClient.discover(settings_for(data_dir))
+    found = client.get(f"/api/v1/stacks/{stack}")
+    url = remote_url(client.base_url, client.token, stack)
+    if json_output:
+        print_json({"stack": stack, "branch": found["branch"], "url": url})
+        return
+    # Only the URL goes to stdout, so "$(stackyard remote STACK)" is just the URL.
+    print(url)
+    err_console.print(
+        f"[yellow]note:[/] this URL contains the admin token; pushes to {found['branch']} "
+        "start a pipeline run",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def webhook(stack: Stack, data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Print the GitHub and GitLab webhook URLs of a stack and its secret."""
+    info = ApiClient.discover(settings_for(data_dir)).get(f"/api/v1/stacks/{stack}/webhook")
+    if json_output:
+        print_json(info)
+        return
+    console.print(f"[bold]{stack}[/] webhooks (push events, content type application/json)")
+    console.print(f"  github  {info['github_url']}", highlight=False, soft_wrap=True)
+    console.print(f"  gitlab  {info['gitlab_url']}", highlight=False, soft_wrap=True)
+    console.print(f"  secret  {info['secret']}", highlight=False, soft_wrap=True)
+    console.print(
+        "GitHub: Settings > Webhooks, secret above. GitLab: Settings > Webhooks, secret "
+        "token above. The URL must be reachable from the git host: publish the API behind "
+        "a reverse proxy and use its address.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(remote)
+    app.command()(webhook)

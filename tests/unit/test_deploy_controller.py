@@ -1,0 +1,438 @@
+"""The deployment controller's executor, one tick at a time, against FakeEngine and FakeRouter.
+
+The store is a real SQLite database; health comes from the fake's scripted HEALTHCHECK state
+(``health.type: docker``) and drains take 0 s, so no test sleeps. The planner's decisions have
+their own tests (test_deploy_plan.py); these check that the executor carries them out.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stackyard.config.stackfile import StackConfig
+from stackyard.engines.base import (
+    LABEL_DEPLOYMENT,
+    LABEL_PLATFORM,
+    LABEL_PORT,
+    LABEL_RELEASE,
+    LABEL_STACK,
+    LABEL_STAGE,
+    Health,
+    RegistryLogin,
+)
+from stackyard.pipeline.releases import config_snapshot
+from tests.unit.controller_fixtures import (
+    KEY,
+    PLATFORM,
+    REGISTRY,
+    ROUTE_NAME,
+    STACK,
+    STAGE,
+    V1,
+    V2,
+    RollbackCall,
+    Yard,
+    make_yard,
+)
+
+
+@pytest.fixture
+def yard(tmp_path: Path) -> Iterator[Yard]:
+    yield from make_yard(tmp_path)
+
+
+def addresses(yard: Yard, task_ids: list[str]) -> set[str]:
+    return {f"127.0.0.1:{yard.engine.inspect(i).port}" for i in task_ids}
+
+
+# -- deployments that succeed
+
+
+def test_first_deployment_starts_a_pinned_task_and_routes_it_once_healthy(yard: Yard) -> None:
+    yard.engine.behave(V1, healthy=True, health_after=5)
+    number = yard.deploy(yard.release(V1, variables={"GREETING": "hi", "MODE": "test"}))
+
+    yard.tick()
+    (spec,) = yard.started()
+    assert spec.image == f"{REGISTRY}/{STACK}@{V1}"
+    assert spec.labels == {
+        LABEL_PLATFORM: PLATFORM,
+        LABEL_STACK: STACK,
+        LABEL_STAGE: STAGE,
+        LABEL_RELEASE: "1",
+        LABEL_DEPLOYMENT: str(number),
+        LABEL_PORT: str(spec.port),
+    }
+    assert spec.env == {"GREETING": "hi", "MODE": "test"}
+    assert spec.stop_timeout == 1
+    assert spec.login == RegistryLogin(REGISTRY, "stackyard", "registry-password")
+    assert yard.upstreams() == []  # the route exists, but serves nothing yet
+    assert yard.status(number) == "IN_PROGRESS"
+
+    yard.tick(3)  # still STARTING: no traffic, no second task
+    assert yard.upstreams() == []
+    assert yard.status(number) == "IN_PROGRESS"
+
+    yard.clock.advance(5)  # the fake's HEALTHCHECK passes
+    yard.run_until(lambda: yard.status(number) == "COMPLETED", limit=3)
+    assert yard.upstreams() == [f"127.0.0.1:{spec.port}"]
+    row = yard.deployment(number)
+    counters = (row.tasks_started, row.tasks_healthy, row.tasks_routed, row.tasks_stopped)
+    assert counters == (1, 1, 1, 0)
+    assert row.failures == 0
+    assert row.started_at is not None
+    assert row.finished_at is not None
+    assert len(yard.started()) == 1
+    text = Path(row.log_path).read_text(encoding="utf-8")
+    assert "deployment COMPLETED" in text
+    assert "registry-password" not in text
+
+
+def test_rolling_deployment_never_serves_fewer_than_the_desired_healthy_tasks(yard: Yard) -> None:
+    yard.ship(V1, replicas=2)
+    old = {
+        task_id: f"127.0.0.1:{yard.engine.inspect(task_id).port}"
+        for task_id in yard.engine.task_ids
+    }
+    assert set(yard.upstreams() or []) == set(old.values())
+    yard.engine.behave(V2, healthy=True, health_after=3)
+    number = yard.deploy(yard.release(V2, replicas=2))
+
+    first_start: dict[str, int] = {}
+    unrouted: dict[str, int] = {}
+    stopped: dict[str, int] = {}
+    removed: dict[str, int] = {}
+    for tick in range(1, 20):
+        yard.tick()
+        assert yard.routed_healthy() >= 2, f"tick {tick}: {yard.upstreams()}"
+        if yard.started(V2):
+            first_start.setdefault("v2", tick)
+        routed = set(yard.upstreams() or [])
+        stops = {args[0] for args in yard.engine.calls_to("stop")}
+        for task_id, task_address in old.items():
+            if task_address not in routed:
+                unrouted.setdefault(task_id, tick)
+            if task_id in stops:
+                stopped.setdefault(task_id, tick)
+            if task_id not in yard.engine.task_ids:
+                removed.setdefault(task_id, tick)
+        v1_left = any(t in yard.engine.task_ids for t in old)
+        assert not (v1_left and yard.status(number) == "COMPLETED"), f"tick {tick}"
+        if tick == 2:
+            yard.clock.advance(3)  # the new tasks turn healthy
+        if yard.status(number) == "COMPLETED":
+            break
+
+    assert yard.status(number) == "COMPLETED"
+    assert yard.releases_running() == ["2", "2"]
+    assert len(yard.started(V2)) == 2
+    for task_id in old:
+        assert first_start["v2"] < unrouted[task_id] < stopped[task_id] < removed[task_id]
+    assert all(args[1] == 1 for args in yard.engine.calls_to("stop"))  # stop_timeout
+    row = yard.deployment(number)
+    counters = (row.tasks_started, row.tasks_healthy, row.tasks_routed, row.tasks_stopped)
+    assert counters == (2, 2, 2, 2)
+
+
+def test_release_with_the_running_digest_and_config_completes_without_new_tasks(
+    yard: Yard,
+) -> None:
+    yard.ship(V1, replicas=2, variables={"GREETING": "hi"})
+    running = yard.engine.task_ids
+    number = yard.deploy(yard.copy_release(1))
+
+    yard.tick()
+    assert yard.status(number) == "COMPLETED"
+    yard.tick(3)  # and the stage's loop keeps them as the new release's tasks
+    assert yard.engine.task_ids == running
+    assert len(yard.started()) == 2
+    assert yard.engine.calls_to("stop") == []
+
+
+def test_a_config_change_alone_replaces_the_tasks(yard: Yard) -> None:
+    yard.ship(V1, variables={"GREETING": "hi"})
+    (old,) = yard.engine.task_ids
+    number = yard.deploy(yard.release(V1, variables={"GREETING": "hello"}))
+
+    yard.run_until(lambda: yard.status(number) == "COMPLETED")
+    (new,) = yard.engine.task_ids
+    assert new != old
+    assert yard.started()[-1].env == {"GREETING": "hello"}
+
+
+# -- deployments that fail: the circuit breaker, and the old tasks keep serving
+
+
+def test_tasks_that_crash_at_start_fail_the_deployment_and_roll_back(yard: Yard) -> None:
+    yard.ship(V1)
+    (old,) = yard.engine.task_ids
+    serving = list(addresses(yard, [old]))
+    yard.engine.behave(V2, crash_after=0, exit_code=3, output=["boom: missing DATABASE_URL"])
+    number = yard.deploy(yard.release(V2))
+
+    failures = []
+    for _ in range(10):
+        yard.tick()
+        assert yard.upstreams() == serving
+        failures.append(yard.deployment(number).failures)
+        if yard.status(number) != "IN_PROGRESS":
+            break
+
+    row = yard.deployment(number)
+    assert row.status == "FAILED"
+    assert failures == [0, 1, 2, 3]  # one per crashed task, each counted once
+    assert len(yard.started(V2)) == 3
+    assert "circuit breaker" in row.reason
+    assert "exited with status 3" in row.reason
+    assert "boom: missing DATABASE_URL" in row.reason
+    assert yard.rollbacks == [
+        RollbackCall(STACK, STAGE, 1, f"rollback: deployment {number} failed")
+    ]
+    assert old not in {args[0] for args in yard.engine.calls_to("stop")}
+
+    # The rollback release copies release 1, which the old task already runs.
+    yard.run_until(lambda: yard.status(number + 1) == "COMPLETED", limit=2)
+    assert yard.engine.task_ids == [old]
+    assert yard.upstreams() == serving
+
+
+def test_tasks_that_never_turn_healthy_fail_the_deployment_with_the_check_output(
+    yard: Yard,
+) -> None:
+    yard.ship(V1)
+    (old,) = yard.engine.task_ids
+    serving = list(addresses(yard, [old]))
+    yard.engine.behave(V2, healthy=False, health_output="GET /healthz: HTTP 404")
+    number = yard.deploy(yard.release(V2))
+
+    for _ in range(15):
+        yard.tick()
+        assert yard.upstreams() == serving
+        if yard.status(number) != "IN_PROGRESS":
+            break
+
+    row = yard.deployment(number)
+    assert row.status == "FAILED"
+    assert row.failures == 3
+    assert "is unhealthy" in row.reason
+    assert "GET /healthz: HTTP 404" in row.reason
+    assert yard.rollbacks == [
+        RollbackCall(STACK, STAGE, 1, f"rollback: deployment {number} failed")
+    ]
+    routed_ever = {u for call in yard.router.calls for u in call.upstreams}
+    assert routed_ever == set(serving)
+    yard.tick(2)
+    assert yard.engine.task_ids == [old]  # every new task was stopped and removed
+
+
+def test_an_engine_start_error_counts_as_a_failed_task(yard: Yard) -> None:
+    yard.ship(V1)
+    serving = yard.upstreams()
+    yard.engine.behave(V2, start_error="port 8080 is already allocated")
+    number = yard.deploy(yard.release(V2))
+
+    yard.run_until(lambda: yard.status(number) == "FAILED")
+    row = yard.deployment(number)
+    assert row.failures == 3
+    assert "failed to start" in row.reason
+    assert "port 8080 is already allocated" in row.reason
+    assert len(yard.started(V2)) == 3
+    assert row.tasks_started == 0
+    assert yard.upstreams() == serving
+    assert [r.number for r in yard.rollbacks] == [1]
+
+
+def test_a_failed_first_deployment_has_nothing_to_roll_back_to(yard: Yard) -> None:
+    yard.engine.behave(V1, crash_after=0, exit_code=1)
+    number = yard.deploy(yard.release(V1))
+
+    yard.run_until(lambda: yard.status(number) == "FAILED")
+    assert yard.rollbacks == []
+    text = Path(yard.deployment(number).log_path).read_text(encoding="utf-8")
+    assert "no earlier COMPLETED release" in text
+    yard.tick(2)
+    assert yard.engine.task_ids == []
+
+
+def test_a_route_port_in_use_fails_the_deployment_at_once(yard: Yard) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        number = yard.deploy(yard.release(V1, port=port))
+
+        busy = yard.controller.loop_for(KEY).run_once()
+
+    assert not busy
+    row = yard.deployment(number)
+    assert row.status == "FAILED"
+    assert f"127.0.0.1:{port} is in use" in row.reason
+    assert "set another `port:`" in row.reason  # the hint
+    assert yard.started() == []
+    assert yard.upstreams() is None
+
+
+def test_an_unreachable_router_is_retried_not_failed(yard: Yard) -> None:
+    number = yard.deploy(yard.release(V1))
+    yard.router.reachable = False
+    loop = yard.controller.loop_for(KEY)
+
+    assert loop.run_once() is False
+    row = yard.deployment(number)
+    assert row.status == "IN_PROGRESS"
+    assert row.reason.startswith("retrying: the fake router does not answer")
+
+    yard.router.reachable = True
+    for _ in range(5):
+        loop.run_once()
+    assert yard.status(number) == "COMPLETED"
+    assert len(yard.started()) == 1
+
+
+# -- keeping a stage running outside deployments
+
+
+def test_a_task_that_exits_is_replaced_and_recorded_as_a_heal_event(yard: Yard) -> None:
+    yard.ship(V1, replicas=2)
+    dead, alive = yard.engine.task_ids
+    yard.engine.emit(dead, "out of memory")
+    yard.engine.kill(dead, exit_code=137)
+
+    yard.tick()
+    assert dead not in yard.engine.task_ids
+    assert alive in yard.engine.task_ids
+    assert len(yard.engine.task_ids) == 2
+    assert len(yard.started()) == 3
+    (event,) = yard.events("heal")
+    assert event.subject == f"{STACK}/{STAGE}"
+    assert "exited with status 137" in event.message
+    assert "out of memory" in event.message
+
+    yard.tick()
+    assert set(yard.upstreams() or []) == addresses(yard, yard.engine.task_ids)
+    yard.tick(3)
+    assert len(yard.started()) == 3
+    assert len(yard.events("heal")) == 1
+    assert yard.status(1) == "COMPLETED"  # healing makes no deployment
+
+
+def test_a_task_that_turns_unhealthy_is_unrouted_stopped_and_replaced(yard: Yard) -> None:
+    yard.ship(V1, replicas=2)
+    sick, well = yard.engine.task_ids
+    yard.engine.set_health(sick, Health.UNHEALTHY, "GET /: HTTP 500")
+
+    yard.tick(4)
+    assert sick not in yard.engine.task_ids
+    assert well in yard.engine.task_ids
+    assert len(yard.engine.task_ids) == 2
+    assert [args[0] for args in yard.engine.calls_to("stop")] == [sick]
+    assert set(yard.upstreams() or []) == addresses(yard, yard.engine.task_ids)
+    (event,) = yard.events("heal")
+    assert "GET /: HTTP 500" in event.message
+
+
+# -- a control plane or router that restarts
+
+
+@pytest.mark.parametrize("restart_after", [1, 2, 3, 4, 5])
+def test_a_restarted_control_plane_finishes_the_deployment_without_duplicates(
+    yard: Yard, restart_after: int
+) -> None:
+    yard.ship(V1, replicas=2)
+    yard.engine.behave(V2, healthy=True, health_after=3)
+    number = yard.deploy(yard.release(V2, replicas=2))
+
+    for tick in range(1, 20):
+        yard.tick()
+        assert yard.routed_healthy() >= 2, f"tick {tick}"
+        if tick == 2:
+            yard.clock.advance(3)
+        if tick == restart_after:
+            assert yard.status(number) == "IN_PROGRESS"
+            yard.restart_controller()
+        if yard.status(number) == "COMPLETED":
+            break
+
+    assert yard.status(number) == "COMPLETED"
+    assert yard.releases_running() == ["2", "2"]
+    assert len(yard.started(V2)) == 2
+    assert yard.deployment(number).tasks_started == 2
+
+
+def test_a_restarted_router_gets_its_route_back_with_the_healthy_tasks(yard: Yard) -> None:
+    yard.ship(V1, replicas=2)
+    serving = set(yard.upstreams() or [])
+    starts = len(yard.started())
+    yard.router.restart()
+    assert yard.upstreams() is None
+
+    yard.tick()
+    assert set(yard.upstreams() or []) == serving
+    ensure = [c for c in yard.router.calls if c.method == "ensure_route"]
+    assert ensure[-1].route == ROUTE_NAME
+    assert set(ensure[-1].upstreams) == serving
+    assert len(yard.started()) == starts
+    assert yard.engine.calls_to("stop") == []
+
+
+def test_a_router_restart_during_a_rollout_routes_the_old_tasks_again(yard: Yard) -> None:
+    yard.ship(V1, replicas=2)
+    serving = set(yard.upstreams() or [])
+    yard.engine.behave(V2, healthy=True, health_after=3)
+    number = yard.deploy(yard.release(V2, replicas=2))
+    yard.tick(2)  # the new tasks are starting
+    yard.router.restart()
+
+    yard.tick()
+    assert set(yard.upstreams() or []) == serving
+    yard.clock.advance(3)
+    yard.run_until(lambda: yard.status(number) == "COMPLETED")
+    assert yard.releases_running() == ["2", "2"]
+
+
+# -- the release snapshot the pipeline writes
+
+
+def test_a_release_snapshot_of_a_docker_health_stage_is_deployable(yard: Yard) -> None:
+    config = StackConfig.model_validate(
+        {"stages": [{"name": STAGE, "health": {"type": "docker"}}]}
+    ).model_dump(mode="json")
+    number = yard.deploy(yard.release_with_config(V1, config_snapshot(config, STAGE)))
+
+    yard.run_until(lambda: yard.status(number) == "COMPLETED", limit=5)
+
+
+def test_a_failed_rollback_does_not_roll_back_again(yard: Yard) -> None:
+    yard.ship(V1)
+    (old,) = yard.engine.task_ids
+    yard.engine.behave(V2, crash_after=0, exit_code=3)
+    yard.engine.kill(old)  # the old task dies, and its image is gone from the registry
+    yard.engine.behave(V1, missing=True)
+    number = yard.deploy(yard.release(V2))
+
+    yard.run_until(lambda: yard.status(number) == "FAILED")
+    yard.run_until(lambda: yard.status(number + 1) == "FAILED")
+    yard.tick(10)
+    assert [r.number for r in yard.rollbacks] == [1]  # no rollback of the rollback
+    assert yard.status(number + 1) == "FAILED"
+    text = Path(yard.deployment(number + 1).log_path).read_text(encoding="utf-8")
+    assert "not rolling back: release 1" in text
+
+
+def test_a_task_stopped_for_failing_is_not_counted_again_after_a_restart(yard: Yard) -> None:
+    yard.ship(V1)
+    yard.engine.behave(V2, healthy=False, health_output="GET /healthz: HTTP 404")
+    number = yard.deploy(yard.release(V2))
+    yard.tick(2)  # the new task started, failed its check (1 failure) and was stopped
+    assert yard.deployment(number).failures == 1
+
+    yard.restart_controller()
+    yard.tick()
+    assert yard.deployment(number).failures == 1
+
+    yard.run_until(lambda: yard.status(number) == "FAILED")
+    assert len(yard.started(V2)) == 3
