@@ -116,7 +116,11 @@ def check(
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Accepted for symmetry: the schema is always JSON.")
+    ] = True,
+) -> None:
     """Print the JSON Schema of stackyard.yml, for editors and linters."""
     from stackyard.config.stackfile import json_schema
 

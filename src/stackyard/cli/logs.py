@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from stackyard.cli.client import ApiClient
-from stackyard.cli.shared import DataDir, settings_for
+from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.errors import ComponentError, UsageError
 
 
@@ -36,7 +36,14 @@ def _pick(
     return chosen[0]
 
 
-def stream_events(client: ApiClient, path: str, params: dict[str, str | int | bool]) -> None:
+def _emit(line: str, as_json: bool) -> None:
+    sys.stdout.write((json.dumps({"line": line}) if as_json else line) + "\n")
+    sys.stdout.flush()
+
+
+def stream_events(
+    client: ApiClient, path: str, params: dict[str, str | int | bool], *, as_json: bool = False
+) -> None:
     """Print each ``line`` event of a server-sent event stream until ``end``."""
     import httpx
 
@@ -59,8 +66,7 @@ def stream_events(client: ApiClient, path: str, params: dict[str, str | int | bo
                 elif raw.startswith("data: "):
                     if event == "end":
                         return
-                    sys.stdout.write(json.loads(raw[6:]) + "\n")
-                    sys.stdout.flush()
+                    _emit(json.loads(raw[6:]), as_json)
     except httpx.TransportError as exc:
         raise ComponentError(f"the log stream from {client.base_url} broke: {exc}") from exc
 
@@ -84,6 +90,7 @@ def logs(
     ] = False,
     tail: Annotated[int, typer.Option(help="With --tasks: lines per task to start with.")] = 100,
     data_dir: DataDir = None,
+    json_output: Json = False,
 ) -> None:
     """Print a log (secrets masked); -f follows it live until it ends."""
     kind, number = _pick(build, release, deployment, run, tasks)
@@ -101,9 +108,14 @@ def logs(
         if stage:
             params["stage"] = stage
     if follow:
-        stream_events(client, path, params)
+        stream_events(client, path, params, as_json=json_output)
         return
-    sys.stdout.write(client.text(path, params=params))
+    text = client.text(path, params=params)
+    if not json_output:
+        sys.stdout.write(text)
+        return
+    for line in text.splitlines():
+        _emit(line, as_json=True)
 
 
 def register(app: typer.Typer) -> None:

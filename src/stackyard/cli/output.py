@@ -56,5 +56,13 @@ def run_cli(app: typer.Typer) -> int:
         if isinstance(exc, click.ClickException):
             exc.show()
             return exc.exit_code
-        raise
+        if debug:
+            raise
+        # A bug in Stackyard: one line, and how to see more, never a bare traceback.
+        return fail(
+            StackyardError(
+                f"internal error: {type(exc).__name__}: {exc}",
+                hint="run the command again with --debug for the traceback, and please report it",
+            )
+        )
     return result if isinstance(result, int) else 0

@@ -1,0 +1,64 @@
+"""Every command speaks the same way: --json everywhere, one error line, no tracebacks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import typer
+
+from stackyard.cli.main import app
+from stackyard.cli.output import run_cli
+
+
+def _leaves(command: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    children = getattr(command, "commands", None)
+    if not children:
+        return [(prefix.strip(), command)]
+    found = []
+    for name, child in children.items():
+        found.extend(_leaves(child, f"{prefix} {name}"))
+    return found
+
+
+def test_every_command_takes_json() -> None:
+    commands = _leaves(typer.main.get_command(app))
+    assert len(commands) > 30
+    missing = [
+        name
+        for name, command in commands
+        if not any("--json" in getattr(p, "opts", []) for p in command.params)
+    ]
+    assert missing == []
+
+
+def _broken_app() -> typer.Typer:
+    broken = typer.Typer()
+
+    @broken.command()
+    def explode(debug: bool = typer.Option(False, "--debug")) -> None:
+        raise KeyError("surprise")
+
+    @broken.command()
+    def other() -> None:
+        """A second command, so Typer keeps command names."""
+
+    return broken
+
+
+def test_an_unexpected_error_is_one_line_with_a_hint(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.argv", ["stackyard", "explode"])
+    monkeypatch.delenv("STACKYARD_DEBUG", raising=False)
+    assert run_cli(_broken_app()) == 1
+    err = capsys.readouterr().err
+    assert "internal error: KeyError: 'surprise'" in err
+    assert "--debug" in err
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", ["stackyard", "explode", "--debug"])
+    with pytest.raises(KeyError, match="surprise"):
+        run_cli(_broken_app())
