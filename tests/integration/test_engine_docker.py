@@ -268,18 +268,6 @@ def test_a_refused_create_leaves_no_container(
     assert spec.name not in {t.name for t in docker_engine.list({LABEL_PLATFORM: RUN})}
 
 
-def test_bridge_mode_publishes_the_container_port_on_loopback(
-    docker_engine: DockerEngine, spec_for: SpecFactory, raw: docker.DockerClient
-) -> None:
-    if not raw.networks.list(names=["bridge"]):
-        pytest.skip("this engine runs with --bridge=none (see ENVIRONMENT.md): host mode only")
-    spec = spec_for(network_mode="bridge", container_port=8080)
-    task = docker_engine.start(spec)
-    assert _get(f"http://127.0.0.1:{spec.port}/").text == "hello\n"
-    env = dict(i.split("=", 1) for i in raw.api.inspect_container(task.id)["Config"]["Env"])
-    assert (env["PORT"], env["HOST"]) == ("8080", "0.0.0.0")
-
-
 # The SDK's unix-socket adapter does not close a socket whose connect() failed.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_an_unreachable_engine_is_a_component_error() -> None:

@@ -172,31 +172,10 @@ class DockerEngine(Engine):
 
     def _create(self, spec: TaskSpec) -> str:
         api = self._api()
-        host = "127.0.0.1" if spec.network_mode == "host" else "0.0.0.0"
-        inner_port = spec.port if spec.network_mode == "host" else spec.container_port
-        env = {**spec.env, "PORT": str(inner_port), "HOST": host}
-        host_options: dict[str, Any] = {
-            "init": True,
-            "nano_cpus": int(spec.cpu * 1e9),
-            "mem_limit": spec.memory,
-            "restart_policy": {"Name": "no"},
-        }
-        exposed: list[tuple[int, str]] | None = None
-        if spec.network_mode == "host":
-            host_options["network_mode"] = "host"
-        else:
-            host_options["port_bindings"] = {f"{inner_port}/tcp": ("127.0.0.1", spec.port)}
-            exposed = [(inner_port, "tcp")]
+        arguments, host_options = container_arguments(spec)
         try:
             created = api.create_container(
-                spec.image,
-                name=spec.name,
-                labels={**spec.labels, LABEL_PORT: str(spec.port)},
-                environment=env,
-                ports=exposed,
-                stop_signal="SIGTERM",
-                stop_timeout=math.ceil(spec.stop_timeout),
-                host_config=api.create_host_config(**host_options),
+                spec.image, **arguments, host_config=api.create_host_config(**host_options)
             )
         except (docker.errors.DockerException, OSError) as exc:
             raise self._refused(f"cannot create task {spec.name} from {spec.image}", exc) from exc
@@ -327,3 +306,34 @@ def _time(value: str | None) -> datetime | None:
     if not value or value == _NEVER:
         return None
     return datetime.fromisoformat(value)
+
+
+def container_arguments(spec: TaskSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What ``create_container`` and ``create_host_config`` get for a task, as plain data.
+
+    Host networking: the app binds 127.0.0.1:<port>. Bridge networking: it binds
+    0.0.0.0:<container port> inside, published on 127.0.0.1:<port> only.
+    """
+    host = "127.0.0.1" if spec.network_mode == "host" else "0.0.0.0"
+    inner_port = spec.port if spec.network_mode == "host" else spec.container_port
+    host_options: dict[str, Any] = {
+        "init": True,
+        "nano_cpus": int(spec.cpu * 1e9),
+        "mem_limit": spec.memory,
+        "restart_policy": {"Name": "no"},
+    }
+    exposed: list[tuple[int, str]] | None = None
+    if spec.network_mode == "host":
+        host_options["network_mode"] = "host"
+    else:
+        host_options["port_bindings"] = {f"{inner_port}/tcp": ("127.0.0.1", spec.port)}
+        exposed = [(inner_port, "tcp")]
+    arguments = {
+        "name": spec.name,
+        "labels": {**spec.labels, LABEL_PORT: str(spec.port)},
+        "environment": {**spec.env, "PORT": str(inner_port), "HOST": host},
+        "ports": exposed,
+        "stop_signal": "SIGTERM",
+        "stop_timeout": math.ceil(spec.stop_timeout),
+    }
+    return arguments, host_options
