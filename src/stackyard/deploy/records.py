@@ -124,16 +124,24 @@ def active(session: Session, stack_id: int, stage: str) -> Deployment | None:
     return rows[0] if rows else None
 
 
-def last_completed(session: Session, stack_id: int, stage: str) -> Deployment | None:
-    return session.scalar(
-        select(Deployment)
-        .where(
-            Deployment.stack_id == stack_id,
-            Deployment.stage == stage,
-            Deployment.status == "COMPLETED",
+def completed(session: Session, stack_id: int, stage: str) -> list[Deployment]:
+    """The stage's COMPLETED deployments, newest first."""
+    return list(
+        session.scalars(
+            select(Deployment)
+            .where(
+                Deployment.stack_id == stack_id,
+                Deployment.stage == stage,
+                Deployment.status == "COMPLETED",
+            )
+            .order_by(Deployment.number.desc())
         )
-        .order_by(Deployment.number.desc())
     )
+
+
+def last_completed(session: Session, stack_id: int, stage: str) -> Deployment | None:
+    found = completed(session, stack_id, stage)
+    return found[0] if found else None
 
 
 def current_release(session: Session, stack_id: int, stage: str) -> Release | None:

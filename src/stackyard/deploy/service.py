@@ -135,16 +135,7 @@ class DeployService:
 
     def _previous_release(self, session: Session, stack_id: int, stage: str) -> int:
         current = records.current_release(session, stack_id, stage)
-        rows = session.scalars(
-            select(Deployment)
-            .where(
-                Deployment.stack_id == stack_id,
-                Deployment.stage == stage,
-                Deployment.status == "COMPLETED",
-            )
-            .order_by(Deployment.number.desc())
-        )
-        for row in rows:
+        for row in records.completed(session, stack_id, stage):
             if current is None or row.release_number != current.number:
                 release = records.find_release(session, stack_id, stage, row.release_number)
                 if (
