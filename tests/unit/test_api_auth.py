@@ -52,14 +52,24 @@ def test_healthz_needs_no_token(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
+def _console_page(path: str) -> bool:
+    """Console pages and forms send a browser to the login page instead of a bare 401."""
+    return (path == "/" or path.startswith("/ui")) and not path.startswith("/ui/fragments/")
+
+
 def test_every_other_route_refuses_without_token(client: TestClient) -> None:
-    routes = [r for r in _routes(client) if r[1] != "/healthz"]
+    routes = [r for r in _routes(client) if r[1] not in ("/healthz", "/ui/login")]
     assert routes, "the app has no routes besides /healthz"
     for method, path in routes:
-        response = client.request(method, path)
-        assert response.status_code == 401, (method, path)
-        wrong = client.request(method, path, headers={"Authorization": "Bearer nope"})
-        assert wrong.status_code == 401, (method, path)
+        for headers in ({}, {"Authorization": "Bearer nope"}):
+            response = client.request(method, path, headers=headers, follow_redirects=False)
+            if _console_page(path):
+                assert response.status_code == 303, (method, path)
+                assert response.headers["location"].startswith("/ui/login"), (method, path)
+            else:
+                assert response.status_code == 401, (method, path)
+    assert client.get("/ui/login").status_code == 200  # the login form itself is public
+    assert client.post("/ui/login", data={"token": "nope"}).status_code == 401
 
 
 def test_trigger_routes_refuse_unauthenticated_and_unsigned_requests(client: TestClient) -> None:

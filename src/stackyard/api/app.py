@@ -22,6 +22,7 @@ from stackyard.api.routes import (
     stacks,
     variables,
 )
+from stackyard.api.web.console import install_console
 from stackyard.errors import (
     NotFoundError,
     StackyardError,
@@ -85,6 +86,7 @@ def create_app(context: ApiContext) -> FastAPI:
     # Git's Basic auth and the webhooks' signatures replace the bearer token here.
     app.include_router(git.router)
     app.include_router(hooks.router)
+    install_console(app)  # the web console under /ui, with its static files
     _install_error_handlers(app)
     return app
 

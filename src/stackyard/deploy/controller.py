@@ -79,7 +79,7 @@ class ControllerSettings:
     network_mode: NetworkMode = "host"
     task_ports: tuple[int, int] = (20000, 29999)
     route_ports: tuple[int, int] = (8000, 8999)
-    tick: float = 0.2
+    tick: float = 0.1
     idle_tick: float = 1.0
 
 

@@ -15,7 +15,7 @@ import httpx
 from stackyard.deploy.plan import TaskHealth
 from stackyard.engines.base import Health, TaskInfo
 
-STARTING_PROBE_INTERVAL = 0.25  # a starting task is probed often, so it serves sooner
+STARTING_PROBE_INTERVAL = 0.1  # a starting task is probed often, so it serves sooner
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from stackyard.store.models import Build, PipelineRun, PipelineStep, Stack
 log = logging.getLogger(__name__)
 
 ACTIVE = ("QUEUED", "RUNNING", "WAITING")
-POLL = 0.25
+POLL = 0.1
 
 
 class StepView(BaseModel):
@@ -456,7 +456,10 @@ class PipelineService:
         if step.status in ("SUCCEEDED", "SKIPPED"):
             return
         if step.message != "approval":
-            self._set_step(run_id, step.position, status="SUCCEEDED", finished_at=_now())
+            now = _now()
+            self._set_step(
+                run_id, step.position, status="SUCCEEDED", started_at=now, finished_at=now
+            )
             return
         self._set_step(run_id, step.position, status="WAITING", started_at=_now())
         self._set_run(run_id, status="WAITING")

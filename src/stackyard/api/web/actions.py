@@ -1,0 +1,213 @@
+"""The console's forms: log in and out, start, approve, promote, cancel and roll back,
+and change variables and secrets. Every POST but the login checks the session's CSRF token.
+
+After an action the page it came from is rendered again with what happened (the page's
+script then replaces the POST in the history, so a reload does not send it twice).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from stackyard.api.web.pages import problem
+from stackyard.api.web.render import page
+from stackyard.api.web.session import (
+    checked_form,
+    clear_session_cookie,
+    current_session,
+    read_form,
+    safe_next,
+    sessions_of,
+    set_session_cookie,
+)
+from stackyard.api.web.views import (
+    Scope,
+    describe_change,
+    services,
+    stack_context,
+    variables_context,
+)
+from stackyard.errors import StackyardError, UsageError
+
+public = APIRouter(prefix="/ui", include_in_schema=False)
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+Form = Annotated[dict[str, str], Depends(checked_form)]
+
+
+@public.get("/login", response_model=None)
+def login_page(request: Request, next: str | None = None) -> Response:
+    if current_session(request) is not None:
+        return RedirectResponse(safe_next(next), status_code=303)
+    return page(request, "login.html", {"next": safe_next(next)})
+
+
+@public.post("/login", response_model=None)
+async def login(request: Request) -> Response:
+    """The admin token in, a session cookie out (the token itself is never stored there)."""
+    form = await read_form(request)
+    sessions = sessions_of(request)
+    target = safe_next(form.get("next"))
+    if sessions is None or not sessions.token_matches(form.get("token", "").strip()):
+        return page(
+            request,
+            "login.html",
+            {"next": target, "error": "That is not the admin token."},
+            status_code=401,
+        )
+    response = RedirectResponse(target, status_code=303)
+    set_session_cookie(response, request, sessions.issue())
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, _form: Form) -> RedirectResponse:
+    session, sessions = current_session(request), sessions_of(request)
+    if session is not None and sessions is not None:
+        sessions.revoke(session)
+    response = RedirectResponse("/ui/login", status_code=303)
+    clear_session_cookie(response, request)
+    return response
+
+
+def _field(form: dict[str, str], name: str) -> str:
+    value = form.get(name, "").strip()
+    if not value:
+        raise UsageError(f"the form has no {name}")
+    return value
+
+
+def _stack_result(request: Request, name: str, notice: str) -> HTMLResponse:
+    context = stack_context(request, name)
+    return page(
+        request, "stack.html", {**context, "notice": notice, "canonical": f"/ui/stacks/{name}"}
+    )
+
+
+@router.post("/stacks/{name}/runs")
+def start_run(request: Request, name: str, _form: Form) -> HTMLResponse:
+    try:
+        run = services(request).runs.start_run(name, trigger="console")
+        return _stack_result(request, name, f"Started pipeline run {run.number}.")
+    except StackyardError as exc:
+        return problem(request, exc)
+
+
+@router.post("/stacks/{name}/approve")
+def approve(request: Request, name: str, form: Form) -> HTMLResponse:
+    try:
+        stage = _field(form, "stage")
+        run = services(request).runs.approve(name, stage, by="console")
+        return _stack_result(request, name, f"Approved {stage} for run {run.number}.")
+    except StackyardError as exc:
+        return problem(request, exc)
+
+
+@router.post("/stacks/{name}/promote")
+def promote(request: Request, name: str, form: Form) -> HTMLResponse:
+    try:
+        stage = _field(form, "stage")
+        run = services(request).runs.promote(name, stage)
+        return _stack_result(request, name, f"Promoting to {stage}: pipeline run {run.number}.")
+    except StackyardError as exc:
+        return problem(request, exc)
+
+
+@router.post("/stacks/{name}/rollback")
+def rollback(request: Request, name: str, form: Form) -> HTMLResponse:
+    try:
+        stage = _field(form, "stage")
+        to_text = form.get("to", "").strip()
+        if to_text and not to_text.isdigit():
+            raise UsageError(f"release '{to_text}' is not a number")
+        deployment = services(request).deploy.rollback(
+            name, stage, int(to_text) if to_text else None
+        )
+        notice = (
+            f"Rolling back {stage} to the image and config of an earlier release: "
+            f"release {deployment.release_number}, deployment {deployment.number}."
+        )
+        return _stack_result(request, name, notice)
+    except StackyardError as exc:
+        return problem(request, exc)
+
+
+@router.post("/stacks/{name}/runs/{number}/cancel")
+def cancel(request: Request, name: str, number: int, _form: Form) -> HTMLResponse:
+    try:
+        run = services(request).runs.cancel(name, number)
+        return _stack_result(request, name, f"Run {run.number} {run.status}.")
+    except StackyardError as exc:
+        return problem(request, exc)
+
+
+def _variables_result(
+    request: Request, name: str, lines: list[str], *, error: str | None = None
+) -> HTMLResponse:
+    context = variables_context(request, name)
+    return page(
+        request,
+        "variables.html",
+        {
+            **context,
+            "notice_lines": lines,
+            "error": error,
+            "canonical": f"/ui/stacks/{name}/variables",
+        },
+        status_code=400 if error else 200,
+    )
+
+
+@router.post("/stacks/{name}/variables")
+def change_variable(request: Request, name: str, form: Form) -> HTMLResponse:
+    """Set or unset one variable; the service redeploys (runtime) or rebuilds (build)."""
+    try:
+        services(request).stacks.get(name)
+    except StackyardError as exc:
+        return problem(request, exc)
+    try:
+        scope = Scope.parse(form.get("scope", ""))
+        variable = _field(form, "name")
+        found = services(request).variables
+        if form.get("action") == "unset":
+            change = found.change_variables(
+                name, unset=[variable], stage=scope.stage, build=scope.build, created_by="console"
+            )
+        else:
+            change = found.change_variables(
+                name,
+                values={variable: form.get("value", "")},
+                stage=scope.stage,
+                build=scope.build,
+                created_by="console",
+            )
+    except StackyardError as exc:
+        return _variables_result(request, name, [], error=exc.message)
+    return _variables_result(request, name, describe_change(change, scope))
+
+
+@router.post("/stacks/{name}/secrets")
+def change_secret(request: Request, name: str, form: Form) -> HTMLResponse:
+    """Set or unset a secret. Its value goes to the service and is never rendered back."""
+    try:
+        services(request).stacks.get(name)
+    except StackyardError as exc:
+        return problem(request, exc)
+    try:
+        scope = Scope.parse(form.get("scope", ""))
+        if scope.build:
+            raise UsageError("secrets belong to every stage or to one stage, not to the build")
+        secret = _field(form, "name")
+        found = services(request).variables
+        if form.get("action") == "unset":
+            change = found.unset_secret(name, secret, stage=scope.stage, created_by="console")
+        else:
+            change = found.set_secret(
+                name, secret, form.get("value", ""), stage=scope.stage, created_by="console"
+            )
+    except StackyardError as exc:
+        return _variables_result(request, name, [], error=exc.message)
+    return _variables_result(request, name, describe_change(change, scope))

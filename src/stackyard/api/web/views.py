@@ -1,0 +1,148 @@
+"""What each console page shows, gathered from the services (and the overview read model).
+
+The routes in ``pages.py`` and ``actions.py`` call these; each returns a plain dict for a
+template, so a page and its live fragment render from the same data.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from stackyard.api.web.overview import Overview, overview, waiting_gates
+from stackyard.errors import StackyardError
+from stackyard.pipeline.runs import RunView, StepView
+from stackyard.pipeline.services import Services
+from stackyard.pipeline.variables import ChangeView
+
+RELEASES_PER_STAGE = 5
+RUNS_SHOWN = 10
+LOG_KINDS = ("build", "release", "deployment", "run")
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.context.services
+    return found
+
+
+def stacks_overview(request: Request, only: str | None = None) -> Overview:
+    """Stacks and their stage cells; the console's read sessions come from ``install``."""
+    controller = services(request).controller
+    sessions: sessionmaker[Session] = request.app.state.console_read_sessions
+    return overview(sessions, controller.engine, controller.settings.platform_id, only=only)
+
+
+def step_log_url(stack: str, step: StepView) -> str | None:
+    """The console page of a step's own log (a gate has none)."""
+    kind = {"build": "build", "release": "release", "deploy": "deployment"}.get(step.kind)
+    if kind is None or step.number is None:
+        return None
+    query: dict[str, str | int] = {"kind": kind, "number": step.number}
+    if step.stage:
+        query["stage"] = step.stage
+    return f"/ui/stacks/{stack}/logs?{urlencode(query)}"
+
+
+def run_log_url(run: RunView) -> str:
+    return f"/ui/stacks/{run.stack}/logs?{urlencode({'kind': 'run', 'number': run.number})}"
+
+
+def stack_context(request: Request, name: str) -> dict[str, Any]:
+    """The stack page: stage cells, recent runs with their steps, releases per stage."""
+    found = services(request)
+    stack = found.stacks.get(name)
+    view = stacks_overview(request, only=name)
+    row = view.stacks[0]
+    runs = found.runs.recent(name, limit=RUNS_SHOWN)
+    gates = waiting_gates((s.kind, s.stage, s.status) for run in runs for s in run.steps)
+    releases: dict[str, list[Any]] = defaultdict(list)
+    for release in found.releases.list(name):
+        if len(releases[release.stage]) < RELEASES_PER_STAGE:
+            releases[release.stage].append(release)
+    names = [cell.stage for cell in row.stages]
+    previous = {stage: (names[i - 1] if i else "latest") for i, stage in enumerate(names)}
+    return {
+        "stack": stack,
+        "row": row,
+        "engine_error": view.engine_error,
+        "runs": runs,
+        "gates": gates,
+        "releases": releases,
+        "previous": previous,
+        "step_log_url": step_log_url,
+        "run_log_url": run_log_url,
+    }
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a variable or secret applies: the build, every stage, or one stage."""
+
+    stage: str | None
+    build: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Scope:
+        if text == "build":
+            return cls(None, True)
+        if text == "stack":
+            return cls(None, False)
+        if text.startswith("stage:") and text[6:]:
+            return cls(text[6:], False)
+        raise StackyardError(
+            f"unknown scope '{text}'", hint="use build, stack or stage:NAME (the page's form)"
+        )
+
+    def text(self) -> str:
+        if self.build:
+            return "build variables"
+        return f"stage {self.stage}" if self.stage else "every stage"
+
+
+def variables_context(request: Request, name: str) -> dict[str, Any]:
+    """The variables page: build variables, runtime ones per scope, secrets (no values)."""
+    found = services(request)
+    stack = found.stacks.get(name)
+    stages = [cell.stage for cell in stacks_overview(request, only=name).stacks[0].stages]
+    variables = found.variables.list_variables(name).variables
+    secrets = found.variables.list_secrets(name).secrets
+    runtime: dict[str, list[Any]] = defaultdict(list)
+    for variable in variables:
+        if variable.kind == "runtime":
+            runtime[f"stage:{variable.stage}" if variable.stage else "stack"].append(variable)
+    by_scope: dict[str, list[Any]] = defaultdict(list)
+    for secret in secrets:
+        by_scope[f"stage:{secret.stage}" if secret.stage else "stack"].append(secret)
+    scopes = [("stack", "every stage")] + [(f"stage:{s}", f"stage {s}") for s in stages]
+    return {
+        "stack": stack,
+        "stages": stages,
+        "scopes": scopes,
+        "build_variables": [v for v in variables if v.kind == "build"],
+        "runtime": runtime,
+        "secrets": by_scope,
+    }
+
+
+def describe_change(change: ChangeView, scope: Scope) -> list[str]:
+    """What a variable or secret change did, in sentences; never a value."""
+    what = "secret" if change.kind == "secret" else f"{change.kind} variable"
+    lines = [
+        f"Changed {what} {', '.join(change.changed)} ({scope.text()})."
+        if change.changed
+        else f"Nothing changed ({scope.text()}): the {what} already had that value."
+    ]
+    for done in change.redeployed:
+        lines.append(
+            f"Redeployed {done.stage}: release {done.release}, deployment {done.deployment}."
+        )
+    for problem in change.not_redeployed:
+        lines.append(f"Not redeployed {problem.stage}: {problem.error}")
+    if change.rebuild:
+        lines.append(f"Rebuilding: {change.rebuild} started.")
+    return lines

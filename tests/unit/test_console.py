@@ -1,0 +1,309 @@
+"""The web console through TestClient: sessions, CSRF, what each page renders, and that a
+secret's value never comes back. The store is seeded with bench/console_render.py's seed."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bench.console_render import TOKEN, ConsoleYard, console_yard, digest_of, login
+from fastapi.testclient import TestClient
+
+from stackyard.api.web.render import short_digest
+from stackyard.api.web.session import COOKIE, ConsoleSessions, safe_next
+
+CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleYard]:
+    """One seeded app for the tests that only read; each test gets its own cookie jar."""
+    with console_yard(tmp_path_factory.mktemp("console"), stacks=3) as found:
+        yield found
+
+
+@pytest.fixture
+def yard(shared: ConsoleYard) -> ConsoleYard:
+    return ConsoleYard(
+        TestClient(shared.client.app), shared.services, shared.engine, shared.sessions
+    )
+
+
+@pytest.fixture
+def client(yard: ConsoleYard) -> TestClient:
+    login(yard.client)
+    return yard.client
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> Iterator[TestClient]:
+    """A logged-in client on an app of its own, for the tests that change something."""
+    with console_yard(tmp_path, stacks=1) as found:
+        login(found.client)
+        yield found.client
+
+
+def csrf_of(client: TestClient, path: str = "/ui/") -> str:
+    match = CSRF.search(client.get(path).text)
+    assert match, "the page has no CSRF field"
+    return match.group(1)
+
+
+# -- sessions
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/ui",
+        "/ui/",
+        "/ui/stacks/app-00",
+        "/ui/stacks/app-00/variables",
+        "/ui/stacks/app-00/check",
+        "/ui/stacks/app-00/logs?kind=run&number=1",
+    ],
+)
+def test_pages_redirect_to_login_without_a_session(yard: ConsoleYard, path: str) -> None:
+    response = yard.client.get(path, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/ui/login")
+
+
+def test_fragments_and_forms_refuse_without_a_session(yard: ConsoleYard) -> None:
+    for path in ("/ui/fragments/stacks", "/ui/fragments/stacks/app-00"):
+        assert yard.client.get(path).status_code == 401
+    posted = yard.client.post(
+        "/ui/stacks/app-00/approve", data={"stage": "prod"}, follow_redirects=False
+    )
+    assert posted.status_code == 303
+    assert posted.headers["location"] == "/ui/login"
+
+
+def test_login_sets_a_strict_http_only_cookie_without_the_token(yard: ConsoleYard) -> None:
+    wrong = yard.client.post("/ui/login", data={"token": "nope"}, follow_redirects=False)
+    assert wrong.status_code == 401
+    assert "not the admin token" in wrong.text
+    assert COOKIE not in wrong.cookies
+    response = yard.client.post(
+        "/ui/login",
+        data={"token": TOKEN, "next": "/ui/stacks/app-01"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/ui/stacks/app-01"
+    header = response.headers["set-cookie"]
+    assert "HttpOnly" in header
+    assert "SameSite=strict" in header or "SameSite=Strict" in header
+    assert "Secure" not in header  # served over http here
+    assert "Path=/" in header
+    assert TOKEN not in header
+    assert yard.client.get("/ui/fragments/stacks").status_code == 200
+
+
+def test_login_goes_only_to_console_pages() -> None:
+    assert safe_next("/ui/stacks/a") == "/ui/stacks/a"
+    for target in ("//evil.example/ui/", "https://evil.example/", "/api/v1/status", None, ""):
+        assert safe_next(target) == "/ui/"
+
+
+def test_forged_expired_and_revoked_sessions_are_refused() -> None:
+    sessions = ConsoleSessions("token")
+    cookie = sessions.issue()
+    session = sessions.verify(cookie)
+    assert session is not None
+    assert sessions.verify(cookie[:-1] + ("0" if cookie[-1] != "0" else "1")) is None
+    assert ConsoleSessions("token").verify(cookie) is None  # a restart makes a new key
+    assert sessions.verify("v1.9999999999.nonce.mac") is None
+    sessions.revoke(session)
+    assert sessions.verify(cookie) is None
+    short = ConsoleSessions("token", lifetime=-1)
+    assert short.verify(short.issue()) is None
+    assert time.time() < session.expires
+
+
+def test_logout_ends_the_session(own: TestClient) -> None:
+    client = own
+    cookie = client.cookies[COOKIE]
+    response = client.post(
+        "/ui/logout", data={"csrf_token": csrf_of(client)}, follow_redirects=False
+    )
+    assert response.status_code == 303
+    client.cookies.set(COOKIE, cookie)  # an old copy of the cookie is no good either
+    assert client.get("/ui/fragments/stacks").status_code == 401
+
+
+# -- CSRF
+
+
+def test_forms_without_the_csrf_token_are_refused(own: TestClient) -> None:
+    client = own
+    for data in ({"stage": "prod"}, {"stage": "prod", "csrf_token": "0" * 64}):
+        response = client.post("/ui/stacks/app-00/approve", data=data)
+        assert response.status_code == 403
+        assert "CSRF token is missing or wrong" in response.text
+        assert "text/html" in response.headers["content-type"]
+    other = ConsoleSessions(TOKEN)
+    stolen = other.verify(other.issue())
+    assert stolen is not None
+    refused = client.post(
+        "/ui/stacks/app-00/approve", data={"stage": "prod", "csrf_token": stolen.csrf_token}
+    )
+    assert refused.status_code == 403
+    runs = client.get("/api/v1/stacks/app-00/runs").json()["runs"]
+    assert runs[0]["status"] == "WAITING"  # nothing was approved
+
+
+def test_approve_with_the_csrf_token(own: TestClient) -> None:
+    client = own
+    response = client.post(
+        "/ui/stacks/app-00/approve", data={"stage": "prod", "csrf_token": csrf_of(client)}
+    )
+    assert response.status_code == 200
+    assert "Approved prod for run 3." in response.text
+    assert 'data-canonical="/ui/stacks/app-00"' in response.text
+
+
+def test_an_error_of_a_service_is_a_page(client: TestClient) -> None:
+    token = csrf_of(client)
+    response = client.post("/ui/stacks/app-00/approve", data={"stage": "dev", "csrf_token": token})
+    assert response.status_code == 400
+    assert "dev of app-00 is not waiting for an approval" in response.text
+    missing = client.get("/ui/stacks/nope")
+    assert missing.status_code == 404
+    assert "no stack named" in missing.text
+
+
+# -- the API takes the cookie for reading only
+
+
+def test_the_api_accepts_the_cookie_for_get_only(client: TestClient) -> None:
+    assert client.get("/api/v1/stacks").status_code == 200
+    assert client.get("/api/v1/stacks/app-00/logs?kind=run&number=1").status_code == 200
+    assert client.post("/api/v1/stacks/app-00/runs", json={}).status_code == 401
+    assert client.post("/api/v1/stacks/app-00/stages/prod/approve").status_code == 401
+    client.cookies.clear()
+    client.cookies.set(COOKIE, "v1.1.forged.mac")
+    assert client.get("/api/v1/stacks").status_code == 401
+
+
+# -- what the pages show
+
+
+def test_the_stacks_page_shows_every_stage_in_one_engine_call(yard: ConsoleYard) -> None:
+    login(yard.client)
+    before = len(yard.engine.calls_to("list"))
+    response = yard.client.get("/ui/")
+    assert len(yard.engine.calls_to("list")) - before == 1
+    html = response.text
+    assert response.headers["content-security-policy"].startswith("default-src 'self'")
+    assert response.headers["x-frame-options"] == "DENY"
+    for index in range(3):
+        assert f'data-stack="app-{index:02d}"' in html
+    cells = re.findall(r'<div class="cell" data-stage="(\w+)">', html)
+    assert cells == ["dev", "staging", "prod"] * 3
+    section = html[html.index('data-stack="app-00"') : html.index('data-stack="app-01"')]
+    shas = [hashlib.sha1(f"app-00-{n}".encode()).hexdigest() for n in (1, 2)]  # noqa: S324
+    assert short_digest(digest_of(shas[1])) in section  # dev and staging run build 2
+    assert short_digest(digest_of(shas[0])) in section  # prod is one release behind
+    assert shas[1][:8] in section
+    assert "1/1 healthy" in section
+    assert "2/2 healthy" in section
+    assert "#2" in section
+    assert "COMPLETED" in section
+
+
+def test_every_form_carries_the_session_csrf_token(client: TestClient) -> None:
+    token = csrf_of(client)
+    for path in (
+        "/ui/",
+        "/ui/stacks/app-00",
+        "/ui/fragments/stacks/app-00",
+        "/ui/stacks/app-00/variables",
+    ):
+        html = client.get(path).text
+        values = re.findall(r'name="csrf_token" value="([^"]*)"', html)
+        assert values, path
+        assert set(values) == {token}, path
+        assert html.count('method="post"') == len(values), path
+
+
+def test_the_stack_page_offers_approve_promote_and_rollback(client: TestClient) -> None:
+    html = client.get("/ui/stacks/app-00").text
+    assert "Approve prod" in html
+    assert html.count("Promote to ") == 3
+    assert 'data-confirm="Approve the gate of prod and deploy it?"' in html
+    assert "Roll back" in html
+    assert 'data-live="/ui/fragments/stacks/app-00"' in html
+    assert re.search(r"gate prod\s*<small>waiting</small>", html)
+    fragment = client.get("/ui/fragments/stacks/app-00")
+    assert fragment.status_code == 200
+    assert "<html" not in fragment.text
+    assert "Approve prod" in fragment.text
+
+
+def test_the_log_pages_follow_the_sse_endpoints(client: TestClient) -> None:
+    html = client.get("/ui/stacks/app-00/logs?kind=deployment&stage=dev&number=1").text
+    assert (
+        'data-stream="/api/v1/stacks/app-00/logs?kind=deployment&amp;number=1&amp;follow=true'
+        '&amp;stage=dev"' in html
+    )
+    tasks = client.get("/ui/stacks/app-00/stages/dev/logs").text
+    assert 'data-stream="/api/v1/stacks/app-00/stages/dev/tasks/logs?follow=true' in tasks
+    assert client.get("/ui/stacks/app-00/logs?kind=release&number=1").status_code == 400
+
+
+def test_the_check_page_compares_task_digests(yard: ConsoleYard) -> None:
+    login(yard.client)
+    html = yard.client.get("/ui/stacks/app-00/check").text
+    assert html.count("match</td>") == 4
+    assert "no_match" not in html
+    assert html.count("converged</span>") == 3
+
+
+# -- variables and secrets
+
+
+def test_a_secret_value_is_never_rendered(own: TestClient) -> None:
+    client = own
+    value = "s3cr3t-VALUE-never-shown"
+    response = client.post(
+        "/ui/stacks/app-00/secrets",
+        data={
+            "scope": "stage:dev",
+            "action": "set",
+            "name": "API_KEY",
+            "value": value,
+            "csrf_token": csrf_of(client, "/ui/stacks/app-00/variables"),
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert "Changed secret API_KEY (stage dev)." in response.text
+    assert value not in response.text
+    page = client.get("/ui/stacks/app-00/variables").text
+    assert value not in page
+    assert "API_KEY" in page
+    assert "version 1" in page
+    for path in ("/ui/", "/ui/stacks/app-00", "/ui/fragments/stacks/app-00"):
+        assert value not in client.get(path).text
+
+
+def test_set_and_unset_a_variable(own: TestClient) -> None:
+    client = own
+    token = csrf_of(client, "/ui/stacks/app-00/variables")
+    base = {"scope": "stack", "name": "GREETING", "csrf_token": token}
+    response = client.post(
+        "/ui/stacks/app-00/variables", data={**base, "action": "set", "value": "hello"}
+    )
+    assert response.status_code == 200, response.text
+    assert "Changed runtime variable GREETING (every stage)." in response.text
+    assert "hello" in client.get("/ui/stacks/app-00/variables").text
+    unset = client.post("/ui/stacks/app-00/variables", data={**base, "action": "unset"})
+    assert "Changed runtime variable GREETING" in unset.text
+    bad = client.post("/ui/stacks/app-00/variables", data={**base, "action": "set", "name": "1BAD"})
+    assert bad.status_code == 400
+    assert 'class="error"' in bad.text
