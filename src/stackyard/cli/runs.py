@@ -105,6 +105,8 @@ def runs(
             if current is None or current["status"] in RUN_DONE or current["status"] == "WAITING":
                 break
             time.sleep(0.5)
+    if not console.is_terminal:
+        console.print()  # Live leaves the last table without a newline when piped
     if current is not None and current["status"] in ("FAILED", "CANCELLED"):
         raise StackyardError(
             f"run {current['number']} of {stack} {current['status']}: {current['error']}"
@@ -126,6 +128,8 @@ def wait_for_run(
             if record["status"] in RUN_DONE or record["status"] == "WAITING":
                 break
             time.sleep(0.5)
+    if not screen.is_terminal:
+        screen.print()  # Live leaves the last table without a newline when piped
     if record["status"] == "WAITING":
         gate = next(s for s in record["steps"] if s["status"] == "WAITING")
         screen.print(

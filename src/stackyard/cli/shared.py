@@ -14,7 +14,7 @@ DataDir = Annotated[
     typer.Option(
         "--data-dir",
         envvar="STACKYARD_DATA_DIR",
-        help="Where state, logs and the admin token live [default: ~/.local/share/stackyard].",
+        help="Where state, logs and the admin token live \\[default: ~/.local/share/stackyard].",
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]

@@ -102,6 +102,7 @@ class _Memory:
     tracker: HealthTracker | None = None
     health_key: HealthSettings | None = None
     deployment: int | None = None
+    health: dict[str, TaskHealth] = field(default_factory=dict)  # as last assessed
 
 
 class Controller:
@@ -186,6 +187,12 @@ class Controller:
                 loop = _StageLoop(self, key)
                 self._loops[key] = loop
             return loop
+
+    def task_health(self, key: StageKey) -> dict[str, TaskHealth]:
+        """The stage's task health as its loop last judged it (HTTP checks included)."""
+        with self._lock:
+            loop = self._loops.get(key)
+        return dict(loop.memory.health) if loop is not None else {}
 
     def wake_all(self) -> None:
         """Nudge every stage loop (e.g. the router restarted and needs its routes back)."""
@@ -328,6 +335,7 @@ class _StageLoop:
             adopting = deployment.failures > 0  # begun by an earlier control plane
         tasks = self.c.engine.list(self._labels())
         health = self._tracker(target.stage).assess(tasks, time.monotonic())
+        self.memory.health = dict(health)
         upstreams = self.c.router.upstreams(target.route)
         observed = [self._observe(t, health[t.id], upstreams, target) for t in tasks]
         if adopting:
@@ -505,7 +513,7 @@ class _StageLoop:
         ids = plan.route if plan.route is not None else tuple(t.id for t in observed if t.routed)
         addresses = [address(tasks[i]) for i in ids]
         if upstreams is None:
-            self._check_route_port(target.route)
+            self._check_route_port(target)
             self.c.router.ensure_route(target.route, addresses)
             self._say(target, f"route {target.route.url} -> {', '.join(addresses) or 'nothing'}")
         else:
@@ -515,12 +523,31 @@ class _StageLoop:
             if task.routed and task.id not in ids:
                 self.memory.unrouted_at[task.id] = now
 
-    def _check_route_port(self, route: Route) -> None:
-        if route.port is not None and not port_free(route.port):
+    def _check_route_port(self, target: _Target) -> None:
+        """Before the route is (re)created: its port must be free.
+
+        A port the stage chose in stackyard.yml fails the deployment; a port the platform
+        picked is replaced by another free one (another process took it meanwhile).
+        """
+        route = target.route
+        if route.port is None or port_free(route.port):
+            return
+        if target.stage.port is not None:
             raise PermanentError(
                 f"stage {self.key}: port 127.0.0.1:{route.port} is in use by another process",
                 hint="stop that process, or set another `port:` for the stage in stackyard.yml",
             )
+        with self.c.sessions.begin() as session:
+            row = session.scalar(
+                select(StageRoute).where(
+                    StageRoute.stack_id == target.stack_id, StageRoute.stage == self.key.stage
+                )
+            )
+            if row is None:
+                return
+            row.port = self._free_route_port(session)
+            target.route = Route(name=route.name, port=row.port, host=None)
+        self._say(target, f"port {route.port} was taken by another process; serving on {row.port}")
 
     def _start_task(self, target: _Target) -> None:
         release = target.release

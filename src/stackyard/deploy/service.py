@@ -182,6 +182,7 @@ class DeployService:
             LABEL_STAGE: stage,
         }
         now = datetime.now(UTC)
+        judged = self._controller.task_health(StageKey(stack_name, stage))
         views = []
         for task in self._controller.engine.list(labels):
             views.append(
@@ -193,7 +194,7 @@ class DeployService:
                     port=task.port,
                     address=address(task),
                     state=str(task.state),
-                    health=str(task.health),
+                    health=str(judged.get(task.id, task.health)),
                     started_at=task.started_at,
                     age_seconds=(now - task.started_at).total_seconds()
                     if task.started_at

@@ -129,14 +129,23 @@ class DockerEngine(Engine):
     # -- steps of start -----------------------------------------------------------------------
 
     def _ensure_image(self, spec: TaskSpec, repository: str, digest: str) -> None:
+        """Pull by digest even when the engine has the image: the registry decides what is
+        deployable (a release whose image was deleted fails), and the local copy is only a
+        cache that still serves while the registry does not answer."""
         try:
             self._api().inspect_image(spec.image)
-            return
+            cached = True
         except docker.errors.ImageNotFound:
-            pass
+            cached = False
         except (docker.errors.DockerException, OSError) as exc:
             raise self._refused(f"cannot look up image {spec.image}", exc) from exc
-        self._pull(spec, repository, digest)
+        try:
+            self._pull(spec, repository, digest)
+        except ImageMissingError:
+            raise
+        except EngineError:
+            if not cached:
+                raise
 
     def _pull(self, spec: TaskSpec, repository: str, digest: str) -> None:
         auth = None
@@ -157,7 +166,7 @@ class DockerEngine(Engine):
                         hint="is the registry up, and is the task's registry login right?",
                     )
         except docker.errors.NotFound as exc:
-            raise EngineError(
+            raise ImageMissingError(
                 f"image {spec.image} for task {spec.name} is missing from the registry: "
                 f"{exc.explanation or exc}",
                 hint=_REGISTRY_HINT,
@@ -337,3 +346,7 @@ def container_arguments(spec: TaskSpec) -> tuple[dict[str, Any], dict[str, Any]]
         "stop_timeout": math.ceil(spec.stop_timeout),
     }
     return arguments, host_options
+
+
+class ImageMissingError(EngineError):
+    """The registry does not have the task's image (deleted): no cached copy may hide it."""

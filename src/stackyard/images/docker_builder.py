@@ -110,6 +110,15 @@ class DockerBuilder:
         inspected = self._call(self._api.inspect_image, reference)
         return str(inspected["Id"])
 
+    def untag(self, reference: str) -> None:
+        """Drop one tag; the image and its layers (the build cache) stay."""
+        try:
+            self._api.remove_image(reference, force=False, noprune=True)
+        except docker.errors.ImageNotFound:
+            return
+        except docker.errors.DockerException as exc:
+            raise _translate(exc) from exc
+
     def remove_image(self, reference: str) -> None:
         try:
             self._api.remove_image(reference, force=True, noprune=False)

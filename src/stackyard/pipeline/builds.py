@@ -429,8 +429,10 @@ class _BuildRun:
                     auth=auth,
                     on_line=lambda line: self.log.line("push", LineKind.OUTPUT, line),
                 )
-            for tag in tags:
-                builder.remove_image(tag)  # the registry holds the image; keep the engine lean
+            # Keep the newest image under `latest`: its layers are the next build's cache, and
+            # the first task of this build starts without pulling. Older builds' images lose
+            # their tag and can be pruned.
+            builder.untag(f"{repository}:{sha}")
         finally:
             builder.close()
 
