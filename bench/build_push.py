@@ -231,13 +231,11 @@ def report(runs: int, results: Results) -> str:
         f"Server side alone (first to last log line) the ratio is "
         f"**{statistics.median(server) / theirs:.2f}**; the CLI around it adds a median "
         f"{statistics.median(client):.2f} s: its own start-up (`stackyard --version` alone "
-        f"takes {statistics.median(results.cli_start):.2f} s; every command module is "
-        "imported at start, and `stackyard.cli.stacks` imports `stackyard.pipeline.stacks`, "
-        "which pulls in SQLAlchemy, about 0.3 s of it) and up to one 0.3 s poll interval "
-        "before it sees the build end.",
+        f"takes {statistics.median(results.cli_start):.2f} s: a Python interpreter, Typer "
+        "and httpx) and up to one 0.1 s poll interval before it sees the build end.",
         "",
         "What Stackyard does in addition to build and push: the CLI's API call and log "
-        "polling (every 0.3 s), the build record in SQLite, a `git fetch` into the stack's "
+        "polling (every 0.1 s), the build record in SQLite, a `git fetch` into the stack's "
         "cache and a `git worktree` checkout of the commit, parsing `stackyard.yml`, reading "
         "the current `latest` and `<sha>` digests (to restore them if the build fails), "
         "reading the new digest back from the registry, and removing the built image from "
@@ -262,8 +260,8 @@ def report(runs: int, results: Results) -> str:
         "`source → config` the worktree checkout and `stackyard.yml` parsing; `config → "
         "build` reading the previous `latest` and `<sha>` digests from the registry and "
         "connecting to the engine; `build` the engine's build; `push` both pushes; `push → "
-        "registry` removing the two tags from the engine and reading the digest back; the "
-        "last row recording the result and the CLI noticing it (0.3 s polling) and exiting.",
+        "registry` dropping the `<sha>` tag from the engine and reading the digest back; the "
+        "last row recording the result and the CLI noticing it (0.1 s polling) and exiting.",
         "",
         f"Reproduce: `.venv/bin/python -m bench.build_push --runs {runs}`",
     ]
