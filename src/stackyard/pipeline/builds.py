@@ -421,14 +421,15 @@ class _BuildRun:
                 self.images.credentials.password,
                 self.images.endpoint,
             )
-            for tag in ("latest", sha):
-                self.say("push", f"pushing {repository}:{tag}")
-                builder.push(
-                    repository,
-                    tag,
-                    auth=auth,
-                    on_line=lambda line: self.log.line("push", LineKind.OUTPUT, line),
-                )
+            # One docker push; `digest_of` then tags <sha> in the registry by copying the
+            # manifest, which is cheaper than a second push of the same image.
+            self.say("push", f"pushing {repository}:latest")
+            builder.push(
+                repository,
+                "latest",
+                auth=auth,
+                on_line=lambda line: self.log.line("push", LineKind.OUTPUT, line),
+            )
             # Keep the newest image under `latest`: its layers are the next build's cache, and
             # the first task of this build starts without pulling. Older builds' images lose
             # their tag and can be pruned.
