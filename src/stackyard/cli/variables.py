@@ -7,6 +7,7 @@ end up in shell history and in every process listing.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -97,6 +98,29 @@ def _secret_text(secret: dict[str, Any]) -> str:
 # -- env
 
 
+def _change_variables(
+    stack: str,
+    body: dict[str, Any],
+    stage: str | None,
+    build: bool,
+    data_dir: Path | None,
+    json_output: bool,
+) -> None:
+    """One PATCH of the stack's variables, and what it set off (releases, a rebuild)."""
+    client = ApiClient.discover(settings_for(data_dir))
+    change = client.request(
+        "PATCH",
+        f"/api/v1/stacks/{stack}/variables",
+        params=_query(stage, build),
+        json=body,
+        timeout=None,
+    )
+    if json_output:
+        print_json(change)
+    else:
+        _show_change(change)
+
+
 @env_app.command("set")
 def env_set(
     stack: str,
@@ -108,19 +132,8 @@ def env_set(
 ) -> None:
     """Set variables; runtime ones make a new release of each stage they reach and deploy
     it, build ones start a rebuild."""
-    values = _assignments(pairs)
-    client = ApiClient.discover(settings_for(data_dir))
-    change = client.request(
-        "PATCH",
-        f"/api/v1/stacks/{stack}/variables",
-        params=_query(stage, build),
-        json={"set": values},
-        timeout=None,
-    )
-    if json_output:
-        print_json(change)
-    else:
-        _show_change(change)
+    body = {"set": _assignments(pairs)}
+    _change_variables(stack, body, stage, build, data_dir, json_output)
 
 
 @env_app.command("unset")
@@ -133,18 +146,7 @@ def env_unset(
     json_output: Json = False,
 ) -> None:
     """Remove variables set through the platform (stackyard.yml's own stay)."""
-    client = ApiClient.discover(settings_for(data_dir))
-    change = client.request(
-        "PATCH",
-        f"/api/v1/stacks/{stack}/variables",
-        params=_query(stage, build),
-        json={"unset": keys},
-        timeout=None,
-    )
-    if json_output:
-        print_json(change)
-    else:
-        _show_change(change)
+    _change_variables(stack, {"unset": keys}, stage, build, data_dir, json_output)
 
 
 @env_app.command("list")

@@ -30,13 +30,14 @@ from stackyard.pipeline.builds import TERMINAL as BUILD_DONE
 from stackyard.pipeline.builds import BuildService
 from stackyard.pipeline.releases import ReleaseService
 from stackyard.pipeline.stacks import StackService
-from stackyard.pipeline.stages import newest_build, stage_names
+from stackyard.pipeline.stages import known_stages, newest_build, require_stage
 from stackyard.source.base import Source, matches_paths
 from stackyard.store.models import Build, PipelineRun, PipelineStep, Stack
 
 log = logging.getLogger(__name__)
 
 ACTIVE = ("QUEUED", "RUNNING", "WAITING")
+TERMINAL = ("SUCCEEDED", "FAILED", "SUPERSEDED", "CANCELLED", "SKIPPED")
 POLL = 0.1
 
 
@@ -167,11 +168,8 @@ class PipelineService:
         """A run that releases and deploys ``to`` with what the previous stage runs."""
         with self._sessions() as session:
             stack = StackService.row(session, stack_name)
-            names = self._stage_names(session, stack)
-        if to not in names:
-            raise NotFoundError(
-                f"stack {stack_name} has no stage '{to}' (stages: {', '.join(names)})"
-            )
+            require_stage(session, stack, to)
+            names = known_stages(session, stack.id)
         index = names.index(to)
         expected = names[index - 1] if index else "latest"
         if from_stage is not None and from_stage != expected:
@@ -410,10 +408,6 @@ class PipelineService:
             build = build or newest_build(session, stack.id)
             config = build.config if build is not None else None
         return StackConfig.model_validate(config) if config else StackConfig()
-
-    def _stage_names(self, session: Session, stack: Stack) -> list[str]:
-        newest = newest_build(session, stack.id)
-        return stage_names(newest.config if newest else None)
 
     def _add_stage_steps(
         self, stack_name: str, run_id: int, stages: list[str], *, manual: bool

@@ -22,11 +22,11 @@ from stackyard.buildspec.masking import SecretMasker
 from stackyard.deploy.records import TERMINAL as DEPLOYMENT_DONE
 from stackyard.errors import UsageError
 from stackyard.pipeline.builds import TERMINAL as BUILD_DONE
+from stackyard.pipeline.runs import TERMINAL as RUN_DONE
 from stackyard.pipeline.services import Services
 
 router = APIRouter(prefix="/stacks/{name}", tags=["logs"])
 
-RUN_DONE = ("SUCCEEDED", "FAILED", "SUPERSEDED", "CANCELLED", "SKIPPED")
 Kind = Literal["build", "release", "deployment", "run"]
 POLL = 0.2
 HEARTBEAT = 15.0

@@ -7,11 +7,10 @@ from pydantic import BaseModel
 
 from stackyard.api.logs import LogChunk, read_log
 from stackyard.api.routes.builds import services
+from stackyard.pipeline.runs import TERMINAL as RUN_DONE
 from stackyard.pipeline.runs import PipelineService, RunView
 
 router = APIRouter(prefix="/stacks/{name}", tags=["runs"])
-
-RUN_DONE = ("SUCCEEDED", "FAILED", "SUPERSEDED", "CANCELLED", "SKIPPED")
 
 
 class RunRequest(BaseModel):
