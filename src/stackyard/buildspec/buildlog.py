@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
+from stackyard import changes
 from stackyard.buildspec.masking import SecretMasker
 
 
@@ -110,5 +111,6 @@ class BuildLog:
         if self._file is not None:
             self._file.write(entry.formatted() + "\n")
             self._file.flush()
+            changes.notify()  # a follower of this log sees the line now, not at its next poll
         if self._sink is not None:
             self._sink(entry)

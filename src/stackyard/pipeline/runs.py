@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from stackyard import changes
 from stackyard.buildspec.buildlog import BuildLog, LineKind
 from stackyard.buildspec.masking import SecretMasker
 from stackyard.config.stackfile import StackConfig
@@ -378,10 +379,11 @@ class PipelineService:
         self._set_step(run_id, 0, status="RUNNING", number=build.number, started_at=_now())
         self._note(run_id, f"build {build.number} started")
         while True:
+            seen = changes.generation()
             build = self._builds.get(stack_name, build.number)
             if build.status in BUILD_DONE:
                 break
-            time.sleep(POLL)
+            changes.pause(seen, POLL)  # the build's end wakes this at once
         if build.status != "SUCCEEDED":
             self._set_step(run_id, 0, status="FAILED", message=build.error, finished_at=_now())
             raise _StepFailed(f"build {build.number} failed: {build.error}")
@@ -517,10 +519,11 @@ class PipelineService:
             )
             self._note(run_id, f"deployment {number} of {step.stage} started")
         while True:
+            seen = changes.generation()
             deployment = self._deploy.get(stack_name, step.stage, number)
             if deployment.status in DEPLOYMENT_DONE:
                 break
-            time.sleep(POLL)
+            changes.pause(seen, POLL)  # the deployment's last log line wakes this at once
         if deployment.status != "COMPLETED":
             reason = deployment.reason or deployment.status
             self._set_step(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -17,6 +16,7 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from stackyard import changes
 from stackyard.api.routes.builds import services
 from stackyard.buildspec.masking import SecretMasker
 from stackyard.deploy.records import TERMINAL as DEPLOYMENT_DONE
@@ -28,7 +28,7 @@ from stackyard.pipeline.services import Services
 router = APIRouter(prefix="/stacks/{name}", tags=["logs"])
 
 Kind = Literal["build", "release", "deployment", "run"]
-POLL = 0.2
+POLL = 0.2  # the longest a follower waits before looking again, woken or not
 HEARTBEAT = 15.0
 
 
@@ -58,6 +58,7 @@ def follow_file(path: str, finished: Callable[[], bool]) -> Iterator[str]:
     """SSE events for each line of ``path`` as it grows, then ``end`` once finished."""
     offset, partial, quiet = 0, b"", 0.0
     while True:
+        seen = changes.generation()
         done = finished()  # read after deciding, so the last lines are never missed
         data = b""
         if Path(path).is_file():
@@ -68,16 +69,19 @@ def follow_file(path: str, finished: Callable[[], bool]) -> Iterator[str]:
         *lines, partial = (partial + data).split(b"\n")
         for line in lines:
             yield _event("line", line.decode("utf-8", "replace"))
-        if done and not data:
-            if partial:
-                yield _event("line", partial.decode("utf-8", "replace"))
-            yield _event("end", "")
-            return
-        quiet = 0.0 if data else quiet + POLL
+        if done:
+            if not data:
+                if partial:
+                    yield _event("line", partial.decode("utf-8", "replace"))
+                yield _event("end", "")
+                return
+            continue  # it ended: read what is left at once, then say so
         if quiet >= HEARTBEAT:
             quiet = 0.0
             yield ": keep-alive\n\n"
-        time.sleep(POLL)
+        # Woken by the next line or state change in this process; POLL bounds the wait.
+        waited = changes.pause(seen, POLL)
+        quiet = 0.0 if data else quiet + waited
 
 
 @router.get("/logs")
