@@ -88,8 +88,11 @@ class DockerBuilder:
             self._call(self._api.tag, image_id, repository, name)
         return image_id
 
-    def push(self, repository: str, tag: str, *, auth: RegistryAuth, on_line: LineSink) -> None:
-        """Push ``repository:tag``; raise BuildFailedError with the engine's message."""
+    def push(
+        self, repository: str, tag: str, *, auth: RegistryAuth, on_line: LineSink
+    ) -> str | None:
+        """Push ``repository:tag`` and return the manifest digest the engine reports (None if
+        it reports none); raise BuildFailedError with the engine's message."""
         auth_config = {
             "username": auth.username,
             "password": auth.password,
@@ -98,6 +101,7 @@ class DockerBuilder:
         stream = self._call(
             self._api.push, repository, tag=tag, auth_config=auth_config, stream=True, decode=True
         )
+        digest = None
         for chunk in self._chunks(stream):
             if "error" in chunk:
                 raise BuildFailedError(f"docker push {repository}:{tag} failed: {chunk['error']}")
@@ -105,6 +109,10 @@ class DockerBuilder:
             if status and not chunk.get("progressDetail"):
                 ident = chunk.get("id")
                 on_line(f"{ident}: {status}" if ident else str(status))
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and str(aux.get("Digest", "")).startswith("sha256:"):
+                digest = str(aux["Digest"])
+        return digest
 
     def image_id(self, reference: str) -> str:
         inspected = self._call(self._api.inspect_image, reference)

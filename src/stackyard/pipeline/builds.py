@@ -8,9 +8,11 @@ generated one), then reads the digest back from the registry.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from threading import Lock
@@ -19,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from stackyard import changes
 from stackyard.buildspec.buildlog import BuildLog, LineKind
 from stackyard.buildspec.masking import SecretMasker
 from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
@@ -32,6 +35,8 @@ from stackyard.pipeline.stacks import StackService, StackView
 from stackyard.pipeline.variables import BuildInputs
 from stackyard.source.base import Source
 from stackyard.store.models import Build
+
+logger = logging.getLogger(__name__)
 
 TERMINAL = ("SUCCEEDED", "FAILED")
 
@@ -205,9 +210,12 @@ class BuildService:
             log_path = Path(build.log_path)
             ref = build.requested_ref
         masker = SecretMasker([self._images.credentials.password, *self._secret_values(stack_name)])
+        # The checkout is removed after the result is recorded: whoever waits for the build
+        # (a pipeline run about to deploy it) need not wait for the clean-up too.
+        cleanup = ExitStack()
         with BuildLog(log_path, masker, None) as log:
             try:
-                outcome = _BuildRun(self, stack, number, ref, log).execute()
+                outcome = _BuildRun(self, stack, number, ref, log).execute(cleanup)
             except StackyardError as exc:
                 log.line("stackyard", LineKind.MESSAGE, f"build FAILED: {exc.message}")
                 self._finish(stack_name, number, status="FAILED", error=exc.message)
@@ -218,6 +226,12 @@ class BuildService:
             else:
                 log.line("stackyard", LineKind.MESSAGE, f"build SUCCEEDED: {outcome.digest}")
                 self._finish(stack_name, number, status="SUCCEEDED", outcome=outcome)
+            finally:
+                try:
+                    cleanup.close()
+                except Exception as exc:  # the build's result stands; the leftover is noted
+                    logger.warning("build %s of %s: removing its checkout failed: %s",
+                                   number, stack_name, exc)  # fmt: skip
 
     def _record(self, stack_name: str, number: int, **values: object) -> None:
         with self._sessions.begin() as session:
@@ -242,6 +256,7 @@ class BuildService:
         if outcome is not None:
             values.update(digest=outcome.digest, exported=outcome.exported)
         self._record(stack_name, number, **values)
+        changes.notify()  # whoever waits for this build's end (a run, a log follower)
 
 
 class _Outcome(BaseModel):
@@ -261,11 +276,16 @@ class _BuildRun:
         self.ref = ref
         self.log = log
         self.images = service._images
+        # The tags' digests before this build (a registry read that runs alongside the
+        # checkout); called before the first push, so a failed build can restore them.
+        self.previous: Callable[[], dict[str, str]] = dict
+        self.pushed: str | None = None  # the digest the default build's push reported
 
     def say(self, phase: str, text: str) -> None:
         self.log.line(phase, LineKind.MESSAGE, text)
 
-    def execute(self) -> _Outcome:
+    def execute(self, cleanup: ExitStack) -> _Outcome:
+        """Run the build; the checkout stays until ``cleanup`` is closed."""
         source = self.service._source
         stack = self.stack
         self.say("source", f"resolving {self.ref} of {stack.repo}")
@@ -274,22 +294,29 @@ class _BuildRun:
         self.service._record(stack.name, self.number, commit_sha=commit.sha)
         self.say("source", f"commit {commit.sha} {commit.subject}")
         self.service._work_dir.mkdir(parents=True, exist_ok=True)
-        with source.workspace(stack.name, commit.sha, self.service._work_dir) as checkout:
+        tags = ["latest", commit.sha]
+        # What the tags point at now, to put back if this build fails. Read from the registry
+        # while the checkout and the engine's build run; needed before anything is pushed.
+        with ThreadPoolExecutor(1, thread_name_prefix=f"tags-{stack.name}") as reader:
+            reading = reader.submit(self.images.tag_digests, stack.name, tags)
+            self.previous = reading.result
+            workspace = source.workspace(stack.name, commit.sha, self.service._work_dir)
+            checkout = cleanup.enter_context(workspace)
             loaded = self.load_config(checkout)
             self.service._record(
                 stack.name, self.number, config=loaded.config.model_dump(mode="json")
             )
-            previous = self.images.tag_digests(stack.name, ["latest", commit.sha])
             try:
                 exported = self.build(checkout, commit.sha, loaded)
                 digest = self.digest_of(commit.sha)
             except StackyardError:
-                self.images.restore_tags(
-                    stack.name,
-                    previous,
-                    tags=["latest", commit.sha],
-                    log=lambda text: self.say("registry", text),
-                )
+                if reading.exception() is None:  # else nothing was pushed: nothing to undo
+                    self.images.restore_tags(
+                        stack.name,
+                        reading.result(),
+                        tags=tags,
+                        log=lambda text: self.say("registry", text),
+                    )
                 raise
         return _Outcome(digest=digest, exported=exported)
 
@@ -316,6 +343,7 @@ class _BuildRun:
             self.say("config", f"build variables from the platform: {', '.join(inputs.variables)}")
         if spec_path.is_file():
             self.service._record(self.stack.name, self.number, kind="buildspec")
+            self.previous()  # build.yml may push at any moment
             return self.run_spec(spec_path, context, sha, loaded, inputs)
         self.service._record(self.stack.name, self.number, kind="default")
         dockerfile = (
@@ -423,8 +451,9 @@ class _BuildRun:
             )
             # One docker push; `digest_of` then tags <sha> in the registry by copying the
             # manifest, which is cheaper than a second push of the same image.
+            self.previous()
             self.say("push", f"pushing {repository}:latest")
-            builder.push(
+            self.pushed = builder.push(
                 repository,
                 "latest",
                 auth=auth,
@@ -440,7 +469,12 @@ class _BuildRun:
     def digest_of(self, sha: str) -> str:
         """Read the digest from the registry, and make sure both tags point at it."""
         name = self.stack.name
-        found = self.images.tag_digests(name, [sha, "latest"])
+        if self.pushed is not None:
+            # The default build pushed `latest` and the engine said which digest it stored:
+            # one manifest copy tags <sha>, with no need to read both tags back first.
+            found = {"latest": self.pushed}
+        else:
+            found = self.images.tag_digests(name, [sha, "latest"])
         digest = found.get(sha) or found.get("latest")
         if digest is None:
             raise BuildFailure(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from threading import Lock, RLock
 from typing import Any
 
@@ -325,12 +325,15 @@ class ReleaseService:
     def _promote(self, plan: _ReleasePlan, log: BuildLog) -> str:
         name = plan.stack.name
         spec_path = _releasespec_path(plan)
-        with self._source.workspace(name, plan.build.commit_sha, self._work_dir) as checkout:
-            context = checkout / _context(plan)
-            spec_file = context / spec_path
-            if spec_file.is_file():
-                self._run_releasespec(plan, spec_file, context, log)
-                return spec_path
+        in_repo = str(PurePosixPath(_context(plan)) / spec_path)
+        # Most stacks have no release.yml: look in git first, check out only when it is there.
+        if self._source.read_file(name, plan.build.commit_sha, in_repo) is not None:
+            with self._source.workspace(name, plan.build.commit_sha, self._work_dir) as checkout:
+                context = checkout / _context(plan)
+                spec_file = context / spec_path
+                if spec_file.is_file():
+                    self._run_releasespec(plan, spec_file, context, log)
+                    return spec_path
         log.line("release", LineKind.MESSAGE, f"retag {name}:{plan.previous} -> {plan.stage}")
         self._images.retag(name, plan.digest, plan.stage)
         return f"retag {plan.previous}"

@@ -152,8 +152,14 @@ class GitSource(Source):
                 self._create(stack, repo, url)
 
     def resolve(self, stack: str, url: str, ref: str | None, branch: str) -> Commit:
-        self.sync(stack, url)
         repo = self.repo_path(stack)
+        if ref is not None and _FULL_SHA.fullmatch(ref) and repo.exists():
+            # A full sha names one commit forever: when the cache has it, nothing to fetch
+            # (a pipeline run resolves its commit, then its build resolves it again).
+            sha = self._verify(repo, f"{ref}^{{commit}}")
+            if sha is not None:
+                return self._commit(repo, sha)
+        self.sync(stack, url)
         if ref is None:
             _check_name(branch, "branch")
             sha = self._verify(repo, f"refs/heads/{branch}^{{commit}}")
