@@ -300,7 +300,12 @@ class _StageLoop:
         while not self._stop.is_set():
             busy = self.run_once()
             pause = self.c.settings.tick if busy else self.c.settings.idle_tick
-            self._wake.wait(min(pause * (1 + self._failures), 5.0))
+            pause = min(pause * (1 + self._failures), 5.0)
+            tracker = self.memory.tracker
+            probe_in = tracker.next_probe_in(time.monotonic()) if tracker else None
+            if probe_in is not None and not self._failures:
+                pause = min(pause, probe_in)  # a starting task's probe is due: route it sooner
+            self._wake.wait(pause)
             self._wake.clear()
 
     def run_once(self) -> bool:
@@ -591,6 +596,7 @@ class _StageLoop:
             return
         finally:
             self.c.release_port(port)
+        self._tracker(target.stage).watch(task.id, time.monotonic())
         self._say(target, f"started task {task.name} on port {port} ({spec.image})")
         self._count(target, "tasks_started")
 
