@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from stackyard.cli.client import ApiClient
 from stackyard.cli.follow import follow_log
-from stackyard.cli.output import console, err_console, print_json
+from stackyard.cli.output import console, err_console, escape, new_table, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.errors import StackyardError
 
@@ -49,7 +47,11 @@ def build(
     screen = err_console if json_output else console
     screen.print(f"Build {number} of [bold]{stack}[/] ({started['requested_ref']})")
     follow_log(
-        client, f"{base}/log", on_line=lambda line: screen.print(escape(line), soft_wrap=True)
+        client,
+        stack,
+        "build",
+        number,
+        on_line=lambda line: screen.print(escape(line), soft_wrap=True),
     )
     result = client.get(base)
     _show_build(result, json_output)
@@ -77,7 +79,7 @@ def builds(stack: str, data_dir: DataDir = None, json_output: Json = False) -> N
     if json_output:
         print_json(records["builds"])
         return
-    table = Table("BUILD", "STATUS", "COMMIT", "KIND", "DIGEST", "STARTED", box=None)
+    table = new_table("BUILD", "STATUS", "COMMIT", "KIND", "DIGEST", "STARTED", box=None)
     for record in records["builds"]:
         table.add_row(
             str(record["number"]),
@@ -96,7 +98,7 @@ def images(stack: str, data_dir: DataDir = None, json_output: Json = False) -> N
     if json_output:
         print_json(listing)
         return
-    table = Table("REPOSITORY", "TAG", "DIGEST", "SIZE", box=None)
+    table = new_table("REPOSITORY", "TAG", "DIGEST", "SIZE", box=None)
     tags = 0
     for image in listing["images"]:
         for tag in image["tags"]:

@@ -2,21 +2,31 @@
 
 Order: ``STACKYARD_URL``/``STACKYARD_TOKEN``, then the running platform's state file and
 token file in the data directory.
+
+It speaks HTTP/1.1 through the standard library's ``http.client``, over one kept-alive
+connection per command. A command is a short process, so its start-up counts: importing
+httpx (with the rich and click of its own CLI) costs about as much as everything else a
+command does before its first request (docs/decisions.md, "The CLI's HTTP client").
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import select
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
+from stackyard import __version__
 from stackyard.errors import ComponentError, NotFoundError, StackyardError, UsageError
 from stackyard.settings import Settings
 
-if TYPE_CHECKING:
-    import ssl
-
-    import httpx
+Params = Mapping[str, str | int | bool | None]
+_DEFAULT: Any = object()  # "the client's own timeout", as opposed to None (wait forever)
+_IDEMPOTENT = ("GET", "HEAD", "PUT", "DELETE")
 
 
 @dataclass
@@ -24,88 +34,225 @@ class ApiClient:
     base_url: str
     token: str
     timeout: float = 30.0
+    _connection: http.client.HTTPConnection | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def discover(cls, settings: Settings) -> ApiClient:
-        from stackyard.platform.credentials import read_token
-        from stackyard.platform.lifecycle import running_state
-
         url = os.environ.get("STACKYARD_URL")
         if url is None:
-            state = running_state(settings)
+            from stackyard.platform.state import running_state
+
+            state = running_state(settings.state_file)
             if state is None:
                 raise ComponentError(
                     f"no Stackyard is running for {settings.data_dir}",
                     hint="start it with `stackyard up -d`, or set STACKYARD_URL",
                 )
             url = state.api_url
-        token = os.environ.get("STACKYARD_TOKEN") or read_token(settings.token_file)
+        token = os.environ.get("STACKYARD_TOKEN")
+        if not token:
+            from stackyard.platform.credentials import read_token
+
+            token = read_token(settings.token_file)
         return cls(url.rstrip("/"), token)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        # Imported here, not at the top: --version and --help should not pay for httpx.
-        import httpx
+    # -- requests
 
-        headers = {"Authorization": f"Bearer {self.token}"}
-        kwargs.setdefault("timeout", self.timeout)
-        kwargs.setdefault("verify", self.tls())
-        try:
-            response = httpx.request(method, self.base_url + path, headers=headers, **kwargs)
-        except httpx.TransportError as exc:
-            raise ComponentError(
-                f"the API at {self.base_url} did not answer: {exc}",
-                hint="is the platform running? try `stackyard up -d`",
-            ) from exc
-        if response.status_code >= 400:
-            raise _error_from(response)
-        return response.json() if response.content else None
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Params | None = None,
+        timeout: float | None = _DEFAULT,
+    ) -> Any:
+        """Send one request; the decoded JSON answer (None for an empty body)."""
+        body = None if json is None else _json_bytes(json)
+        status, reason, data = self._exchange(method, path, params, body, timeout)
+        if status >= 400:
+            raise _error_from(status, reason, data)
+        return _json_loads(data) if data else None
 
-    def text(self, path: str, **kwargs: Any) -> str:
+    def get(self, path: str, *, params: Params | None = None) -> Any:
+        return self.request("GET", path, params=params)
+
+    def text(self, path: str, *, params: Params | None = None) -> str:
         """GET a plain-text resource (a log)."""
-        import httpx
+        status, reason, data = self._exchange("GET", path, params, None, _DEFAULT)
+        if status >= 400:
+            raise _error_from(status, reason, data)
+        return data.decode("utf-8", "replace")
 
-        headers = {"Authorization": f"Bearer {self.token}"}
+    def events(self, path: str, *, params: Params | None = None) -> Iterator[tuple[str, str]]:
+        """The ``(event, data)`` pairs of a server-sent event stream, until it ends.
+
+        No read timeout: a quiet log may take long to grow (the server sends keep-alives).
+        """
+        connection = self._open(self.timeout)
         try:
-            response = httpx.get(
-                self.base_url + path, headers=headers, timeout=self.timeout, **kwargs
-            )
-        except httpx.TransportError as exc:
-            raise ComponentError(f"the API at {self.base_url} did not answer: {exc}") from exc
-        if response.status_code >= 400:
-            raise _error_from(response)
-        return response.text
+            response = self._send(connection, "GET", path, params, None, "text/event-stream")
+            if response.status >= 400:
+                raise _error_from(response.status, response.reason, response.read())
+            if connection.sock is not None:
+                connection.sock.settimeout(None)
+            event = "message"
+            while raw := response.readline():
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    yield event, line[6:]
+                elif not line:
+                    event = "message"
+        except (OSError, http.client.HTTPException) as exc:
+            raise ComponentError(f"the stream from {self.base_url} broke: {exc}") from exc
+        finally:
+            self.close()  # a stream is not read to its end by every caller: never reuse it
 
-    def raise_for(self, response: httpx.Response) -> None:
-        raise _error_from(response)
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
-    def get(self, path: str, **kwargs: Any) -> Any:
-        return self.request("GET", path, **kwargs)
+    # -- plumbing
 
-    def tls(self) -> ssl.SSLContext | bool:
-        """httpx's ``verify``: the CA bundle for an https API; for plain http (the local
-        platform) a context that trusts nothing, since no TLS happens and loading the bundle
-        costs ~0.1 s on every request."""
-        import ssl
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        params: Params | None,
+        body: bytes | None,
+        timeout: float | None,
+    ) -> tuple[int, str, bytes]:
+        timeout = self.timeout if timeout is _DEFAULT else timeout
+        for attempt in (1, 2):
+            connection = self._open(timeout)
+            reused = connection.sock is not None
+            try:
+                response = self._send(connection, method, path, params, body, "application/json")
+                data = response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                self.close()
+                # The server closed the kept-alive connection just as we reused it.
+                if reused and attempt == 1 and method in _IDEMPOTENT:
+                    continue
+                raise self._unreachable(exc) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise self._unreachable(exc) from exc
+            if response.will_close:
+                self.close()
+            return response.status, response.reason, data
+        raise AssertionError("unreachable")  # pragma: no cover
 
-        if self.base_url.startswith("https://"):
-            return True
-        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    def _open(self, timeout: float | None) -> http.client.HTTPConnection:
+        connection = self._connection
+        if connection is not None and connection.sock is not None:
+            if _dropped(connection.sock):
+                self.close()
+                connection = None
+            else:
+                connection.sock.settimeout(timeout)
+        if connection is None:
+            parts = urllib.parse.urlsplit(self.base_url)
+            if parts.scheme == "https":
+                import ssl
+
+                connection = http.client.HTTPSConnection(
+                    parts.hostname or "", parts.port, timeout=timeout,
+                    context=ssl.create_default_context(),
+                )  # fmt: skip
+            elif parts.scheme == "http":
+                connection = http.client.HTTPConnection(
+                    parts.hostname or "", parts.port, timeout=timeout
+                )
+            else:
+                raise UsageError(
+                    f"the API URL {self.base_url} is not http:// or https://",
+                    hint="check STACKYARD_URL",
+                )
+            self._connection = connection
+        return connection
+
+    def _send(
+        self,
+        connection: http.client.HTTPConnection,
+        method: str,
+        path: str,
+        params: Params | None,
+        body: bytes | None,
+        accept: str,
+    ) -> http.client.HTTPResponse:
+        target = urllib.parse.urlsplit(self.base_url).path.rstrip("/") + path
+        query = _query(params)
+        headers = {
+            "Authorization": f"Bearer {self.token}",
+            "Accept": accept,
+            "User-Agent": f"stackyard-cli/{__version__}",
+        }
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        connection.request(
+            method, f"{target}?{query}" if query else target, body=body, headers=headers
+        )
+        return connection.getresponse()
+
+    def _unreachable(self, exc: Exception) -> ComponentError:
+        return ComponentError(
+            f"the API at {self.base_url} did not answer: {exc or type(exc).__name__}",
+            hint="is the platform running? try `stackyard up -d`",
+        )
 
 
-def _error_from(response: httpx.Response) -> StackyardError:
+def _dropped(sock: Any) -> bool:
+    """A kept-alive socket the server has closed reads as ready (EOF) before we send."""
     try:
-        body = response.json()
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def _query(params: Params | None) -> str:
+    if not params:
+        return ""
+    pairs = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        pairs.append((key, text))
+    return urllib.parse.urlencode(pairs)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, default=str).encode("utf-8")
+
+
+def _json_loads(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise StackyardError(f"the API sent something that is not JSON: {data[:200]!r}") from exc
+
+
+def _error_from(status: int, reason: str, data: bytes) -> StackyardError:
+    try:
+        body = json.loads(data)
+        if not isinstance(body, dict):
+            raise ValueError
     except ValueError:
-        body = {"error": response.text}
-    message = body.get("error") or body.get("detail") or response.reason_phrase
+        body = {"error": data.decode("utf-8", "replace").strip()}
+    message = body.get("error") or body.get("detail") or reason
     hint = body.get("hint")
-    if response.status_code == 401:
+    if status == 401:
         return UsageError(
             f"the API refused the admin token: {message}",
             hint="check STACKYARD_TOKEN or the token file of this data dir",
         )
-    if response.status_code == 404:
+    if status == 404:
         return NotFoundError(str(message), hint=hint)
-    if 400 <= response.status_code < 500:
+    if 400 <= status < 500:
         return UsageError(str(message), hint=hint)
-    return StackyardError(f"the API failed ({response.status_code}): {message}", hint=hint)
+    return StackyardError(f"the API failed ({status}): {message}", hint=hint)

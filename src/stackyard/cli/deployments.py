@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from stackyard.cli.builds import short
 from stackyard.cli.client import ApiClient
 from stackyard.cli.follow import follow_log
-from stackyard.cli.output import console, err_console, print_json
+from stackyard.cli.output import console, err_console, escape, new_table, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.errors import StackyardError, UsageError
 
@@ -41,7 +39,12 @@ def wait_for_deployment(
     base = f"{_stage_path(stack, stage)}/deployments/{record['number']}"
     screen.print(f"Deploying release {record['release_number']} of {stack} to {stage}")
     follow_log(
-        client, f"{base}/log", on_line=lambda line: screen.print(escape(line), soft_wrap=True)
+        client,
+        stack,
+        "deployment",
+        record["number"],
+        stage=stage,
+        on_line=lambda line: screen.print(escape(line), soft_wrap=True),
     )
     final: dict[str, Any] = client.get(base)
     screen.print(progress_line(final))
@@ -116,7 +119,7 @@ def tasks(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json 
     if json_output:
         print_json(found["tasks"])
         return
-    table = Table("TASK", "RELEASE", "DIGEST", "ADDRESS", "STATE", "HEALTH", "AGE", box=None)
+    table = new_table("TASK", "RELEASE", "DIGEST", "ADDRESS", "STATE", "HEALTH", "AGE", box=None)
     for task in found["tasks"]:
         age = task["age_seconds"]
         table.add_row(
@@ -174,7 +177,7 @@ def deployments(
     if json_output:
         print_json(found["deployments"])
         return
-    table = Table("DEPLOYMENT", "RELEASE", "STATE", "TRIGGER", "DIGEST", "REASON", box=None)
+    table = new_table("DEPLOYMENT", "RELEASE", "STATE", "TRIGGER", "DIGEST", "REASON", box=None)
     for record in found["deployments"]:
         table.add_row(
             str(record["number"]),

@@ -1,41 +1,38 @@
-"""Follow a stored log through the API until the operation it belongs to has finished.
+"""Follow a log live over the API's server-sent event stream, until it ends.
 
-``build``, ``release`` and ``deploy`` call ``follow_log`` when they wait for their operation.
+``build``, ``deploy`` and ``logs -f`` all follow this way: the server sends each line as it
+is written and an ``end`` event once the build, release, deployment or run has finished, so
+a command that waits for its operation returns as soon as it is over (no polling).
 """
 
 from __future__ import annotations
 
-import time
+import json
 from collections.abc import Callable
 
-from stackyard.cli.client import ApiClient
+from stackyard.cli.client import ApiClient, Params
 
-# How late a follower may notice new lines or the end. Short, since a poll only reads the
-# log's new bytes; a command that waits for a 2 s build should not add 0.3 s to it.
-POLL_SECONDS = 0.1
+
+def follow_events(
+    client: ApiClient, path: str, params: Params, *, on_line: Callable[[str], None]
+) -> None:
+    """Call ``on_line`` with each ``line`` event of the stream at ``path``, until ``end``."""
+    for event, data in client.events(path, params={**params, "follow": True}):
+        if event == "end":
+            return
+        if event == "line":
+            on_line(json.loads(data))
 
 
 def follow_log(
     client: ApiClient,
-    path: str,
+    stack: str,
+    kind: str,
+    number: int,
     *,
+    stage: str | None = None,
     on_line: Callable[[str], None],
-    poll: float = POLL_SECONDS,
-    timeout: float = 3600.0,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Print ``path``'s log lines as they are written, until the server says it finished.
-
-    It asks again at once after new text, and ``poll`` seconds after none.
-    """
-    offset = 0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        chunk = client.get(path, params={"offset": offset})
-        for line in chunk["text"].splitlines():
-            on_line(line)
-        offset = chunk["offset"]
-        if chunk["finished"]:
-            return
-        if not chunk["text"]:
-            sleep(poll)
+    """Follow the log of one build, release, deployment or run of ``stack``."""
+    params: dict[str, str | int | bool | None] = {"kind": kind, "number": number, "stage": stage}
+    follow_events(client, f"/api/v1/stacks/{stack}/logs", params, on_line=on_line)

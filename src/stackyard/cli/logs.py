@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from stackyard.cli.client import ApiClient
+from stackyard.cli.follow import follow_events
 from stackyard.cli.shared import DataDir, Json, settings_for
-from stackyard.errors import ComponentError, UsageError
+from stackyard.errors import UsageError
 
 
 def _pick(
@@ -39,36 +40,6 @@ def _pick(
 def _emit(line: str, as_json: bool) -> None:
     sys.stdout.write((json.dumps({"line": line}) if as_json else line) + "\n")
     sys.stdout.flush()
-
-
-def stream_events(
-    client: ApiClient, path: str, params: dict[str, str | int | bool], *, as_json: bool = False
-) -> None:
-    """Print each ``line`` event of a server-sent event stream until ``end``."""
-    import httpx
-
-    headers = {"Authorization": f"Bearer {client.token}", "Accept": "text/event-stream"}
-    event = "message"
-    try:
-        with httpx.stream(
-            "GET",
-            client.base_url + path,
-            params=params,
-            headers=headers,
-            timeout=httpx.Timeout(10.0, read=None),  # a quiet log may take long to grow
-        ) as response:
-            if response.status_code >= 400:
-                response.read()
-                client.raise_for(response)
-            for raw in response.iter_lines():
-                if raw.startswith("event: "):
-                    event = raw[7:]
-                elif raw.startswith("data: "):
-                    if event == "end":
-                        return
-                    _emit(json.loads(raw[6:]), as_json)
-    except httpx.TransportError as exc:
-        raise ComponentError(f"the log stream from {client.base_url} broke: {exc}") from exc
 
 
 def logs(
@@ -108,7 +79,7 @@ def logs(
         if stage:
             params["stage"] = stage
     if follow:
-        stream_events(client, path, params, as_json=json_output)
+        follow_events(client, path, params, on_line=lambda line: _emit(line, json_output))
         return
     text = client.text(path, params=params)
     if not json_output:

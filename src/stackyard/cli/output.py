@@ -8,17 +8,60 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 
 from stackyard.errors import StackyardError
 
-# Piped output is not cut at 80 columns: digests and shas stay whole for scripts and logs.
-# No :emoji: codes: a log line's ":name:" stays as written, and the 30 ms table never loads.
-console = Console(width=None if sys.stdout.isatty() else 200, emoji=False)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+@cache
+def _console(stderr: bool) -> Console:
+    from rich.console import Console
+
+    # Piped output is not cut at 80 columns: digests and shas stay whole for scripts and
+    # logs. No :emoji: codes: a log line's ":name:" stays as written, and the 30 ms table
+    # never loads.
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 200, emoji=False)
+
+
+class _LazyConsole:
+    """A rich Console made on first use: a command that prints JSON never imports rich."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_console(self._stderr), name)
+
+
+def real_console(screen: Console) -> Console:
+    """The rich Console behind ``console`` or ``err_console``, for rich's own Live."""
+    return _console(screen._stderr) if isinstance(screen, _LazyConsole) else screen
+
+
+console: Console = _LazyConsole(stderr=False)  # type: ignore[assignment]
+err_console: Console = _LazyConsole(stderr=True)  # type: ignore[assignment]
+
+
+def new_table(*headers: str, **options: Any) -> Table:
+    """A rich Table (rich is imported here, when a command prints one)."""
+    from rich.table import Table
+
+    return Table(*headers, **options)
+
+
+def escape(text: str) -> str:
+    """``text`` with rich markup escaped, so a log line prints as written."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def print_json(value: Any) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from stackyard.cli.builds import short
 from stackyard.cli.client import ApiClient
-from stackyard.cli.output import console, print_json
+from stackyard.cli.output import console, new_table, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
 
 Stage = Annotated[str, typer.Option("--stage", help="The stage, e.g. dev, staging or prod.")]
@@ -53,7 +52,7 @@ def releases(
     if json_output:
         print_json(records)
         return
-    table = Table("STAGE", "RELEASE", "DIGEST", "COMMIT", "BUILD", "VIA", "CREATED", box=None)
+    table = new_table("STAGE", "RELEASE", "DIGEST", "COMMIT", "BUILD", "VIA", "CREATED", box=None)
     for record in records:
         table.add_row(
             record["stage"],

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from stackyard.cli.client import ApiClient
-from stackyard.cli.output import console, err_console, print_json
+from stackyard.cli.output import console, err_console, print_json, real_console
 from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.errors import StackyardError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
 
 RUN_DONE = ("SUCCEEDED", "FAILED", "SUPERSEDED", "CANCELLED", "SKIPPED")
 STYLE = {
@@ -40,6 +40,8 @@ MARK = {
 
 
 def _step_text(step: dict[str, Any]) -> Text:
+    from rich.text import Text
+
     status = step["status"]
     label = step["kind"] if step["kind"] != "gate" else f"gate ({step['message'] or 'auto'})"
     number = f" #{step['number']}" if step["number"] is not None else ""
@@ -48,6 +50,9 @@ def _step_text(step: dict[str, Any]) -> Text:
 
 def run_table(runs: list[dict[str, Any]]) -> Table:
     """One row per run; one column for the build and one per stage."""
+    from rich.table import Table
+    from rich.text import Text
+
     stages: list[str] = []
     for run in runs:
         for step in run["steps"]:
@@ -91,8 +96,12 @@ def runs(
     if not watch:
         console.print(run_table(found) if found else f"No runs of {stack} yet.")
         return
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
     newest = found[0]["number"] if found else None
-    with Live(console=console, refresh_per_second=4) as live:
+    with Live(console=real_console(console), refresh_per_second=4) as live:
         while True:
             found = client.get(path, params={"limit": limit})["runs"]
             current = next((r for r in found if r["number"] == newest), found[0] if found else None)
@@ -120,8 +129,10 @@ def wait_for_run(
 ) -> dict[str, Any]:
     """Show the run live until it ends or waits at a gate; raise when it failed."""
     path = f"/api/v1/stacks/{stack}/runs/{record['number']}"
+    from rich.live import Live
+
     screen = err_console if json_output else console  # stdout stays pure JSON
-    with Live(console=screen, refresh_per_second=4) as live:
+    with Live(console=real_console(screen), refresh_per_second=4) as live:
         while True:
             record = client.get(path)
             live.update(run_table([record]))

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from stackyard.cli.client import ApiClient
-from stackyard.cli.output import console, print_json
+from stackyard.cli.output import console, new_table, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.config.repos import URL_FORM
 
@@ -99,7 +98,7 @@ def list_stacks(data_dir: DataDir = None, json_output: Json = False) -> None:
     if not stacks:
         console.print("No stacks yet. Create one with `stackyard stacks create NAME --repo PATH`.")
         return
-    table = Table("NAME", "REPO", "BRANCH", "CONTEXT", "DOCKERFILE", box=None)
+    table = new_table("NAME", "REPO", "BRANCH", "CONTEXT", "DOCKERFILE", box=None)
     for stack in stacks:
         table.add_row(
             stack["name"], stack["repo"], stack["branch"], stack["context_dir"], stack["dockerfile"]

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from stackyard.cli.client import ApiClient
-from stackyard.cli.output import console, err_console, print_json
+from stackyard.cli.output import console, err_console, new_table, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.errors import UsageError
 
@@ -169,7 +168,7 @@ def env_list(
     if not rows:
         console.print(f"No variables or secrets set for {stack} through the platform.")
         return
-    table = Table("NAME", "VALUE", "KIND", "STAGE", box=None)
+    table = new_table("NAME", "VALUE", "KIND", "STAGE", box=None)
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -231,7 +230,7 @@ def secrets_list(
     if not secrets:
         console.print(f"No secrets for {stack}. Set one: stackyard secrets set {stack} NAME")
         return
-    table = Table("NAME", "STAGE", "VERSION", "SET", box=None)
+    table = new_table("NAME", "STAGE", "VERSION", "SET", box=None)
     for secret in secrets:
         table.add_row(
             secret["name"],

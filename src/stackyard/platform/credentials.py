@@ -11,8 +11,6 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-import bcrypt
-
 from stackyard.errors import ComponentError
 
 
@@ -74,6 +72,8 @@ def write_htpasswd(path: Path, credentials: RegistryCredentials) -> None:
     """The htpasswd file (bcrypt, as CNCF distribution requires) for the registry."""
     # The registry checks the hash on every request; the password is 24 random bytes, so a
     # low cost keeps pushes fast without making the hash guessable.
+    import bcrypt  # here, not at the top: every CLI command reads the token file
+
     hashed = bcrypt.hashpw(credentials.password.encode(), bcrypt.gensalt(rounds=5)).decode()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from stackyard.errors import ComponentError
+from stackyard.platform import state as state_module
 from stackyard.platform.state import PlatformState, pid_alive, signal_pids, wait_gone
 from stackyard.platform.supervisor import tail
 from stackyard.settings import Settings
@@ -19,10 +20,7 @@ from stackyard.settings import Settings
 
 def running_state(settings: Settings) -> PlatformState | None:
     """The state of a platform running on this data dir, or None (stale files are ignored)."""
-    state = PlatformState.read(settings.state_file)
-    if state is None or not pid_alive(state.pid):
-        return None
-    return state
+    return state_module.running_state(settings.state_file)
 
 
 def foreground_argv(settings: Settings) -> list[str]:

@@ -81,3 +81,14 @@ def ensure_platform_id(path: Path) -> str:
         tmp.write_text(os.urandom(6).hex() + "\n", encoding="utf-8")
         tmp.replace(path)
     return path.read_text(encoding="utf-8").strip()
+
+
+def running_state(path: Path) -> PlatformState | None:
+    """The state in ``path`` if its platform is running, else None (stale files are ignored).
+
+    Light on purpose: every CLI command calls it to find the API.
+    """
+    state = PlatformState.read(path)
+    if state is None or not pid_alive(state.pid):
+        return None
+    return state
