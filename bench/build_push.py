@@ -121,8 +121,8 @@ def phases_of(log_path: Path, wall_start: datetime, wall_end: datetime) -> Phase
     A run of consecutive lines of one phase counts as that phase, from its first line to its
     last; the silent time from the last line of one phase to the first of the next is the
     gap ``A → B`` (work that logs nothing, e.g. the digest reads). Before the first line: the
-    CLI starting, the API call and the queue. After the last line: recording the result and
-    the CLI noticing the end (it polls every 0.3 s) and exiting.
+    CLI starting, the API call and the queue. After the last line: recording the result,
+    the CLI receiving the end event of the log stream, and exiting.
     """
     marks: list[tuple[datetime, str]] = []
     for line in log_path.read_text(encoding="utf-8").splitlines():
@@ -144,7 +144,7 @@ def phases_of(log_path: Path, wall_start: datetime, wall_end: datetime) -> Phase
         if following is not None:
             gap = f"{phase} → {following[0]}"
             seconds[gap] = seconds.get(gap, 0.0) + (following[1] - last).total_seconds()
-    seconds["record + CLI poll + exit"] = (wall_end - groups[-1][2]).total_seconds()
+    seconds["record + CLI sees the end + exit"] = (wall_end - groups[-1][2]).total_seconds()
     return phases
 
 
@@ -196,7 +196,7 @@ def report(runs: int, results: Results) -> str:
     ours, theirs = statistics.median(results.ours), statistics.median(results.theirs)
     ratio = ours / theirs
     verdict = "meets" if ratio <= GOAL else "misses"
-    edges = ("CLI start + API + queue", "record + CLI poll + exit")
+    edges = ("CLI start + API + queue", "record + CLI sees the end + exit")
     server = [
         sum(v for k, v in phases.seconds.items() if k not in edges) for phases in results.phases
     ]
@@ -232,14 +232,15 @@ def report(runs: int, results: Results) -> str:
         f"**{statistics.median(server) / theirs:.2f}**; the CLI around it adds a median "
         f"{statistics.median(client):.2f} s: its own start-up (`stackyard --version` alone "
         f"takes {statistics.median(results.cli_start):.2f} s: a Python interpreter, Typer "
-        "and httpx) and up to one 0.1 s poll interval before it sees the build end.",
+        "and the command modules), the API call, and following the log until the build's "
+        "end event.",
         "",
-        "What Stackyard does in addition to build and push: the CLI's API call and log "
-        "polling (every 0.1 s), the build record in SQLite, a `git fetch` into the stack's "
-        "cache and a `git worktree` checkout of the commit, parsing `stackyard.yml`, reading "
-        "the current `latest` and `<sha>` digests (to restore them if the build fails), "
-        "reading the new digest back from the registry, and removing the built image from "
-        "the engine after the push.",
+        "What Stackyard does in addition to build and push: the CLI's API call and its "
+        "server-sent event stream of the log, the build record in SQLite, a `git fetch` into "
+        "the stack's cache and a `git worktree` checkout of the commit, parsing "
+        "`stackyard.yml`, reading the current `latest` and `<sha>` digests (to restore them "
+        "if the build fails; alongside the checkout and build), and tagging `<sha>` in the "
+        "registry by one manifest copy (instead of a second push).",
         "",
         "Where Stackyard's time goes, from the build log's timestamps (each line's time is "
         "counted to its phase until the next line):",
@@ -258,10 +259,11 @@ def report(runs: int, results: Results) -> str:
         "How to read it: `CLI start + API + queue` runs from the CLI process starting to "
         "the build's first log line; `source` is the `git fetch` into the stack's cache; "
         "`source → config` the worktree checkout and `stackyard.yml` parsing; `config → "
-        "build` reading the previous `latest` and `<sha>` digests from the registry and "
-        "connecting to the engine; `build` the engine's build; `push` both pushes; `push → "
-        "registry` dropping the `<sha>` tag from the engine and reading the digest back; the "
-        "last row recording the result and the CLI noticing it (0.1 s polling) and exiting.",
+        "build` recording the config and connecting to the engine; `build` the engine's "
+        "build; `push` the push of `latest`; `push → registry` dropping the `<sha>` tag from "
+        "the engine and tagging `<sha>` in the registry by a manifest copy; the last row "
+        "recording the result, the CLI receiving the end event, reading the build record "
+        "and exiting.",
         "",
         f"Reproduce: `.venv/bin/python -m bench.build_push --runs {runs}`",
     ]

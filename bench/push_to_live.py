@@ -406,8 +406,7 @@ def where_it_goes(results: Results) -> list[str]:
         f"{deploy:.2f} s (start the task, its first passing health check, the route change, "
         f"and Caddy's next upstream refresh), against {replace:.2f} s "
         "for plain `docker rm -f` + `docker run -d` (the first answer comes right after it).",
-        "The machine is shared (2 cores; other test suites ran at the same time), so the "
-        "spread is wide.",
+        "The machine is shared (2 cores, other tenants), so the spread is wide.",
     ]
 
 
