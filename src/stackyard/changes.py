@@ -1,54 +1,66 @@
-"""A process-wide signal that a log grew or an operation changed state.
+"""In-process signals that a log grew, or that the operation it belongs to ended.
 
 Whoever waits for a log line or for a build, deployment or run to end (the SSE log stream,
-the pipeline waiting for its build) would otherwise poll, and notice each change up to one
-poll interval late. Writers call :func:`notify`; waiters remember :func:`generation` before
-they look, then :func:`wait` for a newer one, with a timeout so that a writer that forgets to
-notify (or another process) is still seen within that time.
+a pipeline run waiting for its build) would otherwise poll, and notice each change up to
+one poll interval late. A signal's topic is the log's path: every line written notifies
+it, and the service that records the operation's end ends it.
+
+Waiters still bound each wait by their old poll interval, so a change nobody signalled
+(another process, a restart) is seen within that time.
 """
 
 from __future__ import annotations
 
 import threading
-import time
+from collections import OrderedDict
 
-MIN_GAP = 0.02  # the shortest pause: a chatty log elsewhere must not make a waiter spin
+KEEP = 10_000  # topics remembered; older ones fall back to the waiters' polling
 
 _condition = threading.Condition()
-_generation = 0
+_generations: OrderedDict[str, int] = OrderedDict()
+_ended: OrderedDict[str, None] = OrderedDict()
 
 
-def notify() -> None:
-    """Something changed: wake every waiter."""
-    global _generation
+def _remember(table: OrderedDict[str, int] | OrderedDict[str, None], topic: str) -> None:
+    table.move_to_end(topic)
+    while len(table) > KEEP:
+        table.popitem(last=False)
+
+
+def notify(topic: str) -> None:
+    """The log at ``topic`` grew: wake whoever follows it."""
     with _condition:
-        _generation += 1
+        _generations[topic] = _generations.get(topic, 0) + 1
+        _remember(_generations, topic)
         _condition.notify_all()
 
 
-def generation() -> int:
-    """The current generation; take it before looking, pass it to :func:`wait` after."""
+def end(topic: str) -> None:
+    """The operation whose log is ``topic`` has ended and its result is recorded."""
     with _condition:
-        return _generation
+        _ended[topic] = None
+        _remember(_ended, topic)
+    notify(topic)
 
 
-def wait(seen: int, timeout: float) -> int:
-    """Block until the generation moves past ``seen``, or ``timeout`` seconds; return it."""
+def ended(topic: str) -> bool:
     with _condition:
-        _condition.wait_for(lambda: _generation != seen, timeout)
-        return _generation
+        return topic in _ended
 
 
-def pause(seen: int, timeout: float, min_gap: float = MIN_GAP) -> float:
-    """Wait as :func:`wait` does, but at least ``min_gap`` seconds; return the time waited.
+def generation(topic: str) -> int:
+    """The topic's generation; take it before looking, pass it to :func:`wait` after."""
+    with _condition:
+        return _generations.get(topic, 0)
 
-    For loops that look again after each change: many changes a second elsewhere in the
-    process (a chatty build log) wake them at most ``1 / min_gap`` times a second.
-    """
-    started = time.monotonic()
-    wait(seen, timeout)
-    waited = time.monotonic() - started
-    if waited < min_gap:
-        time.sleep(min_gap - waited)
-        waited = min_gap
-    return waited
+
+def wait(topic: str, seen: int, timeout: float) -> bool:
+    """Block until ``topic`` moves past ``seen`` or ``timeout`` passes; True if it moved."""
+    with _condition:
+        return _condition.wait_for(lambda: _generations.get(topic, 0) != seen, timeout)
+
+
+def wait_end(topic: str, timeout: float) -> bool:
+    """Block until ``topic`` has ended or ``timeout`` passes; True if it ended."""
+    with _condition:
+        return _condition.wait_for(lambda: topic in _ended, timeout)

@@ -24,6 +24,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from stackyard import changes
 from stackyard.buildspec.buildlog import BuildLog, LineKind
 from stackyard.buildspec.masking import SecretMasker
 from stackyard.config.stackfile import StageConfig
@@ -685,6 +686,7 @@ class _StageLoop:
                 row.reason = reason or row.reason
                 row.finished_at = datetime.now(UTC)
         self._say(target, f"deployment {status}" + (f": {reason}" if reason else ""))
+        changes.end(str(Path(target.deployment.log_path)))  # a waiting run, a log follower
         self.memory.deployment = None
 
     def _fail(self, target: _Target) -> None:

@@ -227,6 +227,7 @@ class BuildService:
                 log.line("stackyard", LineKind.MESSAGE, f"build SUCCEEDED: {outcome.digest}")
                 self._finish(stack_name, number, status="SUCCEEDED", outcome=outcome)
             finally:
+                changes.end(str(log_path))  # whoever waits for the end: a run, a log follower
                 try:
                     cleanup.close()
                 except Exception as exc:  # the build's result stands; the leftover is noted
@@ -256,7 +257,6 @@ class BuildService:
         if outcome is not None:
             values.update(digest=outcome.digest, exported=outcome.exported)
         self._record(stack_name, number, **values)
-        changes.notify()  # whoever waits for this build's end (a run, a log follower)
 
 
 class _Outcome(BaseModel):

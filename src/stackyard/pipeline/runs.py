@@ -379,11 +379,10 @@ class PipelineService:
         self._set_step(run_id, 0, status="RUNNING", number=build.number, started_at=_now())
         self._note(run_id, f"build {build.number} started")
         while True:
-            seen = changes.generation()
             build = self._builds.get(stack_name, build.number)
             if build.status in BUILD_DONE:
                 break
-            changes.pause(seen, POLL)  # the build's end wakes this at once
+            changes.wait_end(build.log_path, POLL)  # the build's end wakes this at once
         if build.status != "SUCCEEDED":
             self._set_step(run_id, 0, status="FAILED", message=build.error, finished_at=_now())
             raise _StepFailed(f"build {build.number} failed: {build.error}")
@@ -519,11 +518,10 @@ class PipelineService:
             )
             self._note(run_id, f"deployment {number} of {step.stage} started")
         while True:
-            seen = changes.generation()
             deployment = self._deploy.get(stack_name, step.stage, number)
             if deployment.status in DEPLOYMENT_DONE:
                 break
-            changes.pause(seen, POLL)  # the deployment's last log line wakes this at once
+            changes.wait_end(deployment.log_path, POLL)  # its end wakes this at once
         if deployment.status != "COMPLETED":
             reason = deployment.reason or deployment.status
             self._set_step(
@@ -650,6 +648,7 @@ class PipelineService:
             ):
                 status, reason = run.status, run.error
             run.status, run.error, run.finished_at = status, reason, _now()
+            log_path = run.log_path
             for step in session.scalars(
                 select(PipelineStep).where(
                     PipelineStep.run_id == run_id,
@@ -658,6 +657,7 @@ class PipelineService:
             ):
                 step.status = "SKIPPED" if status in ("SUCCEEDED", "SKIPPED") else "CANCELLED"
         self._note(run_id, f"run {status}" + (f": {reason}" if reason else ""))
+        changes.end(str(Path(log_path)))  # a follower of the run's log
 
     def _note(self, run_id: int, text: str) -> None:
         run = self._run(run_id)

@@ -56,10 +56,14 @@ def _source(
 
 def follow_file(path: str, finished: Callable[[], bool]) -> Iterator[str]:
     """SSE events for each line of ``path`` as it grows, then ``end`` once finished."""
-    offset, partial, quiet = 0, b"", 0.0
+    offset, partial, quiet, ask = 0, b"", 0.0, True
+    topic = str(Path(path))
     while True:
-        seen = changes.generation()
-        done = finished()  # read after deciding, so the last lines are never missed
+        seen = changes.generation(topic)
+        # The store says whether it ended; it is asked at first, when the end was signalled,
+        # and after a quiet POLL, not after every line. Decided before reading, so the last
+        # lines are never missed.
+        done = (ask or changes.ended(topic)) and finished()
         data = b""
         if Path(path).is_file():
             with open(path, "rb") as handle:
@@ -75,13 +79,14 @@ def follow_file(path: str, finished: Callable[[], bool]) -> Iterator[str]:
                     yield _event("line", partial.decode("utf-8", "replace"))
                 yield _event("end", "")
                 return
+            ask = True
             continue  # it ended: read what is left at once, then say so
         if quiet >= HEARTBEAT:
             quiet = 0.0
             yield ": keep-alive\n\n"
-        # Woken by the next line or state change in this process; POLL bounds the wait.
-        waited = changes.pause(seen, POLL)
-        quiet = 0.0 if data else quiet + waited
+        moved = changes.wait(topic, seen, POLL)  # the next line or the end wakes this
+        ask = not moved
+        quiet = 0.0 if data else quiet + (0.0 if moved else POLL)
 
 
 @router.get("/logs")
