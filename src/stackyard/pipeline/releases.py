@@ -311,8 +311,9 @@ class ReleaseService:
                 plan.snapshot = self._snapshot(
                     plan.stack, plan.stage, plan.build.config, plan.build.commit_sha
                 )
-                how = self._promote(plan, log)
-                digest = self._images.digest(plan.stack.name, plan.stage)
+                how, moved_to = self._promote(plan, log)
+                # A retag knows where it moved the tag; after release.yml, ask the registry.
+                digest = moved_to or self._images.digest(plan.stack.name, plan.stage)
             except StackyardError as exc:
                 log.line("stackyard", LineKind.MESSAGE, f"release FAILED: {exc.message}")
                 raise ReleaseFailure(
@@ -322,7 +323,8 @@ class ReleaseService:
             log.line("stackyard", LineKind.MESSAGE, f"{plan.stage} -> {digest}")
         return self._record(plan, digest, how, created_by, log_path)
 
-    def _promote(self, plan: _ReleasePlan, log: BuildLog) -> str:
+    def _promote(self, plan: _ReleasePlan, log: BuildLog) -> tuple[str, str | None]:
+        """Run release.yml, or retag; how it was done, and the digest when a retag did it."""
         name = plan.stack.name
         spec_path = _releasespec_path(plan)
         in_repo = str(PurePosixPath(_context(plan)) / spec_path)
@@ -333,10 +335,9 @@ class ReleaseService:
                 spec_file = context / spec_path
                 if spec_file.is_file():
                     self._run_releasespec(plan, spec_file, context, log)
-                    return spec_path
+                    return spec_path, None
         log.line("release", LineKind.MESSAGE, f"retag {name}:{plan.previous} -> {plan.stage}")
-        self._images.retag(name, plan.digest, plan.stage)
-        return f"retag {plan.previous}"
+        return f"retag {plan.previous}", self._images.retag(name, plan.digest, plan.stage)
 
     def _run_releasespec(
         self, plan: _ReleasePlan, spec_file: Path, context: Path, log: BuildLog

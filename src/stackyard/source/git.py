@@ -218,15 +218,16 @@ class GitSource(Source):
 
     def read_file(self, stack: str, sha: str, path: str) -> bytes | None:
         repo = self._cached_repo(stack)
-        self._require_commit(repo, stack, sha)
+        _check_sha(sha)
         spec = f"{sha}:{_repo_relative(path)}"
-        try:
-            kind = self._git(repo, "cat-file", "-t", spec, op=f"read {path}", may_fail=True).stdout
+        try:  # one git call when the file is there (every pipeline run reads stackyard.yml)
+            return self._git(
+                repo, "cat-file", "blob", spec, op=f"read {path}", may_fail=True
+            ).stdout
         except GitFailed:
-            return None  # The commit exists (checked above), so the path does not.
-        if kind.strip() != b"blob":
+            # Not a file at that commit (missing, or a directory), or no such commit.
+            self._require_commit(repo, stack, sha)
             return None
-        return self._git(repo, "cat-file", "blob", spec, op=f"read {path}").stdout
 
     def changed_paths(self, stack: str, old_sha: str | None, new_sha: str) -> list[str]:
         repo = self._cached_repo(stack)
