@@ -18,6 +18,7 @@ from dnslib import QTYPE, RCODE, RR, SRV, A, DNSRecord
 from stackyard.errors import UsageError
 
 ZONE = "stackyard.internal."
+CACHED_ANSWERS = 1024  # distinct queries kept; the table is small, garbage must not grow it
 
 
 def srv_name(route: str) -> str:
@@ -55,6 +56,11 @@ class UpstreamDirectory:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self._routes: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
+        # Packed answers by query (without its 2-byte id), dropped whenever the table
+        # changes. Under traffic Caddy asks for every route's SRV each refresh and for an A
+        # record on every new upstream connection: these are answered from here.
+        self._answers: dict[bytes, bytes] = {}
+        self._version = 0
         directory = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -64,8 +70,9 @@ class UpstreamDirectory:
                 if answer is not None:
                     sock.sendto(answer, self.client_address)
 
-        self._server = socketserver.ThreadingUDPServer((host, 0), Handler)
-        self._server.daemon_threads = True
+        # One thread answers every query in turn: an answer is a dict lookup, and a thread
+        # per query cost more than the answer itself.
+        self._server = socketserver.UDPServer((host, 0), Handler)
         self.address = f"{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="upstream-dns", daemon=True
@@ -81,6 +88,7 @@ class UpstreamDirectory:
             split_dial(dial)
         with self._lock:
             self._routes[route] = tuple(dials)
+            self._changed()
 
     def get(self, route: str) -> list[str] | None:
         with self._lock:
@@ -90,9 +98,29 @@ class UpstreamDirectory:
     def drop(self, route: str) -> None:
         with self._lock:
             self._routes.pop(route, None)
+            self._changed()
+
+    def _changed(self) -> None:
+        self._answers.clear()
+        self._version += 1
 
     def answer(self, data: bytes) -> bytes | None:
         """The DNS reply to one query packet (None for a packet that is not a query)."""
+        if len(data) < 12:
+            return None
+        key = data[2:]
+        with self._lock:
+            cached, version = self._answers.get(key), self._version
+        if cached is not None:
+            return data[:2] + cached
+        packed = self._compute(data)
+        if packed is not None:
+            with self._lock:
+                if version == self._version and len(self._answers) < CACHED_ANSWERS:
+                    self._answers[key] = packed[2:]
+        return packed
+
+    def _compute(self, data: bytes) -> bytes | None:
         try:
             query = DNSRecord.parse(data)
         except Exception:  # dnslib raises several types for garbage; a bad packet is dropped
