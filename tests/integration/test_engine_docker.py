@@ -50,6 +50,11 @@ SERVE = (
 DOCKERFILES = {
     "serving": f"FROM busybox:latest\nRUN mkdir -p /www && echo hello > /www/index.html\n{SERVE}\n",
     "crashing": 'FROM busybox:latest\nCMD ["sh", "-c", "echo boom; exit 3"]\n',
+    # An app that does not run as root, as well-made images do.
+    "nobody": (
+        "FROM busybox:latest\nRUN mkdir -p /www && echo hello > /www/index.html\n"
+        f"USER nobody\n{SERVE}\n"
+    ),
     "healthy": (
         "FROM busybox:latest\nRUN mkdir -p /www && echo hello > /www/index.html\n"
         "HEALTHCHECK --interval=1s --timeout=1s --retries=2 "
@@ -216,6 +221,18 @@ def test_files_are_written_before_start_with_mode_0600(
     assert (code, output) == (0, b"SECRET=s3cr3t\n")
     code, output = container.exec_run(["stat", "-c", "%a", "/run/stackyard/app/.env", "/tmp"])
     assert output.split() == [b"600", b"1777"]  # /tmp keeps its sticky bit
+
+
+def test_files_belong_to_the_user_the_image_runs_as(
+    docker_engine: DockerEngine, spec_for: SpecFactory, raw: docker.DockerClient
+) -> None:
+    spec = spec_for("nobody", files={"/run/stackyard/env": "SECRET=s3cr3t\n"})
+    task = docker_engine.start(spec)
+    container = raw.containers.get(task.id)
+    code, output = container.exec_run(["cat", "/run/stackyard/env"])  # as the image's USER
+    assert (code, output) == (0, b"SECRET=s3cr3t\n")
+    code, output = container.exec_run(["stat", "-c", "%U %a", "/run/stackyard/env"])
+    assert output.split() == [b"nobody", b"600"]
 
 
 def test_image_healthcheck_goes_from_starting_to_healthy(

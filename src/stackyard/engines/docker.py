@@ -76,6 +76,9 @@ class DockerEngine(Engine):
         except (docker.errors.DockerException, OSError) as exc:
             self._discard(container_id, spec.name)
             raise self._refused(f"task {spec.name} failed to start", exc) from exc
+        except StackyardError:
+            self._discard(container_id, spec.name)
+            raise
         return self.inspect(container_id)
 
     def list(self, labels: Mapping[str, str]) -> list[TaskInfo]:
@@ -191,19 +194,58 @@ class DockerEngine(Engine):
         return str(created["Id"])
 
     def _put_files(self, container_id: str, spec: TaskSpec) -> None:
+        if not spec.files:
+            return
+        owner = self._task_user(container_id, spec.name)
         for path, content in spec.files.items():
-            self._put_file(container_id, PurePosixPath("/", path), content)
+            self._put_file(container_id, PurePosixPath("/", path), content, owner)
 
-    def _put_file(self, container_id: str, path: PurePosixPath, content: str) -> None:
+    def _put_file(
+        self, container_id: str, path: PurePosixPath, content: str, owner: tuple[int, int]
+    ) -> None:
         # Extract under the deepest directory that already exists, so no existing directory's
         # mode or owner is touched (a tar entry for /tmp would reset its sticky bit).
         for root in path.parents:
             try:
-                self._api().put_archive(container_id, str(root), _tar(path, root, content))
+                archive = _tar(path, root, content, owner)
+                self._api().put_archive(container_id, str(root), archive)
                 return
             except docker.errors.NotFound:
                 continue
         raise EngineError(f"cannot write {path} into task {container_id}")
+
+    def _task_user(self, container_id: str, name: str) -> tuple[int, int]:
+        """The uid and gid the task runs as (the image's USER), so its files are its own:
+        mode 0600 and root's would be unreadable to an app that is not root."""
+        attrs = self._call(self._api().inspect_container, container_id, missing=f"task {name}")
+        user = str((attrs.get("Config") or {}).get("User") or "")
+        if not user:
+            return 0, 0
+        wanted_user, _, wanted_group = user.partition(":")
+        passwd = group = ""
+        if not wanted_user.isdigit():
+            passwd = self._read_file(container_id, "/etc/passwd")
+        if wanted_group and not wanted_group.isdigit():
+            group = self._read_file(container_id, "/etc/group")
+        try:
+            return resolve_user(wanted_user, wanted_group, passwd, group)
+        except KeyError as exc:
+            raise EngineError(
+                f"task {name}: the image's USER {user!r} is not in its /etc/passwd or "
+                f"/etc/group ({exc.args[0]})",
+                hint="set USER in the Dockerfile to a user the image has, or to a uid",
+            ) from exc
+
+    def _read_file(self, container_id: str, path: str) -> str:
+        """A small text file from the container's filesystem ('' when it has none)."""
+        try:
+            chunks, _ = self._api().get_archive(container_id, path)
+            with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
+                member = next((m for m in archive.getmembers() if m.isfile()), None)
+                handle = archive.extractfile(member) if member is not None else None
+                return handle.read().decode("utf-8", "replace") if handle is not None else ""
+        except (docker.errors.NotFound, tarfile.TarError):
+            return ""
 
     def _discard(self, container_id: str, name: str) -> None:
         try:
@@ -269,7 +311,29 @@ def _unreachable(exc: Exception, base_url: str | None) -> ComponentError:
     )
 
 
-def _tar(path: PurePosixPath, root: PurePosixPath, content: str) -> bytes:
+def resolve_user(user: str, group: str, passwd: str, groups: str) -> tuple[int, int]:
+    """uid and gid for a Dockerfile ``USER user[:group]``, from the image's passwd and group
+    files; a name that is in neither raises KeyError. Without a group, the user's own (0
+    for a uid the image does not list, as Docker runs it)."""
+    users = _table(passwd)
+    if user.isdigit():
+        uid = int(user)
+        gid = next((int(row[3]) for row in users.values() if row[2] == user), 0)
+    else:
+        row = users[user]
+        uid, gid = int(row[2]), int(row[3])
+    if group:
+        gid = int(group) if group.isdigit() else int(_table(groups)[group][2])
+    return uid, gid
+
+
+def _table(text: str) -> dict[str, list[str]]:
+    """/etc/passwd or /etc/group lines by name (their ':'-separated fields)."""
+    rows = [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+    return {row[0]: row for row in rows if len(row) >= 4 and row[2].isdigit()}
+
+
+def _tar(path: PurePosixPath, root: PurePosixPath, content: str, owner: tuple[int, int]) -> bytes:
     data = content.encode("utf-8")
     buffer = io.BytesIO()
     relative = path.relative_to(root)
@@ -282,6 +346,7 @@ def _tar(path: PurePosixPath, root: PurePosixPath, content: str) -> bytes:
         entry = tarfile.TarInfo(str(relative))
         entry.size = len(data)
         entry.mode = 0o600
+        entry.uid, entry.gid = owner  # the task's own user: only it (and root) can read it
         archive.addfile(entry, io.BytesIO(data))
     return buffer.getvalue()
 
