@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -297,3 +298,31 @@ def test_auto_dockerize_builds_a_static_site(yard: RunningPlatform, tmp_path: Pa
     log = Path(record["log_path"]).read_text()
     assert "no Dockerfile: detected static" in log
     assert skopeo_digest(yard, "site", "latest") == record["digest"]
+
+
+def engine_references(yard: RunningPlatform, stack: str) -> set[str]:
+    """The stack's image references (repo@digest) the Docker engine holds."""
+    listed = subprocess.run(
+        ["docker", "images", "--digests", "--format", "{{.Repository}}@{{.Digest}}",
+         f"{yard.registry}/{stack}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+    return {ref for ref in listed if not ref.endswith("@<none>")}
+
+
+def test_older_builds_leave_the_engine_but_stay_in_the_registry(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    repo = GitRepo.from_example("hello", tmp_path / "prune")
+    create_stack(yard, "prune", repo)
+    repo.set_version("prune-1")
+    first = build(yard, "prune")
+    repo.set_version("prune-2")
+    second = build(yard, "prune")
+    image = f"{yard.registry}/prune"
+    deadline = time.monotonic() + 30  # the prune runs once the build is recorded
+    while f"{image}@{first['digest']}" in engine_references(yard, "prune"):
+        assert time.monotonic() < deadline, engine_references(yard, "prune")
+        time.sleep(0.2)
+    assert f"{image}@{second['digest']}" in engine_references(yard, "prune")  # the cache
+    assert skopeo_digest(yard, "prune", first["commit_sha"]) == first["digest"]

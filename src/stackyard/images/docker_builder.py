@@ -127,6 +127,25 @@ class DockerBuilder:
         except docker.errors.DockerException as exc:
             raise _translate(exc) from exc
 
+    def prune(self, repository: str) -> list[str]:
+        """Drop this repository's untagged images from the engine: older builds and images
+        of releases no task runs any more. The registry keeps every one of them (a rollback
+        pulls it back), and an image a container still uses is left alone. Returns the
+        references removed."""
+        removed = []
+        for summary in self._call(self._api.images, filters={"dangling": True}):
+            for reference in summary.get("RepoDigests") or []:
+                if not str(reference).startswith(f"{repository}@"):
+                    continue
+                try:  # drops our reference; the image goes with its last one
+                    self._api.remove_image(reference, force=False, noprune=False)
+                except docker.errors.APIError:
+                    continue  # a container uses it, or it is gone already
+                except docker.errors.DockerException as exc:
+                    raise _translate(exc) from exc
+                removed.append(str(reference))
+        return removed
+
     def remove_image(self, reference: str) -> None:
         try:
             self._api.remove_image(reference, force=True, noprune=False)

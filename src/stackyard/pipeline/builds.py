@@ -280,12 +280,14 @@ class _BuildRun:
         # checkout); called before the first push, so a failed build can restore them.
         self.previous: Callable[[], dict[str, str]] = dict
         self.pushed: str | None = None  # the digest the default build's push reported
+        self.cleanup = ExitStack()  # what runs once the result is recorded (execute's)
 
     def say(self, phase: str, text: str) -> None:
         self.log.line(phase, LineKind.MESSAGE, text)
 
     def execute(self, cleanup: ExitStack) -> _Outcome:
         """Run the build; the checkout stays until ``cleanup`` is closed."""
+        self.cleanup = cleanup
         source = self.service._source
         stack = self.stack
         self.say("source", f"resolving {self.ref} of {stack.repo}")
@@ -460,11 +462,26 @@ class _BuildRun:
                 on_line=lambda line: self.log.line("push", LineKind.OUTPUT, line),
             )
             # Keep the newest image under `latest`: its layers are the next build's cache, and
-            # the first task of this build starts without pulling. Older builds' images lose
-            # their tag and can be pruned.
+            # the first task of this build starts without pulling. Older builds' images lost
+            # their tag: once the build is recorded, those no container uses are removed.
             builder.untag(f"{repository}:{sha}")
         finally:
             builder.close()
+        self.cleanup.callback(self.prune, repository)
+
+    def prune(self, repository: str) -> None:
+        builder = self.service._builder_factory()
+        try:
+            removed = builder.prune(repository)
+        except StackyardError as exc:  # the build stands; the engine keeps a few more images
+            logger.warning("pruning old images of %s failed: %s", repository, exc)
+            return
+        finally:
+            builder.close()
+        if removed:
+            logger.info(
+                "removed %d unused image(s) of %s from the engine", len(removed), repository
+            )
 
     def digest_of(self, sha: str) -> str:
         """Read the digest from the registry, and make sure both tags point at it."""
