@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
+from stackyard.engines.base import LABEL_STACK
+
 from .conftest import RunningPlatform, start_platform, stop_platform
 from .gitrepo import GitRepo
 
@@ -355,3 +357,43 @@ def test_control_plane_killed_mid_deployment(tmp_path: Path) -> None:
     finally:
         stop_platform(yard)
         subprocess.run(["pkill", "-9", "-f", str(tmp_path / "data")], check=False)
+
+
+def test_deleting_a_stack_removes_what_the_platform_kept_for_it(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    repo = new_stack(yard, tmp_path, "doomed")
+    shipped = ship(yard, "doomed")
+    url = stage_url(yard, "doomed")
+    version_served(url)  # it serves
+    remote_url = yard.cli("remote", "doomed").stdout.strip()
+    subprocess.run(["git", "ls-remote", remote_url], cwd=repo.path, check=True,
+                   capture_output=True, timeout=60)  # fmt: skip
+    remote = yard.data_dir / "remotes" / "doomed.git"
+    assert remote.is_dir()
+
+    yard.cli("stacks", "delete", "doomed")
+
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/", timeout=5)  # its route's port is closed
+    labelled = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label={LABEL_STACK}=doomed"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+    assert labelled == []
+    assert not remote.exists()
+    images = subprocess.run(
+        ["docker", "images", "-q", f"{yard.registry}/doomed"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+    assert images == []
+    creds = json.loads((yard.data_dir / "registry-credentials.json").read_text())
+    tags = httpx.get(f"http://{yard.registry}/v2/doomed/tags/list", timeout=10,
+                     auth=(creds["username"], creds["password"]))  # fmt: skip
+    assert tags.status_code == 404 or not tags.json().get("tags"), tags.text
+    assert shipped["digest"]
+
+    # The name is free again, with nothing of the old stack behind it.
+    other = GitRepo.from_example("hello", tmp_path / "reborn")
+    yard.cli("stacks", "create", "doomed", "--repo", str(other.path))
+    assert json.loads(yard.cli("images", "doomed", "--json").stdout)["images"] == []

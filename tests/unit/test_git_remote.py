@@ -377,6 +377,9 @@ class FakeSource(Source):
     def remove_checkout(self, stack: str, dest: Path) -> None:
         raise NotImplementedError
 
+    def remove(self, stack: str) -> None:
+        raise NotImplementedError
+
     def read_file(self, stack: str, sha: str, path: str) -> bytes | None:
         raise NotImplementedError
 

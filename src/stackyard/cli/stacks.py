@@ -140,7 +140,8 @@ def update(
 
 @app.command("delete")
 def delete(name: str, data_dir: DataDir = None, json_output: Json = False) -> None:
-    """Delete a stack and its records (images stay in the registry)."""
+    """Delete a stack: its records, tasks, routes, git remote, and its images in the engine
+    and the registry."""
     ApiClient.discover(settings_for(data_dir)).request("DELETE", f"/api/v1/stacks/{name}")
     if json_output:
         print_json({"deleted": name})

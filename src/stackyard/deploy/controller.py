@@ -15,7 +15,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -202,8 +202,18 @@ class Controller:
         for loop in loops:
             loop.nudge()
 
-    def forget(self, stack: str) -> None:
-        """A stack was deleted: stop its loops and remove its tasks."""
+    def routes_of(self, stack: str) -> list[Route]:
+        """The routes of the stack's stages (read them before the stack is deleted)."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(StageRoute.stage, StageRoute.port, StageRoute.host)
+                .join(Stack, Stack.id == StageRoute.stack_id)
+                .where(Stack.name == stack)
+            ).all()
+        return [Route(name=f"{stack}-{stage}", port=port, host=host) for stage, port, host in rows]
+
+    def forget(self, stack: str, routes: Sequence[Route] = ()) -> None:
+        """A stack was deleted: stop its loops, remove its tasks, then its routes."""
         with self._lock:
             keys = [k for k in self._loops if k.stack == stack]
             loops = [self._loops.pop(k) for k in keys]
@@ -213,6 +223,11 @@ class Controller:
             {LABEL_PLATFORM: self.settings.platform_id, LABEL_STACK: stack}
         ):
             self._stop_and_remove(task)
+        for route in routes:
+            try:
+                self.router.remove_route(route)
+            except StackyardError as exc:
+                log.warning("could not remove route %s: %s", route.name, exc)
 
     def _remove_orphans(self, stacks: set[str]) -> None:
         for task in self.engine.list({LABEL_PLATFORM: self.settings.platform_id}):

@@ -146,6 +146,24 @@ class DockerBuilder:
                 removed.append(str(reference))
         return removed
 
+    def remove_repository(self, repository: str) -> list[str]:
+        """Drop every tag and digest reference of ``repository`` from the engine (the stack
+        was deleted); an image another repository shares stays. Returns what went."""
+        removed = []
+        for summary in self._call(self._api.images, name=repository):
+            references = [*(summary.get("RepoTags") or []), *(summary.get("RepoDigests") or [])]
+            for reference in references:
+                if not str(reference).startswith((f"{repository}:", f"{repository}@")):
+                    continue
+                try:
+                    self._api.remove_image(reference, force=False, noprune=False)
+                except docker.errors.APIError:
+                    continue  # a container still uses it, or it is gone already
+                except docker.errors.DockerException as exc:
+                    raise _translate(exc) from exc
+                removed.append(str(reference))
+        return removed
+
     def remove_image(self, reference: str) -> None:
         try:
             self._api.remove_image(reference, force=True, noprune=False)

@@ -176,6 +176,15 @@ class BuildService:
         for worker in workers:
             worker.shutdown(wait=True, cancel_futures=False)
 
+    def forget(self, stack_name: str) -> None:
+        """The stack was deleted: drop its git cache and its images from the engine."""
+        self._source.remove(stack_name)
+        builder = self._builder_factory()
+        try:
+            builder.remove_repository(self._images.image_url(stack_name))
+        finally:
+            builder.close()
+
     def fail_interrupted(self) -> int:
         """At start: builds left QUEUED or RUNNING by a stopped platform become FAILED."""
         with self._sessions.begin() as session:

@@ -90,6 +90,14 @@ class ImageStore:
             self.client.delete_manifest(stack, removal.digest)
             log(f"removed {names}, which the failed build pushed")
 
+    def forget(self, stack: str) -> int:
+        """Delete every manifest of the stack's repository (the stack was deleted); blobs
+        stay until the registry's garbage collection. Returns how many went."""
+        digests = set(self.tag_digests(stack, self.list_tags(stack)).values())
+        for digest in digests:
+            self.client.delete_manifest(stack, digest)
+        return len(digests)
+
     def list_tags(self, stack: str) -> list[str]:
         try:
             return self.client.list_tags(stack)

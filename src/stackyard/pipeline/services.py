@@ -7,6 +7,8 @@ nothing is global.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,7 +31,10 @@ from stackyard.router.base import Router
 from stackyard.secrets.vault import Vault
 from stackyard.settings import Settings
 from stackyard.source.git import GitSource
+from stackyard.source.remote import HostedRemotes
 from stackyard.store.models import Release
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,6 +69,28 @@ class Services:
     def secret_values(self, stack: str) -> list[str]:
         """Every value to mask in this stack's logs (the registry password, secrets)."""
         return [self.images.credentials.password, *self.variables.secret_values(stack)]
+
+    def delete_stack(self, name: str, remotes: HostedRemotes) -> list[str]:
+        """Delete a stack and everything the platform keeps for it: its records first (so
+        nothing new starts), then its tasks and routes, its git remote and cache, its
+        images in the engine and its manifests in the registry. A clean-up step that fails
+        is logged and returned, and the others still run: the stack is gone either way."""
+        routes = self.controller.routes_of(name)
+        self.stacks.delete(name)
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("tasks and routes", lambda: self.controller.forget(name, routes)),
+            ("git remote", lambda: remotes.remove(name)),
+            ("git cache and engine images", lambda: self.builds.forget(name)),
+            ("registry manifests", lambda: self.images.forget(name)),
+        ]
+        failed = []
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # keep going: each leftover is independent
+                log.warning("deleting stack %s: removing its %s failed: %s", name, what, exc)
+                failed.append(f"{what}: {exc}")
+        return failed
 
 
 def build_services(

@@ -61,6 +61,10 @@ class Source(ABC):
         """Delete a work tree made by `checkout`, and what the cache knew about it."""
 
     @abstractmethod
+    def remove(self, stack: str) -> None:
+        """Delete the stack's cached copy (the stack was deleted)."""
+
+    @abstractmethod
     def read_file(self, stack: str, sha: str, path: str) -> bytes | None:
         """The bytes of ``path`` at commit ``sha``, or None if it is not a file there."""
 

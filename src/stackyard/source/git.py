@@ -256,6 +256,11 @@ class GitSource(Source):
 
     # -- extras used by the pipeline and the CLI ------------------------------------
 
+    def remove(self, stack: str) -> None:
+        """Delete the stack's cache (the stack was deleted)."""
+        with self._locked(stack):
+            shutil.rmtree(self.repo_path(stack), ignore_errors=True)
+
     def repo_path(self, stack: str) -> Path:
         """Where the stack's bare cache lives (it may not exist yet)."""
         check_stack_name(stack)

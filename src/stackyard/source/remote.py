@@ -114,6 +114,11 @@ class HostedRemotes:
         _write_if_changed(repo / "HEAD", f"ref: {BRANCH_PREFIX}{branch}\n", 0o644)
         return repo
 
+    def remove(self, stack: str) -> None:
+        """Delete the stack's bare repository (the stack was deleted): a stack created again
+        under the name starts from an empty remote, not the old history."""
+        shutil.rmtree(self.repo_path(stack), ignore_errors=True)
+
     def _create(self, stack: str, repo: Path) -> None:
         # Made under a temporary name and renamed, so two first pushes racing each other
         # both end up with one complete repository.

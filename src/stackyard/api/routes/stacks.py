@@ -5,7 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
+from stackyard.api.routes.git import remotes_root
+from stackyard.pipeline.services import Services
 from stackyard.pipeline.stacks import StackChanges, StackService, StackView
+from stackyard.source.remote import HostedRemotes
 
 router = APIRouter(prefix="/stacks", tags=["stacks"])
 
@@ -45,5 +48,7 @@ def update_stack(name: str, body: StackChanges, request: Request) -> StackView:
 
 @router.delete("/{name}", status_code=204)
 def delete_stack(name: str, request: Request) -> Response:
-    stacks(request).delete(name)
+    """Delete the stack with its tasks, routes, git remote, cache and images."""
+    found: Services = request.app.state.context.services
+    found.delete_stack(name, HostedRemotes(remotes_root(request)))
     return Response(status_code=204)
