@@ -267,8 +267,8 @@ def report(runs: int, results: Results) -> str:
         "before each Stackyard run the stage is deployed back to v1 (untimed).",
         "",
         "- **Stackyard**: a real platform (API, registry, Caddy) on loopback; `examples/hello`, "
-        "`replicas: 1`, health check `GET /healthz` with `interval: 0.5` (a starting task is "
-        "probed every 0.25 s), drain 1 s. The clock starts just before `POST "
+        "`replicas: 1`, health check `GET /healthz` with `interval: 0.5` (a new task is "
+        "probed every 20 ms in its first second), drain 1 s. The clock starts just before `POST "
         "/api/v1/stacks/lat/stages/dev/deployments` (httpx, admin token) and stops at the "
         f"first of {STREAK} consecutive answers of the stage URL (Caddy) that all show "
         f"`VERSION=v2` (one request every ~{POLL_PAUSE * 1000:.0f} ms).",
@@ -302,13 +302,14 @@ def report(runs: int, results: Results) -> str:
         "",
         "How to read it: `task started` is logged when the engine has created and started "
         "the container (pulling by digest is a no-op, the image is local); the first health "
-        "probe that passes comes at most one starting-probe interval (0.25 s) later, and the "
-        "same tick swaps the route from the old task to the new one (one replica: the old "
-        "task leaves the route in the same change, so there is no mixed period). Caddy picks "
-        "the new upstreams up at its next SRV refresh (every 200 ms), which is the gap "
+        "probe that passes comes at most one fast-probe interval (20 ms) after the app "
+        "listens, and the same tick swaps the route from the old task to the new one (one "
+        "replica: the old task leaves the route in the same change, so there is no mixed "
+        "period). Caddy picks "
+        "the new upstreams up at its next SRV refresh (every 50 ms), which is the gap "
         "between `new task routed` and the first v2 answer. The drain (1 s) and the stop "
         "come after all traffic is on v2 and are not part of the latency. The machine is "
-        "shared (2 cores; other test suites ran at the same time), so the spread is wide.",
+        "shared (2 cores, other tenants), so the spread is wide.",
         "",
         f"Reproduce: `.venv/bin/python -m bench.deploy_latency --runs {runs}`",
     ]
