@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from threading import Lock
+from threading import Lock, Timer
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, select, update
@@ -39,6 +39,7 @@ from stackyard.store.models import Build
 logger = logging.getLogger(__name__)
 
 TERMINAL = ("SUCCEEDED", "FAILED")
+PRUNE_DELAY = 5.0  # seconds after a build before its stack's unused old images are removed
 
 
 class BuildView(BaseModel):
@@ -100,6 +101,7 @@ class BuildService:
         self._build_inputs = build_inputs
         self._workers: dict[str, ThreadPoolExecutor] = {}
         self._workers_lock = Lock()
+        self._prunes: dict[str, Timer] = {}  # per stack: the next removal of old images
 
     # -- reading
 
@@ -173,11 +175,45 @@ class BuildService:
     def shutdown(self) -> None:
         with self._workers_lock:
             workers = list(self._workers.values())
+            prunes = list(self._prunes.values())
+        for prune in prunes:
+            prune.cancel()
         for worker in workers:
             worker.shutdown(wait=True, cancel_futures=False)
 
+    def prune_later(self, stack_name: str, repository: str) -> None:
+        """Remove the stack's unused old images from the engine PRUNE_DELAY seconds from
+        now: not while the build's own release starts its first task, which the engine's
+        image removals would slow down. A newer build moves the time on."""
+        timer = Timer(PRUNE_DELAY, self._prune, args=(stack_name, repository))
+        timer.daemon = True
+        with self._workers_lock:
+            earlier = self._prunes.pop(stack_name, None)
+            self._prunes[stack_name] = timer
+        if earlier is not None:
+            earlier.cancel()
+        timer.start()
+
+    def _prune(self, stack_name: str, repository: str) -> None:
+        with self._workers_lock:
+            self._prunes.pop(stack_name, None)
+        builder = self._builder_factory()
+        try:
+            removed = builder.prune(repository)
+        except StackyardError as exc:  # the engine keeps a few more images until next time
+            logger.warning("pruning old images of %s failed: %s", repository, exc)
+            return
+        finally:
+            builder.close()
+        if removed:
+            logger.info("removed %d unused image(s) of %s", len(removed), repository)
+
     def forget(self, stack_name: str) -> None:
         """The stack was deleted: drop its git cache and its images from the engine."""
+        with self._workers_lock:
+            pending = self._prunes.pop(stack_name, None)
+        if pending is not None:
+            pending.cancel()
         self._source.remove(stack_name)
         builder = self._builder_factory()
         try:
@@ -472,25 +508,11 @@ class _BuildRun:
             )
             # Keep the newest image under `latest`: its layers are the next build's cache, and
             # the first task of this build starts without pulling. Older builds' images lost
-            # their tag: once the build is recorded, those no container uses are removed.
+            # their tag: a little after the build, those no container uses are removed.
             builder.untag(f"{repository}:{sha}")
         finally:
             builder.close()
-        self.cleanup.callback(self.prune, repository)
-
-    def prune(self, repository: str) -> None:
-        builder = self.service._builder_factory()
-        try:
-            removed = builder.prune(repository)
-        except StackyardError as exc:  # the build stands; the engine keeps a few more images
-            logger.warning("pruning old images of %s failed: %s", repository, exc)
-            return
-        finally:
-            builder.close()
-        if removed:
-            logger.info(
-                "removed %d unused image(s) of %s from the engine", len(removed), repository
-            )
+        self.cleanup.callback(self.service.prune_later, self.stack.name, repository)
 
     def digest_of(self, sha: str) -> str:
         """Read the digest from the registry, and make sure both tags point at it."""
