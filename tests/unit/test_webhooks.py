@@ -496,3 +496,16 @@ def test_gitlab_lists_at_most_20_commits() -> None:
     assert gitlab_push({**GITLAB_PUSH, "total_commits_count": 45}).changed_paths is None
     new_branch = gitlab_push({**GITLAB_PUSH, "before": ZERO})
     assert (new_branch.before, new_branch.changed_paths) == (None, None)
+
+
+def test_rotating_the_secret_retires_the_old_one(harness: Harness) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert harness.client.post("/api/v1/stacks/shop/webhook/rotate").status_code == 401
+    old = harness.secret
+    rotated = harness.client.post("/api/v1/stacks/shop/webhook/rotate", headers=auth).json()
+
+    assert rotated["secret"] != old
+    assert len(rotated["secret"]) == 64
+    assert harness.client.get("/api/v1/stacks/shop/webhook", headers=auth).json() == rotated
+    assert harness.github(GITHUB_PUSH, secret=old).status_code == 401
+    assert harness.github(GITHUB_PUSH, secret=rotated["secret"]).status_code == 202

@@ -51,9 +51,19 @@ def remote(stack: Stack, data_dir: DataDir = None, json_output: Json = False) ->
     )
 
 
-def webhook(stack: Stack, data_dir: DataDir = None, json_output: Json = False) -> None:
+def webhook(
+    stack: Stack,
+    rotate: Annotated[
+        bool,
+        typer.Option("--rotate", help="Make a new secret; the old one stops working at once."),
+    ] = False,
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
     """Print the GitHub and GitLab webhook URLs of a stack and its secret."""
-    info = ApiClient.discover(settings_for(data_dir)).get(f"/api/v1/stacks/{stack}/webhook")
+    client = ApiClient.discover(settings_for(data_dir))
+    path = f"/api/v1/stacks/{stack}/webhook"
+    info = client.request("POST", f"{path}/rotate") if rotate else client.get(path)
     if json_output:
         print_json(info)
         return
@@ -61,6 +71,8 @@ def webhook(stack: Stack, data_dir: DataDir = None, json_output: Json = False) -
     console.print(f"  github  {info['github_url']}", highlight=False, soft_wrap=True)
     console.print(f"  gitlab  {info['gitlab_url']}", highlight=False, soft_wrap=True)
     console.print(f"  secret  {info['secret']}", highlight=False, soft_wrap=True)
+    if rotate:
+        console.print("[yellow]New secret:[/] update it in every webhook that posts here.")
     console.print(
         "GitHub: Settings > Webhooks, secret above. GitLab: Settings > Webhooks, secret "
         "token above. The URL must be reachable from the git host: publish the API behind "

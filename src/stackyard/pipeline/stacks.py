@@ -147,6 +147,13 @@ class StackService:
                 stack.webhook_secret = secrets.token_hex(32)
             return stack.webhook_secret
 
+    def rotate_webhook_secret(self, name: str) -> str:
+        """A new webhook secret for the stack; deliveries signed with the old one fail."""
+        with self._sessions.begin() as session:
+            stack = self.row(session, name)
+            stack.webhook_secret = secrets.token_hex(32)
+            return stack.webhook_secret
+
     def delete(self, name: str) -> None:
         with self._sessions.begin() as session:
             session.delete(self.row(session, name))

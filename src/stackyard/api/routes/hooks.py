@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -241,7 +241,18 @@ class WebhookView(BaseModel):
 @admin_router.get("/{name}/webhook")
 def webhook(name: str, request: Request) -> WebhookView:
     """The webhook URLs and the stack's secret (made on first request)."""
-    secret = request.app.state.context.services.stacks.webhook_secret(name)
+    return _webhook_view(request, name, request.app.state.context.services.stacks.webhook_secret)
+
+
+@admin_router.post("/{name}/webhook/rotate")
+def rotate_webhook(name: str, request: Request) -> WebhookView:
+    """A new secret for the stack's webhooks (the old one stops working at once)."""
+    stacks = request.app.state.context.services.stacks
+    return _webhook_view(request, name, stacks.rotate_webhook_secret)
+
+
+def _webhook_view(request: Request, name: str, secret_of: Callable[[str], str]) -> WebhookView:
+    secret = secret_of(name)
     # The base the caller reached the API at: behind a proxy, that is the public one.
     base = str(request.base_url).rstrip("/")
     return WebhookView(
