@@ -13,25 +13,15 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 
-from stackyard.api.app import ApiContext, create_app
 from stackyard.cli.triggers import remote_url
-from stackyard.engines.fake import FakeEngine
-from stackyard.pipeline.runs import RunView
-from stackyard.pipeline.services import build_services
-from stackyard.pipeline.stacks import StackChanges
-from stackyard.platform.credentials import RegistryCredentials
-from stackyard.router.fake import FakeRouter
-from stackyard.settings import Settings
-from stackyard.store.database import migrate, open_database, session_factory
+from tests.recording_runs import RecordingRuns, recording_api
 
 from .conftest import RunningPlatform, free_port, start_platform, stop_platform
 from .gitrepo import GitRepo
@@ -39,50 +29,6 @@ from .gitrepo import GitRepo
 pytestmark = pytest.mark.integration
 
 TOKEN = "push-token-for-tests"
-
-
-@dataclass
-class RecordingRuns:
-    """`PipelineService.start_run` that records its arguments and starts nothing."""
-
-    calls: list[dict[str, Any]] = field(default_factory=list)
-
-    def start_run(
-        self,
-        stack_name: str,
-        *,
-        trigger: str,
-        ref: str | None = None,
-        commit: str | None = None,
-        before: str | None = None,
-        source_url: str | None = None,
-        changed_paths: list[str] | None = None,
-    ) -> RunView:
-        self.calls.append(
-            {
-                "stack": stack_name,
-                "trigger": trigger,
-                "ref": ref,
-                "commit": commit,
-                "before": before,
-                "source_url": source_url,
-                "changed_paths": changed_paths,
-            }
-        )
-        return RunView(
-            stack=stack_name,
-            number=len(self.calls),
-            ref=ref or "",
-            commit_sha=commit or "",
-            trigger=trigger,
-            status="QUEUED",
-            error="",
-            log_path="",
-            created_at=datetime.now(UTC),
-            started_at=None,
-            finished_at=None,
-            steps=[],
-        )
 
 
 @dataclass
@@ -100,35 +46,25 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     data_dir = tmp_path_factory.mktemp("gitapi") / "data"
     data_dir.mkdir()
     port = free_port()
-    settings = Settings(data_dir=data_dir, api_port=port)
-    database = open_database(settings.database_url)
-    migrate(database)
-    services = build_services(
-        settings,
-        session_factory(database),
-        RegistryCredentials("stackyard", "registry-password"),
-        engine=FakeEngine(),
-        router=FakeRouter(),
-    )
-    runs = RecordingRuns()
-    services.runs = runs  # type: ignore[assignment]
-    services.stacks.create("hello", StackChanges(repo="/nonexistent/upstream.git"))
-    app = create_app(ApiContext(settings, TOKEN, database, {}, services))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
-    try:
-        yield Api(settings.api_url, data_dir, runs)
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        database.dispose()
+    with recording_api(
+        data_dir, TOKEN, {"hello": "/nonexistent/upstream.git"}, api_port=port
+    ) as rec:
+        server = uvicorn.Server(
+            uvicorn.Config(
+                rec.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+            )
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.05)
+        try:
+            yield Api(rec.settings.api_url, data_dir, rec.runs)
+        finally:
+            server.should_exit = True
+            thread.join(20)
 
 
 def git(

@@ -19,17 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from stackyard.api.app import ApiContext, create_app
 from stackyard.api.routes.git import authenticated_user, basic_password
 from stackyard.cli.triggers import remote_url
-from stackyard.engines.fake import FakeEngine
 from stackyard.errors import PermanentError, RetryableError, UsageError
 from stackyard.pipeline.poller import PolledStack, Poller, due, new_commit
-from stackyard.pipeline.services import Services, build_services
+from stackyard.pipeline.services import Services
 from stackyard.pipeline.stacks import StackChanges
-from stackyard.platform.credentials import RegistryCredentials
-from stackyard.router.fake import FakeRouter
-from stackyard.settings import Settings
 from stackyard.source.base import Commit, Source
 from stackyard.source.git import parse_ls_remote
 from stackyard.source.remote import (
@@ -42,10 +37,8 @@ from stackyard.source.remote import (
     parse_ref_updates,
     post_receive_hook,
 )
-from stackyard.store.database import migrate, open_database, session_factory
 from stackyard.store.models import PipelineRun, Stack
-
-from .test_webhooks import RecordingRuns
+from tests.recording_runs import RecordingRuns, recording_api
 
 TOKEN = "admin-token-for-tests"
 OLD = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
@@ -68,22 +61,8 @@ class Harness:
 
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[Harness]:
-    settings = Settings(data_dir=tmp_path)
-    database = open_database(settings.database_url)
-    migrate(database)
-    services = build_services(
-        settings,
-        session_factory(database),
-        RegistryCredentials("stackyard", "registry-password"),
-        engine=FakeEngine(),
-        router=FakeRouter(),
-    )
-    runs = RecordingRuns()
-    services.runs = runs  # type: ignore[assignment]
-    services.stacks.create("hello", StackChanges(repo="/srv/git/hello.git"))
-    client = TestClient(create_app(ApiContext(settings, TOKEN, database, {}, services)))
-    yield Harness(client, services, runs, tmp_path)
-    database.dispose()
+    with recording_api(tmp_path, TOKEN, {"hello": "/srv/git/hello.git"}) as api:
+        yield Harness(TestClient(api.app), api.services, api.runs, tmp_path)
 
 
 # -- Basic auth on /git ---------------------------------------------------------------

@@ -10,8 +10,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -20,7 +19,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from stackyard.api.app import ApiContext, create_app
 from stackyard.api.routes.hooks import (
     MAX_BODY,
     changed_paths,
@@ -29,17 +27,11 @@ from stackyard.api.routes.hooks import (
     gitlab_push,
     gitlab_token_ok,
 )
-from stackyard.engines.fake import FakeEngine
 from stackyard.errors import RetryableError
-from stackyard.pipeline.runs import RunView
-from stackyard.pipeline.services import Services, build_services
-from stackyard.pipeline.stacks import StackChanges
-from stackyard.platform.credentials import RegistryCredentials
-from stackyard.router.fake import FakeRouter
-from stackyard.settings import Settings
+from stackyard.pipeline.services import Services
 from stackyard.source.remote import Push
-from stackyard.store.database import migrate, open_database, session_factory
 from stackyard.store.models import Stack
+from tests.recording_runs import RecordingRuns, recording_api
 
 TOKEN = "admin-token-for-tests"
 BEFORE = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
@@ -134,53 +126,6 @@ CHANGED = [
 
 
 @dataclass
-class RecordingRuns:
-    """Same signature as `PipelineService.start_run`; records calls, starts nothing."""
-
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    error: Exception | None = None
-
-    def start_run(
-        self,
-        stack_name: str,
-        *,
-        trigger: str,
-        ref: str | None = None,
-        commit: str | None = None,
-        before: str | None = None,
-        source_url: str | None = None,
-        changed_paths: list[str] | None = None,
-    ) -> RunView:
-        if self.error is not None:
-            raise self.error
-        self.calls.append(
-            {
-                "stack": stack_name,
-                "trigger": trigger,
-                "ref": ref,
-                "commit": commit,
-                "before": before,
-                "source_url": source_url,
-                "changed_paths": changed_paths,
-            }
-        )
-        return RunView(
-            stack=stack_name,
-            number=len(self.calls),
-            ref=ref or "",
-            commit_sha=commit or "",
-            trigger=trigger,
-            status="QUEUED",
-            error="",
-            log_path="",
-            created_at=datetime.now(UTC),
-            started_at=None,
-            finished_at=None,
-            steps=[],
-        )
-
-
-@dataclass
 class Harness:
     client: TestClient
     services: Services
@@ -223,23 +168,12 @@ def sign(secret: str, body: bytes) -> str:
 
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[Harness]:
-    settings = Settings(data_dir=tmp_path)
-    database = open_database(settings.database_url)
-    migrate(database)
-    services = build_services(
-        settings,
-        session_factory(database),
-        RegistryCredentials("stackyard", "registry-password"),
-        engine=FakeEngine(),
-        router=FakeRouter(),
-    )
-    runs = RecordingRuns()
-    services.runs = runs  # type: ignore[assignment]
-    services.stacks.create("shop", StackChanges(repo="https://github.com/acme/shop.git"))
-    services.stacks.create("other", StackChanges(repo="https://github.com/acme/other.git"))
-    client = TestClient(create_app(ApiContext(settings, TOKEN, database, {}, services)))
-    yield Harness(client, services, runs)
-    database.dispose()
+    stacks = {
+        "shop": "https://github.com/acme/shop.git",
+        "other": "https://github.com/acme/other.git",
+    }
+    with recording_api(tmp_path, TOKEN, stacks) as api:
+        yield Harness(TestClient(api.app), api.services, api.runs)
 
 
 # -- GitHub -----------------------------------------------------------------------------

@@ -1,0 +1,116 @@
+"""A stand-in for `PipelineService.start_run` that records each trigger and starts nothing,
+and the API app around it.
+
+Used by the webhook, poller and git-remote tests, which check exactly what a trigger
+passes on to the pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from stackyard.api.app import ApiContext, create_app
+from stackyard.engines.fake import FakeEngine
+from stackyard.pipeline.runs import RunView
+from stackyard.pipeline.services import Services, build_services
+from stackyard.pipeline.stacks import StackChanges
+from stackyard.platform.credentials import RegistryCredentials
+from stackyard.router.fake import FakeRouter
+from stackyard.settings import Settings
+from stackyard.store.database import migrate, open_database, session_factory
+
+
+@dataclass
+class RecordingRuns:
+    """Same signature as `PipelineService.start_run`; records calls, starts nothing.
+
+    ``error``, when set, is raised instead (the pipeline refusing the run).
+    """
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    error: Exception | None = None
+
+    def start_run(
+        self,
+        stack_name: str,
+        *,
+        trigger: str,
+        ref: str | None = None,
+        commit: str | None = None,
+        before: str | None = None,
+        source_url: str | None = None,
+        changed_paths: list[str] | None = None,
+    ) -> RunView:
+        if self.error is not None:
+            raise self.error
+        self.calls.append(
+            {
+                "stack": stack_name,
+                "trigger": trigger,
+                "ref": ref,
+                "commit": commit,
+                "before": before,
+                "source_url": source_url,
+                "changed_paths": changed_paths,
+            }
+        )
+        return RunView(
+            stack=stack_name,
+            number=len(self.calls),
+            ref=ref or "",
+            commit_sha=commit or "",
+            trigger=trigger,
+            status="QUEUED",
+            error="",
+            log_path="",
+            created_at=datetime.now(UTC),
+            started_at=None,
+            finished_at=None,
+            steps=[],
+        )
+
+
+@dataclass
+class RecordingApi:
+    app: FastAPI
+    services: Services
+    runs: RecordingRuns
+    settings: Settings
+
+
+@contextmanager
+def recording_api(
+    data_dir: Path, token: str, stacks: dict[str, str], **settings_fields: Any
+) -> Iterator[RecordingApi]:
+    """The real API app on a fresh store in ``data_dir`` (fake engine and router), with
+    ``stacks`` (name -> repo) created and a RecordingRuns in place of the pipeline."""
+    settings = Settings(data_dir=data_dir, **settings_fields)
+    database = open_database(settings.database_url)
+    migrate(database)
+    services = build_services(
+        settings,
+        session_factory(database),
+        RegistryCredentials("stackyard", "registry-password"),
+        engine=FakeEngine(),
+        router=FakeRouter(),
+    )
+    runs = RecordingRuns()
+    services.runs = runs  # type: ignore[assignment]
+    for name, repo in stacks.items():
+        services.stacks.create(name, StackChanges(repo=repo))
+    try:
+        yield RecordingApi(
+            create_app(ApiContext(settings, token, database, {}, services)),
+            services,
+            runs,
+            settings,
+        )
+    finally:
+        database.dispose()
