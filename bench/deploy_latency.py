@@ -14,7 +14,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -31,7 +30,7 @@ import httpx
 from tests.integration.conftest import RunningPlatform, free_port, start_platform, stop_platform
 from tests.integration.gitrepo import GitRepo
 
-from bench.report import update_section
+from bench.report import bench_main
 
 DOCKER = "/usr/bin/docker"
 STACK = "lat"
@@ -317,15 +316,7 @@ def report(runs: int, results: Results) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
-    args = parser.parse_args()
-    results = measure(args.runs)
-    body = report(args.runs, results)
-    print(body)
-    if not args.no_write:
-        update_section("deploy_latency", body)
+    bench_main("deploy_latency", __doc__, measure, report)
 
 
 if __name__ == "__main__":

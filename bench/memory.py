@@ -15,7 +15,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ import httpx
 from tests.integration.conftest import RunningPlatform, start_platform, stop_platform
 from tests.integration.gitrepo import GitRepo
 
-from bench.report import update_section
+from bench.report import bench_main
 
 GOAL_MB = 150.0
 DOCKER = "/usr/bin/docker"
@@ -313,15 +312,7 @@ def report(results: Results) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3, help="pipeline runs (default 3)")
-    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
-    args = parser.parse_args()
-    results = measure(args.runs)
-    body = report(results)
-    print(body)
-    if not args.no_write:
-        update_section("memory", body)
+    bench_main("memory", __doc__, measure, lambda _runs, results: report(results), runs=3)
 
 
 if __name__ == "__main__":

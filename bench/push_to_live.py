@@ -21,7 +21,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -41,7 +40,7 @@ from tests.integration.conftest import RunningPlatform, free_port, start_platfor
 from tests.integration.gitrepo import EXAMPLES, GitRepo
 
 from bench.deploy_latency import log_marks
-from bench.report import update_section
+from bench.report import bench_main
 
 GOAL = 1.5  # Stackyard's push-to-live at most this many times the plain build + run
 DOCKER = "/usr/bin/docker"
@@ -499,15 +498,7 @@ def report(runs: int, results: Results) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
-    args = parser.parse_args()
-    results = measure(args.runs)
-    body = report(args.runs, results)
-    print(body)
-    if not args.no_write:
-        update_section("push_to_live", body)
+    bench_main("push_to_live", __doc__, measure, report)
 
 
 if __name__ == "__main__":
