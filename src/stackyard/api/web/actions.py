@@ -7,6 +7,7 @@ script then replaces the POST in the history, so a reload does not send it twice
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -80,8 +81,13 @@ def _field(form: dict[str, str], name: str) -> str:
     return value
 
 
-def _stack_result(request: Request, name: str, notice: str) -> HTMLResponse:
-    context = stack_context(request, name)
+def _on_stack(request: Request, name: str, act: Callable[[], str]) -> HTMLResponse:
+    """Do a stack page's action; the page again with what happened, or the problem."""
+    try:
+        notice = act()
+        context = stack_context(request, name)
+    except StackyardError as exc:
+        return problem(request, exc)
     return page(
         request, "stack.html", {**context, "notice": notice, "canonical": f"/ui/stacks/{name}"}
     )
@@ -89,36 +95,36 @@ def _stack_result(request: Request, name: str, notice: str) -> HTMLResponse:
 
 @router.post("/stacks/{name}/runs")
 def start_run(request: Request, name: str, _form: Form) -> HTMLResponse:
-    try:
+    def act() -> str:
         run = services(request).runs.start_run(name, trigger="console")
-        return _stack_result(request, name, f"Started pipeline run {run.number}.")
-    except StackyardError as exc:
-        return problem(request, exc)
+        return f"Started pipeline run {run.number}."
+
+    return _on_stack(request, name, act)
 
 
 @router.post("/stacks/{name}/approve")
 def approve(request: Request, name: str, form: Form) -> HTMLResponse:
-    try:
+    def act() -> str:
         stage = _field(form, "stage")
         run = services(request).runs.approve(name, stage, by="console")
-        return _stack_result(request, name, f"Approved {stage} for run {run.number}.")
-    except StackyardError as exc:
-        return problem(request, exc)
+        return f"Approved {stage} for run {run.number}."
+
+    return _on_stack(request, name, act)
 
 
 @router.post("/stacks/{name}/promote")
 def promote(request: Request, name: str, form: Form) -> HTMLResponse:
-    try:
+    def act() -> str:
         stage = _field(form, "stage")
         run = services(request).runs.promote(name, stage)
-        return _stack_result(request, name, f"Promoting to {stage}: pipeline run {run.number}.")
-    except StackyardError as exc:
-        return problem(request, exc)
+        return f"Promoting to {stage}: pipeline run {run.number}."
+
+    return _on_stack(request, name, act)
 
 
 @router.post("/stacks/{name}/rollback")
 def rollback(request: Request, name: str, form: Form) -> HTMLResponse:
-    try:
+    def act() -> str:
         stage = _field(form, "stage")
         to_text = form.get("to", "").strip()
         if to_text and not to_text.isdigit():
@@ -126,22 +132,21 @@ def rollback(request: Request, name: str, form: Form) -> HTMLResponse:
         deployment = services(request).deploy.rollback(
             name, stage, int(to_text) if to_text else None
         )
-        notice = (
+        return (
             f"Rolling back {stage} to the image and config of an earlier release: "
             f"release {deployment.release_number}, deployment {deployment.number}."
         )
-        return _stack_result(request, name, notice)
-    except StackyardError as exc:
-        return problem(request, exc)
+
+    return _on_stack(request, name, act)
 
 
 @router.post("/stacks/{name}/runs/{number}/cancel")
 def cancel(request: Request, name: str, number: int, _form: Form) -> HTMLResponse:
-    try:
+    def act() -> str:
         run = services(request).runs.cancel(name, number)
-        return _stack_result(request, name, f"Run {run.number} {run.status}.")
-    except StackyardError as exc:
-        return problem(request, exc)
+        return f"Run {run.number} {run.status}."
+
+    return _on_stack(request, name, act)
 
 
 def _variables_result(
