@@ -8,8 +8,10 @@ their own tests (test_deploy_plan.py); these check that the executor carries the
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +25,10 @@ from stackyard.engines.base import (
     LABEL_STAGE,
     Health,
     RegistryLogin,
+    TaskInfo,
+    TaskSpec,
 )
+from stackyard.engines.fake import FakeEngine
 from stackyard.pipeline.releases import config_snapshot
 from tests.unit.controller_fixtures import (
     KEY,
@@ -436,3 +441,25 @@ def test_a_task_stopped_for_failing_is_not_counted_again_after_a_restart(yard: Y
 
     yard.run_until(lambda: yard.status(number) == "FAILED")
     assert len(yard.started(V2)) == 3
+
+
+class MeetingEngine(FakeEngine):
+    """A FakeEngine whose starts wait for each other: they pass only when ``party`` of them
+    are under way at the same time."""
+
+    def __init__(self, party: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.meeting = threading.Barrier(party, timeout=10)
+
+    def start(self, spec: TaskSpec) -> TaskInfo:
+        self.meeting.wait()  # BrokenBarrierError (a failed start) if they come one by one
+        return super().start(spec)
+
+
+def test_the_tasks_of_a_rollout_start_together(yard: Yard) -> None:
+    engine = MeetingEngine(3, clock=yard.clock)
+    yard.engine = engine
+    yard.restart_controller()  # a control plane on this engine
+    yard.ship(V1, replicas=3)
+    assert len(engine.calls_to("start")) == 3
+    assert yard.releases_running() == ["1", "1", "1"]

@@ -138,6 +138,7 @@ class Controller:
         self._ports_lock = threading.Lock()
         self._reserved: set[int] = set()
         self._stoppers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="task-stop")
+        self.starters = ThreadPoolExecutor(max_workers=4, thread_name_prefix="task-start")
         self._stopped = threading.Event()
 
     # -- lifecycle
@@ -165,6 +166,7 @@ class Controller:
         for loop in loops:
             loop.stop()
         self._stoppers.shutdown(wait=True)
+        self.starters.shutdown(wait=True)
 
     def wake(self, key: StageKey) -> None:
         with self._lock:
@@ -513,9 +515,8 @@ class _StageLoop:
             with contextlib.suppress(StackyardError):
                 self.c.engine.remove(task_id)
             self._forget(task_id)
-        if plan.outcome is not Outcome.FAILED:
-            for _ in range(plan.start):
-                self._start_task(target)
+        if plan.outcome is not Outcome.FAILED and plan.start:
+            self._start_tasks(target, plan.start)
         self._progress(target, observed)
         if plan.outcome is Outcome.COMPLETED and target.deployment is not None:
             self._finish(target, "COMPLETED", "")
@@ -570,7 +571,36 @@ class _StageLoop:
             target.route = Route(name=route.name, port=row.port, host=None)
         self._say(target, f"port {route.port} was taken by another process; serving on {row.port}")
 
-    def _start_task(self, target: _Target) -> None:
+    def _start_tasks(self, target: _Target, count: int) -> None:
+        """Start ``count`` tasks of the target release, the engine's part concurrently: a
+        20-replica rollout should not take 20 container starts one after another."""
+        specs = [spec for spec in (self._task_spec(target) for _ in range(count)) if spec]
+        if len(specs) > 1:
+            outcomes = list(self.c.starters.map(self._engine_start, specs))
+        else:
+            outcomes = [self._engine_start(spec) for spec in specs]
+        for spec, outcome in zip(specs, outcomes, strict=True):
+            if isinstance(outcome, StackyardError):
+                reason = f"task {spec.name} failed to start: {outcome.message}"
+                self._say(target, reason)
+                if target.deployment is not None:
+                    self._bump_failures(target, reason)
+                continue
+            self._tracker(target.stage).watch(outcome.id, time.monotonic())
+            self._say(target, f"started task {outcome.name} on port {spec.port} ({spec.image})")
+            self._count(target, "tasks_started")
+
+    def _engine_start(self, spec: TaskSpec) -> TaskInfo | StackyardError:
+        try:
+            return self.c.engine.start(spec)
+        except StackyardError as exc:
+            return exc
+        finally:
+            self.c.release_port(spec.port)  # the task's label holds it from now on
+
+    def _task_spec(self, target: _Target) -> TaskSpec | None:
+        """What to start for one task of the target release, its port reserved; None (and
+        the failure counted) when its config cannot be made."""
         release = target.release
         try:
             env, files = self._task_config(release)
@@ -579,7 +609,7 @@ class _StageLoop:
             self._say(target, reason)
             if target.deployment is not None:
                 self._bump_failures(target, reason)
-            return
+            return None
         port = self.c.allocate_task_port()
         name = f"sy-{self.key.stack}-{self.key.stage}-r{release.number}-{secrets.token_hex(3)}"
         credentials = self.c.images.credentials
@@ -589,7 +619,7 @@ class _StageLoop:
             LABEL_DEPLOYMENT: str(target.deployment.number if target.deployment else 0),
             LABEL_PORT: str(port),
         }
-        spec = TaskSpec(
+        return TaskSpec(
             name=name,
             image=f"{self.c.images.image_url(self.key.stack)}@{release.digest}",
             port=port,
@@ -603,18 +633,6 @@ class _StageLoop:
             stop_timeout=target.stage.deploy.stop_timeout,
             login=RegistryLogin(self.c.images.endpoint, credentials.username, credentials.password),
         )
-        try:
-            task = self.c.engine.start(spec)
-        except StackyardError as exc:
-            self._say(target, f"task {name} failed to start: {exc.message}")
-            if target.deployment is not None:
-                self._bump_failures(target, f"task {name} failed to start: {exc.message}")
-            return
-        finally:
-            self.c.release_port(port)
-        self._tracker(target.stage).watch(task.id, time.monotonic())
-        self._say(target, f"started task {task.name} on port {port} ({spec.image})")
-        self._count(target, "tasks_started")
 
     def _task_config(self, release: Release) -> tuple[dict[str, str], dict[str, str]]:
         """A task's environment (the snapshot's variables, then its secrets, decrypted now)

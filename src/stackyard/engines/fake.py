@@ -6,6 +6,7 @@ digest with ``behave``. It refuses what docker refuses (tags, duplicate names, u
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -79,6 +80,7 @@ class FakeEngine(Engine):
         self._behaviours: dict[str, Behaviour] = {}
         self._tasks: dict[str, _Task] = {}
         self._started = 0
+        self._starting = threading.Lock()
 
     # -- scripting (tests only) ---------------------------------------------------------------
 
@@ -116,6 +118,10 @@ class FakeEngine(Engine):
             raise ComponentError("the fake engine is unreachable (reachable=False)")
 
     def start(self, spec: TaskSpec) -> TaskInfo:
+        with self._starting:  # the controller starts several tasks at once, as on Docker
+            return self._start(spec)
+
+    def _start(self, spec: TaskSpec) -> TaskInfo:
         self.calls.append(("start", (spec,)))
         _, digest = split_digest_reference(spec.image)
         behaviour = self._behaviours.get(digest, Behaviour())
