@@ -305,7 +305,7 @@ def report(runs: int, results: Results) -> str:
         "listens, and the same tick swaps the route from the old task to the new one (one "
         "replica: the old task leaves the route in the same change, so there is no mixed "
         "period). Caddy picks "
-        "the new upstreams up at its next SRV refresh (every 50 ms), which is the gap "
+        "the new upstreams up at its next SRV refresh (every 25 ms), which is the gap "
         "between `new task routed` and the first v2 answer. The drain (1 s) and the stop "
         "come after all traffic is on v2 and are not part of the latency. The machine is "
         "shared (2 cores, other tenants), so the spread is wide.",

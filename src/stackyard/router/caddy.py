@@ -24,7 +24,7 @@ HOSTS_FALLBACK = "stackyard-hosts-fallback"
 PREFIX = "sy-"
 SERVERS = "/config/apps/http/servers"
 # How often Caddy asks for a route's upstreams: the longest a switch takes to apply.
-REFRESH = "50ms"
+REFRESH = "25ms"
 # A request that meets an upstream which just went away is tried on another one.
 LOAD_BALANCING = {
     "selection_policy": {"policy": "round_robin"},

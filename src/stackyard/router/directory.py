@@ -2,7 +2,7 @@
 
 Caddy 2.6 re-creates its listeners on every config change, and Linux resets the odd new
 client connection still queued on the old socket. So Caddy's routes never change during
-a deployment: each route looks its upstreams up as SRV records (refreshed every 50 ms)
+a deployment: each route looks its upstreams up as SRV records (refreshed every 25 ms)
 from this small DNS responder on 127.0.0.1, and a switch is a change to this table.
 """
 
