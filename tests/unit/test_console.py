@@ -14,7 +14,13 @@ from bench.console_render import TOKEN, ConsoleYard, console_yard, digest_of, lo
 from fastapi.testclient import TestClient
 
 from stackyard.api.web.render import short_digest
-from stackyard.api.web.session import COOKIE, ConsoleSessions, safe_next
+from stackyard.api.web.session import (
+    COOKIE,
+    LOGIN_FAILURES,
+    LOGIN_WINDOW,
+    ConsoleSessions,
+    safe_next,
+)
 
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 
@@ -103,6 +109,29 @@ def test_login_sets_a_strict_http_only_cookie_without_the_token(yard: ConsoleYar
     assert "Path=/" in header
     assert TOKEN not in header
     assert yard.client.get("/ui/fragments/stacks").status_code == 200
+
+
+def test_wrong_tokens_in_a_row_slow_the_login_down(own: TestClient) -> None:
+    for _ in range(LOGIN_FAILURES):
+        assert own.post("/ui/login", data={"token": "guess"}).status_code == 401
+    refused = own.post("/ui/login", data={"token": TOKEN}, follow_redirects=False)
+    assert refused.status_code == 429  # even the right token waits out the window
+    assert "Too many wrong tokens" in refused.text
+    assert 0 < int(refused.headers["Retry-After"]) <= LOGIN_WINDOW
+    assert COOKIE not in refused.cookies
+
+
+def test_login_throttle_window_and_reset() -> None:
+    sessions = ConsoleSessions("token")
+    for second in range(LOGIN_FAILURES):
+        assert sessions.login_wait("1.2.3.4", now=float(second)) == 0
+        sessions.login_failed("1.2.3.4", now=float(second))
+    assert sessions.login_wait("1.2.3.4", now=5.0) == pytest.approx(LOGIN_WINDOW - 5.0)
+    assert sessions.login_wait("5.6.7.8", now=5.0) == 0  # another client is not slowed
+    assert sessions.login_wait("1.2.3.4", now=LOGIN_WINDOW + 0.5) == 0  # the oldest expired
+    sessions.login_failed("1.2.3.4", now=LOGIN_WINDOW + 1)
+    sessions.login_succeeded("1.2.3.4")
+    assert sessions.login_wait("1.2.3.4", now=LOGIN_WINDOW + 1) == 0
 
 
 def test_login_goes_only_to_console_pages() -> None:

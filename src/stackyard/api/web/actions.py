@@ -7,6 +7,7 @@ script then replaces the POST in the history, so a reload does not send it twice
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Annotated
 
@@ -52,13 +53,30 @@ async def login(request: Request) -> Response:
     form = await read_form(request)
     sessions = sessions_of(request)
     target = safe_next(form.get("next"))
+    client = request.client.host if request.client else "unknown"
+    wait = sessions.login_wait(client) if sessions is not None else 0.0
+    if wait > 0:
+        refused = page(
+            request,
+            "login.html",
+            {
+                "next": target,
+                "error": f"Too many wrong tokens from here; try again in {math.ceil(wait)} s.",
+            },
+            status_code=429,
+        )
+        refused.headers["Retry-After"] = str(math.ceil(wait))
+        return refused
     if sessions is None or not sessions.token_matches(form.get("token", "").strip()):
+        if sessions is not None:
+            sessions.login_failed(client)
         return page(
             request,
             "login.html",
             {"next": target, "error": "That is not the admin token."},
             status_code=401,
         )
+    sessions.login_succeeded(client)
     response = RedirectResponse(target, status_code=303)
     set_session_cookie(response, request, sessions.issue())
     return response

@@ -24,6 +24,11 @@ COOKIE = "stackyard_session"
 CSRF_FIELD = "csrf_token"
 LIFETIME = 12 * 3600
 MAX_FORM_BYTES = 64 * 1024
+# Wrong admin tokens from one client: after LOGIN_FAILURES within LOGIN_WINDOW seconds,
+# its logins are refused until the window has passed (the token is 256 random bits; this
+# only keeps guessing slow and loud).
+LOGIN_FAILURES = 5
+LOGIN_WINDOW = 60.0
 
 
 @dataclass(frozen=True)
@@ -43,10 +48,35 @@ class ConsoleSessions:
         self._key = key or secrets.token_bytes(32)
         self._lifetime = lifetime
         self._revoked: dict[str, int] = {}
+        self._failures: dict[str, list[float]] = {}  # client -> times of wrong tokens
         self._lock = threading.Lock()
 
     def token_matches(self, given: str) -> bool:
         return bool(given) and hmac.compare_digest(given.encode(), self._token.encode())
+
+    def login_wait(self, client: str, now: float | None = None) -> float:
+        """Seconds before ``client`` may try a token again (0: now)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            recent = [t for t in self._failures.get(client, []) if now - t < LOGIN_WINDOW]
+            if recent:
+                self._failures[client] = recent
+            else:
+                self._failures.pop(client, None)
+            if len(recent) < LOGIN_FAILURES:
+                return 0.0
+            return LOGIN_WINDOW - (now - recent[-LOGIN_FAILURES])
+
+    def login_failed(self, client: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._failures.setdefault(client, []).append(now)
+            if len(self._failures) > 10_000:  # many clients: forget the oldest
+                self._failures.pop(next(iter(self._failures)))
+
+    def login_succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
 
     def issue(self) -> str:
         expires = int(time.time()) + self._lifetime
