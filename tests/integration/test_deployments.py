@@ -372,7 +372,12 @@ def test_deleting_a_stack_removes_what_the_platform_kept_for_it(
     remote = yard.data_dir / "remotes" / "doomed.git"
     assert remote.is_dir()
 
-    yard.cli("stacks", "delete", "doomed")
+    refused = yard.cli("stacks", "delete", "doomed", check=False)  # no terminal, no --yes
+    assert refused.returncode != 0
+    assert "stackyard stacks delete doomed --yes" in refused.stderr
+    version_served(url)  # nothing was deleted
+
+    yard.cli("stacks", "delete", "doomed", "--yes")
 
     with pytest.raises(httpx.TransportError):
         httpx.get(url + "/", timeout=5)  # its route's port is closed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, new_table, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.config.repos import URL_FORM
+from stackyard.errors import UsageError
 
 app = typer.Typer(help="Create, list, show, update and delete stacks.", no_args_is_help=True)
 
@@ -139,11 +141,33 @@ def update(
 
 
 @app.command("delete")
-def delete(name: str, data_dir: DataDir = None, json_output: Json = False) -> None:
+def delete(
+    name: str,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask; needed when not at a terminal.")
+    ] = False,
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
     """Delete a stack: its records, tasks, routes, git remote, and its images in the engine
     and the registry."""
+    if not yes:
+        _confirm_delete(name)
     ApiClient.discover(settings_for(data_dir)).request("DELETE", f"/api/v1/stacks/{name}")
     if json_output:
         print_json({"deleted": name})
     else:
         console.print(f"Deleted stack {name}.")
+
+
+def _confirm_delete(name: str) -> None:
+    """Deleting a stack cannot be undone: at a terminal, the user types its name."""
+    what = "its tasks, routes, history, git remote and images (engine and registry)"
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"deleting stack {name} removes {what}, and there is no terminal to confirm at",
+            hint=f"confirm with: stackyard stacks delete {name} --yes",
+        )
+    typed = typer.prompt(f"This deletes stack {name} with {what}.\nType its name to confirm")
+    if typed.strip() != name:
+        raise UsageError(f"'{typed.strip()}' is not '{name}': nothing was deleted")
