@@ -111,6 +111,6 @@ class BuildLog:
         if self._file is not None:
             self._file.write(entry.formatted() + "\n")
             self._file.flush()
-            changes.notify(str(self.path))  # its followers see the line now, not at a poll
+            changes.notify(self.path)  # its followers see the line now, not at a poll
         if self._sink is not None:
             self._sink(entry)

@@ -719,7 +719,7 @@ class _StageLoop:
                 row.reason = reason or row.reason
                 row.finished_at = datetime.now(UTC)
         self._say(target, f"deployment {status}" + (f": {reason}" if reason else ""))
-        changes.end(str(Path(target.deployment.log_path)))  # a waiting run, a log follower
+        changes.end(target.deployment.log_path)  # a waiting run, a log follower
         self.memory.deployment = None
 
     def _fail(self, target: _Target) -> None:

@@ -272,7 +272,7 @@ class BuildService:
                 log.line("stackyard", LineKind.MESSAGE, f"build SUCCEEDED: {outcome.digest}")
                 self._finish(stack_name, number, status="SUCCEEDED", outcome=outcome)
             finally:
-                changes.end(str(log_path))  # whoever waits for the end: a run, a log follower
+                changes.end(log_path)  # whoever waits for the end: a run, a log follower
                 try:
                     cleanup.close()
                 except Exception as exc:  # the build's result stands; the leftover is noted

@@ -657,7 +657,7 @@ class PipelineService:
             ):
                 step.status = "SKIPPED" if status in ("SUCCEEDED", "SKIPPED") else "CANCELLED"
         self._note(run_id, f"run {status}" + (f": {reason}" if reason else ""))
-        changes.end(str(Path(log_path)))  # a follower of the run's log
+        changes.end(log_path)  # a follower of the run's log
 
     def _note(self, run_id: int, text: str) -> None:
         run = self._run(run_id)

@@ -57,13 +57,12 @@ def _source(
 def follow_file(path: str, finished: Callable[[], bool]) -> Iterator[str]:
     """SSE events for each line of ``path`` as it grows, then ``end`` once finished."""
     offset, partial, quiet, ask = 0, b"", 0.0, True
-    topic = str(Path(path))
     while True:
-        seen = changes.generation(topic)
+        seen = changes.generation(path)
         # The store says whether it ended; it is asked at first, when the end was signalled,
         # and after a quiet POLL, not after every line. Decided before reading, so the last
         # lines are never missed.
-        done = (ask or changes.ended(topic)) and finished()
+        done = (ask or changes.ended(path)) and finished()
         data = b""
         if Path(path).is_file():
             with open(path, "rb") as handle:
@@ -84,7 +83,7 @@ def follow_file(path: str, finished: Callable[[], bool]) -> Iterator[str]:
         if quiet >= HEARTBEAT:
             quiet = 0.0
             yield ": keep-alive\n\n"
-        moved = changes.wait(topic, seen, POLL)  # the next line or the end wakes this
+        moved = changes.wait(path, seen, POLL)  # the next line or the end wakes this
         ask = not moved
         quiet = 0.0 if data else quiet + (0.0 if moved else POLL)
 
