@@ -42,7 +42,8 @@ def up(
     json_output: Json = False,
 ) -> None:
     """Start the API, the SQLite store, the registry and Caddy (Ctrl-C stops all)."""
-    from stackyard.platform.lifecycle import running_state, start_background
+    from stackyard.platform.lifecycle import start_background
+    from stackyard.platform.state import running_state
 
     if network_mode not in (None, "host", "bridge"):
         raise UsageError(f"--network-mode: '{network_mode}' is not host or bridge")
@@ -54,7 +55,7 @@ def up(
         caddy_admin_port=caddy_admin_port,
         network_mode=mode,
     )
-    existing = running_state(settings)
+    existing = running_state(settings.state_file)
     if existing is not None:
         if json_output:
             print_json({"status": "already running", **existing.__dict__})

@@ -12,15 +12,9 @@ from pathlib import Path
 import httpx
 
 from stackyard.errors import ComponentError
-from stackyard.platform import state as state_module
 from stackyard.platform.state import PlatformState, pid_alive, signal_pids, wait_gone
 from stackyard.platform.supervisor import tail
 from stackyard.settings import Settings
-
-
-def running_state(settings: Settings) -> PlatformState | None:
-    """The state of a platform running on this data dir, or None (stale files are ignored)."""
-    return state_module.running_state(settings.state_file)
 
 
 def foreground_argv(settings: Settings) -> list[str]:
