@@ -132,28 +132,25 @@ class DockerBuilder:
         of releases no task runs any more. The registry keeps every one of them (a rollback
         pulls it back), and an image a container still uses is left alone. Returns the
         references removed."""
-        removed = []
-        for summary in self._call(self._api.images, filters={"dangling": True}):
-            for reference in summary.get("RepoDigests") or []:
-                if not str(reference).startswith(f"{repository}@"):
-                    continue
-                try:  # drops our reference; the image goes with its last one
-                    self._api.remove_image(reference, force=False, noprune=False)
-                except docker.errors.APIError:
-                    continue  # a container uses it, or it is gone already
-                except docker.errors.DockerException as exc:
-                    raise _translate(exc) from exc
-                removed.append(str(reference))
-        return removed
+        untagged = self._call(self._api.images, filters={"dangling": True})
+        return self._remove_references(untagged, ("RepoDigests",), (f"{repository}@",))
 
     def remove_repository(self, repository: str) -> list[str]:
         """Drop every tag and digest reference of ``repository`` from the engine (the stack
         was deleted); an image another repository shares stays. Returns what went."""
+        images = self._call(self._api.images, name=repository)
+        fields, prefixes = ("RepoTags", "RepoDigests"), (f"{repository}:", f"{repository}@")
+        return self._remove_references(images, fields, prefixes)
+
+    def _remove_references(
+        self, images: list[dict[str, Any]], fields: tuple[str, ...], prefixes: tuple[str, ...]
+    ) -> list[str]:
+        """Remove the references (from the images' ``fields``) that start with ``prefixes``;
+        an image goes with its last reference. Returns the ones removed."""
         removed = []
-        for summary in self._call(self._api.images, name=repository):
-            references = [*(summary.get("RepoTags") or []), *(summary.get("RepoDigests") or [])]
-            for reference in references:
-                if not str(reference).startswith((f"{repository}:", f"{repository}@")):
+        for image in images:
+            for reference in (str(r) for name in fields for r in image.get(name) or []):
+                if not reference.startswith(prefixes):
                     continue
                 try:
                     self._api.remove_image(reference, force=False, noprune=False)
@@ -161,7 +158,7 @@ class DockerBuilder:
                     continue  # a container still uses it, or it is gone already
                 except docker.errors.DockerException as exc:
                     raise _translate(exc) from exc
-                removed.append(str(reference))
+                removed.append(reference)
         return removed
 
     def remove_image(self, reference: str) -> None:
