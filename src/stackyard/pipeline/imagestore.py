@@ -53,6 +53,10 @@ class ImageStore:
                 continue
         return found
 
+    def all_tag_digests(self, stack: str) -> dict[str, str]:
+        """The digest of every tag of the stack's repository."""
+        return self.tag_digests(stack, self.list_tags(stack))
+
     def digest(self, stack: str, tag: str) -> str:
         return self.client.resolve(stack, tag)
 
@@ -74,11 +78,11 @@ class ImageStore:
         (distribution deletes by digest, which would take both).
         """
         tags = list(tags)
-        current = self.tag_digests(stack, self.list_tags(stack))
+        current = self.all_tag_digests(stack)
         for tag, digest in plan_restores(current, previous, tags).items():
             self.client.retag(stack, digest, tag)
             log(f"restored {tag} -> {digest}")
-        restored = self.tag_digests(stack, self.list_tags(stack))
+        restored = self.all_tag_digests(stack)
         for removal in plan_removals(restored, previous, tags):
             names = ", ".join(removal.tags)
             if removal.kept_by:
@@ -93,7 +97,7 @@ class ImageStore:
     def forget(self, stack: str) -> int:
         """Delete every manifest of the stack's repository (the stack was deleted); blobs
         stay until the registry's garbage collection. Returns how many went."""
-        digests = set(self.tag_digests(stack, self.list_tags(stack)).values())
+        digests = set(self.all_tag_digests(stack).values())
         for digest in digests:
             self.client.delete_manifest(stack, digest)
         return len(digests)
