@@ -260,7 +260,7 @@ class BuildService:
         cleanup = ExitStack()
         with BuildLog(log_path, masker, None) as log:
             try:
-                outcome = _BuildRun(self, stack, number, ref, log).execute(cleanup)
+                outcome = _BuildRun(self, stack, number, ref, log, cleanup).execute()
             except StackyardError as exc:
                 log.line("stackyard", LineKind.MESSAGE, f"build FAILED: {exc.message}")
                 self._finish(stack_name, number, status="FAILED", error=exc.message)
@@ -313,7 +313,13 @@ class _BuildRun:
     """One build's steps: source, config, build (spec or default), digest from registry."""
 
     def __init__(
-        self, service: BuildService, stack: StackView, number: int, ref: str, log: BuildLog
+        self,
+        service: BuildService,
+        stack: StackView,
+        number: int,
+        ref: str,
+        log: BuildLog,
+        cleanup: ExitStack,
     ) -> None:
         self.service = service
         self.stack = stack
@@ -325,14 +331,13 @@ class _BuildRun:
         # checkout); called before the first push, so a failed build can restore them.
         self.previous: Callable[[], dict[str, str]] = dict
         self.pushed: str | None = None  # the digest the default build's push reported
-        self.cleanup = ExitStack()  # what runs once the result is recorded (execute's)
+        self.cleanup = cleanup  # runs once the result is recorded: checkout removal, prune
 
     def say(self, phase: str, text: str) -> None:
         self.log.line(phase, LineKind.MESSAGE, text)
 
-    def execute(self, cleanup: ExitStack) -> _Outcome:
+    def execute(self) -> _Outcome:
         """Run the build; the checkout stays until ``cleanup`` is closed."""
-        self.cleanup = cleanup
         source = self.service._source
         stack = self.stack
         self.say("source", f"resolving {self.ref} of {stack.repo}")
@@ -348,7 +353,7 @@ class _BuildRun:
             reading = reader.submit(self.images.tag_digests, stack.name, tags)
             self.previous = reading.result
             workspace = source.workspace(stack.name, commit.sha, self.service._work_dir)
-            checkout = cleanup.enter_context(workspace)
+            checkout = self.cleanup.enter_context(workspace)
             loaded = self.load_config(checkout)
             self.service._record(
                 stack.name, self.number, config=loaded.config.model_dump(mode="json")
