@@ -212,7 +212,7 @@ class Controller:
                 .join(Stack, Stack.id == StageRoute.stack_id)
                 .where(Stack.name == stack)
             ).all()
-        return [Route(name=f"{stack}-{stage}", port=port, host=host) for stage, port, host in rows]
+        return [stage_route(StageKey(stack, stage), port, host) for stage, port, host in rows]
 
     def forget(self, stack: str, routes: Sequence[Route] = ()) -> None:
         """A stack was deleted: stop its loops, remove its tasks, then its routes."""
@@ -270,6 +270,11 @@ class Controller:
             self.engine.stop(task_id, timeout)
         except StackyardError as exc:
             log.warning("stopping task %s failed: %s", task_id, exc)
+
+
+def stage_route(key: StageKey, port: int | None, host: str | None) -> Route:
+    """The router's route of a stage: named ``<stack>-<stage>``, on its port or host."""
+    return Route(name=f"{key.stack}-{key.stage}", port=port, host=host)
 
 
 def _candidates(low: int, high: int) -> list[int]:
@@ -434,7 +439,7 @@ class _StageLoop:
             row.host, row.port = None, stage.port
         elif row.port is None:
             row.host, row.port = None, self._free_route_port(session)
-        return Route(name=f"{self.key.stack}-{self.key.stage}", port=row.port, host=row.host)
+        return stage_route(self.key, row.port, row.host)
 
     def _free_route_port(self, session: Session) -> int:
         taken = {p for p in session.scalars(select(StageRoute.port)) if p is not None}
