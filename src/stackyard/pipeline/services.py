@@ -70,11 +70,11 @@ class Services:
         """Every value to mask in this stack's logs (the registry password, secrets)."""
         return [self.images.credentials.password, *self.variables.secret_values(stack)]
 
-    def delete_stack(self, name: str, remotes: HostedRemotes) -> list[str]:
+    def delete_stack(self, name: str, remotes: HostedRemotes) -> None:
         """Delete a stack and everything the platform keeps for it: its records first (so
         nothing new starts), then its tasks and routes, its git remote and cache, its
         images in the engine and its manifests in the registry. A clean-up step that fails
-        is logged and returned, and the others still run: the stack is gone either way."""
+        is logged, and the others still run: the stack is gone either way."""
         routes = self.controller.routes_of(name)
         self.stacks.delete(name)
         steps: list[tuple[str, Callable[[], object]]] = [
@@ -83,14 +83,11 @@ class Services:
             ("git cache and engine images", lambda: self.builds.forget(name)),
             ("registry manifests", lambda: self.images.forget(name)),
         ]
-        failed = []
         for what, step in steps:
             try:
                 step()
             except Exception as exc:  # keep going: each leftover is independent
                 log.warning("deleting stack %s: removing its %s failed: %s", name, what, exc)
-                failed.append(f"{what}: {exc}")
-        return failed
 
 
 def build_services(
