@@ -69,9 +69,7 @@ class ApiClient:
     ) -> Any:
         """Send one request; the decoded JSON answer (None for an empty body)."""
         body = None if json is None else _json_bytes(json)
-        status, reason, data = self._exchange(method, path, params, body, timeout)
-        if status >= 400:
-            raise _error_from(status, reason, data)
+        data = self._answer(method, path, params, body, timeout)
         return _json_loads(data) if data else None
 
     def get(self, path: str, *, params: Params | None = None) -> Any:
@@ -79,10 +77,7 @@ class ApiClient:
 
     def text(self, path: str, *, params: Params | None = None) -> str:
         """GET a plain-text resource (a log)."""
-        status, reason, data = self._exchange("GET", path, params, None, _DEFAULT)
-        if status >= 400:
-            raise _error_from(status, reason, data)
-        return data.decode("utf-8", "replace")
+        return self._answer("GET", path, params, None, _DEFAULT).decode("utf-8", "replace")
 
     def events(self, path: str, *, params: Params | None = None) -> Iterator[tuple[str, str]]:
         """The ``(event, data)`` pairs of a server-sent event stream, until it ends.
@@ -116,6 +111,20 @@ class ApiClient:
             self._connection = None
 
     # -- plumbing
+
+    def _answer(
+        self,
+        method: str,
+        path: str,
+        params: Params | None,
+        body: bytes | None,
+        timeout: float | None,
+    ) -> bytes:
+        """The body of a successful answer; an error answer raises its Stackyard error."""
+        status, reason, data = self._exchange(method, path, params, body, timeout)
+        if status >= 400:
+            raise _error_from(status, reason, data)
+        return data
 
     def _exchange(
         self,
