@@ -106,14 +106,23 @@ def _change_variables(
     json_output: bool,
 ) -> None:
     """One PATCH of the stack's variables, and what it set off (releases, a rebuild)."""
+    path = f"/api/v1/stacks/{stack}/variables"
+    _send_change("PATCH", path, _query(stage, build), body, data_dir, json_output)
+
+
+def _send_change(
+    method: str,
+    path: str,
+    params: dict[str, Any],
+    body: dict[str, Any] | None,
+    data_dir: Path | None,
+    json_output: bool,
+) -> None:
+    """One change of variables or secrets, then what it set off (releases, a rebuild).
+
+    No timeout: the API answers once the releases it made are recorded."""
     client = ApiClient.discover(settings_for(data_dir))
-    change = client.request(
-        "PATCH",
-        f"/api/v1/stacks/{stack}/variables",
-        params=_query(stage, build),
-        json=body,
-        timeout=None,
-    )
+    change = client.request(method, path, params=params, json=body, timeout=None)
     if json_output:
         print_json(change)
     else:
@@ -203,18 +212,8 @@ def secrets_set(
             + " (or run it in a terminal for a hidden prompt)",
         )
     value = _secret_value(key)
-    client = ApiClient.discover(settings_for(data_dir))
-    change = client.request(
-        "PUT",
-        f"/api/v1/stacks/{stack}/secrets/{key}",
-        params=_query(stage),
-        json={"value": value},
-        timeout=None,
-    )
-    if json_output:
-        print_json(change)
-    else:
-        _show_change(change)
+    path = f"/api/v1/stacks/{stack}/secrets/{key}"
+    _send_change("PUT", path, _query(stage), {"value": value}, data_dir, json_output)
 
 
 @secrets_app.command("list")
@@ -250,14 +249,5 @@ def secrets_unset(
     json_output: Json = False,
 ) -> None:
     """Remove a secret (its old versions stay, so a rollback can bring them back)."""
-    client = ApiClient.discover(settings_for(data_dir))
-    change = client.request(
-        "DELETE",
-        f"/api/v1/stacks/{stack}/secrets/{key}",
-        params=_query(stage),
-        timeout=None,
-    )
-    if json_output:
-        print_json(change)
-    else:
-        _show_change(change)
+    path = f"/api/v1/stacks/{stack}/secrets/{key}"
+    _send_change("DELETE", path, _query(stage), None, data_dir, json_output)
