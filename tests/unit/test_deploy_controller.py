@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from stackyard.config.stackfile import StackConfig
+from stackyard.config.models import StackConfig
 from stackyard.engines.base import (
     LABEL_DEPLOYMENT,
     LABEL_PLATFORM,

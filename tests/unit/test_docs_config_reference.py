@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stackyard.config.stackfile import documented_fields, load_stack_config, render_reference
+from stackyard.config.loading import load_stack_config
+from stackyard.config.reference import documented_fields, render_reference
 from stackyard.config.yamlfile import load_yaml_file
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,18 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from stackyard.config.stackfile import (
+from stackyard.config.loading import (
     DEFAULT_FILE,
     LoadedConfig,
-    StackConfig,
-    StageConfig,
     deep_merge,
     find_override_files,
-    json_schema,
     load_stack_config,
-    memory_bytes,
-    rollout_problem,
 )
+from stackyard.config.models import StackConfig, StageConfig, json_schema, rollout_problem
+from stackyard.config.values import memory_bytes
 from stackyard.errors import ConfigError, NotFoundError
 
 

@@ -14,7 +14,7 @@ from stackyard.cli.output import console, err_console, print_json
 from stackyard.errors import ConfigError
 
 if TYPE_CHECKING:
-    from stackyard.config.stackfile import LoadedConfig
+    from stackyard.config.loading import LoadedConfig
     from stackyard.config.yamlfile import Problem
 
 # The config models load inside the commands: other ``stackyard`` commands start without them.
@@ -24,7 +24,7 @@ app = typer.Typer(help="Validate stackyard.yml and print its JSON Schema.", no_a
 
 def _locate(path: Path) -> tuple[Path, str]:
     """The repository directory and config file name that ``path`` stands for."""
-    from stackyard.config.stackfile import DEFAULT_FILE
+    from stackyard.config.loading import DEFAULT_FILE
 
     if path.is_dir():
         return path, DEFAULT_FILE
@@ -53,7 +53,7 @@ def _warning_json(problem: Problem) -> dict[str, Any]:
 def _print_summary(loaded: LoadedConfig, path: Path) -> None:
     from rich.table import Table
 
-    from stackyard.config.stackfile import DEFAULT_FILE
+    from stackyard.config.loading import DEFAULT_FILE
 
     config = loaded.config
     if loaded.is_default:
@@ -96,7 +96,7 @@ def check(
     Exits with status 2 when the configuration is invalid. Warnings (such as unknown
     keys) go to stderr and do not fail the check.
     """
-    from stackyard.config.stackfile import load_stack_config
+    from stackyard.config.loading import load_stack_config
 
     repo_dir, file = _locate(path)
     loaded = load_stack_config(repo_dir, file=file)
@@ -122,6 +122,6 @@ def schema(
     ] = True,
 ) -> None:
     """Print the JSON Schema of stackyard.yml, for editors and linters."""
-    from stackyard.config.stackfile import json_schema
+    from stackyard.config.models import json_schema
 
     print_json(json_schema())

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from stackyard import changes
 from stackyard.buildspec.buildlog import BuildLog, LineKind
 from stackyard.buildspec.masking import SecretMasker
-from stackyard.config.stackfile import StageConfig
+from stackyard.config.models import StageConfig
 from stackyard.deploy import records
 from stackyard.deploy.health import HealthSettings, HealthTracker
 from stackyard.deploy.plan import (

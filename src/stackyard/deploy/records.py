@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from stackyard.config.stackfile import StageConfig
+from stackyard.config.models import StageConfig
 from stackyard.errors import NotFoundError
 from stackyard.store.models import Deployment, Release
 

@@ -26,7 +26,7 @@ from stackyard.buildspec.buildlog import BuildLog, LineKind
 from stackyard.buildspec.masking import SecretMasker
 from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
 from stackyard.config.buildspec import load_buildspec
-from stackyard.config.stackfile import LoadedConfig, load_stack_config
+from stackyard.config.loading import LoadedConfig, load_stack_config
 from stackyard.errors import NotFoundError, StackyardError
 from stackyard.images.docker_builder import DockerBuilder, RegistryAuth
 from stackyard.images.dockerize import detect

@@ -22,7 +22,7 @@ from stackyard.buildspec.buildlog import BuildLog, LineKind
 from stackyard.buildspec.masking import SecretMasker
 from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
 from stackyard.config.buildspec import load_buildspec
-from stackyard.config.stackfile import StackConfig
+from stackyard.config.models import StackConfig
 from stackyard.deploy import records
 from stackyard.errors import NotFoundError, StackyardError, UsageError
 from stackyard.pipeline.imagestore import ImageStore

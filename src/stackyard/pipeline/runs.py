@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from stackyard import changes
 from stackyard.buildspec.buildlog import BuildLog, LineKind
 from stackyard.buildspec.masking import SecretMasker
-from stackyard.config.stackfile import StackConfig
+from stackyard.config.models import StackConfig
 from stackyard.deploy.records import TERMINAL as DEPLOYMENT_DONE
 from stackyard.deploy.service import DeployService
 from stackyard.errors import NotFoundError, StackyardError, UsageError

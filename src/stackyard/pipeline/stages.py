@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from stackyard.config.stackfile import default_stages
+from stackyard.config.models import default_stages
 from stackyard.errors import NotFoundError
 from stackyard.store.models import Build, Release, Stack
 

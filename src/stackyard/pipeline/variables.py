@@ -21,7 +21,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from stackyard.config.stackfile import RESERVED_PREFIX, RESERVED_VARIABLES, StageConfig
+from stackyard.config.models import StageConfig
+from stackyard.config.values import RESERVED_PREFIX, RESERVED_VARIABLES
 from stackyard.errors import NotFoundError, PermanentError, StackyardError, UsageError
 from stackyard.pipeline.stacks import StackService
 from stackyard.pipeline.stages import known_stages, require_stage
