@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from stackyard.errors import NotFoundError, PermanentError, RetryableError
-from stackyard.images.registry import DOCKER_MANIFEST, RegistryClient
+from stackyard.images.manifest import DOCKER_MANIFEST
+from stackyard.images.registry import RegistryClient
 from tests.integration.conftest import free_port
 from tests.integration.registry_fixtures import (  # noqa: F401 - fixtures
     LiveRegistry,

@@ -12,16 +12,11 @@ import httpx
 import pytest
 
 from stackyard.errors import NotFoundError, PermanentError, RetryableError, UsageError
-from stackyard.images.registry import (
-    DOCKER_MANIFEST,
-    OCI_INDEX,
-    ImageReference,
-    Manifest,
-    ManifestRef,
-    RegistryClient,
-    default_scheme,
-)
+from stackyard.images.manifest import DOCKER_MANIFEST, OCI_INDEX, Manifest
+from stackyard.images.reference import ImageReference, ManifestRef
+from stackyard.images.registry import RegistryClient
 from stackyard.images.registry_auth import parse_challenge
+from stackyard.images.registry_transport import default_scheme
 
 ENDPOINT = "registry.test"
 DIGEST = "sha256:" + "a" * 64

@@ -1,6 +1,6 @@
 """Authentication for the registry client: HTTP basic and the bearer token flow.
 
-``RegistryClient`` (registry.py) asks ``RegistryAuth`` for headers before a request and
+``RegistryTransport`` (registry_transport.py) asks ``RegistryAuth`` for headers before a request and
 hands it each 401 challenge; the token flow is the one Docker Hub, GHCR and ECR use.
 """
 

@@ -1,0 +1,288 @@
+"""HTTP to one registry endpoint: auth challenges, retries with backoff, and error mapping.
+
+The registry client (registry.py) and the blob transfer (registry_blobs.py) send every
+request through ``RegistryTransport``; it turns HTTP statuses into Stackyard errors.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+from typing import TypeVar
+from urllib.parse import urljoin
+
+import httpx
+
+from stackyard.errors import NotFoundError, PermanentError, RetryableError, UsageError
+from stackyard.images.reference import is_host
+from stackyard.images.registry_auth import RegistryAuth, TokenRefused
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_BACKOFF = 30.0
+
+T = TypeVar("T")
+
+
+class Transient(Exception):
+    """One attempt failed in a way the next attempt may not: the transport retries it."""
+
+    def __init__(self, reason: str, cause: BaseException | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.cause = cause
+
+
+def default_scheme(endpoint: str) -> str:
+    """http for loopback registries (as Docker trusts them), https for everything else."""
+    host = endpoint.rsplit("]", 1)[0].lstrip("[") if endpoint.startswith("[") else endpoint
+    host = host.split(":")[0] if not endpoint.startswith("[") else host
+    if host == "localhost":
+        return "http"
+    try:
+        return "http" if ipaddress.ip_address(host).is_loopback else "https"
+    except ValueError:
+        return "https"
+
+
+def describe(exc: httpx.HTTPError) -> str:
+    """A transport failure in a few words: refused, cannot connect, timed out."""
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc).lower()
+        return "connection refused" if "refused" in text else f"cannot connect ({exc})"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    return str(exc) or type(exc).__name__
+
+
+def _error_messages(response: httpx.Response) -> str:
+    """The registry's own error text: ``errors[].code: message``, else the body's start."""
+    try:
+        body = response.json()
+    except (ValueError, httpx.ResponseNotRead):
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("errors"), list):
+        return "; ".join(
+            f"{e.get('code', '?')}: {e.get('message', '')}".strip(": ")
+            for e in body["errors"]
+            if isinstance(e, dict)
+        )
+    try:
+        return response.text[:200].strip()
+    except httpx.ResponseNotRead:
+        return ""
+
+
+def _status_text(response: httpx.Response) -> str:
+    """``HTTP 500 (UNKNOWN: ...)``, the registry's message only when it sent one."""
+    messages = _error_messages(response)
+    return f"HTTP {response.status_code}" + (f" ({messages})" if messages else "")
+
+
+def pull_scope(repository: str) -> str:
+    return f"repository:{repository}:pull"
+
+
+def push_scope(repository: str) -> str:
+    return f"repository:{repository}:pull,push"
+
+
+class RegistryTransport:
+    """Requests to one registry endpoint, e.g. ``127.0.0.1:5000`` or ``ghcr.io``.
+
+    Transient failures (refused, timeouts, 5xx, 429) are retried ``retries`` times in all
+    with exponential backoff from ``backoff`` seconds, then raised as RetryableError;
+    401/403/404/other 4xx raise at once.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        scheme: str | None = None,
+        retries: int = 4,
+        backoff: float = 0.5,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if "://" in endpoint:
+            given, _, endpoint = endpoint.partition("://")
+            scheme = scheme or given
+        endpoint = endpoint.rstrip("/")
+        if endpoint == "docker.io":
+            endpoint = "registry-1.docker.io"
+        if not endpoint or not is_host(endpoint):
+            raise UsageError(f"bad registry endpoint {endpoint!r}: expected host[:port]")
+        scheme = scheme or default_scheme(endpoint)
+        if scheme not in ("http", "https"):
+            raise UsageError(f"bad registry scheme {scheme!r}: use http or https")
+        if retries < 1:
+            raise UsageError(f"retries must be at least 1, not {retries}")
+        self.endpoint = endpoint
+        self.scheme = scheme
+        self.base_url = f"{scheme}://{endpoint}"
+        self.retries = retries
+        self.backoff = backoff
+        try:
+            self.auth = RegistryAuth(username, password)
+        except ValueError as exc:
+            raise UsageError(f"registry {endpoint}: {exc}") from exc
+        self.http = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            transport=transport,
+            follow_redirects=True,  # blob GETs redirect to object storage on ECR, GHCR, Hub
+            headers={"User-Agent": "stackyard"},
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def url(self, location: str) -> str:
+        """An absolute URL for a path or a ``Location`` header the registry sent."""
+        return urljoin(self.base_url + "/", location)
+
+    def paged(
+        self,
+        path: str,
+        key: str,
+        *,
+        operation: str,
+        scopes: tuple[str, ...],
+        page_size: int | None,
+        missing: str,
+    ) -> list[str]:
+        """Every item of a listing, following the ``Link: rel="next"`` pages."""
+        items: list[str] = []
+        url: str | None = path
+        params = {"n": str(page_size)} if page_size else None
+        while url is not None:
+            response = self.request(
+                "GET", url, operation=operation, scopes=scopes, params=params, missing=missing
+            )
+            params = None  # the next link carries its own query
+            items += response.json().get(key) or []
+            next_url = response.links.get("next", {}).get("url")
+            url = self.url(next_url) if next_url else None
+        return items
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        scopes: tuple[str, ...],
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+        missing: str | None = None,
+        allow: frozenset[int] | set[int] = frozenset(),
+    ) -> httpx.Response:
+        """Send with auth and retries; return a 2xx (or allowed) response, else raise."""
+        response = self.retrying(
+            operation,
+            lambda: self.send_once(
+                method, path, scopes=scopes, headers=headers, params=params, content=content
+            ),
+        )
+        if response.status_code in allow:
+            return response
+        self.check(response, operation, missing=missing)
+        return response
+
+    def retrying(self, operation: str, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` until it does not raise Transient, at most ``retries`` times."""
+        last: Transient | None = None
+        for number in range(1, self.retries + 1):
+            try:
+                return attempt()
+            except Transient as transient:
+                last = transient
+            if number < self.retries:
+                time.sleep(min(self.backoff * 2 ** (number - 1), MAX_BACKOFF))
+        reason = last.reason if last else "no attempt made"
+        raise RetryableError(
+            f"registry {self.endpoint} did not answer to {operation} "
+            f"after {self.retries} attempts: {reason}",
+            hint=f"is the registry at {self.base_url} running and reachable?",
+        ) from (last.cause if last else None)
+
+    def send_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        scopes: tuple[str, ...],
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Response:
+        """One request plus, on a 401 challenge, one authenticated retry."""
+        url = path if "://" in path else self.base_url + path
+        base_headers = dict(headers or {})
+
+        def send(extra: dict[str, str]) -> httpx.Response:
+            try:
+                response = self.http.request(
+                    method, url, headers={**base_headers, **extra}, params=params, content=content
+                )
+            except httpx.TransportError as exc:
+                raise Transient(describe(exc), exc) from exc
+            if response.status_code in RETRY_STATUSES:
+                raise Transient(_status_text(response))
+            return response
+
+        response = send(self.auth.headers(scopes))
+        challenge = response.headers.get("WWW-Authenticate")
+        if response.status_code != 401 or not challenge:
+            return response
+        try:
+            retry_headers = self.auth.answer(challenge, scopes, self._fetch_token)
+        except TokenRefused as refused:
+            return refused.response
+        return response if retry_headers is None else send(retry_headers)
+
+    def _fetch_token(
+        self, realm: str, params: list[tuple[str, str]], headers: dict[str, str]
+    ) -> httpx.Response:
+        try:
+            response = self.http.get(realm, params=tuple(params), headers=headers)
+        except httpx.TransportError as exc:
+            raise Transient(f"token service {realm}: {describe(exc)}", exc) from exc
+        if response.status_code in RETRY_STATUSES:
+            raise Transient(f"token service {realm} answered HTTP {response.status_code}")
+        return response
+
+    def check(
+        self, response: httpx.Response, operation: str, *, missing: str | None = None
+    ) -> None:
+        """Raise the Stackyard error for a 4xx answer; do nothing for a success."""
+        status = response.status_code
+        if status < 400:
+            return
+        where = f"registry {self.endpoint}"
+        if status == 401:
+            if self.auth.has_credentials:
+                raise PermanentError(
+                    f"{where} refused the credentials of user {self.auth.username!r} "
+                    f"to {operation}",
+                    hint="check the registry username and password",
+                )
+            raise PermanentError(
+                f"{where} requires credentials to {operation}",
+                hint="give the registry username and password",
+            )
+        if status == 404:
+            what = missing or operation
+            raise NotFoundError(
+                f"{what} not found in {where}",
+                hint="check the repository, tag or digest; list tags to see what exists",
+            )
+        if status == 403:
+            raise PermanentError(
+                f"{where} denied access to {operation}: {_status_text(response)}",
+                hint="the credentials lack permission for this repository",
+            )
+        raise PermanentError(f"{where} rejected {operation}: {_status_text(response)}")
