@@ -340,7 +340,7 @@ class _StageLoop:
             self._failures += 1
             self._failing_since = self._failing_since or time.monotonic()
             log.warning("stage %s: tick failed (%s): %s", self.key, type(exc).__name__, exc)
-            give_up = isinstance(exc, PermanentError) or (
+            give_up = not getattr(exc, "retryable", True) or (
                 time.monotonic() - self._failing_since > ERROR_BUDGET
             )
             self._note_error(exc, give_up=give_up)

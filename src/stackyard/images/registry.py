@@ -21,10 +21,10 @@ from stackyard.images.registry_transport import RegistryTransport, pull_scope, p
 class RegistryClient:
     """One registry endpoint, e.g. ``127.0.0.1:5000`` or ``ghcr.io``.
 
-    Transient failures (refused, timeouts, 5xx, 429) are retried ``retries`` times in all
+    Retryable failures (refused, timeouts, 5xx, 429) are tried ``retries`` times in all
     with exponential backoff from ``backoff`` seconds, then raised as RetryableError;
-    401/403/404/other 4xx raise at once. Counters (``blob_uploads``, ``blob_mounts``,
-    ``bytes_uploaded``, ``manifest_puts``) say what the client moved.
+    401/403/404/other 4xx are not retryable and raise at once. Counters (``blob_uploads``,
+    ``blob_mounts``, ``bytes_uploaded``, ``manifest_puts``) say what the client moved.
     """
 
     def __init__(

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import httpx
 
+from stackyard.errors import RetryableError
 from stackyard.images.manifest import Manifest
 from stackyard.images.registry_transport import (
     RETRY_STATUSES,
     RegistryTransport,
-    Transient,
     describe,
     pull_scope,
     push_scope,
@@ -129,7 +129,7 @@ class BlobTransfer:
     ) -> None:
         target = self.target
         if source.status_code in RETRY_STATUSES:
-            raise Transient(f"HTTP {source.status_code} reading the blob")
+            raise RetryableError(f"HTTP {source.status_code} reading the blob")
         if source.status_code != 200:
             source.read()
             self.source.check(source, operation, missing=f"blob {digest}")
@@ -146,7 +146,7 @@ class BlobTransfer:
         try:
             patch = target.http.patch(location, content=body(), headers=headers)
         except httpx.TransportError as exc:
-            raise Transient(describe(exc), exc) from exc
+            raise RetryableError(describe(exc)) from exc
         target.check(patch, operation)
         location = target.url(patch.headers.get("Location", location))
         # The upload URL carries state in its query; add the digest to it, do not replace it.

@@ -14,7 +14,13 @@ from urllib.parse import urljoin
 
 import httpx
 
-from stackyard.errors import NotFoundError, PermanentError, RetryableError, UsageError
+from stackyard.errors import (
+    NotFoundError,
+    PermanentError,
+    RetryableError,
+    StackyardError,
+    UsageError,
+)
 from stackyard.images.reference import is_host
 from stackyard.images.registry_auth import RegistryAuth, TokenRefused
 
@@ -22,15 +28,6 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF = 30.0
 
 T = TypeVar("T")
-
-
-class Transient(Exception):
-    """One attempt failed in a way the next attempt may not: the transport retries it."""
-
-    def __init__(self, reason: str, cause: BaseException | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.cause = cause
 
 
 def default_scheme(endpoint: str) -> str:
@@ -90,9 +87,9 @@ def push_scope(repository: str) -> str:
 class RegistryTransport:
     """Requests to one registry endpoint, e.g. ``127.0.0.1:5000`` or ``ghcr.io``.
 
-    Transient failures (refused, timeouts, 5xx, 429) are retried ``retries`` times in all
+    Retryable failures (refused, timeouts, 5xx, 429) are tried ``retries`` times in all
     with exponential backoff from ``backoff`` seconds, then raised as RetryableError;
-    401/403/404/other 4xx raise at once.
+    401/403/404/other 4xx are not retryable and raise at once.
     """
 
     def __init__(
@@ -193,21 +190,26 @@ class RegistryTransport:
         return response
 
     def retrying(self, operation: str, attempt: Callable[[], T]) -> T:
-        """Run ``attempt`` until it does not raise Transient, at most ``retries`` times."""
-        last: Transient | None = None
+        """Run ``attempt`` up to ``retries`` times while it fails with a retryable error.
+
+        An error that is not retryable (401, 404, a rejected request) is raised at once.
+        """
+        last: StackyardError | None = None
         for number in range(1, self.retries + 1):
             try:
                 return attempt()
-            except Transient as transient:
-                last = transient
+            except StackyardError as exc:
+                if not exc.retryable:
+                    raise
+                last = exc
             if number < self.retries:
                 time.sleep(min(self.backoff * 2 ** (number - 1), MAX_BACKOFF))
-        reason = last.reason if last else "no attempt made"
+        reason = last.message if last else "no attempt made"
         raise RetryableError(
             f"registry {self.endpoint} did not answer to {operation} "
             f"after {self.retries} attempts: {reason}",
             hint=f"is the registry at {self.base_url} running and reachable?",
-        ) from (last.cause if last else None)
+        ) from (last.__cause__ if last else None)
 
     def send_once(
         self,
@@ -229,9 +231,9 @@ class RegistryTransport:
                     method, url, headers={**base_headers, **extra}, params=params, content=content
                 )
             except httpx.TransportError as exc:
-                raise Transient(describe(exc), exc) from exc
+                raise RetryableError(describe(exc)) from exc
             if response.status_code in RETRY_STATUSES:
-                raise Transient(_status_text(response))
+                raise RetryableError(_status_text(response))
             return response
 
         response = send(self.auth.headers(scopes))
@@ -250,9 +252,9 @@ class RegistryTransport:
         try:
             response = self.http.get(realm, params=tuple(params), headers=headers)
         except httpx.TransportError as exc:
-            raise Transient(f"token service {realm}: {describe(exc)}", exc) from exc
+            raise RetryableError(f"token service {realm}: {describe(exc)}") from exc
         if response.status_code in RETRY_STATUSES:
-            raise Transient(f"token service {realm} answered HTTP {response.status_code}")
+            raise RetryableError(f"token service {realm} answered HTTP {response.status_code}")
         return response
 
     def check(
