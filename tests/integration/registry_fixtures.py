@@ -101,13 +101,23 @@ def running_registry(directory: Path) -> Iterator[LiveRegistry]:
         supervisor.stop()
 
 
-@pytest.fixture(scope="module")
-def live_registry() -> Iterator[LiveRegistry]:
+def _registry_for_a_module() -> Iterator[LiveRegistry]:
     with (
         tempfile.TemporaryDirectory(prefix="stackyard-registry-") as tmp,
         running_registry(Path(tmp)) as registry,
     ):
         yield registry
+
+
+@pytest.fixture(scope="module")
+def live_registry() -> Iterator[LiveRegistry]:
+    yield from _registry_for_a_module()
+
+
+@pytest.fixture(scope="module")
+def second_live_registry() -> Iterator[LiveRegistry]:
+    """Another registry, for copies between two registries."""
+    yield from _registry_for_a_module()
 
 
 @dataclass(frozen=True)

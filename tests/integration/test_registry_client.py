@@ -63,7 +63,7 @@ def test_retag_uploads_no_blob_and_keeps_the_digest(
     before = len(live_registry.access_log())
     with client(live_registry) as registry:
         digest = registry.retag(repo, "v2", "staging")
-        assert registry.blob_uploads == 0
+        assert registry.counts.blob_uploads == 0
     new = live_registry.access_log()[before:]
     blob_requests = [e for e in new if "/blobs/" in e.uri]
     manifest_puts = [e for e in new if e.method == "PUT" and "/manifests/" in e.uri]
@@ -80,7 +80,7 @@ def test_copy_to_another_repository_mounts_every_blob(
     before = len(live_registry.access_log())
     with client(live_registry) as registry:
         digest = registry.copy(repo, "v2", to_repository="eu/app", to_reference="staging")
-        mounts, uploads = registry.blob_mounts, registry.blob_uploads
+        mounts, uploads = registry.counts.blob_mounts, registry.counts.blob_uploads
         blobs = registry.get_manifest(repo, "v2").blobs()
     new = live_registry.access_log()[before:]
     assert digest == pushed_images.v2
@@ -104,8 +104,8 @@ def test_copy_to_another_registry_streams_blobs(
         digest = source.copy(repo, "v1", to_repository="mirror/app", target=target)
         assert digest == pushed_images.v1
         blobs = source.get_manifest(repo, "v1").blobs()
-        assert (target.blob_uploads, target.blob_mounts) == (len(blobs), 0)
-        assert target.bytes_uploaded > 0
+        assert (target.counts.blob_uploads, target.counts.blob_mounts) == (len(blobs), 0)
+        assert target.counts.bytes_uploaded > 0
         assert target.get_manifest("mirror/app", "v1").raw == source.get_manifest(repo, "v1").raw
         assert other.skopeo_digest("mirror/app", "v1") == pushed_images.v1
 

@@ -305,8 +305,8 @@ def test_retag_puts_the_exact_bytes_and_moves_no_blob() -> None:
     image = fake.push_image("app", "dev", [b"x" * 1000])
     with client_for(fake) as client:
         assert client.retag("app", "dev", "staging") == image.digest
-        assert client.blob_uploads == 0
-        assert client.manifest_puts == 1
+        assert client.counts.blob_uploads == 0
+        assert client.counts.manifest_puts == 1
     put = next(r for r in fake.requests if r.method == "PUT")
     assert put.content == image.raw
     assert put.headers["Content-Type"] == DOCKER_MANIFEST
@@ -321,7 +321,11 @@ def test_copy_within_a_registry_mounts_blobs() -> None:
         assert client.copy("app", "dev", to_repository="eu/app", to_reference="staging") == (
             image.digest
         )
-        assert (client.blob_mounts, client.blob_uploads, client.bytes_uploaded) == (3, 0, 0)
+        assert (
+            client.counts.blob_mounts,
+            client.counts.blob_uploads,
+            client.counts.bytes_uploaded,
+        ) == (3, 0, 0)
     mounts = [r for r in fake.requests if r.method == "POST"]
     assert mounts[0].url.params["from"] == "app"
     assert fake.tags[("eu/app", "staging")] == image.digest
@@ -333,8 +337,8 @@ def test_copy_to_another_registry_streams_blobs_then_the_manifest() -> None:
     with client_for(source) as src, client_for(target, "other.test") as dst:
         digest = src.copy("app", "dev", to_repository="app", target=dst)
         assert digest == image.digest
-        assert dst.blob_uploads == 3
-        assert dst.bytes_uploaded == sum(len(b) for b in source.blobs.values())
+        assert dst.counts.blob_uploads == 3
+        assert dst.counts.bytes_uploaded == sum(len(b) for b in source.blobs.values())
     assert target.manifests[("app", image.digest)][0] == image.raw
     assert target.tags[("app", "dev")] == image.digest
     last = target.requests[-1]
@@ -347,7 +351,7 @@ def test_copy_skips_blobs_the_target_already_has() -> None:
     target.push_image("app", "old", [b"l1", b"l3"])  # same first layer, other config
     with client_for(source) as src, client_for(target, "other.test") as dst:
         src.copy("app", "dev", to_repository="app", target=dst)
-        assert dst.blob_uploads == 1  # only the config
+        assert dst.counts.blob_uploads == 1  # only the config
 
 
 def test_copy_of_an_index_copies_each_child_first() -> None:

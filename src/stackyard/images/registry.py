@@ -1,31 +1,36 @@
-"""OCI distribution API client: resolve, read, retag, copy, list and delete images.
+"""The ``oci`` Registry: the OCI distribution API, spoken to any registry.
 
-Release and promotion code calls ``RegistryClient``; it speaks plain HTTP (httpx) to the
-embedded registry or to any OCI registry (ECR, GHCR, Harbor, Docker Hub). A retag copies
-the manifest bytes exactly, so a promoted tag has the very same digest and no layer moves.
+``RegistryClient`` talks plain HTTP (httpx, through registry_transport.py) to the embedded
+registry or to any OCI registry (ECR, GHCR, Harbor, Docker Hub). A retag copies the
+manifest bytes exactly, so a promoted tag has the very same digest and no layer moves.
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import ClassVar
 
 import httpx
 
-from stackyard.errors import PermanentError, UsageError
+from stackyard.errors import PermanentError
 from stackyard.images.manifest import ACCEPT, MANIFEST_MEDIA_TYPES, Manifest, media_type_in
 from stackyard.images.reference import ManifestRef, is_digest
-from stackyard.images.registry_blobs import BlobTransfer, TransferCounts, blob_exists
+from stackyard.images.registry_base import Registry, TransferCounts
+from stackyard.images.registry_blobs import BlobTransfer, blob_exists
 from stackyard.images.registry_transport import RegistryTransport, pull_scope, push_scope
 
 
-class RegistryClient:
+class RegistryClient(Registry):
     """One registry endpoint, e.g. ``127.0.0.1:5000`` or ``ghcr.io``.
 
     Retryable failures (refused, timeouts, 5xx, 429) are tried ``retries`` times in all
     with exponential backoff from ``backoff`` seconds, then raised as RetryableError;
-    401/403/404/other 4xx are not retryable and raise at once. Counters (``blob_uploads``,
-    ``blob_mounts``, ``bytes_uploaded``, ``manifest_puts``) say what the client moved.
+    401/403/404/other 4xx are not retryable and raise at once.
     """
+
+    name: ClassVar[str] = "oci"
+    supports_cross_repository_mount: ClassVar[bool] = True
+    supports_catalog: ClassVar[bool] = True  # the API has one; Docker Hub and GHCR refuse it
 
     def __init__(
         self,
@@ -54,32 +59,10 @@ class RegistryClient:
         self.base_url = self._transport.base_url
         self.counts = TransferCounts()
 
-    @property
-    def blob_uploads(self) -> int:
-        return self.counts.blob_uploads
-
-    @property
-    def blob_mounts(self) -> int:
-        return self.counts.blob_mounts
-
-    @property
-    def bytes_uploaded(self) -> int:
-        return self.counts.bytes_uploaded
-
-    @property
-    def manifest_puts(self) -> int:
-        return self.counts.manifest_puts
-
     # -- lifecycle
 
     def close(self) -> None:
         self._transport.close()
-
-    def __enter__(self) -> RegistryClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- reading
 
@@ -168,59 +151,9 @@ class RegistryClient:
         self.counts.manifest_puts += 1
         return response.headers.get("Docker-Content-Digest") or manifest.digest
 
-    def retag(self, repository: str, source: str, tag: str) -> str:
-        """Point ``tag`` at what ``source`` (a tag or digest) points at; no blob moves.
-
-        Returns the digest, which is the source's digest because the bytes are the same.
-        """
-        manifest = self.get_manifest(repository, source)
-        digest = self.put_manifest(repository, tag, manifest)
-        if digest != manifest.digest:
-            raise PermanentError(
-                f"registry {self.endpoint} stored {repository}:{tag} as {digest}, "
-                f"not {manifest.digest}: it rewrote the manifest"
-            )
-        return digest
-
-    def copy(
-        self,
-        repository: str,
-        reference: str,
-        *,
-        to_repository: str,
-        to_reference: str | None = None,
-        target: RegistryClient | None = None,
-    ) -> str:
-        """Copy an image (or an index with all its images) to another repository/registry.
-
-        Blobs are mounted when both sides are the same registry and streamed otherwise;
-        blobs the target already has are skipped. Returns the manifest digest.
-        """
-        destination = target or self
-        blobs = BlobTransfer(self._transport, destination._transport, destination.counts)
-        manifest = self.get_manifest(repository, reference)
-        for child in manifest.children():
-            child_manifest = self.get_manifest(repository, child)
-            blobs.copy_blobs(child_manifest, repository, to_repository)
-            destination.put_manifest(to_repository, child, child_manifest)
-        blobs.copy_blobs(manifest, repository, to_repository)
-        final = to_reference or (reference if not is_digest(reference) else manifest.digest)
-        return destination.put_manifest(to_repository, final, manifest)
-
-    def delete_tag(self, repository: str, tag: str) -> str:
-        """Delete the manifest ``tag`` points at, and return its digest.
-
-        CNCF distribution deletes by digest only, so EVERY tag that points at the same
-        digest disappears with it. Move the other tags first if they must stay.
-        """
-        digest = self.resolve(repository, tag)
-        self.delete_manifest(repository, digest)
-        return digest
-
     def delete_manifest(self, repository: str, digest: str) -> None:
         """Delete a manifest by digest (all its tags go with it); blobs stay until GC."""
-        if not is_digest(digest):
-            raise UsageError(f"delete_manifest needs a digest, not {digest!r}")
+        self.require_digest(digest)
         ref = ManifestRef(repository, digest)
         self._transport.request(
             "DELETE",
@@ -229,3 +162,12 @@ class RegistryClient:
             scopes=(f"repository:{repository}:delete", push_scope(repository)),
             missing=f"image {ref}",
         )
+
+    # -- blob moves
+
+    def _copy_blobs(
+        self, manifest: Manifest, repository: str, target: RegistryClient, to_repository: str
+    ) -> None:
+        mount = self.supports_cross_repository_mount and target.supports_cross_repository_mount
+        blobs = BlobTransfer(self._transport, target._transport, target.counts, mount=mount)
+        blobs.copy_blobs(manifest, repository, to_repository)

@@ -7,12 +7,12 @@ manifest itself is put afterwards, once every blob it names is in place.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 
 from stackyard.errors import RetryableError
 from stackyard.images.manifest import Manifest
+from stackyard.images.registry_base import TransferCounts
 from stackyard.images.registry_transport import (
     RETRY_STATUSES,
     RegistryTransport,
@@ -22,16 +22,6 @@ from stackyard.images.registry_transport import (
 )
 
 CHUNK = 1 << 20
-
-
-@dataclass
-class TransferCounts:
-    """What a registry client moved into its registry: the figures tests and benchmarks read."""
-
-    blob_uploads: int = 0
-    blob_mounts: int = 0
-    bytes_uploaded: int = 0
-    manifest_puts: int = 0
 
 
 def blob_exists(transport: RegistryTransport, repository: str, digest: str) -> bool:
@@ -46,14 +36,24 @@ def blob_exists(transport: RegistryTransport, repository: str, digest: str) -> b
 
 
 class BlobTransfer:
-    """Moves the blobs of manifests from ``source`` to ``target``, counting into ``counts``."""
+    """Moves the blobs of manifests from ``source`` to ``target``, counting into ``counts``.
+
+    Within one registry a blob is mounted from its repository when ``mount`` is set (the
+    adapter's ``supports_cross_repository_mount``), and streamed otherwise.
+    """
 
     def __init__(
-        self, source: RegistryTransport, target: RegistryTransport, counts: TransferCounts
+        self,
+        source: RegistryTransport,
+        target: RegistryTransport,
+        counts: TransferCounts,
+        *,
+        mount: bool = True,
     ) -> None:
         self.source = source
         self.target = target
         self.counts = counts
+        self.mount = mount
 
     def copy_blobs(self, manifest: Manifest, repository: str, to_repository: str) -> None:
         """Make every blob ``manifest`` names exist in ``to_repository`` of the target."""
@@ -63,7 +63,7 @@ class BlobTransfer:
                 continue  # already there: the manifest was read from this very repository
             if blob_exists(self.target, to_repository, digest):
                 continue
-            if same_registry and self._mount(to_repository, digest, repository):
+            if same_registry and self.mount and self._mount(to_repository, digest, repository):
                 continue
             self._stream_blob(repository, digest, to_repository)
 

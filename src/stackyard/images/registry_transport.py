@@ -15,7 +15,6 @@ from urllib.parse import urljoin
 import httpx
 
 from stackyard.errors import (
-    NotFoundError,
     PermanentError,
     RetryableError,
     StackyardError,
@@ -23,6 +22,7 @@ from stackyard.errors import (
 )
 from stackyard.images.reference import is_host
 from stackyard.images.registry_auth import RegistryAuth, TokenRefused
+from stackyard.images.registry_base import not_found
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF = 30.0
@@ -277,11 +277,7 @@ class RegistryTransport:
                 hint="give the registry username and password",
             )
         if status == 404:
-            what = missing or operation
-            raise NotFoundError(
-                f"{what} not found in {where}",
-                hint="check the repository, tag or digest; list tags to see what exists",
-            )
+            raise not_found(missing or operation, self.endpoint)
         if status == 403:
             raise PermanentError(
                 f"{where} denied access to {operation}: {_status_text(response)}",

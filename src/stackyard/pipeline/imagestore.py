@@ -1,7 +1,7 @@
 """The stack images in the platform's registry: one repository per stack, tags by digest.
 
 Builds, releases and the ``images`` listing go through this; it speaks to the registry
-only through ``RegistryClient`` (the OCI distribution API).
+only through the ``Registry`` seam (images/registry_base.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stackyard.errors import NotFoundError
-from stackyard.images.registry import RegistryClient
+from stackyard.images.registry_base import Registry
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class ImageGroup:
 
 
 class ImageStore:
-    def __init__(self, client: RegistryClient, credentials: Credentials) -> None:
+    def __init__(self, client: Registry, credentials: Credentials) -> None:
         self.client = client
         self.credentials = credentials
 
