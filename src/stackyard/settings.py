@@ -36,6 +36,8 @@ class Settings:
     network_mode: NetworkMode = "host"
     engine: str = "docker"  # an entry point name in the stackyard.engines group
     router: str = "caddy"  # an entry point name in the stackyard.routers group
+    source: str = "git"  # an entry point name in the stackyard.sources group
+    registry: str = "oci"  # an entry point name in the stackyard.registries group
     http_port: int = 80  # where the router serves stages that have a host name
     component_timeout: float = 20.0
 

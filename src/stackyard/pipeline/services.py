@@ -17,7 +17,7 @@ from stackyard import plugins
 from stackyard.deploy.controller import Controller, ControllerSettings
 from stackyard.deploy.service import DeployService
 from stackyard.engines.base import Engine
-from stackyard.images.registry import RegistryClient
+from stackyard.errors import require
 from stackyard.pipeline.builds import BuildService
 from stackyard.pipeline.imagestore import Credentials, ImageStore
 from stackyard.pipeline.poller import Poller
@@ -30,7 +30,6 @@ from stackyard.platform.state import ensure_platform_id
 from stackyard.router.base import Router
 from stackyard.secrets.vault import Vault
 from stackyard.settings import Settings
-from stackyard.source.git import GitSource
 from stackyard.source.remote import HostedRemotes
 from stackyard.store.models import Release
 
@@ -98,10 +97,9 @@ def build_services(
     engine: Engine | None = None,
     router: Router | None = None,
 ) -> Services:
-    source = GitSource(settings.data_dir / "git")
-    client = RegistryClient(
-        settings.registry_endpoint, username=registry.username, password=registry.password
-    )
+    offers = plugins.offers(settings, username=registry.username, password=registry.password)
+    source = plugins.create(plugins.source(settings.source), offers["source"])
+    client = plugins.create(plugins.registry(settings.registry), offers["registry"])
     images = ImageStore(client, Credentials(registry.username, registry.password))
     stacks = StackService(sessions)
     # The key is made on first use, outside the database: a stack without secrets needs none.
@@ -127,10 +125,15 @@ def build_services(
         secret_values=store.secret_values,
         resolve_secrets=store.resolve_secrets,
     )
-    engine = engine or plugins.load("engine", settings.engine)()
-    router = router or plugins.load("router", settings.router)(
-        settings.caddy_admin_url, host_port=settings.http_port
-    )
+    engine = engine or plugins.create(plugins.engine(settings.engine), offers["engine"])
+    if settings.network_mode == "bridge":
+        require(
+            engine,
+            "bridge_network",
+            needed_for="run tasks with bridge networking (network mode: bridge)",
+            hint="use the host network mode, or an engine that supports bridge networking",
+        )
+    router = router or plugins.create(plugins.router(settings.router), offers["router"])
     deploy: DeployService | None = None
 
     def rollback(stack: str, stage: str, number: int, source: str) -> Release:
