@@ -1,10 +1,14 @@
 """The `Source` seam: fetch a stack's repository, check out one commit, list changed paths.
 
-The pipeline calls it before a build; `stackyard.source.git` is the built-in implementation.
+The pipeline calls it before a build. `stackyard.source.git` is the built-in implementation,
+and `FakeSource` (source/fake.py) keeps repositories in memory for unit tests; both keep
+the contract in tests/source_contract.py. Implementations register under
+``stackyard.sources``.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -16,7 +20,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import ClassVar
 
-from stackyard.errors import UsageError
+from stackyard.errors import UsageError, require
+
+FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_STACK_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
 @dataclass(frozen=True)
@@ -75,13 +82,17 @@ class Source(ABC):
     def head(self, url: str, branch: str) -> str | None:
         """The sha ``branch`` points at in the remote ``url``, or None if it has no such branch.
 
-        Asks the remote only (no fetch, no cache); the poller calls it.
+        Asks the remote only (no fetch, no cache); the poller calls it. A source that
+        cannot (``supports_head`` false) raises UnsupportedError saying what to do.
         """
-        raise UsageError(
-            f"the {self.name!r} source cannot read a branch tip from a remote",
+        require(
+            self,
+            "head",
+            needed_for="read a branch tip from a remote, which polling needs",
             hint="use a source that supports polling (the built-in 'git' one), or turn "
             "polling off with `stackyard stacks update STACK --poll 0`",
         )
+        raise NotImplementedError(f"{type(self).__name__} declares supports_head but has no head")
 
     @contextmanager
     def workspace(self, stack: str, sha: str, parent: Path | None = None) -> Iterator[Path]:
@@ -130,3 +141,37 @@ def _matches(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
     if not path:
         return False
     return fnmatchcase(path[0], head) and _matches(rest, path[1:])
+
+
+# -- the seam's argument rules: every Source applies them before it touches anything ------
+
+
+def check_stack_name(stack: str) -> None:
+    """Stack names become cache directory names, so they must be plain."""
+    if not _STACK_NAME.fullmatch(stack):
+        raise UsageError(
+            f"invalid stack name {stack!r}",
+            hint="use lowercase letters, digits and '-', starting with a letter or digit",
+        )
+
+
+def check_ref_name(name: str, what: str) -> None:
+    """A branch or ref name that cannot be taken for an option or split into two."""
+    if not name or name.startswith("-") or any(ch.isspace() or ch == "\0" for ch in name):
+        raise UsageError(f"invalid {what} {name!r}")
+
+
+def check_sha(sha: str) -> None:
+    """A full lowercase hex commit sha (SHA-1 or SHA-256)."""
+    if not FULL_SHA.fullmatch(sha):
+        raise UsageError(
+            f"invalid commit sha {sha!r}", hint="give the full lowercase hex sha of a commit"
+        )
+
+
+def repo_relative(path: str) -> str:
+    """``path`` inside the repository, normalised (``./a//b`` is ``a/b``); never outside it."""
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if not parts or ".." in parts or path.startswith("/"):
+        raise UsageError(f"invalid path {path!r}", hint="give a path relative to the repo root")
+    return "/".join(parts)

@@ -28,15 +28,21 @@ from stackyard.errors import (
     RetryableError,
     UsageError,
 )
-from stackyard.source.base import Commit, Source
+from stackyard.source.base import (
+    FULL_SHA,
+    Commit,
+    Source,
+    check_ref_name,
+    check_sha,
+    check_stack_name,
+    repo_relative,
+)
 
 FETCH_TIMEOUT = 300.0
 """Seconds for any git call that talks to a remote (fetch, submodules, worktree add)."""
 LOCAL_TIMEOUT = 30.0
 """Seconds for a git call that only reads the local cache."""
 
-_STACK_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
-_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _SHORT_SHA = re.compile(r"[0-9a-fA-F]{4,64}")
 
 # Inherited variables that would point git at another repository, e.g. when Stackyard
@@ -153,7 +159,7 @@ class GitSource(Source):
 
     def resolve(self, stack: str, url: str, ref: str | None, branch: str) -> Commit:
         repo = self.repo_path(stack)
-        if ref is not None and _FULL_SHA.fullmatch(ref) and repo.exists():
+        if ref is not None and FULL_SHA.fullmatch(ref) and repo.exists():
             # A full sha names one commit forever: when the cache has it, nothing to fetch
             # (a pipeline run resolves its commit, then its build resolves it again).
             sha = self._verify(repo, f"{ref}^{{commit}}")
@@ -161,7 +167,7 @@ class GitSource(Source):
                 return self._commit(repo, sha)
         self.sync(stack, url)
         if ref is None:
-            _check_name(branch, "branch")
+            check_ref_name(branch, "branch")
             sha = self._verify(repo, f"refs/heads/{branch}^{{commit}}")
             if sha is None:
                 branches = self.branches(stack)
@@ -171,7 +177,7 @@ class GitSource(Source):
                     hint="push the branch, or set the stack's branch to one of these",
                 )
             return self._commit(repo, sha)
-        _check_name(ref, "ref")
+        check_ref_name(ref, "ref")
         sha = self._resolve_ref(repo, ref)
         if sha is None:
             raise NotFoundError(
@@ -218,8 +224,8 @@ class GitSource(Source):
 
     def read_file(self, stack: str, sha: str, path: str) -> bytes | None:
         repo = self._cached_repo(stack)
-        _check_sha(sha)
-        spec = f"{sha}:{_repo_relative(path)}"
+        check_sha(sha)
+        spec = f"{sha}:{repo_relative(path)}"
         try:  # one git call when the file is there (every pipeline run reads stackyard.yml)
             return self._git(
                 repo, "cat-file", "blob", spec, op=f"read {path}", may_fail=True
@@ -233,7 +239,7 @@ class GitSource(Source):
         repo = self._cached_repo(stack)
         self._require_commit(repo, stack, new_sha)
         if old_sha is not None:
-            _check_sha(old_sha)
+            check_sha(old_sha)
         if old_sha is None or self._verify(repo, f"{old_sha}^{{commit}}") is None:
             argv = ["ls-tree", "-r", "-z", "--name-only", new_sha]
         else:
@@ -242,7 +248,7 @@ class GitSource(Source):
         return [part.decode("utf-8", "surrogateescape") for part in output.split(b"\0") if part]
 
     def head(self, url: str, branch: str) -> str | None:
-        _check_name(branch, "branch")
+        check_ref_name(branch, "branch")
         url = normalise_url(url)
         try:
             out = _run(
@@ -389,7 +395,7 @@ class GitSource(Source):
         return repo
 
     def _require_commit(self, repo: Path, stack: str, sha: str) -> None:
-        _check_sha(sha)
+        check_sha(sha)
         if self._verify(repo, f"{sha}^{{commit}}") is None:
             raise NotFoundError(
                 f"commit {sha} is not in the repository cache of stack {stack!r}",
@@ -442,7 +448,7 @@ def parse_ls_remote(output: str, branch: str) -> str | None:
     wanted = f"refs/heads/{branch}"
     for line in output.splitlines():
         sha, _, ref = line.strip().partition("\t")
-        if ref == wanted and _FULL_SHA.fullmatch(sha):
+        if ref == wanted and FULL_SHA.fullmatch(sha):
             return sha
     return None
 
@@ -506,39 +512,11 @@ def remote_error(url: str, exc: GitFailed) -> PermanentError | RetryableError:
     )
 
 
-def check_stack_name(stack: str) -> None:
-    """Stack names become cache directory names, so they must be plain."""
-    if not _STACK_NAME.fullmatch(stack):
-        raise UsageError(
-            f"invalid stack name {stack!r}",
-            hint="use lowercase letters, digits and '-', starting with a letter or digit",
-        )
-
-
 def _is_scp_like(url: str) -> bool:
     # git's rule: a colon before the first slash means ``[user@]host:path`` over SSH.
     colon = url.find(":")
     slash = url.find("/")
     return colon > 0 and (slash == -1 or colon < slash)
-
-
-def _check_name(name: str, what: str) -> None:
-    if not name or name.startswith("-") or any(ch.isspace() or ch == "\0" for ch in name):
-        raise UsageError(f"invalid {what} {name!r}")
-
-
-def _check_sha(sha: str) -> None:
-    if not _FULL_SHA.fullmatch(sha):
-        raise UsageError(
-            f"invalid commit sha {sha!r}", hint="give the full lowercase hex sha of a commit"
-        )
-
-
-def _repo_relative(path: str) -> str:
-    parts = [part for part in path.split("/") if part not in ("", ".")]
-    if not parts or ".." in parts or path.startswith("/"):
-        raise UsageError(f"invalid path {path!r}", hint="give a path relative to the repo root")
-    return "/".join(parts)
 
 
 # -- doing: the one place a git process starts --------------------------------------

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stackyard.errors import ComponentError
-from stackyard.source.git import LOCAL_TIMEOUT, check_stack_name, git_env
+from stackyard.source.base import check_stack_name
+from stackyard.source.git import LOCAL_TIMEOUT, git_env
 
 ZERO_SHA = "0" * 40
 BRANCH_PREFIX = "refs/heads/"
