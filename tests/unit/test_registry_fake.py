@@ -46,6 +46,14 @@ def test_a_registry_without_mounts_sends_the_blobs_between_repositories() -> Non
     assert (registry.counts.blob_mounts, registry.counts.blob_uploads) == (0, 3)
 
 
+def test_a_subclass_that_moves_blobs_the_same_way_copies_to_its_base() -> None:
+    registry = NoMountRegistry()
+    registry.push_image("app", "v1", [b"a"])
+    target = FakeRegistry("other-registry.invalid")
+    digest = registry.copy("app", "v1", to_repository="app", target=target)
+    assert target.resolve("app", "v1") == digest
+
+
 def test_a_registry_with_mounts_links_the_blobs() -> None:
     registry = FakeRegistry()
     registry.push_image("app", "v1", [b"a", b"b"])

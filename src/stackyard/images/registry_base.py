@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import ClassVar, Self, cast
 
 from stackyard.errors import (
     NotFoundError,
@@ -141,14 +141,16 @@ class Registry(ABC):
         return destination.put_manifest(to_repository, final, manifest)
 
     def _same_kind(self, target: Registry) -> Self:
-        if type(target) is not type(self):
+        # Two registries can copy between them when they move blobs the same way: the same
+        # _copy_blobs (an ECR subclass of RegistryClient copies to a plain one).
+        if type(target)._copy_blobs is not type(self)._copy_blobs:
             raise UnsupportedError(
                 f"cannot copy from {type(self).__name__} ({self.name!r}) to "
                 f"{type(target).__name__} ({target.name!r}): a copy goes between "
                 "registries of one kind",
                 hint="copy through a registry of the same kind, or pull and push the image",
             )
-        return target
+        return cast(Self, target)
 
     @abstractmethod
     def _copy_blobs(
