@@ -36,7 +36,7 @@ from stackyard.engines.base import (
 )
 from stackyard.engines.fake import FakeEngine
 from stackyard.pipeline.services import Services, build_services
-from stackyard.platform.credentials import RegistryCredentials
+from stackyard.registry_login import RegistryLogin
 from stackyard.router.fake import FakeRouter
 from stackyard.settings import Settings
 from stackyard.store.database import migrate, open_database, session_factory
@@ -227,12 +227,12 @@ def console_yard(directory: Path, *, stacks: int) -> Iterator[ConsoleYard]:
     migrate(database)
     sessions = session_factory(database)
     engine = FakeEngine()
-    registry = RegistryCredentials("stackyard", "registry-password")
+    registry = RegistryLogin(settings.registry_endpoint, "stackyard", "registry-password")
     services = build_services(settings, sessions, registry, engine=engine, router=FakeRouter())
     seed(
         sessions, engine, services.controller.settings.platform_id, settings.logs_dir, stacks=stacks
     )
-    app = create_app(ApiContext(settings, TOKEN, database, {}, services))
+    app = create_app(ApiContext(settings, TOKEN, {}, services))
     try:
         with TestClient(app) as client:
             yield ConsoleYard(client, services, engine, sessions)

@@ -23,12 +23,12 @@ from stackyard.engines.base import (
     LABEL_STAGE,
     Engine,
     EngineError,
-    RegistryLogin,
     TaskInfo,
     TaskSpec,
     TaskState,
 )
 from stackyard.errors import NotFoundError
+from stackyard.registry_login import RegistryLogin
 
 RUN = uuid.uuid4().hex[:8]  # this test run's platform id and name prefix
 NAME_PREFIX = f"sytest-{RUN}-"

@@ -20,10 +20,10 @@ from stackyard.api.app import ApiContext, create_app
 from stackyard.engines.fake import FakeEngine
 from stackyard.pipeline.runs import RunView
 from stackyard.pipeline.services import Services, build_services
-from stackyard.pipeline.stacks import StackChanges
-from stackyard.platform.credentials import RegistryCredentials
+from stackyard.registry_login import RegistryLogin
 from stackyard.router.fake import FakeRouter
 from stackyard.settings import Settings
+from stackyard.stacks.service import StackChanges
 from stackyard.store.database import migrate, open_database, session_factory
 
 
@@ -97,7 +97,7 @@ def recording_api(
     services = build_services(
         settings,
         session_factory(database),
-        RegistryCredentials("stackyard", "registry-password"),
+        RegistryLogin(settings.registry_endpoint, "stackyard", "registry-password"),
         engine=FakeEngine(),
         router=FakeRouter(),
     )
@@ -107,7 +107,7 @@ def recording_api(
         services.stacks.create(name, StackChanges(repo=repo))
     try:
         yield RecordingApi(
-            create_app(ApiContext(settings, token, database, {}, services)),
+            create_app(ApiContext(settings, token, {}, services)),
             services,
             runs,
             settings,

@@ -24,7 +24,6 @@ from stackyard.engines.base import (
     LABEL_PLATFORM,
     EngineError,
     Health,
-    RegistryLogin,
     TaskSpec,
     TaskState,
 )
@@ -32,6 +31,7 @@ from stackyard.engines.docker import DockerEngine
 from stackyard.errors import ComponentError
 from stackyard.images.registry import RegistryClient
 from stackyard.plugins import load
+from stackyard.registry_login import RegistryLogin
 from tests.engine_contract import (
     RUN,
     ContractImages,

@@ -21,8 +21,9 @@ from stackyard.deploy import records
 from stackyard.deploy.controller import Controller, ControllerSettings, StageKey, address
 from stackyard.engines.base import LABEL_RELEASE, Health, TaskInfo, TaskSpec
 from stackyard.engines.fake import FakeEngine
+from stackyard.images.imagestore import ImageStore
 from stackyard.images.registry import RegistryClient
-from stackyard.pipeline.imagestore import Credentials, ImageStore
+from stackyard.registry_login import RegistryLogin
 from stackyard.router.fake import FakeRouter
 from stackyard.store.database import migrate, open_database, session_factory
 from stackyard.store.models import Deployment, Event, Release, Stack
@@ -143,7 +144,7 @@ class Yard:
         raise AssertionError(f"not done after {limit} ticks; tasks: {self.tasks()}")
 
     def rollback(self, stack: str, stage: str, number: int, source: str) -> Release:
-        """What DeployService.rollback_for_controller does, without the registry copy."""
+        """What ReleaseService.roll_back does, without the registry copy."""
         self.rollbacks.append(RollbackCall(stack, stage, number, source))
         with self.sessions.begin() as session:
             old = records.find_release(session, self.stack_id, stage, number)
@@ -291,7 +292,7 @@ def make_yard(tmp: Path) -> Iterator[Yard]:
         sessions=sessions,
         engine=FakeEngine(clock=clock),
         router=FakeRouter(),
-        images=ImageStore(client, Credentials("stackyard", "registry-password")),
+        images=ImageStore(client, RegistryLogin(REGISTRY, "stackyard", "registry-password")),
         clock=clock,
         stack_id=stack_id,
     )

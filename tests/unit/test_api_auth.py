@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from stackyard.api.app import ApiContext, create_app
 from stackyard.pipeline.services import build_services
-from stackyard.platform.credentials import RegistryCredentials
+from stackyard.registry_login import RegistryLogin
 from stackyard.settings import Settings
 from stackyard.store.database import migrate, open_database, session_factory
 
@@ -27,9 +27,9 @@ def client(tmp_path: Path) -> TestClient:
     settings = Settings(data_dir=tmp_path)
     database = open_database(settings.database_url)
     migrate(database)
-    registry = RegistryCredentials("stackyard", "registry-password")
+    registry = RegistryLogin(settings.registry_endpoint, "stackyard", "registry-password")
     services = build_services(settings, session_factory(database), registry)
-    app = create_app(ApiContext(settings, TOKEN, database, {}, services))
+    app = create_app(ApiContext(settings, TOKEN, {}, services))
     return TestClient(app)
 
 

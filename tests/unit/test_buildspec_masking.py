@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stackyard.buildspec.masking import SecretMasker
+from stackyard.secrets.masking import SecretMasker
 
 
 def streamed(masker: SecretMasker, text: str, size: int) -> str:

@@ -24,12 +24,12 @@ from stackyard.engines.base import (
     LABEL_STACK,
     LABEL_STAGE,
     Health,
-    RegistryLogin,
     TaskInfo,
     TaskSpec,
 )
 from stackyard.engines.fake import FakeEngine
 from stackyard.pipeline.releases import config_snapshot
+from stackyard.registry_login import RegistryLogin
 from tests.unit.controller_fixtures import (
     KEY,
     PLATFORM,

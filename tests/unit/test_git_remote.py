@@ -24,7 +24,6 @@ from stackyard.cli.triggers import remote_url
 from stackyard.errors import PermanentError, RetryableError, UsageError
 from stackyard.pipeline.poller import PolledStack, Poller, due, new_commit
 from stackyard.pipeline.services import Services
-from stackyard.pipeline.stacks import StackChanges
 from stackyard.source.base import Commit, Source
 from stackyard.source.git import parse_ls_remote
 from stackyard.source.remote import (
@@ -37,6 +36,7 @@ from stackyard.source.remote import (
     parse_ref_updates,
     post_receive_hook,
 )
+from stackyard.stacks.service import StackChanges
 from stackyard.store.models import PipelineRun, Stack
 from tests.recording_runs import RecordingRuns, recording_api
 

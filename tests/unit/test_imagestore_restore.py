@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from stackyard.pipeline.imagestore import (
-    Credentials,
+from stackyard.images.imagestore import (
     ImageStore,
     Removal,
     plan_removals,
     plan_restores,
 )
+from stackyard.registry_login import RegistryLogin
 
 from .test_registry_client import FakeRegistry, client_for
 
@@ -53,7 +53,7 @@ def test_nothing_to_remove_when_the_build_pushed_nothing_new() -> None:
 def test_restore_tags_puts_latest_back_and_removes_the_sha_tag() -> None:
     fake = FakeRegistry()
     good = fake.push_image("web", "latest", [b"good layer"]).digest
-    store = ImageStore(client_for(fake), Credentials("user", "secret"))
+    store = ImageStore(client_for(fake), RegistryLogin("127.0.0.1:5999", "user", "secret"))
     previous = store.tag_digests("web", ["latest", SHA])
     bad = fake.push_image("web", "latest", [b"bad layer"]).digest
     store.retag("web", bad, SHA)

@@ -12,7 +12,7 @@ import pytest
 
 from stackyard.errors import ComponentError
 from stackyard.platform.components import ComponentSpec, plan_caddy, plan_registry
-from stackyard.platform.credentials import ensure_registry_credentials, ensure_token
+from stackyard.platform.credentials import ensure_registry_login, ensure_token
 from stackyard.platform.supervisor import ProcessSupervisor, check_ports_free
 from stackyard.settings import Settings
 
@@ -45,7 +45,8 @@ def test_registry_plan_uses_binary_with_htpasswd_auth_on_loopback(tmp_path: Path
     config = json.loads(spec.files[settings.run_dir / "registry.yml"])
     assert config["http"]["addr"] == "127.0.0.1:15999"
     assert config["auth"]["htpasswd"]["path"] == str(tmp_path / "registry" / "htpasswd")
-    credentials = ensure_registry_credentials(tmp_path / "registry-credentials.json")
+    credentials = ensure_registry_login(tmp_path / "registry-credentials.json", "127.0.0.1:15999")
+    assert credentials.registry == "127.0.0.1:15999"
     line = (tmp_path / "registry" / "htpasswd").read_text().strip()
     user, hashed = line.split(":", 1)
     assert user == credentials.username

@@ -7,27 +7,26 @@ from pathlib import Path
 import pytest
 
 from stackyard.errors import ComponentError, ConfigError
-from stackyard.pipeline.variables import secrets_key
 from stackyard.secrets.envfile import render_env_file
-from stackyard.secrets.vault import SecretDecryptionError, Vault, new_key
+from stackyard.secrets.vault import SecretDecryptionError, Vault, key_file, new_key
 
 
 def test_the_key_file_is_made_on_first_use_with_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / "data" / "secrets.key"
-    vault = Vault(lambda: secrets_key(path))
+    vault = Vault(lambda: key_file(path))
     assert not path.exists()  # nothing encrypted yet: no key needed
     token = vault.encrypt("s3cr3t")
     assert path.stat().st_mode & 0o777 == 0o600
     assert "s3cr3t" not in token
-    assert Vault(lambda: secrets_key(path)).decrypt(token) == "s3cr3t"  # same key read back
+    assert Vault(lambda: key_file(path)).decrypt(token) == "s3cr3t"  # same key read back
 
 
 def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "secrets.key"
-    secrets_key(path)
+    key_file(path)
     path.chmod(0o644)
     with pytest.raises(ComponentError, match="only its owner may read it") as caught:
-        secrets_key(path)
+        key_file(path)
     assert caught.value.hint == f"chmod 600 {path}"
 
 

@@ -14,10 +14,10 @@ from stackyard.api.app import ApiContext, create_app
 from stackyard.engines.fake import FakeEngine
 from stackyard.errors import NotFoundError
 from stackyard.pipeline.services import Services, build_services
-from stackyard.pipeline.stages import known_stages
-from stackyard.platform.credentials import RegistryCredentials
+from stackyard.registry_login import RegistryLogin
 from stackyard.router.fake import FakeRouter
 from stackyard.settings import Settings
+from stackyard.stacks.stages import known_stages
 from stackyard.store.database import migrate, open_database, session_factory
 from stackyard.store.models import Build, Release, Stack
 
@@ -37,7 +37,7 @@ def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
 @pytest.fixture
 def services(tmp_path: Path, sessions: sessionmaker[Session]) -> Services:
     settings = Settings(data_dir=tmp_path)
-    registry = RegistryCredentials("stackyard", "registry-password")
+    registry = RegistryLogin(settings.registry_endpoint, "stackyard", "registry-password")
     return build_services(settings, sessions, registry, engine=FakeEngine(), router=FakeRouter())
 
 
@@ -150,8 +150,7 @@ def test_api_answers_404_with_the_valid_stages(
 ) -> None:
     add_stack(sessions, builds=[("SUCCEEDED", CONFIG)])
     settings = Settings(data_dir=tmp_path)
-    database = sessions.kw["bind"]
-    client = TestClient(create_app(ApiContext(settings, TOKEN, database, {}, services)))
+    client = TestClient(create_app(ApiContext(settings, TOKEN, {}, services)))
     headers = {"Authorization": f"Bearer {TOKEN}"}
     for path in ("releases", "deployments", "tasks", "check", "url"):
         response = client.get(f"/api/v1/stacks/web/stages/nope/{path}", headers=headers)

@@ -24,7 +24,7 @@ from stackyard.errors import NotFoundError, UsageError
 from stackyard.pipeline.releases import config_snapshot
 from stackyard.pipeline.services import Services, build_services
 from stackyard.pipeline.variables import VariableService
-from stackyard.platform.credentials import RegistryCredentials
+from stackyard.registry_login import RegistryLogin
 from stackyard.router.fake import FakeRouter
 from stackyard.settings import Settings
 from stackyard.source.git import GitSource
@@ -62,7 +62,7 @@ class Platform:
         self.services: Services = build_services(
             self.settings,
             self.sessions,
-            RegistryCredentials("stackyard", "registry-password"),
+            RegistryLogin(self.settings.registry_endpoint, "stackyard", "registry-password"),
             engine=self.engine,
             router=FakeRouter(),
         )
@@ -196,13 +196,13 @@ def test_unset_a_variable_that_is_not_set_is_an_error(yard: Platform) -> None:
 @pytest.mark.parametrize(
     ("name", "kind", "reason"),
     [
-        ("STACK_NAME", "runtime", "reserved: Stackyard sets it"),
-        ("CODEBUILD_BUILD_ID", "build", "reserved: Stackyard sets it"),
+        ("STACK_NAME", "runtime", "runtime variable 'STACK_NAME' is set by Stackyard"),
+        ("CODEBUILD_BUILD_ID", "build", "variable 'CODEBUILD_BUILD_ID' is set by Stackyard"),
         ("PORT", "runtime", "the port each task must listen on"),
         ("HOST", "runtime", "the address each task must listen on"),
         ("REGISTRY_PASSWORD", "build", "to reach its registry"),
-        ("1ABC", "runtime", "not a valid runtime variable name"),
-        ("A-B", "build", "not a valid build variable name"),
+        ("1ABC", "runtime", "runtime variable '1ABC' is not a valid variable name"),
+        ("A-B", "build", "build variable 'A-B' is not a valid variable name"),
     ],
 )
 def test_reserved_and_invalid_names_are_refused_with_the_reason(
@@ -238,8 +238,8 @@ def test_a_build_variable_change_starts_a_rebuild(yard: Platform) -> None:
     service = VariableService(
         yard.sessions,
         yard.variables.store,
-        yard.services.releases,
-        yard.services.deploy,
+        yard.services.secrets,
+        yard.services.redeploy,
         on_build_variables_changed=rebuild,
     )
     change = service.change_variables(STACK, values={"NODE_ENV": "production"}, build=True)
@@ -263,7 +263,7 @@ def test_secrets_are_encrypted_at_rest_and_the_key_is_private(yard: Platform) ->
     for path in yard.settings.data_dir.rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
-    assert yard.variables.store.secret_values(STACK) == [SECRET, SECRET + "-2"]
+    assert yard.services.secrets.mask_values(STACK) == ["registry-password", SECRET, SECRET + "-2"]
 
 
 def test_a_secret_reaches_the_task_and_is_masked_in_the_deployment_log(yard: Platform) -> None:
@@ -296,7 +296,7 @@ def test_a_rollback_restores_the_older_secret_version(
     second = yard.variables.set_secret(STACK, "TOKEN", "two").redeployed[0]
     yard.wait("dev", second.deployment)
     assert yard.last_env("dev")["TOKEN"] == "two"
-    rollback = yard.services.deploy.rollback(STACK, "dev", first.release)
+    rollback = yard.services.redeploy.rollback(STACK, "dev", first.release)
     yard.wait("dev", rollback.number)
     restored = yard.release("dev", rollback.release_number)
     assert restored.config["secrets"] == {"TOKEN": 1}
@@ -312,13 +312,13 @@ def test_an_unset_secret_keeps_its_versions_for_rollbacks(yard: Platform) -> Non
     yard.variables.set_secret(STACK, "TOKEN", "one")
     yard.variables.unset_secret(STACK, "TOKEN")
     assert yard.variables.list_secrets(STACK).secrets == []
-    assert yard.variables.store.resolve_secrets(STACK, {"TOKEN": 1}) == {"TOKEN": "one"}
+    assert yard.services.secrets.resolve(STACK, {"TOKEN": 1}) == {"TOKEN": "one"}
     with pytest.raises(NotFoundError, match="no secret TOKEN for every stage"):
         yard.variables.unset_secret(STACK, "TOKEN")
 
 
 def test_the_api_never_returns_a_secret_value(yard: Platform) -> None:
-    app = create_app(ApiContext(yard.settings, TOKEN, yard.database, {}, yard.services))
+    app = create_app(ApiContext(yard.settings, TOKEN, {}, yard.services))
     client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"})
     base = f"/api/v1/stacks/{STACK}"
     responses = [

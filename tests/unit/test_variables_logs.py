@@ -13,14 +13,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from stackyard.images.imagestore import ImageStore
 from stackyard.images.registry import RegistryClient
 from stackyard.pipeline.builds import BuildService
-from stackyard.pipeline.imagestore import Credentials, ImageStore
 from stackyard.pipeline.releases import ReleaseFailure, ReleaseService
-from stackyard.pipeline.stacks import StackChanges, StackService
-from stackyard.pipeline.variables import VariableStore
+from stackyard.pipeline.variable_store import VariableStore
+from stackyard.registry_login import RegistryLogin
+from stackyard.secrets.sql import SqlSecretStore
 from stackyard.secrets.vault import Vault, new_key
 from stackyard.source.git import GitSource
+from stackyard.stacks.service import StackChanges, StackService
 from stackyard.store.database import migrate, open_database, session_factory
 from stackyard.store.models import Build
 
@@ -77,7 +79,8 @@ def parts(tmp_path: Path) -> tuple[BuildService, ReleaseService, VariableStore, 
     sessions = session_factory(database)
     stacks = StackService(sessions)
     stacks.create(STACK, StackChanges(repo=str(tmp_path / "repo")))
-    store = VariableStore(sessions, Vault(new_key))
+    secrets = SqlSecretStore(sessions, Vault(new_key), platform_secrets=["registry-password"])
+    store = VariableStore(sessions, secrets)
     client = RegistryClient(
         "127.0.0.1:5999",
         username="stackyard",
@@ -85,7 +88,7 @@ def parts(tmp_path: Path) -> tuple[BuildService, ReleaseService, VariableStore, 
         transport=httpx.MockTransport(_registry),
         retries=1,
     )
-    images = ImageStore(client, Credentials("stackyard", "registry-password"))
+    images = ImageStore(client, RegistryLogin("127.0.0.1:5999", "stackyard", "registry-password"))
     source = GitSource(tmp_path / "git")
     builds = BuildService(
         sessions,
@@ -95,21 +98,15 @@ def parts(tmp_path: Path) -> tuple[BuildService, ReleaseService, VariableStore, 
         logs_dir=tmp_path / "logs",
         work_dir=tmp_path / "work",
         network_mode="host",
-        secret_values=store.secret_values,
+        secret_values=secrets.mask_values,
         build_inputs=store.build_inputs,
     )
     releases = ReleaseService(
-        sessions,
-        source,
-        images,
-        logs_dir=tmp_path / "logs",
-        work_dir=tmp_path / "work",
-        secret_values=store.secret_values,
-        resolve_secrets=store.resolve_secrets,
+        sessions, source, images, secrets, logs_dir=tmp_path / "logs", work_dir=tmp_path / "work"
     )
+    secrets.set(STACK, "DB_PASSWORD", SECRET)
     with sessions.begin() as session:
         stack = StackService.row(session, STACK)
-        store.set_secret(session, stack, "", "DB_PASSWORD", SECRET)
         store.change_variables(session, stack.id, "build", "", {"MODE": "fast"}, [])
         store.change_variables(session, stack.id, "runtime", "dev", {"GREETING": "hi"}, [])
     return builds, releases, store, sha

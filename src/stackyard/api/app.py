@@ -1,4 +1,8 @@
-"""Build the FastAPI application from a platform context; tests build their own."""
+"""Build the FastAPI application from a platform context; tests build their own.
+
+Routes and the console reach the platform only through the services in the context; the
+import-linter contracts keep the store, engines, router and SQLAlchemy out of ``api``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine
 
 from stackyard import __version__
 from stackyard.api.auth import require_token
@@ -34,11 +37,10 @@ from stackyard.settings import Settings
 
 @dataclass
 class ApiContext:
-    """What the API needs: settings, the admin token, the database and the services."""
+    """What the API needs: settings, the admin token, the components and the services."""
 
     settings: Settings
     token: str
-    database: Engine
     components: dict[str, str]
     services: Services
 

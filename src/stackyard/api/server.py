@@ -15,13 +15,12 @@ from types import FrameType
 import uvicorn
 
 from stackyard.api.app import ApiContext, create_app
-from stackyard.pipeline.services import build_services
-from stackyard.platform.components import plan_components, registry_credentials
+from stackyard.pipeline.services import build_services, open_state
+from stackyard.platform.components import plan_components, registry_login
 from stackyard.platform.credentials import ensure_token
 from stackyard.platform.state import PlatformState
 from stackyard.platform.supervisor import ProcessSupervisor, RunningComponent, check_ports_free
 from stackyard.settings import Settings
-from stackyard.store.database import migrate, open_database, session_factory
 
 
 class _Server(uvicorn.Server):
@@ -51,15 +50,14 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
         ]
     )
     token = ensure_token(settings.token_file)
-    database = open_database(settings.database_url)
-    migrate(database)
+    state_store = open_state(settings)
     supervisor = ProcessSupervisor()
     supervisor.start(plan_components(settings), timeout=settings.component_timeout)
-    services = build_services(settings, session_factory(database), registry_credentials(settings))
+    services = build_services(settings, state_store.sessions, registry_login(settings))
     try:
         services.start()
         components = {c.spec.name: " ".join(c.spec.argv[:1]) for c in supervisor.running}
-        app = create_app(ApiContext(settings, token, database, components, services))
+        app = create_app(ApiContext(settings, token, components, services))
         state = PlatformState(
             pid=_own_pid(),
             api_url=settings.api_url,
@@ -98,7 +96,7 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
     finally:
         services.close()
         supervisor.stop()
-        database.dispose()
+        state_store.close()
         current = PlatformState.read(settings.state_file)
         if current is not None and current.pid == _own_pid():
             settings.state_file.unlink(missing_ok=True)

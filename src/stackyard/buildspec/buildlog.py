@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import TextIO
 
 from stackyard import changes
-from stackyard.buildspec.masking import SecretMasker
+from stackyard.secrets.masking import SecretMasker
 
 
 class LineKind(StrEnum):

@@ -23,7 +23,6 @@ from stackyard.buildspec.environment import (
     initial_environment,
     platform_variables,
 )
-from stackyard.buildspec.masking import SecretMasker
 from stackyard.buildspec.process import (
     Account,
     ProcessRequest,
@@ -33,6 +32,7 @@ from stackyard.buildspec.process import (
 from stackyard.buildspec.shellstate import ShellState, command_script, read_state
 from stackyard.config.buildspec import BuildSpec, OnFailure, Phase
 from stackyard.errors import ConfigError, UsageError
+from stackyard.secrets.masking import SecretMasker
 
 DEFAULT_COMMAND_TIMEOUT = 60 * 60.0
 ARTIFACTS_STEP = "artifacts"

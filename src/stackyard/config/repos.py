@@ -1,6 +1,6 @@
 """How a stack's repository is written: a git URL, or else a local path.
 
-The API validates repos with this (pipeline.stacks); the CLI uses it to make local paths
+The API validates repos with this (stacks.service); the CLI uses it to make local paths
 absolute, without importing the services.
 """
 

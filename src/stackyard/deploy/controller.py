@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard import changes
 from stackyard.buildspec.buildlog import BuildLog, LineKind
-from stackyard.buildspec.masking import SecretMasker
 from stackyard.config.models import StageConfig
 from stackyard.deploy import records
 from stackyard.deploy.health import HealthSettings, HealthTracker
@@ -48,14 +47,15 @@ from stackyard.engines.base import (
     LABEL_STAGE,
     Engine,
     NetworkMode,
-    RegistryLogin,
     TaskInfo,
     TaskSpec,
 )
 from stackyard.errors import PermanentError, StackyardError
-from stackyard.pipeline.imagestore import ImageStore
+from stackyard.images.imagestore import ImageStore
+from stackyard.registry_login import RegistryLogin
 from stackyard.router.base import Route, Router
 from stackyard.secrets.envfile import render_env_file
+from stackyard.secrets.masking import SecretMasker
 from stackyard.store.models import Deployment, Event, Release, Stack, StageRoute
 
 log = logging.getLogger(__name__)

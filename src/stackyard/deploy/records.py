@@ -1,7 +1,8 @@
 """Deployment records in the store: create, queue, supersede, finish, and the views of them.
 
-The stage loops (deploy/controller.py) and the API both use these functions; all state a
-restarted control plane needs to carry on lives in these rows and in the task labels.
+The stage loops (deploy/controller.py), the deploy service, releases (a rollback queues
+its deployment) and the console's overview all use these functions; all state a restarted
+control plane needs to carry on lives in these rows and in the task labels.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Select, Subquery, and_, func, select
 from sqlalchemy.orm import Session
 
 from stackyard.config.models import StageConfig
@@ -67,6 +68,11 @@ def find_release(session: Session, stack_id: int, stage: str, number: int | None
             hint="list them with `stackyard releases STACK --stage STAGE`",
         )
     return release
+
+
+def log_dir(logs_dir: Path, stack: str, stage: str) -> Path:
+    """Where a stage's deployment logs go, one ``<number>.log`` each."""
+    return logs_dir / "deployments" / stack / stage
 
 
 def create(
@@ -139,14 +145,56 @@ def completed(session: Session, stack_id: int, stage: str) -> list[Deployment]:
     )
 
 
-def last_completed(session: Session, stack_id: int, stage: str) -> Deployment | None:
-    found = completed(session, stack_id, stage)
-    return found[0] if found else None
-
-
 def current_release(session: Session, stack_id: int, stage: str) -> Release | None:
     """The release the stage serves: the one of its last COMPLETED deployment."""
-    done = last_completed(session, stack_id, stage)
-    if done is None:
-        return None
-    return find_release(session, stack_id, stage, done.release_number)
+    return current_releases(session, [stack_id], stage).get((stack_id, stage))
+
+
+def current_releases(
+    session: Session, stack_ids: list[int], stage: str | None = None
+) -> dict[tuple[int, str], Release]:
+    """``current_release`` of every stage of these stacks (or of ``stage`` only), in one
+    query: (stack id, stage) -> the release of its last COMPLETED deployment."""
+    done = _newest_per_stage(stack_ids, stage, "COMPLETED").subquery()
+    rows = session.scalars(
+        select(Release)
+        .join(
+            Deployment,
+            and_(
+                Deployment.stack_id == Release.stack_id,
+                Deployment.stage == Release.stage,
+                Deployment.release_number == Release.number,
+            ),
+        )
+        .join(done, _is_newest(done))
+    )
+    return {(row.stack_id, row.stage): row for row in rows}
+
+
+def latest_deployments(session: Session, stack_ids: list[int]) -> dict[tuple[int, str], Deployment]:
+    """The newest deployment of every stage of these stacks, whatever its status."""
+    newest = _newest_per_stage(stack_ids, None).subquery()
+    rows = session.scalars(select(Deployment).join(newest, _is_newest(newest)))
+    return {(row.stack_id, row.stage): row for row in rows}
+
+
+def _is_newest(newest: Subquery) -> ColumnElement[bool]:
+    """The join condition: a deployment is the one ``_newest_per_stage`` found."""
+    return and_(
+        Deployment.stack_id == newest.c.stack_id,
+        Deployment.stage == newest.c.stage,
+        Deployment.number == newest.c.number,
+    )
+
+
+def _newest_per_stage(
+    stack_ids: list[int], stage: str | None, *statuses: str
+) -> Select[int, str, int]:
+    query = select(
+        Deployment.stack_id, Deployment.stage, func.max(Deployment.number).label("number")
+    ).where(Deployment.stack_id.in_(stack_ids))
+    if stage is not None:
+        query = query.where(Deployment.stage == stage)
+    if statuses:
+        query = query.where(Deployment.status.in_(statuses))
+    return query.group_by(Deployment.stack_id, Deployment.stage)

@@ -1,14 +1,17 @@
-"""Deployments as the API sees them: request one, roll back, list tasks, and ``check``.
+"""Deployments as the API and the console see them: request one, list tasks, ``check``.
 
 Requests are recorded in the store first; the controller's stage loop then does the work,
-so a request survives a restart of the control plane.
+so a request survives a restart of the control plane. Task health everywhere (``tasks``,
+``check``, the console's overview) is the controller's judgement, HTTP checks included.
+Releases (pipeline/releases.py) own rollbacks and the stage tag; this service only deploys.
 """
 
 from __future__ import annotations
 
 import builtins
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -16,14 +19,25 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.deploy import records
 from stackyard.deploy.controller import Controller, StageKey, address
+from stackyard.deploy.overview import Overview, TaskCount, stack_rows
+from stackyard.deploy.plan import TaskHealth
 from stackyard.deploy.records import DeploymentView
-from stackyard.engines.base import LABEL_PLATFORM, LABEL_RELEASE, LABEL_STACK, LABEL_STAGE
-from stackyard.errors import NotFoundError, UsageError
-from stackyard.pipeline.releases import ReleaseService
-from stackyard.pipeline.stacks import StackService
-from stackyard.pipeline.stages import require_stage
+from stackyard.engines.base import (
+    LABEL_PLATFORM,
+    LABEL_RELEASE,
+    LABEL_STACK,
+    LABEL_STAGE,
+    TaskInfo,
+)
+from stackyard.errors import NotFoundError, StackyardError
 from stackyard.settings import Settings
-from stackyard.store.models import Deployment, Release, Stack, StageRoute
+from stackyard.stacks.service import StackService
+from stackyard.stacks.stages import require_stage
+from stackyard.store.models import Deployment, Stack, StageRoute
+
+# A task serves when it runs and passes its health check, or has none to pass: its health
+# is the controller's judgement, or the engine's own before a stage loop has judged it.
+SERVING_HEALTH = frozenset({str(TaskHealth.HEALTHY), "none"})
 
 
 class TaskView(BaseModel):
@@ -67,89 +81,41 @@ class DeployService:
         self,
         sessions: sessionmaker[Session],
         controller: Controller,
-        releases: ReleaseService,
         settings: Settings,
     ) -> None:
         self._sessions = sessions
         self._controller = controller
-        self._releases = releases
         self._settings = settings
 
-    def _log_dir(self, stack: str, stage: str) -> Path:
-        return self._settings.logs_dir / "deployments" / stack / stage
+    def ping(self) -> None:
+        """ComponentError unless the engine answers: before anything is recorded or moved."""
+        self._controller.engine.ping()
 
     def deploy(
         self, stack_name: str, stage: str, release_number: int | None, *, trigger: str
     ) -> DeploymentView:
-        """Record a deployment of the stage's latest (or given) release; the loop runs it."""
-        self._controller.engine.ping()  # a clear error now, not a stuck deployment later
+        """Record a deployment of the stage's latest (or given) release; the loop runs it.
+
+        The registry tag ``<stage>`` is the releases' business: to deploy an older release,
+        go through ``RedeployService.deploy``, which moves the tag first.
+        """
+        self.ping()  # a clear error now, not a stuck deployment later
         with self._sessions.begin() as session:
             stack = self._stage(session, stack_name, stage)
             release = records.find_release(session, stack.id, stage, release_number)
-            if release_number is not None:
-                latest = self._releases.latest(session, stack.id, stage)
-                if latest is not None and latest.number != release.number:
-                    # The stage tag follows what the stage runs.
-                    self._releases.retag_stage(stack_name, stage, release.digest)
             deployment = records.create(
                 session,
                 stack.id,
                 stage,
                 release,
                 trigger=trigger,
-                log_dir=self._log_dir(stack_name, stage),
+                log_dir=records.log_dir(self._settings.logs_dir, stack_name, stage),
             )
             view = records.view(deployment, stack_name)
         self._controller.wake(StageKey(stack_name, stage))
         return view
 
-    def rollback(
-        self, stack_name: str, stage: str, to: int | None, *, trigger: str = "rollback"
-    ) -> DeploymentView:
-        """A new release copying release ``to`` (default: the one before the current),
-        image and config, deployed."""
-        with self._sessions() as session:
-            stack = self._stage(session, stack_name, stage)
-            number = to if to is not None else self._previous_release(session, stack.id, stage)
-        copy = self._releases.copy(stack_name, stage, number, source="rollback", created_by="api")
-        return self.deploy(stack_name, stage, copy.number, trigger=trigger)
-
-    def rollback_for_controller(
-        self, stack_name: str, stage: str, number: int, source: str
-    ) -> Release:
-        """Called by a stage loop when a deployment failed: copy and queue, no engine ping."""
-        copy = self._releases.copy(
-            stack_name, stage, number, source=source, created_by="controller"
-        )
-        with self._sessions.begin() as session:
-            stack = StackService.row(session, stack_name)
-            records.create(
-                session,
-                stack.id,
-                stage,
-                copy,
-                trigger="automatic rollback",
-                log_dir=self._log_dir(stack_name, stage),
-            )
-        return copy
-
-    def _previous_release(self, session: Session, stack_id: int, stage: str) -> int:
-        current = records.current_release(session, stack_id, stage)
-        for row in records.completed(session, stack_id, stage):
-            if current is None or row.release_number != current.number:
-                release = records.find_release(session, stack_id, stage, row.release_number)
-                if (
-                    current is None
-                    or release.digest != current.digest
-                    or release.config != current.config
-                ):
-                    return row.release_number
-        raise UsageError(
-            f"stage {stage} has no earlier completed release to roll back to",
-            hint="pass --to N to pick a release (see `stackyard releases STACK --stage STAGE`)",
-        )
-
-    def list(self, stack_name: str, stage: str) -> list[DeploymentView]:
+    def list(self, stack_name: str, stage: str) -> builtins.list[DeploymentView]:
         with self._sessions() as session:
             stack = self._stage(session, stack_name, stage)
             rows = session.scalars(
@@ -173,35 +139,67 @@ class DeployService:
                 raise NotFoundError(f"stage {stage} of {stack_name} has no deployment {number}")
             return records.view(row, stack_name)
 
+    # -- tasks and their health: one path for `tasks`, `check` and the console
+
     def tasks(self, stack_name: str, stage: str) -> builtins.list[TaskView]:
         with self._sessions() as session:
             self._stage(session, stack_name, stage)
-        labels = {
-            LABEL_PLATFORM: self._controller.settings.platform_id,
-            LABEL_STACK: stack_name,
-            LABEL_STAGE: stage,
-        }
-        now = datetime.now(UTC)
-        judged = self._controller.task_health(StageKey(stack_name, stage))
-        views = []
-        for task in self._controller.engine.list(labels):
-            views.append(
-                TaskView(
-                    id=task.id,
-                    name=task.name,
-                    release=task.labels.get(LABEL_RELEASE, ""),
-                    digest=task.digest,
-                    port=task.port,
-                    address=address(task),
-                    state=str(task.state),
-                    health=str(judged.get(task.id, task.health)),
-                    started_at=task.started_at,
-                    age_seconds=(now - task.started_at).total_seconds()
-                    if task.started_at
-                    else None,
-                )
+        return self._task_views({LABEL_STACK: stack_name, LABEL_STAGE: stage}).get(
+            (stack_name, stage), []
+        )
+
+    def task_logs(self, task_id: str, *, tail: int | None, follow: bool) -> Iterator[str]:
+        """One task's output lines (as ``tasks`` lists it), oldest first; unmasked."""
+        return self._controller.engine.logs(task_id, tail=tail, follow=follow)
+
+    @staticmethod
+    def serving(task: TaskView) -> bool:
+        """Whether the task counts as healthy, in the console and for ``tasks`` alike."""
+        return task.state == "running" and task.health in SERVING_HEALTH
+
+    def overview(self, only: str | None = None) -> Overview:
+        """Every stack (or only the one named) with each stage's release, desired and
+        serving tasks and latest deployment: the console's grid, in one engine call."""
+        labels = {LABEL_STACK: only} if only is not None else {}
+        engine_error: str | None = None
+        try:
+            views = self._task_views(labels)
+        except StackyardError as exc:
+            # The page still shows what the store knows, and says why task counts are missing.
+            views, engine_error = {}, exc.message
+        counts = {
+            key: TaskCount(
+                running=sum(1 for t in tasks if t.state == "running"),
+                healthy=sum(1 for t in tasks if self.serving(t)),
             )
-        return sorted(views, key=lambda v: v.started_at or now)
+            for key, tasks in views.items()
+        }
+        with self._sessions() as session:
+            rows = stack_rows(session, counts, only=only)
+        return Overview(rows, engine_error)
+
+    def _task_views(
+        self, labels: Mapping[str, str]
+    ) -> dict[tuple[str, str], builtins.list[TaskView]]:
+        """The platform's tasks matching ``labels`` (one engine call), by (stack, stage),
+        oldest first, each with the health its stage loop last judged."""
+        now = datetime.now(UTC)
+        tasks = self._controller.engine.list(
+            {LABEL_PLATFORM: self._controller.settings.platform_id, **labels}
+        )
+        grouped: dict[tuple[str, str], builtins.list[TaskInfo]] = defaultdict(builtins.list)
+        for task in tasks:
+            grouped[(task.labels.get(LABEL_STACK, ""), task.labels.get(LABEL_STAGE, ""))].append(
+                task
+            )
+        views = {}
+        for (stack, stage), found in grouped.items():
+            judged = self._controller.task_health(StageKey(stack, stage))
+            listed = [
+                _task_view(task, str(judged.get(task.id, task.health)), now) for task in found
+            ]
+            views[(stack, stage)] = sorted(listed, key=lambda v: v.started_at or now)
+        return views
 
     def check(self, stack_name: str, stage: str) -> CheckView:
         """The stage's digest against every running task's digest."""
@@ -247,3 +245,18 @@ class DeployService:
         stack = StackService.row(session, stack_name)
         require_stage(session, stack, stage)
         return stack
+
+
+def _task_view(task: TaskInfo, health: str, now: datetime) -> TaskView:
+    return TaskView(
+        id=task.id,
+        name=task.name,
+        release=task.labels.get(LABEL_RELEASE, ""),
+        digest=task.digest,
+        port=task.port,
+        address=address(task),
+        state=str(task.state),
+        health=health,
+        started_at=task.started_at,
+        age_seconds=(now - task.started_at).total_seconds() if task.started_at else None,
+    )

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import ClassVar, Literal
 
 from stackyard.errors import StackyardError
+from stackyard.registry_login import RegistryLogin
 
 NetworkMode = Literal["host", "bridge"]
 
@@ -42,15 +43,6 @@ class Health(StrEnum):
 
 
 @dataclass(frozen=True)
-class RegistryLogin:
-    """Credentials the engine needs to pull a task's image."""
-
-    registry: str
-    username: str
-    password: str = field(repr=False)
-
-
-@dataclass(frozen=True)
 class TaskSpec:
     """Everything needed to start one task. ``image`` must be ``repo@sha256:…``."""
 
@@ -65,7 +57,7 @@ class TaskSpec:
     memory: int = 256 * 1024 * 1024  # bytes
     stop_timeout: float = 10.0  # seconds between SIGTERM and SIGKILL
     files: Mapping[str, str] = field(default_factory=dict)  # path in container -> content
-    login: RegistryLogin | None = None
+    login: RegistryLogin | None = None  # how the engine pulls ``image``
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ tag to the registry. Engine errors become Stackyard errors at this boundary.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +14,13 @@ import docker
 import docker.errors
 
 from stackyard.errors import ComponentError, StackyardError
+from stackyard.registry_login import RegistryLogin
 
 LineSink = Callable[[str], None]
 
 
 class BuildFailedError(StackyardError):
     """The Dockerfile build or the push failed; the message is the engine's own error."""
-
-
-@dataclass(frozen=True)
-class RegistryAuth:
-    username: str
-    password: str
-    serveraddress: str
 
 
 class DockerBuilder:
@@ -89,14 +82,14 @@ class DockerBuilder:
         return image_id
 
     def push(
-        self, repository: str, tag: str, *, auth: RegistryAuth, on_line: LineSink
+        self, repository: str, tag: str, *, auth: RegistryLogin, on_line: LineSink
     ) -> str | None:
         """Push ``repository:tag`` and return the manifest digest the engine reports (None if
         it reports none); raise BuildFailedError with the engine's message."""
         auth_config = {
             "username": auth.username,
             "password": auth.password,
-            "serveraddress": auth.serveraddress,
+            "serveraddress": auth.registry,
         }
         stream = self._call(
             self._api.push, repository, tag=tag, auth_config=auth_config, stream=True, decode=True

@@ -23,17 +23,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard import changes
 from stackyard.buildspec.buildlog import BuildLog, LineKind
-from stackyard.buildspec.masking import SecretMasker
 from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
 from stackyard.config.buildspec import load_buildspec
 from stackyard.config.loading import LoadedConfig, load_stack_config
 from stackyard.errors import NotFoundError, StackyardError
-from stackyard.images.docker_builder import DockerBuilder, RegistryAuth
+from stackyard.images.docker_builder import DockerBuilder
 from stackyard.images.dockerize import detect
-from stackyard.pipeline.imagestore import ImageStore
-from stackyard.pipeline.stacks import StackService, StackView
-from stackyard.pipeline.variables import BuildInputs
+from stackyard.images.imagestore import ImageStore
+from stackyard.pipeline.variable_store import BuildInputs
+from stackyard.secrets.masking import SecretMasker
 from stackyard.source.base import Source
+from stackyard.stacks.service import StackService, StackView
 from stackyard.store.models import Build
 
 logger = logging.getLogger(__name__)
@@ -496,11 +496,6 @@ class _BuildRun:
                 buildargs=variables,
                 on_line=lambda line: self.log.line("build", LineKind.OUTPUT, line),
             )
-            auth = RegistryAuth(
-                self.images.credentials.username,
-                self.images.credentials.password,
-                self.images.endpoint,
-            )
             # One docker push; `digest_of` then tags <sha> in the registry by copying the
             # manifest, which is cheaper than a second push of the same image.
             self.previous()
@@ -508,7 +503,7 @@ class _BuildRun:
             self.pushed = builder.push(
                 repository,
                 "latest",
-                auth=auth,
+                auth=self.images.credentials,
                 on_line=lambda line: self.log.line("push", LineKind.OUTPUT, line),
             )
             # Keep the newest image under `latest`: its layers are the next build's cache, and

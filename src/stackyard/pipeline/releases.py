@@ -3,35 +3,45 @@
 A release of stage S takes what the previous stage runs (``latest`` for the first stage),
 runs the repo's ``release.yml`` or the default retag ``<previous>`` → ``<S>`` (manifest
 bytes copied, no layer moves), reads the digest ``<S>`` now resolves to, and records it.
+
+Releases also own what else makes a release: a rollback (a new release copying an older
+one's digest and config, ``copy``; the controller's automatic one is ``roll_back``), a
+new config for the running image (``reconfigure``), and the registry tag ``<S>``, which
+follows what the stage runs. Deploying a release is the deploy service's job.
 """
 
 from __future__ import annotations
 
+import builtins
+import logging
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from threading import Lock, RLock
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.buildspec.buildlog import BuildLog, LineKind
-from stackyard.buildspec.masking import SecretMasker
 from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
 from stackyard.config.buildspec import load_buildspec
 from stackyard.config.models import StackConfig
 from stackyard.deploy import records
 from stackyard.errors import NotFoundError, StackyardError, UsageError
-from stackyard.pipeline.imagestore import ImageStore
-from stackyard.pipeline.stacks import StackService
-from stackyard.pipeline.stages import newest_build, require_stage, stage_names
-from stackyard.pipeline.variables import runtime_variables, secret_versions
+from stackyard.images.imagestore import ImageStore
+from stackyard.pipeline.platform_variables import SpecRun, spec_variables
+from stackyard.pipeline.variable_store import runtime_variables
 from stackyard.secrets.envfile import render_env_file
+from stackyard.secrets.store import SecretStore
 from stackyard.source.base import Source
+from stackyard.stacks.service import StackService
+from stackyard.stacks.stages import known_stages, newest_build, require_stage, stage_names
 from stackyard.store.models import Build, Release, Stack
+
+logger = logging.getLogger(__name__)
 
 
 class ReleaseView(BaseModel):
@@ -68,22 +78,18 @@ class ReleaseService:
         sessions: sessionmaker[Session],
         source: Source,
         images: ImageStore,
+        secrets: SecretStore,
         *,
         logs_dir: Path,
         work_dir: Path,
-        secret_values: Callable[[str], list[str]] = lambda _stack: [],
-        resolve_secrets: Callable[[str, Mapping[str, int]], dict[str, str]] = (
-            lambda _stack, _versions: {}
-        ),
     ) -> None:
         self._sessions = sessions
         self._source = source
         self._images = images
+        # What release logs mask, and the secret versions a snapshot pins (and resolves).
+        self._secrets = secrets
         self._logs_dir = logs_dir
         self._work_dir = work_dir
-        # Secret values, to mask in release logs; and name -> version resolved to values.
-        self._secret_values = secret_values
-        self._resolve_secrets = resolve_secrets
         self._locks: dict[str, RLock] = {}
         self._locks_guard = Lock()
 
@@ -103,14 +109,7 @@ class ReleaseService:
         with self._sessions() as session:
             stack = StackService.row(session, stack_name)
             require_stage(session, stack, stage)
-            release = session.scalar(
-                select(Release).where(
-                    Release.stack_id == stack.id, Release.stage == stage, Release.number == number
-                )
-            )
-            if release is None:
-                raise NotFoundError(f"stack {stack_name} has no release {number} of stage {stage}")
-            return _view(release, stack_name)
+            return _view(_release_row(session, stack, stage, number), stack_name)
 
     @staticmethod
     def latest(session: Session, stack_id: int, stage: str) -> Release | None:
@@ -119,6 +118,22 @@ class ReleaseService:
             .where(Release.stack_id == stack_id, Release.stage == stage)
             .order_by(Release.number.desc())
         )
+
+    @staticmethod
+    def deployed(session: Session, stack_id: int, stage: str) -> Release | None:
+        """The release a stage runs or is moving to: the active deployment's, else the
+        current one (last COMPLETED deployment); None when it was never deployed."""
+        active = records.active(session, stack_id, stage)
+        if active is not None:
+            return records.find_release(session, stack_id, stage, active.release_number)
+        return records.current_release(session, stack_id, stage)
+
+    def deployed_stages(self, stack_name: str, stage: str | None) -> builtins.list[str]:
+        """``stage`` (else every stage of the stack) if it runs a release, in order."""
+        with self._sessions() as session:
+            stack = StackService.row(session, stack_name)
+            names = [stage] if stage is not None else known_stages(session, stack.id)
+            return [name for name in names if self.deployed(session, stack.id, name) is not None]
 
     # -- releasing
 
@@ -134,10 +149,40 @@ class ReleaseService:
             plan = self._plan(stack_name, stage, digest)
             return self._execute(plan, created_by)
 
-    def retag_stage(self, stack_name: str, stage: str, digest: str) -> None:
-        """Point the registry tag ``<stage>`` at ``digest`` (what the stage runs)."""
-        with self._lock(stack_name):
-            self._images.retag(stack_name, digest, stage)
+    def follow(self, stack_name: str, stage: str, number: int) -> None:
+        """Release ``number`` is about to be deployed: unless it is the stage's latest, point
+        the registry tag ``<stage>`` at its digest, so the next promotion promotes what the
+        stage really runs. NotFoundError names a stage or release that does not exist."""
+        with self._lock(stack_name), self._sessions() as session:
+            stack = StackService.row(session, stack_name)
+            require_stage(session, stack, stage)
+            release = records.find_release(session, stack.id, stage, number)
+            latest = self.latest(session, stack.id, stage)
+            if latest is not None and latest.number != release.number:
+                self._images.retag(stack_name, release.digest, stage)
+
+    # -- rollbacks: a new release with an older one's digest and config
+
+    def rollback_target(self, stack_name: str, stage: str) -> int:
+        """The release a rollback goes back to: the newest COMPLETED one whose image or
+        config differs from what the stage serves now."""
+        with self._sessions() as session:
+            stack = StackService.row(session, stack_name)
+            require_stage(session, stack, stage)
+            current = records.current_release(session, stack.id, stage)
+            for row in records.completed(session, stack.id, stage):
+                if current is not None and row.release_number == current.number:
+                    continue
+                release = records.find_release(session, stack.id, stage, row.release_number)
+                if current is None or (release.digest, release.config) != (
+                    current.digest,
+                    current.config,
+                ):
+                    return row.release_number
+        raise UsageError(
+            f"stage {stage} has no earlier completed release to roll back to",
+            hint="pass --to N to pick a release (see `stackyard releases STACK --stage STAGE`)",
+        )
 
     def copy(
         self, stack_name: str, stage: str, number: int, *, source: str, created_by: str
@@ -148,41 +193,48 @@ class ReleaseService:
         promotes what the stage really runs.
         """
         with self._lock(stack_name), self._sessions.begin() as session:
-            stack = StackService.row(session, stack_name)
-            old = session.scalar(
-                select(Release).where(
-                    Release.stack_id == stack.id, Release.stage == stage, Release.number == number
-                )
-            )
-            if old is None:
-                raise NotFoundError(f"stack {stack_name} has no release {number} of stage {stage}")
-            self._images.retag(stack_name, old.digest, stage)
-            latest = self.latest(session, stack.id, stage)
-            release = Release(
-                stack_id=stack.id,
-                stage=stage,
-                number=(latest.number if latest else 0) + 1,
-                digest=old.digest,
-                commit_sha=old.commit_sha,
-                build_number=old.build_number,
-                config=old.config,
-                source=f"{source} (copy of release {number})",
-                created_by=created_by,
-                log_path=old.log_path,
-            )
-            session.add(release)
-            session.flush()
-            session.expunge(release)
-            return release
+            return self._copy(session, stack_name, stage, number, source, created_by)
 
-    @staticmethod
-    def deployed(session: Session, stack_id: int, stage: str) -> Release | None:
-        """The release a stage runs or is moving to: the active deployment's, else the
-        current one (last COMPLETED deployment); None when it was never deployed."""
-        active = records.active(session, stack_id, stage)
-        if active is not None:
-            return records.find_release(session, stack_id, stage, active.release_number)
-        return records.current_release(session, stack_id, stage)
+    def roll_back(self, stack_name: str, stage: str, number: int, source: str) -> Release:
+        """The controller's rollback after a failed deployment: copy release ``number`` and
+        queue its deployment, in one transaction (the stage loop picks it up)."""
+        with self._lock(stack_name), self._sessions.begin() as session:
+            copy = self._copy(session, stack_name, stage, number, source, "controller")
+            records.create(
+                session,
+                copy.stack_id,
+                stage,
+                copy,
+                trigger="automatic rollback",
+                log_dir=records.log_dir(self._logs_dir, stack_name, stage),
+            )
+            session.flush()
+            session.expunge(copy)
+            return copy
+
+    def _copy(
+        self,
+        session: Session,
+        stack_name: str,
+        stage: str,
+        number: int,
+        source: str,
+        created_by: str,
+    ) -> Release:
+        stack = StackService.row(session, stack_name)
+        old = _release_row(session, stack, stage, number)
+        self._images.retag(stack_name, old.digest, stage)
+        return _add_release(
+            session,
+            old,
+            stack_id=stack.id,
+            stage=stage,
+            config=old.config,
+            source=f"{source} (copy of release {number})",
+            created_by=created_by,
+        )
+
+    # -- a new config for the image a stage runs
 
     def reconfigure(
         self, stack_name: str, stage: str, *, created_by: str, reason: str = "variables changed"
@@ -212,22 +264,15 @@ class ReleaseService:
                 latest = self.latest(session, stack.id, stage)
                 if latest is not None and latest.digest != base.digest:
                     self._images.retag(stack_name, base.digest, stage)
-                release = Release(
+                return _add_release(
+                    session,
+                    base,
                     stack_id=stack.id,
                     stage=stage,
-                    number=(latest.number if latest else 0) + 1,
-                    digest=base.digest,
-                    commit_sha=base.commit_sha,
-                    build_number=base.build_number,
                     config=snapshot,
                     source=f"{reason} (image of release {base.number})",
                     created_by=created_by,
-                    log_path=base.log_path,
                 )
-                session.add(release)
-                session.flush()
-                session.expunge(release)
-                return release
 
     def _snapshot(
         self, stack: Stack, stage: str, config: dict[str, Any] | None, commit_sha: str
@@ -235,12 +280,10 @@ class ReleaseService:
         """The config snapshot of a new release, with the env file template's text when the
         stage has one; a template that cannot render with these values is refused now."""
         with self._sessions() as session:
-            snapshot = config_snapshot(
-                config,
-                stage,
-                variables=runtime_variables(session, stack.id, stage),
-                secrets=secret_versions(session, stack.id, stage),
-            )
+            variables = runtime_variables(session, stack.id, stage)
+        snapshot = config_snapshot(
+            config, stage, variables=variables, secrets=self._secrets.versions(stack.name, stage)
+        )
         env_file = snapshot["stage"].get("env_file")
         if env_file:
             template = self._source.read_file(stack.name, commit_sha, env_file["template"])
@@ -253,7 +296,7 @@ class ReleaseService:
             text = template.decode("utf-8")
             values = {
                 **snapshot["variables"],
-                **self._resolve_secrets(stack.name, snapshot["secrets"]),
+                **self._secrets.resolve(stack.name, snapshot["secrets"]),
             }
             render_env_file(env_file["template"], text, values)
             snapshot["env_file"] = {
@@ -303,10 +346,7 @@ class ReleaseService:
         directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         log_path = directory / f"attempt-{stamp}.log"
-        masker = SecretMasker(
-            [self._images.credentials.password, *self._secret_values(plan.stack.name)]
-        )
-        with BuildLog(log_path, masker, None) as log:
+        with BuildLog(log_path, self._secrets.masker(plan.stack.name), None) as log:
             try:
                 plan.snapshot = self._snapshot(
                     plan.stack, plan.stage, plan.build.config, plan.build.commit_sha
@@ -328,14 +368,27 @@ class ReleaseService:
         name = plan.stack.name
         spec_path = _releasespec_path(plan)
         in_repo = str(PurePosixPath(_context(plan)) / spec_path)
+        sha = plan.build.commit_sha
         # Most stacks have no release.yml: look in git first, check out only when it is there.
-        if self._source.read_file(name, plan.build.commit_sha, in_repo) is not None:
-            with self._source.workspace(name, plan.build.commit_sha, self._work_dir) as checkout:
-                context = checkout / _context(plan)
-                spec_file = context / spec_path
-                if spec_file.is_file():
-                    self._run_releasespec(plan, spec_file, context, log)
-                    return spec_path, None
+        # A git failure here is an error (read_file raises it), never "there is none".
+        if self._source.read_file(name, sha, in_repo) is not None:
+            with self._source.workspace(name, sha, self._work_dir) as checkout:
+                spec_file = checkout / _context(plan) / spec_path
+                if not spec_file.is_file():
+                    raise ReleaseFailure(
+                        f"{in_repo} is a file at commit {sha[:12]}, but not in its checkout "
+                        "(a symbolic link to a path that does not exist?)",
+                        hint=f"commit {in_repo} as a regular file, or delete it to release "
+                        "by retagging",
+                    )
+                self._run_releasespec(plan, spec_file, checkout / _context(plan), log)
+                return spec_path, None
+        log.line(
+            "release",
+            LineKind.MESSAGE,
+            f"no {in_repo} at commit {sha[:12]}: the default release, a retag",
+        )
+        logger.info("release of %s %s: no %s, retagging", name, plan.stage, in_repo)
         log.line("release", LineKind.MESSAGE, f"retag {name}:{plan.previous} -> {plan.stage}")
         return f"retag {plan.previous}", self._images.retag(name, plan.digest, plan.stage)
 
@@ -346,25 +399,20 @@ class ReleaseService:
         for warning in warnings:
             log.line("config", LineKind.MESSAGE, f"warning: {warning}")
         name = plan.stack.name
-        image_url = self._images.image_url(name)
-        credentials = self._images.credentials
+        run = SpecRun(
+            stack=name,
+            commit_sha=plan.build.commit_sha,
+            run_id=f"{name}:{plan.stage}",
+            stage=plan.stage,
+            previous_stage=plan.previous,
+        )
         with tempfile.TemporaryDirectory(prefix="stackyard-release-") as scratch:
-            platform = {
-                "STACK_NAME": name,
-                "STAGE_NAME": plan.stage,
-                "PREVIOUS_STAGE_NAME": plan.previous,
-                "COMMIT_SHA": plan.build.commit_sha,
-                "REGISTRY_ENDPOINT": self._images.endpoint,
-                "IMAGE_URL": image_url,
-                "ECR_ENDPOINT": self._images.endpoint,
-                "ECR_IMAGE_URL": image_url,
-                "S3_BUCKET": str(Path(scratch) / "artifacts"),
-                "CODEBUILD_BUILD_ID": f"{name}:{plan.stage}",
-                "CODEBUILD_RESOLVED_SOURCE_VERSION": plan.build.commit_sha,
-                "DOCKER_CONFIG": str(self._images.docker_config(Path(scratch) / "docker")),
-                "REGISTRY_USERNAME": credentials.username,
-                "REGISTRY_PASSWORD": credentials.password,
-            }
+            platform = spec_variables(
+                run,
+                self._images,
+                artifacts=Path(scratch) / "artifacts",
+                docker_config=Path(scratch) / "docker",
+            )
             log.line("release", LineKind.MESSAGE, f"running {spec_file.name}")
             result = run_buildspec(
                 spec,
@@ -373,8 +421,8 @@ class ReleaseService:
                     log_path=log.path,
                     variables={"DOCKER_BUILDKIT": "0", **_stage_variables(plan)},
                     secrets={
-                        **self._resolve_secrets(name, plan.snapshot.get("secrets", {})),
-                        "REGISTRY_PASSWORD": credentials.password,
+                        **self._secrets.resolve(name, plan.snapshot.get("secrets", {})),
+                        "REGISTRY_PASSWORD": self._images.credentials.password,
                     },
                     platform_variables=platform,
                 ),
@@ -386,32 +434,67 @@ class ReleaseService:
         self, plan: _ReleasePlan, digest: str, how: str, created_by: str, attempt_log: Path
     ) -> ReleaseView:
         with self._sessions.begin() as session:
-            number = (
-                session.scalar(
-                    select(func.max(Release.number)).where(
-                        Release.stack_id == plan.stack.id, Release.stage == plan.stage
-                    )
-                )
-                or 0
-            ) + 1
             build = _build_for(session, plan.stack.id, digest) or plan.build
-            log_path = attempt_log.with_name(f"{number}.log")
-            attempt_log.replace(log_path)
-            release = Release(
+            release = _add_release(
+                session,
+                _Image(digest, build.commit_sha, build.number, ""),
                 stack_id=plan.stack.id,
                 stage=plan.stage,
-                number=number,
-                digest=digest,
-                commit_sha=build.commit_sha,
-                build_number=build.number,
                 config=plan.snapshot,
                 source=how,
                 created_by=created_by,
-                log_path=str(log_path),
             )
-            session.add(release)
+            log_path = attempt_log.with_name(f"{release.number}.log")
+            attempt_log.replace(log_path)
+            release.log_path = str(log_path)
             session.flush()
             return _view(release, plan.stack.name)
+
+
+class _Image(NamedTuple):
+    """Where a new release's image comes from: a build, or an older release."""
+
+    digest: str
+    commit_sha: str
+    build_number: int | None
+    log_path: str
+
+
+def _add_release(
+    session: Session,
+    image: _Image | Release,
+    *,
+    stack_id: int,
+    stage: str,
+    config: dict[str, Any],
+    source: str,
+    created_by: str,
+) -> Release:
+    """The one place a release row is made: the stage's next number, ``image``'s digest,
+    commit, build and log, and ``config``; flushed, so its number is known."""
+    number = (
+        session.scalar(
+            select(func.max(Release.number)).where(
+                Release.stack_id == stack_id, Release.stage == stage
+            )
+        )
+        or 0
+    ) + 1
+    release = Release(
+        stack_id=stack_id,
+        stage=stage,
+        number=number,
+        digest=image.digest,
+        commit_sha=image.commit_sha,
+        build_number=image.build_number,
+        config=config,
+        source=source,
+        created_by=created_by,
+        log_path=image.log_path,
+    )
+    session.add(release)
+    session.flush()
+    return release
 
 
 class _ReleasePlan:
@@ -422,6 +505,17 @@ class _ReleasePlan:
         self.digest = digest
         self.build = build
         self.snapshot: dict[str, Any] = {}  # the config it ships with, made before promoting
+
+
+def _release_row(session: Session, stack: Stack, stage: str, number: int) -> Release:
+    release = session.scalar(
+        select(Release).where(
+            Release.stack_id == stack.id, Release.stage == stage, Release.number == number
+        )
+    )
+    if release is None:
+        raise NotFoundError(f"stack {stack.name} has no release {number} of stage {stage}")
+    return release
 
 
 def _build_for(session: Session, stack_id: int, digest: str) -> Build | None:

@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard import changes
 from stackyard.buildspec.buildlog import BuildLog, LineKind
-from stackyard.buildspec.masking import SecretMasker
 from stackyard.config.models import StackConfig
 from stackyard.deploy.records import TERMINAL as DEPLOYMENT_DONE
 from stackyard.deploy.service import DeployService
@@ -30,9 +29,10 @@ from stackyard.errors import NotFoundError, StackyardError, UsageError
 from stackyard.pipeline.builds import TERMINAL as BUILD_DONE
 from stackyard.pipeline.builds import BuildService
 from stackyard.pipeline.releases import ReleaseService
-from stackyard.pipeline.stacks import StackService
-from stackyard.pipeline.stages import known_stages, newest_build, require_stage
+from stackyard.secrets.masking import SecretMasker
 from stackyard.source.base import Source, matches_paths
+from stackyard.stacks.service import StackService
+from stackyard.stacks.stages import known_stages, newest_build, require_stage
 from stackyard.store.models import Build, PipelineRun, PipelineStep, Stack
 
 log = logging.getLogger(__name__)

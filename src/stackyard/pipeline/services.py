@@ -1,8 +1,9 @@
 """The services the API serves, wired once from settings and adapters.
 
-``build_services`` is called by the API server at start; tests call it with their own
-settings (and data directory) and may pass their own engine and router (fakes), so
-nothing is global.
+``open_state`` opens and migrates the state database, and ``build_services`` wires every
+service on it: the API server calls both at start (so the API itself never touches the
+store). Tests call ``build_services`` with their own settings, sessions and login, and may
+pass their own engine and router (fakes), so nothing is global.
 """
 
 from __future__ import annotations
@@ -18,22 +19,41 @@ from stackyard.deploy.controller import Controller, ControllerSettings
 from stackyard.deploy.service import DeployService
 from stackyard.engines.base import Engine
 from stackyard.errors import require
+from stackyard.images.imagestore import ImageStore
 from stackyard.pipeline.builds import BuildService
-from stackyard.pipeline.imagestore import Credentials, ImageStore
 from stackyard.pipeline.poller import Poller
+from stackyard.pipeline.redeploy import RedeployService
 from stackyard.pipeline.releases import ReleaseService
 from stackyard.pipeline.runs import PipelineService
-from stackyard.pipeline.stacks import StackService
-from stackyard.pipeline.variables import VariableService, VariableStore, secrets_key
-from stackyard.platform.credentials import RegistryCredentials
+from stackyard.pipeline.variable_store import VariableStore
+from stackyard.pipeline.variables import VariableService
 from stackyard.platform.state import ensure_platform_id
+from stackyard.registry_login import RegistryLogin
 from stackyard.router.base import Router
-from stackyard.secrets.vault import Vault
+from stackyard.secrets.sql import SqlSecretStore
+from stackyard.secrets.store import SecretStore
+from stackyard.secrets.vault import Vault, key_file
 from stackyard.settings import Settings
 from stackyard.source.remote import HostedRemotes
-from stackyard.store.models import Release
+from stackyard.stacks.service import StackService
+from stackyard.store.database import migrate, open_database, session_factory
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StateStore:
+    """The platform's state database, open and migrated."""
+
+    sessions: sessionmaker[Session]
+    close: Callable[[], None]
+
+
+def open_state(settings: Settings) -> StateStore:
+    """Open the state database of ``settings`` and bring its schema up to date."""
+    database = open_database(settings.database_url)
+    migrate(database)
+    return StateStore(session_factory(database), database.dispose)
 
 
 @dataclass
@@ -43,8 +63,10 @@ class Services:
     releases: ReleaseService
     images: ImageStore
     deploy: DeployService
+    redeploy: RedeployService
     controller: Controller
     variables: VariableService
+    secrets: SecretStore
     runs: PipelineService
     poller: Poller
 
@@ -65,10 +87,6 @@ class Services:
         self.controller.router.close()
         self.controller.engine.close()
 
-    def secret_values(self, stack: str) -> list[str]:
-        """Every value to mask in this stack's logs (the registry password, secrets)."""
-        return [self.images.credentials.password, *self.variables.secret_values(stack)]
-
     def delete_stack(self, name: str, remotes: HostedRemotes) -> None:
         """Delete a stack and everything the platform keeps for it: its records first (so
         nothing new starts), then its tasks and routes, its git remote and cache, its
@@ -77,6 +95,7 @@ class Services:
         routes = self.controller.routes_of(name)
         self.stacks.delete(name)
         steps: list[tuple[str, Callable[[], object]]] = [
+            ("secrets", lambda: self.secrets.forget(name)),
             ("tasks and routes", lambda: self.controller.forget(name, routes)),
             ("git remote", lambda: remotes.remove(name)),
             ("git cache and engine images", lambda: self.builds.forget(name)),
@@ -92,7 +111,7 @@ class Services:
 def build_services(
     settings: Settings,
     sessions: sessionmaker[Session],
-    registry: RegistryCredentials,
+    registry: RegistryLogin,
     *,
     engine: Engine | None = None,
     router: Router | None = None,
@@ -100,10 +119,16 @@ def build_services(
     offers = plugins.offers(settings, username=registry.username, password=registry.password)
     source = plugins.create(plugins.source(settings.source), offers["source"])
     client = plugins.create(plugins.registry(settings.registry), offers["registry"])
-    images = ImageStore(client, Credentials(registry.username, registry.password))
+    images = ImageStore(client, registry)
     stacks = StackService(sessions)
     # The key is made on first use, outside the database: a stack without secrets needs none.
-    store = VariableStore(sessions, Vault(lambda: secrets_key(settings.data_dir / "secrets.key")))
+    # Every log masks the registry password too, whatever the stack.
+    secrets = SqlSecretStore(
+        sessions,
+        Vault(lambda: key_file(settings.data_dir / "secrets.key")),
+        platform_secrets=[registry.password],
+    )
+    variable_store = VariableStore(sessions, secrets)
     work_dir = settings.data_dir / "work"
     builds = BuildService(
         sessions,
@@ -113,17 +138,11 @@ def build_services(
         logs_dir=settings.logs_dir,
         work_dir=work_dir,
         network_mode=settings.network_mode,
-        secret_values=store.secret_values,
-        build_inputs=store.build_inputs,
+        secret_values=secrets.mask_values,
+        build_inputs=variable_store.build_inputs,
     )
     releases = ReleaseService(
-        sessions,
-        source,
-        images,
-        logs_dir=settings.logs_dir,
-        work_dir=work_dir,
-        secret_values=store.secret_values,
-        resolve_secrets=store.resolve_secrets,
+        sessions, source, images, secrets, logs_dir=settings.logs_dir, work_dir=work_dir
     )
     engine = engine or plugins.create(plugins.engine(settings.engine), offers["engine"])
     if settings.network_mode == "bridge":
@@ -134,13 +153,6 @@ def build_services(
             hint="use the host network mode, or an engine that supports bridge networking",
         )
     router = router or plugins.create(plugins.router(settings.router), offers["router"])
-    deploy: DeployService | None = None
-
-    def rollback(stack: str, stage: str, number: int, source: str) -> Release:
-        if deploy is None:
-            raise RuntimeError("services are not wired yet")
-        return deploy.rollback_for_controller(stack, stage, number, source)
-
     controller = Controller(
         sessions,
         engine,
@@ -151,11 +163,12 @@ def build_services(
             logs_dir=settings.logs_dir,
             network_mode=settings.network_mode,
         ),
-        rollback=rollback,
-        secret_values=store.secret_values,
-        resolve_secrets=store.resolve_secrets,
+        rollback=releases.roll_back,
+        secret_values=secrets.mask_values,
+        resolve_secrets=secrets.resolve,
     )
-    deploy = DeployService(sessions, controller, releases, settings)
+    deploy = DeployService(sessions, controller, settings)
+    redeploy = RedeployService(releases, deploy)
     runs = PipelineService(
         sessions,
         builds,
@@ -163,14 +176,14 @@ def build_services(
         deploy,
         source,
         logs_dir=settings.logs_dir,
-        secret_values=lambda stack: [registry.password, *store.secret_values(stack)],
+        secret_values=secrets.mask_values,
     )
 
     def rebuild(stack: str) -> str:
         return f"pipeline run {runs.start_run(stack, trigger='build variables changed').number}"
 
     variables = VariableService(
-        sessions, store, releases, deploy, on_build_variables_changed=rebuild
+        sessions, variable_store, secrets, redeploy, on_build_variables_changed=rebuild
     )
     return Services(
         runs=runs,
@@ -180,6 +193,8 @@ def build_services(
         releases=releases,
         images=images,
         deploy=deploy,
+        redeploy=redeploy,
         controller=controller,
         variables=variables,
+        secrets=secrets,
     )

@@ -12,11 +12,8 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from stackyard.platform.credentials import (
-    RegistryCredentials,
-    ensure_registry_credentials,
-    write_htpasswd,
-)
+from stackyard.platform.credentials import ensure_registry_login, write_htpasswd
+from stackyard.registry_login import RegistryLogin
 from stackyard.settings import Settings
 
 REGISTRY_IMAGE = "registry:2"
@@ -71,7 +68,7 @@ def plan_registry(settings: Settings, *, binary: str | None) -> ComponentSpec:
     """Debian's ``docker-registry`` when installed, else the official ``registry:2`` image."""
     root = settings.data_dir / "registry"
     config_path = settings.run_dir / "registry.yml"
-    credentials = ensure_registry_credentials(settings.data_dir / "registry-credentials.json")
+    credentials = registry_login(settings)
     htpasswd = root / "htpasswd"
     if not htpasswd.exists():
         write_htpasswd(htpasswd, credentials)
@@ -130,5 +127,8 @@ def plan_components(settings: Settings) -> list[ComponentSpec]:
     ]
 
 
-def registry_credentials(settings: Settings) -> RegistryCredentials:
-    return ensure_registry_credentials(settings.data_dir / "registry-credentials.json")
+def registry_login(settings: Settings) -> RegistryLogin:
+    """The login of the managed registry (its credentials file is made on first use)."""
+    return ensure_registry_login(
+        settings.data_dir / "registry-credentials.json", settings.registry_endpoint
+    )

@@ -8,11 +8,13 @@ when a build, release or task needs it. The key lives in a file outside the data
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from threading import Lock
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from stackyard.errors import PermanentError
+from stackyard.secrets.files import read_private, write_private
 
 
 class SecretDecryptionError(PermanentError):
@@ -50,3 +52,10 @@ class Vault:
 def new_key() -> bytes:
     """A fresh random key, in the form ``Vault`` loaders return."""
     return Fernet.generate_key()
+
+
+def key_file(path: Path) -> bytes:
+    """The key at ``path``, made on first use (mode 0600, outside the database)."""
+    if not path.exists():
+        write_private(path, new_key().decode("ascii") + "\n")
+    return read_private(path).encode("ascii")

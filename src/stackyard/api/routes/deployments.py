@@ -1,4 +1,7 @@
-"""``/api/v1/stacks/{name}/stages/{stage}/…``: deploy, roll back, tasks, check and URL."""
+"""``/api/v1/stacks/{name}/stages/{stage}/…``: deploy, roll back, tasks, check and URL.
+
+Deploying a chosen release and rolling back go through ``RedeployService`` (the release
+side moves the stage tag or copies the release); the rest reads ``DeployService``."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from stackyard.api.logs import LogChunk, read_log
 from stackyard.api.routes.builds import services
 from stackyard.deploy.records import TERMINAL, DeploymentView
 from stackyard.deploy.service import CheckView, DeployService, StageUrl, TaskView
+from stackyard.pipeline.redeploy import RedeployService
 
 router = APIRouter(prefix="/stacks/{name}/stages/{stage}", tags=["deployments"])
 
@@ -34,9 +38,14 @@ def deployer(request: Request) -> DeployService:
     return found
 
 
+def redeployer(request: Request) -> RedeployService:
+    found: RedeployService = services(request).redeploy
+    return found
+
+
 @router.post("/deployments", status_code=202)
 def deploy(name: str, stage: str, body: DeployRequest, request: Request) -> DeploymentView:
-    return deployer(request).deploy(name, stage, body.release, trigger="api")
+    return redeployer(request).deploy(name, stage, body.release, trigger="api")
 
 
 @router.get("/deployments")
@@ -59,7 +68,7 @@ def deployment_log(
 
 @router.post("/rollback", status_code=202)
 def rollback(name: str, stage: str, body: RollbackRequest, request: Request) -> DeploymentView:
-    return deployer(request).rollback(name, stage, body.to)
+    return redeployer(request).rollback(name, stage, body.to)
 
 
 @router.get("/tasks")

@@ -18,7 +18,6 @@ from fastapi.responses import StreamingResponse
 
 from stackyard import changes
 from stackyard.api.routes.builds import services
-from stackyard.buildspec.masking import SecretMasker
 from stackyard.deploy.records import TERMINAL as DEPLOYMENT_DONE
 from stackyard.errors import UsageError
 from stackyard.pipeline.builds import TERMINAL as BUILD_DONE
@@ -112,13 +111,12 @@ def task_logs(
     """The stage's task logs, each line prefixed by its task; secrets masked."""
     found = services(request)
     tasks = found.deploy.tasks(name, stage)
-    masker = SecretMasker(found.secret_values(name))
-    engine = found.controller.engine
+    masker = found.secrets.masker(name)
     lines: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=10_000)
 
     def pump(task_id: str, label: str) -> None:
         try:
-            for line in engine.logs(task_id, tail=tail, follow=follow):
+            for line in found.deploy.task_logs(task_id, tail=tail, follow=follow):
                 lines.put((label, line))
         finally:
             lines.put(None)

@@ -7,8 +7,8 @@ from pydantic import BaseModel
 
 from stackyard.api.routes.git import remotes_root
 from stackyard.pipeline.services import Services
-from stackyard.pipeline.stacks import StackChanges, StackService, StackView
 from stackyard.source.remote import HostedRemotes
+from stackyard.stacks.service import StackChanges, StackService, StackView
 
 router = APIRouter(prefix="/stacks", tags=["stacks"])
 

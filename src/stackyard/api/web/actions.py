@@ -147,7 +147,7 @@ def rollback(request: Request, name: str, form: Form) -> HTMLResponse:
         to_text = form.get("to", "").strip()
         if to_text and not to_text.isdigit():
             raise UsageError(f"release '{to_text}' is not a number")
-        deployment = services(request).deploy.rollback(
+        deployment = services(request).redeploy.rollback(
             name, stage, int(to_text) if to_text else None
         )
         return (

@@ -15,7 +15,6 @@ from starlette.responses import Response
 from stackyard.api.web import actions, pages
 from stackyard.api.web.render import STATIC, page
 from stackyard.api.web.session import ConsoleSessions
-from stackyard.store.database import session_factory
 
 HTML_ERRORS = (400, 403, 404, 413, 415)
 
@@ -24,7 +23,6 @@ def install_console(app: FastAPI) -> None:
     """Console routes under /ui, static files (CSS and JS, nothing secret) under /ui/static."""
     context = app.state.context
     app.state.console_sessions = ConsoleSessions(context.token)
-    app.state.console_read_sessions = session_factory(context.database)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="console-static")
     for router in (actions.public, actions.router, pages.fragments, pages.router, pages.root):
         app.include_router(router)

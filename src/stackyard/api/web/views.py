@@ -1,4 +1,4 @@
-"""What each console page shows, gathered from the services (and the overview read model).
+"""What each console page shows, gathered from the services (the grid: ``deploy.overview``).
 
 The routes in ``pages.py`` and ``actions.py`` call these; each returns a plain dict for a
 template, so a page and its live fragment render from the same data.
@@ -7,14 +7,14 @@ template, so a page and its live fragment render from the same data.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import Request
-from sqlalchemy.orm import Session, sessionmaker
 
-from stackyard.api.web.overview import Overview, overview, waiting_gates
+from stackyard.deploy.overview import Overview
 from stackyard.errors import StackyardError
 from stackyard.pipeline.runs import RunView, StepView
 from stackyard.pipeline.services import Services
@@ -31,10 +31,13 @@ def services(request: Request) -> Services:
 
 
 def stacks_overview(request: Request, only: str | None = None) -> Overview:
-    """Stacks and their stage cells; the console's read sessions come from ``install``."""
-    controller = services(request).controller
-    sessions: sessionmaker[Session] = request.app.state.console_read_sessions
-    return overview(sessions, controller.engine, controller.settings.platform_id, only=only)
+    """Stacks and their stage cells, with the task health ``stackyard tasks`` shows."""
+    return services(request).deploy.overview(only)
+
+
+def waiting_gates(steps: Iterable[tuple[str, str, str]]) -> set[str]:
+    """The stages whose gate a run waits at, from (kind, stage, status) of run steps."""
+    return {stage for kind, stage, status in steps if kind == "gate" and status == "WAITING"}
 
 
 def step_log_url(stack: str, step: StepView) -> str | None:

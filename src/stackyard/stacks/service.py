@@ -1,6 +1,7 @@
 """Stacks: create, read, update and delete the apps the platform builds and deploys.
 
-Called by the API; every other service looks a stack up through ``StackService.get``.
+Called by the API; every other service (pipeline, deploy, the console's read model) looks a
+stack up by name through ``StackService.row``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """A stack's stages as the store knows them: the one lookup behind every ``--stage``.
 
 Releases and deployments call ``require_stage``, so an unknown stage is an error that
-names the valid ones instead of an empty answer.
+names the valid ones instead of an empty answer; the console's overview asks
+``known_stages_of`` for many stacks at once, with the same rule.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from stackyard.config.models import default_stages
@@ -35,15 +36,36 @@ def newest_build(session: Session, stack_id: int) -> Build | None:
 def known_stages(session: Session, stack_id: int) -> list[str]:
     """The stages in stackyard.yml at the newest successful build, in order, then any other
     stage that has releases (one removed from stackyard.yml may still run tasks)."""
-    newest = newest_build(session, stack_id)
-    names = stage_names(newest.config) if newest is not None else []
-    released = session.scalars(
-        select(Release.stage)
-        .where(Release.stack_id == stack_id)
-        .group_by(Release.stage)
+    return known_stages_of(session, [stack_id]).get(stack_id, [])
+
+
+def known_stages_of(session: Session, stack_ids: list[int]) -> dict[int, list[str]]:
+    """``known_stages`` of each stack, in two queries for all of them (the console's
+    overview shows every stack at once); a stack with no stage is left out."""
+    newest = (
+        select(Build.stack_id, func.max(Build.number).label("number"))
+        .where(Build.status == "SUCCEEDED", Build.stack_id.in_(stack_ids))
+        .group_by(Build.stack_id)
+        .subquery()
+    )
+    names: dict[int, list[str]] = {}
+    for stack_id, config in session.execute(
+        select(Build.stack_id, Build.config).join(
+            newest, and_(Build.stack_id == newest.c.stack_id, Build.number == newest.c.number)
+        )
+    ):
+        names[stack_id] = stage_names(config)
+    released = session.execute(
+        select(Release.stack_id, Release.stage)
+        .where(Release.stack_id.in_(stack_ids))
+        .group_by(Release.stack_id, Release.stage)
         .order_by(func.min(Release.id))
     )
-    return names + [stage for stage in released if stage not in names]
+    for stack_id, stage in released:
+        known = names.setdefault(stack_id, [])
+        if stage not in known:
+            known.append(stage)
+    return names
 
 
 def require_stage(session: Session, stack: Stack, stage: str) -> None:

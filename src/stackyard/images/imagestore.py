@@ -1,25 +1,19 @@
 """The stack images in the platform's registry: one repository per stack, tags by digest.
 
-Builds, releases and the ``images`` listing go through this; it speaks to the registry
-only through the ``Registry`` seam (images/registry_base.py).
+Builds, releases, the deploy controller and the ``images`` listing go through this; it
+speaks to the registry only through the ``Registry`` seam (images/registry_base.py).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from stackyard.errors import NotFoundError
 from stackyard.images.registry_base import Registry
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str = field(repr=False)
+from stackyard.registry_login import RegistryLogin
 
 
 @dataclass(frozen=True)
@@ -32,7 +26,9 @@ class ImageGroup:
 
 
 class ImageStore:
-    def __init__(self, client: Registry, credentials: Credentials) -> None:
+    """The platform registry's stack images, reached through ``client`` as ``credentials``."""
+
+    def __init__(self, client: Registry, credentials: RegistryLogin) -> None:
         self.client = client
         self.credentials = credentials
 
@@ -122,10 +118,8 @@ class ImageStore:
     def docker_config(self, directory: Path) -> Path:
         """A ``DOCKER_CONFIG`` directory whose client is logged in to this registry."""
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        pair = f"{self.credentials.username}:{self.credentials.password}".encode()
-        config = {"auths": {self.endpoint: {"auth": base64.b64encode(pair).decode()}}}
         path = directory / "config.json"
-        path.write_text(json.dumps(config), encoding="utf-8")
+        path.write_text(json.dumps(self.credentials.docker_config()), encoding="utf-8")
         path.chmod(0o600)
         return directory
 

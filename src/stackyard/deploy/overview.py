@@ -1,0 +1,106 @@
+"""What every stage serves and how its tasks are, for many stacks at once: the console's grid.
+
+``DeployService.overview`` builds it from the same lookups and the same task health as
+``tasks`` and ``check`` (stacks.stages, deploy.records, the controller's health checks),
+only batched: a fixed number of queries and one engine call however many stages there are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from stackyard.deploy import records
+from stackyard.stacks.stages import known_stages_of
+from stackyard.store.models import Deployment, Release, Stack
+
+StageKey = tuple[str, str]  # (stack name, stage)
+
+
+@dataclass(frozen=True)
+class TaskCount:
+    """A stage's running tasks, and how many of them serve (``DeployService.serving``)."""
+
+    running: int = 0
+    healthy: int = 0
+
+
+@dataclass(frozen=True)
+class StageCell:
+    """One stage of a stack as a console cell: what it serves, and how its tasks are."""
+
+    stage: str
+    release: int | None = None
+    digest: str | None = None
+    commit: str = ""
+    desired: int = 0
+    running: int = 0
+    healthy: int = 0
+    rollout: str | None = None  # the latest deployment's status
+    rollout_number: int | None = None
+    rollout_reason: str = ""
+
+    @property
+    def healthy_enough(self) -> bool:
+        return self.desired > 0 and self.healthy >= self.desired
+
+
+@dataclass(frozen=True)
+class StackRow:
+    name: str
+    repo: str
+    branch: str
+    stages: list[StageCell] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Overview:
+    stacks: list[StackRow]
+    engine_error: str | None = None  # the engine did not answer: task counts are unknown
+
+
+def stack_rows(
+    session: Session, counts: Mapping[StageKey, TaskCount], *, only: str | None = None
+) -> list[StackRow]:
+    """Every stack (or only the one named) with each of its stages, in order."""
+    query = select(Stack).order_by(Stack.name)
+    if only is not None:
+        query = query.where(Stack.name == only)
+    stacks: Sequence[Stack] = session.scalars(query).all()
+    ids = [stack.id for stack in stacks]
+    stages = known_stages_of(session, ids)
+    serving = records.current_releases(session, ids)
+    latest = records.latest_deployments(session, ids)
+    rows = []
+    for stack in stacks:
+        cells = [
+            _cell(
+                stage,
+                serving.get((stack.id, stage)),
+                latest.get((stack.id, stage)),
+                counts.get((stack.name, stage), TaskCount()),
+            )
+            for stage in stages.get(stack.id, [])
+        ]
+        rows.append(StackRow(stack.name, stack.repo, stack.branch, cells))
+    return rows
+
+
+def _cell(
+    stage: str, served: Release | None, latest: Deployment | None, tasks: TaskCount
+) -> StageCell:
+    return StageCell(
+        stage=stage,
+        release=served.number if served else None,
+        digest=served.digest if served else None,
+        commit=served.commit_sha if served else "",
+        desired=records.stage_config(served).replicas if served else 0,
+        running=tasks.running,
+        healthy=tasks.healthy,
+        rollout=latest.status if latest else None,
+        rollout_number=latest.number if latest else None,
+        rollout_reason=latest.reason if latest else "",
+    )

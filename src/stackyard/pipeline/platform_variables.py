@@ -1,0 +1,61 @@
+"""The variables Stackyard sets in a build or release spec, and those it sets in every task.
+
+``spec_variables`` makes the one dictionary a build.yml or release.yml run gets (DESIGN.md's
+list: ``STACK_NAME``, ``IMAGE_URL``, the ``CODEBUILD_*`` set, the TinyStacks aliases, and
+the registry login); the variable rule (variables.py) refuses these names for variables a
+user sets, so a user's value never silently loses to the platform's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from stackyard.images.imagestore import ImageStore
+
+# Set in builds and releases, so a spec can push to the platform's registry.
+REGISTRY_LOGIN = frozenset({"DOCKER_CONFIG", "REGISTRY_USERNAME", "REGISTRY_PASSWORD"})
+# Set in every task: name -> what it holds.
+TASK = {
+    "PORT": "the port each task must listen on",
+    "HOST": "the address each task must listen on",
+}
+
+
+@dataclass(frozen=True)
+class SpecRun:
+    """What one build or release spec run is for."""
+
+    stack: str
+    commit_sha: str
+    run_id: str  # CODEBUILD_BUILD_ID: "<stack>:<build number>" or "<stack>:<stage>"
+    build_number: int | None = None  # builds only
+    stage: str | None = None  # releases only
+    previous_stage: str | None = None  # releases only: what the stage promotes from
+
+
+def spec_variables(
+    run: SpecRun, images: ImageStore, *, artifacts: Path, docker_config: Path
+) -> dict[str, str]:
+    """The platform variables of a spec run; ``docker_config`` is made (logged in) here."""
+    image_url = images.image_url(run.stack)
+    values = {
+        "STACK_NAME": run.stack,
+        "COMMIT_SHA": run.commit_sha,
+        "REGISTRY_ENDPOINT": images.endpoint,
+        "IMAGE_URL": image_url,
+        "ECR_ENDPOINT": images.endpoint,
+        "ECR_IMAGE_URL": image_url,
+        "S3_BUCKET": str(artifacts),
+        "CODEBUILD_BUILD_ID": run.run_id,
+        "CODEBUILD_RESOLVED_SOURCE_VERSION": run.commit_sha,
+        "DOCKER_CONFIG": str(images.docker_config(docker_config)),
+        "REGISTRY_USERNAME": images.credentials.username,
+        "REGISTRY_PASSWORD": images.credentials.password,
+    }
+    if run.build_number is not None:
+        values["CODEBUILD_BUILD_NUMBER"] = str(run.build_number)
+    if run.stage is not None:
+        values["STAGE_NAME"] = run.stage
+        values["PREVIOUS_STAGE_NAME"] = run.previous_stage or "latest"
+    return values
