@@ -257,6 +257,41 @@ def test_read_file_at_a_commit(source: GitSource, upstream: Path) -> None:
         source.read_file("web", "1" * 40, "README.md")
 
 
+def test_a_file_git_cannot_read_is_an_error_not_a_missing_file(
+    source: GitSource, upstream: Path
+) -> None:
+    sha = source.resolve("web", str(upstream), None, "main").sha
+    cache = source.cache_dir / "web.git"
+    blob = git(cache, "rev-parse", f"{sha}:README.md")
+    loose = cache / "objects" / blob[:2] / blob[2:]
+    assert loose.is_file()  # a small fetch keeps its objects loose
+    loose.chmod(0o644)
+    loose.write_bytes(b"not a zlib stream")
+
+    with pytest.raises(ComponentError, match=r"could not read README.md at commit") as caught:
+        source.read_file("web", sha, "README.md")
+    assert f"delete {cache}" in (caught.value.hint or "")
+    assert source.read_file("web", sha, "stackyard.yml") is None  # still an answer
+
+
+def test_a_damaged_cache_is_never_taken_for_a_missing_commit_or_file(
+    source: GitSource, upstream: Path
+) -> None:
+    sha = source.resolve("web", str(upstream), None, "main").sha
+    config = source.cache_dir / "web.git" / "config"
+    config.write_text(config.read_text() + "[broken\n")
+
+    for read in (
+        lambda: source.read_file("web", sha, "README.md"),
+        lambda: source.read_file("web", sha, "stackyard.yml"),
+        lambda: source.changed_paths("web", None, sha),
+        lambda: source.resolve("web", str(upstream), sha, "main"),
+    ):
+        with pytest.raises(ComponentError, match="bad config line") as caught:
+            read()
+        assert not isinstance(caught.value, NotFoundError)
+
+
 def test_changed_paths(source: GitSource, upstream: Path) -> None:
     first = source.resolve("web", str(upstream), None, "main").sha
     git(upstream, "rm", "-q", "README.md")

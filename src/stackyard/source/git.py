@@ -76,6 +76,9 @@ _CONFIG_OVERRIDES = (
     "protocol.file.allow=always",
 )
 
+# What `git rev-parse --verify` says when a revision does not exist (an answer, not a failure).
+_NO_SUCH_REVISION = ("Needed a single revision", "unknown revision")
+
 # Fragments of git's stderr that mean "try again later" rather than "fix something".
 _TRANSIENT = (
     "connection refused",
@@ -225,15 +228,21 @@ class GitSource(Source):
     def read_file(self, stack: str, sha: str, path: str) -> bytes | None:
         repo = self._cached_repo(stack)
         check_sha(sha)
-        spec = f"{sha}:{repo_relative(path)}"
+        relative = repo_relative(path)
         try:  # one git call when the file is there (every pipeline run reads stackyard.yml)
             return self._git(
-                repo, "cat-file", "blob", spec, op=f"read {path}", may_fail=True
+                repo, "cat-file", "blob", f"{sha}:{relative}", op=f"read {path}", may_fail=True
             ).stdout
-        except GitFailed:
-            # Not a file at that commit (missing, or a directory), or no such commit.
+        except GitFailed as exc:
+            # Only "no such commit" and "not a file there" are answers; git failing to read
+            # a file that is there (a damaged cache) is an error, never "there is none".
             self._require_commit(repo, stack, sha)
-            return None
+            if self._entry_type(repo, sha, relative) != "blob":
+                return None
+            raise ComponentError(
+                f"git could not read {path} at commit {sha[:12]} in {repo}: {exc.line}",
+                hint=f"if the cache is damaged, delete {repo}; the next sync fetches it again",
+            ) from exc
 
     def changed_paths(self, stack: str, old_sha: str | None, new_sha: str) -> list[str]:
         repo = self._cached_repo(stack)
@@ -332,18 +341,17 @@ class GitSource(Source):
             raise error from exc
 
     def _origin_url(self, repo: Path) -> str | None:
-        try:
-            out = self._git(
-                repo,
-                "config",
-                "--get",
-                "remote.origin.url",
-                op="read the remote URL",
-                may_fail=True,
-            )
-        except GitFailed:
-            return None
-        return out.stdout.decode().strip()
+        """The cache's remote URL; None when it has none (``git config`` exits 1 then)."""
+        out = self._lookup(repo, "config", "--get", "remote.origin.url", op="read the remote URL")
+        return None if out is None else out.stdout.decode().strip()
+
+    def _entry_type(self, repo: Path, sha: str, path: str) -> str | None:
+        """``blob``, ``tree`` or ``commit`` (a submodule) for ``path`` at ``sha``; None when
+        the commit has no such path."""
+        out = self._git(repo, "ls-tree", "-z", sha, "--", path, op=f"look up {path}").stdout
+        entry = out.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        fields = entry.split(None, 2)  # "<mode> <type> <object>\t<path>"
+        return fields[1] if len(fields) >= 2 else None
 
     def _resolve_ref(self, repo: Path, ref: str) -> str | None:
         for candidate in (f"refs/heads/{ref}", f"refs/tags/{ref}"):
@@ -367,17 +375,26 @@ class GitSource(Source):
                     f"the short sha {ref!r} matches more than one object",
                     hint="give more hex digits of the commit",
                 ) from exc
-            return None
+            if any(answer in exc.stderr for answer in _NO_SUCH_REVISION):
+                return None
+            raise self._damaged(repo, f"resolve {ref!r}", exc) from exc
         return out.stdout.decode().strip()
 
     def _verify(self, repo: Path, rev: str) -> str | None:
+        """The object ``rev`` names; None when there is none (``--quiet`` exits 1 then)."""
+        out = self._lookup(repo, "rev-parse", "--verify", "--quiet", rev, op=f"resolve {rev}")
+        return None if out is None else out.stdout.decode().strip()
+
+    def _lookup(self, repo: Path, *args: str, op: str) -> GitResult | None:
+        """A git call that exits 1 when what it looks for is not there (``rev-parse
+        --verify --quiet``, ``config --get``): None then; any other failure (a damaged
+        cache, a bad config: git exits 128 or 3) is a ComponentError with git's own line."""
         try:
-            out = self._git(
-                repo, "rev-parse", "--verify", "--quiet", rev, op="resolve", may_fail=True
-            )
-        except GitFailed:
-            return None
-        return out.stdout.decode().strip()
+            return self._git(repo, *args, op=op, may_fail=True)
+        except GitFailed as exc:
+            if exc.returncode == 1:
+                return None
+            raise self._damaged(repo, op, exc) from exc
 
     def _commit(self, repo: Path, sha: str) -> Commit:
         fmt = "--format=%H%x00%s%x00%an <%ae>%x00%cI"
@@ -417,10 +434,14 @@ class GitSource(Source):
         except GitFailed as exc:
             if may_fail:
                 raise
-            raise ComponentError(
-                f"git could not {op} in {repo}: {exc.line}",
-                hint=f"if the cache is damaged, delete {repo}; the next sync fetches it again",
-            ) from exc
+            raise self._damaged(repo, op, exc) from exc
+
+    @staticmethod
+    def _damaged(repo: Path, op: str, exc: GitFailed) -> ComponentError:
+        return ComponentError(
+            f"git could not {op} in {repo}: {exc.line}",
+            hint=f"if the cache is damaged, delete {repo}; the next sync fetches it again",
+        )
 
 
 # -- deciding: argv and environment, no process started ----------------------------
