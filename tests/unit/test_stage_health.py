@@ -1,8 +1,9 @@
-"""The console and the API (`tasks`, `check`) count a stage's healthy tasks the same way.
+"""What the console and the API say about a stage's tasks: health, and their logs.
 
-Both ask DeployService, whose task health is the controller's judgement (HTTP checks
-included). Here the engine's own (Docker) health and the HTTP check disagree on purpose:
-the task answers its HTTP check, while the engine calls it unhealthy.
+The console and the API (`tasks`, `check`) ask DeployService, whose task health is the
+controller's judgement (HTTP checks included). Here the engine's own (Docker) health and
+the HTTP check disagree on purpose: the task answers its HTTP check, while the engine
+calls it unhealthy.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from stackyard.engines.base import (
     LABEL_RELEASE,
     LABEL_STACK,
     LABEL_STAGE,
+    EngineError,
     Health,
     TaskSpec,
 )
@@ -67,10 +69,25 @@ def app_port() -> Iterator[int]:
         thread.join(timeout=5)
 
 
+class _Engine(FakeEngine):
+    """FakeEngine whose log stream of a ``broken`` task fails, as a vanished task's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken: set[str] = set()
+
+    def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+        if task_id in self.broken:
+            raise EngineError(f"no such container: {task_id}")
+        return super().logs(task_id, tail=tail, follow=follow)
+
+
 @dataclass
 class Platform:
     services: Services
     client: TestClient
+    engine: _Engine
+    task: str
 
 
 @pytest.fixture
@@ -79,7 +96,7 @@ def platform(tmp_path: Path, app_port: int) -> Iterator[Platform]:
     database = open_database(settings.database_url)
     migrate(database)
     sessions = session_factory(database)
-    engine = FakeEngine()
+    engine = _Engine()
     login_record = RegistryLogin(settings.registry_endpoint, "stackyard", "registry-password")
     services = build_services(settings, sessions, login_record, engine=engine, router=FakeRouter())
     with sessions.begin() as session:
@@ -129,7 +146,7 @@ def platform(tmp_path: Path, app_port: int) -> Iterator[Platform]:
     services.start()
     try:
         with TestClient(create_app(ApiContext(settings, TOKEN, {}, services))) as client:
-            yield Platform(services, client)
+            yield Platform(services, client, engine, task.id)
     finally:
         services.close()
         database.dispose()
@@ -164,3 +181,16 @@ def test_the_console_and_the_api_agree_on_a_stages_health(platform: Platform) ->
     assert answer.status_code == 303
     fragment = api.get(f"/ui/fragments/stacks/{STACK}").text
     assert "1/1 healthy" in fragment
+
+
+def test_task_logs_are_masked_and_a_failing_stream_says_why(platform: Platform) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    path = f"/api/v1/stacks/{STACK}/stages/{STAGE}/tasks/logs"
+    platform.engine.emit(platform.task, "pushing with registry-password", "done")
+    text = platform.client.get(path, headers=headers).text
+    label = platform.task[:12]
+    assert text.splitlines() == [f"[{label}] pushing with ***", f"[{label}] done"]
+
+    platform.engine.broken.add(platform.task)
+    text = platform.client.get(path, headers=headers).text
+    assert text.splitlines() == [f"[{label}] (no more lines: no such container: {platform.task})"]

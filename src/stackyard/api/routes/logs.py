@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from stackyard import changes
 from stackyard.api.routes.builds import services
 from stackyard.deploy.records import TERMINAL as DEPLOYMENT_DONE
-from stackyard.errors import UsageError
+from stackyard.errors import StackyardError, UsageError
 from stackyard.pipeline.builds import TERMINAL as BUILD_DONE
 from stackyard.pipeline.runs import TERMINAL as RUN_DONE
 from stackyard.pipeline.services import Services
@@ -118,6 +118,8 @@ def task_logs(
         try:
             for line in found.deploy.task_logs(task_id, tail=tail, follow=follow):
                 lines.put((label, line))
+        except StackyardError as exc:  # e.g. the task went away: say so in the stream
+            lines.put((label, f"(no more lines: {exc.message})"))
         finally:
             lines.put(None)
 

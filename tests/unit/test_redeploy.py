@@ -1,0 +1,148 @@
+"""Releases own rollbacks and the stage tag; RedeployService makes the release, then deploys.
+
+Real services over SQLite with FakeEngine and FakeRouter; the registry is the tests'
+FakeRegistry behind the real RegistryClient. No stage loop runs: deployments stay QUEUED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from stackyard.engines.fake import FakeEngine
+from stackyard.errors import NotFoundError, UsageError
+from stackyard.pipeline.releases import config_snapshot
+from stackyard.pipeline.services import Services, build_services
+from stackyard.registry_login import RegistryLogin
+from stackyard.router.fake import FakeRouter
+from stackyard.settings import Settings
+from stackyard.store.database import migrate, open_database, session_factory
+from stackyard.store.models import Build, Deployment, Release, Stack
+
+from .test_registry_client import FakeRegistry, client_for
+
+STACK, STAGE = "shop", "dev"
+CONFIG = {"stages": [{"name": STAGE}]}
+
+
+@dataclass
+class Yard:
+    services: Services
+    registry: FakeRegistry
+    stack_id: int
+    digests: list[str]  # of releases 1, 2, 3
+
+    def deployments(self) -> list[Deployment]:
+        with self.services.deploy._sessions() as session:
+            return list(session.scalars(select(Deployment).order_by(Deployment.number)))
+
+    def release(self, number: int) -> Release:
+        with self.services.deploy._sessions() as session:
+            found = session.scalar(select(Release).where(Release.number == number))
+            assert found is not None
+            return found
+
+
+@pytest.fixture
+def yard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Yard]:
+    """Releases 1 and 2 of dev COMPLETED in turn, release 3 made but never deployed;
+    the registry's ``dev`` tag points at release 3's digest."""
+    settings = Settings(data_dir=tmp_path, registry_port=5999)
+    database = open_database(settings.database_url)
+    migrate(database)
+    sessions = session_factory(database)
+    login = RegistryLogin(settings.registry_endpoint, "stackyard", "registry-password")
+    services = build_services(settings, sessions, login, engine=FakeEngine(), router=FakeRouter())
+    registry = FakeRegistry()
+    monkeypatch.setattr(services.images, "client", client_for(registry))
+    digests = [registry.push_image(STACK, f"v{n}", [bytes([n])]).digest for n in (1, 2, 3)]
+    registry.tags[(STACK, STAGE)] = digests[2]
+    with sessions.begin() as session:
+        stack = Stack(name=STACK, repo="/srv/shop", branch="main")
+        session.add(stack)
+        session.flush()
+        session.add(Build(stack_id=stack.id, number=1, status="SUCCEEDED", config=CONFIG))
+        for number, digest in enumerate(digests, start=1):
+            snapshot = config_snapshot(CONFIG, STAGE, variables={"N": str(number)})
+            session.add(
+                Release(
+                    stack_id=stack.id, stage=STAGE, number=number, digest=digest, config=snapshot
+                )
+            )
+        for number in (1, 2):
+            session.add(
+                Deployment(
+                    stack_id=stack.id,
+                    stage=STAGE,
+                    number=number,
+                    release_number=number,
+                    digest=digests[number - 1],
+                    status="COMPLETED",
+                    log_path=str(tmp_path / f"{number}.log"),
+                )
+            )
+        stack_id = stack.id
+    try:
+        yield Yard(services, registry, stack_id, digests)
+    finally:
+        services.close()
+        database.dispose()
+
+
+def test_deploying_an_older_release_moves_the_stage_tag_to_it(yard: Yard) -> None:
+    deployment = yard.services.redeploy.deploy(STACK, STAGE, 1, trigger="api")
+    assert (deployment.release_number, deployment.status) == (1, "QUEUED")
+    assert yard.registry.tags[(STACK, STAGE)] == yard.digests[0]
+
+
+def test_deploying_the_latest_release_leaves_the_tag_alone(yard: Yard) -> None:
+    yard.registry.tags[(STACK, STAGE)] = yard.digests[1]  # moved by hand: not ours to fix
+    puts = len([r for r in yard.registry.requests if r.method == "PUT"])
+    deployment = yard.services.redeploy.deploy(STACK, STAGE, 3, trigger="api")
+    assert deployment.release_number == 3
+    assert len([r for r in yard.registry.requests if r.method == "PUT"]) == puts
+    assert yard.registry.tags[(STACK, STAGE)] == yard.digests[1]
+
+
+def test_deploying_a_release_that_does_not_exist_moves_nothing(yard: Yard) -> None:
+    with pytest.raises(NotFoundError, match="release 9"):
+        yard.services.redeploy.deploy(STACK, STAGE, 9, trigger="api")
+    assert yard.registry.tags[(STACK, STAGE)] == yard.digests[2]
+    assert len(yard.deployments()) == 2
+
+
+def test_a_rollback_copies_the_newest_other_completed_release(yard: Yard) -> None:
+    deployment = yard.services.redeploy.rollback(STACK, STAGE, None)
+    copy = yard.release(deployment.release_number)
+    assert deployment.release_number == 4
+    assert (copy.digest, copy.config) == (yard.digests[0], yard.release(1).config)
+    assert copy.source == "rollback (copy of release 1)"
+    assert (copy.created_by, deployment.trigger) == ("api", "rollback")
+    assert yard.registry.tags[(STACK, STAGE)] == yard.digests[0]
+
+
+def test_nothing_earlier_to_roll_back_to_is_a_usage_error(yard: Yard) -> None:
+    with yard.services.deploy._sessions.begin() as session:
+        for row in session.scalars(select(Deployment).where(Deployment.number == 1)):
+            row.status = "FAILED"
+    with pytest.raises(UsageError, match="no earlier completed release") as caught:
+        yard.services.releases.rollback_target(STACK, STAGE)
+    assert "--to N" in (caught.value.hint or "")
+
+
+def test_the_controllers_rollback_copies_and_queues_in_one_step(yard: Yard) -> None:
+    copy = yard.services.releases.roll_back(STACK, STAGE, 1, "rollback: deployment 3 failed")
+    assert (copy.number, copy.digest, copy.created_by) == (4, yard.digests[0], "controller")
+    assert copy.source == "rollback: deployment 3 failed (copy of release 1)"
+    queued = yard.deployments()[-1]
+    assert (queued.release_number, queued.status, queued.trigger) == (
+        4,
+        "QUEUED",
+        "automatic rollback",
+    )
+    assert queued.log_path.endswith(f"deployments/{STACK}/{STAGE}/3.log")
+    assert yard.registry.tags[(STACK, STAGE)] == yard.digests[0]
