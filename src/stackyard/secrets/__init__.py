@@ -1,5 +1,4 @@
-"""Stackyard secrets: encryption at rest (vault.py) and env file templates (envfile.py).
-
-Masking in logs lives with the log writer (buildspec/masking.py); the variable service
-(pipeline/variables.py) stores and resolves secrets.
+"""Stackyard secrets: the SecretStore seam (store.py) with its SQL and in-memory adapters,
+encryption at rest (vault.py), masking in logs (masking.py), secret files (files.py) and
+env file templates (envfile.py).
 """
