@@ -27,7 +27,7 @@ from stackyard.api.routes.hooks import (
     gitlab_push,
     gitlab_token_ok,
 )
-from stackyard.errors import RetryableError
+from stackyard.errors import ComponentError, PermanentError, RetryableError, StackyardError
 from stackyard.pipeline.services import Services
 from stackyard.source.remote import Push
 from stackyard.store.models import Stack
@@ -319,6 +319,21 @@ def test_pipeline_refusal_is_reported_and_retryable_is_503(harness: Harness) -> 
     response = harness.github(GITHUB_PUSH)
     assert response.status_code == 503
     assert response.json()["error"] == "no run started: the store is busy"
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (ComponentError("the engine is down"), 503),
+        (ComponentError("git is not installed", retryable=False), 500),
+        (PermanentError("the registry refused the login"), 500),
+    ],
+)
+def test_a_refusal_is_503_exactly_when_a_retry_may_help(
+    harness: Harness, error: StackyardError, status: int
+) -> None:
+    harness.runs.error = error
+    assert harness.github(GITHUB_PUSH).status_code == status
 
 
 def test_a_started_run_is_remembered_for_polling(harness: Harness) -> None:

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from stackyard.errors import NotFoundError, RetryableError, StackyardError, UsageError
+from stackyard.errors import NotFoundError, StackyardError, UsageError
 from stackyard.source.remote import ZERO_SHA, Push, ignore_reason
 
 MAX_BODY = 5 * 1024 * 1024
@@ -220,11 +220,12 @@ async def _start(request: Request, stack: str, push: Push, trigger: str) -> JSON
 
 
 def _status_of(error: StackyardError) -> int:
+    """404 and 400 for what the sender got wrong; else 503 when a retry may help."""
     if isinstance(error, NotFoundError):
         return 404
     if isinstance(error, UsageError):
         return 400
-    return 503 if isinstance(error, RetryableError) else 500
+    return 503 if error.retryable else 500
 
 
 # -- the admin view -------------------------------------------------------------------
