@@ -1,7 +1,7 @@
 """Releases own rollbacks and the stage tag; RedeployService makes the release, then deploys.
 
-Real services over SQLite with FakeEngine and FakeRouter; the registry is the tests'
-FakeRegistry behind the real RegistryClient. No stage loop runs: deployments stay QUEUED.
+Real services over SQLite with the fake engine, router and registry (picked by name, as
+the platform picks its adapters). No stage loop runs: deployments stay QUEUED.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from stackyard.engines.fake import FakeEngine
 from stackyard.errors import NotFoundError, UsageError
+from stackyard.images.registry_fake import FakeRegistry
 from stackyard.pipeline.releases import config_snapshot
 from stackyard.pipeline.services import Services, build_services
 from stackyard.registry_login import RegistryLogin
@@ -22,8 +23,6 @@ from stackyard.router.fake import FakeRouter
 from stackyard.settings import Settings
 from stackyard.store.database import migrate, open_database, session_factory
 from stackyard.store.models import Build, Deployment, Release, Stack
-
-from .test_registry_client import FakeRegistry, client_for
 
 STACK, STAGE = "shop", "dev"
 CONFIG = {"stages": [{"name": STAGE}]}
@@ -48,18 +47,18 @@ class Yard:
 
 
 @pytest.fixture
-def yard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Yard]:
+def yard(tmp_path: Path) -> Iterator[Yard]:
     """Releases 1 and 2 of dev COMPLETED in turn, release 3 made but never deployed;
     the registry's ``dev`` tag points at release 3's digest."""
-    settings = Settings(data_dir=tmp_path, registry_port=5999)
+    settings = Settings(data_dir=tmp_path, registry_port=5999, registry="fake")
     database = open_database(settings.database_url)
     migrate(database)
     sessions = session_factory(database)
     login = RegistryLogin(settings.registry_endpoint, "stackyard", "registry-password")
     services = build_services(settings, sessions, login, engine=FakeEngine(), router=FakeRouter())
-    registry = FakeRegistry()
-    monkeypatch.setattr(services.images, "client", client_for(registry))
-    digests = [registry.push_image(STACK, f"v{n}", [bytes([n])]).digest for n in (1, 2, 3)]
+    registry = services.images.client
+    assert isinstance(registry, FakeRegistry)
+    digests = [registry.push_image(STACK, f"v{n}", [bytes([n])]) for n in (1, 2, 3)]
     registry.tags[(STACK, STAGE)] = digests[2]
     with sessions.begin() as session:
         stack = Stack(name=STACK, repo="/srv/shop", branch="main")
@@ -101,10 +100,10 @@ def test_deploying_an_older_release_moves_the_stage_tag_to_it(yard: Yard) -> Non
 
 def test_deploying_the_latest_release_leaves_the_tag_alone(yard: Yard) -> None:
     yard.registry.tags[(STACK, STAGE)] = yard.digests[1]  # moved by hand: not ours to fix
-    puts = len([r for r in yard.registry.requests if r.method == "PUT"])
+    puts = yard.registry.counts.manifest_puts
     deployment = yard.services.redeploy.deploy(STACK, STAGE, 3, trigger="api")
     assert deployment.release_number == 3
-    assert len([r for r in yard.registry.requests if r.method == "PUT"]) == puts
+    assert yard.registry.counts.manifest_puts == puts
     assert yard.registry.tags[(STACK, STAGE)] == yard.digests[1]
 
 

@@ -1,8 +1,7 @@
 """How a release promotes: release.yml when the commit has it, else a retag that says so.
 
-A real git repository and GitSource; the registry is the tests' in-memory FakeRegistry
-behind the real RegistryClient. Nothing that goes wrong reading release.yml may turn into
-a silent retag.
+A real git repository and GitSource; the registry is the Registry seam's in-memory fake.
+Nothing that goes wrong reading release.yml may turn into a silent retag.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from stackyard.images.imagestore import ImageStore
+from stackyard.images.registry_fake import FakeRegistry
 from stackyard.pipeline.releases import ReleaseFailure, ReleaseService
 from stackyard.registry_login import RegistryLogin
 from stackyard.secrets.fake import FakeSecretStore
@@ -24,7 +24,6 @@ from stackyard.stacks.service import StackChanges, StackService
 from stackyard.store.database import migrate, open_database, session_factory
 from stackyard.store.models import Build
 
-from .test_registry_client import FakeRegistry, client_for
 from .test_source_git import commit, git
 
 STACK = "shop"
@@ -42,7 +41,7 @@ class Yard:
 
     def built(self, sha: str) -> str:
         """``sha`` built and pushed as ``latest``: its digest, recorded as build 1."""
-        digest = self.registry.push_image(STACK, "latest", [sha.encode()]).digest
+        digest = self.registry.push_image(STACK, "latest", [sha.encode()])
         self.source.resolve(STACK, str(self.repo), sha, "main")  # into the cache
         with self.releases._sessions.begin() as session:
             stack = StackService.row(session, STACK)
@@ -73,8 +72,8 @@ def yard(tmp_path: Path) -> Iterator[Yard]:
     sessions = session_factory(database)
     stacks = StackService(sessions)
     stacks.create(STACK, StackChanges(repo=str(repo)))
-    registry = FakeRegistry()
-    images = ImageStore(client_for(registry), RegistryLogin("127.0.0.1:5999", "u", "p"))
+    registry = FakeRegistry("127.0.0.1:5999")
+    images = ImageStore(registry, RegistryLogin("127.0.0.1:5999", "u", "p"))
     source = GitSource(tmp_path / "git")
     releases = ReleaseService(
         sessions,
