@@ -72,8 +72,33 @@ def stack_rows(
     stacks: Sequence[Stack] = session.scalars(query).all()
     ids = [stack.id for stack in stacks]
     stages = known_stages_of(session, ids)
-    serving = records.current_releases(session, ids)
-    latest = records.latest_deployments(session, ids)
+    # The same queries as current_release and the newest deployment, for every stage at
+    # once, reading only the columns a cell shows (the console draws 150 cells a second).
+    serving = {
+        (stack_id, stage): _Served(number, digest, commit, desired)
+        for stack_id, stage, number, digest, commit, desired in session.execute(
+            records.serving(ids).with_only_columns(
+                Release.stack_id,
+                Release.stage,
+                Release.number,
+                Release.digest,
+                Release.commit_sha,
+                Deployment.desired,  # the current release's replicas, as `check` counts
+            )
+        )
+    }
+    latest = {
+        (stack_id, stage): _Rollout(status, number, reason)
+        for stack_id, stage, status, number, reason in session.execute(
+            records.newest(ids).with_only_columns(
+                Deployment.stack_id,
+                Deployment.stage,
+                Deployment.status,
+                Deployment.number,
+                Deployment.reason,
+            )
+        )
+    }
     rows = []
     for stack in stacks:
         cells = [
@@ -89,15 +114,30 @@ def stack_rows(
     return rows
 
 
+@dataclass(frozen=True)
+class _Served:
+    release: int
+    digest: str
+    commit: str
+    desired: int
+
+
+@dataclass(frozen=True)
+class _Rollout:
+    status: str
+    number: int
+    reason: str
+
+
 def _cell(
-    stage: str, served: Release | None, latest: Deployment | None, tasks: TaskCount
+    stage: str, served: _Served | None, latest: _Rollout | None, tasks: TaskCount
 ) -> StageCell:
     return StageCell(
         stage=stage,
-        release=served.number if served else None,
+        release=served.release if served else None,
         digest=served.digest if served else None,
-        commit=served.commit_sha if served else "",
-        desired=records.stage_config(served).replicas if served else 0,
+        commit=served.commit if served else "",
+        desired=served.desired if served else 0,
         running=tasks.running,
         healthy=tasks.healthy,
         rollout=latest.status if latest else None,

@@ -155,8 +155,15 @@ def current_releases(
 ) -> dict[tuple[int, str], Release]:
     """``current_release`` of every stage of these stacks (or of ``stage`` only), in one
     query: (stack id, stage) -> the release of its last COMPLETED deployment."""
+    rows = session.scalars(serving(stack_ids, stage))
+    return {(row.stack_id, row.stage): row for row in rows}
+
+
+def serving(stack_ids: list[int], stage: str | None = None) -> Select[Release]:
+    """The query behind ``current_releases``: each stage's current release, joined with
+    the COMPLETED deployment that made it current (a read model may pick its columns)."""
     done = _newest_per_stage(stack_ids, stage, "COMPLETED").subquery()
-    rows = session.scalars(
+    return (
         select(Release)
         .join(
             Deployment,
@@ -168,14 +175,12 @@ def current_releases(
         )
         .join(done, _is_newest(done))
     )
-    return {(row.stack_id, row.stage): row for row in rows}
 
 
-def latest_deployments(session: Session, stack_ids: list[int]) -> dict[tuple[int, str], Deployment]:
+def newest(stack_ids: list[int]) -> Select[Deployment]:
     """The newest deployment of every stage of these stacks, whatever its status."""
-    newest = _newest_per_stage(stack_ids, None).subquery()
-    rows = session.scalars(select(Deployment).join(newest, _is_newest(newest)))
-    return {(row.stack_id, row.stage): row for row in rows}
+    latest = _newest_per_stage(stack_ids, None).subquery()
+    return select(Deployment).join(latest, _is_newest(latest))
 
 
 def _is_newest(newest: Subquery) -> ColumnElement[bool]:
