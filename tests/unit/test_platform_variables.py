@@ -1,0 +1,69 @@
+"""What a build or release spec gets from the platform: DESIGN.md's list, made in one place."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from stackyard.images.imagestore import ImageStore
+from stackyard.images.registry_fake import FakeRegistry
+from stackyard.pipeline.platform_variables import SpecRun, spec_variables
+from stackyard.registry_login import RegistryLogin
+
+REGISTRY = "127.0.0.1:5999"
+SHA = "c0ffee" * 6 + "abcd"
+
+
+def images() -> ImageStore:
+    return ImageStore(FakeRegistry(REGISTRY), RegistryLogin(REGISTRY, "stackyard", "pw-123"))
+
+
+def test_a_release_gets_its_stage_and_the_one_it_promotes_from(tmp_path: Path) -> None:
+    run = SpecRun("shop", SHA, "shop:prod", stage="prod", previous_stage="staging")
+    values = spec_variables(
+        run, images(), artifacts=tmp_path / "a", docker_config=tmp_path / "docker"
+    )
+    assert values == {
+        "STACK_NAME": "shop",
+        "STAGE_NAME": "prod",
+        "PREVIOUS_STAGE_NAME": "staging",
+        "COMMIT_SHA": SHA,
+        "REGISTRY_ENDPOINT": REGISTRY,
+        "IMAGE_URL": f"{REGISTRY}/shop",
+        "ECR_ENDPOINT": REGISTRY,
+        "ECR_IMAGE_URL": f"{REGISTRY}/shop",
+        "S3_BUCKET": str(tmp_path / "a"),
+        "CODEBUILD_BUILD_ID": "shop:prod",
+        "CODEBUILD_RESOLVED_SOURCE_VERSION": SHA,
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+        "REGISTRY_USERNAME": "stackyard",
+        "REGISTRY_PASSWORD": "pw-123",
+    }
+
+
+def test_a_build_gets_its_number_and_no_stage(tmp_path: Path) -> None:
+    run = SpecRun("shop", SHA, "shop:7", build_number=7)
+    values = spec_variables(
+        run, images(), artifacts=tmp_path / "a", docker_config=tmp_path / "docker"
+    )
+    assert values["CODEBUILD_BUILD_NUMBER"] == "7"
+    assert "STAGE_NAME" not in values
+    assert "PREVIOUS_STAGE_NAME" not in values
+
+
+def test_the_first_stage_promotes_from_latest(tmp_path: Path) -> None:
+    run = SpecRun("shop", SHA, "shop:dev", stage="dev")
+    values = spec_variables(
+        run, images(), artifacts=tmp_path / "a", docker_config=tmp_path / "docker"
+    )
+    assert values["PREVIOUS_STAGE_NAME"] == "latest"
+
+
+def test_docker_config_logs_a_docker_client_in_to_the_registry(tmp_path: Path) -> None:
+    run = SpecRun("shop", SHA, "shop:7", build_number=7)
+    spec_variables(run, images(), artifacts=tmp_path / "a", docker_config=tmp_path / "docker")
+    config = tmp_path / "docker" / "config.json"
+    assert config.stat().st_mode & 0o777 == 0o600
+    auth = json.loads(config.read_text())["auths"][REGISTRY]["auth"]
+    assert base64.b64decode(auth).decode() == "stackyard:pw-123"
