@@ -114,6 +114,13 @@ def test_deploying_a_release_that_does_not_exist_moves_nothing(yard: Yard) -> No
     assert len(yard.deployments()) == 2
 
 
+def test_a_rollback_to_an_unknown_stage_names_the_stages(yard: Yard) -> None:
+    with pytest.raises(NotFoundError, match=r"no stage 'qa' \(stages: dev\)"):
+        yard.services.redeploy.rollback(STACK, "qa", 1)
+    with pytest.raises(NotFoundError, match=r"no stage 'qa' \(stages: dev\)"):
+        yard.services.redeploy.rollback(STACK, "qa", None)
+
+
 def test_a_rollback_copies_the_newest_other_completed_release(yard: Yard) -> None:
     deployment = yard.services.redeploy.rollback(STACK, STAGE, None)
     copy = yard.release(deployment.release_number)

@@ -222,6 +222,7 @@ class ReleaseService:
         created_by: str,
     ) -> Release:
         stack = StackService.row(session, stack_name)
+        require_stage(session, stack, stage)
         old = _release_row(session, stack, stage, number)
         self._images.retag(stack_name, old.digest, stage)
         return _add_release(
