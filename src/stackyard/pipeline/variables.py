@@ -167,10 +167,7 @@ class VariableService:
     # -- secrets
 
     def list_secrets(self, stack_name: str, *, stage: str | None = None) -> SecretList:
-        with self._sessions() as session:
-            stack = StackService.row(session, stack_name)
-            if stage is not None:
-                _check_stage(session, stack, stage)
+        self._check_scope(stack_name, stage)
         return SecretList(stack=stack_name, secrets=self._secrets.secrets(stack_name, stage=stage))
 
     def set_secret(
