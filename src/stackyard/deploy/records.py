@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from stackyard.config.models import StageConfig
 from stackyard.errors import NotFoundError
 from stackyard.store.models import Deployment, Release
+from stackyard.store.numbers import next_number
 
 ACTIVE = ("QUEUED", "IN_PROGRESS")
 TERMINAL = ("COMPLETED", "FAILED", "SUPERSEDED")
@@ -88,14 +89,7 @@ def create(
     ):
         waiting.status = "SUPERSEDED"
         waiting.finished_at = datetime.now(UTC)
-    number = (
-        session.scalar(
-            select(func.max(Deployment.number)).where(
-                Deployment.stack_id == stack_id, Deployment.stage == stage
-            )
-        )
-        or 0
-    ) + 1
+    number = next_number(session, Deployment, stack_id, stage)
     deployment = Deployment(
         stack_id=stack_id,
         stage=stage,

@@ -35,6 +35,7 @@ from stackyard.secrets.masking import SecretMasker
 from stackyard.source.base import Source
 from stackyard.stacks.service import StackService, StackView
 from stackyard.store.models import Build
+from stackyard.store.numbers import next_number
 
 logger = logging.getLogger(__name__)
 
@@ -148,10 +149,7 @@ class BuildService:
         """
         with self._sessions.begin() as session:
             stack = StackService.row(session, stack_name)
-            number = (
-                session.scalar(select(func.max(Build.number)).where(Build.stack_id == stack.id))
-                or 0
-            ) + 1
+            number = next_number(session, Build, stack.id)
             log_path = self._logs_dir / "builds" / stack_name / f"{number}.log"
             build = Build(
                 stack_id=stack.id,

@@ -22,7 +22,7 @@ from threading import Lock, RLock
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.buildspec.buildlog import BuildLog, LineKind
@@ -40,6 +40,7 @@ from stackyard.source.base import Source
 from stackyard.stacks.service import StackService
 from stackyard.stacks.stages import known_stages, newest_build, require_stage, stage_names
 from stackyard.store.models import Build, Release, Stack
+from stackyard.store.numbers import next_number
 
 logger = logging.getLogger(__name__)
 
@@ -473,18 +474,10 @@ def _add_release(
 ) -> Release:
     """The one place a release row is made: the stage's next number, ``image``'s digest,
     commit, build and log, and ``config``; flushed, so its number is known."""
-    number = (
-        session.scalar(
-            select(func.max(Release.number)).where(
-                Release.stack_id == stack_id, Release.stage == stage
-            )
-        )
-        or 0
-    ) + 1
     release = Release(
         stack_id=stack_id,
         stage=stage,
-        number=number,
+        number=next_number(session, Release, stack_id, stage),
         digest=image.digest,
         commit_sha=image.commit_sha,
         build_number=image.build_number,

@@ -34,6 +34,7 @@ from stackyard.source.base import Source, matches_paths
 from stackyard.stacks.service import StackService
 from stackyard.stacks.stages import known_stages, newest_build, require_stage
 from stackyard.store.models import Build, PipelineRun, PipelineStep, Stack
+from stackyard.store.numbers import next_number
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +140,7 @@ class PipelineService:
                 older.status = "SUPERSEDED"
                 older.error = "a newer run was started before this one began"
                 older.finished_at = _now()
-            number = (
-                session.scalar(
-                    select(func.max(PipelineRun.number)).where(PipelineRun.stack_id == stack.id)
-                )
-                or 0
-            ) + 1
+            number = next_number(session, PipelineRun, stack.id)
             run = PipelineRun(
                 stack_id=stack.id,
                 number=number,

@@ -199,6 +199,21 @@ class PipelineStep(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class RecordCounter(Base):
+    """The last number given to one kind of record of a stack (``stage`` "" when the records
+    are numbered per stack): builds, pipeline runs, releases and deployments. See
+    ``store.numbers``."""
+
+    __tablename__ = "record_counters"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # the records' table
+    stack_id: Mapped[int] = mapped_column(
+        ForeignKey("stacks.id", ondelete="CASCADE"), primary_key=True
+    )
+    stage: Mapped[str] = mapped_column(String(63), primary_key=True, default="")
+    last_number: Mapped[int] = mapped_column(Integer)
+
+
 class Variable(Base):
     """A build or runtime variable set through the platform; ``stage`` "" means every stage."""
 
