@@ -62,3 +62,30 @@ def test_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.argv", ["stackyard", "explode", "--debug"])
     with pytest.raises(KeyError, match="surprise"):
         run_cli(_broken_app())
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage", "error"),
+    [
+        (["targets"], "Usage: stackyard [OPTIONS] COMMAND", "No such command 'targets'."),
+        (["stacks", "crate"], "Usage: stackyard stacks", "'crate'. Did you mean 'create'?"),
+        (["up", "--engine", "x"], "Usage: stackyard up [OPTIONS]", "No such option: --engine"),
+    ],
+)
+def test_a_mistyped_command_or_option_is_a_usage_error(
+    argv: list[str],
+    usage: str,
+    error: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sys.argv", ["stackyard", *argv])
+    monkeypatch.delenv("STACKYARD_DEBUG", raising=False)
+    assert run_cli(app) == 2
+    err = capsys.readouterr().err
+    assert usage in err
+    assert "Error: No such" in err
+    assert error in err
+    assert "--help' for help" in err
+    assert "internal error" not in err
+    assert "please report it" not in err

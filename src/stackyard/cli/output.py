@@ -93,12 +93,16 @@ def run_cli(app: typer.Typer) -> int:
         return 130
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
+    except typer.TyperException as exc:
+        # Click's own errors (Typer carries its own copy of Click): a mistyped command or
+        # option prints the usage line and the closest match, and exits 2.
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err_console.print(f"error: {exc.format_message()}", highlight=False, markup=False)
+        return int(exc.exit_code)
+    except Exception as exc:
         if debug:
             raise
         # A bug in Stackyard: one line, and how to see more, never a bare traceback.
