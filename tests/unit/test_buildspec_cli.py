@@ -161,3 +161,24 @@ def test_console_script_exit_status(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "required key 'version' is missing" in done.stderr
+
+
+def test_a_secret_the_spec_never_maps_is_named_with_how_to_map_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "build.yml"
+    path.write_text(
+        "version: 0.2\nenv:\n  secrets-manager: {PW: db}\nphases:\n"
+        "  build:\n    commands: ['echo token=${TOKEN:-unset} pw=$PW']\n"
+    )
+    args = ["run", str(path), "--secret", "TOKEN=s3cret", "--secret", "db=hunter2"]
+    code, out, err = invoke([*args, "--log-file", str(tmp_path / "l")], monkeypatch, capsys)
+    assert code == 0
+    assert "token=unset pw=***" in out  # as in CodeBuild: only a mapped secret is seen
+    assert (
+        "warning: --secret TOKEN: build.yml maps no variable to secret 'TOKEN', so no "
+        "command sees it; map one under env.secrets-manager, e.g. "
+        "`env: {secrets-manager: {TOKEN: TOKEN}}`"
+    ) in err
+    assert "secret 'db'" not in err  # mapped through PW: no warning
+    assert "s3cret" not in out + err

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from stackyard.buildspec.buildlog import LogLine
     from stackyard.buildspec.runner import BuildResult
+    from stackyard.config.buildspec import BuildSpec
 
 app = typer.Typer(
     help="Run a CodeBuild-style build spec (version 0.2) locally.", no_args_is_help=True
@@ -76,13 +77,14 @@ def run(
     if command_timeout is not None and command_timeout <= 0:
         raise UsageError("--command-timeout must be a positive number of seconds")
     spec, warnings = load_buildspec(file)
-    for warning in warnings:
+    secrets = parse_pairs(secret or [], "--secret", names=False)
+    for warning in [*warnings, *unmapped_secrets(spec, secrets, file.name)]:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     settings = RunSettings(
         workdir=workdir,
         log_path=log_file or _default_log_path(),
         overrides=parse_pairs(env or [], "--env", names=True),
-        secrets=parse_pairs(secret or [], "--secret", names=False),
+        secrets=secrets,
         artifacts_dir=artifacts_dir.resolve() if artifacts_dir else None,
         command_timeout=command_timeout or DEFAULT_COMMAND_TIMEOUT,
     )
@@ -107,6 +109,25 @@ def parse_pairs(items: list[str], option: str, *, names: bool) -> dict[str, str]
             raise UsageError(f"{option} {item!r}: '{key}' is not a valid variable name")
         pairs[key] = value
     return pairs
+
+
+def unmapped_secrets(spec: BuildSpec, secrets: dict[str, str], file: str) -> list[str]:
+    """A warning for each ``--secret`` that no variable of the spec maps: as in CodeBuild,
+    a command sees a secret only through a variable of ``env.secrets-manager``."""
+    from stackyard.config.buildspec import VARIABLE_NAME
+
+    mapped = set(spec.env.secret_references().values())
+    warnings = []
+    for name in secrets:
+        if name in mapped:
+            continue
+        variable = name if VARIABLE_NAME.fullmatch(name) else "VARIABLE"
+        warnings.append(
+            f"--secret {name}: {file} maps no variable to secret '{name}', so no command "
+            f"sees it; map one under env.secrets-manager, e.g. "
+            f"`env: {{secrets-manager: {{{variable}: {name}}}}}`"
+        )
+    return warnings
 
 
 def _failure_message(result: BuildResult) -> str:
