@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 Topic = str | os.PathLike[str]  # a log's path; written as a str or a Path, it is one topic
@@ -78,3 +79,18 @@ def wait_end(topic: Topic, timeout: float) -> bool:
     topic = _key(topic)
     with _condition:
         return _condition.wait_for(lambda: topic in _ended, timeout)
+
+
+def wait_any(moved: Mapping[Topic, int], ended: Iterable[Topic], timeout: float) -> bool:
+    """Block until a topic of ``moved`` moves past its generation (taken before looking),
+    a topic of ``ended`` has ended, or ``timeout`` passes; True unless it timed out."""
+    seen = {_key(topic): generation for topic, generation in moved.items()}
+    ends = [_key(topic) for topic in ended]
+
+    def happened() -> bool:
+        return any(_generations.get(t, 0) != g for t, g in seen.items()) or any(
+            t in _ended for t in ends
+        )
+
+    with _condition:
+        return _condition.wait_for(happened, timeout)

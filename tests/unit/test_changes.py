@@ -45,3 +45,16 @@ def test_a_follower_asks_the_store_at_first_and_at_the_end_not_per_line(tmp_path
     changes.end(str(log))
     assert next(events) == 'event: end\ndata: ""\n\n'
     assert state["asked"] == 2  # once at the start, once when the end was signalled
+
+
+def test_wait_any_wakes_on_a_move_or_an_end_of_its_own_topics(tmp_path: Path) -> None:
+    runs, build, other = (str(tmp_path / name) for name in ("runs", "build.log", "x.log"))
+    seen = changes.generation(runs)
+    changes.notify(build)  # a line of the build's log: not an end
+    changes.notify(other)
+    assert changes.wait_any({runs: seen}, [build], 0.05) is False
+    threading.Timer(0.01, changes.notify, args=(runs,)).start()
+    assert changes.wait_any({runs: seen}, [build], 30) is True
+    seen = changes.generation(runs)
+    threading.Timer(0.01, changes.end, args=(build,)).start()
+    assert changes.wait_any({runs: seen}, [build], 30) is True

@@ -11,32 +11,33 @@ from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, err_console, print_json, real_console
 from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.errors import StackyardError
+from stackyard.statuses import RUN_DONE, RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
-RUN_DONE = ("SUCCEEDED", "FAILED", "SUPERSEDED", "CANCELLED", "SKIPPED")
-STYLE = {
-    "SUCCEEDED": "green",
-    "FAILED": "red",
-    "RUNNING": "yellow",
-    "WAITING": "magenta",
-    "QUEUED": "dim",
-    "PENDING": "dim",
-    "SKIPPED": "dim",
-    "CANCELLED": "red",
-    "SUPERSEDED": "dim",
+STYLE = {  # run and step statuses share their names
+    RunStatus.SUCCEEDED: "green",
+    RunStatus.FAILED: "red",
+    RunStatus.RUNNING: "yellow",
+    RunStatus.WAITING: "magenta",
+    RunStatus.QUEUED: "dim",
+    StepStatus.PENDING: "dim",
+    RunStatus.SKIPPED: "dim",
+    RunStatus.CANCELLED: "red",
+    RunStatus.SUPERSEDED: "dim",
 }
 MARK = {
-    "SUCCEEDED": "✓",
-    "FAILED": "✗",
-    "RUNNING": "…",
-    "WAITING": "⏸",
-    "PENDING": "·",
-    "SKIPPED": "-",
-    "CANCELLED": "✗",
+    StepStatus.SUCCEEDED: "✓",
+    StepStatus.FAILED: "✗",
+    StepStatus.RUNNING: "…",
+    StepStatus.WAITING: "⏸",
+    StepStatus.PENDING: "·",
+    StepStatus.SKIPPED: "-",
+    StepStatus.CANCELLED: "✗",
 }
+STOPS_FOLLOWING = (*RUN_DONE, RunStatus.WAITING)
 
 
 def _step_text(step: dict[str, Any]) -> Text:
@@ -111,12 +112,12 @@ def runs(
                 else []
             )
             live.update(Group(run_table(found), *errors))
-            if current is None or current["status"] in RUN_DONE or current["status"] == "WAITING":
+            if current is None or current["status"] in STOPS_FOLLOWING:
                 break
             time.sleep(0.5)
     if not console.is_terminal:
         console.print()  # Live leaves the last table without a newline when piped
-    if current is not None and current["status"] in ("FAILED", "CANCELLED"):
+    if current is not None and current["status"] in (RunStatus.FAILED, RunStatus.CANCELLED):
         raise StackyardError(
             f"run {current['number']} of {stack} {current['status']}: {current['error']}"
         )
@@ -136,18 +137,18 @@ def wait_for_run(
         while True:
             record = client.get(path)
             live.update(run_table([record]))
-            if record["status"] in RUN_DONE or record["status"] == "WAITING":
+            if record["status"] in STOPS_FOLLOWING:
                 break
             time.sleep(0.5)
     if not screen.is_terminal:
         screen.print()  # Live leaves the last table without a newline when piped
-    if record["status"] == "WAITING":
-        gate = next(s for s in record["steps"] if s["status"] == "WAITING")
+    if record["status"] == RunStatus.WAITING:
+        gate = next(s for s in record["steps"] if s["status"] == StepStatus.WAITING)
         screen.print(
             f"run {record['number']} waits for an approval to enter {gate['stage']}: "
             f"stackyard approve {stack} --stage {gate['stage']}"
         )
-    elif record["status"] not in ("SUCCEEDED", "SKIPPED"):
+    elif record["status"] not in (RunStatus.SUCCEEDED, RunStatus.SKIPPED):
         raise StackyardError(
             f"run {record['number']} of {stack} {record['status']}: {record['error']}",
             hint=f"its log: {record['log_path']}",

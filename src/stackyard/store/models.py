@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, DateTime, Dialect, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from stackyard.statuses import BuildStatus, RunStatus, StepStatus
+
+S = TypeVar("S", bound=StrEnum)
 
 
 def utcnow() -> datetime:
@@ -37,6 +42,24 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)  # stored as UTC by process_bind_param
         return value.astimezone(UTC)
+
+
+class Status(TypeDecorator[S]):
+    """A status enum stored as its plain string: the rows keep the text they always had,
+    and reading one back gives the enum (an unknown value is an error, not a surprise)."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def __init__(self, enum: type[S]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value: S | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> S | None:
+        return None if value is None else self.enum(value)
 
 
 class Base(DeclarativeBase):
@@ -85,7 +108,7 @@ class Build(Base):
     number: Mapped[int] = mapped_column(Integer)
     commit_sha: Mapped[str] = mapped_column(String(64), default="")
     requested_ref: Mapped[str] = mapped_column(String(255), default="")
-    status: Mapped[str] = mapped_column(String(16), default="QUEUED")
+    status: Mapped[BuildStatus] = mapped_column(Status(BuildStatus), default=BuildStatus.QUEUED)
     kind: Mapped[str] = mapped_column(String(16), default="")
     digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
     exported: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
@@ -171,7 +194,7 @@ class PipelineRun(Base):
     before_sha: Mapped[str] = mapped_column(String(64), default="")
     source_url: Mapped[str] = mapped_column(Text, default="")
     trigger: Mapped[str] = mapped_column(String(64), default="")
-    status: Mapped[str] = mapped_column(String(16), default="QUEUED")
+    status: Mapped[RunStatus] = mapped_column(Status(RunStatus), default=RunStatus.QUEUED)
     error: Mapped[str] = mapped_column(Text, default="")
     log_path: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -192,7 +215,7 @@ class PipelineStep(Base):
     position: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16))
     stage: Mapped[str] = mapped_column(String(63), default="")
-    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    status: Mapped[StepStatus] = mapped_column(Status(StepStatus), default=StepStatus.PENDING)
     number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

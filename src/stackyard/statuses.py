@@ -1,0 +1,53 @@
+"""The statuses of builds, pipeline runs and run steps, as the store keeps them.
+
+Each is a ``StrEnum`` whose values are the strings stored and shown before, so the API,
+the CLI and the rows did not change. Light on purpose: the CLI imports it without
+loading the services.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class BuildStatus(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+BUILD_DONE = (BuildStatus.SUCCEEDED, BuildStatus.FAILED)
+
+
+class RunStatus(StrEnum):
+    QUEUED = "QUEUED"  # recorded, waiting for the stack's build
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"  # at a gate, for an approval
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    SUPERSEDED = "SUPERSEDED"  # a newer run took its place
+    CANCELLED = "CANCELLED"
+    SKIPPED = "SKIPPED"  # no change touched build.paths
+
+
+RUN_ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
+RUN_DONE = (
+    RunStatus.SUCCEEDED,
+    RunStatus.FAILED,
+    RunStatus.SUPERSEDED,
+    RunStatus.CANCELLED,
+    RunStatus.SKIPPED,
+)
+RUN_STOPPED = (RunStatus.CANCELLED, RunStatus.SUPERSEDED)
+"""Ended from outside the run (cancel, a newer run): its own end does not overwrite them."""
+
+
+class StepStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"  # a gate, for an approval
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    CANCELLED = "CANCELLED"

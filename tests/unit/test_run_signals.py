@@ -1,0 +1,213 @@
+"""A run waiting at a gate wakes on a signal: an approval, a cancel, a newer run, shutdown.
+
+The runner's re-check is set to 10 minutes here, so a run that moves within the tests'
+bound moved because it was woken. The real services run on a fresh store (fake engine
+and router); the run's earlier steps are written as records, as a restart finds them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from stackyard.engines.fake import FakeEngine
+from stackyard.pipeline.runs import PipelineService, RunView
+from stackyard.pipeline.runs.plan import StepKind, stage_steps
+from stackyard.pipeline.services import Services, build_services
+from stackyard.platform.credentials import RegistryCredentials
+from stackyard.router.fake import FakeRouter
+from stackyard.settings import Settings
+from stackyard.source.git import GitSource
+from stackyard.stacks.service import StackChanges
+from stackyard.statuses import BuildStatus, RunStatus, StepStatus
+from stackyard.store.database import migrate, open_database, session_factory
+from stackyard.store.models import Build, PipelineRun, PipelineStep, Stack
+
+NEVER = 600.0  # the re-check: longer than any wait below
+BOUND = 30.0  # how long a test waits for a woken run
+DIGEST = "sha256:" + "a" * 64
+CONFIG = {
+    "stages": [{"name": "dev"}, {"name": "staging"}, {"name": "prod", "promotion": "approval"}]
+}
+
+
+@dataclass
+class Yard:
+    services: Services
+    settings: Settings
+    sessions: sessionmaker[Session]
+    runs: PipelineService
+
+    def pipeline(self) -> PipelineService:
+        """Another pipeline service on the same store: the platform after a restart."""
+        return PipelineService(
+            self.sessions,
+            self.services.builds,
+            self.services.releases,
+            self.services.deploy,
+            GitSource(self.settings.data_dir / "git"),
+            logs_dir=self.settings.logs_dir,
+            work_recheck=NEVER,
+            gate_recheck=NEVER,
+        )
+
+
+@pytest.fixture
+def yard(tmp_path: Path) -> Iterator[Yard]:
+    settings = Settings(data_dir=tmp_path)
+    database = open_database(settings.database_url)
+    migrate(database)
+    sessions = session_factory(database)
+    services = build_services(
+        settings,
+        sessions,
+        RegistryCredentials("stackyard", "registry-password"),
+        engine=FakeEngine(),
+        router=FakeRouter(),
+    )
+    services.stacks.create("app", StackChanges(repo="https://example.com/app.git"))
+    yard = Yard(services, settings, sessions, services.runs)
+    yard.runs = yard.pipeline()
+    try:
+        yield yard
+    finally:
+        yard.runs.shutdown(timeout=BOUND)
+        database.dispose()
+
+
+def at_prod_gate(yard: Yard) -> int:
+    """Records of a run that built, deployed dev and staging, and now meets prod's gate."""
+    with yard.sessions.begin() as session:
+        stack = session.scalar(select(Stack).where(Stack.name == "app"))
+        assert stack is not None
+        build = Build(stack_id=stack.id, number=1, status=BuildStatus.SUCCEEDED, digest=DIGEST)
+        session.add(build)
+        build.config, build.exported = CONFIG, {}
+        log_path = yard.settings.logs_dir / "runs" / "app" / "1.log"
+        run = PipelineRun(stack_id=stack.id, number=1, trigger="test", log_path=str(log_path))
+        run.status = RunStatus.RUNNING
+        session.add(run)
+        session.flush()
+        step = PipelineStep(run_id=run.id, position=0, kind=StepKind.BUILD, number=1)
+        step.status, step.message = StepStatus.SUCCEEDED, DIGEST
+        session.add(step)
+        stages = [("dev", False), ("staging", False), ("prod", True)]
+        for planned in stage_steps(stages, first_position=1, by_hand=False):
+            done = planned.stage != "prod"
+            session.add(
+                PipelineStep(
+                    run_id=run.id,
+                    position=planned.position,
+                    kind=planned.kind,
+                    stage=planned.stage,
+                    status=StepStatus.SUCCEEDED if done else StepStatus.PENDING,
+                    number=1 if done and planned.kind is not StepKind.GATE else None,
+                    message=planned.message,
+                )
+            )
+        return run.number
+
+
+def wait_for(read: Callable[[], RunView], done: Callable[[RunView], bool]) -> RunView:
+    """The run read again once ``done`` holds (it may look at the log, written later)."""
+    deadline = time.monotonic() + BOUND
+    run = read()
+    while not done(run) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        run = read()
+    assert done(run), run
+    return read()
+
+
+def waiting(run: RunView) -> bool:
+    gate = any(s.status is StepStatus.WAITING for s in run.steps)
+    return gate and run.status is RunStatus.WAITING
+
+
+def run_log(run: RunView) -> str:
+    return Path(run.log_path).read_text()
+
+
+def ended(status: RunStatus) -> Callable[[RunView], bool]:
+    """The run's end is recorded: its last log line is written after its status."""
+    return lambda run: f"run {status}" in run_log(run)
+
+
+def test_an_approval_wakes_the_waiting_run_at_once(yard: Yard) -> None:
+    number = at_prod_gate(yard)
+    assert yard.runs.resume_interrupted() == 1
+    wait_for(lambda: yard.runs.get("app", number), waiting)
+    yard.runs.approve("app", "prod")
+    run = wait_for(lambda: yard.runs.get("app", number), ended(RunStatus.FAILED))
+    assert run.status is RunStatus.FAILED
+    # Approved, it went on to release prod; that fails here (staging has no release record).
+    assert "prod approved (approved by admin)" in run_log(run)
+    assert run.error.startswith("release of prod failed: ")
+
+
+def test_a_cancel_wakes_the_waiting_run_at_once(yard: Yard) -> None:
+    number = at_prod_gate(yard)
+    yard.runs.resume_interrupted()
+    wait_for(lambda: yard.runs.get("app", number), waiting)
+    yard.runs.cancel("app", number)
+    run = wait_for(lambda: yard.runs.get("app", number), ended(RunStatus.CANCELLED))
+    assert run.status is RunStatus.CANCELLED
+    assert {s.status for s in run.steps if s.stage == "prod"} == {StepStatus.CANCELLED}
+
+
+def test_a_newer_run_reaching_the_stage_wakes_and_supersedes_the_waiting_one(
+    yard: Yard,
+) -> None:
+    number = at_prod_gate(yard)
+    yard.runs.resume_interrupted()
+    wait_for(lambda: yard.runs.get("app", number), waiting)
+    newer = yard.runs.promote("app", "prod")  # its gate passes at once: it reached prod
+    run = wait_for(lambda: yard.runs.get("app", number), ended(RunStatus.SUPERSEDED))
+    assert run.status is RunStatus.SUPERSEDED
+    assert run.error == f"run {newer.number} reached prod first"
+
+
+def test_shutdown_wakes_the_waiting_run_which_waits_again_after_a_restart(yard: Yard) -> None:
+    number = at_prod_gate(yard)
+    yard.runs.resume_interrupted()
+    wait_for(lambda: yard.runs.get("app", number), waiting)
+    started = time.monotonic()
+    yard.runs.shutdown(timeout=BOUND)
+    assert time.monotonic() - started < BOUND  # woken, not timed out
+    run = yard.runs.get("app", number)
+    assert run.status is RunStatus.WAITING  # left as it was, for the next start
+    assert "the platform is stopping" in run_log(run)
+    yard.runs = yard.pipeline()
+    assert yard.runs.resume_interrupted() == 1
+    wait_for(lambda: yard.runs.get("app", number), lambda r: "resuming" in run_log(r))
+    yard.runs.approve("app", "prod")  # the gate is waiting again
+    wait_for(lambda: yard.runs.get("app", number), ended(RunStatus.FAILED))
+
+
+def test_a_promotion_resumes_after_a_restart(yard: Yard) -> None:
+    at_prod_gate(yard)
+    yard.runs.cancel("app", 1)  # out of the way: only the promotion runs
+    yard.runs.shutdown(timeout=BOUND)
+    yard.runs = yard.pipeline()
+    promotion = yard.runs._records.create(
+        "app",
+        trigger="promote staging -> prod",
+        ref=None,
+        commit=None,
+        before=None,
+        source_url=None,
+        stages=stage_steps([("prod", False)], first_position=1, by_hand=True),
+    )[1]  # recorded, then the platform stopped before its thread started
+    assert yard.runs.resume_interrupted() == 1
+    run = wait_for(lambda: yard.runs.get("app", promotion), ended(RunStatus.FAILED))
+    assert [(s.kind, s.stage, s.status) for s in run.steps[:2]] == [
+        (StepKind.BUILD, "", StepStatus.SKIPPED),
+        (StepKind.GATE, "prod", StepStatus.SUCCEEDED),
+    ]
+    assert run.error.startswith("release of prod failed: ")
