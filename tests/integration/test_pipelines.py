@@ -223,3 +223,26 @@ def test_killing_the_server_mid_run_resumes_it(tmp_path: Path) -> None:
             assert state["converged"], state
     finally:
         stop_platform(yard)
+
+
+def test_a_run_waiting_at_a_gate_waits_again_after_down_and_up(tmp_path: Path) -> None:
+    yard = start_platform(tmp_path / "data")
+    try:
+        new_stack(yard, tmp_path, "patient")
+        run = json.loads(yard.cli("deploy", "patient", "--json", timeout=300).stdout)
+        assert run["status"] == "WAITING"
+        yard.cli("down")
+        yard.cli("up", "-d", "--api-port", yard.api_url.rsplit(":", 1)[1],
+                 "--registry-port", yard.registry.rsplit(":", 1)[1],
+                 "--caddy-admin-port", yard.router_admin.rsplit(":", 1)[1])  # fmt: skip
+        log = yard.cli("logs", "patient", "--run", "1").stdout
+        assert "the platform is stopping; this run carries on when it starts again" in log
+        assert run_record(yard, "patient", 1)["status"] == "WAITING"
+        approved = yard.cli("approve", "patient", "--stage", "prod")
+        assert "Approved prod for run 1" in approved.stdout
+        done = wait_run(yard, "patient", 1, ("SUCCEEDED", "FAILED"))
+        assert done["status"] == "SUCCEEDED", done
+        assert "VERSION=v1" in served(yard, "patient", "prod")
+        assert "INTERRUPTED" in yard.cli("logs", "patient", "--run", "1").stdout
+    finally:
+        stop_platform(yard)
