@@ -29,6 +29,9 @@ class RunStatus(StrEnum):
     SUPERSEDED = "SUPERSEDED"  # a newer run took its place
     CANCELLED = "CANCELLED"
     SKIPPED = "SKIPPED"  # no change touched build.paths
+    INTERRUPTED = "INTERRUPTED"
+    """Only in older stores: a run that waited at a gate when the platform stopped ended
+    so (and was never resumed). A stop now leaves a run to resume at the next start."""
 
 
 RUN_ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
@@ -38,6 +41,7 @@ RUN_DONE = (
     RunStatus.SUPERSEDED,
     RunStatus.CANCELLED,
     RunStatus.SKIPPED,
+    RunStatus.INTERRUPTED,
 )
 RUN_STOPPED = (RunStatus.CANCELLED, RunStatus.SUPERSEDED)
 """Ended from outside the run (cancel, a newer run): its own end does not overwrite them."""

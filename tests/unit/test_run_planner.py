@@ -313,5 +313,6 @@ def test_a_stopping_platform_leaves_the_run_as_it_is() -> None:
 
 
 def test_a_run_that_ended_by_itself_needs_nothing() -> None:
-    for status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED):
+    ended = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.INTERRUPTED)
+    for status in ended:
         assert decide(state(built(), status=status)) == Leave()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.engines.fake import FakeEngine
@@ -211,3 +211,14 @@ def test_a_promotion_resumes_after_a_restart(yard: Yard) -> None:
         (StepKind.GATE, "prod", StepStatus.SUCCEEDED),
     ]
     assert run.error.startswith("release of prod failed: ")
+
+
+def test_a_run_an_older_version_ended_as_interrupted_still_reads(yard: Yard) -> None:
+    number = at_prod_gate(yard)
+    with yard.sessions.begin() as session:  # as an older Stackyard left it: a plain string
+        session.execute(
+            text("UPDATE pipeline_runs SET status = 'INTERRUPTED' WHERE number = :n"),
+            {"n": number},
+        )
+    assert yard.runs.get("app", number).status is RunStatus.INTERRUPTED
+    assert yard.runs.resume_interrupted() == 0  # it ended; nothing resumes it

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from stackyard.statuses import BuildStatus, RunStatus, StepStatus
+from stackyard.statuses import RUN_DONE, RUN_STOPPED, BuildStatus, RunStatus, StepStatus
 
 BUILD_LOCK = ""
 """The lock of a stack's builds; a stage's lock is named after the stage."""
@@ -256,7 +256,7 @@ class Leave(Action):
 
 
 STOPPING = "the platform is stopping; this run carries on when it starts again"
-DONE_BY_ITSELF = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED)
+DONE_BY_ITSELF = tuple(s for s in RUN_DONE if s not in RUN_STOPPED)
 FINISHED_STEP = (StepStatus.SUCCEEDED, StepStatus.SKIPPED)
 
 
@@ -269,7 +269,7 @@ def decide(run: RunState) -> Action:
     following = _follow_work(run)
     if following is not None:
         return following
-    if run.status in (RunStatus.CANCELLED, RunStatus.SUPERSEDED):
+    if run.status in RUN_STOPPED:
         return End(run.status, run.error or run.status.lower())
     failed = next((s for s in run.steps if s.status is StepStatus.FAILED), None)
     if failed is not None:  # recorded just before a restart, with the run still active
@@ -329,10 +329,7 @@ def _follow_build(run: RunState, number: int) -> Action:
     if build.status is BuildStatus.SUCCEEDED:
         return BuildDone(build.number, build.digest, build.commit_sha)
     if build.status is BuildStatus.FAILED:
-        if build.number == run.interrupted_build and run.status not in (
-            RunStatus.CANCELLED,
-            RunStatus.SUPERSEDED,
-        ):
+        if build.number == run.interrupted_build and run.status not in RUN_STOPPED:
             return StartBuild(again_after=build.number)
         return FailStep(0, build.error, f"build {build.number} failed: {build.error}")
     return WaitBuild(build.number, build.log_path)
