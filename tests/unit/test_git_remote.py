@@ -21,7 +21,13 @@ from sqlalchemy import select
 
 from stackyard.api.routes.git import authenticated_user, basic_password
 from stackyard.cli.triggers import remote_url
-from stackyard.errors import PermanentError, RetryableError, UsageError
+from stackyard.errors import (
+    ComponentError,
+    PermanentError,
+    RetryableError,
+    StackyardError,
+    UsageError,
+)
 from stackyard.pipeline.poller import PolledStack, Poller, due, new_commit
 from stackyard.pipeline.services import Services
 from stackyard.source.base import Commit, Source
@@ -462,8 +468,12 @@ def test_a_webhook_run_is_not_polled_again(polling: Polling) -> None:
     assert polling.harness.runs.calls == []
 
 
-def test_a_retryable_refusal_is_tried_again(polling: Polling) -> None:
-    polling.harness.runs.error = RetryableError("busy")
+@pytest.mark.parametrize(
+    "error", [RetryableError("busy"), ComponentError("database: disk I/O error")]
+)
+def test_a_retryable_refusal_is_tried_again(polling: Polling, error: StackyardError) -> None:
+    assert error.retryable  # the property decides, not the class
+    polling.harness.runs.error = error
     polling.poller.poll_due()
     assert polling.last_seen() is None
     polling.harness.runs.error = None

@@ -18,7 +18,7 @@ from typing import Protocol
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from stackyard.errors import RetryableError, StackyardError
+from stackyard.errors import StackyardError
 from stackyard.pipeline.runs import RunView
 from stackyard.source.base import Source
 from stackyard.store.models import PipelineRun, Stack
@@ -149,13 +149,13 @@ class Poller:
             run = self._runs.start_run(
                 stack.name, trigger="poll", ref=stack.branch, commit=sha, before=stack.baseline
             )
-        except RetryableError as exc:
-            self._claim(stack.name, sha, stack.last_seen)
-            log.warning("polling %s: could not start a run for %s: %s", stack.name, sha[:7], exc)
-            return None
         except StackyardError as exc:
-            # Permanent (a broken stack): keep the claim, or every interval would fail again.
-            log.error("polling %s: no run for %s: %s", stack.name, sha[:7], exc)
+            if exc.retryable:  # the next interval tries this commit again
+                self._claim(stack.name, sha, stack.last_seen)
+                log.warning("polling %s: could not start a run for %s: %s",
+                            stack.name, sha[:7], exc)  # fmt: skip
+            else:  # a broken stack: keep the claim, or every interval would fail again
+                log.error("polling %s: no run for %s: %s", stack.name, sha[:7], exc)
             return None
         except BaseException:
             self._claim(stack.name, sha, stack.last_seen)
