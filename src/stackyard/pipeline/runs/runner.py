@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 
 WORK_RECHECK = 1.0
 """Seconds between looks at a build or deployment whose end no signal announced."""
-GATE_RECHECK = 5.0
-"""Seconds between looks at a gate: only an approval, cancel or newer run (all signalled)
-or a deleted stack changes it."""
+GATE_RECHECK = 30.0
+"""Seconds between looks at a gate: an approval, a cancel and a newer run are all
+signalled; this only notices a deleted stack."""
 
 
 @dataclass(frozen=True)
