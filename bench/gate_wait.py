@@ -20,10 +20,10 @@ from sqlalchemy import Engine, select, text
 from bench.report import update_section
 from stackyard.engines.fake import FakeEngine
 from stackyard.pipeline.services import Services, build_services
-from stackyard.pipeline.stacks import StackChanges
-from stackyard.platform.credentials import RegistryCredentials
+from stackyard.registry_login import RegistryLogin
 from stackyard.router.fake import FakeRouter
 from stackyard.settings import Settings
+from stackyard.stacks.service import StackChanges
 from stackyard.store.database import migrate, open_database, session_factory
 from stackyard.store.models import Build, PipelineRun, PipelineStep, Stack
 
@@ -89,7 +89,7 @@ def measure(runs: int, seconds: float) -> float:
         services = build_services(
             settings,
             session_factory(database),
-            RegistryCredentials("stackyard", "bench-password"),
+            RegistryLogin(settings.registry_endpoint, "stackyard", "bench-password"),
             engine=FakeEngine(),
             router=FakeRouter(),
         )

@@ -20,7 +20,7 @@ from stackyard.engines.fake import FakeEngine
 from stackyard.pipeline.runs import PipelineService, RunView
 from stackyard.pipeline.runs.plan import StepKind, stage_steps
 from stackyard.pipeline.services import Services, build_services
-from stackyard.platform.credentials import RegistryCredentials
+from stackyard.registry_login import RegistryLogin
 from stackyard.router.fake import FakeRouter
 from stackyard.settings import Settings
 from stackyard.source.git import GitSource
@@ -67,7 +67,7 @@ def yard(tmp_path: Path) -> Iterator[Yard]:
     services = build_services(
         settings,
         sessions,
-        RegistryCredentials("stackyard", "registry-password"),
+        RegistryLogin(settings.registry_endpoint, "stackyard", "registry-password"),
         engine=FakeEngine(),
         router=FakeRouter(),
     )
