@@ -11,7 +11,6 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -24,6 +23,7 @@ import httpx
 
 from stackyard.errors import ComponentError
 from stackyard.platform.components import ComponentSpec
+from stackyard.ports import port_free
 
 PR_SET_PDEATHSIG = 1
 log = logging.getLogger(__name__)
@@ -45,20 +45,10 @@ class RunningComponent:
         return self.process.pid
 
 
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
 def check_ports_free(ports: Iterable[tuple[str, str, int]]) -> None:
     """Raise naming the first component whose loopback port is already taken."""
     for name, host, port in ports:
-        if port_in_use(host, port):
+        if not port_free(port, host):
             raise ComponentError(
                 f"{name}: port {host}:{port} is already in use",
                 hint="stop what listens there (`stackyard down` if it is an earlier "
