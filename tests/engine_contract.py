@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,8 +22,12 @@ from stackyard.engines.base import (
     LABEL_PORT,
     LABEL_STACK,
     LABEL_STAGE,
+    Address,
     Engine,
     EngineError,
+    TaskEvent,
+    TaskEventKind,
+    TaskEvents,
     TaskInfo,
     TaskSpec,
     TaskState,
@@ -63,6 +68,35 @@ def make_task_spec(images: ContractImages, image: str | None = None, **overrides
         login=images.login,
     )
     return replace(spec, **overrides)
+
+
+class Collector:
+    """Reads a task event stream on a thread, until it ends; ``wait`` for what a test needs."""
+
+    def __init__(self, stream: TaskEvents) -> None:
+        self.events: list[TaskEvent] = []
+        self.ended = threading.Event()
+        self._changed = threading.Condition()
+        self._stream = stream
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for event in self._stream:
+                with self._changed:
+                    self.events.append(event)
+                    self._changed.notify_all()
+        finally:
+            self.ended.set()
+
+    def wait(self, task_id: str, kind: TaskEventKind, timeout: float = 30) -> bool:
+        """Whether an event ``kind`` of the task came within ``timeout`` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: kind in self.of(task_id), timeout)
+
+    def of(self, task_id: str) -> list[TaskEventKind]:
+        return [e.kind for e in list(self.events) if e.task_id == task_id]
 
 
 def wait_for(check: Callable[[], TaskInfo], until: Callable[[TaskInfo], bool]) -> TaskInfo:
@@ -109,6 +143,66 @@ class EngineContract:
         assert info.started_at is not None
         assert info.started_at.tzinfo is not None
         assert info.exit_code is None
+
+    def test_a_task_reports_its_address(self, engine: Engine, make_spec: SpecFactory) -> None:
+        spec = make_spec()
+        started = engine.start(spec)
+        assert started.address == Address("127.0.0.1", spec.port)
+        assert str(engine.inspect(started.id).address) == f"127.0.0.1:{spec.port}"
+
+    def test_events_follow_a_task_from_start_to_removal(
+        self, engine: Engine, make_spec: SpecFactory
+    ) -> None:
+        assert engine.supports_events
+        spec = make_spec()
+        elsewhere = make_spec(labels={**spec.labels, LABEL_STAGE: "elsewhere"})
+        with engine.events({LABEL_PLATFORM: RUN, LABEL_STAGE: "dev"}, window=60) as stream:
+            seen = Collector(stream)
+            other_id = engine.start(elsewhere).id
+            task_id = engine.start(spec).id
+            engine.stop(task_id, timeout=5)
+            engine.remove(task_id)
+            assert seen.wait(task_id, TaskEventKind.REMOVED), seen.events
+        assert seen.of(task_id) == [
+            TaskEventKind.CREATED,
+            TaskEventKind.STARTED,
+            TaskEventKind.EXITED,
+            TaskEventKind.REMOVED,
+        ]
+        assert seen.of(other_id) == []  # its labels do not match
+        first = next(e for e in seen.events if e.task_id == task_id)
+        assert first.labels[LABEL_STAGE] == "dev"
+        assert first.labels[LABEL_PLATFORM] == RUN
+
+    def test_events_report_a_task_that_exits_on_its_own(
+        self, engine: Engine, images: ContractImages, make_spec: SpecFactory
+    ) -> None:
+        with engine.events({LABEL_PLATFORM: RUN}, window=60) as stream:
+            seen = Collector(stream)
+            task_id = engine.start(make_spec(image=images.crashing)).id
+            wait_for(lambda: engine.inspect(task_id), lambda i: i.state is TaskState.EXITED)
+            assert seen.wait(task_id, TaskEventKind.EXITED), seen.events
+
+    def test_closing_an_event_stream_ends_it(self, engine: Engine) -> None:
+        stream = engine.events({LABEL_PLATFORM: RUN}, window=300)
+        seen = Collector(stream)
+        stream.close()
+        assert seen.ended.wait(10)
+
+    def test_an_event_stream_ends_after_its_window(self, engine: Engine) -> None:
+        seen = Collector(engine.events({LABEL_PLATFORM: RUN}, window=1))
+        assert seen.ended.wait(10)
+
+    def test_a_new_event_stream_does_not_replay_older_events(
+        self, engine: Engine, make_spec: SpecFactory
+    ) -> None:
+        task_id = engine.start(make_spec()).id
+        engine.stop(task_id, timeout=5)
+        with engine.events({LABEL_PLATFORM: RUN}, window=60) as stream:
+            seen = Collector(stream)
+            engine.remove(task_id)
+            assert seen.wait(task_id, TaskEventKind.REMOVED), seen.events
+        assert seen.of(task_id) == [TaskEventKind.REMOVED]
 
     def test_a_tag_reference_is_refused(self, engine: Engine, make_spec: SpecFactory) -> None:
         repository = make_spec().image.partition("@")[0]

@@ -24,6 +24,7 @@ from stackyard.engines.base import (
     LABEL_PLATFORM,
     EngineError,
     Health,
+    TaskEventKind,
     TaskSpec,
     TaskState,
 )
@@ -34,6 +35,7 @@ from stackyard.plugins import load
 from stackyard.registry_login import RegistryLogin
 from tests.engine_contract import (
     RUN,
+    Collector,
     ContractImages,
     EngineContract,
     SpecFactory,
@@ -244,6 +246,22 @@ def test_image_healthcheck_goes_from_starting_to_healthy(
     assert "hello" in info.health_output
 
 
+def test_a_healthcheck_that_passes_is_a_health_event(
+    docker_engine: DockerEngine, spec_for: SpecFactory
+) -> None:
+    with docker_engine.events({LABEL_PLATFORM: RUN}, window=60) as stream:
+        seen = Collector(stream)
+        task_id = docker_engine.start(spec_for("healthy")).id
+        assert seen.wait(task_id, TaskEventKind.HEALTH), seen.events
+    assert docker_engine.inspect(task_id).health is Health.HEALTHY
+    # The health check's own exec runs are not events of the task.
+    assert seen.of(task_id) == [
+        TaskEventKind.CREATED,
+        TaskEventKind.STARTED,
+        TaskEventKind.HEALTH,
+    ]
+
+
 def test_failing_healthcheck_reports_unhealthy_with_its_output(
     docker_engine: DockerEngine, spec_for: SpecFactory
 ) -> None:
@@ -295,6 +313,8 @@ def test_an_unreachable_engine_is_a_component_error() -> None:
     assert "DOCKER_HOST" in caught.value.hint
     with pytest.raises(ComponentError, match="did not answer"):
         engine.list({LABEL_PLATFORM: RUN})
+    with pytest.raises(ComponentError, match="did not answer"):
+        engine.events({LABEL_PLATFORM: RUN}, window=1)
     del caught
     gc.collect()  # let the leaked sockets go while the warning is ignored
 

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 import pytest
 
-from stackyard.engines.base import LABEL_PLATFORM, EngineError, Health, TaskState
+from stackyard.engines.base import (
+    LABEL_PLATFORM,
+    Engine,
+    EngineError,
+    Health,
+    TaskEventKind,
+    TaskInfo,
+    TaskSpec,
+    TaskState,
+)
 from stackyard.engines.fake import FakeEngine
 from stackyard.errors import ComponentError
 from stackyard.plugins import load
 from tests.engine_contract import (
     RUN,
+    Collector,
     ContractImages,
     EngineContract,
     SpecFactory,
@@ -171,6 +183,61 @@ def test_bridge_mode_passes_the_container_port_as_port(
     task = fake.start(spec)
     assert task.port == spec.port
     assert list(fake.logs(task.id)) == ["started on 8080"]
+
+
+def test_health_changes_are_events_when_scripted_or_when_the_clock_makes_them(
+    fake: FakeEngine, clock: Clock, make_spec: SpecFactory
+) -> None:
+    fake.behave(HEALTHY, healthy=True, health_after=3)
+    with fake.events({LABEL_PLATFORM: RUN}, window=60) as stream:
+        seen = Collector(stream)
+        timed = fake.start(make_spec(image=f"{REPO}@{HEALTHY}")).id
+        scripted = fake.start(make_spec(image=f"{REPO}@{SERVING}")).id
+        fake.set_health(scripted, Health.UNHEALTHY, "timed out")
+        assert seen.wait(scripted, TaskEventKind.HEALTH)
+        clock.advance(3)
+        assert fake.inspect(timed).health is Health.HEALTHY  # looking at it sends the event
+        assert seen.wait(timed, TaskEventKind.HEALTH)
+    assert seen.of(timed) == [TaskEventKind.CREATED, TaskEventKind.STARTED, TaskEventKind.HEALTH]
+
+
+def test_events_of_an_unreachable_fake_are_a_component_error() -> None:
+    fake = FakeEngine()
+    fake.reachable = False
+    with pytest.raises(ComponentError, match="unreachable"):
+        fake.events({LABEL_PLATFORM: RUN}, window=1)
+
+
+class Listless(Engine):
+    """An engine with the mandatory calls only (no events)."""
+
+    name: ClassVar[str] = "listless"
+
+    def start(self, spec: TaskSpec) -> TaskInfo:
+        raise NotImplementedError
+
+    def list(self, labels: Mapping[str, str]) -> list[TaskInfo]:
+        return []
+
+    def inspect(self, task_id: str) -> TaskInfo:
+        raise NotImplementedError
+
+    def stop(self, task_id: str, timeout: float) -> None:
+        pass
+
+    def remove(self, task_id: str) -> None:
+        pass
+
+    def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+        return iter(())
+
+
+def test_an_engine_without_events_says_so_and_what_to_do() -> None:
+    engine = Listless()
+    assert not engine.supports_events
+    with pytest.raises(EngineError, match="listless engine cannot stream task events") as caught:
+        engine.events({LABEL_PLATFORM: RUN}, window=1)
+    assert "supports_events" in (caught.value.hint or "")
 
 
 def test_ping_fails_when_unreachable() -> None:

@@ -1,4 +1,5 @@
-"""The Engine seam: start, list, inspect, stop and remove tasks, and read their logs.
+"""The Engine seam: start, list, inspect, stop and remove tasks, read their logs, and
+follow their events.
 
 A task is one container of a stage, always started from ``repo@sha256:…``. The deploy
 controller only talks to this class; ``docker`` (one host) and later ``swarm`` implement it,
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -40,6 +41,20 @@ class Health(StrEnum):
     STARTING = "starting"
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a task answers: the one address that health probes, router upstreams and
+    ``check`` use. The docker engine reports 127.0.0.1 (its tasks bind loopback); an engine
+    that places tasks on other machines reports that machine's address."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        return f"{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,7 @@ class TaskInfo:
     finished_at: datetime | None = None
     health_output: str = ""  # the last HEALTHCHECK output, when there is one
     error: str = ""  # the engine's own error for a task that failed to start
+    address: Address | None = None  # where it answers; None for a task without a port
 
     @property
     def digest(self) -> str:
@@ -90,6 +106,47 @@ class TaskInfo:
 
 class EngineError(StackyardError):
     """The engine refused an operation on a task (bad image, port taken, ...)."""
+
+
+class TaskEventKind(StrEnum):
+    """What happened to a task; the watcher then inspects it (or drops it when REMOVED)."""
+
+    CREATED = "created"
+    STARTED = "started"
+    EXITED = "exited"  # it died: crashed, stopped or killed
+    HEALTH = "health"  # its image HEALTHCHECK status changed
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One event of one task. ``labels`` include the task's labels (an engine may add other
+    attributes), so a watcher knows the stage without asking the engine."""
+
+    task_id: str
+    kind: TaskEventKind
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class TaskEvents:
+    """A stream of task events: iterate it on one thread; ``close`` from any thread ends the
+    iteration. It also ends by itself when its window is over."""
+
+    def __init__(self, events: Iterator[TaskEvent], close: Callable[[], None]) -> None:
+        self._events = events
+        self._close = close
+
+    def __iter__(self) -> Iterator[TaskEvent]:
+        return self._events
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> TaskEvents:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 _DIGEST_REFERENCE = re.compile(r"(?P<repository>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})")
@@ -115,6 +172,7 @@ class Engine(ABC):
     name: ClassVar[str]
     supports_bridge_network: ClassVar[bool] = False
     supports_image_healthcheck: ClassVar[bool] = False
+    supports_events: ClassVar[bool] = False  # events(); without it, callers list periodically
 
     @abstractmethod
     def start(self, spec: TaskSpec) -> TaskInfo:
@@ -139,6 +197,18 @@ class Engine(ABC):
     @abstractmethod
     def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
         """The task's output lines (stdout and stderr), oldest first."""
+
+    def events(self, labels: Mapping[str, str], *, window: float) -> TaskEvents:
+        """Events of every task whose labels include all of ``labels``, from the moment this
+        returns, for about ``window`` seconds (then the iteration ends; list again, and open
+        the next window). A failure to open the stream raises ComponentError.
+
+        Only engines with ``supports_events``; the others raise EngineError.
+        """
+        raise EngineError(
+            f"the {self.name} engine cannot stream task events",
+            hint="read Engine.supports_events first, and list the tasks periodically instead",
+        )
 
     def ping(self) -> None:  # noqa: B027 - optional: adapters that can check cheaply do
         """Raise ComponentError when the engine does not answer."""

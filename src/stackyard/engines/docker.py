@@ -11,6 +11,7 @@ import io
 import math
 import os
 import tarfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import PurePosixPath
@@ -21,9 +22,13 @@ import docker.errors
 
 from stackyard.engines.base import (
     LABEL_PORT,
+    Address,
     Engine,
     EngineError,
     Health,
+    TaskEvent,
+    TaskEventKind,
+    TaskEvents,
     TaskInfo,
     TaskSpec,
     TaskState,
@@ -41,6 +46,16 @@ _STATES = {
     "dead": TaskState.EXITED,
 }
 _NEVER = "0001-01-01T00:00:00Z"  # Docker's zero time: the event did not happen
+# Container events that change what TaskInfo says. "health_status" also matches its
+# "health_status: healthy" form (the engine matches these names by prefix); exec_* events,
+# one set per HEALTHCHECK run, are not asked for.
+_EVENTS = {
+    "create": TaskEventKind.CREATED,
+    "start": TaskEventKind.STARTED,
+    "die": TaskEventKind.EXITED,
+    "health_status": TaskEventKind.HEALTH,
+    "destroy": TaskEventKind.REMOVED,
+}
 _REGISTRY_HINT = "the release's image was deleted from the registry? rebuild or roll back"
 
 
@@ -50,10 +65,16 @@ class DockerEngine(Engine):
     name: ClassVar[str] = "docker"
     supports_bridge_network: ClassVar[bool] = True
     supports_image_healthcheck: ClassVar[bool] = True
+    supports_events: ClassVar[bool] = True
 
-    def __init__(self, base_url: str | None = None, *, timeout: int = 120) -> None:
+    def __init__(
+        self, base_url: str | None = None, *, timeout: int = 120, task_host: str = "127.0.0.1"
+    ) -> None:
         self._base_url = base_url
         self._timeout = timeout
+        # Where this engine's tasks answer: they bind (host networking) or are published
+        # (bridge networking) on the engine's loopback.
+        self._task_host = task_host
         self._client: docker.DockerClient | None = None
 
     def close(self) -> None:
@@ -94,7 +115,7 @@ class DockerEngine(Engine):
 
     def inspect(self, task_id: str) -> TaskInfo:
         attrs = self._call(self._api().inspect_container, task_id, missing=f"task {task_id}")
-        return _task_info(attrs)
+        return _task_info(attrs, self._task_host)
 
     def stop(self, task_id: str, timeout: float) -> None:
         try:
@@ -128,6 +149,31 @@ class DockerEngine(Engine):
             missing=f"task {task_id}",
         )
         return self._lines(chunks, task_id)
+
+    def events(self, labels: Mapping[str, str], *, window: float) -> TaskEvents:
+        """``docker events`` for our containers, filtered by label and by the events that
+        change a task; the engine itself ends the stream when the window is over."""
+        filters = {
+            "type": ["container"],
+            "label": [f"{key}={value}" for key, value in labels.items()],
+            "event": list(_EVENTS),
+        }
+        # "since" now: without it the engine first replays its buffer of past events.
+        now = time.time()
+        since, until = f"{now:.6f}", math.ceil(now + max(1.0, window))
+        stream = self._call(
+            self._api().events, since=since, until=until, filters=filters, decode=True
+        )
+        return TaskEvents(self._task_events(stream), stream.close)
+
+    def _task_events(self, stream: Iterator[Mapping[str, Any]]) -> Iterator[TaskEvent]:
+        try:
+            for message in stream:
+                event = _task_event(message)
+                if event is not None:
+                    yield event
+        except (docker.errors.DockerException, ValueError) as exc:
+            raise EngineError(f"the Docker engine's event stream broke: {exc}") from exc
 
     # -- steps of start -----------------------------------------------------------------------
 
@@ -351,7 +397,19 @@ def _tar(path: PurePosixPath, root: PurePosixPath, content: str, owner: tuple[in
     return buffer.getvalue()
 
 
-def _task_info(attrs: Mapping[str, Any]) -> TaskInfo:
+def _task_event(message: Mapping[str, Any]) -> TaskEvent | None:
+    """A Docker event message as a TaskEvent; None for an event that changes no task."""
+    action = str(message.get("Action") or message.get("status") or "")
+    kind = _EVENTS.get(action.partition(":")[0].strip())
+    actor = message.get("Actor") or {}
+    task_id = str(actor.get("ID") or message.get("id") or "")
+    if kind is None or not task_id:
+        return None
+    attributes = actor.get("Attributes") or {}
+    return TaskEvent(task_id, kind, {str(k): str(v) for k, v in attributes.items()})
+
+
+def _task_info(attrs: Mapping[str, Any], task_host: str) -> TaskInfo:
     state = attrs.get("State") or {}
     config = attrs.get("Config") or {}
     labels = dict(config.get("Labels") or {})
@@ -373,6 +431,7 @@ def _task_info(attrs: Mapping[str, Any]) -> TaskInfo:
         finished_at=_time(state.get("FinishedAt")),
         health_output=str(log[-1].get("Output", "")).strip() if log else "",
         error=str(state.get("Error") or ""),
+        address=Address(task_host, int(port)) if port.isdigit() else None,
     )
 
 

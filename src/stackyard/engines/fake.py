@@ -2,11 +2,15 @@
 
 No threads, no sleeping: time is whatever ``clock`` says, and behaviour is scripted per image
 digest with ``behave``. It refuses what docker refuses (tags, duplicate names, unknown ids).
+Its event streams get an event for every change it makes; a change that only the clock
+makes (``crash_after``, ``health_after``) is noticed, and sent, when a call looks at the task.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,9 +18,13 @@ from typing import Any, ClassVar
 
 from stackyard.engines.base import (
     LABEL_PORT,
+    Address,
     Engine,
     EngineError,
     Health,
+    TaskEvent,
+    TaskEventKind,
+    TaskEvents,
     TaskInfo,
     TaskSpec,
     TaskState,
@@ -65,6 +73,16 @@ class _Task:
     finished_at: datetime | None = None
     lines: list[str] = field(default_factory=list)
 
+    @property
+    def labels(self) -> dict[str, str]:
+        return {**self.spec.labels, LABEL_PORT: str(self.spec.port)}
+
+
+@dataclass
+class _Subscription:
+    labels: dict[str, str]
+    events: queue.SimpleQueue[TaskEvent | None] = field(default_factory=queue.SimpleQueue)
+
 
 class FakeEngine(Engine):
     """In-memory tasks with deterministic ids; ``calls`` records every seam call."""
@@ -72,15 +90,18 @@ class FakeEngine(Engine):
     name: ClassVar[str] = "fake"
     supports_bridge_network: ClassVar[bool] = True
     supports_image_healthcheck: ClassVar[bool] = True
+    supports_events: ClassVar[bool] = True
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
         self.calls: list[Call] = []
-        self.reachable = True
+        self.reachable = True  # False: ping, list and events raise ComponentError
         self._behaviours: dict[str, Behaviour] = {}
         self._tasks: dict[str, _Task] = {}
         self._started = 0
         self._starting = threading.Lock()
+        self._subscriptions: list[_Subscription] = []
+        self._subscribing = threading.Lock()
 
     # -- scripting (tests only) ---------------------------------------------------------------
 
@@ -97,6 +118,7 @@ class FakeEngine(Engine):
     def set_health(self, task_id: str, health: Health, output: str = "") -> None:
         task = self._task(task_id)
         task.health, task.health_output, task.health_scripted = health, output, True
+        self._emit(task, TaskEventKind.HEALTH)
 
     def emit(self, task_id: str, *lines: str) -> None:
         """The task prints ``lines``."""
@@ -144,12 +166,17 @@ class FakeEngine(Engine):
             behaviour=behaviour,
             started_at=self.clock(),
             lines=[line.format_map(_env(spec)) for line in behaviour.output],
+            health=Health.NONE if behaviour.healthy is None else Health.STARTING,
         )
         self._tasks[task.id] = task
+        self._emit(task, TaskEventKind.CREATED)
+        self._emit(task, TaskEventKind.STARTED)
         return self._info(task)
 
     def list(self, labels: Mapping[str, str]) -> list[TaskInfo]:
         self.calls.append(("list", (dict(labels),)))
+        if not self.reachable:
+            raise ComponentError("the fake engine is unreachable (reachable=False)")
         found = []
         for task in self._tasks.values():
             info = self._info(task)
@@ -172,13 +199,57 @@ class FakeEngine(Engine):
 
     def remove(self, task_id: str) -> None:
         self.calls.append(("remove", (task_id,)))
-        self._tasks.pop(task_id, None)
+        task = self._tasks.pop(task_id, None)
+        if task is not None:
+            self._emit(task, TaskEventKind.REMOVED)
 
     def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
         """The lines so far; ``follow`` cannot block without threads, so it ends here too."""
         self.calls.append(("logs", (task_id, tail, follow)))
         lines = list(self._task(task_id).lines)
         return iter(lines if tail is None else lines[-tail:] if tail else [])
+
+    def events(self, labels: Mapping[str, str], *, window: float) -> TaskEvents:
+        """Events from now on, for ``window`` seconds of real time (or until closed)."""
+        self.calls.append(("events", (dict(labels), window)))
+        if not self.reachable:
+            raise ComponentError("the fake engine is unreachable (reachable=False)")
+        subscription = _Subscription(dict(labels))
+        with self._subscribing:
+            self._subscriptions.append(subscription)
+        deadline = time.monotonic() + window
+
+        def stream() -> Iterator[TaskEvent]:
+            try:
+                while (left := deadline - time.monotonic()) > 0:
+                    try:
+                        event = subscription.events.get(timeout=left)
+                    except queue.Empty:
+                        return
+                    if event is None:
+                        return
+                    yield event
+            finally:
+                self._unsubscribe(subscription)
+
+        def close() -> None:
+            subscription.events.put(None)
+            self._unsubscribe(subscription)
+
+        return TaskEvents(stream(), close)
+
+    def _unsubscribe(self, subscription: _Subscription) -> None:
+        with self._subscribing:
+            if subscription in self._subscriptions:
+                self._subscriptions.remove(subscription)
+
+    def _emit(self, task: _Task, kind: TaskEventKind) -> None:
+        labels = task.labels
+        with self._subscribing:
+            subscriptions = list(self._subscriptions)
+        for subscription in subscriptions:
+            if all(labels.get(key) == value for key, value in subscription.labels.items()):
+                subscription.events.put(TaskEvent(task.id, kind, labels))
 
     # -- time passes only when a test looks -------------------------------------------------
 
@@ -200,14 +271,18 @@ class FakeEngine(Engine):
                 return
         if behaviour.healthy is None or task.health_scripted:
             return
+        before = task.health
         if now < task.started_at + timedelta(seconds=behaviour.health_after):
             task.health = Health.STARTING
         else:
             task.health = Health.HEALTHY if behaviour.healthy else Health.UNHEALTHY
             task.health_output = behaviour.health_output
+        if task.health is not before:
+            self._emit(task, TaskEventKind.HEALTH)
 
     def _exit(self, task: _Task, exit_code: int, at: datetime) -> None:
         task.state, task.exit_code, task.finished_at = TaskState.EXITED, exit_code, at
+        self._emit(task, TaskEventKind.EXITED)
 
     def _info(self, task: _Task) -> TaskInfo:
         self._advance(task)
@@ -216,7 +291,7 @@ class FakeEngine(Engine):
             id=task.id,
             name=spec.name,
             image=spec.image,
-            labels={**spec.labels, LABEL_PORT: str(spec.port)},
+            labels=task.labels,
             state=task.state,
             health=task.health,
             port=spec.port,
@@ -224,6 +299,7 @@ class FakeEngine(Engine):
             started_at=task.started_at,
             finished_at=task.finished_at,
             health_output=task.health_output,
+            address=Address("127.0.0.1", spec.port),
         )
 
 
