@@ -51,6 +51,13 @@ class RouterContract:
         router.set_upstreams(route, [])
         assert router.upstreams(route) == []
 
+    def test_url_of_a_route_is_its_host_or_the_routers_address_and_port(
+        self, router: Router
+    ) -> None:
+        on_port = port_route("hello-dev")
+        assert router.url(on_port) == f"http://{router.listen_host}:{on_port.port}"
+        assert router.url(Route("hello-prod", host="hello.test")) == "http://hello.test"
+
     def test_unknown_route_has_no_upstreams(self, router: Router) -> None:
         assert router.upstreams(port_route("nobody-dev")) is None
 

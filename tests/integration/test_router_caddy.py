@@ -178,13 +178,13 @@ def test_a_switch_changes_no_caddy_config(
     a, b = backend("A"), backend("B")
     route = port_route("hello-dev")
     router.ensure_route(route, [a.dial])
-    assert web.get(route.url).text == "A"
+    assert web.get(router.url(route)).text == "A"
 
     admin_log.sent.clear()
     router.set_upstreams(route, [b.dial])
     assert admin_log.sent == [("GET", "/id/sy-hello-dev-proxy")]  # a read, no reload
-    assert serves(web, route.url, "B")
-    assert {web.get(route.url).text for _ in range(5)} == {"B"}
+    assert serves(web, router.url(route), "B")
+    assert {web.get(router.url(route)).text for _ in range(5)} == {"B"}
 
 
 def test_ensure_route_twice_writes_nothing_the_second_time(
@@ -220,10 +220,10 @@ def test_request_in_flight_completes_after_the_switch(
     route = port_route("hello-dev")
     router.ensure_route(route, [a.dial])
     with ThreadPoolExecutor(max_workers=1) as pool:
-        slow = pool.submit(web.get, f"{route.url}/slow")
+        slow = pool.submit(web.get, f"{router.url(route)}/slow")
         time.sleep(0.4)  # the request is now inside backend A
         router.set_upstreams(route, [b.dial])
-        assert serves(web, route.url, "B")
+        assert serves(web, router.url(route), "B")
         answer = slow.result(timeout=10)
     assert (answer.status_code, answer.text) == (200, "A")
 
@@ -242,7 +242,7 @@ def test_switching_under_load_answers_no_error_status(
         with httpx.Client(timeout=10, trust_env=False) as client:
             while not done.is_set():
                 try:
-                    outcomes.append(client.get(route.url).status_code)
+                    outcomes.append(client.get(router.url(route)).status_code)
                 except httpx.TransportError as exc:
                     outcomes.append(f"{type(exc).__name__}: {exc}")
         return outcomes
@@ -265,7 +265,7 @@ def test_switching_under_load_answers_no_error_status(
 def test_no_upstreams_is_service_unavailable(router: CaddyRouter, web: httpx.Client) -> None:
     route = port_route("hello-dev")
     router.ensure_route(route, [])
-    assert web.get(route.url).status_code == 503
+    assert web.get(router.url(route)).status_code == 503
 
 
 def test_an_upstream_that_went_away_is_retried_on_the_other(
@@ -274,9 +274,9 @@ def test_an_upstream_that_went_away_is_retried_on_the_other(
     a, b = backend("A"), backend("B")
     route = port_route("hello-dev")
     router.ensure_route(route, [a.dial, b.dial])
-    assert {web.get(route.url).text for _ in range(4)} == {"A", "B"}
+    assert {web.get(router.url(route)).text for _ in range(4)} == {"A", "B"}
     a.stop()
-    answers = [web.get(route.url) for _ in range(20)]
+    answers = [web.get(router.url(route)) for _ in range(20)]
     assert [(r.status_code, r.text) for r in answers] == [(200, "B")] * 20
 
 
@@ -290,7 +290,7 @@ def test_after_a_caddy_restart_ensure_route_serves_again(
     try:
         with CaddyRouter(f"http://127.0.0.1:{admin_port}", host_port=free_port()) as caddy:
             caddy.ensure_route(route, [a.dial])
-            assert web.get(route.url).text == "A"
+            assert web.get(caddy.url(route)).text == "A"
             supervisor.stop()
             with pytest.raises(RetryableError, match=str(admin_port)):
                 caddy.set_upstreams(route, [a.dial])
@@ -298,7 +298,7 @@ def test_after_a_caddy_restart_ensure_route_serves_again(
             assert caddy.routes() == []
             assert caddy.upstreams(route) is None
             caddy.ensure_route(route, [a.dial])
-            assert web.get(route.url).text == "A"
+            assert web.get(caddy.url(route)).text == "A"
     finally:
         supervisor.stop()
 

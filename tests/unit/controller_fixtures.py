@@ -2,6 +2,8 @@
 
 ``Yard`` builds the rows (stack, releases, deployments) straight through the models, and
 drives one stage loop a tick at a time (``Controller.loop_for`` creates it without its thread).
+Before each tick the controller's task watch lists the fake engine again, as its thread
+would after an event: the fake's clock-driven changes (crashes, health) have no event.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.deploy import records
-from stackyard.deploy.controller import Controller, ControllerSettings, StageKey, address
+from stackyard.deploy.controller import Controller, ControllerSettings, StageKey
 from stackyard.engines.base import LABEL_RELEASE, Health, TaskInfo, TaskSpec
 from stackyard.engines.fake import FakeEngine
 from stackyard.images.imagestore import ImageStore
@@ -58,8 +60,8 @@ class InlineStopController(Controller):
     The real controller hands stops to a thread pool (a stop can take ``stop_timeout``).
     """
 
-    def stop_task(self, task_id: str, timeout: float) -> None:
-        self._stop_quietly(task_id, timeout)
+    def stop_task(self, key: StageKey, task_id: str, timeout: float) -> None:
+        self.stop_now(key, task_id, timeout)
 
 
 def _no_registry(request: httpx.Request) -> httpx.Response:
@@ -133,7 +135,13 @@ class Yard:
     def tick(self, times: int = 1) -> None:
         loop = self.controller.loop_for(KEY)
         for _ in range(times):
+            self.controller.watch.resync()
             loop.tick()
+
+    def run_once(self) -> bool:
+        """One step as the loop's thread runs it (an error is recorded, not raised)."""
+        self.controller.watch.resync()
+        return self.controller.loop_for(KEY).run_once()
 
     def run_until(self, done: Callable[[], bool], limit: int = 20) -> int:
         """Tick until ``done()``; the number of ticks it took."""
@@ -248,7 +256,7 @@ class Yard:
     def routed_healthy(self) -> int:
         """Upstreams that are a running task the engine calls healthy (or without a check)."""
         serving = {
-            address(t)
+            str(t.address)
             for t in self.tasks()
             if t.running and t.health in (Health.HEALTHY, Health.NONE)
         }

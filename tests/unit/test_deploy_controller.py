@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 
+from stackyard import changes
 from stackyard.config.models import StackConfig
 from stackyard.engines.base import (
     LABEL_DEPLOYMENT,
@@ -28,6 +31,7 @@ from stackyard.engines.base import (
     TaskSpec,
 )
 from stackyard.engines.fake import FakeEngine
+from stackyard.errors import ComponentError, PermanentError
 from stackyard.pipeline.releases import config_snapshot
 from stackyard.registry_login import RegistryLogin
 from tests.unit.controller_fixtures import (
@@ -270,7 +274,7 @@ def test_a_route_port_in_use_fails_the_deployment_at_once(yard: Yard) -> None:
         port = other.getsockname()[1]
         number = yard.deploy(yard.release(V1, port=port))
 
-        busy = yard.controller.loop_for(KEY).run_once()
+        busy = yard.run_once()
 
     assert not busy
     row = yard.deployment(number)
@@ -284,16 +288,15 @@ def test_a_route_port_in_use_fails_the_deployment_at_once(yard: Yard) -> None:
 def test_an_unreachable_router_is_retried_not_failed(yard: Yard) -> None:
     number = yard.deploy(yard.release(V1))
     yard.router.reachable = False
-    loop = yard.controller.loop_for(KEY)
 
-    assert loop.run_once() is False
+    assert yard.run_once() is False
     row = yard.deployment(number)
     assert row.status == "IN_PROGRESS"
     assert row.reason.startswith("retrying: the fake router does not answer")
 
     yard.router.reachable = True
     for _ in range(5):
-        loop.run_once()
+        yard.run_once()
     assert yard.status(number) == "COMPLETED"
     assert len(yard.started()) == 1
 
@@ -463,3 +466,66 @@ def test_the_tasks_of_a_rollout_start_together(yard: Yard) -> None:
     yard.ship(V1, replicas=3)
     assert len(engine.calls_to("start")) == 3
     assert yard.releases_running() == ["1", "1", "1"]
+
+
+# -- a step that fails: recorded, never swallowed
+
+
+def test_an_engine_that_does_not_answer_is_retried_not_failed(yard: Yard) -> None:
+    number = yard.deploy(yard.release(V1))
+    yard.engine.reachable = False
+    with pytest.raises(ComponentError):
+        yard.controller.watch.resync()  # the watch's thread finds the engine gone
+
+    assert yard.controller.loop_for(KEY).run_once() is False
+    row = yard.deployment(number)
+    assert row.status == "IN_PROGRESS"  # it began: its error budget runs
+    assert row.reason.startswith("retrying: the fake engine is unreachable")
+    assert yard.started() == []
+
+    yard.engine.reachable = True
+    yard.run_until(lambda: yard.status(number) == "COMPLETED")
+
+
+def test_a_deployment_fails_even_when_its_log_cannot_be_written(
+    yard: Yard, caplog: pytest.LogCaptureFixture
+) -> None:
+    number = yard.deploy(yard.release(V1))
+    yard.tick()  # it began, and its log has its first line
+    log_path = Path(yard.deployment(number).log_path)
+    log_path.unlink()
+    log_path.mkdir()  # no file can be written there any more
+    yard.router.fail_next(PermanentError("the router refuses this route for good"))
+
+    assert yard.run_once() is False
+    row = yard.deployment(number)
+    assert row.status == "FAILED"
+    assert row.reason == "the router refuses this route for good"
+    assert row.finished_at is not None
+    assert f"its log {log_path} could not be written" in caplog.text
+    assert changes.ended(log_path)  # whoever follows the log is not left waiting
+
+
+def test_a_store_that_refuses_the_failure_is_logged_and_tried_again(
+    yard: Yard, caplog: pytest.LogCaptureFixture
+) -> None:
+    number = yard.deploy(yard.release(V1))
+    yard.tick()
+
+    def refuse(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("UPDATE deployments"):
+            raise OperationalError(statement, None, Exception("database is locked"))
+
+    event.listen(yard.database, "before_cursor_execute", refuse)
+    yard.router.fail_next(PermanentError("the router refuses this route for good"))
+    assert yard.run_once() is False
+    assert yard.status(number) == "IN_PROGRESS"
+    assert "cannot record on its deployment that a step failed" in caplog.text
+    assert "database is locked" in caplog.text
+
+    event.remove(yard.database, "before_cursor_execute", refuse)
+    yard.router.fail_next(PermanentError("the router refuses this route for good"))
+    yard.run_once()
+    assert yard.status(number) == "FAILED"
+    text = Path(yard.deployment(number).log_path).read_text(encoding="utf-8")
+    assert "deployment FAILED: the router refuses this route for good" in text

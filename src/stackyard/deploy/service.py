@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.deploy import records
-from stackyard.deploy.controller import Controller, StageKey, address
+from stackyard.deploy.controller import Controller, StageKey
 from stackyard.deploy.overview import Overview, TaskCount, stack_rows
 from stackyard.deploy.plan import TaskHealth
 from stackyard.deploy.records import DeploymentView
@@ -254,7 +254,7 @@ def _task_view(task: TaskInfo, health: str, now: datetime) -> TaskView:
         release=task.labels.get(LABEL_RELEASE, ""),
         digest=task.digest,
         port=task.port,
-        address=address(task),
+        address=str(task.address or ""),
         state=str(task.state),
         health=health,
         started_at=task.started_at,

@@ -22,17 +22,12 @@ _HOST_NAME = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", re.IGNOR
 
 @dataclass(frozen=True)
 class Route:
-    """Where a stage is served: ``127.0.0.1:<port>``, or a host name on the shared port."""
+    """Where a stage is served: a port on the router's address, or a host name on the
+    router's shared port. ``Router.url`` gives its address."""
 
     name: str  # unique per stage, e.g. "hello-dev"
     port: int | None = None
     host: str | None = None
-
-    @property
-    def url(self) -> str:
-        if self.host:
-            return f"http://{self.host}"
-        return f"http://127.0.0.1:{self.port}"
 
     def check(self) -> None:
         """Raise UsageError unless a router can serve this route: a safe name, one address."""
@@ -58,10 +53,18 @@ class Router(ABC):
 
     name: ClassVar[str]
     supports_host_routes: ClassVar[bool] = False
+    listen_host: str = "127.0.0.1"  # where port routes listen; an adapter may set its own
+
+    def url(self, route: Route) -> str:
+        """Where clients reach the route: its host name, or the router's address and port."""
+        if route.host:
+            return f"http://{route.host}"
+        return f"http://{self.listen_host}:{route.port}"
 
     @abstractmethod
     def ensure_route(self, route: Route, upstreams: Sequence[str]) -> None:
-        """Create the route if missing, then set its upstreams (``"127.0.0.1:8123"``)."""
+        """Create the route if missing, then set its upstreams (task addresses,
+        ``"127.0.0.1:8123"``)."""
 
     @abstractmethod
     def set_upstreams(self, route: Route, upstreams: Sequence[str]) -> None:

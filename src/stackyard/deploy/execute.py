@@ -1,0 +1,336 @@
+"""Carry out a stage's plan (deploy/decide.py) through the Engine and Router seams and the store.
+
+The executor decides nothing: it claims the deployment, records failures and heal events,
+stores and sets the route, stops, removes and starts tasks, updates the deployment's record
+and calls the rollback it was told to. It says what each action did (a task started, the
+route set, the rollback made), and keeps the stage loop's memory in step with what has
+really been done, so a step that fails half-way is taken up again correctly.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from stackyard import changes
+from stackyard.deploy.decide import (
+    DeploymentStatus,
+    DeploymentUpdate,
+    RouteChange,
+    RouteRow,
+    StageMemory,
+    StagePlan,
+    StageView,
+    StartTasks,
+    TaskRecipe,
+)
+from stackyard.deploy.deploylog import StageLog
+from stackyard.deploy.health import ProbeScheduler
+from stackyard.deploy.keys import StageKey
+from stackyard.deploy.portpool import TaskPorts
+from stackyard.deploy.taskwatch import TaskWatch
+from stackyard.engines.base import (
+    LABEL_DEPLOYMENT,
+    LABEL_PLATFORM,
+    LABEL_PORT,
+    LABEL_RELEASE,
+    LABEL_STACK,
+    LABEL_STAGE,
+    Engine,
+    NetworkMode,
+    TaskInfo,
+    TaskSpec,
+)
+from stackyard.errors import StackyardError
+from stackyard.registry_login import RegistryLogin
+from stackyard.router.base import Router
+from stackyard.secrets.envfile import render_env_file
+from stackyard.store.models import Deployment, Release, Stack, StageRoute
+
+log = logging.getLogger(__name__)
+
+Rollback = Callable[[str, str, int, str], Release]
+
+
+class StageState(Protocol):
+    """What the executor keeps in step: the stage loop's memory."""
+
+    memory: StageMemory
+
+
+@dataclass(frozen=True)
+class Seams:
+    """What every stage's executor works through, shared by all stages."""
+
+    sessions: sessionmaker[Session]
+    engine: Engine
+    router: Router
+    watch: TaskWatch
+    health: ProbeScheduler[StageKey]
+    ports: TaskPorts
+    image_url: Callable[[str], str]  # a stack's repository in the registry
+    login: Callable[[], RegistryLogin]  # what the engine pulls with
+    platform_id: str
+    network_mode: NetworkMode
+    starters: ThreadPoolExecutor
+    stop_task: Callable[[StageKey, str, float], None]
+    rollback: Rollback
+    resolve_secrets: Callable[[str, Mapping[str, int]], dict[str, str]]
+
+
+@dataclass
+class _Started:
+    started: int = 0
+    failures: int = 0
+    reason: str | None = None
+
+
+class Executor:
+    """Applies one stage's plans."""
+
+    def __init__(self, key: StageKey, seams: Seams, log: StageLog) -> None:
+        self.key = key
+        self.seams = seams
+        self.log = log
+
+    def apply(self, view: StageView, plan: StagePlan, state: StageState) -> bool:
+        """Carry ``plan`` out; False when its deployment was superseded since the view
+        was taken (nothing was done: observe again)."""
+        log_path = view.deployment.log_path if view.deployment else None
+        if plan.begin is not None:
+            if not self._claim(plan.begin.id):
+                return False
+            state.memory = replace(state.memory, deployment=plan.begin.id, counted=frozenset())
+        for line in plan.lines:
+            self.log.say(line, log_path)
+        self._record_failures(plan)
+        state.memory = replace(state.memory, counted=plan.counted)
+        for message in plan.events:
+            self.log.event("heal", message)
+        if plan.route_row is not None:
+            self._store_route(plan.route_row)
+        if plan.route is not None:
+            self._route(plan.route, state, log_path)
+        for stop in plan.stop:
+            state.memory = replace(state.memory, stopping=state.memory.stopping | {stop.id})
+            self.seams.stop_task(self.key, stop.id, stop.timeout)
+            self.log.say(f"stopping task {stop.name}", log_path)
+        removal_error = self._remove(plan.remove, state)
+        started = self._start(view, plan.start, log_path) if plan.start else _Started()
+        if plan.deployment is not None:
+            self._update(plan.deployment, started)
+        for line in plan.closing_lines:
+            self.log.say(line, log_path)
+        if plan.rollback is not None:
+            self._roll_back(plan, log_path)
+        if plan.deployment is not None and plan.deployment.finish is not None:
+            state.memory = replace(state.memory, deployment=None)
+            if log_path is not None:
+                changes.end(log_path)  # a waiting run, a log follower
+        if removal_error is not None:
+            raise removal_error  # the rest is done; the loop retries the removal
+        return True
+
+    # -- the deployment's record
+
+    def _claim(self, deployment_id: int) -> bool:
+        """QUEUED -> IN_PROGRESS, unless it was superseded meanwhile."""
+        with self.seams.sessions.begin() as session:
+            session.execute(
+                update(Deployment)
+                .where(Deployment.id == deployment_id, Deployment.status == "QUEUED")
+                .values(status=DeploymentStatus.IN_PROGRESS, started_at=datetime.now(UTC))
+            )
+            status = session.scalar(select(Deployment.status).where(Deployment.id == deployment_id))
+        return status == DeploymentStatus.IN_PROGRESS
+
+    def _record_failures(self, plan: StagePlan) -> None:
+        """The failed tasks count before anything else is done: a step that breaks later
+        must not count them again."""
+        update = plan.deployment
+        if update is None or not update.failures:
+            return
+        with self.seams.sessions.begin() as session:
+            row = session.get(Deployment, update.id)
+            if row is not None:
+                row.failures += update.failures
+                row.reason = update.reason or row.reason
+
+    def _update(self, update: DeploymentUpdate, started: _Started) -> None:
+        with self.seams.sessions.begin() as session:
+            row = session.get(Deployment, update.id)
+            if row is None:
+                return
+            row.tasks_started += started.started
+            row.failures += started.failures
+            row.reason = started.reason or row.reason
+            row.tasks_stopped += update.tasks_stopped
+            row.tasks_healthy, row.tasks_routed = update.tasks_healthy, update.tasks_routed
+            if update.finish is not None:
+                row.status = update.finish.status
+                row.reason = update.finish.reason or row.reason
+                row.finished_at = datetime.now(UTC)
+
+    def _roll_back(self, plan: StagePlan, log_path: str | None) -> None:
+        choice = plan.rollback
+        if choice is None:
+            return
+        try:
+            restored = self.seams.rollback(self.key.stack, self.key.stage, choice.to, choice.source)
+        except StackyardError as exc:
+            self.log.say(f"rollback to release {choice.to} failed: {exc.message}", log_path)
+            return
+        self.log.say(
+            f"rolled back: release {restored.number} copies release {choice.to} "
+            f"({choice.digest}) and its config",
+            log_path,
+        )
+
+    # -- the route
+
+    def _store_route(self, row: RouteRow) -> None:
+        with self.seams.sessions.begin() as session:
+            stack_id = session.scalar(select(Stack.id).where(Stack.name == self.key.stack))
+            if stack_id is None:
+                return
+            found = session.scalar(
+                select(StageRoute).where(
+                    StageRoute.stack_id == stack_id, StageRoute.stage == self.key.stage
+                )
+            )
+            if found is None:
+                found = StageRoute(stack_id=stack_id, stage=self.key.stage)
+                session.add(found)
+            found.port, found.host = row.port, row.host
+
+    def _route(self, change: RouteChange, state: StageState, log_path: str | None) -> None:
+        router = self.seams.router
+        shown = ", ".join(change.addresses) or "nothing"
+        if change.create:
+            router.ensure_route(change.route, change.addresses)
+            self.log.say(f"route {router.url(change.route)} -> {shown}", log_path)
+        else:
+            router.set_upstreams(change.route, change.addresses)
+            self.log.say(f"routing {router.url(change.route)} -> {shown}", log_path)
+        now = time.monotonic()
+        unrouted = dict(state.memory.unrouted_at)
+        unrouted.update({task_id: now for task_id in change.leaving})
+        state.memory = replace(state.memory, unrouted_at=tuple(unrouted.items()))
+
+    # -- tasks
+
+    def _remove(self, task_ids: tuple[str, ...], state: StageState) -> StackyardError | None:
+        """Remove exited tasks; the first refusal is returned (the others still go)."""
+        first: StackyardError | None = None
+        for task_id in task_ids:
+            try:
+                self.seams.engine.remove(task_id)
+            except StackyardError as exc:
+                log.warning("stage %s: cannot remove task %s: %s", self.key, task_id, exc)
+                first = first or exc
+                continue
+            self.seams.watch.drop(task_id, wake=False)
+            memory = state.memory
+            state.memory = replace(
+                memory,
+                stopping=memory.stopping - {task_id},
+                unrouted_at=tuple((i, t) for i, t in memory.unrouted_at if i != task_id),
+            )
+        return first
+
+    def _start(self, view: StageView, start: StartTasks, log_path: str | None) -> _Started:
+        """Start ``count`` tasks of the target release, the engine's part concurrently: a
+        20-replica rollout should not take 20 container starts one after another."""
+        recipe = view.target.recipe if view.target else None
+        if recipe is None:
+            raise StackyardError(f"stage {self.key}: nothing to start tasks from")
+        result = _Started()
+
+        def failed(reason: str) -> None:
+            self.log.say(reason, log_path)
+            if start.failures_count:
+                result.failures += 1
+                result.reason = reason
+
+        specs: list[TaskSpec] = []
+        for _ in range(start.count):
+            try:
+                env, files = self._task_config(recipe)
+            except StackyardError as exc:
+                failed(f"cannot start a task of release {recipe.release}: {exc.message}")
+                continue
+            specs.append(self._task_spec(recipe, env, files))
+        if len(specs) > 1:
+            outcomes = list(self.seams.starters.map(self._engine_start, specs))
+        else:
+            outcomes = [self._engine_start(spec) for spec in specs]
+        for spec, outcome in zip(specs, outcomes, strict=True):
+            if isinstance(outcome, StackyardError):
+                failed(f"task {spec.name} failed to start: {outcome.message}")
+                continue
+            self.seams.watch.put(outcome, wake=False)
+            if outcome.address is not None:
+                self.seams.health.watch(self.key, outcome.id, outcome.address, recipe.health)
+            self.log.say(
+                f"started task {outcome.name} on port {spec.port} ({spec.image})", log_path
+            )
+            result.started += 1
+        return result
+
+    def _engine_start(self, spec: TaskSpec) -> TaskInfo | StackyardError:
+        try:
+            return self.seams.engine.start(spec)
+        except StackyardError as exc:
+            return exc
+        finally:
+            self.seams.ports.release(spec.port)  # the task's label holds it from now on
+
+    def _task_spec(
+        self, recipe: TaskRecipe, env: dict[str, str], files: dict[str, str]
+    ) -> TaskSpec:
+        """What to start for one task of the release, its port reserved."""
+        seams, key = self.seams, self.key
+        port = seams.ports.allocate()
+        name = f"sy-{key.stack}-{key.stage}-r{recipe.release}-{secrets.token_hex(3)}"
+        labels = {
+            LABEL_PLATFORM: seams.platform_id,
+            LABEL_STACK: key.stack,
+            LABEL_STAGE: key.stage,
+            LABEL_RELEASE: str(recipe.release),
+            LABEL_DEPLOYMENT: str(recipe.deployment),
+            LABEL_PORT: str(port),
+        }
+        return TaskSpec(
+            name=name,
+            image=f"{seams.image_url(key.stack)}@{recipe.digest}",
+            port=port,
+            labels=labels,
+            env=env,
+            files=files,
+            network_mode=seams.network_mode,
+            container_port=recipe.container_port,
+            cpu=recipe.cpu,
+            memory=recipe.memory,
+            stop_timeout=recipe.stop_timeout,
+            login=seams.login(),
+        )
+
+    def _task_config(self, recipe: TaskRecipe) -> tuple[dict[str, str], dict[str, str]]:
+        """A task's environment (the snapshot's variables, then its secrets, decrypted now)
+        and files (the env file, rendered now; it exists only inside the container)."""
+        values = self.seams.resolve_secrets(self.key.stack, dict(recipe.secrets))
+        env = {**dict(recipe.variables), **values}
+        env_file = recipe.env_file
+        if env_file is None:
+            return env, {}
+        text = render_env_file(env_file.template_path, env_file.template, env)
+        return env, {env_file.path: text}

@@ -1,0 +1,30 @@
+"""How the deploy package names one stage of one stack (the stage loops, the task watch,
+the health scheduler and the API's wake-ups all key on it), and the stage's route."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from stackyard.engines.base import LABEL_STACK, LABEL_STAGE
+from stackyard.router.base import Route
+
+
+@dataclass(frozen=True)
+class StageKey:
+    stack: str
+    stage: str
+
+    def __str__(self) -> str:
+        return f"{self.stack}/{self.stage}"
+
+    @classmethod
+    def of(cls, labels: Mapping[str, str]) -> StageKey | None:
+        """The stage a task belongs to, from its labels; None without them."""
+        stack, stage = labels.get(LABEL_STACK), labels.get(LABEL_STAGE)
+        return cls(stack, stage) if stack and stage else None
+
+
+def stage_route(key: StageKey, port: int | None, host: str | None) -> Route:
+    """The router's route of a stage: named ``<stack>-<stage>``, on its port or host."""
+    return Route(name=f"{key.stack}-{key.stage}", port=port, host=host)

@@ -1,0 +1,336 @@
+"""Observe one stage: the store's records, the engine's tasks (from the shared task watch),
+their health judgements and the router's upstreams, read into one plain ``StageView``.
+
+The stage loop (deploy/loops.py) calls ``StageObserver.observe`` once per step and hands
+the view to the pure ``decide`` (deploy/decide.py). Observing changes nothing, except that
+it tells the health scheduler which tasks the stage has, so it probes exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from stackyard.config.models import StageConfig
+from stackyard.deploy import records
+from stackyard.deploy.decide import (
+    NO_RELEASE,
+    Blocked,
+    DeploymentFacts,
+    DeploymentStatus,
+    EnvFile,
+    ReleaseFacts,
+    RouteFacts,
+    StageMemory,
+    StageSettings,
+    StageView,
+    Target,
+    TaskFacts,
+    TaskRecipe,
+)
+from stackyard.deploy.health import HealthSettings, Judgement, ProbeScheduler, from_engine
+from stackyard.deploy.keys import StageKey, stage_route
+from stackyard.deploy.plan import TaskHealth
+from stackyard.deploy.portpool import route_port
+from stackyard.deploy.taskwatch import TaskWatch
+from stackyard.engines.base import LABEL_RELEASE, Engine, TaskInfo
+from stackyard.errors import StackyardError
+from stackyard.ports import port_free
+from stackyard.router.base import Router
+from stackyard.secrets.masking import SecretMasker
+from stackyard.store.models import Deployment, Release, Stack, StageRoute
+
+log = logging.getLogger(__name__)
+
+LAST_LINES = 5  # of a failed task's output, in the reason of its failure
+
+
+@dataclass(frozen=True)
+class _Records:
+    """What the store says about the stage, read in one session."""
+
+    stack_id: int
+    release: Release
+    deployment: Deployment | None
+    last_completed: Release | None
+    route: StageRoute | None
+    labelled: tuple[Release, ...]
+    route_ports: tuple[int, ...]
+
+
+class StageObserver:
+    """Reads one stage's state; ``observe`` returns it as a StageView."""
+
+    def __init__(
+        self,
+        key: StageKey,
+        *,
+        sessions: sessionmaker[Session],
+        watch: TaskWatch,
+        health: ProbeScheduler[StageKey],
+        router: Router,
+        engine: Engine,
+        route_ports: tuple[int, int],
+        masker: Callable[[], SecretMasker],
+    ) -> None:
+        self.key = key
+        self._sessions = sessions
+        self._watch = watch
+        self._health = health
+        self._router = router
+        self._engine = engine
+        self._route_ports = route_ports
+        self._masker = masker
+
+    def observe(self, memory: StageMemory, now: float) -> StageView:
+        """The stage as it is now. The engine's or the router's failure to answer is part
+        of the view (``blind``), so that a deployment still begins and its error budget runs;
+        the store's is raised."""
+        blind = None
+        try:
+            tasks = self._watch.tasks(self.key)
+        except StackyardError as exc:  # the engine's state is unknown (not listed, or down)
+            tasks, blind = [], _blind(exc)
+        found = self._records(tasks)
+        masker = self._masker()
+        if found is None:
+            facts = tuple(self._task_facts(t, {}, memory, masker, read_logs=False) for t in tasks)
+            return StageView(self.key.stack, self.key.stage, now, memory, tasks=facts, blind=blind)
+        deployment = deployment_facts(found.deployment) if found.deployment else None
+        if blind is not None:
+            return StageView(
+                self.key.stack, self.key.stage, now, memory, deployment=deployment, blind=blind
+            )
+        stage = records.stage_config(found.release)
+        try:
+            route = self._route(found, stage)
+        except StackyardError as exc:  # the router does not answer
+            return StageView(
+                self.key.stack,
+                self.key.stage,
+                now,
+                memory,
+                deployment=deployment,
+                blind=_blind(exc),
+            )
+        health = HealthSettings(**stage.health.model_dump())
+        judged = self._judge(tasks, health, memory, now)
+        return StageView(
+            stack=self.key.stack,
+            stage=self.key.stage,
+            now=now,
+            memory=memory,
+            target=Target(
+                release=release_facts(found.release),
+                route=route,
+                settings=stage_settings(stage),
+                recipe=task_recipe(found.release, stage, found.deployment, health),
+            ),
+            deployment=deployment,
+            last_completed=release_facts(found.last_completed) if found.last_completed else None,
+            releases=tuple(release_facts(r) for r in found.labelled),
+            tasks=tuple(self._task_facts(t, judged, memory, masker) for t in tasks),
+        )
+
+    # -- the store
+
+    def _records(self, tasks: list[TaskInfo]) -> _Records | None:
+        """The stage's records; None when it has nothing to run (no stack, no release)."""
+        stage = self.key.stage
+        with self._sessions() as session:
+            stack = session.scalar(select(Stack).where(Stack.name == self.key.stack))
+            if stack is None:
+                return None
+            deployment = records.active(session, stack.id, stage)
+            last_completed = records.current_release(session, stack.id, stage)
+            if deployment is not None:
+                release = records.find_release(session, stack.id, stage, deployment.release_number)
+            elif last_completed is not None:
+                release = last_completed
+            else:
+                return None
+            numbers = {_release_label(t) for t in tasks} - {NO_RELEASE, release.number}
+            labelled = (
+                session.scalars(
+                    select(Release).where(
+                        Release.stack_id == stack.id,
+                        Release.stage == stage,
+                        Release.number.in_(sorted(numbers)),
+                    )
+                ).all()
+                if numbers
+                else []
+            )
+            route = session.scalar(
+                select(StageRoute).where(StageRoute.stack_id == stack.id, StageRoute.stage == stage)
+            )
+            ports = tuple(p for p in session.scalars(select(StageRoute.port)) if p is not None)
+            session.expunge_all()
+        return _Records(
+            stack.id, release, deployment, last_completed, route, tuple(labelled), ports
+        )
+
+    # -- the router
+
+    def _route(self, found: _Records, stage: StageConfig) -> RouteFacts:
+        """The stage's route as stored and as the router serves it; when the router has no
+        route on that port, whether the port is free, and a spare one if the platform may
+        move it (or must pick one)."""
+        row = found.route
+        stored_port, stored_host = (row.port, row.host) if row else (None, None)
+        host = stage.host
+        port = None if host else (stage.port or stored_port)
+        spare = None
+        if host is None and port is None:
+            spare = port = route_port(self._route_ports, found.route_ports)
+        name = stage_route(self.key, port, host).name
+        upstreams = self._router.upstreams(stage_route(self.key, port, host))
+        free = True
+        listen = self._router.listen_host
+        if upstreams is None and port is not None and spare is None:
+            free = port_free(port, listen)
+            if not free and stage.port is None:
+                spare = route_port(self._route_ports, set(found.route_ports) | {port})
+        return RouteFacts(
+            name=name,
+            stored_port=stored_port,
+            stored_host=stored_host,
+            has_row=row is not None,
+            upstreams=tuple(upstreams) if upstreams is not None else None,
+            listen_host=listen,
+            port_free=free,
+            spare_port=spare,
+        )
+
+    # -- the tasks and their health
+
+    def _judge(
+        self, tasks: list[TaskInfo], health: HealthSettings, memory: StageMemory, now: float
+    ) -> dict[str, Judgement]:
+        """Each task's health as last judged, then tell the scheduler which tasks to probe
+        (running ones not being stopped): read first, as it forgets the tasks that exited."""
+        if not health.probed:
+            judged = {t.id: Judgement(from_engine(t.health), t.health_output) for t in tasks}
+        else:
+            judged = self._health.judgements(self.key)
+        probed = {
+            t.id: t.address
+            for t in tasks
+            if t.running and t.address is not None and t.id not in memory.stopping
+        }
+        self._health.track(self.key, probed, health, now)
+        return judged
+
+    def _task_facts(
+        self,
+        task: TaskInfo,
+        judged: Mapping[str, Judgement],
+        memory: StageMemory,
+        masker: SecretMasker,
+        *,
+        read_logs: bool = True,
+    ) -> TaskFacts:
+        judgement = judged.get(task.id, Judgement(TaskHealth.STARTING))
+        state = judgement.health if task.running else TaskHealth.EXITED
+        bad = state in (TaskHealth.UNHEALTHY, TaskHealth.EXITED)
+        accounted = task.id in memory.stopping or task.id in memory.counted
+        read_logs = read_logs and bad and not accounted
+        return TaskFacts(
+            id=task.id,
+            name=task.name,
+            release=_release_label(task),
+            digest=task.digest,
+            address=str(task.address) if task.address else "",
+            running=task.running,
+            exit_code=task.exit_code,
+            health=state,
+            # The app's own output may print a secret: masked before it reaches any record.
+            health_output=masker.mask(judgement.output),
+            last_lines=self._last_lines(task, masker) if read_logs else (),
+        )
+
+    def _last_lines(self, task: TaskInfo, masker: SecretMasker) -> tuple[str, ...]:
+        try:
+            lines = [line for line in self._engine.logs(task.id, tail=LAST_LINES) if line.strip()]
+        except StackyardError as exc:
+            log.warning("stage %s: cannot read the log of task %s: %s", self.key, task.name, exc)
+            return (f"(its log could not be read: {exc.message})",)
+        return tuple(masker.mask(line) for line in lines[-LAST_LINES:])
+
+
+# -- store rows as plain facts
+
+
+def release_facts(release: Release) -> ReleaseFacts:
+    return ReleaseFacts(release.number, release.digest, canonical(release.config))
+
+
+def canonical(config: Mapping[str, Any]) -> str:
+    """A config snapshot as one string: equal configs, equal strings."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+def deployment_facts(row: Deployment) -> DeploymentFacts:
+    return DeploymentFacts(
+        id=row.id,
+        number=row.number,
+        release=row.release_number,
+        digest=row.digest,
+        status=DeploymentStatus(row.status),
+        desired=row.desired,
+        trigger=row.trigger,
+        failures=row.failures,
+        reason=row.reason,
+        log_path=row.log_path,
+    )
+
+
+def stage_settings(stage: StageConfig) -> StageSettings:
+    return StageSettings(
+        replicas=stage.replicas,
+        minimum_healthy_percent=stage.deploy.minimum_healthy_percent,
+        maximum_percent=stage.deploy.maximum_percent,
+        drain_seconds=stage.deploy.drain_seconds,
+        stop_timeout=stage.deploy.stop_timeout,
+        port=stage.port,
+        host=stage.host,
+    )
+
+
+def task_recipe(
+    release: Release, stage: StageConfig, deployment: Deployment | None, health: HealthSettings
+) -> TaskRecipe:
+    config = release.config
+    env_file = config.get("env_file")
+    return TaskRecipe(
+        release=release.number,
+        digest=release.digest,
+        deployment=deployment.number if deployment else 0,
+        variables=tuple(sorted((config.get("variables") or {}).items())),
+        secrets=tuple(sorted((config.get("secrets") or {}).items())),
+        env_file=(
+            EnvFile(env_file["path"], env_file["template_path"], env_file["template"])
+            if env_file
+            else None
+        ),
+        container_port=stage.container_port,
+        cpu=stage.cpu,
+        memory=stage.memory_bytes,
+        stop_timeout=stage.deploy.stop_timeout,
+        health=health,
+    )
+
+
+def _blind(exc: StackyardError) -> Blocked:
+    return Blocked(exc.message, exc.hint or "", permanent=not exc.retryable)
+
+
+def _release_label(task: TaskInfo) -> int:
+    label = task.labels.get(LABEL_RELEASE, "")
+    return int(label) if label.isdigit() else NO_RELEASE

@@ -1,0 +1,230 @@
+"""The one observer of the engine's tasks, shared by every stage loop (list, then watch).
+
+``TaskWatch`` lists the platform's tasks once, then follows the engine's event stream and
+updates its cache of TaskInfo per stage, waking only the stage whose tasks changed. Each
+event window ends with a full re-list (the safety net for a missed event). An engine
+without events is listed every ``poll`` seconds instead. The stage loops read their tasks
+here, so an idle stage costs the engine nothing; the executor tells the watch what it
+just started or removed, so the next step sees it even before the engine's event comes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from stackyard.deploy.keys import StageKey
+from stackyard.engines.base import (
+    LABEL_PLATFORM,
+    Engine,
+    TaskEvent,
+    TaskEventKind,
+    TaskEvents,
+    TaskInfo,
+)
+from stackyard.errors import ComponentError, NotFoundError, StackyardError
+
+log = logging.getLogger(__name__)
+
+_NEVER_STARTED = datetime.min.replace(tzinfo=UTC)
+
+
+class TaskWatch:
+    """A cache of the platform's tasks, kept current from the engine's events.
+
+    ``on_change(key)`` is called (on the watch's thread, or the caller's) when a stage's
+    tasks changed. ``resync`` and ``handle`` are the steps the thread takes; tests call
+    them directly.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        platform_id: str,
+        on_change: Callable[[StageKey], None],
+        *,
+        resync: float = 30.0,
+        poll: float = 1.0,
+        retry: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self.labels = {LABEL_PLATFORM: platform_id}
+        self._on_change = on_change
+        self._resync = resync
+        self._poll = poll
+        self._retry = retry
+        self._lock = threading.Lock()
+        self._tasks: dict[str, TaskInfo] = {}
+        self._touched: dict[str, int] = {}  # task -> the change that last wrote it
+        self._gone: set[str] = set()  # removed: a late report of them is ignored
+        self._changes = itertools.count(1)
+        self._problem: StackyardError | None = ComponentError(
+            "the engine's tasks have not been listed yet",
+            hint="wait a moment: the platform lists them at start",
+        )
+        self._stopping = threading.Event()
+        self._stream: TaskEvents | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- what the stage loops read
+
+    def tasks(self, key: StageKey) -> list[TaskInfo]:
+        """The stage's tasks, oldest first; ComponentError while the engine's state is
+        unknown (not listed yet, or the engine stopped answering)."""
+        return [t for t in self.all_tasks() if StageKey.of(t.labels) == key]
+
+    def all_tasks(self) -> list[TaskInfo]:
+        with self._lock:
+            if self._problem is not None:
+                raise self._problem
+            tasks = list(self._tasks.values())
+        return sorted(tasks, key=lambda t: (t.started_at or _NEVER_STARTED, t.id))
+
+    # -- what the executor says
+
+    def put(self, task: TaskInfo, *, wake: bool = True) -> None:
+        """The engine reported ``task`` (an event, or a start the executor just made)."""
+        with self._lock:
+            if task.id in self._gone:
+                return
+            before = self._tasks.get(task.id)
+            self._tasks[task.id] = task
+            self._touched[task.id] = next(self._changes)
+        if wake and before != task:
+            self._wake(task)
+
+    def drop(self, task_id: str, *, wake: bool = True) -> None:
+        """The task is gone (removed by the executor, or a ``removed`` event)."""
+        with self._lock:
+            self._gone.add(task_id)
+            before = self._tasks.pop(task_id, None)
+            self._touched[task_id] = next(self._changes)
+        if wake and before is not None:
+            self._wake(before)
+
+    def refresh(self, task_id: str) -> None:
+        """Ask the engine about one task now (after a stop, for instance)."""
+        try:
+            self.put(self.engine.inspect(task_id))
+        except NotFoundError:
+            self.drop(task_id)
+
+    # -- the steps of the watch
+
+    def resync(self) -> None:
+        """List every task of the platform and make the cache say the same; a change made
+        while the listing ran (an event, a start) is newer, and stays."""
+        with self._lock:
+            began = next(self._changes)
+        try:
+            listed = {t.id: t for t in self.engine.list(self.labels)}
+        except StackyardError as exc:
+            with self._lock:
+                self._problem = exc
+            raise
+        changed: set[StageKey] = set()
+        with self._lock:
+            merged: dict[str, TaskInfo] = {}
+            for task_id in listed.keys() | self._tasks.keys():
+                newer = self._touched.get(task_id, 0) > began
+                task = self._tasks.get(task_id) if newer else listed.get(task_id)
+                if task is not None and task_id not in self._gone:
+                    merged[task_id] = task
+                before, after = self._tasks.get(task_id), merged.get(task_id)
+                either = after or before
+                key = StageKey.of(either.labels) if either is not None else None
+                if before != after and key is not None:
+                    changed.add(key)
+            self._gone &= listed.keys()  # a listing that no longer shows them: truly gone
+            self._touched = {i: n for i, n in self._touched.items() if n > began}
+            self._tasks = merged
+            self._problem = None
+        for key in changed:
+            self._on_change(key)
+
+    def handle(self, event: TaskEvent) -> None:
+        """One event: inspect the task (or forget it), and wake its stage if it changed."""
+        if event.kind is TaskEventKind.REMOVED:
+            self.drop(event.task_id)
+        else:
+            self.refresh(event.task_id)
+
+    # -- the thread
+
+    def start(self) -> None:
+        """List the tasks now (so the stage loops adopt them at once), then follow the
+        engine from a thread. An engine that does not answer yet is retried there."""
+        stream: TaskEvents | None = None
+        try:
+            stream = self._open_synced()
+        except StackyardError as exc:
+            log.warning("cannot list the engine's tasks yet (%s); retrying", exc)
+        self._thread = threading.Thread(
+            target=self._run, args=(stream,), name="task-watch", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            stream = self._stream
+        if stream is not None:
+            stream.close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _open_synced(self) -> TaskEvents | None:
+        """Open the event stream first, then list: nothing that happens between is missed.
+        None for an engine without events (it is listed only)."""
+        if not self.engine.supports_events:
+            self.resync()
+            return None
+        stream = self.engine.events(self.labels, window=self._resync)
+        with self._lock:
+            self._stream = stream
+        if self._stopping.is_set():
+            stream.close()
+        try:
+            self.resync()
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
+    def _run(self, stream: TaskEvents | None) -> None:
+        failures = 0
+        synced = stream is not None or self._problem is None
+        while not self._stopping.is_set():
+            try:
+                if not self.engine.supports_events:
+                    if synced and self._stopping.wait(self._poll):
+                        return
+                    self.resync()
+                else:
+                    stream = stream or self._open_synced()
+                    self._follow(stream)
+                failures, synced = 0, True
+            except StackyardError as exc:
+                failures += 1
+                with self._lock:
+                    self._problem = exc
+                log.warning("watching the engine's tasks failed (%s); listing them again", exc)
+                self._stopping.wait(min(self._retry * failures, 5.0))
+            finally:
+                if stream is not None:
+                    stream.close()
+                stream = None
+
+    def _follow(self, stream: TaskEvents | None) -> None:
+        for event in stream or ():
+            if self._stopping.is_set():
+                return
+            self.handle(event)
+
+    def _wake(self, task: TaskInfo) -> None:
+        key = StageKey.of(task.labels)
+        if key is not None:
+            self._on_change(key)

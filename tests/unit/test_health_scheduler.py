@@ -1,0 +1,174 @@
+"""The health scheduler: one heap of due probes for every stage, judged into TaskHealth.
+
+The scheduling steps (``due``, ``record``) are driven with explicit times; the HTTP probe
+goes to a real server on loopback that answers what the test says; one test runs the
+scheduler's thread and waits (bounded) for the wake-up of the stage.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from stackyard.deploy.health import (
+    FAST_PROBE_INTERVAL,
+    FAST_WINDOW,
+    STARTING_PROBE_INTERVAL,
+    HealthSettings,
+    Judgement,
+    ProbeScheduler,
+    http_probe,
+)
+from stackyard.deploy.plan import TaskHealth
+from stackyard.engines.base import Address
+from stackyard.ports import port_free
+
+CHECK = HealthSettings(path="/healthz", interval=5, retries=2, start_period=30)
+HERE = Address("127.0.0.1", 1)
+
+
+class App(BaseHTTPRequestHandler):
+    status = 503
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(App.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture
+def app() -> Iterator[Address]:
+    App.status = 503
+    server = ThreadingHTTPServer(("127.0.0.1", 0), App)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Address("127.0.0.1", server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def scheduler(woken: list[str] | None = None) -> ProbeScheduler[str]:
+    return ProbeScheduler((woken if woken is not None else []).append, clock=lambda: 100.0)
+
+
+def test_the_http_probe_reports_the_status_and_what_it_asked(app: Address) -> None:
+    assert http_probe(app, "/healthz", 2) == (False, f"GET http://{app}/healthz: HTTP 503")
+    App.status = 302
+    assert http_probe(app, "/healthz", 2) == (True, f"GET http://{app}/healthz: HTTP 302")
+
+
+def test_a_probe_that_cannot_connect_says_why() -> None:
+    closed = next(p for p in range(39000, 39100) if port_free(p))
+    passed, output = http_probe(Address("127.0.0.1", closed), "/", 2)
+    assert not passed
+    assert output.startswith(f"GET http://127.0.0.1:{closed}/: ConnectionRefusedError")
+
+
+def test_a_new_task_is_probed_every_20_ms_in_its_first_second() -> None:
+    probes = scheduler()
+    probes.watch("shop/dev", "t1", HERE, CHECK)
+    assert probes.due(100.0) == [("t1", HERE, CHECK)]  # due at once
+    assert probes.due(100.0) == []  # in flight: not handed out twice
+    assert probes.record("t1", False, "refused", 100.0) is None  # still STARTING
+    assert probes.next_due_in(100.0) == pytest.approx(FAST_PROBE_INTERVAL)
+    late = 100.0 + FAST_WINDOW + 0.5
+    assert [d[0] for d in probes.due(late)] == ["t1"]
+    probes.record("t1", False, "refused", late)
+    assert probes.next_due_in(late) == pytest.approx(STARTING_PROBE_INTERVAL)
+    assert probes.judgements("shop/dev") == {"t1": Judgement(TaskHealth.STARTING, "refused")}
+
+
+def test_only_a_changed_judgement_wakes_the_stage() -> None:
+    probes = scheduler()
+    probes.watch("shop/dev", "t1", HERE, CHECK)
+    probes.due(100.0)
+    assert probes.record("t1", True, "HTTP 200", 100.0) == "shop/dev"  # STARTING -> HEALTHY
+    assert probes.next_due_in(100.0) == pytest.approx(CHECK.interval)
+    probes.due(105.0)
+    assert probes.record("t1", True, "HTTP 200", 105.0) is None
+
+
+def test_after_the_start_period_retries_failures_make_it_unhealthy() -> None:
+    probes = scheduler()
+    probes.watch("shop/dev", "t1", HERE, CHECK)
+    probes.due(100.0)
+    probes.record("t1", True, "HTTP 200", 100.0)
+    probes.due(105.0)
+    assert probes.record("t1", False, "HTTP 500", 105.0) is None  # 1 of 2 retries
+    probes.due(110.0)
+    assert probes.record("t1", False, "HTTP 500", 110.0) == "shop/dev"
+    assert probes.judgements("shop/dev")["t1"] == Judgement(TaskHealth.UNHEALTHY, "HTTP 500")
+
+
+def test_failures_in_the_start_period_do_not_count() -> None:
+    probes = scheduler()
+    probes.watch("shop/dev", "t1", HERE, CHECK)
+    for at in (100.0, 101.0, 102.0, 103.0):
+        probes.due(at)
+        assert probes.record("t1", False, "refused", at) is None
+    assert probes.judgements("shop/dev")["t1"].health is TaskHealth.STARTING
+
+
+def test_track_follows_the_stages_tasks_and_forgets_the_gone() -> None:
+    probes = scheduler()
+    probes.track("shop/dev", {"t1": HERE, "t2": HERE}, CHECK, 100.0)
+    probes.track("shop/prod", {"p1": HERE}, CHECK, 100.0)
+    assert sorted(d[0] for d in probes.due(100.0)) == ["p1", "t1", "t2"]
+    probes.track("shop/dev", {"t2": HERE}, CHECK, 100.0)
+    assert set(probes.judgements("shop/dev")) == {"t2"}
+    assert set(probes.judgements("shop/prod")) == {"p1"}
+    probes.forget("shop/prod")
+    assert probes.judgements("shop/prod") == {}
+
+
+def test_a_stage_with_the_image_healthcheck_is_not_probed() -> None:
+    probes = scheduler()
+    probes.track("shop/dev", {"t1": HERE}, CHECK, 100.0)
+    probes.track("shop/dev", {"t1": HERE}, HealthSettings(type="docker"), 100.0)
+    assert probes.judgements("shop/dev") == {}
+    probes.watch("shop/dev", "t2", HERE, HealthSettings(type="docker"))
+    assert probes.due(200.0) == []
+
+
+def test_new_settings_keep_the_judgement_and_apply_from_the_next_probe() -> None:
+    probes = scheduler()
+    probes.track("shop/dev", {"t1": HERE}, CHECK, 100.0)
+    probes.due(100.0)
+    probes.record("t1", True, "HTTP 200", 100.0)
+    faster = HealthSettings(path="/ready", interval=1, retries=2, start_period=30)
+    probes.track("shop/dev", {"t1": HERE}, faster, 101.0)
+    assert probes.judgements("shop/dev")["t1"].health is TaskHealth.HEALTHY
+    assert probes.due(101.0) == []
+    assert probes.due(102.0) == [("t1", HERE, faster)]
+
+
+def test_the_scheduler_thread_probes_and_wakes_the_stage_once_healthy(app: Address) -> None:
+    woken = threading.Event()
+    keys: list[str] = []
+
+    def wake(key: str) -> None:
+        keys.append(key)
+        woken.set()
+
+    probes: ProbeScheduler[str] = ProbeScheduler(wake)
+    probes.start()
+    try:
+        App.status = 200
+        probes.watch("shop/dev", "t1", app, CHECK)
+        assert woken.wait(timeout=10)
+        assert keys == ["shop/dev"]
+        assert probes.judgements("shop/dev")["t1"] == Judgement(
+            TaskHealth.HEALTHY, f"GET http://{app}/healthz: HTTP 200"
+        )
+    finally:
+        probes.stop()

@@ -1,0 +1,239 @@
+"""TaskWatch: one list of the engine's tasks, kept current by its events, for every stage.
+
+The steps (``resync``, ``handle``, ``put``, ``drop``) are driven directly against
+FakeEngine; two tests run the watch's thread and wait (bounded) for a stage's wake-up.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import ClassVar
+
+import pytest
+
+from stackyard.deploy.keys import StageKey
+from stackyard.deploy.taskwatch import TaskWatch
+from stackyard.engines.base import (
+    LABEL_PLATFORM,
+    LABEL_PORT,
+    LABEL_STACK,
+    LABEL_STAGE,
+    TaskEvent,
+    TaskEventKind,
+    TaskInfo,
+    TaskSpec,
+)
+from stackyard.engines.fake import FakeEngine
+from stackyard.errors import ComponentError
+
+PLATFORM = "watched"
+DEV = StageKey("shop", "dev")
+PROD = StageKey("shop", "prod")
+IMAGE = "127.0.0.1:5000/shop@sha256:" + "a" * 64
+
+
+def spec(key: StageKey, n: int, platform: str = PLATFORM) -> TaskSpec:
+    labels = {LABEL_PLATFORM: platform, LABEL_STACK: key.stack, LABEL_STAGE: key.stage}
+    return TaskSpec(name=f"t-{key.stage}-{n}", image=IMAGE, port=21000 + n, labels=labels)
+
+
+class Woken:
+    """Records the stages a watch wakes; ``wait`` for one (bounded)."""
+
+    def __init__(self) -> None:
+        self.keys: list[StageKey] = []
+        self._changed = threading.Condition()
+
+    def __call__(self, key: StageKey) -> None:
+        with self._changed:
+            self.keys.append(key)
+            self._changed.notify_all()
+
+    def wait(self, key: StageKey, timeout: float = 10) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: key in self.keys, timeout)
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+def woken() -> Woken:
+    return Woken()
+
+
+@pytest.fixture
+def watch(engine: FakeEngine, woken: Woken) -> Iterator[TaskWatch]:
+    watched = TaskWatch(engine, PLATFORM, woken, resync=30, retry=0.05)
+    try:
+        yield watched
+    finally:
+        watched.stop()
+
+
+def ids(tasks: list[TaskInfo]) -> list[str]:
+    return [t.id for t in tasks]
+
+
+def test_nothing_is_known_before_the_first_listing(watch: TaskWatch) -> None:
+    with pytest.raises(ComponentError, match="not been listed yet"):
+        watch.tasks(DEV)
+
+
+def test_one_listing_serves_every_stage_and_only_the_platforms_tasks(
+    engine: FakeEngine, watch: TaskWatch, woken: Woken
+) -> None:
+    dev = engine.start(spec(DEV, 1)).id
+    prod = engine.start(spec(PROD, 2)).id
+    engine.start(spec(DEV, 3, platform="another"))
+    watch.resync()
+    assert ids(watch.tasks(DEV)) == [dev]
+    assert ids(watch.tasks(PROD)) == [prod]
+    assert sorted(woken.keys, key=str) == [DEV, PROD]
+    assert [args for args in engine.calls_to("list")] == [({LABEL_PLATFORM: PLATFORM},)]
+    watch.tasks(DEV)
+    watch.tasks(PROD)
+    assert len(engine.calls_to("list")) == 1  # reading the cache asks the engine nothing
+
+
+def test_an_event_updates_the_task_and_wakes_only_its_stage(
+    engine: FakeEngine, watch: TaskWatch, woken: Woken
+) -> None:
+    dev = engine.start(spec(DEV, 1)).id
+    engine.start(spec(PROD, 2))
+    watch.resync()
+    woken.keys.clear()
+    engine.kill(dev, exit_code=137)
+    watch.handle(TaskEvent(dev, TaskEventKind.EXITED, {}))
+    (task,) = watch.tasks(DEV)
+    assert (task.running, task.exit_code) == (False, 137)
+    assert woken.keys == [DEV]
+    watch.handle(TaskEvent(dev, TaskEventKind.EXITED, {}))  # nothing new: no wake-up
+    assert woken.keys == [DEV]
+
+
+def test_a_removed_task_is_forgotten_and_a_late_report_of_it_ignored(
+    engine: FakeEngine, watch: TaskWatch
+) -> None:
+    info = engine.start(spec(DEV, 1))
+    watch.resync()
+    engine.remove(info.id)
+    watch.handle(TaskEvent(info.id, TaskEventKind.REMOVED, {}))
+    watch.put(info)  # an inspect that started before the removal answers late
+    assert watch.tasks(DEV) == []
+
+
+def test_an_event_for_a_task_already_gone_forgets_it(engine: FakeEngine, watch: TaskWatch) -> None:
+    task_id = engine.start(spec(DEV, 1)).id
+    watch.resync()
+    engine.remove(task_id)
+    watch.handle(TaskEvent(task_id, TaskEventKind.EXITED, {}))  # inspect: not found
+    assert watch.tasks(DEV) == []
+
+
+class RacingEngine(FakeEngine):
+    """A fake whose listing lets something happen after it looked (as docker's can)."""
+
+    during_list: ClassVar[list[TaskSpec]] = []
+    watch: TaskWatch | None = None
+
+    def list(self, labels: dict[str, str]) -> list[TaskInfo]:  # type: ignore[override]
+        listed = super().list(labels)
+        for started in self.during_list:
+            if self.watch is not None:
+                self.watch.put(self.start(started), wake=False)
+        self.during_list.clear()
+        return listed
+
+
+def test_a_task_started_while_the_listing_ran_is_kept(woken: Woken) -> None:
+    engine = RacingEngine()
+    watch = TaskWatch(engine, PLATFORM, woken)
+    engine.watch = watch
+    first = engine.start(spec(DEV, 1)).id
+    RacingEngine.during_list.append(spec(DEV, 2))
+    watch.resync()
+    assert len(watch.tasks(DEV)) == 2
+    assert first in ids(watch.tasks(DEV))
+    watch.resync()  # and the next listing shows it anyway
+    assert len(watch.tasks(DEV)) == 2
+
+
+def test_an_engine_that_stops_answering_makes_the_tasks_unknown_until_listed_again(
+    engine: FakeEngine, watch: TaskWatch
+) -> None:
+    engine.start(spec(DEV, 1))
+    watch.resync()
+    engine.reachable = False
+    with pytest.raises(ComponentError):
+        watch.resync()
+    with pytest.raises(ComponentError, match="unreachable"):
+        watch.tasks(DEV)
+    engine.reachable = True
+    watch.resync()
+    assert len(watch.tasks(DEV)) == 1
+
+
+def test_the_thread_lists_at_start_then_follows_the_events(
+    engine: FakeEngine, watch: TaskWatch, woken: Woken
+) -> None:
+    task_id = engine.start(spec(DEV, 1)).id
+    watch.start()
+    assert ids(watch.tasks(DEV)) == [task_id]  # listed before start() returned
+    woken.keys.clear()
+    engine.kill(task_id)  # a "die" event, as docker sends one
+    assert woken.wait(DEV)
+    assert not watch.tasks(DEV)[0].running
+    assert len(engine.calls_to("list")) == 1  # the event did it, not a listing
+
+
+class PollOnly(FakeEngine):
+    supports_events: ClassVar[bool] = False
+
+
+def test_an_engine_without_events_is_listed_every_poll(woken: Woken) -> None:
+    engine = PollOnly()
+    watch = TaskWatch(engine, PLATFORM, woken, poll=0.05)
+    watch.start()
+    try:
+        assert watch.tasks(DEV) == []
+        engine.start(spec(DEV, 1))
+        assert woken.wait(DEV)
+        assert len(watch.tasks(DEV)) == 1
+        assert engine.calls_to("events") == []
+    finally:
+        watch.stop()
+
+
+def test_stop_ends_the_watch_at_once(engine: FakeEngine, woken: Woken) -> None:
+    watch = TaskWatch(engine, PLATFORM, woken, resync=300)
+    watch.start()
+    watch.stop()
+    assert watch._thread is not None
+    assert not watch._thread.is_alive()
+
+
+def test_a_task_without_stage_labels_belongs_to_no_stage(
+    engine: FakeEngine, watch: TaskWatch
+) -> None:
+    bare = TaskSpec(name="bare", image=IMAGE, port=21999, labels={LABEL_PLATFORM: PLATFORM})
+    engine.start(bare)
+    watch.resync()
+    assert watch.tasks(DEV) == []
+    assert [t.labels[LABEL_PORT] for t in watch.all_tasks()] == ["21999"]
+
+
+def test_an_engine_down_at_start_is_listed_once_it_answers(
+    engine: FakeEngine, watch: TaskWatch, woken: Woken
+) -> None:
+    engine.start(spec(DEV, 1))
+    engine.reachable = False
+    watch.start()
+    with pytest.raises(ComponentError, match="unreachable"):
+        watch.tasks(DEV)
+    engine.reachable = True
+    assert woken.wait(DEV)
+    assert len(watch.tasks(DEV)) == 1
