@@ -402,6 +402,18 @@ def test_a_router_restart_during_a_rollout_routes_the_old_tasks_again(yard: Yard
     assert yard.releases_running() == ["2", "2"]
 
 
+def test_a_new_health_check_judges_only_the_new_tasks(yard: Yard) -> None:
+    yard.ship(V1, replicas=2)  # the image's HEALTHCHECK (no probes)
+    serving = set(yard.upstreams() or [])
+    # The new release brings an HTTP check that the old tasks may not pass; no probe runs
+    # here, so its tasks stay STARTING, and the old tasks keep serving by their own check.
+    number = yard.deploy(yard.release(V2, replicas=2, health={"path": "/healthz"}))
+    yard.tick(5)
+    assert yard.status(number) == "IN_PROGRESS"
+    assert set(yard.upstreams() or []) == serving
+    assert len(yard.started(V2)) == 2
+
+
 # -- the release snapshot the pipeline writes
 
 

@@ -7,6 +7,8 @@ scheduler's thread and waits (bounded) for the wake-up of the stage.
 
 from __future__ import annotations
 
+import socket
+import socketserver
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +22,8 @@ from stackyard.deploy.health import (
     STARTING_PROBE_INTERVAL,
     HealthSettings,
     Judgement,
+    Prober,
+    ProbeResult,
     ProbeScheduler,
     http_probe,
 )
@@ -43,10 +47,8 @@ class App(BaseHTTPRequestHandler):
         self.end_headers()
 
 
-@pytest.fixture
-def app() -> Iterator[Address]:
-    App.status = 503
-    server = ThreadingHTTPServer(("127.0.0.1", 0), App)
+def serving(server: socketserver.TCPServer) -> Iterator[Address]:
+    """Serve on a thread while the test runs; shut down and closed after it."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -55,6 +57,12 @@ def app() -> Iterator[Address]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def app() -> Iterator[Address]:
+    App.status = 503
+    yield from serving(ThreadingHTTPServer(("127.0.0.1", 0), App))
 
 
 def scheduler(woken: list[str] | None = None) -> ProbeScheduler[str]:
@@ -72,6 +80,57 @@ def test_a_probe_that_cannot_connect_says_why() -> None:
     passed, output = http_probe(Address("127.0.0.1", closed), "/", 2)
     assert not passed
     assert output.startswith(f"GET http://127.0.0.1:{closed}/: ConnectionRefusedError")
+
+
+@pytest.fixture
+def silent() -> Iterator[Address]:
+    """A port that accepts connections (the kernel does) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield Address("127.0.0.1", listener.getsockname()[1])
+
+
+class Babble(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.recv(1024)
+        self.request.sendall(b"hello there\r\n")
+
+
+@pytest.fixture
+def babbler() -> Iterator[Address]:
+    yield from serving(socketserver.ThreadingTCPServer(("127.0.0.1", 0), Babble))
+
+
+def test_a_probe_without_an_answer_times_out(silent: Address) -> None:
+    assert http_probe(silent, "/", 0.2) == (
+        False,
+        f"GET http://{silent}/: TimeoutError: no answer within 0.2 s",
+    )
+
+
+def test_an_answer_that_is_not_http_fails_the_probe(babbler: Address) -> None:
+    assert http_probe(babbler, "/", 2) == (
+        False,
+        f"GET http://{babbler}/: not an HTTP answer: b'hello there'",
+    )
+
+
+def test_probes_run_side_by_side_and_a_slow_task_delays_no_other(
+    app: Address, silent: Address
+) -> None:
+    App.status = 200
+    prober = Prober()
+    try:
+        assert prober.begin("slow", silent, "/", 5) == []
+        assert prober.begin("quick", app, "/healthz", 5) == []
+        results: list[ProbeResult] = []
+        while not results:
+            results = prober.poll(5)
+        assert [(r.task_id, r.passed) for r in results] == [("quick", True)]
+        assert prober.busy()  # the slow one is still under way
+    finally:
+        prober.close()
 
 
 def test_a_new_task_is_probed_every_20_ms_in_its_first_second() -> None:
@@ -121,10 +180,10 @@ def test_failures_in_the_start_period_do_not_count() -> None:
 
 def test_track_follows_the_stages_tasks_and_forgets_the_gone() -> None:
     probes = scheduler()
-    probes.track("shop/dev", {"t1": HERE, "t2": HERE}, CHECK, 100.0)
-    probes.track("shop/prod", {"p1": HERE}, CHECK, 100.0)
+    probes.track("shop/dev", {"t1": (HERE, CHECK), "t2": (HERE, CHECK)}, 100.0)
+    probes.track("shop/prod", {"p1": (HERE, CHECK)}, 100.0)
     assert sorted(d[0] for d in probes.due(100.0)) == ["p1", "t1", "t2"]
-    probes.track("shop/dev", {"t2": HERE}, CHECK, 100.0)
+    probes.track("shop/dev", {"t2": (HERE, CHECK)}, 100.0)
     assert set(probes.judgements("shop/dev")) == {"t2"}
     assert set(probes.judgements("shop/prod")) == {"p1"}
     probes.forget("shop/prod")
@@ -133,8 +192,9 @@ def test_track_follows_the_stages_tasks_and_forgets_the_gone() -> None:
 
 def test_a_stage_with_the_image_healthcheck_is_not_probed() -> None:
     probes = scheduler()
-    probes.track("shop/dev", {"t1": HERE}, CHECK, 100.0)
-    probes.track("shop/dev", {"t1": HERE}, HealthSettings(type="docker"), 100.0)
+    image_check = HealthSettings(type="docker")
+    probes.track("shop/dev", {"t1": (HERE, CHECK)}, 100.0)
+    probes.track("shop/dev", {"t1": (HERE, image_check), "t3": (HERE, image_check)}, 100.0)
     assert probes.judgements("shop/dev") == {}
     probes.watch("shop/dev", "t2", HERE, HealthSettings(type="docker"))
     assert probes.due(200.0) == []
@@ -142,11 +202,11 @@ def test_a_stage_with_the_image_healthcheck_is_not_probed() -> None:
 
 def test_new_settings_keep_the_judgement_and_apply_from_the_next_probe() -> None:
     probes = scheduler()
-    probes.track("shop/dev", {"t1": HERE}, CHECK, 100.0)
+    probes.track("shop/dev", {"t1": (HERE, CHECK)}, 100.0)
     probes.due(100.0)
     probes.record("t1", True, "HTTP 200", 100.0)
     faster = HealthSettings(path="/ready", interval=1, retries=2, start_period=30)
-    probes.track("shop/dev", {"t1": HERE}, faster, 101.0)
+    probes.track("shop/dev", {"t1": (HERE, faster)}, 101.0)
     assert probes.judgements("shop/dev")["t1"].health is TaskHealth.HEALTHY
     assert probes.due(101.0) == []
     assert probes.due(102.0) == [("t1", HERE, faster)]

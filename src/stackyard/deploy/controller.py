@@ -59,7 +59,7 @@ class ControllerSettings:
     route_ports: tuple[int, int] = (8000, 8999)
     tick: float = 0.1  # a stage with a deployment active looks again this often
     retry: float = 1.0  # first pause after a failed step (it grows, to 5 s)
-    safety_tick: float = 60.0  # a settled stage looks once in a while, in case
+    safety_tick: float = 300.0  # a settled stage looks once in a while, in case
     resync: float = 30.0  # the task watch lists every task again this often
     poll: float = 1.0  # ... or this often, for an engine without events
 

@@ -4,7 +4,7 @@ A step runs when something changed: the API recorded a deployment (``nudge``), t
 watch saw the stage's tasks change, or the health scheduler changed a judgement. While a
 deployment is active, or right after a step that acted, it looks again every ``tick``; a
 drain under way brings it back when the drain ends. A settled stage sleeps until woken,
-with one slow safety step (``safety_tick``) in case a change went unseen. A step that
+with one slow safety step (``safety_tick``, 5 minutes) in case a change went unseen. A step that
 fails is retried with a growing pause; a deployment fails when retrying cannot help.
 """
 
@@ -46,7 +46,7 @@ class Pace:
 
     tick: float = 0.1  # while a deployment is active, or after a step that acted
     retry: float = 1.0  # after a failed step, times the failures in a row (at most 5 s)
-    safety_tick: float = 60.0  # a settled stage, in case a change went unseen
+    safety_tick: float = 300.0  # a settled stage, in case a change went unseen
 
 
 class StageLoop:

@@ -8,6 +8,7 @@ it tells the health scheduler which tasks the stage has, so it probes exactly th
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -98,7 +99,7 @@ class StageObserver:
         except StackyardError as exc:  # the engine's state is unknown (not listed, or down)
             tasks, blind = [], _blind(exc)
         found = self._records(tasks)
-        masker = self._masker()
+        masker = functools.cache(self._masker)  # made only when a bad task's output is read
         if found is None:
             facts = tuple(self._task_facts(t, {}, memory, masker, read_logs=False) for t in tasks)
             return StageView(self.key.stack, self.key.stage, now, memory, tasks=facts, blind=blind)
@@ -119,8 +120,8 @@ class StageObserver:
                 deployment=deployment,
                 blind=_blind(exc),
             )
-        health = HealthSettings(**stage.health.model_dump())
-        judged = self._judge(tasks, health, memory, now)
+        health = health_settings(found.release)
+        judged = self._judge(tasks, found, memory, now)
         return StageView(
             stack=self.key.stack,
             stage=self.key.stage,
@@ -211,20 +212,25 @@ class StageObserver:
     # -- the tasks and their health
 
     def _judge(
-        self, tasks: list[TaskInfo], health: HealthSettings, memory: StageMemory, now: float
+        self, tasks: list[TaskInfo], found: _Records, memory: StageMemory, now: float
     ) -> dict[str, Judgement]:
-        """Each task's health as last judged, then tell the scheduler which tasks to probe
-        (running ones not being stopped): read first, as it forgets the tasks that exited."""
-        if not health.probed:
-            judged = {t.id: Judgement(from_engine(t.health), t.health_output) for t in tasks}
-        else:
-            judged = self._health.judgements(self.key)
-        probed = {
-            t.id: t.address
-            for t in tasks
-            if t.running and t.address is not None and t.id not in memory.stopping
-        }
-        self._health.track(self.key, probed, health, now)
+        """Each task's health as last judged, by its own release's check (a deployment may
+        bring another one: the old tasks are still judged by theirs). Then tell the
+        scheduler which tasks to probe (running ones not being stopped): read first, as it
+        forgets the tasks that exited."""
+        checks = {str(r.number): health_settings(r) for r in (found.release, *found.labelled)}
+        target = checks[str(found.release.number)]
+        probed = self._health.judgements(self.key)
+        judged, watched = {}, {}
+        for task in tasks:
+            check = checks.get(task.labels.get(LABEL_RELEASE, ""), target)
+            if not check.probed:
+                judged[task.id] = Judgement(from_engine(task.health), task.health_output)
+            elif task.id in probed:
+                judged[task.id] = probed[task.id]
+            if task.running and task.address is not None and task.id not in memory.stopping:
+                watched[task.id] = (task.address, check)
+        self._health.track(self.key, watched, now)
         return judged
 
     def _task_facts(
@@ -232,10 +238,12 @@ class StageObserver:
         task: TaskInfo,
         judged: Mapping[str, Judgement],
         memory: StageMemory,
-        masker: SecretMasker,
+        masker: Callable[[], SecretMasker],
         *,
         read_logs: bool = True,
     ) -> TaskFacts:
+        """The task as decide() sees it; the output of a bad one (its last health check,
+        and its last log lines if it is not accounted for yet), masked."""
         judgement = judged.get(task.id, Judgement(TaskHealth.STARTING))
         state = judgement.health if task.running else TaskHealth.EXITED
         bad = state in (TaskHealth.UNHEALTHY, TaskHealth.EXITED)
@@ -251,8 +259,8 @@ class StageObserver:
             exit_code=task.exit_code,
             health=state,
             # The app's own output may print a secret: masked before it reaches any record.
-            health_output=masker.mask(judgement.output),
-            last_lines=self._last_lines(task, masker) if read_logs else (),
+            health_output=masker().mask(judgement.output) if bad and judgement.output else "",
+            last_lines=self._last_lines(task, masker()) if read_logs else (),
         )
 
     def _last_lines(self, task: TaskInfo, masker: SecretMasker) -> tuple[str, ...]:
@@ -274,6 +282,11 @@ def release_facts(release: Release) -> ReleaseFacts:
 def canonical(config: Mapping[str, Any]) -> str:
     """A config snapshot as one string: equal configs, equal strings."""
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+def health_settings(release: Release) -> HealthSettings:
+    """The health check a release's tasks are judged by (its stage config snapshot)."""
+    return HealthSettings(**records.stage_config(release).health.model_dump())
 
 
 def deployment_facts(row: Deployment) -> DeploymentFacts:
