@@ -42,7 +42,11 @@ from tests.engine_contract import (
     make_task_spec,
     wait_for,
 )
-from tests.integration.registry_fixtures import LiveRegistry, live_registry  # noqa: F401
+from tests.integration.registry_fixtures import (  # noqa: F401
+    LiveRegistry,
+    live_registry,
+    running_registry,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -328,3 +332,28 @@ def _get(url: str) -> httpx.Response:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_a_cached_image_still_starts_when_the_registry_is_down_and_says_so(
+    docker_engine: DockerEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with running_registry(tmp_path) as registry:
+        repository = f"{registry.endpoint}/cachetest-{RUN}"
+        (tmp_path / "ctx").mkdir()
+        (tmp_path / "ctx" / "Dockerfile").write_text(DOCKERFILES["serving"])
+        registry.docker("build", "--network", "host", "-q", "-t", f"{repository}:v1",
+                        str(tmp_path / "ctx"))  # fmt: skip
+        pushed = registry.docker("push", f"{repository}:v1")
+        digest = re.findall(r"digest: (sha256:[0-9a-f]{64})", pushed)[-1]
+        login = RegistryLogin(registry.endpoint, registry.username, registry.password)
+        image = f"{repository}@{digest}"
+        images = ContractImages(serving=image, crashing=image, login=login)
+        first = docker_engine.start(make_task_spec(images))  # pulled: now in the engine
+        docker_engine.remove(first.id)
+    try:
+        again = docker_engine.start(make_task_spec(images))  # the registry is gone
+        assert docker_engine.inspect(again.id).running
+        assert "starting it from the engine's copy" in caplog.text
+        assert registry.endpoint in caplog.text
+    finally:
+        _remove_images([f"{repository}:v1", image])

@@ -8,6 +8,7 @@ other refusal -> EngineError.
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import tarfile
@@ -45,6 +46,8 @@ _STATES = {
     "exited": TaskState.EXITED,
     "dead": TaskState.EXITED,
 }
+log = logging.getLogger(__name__)
+
 _NEVER = "0001-01-01T00:00:00Z"  # Docker's zero time: the event did not happen
 # Container events that change what TaskInfo says. "health_status" also matches its
 # "health_status: healthy" form (the engine matches these names by prefix); exec_* events,
@@ -192,9 +195,10 @@ class DockerEngine(Engine):
             self._pull(spec, repository, digest)
         except ImageMissingError:
             raise
-        except EngineError:
+        except EngineError as exc:
             if not cached:
                 raise
+            log.warning("task %s: %s; starting it from the engine's copy", spec.name, exc)
 
     def _pull(self, spec: TaskSpec, repository: str, digest: str) -> None:
         auth = None
