@@ -12,7 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,10 +67,11 @@ def require(binary: str) -> None:
         pytest.fail(f"{binary} is not installed: run scripts/setup-host first")
 
 
-def start_platform(data_dir: Path) -> RunningPlatform:
+def start_platform(data_dir: Path, extra_env: Mapping[str, str] | None = None) -> RunningPlatform:
+    """``extra_env`` goes to every command (a benchmark runs an older checkout with it)."""
     require("docker-registry")
     require("caddy")
-    env = cli_env(data_dir)
+    env = {**cli_env(data_dir), **(extra_env or {})}
     ports = {
         "--api-port": free_port(),
         "--registry-port": free_port(),
