@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,7 +46,10 @@ SETTLE = 10.0  # after the last deployment: drains end, old tasks stop
 PARALLEL_RUNS = 4  # pipeline runs under way at once while the stages are set up
 RUN_TIMEOUT = 300.0
 LISTS = 5  # full lists of the platform's tasks, timed on dockerd's side
+KILLS = 3  # tasks killed, one after the other, to time self-healing
 RESYNC = 30.0  # the task watch lists every task again this often
+HEAL_TIMEOUT = 60.0
+DOCKER = "/usr/bin/docker"
 TICKS = os.sysconf("SC_CLK_TCK")
 STACKYARD_YML = """\
 # examples/hello's dev stage, as the example writes it
@@ -103,6 +107,7 @@ class Idle:
     setup_seconds: float
     dockerd_before: float  # dockerd % over the same time just before, with no platform
     list_cpu: float  # dockerd CPU seconds for one full list of the platform's tasks
+    heal_seconds: list[float]  # from `docker kill` of a task to the stage answering again
 
 
 @dataclass
@@ -162,6 +167,8 @@ def measure_idle(code: str, stages: int, directory: Path, env: dict[str, str]) -
         }
         cpu = cpu_percent(pids, IDLE)
         list_cpu = dockerd_list_cost(pids["dockerd"], (platform.data_dir / "platform-id"))
+        with api(platform) as client:
+            heal = [self_heal(client, names[0]) for _ in range(KILLS)] if names else []
         idle = Idle(
             code=code,
             stages=stages,
@@ -174,6 +181,7 @@ def measure_idle(code: str, stages: int, directory: Path, env: dict[str, str]) -
             setup_seconds=setup,
             dockerd_before=quiet,
             list_cpu=list_cpu,
+            heal_seconds=heal,
         )
         print(
             f"{code}, {stages} stages idle: control plane {idle.control_cpu:.1f}% of a core, "
@@ -184,6 +192,29 @@ def measure_idle(code: str, stages: int, directory: Path, env: dict[str, str]) -
         return idle
     finally:
         stop_platform(platform)
+
+
+def self_heal(client: httpx.Client, stack: str) -> float:
+    """Kill the stage's task (as a crash would) and time until the stage answers again
+    (one replica: from the kill to the first 200 of the stage URL, served by a new task)."""
+    stage = f"/api/v1/stacks/{stack}/stages/dev"
+    url = client.get(f"{stage}/url").json()["url"]
+    (task,) = [t for t in client.get(f"{stage}/tasks").json()["tasks"] if t["state"] == "running"]
+    subprocess.run([DOCKER, "kill", task["id"]], capture_output=True, check=True, timeout=60)
+    killed = time.monotonic()
+    with httpx.Client(timeout=1) as web:
+        while time.monotonic() - killed < HEAL_TIMEOUT:
+            try:
+                if web.get(url + "/").status_code == 200:
+                    healed = time.monotonic() - killed
+                    break
+            except httpx.HTTPError:
+                pass  # refused or reset while no task serves: that is the gap being timed
+            time.sleep(0.01)
+        else:
+            raise RuntimeError(f"{stack}: no answer within {HEAL_TIMEOUT:.0f} s of the kill")
+    time.sleep(2)  # the dead task is removed, the stage settles
+    return healed
 
 
 def dockerd_list_cost(dockerd: int, id_file: Path) -> float:
@@ -243,19 +274,22 @@ def report(results: Results) -> str:
         "control plane (the `stackyard up` process, all threads) and of dockerd is read from "
         "`/proc/<pid>/stat`. dockerd's baseline is its CPU over the same length of time just "
         "before the platform starts, with no platform of this benchmark running. RSS and "
-        "threads are read at the end. Caddy and the registry are shown for information.",
+        "threads are read at the end. Caddy and the registry are shown for information. "
+        f"Self-healing: after the idle window, one stage's task is killed (`docker kill`, "
+        f"{KILLS} times in a row) and the time from the kill to the stage URL answering 200 "
+        "again (from a new task; one replica) is taken.",
         "",
         "| code | stages | control plane CPU, % of one core | dockerd CPU % | "
         "dockerd baseline % | dockerd ms per full list | control plane RSS MiB | threads | "
-        "Caddy CPU % | registry CPU % | setup s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "self-healing s (median, max) | Caddy CPU % | registry CPU % | setup s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in results.runs:
         lines.append(
             f"| {run.code} | {run.stages} | {run.control_cpu:.1f} | {run.dockerd_cpu:.1f} | "
             f"{run.dockerd_before:.1f} | {run.list_cpu * 1000:.0f} | {run.rss_mib:.0f} | "
-            f"{run.threads} | {run.caddy_cpu:.1f} | {run.registry_cpu:.1f} | "
-            f"{run.setup_seconds:.0f} |"
+            f"{run.threads} | {healing(run.heal_seconds)} | {run.caddy_cpu:.1f} | "
+            f"{run.registry_cpu:.1f} | {run.setup_seconds:.0f} |"
         )
     ours = [r for r in results.runs if r.code == "this change"]
     top = max(ours, key=lambda r: r.stages) if ours else None
@@ -311,6 +345,12 @@ def report(results: Results) -> str:
         + "`",
     ]
     return "\n".join(lines)
+
+
+def healing(seconds: list[float]) -> str:
+    if not seconds:
+        return "-"
+    return f"{statistics.median(seconds):.2f}, {max(seconds):.2f}"
 
 
 def counts(text: str) -> list[int]:
