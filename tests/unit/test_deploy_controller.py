@@ -11,7 +11,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from sqlalchemy import event
@@ -34,6 +34,7 @@ from stackyard.engines.fake import FakeEngine
 from stackyard.errors import ComponentError, PermanentError
 from stackyard.pipeline.releases import config_snapshot
 from stackyard.registry_login import RegistryLogin
+from stackyard.router.fake import FakeRouter
 from tests.unit.controller_fixtures import (
     KEY,
     PLATFORM,
@@ -541,3 +542,36 @@ def test_a_store_that_refuses_the_failure_is_logged_and_tried_again(
     assert yard.status(number) == "FAILED"
     text = Path(yard.deployment(number).log_path).read_text(encoding="utf-8")
     assert "deployment FAILED: the router refuses this route for good" in text
+
+
+class NoImageHealth(FakeEngine):
+    supports_image_healthcheck: ClassVar[bool] = False
+
+
+class NoHostRoutes(FakeRouter):
+    supports_host_routes: ClassVar[bool] = False
+
+
+def test_a_stage_that_needs_an_ability_the_engine_lacks_fails_naming_it(yard: Yard) -> None:
+    yard.engine = NoImageHealth(clock=yard.clock)
+    yard.restart_controller()
+    number = yard.deploy(yard.release(V1))  # health.type: docker
+
+    assert yard.run_once() is False
+    row = yard.deployment(number)
+    assert row.status == "FAILED"  # at once: retrying cannot help
+    assert "cannot judge stage shop/dev by its image's HEALTHCHECK" in row.reason
+    assert "set health.type: http" in row.reason
+    assert yard.started() == []
+
+
+def test_a_host_route_on_a_router_without_them_fails_naming_it(yard: Yard) -> None:
+    yard.router = NoHostRoutes()
+    yard.restart_controller()
+    number = yard.deploy(yard.release(V1, host="shop.test"))
+
+    assert yard.run_once() is False
+    row = yard.deployment(number)
+    assert row.status == "FAILED"
+    assert "cannot serve stage shop/dev on the host name shop.test" in row.reason
+    assert yard.router.served == {}

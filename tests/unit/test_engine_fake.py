@@ -20,7 +20,7 @@ from stackyard.engines.base import (
     TaskState,
 )
 from stackyard.engines.fake import FakeEngine
-from stackyard.errors import ComponentError
+from stackyard.errors import ComponentError, UnsupportedError
 from stackyard.plugins import load
 from tests.engine_contract import (
     RUN,
@@ -235,7 +235,7 @@ class Listless(Engine):
 def test_an_engine_without_events_says_so_and_what_to_do() -> None:
     engine = Listless()
     assert not engine.supports_events
-    with pytest.raises(EngineError, match="listless engine cannot stream task events") as caught:
+    with pytest.raises(UnsupportedError, match=r"'listless'\) cannot stream task events") as caught:
         engine.events({LABEL_PLATFORM: RUN}, window=1)
     assert "supports_events" in (caught.value.hint or "")
 

@@ -41,7 +41,7 @@ from stackyard.deploy.plan import TaskHealth
 from stackyard.deploy.portpool import route_port
 from stackyard.deploy.taskwatch import TaskWatch
 from stackyard.engines.base import LABEL_RELEASE, Engine, TaskInfo
-from stackyard.errors import StackyardError
+from stackyard.errors import StackyardError, require
 from stackyard.ports import port_free
 from stackyard.router.base import Router
 from stackyard.secrets.masking import SecretMasker
@@ -90,9 +90,9 @@ class StageObserver:
         self._masker = masker
 
     def observe(self, memory: StageMemory, now: float) -> StageView:
-        """The stage as it is now. The engine's or the router's failure to answer is part
-        of the view (``blind``), so that a deployment still begins and its error budget runs;
-        the store's is raised."""
+        """The stage as it is now. The engine's or the router's failure to answer (or a
+        missing ability) is part of the view (``blind``), so that a deployment still begins,
+        and then fails at once or within its error budget; the store's is raised."""
         blind = None
         try:
             tasks = self._watch.tasks(self.key)
@@ -110,8 +110,9 @@ class StageObserver:
             )
         stage = records.stage_config(found.release)
         try:
+            self._require_abilities(stage)
             route = self._route(found, stage)
-        except StackyardError as exc:  # the router does not answer
+        except StackyardError as exc:  # the router does not answer, or cannot serve it
             return StageView(
                 self.key.stack,
                 self.key.stage,
@@ -138,6 +139,25 @@ class StageObserver:
             releases=tuple(release_facts(r) for r in found.labelled),
             tasks=tuple(self._task_facts(t, judged, memory, masker) for t in tasks),
         )
+
+    def _require_abilities(self, stage: StageConfig) -> None:
+        """UnsupportedError when the stage needs what the engine or the router cannot do
+        (a usage error: the deployment fails at once, naming it)."""
+        if stage.health.type == "docker":
+            require(
+                self._engine,
+                "image_healthcheck",
+                needed_for=f"judge stage {self.key} by its image's HEALTHCHECK",
+                hint="set health.type: http (with a path) in stackyard.yml, or use an "
+                "engine that reports the image's health",
+            )
+        if stage.host is not None:
+            require(
+                self._router,
+                "host_routes",
+                needed_for=f"serve stage {self.key} on the host name {stage.host}",
+                hint="serve the stage on a `port:` instead, or use a router with host routes",
+            )
 
     # -- the store
 

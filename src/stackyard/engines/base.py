@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Literal
 
-from stackyard.errors import StackyardError
+from stackyard.errors import StackyardError, require
 from stackyard.registry_login import RegistryLogin
 
 NetworkMode = Literal["host", "bridge"]
@@ -203,12 +203,15 @@ class Engine(ABC):
         returns, for about ``window`` seconds (then the iteration ends; list again, and open
         the next window). A failure to open the stream raises ComponentError.
 
-        Only engines with ``supports_events``; the others raise EngineError.
+        Only engines with ``supports_events``; the others raise UnsupportedError.
         """
-        raise EngineError(
-            f"the {self.name} engine cannot stream task events",
+        require(
+            self,
+            "events",
+            needed_for="stream task events",
             hint="read Engine.supports_events first, and list the tasks periodically instead",
         )
+        raise NotImplementedError(f"{type(self).__name__} sets supports_events: implement events")
 
     def ping(self) -> None:  # noqa: B027 - optional: adapters that can check cheaply do
         """Raise ComponentError when the engine does not answer."""
