@@ -2,8 +2,7 @@
 
 ``spec_variables`` makes the dictionary a spec run gets (DESIGN.md's list: ``STACK_NAME``,
 ``IMAGE_URL``, the ``CODEBUILD_*`` set, the TinyStacks aliases, and the registry login).
-Releases take it from here; the build runner (pipeline/builds.py) still assembles its own
-and is to call this too. The variable rule (variables.py) refuses these names for
+Builds and releases both take it from here. The variable rule (variables.py) refuses these names for
 variables a user sets, so a user's value never silently loses to the platform's.
 """
 

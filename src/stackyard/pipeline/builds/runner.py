@@ -25,6 +25,7 @@ from stackyard.images.docker_builder import DockerBuilder
 from stackyard.images.dockerize import detect
 from stackyard.images.imagestore import ImageStore
 from stackyard.pipeline.builds.records import BuildRecords
+from stackyard.pipeline.platform_variables import SpecRun, spec_variables
 from stackyard.pipeline.variable_store import BuildInputs
 from stackyard.source.base import Source
 from stackyard.stacks.service import StackView
@@ -154,21 +155,6 @@ class BuildRun:
         self.default_build(context, dockerfile, sha, buildargs)
         return {}
 
-    def platform_variables(self, sha: str, artifacts: Path) -> dict[str, str]:
-        image_url = self.images.image_url(self.stack.name)
-        return {
-            "STACK_NAME": self.stack.name,
-            "COMMIT_SHA": sha,
-            "REGISTRY_ENDPOINT": self.images.endpoint,
-            "IMAGE_URL": image_url,
-            "ECR_ENDPOINT": self.images.endpoint,
-            "ECR_IMAGE_URL": image_url,
-            "S3_BUCKET": str(artifacts),
-            "CODEBUILD_BUILD_ID": f"{self.stack.name}:{self.number}",
-            "CODEBUILD_BUILD_NUMBER": str(self.number),
-            "CODEBUILD_RESOLVED_SOURCE_VERSION": sha,
-        }
-
     def run_spec(
         self,
         spec_path: Path,
@@ -181,16 +167,17 @@ class BuildRun:
         for warning in warnings:
             self.say("config", f"warning: {warning}")
         with tempfile.TemporaryDirectory(prefix="stackyard-build-") as scratch:
-            docker_config = self.images.docker_config(Path(scratch) / "docker")
             artifacts = self.tools.logs_dir / "artifacts" / self.stack.name / str(self.number)
             artifacts.mkdir(parents=True, exist_ok=True)
-            credentials = self.images.credentials
-            platform = {
-                **self.platform_variables(sha, artifacts),
-                "DOCKER_CONFIG": str(docker_config),
-                "REGISTRY_USERNAME": credentials.username,
-                "REGISTRY_PASSWORD": credentials.password,
-            }
+            run = SpecRun(
+                stack=self.stack.name,
+                commit_sha=sha,
+                run_id=f"{self.stack.name}:{self.number}",
+                build_number=self.number,
+            )
+            platform = spec_variables(
+                run, self.images, artifacts=artifacts, docker_config=Path(scratch) / "docker"
+            )
             settings = RunSettings(
                 workdir=context,
                 log_path=self.log.path,
@@ -199,7 +186,7 @@ class BuildRun:
                     **loaded.config.build.variables,
                     **inputs.variables,
                 },
-                secrets={**inputs.secrets, "REGISTRY_PASSWORD": credentials.password},
+                secrets={**inputs.secrets, "REGISTRY_PASSWORD": self.images.credentials.password},
                 platform_variables=platform,
                 artifacts_dir=artifacts,
             )
