@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
@@ -434,6 +436,26 @@ def test_bearer_token_for_a_new_scope_is_fetched_again() -> None:
         client.retag("app", "dev", "staging")  # push scope: a second token
     scopes = [r.url.params.get_list("scope") for r in fake.token_requests]
     assert scopes == [["repository:app:pull"], ["repository:app:pull,push", "repository:app:pull"]]
+
+
+def test_first_requests_sent_together_each_answer_the_basic_challenge() -> None:
+    # Both first requests leave before any challenge came back, so both go out bare. The
+    # second 401 to arrive must not be read as "these credentials were refused".
+    fake = FakeRegistry(auth="basic")
+    fake.push_image("app", "dev", [b"l"])
+    both_sent = threading.Barrier(2, timeout=10)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if "Authorization" not in request.headers:
+            both_sent.wait()
+        return fake(request)
+
+    client = RegistryClient(
+        ENDPOINT, transport=httpx.MockTransport(handler), username="alice", password="secret"
+    )
+    with client, ThreadPoolExecutor(max_workers=2) as pool:
+        digests = list(pool.map(lambda _: client.resolve("app", "dev"), range(2)))
+    assert digests == [fake.tags[("app", "dev")]] * 2
 
 
 def test_refused_credentials_are_permanent_and_not_retried() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -93,12 +93,20 @@ class RegistryAuth:
         challenge_header: str,
         scopes: tuple[str, ...],
         fetch: Callable[[str, list[tuple[str, str]], dict[str, str]], httpx.Response],
+        *,
+        sent: Mapping[str, str],
     ) -> dict[str, str] | None:
-        """Headers to retry with after a 401, or None when there is nothing new to try."""
+        """Headers to retry with after a 401 to a request sent with ``sent`` headers, or
+        None when there is nothing new to try.
+
+        Whether basic credentials were refused is judged by the request itself, not by
+        what the client learnt meanwhile: requests sent together before the first
+        challenge all go out bare, and each gets its one retry with the credentials.
+        """
         challenge = parse_challenge(challenge_header)
         if challenge.scheme == "basic":
-            if not self.has_credentials or self.scheme == "basic":
-                return None  # no credentials, or they were already sent and refused
+            if not self.has_credentials or sent.get("Authorization") == self.basic_header():
+                return None  # no credentials, or this request carried them and was refused
             self.scheme = "basic"
             return {"Authorization": self.basic_header()}
         if challenge.scheme != "bearer" or "realm" not in challenge.params:

@@ -236,12 +236,13 @@ class RegistryTransport:
                 raise RetryableError(_status_text(response))
             return response
 
-        response = send(self.auth.headers(scopes))
+        sent = self.auth.headers(scopes)
+        response = send(sent)
         challenge = response.headers.get("WWW-Authenticate")
         if response.status_code != 401 or not challenge:
             return response
         try:
-            retry_headers = self.auth.answer(challenge, scopes, self._fetch_token)
+            retry_headers = self.auth.answer(challenge, scopes, self._fetch_token, sent=sent)
         except TokenRefused as refused:
             return refused.response
         return response if retry_headers is None else send(retry_headers)
