@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.deploy import records
-from stackyard.deploy.controller import Controller, StageKey
+from stackyard.deploy.controller import Controller, StageKey, stage_route
 from stackyard.deploy.overview import Overview, TaskCount, stack_rows
 from stackyard.deploy.plan import TaskHealth
 from stackyard.deploy.records import DeploymentView
@@ -236,8 +236,8 @@ class DeployService:
             )
         if row is None:
             return StageUrl(stack=stack_name, stage=stage, url=None)
-        url = f"http://{row.host}" if row.host else f"http://127.0.0.1:{row.port}"
-        return StageUrl(stack=stack_name, stage=stage, url=url)
+        route = stage_route(StageKey(stack_name, stage), row.port, row.host)
+        return StageUrl(stack=stack_name, stage=stage, url=self._controller.router.url(route))
 
     @staticmethod
     def _stage(session: Session, stack_name: str, stage: str) -> Stack:
