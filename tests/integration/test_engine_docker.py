@@ -290,11 +290,19 @@ def test_a_digest_missing_from_the_registry_is_a_clear_engine_error(
 
 
 def test_a_pull_without_the_login_is_refused(
-    docker_engine: DockerEngine, spec_for: SpecFactory
+    docker_engine: DockerEngine, spec_for: SpecFactory, live_registry: LiveRegistry, tmp_path: Path
 ) -> None:
-    spec = spec_for(login=None)
-    _remove_images([spec.image])  # an earlier test pulled it
-    with pytest.raises(EngineError, match=re.escape(spec.image.partition("@")[0])):
+    # An image of its own, in no other test's tasks: once the engine has pulled an image
+    # with the login, it may start it again by digest without asking the registry.
+    tag = f"{live_registry.endpoint}/private-{RUN}:v1"
+    (tmp_path / "Dockerfile").write_text(f"FROM busybox:latest\nRUN echo {RUN} > /id\n")
+    live_registry.docker("build", "--network", "host", "-q", "-t", tag, str(tmp_path))
+    pushed = live_registry.docker("push", tag)
+    digest = re.findall(r"digest: (sha256:[0-9a-f]{64})", pushed)[-1]
+    image = f"{tag.rpartition(':')[0]}@{digest}"
+    _remove_images([tag, image])
+    spec = replace(spec_for(login=None), image=image)
+    with pytest.raises(EngineError, match=re.escape(tag.rpartition(":")[0])):
         docker_engine.start(spec)
 
 
