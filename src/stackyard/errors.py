@@ -77,6 +77,15 @@ class PermanentError(StackyardError):
     retryable = False
 
 
+class AccessDenied(PermanentError):
+    """The caller is who they say, but may not do this (HTTP 403). ``permission`` names
+    what it takes, e.g. ``deploy on hello`` or ``approvers of hello/prod``."""
+
+    def __init__(self, message: str, *, permission: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.permission = permission
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Whether retrying the call that raised ``exc`` may help.
 

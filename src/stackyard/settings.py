@@ -40,6 +40,11 @@ class Settings:
     registry: str = "oci"  # an entry point name in the stackyard.registries group
     http_port: int = 80  # where the router serves stages that have a host name
     component_timeout: float = 20.0
+    # Wrong tokens from one address (or naming one token) within auth_window seconds,
+    # before that address (or token) is refused with 429 until the window has passed.
+    auth_failures: int = 5
+    auth_window: float = 60.0
+    audit_retention_days: int = 365  # audit entries older than this are removed; 0: keep all
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced; ``None`` values are ignored."""
@@ -68,6 +73,11 @@ class Settings:
     @property
     def token_file(self) -> Path:
         return self.data_dir / "admin-token"
+
+    @property
+    def pepper_file(self) -> Path:
+        """The key of the tokens' hashes (mode 0600); without it no token works."""
+        return self.data_dir / "token-pepper"
 
     @property
     def state_file(self) -> Path:

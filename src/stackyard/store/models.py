@@ -6,7 +6,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, DateTime, Dialect, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -194,6 +204,8 @@ class PipelineRun(Base):
     before_sha: Mapped[str] = mapped_column(String(64), default="")
     source_url: Mapped[str] = mapped_column(Text, default="")
     trigger: Mapped[str] = mapped_column(String(64), default="")
+    # Who pushed the commit or started the run ("" when unknown: polling), for four eyes.
+    pushed_by: Mapped[str] = mapped_column(String(64), default="")
     status: Mapped[RunStatus] = mapped_column(Status(RunStatus), default=RunStatus.QUEUED)
     error: Mapped[str] = mapped_column(Text, default="")
     log_path: Mapped[str] = mapped_column(Text, default="")
@@ -218,6 +230,7 @@ class PipelineStep(Base):
     status: Mapped[StepStatus] = mapped_column(Status(StepStatus), default=StepStatus.PENDING)
     number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
+    approved_by: Mapped[str] = mapped_column(String(64), default="")  # a gate's approver
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
@@ -282,3 +295,86 @@ class SecretVersion(Base):
     version: Mapped[int] = mapped_column(Integer)
     ciphertext: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Person(Base):
+    """Someone who uses the platform, with a role: viewer, deployer or admin."""
+
+    __tablename__ = "people"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Token(Base):
+    """An API token: its public id, its owner, its scope and the keyed hash of its secret.
+
+    ``scope`` is ``role`` (the owner's role, whatever it is at each request) or an action
+    on one stack (``read``, ``push``, ``deploy``). The token itself is never stored.
+    """
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    person_id: Mapped[int | None] = mapped_column(
+        ForeignKey("people.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    owner: Mapped[str] = mapped_column(String(40))  # the owner's name, kept after removal
+    label: Mapped[str] = mapped_column(String(255), default="")
+    scope: Mapped[str] = mapped_column(String(16))
+    stack_id: Mapped[int | None] = mapped_column(
+        ForeignKey("stacks.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_by: Mapped[str] = mapped_column(String(64), default="")
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class StageProtection(Base):
+    """Who may approve and who may deploy a protected stage. Kept on the platform only:
+    nothing in a repository's stackyard.yml reads or changes it."""
+
+    __tablename__ = "stage_protections"
+    __table_args__ = (UniqueConstraint("stack_id", "stage"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"), index=True)
+    stage: Mapped[str] = mapped_column(String(63))
+    approvers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    deployers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    four_eyes: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(64), default="")
+
+
+class AuditEntry(Base):
+    """One line of the append-only audit log: who did what, from where, with what result.
+
+    ``stack`` is plain text, not a foreign key: the log outlives what it talks about. Rows
+    are never updated (a trigger refuses it on SQLite); only the retention setting
+    removes the oldest.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(128), default="")
+    token_id: Mapped[str] = mapped_column(String(16), default="")
+    source: Mapped[str] = mapped_column(String(64), default="")
+    via: Mapped[str] = mapped_column(String(16), default="")
+    action: Mapped[str] = mapped_column(String(64))
+    stack: Mapped[str] = mapped_column(String(63), default="", index=True)
+    target: Mapped[str] = mapped_column(Text, default="")
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[str] = mapped_column(String(16))
+    status: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[str] = mapped_column(Text, default="")
