@@ -47,6 +47,7 @@ class RecordingRuns:
         before: str | None = None,
         source_url: str | None = None,
         changed_paths: list[str] | None = None,
+        pushed_by: str = "",
     ) -> RunView:
         if self.error is not None:
             raise self.error
@@ -59,6 +60,7 @@ class RecordingRuns:
                 "before": before,
                 "source_url": source_url,
                 "changed_paths": changed_paths,
+                "pushed_by": pushed_by,
             }
         )
         return RunView(

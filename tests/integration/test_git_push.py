@@ -115,6 +115,7 @@ def test_push_starts_a_run_and_says_how_to_follow_it(api: Api, repo: GitRepo) ->
             "before": None,
             "source_url": str(api.data_dir / "remotes" / "hello.git"),
             "changed_paths": None,
+            "pushed_by": "admin",  # the bootstrap admin token's owner
         }
     ]
     assert (

@@ -24,7 +24,9 @@ TOKEN = "t0ken-for-tests"
 
 @pytest.fixture
 def client(tmp_path: Path) -> TestClient:
-    settings = Settings(data_dir=tmp_path)
+    # Every route is tried with a wrong token: no rate limit here (tests/unit/
+    # test_access_attacks.py has its own).
+    settings = Settings(data_dir=tmp_path, auth_failures=10_000)
     database = open_database(settings.database_url)
     migrate(database)
     registry = RegistryLogin(settings.registry_endpoint, "stackyard", "registry-password")

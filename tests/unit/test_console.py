@@ -14,13 +14,8 @@ from bench.console_render import TOKEN, ConsoleYard, console_yard, digest_of, lo
 from fastapi.testclient import TestClient
 
 from stackyard.api.web.render import short_digest
-from stackyard.api.web.session import (
-    COOKIE,
-    LOGIN_FAILURES,
-    LOGIN_WINDOW,
-    ConsoleSessions,
-    safe_next,
-)
+from stackyard.access.limits import LIMIT, WINDOW, FailureLimiter
+from stackyard.api.sessions import COOKIE, ConsoleSessions, safe_next
 
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 
@@ -93,7 +88,7 @@ def test_fragments_and_forms_refuse_without_a_session(yard: ConsoleYard) -> None
 def test_login_sets_a_strict_http_only_cookie_without_the_token(yard: ConsoleYard) -> None:
     wrong = yard.client.post("/ui/login", data={"token": "nope"}, follow_redirects=False)
     assert wrong.status_code == 401
-    assert "not the admin token" in wrong.text
+    assert "That token does not open the console (token unknown)" in wrong.text
     assert COOKIE not in wrong.cookies
     response = yard.client.post(
         "/ui/login",
@@ -112,26 +107,24 @@ def test_login_sets_a_strict_http_only_cookie_without_the_token(yard: ConsoleYar
 
 
 def test_wrong_tokens_in_a_row_slow_the_login_down(own: TestClient) -> None:
-    for _ in range(LOGIN_FAILURES):
+    for _ in range(LIMIT):
         assert own.post("/ui/login", data={"token": "guess"}).status_code == 401
     refused = own.post("/ui/login", data={"token": TOKEN}, follow_redirects=False)
     assert refused.status_code == 429  # even the right token waits out the window
     assert "Too many wrong tokens" in refused.text
-    assert 0 < int(refused.headers["Retry-After"]) <= LOGIN_WINDOW
+    assert 0 < int(refused.headers["Retry-After"]) <= WINDOW
     assert COOKIE not in refused.cookies
 
 
-def test_login_throttle_window_and_reset() -> None:
-    sessions = ConsoleSessions("token")
-    for second in range(LOGIN_FAILURES):
-        assert sessions.login_wait("1.2.3.4", now=float(second)) == 0
-        sessions.login_failed("1.2.3.4", now=float(second))
-    assert sessions.login_wait("1.2.3.4", now=5.0) == pytest.approx(LOGIN_WINDOW - 5.0)
-    assert sessions.login_wait("5.6.7.8", now=5.0) == 0  # another client is not slowed
-    assert sessions.login_wait("1.2.3.4", now=LOGIN_WINDOW + 0.5) == 0  # the oldest expired
-    sessions.login_failed("1.2.3.4", now=LOGIN_WINDOW + 1)
-    sessions.login_succeeded("1.2.3.4")
-    assert sessions.login_wait("1.2.3.4", now=LOGIN_WINDOW + 1) == 0
+def test_login_throttle_window() -> None:
+    limiter = FailureLimiter()
+    for second in range(LIMIT):
+        assert limiter.wait("1.2.3.4", now=float(second)) == 0
+        limiter.failed("1.2.3.4", now=float(second))
+    assert limiter.wait("1.2.3.4", now=5.0) == pytest.approx(WINDOW - 5.0)
+    assert limiter.wait("5.6.7.8", now=5.0) == 0  # another client is not slowed
+    assert limiter.wait("1.2.3.4", "5.6.7.8", now=5.0) == pytest.approx(WINDOW - 5.0)
+    assert limiter.wait("1.2.3.4", now=WINDOW + 0.5) == 0  # the oldest expired
 
 
 def test_login_goes_only_to_console_pages() -> None:
@@ -141,17 +134,20 @@ def test_login_goes_only_to_console_pages() -> None:
 
 
 def test_forged_expired_and_revoked_sessions_are_refused() -> None:
-    sessions = ConsoleSessions("token")
-    cookie = sessions.issue()
+    sessions = ConsoleSessions()
+    cookie = sessions.issue("abcdef0123")
     session = sessions.verify(cookie)
     assert session is not None
+    assert session.token_id == "abcdef0123"
     assert sessions.verify(cookie[:-1] + ("0" if cookie[-1] != "0" else "1")) is None
-    assert ConsoleSessions("token").verify(cookie) is None  # a restart makes a new key
-    assert sessions.verify("v1.9999999999.nonce.mac") is None
+    assert ConsoleSessions().verify(cookie) is None  # a restart makes a new key
+    assert sessions.verify("v2.9999999999.nonce.abcdef0123.mac") is None
+    forged = cookie.replace("abcdef0123", "bootstrap")  # another token id: the MAC breaks
+    assert sessions.verify(forged) is None
     sessions.revoke(session)
     assert sessions.verify(cookie) is None
-    short = ConsoleSessions("token", lifetime=-1)
-    assert short.verify(short.issue()) is None
+    short = ConsoleSessions(lifetime=-1)
+    assert short.verify(short.issue("abcdef0123")) is None
     assert time.time() < session.expires
 
 
@@ -176,8 +172,8 @@ def test_forms_without_the_csrf_token_are_refused(own: TestClient) -> None:
         assert response.status_code == 403
         assert "CSRF token is missing or wrong" in response.text
         assert "text/html" in response.headers["content-type"]
-    other = ConsoleSessions(TOKEN)
-    stolen = other.verify(other.issue())
+    other = ConsoleSessions()
+    stolen = other.verify(other.issue("bootstrap"))
     assert stolen is not None
     refused = client.post(
         "/ui/stacks/app-00/approve", data={"stage": "prod", "csrf_token": stolen.csrf_token}
@@ -216,7 +212,7 @@ def test_the_api_accepts_the_cookie_for_get_only(client: TestClient) -> None:
     assert client.post("/api/v1/stacks/app-00/runs", json={}).status_code == 401
     assert client.post("/api/v1/stacks/app-00/stages/prod/approve").status_code == 401
     client.cookies.clear()
-    client.cookies.set(COOKIE, "v1.1.forged.mac")
+    client.cookies.set(COOKIE, "v2.1.forged.bootstrap.mac")
     assert client.get("/api/v1/stacks").status_code == 401
 
 

@@ -52,6 +52,7 @@ class Yard:
             self.services.releases,
             self.services.deploy,
             GitSource(self.settings.data_dir / "git"),
+            self.services.protection,
             logs_dir=self.settings.logs_dir,
             work_recheck=NEVER,
             gate_recheck=NEVER,
@@ -143,11 +144,11 @@ def test_an_approval_wakes_the_waiting_run_at_once(yard: Yard) -> None:
     number = at_prod_gate(yard)
     assert yard.runs.resume_interrupted() == 1
     wait_for(lambda: yard.runs.get("app", number), waiting)
-    yard.runs.approve("app", "prod")
+    yard.runs.approve("app", "prod", by="alice")
     run = wait_for(lambda: yard.runs.get("app", number), ended(RunStatus.FAILED))
     assert run.status is RunStatus.FAILED
     # Approved, it went on to release prod; that fails here (staging has no release record).
-    assert "prod approved (approved by admin)" in run_log(run)
+    assert "prod approved (approved by alice)" in run_log(run)
     assert run.error.startswith("release of prod failed: ")
 
 
@@ -155,7 +156,7 @@ def test_a_cancel_wakes_the_waiting_run_at_once(yard: Yard) -> None:
     number = at_prod_gate(yard)
     yard.runs.resume_interrupted()
     wait_for(lambda: yard.runs.get("app", number), waiting)
-    yard.runs.cancel("app", number)
+    yard.runs.cancel("app", number, by="alice")
     run = wait_for(lambda: yard.runs.get("app", number), ended(RunStatus.CANCELLED))
     assert run.status is RunStatus.CANCELLED
     assert {s.status for s in run.steps if s.stage == "prod"} == {StepStatus.CANCELLED}
@@ -186,13 +187,13 @@ def test_shutdown_wakes_the_waiting_run_which_waits_again_after_a_restart(yard: 
     yard.runs = yard.pipeline()
     assert yard.runs.resume_interrupted() == 1
     wait_for(lambda: yard.runs.get("app", number), lambda r: "resuming" in run_log(r))
-    yard.runs.approve("app", "prod")  # the gate is waiting again
+    yard.runs.approve("app", "prod", by="alice")  # the gate is waiting again
     wait_for(lambda: yard.runs.get("app", number), ended(RunStatus.FAILED))
 
 
 def test_a_promotion_resumes_after_a_restart(yard: Yard) -> None:
     at_prod_gate(yard)
-    yard.runs.cancel("app", 1)  # out of the way: only the promotion runs
+    yard.runs.cancel("app", 1, by="alice")  # out of the way: only the promotion runs
     yard.runs.shutdown(timeout=BOUND)
     yard.runs = yard.pipeline()
     promotion = yard.runs._records.create(

@@ -229,10 +229,10 @@ def test_an_unknown_stage_names_the_valid_ones(yard: Platform) -> None:
 
 
 def test_a_build_variable_change_starts_a_rebuild(yard: Platform) -> None:
-    calls: list[str] = []
+    calls: list[tuple[str, str]] = []
 
-    def rebuild(stack: str) -> str:
-        calls.append(stack)
+    def rebuild(stack: str, by: str) -> str:
+        calls.append((stack, by))
         return "pipeline run 7"
 
     service = VariableService(
@@ -242,14 +242,16 @@ def test_a_build_variable_change_starts_a_rebuild(yard: Platform) -> None:
         yard.services.redeploy,
         on_build_variables_changed=rebuild,
     )
-    change = service.change_variables(STACK, values={"NODE_ENV": "production"}, build=True)
-    assert calls == [STACK]
+    change = service.change_variables(
+        STACK, values={"NODE_ENV": "production"}, build=True, created_by="alice"
+    )
+    assert calls == [(STACK, "alice")]  # the run records who changed the variables
     assert change.rebuild == "pipeline run 7"
     assert change.redeployed == []
     inputs = yard.variables.store.build_inputs(STACK)
     assert inputs.variables == {"NODE_ENV": "production"}
     service.change_variables(STACK, values={"NODE_ENV": "production"}, build=True)
-    assert calls == [STACK]  # unchanged: no rebuild
+    assert calls == [(STACK, "alice")]  # unchanged: no rebuild
 
 
 # -- secrets

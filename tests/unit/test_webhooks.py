@@ -194,6 +194,7 @@ def test_signed_push_starts_a_run_with_the_changed_paths(harness: Harness) -> No
             "before": BEFORE,
             "source_url": None,
             "changed_paths": CHANGED,
+            "pushed_by": "octocat",  # as the payload says
         }
     ]
 
@@ -360,6 +361,7 @@ def test_gitlab_push_with_the_token_starts_a_run(harness: Harness) -> None:
             "before": BEFORE,
             "source_url": None,
             "changed_paths": ["services/api/main.py", "services/api/orders.py"],
+            "pushed_by": "jsmith",  # as the payload says
         }
     ]
 

@@ -2,24 +2,33 @@
 
 Routes and the console reach the platform only through the services in the context; the
 import-linter contracts keep the store, engines, router and SQLAlchemy out of ``api``.
+Every ``/api/v1`` route goes through ``api/auth.py`` ``authorize`` with its entry in the
+permission table (``api/permissions.py``), and ``api/audit.py`` records every change
+and every refusal.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from stackyard import __version__
-from stackyard.api.auth import require_token
+from stackyard.access.limits import FailureLimiter
+from stackyard.api.audit import AuditMiddleware
+from stackyard.api.auth import authorize
+from stackyard.api.permissions import NEEDS
 from stackyard.api.routes import (
+    audit,
     builds,
     deployments,
     git,
     hooks,
     logs,
+    people,
+    platform,
+    protection,
     releases,
     runs,
     stacks,
@@ -27,6 +36,7 @@ from stackyard.api.routes import (
 )
 from stackyard.api.web.console import install_console
 from stackyard.errors import (
+    AccessDenied,
     NotFoundError,
     StackyardError,
     UsageError,
@@ -37,7 +47,8 @@ from stackyard.settings import Settings
 
 @dataclass
 class ApiContext:
-    """What the API needs: settings, the admin token, the components and the services."""
+    """What the API needs: settings, the bootstrap admin token ("" if it was revoked),
+    the components and the services."""
 
     settings: Settings
     token: str
@@ -54,34 +65,21 @@ def create_app(context: ApiContext) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    app.state.token = context.token
     app.state.context = context
+    app.state.needs = dict(NEEDS)
+    app.state.auth_limiter = FailureLimiter(
+        context.settings.auth_failures, context.settings.auth_window
+    )
+    if context.token:
+        context.services.people.ensure_bootstrap(context.token)
 
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        """Liveness for supervisors and load balancers; the only route without auth."""
-        return {"status": "ok"}
-
-    api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)])
-
-    @api.get("/status")
-    def platform_status(request: Request) -> dict[str, Any]:
-        ctx: ApiContext = request.app.state.context
-        return {
-            "version": __version__,
-            "data_dir": str(ctx.settings.data_dir),
-            "api_url": ctx.settings.api_url,
-            "registry": ctx.settings.registry_endpoint,
-            "router_admin": ctx.settings.caddy_admin_url,
-            "components": ctx.components,
-        }
-
-    @api.get("/openapi.json", include_in_schema=False)
-    def openapi() -> dict[str, Any]:
-        return app.openapi()
-
-    for module in (stacks, builds, releases, deployments, runs, logs, variables):
+    app.include_router(platform.public)
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
+    api.include_router(platform.router)
+    for module in (stacks, builds, releases, deployments, runs, logs, variables, protection):
         api.include_router(module.router)
+    api.include_router(people.router)
+    api.include_router(audit.router)
     api.include_router(git.push_router)
     api.include_router(hooks.admin_router)
     app.include_router(api)
@@ -90,12 +88,22 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(hooks.router)
     install_console(app)  # the web console under /ui, with its static files
     _install_error_handlers(app)
+    app.add_middleware(
+        AuditMiddleware,
+        audit=lambda: context.services.audit,
+        needs=lambda: app.state.needs,
+    )
     return app
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StackyardError)
     def stackyard_error(_request: Request, exc: StackyardError) -> JSONResponse:
+        if isinstance(exc, AccessDenied):
+            return JSONResponse(
+                status_code=403,
+                content={"error": exc.message, "hint": exc.hint, "permission": exc.permission},
+            )
         code = (
             404 if isinstance(exc, NotFoundError) else 400 if isinstance(exc, UsageError) else 500
         )

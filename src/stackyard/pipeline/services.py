@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard import plugins
+from stackyard.access.audit import AuditLog
+from stackyard.access.people import PeopleService
+from stackyard.access.protection import ProtectionService
+from stackyard.access.tokens import TokenHasher, pepper_file
 from stackyard.deploy.controller import Controller, ControllerSettings
 from stackyard.deploy.service import DeployService
 from stackyard.engines.base import Engine
@@ -69,6 +73,9 @@ class Services:
     secrets: SecretStore
     runs: PipelineService
     poller: Poller
+    people: PeopleService
+    protection: ProtectionService
+    audit: AuditLog
 
     def start(self) -> None:
         """Fail builds a stopped platform left behind, adopt every stage's tasks, then
@@ -169,18 +176,21 @@ def build_services(
     )
     deploy = DeployService(sessions, controller, settings)
     redeploy = RedeployService(releases, deploy)
+    protection = ProtectionService(sessions)
     runs = PipelineService(
         sessions,
         builds,
         releases,
         deploy,
         source,
+        protection,
         logs_dir=settings.logs_dir,
         secret_values=secrets.mask_values,
     )
 
-    def rebuild(stack: str) -> str:
-        return f"pipeline run {runs.start_run(stack, trigger='build variables changed').number}"
+    def rebuild(stack: str, by: str) -> str:
+        run = runs.start_run(stack, trigger="build variables changed", pushed_by=by)
+        return f"pipeline run {run.number}"
 
     variables = VariableService(
         sessions, variable_store, secrets, redeploy, on_build_variables_changed=rebuild
@@ -197,4 +207,7 @@ def build_services(
         controller=controller,
         variables=variables,
         secrets=secrets,
+        people=PeopleService(sessions, TokenHasher(lambda: pepper_file(settings.pepper_file))),
+        protection=protection,
+        audit=AuditLog(sessions, retention_days=settings.audit_retention_days),
     )

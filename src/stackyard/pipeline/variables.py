@@ -84,7 +84,8 @@ class ChangeView(BaseModel):
     rebuild: str | None = None  # what started, e.g. "pipeline run 4"
 
 
-RebuildTrigger = Callable[[str], str]  # stack name -> what started, e.g. "pipeline run 4"
+RebuildTrigger = Callable[[str, str], str]
+"""(stack name, who changed the variables) -> what started, e.g. "pipeline run 4"."""
 
 
 class VariableService:
@@ -160,7 +161,7 @@ class VariableService:
         if not changed:
             return view
         if kind == "build":
-            view.rebuild = self._on_build_variables_changed(stack_name)
+            view.rebuild = self._on_build_variables_changed(stack_name, created_by)
             return view
         return self._redeployed(view, stage, trigger="variables changed", created_by=created_by)
 

@@ -175,7 +175,8 @@ request = urllib.request.Request(
     url,
     data=json.dumps({{"updates": lines}}).encode(),
     method="POST",
-    headers={{"Authorization": "Bearer " + token, "Content-Type": "application/json"}},
+    headers={{"Authorization": "Bearer " + token, "Content-Type": "application/json",
+             "User-Agent": "stackyard-hook/1"}},
 )
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({{}}))
 try:

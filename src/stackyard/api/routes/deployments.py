@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from stackyard.api.auth import Me
 from stackyard.api.logs import LogChunk, read_log
 from stackyard.api.routes.builds import services
 from stackyard.deploy.records import TERMINAL, DeploymentView
@@ -44,8 +45,8 @@ def redeployer(request: Request) -> RedeployService:
 
 
 @router.post("/deployments", status_code=202)
-def deploy(name: str, stage: str, body: DeployRequest, request: Request) -> DeploymentView:
-    return redeployer(request).deploy(name, stage, body.release, trigger="api")
+def deploy(name: str, stage: str, body: DeployRequest, request: Request, me: Me) -> DeploymentView:
+    return redeployer(request).deploy(name, stage, body.release, trigger=f"api by {me.name}")
 
 
 @router.get("/deployments")
@@ -67,8 +68,10 @@ def deployment_log(
 
 
 @router.post("/rollback", status_code=202)
-def rollback(name: str, stage: str, body: RollbackRequest, request: Request) -> DeploymentView:
-    return redeployer(request).rollback(name, stage, body.to)
+def rollback(
+    name: str, stage: str, body: RollbackRequest, request: Request, me: Me
+) -> DeploymentView:
+    return redeployer(request).rollback(name, stage, body.to, created_by=me.name)
 
 
 @router.get("/tasks")

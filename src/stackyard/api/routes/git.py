@@ -1,10 +1,13 @@
 """The platform's git remote: smart HTTP through ``git http-backend``, and push reports.
 
-``/git/<stack>.git/...`` takes HTTP Basic auth with the admin token as the password (any
-user name), so ``git push`` works with the URL ``stackyard remote STACK`` prints. Each push
-runs the repository's post-receive hook, which reports the ref updates to
-``POST /api/v1/stacks/{name}/pushes``; that route starts the pipeline run and answers with
-the lines git shows as ``remote: Stackyard: ...``.
+``/git/<stack>.git/...`` takes HTTP Basic auth with a token as the password (any user
+name), so ``git push`` works with the URL ``stackyard remote STACK`` prints, which holds a
+token scoped to pushing to that one stack. Pushing takes ``push`` on the stack
+(``GIT_PUSH``), fetching ``read`` (``GIT_FETCH``), checked by the same ``decide`` as the
+API, with the same rate limit on wrong tokens. Each push runs the repository's
+post-receive hook, which reports the ref updates to ``POST /api/v1/stacks/{name}/pushes``
+with the pusher's own token; that route starts the pipeline run (recording who pushed)
+and answers with the lines git shows as ``remote: Stackyard: ...``.
 """
 
 from __future__ import annotations
@@ -13,16 +16,18 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hmac
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
+from stackyard.access.rules import Action, Need, Target, decide
+from stackyard.api.auth import Me, authenticate
 from stackyard.errors import NotFoundError, StackyardError
 from stackyard.pipeline.runs import RunView
 from stackyard.source.remote import (
@@ -44,10 +49,18 @@ router = APIRouter(prefix="/git", tags=["git"])
 """Mounted at the root, outside ``/api/v1``: it checks Basic auth itself."""
 
 push_router = APIRouter(prefix="/stacks", tags=["triggers"])
-"""Under ``/api/v1``, behind the admin token: the post-receive hook calls it."""
+"""Under ``/api/v1``: the post-receive hook calls it with the pusher's token."""
 
 REALM = 'Basic realm="stackyard"'
 CHUNK = 65536
+GIT_FETCH = Need(Action.READ, stack="stack")
+"""``git fetch``/``clone`` of a stack's remote (upload-pack)."""
+GIT_PUSH = Need(Action.PUSH, stack="stack")
+"""``git push`` to a stack's remote (receive-pack): a push token of that stack will do."""
+HOW_TO_AUTHENTICATE = (
+    "get the remote URL with `stackyard remote {stack}`: it holds a token that can push to "
+    "{stack}"
+)
 
 
 def remotes_root(request: Request) -> Path:
@@ -72,18 +85,7 @@ def basic_password(authorization: str | None) -> tuple[str, str] | None:
     return (user, password) if separator else None
 
 
-def authenticated_user(authorization: str | None, token: str) -> str | None:
-    """The user name if the password is the admin token (compared in constant time)."""
-    credentials = basic_password(authorization)
-    if credentials is None:
-        return None
-    user, password = credentials
-    if not password or not hmac.compare_digest(password.encode(), token.encode()):
-        return None
-    return user or "stackyard"
-
-
-def _text(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+def _text(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
     # git prints a text/plain error body as "remote: ..." lines before its own message.
     return Response(
         f"stackyard: {message}\n",
@@ -96,18 +98,27 @@ def _text(status: int, message: str, headers: dict[str, str] | None = None) -> R
 @router.api_route("/{stack}.git/{path:path}", methods=["GET", "POST"], include_in_schema=False)
 async def smart_http(stack: str, path: str, request: Request) -> Response:
     context = request.app.state.context
-    user = authenticated_user(request.headers.get("authorization"), context.token)
-    if user is None:
-        return _text(
-            401,
-            "the password must be the platform's admin token; "
-            "get the remote URL with `stackyard remote STACK`",
-            {"WWW-Authenticate": REALM},
-        )
+    credentials = basic_password(request.headers.get("authorization"))
+    how = HOW_TO_AUTHENTICATE.format(stack=stack)
+    if credentials is None or not credentials[1]:
+        request.state.audit_detail = "no token"
+        return _text(401, f"git needs a token as the password: {how}", {"WWW-Authenticate": REALM})
+    try:
+        principal = await run_in_threadpool(authenticate, request, credentials[1])
+    except HTTPException as exc:
+        if exc.status_code != 401:
+            return _text(exc.status_code, str(exc.detail), exc.headers)
+        reason = str(exc.detail).split(":")[0]
+        return _text(401, f"{reason}; {how}", {"WWW-Authenticate": REALM})
     service = request.query_params.get("service", "")
     smart = (request.method, path) in SMART_ROUTES
     if not smart or (path == "info/refs" and service not in SERVICES):
         return _text(404, f"{path} is not served: Stackyard speaks git's smart HTTP protocol only")
+    pushing = "git-receive-pack" in (path, service)
+    decision = decide(principal, GIT_PUSH if pushing else GIT_FETCH, Target(stack))
+    if not decision.allowed:
+        request.state.audit_detail = decision.reason
+        return _text(403, decision.reason)
     try:
         stack_view = await run_in_threadpool(context.services.stacks.get, stack)
     except NotFoundError:
@@ -127,14 +138,14 @@ async def smart_http(stack: str, path: str, request: Request) -> Response:
         content_length=request.headers.get("content-length", ""),
         content_encoding=request.headers.get("content-encoding", ""),
         git_protocol=request.headers.get("git-protocol", ""),
-        remote_user=user,
+        remote_user=principal.name,
         remote_addr=request.client.host if request.client else "",
     )
     env = backend_environ(
         backend,
         root=root,
         hook_url=f"{context.settings.api_url}/api/v1/stacks/{stack}/pushes",
-        hook_token=context.token,
+        hook_token=credentials[1],  # the pusher's own: the report is theirs
     )
     return BackendResponse(backend_argv(repo), env, request)
 
@@ -265,8 +276,9 @@ def run_message(stack: str, run: RunView, sha: str) -> str:
 
 
 @push_router.post("/{name}/pushes")
-def record_push(name: str, report: PushReport, request: Request) -> PushAnswer:
-    """Start a run for a push to the stack's branch through the platform's git remote."""
+def record_push(name: str, report: PushReport, request: Request, me: Me) -> PushAnswer:
+    """Start a run for a push to the stack's branch through the platform's git remote;
+    the run records who pushed (the owner of the token the push came with)."""
     context: Any = request.app.state.context
     stack = context.services.stacks.get(name)
     source_url = str(HostedRemotes(remotes_root(request)).repo_path(name))
@@ -287,6 +299,7 @@ def record_push(name: str, report: PushReport, request: Request) -> PushAnswer:
                 commit=push.after,
                 before=push.before,
                 source_url=source_url,
+                pushed_by=me.name,
             )
         except StackyardError as exc:
             hint = f" ({exc.hint})" if exc.hint else ""

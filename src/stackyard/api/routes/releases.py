@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from stackyard.api.auth import Me
 from stackyard.api.logs import LogChunk, read_log
 from stackyard.api.routes.builds import services
 from stackyard.pipeline.releases import ReleaseView
@@ -17,8 +18,8 @@ class ReleaseList(BaseModel):
 
 
 @router.post("/stages/{stage}/releases", status_code=201)
-def create_release(name: str, stage: str, request: Request) -> ReleaseView:
-    return services(request).releases.release(name, stage, created_by="api")
+def create_release(name: str, stage: str, request: Request, me: Me) -> ReleaseView:
+    return services(request).releases.release(name, stage, created_by=me.name)
 
 
 @router.get("/stages/{stage}/releases")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from stackyard.api.auth import Me
 from stackyard.api.logs import LogChunk, read_log
 from stackyard.api.routes.builds import services
 from stackyard.pipeline.runs import TERMINAL as RUN_DONE
@@ -32,8 +33,10 @@ def pipeline(request: Request) -> PipelineService:
 
 
 @router.post("/runs", status_code=202)
-def start_run(name: str, body: RunRequest, request: Request) -> RunView:
-    return pipeline(request).start_run(name, trigger="api", ref=body.ref, commit=body.commit)
+def start_run(name: str, body: RunRequest, request: Request, me: Me) -> RunView:
+    return pipeline(request).start_run(
+        name, trigger="api", ref=body.ref, commit=body.commit, pushed_by=me.name
+    )
 
 
 @router.get("/runs")
@@ -53,15 +56,16 @@ def run_log(name: str, number: int, request: Request, offset: int = 0) -> LogChu
 
 
 @router.post("/runs/{number}/cancel")
-def cancel_run(name: str, number: int, request: Request) -> RunView:
-    return pipeline(request).cancel(name, number)
+def cancel_run(name: str, number: int, request: Request, me: Me) -> RunView:
+    return pipeline(request).cancel(name, number, by=me.name)
 
 
 @router.post("/stages/{stage}/approve")
-def approve(name: str, stage: str, request: Request) -> RunView:
-    return pipeline(request).approve(name, stage)
+def approve(name: str, stage: str, request: Request, me: Me) -> RunView:
+    """Pass the gate; the approval is recorded with the approver's name."""
+    return pipeline(request).approve(name, stage, by=me.name)
 
 
 @router.post("/stages/{stage}/promote", status_code=202)
-def promote(name: str, stage: str, body: PromoteRequest, request: Request) -> RunView:
-    return pipeline(request).promote(name, stage, body.source)
+def promote(name: str, stage: str, body: PromoteRequest, request: Request, me: Me) -> RunView:
+    return pipeline(request).promote(name, stage, body.source, by=me.name)

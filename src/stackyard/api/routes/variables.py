@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from stackyard.api.auth import Me
 from stackyard.api.routes.builds import services
 from stackyard.pipeline.variables import ChangeView, SecretList, VariableList, VariableService
 
@@ -55,11 +56,12 @@ def change_variables(
     name: str,
     body: VariableChanges,
     request: Request,
+    me: Me,
     stage: str | None = None,
     build: bool = False,
 ) -> ChangeView:
     return variables(request).change_variables(
-        name, values=body.set, unset=body.unset, stage=stage, build=build
+        name, values=body.set, unset=body.unset, stage=stage, build=build, created_by=me.name
     )
 
 
@@ -69,19 +71,27 @@ def set_variable(
     key: str,
     body: VariableValue,
     request: Request,
+    me: Me,
     stage: str | None = None,
     build: bool = False,
 ) -> ChangeView:
     return variables(request).change_variables(
-        name, values={key: body.value}, stage=stage, build=build
+        name, values={key: body.value}, stage=stage, build=build, created_by=me.name
     )
 
 
 @router.delete("/variables/{key}")
 def unset_variable(
-    name: str, key: str, request: Request, stage: str | None = None, build: bool = False
+    name: str,
+    key: str,
+    request: Request,
+    me: Me,
+    stage: str | None = None,
+    build: bool = False,
 ) -> ChangeView:
-    return variables(request).change_variables(name, unset=[key], stage=stage, build=build)
+    return variables(request).change_variables(
+        name, unset=[key], stage=stage, build=build, created_by=me.name
+    )
 
 
 @router.get("/secrets")
@@ -91,11 +101,13 @@ def list_secrets(name: str, request: Request, stage: str | None = None) -> Secre
 
 @router.put("/secrets/{key}")
 def set_secret(
-    name: str, key: str, body: SecretValue, request: Request, stage: str | None = None
+    name: str, key: str, body: SecretValue, request: Request, me: Me, stage: str | None = None
 ) -> ChangeView:
-    return variables(request).set_secret(name, key, body.value, stage=stage)
+    return variables(request).set_secret(name, key, body.value, stage=stage, created_by=me.name)
 
 
 @router.delete("/secrets/{key}")
-def unset_secret(name: str, key: str, request: Request, stage: str | None = None) -> ChangeView:
-    return variables(request).unset_secret(name, key, stage=stage)
+def unset_secret(
+    name: str, key: str, request: Request, me: Me, stage: str | None = None
+) -> ChangeView:
+    return variables(request).unset_secret(name, key, stage=stage, created_by=me.name)

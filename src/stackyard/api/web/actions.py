@@ -1,5 +1,6 @@
 """The console's forms: log in and out, start, approve, promote, cancel and roll back,
-and change variables and secrets. Every POST but the login checks the session's CSRF token.
+and change variables and secrets. Every POST but the login checks the session's CSRF token,
+then the person's permission, as the API checks it (``api/auth.py`` ``console_form``).
 
 After an action the page it came from is rendered again with what happened (the page's
 script then replaces the POST in the history, so a reload does not send it twice).
@@ -7,17 +8,18 @@ script then replaces the POST in the history, so a reload does not send it twice
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
+from stackyard.access.rules import Principal
+from stackyard.api.auth import authenticate, console_form, session_principal
 from stackyard.api.web.pages import problem
 from stackyard.api.web.render import page
-from stackyard.api.web.session import (
-    checked_form,
+from stackyard.api.sessions import (
     clear_session_cookie,
     current_session,
     read_form,
@@ -37,49 +39,58 @@ from stackyard.errors import StackyardError, UsageError
 public = APIRouter(prefix="/ui", include_in_schema=False)
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
-Form = Annotated[dict[str, str], Depends(checked_form)]
+Form = Annotated[dict[str, str], Depends(console_form)]
+
+
+def me(request: Request) -> str:
+    """The name of the person whose form this is (``console_form`` checked them)."""
+    principal: Principal = request.state.principal
+    return principal.name
 
 
 @public.get("/login", response_model=None)
 def login_page(request: Request, next: str | None = None) -> Response:
-    if current_session(request) is not None:
+    if session_principal(request) is not None:
         return RedirectResponse(safe_next(next), status_code=303)
     return page(request, "login.html", {"next": safe_next(next)})
 
 
 @public.post("/login", response_model=None)
 async def login(request: Request) -> Response:
-    """The admin token in, a session cookie out (the token itself is never stored there)."""
+    """A person's own token in, a session cookie out (the token itself is never stored
+    there). The same rate limit as the API: too many wrong tokens from one address, 429."""
     form = await read_form(request)
-    sessions = sessions_of(request)
     target = safe_next(form.get("next"))
-    client = request.client.host if request.client else "unknown"
-    wait = sessions.login_wait(client) if sessions is not None else 0.0
-    if wait > 0:
-        refused = page(
+    try:
+        principal = await run_in_threadpool(authenticate, request, form.get("token", "").strip())
+    except HTTPException as exc:
+        if exc.status_code == 429:
+            wait = (exc.headers or {}).get("Retry-After", "60")
+            refused = _login_again(request, target, f"Too many wrong tokens from here; "
+                                   f"try again in {wait} s.", 429)  # fmt: skip
+            refused.headers["Retry-After"] = wait
+            return refused
+        reason = str(exc.detail).split(":")[0]
+        return _login_again(request, target, f"That token does not open the console ({reason}).")
+    if not principal.is_person:
+        request.state.audit_detail = "a token scoped to a stack cannot open the console"
+        return _login_again(
             request,
-            "login.html",
-            {
-                "next": target,
-                "error": f"Too many wrong tokens from here; try again in {math.ceil(wait)} s.",
-            },
-            status_code=429,
+            target,
+            f"That token is scoped to {principal.scope} on {principal.stack}: log in with "
+            "your own token (`stackyard users add` printed it).",
+            403,
         )
-        refused.headers["Retry-After"] = str(math.ceil(wait))
-        return refused
-    if sessions is None or not sessions.token_matches(form.get("token", "").strip()):
-        if sessions is not None:
-            sessions.login_failed(client)
-        return page(
-            request,
-            "login.html",
-            {"next": target, "error": "That is not the admin token."},
-            status_code=401,
-        )
-    sessions.login_succeeded(client)
+    sessions = sessions_of(request)
+    if sessions is None:
+        raise HTTPException(status_code=500, detail="the console has no session keys")
     response = RedirectResponse(target, status_code=303)
-    set_session_cookie(response, request, sessions.issue())
+    set_session_cookie(response, request, sessions.issue(principal.token_id))
     return response
+
+
+def _login_again(request: Request, target: str, error: str, code: int = 401) -> HTMLResponse:
+    return page(request, "login.html", {"next": target, "error": error}, status_code=code)
 
 
 @router.post("/logout")
@@ -114,7 +125,7 @@ def _on_stack(request: Request, name: str, act: Callable[[], str]) -> HTMLRespon
 @router.post("/stacks/{name}/runs")
 def start_run(request: Request, name: str, _form: Form) -> HTMLResponse:
     def act() -> str:
-        run = services(request).runs.start_run(name, trigger="console")
+        run = services(request).runs.start_run(name, trigger="console", pushed_by=me(request))
         return f"Started pipeline run {run.number}."
 
     return _on_stack(request, name, act)
@@ -124,7 +135,7 @@ def start_run(request: Request, name: str, _form: Form) -> HTMLResponse:
 def approve(request: Request, name: str, form: Form) -> HTMLResponse:
     def act() -> str:
         stage = _field(form, "stage")
-        run = services(request).runs.approve(name, stage, by="console")
+        run = services(request).runs.approve(name, stage, by=me(request))
         return f"Approved {stage} for run {run.number}."
 
     return _on_stack(request, name, act)
@@ -134,7 +145,7 @@ def approve(request: Request, name: str, form: Form) -> HTMLResponse:
 def promote(request: Request, name: str, form: Form) -> HTMLResponse:
     def act() -> str:
         stage = _field(form, "stage")
-        run = services(request).runs.promote(name, stage)
+        run = services(request).runs.promote(name, stage, by=me(request))
         return f"Promoting to {stage}: pipeline run {run.number}."
 
     return _on_stack(request, name, act)
@@ -148,7 +159,7 @@ def rollback(request: Request, name: str, form: Form) -> HTMLResponse:
         if to_text and not to_text.isdigit():
             raise UsageError(f"release '{to_text}' is not a number")
         deployment = services(request).redeploy.rollback(
-            name, stage, int(to_text) if to_text else None
+            name, stage, int(to_text) if to_text else None, created_by=me(request)
         )
         return (
             f"Rolling back {stage} to the image and config of an earlier release: "
@@ -161,7 +172,7 @@ def rollback(request: Request, name: str, form: Form) -> HTMLResponse:
 @router.post("/stacks/{name}/runs/{number}/cancel")
 def cancel(request: Request, name: str, number: int, _form: Form) -> HTMLResponse:
     def act() -> str:
-        run = services(request).runs.cancel(name, number)
+        run = services(request).runs.cancel(name, number, by=me(request))
         return f"Run {run.number} {run.status}."
 
     return _on_stack(request, name, act)
@@ -197,7 +208,7 @@ def change_variable(request: Request, name: str, form: Form) -> HTMLResponse:
         found = services(request).variables
         if form.get("action") == "unset":
             change = found.change_variables(
-                name, unset=[variable], stage=scope.stage, build=scope.build, created_by="console"
+                name, unset=[variable], stage=scope.stage, build=scope.build, created_by=me(request)
             )
         else:
             change = found.change_variables(
@@ -205,7 +216,7 @@ def change_variable(request: Request, name: str, form: Form) -> HTMLResponse:
                 values={variable: form.get("value", "")},
                 stage=scope.stage,
                 build=scope.build,
-                created_by="console",
+                created_by=me(request),
             )
     except StackyardError as exc:
         return _variables_result(request, name, [], error=exc.message)
@@ -226,10 +237,10 @@ def change_secret(request: Request, name: str, form: Form) -> HTMLResponse:
         secret = _field(form, "name")
         found = services(request).variables
         if form.get("action") == "unset":
-            change = found.unset_secret(name, secret, stage=scope.stage, created_by="console")
+            change = found.unset_secret(name, secret, stage=scope.stage, created_by=me(request))
         else:
             change = found.set_secret(
-                name, secret, form.get("value", ""), stage=scope.stage, created_by="console"
+                name, secret, form.get("value", ""), stage=scope.stage, created_by=me(request)
             )
     except StackyardError as exc:
         return _variables_result(request, name, [], error=exc.message)

@@ -14,15 +14,14 @@ from starlette.responses import Response
 
 from stackyard.api.web import actions, pages
 from stackyard.api.web.render import STATIC, page
-from stackyard.api.web.session import ConsoleSessions
+from stackyard.api.sessions import ConsoleSessions
 
 HTML_ERRORS = (400, 403, 404, 413, 415)
 
 
 def install_console(app: FastAPI) -> None:
     """Console routes under /ui, static files (CSS and JS, nothing secret) under /ui/static."""
-    context = app.state.context
-    app.state.console_sessions = ConsoleSessions(context.token)
+    app.state.console_sessions = ConsoleSessions()
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="console-static")
     for router in (actions.public, actions.router, pages.fragments, pages.router, pages.root):
         app.include_router(router)

@@ -1,7 +1,8 @@
 """The console's pages (GET, behind a session) and the fragments they poll to stay live.
 
 Pages without a session redirect to the login page; fragments answer 401, which the page's
-script turns into that redirect.
+script turns into that redirect. Each page is checked against the permission table like
+an API route (``api/auth.py``), and shows only the actions its viewer may take.
 """
 
 from __future__ import annotations
@@ -12,22 +13,23 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from stackyard.api.auth import console_fragment, console_page
 from stackyard.api.web.render import page
-from stackyard.api.web.session import fragment_session, page_session
 from stackyard.api.web.views import (
+    audit_context,
     services,
     stack_context,
     stacks_overview,
     variables_context,
 )
 from stackyard.deploy.service import CheckView
-from stackyard.errors import NotFoundError, StackyardError
+from stackyard.errors import AccessDenied, NotFoundError, StackyardError
 
-router = APIRouter(prefix="/ui", dependencies=[Depends(page_session)], include_in_schema=False)
+router = APIRouter(prefix="/ui", dependencies=[Depends(console_page)], include_in_schema=False)
 fragments = APIRouter(
-    prefix="/ui/fragments", dependencies=[Depends(fragment_session)], include_in_schema=False
+    prefix="/ui/fragments", dependencies=[Depends(console_fragment)], include_in_schema=False
 )
-root = APIRouter(dependencies=[Depends(page_session)], include_in_schema=False)
+root = APIRouter(dependencies=[Depends(console_page)], include_in_schema=False)
 
 LogKind = Literal["build", "release", "deployment", "run"]
 FRAGMENT_HEADERS = {"Cache-Control": "no-store"}
@@ -35,7 +37,7 @@ FRAGMENT_HEADERS = {"Cache-Control": "no-store"}
 
 def problem(request: Request, exc: StackyardError) -> HTMLResponse:
     """A console page for an error a service raised: its message and what to do."""
-    code = 404 if isinstance(exc, NotFoundError) else 400
+    code = 404 if isinstance(exc, NotFoundError) else 403 if isinstance(exc, AccessDenied) else 400
     return page(
         request,
         "problem.html",
@@ -153,5 +155,20 @@ def check_page(request: Request, name: str, stage: str | None = None) -> HTMLRes
 def variables_page(request: Request, name: str) -> HTMLResponse:
     try:
         return page(request, "variables.html", variables_context(request, name))
+    except StackyardError as exc:
+        return problem(request, exc)
+
+
+@router.get("/audit")
+def audit_page(
+    request: Request,
+    stack: str | None = None,
+    user: str | None = None,
+    action: str | None = None,
+    since: str | None = None,
+) -> HTMLResponse:
+    """The audit log, newest first, with the same filters as `stackyard audit`."""
+    try:
+        return page(request, "audit.html", audit_context(request, stack, user, action, since))
     except StackyardError as exc:
         return problem(request, exc)

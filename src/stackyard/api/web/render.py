@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from stackyard import __version__
-from stackyard.api.web.session import CSRF_FIELD, current_session
+from stackyard.api.sessions import CSRF_FIELD, current_session
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -95,11 +95,13 @@ def page(
 ) -> HTMLResponse:
     """Render ``template`` with the session's CSRF token; the console's headers set."""
     session = current_session(request)
+    me = getattr(request.state, "principal", None)
     values = {
         "request": request,
         "path": request.url.path,
         "csrf_token": session.csrf_token if session else "",
-        "logged_in": session is not None,
+        "logged_in": session is not None and me is not None,
+        "me": me,
         **(context or {}),
     }
     html = ENVIRONMENT.get_template(template).render(values)

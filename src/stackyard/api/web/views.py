@@ -7,13 +7,14 @@ template, so a page and its live fragment render from the same data.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import Request
 
+from stackyard.access.rules import Action, Need, Principal, StageFrom, Target, decide
 from stackyard.deploy.overview import Overview
 from stackyard.errors import StackyardError
 from stackyard.pipeline.runs import RunView, StepView
@@ -28,6 +29,26 @@ LOG_KINDS = ("build", "release", "deployment", "run")
 def services(request: Request) -> Services:
     found: Services = request.app.state.context.services
     return found
+
+
+def permits(request: Request, stack: str | None) -> Callable[..., bool]:
+    """``can(action, stage=None, gate=False, every=False)`` for the page's templates: whether
+    the person may take an action, by the same rule the action's route checks. A page
+    offers only what ``can`` allows; the routes refuse the rest anyway."""
+    principal: Principal = request.state.principal
+    protections = services(request).protection.of_stack(stack) if stack else {}
+
+    def can(action: str, stage: str | None = None, gate: bool = False, every: bool = False) -> bool:
+        need = Need(
+            Action(action),
+            stack="name" if stack else None,
+            stage=StageFrom.PATH if stage else StageFrom.NONE,
+            gate=gate,
+        )
+        target = Target(stack, (stage,) if stage else (), every_stage=every)
+        return decide(principal, need, target, protections).allowed
+
+    return can
 
 
 def stacks_overview(request: Request, only: str | None = None) -> Overview:
@@ -79,6 +100,7 @@ def stack_context(request: Request, name: str) -> dict[str, Any]:
         "previous": previous,
         "step_log_url": step_log_url,
         "run_log_url": run_log_url,
+        "can": permits(request, name),
     }
 
 
@@ -129,7 +151,23 @@ def variables_context(request: Request, name: str) -> dict[str, Any]:
         "build_variables": [v for v in variables if v.kind == "build"],
         "runtime": runtime,
         "secrets": by_scope,
+        "can": permits(request, name),
     }
+
+
+def audit_context(
+    request: Request,
+    stack: str | None,
+    user: str | None,
+    action: str | None,
+    since: str | None,
+) -> dict[str, Any]:
+    """The audit page: entries newest first, with the filters of `stackyard audit`."""
+    filters = {"stack": stack, "user": user, "action": action, "since": since}
+    found = services(request).audit.query(
+        stack=stack or None, actor=user or None, action=action or None, since=since or None
+    )
+    return {"entries": found.entries, "filters": {k: v or "" for k, v in filters.items()}}
 
 
 def describe_change(change: ChangeView, scope: Scope) -> list[str]:

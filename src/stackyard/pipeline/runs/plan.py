@@ -12,7 +12,9 @@ plan equality, with no thread and no store:
 - after a restart, recorded work is adopted, not repeated: an interrupted build is built
   again, a release or deployment this run already made is taken over;
 - when the platform stops, the run leaves its records as they are and resumes at the
-  next start.
+  next start;
+- a protected stage always waits at its gate for an approval, whatever the build's
+  stackyard.yml says (protection is kept on the platform, and a push cannot widen it).
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ class RunState:
     made: Made | None = None
     interrupted_build: int | None = None  # the build a restart cut short
     stopping: bool = False  # the platform is shutting down
+    protected: frozenset[str] = frozenset()  # the stack's protected stages, now
 
 
 # -- what to do next
@@ -358,7 +361,7 @@ def _stage(run: RunState, stage: str) -> Action | None:
     if deploy.status in FINISHED_STEP:
         return None
     if gate.status is StepStatus.PENDING:
-        if gate.message == Gate.APPROVAL:
+        if gate.message == Gate.APPROVAL or stage in run.protected:
             return OpenGate(gate.position, stage)
         return PassGate(gate.position, stage)
     if gate.status is StepStatus.WAITING:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from stackyard import changes
 from stackyard.buildspec.buildlog import BuildLog, LineKind
 from stackyard.config.models import StackConfig
-from stackyard.errors import NotFoundError, UsageError
+from stackyard.errors import AccessDenied, NotFoundError, UsageError
 from stackyard.pipeline.runs.plan import NewerStep, StepKind, StepState
 from stackyard.secrets.masking import SecretMasker
 from stackyard.stacks.service import StackService
@@ -36,6 +36,7 @@ class StepView(BaseModel):
     status: StepStatus
     number: int | None  # the build, release or deployment number
     message: str
+    approved_by: str = ""  # who passed a gate by approving it
     started_at: datetime | None
     finished_at: datetime | None
 
@@ -46,6 +47,7 @@ class RunView(BaseModel):
     ref: str
     commit_sha: str
     trigger: str
+    pushed_by: str = ""  # who pushed the commit or started the run ("" when unknown)
     status: RunStatus
     error: str
     log_path: str
@@ -109,6 +111,7 @@ class RunRecords:
         before: str | None,
         source_url: str | None,
         stages: list[StepState] | None,
+        pushed_by: str = "",
     ) -> tuple[int, int]:
         """A QUEUED run (id, number); older QUEUED runs of the stack are SUPERSEDED.
         ``stages``: the steps of a promotion, which builds nothing."""
@@ -131,6 +134,7 @@ class RunRecords:
                 before_sha=before or "",
                 source_url=source_url or "",
                 trigger=trigger,
+                pushed_by=pushed_by[:64],
                 status=RunStatus.QUEUED,
                 log_path=str(self._logs_dir / "runs" / stack_name / f"{number}.log"),
             )
@@ -177,8 +181,16 @@ class RunRecords:
             stack = StackService.row(session, stack_name)
             return _view(session, _row(session, stack, number), stack_name)
 
-    def approve(self, stack_name: str, stage: str, *, by: str) -> int:
-        """Pass the gate where the newest run waits to enter ``stage``; that run's number."""
+    def approve(
+        self,
+        stack_name: str,
+        stage: str,
+        *,
+        by: str,
+        check: Callable[[int, str], str | None] = lambda _run, _pushed_by: None,
+    ) -> int:
+        """Pass the gate where the newest run waits to enter ``stage``; that run's number.
+        ``check`` (run number, who pushed it) says why ``by`` may not (four eyes)."""
         with self._sessions.begin() as session:
             stack = StackService.row(session, stack_name)
             waiting = session.execute(
@@ -199,11 +211,19 @@ class RunRecords:
                     hint=f"see `stackyard runs {stack_name}`",
                 )
             step, run = waiting
+            refusal = check(run.number, run.pushed_by)
+            if refusal is not None:
+                raise AccessDenied(
+                    refusal,
+                    permission=f"an approver other than the pusher of {stack_name}/{stage}",
+                    hint="another approver must approve it",
+                )
             step.status, step.message, step.finished_at = (
                 StepStatus.SUCCEEDED,
                 f"approved by {by}",
                 _now(),
             )
+            step.approved_by = by
             return run.number
 
     def cancel(self, stack_name: str, number: int, *, by: str) -> None:
@@ -420,6 +440,7 @@ def _view(session: Session, run: PipelineRun, stack_name: str) -> RunView:
         ref=run.ref,
         commit_sha=run.commit_sha,
         trigger=run.trigger,
+        pushed_by=run.pushed_by,
         status=run.status,
         error=run.error,
         log_path=run.log_path,
@@ -434,6 +455,7 @@ def _view(session: Session, run: PipelineRun, stack_name: str) -> RunView:
                 status=s.status,
                 number=s.number,
                 message=s.message,
+                approved_by=s.approved_by,
                 started_at=s.started_at,
                 finished_at=s.finished_at,
             )

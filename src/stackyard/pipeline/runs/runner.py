@@ -52,6 +52,7 @@ class RunnerParts:
     source: Source
     lock: Callable[[str, str], threading.Lock]  # (stack, BUILD_LOCK or stage)
     stopping: threading.Event
+    protected_stages: Callable[[str], frozenset[str]]  # the stack's protected stages
     work_recheck: float = WORK_RECHECK
     gate_recheck: float = GATE_RECHECK
 
@@ -134,6 +135,7 @@ class Runner:
             made=self._made(record),
             interrupted_build=self.interrupted_build,
             stopping=self.parts.stopping.is_set(),
+            protected=self.parts.protected_stages(self.stack),
         )
 
     def _build(self, step: plan.StepState) -> plan.BuildState | None:

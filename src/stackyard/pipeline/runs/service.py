@@ -16,6 +16,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard import changes
+from stackyard.access.protection import ProtectionService
+from stackyard.access.rules import four_eyes_refusal
 from stackyard.deploy.service import DeployService
 from stackyard.errors import UsageError
 from stackyard.pipeline.builds import BuildService
@@ -43,6 +45,7 @@ class PipelineService:
         releases: ReleaseService,
         deploy: DeployService,
         source: Source,
+        protection: ProtectionService,
         *,
         logs_dir: Path,
         secret_values: Callable[[str], list[str]] | None = None,
@@ -50,6 +53,7 @@ class PipelineService:
         gate_recheck: float = GATE_RECHECK,
     ) -> None:
         self._records = RunRecords(sessions, logs_dir, secret_values or (lambda _stack: []))
+        self._protection = protection
         self._guard = threading.Lock()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._live: dict[int, _Live] = {}
@@ -63,6 +67,7 @@ class PipelineService:
             source=source,
             lock=self._lock,
             stopping=self._stopping,
+            protected_stages=protection.protected_stages,
             work_recheck=work_recheck,
             gate_recheck=gate_recheck,
         )
@@ -80,6 +85,7 @@ class PipelineService:
         source_url: str | None = None,
         changed_paths: list[str] | None = None,
         stages: list[str] | None = None,
+        pushed_by: str = "",
     ) -> RunView:
         """Record a run (QUEUED) and start it.
 
@@ -89,6 +95,8 @@ class PipelineService:
         remote). ``changed_paths``: when the trigger already knows them (webhooks). A run
         whose changes miss the stack's ``build.paths`` filter is recorded as SKIPPED.
         ``stages``: a promotion, which builds nothing and runs only these stages.
+        ``pushed_by``: who pushed the commit or asked for the run ("" when unknown), which
+        a four-eyes gate compares with its approver.
         """
         steps = None
         if stages is not None:
@@ -103,13 +111,17 @@ class PipelineService:
             before=before,
             source_url=source_url,
             stages=steps,
+            pushed_by=pushed_by,
         )
         changes.notify(self._records.topic(stack_name))  # an older QUEUED run was superseded
         self._launch(Runner(self._parts, stack_name, run_id, changed_paths=changed_paths))
         return self.get(stack_name, number)
 
-    def promote(self, stack_name: str, to: str, from_stage: str | None = None) -> RunView:
-        """A run that releases and deploys ``to`` with what the previous stage runs."""
+    def promote(
+        self, stack_name: str, to: str, from_stage: str | None = None, *, by: str = ""
+    ) -> RunView:
+        """A run that releases and deploys ``to`` with what the previous stage runs. Into a
+        protected stage it waits at the gate for an approval, like any run."""
         names = self._records.promotion_stages(stack_name, to)
         index = names.index(to)
         expected = names[index - 1] if index else "latest"
@@ -118,7 +130,9 @@ class PipelineService:
                 f"{to} promotes from {expected}, not {from_stage}",
                 hint=f"stages run in the order {' -> '.join(names)}",
             )
-        return self.start_run(stack_name, trigger=f"promote {expected} -> {to}", stages=[to])
+        return self.start_run(
+            stack_name, trigger=f"promote {expected} -> {to}", stages=[to], pushed_by=by
+        )
 
     def resume_interrupted(self) -> int:
         """At start: carry on with every run a stopped platform left unfinished."""
@@ -167,14 +181,21 @@ class PipelineService:
     def get(self, stack_name: str, number: int) -> RunView:
         return self._records.get(stack_name, number)
 
-    def approve(self, stack_name: str, stage: str, *, by: str = "admin") -> RunView:
-        """Pass the approval gate where a run waits to enter ``stage``; it goes on at once."""
-        number = self._records.approve(stack_name, stage, by=by)
+    def approve(self, stack_name: str, stage: str, *, by: str) -> RunView:
+        """Pass the approval gate where a run waits to enter ``stage``; it goes on at once.
+        A four-eyes stage refuses the person who pushed the run (``AccessDenied``)."""
+        protection = self._protection.get(stack_name, stage)
+        number = self._records.approve(
+            stack_name,
+            stage,
+            by=by,
+            check=lambda run, pushed_by: four_eyes_refusal(protection, by, pushed_by, run),
+        )
         changes.notify(self._records.topic(stack_name))
         return self.get(stack_name, number)
 
-    def cancel(self, stack_name: str, number: int) -> RunView:
+    def cancel(self, stack_name: str, number: int, *, by: str) -> RunView:
         """Stop a run between steps; a build or deployment already running finishes."""
-        self._records.cancel(stack_name, number, by="admin")
+        self._records.cancel(stack_name, number, by=by)
         changes.notify(self._records.topic(stack_name))
         return self.get(stack_name, number)

@@ -1,10 +1,12 @@
 """Console sessions and CSRF tokens: signed cookies, checked by every console route.
 
-A session cookie holds ``v1.<expires>.<nonce>.<mac>``: a random nonce and an expiry,
-signed with HMAC-SHA256 under a key made at each start of the API server. The admin token
-itself never goes into the cookie. A form's CSRF token is the HMAC of the nonce, so it
-belongs to one session and needs no storage. ``install`` puts one ``ConsoleSessions`` on
-the app; ``api/auth.py`` asks it whether a GET request's cookie is valid.
+A session cookie holds ``v2.<expires>.<nonce>.<token id>.<mac>``: a random nonce, an
+expiry and the public id of the token the person logged in with, signed with HMAC-SHA256
+under a key made at each start of the API server. The token itself never goes into the
+cookie; ``api/auth.py`` reads the token's row on every request, so revoking the token (or
+removing its owner) ends the session at once. A form's CSRF token is the HMAC of the
+nonce, so it belongs to one session and needs no storage. ``install`` puts one
+``ConsoleSessions`` on the app.
 """
 
 from __future__ import annotations
@@ -24,11 +26,6 @@ COOKIE = "stackyard_session"
 CSRF_FIELD = "csrf_token"
 LIFETIME = 12 * 3600
 MAX_FORM_BYTES = 64 * 1024
-# Wrong admin tokens from one client: after LOGIN_FAILURES within LOGIN_WINDOW seconds,
-# its logins are refused until the window has passed (the token is 256 random bits; this
-# only keeps guessing slow and loud).
-LOGIN_FAILURES = 5
-LOGIN_WINDOW = 60.0
 
 
 @dataclass(frozen=True)
@@ -37,68 +34,46 @@ class ConsoleSession:
 
     nonce: str
     expires: int
+    token_id: str
     csrf_token: str
 
 
 class ConsoleSessions:
     """Issue, verify and revoke session cookies; the key lives only in this process."""
 
-    def __init__(self, token: str, *, key: bytes | None = None, lifetime: int = LIFETIME) -> None:
-        self._token = token
+    def __init__(self, *, key: bytes | None = None, lifetime: int = LIFETIME) -> None:
         self._key = key or secrets.token_bytes(32)
         self._lifetime = lifetime
         self._revoked: dict[str, int] = {}
-        self._failures: dict[str, list[float]] = {}  # client -> times of wrong tokens
         self._lock = threading.Lock()
 
-    def token_matches(self, given: str) -> bool:
-        return bool(given) and hmac.compare_digest(given.encode(), self._token.encode())
-
-    def login_wait(self, client: str, now: float | None = None) -> float:
-        """Seconds before ``client`` may try a token again (0: now)."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            recent = [t for t in self._failures.get(client, []) if now - t < LOGIN_WINDOW]
-            if recent:
-                self._failures[client] = recent
-            else:
-                self._failures.pop(client, None)
-            if len(recent) < LOGIN_FAILURES:
-                return 0.0
-            return LOGIN_WINDOW - (now - recent[-LOGIN_FAILURES])
-
-    def login_failed(self, client: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            self._failures.setdefault(client, []).append(now)
-            if len(self._failures) > 10_000:  # many clients: forget the oldest
-                self._failures.pop(next(iter(self._failures)))
-
-    def login_succeeded(self, client: str) -> None:
-        with self._lock:
-            self._failures.pop(client, None)
-
-    def issue(self) -> str:
+    def issue(self, token_id: str) -> str:
+        """A cookie for a session opened with the token ``token_id``."""
         expires = int(time.time()) + self._lifetime
-        body = f"v1.{expires}.{secrets.token_urlsafe(24)}"
+        body = f"v2.{expires}.{secrets.token_urlsafe(24)}.{token_id}"
         return f"{body}.{self._mac(body)}"
 
     def verify(self, cookie: str | None) -> ConsoleSession | None:
         """The session of a cookie value, or None when it is missing, forged, expired or
-        logged out."""
-        if not cookie or cookie.count(".") != 3:
+        logged out. (Whether its token is still valid is for the caller to ask.)"""
+        if not cookie or cookie.count(".") != 4:
             return None
         body, mac = cookie.rsplit(".", 1)
         if not hmac.compare_digest(mac.encode(), self._mac(body).encode()):
             return None
-        _, expires_text, nonce = body.split(".")
+        _, expires_text, nonce, token_id = body.split(".")
         expires = int(expires_text) if expires_text.isdigit() else 0
         if expires < time.time():
             return None
         with self._lock:
             if nonce in self._revoked:
                 return None
-        return ConsoleSession(nonce=nonce, expires=expires, csrf_token=self._mac(f"csrf.{nonce}"))
+        return ConsoleSession(
+            nonce=nonce,
+            expires=expires,
+            token_id=token_id,
+            csrf_token=self._mac(f"csrf.{nonce}"),
+        )
 
     def revoke(self, session: ConsoleSession) -> None:
         now = time.time()
@@ -125,30 +100,6 @@ def login_location(request: Request) -> str:
     return "/ui/login?next=" + quote(wanted, safe="")
 
 
-def page_session(request: Request) -> ConsoleSession:
-    """Dependency of console pages and forms: without a session, off to the login page."""
-    found = current_session(request)
-    if found is None:
-        location = login_location(request) if request.method == "GET" else "/ui/login"
-        raise HTTPException(
-            status_code=status.HTTP_303_SEE_OTHER,
-            detail="log in to the console first",
-            headers={"Location": location},
-        )
-    return found
-
-
-def fragment_session(request: Request) -> ConsoleSession:
-    """Dependency of the fragments the pages poll: 401 without a session (no redirect)."""
-    found = current_session(request)
-    if found is None:
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="no console session: log in at /ui/login",
-        )
-    return found
-
-
 def safe_next(target: str | None) -> str:
     """Where to go after login: a console path only, never another site."""
     if target and target.startswith("/ui/") and not target.startswith("//") and "\\" not in target:
@@ -171,19 +122,6 @@ async def read_form(request: Request) -> dict[str, str]:
             detail=f"form too large (limit {MAX_FORM_BYTES // 1024} KiB)",
         )
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-
-
-async def checked_form(request: Request) -> dict[str, str]:
-    """Dependency of every console POST: a session, then a form with its CSRF token."""
-    session = page_session(request)
-    form = await read_form(request)
-    given = form.pop(CSRF_FIELD, "")
-    if not hmac.compare_digest(given.encode(), session.csrf_token.encode()):
-        raise HTTPException(
-            status_code=status.HTTP_403_FORBIDDEN,
-            detail="the form's CSRF token is missing or wrong: reload the page and try again",
-        )
-    return form
 
 
 def set_session_cookie(response: Response, request: Request, value: str) -> None:
