@@ -17,7 +17,14 @@ import pytest
 
 from stackyard.cli.client import ApiClient
 from stackyard.cli.follow import follow_events
-from stackyard.errors import ComponentError, NotFoundError, StackyardError, UsageError
+from stackyard.errors import (
+    AccessDenied,
+    ComponentError,
+    NotFoundError,
+    RetryableError,
+    StackyardError,
+    UsageError,
+)
 
 
 class Api(BaseHTTPRequestHandler):
@@ -66,6 +73,10 @@ class Api(BaseHTTPRequestHandler):
             self._answer(404, {"error": "no stack 'nope'", "hint": "stackyard stacks"})
         elif url.path == "/refused":
             self._answer(401, {"error": "bad token"})
+        elif url.path == "/forbidden":
+            self._answer(403, {"error": "forbidden: this takes deploy", "permission": "deploy"})
+        elif url.path == "/slow-down":
+            self._answer(429, {"detail": "too many wrong tokens"})
         elif url.path == "/bad":
             self._answer(400, {"error": "stage 'qa' is not in stackyard.yml"})
         elif url.path == "/broken":
@@ -135,7 +146,9 @@ def test_a_connection_the_server_closed_is_replaced(api: str) -> None:
     ("path", "error", "text"),
     [
         ("/missing", NotFoundError, "no stack 'nope'"),
-        ("/refused", UsageError, "the API refused the admin token: bad token"),
+        ("/refused", UsageError, "the API refused the token: bad token"),
+        ("/forbidden", AccessDenied, "forbidden: this takes deploy"),
+        ("/slow-down", RetryableError, "too many wrong tokens"),
         ("/bad", UsageError, "stage 'qa' is not in stackyard.yml"),
         ("/broken", StackyardError, "the API failed (500): boom"),
     ],

@@ -13,9 +13,9 @@ import pytest
 from bench.console_render import TOKEN, ConsoleYard, console_yard, digest_of, login
 from fastapi.testclient import TestClient
 
-from stackyard.api.web.render import short_digest
 from stackyard.access.limits import LIMIT, WINDOW, FailureLimiter
 from stackyard.api.sessions import COOKIE, ConsoleSessions, safe_next
+from stackyard.api.web.render import short_digest
 
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 

@@ -6,6 +6,7 @@ process, then removes the state file, so nothing is left running.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -14,6 +15,8 @@ from types import FrameType
 
 import uvicorn
 
+from stackyard.access.people import PeopleService
+from stackyard.access.tokens import TokenMaskFilter
 from stackyard.api.app import ApiContext, create_app
 from stackyard.pipeline.services import build_services, open_state
 from stackyard.platform.components import plan_components, registry_login
@@ -49,12 +52,13 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
             ("Caddy admin API", settings.host, settings.caddy_admin_port),
         ]
     )
-    token = ensure_token(settings.token_file)
     state_store = open_state(settings)
     supervisor = ProcessSupervisor()
     supervisor.start(plan_components(settings), timeout=settings.component_timeout)
     services = build_services(settings, state_store.sessions, registry_login(settings))
     try:
+        token = bootstrap_token(settings, services.people)
+        mask_tokens_in_logs([token])
         services.start()
         components = {c.spec.name: " ".join(c.spec.argv[:1]) for c in supervisor.running}
         app = create_app(ApiContext(settings, token, components, services))
@@ -84,6 +88,7 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
         config = uvicorn.Config(
             app, host=settings.host, port=settings.api_port, log_level="warning", lifespan="off"
         )
+        mask_tokens_in_logs([token])  # uvicorn's handlers exist once its config is made
         previous = signal.signal(signal.SIGTERM, _raise_stop)
         try:
             # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal;
@@ -100,6 +105,29 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
         current = PlatformState.read(settings.state_file)
         if current is not None and current.pid == _own_pid():
             settings.state_file.unlink(missing_ok=True)
+
+
+def bootstrap_token(settings: Settings, people: PeopleService) -> str:
+    """The bootstrap admin token of ``admin-token`` (made at first start), or "" once it
+    was revoked: then the file goes too, and the team logs in with their own tokens."""
+    if people.bootstrap_revoked():
+        settings.token_file.unlink(missing_ok=True)
+        return ""
+    return ensure_token(settings.token_file)
+
+
+def mask_tokens_in_logs(extra: list[str]) -> None:
+    """Mask tokens in everything the platform logs: a root handler (the platform's own
+    loggers, at WARNING as before) and uvicorn's handlers, each with the mask filter."""
+    root = logging.getLogger()
+    if not any(isinstance(f, TokenMaskFilter) for h in root.handlers for f in h.filters):
+        stream = logging.StreamHandler()
+        stream.setLevel(logging.WARNING)
+        root.addHandler(stream)
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, TokenMaskFilter) for f in handler.filters):
+                handler.addFilter(TokenMaskFilter(extra))
 
 
 def _own_pid() -> int:

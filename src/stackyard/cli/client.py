@@ -1,7 +1,8 @@
-"""The CLI's HTTP client for the API: finds the URL and admin token by itself.
+"""The CLI's HTTP client for the API: finds the URL and the token by itself.
 
-Order: ``STACKYARD_URL``/``STACKYARD_TOKEN``, then the running platform's state file and
-token file in the data directory.
+The URL: ``STACKYARD_URL``, else the running platform's state file in the data directory.
+The token: ``STACKYARD_TOKEN``, else the one ``stackyard login`` stored for that URL, else
+the data directory's bootstrap admin token file.
 
 It speaks HTTP/1.1 through the standard library's ``http.client``, over one kept-alive
 connection per command. A command is a short process, so its start-up counts: importing
@@ -21,7 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stackyard import __version__
-from stackyard.errors import ComponentError, NotFoundError, StackyardError, UsageError
+from stackyard.errors import (
+    AccessDenied,
+    ComponentError,
+    NotFoundError,
+    RetryableError,
+    StackyardError,
+    UsageError,
+)
 from stackyard.settings import Settings
 
 Params = Mapping[str, str | int | bool | None]
@@ -38,23 +46,17 @@ class ApiClient:
 
     @classmethod
     def discover(cls, settings: Settings) -> ApiClient:
-        url = os.environ.get("STACKYARD_URL")
-        if url is None:
-            from stackyard.platform.state import running_state
-
-            state = running_state(settings.state_file)
-            if state is None:
-                raise ComponentError(
-                    f"no Stackyard is running for {settings.data_dir}",
-                    hint="start it with `stackyard up -d`, or set STACKYARD_URL",
-                )
-            url = state.api_url
+        url = api_url(settings)
         token = os.environ.get("STACKYARD_TOKEN")
+        if not token:
+            from stackyard.cli.credentials import stored_token
+
+            token = stored_token(url)
         if not token:
             from stackyard.platform.credentials import read_token
 
             token = read_token(settings.token_file)
-        return cls(url.rstrip("/"), token)
+        return cls(url, token)
 
     # -- requests
 
@@ -214,6 +216,22 @@ class ApiClient:
         )
 
 
+def api_url(settings: Settings) -> str:
+    """``STACKYARD_URL``, else the URL of the platform running for the data directory."""
+    url = os.environ.get("STACKYARD_URL")
+    if url is None:
+        from stackyard.platform.state import running_state
+
+        state = running_state(settings.state_file)
+        if state is None:
+            raise ComponentError(
+                f"no Stackyard is running for {settings.data_dir}",
+                hint="start it with `stackyard up -d`, or set STACKYARD_URL",
+            )
+        url = state.api_url
+    return url.rstrip("/")
+
+
 def _dropped(sock: Any) -> bool:
     """A kept-alive socket the server has closed reads as ready (EOF) before we send."""
     try:
@@ -257,9 +275,13 @@ def _error_from(status: int, reason: str, data: bytes) -> StackyardError:
     hint = body.get("hint")
     if status == 401:
         return UsageError(
-            f"the API refused the admin token: {message}",
-            hint="check STACKYARD_TOKEN or the token file of this data dir",
+            f"the API refused the token: {message}",
+            hint="log in with `stackyard login` (or set STACKYARD_TOKEN)",
         )
+    if status == 403:
+        return AccessDenied(str(message), permission=str(body.get("permission") or ""), hint=hint)
+    if status == 429:
+        return RetryableError(str(message), hint="wait, then try again with the right token")
     if status == 404:
         return NotFoundError(str(message), hint=hint)
     if 400 <= status < 500:

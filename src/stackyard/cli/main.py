@@ -8,12 +8,14 @@ from typing import Annotated
 import typer
 
 from stackyard import __version__
+from stackyard.cli import audit as audit_commands
 from stackyard.cli import builds as build_commands
 from stackyard.cli import buildspec as buildspec_commands
 from stackyard.cli import config as config_commands
 from stackyard.cli import deployments as deployment_commands
 from stackyard.cli import dockerize as dockerize_commands
 from stackyard.cli import logs as log_commands
+from stackyard.cli import people as people_commands
 from stackyard.cli import platform as platform_commands
 from stackyard.cli import releases as release_commands
 from stackyard.cli import runs as run_commands
@@ -40,6 +42,8 @@ log_commands.register(app)
 dockerize_commands.register(app)
 variable_commands.register(app)
 trigger_commands.register(app)
+people_commands.register(app)
+audit_commands.register(app)
 
 
 def _version(value: bool) -> None:

@@ -1,7 +1,8 @@
 """``stackyard remote`` and ``stackyard webhook``: how pushes reach the platform.
 
-``remote`` prints the URL of the stack's git remote on the platform (with the admin
-token in it); ``webhook`` prints the GitHub and GitLab webhook URLs and the secret.
+``remote`` prints the URL of the stack's git remote on the platform, with a new token in
+it that can push to that one stack and nothing else; ``webhook`` prints the GitHub and
+GitLab webhook URLs and the secret.
 """
 
 from __future__ import annotations
@@ -26,26 +27,41 @@ def remote_url(api_url: str, token: str, stack: str) -> str:
     return urlunsplit((parts.scheme, netloc, path, "", ""))
 
 
-def remote(stack: Stack, data_dir: DataDir = None, json_output: Json = False) -> None:
+def remote(
+    stack: Stack,
+    expires: Annotated[
+        str | None, typer.Option("--expires", help="The token's lifetime, e.g. 90d [never].")
+    ] = None,
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
     """Print the URL of the stack's git remote on the platform; a push to it starts a run.
 
     Use it as: git remote add stackyard "$(stackyard remote STACK)", then
     git push stackyard main.
 
-    The URL contains the admin token as its password: anyone who can read it (or the
-    .git/config git saves it in) can use the whole platform.
+    Each call makes a new token that can push to this stack and nothing else (see
+    `stackyard tokens`), and puts it in the URL as its password: git saves it in
+    .git/config. It is the only URL Stackyard prints with a token in it.
     """
     client = ApiClient.discover(settings_for(data_dir))
     found = client.get(f"/api/v1/stacks/{stack}")
-    url = remote_url(client.base_url, client.token, stack)
+    issued = client.request(
+        "POST",
+        "/api/v1/tokens",
+        json={"scope": "push", "stack": stack, "expires": expires, "label": "git remote"},
+    )
+    url = remote_url(client.base_url, issued["token"], stack)
+    token_id = issued["info"]["id"]
     if json_output:
-        print_json({"stack": stack, "branch": found["branch"], "url": url})
+        print_json({"stack": stack, "branch": found["branch"], "url": url, "token_id": token_id})
         return
     # Only the URL goes to stdout, so "$(stackyard remote STACK)" is just the URL.
     print(url)
     err_console.print(
-        f"[yellow]note:[/] this URL contains the admin token; pushes to {found['branch']} "
-        "start a pipeline run",
+        f"[yellow]note:[/] this URL holds token {token_id}, which can push to {stack} and "
+        f"nothing else; pushes to {found['branch']} start a pipeline run. Revoke it with "
+        f"`stackyard tokens revoke {token_id}`.",
         highlight=False,
         soft_wrap=True,
     )

@@ -24,8 +24,10 @@ def ensure_token(path: Path) -> str:
 def read_token(path: Path) -> str:
     if not path.exists():
         raise ComponentError(
-            f"no admin token at {path}",
-            hint="start the platform with `stackyard up`, or set STACKYARD_TOKEN",
+            f"no token: you are not logged in, and there is no admin token at {path}",
+            hint="log in with `stackyard login` (your token from `stackyard users add`), "
+            "or set STACKYARD_TOKEN",
+            retryable=False,
         )
     return read_private(path)
 

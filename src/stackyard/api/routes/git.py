@@ -58,8 +58,7 @@ GIT_FETCH = Need(Action.READ, stack="stack")
 GIT_PUSH = Need(Action.PUSH, stack="stack")
 """``git push`` to a stack's remote (receive-pack): a push token of that stack will do."""
 HOW_TO_AUTHENTICATE = (
-    "get the remote URL with `stackyard remote {stack}`: it holds a token that can push to "
-    "{stack}"
+    "get the remote URL with `stackyard remote {stack}`: it holds a token that can push to {stack}"
 )
 
 

@@ -17,8 +17,6 @@ from starlette.concurrency import run_in_threadpool
 
 from stackyard.access.rules import Principal
 from stackyard.api.auth import authenticate, console_form, session_principal
-from stackyard.api.web.pages import problem
-from stackyard.api.web.render import page
 from stackyard.api.sessions import (
     clear_session_cookie,
     current_session,
@@ -27,6 +25,8 @@ from stackyard.api.sessions import (
     sessions_of,
     set_session_cookie,
 )
+from stackyard.api.web.pages import problem
+from stackyard.api.web.render import page
 from stackyard.api.web.views import (
     Scope,
     describe_change,

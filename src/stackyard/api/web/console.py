@@ -12,9 +12,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from stackyard.api.sessions import ConsoleSessions
 from stackyard.api.web import actions, pages
 from stackyard.api.web.render import STATIC, page
-from stackyard.api.sessions import ConsoleSessions
 
 HTML_ERRORS = (400, 403, 404, 413, 415)
 
