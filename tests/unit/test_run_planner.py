@@ -170,6 +170,18 @@ def test_a_promotion_by_hand_passes_its_gate() -> None:
     assert decide(state(promotion, *steps)) == PassGate(1, "prod")
 
 
+def test_a_protected_stage_opens_its_gate_whatever_stackyard_yml_says() -> None:
+    """Protection lives on the platform: an auto gate (the pushed stackyard.yml's choice)
+    and a promotion by hand both wait for an approval at a protected stage."""
+    steps = through(stages(), "dev", "staging")  # prod: promotion auto
+    assert decide(state(built(), *steps)) == PassGate(7, "prod")
+    protected = frozenset({"prod"})
+    assert decide(state(built(), *steps, protected=protected)) == OpenGate(7, "prod")
+    by_hand = stage_steps([("prod", False)], first_position=1, by_hand=True)
+    promotion = StepState(0, StepKind.BUILD, status=StepStatus.SKIPPED)
+    assert decide(state(promotion, *by_hand, protected=protected)) == OpenGate(1, "prod")
+
+
 def test_a_waiting_gate_waits_until_approved_then_the_run_runs_again() -> None:
     steps = at(through(stages("prod"), "dev", "staging"), "prod", GATE, status=WAITING)
     assert decide(state(built(), *steps, status=RunStatus.WAITING)) == WaitGate(7, "prod")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.engines.fake import FakeEngine
@@ -25,16 +25,11 @@ from stackyard.router.fake import FakeRouter
 from stackyard.settings import Settings
 from stackyard.source.git import GitSource
 from stackyard.stacks.service import StackChanges
-from stackyard.statuses import BuildStatus, RunStatus, StepStatus
+from stackyard.statuses import RunStatus, StepStatus
 from stackyard.store.database import migrate, open_database, session_factory
-from stackyard.store.models import Build, PipelineRun, PipelineStep, Stack
+from tests.gate_runs import BOUND, run_at_gate, wait_for, waiting
 
 NEVER = 600.0  # the re-check: longer than any wait below
-BOUND = 30.0  # how long a test waits for a woken run
-DIGEST = "sha256:" + "a" * 64
-CONFIG = {
-    "stages": [{"name": "dev"}, {"name": "staging"}, {"name": "prod", "promotion": "approval"}]
-}
 
 
 @dataclass
@@ -84,51 +79,7 @@ def yard(tmp_path: Path) -> Iterator[Yard]:
 
 def at_prod_gate(yard: Yard) -> int:
     """Records of a run that built, deployed dev and staging, and now meets prod's gate."""
-    with yard.sessions.begin() as session:
-        stack = session.scalar(select(Stack).where(Stack.name == "app"))
-        assert stack is not None
-        build = Build(stack_id=stack.id, number=1, status=BuildStatus.SUCCEEDED, digest=DIGEST)
-        session.add(build)
-        build.config, build.exported = CONFIG, {}
-        log_path = yard.settings.logs_dir / "runs" / "app" / "1.log"
-        run = PipelineRun(stack_id=stack.id, number=1, trigger="test", log_path=str(log_path))
-        run.status = RunStatus.RUNNING
-        session.add(run)
-        session.flush()
-        step = PipelineStep(run_id=run.id, position=0, kind=StepKind.BUILD, number=1)
-        step.status, step.message = StepStatus.SUCCEEDED, DIGEST
-        session.add(step)
-        stages = [("dev", False), ("staging", False), ("prod", True)]
-        for planned in stage_steps(stages, first_position=1, by_hand=False):
-            done = planned.stage != "prod"
-            session.add(
-                PipelineStep(
-                    run_id=run.id,
-                    position=planned.position,
-                    kind=planned.kind,
-                    stage=planned.stage,
-                    status=StepStatus.SUCCEEDED if done else StepStatus.PENDING,
-                    number=1 if done and planned.kind is not StepKind.GATE else None,
-                    message=planned.message,
-                )
-            )
-        return run.number
-
-
-def wait_for(read: Callable[[], RunView], done: Callable[[RunView], bool]) -> RunView:
-    """The run read again once ``done`` holds (it may look at the log, written later)."""
-    deadline = time.monotonic() + BOUND
-    run = read()
-    while not done(run) and time.monotonic() < deadline:
-        time.sleep(0.02)
-        run = read()
-    assert done(run), run
-    return read()
-
-
-def waiting(run: RunView) -> bool:
-    gate = any(s.status is StepStatus.WAITING for s in run.steps)
-    return gate and run.status is RunStatus.WAITING
+    return run_at_gate(yard.sessions, yard.settings.logs_dir, "app")
 
 
 def run_log(run: RunView) -> str:
