@@ -58,6 +58,7 @@ class RunningPlatform:
 def cli_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STACKYARD_")}
     env["STACKYARD_DATA_DIR"] = str(data_dir)
+    env["XDG_CONFIG_HOME"] = str(data_dir.parent / "config")  # `stackyard login` writes here
     env["COLUMNS"] = "200"
     return env
 

@@ -190,7 +190,7 @@ def test_bad_token_fails_readably(api: Api, repo: GitRepo) -> None:
 
     assert pushed.returncode != 0
     assert "Authentication failed" in pushed.stderr
-    assert "the password must be the platform's admin token" in pushed.stderr
+    assert "token unknown; get the remote URL with `stackyard remote hello`" in pushed.stderr
     assert api.runs.calls == []
 
 
@@ -228,7 +228,9 @@ def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
 def test_push_to_a_running_platform_records_a_run(yard: RunningPlatform, repo: GitRepo) -> None:
     yard.cli("stacks", "create", "pushed", "--repo", str(repo.path))
     url = yard.cli("remote", "pushed").stdout.strip()
-    assert url == remote_url(yard.api_url, yard.token, "pushed")
+    assert url.startswith("http://stackyard:sy_")
+    assert url.endswith(yard.api_url.replace("http://", "@") + "/git/pushed.git")
+    assert yard.token not in url  # a push token for this stack, never the admin token
     repo.git("remote", "add", "stackyard", url)
 
     pushed = git(repo.path, "push", "stackyard", "main")
@@ -241,3 +243,4 @@ def test_push_to_a_running_platform_records_a_run(yard: RunningPlatform, repo: G
     assert [(run["number"], run["trigger"], run["commit_sha"]) for run in runs] == [
         (1, "git push", repo.head())
     ]
+    assert runs[0]["pushed_by"] == "admin"  # the owner of the push token

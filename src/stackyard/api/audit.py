@@ -141,9 +141,11 @@ def describe(
 
 
 def _action(scope: Scope, endpoint: Any) -> str:
-    """The route's function name (``deploy``, ``set_secret``, ``approve``); a git push."""
+    """The route's function name (``deploy``, ``set_secret``, ``approve``); a git push or
+    fetch (its first request, ``info/refs``, names the service in its query)."""
     if scope["path"].startswith("/git/"):
-        return "git push" if scope["path"].endswith("/git-receive-pack") else "git"
+        pushing = "git-receive-pack" in scope["path"] + scope.get("query_string", b"").decode()
+        return "git push" if pushing else "git fetch"
     name = getattr(endpoint, "__name__", "")
     return str(name) or f"{scope['method']} {scope['path']}"
 
