@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import Executable, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.access.durations import parse_duration
@@ -38,6 +38,25 @@ BOOTSTRAP_ID = "bootstrap"
 BOOTSTRAP_PERSON = "admin"
 SEEN_EVERY = 60.0
 """Seconds between writes of a token's "last used" (and its owner's "last seen")."""
+
+
+_LOOKUP = (
+    select(
+        Token.id,
+        Token.hash,
+        Token.scope,
+        Token.expires_at,
+        Token.revoked_at,
+        Person.name,
+        Person.role,
+        Stack.name,
+    )
+    .outerjoin(Person, Person.id == Token.person_id)
+    .outerjoin(Stack, Stack.id == Token.stack_id)
+)
+# Built once: making the statement cost more than running it (docs/benchmarks.md).
+_BY_ID = _LOOKUP.where(Token.id == bindparam("token_id"))
+_BY_HASH = _LOOKUP.where(Token.hash == bindparam("hash"))
 
 
 class Refusal(StrEnum):
@@ -137,35 +156,20 @@ class PeopleService:
         """The caller a token stands for, or why it is refused (unknown, expired, revoked)."""
         token_id = token_id_of(text)
         if token_id is not None:
-            return self._check(Token.id == token_id, token_id, text)
+            return self._check(_BY_ID, {"token_id": token_id}, token_id, text)
         # A legacy token (the first admin token) has no id: it is found by its keyed hash.
-        return self._check(Token.hash == self._hasher.digest(text), None, None)
+        return self._check(_BY_HASH, {"hash": self._hasher.digest(text)}, None, None)
 
     def session_principal(self, token_id: str) -> Principal | AuthFailed:
         """The caller of a console session, which holds the id of the token it was opened
         with (its cookie is signed by the server): refused once that token is."""
-        return self._check(Token.id == token_id, token_id, None)
+        return self._check(_BY_ID, {"token_id": token_id}, token_id, None)
 
     def _check(
-        self, where: ColumnElement[bool], token_id: str | None, text: str | None
+        self, query: Executable, values: dict[str, str], token_id: str | None, text: str | None
     ) -> Principal | AuthFailed:
-        query = (
-            select(
-                Token.id,
-                Token.hash,
-                Token.scope,
-                Token.expires_at,
-                Token.revoked_at,
-                Person.name,
-                Person.role,
-                Stack.name,
-            )
-            .outerjoin(Person, Person.id == Token.person_id)
-            .outerjoin(Stack, Stack.id == Token.stack_id)
-            .where(where)
-        )
         with self._sessions() as session:
-            row = session.execute(query).first()
+            row = session.execute(query, values).first()
         if row is None:
             return AuthFailed(Refusal.UNKNOWN, token_id)
         found_id, stored, scope, expires, revoked, person, role, stack = row

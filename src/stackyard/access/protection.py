@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.access.rules import Protection
@@ -21,6 +21,13 @@ from stackyard.stacks.service import StackService
 from stackyard.store.models import Person, Stack, StageProtection
 
 _STAGE = TypeAdapter(StageName)
+# Built once: a deploy route reads it on every request.
+_OF_STACK = (
+    select(StageProtection)
+    .join(Stack, Stack.id == StageProtection.stack_id)
+    .where(Stack.name == bindparam("stack"))
+    .order_by(StageProtection.stage)
+)
 
 
 class ProtectionView(BaseModel):
@@ -101,14 +108,7 @@ class ProtectionService:
 
     @staticmethod
     def _rows(session: Session, stack: str) -> list[StageProtection]:
-        return list(
-            session.scalars(
-                select(StageProtection)
-                .join(Stack, Stack.id == StageProtection.stack_id)
-                .where(Stack.name == stack)
-                .order_by(StageProtection.stage)
-            )
-        )
+        return list(session.scalars(_OF_STACK, {"stack": stack}))
 
 
 def forget_person(session: Session, name: str) -> list[str]:

@@ -79,7 +79,9 @@ class Services:
 
     def start(self) -> None:
         """Fail builds a stopped platform left behind, adopt every stage's tasks, then
-        carry on with the pipeline runs it interrupted."""
+        carry on with the pipeline runs it interrupted. Audit entries past the retention
+        go first."""
+        self.audit.prune()
         self.builds.fail_interrupted()
         self.controller.start()
         self.runs.resume_interrupted()
