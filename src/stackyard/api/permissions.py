@@ -126,10 +126,11 @@ NEEDS: dict[Callable[..., Any], Need] = {
 }
 
 PUBLIC: dict[Callable[..., Any], str] = {
-    platform.healthz: "liveness, for supervisors",
-    actions.login_page: "the login form",
-    actions.login: "the login form: checks the token it is given",
-    hooks.github_hook: "verified by the stack's webhook secret (HMAC signature)",
-    hooks.gitlab_hook: "verified by the stack's webhook secret (X-Gitlab-Token)",
-    git.smart_http: "git's Basic auth: GIT_FETCH or GIT_PUSH, through the same decide()",
+    platform.healthz: "no token (liveness, for supervisors)",
+    actions.login_page: "no token (the login form)",
+    actions.login: "no token (the login form checks the token it is given)",
+    hooks.github_hook: "the stack's webhook secret (HMAC signature), no token",
+    hooks.gitlab_hook: "the stack's webhook secret (X-Gitlab-Token), no token",
+    git.smart_http: "a token as git's Basic password: `read` on the stack to fetch, `push` "
+    "to push (the same decide(), with GIT_FETCH or GIT_PUSH)",
 }
