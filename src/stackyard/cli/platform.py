@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -23,7 +24,10 @@ def _describe(state: PlatformState, *, elapsed: float | None = None) -> None:
     took = f" in {elapsed:.1f} s" if elapsed is not None else ""
     console.print(f"[green]Stackyard is up{took}[/]")
     console.print(f"  API          {state.api_url}")
-    console.print(f"  admin token  {state.token_file}  (the CLI reads it by itself)")
+    if Path(state.token_file).exists():
+        console.print(f"  admin token  {state.token_file}  (the CLI reads it by itself)")
+    else:  # the bootstrap token was revoked: people log in with their own
+        console.print("  admin token  none (revoked): log in with `stackyard login`")
     console.print(f"  registry     {state.registry}")
     console.print(f"  router admin {state.router_admin}")
 
