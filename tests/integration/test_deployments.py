@@ -367,8 +367,9 @@ def test_deleting_a_stack_removes_what_the_platform_kept_for_it(
     url = stage_url(yard, "doomed")
     version_served(url)  # it serves
     remote_url = yard.cli("remote", "doomed").stdout.strip()
-    subprocess.run(["git", "ls-remote", remote_url], cwd=repo.path, check=True,
-                   capture_output=True, timeout=60)  # fmt: skip
+    # Its URL holds a push token, which may not fetch: a dry-run push makes the remote.
+    subprocess.run(["git", "push", "--dry-run", remote_url, "main"], cwd=repo.path,
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
     remote = yard.data_dir / "remotes" / "doomed.git"
     assert remote.is_dir()
 
