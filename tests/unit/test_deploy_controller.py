@@ -77,7 +77,13 @@ def test_first_deployment_starts_a_pinned_task_and_routes_it_once_healthy(yard: 
         LABEL_DEPLOYMENT: str(number),
         LABEL_PORT: str(spec.port),
     }
-    assert spec.env == {"GREETING": "hi", "MODE": "test"}
+    hosts = "127.0.0.1,localhost"  # the platform allows the stage's host names
+    assert spec.env == {
+        "GREETING": "hi",
+        "MODE": "test",
+        "ALLOWED_HOSTS": hosts,
+        "DJANGO_ALLOWED_HOSTS": hosts,
+    }
     assert spec.stop_timeout == 1
     assert spec.login == RegistryLogin(REGISTRY, "stackyard", "registry-password")
     assert yard.upstreams() == []  # the route exists, but serves nothing yet
@@ -171,7 +177,7 @@ def test_a_config_change_alone_replaces_the_tasks(yard: Yard) -> None:
     yard.run_until(lambda: yard.status(number) == "COMPLETED")
     (new,) = yard.engine.task_ids
     assert new != old
-    assert yard.started()[-1].env == {"GREETING": "hello"}
+    assert yard.started()[-1].env["GREETING"] == "hello"
 
 
 # -- deployments that fail: the circuit breaker, and the old tasks keep serving

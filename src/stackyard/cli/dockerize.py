@@ -41,21 +41,32 @@ def dockerize(
     if write:
         target.write_text(detection.dockerfile, encoding="utf-8")
     if json_output:
-        print_json(detection.to_dict())
+        existing = target.exists() and not write
+        print_json({**detection.to_dict(), "dockerfile_exists": existing})
         return
     _describe(detection, path, target if write else None)
 
 
 def _describe(detection: Detection, path: Path, written: Path | None) -> None:
-    console.print(f"detected  {detection.kind}", highlight=False, markup=False)
+    def say(text: str) -> None:
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    existing = path / "Dockerfile"
+    if written is None and existing.exists():
+        say(f"note      {existing} exists: builds use it as it is, and not what follows")
+    say(f"detected  {detection.kind}")
+    if detection.files:
+        say(f"  from    {', '.join(detection.files)}")
     for line in detection.evidence:
-        console.print(f"  because {line}", highlight=False, markup=False, soft_wrap=True)
-    console.print(f"command   {detection.command}", highlight=False, markup=False, soft_wrap=True)
+        say(f"  because {line}")
+    for choice in detection.versions:
+        say(f"version   {choice.version.language} {choice.version.line} ({choice.version.image})")
+        say(f"  because {choice.reason}")
+    for warning in detection.warnings:
+        say(f"warning   {warning}")
+    say(f"command   {detection.command}")
     if written is not None:
-        console.print(f"wrote     {written}", highlight=False, markup=False, soft_wrap=True)
-    elif (path / "Dockerfile").exists():
-        note = f"note      {path / 'Dockerfile'} exists, so builds use it, not this one"
-        console.print(note, highlight=False, markup=False, soft_wrap=True)
+        say(f"wrote     {written}")
     console.print()
     console.print(detection.dockerfile, end="", highlight=False, markup=False, soft_wrap=True)
 

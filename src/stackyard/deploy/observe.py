@@ -42,6 +42,7 @@ from stackyard.deploy.portpool import route_port
 from stackyard.deploy.taskwatch import TaskWatch
 from stackyard.engines.base import LABEL_RELEASE, Engine, TaskInfo
 from stackyard.errors import StackyardError, require
+from stackyard.images.dockerize.python import platform_hosts
 from stackyard.ports import port_free
 from stackyard.router.base import Router
 from stackyard.secrets.masking import SecretMasker
@@ -345,7 +346,10 @@ def task_recipe(
         release=release.number,
         digest=release.digest,
         deployment=deployment.number if deployment else 0,
-        variables=tuple(sorted((config.get("variables") or {}).items())),
+        # The allowed host names common starters read; the release's own variables win.
+        variables=tuple(
+            sorted({**platform_hosts(stage.host), **(config.get("variables") or {})}.items())
+        ),
         secrets=tuple(sorted((config.get("secrets") or {}).items())),
         env_file=(
             EnvFile(env_file["path"], env_file["template_path"], env_file["template"])

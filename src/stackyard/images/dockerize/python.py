@@ -322,6 +322,13 @@ PLATFORM_HOSTS = ("ALLOWED_HOSTS", "DJANGO_ALLOWED_HOSTS")
 """Variables the platform sets in every task to the stage's host names (comma-separated)."""
 
 
+def platform_hosts(host: str | None) -> dict[str, str]:
+    """The task variables that starters read for allowed host names: loopback, where the
+    router reaches a task, and the stage's host name when it has one."""
+    names = ",".join(["127.0.0.1", "localhost", *([host] if host else [])])
+    return dict.fromkeys(PLATFORM_HOSTS, names)
+
+
 def python_detection(
     context: Path, kind: Kind, project: PythonProject, images: BaseImages
 ) -> Detection:

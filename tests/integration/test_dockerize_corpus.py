@@ -1,0 +1,126 @@
+"""The real-app corpus (tests/apps/corpus.toml) deploys without a Dockerfile and serves.
+
+One platform for every app. Each app is fetched into the corpus cache (tests/apps/corpus.py),
+committed to its own git repository as a user would push it, built by the platform with
+the generated Dockerfile, released to one stage, and asked for its page through the router:
+200 with the app's own text; for a single-page app, the script its page loads answers too.
+Everything this module starts is stopped, and every image it made is removed, by name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urljoin
+
+import httpx
+import pytest
+
+from stackyard.images.dockerize import detect
+from tests.apps.corpus import App, ensure, manifest
+
+from .conftest import RunningPlatform, start_platform, stop_platform
+from .gitrepo import GitRepo
+
+pytestmark = pytest.mark.integration
+
+LOCK_DATE, APPS = manifest()
+STAGE = """\
+stages:
+  - name: dev
+    health: {{path: {path}, interval: 0.5, timeout: 5, retries: 3, start_period: 60}}
+    deploy: {{drain_seconds: 0.2, stop_timeout: 5}}
+"""
+SCRIPT = re.compile(r"<script[^>]*\bsrc=\"([^\"]+\.js)\"")
+STYLESHEET = re.compile(r"<link[^>]*\bhref=\"([^\"]+\.css)\"")
+
+
+@pytest.fixture(scope="module")
+def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    running = start_platform(tmp_path_factory.mktemp("corpus") / "data")
+    try:
+        yield running
+    finally:
+        stop_platform(running)
+        images = subprocess.run(
+            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", running.registry + "/*"],
+            capture_output=True, text=True, timeout=60,
+        ).stdout.split()  # fmt: skip
+        if images:
+            subprocess.run(["docker", "rmi", "-f", *images], capture_output=True, timeout=300)
+
+
+def repository(app: App, tmp_path: Path) -> GitRepo:
+    """The app as a user would push it: its files, a stackyard.yml, one commit."""
+    source = ensure(app, LOCK_DATE)
+    dest = tmp_path / app.name
+    shutil.copytree(source, dest)
+    repo = GitRepo(dest)
+    repo.write("stackyard.yml", STAGE.format(path=app.path))
+    repo.git("init", "-q", "-b", "main")
+    repo.commit(f"{app.name}: as published")
+    return repo
+
+
+def wait_converged(yard: RunningPlatform, stack: str, timeout: float = 180) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = json.loads(yard.cli("check", stack, "--stage", "dev", "--json").stdout)
+        if state.get("converged") and state.get("release"):
+            return dict(state)
+        if time.monotonic() > deadline:
+            deployments = yard.cli("deployments", stack, "--stage", "dev", "--json").stdout
+            pytest.fail(f"{stack} did not converge in {timeout:.0f} s: {state}\n{deployments}")
+        time.sleep(0.5)
+
+
+def fetch(client: httpx.Client, url: str) -> httpx.Response:
+    response = client.get(url)
+    assert response.status_code == 200, f"GET {url}: {response.status_code}\n{response.text[:500]}"
+    return response
+
+
+@pytest.mark.timeout(1500)
+@pytest.mark.parametrize("app", APPS, ids=[app.name for app in APPS])
+def test_corpus_app_deploys_and_serves(yard: RunningPlatform, tmp_path: Path, app: App) -> None:
+    repo = repository(app, tmp_path)
+    context = repo.path / app.context
+    assert not (context / "Dockerfile").exists(), "the corpus holds apps without a Dockerfile"
+    detection = detect(context)
+    assert detection.kind == app.kind, detection.evidence
+    if app.warns:
+        assert any(app.warns in warning for warning in detection.warnings), detection.warnings
+    extra = ["--context", app.context] if app.context != "." else []
+    yard.cli("stacks", "create", app.name, "--repo", str(repo.path), *extra)
+    result = yard.cli("build", app.name, "--json", check=False, timeout=1200)
+    record = json.loads(result.stdout) if result.stdout.strip() else {}
+    if record.get("status") != "SUCCEEDED":
+        log = Path(record["log_path"]).read_text()[-6000:] if record.get("log_path") else ""
+        pytest.fail(f"build of {app.name} failed: {result.stderr}\n{log}")
+    yard.cli("release", app.name, "--stage", "dev")
+    wait_converged(yard, app.name)
+    base = json.loads(yard.cli("url", app.name, "--stage", "dev", "--json").stdout)["url"]
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        page = fetch(client, base + app.path)
+        assert app.expect in page.text, page.text[:2000]
+        if app.spa:
+            scripts = SCRIPT.findall(page.text)
+            assert scripts, f"the page loads no script: {page.text[:2000]}"
+            script = fetch(client, urljoin(base + app.path, scripts[0]))
+            assert len(script.content) > 100, script.text
+        if app.asset:
+            sheets = [s for s in STYLESHEET.findall(page.text) if app.asset in s]
+            assert sheets, f"the page links no stylesheet under {app.asset}"
+            fetch(client, urljoin(base + app.path, sheets[0]))
+    if app.imports:
+        image = f"{yard.registry}/{app.name}@{record['digest']}"
+        ran = subprocess.run(
+            ["docker", "run", "--rm", "--network", "none", image, "python", "-c",
+             f"import {app.imports}"], capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
