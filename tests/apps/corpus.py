@@ -56,10 +56,17 @@ def manifest() -> tuple[str, list[App]]:
     data = tomllib.loads(MANIFEST.read_text(encoding="utf-8"))
     apps = [
         App(
-            name=e["name"], kind=e["kind"], path=e["path"], expect=e["expect"],
-            context=e.get("context", "."), spa=bool(e.get("spa", False)),
-            asset=e.get("asset"), imports=e.get("imports"), warns=e.get("warns"), entry=e,
-        )  # fmt: skip
+            name=e["name"],
+            kind=e["kind"],
+            path=e["path"],
+            expect=e["expect"],
+            context=e.get("context", "."),
+            spa=bool(e.get("spa", False)),
+            asset=e.get("asset"),
+            imports=e.get("imports"),
+            warns=e.get("warns"),
+            entry=e,
+        )
         for e in data["app"]
     ]
     return str(data["lock_date"]), apps
@@ -136,8 +143,11 @@ def django_whitenoise(out: Path, work: Path, date: str) -> None:
     settings = out / "mysite" / "settings.py"
     edit(settings, "from pathlib import Path\n", "import os\nfrom pathlib import Path\n")
     edit(settings, "DEBUG = True", 'DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"')
-    edit(settings, "ALLOWED_HOSTS = []",
-         'ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost").split(",")')
+    edit(
+        settings,
+        "ALLOWED_HOSTS = []",
+        'ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost").split(",")',
+    )
     edit(settings, "'django.middleware.security.SecurityMiddleware',\n",
          "'django.middleware.security.SecurityMiddleware',\n"
          "    'whitenoise.middleware.WhiteNoiseMiddleware',\n")  # fmt: skip
@@ -169,7 +179,8 @@ def django_psycopg2(out: Path, work: Path, date: str) -> None:
     (out / "requirements.txt").write_text("Django==5.2.19\npsycopg2==2.9.13\n")
     settings = out / "mysite" / "settings.py"
     edit(settings, "from pathlib import Path\n", "import os\nfrom pathlib import Path\n")
-    edit(settings, "'ENGINE': 'django.db.backends.sqlite3',\n        'NAME': BASE_DIR / 'db.sqlite3',",
+    sqlite = "'ENGINE': 'django.db.backends.sqlite3',\n        'NAME': BASE_DIR / 'db.sqlite3',"
+    edit(settings, sqlite,
          "'ENGINE': 'django.db.backends.postgresql',\n"
          "        'NAME': os.environ.get('POSTGRES_DB', 'mysite'),\n"
          "        'USER': os.environ.get('POSTGRES_USER', 'mysite'),\n"

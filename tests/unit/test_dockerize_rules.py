@@ -21,9 +21,7 @@ from stackyard.images.dockerize.versions import Pin, choose, satisfies
 
 FLASK_APP = "from flask import Flask\n\napp = Flask(__name__)\n"
 FASTAPI_APP = "from fastapi import FastAPI\n\napp = FastAPI()\n"
-DJANGO_MANAGE = (
-    "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
-)
+DJANGO_MANAGE = "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
 
 
 def context(root: Path, files: dict[str, str]) -> Path:
@@ -134,7 +132,9 @@ def test_node_version_from_pins(tmp_path: Path, files: dict[str, str], image: st
 
 def test_unsupported_node_pin(tmp_path: Path) -> None:
     ctx = context(tmp_path, {".nvmrc": "16", "package.json": package(scripts={"start": "x"})})
-    with pytest.raises(UsageError, match=r"\.nvmrc pins Node 16.*supported versions are 20, 22, 24"):
+    with pytest.raises(
+        UsageError, match=r"\.nvmrc pins Node 16.*supported versions are 20, 22, 24"
+    ):
         detect(ctx)
 
 
@@ -200,8 +200,7 @@ DJANGO_FILES = {"manage.py": DJANGO_MANAGE, "mysite/wsgi.py": "", "mysite/settin
             {"uv.lock": "version = 1\n"},
             {"pyproject.toml": PYPROJECT},
             [
-                "RUN python3 -m venv /opt/uv && /opt/uv/bin/pip install --no-cache-dir "
-                "uv==0.13.9",
+                "RUN python3 -m venv /opt/uv && /opt/uv/bin/pip install --no-cache-dir uv==0.13.9",
                 "COPY pyproject.toml uv.lock ./",
                 "RUN UV_PROJECT_ENVIRONMENT=/venv UV_PYTHON_DOWNLOADS=never /opt/uv/bin/uv sync "
                 "--locked --no-dev --no-install-project",
@@ -382,16 +381,16 @@ def test_vite_with_index_html_at_the_root_is_built_not_served_raw(tmp_path: Path
 
 
 def test_vite_out_dir_from_its_config(tmp_path: Path) -> None:
-    ctx = context(tmp_path, {"package.json": VITE,
-                             "vite.config.js": "export default {build: {outDir: 'public'}}"})  # fmt: skip
+    config = "export default {build: {outDir: 'public'}}"
+    ctx = context(tmp_path, {"package.json": VITE, "vite.config.js": config})
     detection = detect(ctx)
     assert "COPY --from=build /app/public /srv" in detection.dockerfile
     assert "vite.config.js" in detection.files
 
 
 def test_create_react_app_is_built_and_its_dev_server_not_used(tmp_path: Path) -> None:
-    cra = package(dependencies={"react-scripts": "5.0.1"},
-                  scripts={"start": "react-scripts start", "build": "react-scripts build"})  # fmt: skip
+    scripts = {"start": "react-scripts start", "build": "react-scripts build"}
+    cra = package(dependencies={"react-scripts": "5.0.1"}, scripts=scripts)
     detection = detect(context(tmp_path, {"package.json": cra}))
     assert detection.kind == "spa"
     assert "COPY --from=build /app/build /srv" in detection.dockerfile
@@ -416,8 +415,10 @@ def test_nextjs_builds_prunes_and_starts_on_host_and_port(tmp_path: Path) -> Non
 
 def test_nextjs_standalone_output_runs_server_js(tmp_path: Path) -> None:
     next_app = package(dependencies={"next": "16"}, scripts={"build": "next build"})
-    ctx = context(tmp_path, {"package.json": next_app, "public/x.svg": "",
-                             "next.config.mjs": "export default {output: 'standalone'}"})  # fmt: skip
+    config = "export default {output: 'standalone'}"
+    ctx = context(
+        tmp_path, {"package.json": next_app, "public/x.svg": "", "next.config.mjs": config}
+    )
     detection = detect(ctx)
     assert detection.command == 'HOSTNAME="${HOST:-0.0.0.0}" exec node server.js'
     assert "COPY --from=build /app/.next/standalone ./" in detection.dockerfile
@@ -465,8 +466,10 @@ def test_package_manager_field_names_the_version(tmp_path: Path) -> None:
 
 def test_node_server_without_a_build_installs_production_packages_only(tmp_path: Path) -> None:
     fields = package(scripts={"start": "node server.js"})
-    ctx = context(tmp_path, {"package.json": fields, "package-lock.json": "{}",
-                             "server.js": "app.listen(process.env.PORT, process.env.HOST)"})  # fmt: skip
+    server = "app.listen(process.env.PORT, process.env.HOST)"
+    ctx = context(
+        tmp_path, {"package.json": fields, "package-lock.json": "{}", "server.js": server}
+    )
     detection = detect(ctx)
     assert "RUN npm ci --omit=dev\n" in detection.dockerfile
     assert " AS build" not in detection.dockerfile
@@ -564,7 +567,10 @@ def test_cli_text_shows_files_versions_warnings_and_an_existing_dockerfile(
     result = CliRunner().invoke(cli(), ["dockerize", str(ctx)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == f"note      {ctx / 'Dockerfile'} exists: builds use it as it is, and not what follows"
+    assert (
+        lines[0]
+        == f"note      {ctx / 'Dockerfile'} exists: builds use it as it is, and not what follows"
+    )
     assert "  from    package.json" in lines
     assert "version   node 22 (node:22-slim)" in lines
     assert "  because nothing pins a Node version: the default" in lines

@@ -49,7 +49,8 @@ __all__ = [
 LOOKED_FOR = (
     "a Dockerfile",
     "a Procfile with a web: line",
-    "requirements.txt, pyproject.toml or Pipfile listing fastapi, flask or django",
+    "requirements.txt, pyproject.toml, or Pipfile with Pipfile.lock, listing fastapi, flask "
+    "or django",
     "package.json (Next.js, a single-page app with a build script, scripts.start, main, "
     "server.js or index.js)",
     "index.html",
