@@ -166,12 +166,18 @@ def django_uv(out: Path, work: Path, date: str) -> None:
     uv = str(tools() / "bin" / "uv")
     env = _uv_env(work, date)
     run([uv, "init", "--bare", "--name", "mysite", "--python", "3.11", "--vcs", "none"], out, env)
+    _uv_pin_date(out, date)
     run([uv, "add", "--no-sync", "django==5.2.19"], out, env)
 
 
 def _uv_env(work: Path, date: str) -> dict[str, str]:
-    return {"UV_CACHE_DIR": str(work / "uv"), "UV_PYTHON_DOWNLOADS": "never",
-            "UV_EXCLUDE_NEWER": f"{date}T00:00:00Z"}  # fmt: skip
+    return {"UV_CACHE_DIR": str(work / "uv"), "UV_PYTHON_DOWNLOADS": "never"}
+
+
+def _uv_pin_date(project: Path, date: str) -> None:
+    """``[tool.uv] exclude-newer``: uv's documented setting that resolves as of a date."""
+    with (project / "pyproject.toml").open("a", encoding="utf-8") as handle:
+        handle.write(f'\n[tool.uv]\nexclude-newer = "{date}T00:00:00Z"\n')
 
 
 def django_psycopg2(out: Path, work: Path, date: str) -> None:
@@ -197,6 +203,7 @@ def fastapi_uv(out: Path, work: Path, date: str) -> None:
     env = _uv_env(work, date)
     run([uv, "init", "--app", "--name", "hello", "--python", "3.13", "--vcs", "none",
          "--no-readme", str(out)], work, env)  # fmt: skip
+    _uv_pin_date(out, date)
     run([uv, "add", "--no-sync", "fastapi==0.165.0"], out, env)
     sdist = pypi_sdist("fastapi==0.165.0", work)
     shutil.copy(sdist / "docs_src" / "first_steps" / "tutorial001.py", out / "main.py")
@@ -235,6 +242,21 @@ def nextjs(out: Path, work: Path, date: str) -> None:
          "--skip-install", "--disable-git", "--use-npm", "--no-react-compiler",
          "--no-agents-md", "--no-agent-feedback", "--yes"], work,
         {"CI": "1", "NEXT_TELEMETRY_DISABLED": "1"})  # fmt: skip
+    # next/font/google downloads Geist from Google Fonts during the build, which these
+    # machines cannot reach: take Geist from its npm package instead (Vercel's documented way).
+    layout = out / "app" / "layout.js"
+    edit(layout, 'import { Geist, Geist_Mono } from "next/font/google";\n',
+         'import { GeistSans } from "geist/font/sans";\n'
+         'import { GeistMono } from "geist/font/mono";\n')  # fmt: skip
+    text = layout.read_text(encoding="utf-8")
+    text = re.sub(r"const geistSans = Geist\(\{.*?\}\);", "const geistSans = GeistSans;", text,
+                  flags=re.DOTALL)  # fmt: skip
+    text = re.sub(r"const geistMono = Geist_Mono\(\{.*?\}\);", "const geistMono = GeistMono;",
+                  text, flags=re.DOTALL)  # fmt: skip
+    layout.write_text(text, encoding="utf-8")
+    package = json.loads((out / "package.json").read_text())
+    package["dependencies"]["geist"] = "1.7.0"
+    (out / "package.json").write_text(json.dumps(package, indent=2) + "\n")
     npm_lock(out, date)
 
 

@@ -202,8 +202,8 @@ DJANGO_FILES = {"manage.py": DJANGO_MANAGE, "mysite/wsgi.py": "", "mysite/settin
             [
                 "RUN python3 -m venv /opt/uv && /opt/uv/bin/pip install --no-cache-dir uv==0.13.9",
                 "COPY pyproject.toml uv.lock ./",
-                "RUN UV_PROJECT_ENVIRONMENT=/venv UV_PYTHON_DOWNLOADS=never /opt/uv/bin/uv sync "
-                "--locked --no-dev --no-install-project",
+                "RUN UV_PROJECT_ENVIRONMENT=/venv UV_PYTHON_DOWNLOADS=never UV_NATIVE_TLS=1 "
+                "/opt/uv/bin/uv sync --locked --no-dev --no-install-project",
             ],
             "uv.lock is there: uv 0.13.9 installs exactly what it locks (the uv version "
             "Stackyard pins)",
@@ -372,7 +372,7 @@ def test_vite_with_index_html_at_the_root_is_built_not_served_raw(tmp_path: Path
         "FROM node:22-slim AS build\nWORKDIR /app\nCOPY package.json package-lock.json ./\n"
         "RUN npm ci\nCOPY . .\nENV NODE_ENV=production\nRUN npm run build\n"
         "FROM caddy:2\nCOPY --from=build /app/dist /srv\n"
-        "RUN printf '{\\n\\tadmin off\\n\\tauto_https off\\n\\tpersist_config off\\n}\\n"
+        "RUN printf '{\\n\\tadmin off\\n\\tauto_https off\\n}\\n"
         ":{$PORT:8080} {\\n\\tbind {$HOST:0.0.0.0}\\n\\troot * /srv\\n\\ttry_files {path} "
         "/index.html\\n\\tfile_server\\n}\\n' > /etc/caddy/Caddyfile\n"
         "ENV PORT=8080\n"
@@ -411,6 +411,15 @@ def test_nextjs_builds_prunes_and_starts_on_host_and_port(tmp_path: Path) -> Non
     assert "RUN npm run build\nRUN npm prune --omit=dev\nFROM node:22-slim\n" in (
         detection.dockerfile
     )
+
+
+def test_nextjs_google_fonts_are_warned(tmp_path: Path) -> None:
+    next_app = package(dependencies={"next": "16"}, scripts={"build": "next build"})
+    layout = 'import { Geist } from "next/font/google";\n'
+    detection = detect(context(tmp_path, {"package.json": next_app, "app/layout.js": layout}))
+    assert detection.warnings[0].startswith("app/layout.js loads next/font/google: next build")
+    (tmp_path / "app/layout.js").write_text('import { GeistSans } from "geist/font/sans";\n')
+    assert detect(tmp_path).warnings == ()
 
 
 def test_nextjs_standalone_output_runs_server_js(tmp_path: Path) -> None:

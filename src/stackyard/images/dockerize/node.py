@@ -52,7 +52,7 @@ DEV_SERVERS = (
 """Start scripts that run a development server: never what a production image runs."""
 
 CADDYFILE = (
-    "{\\n\\tadmin off\\n\\tauto_https off\\n\\tpersist_config off\\n}\\n"
+    "{\\n\\tadmin off\\n\\tauto_https off\\n}\\n"
     ":{$PORT:8080} {\\n\\tbind {$HOST:0.0.0.0}\\n\\troot * /srv\\n"
     "\\ttry_files {path} /index.html\\n\\tfile_server\\n}\\n"
 )
@@ -316,7 +316,22 @@ def _nextjs(
         dockerfile=dockerfile("nextjs", stages, shell_cmd(command)),
         files=files,
         versions=(choice,),
+        warnings=google_fonts_warnings(context),
     )
+
+
+def google_fonts_warnings(context: Path) -> tuple[str, ...]:
+    """``next/font/google`` downloads its fonts during ``next build``."""
+    for pattern in ("app/layout.*", "src/app/layout.*", "pages/_app.*", "src/pages/_app.*"):
+        for path in sorted(context.glob(pattern)):
+            if "next/font/google" in read_text(path):
+                name = path.relative_to(context).as_posix()
+                return (
+                    f"{name} loads next/font/google: next build downloads the fonts from "
+                    "Google Fonts, so a build that cannot reach it fails. Self-host them "
+                    "(next/font/local, or the geist package for Geist)",
+                )
+    return ()
 
 
 def _spa(

@@ -495,8 +495,9 @@ def install_steps(project: PythonProject, extra: tuple[str, ...], tool_version: 
             f"RUN python3 -m venv /opt/uv && /opt/uv/bin/pip install --no-cache-dir "
             f"uv=={tool_version}",
             f"COPY pyproject.toml {project.lock_file} ./",
-            "RUN UV_PROJECT_ENVIRONMENT=/venv UV_PYTHON_DOWNLOADS=never /opt/uv/bin/uv sync "
-            "--locked --no-dev --no-install-project",
+            # UV_NATIVE_TLS: trust the image's CA store, as pip does (a TLS proxy's CA too).
+            "RUN UV_PROJECT_ENVIRONMENT=/venv UV_PYTHON_DOWNLOADS=never UV_NATIVE_TLS=1 "
+            "/opt/uv/bin/uv sync --locked --no-dev --no-install-project",
             *more,
         ]
     if project.lock == "pipenv":

@@ -212,6 +212,8 @@ class BuildRun:
             self.say("dockerize", f"no {dockerfile}: detected {detection.kind}")
             for evidence in detection.evidence:
                 self.say("dockerize", f"  {evidence}")
+            for warning in detection.warnings:
+                self.say("dockerize", f"warning: {warning}")
             dockerfile = ".stackyard.Dockerfile"
             (context / dockerfile).write_text(detection.dockerfile, encoding="utf-8")
         repository = self.images.image_url(self.stack.name)
