@@ -59,9 +59,9 @@ NATIVE: dict[str, NativePackage] = {
 compiler and headers; the final stage gets only the run-time libraries."""
 
 _HEADERS = (
-    'python3 -c "import os, sysconfig, sys; '
+    '{ python3 -c "import os, sysconfig, sys; '
     "sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))\""
-    " || apt-get install -y --no-install-recommends python3-dev"
+    " || apt-get install -y --no-install-recommends python3-dev; }"
 )
 """Python's headers, when the base image lacks them (the official images have them)."""
 
