@@ -463,10 +463,21 @@ def test_package_managers_from_lock_files(
     tmp_path: Path, files: dict[str, str], install: str, prune: str, said: str
 ) -> None:
     fields = package(scripts={"start": "node server.js", "build": "tsc"})
-    detection = detect(context(tmp_path, {"package.json": fields, **files}))
+    deep = tmp_path / "a" / "b" / "c"  # no lock file of a folder above can be seen from here
+    detection = detect(context(deep, {"package.json": fields, **files}))
     assert install in detection.dockerfile
     assert f"RUN {prune}\n" in detection.dockerfile
     assert said in detection.evidence
+
+
+def test_a_lock_file_above_the_context_is_named(tmp_path: Path) -> None:
+    context(tmp_path, {"package-lock.json": "{}", "apps/web/package.json": VITE})
+    detection = detect(tmp_path / "apps" / "web")
+    assert (
+        "no lock file in the build context; ../../package-lock.json is outside it (a workspace "
+        "root?), so npm install resolves versions at build time: builds are not reproducible"
+    ) in detection.evidence
+    assert "RUN npm install\n" in detection.dockerfile
 
 
 def test_package_manager_field_names_the_version(tmp_path: Path) -> None:

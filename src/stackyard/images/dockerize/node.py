@@ -144,11 +144,29 @@ def package_manager(context: Path, package: dict[str, Any]) -> Manager:
                 "npm", lock, (), "npm ci", "npm prune --omit=dev", "npm run",
                 f"{lock} is there: npm ci installs exactly what it locks",
             )  # fmt: skip
-    return Manager(
-        "npm", None, (), "npm install", "npm prune --omit=dev", "npm run",
+    reason = (
         "no lock file (package-lock.json, yarn.lock, pnpm-lock.yaml, bun.lock): npm install "
-        "resolves versions at build time, so builds are not reproducible; commit a lock file",
-    )  # fmt: skip
+        "resolves versions at build time, so builds are not reproducible; commit a lock file"
+    )
+    above = _lock_above(context)
+    if above is not None:
+        reason = (
+            f"no lock file in the build context; {above} is outside it (a workspace root?), "
+            "so npm install resolves versions at build time: builds are not reproducible"
+        )
+    return Manager("npm", None, (), "npm install", "npm prune --omit=dev", "npm run", reason)
+
+
+def _lock_above(context: Path) -> str | None:
+    """A lock file in a folder above the context, up to three levels (a monorepo root)."""
+    names = ("package-lock.json", "yarn.lock", "pnpm-lock.yaml", "bun.lock", "bun.lockb")
+    folder = context.resolve()
+    for depth in range(1, 4):
+        folder = folder.parent
+        for name in names:
+            if (folder / name).is_file():
+                return "../" * depth + name
+    return None
 
 
 def _corepack(tool: str, version: str) -> tuple[str, ...]:
