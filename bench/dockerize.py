@@ -33,6 +33,7 @@ from tests.apps.corpus import App, ensure, manifest
 
 from bench.report import update_section
 from stackyard.images.dockerize import detect
+from stackyard.images.dockerize.python import platform_hosts
 
 DOCKER = "/usr/bin/docker"
 STEP_ID = re.compile(r"^ ---> ([0-9a-f]{12})$", re.MULTILINE)
@@ -93,8 +94,9 @@ class Made:
 
 def serves(made: Made, tag: str, app: App) -> bool:
     port = free_port()
+    platform = [f"-e{name}={value}" for name, value in platform_hosts(None).items()]
     run = docker("run", "-d", "--init", "--network", "host", "-e", "HOST=127.0.0.1",
-                 "-e", f"PORT={port}", tag)  # fmt: skip
+                 "-e", f"PORT={port}", *platform, tag)  # fmt: skip
     if run.returncode != 0:
         return False
     made.containers.append(run.stdout.strip())
@@ -158,9 +160,10 @@ def report(runs: int, results: list[Result]) -> str:
         "",
         f"**{served} of {len(results)}** corpus apps (tests/apps/corpus.toml) build with their "
         "generated Dockerfile and serve their page (200 with the app's own text), started "
-        "as a task is (`--init`, host network, `HOST=127.0.0.1`, `PORT`). The integration "
-        "test tests/integration/test_dockerize_corpus.py deploys the same apps through a real "
-        "platform.",
+        "as a task is (`--init`, host network, `HOST=127.0.0.1`, `PORT`, `ALLOWED_HOSTS` and "
+        "`DJANGO_ALLOWED_HOSTS`). The integration test "
+        "tests/integration/test_dockerize_corpus.py deploys the same apps through a real "
+        "platform. The machine is shared with other builds: single timings are noisy.",
         "",
         f"Build times: `DOCKER_BUILDKIT=0 docker build --network host`, median of {runs} "
         "run(s). Cold: `--no-cache` (the base image is local; every package is downloaded "
