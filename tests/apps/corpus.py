@@ -12,6 +12,7 @@ npm packages come through ``npm pack``, Python ones through ``pip download`` and
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -21,7 +22,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +33,6 @@ CACHE = Path(os.environ.get("STACKYARD_CORPUS_DIR", "/var/cache/stackyard/apps")
 RECIPE = 1  # bump when a recipe below changes
 TOOLS = {"Django": "5.2.19", "uv": "0.13.9"}
 TIMEOUT = 900
-_tools_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -108,13 +107,12 @@ def pypi_sdist(spec: str, work: Path) -> Path:
 def tools() -> Path:
     """A venv with Django and uv at pinned versions (the generators' runtime)."""
     venv = CACHE / f".tools-{_digest(json.dumps(TOOLS))}"
-    with _tools_lock:
-        if not (venv / "ok").exists():
-            shutil.rmtree(venv, ignore_errors=True)
-            run([sys.executable, "-m", "venv", str(venv)], CACHE)
-            specs = [f"{name}=={version}" for name, version in TOOLS.items()]
-            run([str(venv / "bin" / "pip"), "install", "-q", *specs], CACHE)
-            (venv / "ok").write_text("ok\n")
+    if not (venv / "ok").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        run([sys.executable, "-m", "venv", str(venv)], CACHE)
+        specs = [f"{name}=={version}" for name, version in TOOLS.items()]
+        run([str(venv / "bin" / "pip"), "install", "-q", *specs], CACHE)
+        (venv / "ok").write_text("ok\n")
     return venv
 
 
@@ -339,11 +337,17 @@ def _digest(text: str) -> str:
 
 def ensure(app: App, date: str) -> Path:
     """The app's folder in the cache, fetched first if missing; returns the repo root."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a test and a benchmark may fetch at once
+        return _ensure(app, date)
+
+
+def _ensure(app: App, date: str) -> Path:
     key = _digest(json.dumps([RECIPE, date, TOOLS, app.entry], sort_keys=True))
     folder = CACHE / f"{app.name}-{key}"
     if (folder / ".corpus-ok").exists():
         return folder / "app"
-    CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{app.name}-", dir=CACHE) as tmp:
         work = Path(tmp)
         out = work / "app"
