@@ -8,6 +8,7 @@ it creates (containers, images) is removed by id or tag, even when an assertion 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -48,6 +49,7 @@ class Served:
     def __init__(self) -> None:
         self.tags: list[str] = []
         self.containers: list[str] = []
+        self.steps: set[str] = set()  # every image id the build printed (its stages too)
 
     def build(self, context: Path, timeout: float) -> str:
         tag = f"stackyard-test-dockerize:{uuid.uuid4().hex[:12]}"
@@ -55,6 +57,7 @@ class Served:
         result = docker(
             "build", "--network", "host", "--force-rm", "-t", tag, str(context), timeout=timeout
         )
+        self.steps |= set(re.findall(r"^ ---> ([0-9a-f]{12})$", result.stdout, re.MULTILINE))
         assert result.returncode == 0, f"docker build failed:\n{result.stdout}\n{result.stderr}"
         return tag
 
@@ -72,6 +75,9 @@ class Served:
             docker("rm", "-f", container)
         for tag in self.tags:
             docker("rmi", "-f", tag)
+        dangling = set(docker("images", "-q", "--filter", "dangling=true").stdout.split())
+        if self.steps & dangling:  # a multi-stage build's earlier stages stay untagged
+            docker("rmi", *sorted(self.steps & dangling))
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ stages:
 """
 SCRIPT = re.compile(r"<script[^>]*\bsrc=\"([^\"]+\.js)\"")
 STYLESHEET = re.compile(r"<link[^>]*\bhref=\"([^\"]+\.css)\"")
+STEP_ID = re.compile(r"\] ---> ([0-9a-f]{12})$", re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +47,28 @@ def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
         yield running
     finally:
         stop_platform(running)
-        images = subprocess.run(
-            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", running.registry + "/*"],
-            capture_output=True, text=True, timeout=60,
-        ).stdout.split()  # fmt: skip
-        if images:
-            subprocess.run(["docker", "rmi", "-f", *images], capture_output=True, timeout=300)
+        remove_images(running)
+
+
+def remove_images(yard: RunningPlatform) -> None:
+    """The stacks' images, then the build stages' images the builds left untagged (their
+    ids are in the build logs): multi-stage builds leave one per stage."""
+    images = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", yard.registry + "/*"],
+        capture_output=True, text=True, timeout=60,
+    ).stdout.split()  # fmt: skip
+    if images:
+        subprocess.run(["docker", "rmi", "-f", *images], capture_output=True, timeout=300)
+    steps: set[str] = set()
+    for log in (yard.data_dir / "logs" / "builds").glob("*/*.log"):
+        steps |= set(STEP_ID.findall(log.read_text(encoding="utf-8", errors="replace")))
+    dangling = subprocess.run(
+        ["docker", "images", "-q", "--filter", "dangling=true"],
+        capture_output=True, text=True, timeout=60,
+    ).stdout.split()  # fmt: skip
+    ours = sorted(steps & set(dangling))
+    if ours:
+        subprocess.run(["docker", "rmi", *ours], capture_output=True, timeout=300)
 
 
 def repository(app: App, tmp_path: Path) -> GitRepo:
