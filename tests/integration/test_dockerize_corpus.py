@@ -37,7 +37,7 @@ stages:
 """
 SCRIPT = re.compile(r"<script[^>]*\bsrc=\"([^\"]+\.js)\"")
 STYLESHEET = re.compile(r"<link[^>]*\bhref=\"([^\"]+\.css)\"")
-STEP_ID = re.compile(r"\] ---> ([0-9a-f]{12})$", re.MULTILINE)
+STEP_ID = re.compile(r"\]\s+---> ([0-9a-f]{12})$", re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
