@@ -3,9 +3,10 @@ serve with its generated Dockerfile, how long does the build take with a cold an
 warm layer cache, and how big is the image.
 
 For each app: its generated Dockerfile is written into a copy of the app, then
-``DOCKER_BUILDKIT=0 docker build --network host --no-cache`` (cold: the base image is
-local, no layer is reused), then a file is added to the context and the same build runs
-again with the cache (warm: a source change). The image is run with ``--init --network host
+``DOCKER_BUILDKIT=0 docker build --network host`` with every image this benchmark built
+removed first (cold: the base image is local, no layer of the app is reused), then a file
+is added to the context and the same build runs again with the cache (warm: a source
+change). The image is run with ``--init --network host
 -e HOST=127.0.0.1 -e PORT=<free>``, and its page is fetched from 127.0.0.1: served when
 it answers 200 with the app's own text. Deploying through the platform is what
 tests/integration/test_dockerize_corpus.py does. Everything made here is removed: the
@@ -81,15 +82,20 @@ class Made:
         self.images.append(tag)
         return elapsed
 
-    def cleanup(self) -> None:
-        for container in self.containers:
-            docker("rm", "-f", container)
+    def forget(self) -> None:
+        """Remove every image built so far, so the next build starts from a cold cache."""
         for image in self.images:
             docker("rmi", "-f", image)
+        self.images.clear()
         dangling = set(docker("images", "-q", "--filter", "dangling=true").stdout.split())
         ours = sorted(self.steps & dangling)
         if ours:
             docker("rmi", *ours)
+
+    def cleanup(self) -> None:
+        for container in self.containers:
+            docker("rm", "-f", container)
+        self.forget()
 
 
 def serves(made: Made, tag: str, app: App) -> bool:
@@ -123,7 +129,10 @@ def measure_app(app: App, date: str, runs: int, directory: Path, made: Made) -> 
     tag = f"stackyard-bench-dockerize-{app.name}:latest"
     try:
         for run in range(runs):
-            result.cold.append(made.build(tag, context, "--no-cache"))
+            # Cold: this app's images are gone. (Not --no-cache: it leaves twin images of
+            # each step, and the next cached build may follow the wrong twin.)
+            made.forget()
+            result.cold.append(made.build(tag, context))
             (context / "bench-change.txt").write_text(f"change {run}\n")
             result.warm.append(made.build(tag, context))
         result.size = int(docker("image", "inspect", "-f", "{{.Size}}", tag).stdout.strip())
@@ -166,9 +175,10 @@ def report(runs: int, results: list[Result]) -> str:
         "platform. The machine is shared with other builds: single timings are noisy.",
         "",
         f"Build times: `DOCKER_BUILDKIT=0 docker build --network host`, median of {runs} "
-        "run(s). Cold: `--no-cache` (the base image is local; every package is downloaded "
-        "again). Warm: the same build after one file is added to the context, with the layer "
-        "cache (a source change; dependencies are not reinstalled, a front-end is rebuilt). "
+        "run(s). Cold: the app's images removed first (the base image is local; every "
+        "package is downloaded again). Warm: the same build after one file is added to the "
+        "context, with the layer cache (a source change; dependencies are not reinstalled, "
+        "a front-end is rebuilt). "
         "Size: the image as the engine reports it, base image included.",
         "",
         "| app | kind | cold build s | warm build s | image MB | serves |",
