@@ -11,6 +11,7 @@ from stackyard.cli.follow import follow_log
 from stackyard.cli.output import console, err_console, escape, new_table, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.errors import StackyardError
+from stackyard.statuses import BuildStatus
 
 
 def short(digest: str | None, length: int = 19) -> str:
@@ -55,9 +56,9 @@ def build(
     )
     result = client.get(base)
     _show_build(result, json_output)
-    if result["status"] != "SUCCEEDED":
+    if result["status"] != BuildStatus.SUCCEEDED:
         raise StackyardError(
-            f"build {number} of {stack} FAILED: {result['error']}",
+            f"build {number} of {stack} {BuildStatus.FAILED}: {result['error']}",
             hint=f"the whole log is {result['log_path']}",
         )
 
@@ -66,7 +67,9 @@ def _show_build(build_record: dict[str, Any], json_output: bool) -> None:
     if json_output:
         print_json(build_record)
         return
-    style = {"SUCCEEDED": "green", "FAILED": "red"}.get(build_record["status"], "yellow")
+    style = {BuildStatus.SUCCEEDED: "green", BuildStatus.FAILED: "red"}.get(
+        build_record["status"], "yellow"
+    )
     console.print(
         f"build {build_record['number']}: [{style}]{build_record['status']}[/]"
         f"  commit {build_record['commit_sha'][:12] or '-'}  image {build_record['digest'] or '-'}"
