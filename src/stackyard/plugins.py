@@ -1,10 +1,11 @@
 """One registry of seam implementations, by entry point: built-ins register like plugins.
 
-Groups: ``stackyard.engines``, ``stackyard.routers``, ``stackyard.sources`` and
-``stackyard.registries``. A third-party package adds its own adapter by declaring an entry
-point in one of these groups that names its class. ``engine(name)`` and its siblings hand
-out the class, checked to be of the right seam; ``create(cls, offers(...)[kind])`` makes
-an adapter with the settings it takes. The platform wires them in ``pipeline/services.py``.
+Groups: ``stackyard.engines``, ``stackyard.routers``, ``stackyard.sources``,
+``stackyard.registries`` and ``stackyard.channels`` (notification channels). A third-party
+package adds its own adapter by declaring an entry point in one of these groups that names
+its class. ``engine(name)`` and its siblings hand out the class, checked to be of the right
+seam; ``create(cls, offers(...)[kind])`` makes an adapter with the settings it takes. The
+platform wires them in ``pipeline/services.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from stackyard.errors import UsageError
 
 if TYPE_CHECKING:
+    from stackyard.channels.base import Channel
     from stackyard.engines.base import Engine
     from stackyard.images.registry_base import Registry
     from stackyard.router.base import Router
@@ -28,6 +30,7 @@ GROUPS = {
     "router": "stackyard.routers",
     "source": "stackyard.sources",
     "registry": "stackyard.registries",
+    "channel": "stackyard.channels",
 }
 
 T = TypeVar("T")
@@ -75,6 +78,13 @@ def registry(name: str) -> type[Registry]:
     from stackyard.images.registry_base import Registry
 
     return cast("type[Registry]", _seam_class("registry", name, Registry))
+
+
+def channel(name: str) -> type[Channel]:
+    """The notification Channel class registered as ``name`` in ``stackyard.channels``."""
+    from stackyard.channels.base import Channel
+
+    return cast("type[Channel]", _seam_class("channel", name, Channel))
 
 
 def _seam_class(kind: str, name: str, base: type) -> type:

@@ -45,6 +45,7 @@ class Settings:
     auth_failures: int = 5
     auth_window: float = 60.0
     audit_retention_days: int = 365  # audit entries older than this are removed; 0: keep all
+    public_url: str | None = None  # the API and console as people reach them (a proxy)
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced; ``None`` values are ignored."""
@@ -53,6 +54,11 @@ class Settings:
     @property
     def api_url(self) -> str:
         return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def console_url(self) -> str:
+        """Where links in notifications point: ``public_url``, else the API's own URL."""
+        return (self.public_url or self.api_url).rstrip("/")
 
     @property
     def registry_endpoint(self) -> str:

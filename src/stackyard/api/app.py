@@ -26,6 +26,7 @@ from stackyard.api.routes import (
     git,
     hooks,
     logs,
+    notify,
     people,
     platform,
     protection,
@@ -76,7 +77,8 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(platform.public)
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
     api.include_router(platform.router)
-    for module in (stacks, builds, releases, deployments, runs, logs, variables, protection):
+    modules = (stacks, builds, releases, deployments, runs, logs, variables, protection, notify)
+    for module in modules:
         api.include_router(module.router)
     api.include_router(people.router)
     api.include_router(audit.router)

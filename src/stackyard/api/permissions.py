@@ -23,6 +23,7 @@ from stackyard.api.routes import (
     git,
     hooks,
     logs,
+    notify,
     people,
     platform,
     protection,
@@ -102,6 +103,12 @@ NEEDS: dict[Callable[..., Any], Need] = {
     variables.list_secrets: Need(READ),
     variables.set_secret: Need(DEPLOY, stage=StageFrom.QUERY, redact=("value",)),
     variables.unset_secret: Need(DEPLOY, stage=StageFrom.QUERY),
+    # notifications (a channel's URL and SMTP password never reach the audit log)
+    notify.list_channels: Need(READ),
+    notify.add_channel: Need(DEPLOY, redact=("target", "smtp")),
+    notify.remove_channel: Need(DEPLOY),
+    notify.test_channels: Need(DEPLOY),
+    notify.list_deliveries: Need(READ),
     # the console: pages
     pages.home: Need(None, stack=None, people_only=True),
     pages.ui_root: Need(None, stack=None, people_only=True),

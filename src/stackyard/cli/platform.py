@@ -43,6 +43,14 @@ def up(
     network_mode: Annotated[
         str | None, typer.Option(help="Task networking: host (default) or bridge.")
     ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The URL people reach the API and console at (behind a proxy); "
+            "notifications link to it. Default: the API's own URL.",
+            envvar="STACKYARD_PUBLIC_URL",
+        ),
+    ] = None,
     json_output: Json = False,
 ) -> None:
     """Start the API, the SQLite store, the registry and Caddy (Ctrl-C stops all)."""
@@ -52,12 +60,15 @@ def up(
     if network_mode not in (None, "host", "bridge"):
         raise UsageError(f"--network-mode: '{network_mode}' is not host or bridge")
     mode: NetworkMode | None = network_mode  # type: ignore[assignment]
+    if public_url is not None and not public_url.startswith(("http://", "https://")):
+        raise UsageError(f"--public-url: '{public_url}' is not an http(s) URL")
     settings = settings_for(
         data_dir,
         api_port=api_port,
         registry_port=registry_port,
         caddy_admin_port=caddy_admin_port,
         network_mode=mode,
+        public_url=public_url,
     )
     existing = running_state(settings.state_file)
     if existing is not None:

@@ -41,6 +41,7 @@ from stackyard.engines.base import (
 )
 from stackyard.errors import StackyardError
 from stackyard.images.imagestore import ImageStore
+from stackyard.notify.outbox import Outbox
 from stackyard.registry_login import RegistryLogin
 from stackyard.router.base import Route, Router
 from stackyard.store.models import Release, Stack, StageRoute
@@ -80,6 +81,7 @@ class Controller:
         resolve_secrets: Callable[[str, Mapping[str, int]], dict[str, str]] = (
             lambda _stack, _versions: {}
         ),
+        outbox: Outbox | None = None,
     ) -> None:
         self.sessions = sessions
         self.engine = engine
@@ -91,6 +93,7 @@ class Controller:
         # snapshot's secret versions -> decrypted values (given to its tasks).
         self.secret_values = secret_values
         self.resolve_secrets = resolve_secrets
+        self.outbox = outbox or Outbox()  # where a deployment's end is told
         self._loops: dict[StageKey, StageLoop] = {}
         self._lock = threading.Lock()
         self._following = threading.Lock()  # held while the watch and health start
@@ -123,6 +126,7 @@ class Controller:
             stop_task=self.stop_task,
             rollback=lambda *args: self.rollback(*args),
             resolve_secrets=lambda stack, versions: self.resolve_secrets(stack, versions),
+            outbox=self.outbox,
         )
 
     # -- lifecycle
@@ -287,6 +291,7 @@ class Controller:
             key,
             self.sessions,
             lambda: [self.images.credentials.password, *self.secret_values(key.stack)],
+            self.outbox,
         )
         observer = StageObserver(
             key,

@@ -222,6 +222,7 @@ class StartTasks:
 class Finish:
     status: DeploymentStatus  # COMPLETED or FAILED
     reason: str = ""
+    no_rollback: str = ""  # FAILED without a rollback: why the stage does not go back
 
 
 @dataclass(frozen=True)
@@ -451,7 +452,7 @@ def _failure(
     lines = [f"deployment FAILED: {reason}"]
     choice = rollback_choice(view.last_completed, target.release, deployment.number)
     if isinstance(choice, str):
-        return Finish(DeploymentStatus.FAILED, reason), (*lines, choice), None
+        return Finish(DeploymentStatus.FAILED, reason, no_rollback=choice), (*lines, choice), None
     return Finish(DeploymentStatus.FAILED, reason), tuple(lines), choice
 
 

@@ -2,9 +2,12 @@
 
 The executor decides nothing: it claims the deployment, records failures and heal events,
 stores and sets the route, stops, removes and starts tasks, updates the deployment's record
-and calls the rollback it was told to. It says what each action did (a task started, the
-route set, the rollback made), and keeps the stage loop's memory in step with what has
-really been done, so a step that fails half-way is taken up again correctly.
+and calls the rollback it was told to. The notifications these changes set off are written
+to the outbox with them: a deployment's end in the transaction that records it, a
+rollback's outcome right after the rollback (notify/outbox.py; nothing is sent here).
+It says what each action did (a task started, the route set, the rollback made), and keeps
+the stage loop's memory in step with what has really been done, so a step that fails
+half-way is taken up again correctly.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ from stackyard.engines.base import (
     TaskSpec,
 )
 from stackyard.errors import StackyardError
+from stackyard.notify import events as notices
+from stackyard.notify.outbox import Outbox
 from stackyard.registry_login import RegistryLogin
 from stackyard.router.base import Router
 from stackyard.secrets.envfile import render_env_file
@@ -85,6 +90,7 @@ class Seams:
     stop_task: Callable[[StageKey, str, float], None]
     rollback: Rollback
     resolve_secrets: Callable[[str, Mapping[str, int]], dict[str, str]]
+    outbox: Outbox
 
 
 @dataclass
@@ -115,7 +121,9 @@ class Executor:
         self._record_failures(plan)
         state.memory = replace(state.memory, counted=plan.counted)
         for message in plan.events:
-            self.log.event("heal", message)
+            self.log.event(
+                "heal", message, notices.task_replaced(self.key.stack, self.key.stage, message)
+            )
         if plan.route_row is not None:
             self._store_route(plan.route_row)
         if plan.route is not None:
@@ -127,7 +135,7 @@ class Executor:
         removal_error = self._remove(plan.remove, state)
         started = self._start(view, plan.start, log_path) if plan.start else _Started()
         if plan.deployment is not None:
-            self._update(plan.deployment, started)
+            self._update(plan.deployment, started, plan)
         for line in plan.closing_lines:
             self.log.say(line, log_path)
         if plan.rollback is not None:
@@ -165,7 +173,7 @@ class Executor:
                 row.failures += update.failures
                 row.reason = update.reason or row.reason
 
-    def _update(self, update: DeploymentUpdate, started: _Started) -> None:
+    def _update(self, update: DeploymentUpdate, started: _Started, plan: StagePlan) -> None:
         with self.seams.sessions.begin() as session:
             row = session.get(Deployment, update.id)
             if row is None:
@@ -175,25 +183,60 @@ class Executor:
             row.reason = started.reason or row.reason
             row.tasks_stopped += update.tasks_stopped
             row.tasks_healthy, row.tasks_routed = update.tasks_healthy, update.tasks_routed
-            if update.finish is not None:
-                row.status = update.finish.status
-                row.reason = update.finish.reason or row.reason
-                row.finished_at = datetime.now(UTC)
+            finish = update.finish
+            if finish is None:
+                return
+            row.status = finish.status
+            row.reason = finish.reason or row.reason
+            row.finished_at = datetime.now(UTC)
+            # Its notification, in the same transaction; a rollback's comes after it.
+            if finish.status == DeploymentStatus.COMPLETED:
+                self.seams.outbox.emit(session, notices.deployment_completed(_facts(row, self.key)))
+            elif plan.rollback is None:
+                outcome = finish.no_rollback or "not rolled back"
+                notice = notices.deployment_failed(_facts(row, self.key), outcome)
+                self.seams.outbox.emit(session, notice)
 
     def _roll_back(self, plan: StagePlan, log_path: str | None) -> None:
         choice = plan.rollback
         if choice is None:
             return
+        failed = self._finished_facts(plan)
         try:
             restored = self.seams.rollback(self.key.stack, self.key.stage, choice.to, choice.source)
         except StackyardError as exc:
-            self.log.say(f"rollback to release {choice.to} failed: {exc.message}", log_path)
+            line = f"rollback to release {choice.to} failed: {exc.message}"
+            self.log.say(line, log_path)
+            if failed is not None:
+                self._notify(notices.deployment_failed(failed, line))
             return
         self.log.say(
             f"rolled back: release {restored.number} copies release {choice.to} "
             f"({choice.digest}) and its config",
             log_path,
         )
+        if failed is not None:
+            notice = notices.rolled_back(
+                failed, to=choice.to, digest=choice.digest, release=restored.number
+            )
+            self._notify(notice)
+
+    def _finished_facts(self, plan: StagePlan) -> notices.DeploymentFacts | None:
+        """The deployment this plan finished, as its record now says."""
+        if plan.deployment is None:
+            return None
+        with self.seams.sessions() as session:
+            row = session.get(Deployment, plan.deployment.id)
+            return _facts(row, self.key) if row is not None else None
+
+    def _notify(self, notice: notices.Notice) -> None:
+        """An event recorded right after its change. The change stands whatever happens
+        here: a store that refuses the event is logged, not raised."""
+        try:
+            self.seams.outbox.emit_now(self.seams.sessions, notice)
+        except Exception as exc:
+            log.warning("stage %s: cannot record the %s notification: %s", self.key,
+                        notice.kind, exc)  # fmt: skip
 
     # -- the route
 
@@ -334,3 +377,15 @@ class Executor:
             return env, {}
         text = render_env_file(env_file.template_path, env_file.template, env)
         return env, {env_file.path: text}
+
+
+def _facts(row: Deployment, key: StageKey) -> notices.DeploymentFacts:
+    return notices.DeploymentFacts(
+        stack=key.stack,
+        stage=key.stage,
+        number=row.number,
+        release=row.release_number,
+        digest=row.digest,
+        trigger=row.trigger,
+        reason=row.reason,
+    )

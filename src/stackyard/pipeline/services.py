@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +24,10 @@ from stackyard.deploy.service import DeployService
 from stackyard.engines.base import Engine
 from stackyard.errors import require
 from stackyard.images.imagestore import ImageStore
+from stackyard.notify.channels import ChannelKinds, ChannelRecords
+from stackyard.notify.delivery import DeliveryWorker, WorkerSettings
+from stackyard.notify.outbox import Outbox
+from stackyard.notify.service import NotifyService
 from stackyard.pipeline.builds import BuildService
 from stackyard.pipeline.poller import Poller
 from stackyard.pipeline.redeploy import RedeployService
@@ -76,22 +80,25 @@ class Services:
     people: PeopleService
     protection: ProtectionService
     audit: AuditLog
+    notify: NotifyService
 
     def start(self) -> None:
         """Fail builds a stopped platform left behind, adopt every stage's tasks, then
-        carry on with the pipeline runs it interrupted. Audit entries past the retention
-        go first."""
+        carry on with the pipeline runs it interrupted, and with the notifications still
+        to send. Audit entries past the retention go first."""
         self.audit.prune()
         self.builds.fail_interrupted()
         self.controller.start()
         self.runs.resume_interrupted()
         self.poller.start()
+        self.notify.start()
 
     def close(self) -> None:
         self.poller.stop()
         self.runs.shutdown()
         self.controller.stop()
         self.builds.shutdown()
+        self.notify.stop()
         self.images.client.close()
         self.controller.router.close()
         self.controller.engine.close()
@@ -124,6 +131,8 @@ def build_services(
     *,
     engine: Engine | None = None,
     router: Router | None = None,
+    channel_kinds: ChannelKinds | None = None,
+    notify_settings: WorkerSettings | None = None,
 ) -> Services:
     offers = plugins.offers(settings, username=registry.username, password=registry.password)
     source = plugins.create(plugins.source(settings.source), offers["source"])
@@ -138,6 +147,10 @@ def build_services(
         platform_secrets=[registry.password],
     )
     variable_store = VariableStore(sessions, secrets)
+    outbox = Outbox()
+    notify = _notify_service(
+        settings, sessions, secrets, outbox, channel_kinds or ChannelKinds(), notify_settings
+    )
     work_dir = settings.data_dir / "work"
     builds = BuildService(
         sessions,
@@ -149,6 +162,7 @@ def build_services(
         network_mode=settings.network_mode,
         secret_values=secrets.mask_values,
         build_inputs=variable_store.build_inputs,
+        outbox=outbox,
     )
     releases = ReleaseService(
         sessions, source, images, secrets, logs_dir=settings.logs_dir, work_dir=work_dir
@@ -175,6 +189,7 @@ def build_services(
         rollback=releases.roll_back,
         secret_values=secrets.mask_values,
         resolve_secrets=secrets.resolve,
+        outbox=outbox,
     )
     deploy = DeployService(sessions, controller, settings)
     redeploy = RedeployService(releases, deploy)
@@ -188,6 +203,7 @@ def build_services(
         protection,
         logs_dir=settings.logs_dir,
         secret_values=secrets.mask_values,
+        outbox=outbox,
     )
 
     def rebuild(stack: str, by: str) -> str:
@@ -212,4 +228,30 @@ def build_services(
         people=PeopleService(sessions, TokenHasher(lambda: pepper_file(settings.pepper_file))),
         protection=protection,
         audit=AuditLog(sessions, retention_days=settings.audit_retention_days),
+        notify=notify,
     )
+
+
+def _notify_service(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    secrets: SecretStore,
+    outbox: Outbox,
+    kinds: ChannelKinds,
+    worker_settings: WorkerSettings | None,
+) -> NotifyService:
+    """Channels refuse the platform's own endpoints as receivers; links in messages point
+    at the console's public URL."""
+    own = (
+        (settings.host, settings.api_port),
+        (settings.host, settings.registry_port),
+        (settings.host, settings.caddy_admin_port),
+    )
+    channels = ChannelRecords(sessions, secrets, kinds, platform_endpoints=own)
+    worker_settings = worker_settings or WorkerSettings()
+    if not worker_settings.console_url:
+        worker_settings = replace(worker_settings, console_url=settings.console_url)
+    worker = DeliveryWorker(
+        sessions, channels, kinds, mask_values=secrets.mask_values, settings=worker_settings
+    )
+    return NotifyService(sessions, outbox, channels, worker)

@@ -18,7 +18,7 @@ from stackyard.settings import Settings
 
 
 def foreground_argv(settings: Settings) -> list[str]:
-    return [
+    argv = [
         sys.executable, "-m", "stackyard", "up",
         "--data-dir", str(settings.data_dir),
         "--api-port", str(settings.api_port),
@@ -26,6 +26,9 @@ def foreground_argv(settings: Settings) -> list[str]:
         "--caddy-admin-port", str(settings.caddy_admin_port),
         "--network-mode", settings.network_mode,
     ]  # fmt: skip
+    if settings.public_url:
+        argv += ["--public-url", settings.public_url]
+    return argv
 
 
 def start_background(settings: Settings) -> PlatformState:

@@ -138,6 +138,17 @@ class SecretStore(ABC):
         """A masker for one piece of the stack's output (a log, a stream of task lines)."""
         return SecretMasker(self.mask_values(stack))
 
+    # -- other secrets the platform keeps in its own records, sealed with the same key
+    # (a notification channel's webhook URL, SMTP password and signing secret)
+
+    def seal(self, value: str) -> str:
+        """``value`` encrypted, for a record that is not a stack's secret."""
+        return self._vault.encrypt(value)
+
+    def unseal(self, sealed: str, *, what: str) -> str:
+        """What ``seal`` was given; ``what`` names it in the error when the key changed."""
+        return self._vault.decrypt(sealed, what=what)
+
     # -- what an implementation stores: sealed versions only
 
     @abstractmethod

@@ -11,7 +11,9 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -378,3 +380,74 @@ class AuditEntry(Base):
     result: Mapped[str] = mapped_column(String(16))
     status: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class NotificationChannel(Base):
+    """Where a stack's notifications go: a Slack or Discord incoming webhook, a signed
+    webhook, or an email address. ``sealed`` holds its secrets (the URL, the SMTP password,
+    the signing secret) as one Fernet token; ``shown`` is the masked form the API lists."""
+
+    __tablename__ = "notification_channels"
+    __table_args__ = (UniqueConstraint("stack_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    shown: Mapped[str] = mapped_column(Text, default="")
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sealed: Mapped[str] = mapped_column(Text, default="")
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class NotificationEvent(Base):
+    """The outbox: one event a stack's channels hear of, written in (or right after) the
+    transaction of the change that caused it. Its deliveries say who got it."""
+
+    __tablename__ = "notification_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[str] = mapped_column(String(63), default="")
+    notice: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class NotificationDelivery(Base):
+    """One event to one channel: PENDING until it is DELIVERED, or FAILED for good."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "channel_id"),
+        Index("ix_notification_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("notification_events.id", ondelete="CASCADE"), index=True
+    )
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("notification_channels.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class NotificationAttempt(Base):
+    """One try at a delivery, and its outcome (secrets masked)."""
+
+    __tablename__ = "notification_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("notification_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)

@@ -1,7 +1,7 @@
 """Build rows: numbered per stack, QUEUED, then RUNNING, then SUCCEEDED or FAILED.
 
 ``BuildRecords`` is the one place that reads and writes them; the build service and the
-build runner both go through it.
+build runner both go through it. A FAILED build's notification is written with its end.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.errors import NotFoundError
+from stackyard.notify.events import build_failed
+from stackyard.notify.outbox import Outbox
 from stackyard.stacks.service import StackService
 from stackyard.statuses import BuildStatus
 from stackyard.store.models import Build
@@ -49,9 +51,12 @@ def _view(build: Build, stack: str) -> BuildView:
 
 
 class BuildRecords:
-    def __init__(self, sessions: sessionmaker[Session], logs_dir: Path) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], logs_dir: Path, outbox: Outbox | None = None
+    ) -> None:
         self._sessions = sessions
         self._logs_dir = logs_dir
+        self._outbox = outbox or Outbox()
 
     def list(self, stack_name: str) -> list[BuildView]:
         with self._sessions() as session:
@@ -113,7 +118,13 @@ class BuildRecords:
         }
         if digest is not None:
             values.update(digest=digest, exported=exported or {})
-        self.record(stack_name, number, **values)
+        with self._sessions.begin() as session:
+            build = self._row(session, stack_name, number)
+            for key, value in values.items():
+                setattr(build, key, value)
+            if status is BuildStatus.FAILED:
+                notice = build_failed(stack_name, number, build.commit_sha, error)
+                self._outbox.emit(session, notice)
 
     def fail_interrupted(self) -> int:
         """At start: builds left QUEUED or RUNNING by a stopped platform become FAILED."""

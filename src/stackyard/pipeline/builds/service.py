@@ -21,6 +21,7 @@ from stackyard.buildspec.buildlog import BuildLog, LineKind
 from stackyard.errors import StackyardError
 from stackyard.images.docker_builder import DockerBuilder
 from stackyard.images.imagestore import ImageStore
+from stackyard.notify.outbox import Outbox
 from stackyard.pipeline.builds.records import BuildRecords, BuildView
 from stackyard.pipeline.builds.runner import BuildRun, BuildTools
 from stackyard.pipeline.variable_store import BuildInputs
@@ -48,8 +49,9 @@ class BuildService:
         builder_factory: Callable[[], DockerBuilder] = DockerBuilder,
         secret_values: Callable[[str], list[str]] = lambda _stack: [],
         build_inputs: Callable[[str], BuildInputs] = lambda _stack: BuildInputs(),
+        outbox: Outbox | None = None,
     ) -> None:
-        self._records = BuildRecords(sessions, logs_dir)
+        self._records = BuildRecords(sessions, logs_dir, outbox)
         self._stacks = stacks
         self._tools = BuildTools(
             source=source,

@@ -2,7 +2,8 @@
 
 A run is stored before anything starts, and every step's state is written as it
 changes, so a restarted control plane finds each run where it was. The pipeline service
-and the runner both go through ``RunRecords``; it also writes the notes of a run's log.
+and the runner both go through ``RunRecords``; it also writes the notes of a run's log. A
+gate that opens writes its ``approval`` notification in the same transaction.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from stackyard import changes
 from stackyard.buildspec.buildlog import BuildLog, LineKind
 from stackyard.config.models import StackConfig
 from stackyard.errors import AccessDenied, NotFoundError, UsageError
+from stackyard.notify.events import approval_waiting
+from stackyard.notify.outbox import Outbox
 from stackyard.pipeline.runs.plan import NewerStep, StepKind, StepState
 from stackyard.secrets.masking import SecretMasker
 from stackyard.stacks.service import StackService
@@ -89,10 +92,12 @@ class RunRecords:
         sessions: sessionmaker[Session],
         logs_dir: Path,
         secret_values: Callable[[str], list[str]],
+        outbox: Outbox | None = None,
     ) -> None:
         self._sessions = sessions
         self._logs_dir = logs_dir
         self._secret_values = secret_values
+        self._outbox = outbox or Outbox()
 
     def topic(self, stack_name: str) -> Path:
         """The change signal of the stack's runs (see ``stackyard.changes``): whoever
@@ -325,7 +330,7 @@ class RunRecords:
                 setattr(step, key, value)
 
     def open_gate(self, run_id: int, position: int) -> None:
-        """The gate step and the run both WAITING, in one write."""
+        """The gate step and the run both WAITING, and its notification, in one write."""
         with self._sessions.begin() as session:
             step = _step(session, run_id, position)
             run = session.get(PipelineRun, run_id)
@@ -334,6 +339,10 @@ class RunRecords:
             step.status, step.started_at = StepStatus.WAITING, _now()
             if run.status not in RUN_STOPPED:
                 run.status = RunStatus.WAITING
+                stack = session.get(Stack, run.stack_id)
+                if stack is not None:
+                    notice = approval_waiting(stack.name, step.stage, run.number, run.commit_sha)
+                    self._outbox.emit(session, notice)
 
     def end(self, run_id: int, status: RunStatus, reason: str) -> None:
         """The run's end: its status (CANCELLED or SUPERSEDED stay as they are), and every

@@ -20,6 +20,7 @@ from stackyard.access.protection import ProtectionService
 from stackyard.access.rules import four_eyes_refusal
 from stackyard.deploy.service import DeployService
 from stackyard.errors import UsageError
+from stackyard.notify.outbox import Outbox
 from stackyard.pipeline.builds import BuildService
 from stackyard.pipeline.releases import ReleaseService
 from stackyard.pipeline.runs import plan
@@ -51,8 +52,9 @@ class PipelineService:
         secret_values: Callable[[str], list[str]] | None = None,
         work_recheck: float = WORK_RECHECK,
         gate_recheck: float = GATE_RECHECK,
+        outbox: Outbox | None = None,
     ) -> None:
-        self._records = RunRecords(sessions, logs_dir, secret_values or (lambda _stack: []))
+        self._records = RunRecords(sessions, logs_dir, secret_values or (lambda _stack: []), outbox)
         self._protection = protection
         self._guard = threading.Lock()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
