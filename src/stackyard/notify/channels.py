@@ -188,11 +188,7 @@ class ChannelRecords:
             kind=row.kind,
             stack=stack,
             destination=Destination(opened["target"], opened["secret"], smtp),
-            secrets=tuple(
-                value
-                for key, value in opened.items()
-                if value and (key != "target" or row.kind in URL_KINDS)
-            ),
+            secrets=_secrets_of(row.kind, opened),
         )
 
     def check(self, kind: str, destination: Destination) -> None:
@@ -249,6 +245,17 @@ def _row(session: Session, stack: str, number: int) -> NotificationChannel:
             hint=f"see `stackyard notify list {stack}`",
         )
     return row
+
+
+def _secrets_of(kind: str, opened: dict[str, str]) -> tuple[str, ...]:
+    """What to mask in a channel's messages and attempt records: the signing secret, the
+    SMTP password, and a webhook URL with its path (a receiver may echo the path alone)."""
+    found = [opened["secret"], opened["password"]]
+    if kind in URL_KINDS:
+        target = opened["target"]
+        path = urlsplit(target).path
+        found += [target, path if len(path) > 1 else ""]
+    return tuple(value for value in found if value)
 
 
 def _smtp_settings(smtp: SmtpServer | None) -> dict[str, Any]:
