@@ -95,7 +95,7 @@ def _run(yard: RunningPlatform, tmp_path: Path, receiver: HttpReceiver, sink: Sm
     slack_url = receiver.url("/services/T0/B0/cli-slack-token")
     added = ok(cli(yard, "notify", "add", stack, "--slack", "-", stdin=slack_url + "\n"))
     assert "cli-slack-token" not in added
-    assert f"http://127.0.0.1:{receiver.port}/services/…" in added
+    assert f"http://127.0.0.1:{receiver.port}/…" in added
     hook = json.loads(
         ok(cli(yard, "notify", "add", stack, "--webhook", receiver.url("/hook"),
                "--events", "completed,rolled-back", "--json"))

@@ -342,7 +342,7 @@ def test_channel_secrets_are_sealed_at_rest(yard: Notifications) -> None:
     smtp = SmtpServer("smtp.example.com", 587, "starttls", "mailer", "sealed-smtp-pass")
     yard.add("email", "ops@example.com", smtp=smtp)
     listed = yard.channels.list_channels(STACK)
-    assert [c.shown for c in listed] == ["https://hooks.slack.com/services/…", "ops@example.com"]
+    assert [c.shown for c in listed] == ["https://hooks.slack.com/…", "ops@example.com"]
     assert "sealed" not in str([c.model_dump() for c in listed])
     stored = yard.db_file.read_bytes() + Path(str(yard.db_file) + "-wal").read_bytes()
     assert b"sealed-slack-token" not in stored

@@ -34,7 +34,7 @@ def listen(sessions: sessionmaker[Session], stack_id: int, *kinds: EventKind) ->
                 stack_id=stack_id,
                 number=1,
                 kind="slack",
-                shown="https://hooks.slack.com/services/…",
+                shown="https://hooks.slack.com/…",
                 settings={},
                 sealed="",
                 events=[str(k) for k in kinds or SUBSCRIBABLE],

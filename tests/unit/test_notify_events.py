@@ -142,7 +142,9 @@ def test_the_platforms_own_endpoints_are_not_receivers() -> None:
 
 def test_a_url_is_shown_without_the_token_in_its_path() -> None:
     assert shown("slack", "https://hooks.slack.com/services/T0/B0/abc") == (
-        "https://hooks.slack.com/services/…"
+        "https://hooks.slack.com/…"
     )
     assert shown("webhook", "https://example.com/?token=abc") == "https://example.com/…"
+    assert shown("webhook", "https://ntfy.sh/our-secret-topic") == "https://ntfy.sh/…"
+    assert shown("discord", "https://discord.com/api/webhooks/1/tok") == "https://discord.com/…"
     assert shown("email", "ops@example.com") == "ops@example.com"

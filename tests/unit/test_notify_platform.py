@@ -162,7 +162,7 @@ def test_channels_through_the_api_never_show_their_secrets(
     token_url = receiver.url("/services/T0/B0/api-token-77")
     added = api.post(base, json={"kind": "slack", "target": token_url, "events": ["completed"]})
     assert added.status_code == 201, added.text
-    assert added.json()["shown"] == f"http://127.0.0.1:{receiver.port}/services/…"
+    assert added.json()["shown"] == f"http://127.0.0.1:{receiver.port}/…"
     assert added.json()["signing_secret"] is None
     hook = api.post(base, json={"kind": "webhook", "target": receiver.url("/hook")}).json()
     assert len(hook["signing_secret"]) == 64

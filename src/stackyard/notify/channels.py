@@ -224,12 +224,12 @@ def stack_row_id(session: Session, name: str) -> int:
 
 
 def shown(kind: str, target: str) -> str:
-    """A URL as ``scheme://host/first-segment/…`` (the rest may be a token); an address whole."""
+    """A URL as ``scheme://host/…``: any part of its path or query may be the token
+    (ntfy.sh/TOPIC, example.com/TOKEN/hook), so none of it is shown; an address whole."""
     if kind not in URL_KINDS:
         return target
     parts = urlsplit(target)
-    first = parts.path.strip("/").split("/", 1)[0]
-    return f"{parts.scheme}://{parts.netloc}/" + (f"{first}/…" if first else "…")
+    return f"{parts.scheme}://{parts.netloc}/…"
 
 
 def _row(session: Session, stack: str, number: int) -> NotificationChannel:
