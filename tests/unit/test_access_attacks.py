@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from stackyard.access.tokens import token_id_of
 from stackyard.api.routes import people as people_routes
 from stackyard.api.sessions import COOKIE
 from stackyard.statuses import RunStatus, StepStatus
-from stackyard.store.models import Token
+from stackyard.store.models import NotificationChannel, Token
 from tests.access_yard import AccessYard, access_yard, run_at_gate
 from tests.gate_runs import BOUND, wait_for, waiting
 
@@ -422,3 +422,70 @@ def test_a_secret_value_never_reaches_the_audit_log(yard: AccessYard) -> None:
     secret = next(e for e in entries if e["action"] == "set_secret")
     assert secret["parameters"] == {"key": "DB_PASSWORD", "stage": "dev", "value": "***"}
     assert COOKIE not in str(entries)
+
+
+# -- notification channels: their URLs are secrets
+
+
+def test_a_channels_secret_url_is_added_by_a_person_who_deploys_and_read_by_nobody(
+    yard: AccessYard,
+) -> None:
+    """A viewer cannot add a channel, nor can a stack's CI tokens (which must not be able to
+    silence the team's alerts); a deployer adds one, and from then on nobody, admins
+    included, reads its URL, SMTP password or signing secret back: not in a list, not in the
+    deliveries, not in the audit log, not in the store."""
+    base = "/api/v1/stacks/hello/notify"
+    token = "xoxb-the-channels-secret-path-4242"
+    slack = {"kind": "slack", "target": f"https://hooks.slack.com/services/T0/B0/{token}"}
+    topic = "our-secret-ntfy-topic-1717"
+    hook = {"kind": "webhook", "target": f"https://ntfy.sh/{topic}"}
+    password = "smtp-password-never-shown-99"
+    smtp = {"host": "127.0.0.1", "port": 2525, "security": "none", "password": password}
+    mail = {"kind": "email", "target": "ops@example.com", "smtp": smtp}
+    for label in ("viewer", "read hello", "push hello", "deploy hello"):
+        for body in (slack, hook, mail):
+            answer = yard.client.post(base, json=body, headers=yard.auth(label))
+            assert answer.status_code == 403, (label, answer.text)
+            assert answer.json()["error"].startswith("forbidden: this takes "), label
+    refused = yard.client.post(base, json=slack, headers=yard.auth("deploy hello")).json()
+    assert refused["permission"] == (
+        "deploy on stack hello, with a person's own token (not one scoped to a stack)"
+    )
+    assert yard.client.get(base, headers=yard.auth("admin")).json()["channels"] == []
+
+    added = [yard.client.post(base, json=b, headers=yard.auth("deployer")) for b in (slack, hook)]
+    added.append(yard.client.post(base, json=mail, headers=yard.auth("dave")))
+    assert [a.status_code for a in added] == [201, 201, 201], [a.text for a in added]
+    signing = added[1].json()["signing_secret"]
+    assert len(signing) == 64  # shown once, to who added it
+    assert [a.json()["shown"] for a in added] == [
+        "https://hooks.slack.com/…",
+        "https://ntfy.sh/…",
+        "ops@example.com",
+    ]
+    secrets = (token, topic, password, signing)
+    assert not [s for s in secrets if s in added[0].text + added[2].text]
+
+    for label in ("viewer", "read hello", "deploy hello", "deployer", "admin", "bootstrap"):
+        for path in (base, f"{base}/deliveries"):
+            answer = yard.client.get(path, headers=yard.auth(label))
+            assert answer.status_code == 200, (label, path, answer.text)
+            assert not [s for s in secrets if s in answer.text], (label, path)
+        assert len(yard.client.get(base, headers=yard.auth(label)).json()["channels"]) == 3
+    assert yard.client.get(base, headers=yard.auth("push hello")).status_code == 403
+
+    for label in ("viewer", "deploy hello"):
+        answer = yard.client.delete(f"{base}/1", headers=yard.auth(label))
+        assert answer.status_code == 403, (label, answer.text)
+    assert yard.client.delete(f"{base}/1", headers=yard.auth("deployer")).status_code == 200
+
+    entries = audit(yard, stack="hello")
+    assert not [s for s in secrets if s in str(entries)]
+    tries = [e for e in entries if e["action"] == "add_channel"]
+    assert sorted(e["result"] for e in tries) == ["ok"] * 3 + ["refused"] * 13
+    assert {str(e["parameters"]["target"]) for e in tries} == {"***"}  # type: ignore[index]
+    with yard.sessions() as session:
+        stored = session.execute(select(NotificationChannel.sealed, NotificationChannel.shown))
+        rows = stored.all()
+    assert [shown for _, shown in rows] == ["https://ntfy.sh/…", "ops@example.com"]
+    assert not [s for s in secrets if s in str(rows)]  # sealed at rest

@@ -89,6 +89,9 @@ def test_the_critical_routes_take_what_docs_people_md_says(yard: AccessYard) -> 
         "POST /api/v1/stacks/{name}/pushes": "push",
         "POST /ui/stacks/{name}/approve": "deploy",
         "POST /ui/stacks/{name}/secrets": "deploy",
+        "GET /api/v1/stacks/{name}/notify": "read",
+        "POST /api/v1/stacks/{name}/notify": "deploy",
+        "DELETE /api/v1/stacks/{name}/notify/{number}": "deploy",
     }
     assert {route: declared[route] for route in expected} == expected
 

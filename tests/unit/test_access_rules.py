@@ -73,6 +73,12 @@ def test_people_only_routes_refuse_stack_tokens() -> None:
     assert not refused.allowed
     assert refused.permission == "a person's own token (not one scoped to a stack)"
     assert decide(PUSH_HELLO, Need(None, stack=None), Target()).allowed  # whoami
+    channels = Need(Action.DEPLOY, people_only=True)  # adding a notification channel
+    assert decide(DEPLOYER, channels, HELLO).allowed
+    assert decide(DEPLOY_HELLO, channels, HELLO).permission == (
+        "deploy on stack hello, with a person's own token (not one scoped to a stack)"
+    )
+    assert decide(VIEWER, channels, HELLO).permission == "deploy on stack hello"
 
 
 def test_a_refusal_names_the_permission() -> None:

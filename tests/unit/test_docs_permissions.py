@@ -33,7 +33,8 @@ def permission(need: Need) -> str:
     if need.action is None:
         return "a person's own token" if need.people_only else "any valid token"
     where = "on the stack" if need.stack else "on the platform"
-    return f"`{need.action}` {where}"
+    own = ", with a person's own token" if need.people_only else ""
+    return f"`{need.action}` {where}{own}"
 
 
 def protection(need: Need) -> str:

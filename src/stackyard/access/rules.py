@@ -163,11 +163,14 @@ def decide(
     protections: Mapping[str, Protection] | None = None,
 ) -> Decision:
     """Whether ``principal`` may do what ``need`` describes to ``target``."""
+    stack = target.stack if need.stack is not None else None
     if need.people_only and not principal.is_person:
-        return _refuse(principal, "a person's own token (not one scoped to a stack)")
+        own = "a person's own token (not one scoped to a stack)"
+        if need.action is not None:
+            own = f"{need.permission(stack)}, with {own}"
+        return _refuse(principal, own)
     if need.action is None:
         return Decision.allow()
-    stack = target.stack if need.stack is not None else None
     if not principal.may(need.action, stack):
         return _refuse(principal, need.permission(stack))
     if need.action is not Action.DEPLOY or not protections or target.stack is None:

@@ -103,10 +103,12 @@ NEEDS: dict[Callable[..., Any], Need] = {
     variables.list_secrets: Need(READ),
     variables.set_secret: Need(DEPLOY, stage=StageFrom.QUERY, redact=("value",)),
     variables.unset_secret: Need(DEPLOY, stage=StageFrom.QUERY),
-    # notifications (a channel's URL and SMTP password never reach the audit log)
+    # notifications: anyone who reads the stack sees its channels, masked (nobody reads a
+    # URL or password back); a deployer changes them with their own token, not a stack
+    # token (a CI token must not silence the team's alerts); the audit log never holds them
     notify.list_channels: Need(READ),
-    notify.add_channel: Need(DEPLOY, redact=("target", "smtp")),
-    notify.remove_channel: Need(DEPLOY),
+    notify.add_channel: Need(DEPLOY, people_only=True, redact=("target", "smtp")),
+    notify.remove_channel: Need(DEPLOY, people_only=True),
     notify.test_channels: Need(DEPLOY),
     notify.list_deliveries: Need(READ),
     # the console: pages
