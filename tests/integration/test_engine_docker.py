@@ -182,7 +182,7 @@ def test_serves_http_on_loopback_with_port_and_host_set(
 ) -> None:
     spec = spec_for(env={"GREETING": "hi"})
     task = docker_engine.start(spec)
-    response = _get(f"http://127.0.0.1:{spec.port}/")
+    response = get_until_it_answers(f"http://127.0.0.1:{spec.port}/")
     assert response.status_code == 200
     assert response.text == "hello\n"
     attrs = raw.api.inspect_container(task.id)
@@ -209,7 +209,7 @@ def test_limits_are_applied(
 def test_init_makes_stop_fast(docker_engine: DockerEngine, spec_for: SpecFactory) -> None:
     spec = spec_for(stop_timeout=10)
     task = docker_engine.start(spec)
-    _get(f"http://127.0.0.1:{spec.port}/")
+    get_until_it_answers(f"http://127.0.0.1:{spec.port}/")
     began = time.monotonic()
     docker_engine.stop(task.id, timeout=10)
     assert time.monotonic() - began < 3
@@ -331,8 +331,8 @@ def test_an_unreachable_engine_is_a_component_error() -> None:
     gc.collect()  # let the leaked sockets go while the warning is ignored
 
 
-def _get(url: str) -> httpx.Response:
-    deadline = time.monotonic() + 10
+def get_until_it_answers(url: str) -> httpx.Response:
+    deadline = time.monotonic() + 30
     while True:
         try:
             return httpx.get(url, timeout=2)

@@ -2,12 +2,16 @@
 follow their events.
 
 A task is one container of a stage, always started from ``repo@sha256:…``. The deploy
-controller only talks to this class; ``docker`` (one host) and later ``swarm`` implement it,
-and ``FakeEngine`` (engines/fake.py) implements it in memory for unit tests.
+controller only talks to this class; ``docker`` (one host) and ``swarm`` (a cluster of
+nodes) implement it, and ``FakeEngine`` and ``FakeSwarm`` (engines/fake.py) implement it in
+memory for unit tests. An engine that places tasks on several machines also lists its
+nodes (``supports_nodes``): where each one answers, and whether it takes new tasks.
 """
 
 from __future__ import annotations
 
+import builtins
+import ipaddress
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +32,10 @@ LABEL_STAGE = "dev.stackyard.stage"
 LABEL_RELEASE = "dev.stackyard.release"
 LABEL_DEPLOYMENT = "dev.stackyard.deployment"
 LABEL_PORT = "dev.stackyard.port"
+# Labels on a cluster's nodes: the address its tasks answer on (set by the operator or the
+# platform), and that the platform is moving the node's tasks away (``nodes drain``).
+NODE_LABEL_ADDRESS = "dev.stackyard.address"
+NODE_LABEL_DRAINING = "dev.stackyard.draining"
 
 
 class TaskState(StrEnum):
@@ -57,6 +65,80 @@ class Address:
         return f"{host}:{self.port}"
 
 
+class NodeState(StrEnum):
+    READY = "ready"
+    DOWN = "down"
+    UNKNOWN = "unknown"
+    DISCONNECTED = "disconnected"
+
+
+class Availability(StrEnum):
+    """Whether a node takes tasks: ``active``; ``pause`` (keeps its tasks, takes no new
+    ones); ``drain`` (holds none)."""
+
+    ACTIVE = "active"
+    PAUSE = "pause"
+    DRAIN = "drain"
+
+
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def address_problem(text: str) -> str:
+    """Why ``text`` is not a node address (an IP address or a DNS name); "" when it is."""
+    try:
+        ipaddress.ip_address(text)
+        return ""
+    except ValueError:
+        pass
+    if _HOSTNAME.fullmatch(text) and not text.replace(".", "").isdigit():
+        return ""
+    return f"'{text}' is not an IP address or a host name"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One machine of a cluster, as the engine reports it."""
+
+    id: str
+    name: str  # its host name (not unique: several nodes may share one)
+    address: str  # where its tasks answer; "" when unknown
+    address_from: str  # "label" (NODE_LABEL_ADDRESS), or "engine" (its own guess)
+    role: str  # "manager" or "worker"
+    state: NodeState
+    availability: Availability
+    labels: Mapping[str, str] = field(default_factory=dict)
+    address_problem: str = ""  # the address label holds something that is not an address
+    engine_labels: Mapping[str, str] = field(default_factory=dict)
+    platform: Mapping[str, str] = field(default_factory=dict)  # "os", "arch"
+
+    @property
+    def ready(self) -> bool:
+        return self.state is NodeState.READY
+
+    @property
+    def takes_tasks(self) -> bool:
+        """Ready, active, and not being drained by the platform: new tasks may go here."""
+        return self.ready and self.availability is Availability.ACTIVE and not self.draining
+
+    @property
+    def draining(self) -> bool:
+        """The platform is moving this node's tasks away (``stackyard nodes drain``)."""
+        return NODE_LABEL_DRAINING in self.labels or self.availability is Availability.DRAIN
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a task may run, on an engine with nodes: pinned to ``node`` (an id) when the
+    platform chose one, and only where every one of ``constraints`` holds (Swarm's syntax,
+    e.g. ``node.labels.zone == a``). An engine without nodes ignores ``node``."""
+
+    node: str | None = None
+    constraints: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """Everything needed to start one task. ``image`` must be ``repo@sha256:…``."""
@@ -73,6 +155,7 @@ class TaskSpec:
     stop_timeout: float = 10.0  # seconds between SIGTERM and SIGKILL
     files: Mapping[str, str] = field(default_factory=dict)  # path in container -> content
     login: RegistryLogin | None = None  # how the engine pulls ``image``
+    placement: Placement = field(default_factory=Placement)
 
 
 @dataclass(frozen=True)
@@ -92,6 +175,7 @@ class TaskInfo:
     health_output: str = ""  # the last HEALTHCHECK output, when there is one
     error: str = ""  # the engine's own error for a task that failed to start
     address: Address | None = None  # where it answers; None for a task without a port
+    node: str = ""  # the id of the node it runs on; "" on an engine without nodes
 
     @property
     def digest(self) -> str:
@@ -116,12 +200,14 @@ class TaskEventKind(StrEnum):
     EXITED = "exited"  # it died: crashed, stopped or killed
     HEALTH = "health"  # its image HEALTHCHECK status changed
     REMOVED = "removed"
+    NODE = "node"  # a node changed (state, availability, labels, joined, left): task_id is its id
 
 
 @dataclass(frozen=True)
 class TaskEvent:
-    """One event of one task. ``labels`` include the task's labels (an engine may add other
-    attributes), so a watcher knows the stage without asking the engine."""
+    """One event of one task (or, for NODE, of one node). ``labels`` include the task's
+    labels (an engine may add other attributes), so a watcher knows the stage without
+    asking the engine."""
 
     task_id: str
     kind: TaskEventKind
@@ -173,6 +259,7 @@ class Engine(ABC):
     supports_bridge_network: ClassVar[bool] = False
     supports_image_healthcheck: ClassVar[bool] = False
     supports_events: ClassVar[bool] = False  # events(); without it, callers list periodically
+    supports_nodes: ClassVar[bool] = False  # nodes(), update_node(), Placement honoured
 
     @abstractmethod
     def start(self, spec: TaskSpec) -> TaskInfo:
@@ -213,8 +300,37 @@ class Engine(ABC):
         )
         raise NotImplementedError(f"{type(self).__name__} sets supports_events: implement events")
 
+    def nodes(self) -> builtins.list[NodeInfo]:
+        """The cluster's nodes. Only engines with ``supports_nodes``."""
+        self._require_nodes("list the nodes of a cluster")
+        raise NotImplementedError(f"{type(self).__name__} sets supports_nodes: implement nodes")
+
+    def update_node(
+        self,
+        node_id: str,
+        *,
+        availability: Availability | None = None,
+        labels: Mapping[str, str | None] | None = None,
+    ) -> NodeInfo:
+        """Change a node's availability and labels (a None value removes the label); return
+        it as changed. NotFoundError for an unknown node. Only with ``supports_nodes``."""
+        self._require_nodes("change a node")
+        raise NotImplementedError(f"{type(self).__name__} sets supports_nodes: implement it")
+
+    def _require_nodes(self, needed_for: str) -> None:
+        require(
+            self,
+            "nodes",
+            needed_for=needed_for,
+            hint="run the platform on an engine with nodes (stackyard up --engine swarm)",
+        )
+
     def ping(self) -> None:  # noqa: B027 - optional: adapters that can check cheaply do
         """Raise ComponentError when the engine does not answer."""
+
+    def verify(self) -> None:  # noqa: B027 - optional
+        """Raise UsageError when the engine answers but cannot serve as configured (a swarm
+        engine on a node that is no manager); the platform calls it once at start."""
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release what the engine client holds."""

@@ -13,7 +13,7 @@ import math
 import os
 import tarfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any, ClassVar
@@ -24,7 +24,6 @@ import docker.errors
 from stackyard.engines.base import (
     LABEL_PORT,
     Address,
-    Engine,
     EngineError,
     Health,
     TaskEvent,
@@ -35,6 +34,7 @@ from stackyard.engines.base import (
     TaskState,
     split_digest_reference,
 )
+from stackyard.engines.dockerapi import DockerApiEngine
 from stackyard.errors import ComponentError, NotFoundError, StackyardError
 
 _STATES = {
@@ -62,7 +62,7 @@ _EVENTS = {
 _REGISTRY_HINT = "the release's image was deleted from the registry? rebuild or roll back"
 
 
-class DockerEngine(Engine):
+class DockerEngine(DockerApiEngine):
     """Tasks as containers: digest-pinned, labelled, ``--init``, limits from the spec."""
 
     name: ClassVar[str] = "docker"
@@ -71,19 +71,18 @@ class DockerEngine(Engine):
     supports_events: ClassVar[bool] = True
 
     def __init__(
-        self, base_url: str | None = None, *, timeout: int = 120, task_host: str = "127.0.0.1"
+        self,
+        base_url: str | None = None,
+        *,
+        endpoint: str | None = None,
+        timeout: int = 120,
+        task_host: str = "127.0.0.1",
     ) -> None:
-        self._base_url = base_url
-        self._timeout = timeout
+        # ``endpoint`` is the platform's engine endpoint setting (``--engine-endpoint``).
+        super().__init__(base_url or endpoint, timeout)
         # Where this engine's tasks answer: they bind (host networking) or are published
         # (bridge networking) on the engine's loopback.
         self._task_host = task_host
-        self._client: docker.DockerClient | None = None
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
     # -- the seam -----------------------------------------------------------------------------
 
@@ -307,49 +306,7 @@ class DockerEngine(Engine):
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _api(self) -> Any:
-        if self._client is None:
-            try:
-                if self._base_url:
-                    self._client = docker.DockerClient(
-                        base_url=self._base_url, timeout=self._timeout
-                    )
-                else:
-                    self._client = docker.from_env(timeout=self._timeout)
-            except (docker.errors.DockerException, OSError) as exc:
-                raise _unreachable(exc, self._base_url) from exc
-        return self._client.api
-
-    def _call(
-        self, method: Callable[..., Any], *args: Any, missing: str | None = None, **kwargs: Any
-    ) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except docker.errors.NotFound as exc:
-            if missing is None:
-                raise self._refused("the Docker engine refused", exc) from exc
-            raise NotFoundError(f"{missing} does not exist (any more)") from exc
-        except (docker.errors.DockerException, OSError) as exc:
-            raise self._refused("the Docker engine refused", exc) from exc
-
-    def _lines(self, chunks: Iterator[bytes], task_id: str) -> Iterator[str]:
-        pending = b""
-        try:
-            for chunk in chunks:
-                pending += chunk
-                *complete, pending = pending.split(b"\n")
-                for line in complete:
-                    yield line.decode("utf-8", errors="replace").rstrip("\r")
-        except (docker.errors.DockerException, OSError) as exc:
-            raise self._refused(f"cannot read the logs of task {task_id}", exc) from exc
-        if pending:
-            yield pending.decode("utf-8", errors="replace").rstrip("\r")
-
-    def _refused(self, what: str, exc: Exception) -> StackyardError:
-        if isinstance(exc, docker.errors.APIError):
-            return EngineError(f"{what}: {exc.explanation or exc}")
-        if isinstance(exc, StackyardError):
-            return exc
+    def _unreachable(self, exc: Exception) -> ComponentError:
         return _unreachable(exc, self._base_url)
 
 

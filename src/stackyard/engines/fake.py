@@ -1,4 +1,5 @@
-"""``FakeEngine``: the Engine seam in memory, for unit tests of the deploy controller.
+"""``FakeEngine``: the Engine seam in memory, for unit tests of the deploy controller;
+``FakeSwarm``: the same with nodes, as the swarm engine has them.
 
 No threads, no sleeping: time is whatever ``clock`` says, and behaviour is scripted per image
 digest with ``behave``. It refuses what docker refuses (tags, duplicate names, unknown ids).
@@ -8,20 +9,25 @@ makes (``crash_after``, ``health_after``) is noticed, and sent, when a call look
 
 from __future__ import annotations
 
+import builtins
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from stackyard.engines.base import (
     LABEL_PORT,
+    NODE_LABEL_ADDRESS,
     Address,
+    Availability,
     Engine,
     EngineError,
     Health,
+    NodeInfo,
+    NodeState,
     TaskEvent,
     TaskEventKind,
     TaskEvents,
@@ -30,6 +36,7 @@ from stackyard.engines.base import (
     TaskState,
     split_digest_reference,
 )
+from stackyard.engines.constraints import holds, parse_constraint
 from stackyard.errors import ComponentError, NotFoundError
 
 Clock = Callable[[], datetime]
@@ -72,6 +79,8 @@ class _Task:
     exit_code: int | None = None
     finished_at: datetime | None = None
     lines: list[str] = field(default_factory=list)
+    error: str = ""
+    node: str = ""  # FakeSwarm: the node it runs on
 
     @property
     def labels(self) -> dict[str, str]:
@@ -299,11 +308,154 @@ class FakeEngine(Engine):
             started_at=task.started_at,
             finished_at=task.finished_at,
             health_output=task.health_output,
-            address=Address("127.0.0.1", spec.port),
+            error=task.error,
+            address=Address(self._host(task), spec.port),
+            node=task.node,
         )
+
+    def _host(self, task: _Task) -> str:
+        return "127.0.0.1"
 
 
 def _env(spec: TaskSpec) -> dict[str, str]:
     host = "127.0.0.1" if spec.network_mode == "host" else "0.0.0.0"
     port = spec.port if spec.network_mode == "host" else spec.container_port
     return {**spec.env, "PORT": str(port), "HOST": host}
+
+
+class FakeSwarm(FakeEngine):
+    """FakeEngine with nodes (``node-1`` at 127.0.0.2, ``node-2`` at 127.0.0.3, ...).
+
+    A task runs on the node its placement names (EngineError for an unknown one), or on
+    the ready, active node with the fewest tasks; it answers at that node's address. A
+    task whose node's constraints do not hold is EXITED at once with Swarm's "no suitable
+    node" error. ``node_down`` loses a node's tasks, ``move`` puts a task on another node
+    (a new address), ``add_node`` joins one; each sends a NODE (or task) event.
+    """
+
+    name: ClassVar[str] = "fake-swarm"
+    supports_bridge_network: ClassVar[bool] = False
+    supports_nodes: ClassVar[bool] = True
+
+    def __init__(self, clock: Clock | None = None, *, nodes: int = 3) -> None:
+        super().__init__(clock)
+        self._nodes: dict[str, NodeInfo] = {}
+        for number in range(1, nodes + 1):
+            self.add_node(f"node-{number}", f"127.0.0.{number + 1}")
+
+    # -- scripting (tests only)
+
+    def add_node(
+        self,
+        node_id: str,
+        address: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        role: str = "worker",
+    ) -> NodeInfo:
+        node = NodeInfo(
+            id=node_id,
+            name=node_id,
+            address=address,
+            address_from="label",
+            role=role,
+            state=NodeState.READY,
+            availability=Availability.ACTIVE,
+            labels={NODE_LABEL_ADDRESS: address, **(labels or {})},
+            platform={"os": "linux", "arch": "x86_64"},
+        )
+        self._nodes[node_id] = node
+        self._emit_node(node_id)
+        return node
+
+    def node_down(self, node_id: str) -> None:
+        """The node is gone: the engine says so, and its running tasks are lost."""
+        node = self._node(node_id)
+        self._nodes[node_id] = replace(node, state=NodeState.DOWN)
+        for task in list(self._tasks.values()):
+            if task.node == node_id and task.state is not TaskState.EXITED:
+                task.error = f"lost: node {node_id} ({node.address}) is down"
+                task.state, task.finished_at = TaskState.EXITED, self.clock()
+                self._emit(task, TaskEventKind.EXITED)
+        self._emit_node(node_id)
+
+    def move(self, task_id: str, node_id: str) -> None:
+        """The task now runs on another node (Swarm rescheduled it): a new address."""
+        task = self._task(task_id)
+        task.node = self._node(node_id).id
+        self._emit(task, TaskEventKind.STARTED)
+
+    def tasks_on(self, node_id: str) -> list[str]:
+        return [t.id for t in self._tasks.values() if t.node == node_id]
+
+    # -- the seam
+
+    def nodes(self) -> builtins.list[NodeInfo]:
+        self.calls.append(("nodes", ()))
+        if not self.reachable:
+            raise ComponentError("the fake engine is unreachable (reachable=False)")
+        return list(self._nodes.values())
+
+    def update_node(
+        self,
+        node_id: str,
+        *,
+        availability: Availability | None = None,
+        labels: Mapping[str, str | None] | None = None,
+    ) -> NodeInfo:
+        self.calls.append(("update_node", (node_id, availability, dict(labels or {}))))
+        node = self._node(node_id)
+        merged = dict(node.labels)
+        for key, value in (labels or {}).items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        address = merged.get(NODE_LABEL_ADDRESS, node.address)
+        node = replace(
+            node, availability=availability or node.availability, labels=merged, address=address
+        )
+        self._nodes[node_id] = node
+        self._emit_node(node_id)
+        return node
+
+    def _start(self, spec: TaskSpec) -> TaskInfo:
+        node_id = spec.placement.node or self._least_busy()
+        node = self._node(node_id) if node_id in self._nodes else None
+        if node is None:
+            self.calls.append(("start", (spec,)))
+            raise EngineError(f"task {spec.name}: node {node_id} is not in the swarm (any more)")
+        info = super()._start(spec)
+        task = self._tasks[info.id]
+        task.node = node.id
+        broken = [c for c in spec.placement.constraints if not holds(parse_constraint(c), node)]
+        if broken:
+            task.error = (
+                "Swarm cannot place it: no suitable node (scheduling constraints not "
+                f"satisfied on {len(self._nodes)} nodes) (constraints: {', '.join(broken)})"
+            )
+            task.state, task.finished_at = TaskState.EXITED, self.clock()
+            self._emit(task, TaskEventKind.EXITED)
+        return self._info(task)
+
+    def _least_busy(self) -> str:
+        ready = [n.id for n in self._nodes.values() if n.takes_tasks]
+        if not ready:
+            return ""
+        return min(ready, key=lambda n: (len(self.tasks_on(n)), n))
+
+    def _node(self, node_id: str) -> NodeInfo:
+        node = self._nodes.get(node_id)
+        if node is None:
+            raise NotFoundError(f"node {node_id} does not exist")
+        return node
+
+    def _host(self, task: _Task) -> str:
+        node = self._nodes.get(task.node)
+        return node.address if node is not None else "127.0.0.1"
+
+    def _emit_node(self, node_id: str) -> None:
+        with self._subscribing:
+            subscriptions = list(self._subscriptions)
+        for subscription in subscriptions:
+            subscription.events.put(TaskEvent(node_id, TaskEventKind.NODE, {}))

@@ -1,0 +1,92 @@
+"""What the ``docker`` and ``swarm`` engines share: one lazily made Docker SDK client, and its
+errors translated at the boundary (unreachable -> ComponentError, NotFound -> NotFoundError,
+any other refusal -> EngineError), and log chunks cut into lines.
+
+``DockerApiEngine`` is the base class of both (engines/docker.py, engines/swarm.py); the
+SDK is imported only in these three modules.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import docker
+import docker.errors
+
+from stackyard.engines.base import Engine, EngineError
+from stackyard.errors import ComponentError, NotFoundError, StackyardError
+
+
+class DockerApiEngine(Engine):
+    """An engine that speaks the Docker Engine API at ``base_url`` (None: DOCKER_HOST, else
+    the local socket). Subclasses name what refused (``_who``) and what to do when it does
+    not answer (``_unreachable``)."""
+
+    _who = "the Docker engine"
+
+    def __init__(self, base_url: str | None, timeout: int) -> None:
+        self._base_url = base_url
+        self._timeout = timeout
+        self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _api(self) -> Any:
+        with self._client_lock:
+            if self._client is None:
+                try:
+                    if self._base_url:
+                        self._client = docker.DockerClient(
+                            base_url=self._base_url, timeout=self._timeout
+                        )
+                    else:
+                        self._client = docker.from_env(timeout=self._timeout)
+                except (docker.errors.DockerException, OSError) as exc:
+                    raise self._unreachable(exc) from exc
+            return self._client.api
+
+    def _call(
+        self, method: Callable[..., Any], *args: Any, missing: str | None = None, **kwargs: Any
+    ) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except docker.errors.NotFound as exc:
+            if missing is None:
+                raise self._refused(f"{self._who} refused", exc) from exc
+            raise NotFoundError(f"{missing} does not exist (any more)") from exc
+        except (docker.errors.DockerException, OSError) as exc:
+            raise self._refused(f"{self._who} refused", exc) from exc
+
+    def _lines(self, chunks: Iterator[bytes], task_id: str) -> Iterator[str]:
+        pending = b""
+        try:
+            for chunk in chunks:
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    yield line.decode("utf-8", errors="replace").rstrip("\r")
+        except (docker.errors.DockerException, OSError) as exc:
+            raise self._refused(f"cannot read the logs of task {task_id}", exc) from exc
+        if pending:
+            yield pending.decode("utf-8", errors="replace").rstrip("\r")
+
+    def _refused(self, what: str, exc: Exception) -> StackyardError:
+        if isinstance(exc, docker.errors.APIError):
+            return self._explained(what, str(exc.explanation or exc))
+        if isinstance(exc, StackyardError):
+            return exc
+        return self._unreachable(exc)
+
+    def _explained(self, what: str, explanation: str) -> StackyardError:
+        """The error for a refusal the engine explained."""
+        return EngineError(f"{what}: {explanation}")
+
+    def _unreachable(self, exc: Exception) -> ComponentError:
+        raise NotImplementedError

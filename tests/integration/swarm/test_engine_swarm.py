@@ -1,0 +1,298 @@
+"""SwarmEngine passes the Engine contract on the real three-node swarm, and does what only a
+cluster engine does: nodes, their address labels, placement, secrets, pull errors by node.
+
+Images are built FROM busybox and pushed to a real registry with auth; every node pulls by
+digest with the login the task carries (``--with-registry-auth``). Traffic goes to
+127.0.0.0/8 only: the nodes advertise 127.0.0.2, .3 and .4.
+"""
+# ruff: noqa: F811 - pytest fixtures imported from other modules are used as arguments
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import docker
+import pytest
+
+from stackyard.engines.base import (
+    LABEL_PLATFORM,
+    NODE_LABEL_ADDRESS,
+    Availability,
+    EngineError,
+    NodeState,
+    Placement,
+    TaskEventKind,
+    TaskInfo,
+    TaskState,
+)
+from stackyard.engines.swarm import SwarmEngine
+from stackyard.errors import UsageError
+from stackyard.plugins import load
+from tests.engine_contract import (
+    RUN,
+    Collector,
+    ContractImages,
+    EngineContract,
+    SpecFactory,
+)
+from tests.integration.registry_fixtures import live_registry  # noqa: F401
+from tests.integration.swarm.conftest import SwarmCluster
+from tests.integration.test_engine_docker import (  # noqa: F401
+    MISSING,
+    BuiltImages,
+    get_until_it_answers,
+    spec_for,
+    test_images,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.swarm]
+
+SERVICE_NAME = "com.docker.swarm.service.name"  # the label Swarm puts on a task's container
+
+
+@pytest.fixture
+def swarm_engine(swarm_cluster: SwarmCluster) -> Iterator[SwarmEngine]:
+    engine = SwarmEngine(swarm_cluster.endpoint)
+    try:
+        yield engine
+    finally:
+        for task in engine.list({LABEL_PLATFORM: RUN}):
+            engine.remove(task.id)
+        engine.close()
+
+
+@pytest.fixture
+def node_ids(swarm_cluster: SwarmCluster) -> dict[str, str]:
+    return swarm_cluster.node_ids()
+
+
+class TestSwarmEngine(EngineContract):
+    @pytest.fixture
+    def engine(self, swarm_engine: SwarmEngine) -> SwarmEngine:
+        return swarm_engine
+
+    @pytest.fixture
+    def images(self, test_images: BuiltImages) -> ContractImages:
+        return ContractImages(
+            serving=test_images.ref("serving"),
+            crashing=test_images.ref("crashing"),
+            login=test_images.login,
+        )
+
+    @pytest.fixture
+    def task_host(self, swarm_engine: SwarmEngine) -> Callable[[TaskInfo], str]:
+        addresses = {node.id: node.address for node in swarm_engine.nodes()}
+        return lambda task: addresses[task.node]
+
+
+def test_registered_under_the_engines_entry_point() -> None:
+    assert load("engine", "swarm") is SwarmEngine
+
+
+def test_an_engine_that_is_no_swarm_manager_names_docker_swarm_init(
+    swarm_cluster: SwarmCluster,
+) -> None:
+    # The shared main engine is in no swarm; n2 is a worker of the test swarm.
+    for endpoint, said in (
+        (None, "is not part of a swarm"),
+        (swarm_cluster.nodes["n2"].socket, "is a swarm worker, not a swarm manager"),
+    ):
+        engine = SwarmEngine(endpoint)
+        try:
+            with pytest.raises(UsageError, match=said) as caught:
+                engine.verify()
+        finally:
+            engine.close()
+        assert caught.value.hint is not None
+        assert "docker swarm init" in caught.value.hint
+
+
+def test_nodes_report_the_address_their_label_gives(
+    swarm_engine: SwarmEngine, swarm_cluster: SwarmCluster, node_ids: dict[str, str]
+) -> None:
+    nodes = {node.id: node for node in swarm_engine.nodes()}
+    for name, node in swarm_cluster.nodes.items():
+        found = nodes[node_ids[name]]
+        assert (found.address, found.address_from) == (node.address, "label")
+        assert found.state is NodeState.READY
+        assert found.availability is Availability.ACTIVE
+        assert found.role == ("manager" if name == "n1" else "worker")
+
+
+def test_a_pinned_task_runs_on_its_node_and_answers_at_its_address(
+    swarm_engine: SwarmEngine,
+    swarm_cluster: SwarmCluster,
+    node_ids: dict[str, str],
+    spec_for: SpecFactory,
+) -> None:
+    n3 = swarm_cluster.nodes["n3"]
+    spec = spec_for(placement=Placement(node=node_ids["n3"]), env={"GREETING": "hi"})
+    task = swarm_engine.start(spec)
+    assert (task.node, str(task.address)) == (node_ids["n3"], f"{n3.address}:{spec.port}")
+    assert get_until_it_answers(f"http://{n3.address}:{spec.port}/").text == "hello\n"
+    client = n3.client()
+    try:
+        (container,) = client.containers.list(filters={"label": f"{SERVICE_NAME}={spec.name}"})
+        env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+        host = container.attrs["HostConfig"]
+    finally:
+        client.close()
+    assert (env["PORT"], env["HOST"], env["GREETING"]) == (str(spec.port), n3.address, "hi")
+    assert container.attrs["Config"]["Image"] == spec.image
+    assert (host["NetworkMode"], host["Init"]) == ("host", True)
+
+
+def test_a_service_has_one_replica_limits_reservations_and_no_restarts(
+    swarm_engine: SwarmEngine, swarm_cluster: SwarmCluster, spec_for: SpecFactory
+) -> None:
+    spec = spec_for(cpu=0.25, memory=64 * 1024 * 1024, stop_timeout=7)
+    task = swarm_engine.start(spec)
+    client = swarm_cluster.manager.client()
+    try:
+        service = client.api.inspect_service(task.id)["Spec"]
+    finally:
+        client.close()
+    template = service["TaskTemplate"]
+    wanted = {"NanoCPUs": 250_000_000, "MemoryBytes": 64 * 1024 * 1024}
+    assert template["Resources"] == {"Limits": wanted, "Reservations": wanted}
+    assert template["RestartPolicy"]["Condition"] == "none"
+    assert template["ContainerSpec"]["StopGracePeriod"] == 7_000_000_000
+    assert template["ContainerSpec"]["StopSignal"] == "SIGTERM"
+    assert service["Mode"] == {"Replicated": {"Replicas": 1}}
+    assert "UpdateConfig" not in service or not service["UpdateConfig"]
+
+
+def test_files_reach_the_task_as_swarm_secrets_and_leave_with_it(
+    swarm_engine: SwarmEngine, swarm_cluster: SwarmCluster, spec_for: SpecFactory
+) -> None:
+    spec = spec_for(files={"/run/stackyard/app/.env": "SECRET=s3cr3t\n"})
+    task = swarm_engine.start(spec)
+    node = next(n for n in swarm_cluster.nodes.values() if n.node_id() == task.node)
+    client = node.client()
+    try:
+        (container,) = client.containers.list(filters={"label": f"{SERVICE_NAME}={spec.name}"})
+        code, output = container.exec_run(["cat", "/run/stackyard/app/.env"])
+        assert (code, output) == (0, b"SECRET=s3cr3t\n")
+        code, output = container.exec_run(["stat", "-c", "%a", "/run/stackyard/app/.env"])
+        assert output.split() == [b"600"]
+    finally:
+        client.close()
+    manager = swarm_cluster.manager.client()
+    try:
+        assert [s.name for s in manager.secrets.list(filters={"name": spec.name})] == [
+            f"{spec.name}-file0"
+        ]
+        swarm_engine.remove(task.id)
+        assert manager.secrets.list(filters={"name": spec.name}) == []
+    finally:
+        manager.close()
+
+
+def test_a_constraint_no_node_satisfies_fails_the_start_naming_it(
+    swarm_engine: SwarmEngine, spec_for: SpecFactory
+) -> None:
+    spec = spec_for(placement=Placement(constraints=("node.labels.zone == nowhere",)))
+    with pytest.raises(EngineError, match="no suitable node") as caught:
+        swarm_engine.start(spec)
+    assert "node.labels.zone == nowhere" in str(caught.value)
+    assert spec.name not in {t.name for t in swarm_engine.list({LABEL_PLATFORM: RUN})}
+
+
+def test_a_digest_the_registry_lacks_fails_the_start_naming_the_node(
+    swarm_engine: SwarmEngine,
+    node_ids: dict[str, str],
+    spec_for: SpecFactory,
+    test_images: BuiltImages,
+) -> None:
+    image = f"{test_images.repository}@{MISSING}"
+    spec = replace(spec_for(placement=Placement(node=node_ids["n2"])), image=image)
+    with pytest.raises(EngineError, match="could not pull the image") as caught:
+        swarm_engine.start(spec)
+    assert "127.0.0.3" in str(caught.value)  # the node that tried
+    assert image in str(caught.value)
+
+
+def test_a_node_without_the_login_cannot_pull(
+    swarm_engine: SwarmEngine,
+    swarm_cluster: SwarmCluster,
+    node_ids: dict[str, str],
+    spec_for: SpecFactory,
+) -> None:
+    spec = spec_for("nobody", login=None, placement=Placement(node=node_ids["n3"]))
+    client = swarm_cluster.nodes["n3"].client()
+    try:  # a node that has the image already starts it from its own copy
+        client.images.remove(spec.image, force=True)
+    except docker.errors.ImageNotFound:
+        pass
+    finally:
+        client.close()
+    with pytest.raises(EngineError, match="could not pull the image"):
+        swarm_engine.start(spec)
+
+
+def test_a_node_label_change_is_an_event_and_moves_the_address(
+    swarm_engine: SwarmEngine, node_ids: dict[str, str], spec_for: SpecFactory
+) -> None:
+    n2 = node_ids["n2"]
+    task = swarm_engine.start(spec_for(placement=Placement(node=n2)))
+    try:
+        with swarm_engine.events({LABEL_PLATFORM: RUN}, window=60) as stream:
+            seen = Collector(stream)
+            swarm_engine.update_node(n2, labels={NODE_LABEL_ADDRESS: "127.0.0.13"})
+            assert seen.wait(n2, TaskEventKind.NODE), seen.events
+        assert swarm_engine.inspect(task.id).address is not None
+        assert str(swarm_engine.inspect(task.id).address).startswith("127.0.0.13:")
+    finally:
+        swarm_engine.update_node(n2, labels={NODE_LABEL_ADDRESS: "127.0.0.3"})
+
+
+def test_a_bad_address_label_falls_back_and_says_why(
+    swarm_engine: SwarmEngine, node_ids: dict[str, str]
+) -> None:
+    n3 = node_ids["n3"]
+    try:
+        node = swarm_engine.update_node(n3, labels={NODE_LABEL_ADDRESS: "not an address"})
+        assert node.address_from == "engine"
+        assert "not an IP address or a host name" in node.address_problem
+    finally:
+        swarm_engine.update_node(n3, labels={NODE_LABEL_ADDRESS: "127.0.0.4"})
+
+
+def test_availability_changes_and_comes_back(
+    swarm_engine: SwarmEngine, node_ids: dict[str, str]
+) -> None:
+    n3 = node_ids["n3"]
+    try:
+        assert swarm_engine.update_node(n3, availability=Availability.PAUSE).availability is (
+            Availability.PAUSE
+        )
+    finally:
+        node = swarm_engine.update_node(n3, availability=Availability.ACTIVE)
+    assert node.availability is Availability.ACTIVE
+
+
+def test_stop_ends_a_task_with_sigterm_quickly(
+    swarm_engine: SwarmEngine, spec_for: SpecFactory
+) -> None:
+    task = swarm_engine.start(spec_for(stop_timeout=10))
+    began = time.monotonic()
+    swarm_engine.stop(task.id, timeout=10)
+    assert time.monotonic() - began < 10
+    info = swarm_engine.inspect(task.id)
+    assert (info.state, info.exit_code) == (TaskState.EXITED, 143)
+
+
+def test_a_docker_client_sees_the_service_labels(
+    swarm_engine: SwarmEngine, swarm_cluster: SwarmCluster, spec_for: SpecFactory
+) -> None:
+    spec = spec_for()
+    task = swarm_engine.start(spec)
+    client: docker.DockerClient = swarm_cluster.manager.client()
+    try:
+        labels = client.api.inspect_service(task.id)["Spec"]["Labels"]
+    finally:
+        client.close()
+    assert labels["dev.stackyard.port"] == str(spec.port)
+    assert labels[LABEL_PLATFORM] == RUN
