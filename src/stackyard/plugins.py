@@ -107,7 +107,7 @@ def offers(settings: Settings, *, username: str, password: str) -> dict[str, dic
     from its own configuration.
     """
     return {
-        "engine": {},
+        "engine": {"endpoint": settings.engine_endpoint},
         "router": {"admin_url": settings.caddy_admin_url, "host_port": settings.http_port},
         "source": {"cache_dir": settings.data_dir / "git"},
         "registry": {

@@ -35,6 +35,12 @@ class Settings:
     caddy_admin_port: int = 2019
     network_mode: NetworkMode = "host"
     engine: str = "docker"  # an entry point name in the stackyard.engines group
+    # Where the engine answers (e.g. unix:///run/stackyard-swarm/n1.sock, a swarm manager);
+    # None: DOCKER_HOST, else the local engine.
+    engine_endpoint: str | None = None
+    # The registry address tasks pull from (e.g. registry.internal:5000, which every node of a
+    # cluster reaches); None: the embedded registry's own address.
+    task_registry: str | None = None
     router: str = "caddy"  # an entry point name in the stackyard.routers group
     source: str = "git"  # an entry point name in the stackyard.sources group
     registry: str = "oci"  # an entry point name in the stackyard.registries group

@@ -12,7 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +68,13 @@ def require(binary: str) -> None:
         pytest.fail(f"{binary} is not installed: run scripts/setup-host first")
 
 
-def start_platform(data_dir: Path, extra_env: Mapping[str, str] | None = None) -> RunningPlatform:
-    """``extra_env`` goes to every command (a benchmark runs an older checkout with it)."""
+def start_platform(
+    data_dir: Path,
+    extra_env: Mapping[str, str] | None = None,
+    up_args: Sequence[str] = (),
+) -> RunningPlatform:
+    """``extra_env`` goes to every command (a benchmark runs an older checkout with it);
+    ``up_args`` to ``stackyard up`` (``--engine swarm --engine-endpoint …``)."""
     require("docker-registry")
     require("caddy")
     env = {**cli_env(data_dir), **(extra_env or {})}
@@ -78,7 +83,7 @@ def start_platform(data_dir: Path, extra_env: Mapping[str, str] | None = None) -
         "--registry-port": free_port(),
         "--caddy-admin-port": free_port(),
     }
-    argv = [*STACKYARD, "up", "-d", "--json"]
+    argv = [*STACKYARD, "up", "-d", "--json", *up_args]
     for flag, port in ports.items():
         argv += [flag, str(port)]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)

@@ -69,7 +69,7 @@ def test_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         (["targets"], "Usage: stackyard [OPTIONS] COMMAND", "No such command 'targets'."),
         (["stacks", "crate"], "Usage: stackyard stacks", "'crate'. Did you mean 'create'?"),
-        (["up", "--engine", "x"], "Usage: stackyard up [OPTIONS]", "No such option: --engine"),
+        (["up", "--engines", "x"], "Usage: stackyard up [OPTIONS]", "No such option: --engines"),
     ],
 )
 def test_a_mistyped_command_or_option_is_a_usage_error(

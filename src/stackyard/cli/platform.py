@@ -43,6 +43,24 @@ def up(
     network_mode: Annotated[
         str | None, typer.Option(help="Task networking: host (default) or bridge.")
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="Where tasks run: docker (this machine, default) or swarm (a cluster)."),
+    ] = None,
+    engine_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="The engine's API, e.g. unix:///run/stackyard-swarm/n1.sock (a swarm "
+            "manager) \\[default: DOCKER_HOST, else the local engine]."
+        ),
+    ] = None,
+    task_registry: Annotated[
+        str | None,
+        typer.Option(
+            help="Registry address tasks pull from, one every node reaches "
+            "\\[default: the embedded registry's 127.0.0.1 address]."
+        ),
+    ] = None,
     public_url: Annotated[
         str | None,
         typer.Option(
@@ -69,6 +87,9 @@ def up(
         caddy_admin_port=caddy_admin_port,
         network_mode=mode,
         public_url=public_url,
+        engine=engine,
+        engine_endpoint=engine_endpoint,
+        task_registry=task_registry,
     )
     existing = running_state(settings.state_file)
     if existing is not None:

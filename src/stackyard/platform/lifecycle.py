@@ -25,6 +25,9 @@ def foreground_argv(settings: Settings) -> list[str]:
         "--registry-port", str(settings.registry_port),
         "--caddy-admin-port", str(settings.caddy_admin_port),
         "--network-mode", settings.network_mode,
+        "--engine", settings.engine,
+        *(["--engine-endpoint", settings.engine_endpoint] if settings.engine_endpoint else []),
+        *(["--task-registry", settings.task_registry] if settings.task_registry else []),
     ]  # fmt: skip
     if settings.public_url:
         argv += ["--public-url", settings.public_url]
