@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stackyard.config.values import (
+    Constraint,
     ContainerPath,
     HostName,
     Memory,
@@ -191,6 +192,30 @@ class DeployConfig(BaseModel):
     )
 
 
+class PlacementConfig(BaseModel):
+    """Where the stage's tasks may run, on a cluster engine (`stackyard up --engine swarm`)."""
+
+    model_config = _MODEL_CONFIG
+
+    constraints: list[Constraint] = Field(
+        default_factory=list,
+        description="Swarm placement constraints, all of which a node must satisfy to run "
+        "the stage's tasks: `node.labels.<name>`, `engine.labels.<name>`, `node.id`, "
+        "`node.hostname`, `node.role`, `node.platform.os`, `node.platform.arch` or `node.ip`, "
+        "then `==` or `!=`, then a value. A deployment that no node can take fails within "
+        "its error budget, naming the constraints; the old tasks keep serving. Only on an "
+        "engine with nodes.",
+        examples=[["node.labels.zone == a", "node.role != manager"]],
+    )
+    spread: Literal["node", "none"] = Field(
+        default="node",
+        description="`node`: each node holds at most ceil(replicas / nodes) of the stage's "
+        "tasks, counting the nodes that may take them, and new tasks go to the least loaded "
+        "of those. `none`: Swarm picks each task's node.",
+        examples=["none"],
+    )
+
+
 class EnvFileConfig(BaseModel):
     """A file the stage's tasks receive, rendered from a template with its variables and secrets."""
 
@@ -237,12 +262,14 @@ class StageConfig(BaseModel):
     cpu: StrictFloat = Field(
         default=0.5,
         gt=0,
-        description="CPU limit per task, in cores.",
+        description="CPU limit per task, in cores. On a swarm it is also reserved: a node "
+        "takes only as many tasks as its cores hold.",
         examples=[2],
     )
     memory: Memory = Field(
         default="256m",
-        description="Memory limit per task; a task that goes over it is killed and replaced.",
+        description="Memory limit per task; a task that goes over it is killed and replaced. "
+        "On a swarm it is also reserved on the task's node.",
         examples=["1g"],
     )
     container_port: StrictInt = Field(
@@ -286,6 +313,11 @@ class StageConfig(BaseModel):
         "Stackyard stores them encrypted, apart from it. Changing a variable makes a new "
         "release with the same image.",
         examples=[{"LOG_LEVEL": "info"}],
+    )
+    placement: PlacementConfig = Field(
+        default_factory=PlacementConfig,
+        description="Where the tasks may run and how they spread over the nodes of a cluster.",
+        examples=[{"constraints": ["node.labels.zone == a"], "spread": "node"}],
     )
     env_file: EnvFileConfig | None = Field(
         default=None,

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Strict, WithJsonSchema
 
+from stackyard.engines.constraints import parse_constraint
+
 MIN_MEMORY_BYTES = 6 * 1024**2  # Docker refuses a memory limit below 6 MiB.
 
 # Variables the platform sets in builds, releases and tasks; a user cannot override them.
@@ -206,3 +208,13 @@ HostName = Annotated[str, AfterValidator(_check_host)]
 ContainerPath = Annotated[str, AfterValidator(_check_container_path)]
 PathPattern = Annotated[str, AfterValidator(_check_relative_path)]
 StrictFloat = Annotated[float, Strict()]
+
+
+def _check_constraint(value: str) -> str:
+    parse_constraint(value)  # ValueError says what is wrong
+    return value
+
+
+Constraint = Annotated[
+    str, Strict(), AfterValidator(_check_constraint), DocType("Swarm constraint")
+]

@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import select
@@ -35,9 +35,13 @@ from stackyard.engines.base import (
     LABEL_PLATFORM,
     LABEL_PORT,
     LABEL_STACK,
+    NODE_LABEL_DRAINING,
+    Availability,
     Engine,
     NetworkMode,
+    NodeInfo,
     TaskInfo,
+    TaskState,
 )
 from stackyard.errors import StackyardError
 from stackyard.images.imagestore import ImageStore
@@ -63,6 +67,7 @@ class ControllerSettings:
     safety_tick: float = 300.0  # a settled stage looks once in a while, in case
     resync: float = 30.0  # the task watch lists every task again this often
     poll: float = 1.0  # ... or this often, for an engine without events
+    task_registry: str | None = None  # the registry address tasks pull from (None: images')
 
 
 class Controller:
@@ -108,7 +113,9 @@ class Controller:
             resync=settings.resync,
             poll=settings.poll,
             retry=settings.retry,
+            on_nodes=self._nodes_changed,
         )
+        self._finishing: set[str] = set()  # nodes whose drain is being finished
         self.health: ProbeScheduler[StageKey] = ProbeScheduler(self._nudge)
         self.ports = TaskPorts(settings.task_ports, self._task_ports_in_use)
         self._seams = Seams(
@@ -118,7 +125,7 @@ class Controller:
             watch=self.watch,
             health=self.health,
             ports=self.ports,
-            image_url=images.image_url,
+            image_url=self._image_url,
             login=self._login,
             platform_id=settings.platform_id,
             network_mode=settings.network_mode,
@@ -285,6 +292,74 @@ class Controller:
             loop = self._loops.get(key)
         if loop is not None:
             loop.nudge()
+        self.finish_drains()
+
+    # -- nodes (engines with nodes)
+
+    def platform_tasks(self) -> list[TaskInfo]:
+        """Every task (on a swarm: every service) of this platform, as the engine lists it
+        now, whatever its stack: what ``doctor`` compares with the stacks to find orphans."""
+        return self.engine.list({LABEL_PLATFORM: self.settings.platform_id})
+
+    def finish_drains(self) -> None:
+        """A node being drained (``stackyard nodes drain``) that holds no task of the platform
+        any more becomes ``drain`` for the engine too; its label goes."""
+        try:
+            nodes = self.watch.nodes()
+            tasks = self.watch.all_tasks()
+        except StackyardError:
+            return  # not listed yet: the next change calls again
+        for node in nodes or ():
+            if NODE_LABEL_DRAINING not in node.labels:
+                continue
+            if any(t.node == node.id and t.state is not TaskState.EXITED for t in tasks):
+                continue
+            with self._lock:
+                if node.id in self._finishing or self._stopped.is_set():
+                    continue
+                self._finishing.add(node.id)
+            self._stoppers.submit(self._finish_drain, node)
+
+    def _finish_drain(self, node: NodeInfo) -> None:
+        try:
+            self.engine.update_node(
+                node.id, availability=Availability.DRAIN, labels={NODE_LABEL_DRAINING: None}
+            )
+            log.info("node %s (%s): its tasks moved to other nodes; drained", node.id, node.address)
+        except StackyardError as exc:
+            log.warning("node %s: finishing its drain failed (%s); trying again", node.id, exc)
+        finally:
+            with self._lock:
+                self._finishing.discard(node.id)
+        try:
+            self.watch.resync()
+        except StackyardError as exc:
+            log.warning("node %s was drained; listing the engine failed: %s", node.id, exc)
+
+    def _nodes_changed(
+        self,
+        before: Mapping[str, NodeInfo],
+        after: Mapping[str, NodeInfo],
+        tasks: list[TaskInfo],
+    ) -> None:
+        """A listing saw nodes change: a node that went down is recorded as an event of each
+        stage that had tasks on it (its loop replaces them); drains may be done."""
+        for node_id, node in after.items():
+            old = before.get(node_id)
+            if old is None or not old.ready or node.ready:
+                continue
+            lost: dict[StageKey, list[str]] = {}
+            for task in tasks:
+                key = StageKey.of(task.labels)
+                if task.node == node_id and key is not None:
+                    lost.setdefault(key, []).append(task.name)
+            for key, names in lost.items():
+                StageLog(key, self.sessions, lambda: []).event(
+                    "node",
+                    f"node {node.name or node.id} ({node.address}) is {node.state}: its "
+                    f"task(s) {', '.join(names)} are lost and replaced on other nodes",
+                )
+        self.finish_drains()
 
     def _new_loop(self, key: StageKey) -> StageLoop:
         stage_log = StageLog(
@@ -314,8 +389,14 @@ class Controller:
             on_stop=self.health.forget,
         )
 
+    def _image_url(self, stack: str) -> str:
+        registry = self.settings.task_registry
+        return f"{registry}/{stack}" if registry else self.images.image_url(stack)
+
     def _login(self) -> RegistryLogin:
-        return self.images.credentials
+        login = self.images.credentials
+        registry = self.settings.task_registry
+        return replace(login, registry=registry) if registry else login
 
     def _task_ports_in_use(self) -> set[int]:
         return {

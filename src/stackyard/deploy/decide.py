@@ -13,11 +13,13 @@ started, the route set, a rollback made).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from stackyard.deploy.health import HealthSettings
+from stackyard.deploy.placement import choose_nodes, eligible, no_node_reason
 from stackyard.deploy.plan import (
     Desired,
     ObservedTask,
@@ -27,6 +29,7 @@ from stackyard.deploy.plan import (
     failure_threshold,
     plan_rollout,
 )
+from stackyard.engines.base import NodeInfo
 from stackyard.router.base import Route
 
 NO_RELEASE = -1  # the release of a task without a (numeric) release label
@@ -80,6 +83,8 @@ class StageSettings:
     stop_timeout: float = 10.0
     port: int | None = None  # a port the stage chose in stackyard.yml
     host: str | None = None
+    constraints: tuple[str, ...] = ()  # placement.constraints (Swarm's syntax)
+    spread: str = "node"  # placement.spread: node, or none (Swarm chooses)
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,9 @@ class TaskFacts:
     health: TaskHealth = TaskHealth.STARTING  # EXITED once it is not running
     health_output: str = ""
     last_lines: tuple[str, ...] = ()  # read only for a bad task not yet accounted for
+    node: str = ""  # the node's id, on an engine with nodes
+    where: str = ""  # "node NAME (ADDRESS)", for the lines that explain
+    error: str = ""  # the engine's own reason (a lost node, a pull that failed)
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,8 @@ class StageView:
     releases: tuple[ReleaseFacts, ...] = ()  # the releases the tasks' labels name
     tasks: tuple[TaskFacts, ...] = ()
     blind: Blocked | None = None  # the engine or the router could not be asked
+    nodes: tuple[NodeInfo, ...] | None = None  # None: the engine has no nodes
+    node_load: tuple[tuple[str, int], ...] = ()  # node id -> the platform's tasks on it
 
     @property
     def name(self) -> str:
@@ -216,6 +226,7 @@ class StopTask:
 class StartTasks:
     count: int
     failures_count: bool  # a task that cannot start counts against the deployment
+    nodes: tuple[str | None, ...] = ()  # the node of each (engines with nodes); None: any
 
 
 @dataclass(frozen=True)
@@ -312,7 +323,8 @@ def decide(view: StageView) -> StagePlan:
         return _clear_out(view)
     release, settings = target.release, target.settings
     counted = frozenset() if begin else view.memory.counted
-    observed = [_observed(task, view, target) for task in view.tasks]
+    draining = {n.id for n in view.nodes or () if n.draining}
+    observed = [_observed(task, view, target, draining) for task in view.tasks]
     if begin and deployment is not None and deployment.failures > 0:
         # Begun by an earlier control plane: its failed new tasks were counted before the
         # restart (and stopped, which the memory lost). Count each failed task once.
@@ -338,6 +350,7 @@ def decide(view: StageView) -> StagePlan:
     tasks = {t.id: t for t in view.tasks}
     reasons = [failure_reason(tasks[i]) for i in rollout.failed]
     heal = deployment is None
+    start, no_node = _start(view, target, rollout, observed, heal)
     plan = StagePlan(
         begin=deployment if begin else None,
         counted=counted | set(rollout.failed),
@@ -348,13 +361,48 @@ def decide(view: StageView) -> StagePlan:
         route=_route_change(view, target, rollout, observed, address),
         stop=tuple(StopTask(i, tasks[i].name, settings.stop_timeout) for i in rollout.stop),
         remove=rollout.remove,
-        start=(
-            StartTasks(rollout.start, failures_count=not heal)
-            if rollout.start and rollout.outcome is not Outcome.FAILED
-            else None
-        ),
+        start=start,
+        blocked=no_node,
     )
     return _conclude(view, target, plan, rollout, observed, reasons)
+
+
+def _start(
+    view: StageView, target: Target, rollout: Plan, observed: list[ObservedTask], heal: bool
+) -> tuple[StartTasks | None, Blocked | None]:
+    """The tasks to start and, on an engine with nodes, the node of each; or, when no node
+    may take them, the reason (retried: a node may come back, or be labelled, meanwhile)."""
+    if not rollout.start or rollout.outcome is Outcome.FAILED:
+        return None, None
+    if view.nodes is None:
+        return StartTasks(rollout.start, failures_count=not heal), None
+    settings = target.settings
+    nodes = eligible(view.nodes, settings.constraints)
+    if not nodes:
+        reason = no_node_reason(view.name, settings.constraints, view.nodes)
+        hint = (
+            "label a node so that the constraints hold (docker node update --label-add), "
+            "activate one (stackyard nodes activate), or change placement in stackyard.yml"
+        )
+        return None, Blocked(reason, hint, permanent=False)
+    facts = {t.id: t for t in view.tasks}
+    staying = Counter(
+        facts[t.id].node
+        for t in observed
+        if t.release == target.release.number
+        and t.health in (TaskHealth.HEALTHY, TaskHealth.STARTING)
+    )
+    avoid = {facts[t.id].node for t in observed if _bad(t) or t.id in rollout.failed}
+    chosen = choose_nodes(
+        rollout.start,
+        replicas=settings.replicas,
+        nodes=nodes,
+        staying=staying,
+        load=dict(view.node_load),
+        avoid=avoid,
+        spread=settings.spread,
+    )
+    return StartTasks(rollout.start, failures_count=not heal, nodes=chosen), None
 
 
 def _route_address(
@@ -393,10 +441,14 @@ def _route_change(
     view: StageView, target: Target, rollout: Plan, observed: list[ObservedTask], route: Route
 ) -> RouteChange | None:
     creating = target.route.upstreams is None
-    if rollout.route is None and not creating:
-        return None
-    ids = rollout.route if rollout.route is not None else tuple(t.id for t in observed if t.routed)
     addresses = {t.id: t.address for t in view.tasks}
+    routed = tuple(t.id for t in observed if t.routed)
+    # An upstream that is no routed task's address (a task that moved to another node, or
+    # whose node's address changed) leaves the route at once.
+    stale = not creating and set(target.route.upstreams or ()) != {addresses[i] for i in routed}
+    if rollout.route is None and not creating and not stale:
+        return None
+    ids = rollout.route if rollout.route is not None else routed
     leaving = tuple(t.id for t in observed if t.routed and t.id not in ids)
     return RouteChange(
         route=route,
@@ -514,9 +566,15 @@ def _begin_lines(deployment: DeploymentFacts | None, begin: bool) -> tuple[str, 
 
 
 def failure_reason(task: TaskFacts) -> str:
-    """Why a task failed: how it ended, its last health check, its last log lines."""
-    state = f"exited with status {task.exit_code}" if not task.running else "is unhealthy"
-    reason = f"task {task.name} {state}"
+    """Why a task failed: where it ran, how it ended (the engine's own reason, when it has
+    one), its last health check, its last log lines."""
+    if task.running:
+        state = "is unhealthy"
+    elif task.error:
+        state = f"ended: {task.error}"
+    else:
+        state = f"exited with status {task.exit_code}"
+    reason = f"task {task.name}{f' on {task.where}' if task.where else ''} {state}"
     if task.health_output:
         reason += f"; last health check: {task.health_output}"
     if task.last_lines:
@@ -541,15 +599,19 @@ def equivalent_release(
     return task.release
 
 
-def _observed(task: TaskFacts, view: StageView, target: Target) -> ObservedTask:
+def _observed(task: TaskFacts, view: StageView, target: Target, draining: set[str]) -> ObservedTask:
+    """A task as the rollout sees it. One on a node being drained counts as of no release:
+    it is replaced elsewhere, and leaves once its replacement serves."""
     stopping = task.id in view.memory.stopping
     health = task.health
     if stopping and health is not TaskHealth.EXITED:
         health = TaskHealth.STOPPING
     upstreams = target.route.upstreams
+    releases = {r.number: r for r in view.releases}
+    release = equivalent_release(task, target.release, releases)
     return ObservedTask(
         id=task.id,
-        release=equivalent_release(task, target.release, {r.number: r for r in view.releases}),
+        release=NO_RELEASE if task.node and task.node in draining else release,
         health=health,
         routed=upstreams is not None and task.address in upstreams,
         unrouted_at=view.memory.drain_started(task.id),

@@ -50,6 +50,7 @@ from stackyard.engines.base import (
     LABEL_STAGE,
     Engine,
     NetworkMode,
+    Placement,
     TaskInfo,
     TaskSpec,
 )
@@ -305,13 +306,16 @@ class Executor:
                 result.reason = reason
 
         specs: list[TaskSpec] = []
-        for _ in range(start.count):
+        constraints = view.target.settings.constraints if view.target else ()
+        for index in range(start.count):
             try:
                 env, files = self._task_config(recipe)
             except StackyardError as exc:
                 failed(f"cannot start a task of release {recipe.release}: {exc.message}")
                 continue
-            specs.append(self._task_spec(recipe, env, files))
+            node = start.nodes[index] if index < len(start.nodes) else None
+            placement = Placement(node=node, constraints=constraints)
+            specs.append(self._task_spec(recipe, env, files, placement))
         if len(specs) > 1:
             outcomes = list(self.seams.starters.map(self._engine_start, specs))
         else:
@@ -323,9 +327,8 @@ class Executor:
             self.seams.watch.put(outcome, wake=False)
             if outcome.address is not None:
                 self.seams.health.watch(self.key, outcome.id, outcome.address, recipe.health)
-            self.log.say(
-                f"started task {outcome.name} on port {spec.port} ({spec.image})", log_path
-            )
+            where = f"{outcome.address}" if outcome.node else f"port {spec.port}"
+            self.log.say(f"started task {outcome.name} on {where} ({spec.image})", log_path)
             result.started += 1
         return result
 
@@ -338,12 +341,16 @@ class Executor:
             self.seams.ports.release(spec.port)  # the task's label holds it from now on
 
     def _task_spec(
-        self, recipe: TaskRecipe, env: dict[str, str], files: dict[str, str]
+        self,
+        recipe: TaskRecipe,
+        env: dict[str, str],
+        files: dict[str, str],
+        placement: Placement,
     ) -> TaskSpec:
         """What to start for one task of the release, its port reserved."""
         seams, key = self.seams, self.key
         port = seams.ports.allocate()
-        name = f"sy-{key.stack}-{key.stage}-r{recipe.release}-{secrets.token_hex(3)}"
+        name = task_name(key, recipe.release, secrets.token_hex(3))
         labels = {
             LABEL_PLATFORM: seams.platform_id,
             LABEL_STACK: key.stack,
@@ -365,6 +372,7 @@ class Executor:
             memory=recipe.memory,
             stop_timeout=recipe.stop_timeout,
             login=seams.login(),
+            placement=placement,
         )
 
     def _task_config(self, recipe: TaskRecipe) -> tuple[dict[str, str], dict[str, str]]:
@@ -389,3 +397,10 @@ def _facts(row: Deployment, key: StageKey) -> notices.DeploymentFacts:
         trigger=row.trigger,
         reason=row.reason,
     )
+
+
+def task_name(key: StageKey, release: int, suffix: str) -> str:
+    """``sy-<stack>-<stage>-r<release>-<suffix>``, its stack and stage part cut so that the
+    whole is at most 63 characters (a Swarm service name, like a DNS label, is no longer)."""
+    tail = f"-r{release}-{suffix}"
+    return f"sy-{key.stack}-{key.stage}"[: 63 - len(tail)].rstrip("-") + tail

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ from stackyard.deploy.keys import StageKey, stage_route
 from stackyard.deploy.plan import TaskHealth
 from stackyard.deploy.portpool import route_port
 from stackyard.deploy.taskwatch import TaskWatch
-from stackyard.engines.base import LABEL_RELEASE, Engine, TaskInfo
+from stackyard.engines.base import LABEL_RELEASE, Engine, NodeInfo, TaskInfo
 from stackyard.errors import StackyardError, require
 from stackyard.images.dockerize.python import platform_hosts
 from stackyard.ports import port_free
@@ -95,14 +96,20 @@ class StageObserver:
         missing ability) is part of the view (``blind``), so that a deployment still begins,
         and then fails at once or within its error budget; the store's is raised."""
         blind = None
+        nodes: list[NodeInfo] | None = None
         try:
             tasks = self._watch.tasks(self.key)
+            nodes = self._watch.nodes()
+            load = Counter(t.node for t in self._watch.all_tasks() if t.running and t.node)
         except StackyardError as exc:  # the engine's state is unknown (not listed, or down)
-            tasks, blind = [], _blind(exc)
+            tasks, blind, load = [], _blind(exc), Counter()
+        where = _places(nodes)
         found = self._records(tasks)
         masker = functools.cache(self._masker)  # made only when a bad task's output is read
         if found is None:
-            facts = tuple(self._task_facts(t, {}, memory, masker, read_logs=False) for t in tasks)
+            facts = tuple(
+                self._task_facts(t, {}, memory, masker, where, read_logs=False) for t in tasks
+            )
             return StageView(self.key.stack, self.key.stage, now, memory, tasks=facts, blind=blind)
         deployment = deployment_facts(found.deployment) if found.deployment else None
         if blind is not None:
@@ -138,7 +145,9 @@ class StageObserver:
             deployment=deployment,
             last_completed=release_facts(found.last_completed) if found.last_completed else None,
             releases=tuple(release_facts(r) for r in found.labelled),
-            tasks=tuple(self._task_facts(t, judged, memory, masker) for t in tasks),
+            tasks=tuple(self._task_facts(t, judged, memory, masker, where) for t in tasks),
+            nodes=tuple(nodes) if nodes is not None else None,
+            node_load=tuple(sorted(load.items())),
         )
 
     def _require_abilities(self, stage: StageConfig) -> None:
@@ -151,6 +160,15 @@ class StageObserver:
                 needed_for=f"judge stage {self.key} by its image's HEALTHCHECK",
                 hint="set health.type: http (with a path) in stackyard.yml, or use an "
                 "engine that reports the image's health",
+            )
+        if stage.placement.constraints:
+            require(
+                self._engine,
+                "nodes",
+                needed_for=f"place stage {self.key}'s tasks by constraint "
+                f"({', '.join(stage.placement.constraints)})",
+                hint="remove placement.constraints from the stage, or run the platform on a "
+                "cluster engine (stackyard up --engine swarm)",
             )
         if stage.host is not None:
             require(
@@ -260,6 +278,7 @@ class StageObserver:
         judged: Mapping[str, Judgement],
         memory: StageMemory,
         masker: Callable[[], SecretMasker],
+        where: Mapping[str, str],
         *,
         read_logs: bool = True,
     ) -> TaskFacts:
@@ -282,6 +301,9 @@ class StageObserver:
             # The app's own output may print a secret: masked before it reaches any record.
             health_output=masker().mask(judgement.output) if bad and judgement.output else "",
             last_lines=self._last_lines(task, masker()) if read_logs else (),
+            node=task.node,
+            where=where.get(task.node, f"node {task.node}" if task.node else ""),
+            error=task.error,
         )
 
     def _last_lines(self, task: TaskInfo, masker: SecretMasker) -> tuple[str, ...]:
@@ -334,6 +356,8 @@ def stage_settings(stage: StageConfig) -> StageSettings:
         stop_timeout=stage.deploy.stop_timeout,
         port=stage.port,
         host=stage.host,
+        constraints=tuple(stage.placement.constraints),
+        spread=stage.placement.spread,
     )
 
 
@@ -362,6 +386,11 @@ def task_recipe(
         stop_timeout=stage.deploy.stop_timeout,
         health=health,
     )
+
+
+def _places(nodes: list[NodeInfo] | None) -> dict[str, str]:
+    """node id -> "node NAME (ADDRESS)", as the lines that explain a failure name it."""
+    return {n.id: f"node {n.name or n.id} ({n.address or n.id})" for n in nodes or ()}
 
 
 def _blind(exc: StackyardError) -> Blocked:

@@ -6,6 +6,8 @@ event window ends with a full re-list (the safety net for a missed event). An en
 without events is listed every ``poll`` seconds instead. The stage loops read their tasks
 here, so an idle stage costs the engine nothing; the executor tells the watch what it
 just started or removed, so the next step sees it even before the engine's event comes.
+On an engine with nodes it keeps the nodes too: a node event lists everything again, and
+wakes the stages with tasks on a node that changed.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from stackyard.deploy.keys import StageKey
 from stackyard.engines.base import (
     LABEL_PLATFORM,
     Engine,
+    NodeInfo,
     TaskEvent,
     TaskEventKind,
     TaskEvents,
@@ -29,6 +32,7 @@ from stackyard.errors import ComponentError, NotFoundError, StackyardError
 
 log = logging.getLogger(__name__)
 
+NodeChange = Callable[[Mapping[str, NodeInfo], Mapping[str, NodeInfo], list[TaskInfo]], None]
 _NEVER_STARTED = datetime.min.replace(tzinfo=UTC)
 
 
@@ -49,8 +53,12 @@ class TaskWatch:
         resync: float = 30.0,
         poll: float = 1.0,
         retry: float = 1.0,
+        on_nodes: NodeChange | None = None,
     ) -> None:
         self.engine = engine
+        # Called (on the watch's thread) after a listing in which nodes changed: the nodes
+        # before and after, by id, and every task then.
+        self._on_nodes = on_nodes
         self.labels = {LABEL_PLATFORM: platform_id}
         self._on_change = on_change
         self._resync = resync
@@ -58,6 +66,7 @@ class TaskWatch:
         self._retry = retry
         self._lock = threading.Lock()
         self._tasks: dict[str, TaskInfo] = {}
+        self._nodes: dict[str, NodeInfo] = {}
         self._touched: dict[str, int] = {}  # task -> the change that last wrote it
         self._gone: set[str] = set()  # removed: a late report of them is ignored
         self._changes = itertools.count(1)
@@ -82,6 +91,15 @@ class TaskWatch:
                 raise self._problem
             tasks = list(self._tasks.values())
         return sorted(tasks, key=lambda t: (t.started_at or _NEVER_STARTED, t.id))
+
+    def nodes(self) -> list[NodeInfo] | None:
+        """The engine's nodes as last listed; None for an engine without nodes."""
+        if not self.engine.supports_nodes:
+            return None
+        with self._lock:
+            if self._problem is not None:
+                raise self._problem
+            return list(self._nodes.values())
 
     # -- what the executor says
 
@@ -120,6 +138,7 @@ class TaskWatch:
         with self._lock:
             began = next(self._changes)
         try:
+            nodes = {n.id: n for n in self.engine.nodes()} if self.engine.supports_nodes else {}
             listed = {t.id: t for t in self.engine.list(self.labels)}
         except StackyardError as exc:
             with self._lock:
@@ -142,12 +161,25 @@ class TaskWatch:
             self._touched = {i: n for i, n in self._touched.items() if n > began}
             self._tasks = merged
             self._problem = None
+            before_nodes, self._nodes = self._nodes, nodes
+        moved = {
+            i for i in nodes.keys() | before_nodes.keys() if nodes.get(i) != before_nodes.get(i)
+        }
+        if moved:
+            # A node that changed (down, drained, relabelled) concerns the stages on it.
+            changed |= {
+                k for t in merged.values() if t.node in moved and (k := StageKey.of(t.labels))
+            }
+            if self._on_nodes is not None:
+                self._on_nodes(before_nodes, nodes, list(merged.values()))
         for key in changed:
             self._on_change(key)
 
     def handle(self, event: TaskEvent) -> None:
         """One event: inspect the task (or forget it), and wake its stage if it changed."""
-        if event.kind is TaskEventKind.REMOVED:
+        if event.kind is TaskEventKind.NODE:
+            self.resync()  # a node's change changes what its tasks report: list them all
+        elif event.kind is TaskEventKind.REMOVED:
             self.drop(event.task_id)
         else:
             self.refresh(event.task_id)
