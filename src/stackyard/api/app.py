@@ -26,6 +26,7 @@ from stackyard.api.routes import (
     git,
     hooks,
     logs,
+    nodes,
     notify,
     people,
     platform,
@@ -78,7 +79,7 @@ def create_app(context: ApiContext) -> FastAPI:
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
     api.include_router(platform.router)
     modules = (stacks, builds, releases, deployments, runs, logs, variables, protection, notify)
-    for module in modules:
+    for module in (*modules, nodes):
         api.include_router(module.router)
     api.include_router(people.router)
     api.include_router(audit.router)

@@ -23,6 +23,7 @@ from stackyard.api.routes import (
     git,
     hooks,
     logs,
+    nodes,
     notify,
     people,
     platform,
@@ -55,6 +56,12 @@ NEEDS: dict[Callable[..., Any], Need] = {
     people.list_tokens: Need(None, stack=None, people_only=True),
     people.create_token: Need(None, stack=None, people_only=True),
     people.revoke_token: Need(None, stack=None, people_only=True),
+    # the nodes of a cluster (the platform's machines: reading is for every reader)
+    nodes.list_nodes: Need(READ, stack=None),
+    nodes.get_node: Need(READ, stack=None),
+    nodes.drain: Need(ADMIN, stack=None),
+    nodes.activate: Need(ADMIN, stack=None),
+    nodes.set_address: Need(ADMIN, stack=None),
     # stacks
     stacks.create_stack: Need(ADMIN, stack=None),
     stacks.list_stacks: Need(READ, stack=None),

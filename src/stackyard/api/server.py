@@ -59,6 +59,7 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
     try:
         token = bootstrap_token(settings, services.people)
         mask_tokens_in_logs([token])
+        services.verify_engine()
         services.start()
         components = {c.spec.name: " ".join(c.spec.argv[:1]) for c in supervisor.running}
         app = create_app(ApiContext(settings, token, components, services))

@@ -114,15 +114,17 @@ def rollback(
 
 
 def tasks(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json = False) -> None:
-    """The stage's tasks: id, release, digest, port, health and age."""
+    """The stage's tasks: id, release, digest, address, state, health, age (and node)."""
     found = ApiClient.discover(settings_for(data_dir)).get(f"{_stage_path(stack, stage)}/tasks")
     if json_output:
         print_json(found["tasks"])
         return
-    table = new_table("TASK", "RELEASE", "DIGEST", "ADDRESS", "STATE", "HEALTH", "AGE", box=None)
+    nodes = any(task.get("node") for task in found["tasks"])
+    columns = ["TASK", "RELEASE", "DIGEST", "ADDRESS", "STATE", "HEALTH", "AGE"]
+    table = new_table(*columns, *(["NODE"] if nodes else []), box=None)
     for task in found["tasks"]:
         age = task["age_seconds"]
-        table.add_row(
+        row = [
             task["id"][:12],
             task["release"],
             short(task["digest"]),
@@ -130,8 +132,17 @@ def tasks(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json 
             task["state"],
             task["health"],
             f"{age:.0f}s" if age is not None else "-",
-        )
+        ]
+        if nodes:
+            row.append(_node_text(task.get("node", ""), task.get("node_name", "")))
+        table.add_row(*row)
     console.print(table)
+
+
+def _node_text(node: str, name: str) -> str:
+    if not node:
+        return "-"
+    return f"{node[:12]} ({name})" if name else node[:12]
 
 
 def check(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json = False) -> None:
@@ -145,7 +156,9 @@ def check(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json 
     )
     for task in found["tasks"]:
         verdict = "match" if task["match"] else "no_match"
-        console.print(f"TASK_DIGEST: {task['digest']} ({verdict})", highlight=False)
+        node = task.get("node", "")
+        on = f" on node {node[:12]} ({task.get('address', '')})" if node else ""
+        console.print(f"TASK_DIGEST: {task['digest']} ({verdict}){on}", highlight=False)
     if not found["converged"]:
         err_console.print(
             f"not converged: {len(found['tasks'])} of {found['desired']} task(s) running"
@@ -170,7 +183,8 @@ def url(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json = 
 def deployments(
     stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json = False
 ) -> None:
-    """The stage's deployments with rollout state and reason, newest first."""
+    """The stage's deployments with rollout state and reason, newest first, and its latest
+    events (tasks replaced outside a deployment, nodes lost)."""
     found = ApiClient.discover(settings_for(data_dir)).get(
         f"{_stage_path(stack, stage)}/deployments"
     )
@@ -188,6 +202,13 @@ def deployments(
             record["reason"][:120],
         )
     console.print(table)
+    events = found.get("events") or []
+    if events:
+        console.print("\nLatest events (tasks replaced outside a deployment, nodes lost):")
+        listing = new_table("AT", "KIND", "MESSAGE", box=None)
+        for event in events:
+            listing.add_row(event["at"][:19].replace("T", " "), event["kind"], event["message"])
+        console.print(listing)
 
 
 def register(app: typer.Typer) -> None:

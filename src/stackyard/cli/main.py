@@ -15,6 +15,7 @@ from stackyard.cli import config as config_commands
 from stackyard.cli import deployments as deployment_commands
 from stackyard.cli import dockerize as dockerize_commands
 from stackyard.cli import logs as log_commands
+from stackyard.cli import nodes as node_commands
 from stackyard.cli import notify as notify_commands
 from stackyard.cli import people as people_commands
 from stackyard.cli import platform as platform_commands
@@ -35,6 +36,7 @@ app.add_typer(config_commands.app, name="config")
 app.add_typer(buildspec_commands.app, name="buildspec")
 app.add_typer(stack_commands.app, name="stacks")
 app.add_typer(notify_commands.app, name="notify")
+app.add_typer(node_commands.app, name="nodes")
 platform_commands.register(app)
 build_commands.register(app)
 release_commands.register(app)

@@ -33,7 +33,7 @@ from stackyard.errors import NotFoundError, StackyardError
 from stackyard.settings import Settings
 from stackyard.stacks.service import StackService
 from stackyard.stacks.stages import require_stage
-from stackyard.store.models import Deployment, Stack, StageRoute
+from stackyard.store.models import Deployment, Event, Stack, StageRoute
 
 # A task serves when it runs and passes its health check, or has none to pass: its health
 # is the controller's judgement, or the engine's own before a stage loop has judged it.
@@ -51,12 +51,25 @@ class TaskView(BaseModel):
     health: str
     started_at: datetime | None
     age_seconds: float | None
+    node: str = ""  # the node's id, on an engine with nodes
+    node_name: str = ""  # its host name
 
 
 class TaskCheck(BaseModel):
     id: str
     digest: str
     match: bool
+    node: str = ""
+    address: str = ""
+
+
+class StageEvent(BaseModel):
+    """Something the platform saw or did to a stage outside a deployment: a task replaced
+    (``heal``), a node lost (``node``)."""
+
+    at: datetime
+    kind: str
+    message: str
 
 
 class CheckView(BaseModel):
@@ -125,6 +138,18 @@ class DeployService:
             )
             return [records.view(row, stack_name) for row in rows]
 
+    def events(self, stack_name: str, stage: str, limit: int = 20) -> builtins.list[StageEvent]:
+        """The stage's latest events (heals, lost nodes), newest first."""
+        with self._sessions() as session:
+            self._stage(session, stack_name, stage)
+            rows = session.scalars(
+                select(Event)
+                .where(Event.subject == str(StageKey(stack_name, stage)))
+                .order_by(Event.id.desc())
+                .limit(limit)
+            )
+            return [StageEvent(at=row.at, kind=row.kind, message=row.message) for row in rows]
+
     def get(self, stack_name: str, stage: str, number: int) -> DeploymentView:
         with self._sessions() as session:
             stack = self._stage(session, stack_name, stage)
@@ -184,9 +209,9 @@ class DeployService:
         """The platform's tasks matching ``labels`` (one engine call), by (stack, stage),
         oldest first, each with the health its stage loop last judged."""
         now = datetime.now(UTC)
-        tasks = self._controller.engine.list(
-            {LABEL_PLATFORM: self._controller.settings.platform_id, **labels}
-        )
+        engine = self._controller.engine
+        tasks = engine.list({LABEL_PLATFORM: self._controller.settings.platform_id, **labels})
+        names = {n.id: n.name for n in engine.nodes()} if engine.supports_nodes else {}
         grouped: dict[tuple[str, str], builtins.list[TaskInfo]] = defaultdict(builtins.list)
         for task in tasks:
             grouped[(task.labels.get(LABEL_STACK, ""), task.labels.get(LABEL_STAGE, ""))].append(
@@ -196,7 +221,8 @@ class DeployService:
         for (stack, stage), found in grouped.items():
             judged = self._controller.task_health(StageKey(stack, stage))
             listed = [
-                _task_view(task, str(judged.get(task.id, task.health)), now) for task in found
+                _task_view(task, str(judged.get(task.id, task.health)), now, names)
+                for task in found
             ]
             views[(stack, stage)] = sorted(listed, key=lambda v: v.started_at or now)
         return views
@@ -210,7 +236,12 @@ class DeployService:
             desired = records.stage_config(current).replicas if current else 0
         running = [t for t in self.tasks(stack_name, stage) if t.state == "running"]
         digest = current.digest if current else None
-        checks = [TaskCheck(id=t.id, digest=t.digest, match=t.digest == digest) for t in running]
+        checks = [
+            TaskCheck(
+                id=t.id, digest=t.digest, match=t.digest == digest, node=t.node, address=t.address
+            )
+            for t in running
+        ]
         converged = (
             current is not None
             and active is None
@@ -247,7 +278,9 @@ class DeployService:
         return stack
 
 
-def _task_view(task: TaskInfo, health: str, now: datetime) -> TaskView:
+def _task_view(
+    task: TaskInfo, health: str, now: datetime, node_names: Mapping[str, str]
+) -> TaskView:
     return TaskView(
         id=task.id,
         name=task.name,
@@ -259,4 +292,6 @@ def _task_view(task: TaskInfo, health: str, now: datetime) -> TaskView:
         health=health,
         started_at=task.started_at,
         age_seconds=(now - task.started_at).total_seconds() if task.started_at else None,
+        node=task.node,
+        node_name=node_names.get(task.node, ""),
     )

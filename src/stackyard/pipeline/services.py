@@ -20,9 +20,10 @@ from stackyard.access.people import PeopleService
 from stackyard.access.protection import ProtectionService
 from stackyard.access.tokens import TokenHasher, pepper_file
 from stackyard.deploy.controller import Controller, ControllerSettings
+from stackyard.deploy.nodes import NodeService
 from stackyard.deploy.service import DeployService
 from stackyard.engines.base import Engine
-from stackyard.errors import require
+from stackyard.errors import ComponentError, require
 from stackyard.images.imagestore import ImageStore
 from stackyard.notify.channels import ChannelKinds, ChannelRecords
 from stackyard.notify.delivery import DeliveryWorker, WorkerSettings
@@ -73,6 +74,7 @@ class Services:
     deploy: DeployService
     redeploy: RedeployService
     controller: Controller
+    nodes: NodeService
     variables: VariableService
     secrets: SecretStore
     runs: PipelineService
@@ -81,6 +83,15 @@ class Services:
     protection: ProtectionService
     audit: AuditLog
     notify: NotifyService
+
+    def verify_engine(self) -> None:
+        """UsageError when the engine answers but cannot serve as configured (a swarm engine
+        on an engine that is no swarm manager); one that does not answer yet is retried by
+        the controller, so that is only logged."""
+        try:
+            self.controller.engine.verify()
+        except ComponentError as exc:
+            log.warning("the engine does not answer yet (%s); the platform keeps trying", exc)
 
     def start(self) -> None:
         """Fail builds a stopped platform left behind, adopt every stage's tasks, then
@@ -185,6 +196,7 @@ def build_services(
             platform_id=ensure_platform_id(settings.platform_id_file),
             logs_dir=settings.logs_dir,
             network_mode=settings.network_mode,
+            task_registry=settings.task_registry,
         ),
         rollback=releases.roll_back,
         secret_values=secrets.mask_values,
@@ -223,6 +235,7 @@ def build_services(
         deploy=deploy,
         redeploy=redeploy,
         controller=controller,
+        nodes=NodeService(sessions, controller),
         variables=variables,
         secrets=secrets,
         people=PeopleService(sessions, TokenHasher(lambda: pepper_file(settings.pepper_file))),

@@ -12,7 +12,7 @@ from stackyard.api.auth import Me
 from stackyard.api.logs import LogChunk, read_log
 from stackyard.api.routes.builds import services
 from stackyard.deploy.records import TERMINAL, DeploymentView
-from stackyard.deploy.service import CheckView, DeployService, StageUrl, TaskView
+from stackyard.deploy.service import CheckView, DeployService, StageEvent, StageUrl, TaskView
 from stackyard.pipeline.redeploy import RedeployService
 
 router = APIRouter(prefix="/stacks/{name}/stages/{stage}", tags=["deployments"])
@@ -28,6 +28,7 @@ class RollbackRequest(BaseModel):
 
 class DeploymentList(BaseModel):
     deployments: list[DeploymentView]
+    events: list[StageEvent] = []  # the stage's latest heals and lost nodes, newest first
 
 
 class TaskList(BaseModel):
@@ -51,7 +52,8 @@ def deploy(name: str, stage: str, body: DeployRequest, request: Request, me: Me)
 
 @router.get("/deployments")
 def list_deployments(name: str, stage: str, request: Request) -> DeploymentList:
-    return DeploymentList(deployments=deployer(request).list(name, stage))
+    found = deployer(request)
+    return DeploymentList(deployments=found.list(name, stage), events=found.events(name, stage))
 
 
 @router.get("/deployments/{number}")

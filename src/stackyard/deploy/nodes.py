@@ -1,0 +1,204 @@
+"""The nodes of a cluster engine as the API and ``stackyard nodes`` see them: list, drain,
+activate, and give a node its address.
+
+``drain`` moves a node's tasks with zero downtime: the node takes no new task (Swarm's
+``pause``) and carries the ``dev.stackyard.draining`` label; every stage with a task there
+then treats it as leaving (deploy/decide.py): a replacement starts on another node, serves,
+and only then does the old task leave the route and stop. Once no task of the platform is
+left on it, the controller makes it ``drain`` for Swarm too (``Controller.finish_drains``).
+A drain that would leave a stage with no node is refused, naming the stages, unless forced:
+a forced drain is Swarm's own, at once, and the stages replace what they can.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections import defaultdict
+from collections.abc import Iterable
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from stackyard.deploy import records
+from stackyard.deploy.controller import Controller
+from stackyard.deploy.placement import eligible
+from stackyard.engines.base import (
+    LABEL_PLATFORM,
+    LABEL_STACK,
+    LABEL_STAGE,
+    NODE_LABEL_ADDRESS,
+    NODE_LABEL_DRAINING,
+    Availability,
+    Engine,
+    NodeInfo,
+    TaskInfo,
+    address_problem,
+)
+from stackyard.errors import NotFoundError, UsageError, require
+from stackyard.store.models import Stack
+
+
+class NodeView(BaseModel):
+    id: str
+    name: str
+    address: str
+    address_from: str  # "label", or "engine" (Swarm's own guess: set a label)
+    address_problem: str
+    role: str
+    state: str
+    availability: str
+    draining: bool  # the platform is moving its tasks away
+    tasks: int  # the platform's tasks running or starting there
+    stages: list[str]  # "stack/stage" of those tasks
+
+
+class NodeService:
+    """What ``stackyard nodes`` does, through the controller's engine."""
+
+    def __init__(self, sessions: sessionmaker[Session], controller: Controller) -> None:
+        self._sessions = sessions
+        self._controller = controller
+
+    @property
+    def _engine(self) -> Engine:
+        engine = self._controller.engine
+        require(
+            engine,
+            "nodes",
+            needed_for="list or change nodes",
+            hint="nodes exist on a cluster engine: stackyard up --engine swarm",
+        )
+        return engine
+
+    def list(self) -> builtins.list[NodeView]:
+        nodes = self._engine.nodes()
+        tasks = self._tasks()
+        return [_view(node, tasks) for node in sorted(nodes, key=lambda n: (n.address, n.id))]
+
+    def get(self, ref: str) -> NodeView:
+        return _view(self.resolve(ref), self._tasks())
+
+    def resolve(self, ref: str) -> NodeInfo:
+        """A node by its id, a unique prefix of it, its address, or its unique host name."""
+        nodes = self._engine.nodes()
+        for matches in (
+            [n for n in nodes if n.id == ref],
+            [n for n in nodes if n.address == ref],
+            [n for n in nodes if n.id.startswith(ref)],
+            [n for n in nodes if n.name == ref],
+        ):
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise UsageError(
+                    f"'{ref}' names {len(matches)} nodes: {', '.join(n.id for n in matches)}",
+                    hint="name the node by its id (stackyard nodes lists them)",
+                )
+        known = ", ".join(f"{n.id} ({n.address})" for n in nodes) or "none"
+        raise NotFoundError(
+            f"no node '{ref}' in the cluster (nodes: {known})",
+            hint="name a node by its id, a prefix of it, its address or its host name",
+        )
+
+    def drain(self, ref: str, *, force: bool = False) -> NodeView:
+        node = self.resolve(ref)
+        if not force:
+            losing = self._stages_losing(node)
+            if losing:
+                raise UsageError(
+                    f"draining node {node.name or node.id} ({node.address}) would leave "
+                    f"{', '.join(losing)} with no node to run on",
+                    hint="activate or add a node those stages may use (or change their "
+                    "placement.constraints) first; --force drains it anyway",
+                )
+            changed = self._engine.update_node(
+                node.id, availability=Availability.PAUSE, labels={NODE_LABEL_DRAINING: "1"}
+            )
+        else:
+            changed = self._engine.update_node(
+                node.id, availability=Availability.DRAIN, labels={NODE_LABEL_DRAINING: None}
+            )
+        self._changed()
+        return _view(changed, self._tasks())
+
+    def activate(self, ref: str) -> NodeView:
+        node = self.resolve(ref)
+        changed = self._engine.update_node(
+            node.id, availability=Availability.ACTIVE, labels={NODE_LABEL_DRAINING: None}
+        )
+        self._changed()
+        return _view(changed, self._tasks())
+
+    def set_address(self, ref: str, address: str) -> NodeView:
+        problem = address_problem(address)
+        if problem:
+            raise UsageError(
+                f"--address: {problem}",
+                hint="give the address the node's tasks answer on, e.g. 10.0.0.12 or "
+                "node2.example.internal",
+            )
+        node = self.resolve(ref)
+        changed = self._engine.update_node(node.id, labels={NODE_LABEL_ADDRESS: address})
+        self._changed()
+        return _view(changed, self._tasks())
+
+    # -- helpers
+
+    def _tasks(self) -> builtins.list[TaskInfo]:
+        platform = self._controller.settings.platform_id
+        return self._engine.list({LABEL_PLATFORM: platform})
+
+    def _changed(self) -> None:
+        """List the engine again now (its node event may come later), waking the stages."""
+        self._controller.watch.resync()
+        self._controller.finish_drains()
+
+    def _stages_losing(self, node: NodeInfo) -> builtins.list[str]:
+        """The stages that run (or would run) on ``node`` and could run on no other node."""
+        others = [n for n in self._engine.nodes() if n.id != node.id]
+        on_node = {
+            f"{t.labels.get(LABEL_STACK)}/{t.labels.get(LABEL_STAGE)}"
+            for t in self._tasks()
+            if t.node == node.id and t.running
+        }
+        losing = []
+        for name, constraints in self._stage_placements():
+            if eligible(others, constraints):
+                continue
+            if name in on_node or eligible([node], constraints):
+                losing.append(name)
+        return sorted(losing)
+
+    def _stage_placements(self) -> Iterable[tuple[str, tuple[str, ...]]]:
+        """(stack/stage, constraints) of every stage that runs a release with replicas."""
+        with self._sessions() as session:
+            stacks = {s.id: s.name for s in session.scalars(select(Stack))}
+            current = records.current_releases(session, builtins.list(stacks))
+            found = []
+            for (stack_id, stage), release in current.items():
+                config = records.stage_config(release)
+                if config.replicas > 0:
+                    name = f"{stacks[stack_id]}/{stage}"
+                    found.append((name, tuple(config.placement.constraints)))
+        return found
+
+
+def _view(node: NodeInfo, tasks: Iterable[TaskInfo]) -> NodeView:
+    here = [t for t in tasks if t.node == node.id and t.state != "exited"]
+    stages: dict[str, int] = defaultdict(int)
+    for task in here:
+        stages[f"{task.labels.get(LABEL_STACK)}/{task.labels.get(LABEL_STAGE)}"] += 1
+    return NodeView(
+        id=node.id,
+        name=node.name,
+        address=node.address,
+        address_from=node.address_from,
+        address_problem=node.address_problem,
+        role=node.role,
+        state=str(node.state),
+        availability=str(node.availability),
+        draining=node.draining,
+        tasks=len(here),
+        stages=sorted(stages),
+    )
