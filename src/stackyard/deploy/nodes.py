@@ -198,7 +198,7 @@ def _view(node: NodeInfo, tasks: Iterable[TaskInfo]) -> NodeView:
         role=node.role,
         state=str(node.state),
         availability=str(node.availability),
-        draining=node.draining,
+        draining=NODE_LABEL_DRAINING in node.labels,  # moving, not yet drained for Swarm
         tasks=len(here),
         stages=sorted(stages),
     )
