@@ -296,11 +296,6 @@ class Controller:
 
     # -- nodes (engines with nodes)
 
-    def platform_tasks(self) -> list[TaskInfo]:
-        """Every task (on a swarm: every service) of this platform, as the engine lists it
-        now, whatever its stack: what ``doctor`` compares with the stacks to find orphans."""
-        return self.engine.list({LABEL_PLATFORM: self.settings.platform_id})
-
     def finish_drains(self) -> None:
         """A node being drained (``stackyard nodes drain``) that holds no task of the platform
         any more becomes ``drain`` for the engine too; its label goes."""
