@@ -281,7 +281,11 @@ def test_stop_ends_a_task_with_sigterm_quickly(
     swarm_engine.stop(task.id, timeout=10)
     assert time.monotonic() - began < 10
     info = swarm_engine.inspect(task.id)
-    assert (info.state, info.exit_code) == (TaskState.EXITED, 143)
+    # SIGKILL would have come after the 10 s grace period. Swarm reaps the task of a service
+    # scaled to 0 soon after it ends, and its exit code with it: when it is still there,
+    # the code is SIGTERM's.
+    assert info.state is TaskState.EXITED
+    assert info.exit_code in (143, None)
 
 
 def test_a_docker_client_sees_the_service_labels(

@@ -1,0 +1,280 @@
+"""The platform on the real three-node swarm: spread, rolling deployments under load, drains,
+joins, placement constraints and the bad input a cluster brings.
+
+One platform (``--engine swarm``, the manager's socket) serves the module; each test deploys
+its own stack. Node deaths and control-plane kills are in their own modules.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import RunningPlatform
+from tests.integration.gitrepo import GitRepo
+from tests.integration.swarm.cluster import (
+    Load,
+    build_and_release,
+    check,
+    converged,
+    deploy,
+    deployments,
+    new_stack,
+    nodes,
+    served_version,
+    ship,
+    stage_url,
+    stop_swarm_platform,
+    swarm_platform,
+    tasks,
+    wait_for,
+)
+from tests.integration.swarm.conftest import SwarmCluster
+from tests.integration.test_pipelines import wait_run
+
+pytestmark = [pytest.mark.integration, pytest.mark.swarm]
+
+
+@pytest.fixture(scope="module")
+def yard(
+    tmp_path_factory: pytest.TempPathFactory, swarm_cluster: SwarmCluster
+) -> Iterator[RunningPlatform]:
+    running = swarm_platform(tmp_path_factory.mktemp("swarm") / "data", swarm_cluster)
+    try:
+        yield running
+    finally:
+        stop_swarm_platform(running, swarm_cluster)
+
+
+def node_of(task: dict[str, object], cluster_ids: dict[str, str]) -> str:
+    names = {node_id: name for name, node_id in cluster_ids.items()}
+    return names[str(task["node"])]
+
+
+def test_three_replicas_run_one_on_each_node_and_check_names_them(
+    yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
+) -> None:
+    new_stack(yard, tmp_path, "spread", replicas=3)
+    record = ship(yard, "spread")
+    assert record["status"] == "COMPLETED", record
+    state = converged(yard, "spread")
+    ids = swarm_cluster.node_ids()
+    running = tasks(yard, "spread")
+    assert sorted(node_of(t, ids) for t in running) == ["n1", "n2", "n3"]
+    addresses = {swarm_cluster.nodes[node_of(t, ids)].address for t in running}
+    assert {t["address"].rpartition(":")[0] for t in running} == addresses
+    assert served_version(stage_url(yard, "spread")) == "v1"
+    lines = yard.cli("check", "spread", "--stage", "dev").stdout.splitlines()
+    assert lines[0] == f"dev ENV_DIGEST: {state['digest']}"
+    for line in lines[1:]:
+        assert line.startswith(f"TASK_DIGEST: {state['digest']} (match) on node ")
+    assert len(lines) == 4
+    table = yard.cli("tasks", "spread", "--stage", "dev").stdout
+    assert "NODE" in table.splitlines()[0]
+
+
+def test_a_rolling_deployment_under_load_fails_no_request_and_ends_new_on_every_node(
+    yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
+) -> None:
+    repo = new_stack(yard, tmp_path, "rolling", replicas=3)
+    ship(yard, "rolling")
+    url = stage_url(yard, "rolling")
+    repo.set_version("v2")
+    build_and_release(yard, "rolling")
+    load = Load(url, seconds=25)
+    try:
+        record = deploy(yard, "rolling")
+    finally:
+        result = load.result()
+    assert record["status"] == "COMPLETED", record
+    assert result.requests > 0
+    assert result.failed == 0, result.output
+    state = converged(yard, "rolling")
+    assert all(t["match"] for t in state["tasks"])
+    ids = swarm_cluster.node_ids()
+    running = tasks(yard, "rolling")
+    assert sorted(node_of(t, ids) for t in running) == ["n1", "n2", "n3"]
+    assert {t["digest"] for t in running} == {state["digest"]}
+    assert served_version(url) == "v2"
+
+
+def test_nodes_lists_each_node_with_its_address_role_and_tasks(
+    yard: RunningPlatform, swarm_cluster: SwarmCluster
+) -> None:
+    found = {n["address"]: n for n in nodes(yard)}
+    assert set(found) == {node.address for node in swarm_cluster.nodes.values()}
+    manager = found[swarm_cluster.manager.address]
+    assert (manager["role"], manager["state"], manager["availability"]) == (
+        "manager",
+        "ready",
+        "active",
+    )
+    assert all(n["address_from"] == "label" for n in found.values())
+    table = yard.cli("nodes").stdout
+    assert "127.0.0.3" in table
+    assert "AVAILABILITY" in table.splitlines()[0]
+
+
+def test_drain_moves_every_task_under_load_without_a_failed_request(
+    yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
+) -> None:
+    new_stack(yard, tmp_path, "drained", replicas=2)
+    ship(yard, "drained")
+    converged(yard, "drained")
+    ids = swarm_cluster.node_ids()
+    names = {v: k for k, v in ids.items()}
+    victim = next(names[t["node"]] for t in tasks(yard, "drained"))
+    address = swarm_cluster.nodes[victim].address
+    load = Load(stage_url(yard, "drained"), seconds=25)
+    try:
+        yard.cli("nodes", "drain", address, timeout=180)
+    finally:
+        result = load.result()
+    try:
+        assert result.failed == 0, result.output
+        drained = next(n for n in nodes(yard) if n["address"] == address)
+        assert (drained["availability"], drained["draining"], drained["tasks"]) == (
+            "drain",
+            False,
+            0,
+        )
+        running = tasks(yard, "drained")
+        assert victim not in {names[t["node"]] for t in running}
+        assert len(running) == 2
+        assert check(yard, "drained")["converged"]
+    finally:
+        yard.cli("nodes", "activate", address)
+    # Nothing moves back by itself once the node is active again.
+    assert victim not in {names[t["node"]] for t in tasks(yard, "drained")}
+    assert next(n for n in nodes(yard) if n["address"] == address)["availability"] == "active"
+
+
+def test_draining_the_last_node_a_stage_may_use_is_refused_naming_it(
+    yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
+) -> None:
+    n3 = swarm_cluster.nodes["n3"]
+    new_stack(
+        yard,
+        tmp_path,
+        "pinned",
+        extra="    placement: {constraints: ['node.labels.dev.stackyard.address == "
+        f"{n3.address}']}}\n",
+    )
+    ship(yard, "pinned")
+    ids = swarm_cluster.node_ids()
+    assert [t["node"] for t in tasks(yard, "pinned")] == [ids["n3"]]
+    refused = yard.cli("nodes", "drain", n3.address, check=False)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "pinned/dev" in refused.stderr
+    assert "--force" in refused.stderr
+    assert next(n for n in nodes(yard) if n["address"] == n3.address)["availability"] == "active"
+
+
+def test_a_constraint_no_node_satisfies_fails_the_deployment_naming_it_while_old_tasks_serve(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    repo = new_stack(yard, tmp_path, "nowhere", replicas=2)
+    good = ship(yard, "nowhere")["digest"]
+    url = stage_url(yard, "nowhere")
+    text = (repo.path / "stackyard.yml").read_text()
+    repo.write(
+        "stackyard.yml", text + "    placement: {constraints: ['node.labels.zone == mars']}\n"
+    )
+    repo.set_version("v2")
+    build_and_release(yard, "nowhere")
+    record = deploy(yard, "nowhere", ok=False)
+    assert record["status"] == "FAILED"
+    assert "node.labels.zone == mars" in record["reason"]
+    assert served_version(url) == "v1"
+    assert {t["digest"] for t in tasks(yard, "nowhere")} == {good}
+
+
+def test_a_node_address_that_is_not_an_address_is_refused_naming_the_option(
+    yard: RunningPlatform, swarm_cluster: SwarmCluster
+) -> None:
+    refused = yard.cli("nodes", "label", "127.0.0.3", "--address", "not an address", check=False)
+    assert refused.returncode == 2
+    assert "--address" in refused.stderr
+    assert "is not an IP address or a host name" in refused.stderr
+    listed = {n["address"] for n in nodes(yard)}
+    assert "127.0.0.3" in listed
+
+
+def test_a_node_that_joins_takes_the_next_deployment_and_nothing_moves_by_itself(
+    yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
+) -> None:
+    repo = new_stack(yard, tmp_path, "joined", replicas=3)
+    ship(yard, "joined")
+    before = {t["id"]: t["node"] for t in tasks(yard, "joined")}
+    swarm_cluster.scale(4)
+    try:
+        n4 = swarm_cluster.nodes["n4"]
+        wait_for("n4 listed", lambda: n4.address in {n["address"] for n in nodes(yard)})
+        assert {t["id"]: t["node"] for t in tasks(yard, "joined")} == before
+        repo.set_version("v2")
+        ship(yard, "joined")
+        converged(yard, "joined")
+        where = Counter(t["node"] for t in tasks(yard, "joined"))
+        assert where[swarm_cluster.node_ids()["n4"]] == 1
+        yard.cli("nodes", "drain", n4.address, timeout=180)
+    finally:
+        swarm_cluster.scale(3)
+    converged(yard, "joined")
+    assert len(deployments(yard, "joined")) == 2
+
+
+PIPELINE = """\
+stages:
+  - name: dev
+    cpu: 0.1
+    memory: 64m
+    health: {path: /healthz, interval: 0.5, timeout: 1, retries: 2, start_period: 5}
+    deploy: {drain_seconds: 0.5, stop_timeout: 3}
+  - name: staging
+    replicas: 2
+    cpu: 0.1
+    memory: 64m
+    health: {path: /healthz, interval: 0.5, timeout: 1, retries: 2, start_period: 5}
+    deploy: {drain_seconds: 0.5, stop_timeout: 3}
+  - name: prod
+    promotion: approval
+    replicas: 3
+    cpu: 0.1
+    memory: 64m
+    health: {path: /healthz, interval: 0.5, timeout: 1, retries: 2, start_period: 5}
+    deploy: {drain_seconds: 0.5, stop_timeout: 3}
+"""
+
+
+def test_git_push_goes_through_dev_staging_and_prod_on_the_swarm(
+    yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
+) -> None:
+    repo = GitRepo.from_example("hello", tmp_path / "shop")
+    repo.write("stackyard.yml", PIPELINE)
+    repo.commit("three stages on a cluster, prod behind an approval")
+    yard.cli("stacks", "create", "shop", "--repo", str(repo.path))
+    repo.git("remote", "add", "stackyard", yard.cli("remote", "shop").stdout.strip())
+    pushed = subprocess.run(
+        ["git", "push", "stackyard", "main"],
+        cwd=repo.path, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert "pipeline run 1 started" in pushed.stderr
+    waiting = wait_run(yard, "shop", 1, ("WAITING", "FAILED"), timeout=300)
+    assert waiting["status"] == "WAITING", waiting
+    yard.cli("approve", "shop", "--stage", "prod")
+    done = wait_run(yard, "shop", 1, ("SUCCEEDED", "FAILED"), timeout=300)
+    assert done["status"] == "SUCCEEDED", done
+    ids = swarm_cluster.node_ids()
+    digests = set()
+    for stage, spread in (("dev", 1), ("staging", 2), ("prod", 3)):
+        state = converged(yard, "shop", stage)
+        digests.add(state["digest"])
+        running = tasks(yard, "shop", stage)
+        assert {t["digest"] for t in running} == {state["digest"]}
+        assert len({node_of(t, ids) for t in running}) == spread, running
+        assert served_version(stage_url(yard, "shop", stage)) == "v1"
+    assert len(digests) == 1  # built once, promoted as the same image
