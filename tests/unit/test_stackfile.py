@@ -151,6 +151,12 @@ def test_every_problem_is_listed(tmp_path: Path) -> None:
         ("stages: [{name: dev, env_file: {template: ../secret}}]", "env_file.template"),
         ("stages: [{name: dev, env_file: {template: a, path: rel}}]", "env_file.path"),
         ("stages: [{name: dev, host: 'Not A Host'}]", "stages[0].host"),
+        ("stages: [{name: dev, placement: {constraints: [zone=a]}}]", "has no operator"),
+        (
+            "stages: [{name: dev, placement: {constraints: ['node.zone == a']}}]",
+            "stages[0].placement.constraints[0]",
+        ),
+        ("stages: [{name: dev, placement: {spread: zone}}]", "stages[0].placement.spread"),
         ("stages: [{promotion: auto}]", "required key 'name'"),
         ("stages: {dev: {}}", "stages"),
         ("build: {context: /abs}", "build.context"),
@@ -161,6 +167,15 @@ def test_every_problem_is_listed(tmp_path: Path) -> None:
 )
 def test_invalid_values_are_errors_naming_the_key(tmp_path: Path, text: str, where: str) -> None:
     assert where in error_of(tmp_path, text)
+
+
+def test_a_placement_constraint_with_bad_syntax_names_the_field_and_the_syntax(
+    tmp_path: Path,
+) -> None:
+    said = error_of(tmp_path, "stages:\n  - name: prod\n    placement:\n"
+                    "      constraints: ['node.labels.zone = a']\n")  # fmt: skip
+    assert "stages[0].placement.constraints[0]" in said
+    assert "write <key> == <value> or <key> != <value>" in said
 
 
 # --- unknown keys ---------------------------------------------------------------------------
