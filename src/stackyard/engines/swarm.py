@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -154,6 +154,10 @@ class SwarmEngine(DockerApiEngine):
         # A start waits until the node runs the task (its pull included), as a docker start
         # does; one that never runs (no node can take it, the pull failed) is an error.
         self._start_timeout = start_timeout
+        # Swarm reaps the task of a service scaled to 0 soon after it ends, and its exit
+        # code with it: the last ended state seen of each service, until it is removed.
+        self._ended: dict[str, TaskInfo] = {}
+        self._ended_lock = threading.Lock()
 
     # -- the seam -----------------------------------------------------------------------------
 
@@ -226,7 +230,7 @@ class SwarmEngine(DockerApiEngine):
         tasks = self._call(api.tasks, filters=filters)
         nodes = {node.id: node for node in self.nodes()}
         current = _current_tasks(tasks)
-        return [_task_info(s, current.get(str(s["ID"])), nodes) for s in services]
+        return [self._remember(_task_info(s, current.get(str(s["ID"])), nodes)) for s in services]
 
     def inspect(self, task_id: str) -> TaskInfo:
         api = self._api()
@@ -236,7 +240,27 @@ class SwarmEngine(DockerApiEngine):
         # A filter on a service id also matches ids it prefixes: keep this service's own.
         tasks = [t for t in tasks if t.get("ServiceID") == service_id]
         nodes = {node.id: node for node in self.nodes()}
-        return _task_info(service, _current_tasks(tasks).get(service_id), nodes)
+        return self._remember(_task_info(service, _current_tasks(tasks).get(service_id), nodes))
+
+    def _remember(self, info: TaskInfo) -> TaskInfo:
+        """The task as listed, with the exit code and end Swarm reaped filled in from what
+        was seen of it before (a stopped task keeps saying how it ended)."""
+        if info.state is not TaskState.EXITED:
+            return info
+        with self._ended_lock:
+            if info.exit_code is not None:
+                self._ended[info.id] = info
+                return info
+            seen = self._ended.get(info.id)
+        if seen is None:
+            return info
+        return replace(
+            info,
+            exit_code=seen.exit_code,
+            started_at=info.started_at or seen.started_at,
+            finished_at=seen.finished_at or info.finished_at,
+            error=info.error or seen.error,
+        )
 
     def stop(self, task_id: str, timeout: float) -> None:
         """Scale the service to 0: Swarm sends SIGTERM, and SIGKILL after the task's own
@@ -275,6 +299,8 @@ class SwarmEngine(DockerApiEngine):
             return
         except (docker.errors.DockerException, OSError) as exc:
             raise self._refused(f"cannot remove task {task_id}", exc) from exc
+        with self._ended_lock:
+            self._ended.pop(str(service["ID"]), None)
         self._remove_secrets(str(service["Spec"]["Name"]))
 
     def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
