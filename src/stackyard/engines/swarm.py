@@ -796,6 +796,8 @@ def _kinds(before: tuple[str, ...] | None, after: tuple[str, ...] | None) -> lis
     order = [TaskEventKind.CREATED, TaskEventKind.STARTED, TaskEventKind.EXITED]
     reached = _reached(before) if before is not None else -1
     now = _reached(after)
+    if now == reached == 2:
+        return []  # it had ended: Swarm reaping its task says nothing new
     if now <= reached:
         return [order[now]] if before is not None else []  # changed, no further on
     kinds = order[reached + 1 : now + 1]

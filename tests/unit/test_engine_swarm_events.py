@@ -1,0 +1,41 @@
+"""The swarm engine's event translation: two listings of a service's one task, before and
+after, become the task events in the order they happened (``_kinds``). Plain tuples:
+(task id, Swarm state, node, "ran" when a container ran, replicas)."""
+
+from __future__ import annotations
+
+from stackyard.engines.base import TaskEventKind
+from stackyard.engines.swarm import _kinds
+
+CREATED, STARTED, EXITED, REMOVED = (
+    TaskEventKind.CREATED,
+    TaskEventKind.STARTED,
+    TaskEventKind.EXITED,
+    TaskEventKind.REMOVED,
+)
+PENDING = ("t1", "pending", "", "", "1")
+RUNNING = ("t1", "running", "n1", "ran", "1")
+SHUTDOWN = ("t1", "shutdown", "n1", "ran", "0")
+REAPED = ("", "", "", "", "0")
+
+
+def test_one_listing_that_sees_several_steps_reports_each_in_order() -> None:
+    assert _kinds(None, RUNNING) == [CREATED, STARTED]
+    assert _kinds(PENDING, SHUTDOWN) == [STARTED, EXITED]
+
+
+def test_a_task_that_never_ran_exits_without_starting() -> None:
+    assert _kinds(PENDING, ("t1", "rejected", "n1", "", "1")) == [EXITED]
+
+
+def test_swarm_reaping_an_ended_task_is_no_new_event() -> None:
+    assert _kinds(SHUTDOWN, REAPED) == []
+
+
+def test_a_task_rescheduled_onto_another_node_starts_again() -> None:
+    assert _kinds(RUNNING, ("t2", "running", "n2", "ran", "1")) == [STARTED]
+
+
+def test_a_removed_service_that_ran_exits_then_is_removed() -> None:
+    assert _kinds(RUNNING, None) == [EXITED, REMOVED]
+    assert _kinds(REAPED, None) == [REMOVED]
