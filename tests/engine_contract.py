@@ -176,7 +176,7 @@ class EngineContract:
             TaskEventKind.STARTED,
             TaskEventKind.EXITED,
             TaskEventKind.REMOVED,
-        ]
+        ], seen.events
         assert seen.of(other_id) == []  # its labels do not match
         first = next(e for e in seen.events if e.task_id == task_id)
         assert first.labels[LABEL_STAGE] == "dev"
