@@ -47,7 +47,6 @@ def demo_env(data_dir: Path) -> dict[str, str]:
         STACKYARD_DATA_DIR=str(data_dir),
         STACKYARD_DEMO_API_PORT=str(free_port()),
         STACKYARD_DEMO_REGISTRY_PORT=str(free_port()),
-        STACKYARD_DEMO_CADDY_ADMIN_PORT=str(free_port()),
     )
     return env
 
@@ -81,8 +80,8 @@ def time_demo(env: dict[str, str]) -> DemoRun:
 
 
 def stop_platform(env: dict[str, str], data_dir: Path) -> None:
-    """`stackyard down`, then remove the task containers it leaves (by platform label)."""
-    subprocess.run([sys.executable, "-m", "stackyard", "down"], env=env,
+    """`stackyard down --all`, then remove the task containers it leaves (by platform label)."""
+    subprocess.run([sys.executable, "-m", "stackyard", "down", "--all"], env=env,
                    capture_output=True, timeout=60)  # fmt: skip
     platform_id = (data_dir / "platform-id").read_text().strip()
     label = f"label=dev.stackyard.platform={platform_id}"

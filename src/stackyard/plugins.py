@@ -108,7 +108,11 @@ def offers(settings: Settings, *, username: str, password: str) -> dict[str, dic
     """
     return {
         "engine": {"endpoint": settings.engine_endpoint},
-        "router": {"admin_url": settings.caddy_admin_url, "host_port": settings.http_port},
+        "router": {
+            "admin_sockets": [str(path) for path in settings.caddy_admin_sockets],
+            "directory": str(settings.dataplane_socket),
+            "host_port": settings.http_port,
+        },
         "source": {"cache_dir": settings.data_dir / "git"},
         "registry": {
             "endpoint": settings.registry_endpoint,

@@ -32,7 +32,6 @@ class Settings:
     host: str = "127.0.0.1"
     api_port: int = 7878
     registry_port: int = 5000
-    caddy_admin_port: int = 2019
     network_mode: NetworkMode = "host"
     engine: str = "docker"  # an entry point name in the stackyard.engines group
     # Where the engine answers (e.g. unix:///run/stackyard-swarm/n1.sock, a swarm manager);
@@ -45,6 +44,9 @@ class Settings:
     source: str = "git"  # an entry point name in the stackyard.sources group
     registry: str = "oci"  # an entry point name in the stackyard.registries group
     http_port: int = 80  # where the router serves stages that have a host name
+    # Caddy processes of the data plane, serving the same routes on the same ports, so that
+    # one restarting (a crash, an upgrade of Caddy) never leaves a stage without a router.
+    router_instances: int = 2
     component_timeout: float = 20.0
     # Wrong tokens from one address (or naming one token) within auth_window seconds,
     # before that address (or token) is refused with 429 until the window has passed.
@@ -71,8 +73,24 @@ class Settings:
         return f"{self.host}:{self.registry_port}"
 
     @property
-    def caddy_admin_url(self) -> str:
-        return f"http://{self.host}:{self.caddy_admin_port}"
+    def caddy_admin_sockets(self) -> list[Path]:
+        """The admin API of each Caddy: a unix socket, mode 0600, never a TCP port."""
+        return [self.run_dir / f"caddy-{n}.sock" for n in range(1, self.router_instances + 1)]
+
+    @property
+    def dataplane_socket(self) -> Path:
+        """The data plane keeper's control socket (mode 0600): upstreams, registry, status."""
+        return self.run_dir / "dataplane.sock"
+
+    @property
+    def dataplane_file(self) -> Path:
+        """Written by the keeper: its pid, the responder's address, its components' pids."""
+        return self.run_dir / "dataplane.json"
+
+    @property
+    def upstreams_file(self) -> Path:
+        """The responder's table, rewritten on every change: a restart serves the last one."""
+        return self.run_dir / "upstreams.json"
 
     @property
     def database_url(self) -> str:

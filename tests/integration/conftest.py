@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +37,16 @@ class RunningPlatform:
     pid: int
     children: dict[str, int]
     env: dict[str, str]
+
+    @property
+    def dataplane(self) -> dict[str, Any]:
+        """The keeper's record: its pid, the responder's address, its components' pids."""
+        return dict(json.loads((self.data_dir / "run" / "dataplane.json").read_text()))
+
+    def up_again(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        """`stackyard up -d` on the same data dir and ports (after a kill or `down`)."""
+        return self.cli("up", "-d", "--api-port", self.api_url.rsplit(":", 1)[1],
+                        "--registry-port", self.registry.rsplit(":", 1)[1], *extra)  # fmt: skip
 
     @property
     def token(self) -> str:
@@ -78,11 +89,7 @@ def start_platform(
     require("docker-registry")
     require("caddy")
     env = {**cli_env(data_dir), **(extra_env or {})}
-    ports = {
-        "--api-port": free_port(),
-        "--registry-port": free_port(),
-        "--caddy-admin-port": free_port(),
-    }
+    ports = {"--api-port": free_port(), "--registry-port": free_port()}
     argv = [*STACKYARD, "up", "-d", "--json", *up_args]
     for flag, port in ports.items():
         argv += [flag, str(port)]
@@ -101,8 +108,9 @@ def start_platform(
 
 
 def stop_platform(running: RunningPlatform) -> None:
-    """`stackyard down`, then remove the tasks it leaves running (by the platform's label)."""
-    subprocess.run([*STACKYARD, "down"], env=running.env, capture_output=True, timeout=60)
+    """`stackyard down --all` (the control plane, then the data plane), then remove the
+    tasks it leaves running (by the platform's label)."""
+    subprocess.run([*STACKYARD, "down", "--all"], env=running.env, capture_output=True, timeout=90)
     remove_tasks(running.data_dir)
 
 

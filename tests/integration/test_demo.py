@@ -78,7 +78,6 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
         STACKYARD_DATA_DIR=str(data_dir),
         STACKYARD_DEMO_API_PORT=str(api_port),
         STACKYARD_DEMO_REGISTRY_PORT=str(free_port()),
-        STACKYARD_DEMO_CADDY_ADMIN_PORT=str(free_port()),
         COLUMNS="200",
     )
     running = Demo(data_dir, api_port, env)
@@ -86,7 +85,10 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
         yield running
     finally:
         subprocess.run(
-            [sys.executable, "-m", "stackyard", "down"], env=env, capture_output=True, timeout=60
+            [sys.executable, "-m", "stackyard", "down", "--all"],
+            env=env,
+            capture_output=True,
+            timeout=60,
         )
         remove_tasks(data_dir)
 

@@ -344,9 +344,7 @@ def test_control_plane_killed_mid_deployment(tmp_path: Path) -> None:
         time.sleep(0.7)  # the first new task is starting or starting to serve
         subprocess.run(["kill", "-9", str(yard.pid)], check=True)
         time.sleep(0.5)
-        restarted = yard.cli("up", "-d", "--json", "--api-port", yard.api_url.rsplit(":", 1)[1],
-                             "--registry-port", yard.registry.rsplit(":", 1)[1],
-                             "--caddy-admin-port", yard.router_admin.rsplit(":", 1)[1])  # fmt: skip
+        restarted = yard.up_again("--json")
         assert json.loads(restarted.stdout)["status"] == "started"
         state = wait_converged(yard, "lazarus", timeout=90)
         record = deployment(yard, "lazarus", 2)

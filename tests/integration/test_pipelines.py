@@ -205,9 +205,7 @@ def test_killing_the_server_mid_run_resumes_it(tmp_path: Path) -> None:
             time.sleep(0.1)
         subprocess.run(["kill", "-9", str(yard.pid)], check=True)
         time.sleep(0.5)
-        yard.cli("up", "-d", "--api-port", yard.api_url.rsplit(":", 1)[1],
-                 "--registry-port", yard.registry.rsplit(":", 1)[1],
-                 "--caddy-admin-port", yard.router_admin.rsplit(":", 1)[1])  # fmt: skip
+        yard.up_again()
         record = wait_run(yard, "sturdy", 1, ("WAITING", "FAILED"))
         assert record["status"] == "WAITING", record
         log = yard.cli("logs", "sturdy", "--run", "1").stdout
@@ -232,9 +230,7 @@ def test_a_run_waiting_at_a_gate_waits_again_after_down_and_up(tmp_path: Path) -
         run = json.loads(yard.cli("deploy", "patient", "--json", timeout=300).stdout)
         assert run["status"] == "WAITING"
         yard.cli("down")
-        yard.cli("up", "-d", "--api-port", yard.api_url.rsplit(":", 1)[1],
-                 "--registry-port", yard.registry.rsplit(":", 1)[1],
-                 "--caddy-admin-port", yard.router_admin.rsplit(":", 1)[1])  # fmt: skip
+        yard.up_again()
         log = yard.cli("logs", "patient", "--run", "1").stdout
         assert "the platform is stopping; this run carries on when it starts again" in log
         assert run_record(yard, "patient", 1)["status"] == "WAITING"

@@ -94,8 +94,7 @@ def test_an_engine_that_does_not_answer_is_named(tmp_path: Path) -> None:
         yard.cli("down")
         env = {**yard.env, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
         ports = ["--api-port", yard.api_url.rsplit(":", 1)[1],
-                 "--registry-port", yard.registry.rsplit(":", 1)[1],
-                 "--caddy-admin-port", yard.router_admin.rsplit(":", 1)[1]]  # fmt: skip
+                 "--registry-port", yard.registry.rsplit(":", 1)[1]]  # fmt: skip
         subprocess.run([*STACKYARD, "up", "-d", *ports], env=env, check=True, timeout=60)
         result = subprocess.run(
             [*STACKYARD, "deploy", "lonely", "--stage", "dev"],

@@ -1,12 +1,16 @@
-"""The caddy Router against a real Caddy started like `stackyard up` does, on loopback.
+"""The caddy Router against a real data plane started like `stackyard up` does: the keeper,
+its upstream responder and two Caddies on loopback, admin APIs on unix sockets.
 
 Backends are tiny ``http.server`` threads on free 127.0.0.1 ports that answer their name.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,11 +22,12 @@ import httpx
 import pytest
 
 from stackyard.errors import ComponentError, RetryableError
-from stackyard.platform.components import plan_caddy
-from stackyard.platform.supervisor import ProcessSupervisor
+from stackyard.platform.components import caddy_autosave
+from stackyard.platform.dataplane import ensure_dataplane, stop_dataplane
+from stackyard.platform.state import pid_alive
 from stackyard.plugins import load
 from stackyard.router.base import Route
-from stackyard.router.caddy import CaddyRouter
+from stackyard.router.caddy import CaddyRouter, UnixSocketTransport
 from stackyard.settings import Settings
 
 from ..router_contract import RouterContract, free_port, port_route
@@ -30,27 +35,25 @@ from ..router_contract import RouterContract, free_port, port_route
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
-# Caddy -----------------------------------------------------------------------------------
+# The data plane ---------------------------------------------------------------------------
 
 
-def start_caddy(data_dir: Path, admin_port: int) -> ProcessSupervisor:
-    binary = shutil.which("caddy")
-    if binary is None:
-        pytest.fail("caddy is not installed: run scripts/setup-host first")
-    supervisor = ProcessSupervisor()
-    settings = Settings(data_dir=data_dir, caddy_admin_port=admin_port)
-    supervisor.start([plan_caddy(settings, binary=binary)], timeout=20)
-    return supervisor
+def start_dataplane(data_dir: Path) -> Settings:
+    if shutil.which("caddy") is None or shutil.which("docker-registry") is None:
+        pytest.fail("caddy or docker-registry is not installed: run scripts/setup-host first")
+    settings = Settings(data_dir=data_dir, registry_port=free_port())
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_dataplane(settings)
+    return settings
 
 
 @pytest.fixture(scope="module")
-def caddy_admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    admin_port = free_port()
-    supervisor = start_caddy(tmp_path_factory.mktemp("caddy"), admin_port)
+def dataplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    settings = start_dataplane(tmp_path_factory.mktemp("caddy") / "data")
     try:
-        yield f"http://127.0.0.1:{admin_port}"
+        yield settings
     finally:
-        supervisor.stop()
+        stop_dataplane(settings)
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +62,30 @@ def host_port() -> int:
 
 
 class RecordingTransport(httpx.BaseTransport):
-    """Counts the admin requests the router sends, then sends them for real."""
+    """Counts the admin requests the router sends (to every Caddy), then sends them."""
 
     def __init__(self) -> None:
-        self.inner = httpx.HTTPTransport()
         self.sent: list[tuple[str, str]] = []
+        self.inner: list[UnixSocketTransport] = []
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.sent.append((request.method, request.url.path))
-        return self.inner.handle_request(request)
+    def over(self, socket_path: Path) -> httpx.BaseTransport:
+        recorder = self
+        inner = UnixSocketTransport(socket_path)
+        self.inner.append(inner)
+
+        class One(httpx.BaseTransport):
+            def handle_request(self, request: httpx.Request) -> httpx.Response:
+                recorder.sent.append((request.method, request.url.path))
+                return inner.handle_request(request)
+
+            def close(self) -> None:
+                inner.close()
+
+        return One()
 
     def close(self) -> None:
-        self.inner.close()
+        for inner in self.inner:
+            inner.close()
 
 
 @pytest.fixture
@@ -78,11 +93,19 @@ def admin_log() -> RecordingTransport:
     return RecordingTransport()
 
 
+def router_for(settings: Settings, **options: object) -> CaddyRouter:
+    return CaddyRouter(
+        settings.caddy_admin_sockets,
+        settings.dataplane_socket,
+        **options,  # type: ignore[arg-type]
+    )
+
+
 @pytest.fixture
 def router(
-    caddy_admin: str, host_port: int, admin_log: RecordingTransport
+    dataplane: Settings, host_port: int, admin_log: RecordingTransport
 ) -> Iterator[CaddyRouter]:
-    caddy = CaddyRouter(caddy_admin, host_port=host_port, transport=admin_log)
+    caddy = router_for(dataplane, host_port=host_port, transport_for=admin_log.over)
     try:
         yield caddy
     finally:
@@ -182,7 +205,7 @@ def test_a_switch_changes_no_caddy_config(
 
     admin_log.sent.clear()
     router.set_upstreams(route, [b.dial])
-    assert admin_log.sent == [("GET", "/id/sy-hello-dev-proxy")]  # a read, no reload
+    assert admin_log.sent == [("GET", "/id/sy-hello-dev-proxy")] * 2  # a read, no reload
     assert serves(web, router.url(route), "B")
     assert {web.get(router.url(route)).text for _ in range(5)} == {"B"}
 
@@ -195,7 +218,7 @@ def test_ensure_route_twice_writes_nothing_the_second_time(
     assert ("PUT", "/config/apps/http/servers/sy-hello-dev") in admin_log.sent
     admin_log.sent.clear()
     router.ensure_route(route, ["127.0.0.1:9101"])
-    assert admin_log.sent == [("GET", "/config/")]
+    assert admin_log.sent == [("GET", "/config/")] * 2  # one read of each Caddy
     assert all(path != "/load" for _, path in admin_log.sent)
 
 
@@ -280,36 +303,65 @@ def test_an_upstream_that_went_away_is_retried_on_the_other(
     assert [(r.status_code, r.text) for r in answers] == [(200, "B")] * 20
 
 
-def test_after_a_caddy_restart_ensure_route_serves_again(
-    tmp_path: Path, backend: Callable[[str], Backend], web: httpx.Client
+def wait_restarted(settings: Settings, name: str, old_pid: int, timeout: float = 30) -> int:
+    """The pid of the Caddy the keeper started in place of ``old_pid``, once it answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = json.loads(settings.dataplane_file.read_text())
+        pid = int(record["components"][name])
+        if pid != old_pid and pid_alive(pid):
+            return pid
+        time.sleep(0.05)
+    raise AssertionError(f"{name} was not started again within {timeout} s")
+
+
+def test_a_killed_caddy_comes_back_with_every_route_while_the_other_serves(
+    dataplane: Settings, router: CaddyRouter, backend: Callable[[str], Backend], web: httpx.Client
 ) -> None:
-    admin_port = free_port()
     a = backend("A")
     route = port_route("hello-dev")
-    supervisor = start_caddy(tmp_path / "data", admin_port)
-    try:
-        with CaddyRouter(f"http://127.0.0.1:{admin_port}", host_port=free_port()) as caddy:
-            caddy.ensure_route(route, [a.dial])
-            assert web.get(caddy.url(route)).text == "A"
-            supervisor.stop()
-            with pytest.raises(RetryableError, match=str(admin_port)):
-                caddy.set_upstreams(route, [a.dial])
-            supervisor = start_caddy(tmp_path / "data", admin_port)
-            assert caddy.routes() == []
-            assert caddy.upstreams(route) is None
-            caddy.ensure_route(route, [a.dial])
-            assert web.get(caddy.url(route)).text == "A"
-    finally:
-        supervisor.stop()
+    router.ensure_route(route, [a.dial])
+    assert web.get(router.url(route)).text == "A"
+    victim = int(json.loads(dataplane.dataplane_file.read_text())["components"]["caddy-1"])
+    os.kill(victim, signal.SIGKILL)
+    # The other Caddy listens on the same port: every new connection is still answered.
+    with httpx.Client(
+        timeout=10, trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
+    ) as fresh:
+        answers = [fresh.get(router.url(route)).text for _ in range(20)]
+    assert answers == ["A"] * 20
+    wait_restarted(dataplane, "caddy-1", victim)
+    assert router.routes() == ["hello-dev"]  # resumed from its saved config, on both
+    assert router.upstreams(route) == [a.dial]
+    assert web.get(router.url(route)).text == "A"
 
 
-def test_caddy_down_is_a_clear_error() -> None:
-    admin = f"http://127.0.0.1:{free_port()}"
-    with CaddyRouter(admin, retries=2, backoff=0.01) as caddy:
-        with pytest.raises(ComponentError, match=re.escape(admin)) as pinged:
+def test_a_caddy_that_lost_its_saved_config_gets_its_routes_from_ensure_route(
+    dataplane: Settings, router: CaddyRouter, backend: Callable[[str], Backend], web: httpx.Client
+) -> None:
+    a = backend("A")
+    route = port_route("hello-dev")
+    router.ensure_route(route, [a.dial])
+    victim = int(json.loads(dataplane.dataplane_file.read_text())["components"]["caddy-2"])
+    caddy_autosave(dataplane, 2).unlink()
+    os.kill(victim, signal.SIGKILL)
+    wait_restarted(dataplane, "caddy-2", victim)
+    deadline = time.monotonic() + 10
+    while router.upstreams(route) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)  # until caddy-2 answers, it is asked about the old process
+    assert router.upstreams(route) is None  # the controller's cue to ensure_route
+    assert web.get(router.url(route)).text == "A"  # caddy-1 serves meanwhile
+    router.ensure_route(route, [a.dial])
+    assert router.upstreams(route) == [a.dial]
+
+
+def test_caddy_down_is_a_clear_error(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    with router_for(settings, retries=2, backoff=0.01) as caddy:
+        with pytest.raises(ComponentError, match=re.escape(str(settings.run_dir))) as pinged:
             caddy.ping()
         assert "stackyard up" in (pinged.value.hint or "")
-        with pytest.raises(RetryableError, match=re.escape(admin)):
+        with pytest.raises(RetryableError, match=re.escape(str(settings.dataplane_socket))):
             caddy.ensure_route(port_route("hello-dev"), ["127.0.0.1:9101"])
 
 
@@ -320,5 +372,5 @@ def test_caddy_refusal_carries_caddys_text(
     port = int(taken.dial.rsplit(":", 1)[1])
     with pytest.raises(ComponentError, match="address already in use") as refused:
         router.ensure_route(Route("hello-dev", port=port), [taken.dial])
-    assert f"Caddy at {router.admin_url} refused PUT" in str(refused.value)
+    assert f"Caddy at {router.admins[0]} refused PUT" in str(refused.value)
     assert router.routes() == []

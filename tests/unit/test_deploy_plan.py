@@ -159,6 +159,24 @@ def test_a_lost_route_is_rebuilt_from_healthy_tasks() -> None:
     assert plan(V2, *tasks) == Plan(route=("o1",))
 
 
+def test_an_adopted_task_keeps_its_route_until_it_is_judged() -> None:
+    # A control plane that just started has not probed the tasks the data plane serves:
+    # they stay in the route, nothing starts or stops, and nothing completes yet.
+    adopted = (task("n1", 2, S, routed=True), task("n2", 2, S, routed=True))
+    assert plan(V2x2, *adopted) == Plan()
+    old = (task("o1", 1, S, routed=True), task("o2", 1, S, routed=True))
+    assert plan(V2x2, *old) == Plan(start=2)  # a deployment still starts its new tasks
+    assert plan(V2x2, task("n1", 2, H, routed=True), task("n2", 2, S, routed=True)) == Plan()
+    both = (task("n1", 2, H, routed=True), task("n2", 2, H, routed=True))
+    assert plan(V2x2, *both) == Plan(outcome=Outcome.COMPLETED)
+
+
+def test_an_adopted_task_that_fails_its_probe_leaves_the_route() -> None:
+    tasks = (task("n1", 2, U, routed=True), task("n2", 2, S, routed=True))
+    healing = Desired(release=2, replicas=2, failure_threshold=None)
+    assert plan(healing, *tasks) == Plan(route=("n2",), start=1, failed=("n1",))
+
+
 def test_a_stopping_task_is_waited_for() -> None:
     tasks = (task("n1", 2, H, routed=True), task("o1", 1, STOP, unrouted_at=1.0))
     assert plan(V2, *tasks) == Plan()

@@ -1,4 +1,5 @@
-"""Component plans, credentials files and supervisor errors, with no component started."""
+"""Component plans, credentials files and supervisor errors, with no component started
+(the supervisor's error tests run a missing binary and ``sh -c 'exit 3'``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ import bcrypt
 import pytest
 
 from stackyard.errors import ComponentError
-from stackyard.platform.components import ComponentSpec, plan_caddy, plan_registry
+from stackyard.platform.components import (
+    ComponentSpec,
+    caddy_autosave,
+    plan_caddy,
+    plan_components,
+    plan_registry,
+)
 from stackyard.platform.credentials import ensure_registry_login, ensure_token
-from stackyard.platform.supervisor import ProcessSupervisor, check_ports_free
+from stackyard.platform.supervisor import check_ports_free, spawn, wait_ready
 from stackyard.settings import Settings
 
 
@@ -45,6 +52,8 @@ def test_registry_plan_uses_binary_with_htpasswd_auth_on_loopback(tmp_path: Path
     config = json.loads(spec.files[settings.run_dir / "registry.yml"])
     assert config["http"]["addr"] == "127.0.0.1:15999"
     assert config["auth"]["htpasswd"]["path"] == str(tmp_path / "registry" / "htpasswd")
+    assert "maintenance" not in config["storage"]
+    assert spec.port == 15999
     credentials = ensure_registry_login(tmp_path / "registry-credentials.json", "127.0.0.1:15999")
     assert credentials.registry == "127.0.0.1:15999"
     line = (tmp_path / "registry" / "htpasswd").read_text().strip()
@@ -61,13 +70,42 @@ def test_registry_plan_falls_back_to_official_image(tmp_path: Path) -> None:
     assert spec.container_name == "stackyard-registry-5000"
 
 
-def test_caddy_plan_keeps_admin_on_loopback(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, caddy_admin_port=12345)
-    spec = plan_caddy(settings, binary="/usr/bin/caddy")
-    config = json.loads(spec.files[settings.run_dir / "caddy.json"])
-    assert config["admin"]["listen"] == "127.0.0.1:12345"
-    fallback = plan_caddy(settings, binary=None)
+def test_read_only_registry_serves_pulls_only(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    spec = plan_registry(settings, binary="/usr/bin/docker-registry", mode="read-only")
+    config = json.loads(spec.files[settings.run_dir / "registry.yml"])
+    assert config["storage"]["maintenance"] == {"readonly": {"enabled": True}}
+    assert config["storage"]["delete"] == {"enabled": True}
+    assert [c.name for c in plan_components(settings, registry_mode="stopped")] == [
+        "caddy-1",
+        "caddy-2",
+    ]
+
+
+def test_caddy_admin_is_a_unix_socket_and_caddy_resumes_its_saved_config(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path)
+    spec = plan_caddy(settings, 2, binary="/usr/bin/caddy")
+    assert spec.name == "caddy-2"
+    assert spec.argv == (
+        "/usr/bin/caddy", "run", "--config", str(settings.run_dir / "caddy-2.json"), "--resume"
+    )  # fmt: skip
+    config = json.loads(spec.files[settings.run_dir / "caddy-2.json"])
+    assert config["admin"] == {
+        "listen": f"unix/{settings.run_dir / 'caddy-2.sock'}",
+        "origins": ["caddy-admin"],
+    }
+    assert spec.ready_socket == settings.run_dir / "caddy-2.sock"
+    assert spec.port is None  # no TCP port at all until a stage gets a route
+    # Its autosaved config is under its own XDG config dir, apart from the other Caddy's.
+    home = Path(spec.env["XDG_CONFIG_HOME"])
+    assert caddy_autosave(settings, 2) == home / "caddy" / "autosave.json"
+    assert caddy_autosave(settings, 1) != caddy_autosave(settings, 2)
+    fallback = plan_caddy(settings, 2, binary=None)
     assert "caddy:2" in fallback.argv
+    assert f"{settings.run_dir}:{settings.run_dir}" in fallback.argv
+    assert fallback.argv[-1] == "--resume"
 
 
 def test_missing_binary_names_component_and_install_hint(tmp_path: Path) -> None:
@@ -80,7 +118,7 @@ def test_missing_binary_names_component_and_install_hint(tmp_path: Path) -> None
         install_hint="install it with: apt-get install docker-registry",
     )
     with pytest.raises(ComponentError) as caught:
-        ProcessSupervisor().start([spec], timeout=1)
+        spawn(spec)
     assert "registry" in caught.value.message
     assert caught.value.hint == "install it with: apt-get install docker-registry"
 
@@ -94,8 +132,9 @@ def test_component_that_exits_shows_its_log(tmp_path: Path) -> None:
         log_file=tmp_path / "c.log",
         install_hint="apt-get install caddy",
     )
+    started = spawn(spec)
     with pytest.raises(ComponentError, match=r"caddy exited with status 3[\s\S]*bad config line 3"):
-        ProcessSupervisor().start([spec], timeout=5)
+        wait_ready(started, timeout=5)
 
 
 def test_port_in_use_names_the_component() -> None:

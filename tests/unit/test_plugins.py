@@ -13,6 +13,7 @@ from stackyard.errors import UsageError
 from stackyard.images.registry import RegistryClient
 from stackyard.images.registry_base import Registry
 from stackyard.router.base import Router
+from stackyard.router.caddy import CaddyRouter
 from stackyard.settings import Settings
 from stackyard.source.base import Source
 from stackyard.source.git import GitSource
@@ -57,7 +58,7 @@ def test_an_entry_point_of_the_wrong_seam_is_refused() -> None:
 def test_every_registered_adapter_can_be_made_from_the_platforms_offers(
     kind: str, tmp_path: Path
 ) -> None:
-    settings = Settings(data_dir=tmp_path, caddy_admin_port=1, registry_port=2)
+    settings = Settings(data_dir=tmp_path, registry_port=2)
     offered = plugins.offers(settings, username="stackyard", password="secret")[kind]
     for name in plugins.available(kind):
         adapter: Any = plugins.create(LOOKUPS[kind](name), offered)
@@ -75,6 +76,10 @@ def test_built_ins_get_the_settings_they_name(tmp_path: Path) -> None:
     with plugins.create(plugins.registry("oci"), offers["registry"]) as registry:
         assert isinstance(registry, RegistryClient)
         assert registry.endpoint == "127.0.0.1:5999"
+    with plugins.create(plugins.router("caddy"), offers["router"]) as router:
+        assert isinstance(router, CaddyRouter)
+        assert [admin.socket_path for admin in router.admins] == settings.caddy_admin_sockets
+        assert router.directory.socket_path == settings.dataplane_socket
 
 
 class Needs:

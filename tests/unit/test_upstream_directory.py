@@ -1,14 +1,18 @@
-"""The router's DNS responder over real UDP on loopback: SRV for routes, A for targets."""
+"""The router's DNS responder over real UDP on loopback: SRV for routes, A for targets;
+its table persisted in a file, and changed over the keeper's control socket."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from stackyard.router.directory import UpstreamDirectory, srv_name, target_name
+from stackyard.control_socket import ControlServer
+from stackyard.errors import UsageError
+from stackyard.router.directory import DirectoryClient, UpstreamDirectory, srv_name, target_name
 
 
 @pytest.fixture
@@ -66,3 +70,56 @@ def test_unknown_names_are_nxdomain_and_garbage_is_dropped(
     assert ask(directory, "example.com", "A").header.rcode == RCODE.NXDOMAIN
     assert directory.answer(b"\x00\x01garbage") is None
     assert directory.answer(b"") is None
+
+
+def test_the_table_survives_a_restart_of_the_responder(tmp_path: Path) -> None:
+    table = tmp_path / "upstreams.json"
+    first = UpstreamDirectory(table_file=table)
+    try:
+        assert first.set("hello-dev", ["127.0.0.1:20001", "127.0.0.1:20002"]) is True
+        assert first.set("hello-dev", ["127.0.0.1:20001", "127.0.0.1:20002"]) is False
+        first.set("hello-prod", ["127.0.0.1:20003"])
+        first.drop("hello-prod")
+        port = int(first.address.rsplit(":", 1)[1])
+    finally:
+        first.close()
+    second = UpstreamDirectory(port=port, table_file=table)
+    try:
+        assert second.address == first.address
+        assert second.table() == {"hello-dev": ("127.0.0.1:20001", "127.0.0.1:20002")}
+        reply = ask(second, srv_name("hello-dev"), "SRV")
+        assert [p for _, p in srv_targets(reply)] == [20001, 20002]
+    finally:
+        second.close()
+
+
+def test_an_unreadable_table_starts_empty(tmp_path: Path) -> None:
+    table = tmp_path / "upstreams.json"
+    table.write_text("{not json")
+    directory = UpstreamDirectory(table_file=table)
+    try:
+        assert directory.table() == {}
+    finally:
+        directory.close()
+
+
+def test_the_control_plane_changes_the_table_over_the_control_socket(tmp_path: Path) -> None:
+    directory = UpstreamDirectory(table_file=tmp_path / "upstreams.json")
+    server = ControlServer(tmp_path / "control.sock", directory.handlers())
+    try:
+        client = DirectoryClient(tmp_path / "control.sock")
+        assert client.resolver() == directory.address
+        assert client.get("hello-dev") is None
+        client.set("hello-dev", ["127.0.0.1:20001"])
+        assert client.get("hello-dev") == ["127.0.0.1:20001"]
+        assert client.table() == {"hello-dev": ("127.0.0.1:20001",)}
+        assert srv_targets(ask(directory, srv_name("hello-dev"), "SRV")) == [
+            (target_name("127.0.0.1"), 20001)
+        ]
+        with pytest.raises(UsageError, match="not an IPv4 address"):
+            client.set("hello-dev", ["example.com:80"])
+        client.drop("hello-dev")
+        assert client.get("hello-dev") is None
+    finally:
+        server.close()
+        directory.close()

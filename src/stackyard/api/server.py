@@ -1,7 +1,9 @@
-"""Run the whole platform in this process: store, registry, Caddy, then the API server.
+"""Run the control plane in this process: the store, the services and the API server, on
+top of the data plane (registry, Caddy, upstream responder), which it adopts or starts.
 
-Called by ``stackyard up``. Ctrl-C or SIGTERM stops the API server, then every component
-process, then removes the state file, so nothing is left running.
+Called by ``stackyard up``. Ctrl-C or SIGTERM stops the API server and the services, then
+removes the state file. The data plane keeps serving the apps; `stackyard down --all`
+stops it.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import uvicorn
 from stackyard.access.people import PeopleService
 from stackyard.access.tokens import TokenMaskFilter
 from stackyard.api.app import ApiContext, create_app
+from stackyard.control_socket import Message
 from stackyard.pipeline.services import build_services, open_state
-from stackyard.platform.components import plan_components, registry_login
+from stackyard.platform.components import registry_login
 from stackyard.platform.credentials import ensure_token
-from stackyard.platform.state import PlatformState
-from stackyard.platform.supervisor import ProcessSupervisor, RunningComponent, check_ports_free
+from stackyard.platform.dataplane import DataplaneWatch, ensure_dataplane
+from stackyard.platform.state import DataplaneRecord, PlatformState
+from stackyard.platform.supervisor import check_ports_free
 from stackyard.settings import Settings
 
 
@@ -45,47 +49,42 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
     for directory in (settings.data_dir, settings.logs_dir, settings.run_dir):
         directory.mkdir(parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)
-    check_ports_free(
-        [
-            ("API", settings.host, settings.api_port),
-            ("registry", settings.host, settings.registry_port),
-            ("Caddy admin API", settings.host, settings.caddy_admin_port),
-        ]
-    )
+    settings.run_dir.chmod(0o700)
+    check_ports_free([("API", settings.host, settings.api_port)])
     state_store = open_state(settings)
-    supervisor = ProcessSupervisor()
-    supervisor.start(plan_components(settings), timeout=settings.component_timeout)
+    dataplane = ensure_dataplane(settings)
     services = build_services(settings, state_store.sessions, registry_login(settings))
+    state = PlatformState(
+        pid=_own_pid(),
+        api_url=settings.api_url,
+        registry=settings.registry_endpoint,
+        router_admin=" ".join(f"unix:{path}" for path in settings.caddy_admin_sockets),
+        token_file=str(settings.token_file),
+        children=_dataplane_pids(settings, dataplane),
+        started_at=started,
+    )
+
+    def dataplane_changed() -> None:
+        # Caddy or the keeper was started again: every stage checks its route at once.
+        state.children.clear()
+        state.children.update(_dataplane_pids(settings, None))
+        state.write(settings.state_file)
+        services.controller.wake_all()
+
+    watch = DataplaneWatch(settings, on_change=dataplane_changed)
     try:
         token = bootstrap_token(settings, services.people)
         mask_tokens_in_logs([token])
         services.verify_engine()
         services.start()
-        components = {c.spec.name: " ".join(c.spec.argv[:1]) for c in supervisor.running}
+        components = {name: f"pid {pid}" for name, pid in state.children.items()}
         app = create_app(ApiContext(settings, token, components, services))
-        state = PlatformState(
-            pid=_own_pid(),
-            api_url=settings.api_url,
-            registry=settings.registry_endpoint,
-            router_admin=settings.caddy_admin_url,
-            token_file=str(settings.token_file),
-            children=supervisor.pids(),
-            started_at=started,
-        )
 
         def ready() -> None:
             state.write(settings.state_file)
             on_ready(state)
 
-        def restarted(component: RunningComponent) -> None:
-            # `down` stops children by the pids in the state file: keep them current.
-            state.children[component.spec.name] = component.pid
-            state.write(settings.state_file)
-            if component.spec.name == "caddy":
-                services.controller.wake_all()
-
-        supervisor.watch(timeout=settings.component_timeout, on_restart=restarted)
-
+        watch.start()
         config = uvicorn.Config(
             app, host=settings.host, port=settings.api_port, log_level="warning", lifespan="off"
         )
@@ -93,15 +92,15 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
         previous = signal.signal(signal.SIGTERM, _raise_stop)
         try:
             # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal;
-            # turning it into an exception lets the components below stop too.
+            # turning it into an exception lets the services below stop too.
             _Server(config, ready).run()
         except (_Stop, KeyboardInterrupt):
             pass
         finally:
             signal.signal(signal.SIGTERM, previous)
     finally:
+        watch.stop()
         services.close()
-        supervisor.stop()
         state_store.close()
         current = PlatformState.read(settings.state_file)
         if current is not None and current.pid == _own_pid():
@@ -129,6 +128,15 @@ def mask_tokens_in_logs(extra: list[str]) -> None:
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, TokenMaskFilter) for f in handler.filters):
                 handler.addFilter(TokenMaskFilter(extra))
+
+
+def _dataplane_pids(settings: Settings, status: Message | None) -> dict[str, int]:
+    """The keeper's pid and its components', by name (for `status` and the benchmarks)."""
+    if status is not None:
+        components = {name: int(c["pid"]) for name, c in status["components"].items()}
+        return {"dataplane": int(status["pid"]), **components}
+    record = DataplaneRecord.read(settings.dataplane_file)
+    return {} if record is None else {"dataplane": record.pid, **record.components}
 
 
 def _own_pid() -> int:

@@ -1,4 +1,8 @@
-"""``stackyard up``, ``down`` and ``status``: run the platform with embedded defaults."""
+"""``stackyard up``, ``down`` and ``status``: run the platform with embedded defaults.
+
+The control plane (`up`) runs on top of a data plane (registry, Caddy, the upstream
+responder) that outlives it: `down` stops the control plane only, `down --all` both.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +34,9 @@ def _describe(state: PlatformState, *, elapsed: float | None = None) -> None:
         console.print("  admin token  none (revoked): log in with `stackyard login`")
     console.print(f"  registry     {state.registry}")
     console.print(f"  router admin {state.router_admin}")
+    if state.children:
+        pids = ", ".join(f"{name} {pid}" for name, pid in state.children.items())
+        console.print(f"  data plane   {pids}")
 
 
 def up(
@@ -37,9 +44,6 @@ def up(
     data_dir: DataDir = None,
     api_port: Annotated[int | None, typer.Option(help="API port on 127.0.0.1.")] = None,
     registry_port: Annotated[int | None, typer.Option(help="Registry port on 127.0.0.1.")] = None,
-    caddy_admin_port: Annotated[
-        int | None, typer.Option(help="Caddy admin API port on 127.0.0.1.")
-    ] = None,
     network_mode: Annotated[
         str | None, typer.Option(help="Task networking: host (default) or bridge.")
     ] = None,
@@ -71,7 +75,9 @@ def up(
     ] = None,
     json_output: Json = False,
 ) -> None:
-    """Start the API, the SQLite store, the registry and Caddy (Ctrl-C stops all)."""
+    """Start the control plane (API, store, deployments) and, unless it runs, the data plane
+    (registry, Caddy, upstream responder). Ctrl-C stops the control plane; the apps keep
+    serving."""
     from stackyard.platform.lifecycle import start_background
     from stackyard.platform.state import running_state
 
@@ -84,7 +90,6 @@ def up(
         data_dir,
         api_port=api_port,
         registry_port=registry_port,
-        caddy_admin_port=caddy_admin_port,
         network_mode=mode,
         public_url=public_url,
         engine=engine,
@@ -115,21 +120,46 @@ def up(
         console.print("Press Ctrl-C to stop.")
 
     serve(settings, on_ready=on_ready)
-    console.print("Stackyard stopped.")
+    console.print(
+        "Stackyard stopped. The apps keep serving; `stackyard down --all` stops them too."
+    )
 
 
-def down(data_dir: DataDir = None, json_output: Json = False) -> None:
-    """Stop the platform started with `up -d`, and every process it started."""
-    from stackyard.platform.lifecycle import stop_platform
+def down(
+    everything: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Stop the data plane too (registry, Caddy): the apps stop serving."
+        ),
+    ] = False,
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
+    """Stop the control plane; the apps keep serving. With --all, stop the data plane too.
+    Task containers keep running either way (the next `up` adopts them)."""
+    from stackyard.platform.dataplane import stop_dataplane
+    from stackyard.platform.lifecycle import stop_control_plane
 
     settings = settings_for(data_dir)
-    state = stop_platform(settings)
+    state = stop_control_plane(settings)
+    record = stop_dataplane(settings) if everything else None
     if json_output:
-        print_json({"stopped": state is not None, "pid": state.pid if state else None})
-    elif state is None:
-        console.print(f"No Stackyard is running for {settings.data_dir}.")
+        print_json(
+            {
+                "stopped": state is not None,
+                "pid": state.pid if state else None,
+                "dataplane_stopped": record is not None,
+            }
+        )
+        return
+    if state is None:
+        console.print(f"No Stackyard control plane is running for {settings.data_dir}.")
     else:
         console.print(f"Stackyard (pid {state.pid}) stopped.")
+    if record is not None:
+        console.print(f"Data plane (keeper pid {record.pid}) stopped: the apps are not served.")
+    elif not everything:
+        console.print("The data plane keeps serving the apps; `stackyard down --all` stops it.")
 
 
 def status(data_dir: DataDir = None, json_output: Json = False) -> None:
@@ -143,6 +173,8 @@ def status(data_dir: DataDir = None, json_output: Json = False) -> None:
     console.print(f"  data dir     {info['data_dir']}")
     console.print(f"  registry     {info['registry']}")
     console.print(f"  router admin {info['router_admin']}")
+    for name, detail in info.get("components", {}).items():
+        console.print(f"  {name:<12} {detail}")
 
 
 def register(app: typer.Typer) -> None:

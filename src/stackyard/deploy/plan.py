@@ -91,6 +91,13 @@ def _alive(task: ObservedTask) -> bool:
     return task.health in (TaskHealth.STARTING, TaskHealth.HEALTHY)
 
 
+def _serving(task: ObservedTask) -> bool:
+    """Healthy, or in the route and not judged yet: a control plane that just started
+    adopts routed tasks whose first probe is still to come, and must not take them out of
+    the route (the data plane served them all along). A failed probe judges them."""
+    return task.health is TaskHealth.HEALTHY or (task.health is TaskHealth.STARTING and task.routed)
+
+
 def plan_rollout(
     desired: Desired,
     tasks: list[ObservedTask],
@@ -112,12 +119,13 @@ def plan_rollout(
     if threshold is not None and failures + len(failed) >= threshold:
         return _give_up(tasks, old, new, remove, failed)
 
-    # New tasks that serve or will: the first `replicas` healthy ones, then starting ones.
-    serving_new = [t.id for t in new if t.health is TaskHealth.HEALTHY][: desired.replicas]
+    # New tasks that serve or will: the first `replicas` serving ones, then starting ones.
+    serving_new = [t.id for t in new if _serving(t)][: desired.replicas]
     room = max(0, desired.replicas - len(serving_new))
-    coming_new = [t.id for t in new if t.health is TaskHealth.STARTING][:room]
+    coming_new = [t.id for t in new if t.health is TaskHealth.STARTING and t.id not in
+                  serving_new][:room]  # fmt: skip
     # Old tasks keep serving while the new ones cannot yet hold the minimum healthy count.
-    healthy_old = [t.id for t in old if t.health is TaskHealth.HEALTHY and t.unrouted_at is None]
+    healthy_old = [t.id for t in old if _serving(t) and t.unrouted_at is None]
     keep_old = healthy_old[: max(0, desired.min_healthy - len(serving_new))]
     route = set(serving_new) | set(keep_old)
     staying = route | set(coming_new)
@@ -129,8 +137,9 @@ def plan_rollout(
 
     routed_now = {t.id for t in tasks if t.routed}
     new_route = None if route == routed_now else tuple(sorted(route))
+    healthy_new = sum(1 for t in new if t.health is TaskHealth.HEALTHY)
     done = (
-        len(serving_new) == desired.replicas
+        healthy_new == desired.replicas
         and len(tasks) == desired.replicas
         and new_route is None
         and all(t.routed for t in tasks)

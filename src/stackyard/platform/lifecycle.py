@@ -1,4 +1,5 @@
-"""`up -d` and `down`: start the platform as a background process, and stop it by pid."""
+"""`up -d` and `down`: start the control plane as a background process, stop it by pid;
+`down --all` stops the data plane too."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ def foreground_argv(settings: Settings) -> list[str]:
         "--data-dir", str(settings.data_dir),
         "--api-port", str(settings.api_port),
         "--registry-port", str(settings.registry_port),
-        "--caddy-admin-port", str(settings.caddy_admin_port),
         "--network-mode", settings.network_mode,
         "--engine", settings.engine,
         *(["--engine-endpoint", settings.engine_endpoint] if settings.engine_endpoint else []),
@@ -80,22 +80,26 @@ def _is_stackyard(pid: int) -> bool:
     return b"stackyard" in cmdline
 
 
-def stop_platform(settings: Settings, timeout: float = 20.0) -> PlatformState | None:
-    """Stop the platform of this data dir and every child it recorded; None if none ran."""
+def stop_control_plane(settings: Settings, timeout: float = 30.0) -> PlatformState | None:
+    """Stop the control plane of this data dir by the pid it recorded; None if none ran.
+
+    The data plane keeps serving the apps. A platform of an earlier version, whose
+    registry and Caddy were its children, stops them itself; any that outlived it go too.
+    """
     state = PlatformState.read(settings.state_file)
     if state is None:
         return None
-    children = [pid for pid in state.children.values() if pid_alive(pid)]
+    legacy = [pid for pid in state.children.values() if pid_alive(pid)] if state.legacy else []
     if pid_alive(state.pid) and _is_stackyard(state.pid):
         os.kill(state.pid, signal.SIGTERM)
         wait_gone([state.pid], timeout)
-    # The platform stops its children itself; whatever outlived it goes now.
-    leftover = wait_gone(children, 2.0)
-    signal_pids(leftover, signal.SIGTERM)
-    leftover = wait_gone(leftover, 5.0)
-    signal_pids(leftover, signal.SIGKILL)
     if pid_alive(state.pid) and _is_stackyard(state.pid):
         os.kill(state.pid, signal.SIGKILL)
         wait_gone([state.pid], 5.0)
-    settings.state_file.unlink(missing_ok=True)
+    leftover = wait_gone(legacy, 2.0)
+    signal_pids(leftover, signal.SIGTERM)
+    signal_pids(wait_gone(leftover, 5.0), signal.SIGKILL)
+    current = PlatformState.read(settings.state_file)
+    if current is not None and current.pid == state.pid:
+        settings.state_file.unlink(missing_ok=True)
     return state

@@ -1,16 +1,21 @@
-"""The running platform's state file: its pid, URLs and child pids, for `down` and the CLI."""
+"""The running platform's state files: the control plane's (its pid, URLs, the data plane's
+pids) for `down` and the CLI, and the data plane keeper's (its pid and components)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from stackyard.errors import ComponentError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -23,23 +28,18 @@ class PlatformState:
     children: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
 
+    @property
+    def legacy(self) -> bool:
+        """Written by a version whose registry and Caddy were its own children, with Caddy's
+        admin API on a TCP port, and whose upstreams lived in its own process."""
+        return not self.router_admin.startswith("unix:")
+
     def write(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        _write(self, path)
 
     @classmethod
     def read(cls, path: Path) -> PlatformState | None:
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise ComponentError(
-                f"{path}: unreadable platform state: {exc}",
-                hint="if no Stackyard is running, delete the file",
-            ) from exc
-        return cls(**record)
+        return _read(cls, path, "platform state", "if no Stackyard is running, delete the file")
 
 
 def pid_alive(pid: int) -> bool:
@@ -92,3 +92,48 @@ def running_state(path: Path) -> PlatformState | None:
     if state is None or not pid_alive(state.pid):
         return None
     return state
+
+
+@dataclass(frozen=True)
+class DataplaneRecord:
+    """Written by the data plane's keeper: its pid, the upstream responder's address, the
+    pid of each component it keeps, and the registry's mode. ``down --all`` and the next
+    keeper find the processes by these pids."""
+
+    pid: int
+    data_dir: str
+    dns: str
+    components: dict[str, int] = field(default_factory=dict)
+    registry_mode: str = "read-write"
+    protocol: int = 1
+    started_at: float = 0.0
+
+    def write(self, path: Path) -> None:
+        _write(self, path)
+
+    @classmethod
+    def read(cls, path: Path) -> DataplaneRecord | None:
+        hint = "if no Stackyard data plane runs for this data directory, delete the file"
+        return _read(cls, path, "data plane record", hint)
+
+
+def _write(record: Any, path: Path) -> None:
+    """Replace ``path`` at once: a reader sees the old record or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _read(cls: type[T], path: Path, what: str, hint: str) -> T | None:
+    """The record in ``path``, None when there is none; the fields ``cls`` does not have
+    are left out (a newer version may write more)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError(f"not an object: {record!r}")
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{key: value for key, value in record.items() if key in names})
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        raise ComponentError(f"{path}: unreadable {what}: {exc}", hint=hint) from exc

@@ -1,48 +1,50 @@
-"""Run component processes, wait until they answer, and stop every one of them.
+"""Run the data plane's component processes detached, adopt them by pid, stop them by pid.
 
-Children get ``PR_SET_PDEATHSIG`` so they die with the platform even if it is killed,
-and ``stop`` sends SIGTERM, then SIGKILL after a grace period, by pid.
+A component is started in its own session with no death signal: it outlives whoever
+started it (the keeper, and the control plane above it). A later keeper re-adopts it by
+the pid it recorded, after checking that the pid still runs that component's command.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import IO
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
 from stackyard.errors import ComponentError
 from stackyard.platform.components import ComponentSpec
+from stackyard.platform.state import pid_alive, wait_gone
 from stackyard.ports import port_free
+from stackyard.router.caddy import UnixSocketTransport
 
-PR_SET_PDEATHSIG = 1
 log = logging.getLogger(__name__)
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+READY_POLL = 0.02
 
 
 @dataclass
-class RunningComponent:
-    spec: ComponentSpec
-    process: subprocess.Popen[bytes]
-    log: IO[bytes]
+class Kept:
+    """One running component: its spec and pid, and its process when this keeper made it."""
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+    spec: ComponentSpec
+    pid: int
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    adopted: bool = False
+
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return pid_alive(self.pid) and runs_command_of(self.pid, self.spec)
+
+    def exit_status(self) -> int | None:
+        return self.process.returncode if self.process is not None else None
 
 
 def check_ports_free(ports: Iterable[tuple[str, str, int]]) -> None:
@@ -51,144 +53,119 @@ def check_ports_free(ports: Iterable[tuple[str, str, int]]) -> None:
         if not port_free(port, host):
             raise ComponentError(
                 f"{name}: port {host}:{port} is already in use",
-                hint="stop what listens there (`stackyard down` if it is an earlier "
+                hint="stop what listens there (`stackyard down --all` if it is an earlier "
                 "Stackyard), or choose another port with the matching `stackyard up` option",
             )
 
 
-class ProcessSupervisor:
-    """Starts components from their specs and owns their processes until ``stop``.
+def marker_of(spec: ComponentSpec) -> str:
+    """What a component's command line always names: its config file in the data dir."""
+    return str(next(iter(spec.files), spec.argv[0]))
 
-    With ``watch``, a component that exits on its own is started again (Caddy comes back
-    empty; the deploy controller puts the routes back from its own state).
-    """
 
-    def __init__(self) -> None:
-        self.running: list[RunningComponent] = []
-        self._stopping = threading.Event()
-        self._watcher: threading.Thread | None = None
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
 
-    def watch(
-        self, *, timeout: float, on_restart: Callable[[RunningComponent], None], every: float = 0.5
-    ) -> None:
-        """Restart components that exit while the platform runs."""
-        self._watcher = threading.Thread(
-            target=self._watch, args=(timeout, on_restart, every), name="supervisor", daemon=True
-        )
-        self._watcher.start()
 
-    def _watch(
-        self, timeout: float, on_restart: Callable[[RunningComponent], None], every: float
-    ) -> None:
-        while not self._stopping.wait(every):
-            for index, component in enumerate(list(self.running)):
-                code = component.process.poll()
-                if code is None or self._stopping.is_set():
-                    continue
-                log.warning(
-                    "%s exited with status %s; starting it again", component.spec.name, code
-                )
-                component.log.close()
-                try:
-                    fresh = self._spawn(component.spec)
-                    self.running[index] = fresh
-                    self._wait_ready(fresh, timeout)
-                except ComponentError as exc:
-                    log.error("%s did not come back: %s", component.spec.name, exc)
-                    continue
-                on_restart(fresh)
+def runs_command_of(pid: int, spec: ComponentSpec) -> bool:
+    """True when ``pid`` runs this component (a reused pid runs something else)."""
+    return marker_of(spec).encode() in cmdline(pid)
 
-    def start(self, specs: list[ComponentSpec], *, timeout: float) -> None:
-        """Start every spec at once, then wait for all to be ready; stop all on failure."""
-        try:
-            for spec in specs:
-                self.running.append(self._spawn(spec))
-            with ThreadPoolExecutor(max_workers=max(1, len(self.running))) as pool:
-                list(pool.map(lambda c: self._wait_ready(c, timeout), self.running))
-        except BaseException:
-            self.stop()
-            raise
 
-    def _spawn(self, spec: ComponentSpec) -> RunningComponent:
-        for path, content in spec.files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content, encoding="utf-8")
-            path.chmod(0o600)
-        spec.log_file.parent.mkdir(parents=True, exist_ok=True)
-        log = spec.log_file.open("ab")
-        env = {**os.environ, **spec.env}
-        for value in spec.env.values():
-            os.makedirs(value, exist_ok=True)
+def spawn(spec: ComponentSpec) -> Kept:
+    """Start ``spec`` detached: its own session, no death signal, its log in the data dir."""
+    for path, content in spec.files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(content, encoding="utf-8")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+    for value in spec.env.values():
+        os.makedirs(value, mode=0o700, exist_ok=True)
+    with spec.log_file.open("ab") as log_handle:
         try:
             process = subprocess.Popen(
                 spec.argv,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=log_handle,
                 stderr=subprocess.STDOUT,
-                env=env,
-                preexec_fn=_die_with_parent,
+                env={**os.environ, **spec.env},
+                start_new_session=True,  # no Ctrl-C from a terminal, no death with a parent
+                umask=0o077,  # what it creates (its admin socket, its state) is its own
             )
         except FileNotFoundError as exc:
-            log.close()
             raise ComponentError(
                 f"{spec.name}: `{spec.argv[0]}` was not found", hint=spec.install_hint
             ) from exc
-        return RunningComponent(spec, process, log)
+    return Kept(spec, process.pid, process)
 
-    def _wait_ready(self, component: RunningComponent, timeout: float) -> None:
-        spec = component.spec
-        deadline = time.monotonic() + timeout
-        last_error = "no answer yet"
-        with httpx.Client(timeout=1.0) as client:
-            while time.monotonic() < deadline:
-                code = component.process.poll()
-                if code is not None:
-                    raise ComponentError(
-                        f"{spec.name} exited with status {code} while starting; "
-                        f"last lines of {spec.log_file}:\n{tail(spec.log_file)}",
-                        hint=spec.install_hint,
-                    )
-                try:
-                    status = client.get(spec.ready_url).status_code
-                except httpx.TransportError as exc:
-                    last_error = str(exc) or type(exc).__name__
-                else:
-                    if status in spec.ready_statuses:
-                        return
-                    last_error = f"HTTP {status}"
-                time.sleep(0.02)
-        raise ComponentError(
-            f"{spec.name} did not answer at {spec.ready_url} within {timeout:.0f} s "
-            f"({last_error}); its log is {spec.log_file}",
-            hint=spec.install_hint,
+
+def answers(spec: ComponentSpec, *, timeout: float = 1.0) -> str | None:
+    """None when the component answers its readiness check, else what went wrong."""
+    transport = UnixSocketTransport(spec.ready_socket, timeout) if spec.ready_socket else None
+    try:
+        with httpx.Client(timeout=timeout, transport=transport, trust_env=False) as client:
+            status = client.get(spec.ready_url).status_code
+    except httpx.TransportError as exc:
+        return str(exc) or type(exc).__name__
+    return None if status in spec.ready_statuses else f"HTTP {status}"
+
+
+def wait_ready(kept: Kept, timeout: float) -> None:
+    """Wait until the component answers; ComponentError (with its log) if it exits or
+    does not answer in time."""
+    spec = kept.spec
+    deadline = time.monotonic() + timeout
+    problem: str | None = "no answer yet"
+    while time.monotonic() < deadline:
+        if not kept.alive():
+            code = kept.exit_status()
+            raise ComponentError(
+                f"{spec.name} exited with status {code} while starting; "
+                f"last lines of {spec.log_file}:\n{tail(spec.log_file)}",
+                hint=spec.install_hint,
+            )
+        problem = answers(spec)
+        if problem is None:
+            if spec.ready_socket is not None:
+                # Made under umask 077 (mode 0700); only write access matters for a socket,
+                # and 0600 says plainly that only its owner may use it.
+                with contextlib.suppress(OSError):
+                    spec.ready_socket.chmod(0o600)
+            return
+        time.sleep(READY_POLL)
+    where = f"{spec.ready_url} over {spec.ready_socket}" if spec.ready_socket else spec.ready_url
+    raise ComponentError(
+        f"{spec.name} did not answer at {where} within {timeout:.0f} s ({problem}); "
+        f"its log is {spec.log_file}",
+        hint=spec.install_hint,
+    )
+
+
+def stop(kept: Kept, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; by pid, whoever started it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(kept.pid, signal.SIGTERM)
+    if kept.process is not None:
+        try:
+            kept.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            kept.process.kill()
+            kept.process.wait()
+    elif wait_gone([kept.pid], grace):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(kept.pid, signal.SIGKILL)
+        wait_gone([kept.pid], 5.0)
+    if kept.spec.container_name:
+        subprocess.run(
+            ["docker", "rm", "-f", kept.spec.container_name],
+            capture_output=True,
+            check=False,
         )
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM every child, then SIGKILL what is left after ``grace`` seconds."""
-        self._stopping.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=grace)
-        for component in self.running:
-            with contextlib.suppress(ProcessLookupError):
-                component.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for component in self.running:
-            try:
-                component.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                component.process.kill()
-                component.process.wait()
-            component.log.close()
-            if component.spec.container_name:
-                subprocess.run(
-                    ["docker", "rm", "-f", component.spec.container_name],
-                    capture_output=True,
-                    check=False,
-                )
-        self.running.clear()
-
-    def pids(self) -> dict[str, int]:
-        return {c.spec.name: c.pid for c in self.running}
 
 
 def tail(path: os.PathLike[str] | str, lines: int = 10) -> str:

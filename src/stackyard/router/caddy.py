@@ -1,24 +1,32 @@
 """The ``caddy`` Router: serves stages through Caddy, whose routes find tasks over DNS SRV.
 
 The deployment executor calls it. Creating or removing a route is one small PUT/PATCH/
-DELETE on Caddy's admin API (never a full ``/load``). Switching a route's upstreams
-changes no Caddy config at all: each route looks its upstreams up from the router's own
-DNS responder (router/directory.py), so no reload can reset a client connection.
+DELETE on Caddy's admin API (never a full ``/load``), sent to every Caddy of the data
+plane (two, on the same ports, so that one can restart while the other serves). Caddy's
+admin API listens on a unix socket only (mode 0600): a task cannot reach it. Switching a
+route's upstreams changes no Caddy config at all: each route looks its upstreams up from
+the data plane's DNS responder (router/directory.py), so no reload can reset a client
+connection.
 """
 
 from __future__ import annotations
 
+import http.client
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
 
-from stackyard.errors import ComponentError, NotFoundError, RetryableError
+from stackyard.errors import ComponentError, NotFoundError, RetryableError, StackyardError
 from stackyard.router.base import Route, Router
-from stackyard.router.directory import UpstreamDirectory, srv_name
+from stackyard.router.directory import DirectoryClient, srv_name
 
+# The Host header every admin request carries; the base config allows only this origin.
+ADMIN_HOST = "caddy-admin"
 HOSTS_SERVER = "stackyard-hosts"  # shared by host routes; not "sy-" so no stage can clash
 HOSTS_FALLBACK = "stackyard-hosts-fallback"
 PREFIX = "sy-"
@@ -190,106 +198,99 @@ def _plan_remove_host_route(servers: Json, name: str) -> list[AdminRequest]:
 # Doing: the admin API client ------------------------------------------------------------
 
 
-class CaddyRouter(Router):
-    """Port routes are Caddy servers ``sy-<name>``; host routes share ``stackyard-hosts``."""
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: str, timeout: float | None) -> None:
+        super().__init__(ADMIN_HOST, timeout=timeout)
+        self._socket_path = socket_path
 
-    name: ClassVar[str] = "caddy"
-    supports_host_routes: ClassVar[bool] = True
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._socket_path)
+        except BaseException:
+            sock.close()  # httpcore 1.0's unix connect leaves it open on failure
+            raise
+        self.sock = sock
+
+
+class UnixSocketTransport(httpx.BaseTransport):
+    """HTTP/1.1 over a unix socket, one connection per request, for Caddy's admin API.
+
+    httpx's own ``uds`` transport leaks the socket of a connection that fails (the admin
+    socket of a Caddy that is restarting); this one closes it. Errors are httpx's: a
+    failed connect is ``ConnectError`` (nothing was sent), anything later ``ReadError``.
+    """
+
+    def __init__(self, socket_path: str | Path, timeout: float | None = 5.0) -> None:
+        self.socket_path = str(socket_path)
+        self.timeout = timeout
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        connection = _UnixConnection(self.socket_path, self.timeout)
+        try:
+            try:
+                connection.connect()
+            except TimeoutError as exc:
+                raise httpx.ConnectTimeout(str(exc), request=request) from exc
+            except OSError as exc:
+                raise httpx.ConnectError(str(exc), request=request) from exc
+            try:
+                connection.request(
+                    request.method,
+                    request.url.raw_path.decode(),
+                    body=request.read(),
+                    headers=dict(request.headers),
+                )
+                answer = connection.getresponse()
+                content = answer.read()
+            except TimeoutError as exc:
+                raise httpx.ReadTimeout(str(exc), request=request) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+            return httpx.Response(
+                answer.status, headers=answer.getheaders(), content=content, request=request
+            )
+        finally:
+            connection.close()
+
+
+class CaddyAdmin:
+    """One Caddy's admin API on its unix socket."""
 
     def __init__(
         self,
-        admin_url: str,
+        socket_path: Path,
         *,
-        host_port: int = 80,
-        listen_host: str = "127.0.0.1",
-        timeout: float = 5.0,
-        retries: int = 3,
-        backoff: float = 0.1,
+        timeout: float,
+        retries: int,
+        backoff: float,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.admin_url = admin_url.rstrip("/")
-        self.host_port = host_port
-        self.listen_host = listen_host
+        self.socket_path = socket_path
         self.retries = max(0, retries)
         self.backoff = backoff
-        # trust_env=False: the admin API is local; an HTTP(S)_PROXY must never carry it.
+        # trust_env=False: an HTTP(S)_PROXY must never carry the admin API.
         # No keep-alive: Caddy restarts its admin endpoint on each config change, and a
         # request sent on a pooled socket it closed could not be told apart from a lost one.
         self._client = httpx.Client(
-            base_url=self.admin_url,
+            base_url=f"http://{ADMIN_HOST}",
             timeout=timeout,
-            transport=transport,
+            transport=transport or UnixSocketTransport(socket_path, timeout),
             trust_env=False,
             limits=httpx.Limits(max_keepalive_connections=0),
         )
-        self.directory = UpstreamDirectory()
+
+    def __str__(self) -> str:
+        return f"unix:{self.socket_path}"
 
     def close(self) -> None:
         self._client.close()
-        self.directory.close()
 
-    def __enter__(self) -> CaddyRouter:
-        return self
+    def config(self) -> Any:
+        return self.send(AdminRequest("GET", "/config/")).json()
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    # Router --------------------------------------------------------------------------
-
-    def ensure_route(self, route: Route, upstreams: Sequence[str]) -> None:
-        route.check()
-        self.directory.set(route.name, upstreams)
-        plan = plan_ensure(
-            self._config(),
-            route,
-            self.directory.address,
-            listen_host=self.listen_host,
-            host_port=self.host_port,
-        )
-        for change in plan:
-            self._send(change)
-
-    def set_upstreams(self, route: Route, upstreams: Sequence[str]) -> None:
-        """No admin request that changes Caddy: the route's SRV answer changes instead."""
-        if self.upstreams(route) is None:
-            raise NotFoundError(
-                f"Caddy at {self.admin_url} has no route '{route.name}'",
-                hint="create it with ensure_route; Caddy forgets routes when it restarts",
-            )
-        self.directory.set(route.name, upstreams)
-
-    def upstreams(self, route: Route) -> list[str] | None:
-        route.check()
-        response = self._send(AdminRequest("GET", f"/id/{proxy_id(route.name)}"), missing_ok=True)
-        if response.status_code == 404:
-            return None
-        return self.directory.get(route.name) or []
-
-    def remove_route(self, route: Route) -> None:
-        route.check()
-        for change in plan_remove(self._config(), route.name):
-            self._send(change, missing_ok=True)
-        self.directory.drop(route.name)
-
-    def routes(self) -> list[str]:
-        return route_names(self._config())
-
-    def ping(self) -> None:
-        try:
-            self._send(AdminRequest("GET", "/config/"), retries=0)
-        except RetryableError as exc:
-            raise ComponentError(
-                f"Caddy's admin API does not answer at {self.admin_url}",
-                hint="start the platform with `stackyard up`, or check the Caddy admin port "
-                "setting and Caddy's log",
-            ) from exc
-
-    # Transport -----------------------------------------------------------------------
-
-    def _config(self) -> Any:
-        return self._send(AdminRequest("GET", "/config/")).json()
-
-    def _send(
+    def send(
         self, change: AdminRequest, *, missing_ok: bool = False, retries: int | None = None
     ) -> httpx.Response:
         """Send one admin request; retry what cannot have been applied twice."""
@@ -303,7 +304,7 @@ class CaddyRouter(Router):
                 retryable = change.method in _IDEMPOTENT or isinstance(exc, _NOT_SENT)
                 if not retryable or attempt >= attempts:
                     raise RetryableError(
-                        f"Caddy's admin API at {self.admin_url} failed on {change.method} "
+                        f"Caddy's admin API at {self} failed on {change.method} "
                         f"{change.path}: {exc or type(exc).__name__}",
                         hint="check that Caddy runs (`stackyard status`); the change can be "
                         "retried",
@@ -322,7 +323,140 @@ class CaddyRouter(Router):
         except ValueError:
             text = response.text
         raise ComponentError(
-            f"Caddy at {self.admin_url} refused {change.method} {change.path} "
+            f"Caddy at {self} refused {change.method} {change.path} "
             f"(HTTP {response.status_code}): {text.strip()}",
             hint="a port may be taken by another process; Caddy's log has the details",
         )
+
+
+class CaddyRouter(Router):
+    """Port routes are Caddy servers ``sy-<name>``; host routes share ``stackyard-hosts``.
+
+    ``admin_sockets`` are the admin API sockets of the data plane's Caddy processes, which
+    all serve the same routes; ``directory`` is the control socket of the DNS responder
+    their routes ask for upstreams. A change goes to every Caddy; one that does not answer
+    (it is restarting) fails the call, which the controller retries.
+    """
+
+    name: ClassVar[str] = "caddy"
+    supports_host_routes: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        admin_sockets: Sequence[str | Path],
+        directory: str | Path,
+        *,
+        host_port: int = 80,
+        listen_host: str = "127.0.0.1",
+        timeout: float = 5.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        transport_for: Callable[[Path], httpx.BaseTransport] | None = None,
+    ) -> None:
+        if not admin_sockets:
+            raise ComponentError("the caddy router needs at least one admin socket")
+        self.host_port = host_port
+        self.listen_host = listen_host
+        self.admins = [
+            CaddyAdmin(
+                Path(path),
+                timeout=timeout,
+                retries=retries,
+                backoff=backoff,
+                transport=transport_for(Path(path)) if transport_for else None,
+            )
+            for path in admin_sockets
+        ]
+        self.directory = DirectoryClient(directory, timeout=timeout)
+
+    def close(self) -> None:
+        for admin in self.admins:
+            admin.close()
+
+    def __enter__(self) -> CaddyRouter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # Router --------------------------------------------------------------------------
+
+    def ensure_route(self, route: Route, upstreams: Sequence[str]) -> None:
+        route.check()
+        self.directory.set(route.name, upstreams)
+        resolver = self.directory.resolver()
+
+        def ensure(admin: CaddyAdmin) -> None:
+            plan = plan_ensure(
+                admin.config(),
+                route,
+                resolver,
+                listen_host=self.listen_host,
+                host_port=self.host_port,
+            )
+            for change in plan:
+                admin.send(change)
+
+        self._on_each(ensure)
+
+    def set_upstreams(self, route: Route, upstreams: Sequence[str]) -> None:
+        """No admin request that changes Caddy: the route's SRV answer changes instead."""
+        if self.upstreams(route) is None:
+            raise NotFoundError(
+                f"a Caddy of the data plane has no route '{route.name}'",
+                hint="create it with ensure_route; a Caddy that restarts without its saved "
+                "config forgets its routes",
+            )
+        self.directory.set(route.name, upstreams)
+
+    def upstreams(self, route: Route) -> list[str] | None:
+        """None unless every Caddy serves the route; then the responder's upstreams."""
+        route.check()
+        for admin in self.admins:
+            found = admin.send(AdminRequest("GET", f"/id/{proxy_id(route.name)}"), missing_ok=True)
+            if found.status_code == 404:
+                return None
+        return self.directory.get(route.name) or []
+
+    def remove_route(self, route: Route) -> None:
+        route.check()
+
+        def remove(admin: CaddyAdmin) -> None:
+            for change in plan_remove(admin.config(), route.name):
+                admin.send(change, missing_ok=True)
+
+        self._on_each(remove)
+        self.directory.drop(route.name)
+
+    def routes(self) -> list[str]:
+        return sorted({name for admin in self.admins for name in route_names(admin.config())})
+
+    def ping(self) -> None:
+        for admin in self.admins:
+            try:
+                admin.send(AdminRequest("GET", "/config/"), retries=0)
+            except RetryableError as exc:
+                raise ComponentError(
+                    f"Caddy's admin API does not answer at {admin}",
+                    hint="start the platform with `stackyard up` (it starts the data plane), "
+                    "or read the Caddy logs in the data directory's logs/",
+                ) from exc
+        try:
+            self.directory.resolver()
+        except RetryableError as exc:
+            raise ComponentError(
+                f"the upstream responder does not answer at {self.directory.socket_path}",
+                hint="start the platform with `stackyard up`, or read logs/dataplane.log",
+            ) from exc
+
+    def _on_each(self, change: Callable[[CaddyAdmin], None]) -> None:
+        """Apply ``change`` to every Caddy, then raise the first failure, if any: the others
+        are not held back by one that is restarting."""
+        failures: list[StackyardError] = []
+        for admin in self.admins:
+            try:
+                change(admin)
+            except StackyardError as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]

@@ -29,7 +29,7 @@ def platform_status(request: Request) -> dict[str, Any]:
         "data_dir": str(ctx.settings.data_dir),
         "api_url": ctx.settings.api_url,
         "registry": ctx.settings.registry_endpoint,
-        "router_admin": ctx.settings.caddy_admin_url,
+        "router_admin": " ".join(f"unix:{p}" for p in ctx.settings.caddy_admin_sockets),
         "components": ctx.components,
     }
 
