@@ -41,6 +41,7 @@ from typing import Any
 import httpx
 from tests.integration.conftest import RunningPlatform, free_port, start_platform, stop_platform
 from tests.integration.gitrepo import GitRepo
+from tests.integration.wrk import Load, WrkResult
 
 from bench.report import update_section
 
@@ -87,68 +88,8 @@ TOOLS = (
 # -- wrk
 
 
-@dataclass
-class WrkResult:
-    requests: int = 0
-    non2xx: int = 0
-    connect: int = 0
-    read: int = 0
-    write: int = 0
-    timeout: int = 0
-    latency_max: str = ""
-    raw: str = ""
-
-    @property
-    def socket_errors(self) -> int:
-        return self.connect + self.read + self.write + self.timeout
-
-    @property
-    def errors(self) -> int:
-        return self.non2xx + self.socket_errors
-
-    @property
-    def per_1000(self) -> float:
-        return 1000 * self.errors / self.requests if self.requests else 0.0
-
-
-def parse_wrk(text: str) -> WrkResult:
-    result = WrkResult(raw=text)
-    found = re.search(r"(\d+) requests in", text)
-    if found is None:
-        raise RuntimeError(f"wrk printed no request count:\n{text}")
-    result.requests = int(found[1])
-    found = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    result.non2xx = int(found[1]) if found else 0
-    found = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    if found:
-        result.connect, result.read, result.write, result.timeout = map(int, found.groups())
-    found = re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", text)
-    result.latency_max = found[1] if found else "?"
-    return result
-
-
-class Load:
-    """A bounded wrk run in the background; ``finish`` waits for it and parses its output."""
-
-    def __init__(self, url: str, seconds: int = DURATION) -> None:
-        argv = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s", url]
-        self.seconds = seconds
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-        self.started = time.monotonic()
-
-    def finish(self) -> WrkResult:
-        try:
-            output, _ = self.process.communicate(timeout=self.seconds + 30)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        return parse_wrk(output)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
+def wrk_load(url: str, seconds: int = DURATION) -> Load:
+    return Load(url, seconds, connections=CONNECTIONS)
 
 
 # -- helpers
@@ -193,7 +134,7 @@ def docker(
 
 def under_load(url: str, update: Callable[[], str], seconds: int = DURATION) -> tuple:
     """Run the load, start ``update`` ~1 s in; the wrk result, the update's seconds and outcome."""
-    load = Load(url, seconds)
+    load = wrk_load(url, seconds)
     try:
         time.sleep(UPDATE_AFTER)
         started = time.monotonic()

@@ -314,8 +314,10 @@ def test_caddy_restarted_mid_deployment(yard: RunningPlatform, tmp_path: Path) -
     started = json.loads(
         yard.cli("deploy", "phoenix", "--stage", "dev", "--detach", "--json").stdout
     )
-    state = json.loads((yard.data_dir / "platform.json").read_text())
-    subprocess.run(["kill", "-9", str(state["children"]["caddy"])], check=True)
+    # Both Caddies: the stage has no router until the keeper starts them again.
+    components = yard.dataplane["components"]
+    for name in ("caddy-1", "caddy-2"):
+        subprocess.run(["kill", "-9", str(components[name])], check=True)
     deadline = time.monotonic() + 60
     record = deployment(yard, "phoenix", started["number"])
     while record["status"] == "IN_PROGRESS" and time.monotonic() < deadline:
@@ -330,31 +332,6 @@ def test_caddy_restarted_mid_deployment(yard: RunningPlatform, tmp_path: Path) -
         except httpx.HTTPError:
             time.sleep(0.3)
     assert served == "v2"
-
-
-def test_control_plane_killed_mid_deployment(tmp_path: Path) -> None:
-    yard = start_platform(tmp_path / "data")
-    try:
-        repo = new_stack(yard, tmp_path, "lazarus", replicas=2)
-        ship(yard, "lazarus")
-        repo.set_version("v2")
-        yard.cli("build", "lazarus", timeout=300)
-        yard.cli("release", "lazarus", "--stage", "dev")
-        yard.cli("deploy", "lazarus", "--stage", "dev", "--detach")
-        time.sleep(0.7)  # the first new task is starting or starting to serve
-        subprocess.run(["kill", "-9", str(yard.pid)], check=True)
-        time.sleep(0.5)
-        restarted = yard.up_again("--json")
-        assert json.loads(restarted.stdout)["status"] == "started"
-        state = wait_converged(yard, "lazarus", timeout=90)
-        record = deployment(yard, "lazarus", 2)
-        assert record["status"] in ("COMPLETED", "FAILED")
-        releases_serving = {t["digest"] for t in state["tasks"]}
-        assert len(releases_serving) == 1
-        assert version_served(stage_url(yard, "lazarus")) in ("v1", "v2")
-    finally:
-        stop_platform(yard)
-        subprocess.run(["pkill", "-9", "-f", str(tmp_path / "data")], check=False)
 
 
 def test_deleting_a_stack_removes_what_the_platform_kept_for_it(

@@ -231,10 +231,10 @@ def test_bad_channels_are_refused_with_the_reason(
 
 
 def test_a_webhook_to_the_platforms_own_endpoints_is_refused(yard: Platform) -> None:
-    """A deployer must not get the platform to POST to its router's admin API (which would
-    take ``/stop``) or to its own API."""
+    """A deployer must not get the platform to POST to its own API or registry (the
+    router's admin API is on unix sockets: tests/integration/test_dataplane.py)."""
     api = yard.api()
-    for port in (yard.settings.caddy_admin_port, yard.settings.api_port):
+    for port in (yard.settings.api_port, yard.settings.registry_port):
         for host in ("127.0.0.1", "localhost", "[::1]"):
             target = f"http://{host}:{port}/stop"
             answer = api.post(

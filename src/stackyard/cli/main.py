@@ -21,6 +21,7 @@ from stackyard.cli import people as people_commands
 from stackyard.cli import platform as platform_commands
 from stackyard.cli import releases as release_commands
 from stackyard.cli import runs as run_commands
+from stackyard.cli import service as service_commands
 from stackyard.cli import stacks as stack_commands
 from stackyard.cli import triggers as trigger_commands
 from stackyard.cli import variables as variable_commands
@@ -37,6 +38,7 @@ app.add_typer(buildspec_commands.app, name="buildspec")
 app.add_typer(stack_commands.app, name="stacks")
 app.add_typer(notify_commands.app, name="notify")
 app.add_typer(node_commands.app, name="nodes")
+app.add_typer(service_commands.app, name="service")
 platform_commands.register(app)
 build_commands.register(app)
 release_commands.register(app)

@@ -14,12 +14,19 @@ import typer
 
 from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, print_json
-from stackyard.cli.shared import DataDir, Json, settings_for
-from stackyard.errors import UsageError
+from stackyard.cli.shared import (
+    ApiPort,
+    DataDir,
+    Json,
+    NetworkModeOption,
+    PublicUrl,
+    RegistryPort,
+    platform_settings,
+    settings_for,
+)
 
 if TYPE_CHECKING:
     from stackyard.platform.state import PlatformState
-    from stackyard.settings import NetworkMode
 
 # platform.lifecycle (process supervision, httpx) loads inside up and down only.
 
@@ -42,11 +49,9 @@ def _describe(state: PlatformState, *, elapsed: float | None = None) -> None:
 def up(
     detach: Annotated[bool, typer.Option("-d", "--detach", help="Run in the background.")] = False,
     data_dir: DataDir = None,
-    api_port: Annotated[int | None, typer.Option(help="API port on 127.0.0.1.")] = None,
-    registry_port: Annotated[int | None, typer.Option(help="Registry port on 127.0.0.1.")] = None,
-    network_mode: Annotated[
-        str | None, typer.Option(help="Task networking: host (default) or bridge.")
-    ] = None,
+    api_port: ApiPort = None,
+    registry_port: RegistryPort = None,
+    network_mode: NetworkModeOption = None,
     engine: Annotated[
         str | None,
         typer.Option(help="Where tasks run: docker (this machine, default) or swarm (a cluster)."),
@@ -65,14 +70,7 @@ def up(
             "\\[default: the embedded registry's 127.0.0.1 address]."
         ),
     ] = None,
-    public_url: Annotated[
-        str | None,
-        typer.Option(
-            help="The URL people reach the API and console at (behind a proxy); "
-            "notifications link to it. Default: the API's own URL.",
-            envvar="STACKYARD_PUBLIC_URL",
-        ),
-    ] = None,
+    public_url: PublicUrl = None,
     json_output: Json = False,
 ) -> None:
     """Start the control plane (API, store, deployments) and, unless it runs, the data plane
@@ -81,21 +79,9 @@ def up(
     from stackyard.platform.lifecycle import start_background
     from stackyard.platform.state import running_state
 
-    if network_mode not in (None, "host", "bridge"):
-        raise UsageError(f"--network-mode: '{network_mode}' is not host or bridge")
-    mode: NetworkMode | None = network_mode  # type: ignore[assignment]
-    if public_url is not None and not public_url.startswith(("http://", "https://")):
-        raise UsageError(f"--public-url: '{public_url}' is not an http(s) URL")
-    settings = settings_for(
-        data_dir,
-        api_port=api_port,
-        registry_port=registry_port,
-        network_mode=mode,
-        public_url=public_url,
-        engine=engine,
-        engine_endpoint=engine_endpoint,
-        task_registry=task_registry,
-    )
+    settings = platform_settings(
+        data_dir, api_port, registry_port, network_mode, public_url
+    ).with_overrides(engine=engine, engine_endpoint=engine_endpoint, task_registry=task_registry)
     existing = running_state(settings.state_file)
     if existing is not None:
         if json_output:
@@ -162,6 +148,31 @@ def down(
         console.print("The data plane keeps serving the apps; `stackyard down --all` stops it.")
 
 
+def upgrade(data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Replace the running control plane with this version while the apps keep serving:
+    migrate a copy of the database first (a failure changes nothing), keep (or hand over)
+    the data plane, then stop the old control plane and start this one."""
+    from stackyard.platform.upgrade import upgrade as run_upgrade
+
+    report = run_upgrade(settings_for(data_dir))
+    if json_output:
+        print_json(
+            {
+                "old_pid": report.old_pid,
+                "new_pid": report.new_pid,
+                "legacy": report.legacy,
+                "backup": str(report.backup) if report.backup else None,
+                "steps": list(report.lines),
+            }
+        )
+        return
+    for line in report.lines:
+        console.print(f"  {line}")
+    console.print(f"[green]Upgraded[/]: Stackyard runs as pid {report.new_pid}.")
+    if report.backup:
+        console.print(f"The database as it was before: {report.backup}")
+
+
 def status(data_dir: DataDir = None, json_output: Json = False) -> None:
     """Show whether the platform runs, and where its parts answer."""
     client = ApiClient.discover(settings_for(data_dir))
@@ -182,3 +193,4 @@ def register(app: typer.Typer) -> None:
     app.command()(up)
     app.command()(down)
     app.command()(status)
+    app.command()(upgrade)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from stackyard.errors import UsageError
 from stackyard.settings import Settings
 
 DataDir = Annotated[
@@ -18,7 +19,43 @@ DataDir = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+# The options of the platform's own settings: `up`, and the service unit that runs it.
+ApiPort = Annotated[int | None, typer.Option(help="API port on 127.0.0.1.")]
+RegistryPort = Annotated[int | None, typer.Option(help="Registry port on 127.0.0.1.")]
+NetworkModeOption = Annotated[
+    str | None, typer.Option(help="Task networking: host (default) or bridge.")
+]
+PublicUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="The URL people reach the API and console at (behind a proxy); "
+        "notifications link to it. Default: the API's own URL.",
+        envvar="STACKYARD_PUBLIC_URL",
+    ),
+]
 
 
 def settings_for(data_dir: Path | None, **overrides: object) -> Settings:
     return Settings().with_overrides(data_dir=data_dir, **overrides)
+
+
+def platform_settings(
+    data_dir: Path | None,
+    api_port: int | None,
+    registry_port: int | None,
+    network_mode: str | None,
+    public_url: str | None = None,
+) -> Settings:
+    """The settings `up` runs with, from its options; a bad network mode or public URL is a
+    UsageError."""
+    if network_mode not in (None, "host", "bridge"):
+        raise UsageError(f"--network-mode: '{network_mode}' is not host or bridge")
+    if public_url is not None and not public_url.startswith(("http://", "https://")):
+        raise UsageError(f"--public-url: '{public_url}' is not an http(s) URL")
+    return settings_for(
+        data_dir,
+        api_port=api_port,
+        registry_port=registry_port,
+        network_mode=network_mode,
+        public_url=public_url,
+    )

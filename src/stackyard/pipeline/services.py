@@ -253,13 +253,10 @@ def _notify_service(
     kinds: ChannelKinds,
     worker_settings: WorkerSettings | None,
 ) -> NotifyService:
-    """Channels refuse the platform's own endpoints as receivers; links in messages point
-    at the console's public URL."""
-    own = (
-        (settings.host, settings.api_port),
-        (settings.host, settings.registry_port),
-        (settings.host, settings.caddy_admin_port),
-    )
+    """Channels refuse the platform's own endpoints as receivers (Caddy's admin API is on
+    unix sockets, out of a URL's reach); links in messages point at the console's public
+    URL."""
+    own = ((settings.host, settings.api_port), (settings.host, settings.registry_port))
     channels = ChannelRecords(sessions, secrets, kinds, platform_endpoints=own)
     worker_settings = worker_settings or WorkerSettings()
     if not worker_settings.console_url:

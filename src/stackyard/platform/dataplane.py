@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from stackyard.control_socket import Message, ask, check_socket_path
@@ -55,10 +55,19 @@ def dataplane_status(settings: Settings, *, check: bool = False) -> Message | No
         return None
 
 
-def ensure_dataplane(settings: Settings) -> Message:
+def ensure_dataplane(
+    settings: Settings,
+    *,
+    registry_mode: RegistryMode = "read-write",
+    also_serve: Sequence[str] = (),
+) -> Message:
     """Adopt the data plane of ``settings.data_dir`` if it runs, else start it; return its
     status once every component answers. Nothing that runs is restarted, and no upstream
-    changes: a new keeper adopts the components an earlier one left running."""
+    changes: a new keeper adopts the components an earlier one left running.
+
+    ``registry_mode`` applies to a keeper started here with no earlier record;
+    ``also_serve`` are upstream addresses of an earlier version it takes over (upgrade).
+    """
     for path in (settings.dataplane_socket, *settings.caddy_admin_sockets):
         check_socket_path(path)
     status = dataplane_status(settings)
@@ -74,7 +83,8 @@ def ensure_dataplane(settings: Settings) -> Message:
         signal_pids([record.pid], signal.SIGKILL)
         wait_gone([record.pid], 5.0)
     registry = record.components.get("registry") if record else None
-    if not (registry and _ours(registry, settings)):
+    recorded_mode = record.registry_mode if record else registry_mode
+    if not (registry and _ours(registry, settings)) and recorded_mode != "stopped":
         check_ports_free([("registry", settings.host, settings.registry_port)])
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -82,7 +92,13 @@ def ensure_dataplane(settings: Settings) -> Message:
     with log_path.open("ab") as log_handle:
         try:
             started = subprocess.run(
-                [*keeper_argv(settings), "--detach"],
+                [
+                    *keeper_argv(settings),
+                    "--detach",
+                    "--registry-mode",
+                    registry_mode,
+                    *(arg for address in also_serve for arg in ("--also-serve", address)),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log_handle,
                 stderr=subprocess.STDOUT,

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -54,6 +55,7 @@ from stackyard.settings import Settings
 log = logging.getLogger("stackyard.keeper")
 CHECK_EVERY = 0.2  # seconds between looks at the components: a dead one restarts this fast
 RESTART_BACKOFF = (0.0, 1.0, 2.0, 5.0, 10.0)  # after 0, 1, 2, ... failed starts in a row
+TAKE_OVER_FOR = 600.0  # seconds an upgrade waits for the earlier upstream address
 PROTOCOL = 1  # of the control socket; a control plane checks it before it relies on it
 MODULE = "stackyard.platform.keeper"
 
@@ -67,8 +69,15 @@ def is_keeper(pid: int, data_dir: Path) -> bool:
 class Keeper:
     """Adopt or start every component, then keep them running until SIGTERM."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry_mode: RegistryMode = "read-write",
+        also_serve: tuple[str, ...] = (),
+    ) -> None:
         self.settings = settings
+        self._also_serve = also_serve
         self._lock = threading.RLock()  # the components and the record
         self._registry_lock = threading.Lock()  # one registry mode change at a time
         self._stopping = threading.Event()
@@ -76,7 +85,7 @@ class Keeper:
         self._restarting: set[str] = set()
         self._failed_starts: dict[str, int] = {}
         self._next_start: dict[str, float] = {}
-        self.registry_mode: RegistryMode = "read-write"
+        self.registry_mode: RegistryMode = registry_mode  # unless a record says otherwise
         self.dns = ""  # the responder's address, once it is open
         self.started_at = time.time()
 
@@ -111,6 +120,8 @@ class Keeper:
         }
         server = ControlServer(settings.dataplane_socket, handlers)
         self._record()
+        for address in self._also_serve:
+            threading.Thread(target=self._take_over, args=(directory, address), daemon=True).start()
         log.info(
             "data plane ready: upstreams on udp/%s, components %s",
             self.dns,
@@ -134,6 +145,17 @@ class Keeper:
 
     def request_stop(self) -> None:
         self._stopping.set()
+
+    def _take_over(self, directory: UpstreamDirectory, address: str) -> None:
+        """Answer on the upstream address of the version being upgraded from, as soon as
+        its process lets the port go: its Caddy still asks there while it drains."""
+        deadline = time.monotonic() + TAKE_OVER_FOR
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            if directory.serve_also(address):
+                log.info("answering the earlier version's upstream address %s too", address)
+                return
+            time.sleep(0.01)
+        log.warning("the earlier version kept %s; its Caddy asks it no more", address)
 
     def _open_directory(self, previous: DataplaneRecord | None) -> UpstreamDirectory:
         """The responder on the port Caddy's routes already name, if it is still free."""
@@ -322,13 +344,29 @@ class Keeper:
         log.info("registry started %s (pid %s)", mode, fresh.pid)
 
 
-def _parse(argv: list[str] | None) -> tuple[Settings, bool]:
+@dataclass(frozen=True)
+class Options:
+    settings: Settings
+    detach: bool
+    registry_mode: RegistryMode
+    also_serve: tuple[str, ...]
+
+
+def _parse(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__)
     parser.add_argument("--detach", action="store_true", help="return once it is ready")
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--registry-port", type=int, required=True)
     parser.add_argument("--router-instances", type=int, default=Settings.router_instances)
     parser.add_argument("--component-timeout", type=float, default=Settings.component_timeout)
+    parser.add_argument(
+        "--registry-mode", choices=REGISTRY_MODES, default="read-write",
+        help="the registry's mode when no earlier keeper recorded one",
+    )  # fmt: skip
+    parser.add_argument(
+        "--also-serve", action="append", default=[], metavar="IP:PORT",
+        help="an earlier version's upstream address, answered once it is free (upgrade)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     settings = Settings(
         data_dir=args.data_dir,
@@ -336,13 +374,13 @@ def _parse(argv: list[str] | None) -> tuple[Settings, bool]:
         router_instances=args.router_instances,
         component_timeout=args.component_timeout,
     )
-    return settings, args.detach
+    return Options(settings, args.detach, args.registry_mode, tuple(args.also_serve))
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings, detach = _parse(argv)
+    options = _parse(argv)
     on_ready: Callable[[], None] | None = None
-    if detach:
+    if options.detach:
         # Fork before any thread exists: the parent waits for the child's word and exits
         # with it, so whoever started us learns "ready" or "failed" from our exit status,
         # and the keeper itself is nobody's child (no zombie, no death with a parent).
@@ -364,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not every readiness check
-    keeper = Keeper(settings)
+    keeper = Keeper(
+        options.settings, registry_mode=options.registry_mode, also_serve=options.also_serve
+    )
 
     def stop_on(_signum: int, _frame: FrameType | None) -> None:
         keeper.request_stop()

@@ -142,6 +142,58 @@ def route_names(config: Any) -> list[str]:
     return sorted(names)
 
 
+@dataclass(frozen=True)
+class FoundRoutes:
+    """The Stackyard routes of a Caddy config: each with the DNS resolver it asks for its
+    upstreams, and the port of the shared host-name server (if there is one)."""
+
+    routes: tuple[tuple[Route, str | None], ...]
+    host_port: int | None
+
+
+def _resolver_of(handlers: Any) -> str | None:
+    for handle in handlers if isinstance(handlers, list) else []:
+        addresses = (
+            handle.get("dynamic_upstreams", {}).get("resolver", {}).get("addresses", [])
+            if isinstance(handle, dict)
+            else []
+        )
+        if addresses:
+            return str(addresses[0]).removeprefix("udp/")
+    return None
+
+
+def _port_of(listen: Any) -> int | None:
+    if isinstance(listen, list) and listen:
+        tail = str(listen[0]).rpartition(":")[2]
+        return int(tail) if tail.isdigit() else None
+    return None
+
+
+def routes_in(config: Any) -> FoundRoutes:
+    """Every Stackyard route in a full Caddy config, as ``Route``s (a port server or a
+    host route), read back the way ``plan_ensure`` writes them."""
+    servers = servers_of(config)
+    found: list[tuple[Route, str | None]] = []
+    for key, server in sorted(servers.items()):
+        if not key.startswith(PREFIX) or not isinstance(server, dict):
+            continue
+        port = _port_of(server.get("listen"))
+        routes = server.get("routes") or [{}]
+        handle = routes[0].get("handle") if isinstance(routes[0], dict) else None
+        if port is not None:
+            found.append((Route(key.removeprefix(PREFIX), port=port), _resolver_of(handle)))
+    for entry in _hosts_routes(servers):
+        rid = str(entry.get("@id", ""))
+        hosts = [m.get("host", []) for m in entry.get("match", []) if isinstance(m, dict)]
+        if rid.startswith(PREFIX) and rid.endswith("-host") and hosts and hosts[0]:
+            name = rid.removeprefix(PREFIX).removesuffix("-host")
+            found.append((Route(name, host=str(hosts[0][0])), _resolver_of(entry.get("handle"))))
+    hosts_server = servers.get(HOSTS_SERVER)
+    host_port = _port_of(hosts_server.get("listen")) if isinstance(hosts_server, dict) else None
+    return FoundRoutes(tuple(found), host_port)
+
+
 def plan_ensure(
     config: Any, route: Route, resolver: str, *, listen_host: str, host_port: int
 ) -> list[AdminRequest]:

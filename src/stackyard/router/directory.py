@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import socketserver
 import threading
 from collections.abc import Sequence
@@ -131,16 +132,31 @@ class UpstreamDirectory:
 
         # One thread answers every query in turn: an answer is a dict lookup, and a thread
         # per query cost more than the answer itself.
-        self._server = socketserver.UDPServer((host, port), Handler)
-        self.address = f"{host}:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="upstream-dns", daemon=True
-        )
-        self._thread.start()
+        self._handler = Handler
+        self._servers: list[socketserver.UDPServer] = []
+        first = self._serve_on(host, port)
+        self.address = f"{host}:{first.server_address[1]}"
+
+    def _serve_on(self, host: str, port: int) -> socketserver.UDPServer:
+        server = socketserver.UDPServer((host, port), self._handler)
+        threading.Thread(target=server.serve_forever, name="upstream-dns", daemon=True).start()
+        self._servers.append(server)
+        return server
+
+    def serve_also(self, address: str) -> bool:
+        """Answer on ``address`` too (the responder of the version being upgraded from,
+        once it lets its port go); False while the port is taken."""
+        host, port = split_dial(address)
+        try:
+            self._serve_on(host, port)
+        except OSError:
+            return False
+        return True
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
 
     def set(self, route: str, dials: Sequence[str]) -> bool:
         """Serve ``dials`` for ``route``; False when that is what it served already."""
@@ -267,3 +283,22 @@ class DirectoryClient:
     def table(self) -> Table:
         routes = self._ask({"op": "table"})["routes"]
         return {str(r): tuple(str(d) for d in dials) for r, dials in routes.items()}
+
+
+def lookup_srv(resolver: str, route: str, *, timeout: float = 5.0) -> list[str]:
+    """Ask the responder at ``resolver`` for a route's upstreams, as Caddy does (SRV, then
+    the targets' addresses from their names)."""
+    host, port = split_dial(resolver)
+    query = DNSRecord.question(srv_name(route), "SRV")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(query.pack(), (host, port))
+        data, _ = sock.recvfrom(65535)
+    reply = DNSRecord.parse(data)
+    dials = []
+    for record in reply.rr:
+        if record.rtype == QTYPE.SRV:
+            ip = _ip_of_target(str(record.rdata.target).lower())
+            if ip is not None:
+                dials.append(f"{ip}:{record.rdata.port}")
+    return dials

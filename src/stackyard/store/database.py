@@ -51,6 +51,12 @@ def migrate(engine: Engine) -> None:
             f"database {engine.url.render_as_string()}: migration failed: {exc}",
             hint="check that the data directory is writable and not used by a newer Stackyard",
         ) from exc
+    except Exception as exc:  # a migration is code: whatever it raises, name it
+        raise ComponentError(
+            f"database {engine.url.render_as_string()}: migration failed: "
+            f"{type(exc).__name__}: {exc}",
+            hint="this version's migrations do not apply to this database; report it",
+        ) from exc
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

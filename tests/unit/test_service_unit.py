@@ -1,0 +1,80 @@
+"""`stackyard service` decides as plain data: the unit, its link, the systemctl commands."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from stackyard.platform.lifecycle import foreground_argv
+from stackyard.platform.service import (
+    ServicePlan,
+    plan_install,
+    plan_uninstall,
+    unit_text,
+)
+from stackyard.platform.upgrade import systemd_unit
+from stackyard.settings import Settings
+
+
+def test_the_unit_runs_the_control_plane_in_the_foreground_and_restarts_it(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", api_port=7001, registry_port=7002)
+    text = unit_text(settings, scope="system")
+    lines = text.splitlines()
+    assert f"ExecStart={shlex.join(foreground_argv(settings))}" in lines
+    assert "--api-port 7001 --registry-port 7002" in text
+    assert "Restart=on-failure" in lines
+    assert "KillMode=process" in lines  # a stop or restart leaves the data plane serving
+    assert "WantedBy=multi-user.target" in lines
+    assert "WantedBy=default.target" in unit_text(settings, scope="user").splitlines()
+
+
+def test_install_without_a_running_systemd_writes_and_enables_for_the_next_boot(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    units = tmp_path / "units"
+    plan = plan_install(settings, scope="system", unit_dir=units, running=False)
+    assert plan == ServicePlan(
+        unit=units / "stackyard.service",
+        write={units / "stackyard.service": unit_text(settings, scope="system")},
+        link={
+            units / "multi-user.target.wants" / "stackyard.service": Path("../stackyard.service")
+        },
+        notes=plan.notes,
+    )
+    assert any("next boot" in note for note in plan.notes)
+
+
+def test_install_with_systemd_running_loads_and_starts_the_unit(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    plan = plan_install(settings, scope="user", unit_dir=tmp_path, name="yard", running=True)
+    assert plan.then == (
+        ("systemctl", "--user", "daemon-reload"),
+        ("systemctl", "--user", "start", "yard.service"),
+    )
+    assert list(plan.link) == [tmp_path / "default.target.wants" / "yard.service"]
+    assert any("enable-linger" in note for note in plan.notes)
+
+
+def test_uninstall_stops_before_it_removes(tmp_path: Path) -> None:
+    plan = plan_uninstall(scope="system", unit_dir=tmp_path, running=True)
+    assert plan.first == (("systemctl", "stop", "stackyard.service"),)
+    assert plan.remove == (
+        tmp_path / "multi-user.target.wants" / "stackyard.service",
+        tmp_path / "stackyard.service",
+    )
+    assert plan.then == (("systemctl", "daemon-reload"),)
+    assert plan_uninstall(scope="system", unit_dir=tmp_path, running=False).first == ()
+
+
+def test_the_unit_a_control_plane_runs_in_is_read_from_its_cgroup() -> None:
+    assert systemd_unit("0::/system.slice/stackyard.service\n") == (
+        "restart",
+        "stackyard.service",
+    )
+    user = "0::/user.slice/user-1000.slice/user@1000.service/app.slice/yard.service\n"
+    assert systemd_unit(user) == ("--user", "restart", "yard.service")
+    assert systemd_unit("0::/user.slice/user-0.slice/session-3.scope\n") is None
+    assert systemd_unit("0::/user.slice/user-1000.slice/user@1000.service/init.scope") is None
