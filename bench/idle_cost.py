@@ -162,7 +162,8 @@ def measure_idle(code: str, stages: int, directory: Path, env: dict[str, str]) -
         pids = {
             "control": int(state["pid"]),
             "dockerd": dockerd_pid(),
-            "caddy": int(state["children"]["caddy"]),
+            # An earlier version has one Caddy ("caddy"); this one two ("caddy-1", "caddy-2").
+            "caddy": int(state["children"].get("caddy") or state["children"]["caddy-1"]),
             "registry": int(state["children"]["registry"]),
         }
         cpu = cpu_percent(pids, IDLE)

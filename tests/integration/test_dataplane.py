@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -108,8 +109,9 @@ def test_killed_control_plane_fails_no_request_and_its_return_restarts_nothing(
     tmp_path: Path,
 ) -> None:
     """SIGKILL under load on two stages; the data plane serves alone; `up` adopts
-    everything (no task, Caddy or registry restarted, no upstream changed); a run waiting
-    at a gate is still waiting and can be approved."""
+    everything (no task, Caddy or registry restarted, no upstream changed); a task that
+    died meanwhile is replaced when it returns; a run waiting at a gate is still waiting
+    and can be approved."""
     yard = start_platform(tmp_path / "data")
     try:
         new_dev_stack(yard, tmp_path, "left", replicas=2)
@@ -119,24 +121,36 @@ def test_killed_control_plane_fails_no_request_and_its_return_restarts_nothing(
         assert run["status"] == "WAITING"  # at prod's gate
         urls = [stage_url(yard, "left"), json.loads(
             yard.cli("url", "right", "--stage", "dev", "--json").stdout)["url"]]  # fmt: skip
-        before = (tasks_of(yard, "left"), tasks_of(yard, "right"), yard.dataplane,
-                  upstream_table(yard))  # fmt: skip
+        left = tasks_of(yard, "left")
+        before = (tasks_of(yard, "right"), yard.dataplane, upstream_table(yard)["right-dev"])
         loads = [load_on(url) for url in urls]
         try:
             time.sleep(1.5)
             kill_control_plane(yard)
-            time.sleep(DOWN)
+            time.sleep(DOWN / 2)
+            # A task dies while nobody supervises: its stage serves from the other one.
+            subprocess.run(["docker", "kill", left[0][0]], check=True, capture_output=True,
+                           timeout=60)  # fmt: skip
+            time.sleep(DOWN / 2)
             restarted = json.loads(yard.up_again("--json").stdout)
             yard.pid = restarted["pid"]
-            wait_converged(yard, "left", timeout=120)
+            state = wait_converged(yard, "left", timeout=120)
             time.sleep(1.0)
         finally:
             results = [load.stop() for load in loads]
         for result in results:
             no_failure(result)
-        after = (tasks_of(yard, "left"), tasks_of(yard, "right"), yard.dataplane,
-                 upstream_table(yard))  # fmt: skip
+        after = (tasks_of(yard, "right"), yard.dataplane, upstream_table(yard)["right-dev"])
         assert after == before
+        survivors = {task_id for task_id, _ in tasks_of(yard, "left")}
+        assert left[1][0] in survivors  # adopted
+        assert left[0][0] not in survivors  # replaced, once the control plane was back
+        assert len(state["tasks"]) == 2
+        with sqlite3.connect(yard.data_dir / "stackyard.db") as connection:
+            heals = connection.execute(
+                "select message from events where kind = 'heal' and subject = 'left/dev'"
+            ).fetchall()
+        assert any("replacing it" in message for (message,) in heals), heals
         assert json.loads(yard.cli("check", "right", "--stage", "dev", "--json").stdout)[
             "converged"
         ]
