@@ -153,6 +153,8 @@ def downtime_run(version: Version, down: float) -> Downtime:
         finally:
             # This tree's `down --all` also stops an earlier version (and its children).
             platform.env = {k: v for k, v in platform.env.items() if k != "PYTHONPATH"}
+            if "PYTHONPATH" in os.environ:  # this tree run from elsewhere
+                platform.env["PYTHONPATH"] = os.environ["PYTHONPATH"]
             stop_platform(platform)
 
 
