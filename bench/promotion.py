@@ -30,7 +30,7 @@ from pathlib import Path
 from bench.report import update_section
 from stackyard.images.registry import RegistryClient
 from stackyard.platform.components import plan_registry
-from stackyard.platform.supervisor import ProcessSupervisor
+from stackyard.platform.supervisor import spawn, stop, wait_ready
 from stackyard.settings import Settings
 
 ACCESS_LINE = re.compile(
@@ -75,9 +75,9 @@ class Registry:
 def running_registry(directory: Path) -> Iterator[Registry]:
     settings = Settings(data_dir=directory / "data", registry_port=free_port())
     spec = plan_registry(settings, binary=shutil.which("docker-registry"))
-    supervisor = ProcessSupervisor()
-    supervisor.start([spec], timeout=20)
+    kept = spawn(spec)
     try:
+        wait_ready(kept, 20)
         creds = json.loads((settings.data_dir / "registry-credentials.json").read_text())
         config = directory / "docker-config"
         config.mkdir()
@@ -89,7 +89,7 @@ def running_registry(directory: Path) -> Iterator[Registry]:
                        capture_output=True, check=True, timeout=60)  # fmt: skip
         yield registry
     finally:
-        supervisor.stop()
+        stop(kept)
 
 
 @dataclass

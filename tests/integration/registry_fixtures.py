@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from stackyard.platform.components import plan_registry
-from stackyard.platform.supervisor import ProcessSupervisor
+from stackyard.platform.supervisor import spawn, stop, wait_ready
 from stackyard.settings import Settings
 from tests.integration.conftest import free_port, require
 
@@ -76,9 +76,9 @@ def running_registry(directory: Path) -> Iterator[LiveRegistry]:
     require("docker-registry")
     settings = Settings(data_dir=directory / "data", registry_port=free_port())
     spec = plan_registry(settings, binary=shutil.which("docker-registry"))
-    supervisor = ProcessSupervisor()
-    supervisor.start([spec], timeout=20)
+    kept = spawn(spec)
     try:
+        wait_ready(kept, 20)
         credentials = json.loads(
             (settings.data_dir / "registry-credentials.json").read_text(encoding="utf-8")
         )
@@ -98,7 +98,7 @@ def running_registry(directory: Path) -> Iterator[LiveRegistry]:
         )  # fmt: skip
         yield registry
     finally:
-        supervisor.stop()
+        stop(kept)
 
 
 def _registry_for_a_module() -> Iterator[LiveRegistry]:

@@ -2,7 +2,7 @@
 
 ``plan_*`` functions decide what to run and return a ``ComponentSpec`` (argv, files to
 write, how to tell it is ready). The keeper (keeper.py) runs the specs through the
-``ProcessSupervisor`` in supervisor.py, detached from the control plane.
+``spawn``, ``wait_ready`` and ``stop`` of supervisor.py, detached from the control plane.
 """
 
 from __future__ import annotations
