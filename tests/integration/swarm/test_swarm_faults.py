@@ -124,7 +124,6 @@ def test_the_control_plane_killed_mid_deployment_adopts_its_services_and_leaves_
             "--engine", "swarm", "--engine-endpoint", swarm_cluster.endpoint,
             "--api-port", yard.api_url.rsplit(":", 1)[1],
             "--registry-port", yard.registry.rsplit(":", 1)[1],
-            "--caddy-admin-port", yard.router_admin.rsplit(":", 1)[1],
             timeout=120,
         )  # fmt: skip
         assert json.loads(restarted.stdout)["status"] == "started"
@@ -153,13 +152,13 @@ def test_up_on_an_engine_that_is_no_swarm_manager_stops_naming_docker_swarm_init
 ) -> None:
     worker = swarm_cluster.nodes["n2"].socket
     argv = [*STACKYARD, "up", "-d", "--engine", "swarm", "--engine-endpoint", worker]
-    for flag in ("--api-port", "--registry-port", "--caddy-admin-port"):
+    for flag in ("--api-port", "--registry-port"):
         argv += [flag, str(free_port())]
     env = cli_env(tmp_path / "data")
     try:
         result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     finally:
-        subprocess.run([*STACKYARD, "down"], env=env, capture_output=True, timeout=60)
+        subprocess.run([*STACKYARD, "down", "--all"], env=env, capture_output=True, timeout=60)
     assert result.returncode != 0, result.stdout
     said = result.stdout + result.stderr
     assert "is a swarm worker, not a swarm manager" in said, said
