@@ -55,3 +55,12 @@ class StepStatus(StrEnum):
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"
     CANCELLED = "CANCELLED"
+
+
+class ReleaseOrigin(StrEnum):
+    """Where a release came from, as ``releases`` and the console show it."""
+
+    PROMOTION = "promotion"  # what the previous stage runs (or ``latest``), by a run or by hand
+    CHOSEN = "chosen"  # an image picked by commit, digest or tag (``release --commit …``)
+    ROLLBACK = "rollback"  # a copy of an older release, by hand or by the controller
+    VARIABLES = "variables"  # the running image with a new config (a variable change)

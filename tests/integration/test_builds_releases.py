@@ -326,3 +326,45 @@ def test_older_builds_leave_the_engine_but_stay_in_the_registry(
         time.sleep(0.2)
     assert f"{image}@{second['digest']}" in engine_references(yard, "prune")  # the cache
     assert skopeo_digest(yard, "prune", first["commit_sha"]) == first["digest"]
+
+
+def test_release_a_chosen_image_by_commit_digest_or_tag(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    repo = GitRepo.from_example("hello", tmp_path / "chosen")
+    create_stack(yard, "chosen", repo)
+    first = repo.head()
+    old = build(yard, "chosen")["digest"]
+    repo.set_version("v2")
+    new = build(yard, "chosen")["digest"]
+    assert old != new
+
+    by_commit = json.loads(
+        yard.cli("release", "chosen", "--stage", "dev", "--commit", first[:7], "--json").stdout
+    )
+    assert (by_commit["digest"], by_commit["origin"], by_commit["forced"]) == (old, "chosen", False)
+    assert skopeo_digest(yard, "chosen", "dev") == old
+    assert skopeo_digest(yard, "chosen", "latest") == new
+
+    refused = yard.cli("release", "chosen", "--stage", "prod", "--digest", old, check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert f"image {old} was never released to staging, the stage before prod" in refused.stderr
+    never = yard.cli("release", "chosen", "--stage", "dev", "--commit", "4fe8827", check=False)
+    assert (
+        "no image for commit 4fe8827; build it with stackyard build chosen --commit 4fe8827"
+        in never.stderr
+    )
+    absent = yard.cli("release", "chosen", "--stage", "dev", "--digest", "sha256:" + "0" * 64,
+                      check=False)  # fmt: skip
+    assert f"is not in {yard.registry}/chosen" in absent.stderr
+
+    forced = yard.cli("release", "chosen", "--stage", "prod", "--tag", first, "--force")
+    assert "(chosen, forced by " in forced.stdout
+    assert skopeo_digest(yard, "chosen", "prod") == old
+    table = yard.cli("releases", "chosen").stdout
+    assert re.search(r"prod\s+1\s+sha256:\S+\s+\S+\s+1\s+chosen, forced by \S+", table), table
+    history = json.loads(yard.cli("releases", "chosen", "--json").stdout)
+    assert [(r["stage"], r["origin"], r["forced"]) for r in history] == [
+        ("prod", "chosen", True),
+        ("dev", "chosen", False),
+    ]

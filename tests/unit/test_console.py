@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 from bench.console_render import TOKEN, ConsoleYard, console_yard, digest_of, login
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from stackyard.access.limits import LIMIT, WINDOW, FailureLimiter
 from stackyard.api.sessions import COOKIE, ConsoleSessions, safe_next
 from stackyard.api.web.render import short_digest
+from stackyard.statuses import ReleaseOrigin
+from stackyard.store.models import Release, Stack
 
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 
@@ -332,3 +335,26 @@ def test_set_and_unset_a_variable(own: TestClient) -> None:
     bad = client.post("/ui/stacks/app-00/variables", data={**base, "action": "set", "name": "1BAD"})
     assert bad.status_code == 400
     assert 'class="error"' in bad.text
+
+
+def test_the_stack_page_shows_where_each_release_came_from(tmp_path: Path) -> None:
+    with console_yard(tmp_path, stacks=1) as found:
+        with found.sessions.begin() as session:
+            stack_id = session.scalar(select(Stack.id).where(Stack.name == "app-00"))
+            session.add(
+                Release(
+                    stack_id=stack_id,
+                    stage="prod",
+                    number=2,
+                    digest=digest_of("chosen"),
+                    source="chosen commit 4fe8827 (forced)",
+                    origin=ReleaseOrigin.CHOSEN,
+                    forced=True,
+                    created_by="ann",
+                )
+            )
+        login(found.client)
+        html = found.client.get("/ui/stacks/app-00").text
+    assert '<td class="origin">chosen, forced by ann</td>' in html
+    assert "chosen commit 4fe8827 (forced)" in html
+    assert '<td class="origin">promotion</td>' in html  # the seeded releases

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,20 +40,22 @@ class Yard:
     releases: ReleaseService
     stacks: StackService
 
-    def built(self, sha: str) -> str:
-        """``sha`` built and pushed as ``latest``: its digest, recorded as build 1."""
+    def built(self, sha: str, number: int = 1, config: dict[str, Any] | None = None) -> str:
+        """``sha`` built and pushed as ``latest`` and ``<sha>``: its digest, recorded as
+        build ``number`` with ``config`` (stackyard.yml; default CONFIG)."""
         digest = self.registry.push_image(STACK, "latest", [sha.encode()])
+        self.registry.retag(STACK, digest, sha)
         self.source.resolve(STACK, str(self.repo), sha, "main")  # into the cache
         with self.releases._sessions.begin() as session:
             stack = StackService.row(session, STACK)
             session.add(
                 Build(
                     stack_id=stack.id,
-                    number=1,
+                    number=number,
                     commit_sha=sha,
                     status="SUCCEEDED",
                     digest=digest,
-                    config=CONFIG,
+                    config=config or CONFIG,
                 )
             )
         return digest

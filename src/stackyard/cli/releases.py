@@ -14,10 +14,40 @@ from stackyard.cli.shared import DataDir, Json, settings_for
 Stage = Annotated[str, typer.Option("--stage", help="The stage, e.g. dev, staging or prod.")]
 
 
-def release(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json = False) -> None:
-    """Release a stage: promote what the previous stage runs (no rebuild), and record it."""
+def release(
+    stack: str,
+    stage: Stage,
+    commit: Annotated[
+        str | None, typer.Option("--commit", help="Release the image built from this commit.")
+    ] = None,
+    digest: Annotated[
+        str | None, typer.Option("--digest", help="Release this image digest (sha256:…).")
+    ] = None,
+    tag: Annotated[
+        str | None, typer.Option("--tag", help="Release the image this tag points at.")
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Release a chosen image never released to the previous stage."
+        ),
+    ] = False,
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
+    """Release a stage: promote what the previous stage runs (no rebuild), and record it.
+
+    With --commit, --digest or --tag, release that image instead; it must have been
+    released to the previous stage at some point, unless --force (recorded as forced).
+    """
     client = ApiClient.discover(settings_for(data_dir))
-    record = client.request("POST", f"/api/v1/stacks/{stack}/stages/{stage}/releases", timeout=None)
+    choice = {"commit": commit, "digest": digest, "tag": tag}
+    body: dict[str, Any] = {key: value for key, value in choice.items() if value is not None}
+    if force:
+        body["force"] = True
+    record = client.request(
+        "POST", f"/api/v1/stacks/{stack}/stages/{stage}/releases", json=body, timeout=None
+    )
     if json_output:
         print_json(record)
         return
@@ -31,8 +61,16 @@ def _show(record: dict[str, Any]) -> None:
     )
     console.print(
         f"  commit {record['commit_sha'][:12]}  build {record['build_number']}  "
-        f"via {record['source']}"
+        f"via {record['source']}  ({origin(record)})"
     )
+
+
+def origin(record: dict[str, Any]) -> str:
+    """Where a release came from, as ``releases`` shows it: ``chosen, forced by ann``."""
+    shown = str(record.get("origin", "promotion"))
+    if record.get("forced"):
+        shown += f", forced by {record['created_by']}"
+    return shown
 
 
 def releases(
@@ -52,7 +90,9 @@ def releases(
     if json_output:
         print_json(records)
         return
-    table = new_table("STAGE", "RELEASE", "DIGEST", "COMMIT", "BUILD", "VIA", "CREATED", box=None)
+    table = new_table(
+        "STAGE", "RELEASE", "DIGEST", "COMMIT", "BUILD", "ORIGIN", "VIA", "CREATED", box=None
+    )
     for record in records:
         table.add_row(
             record["stage"],
@@ -60,6 +100,7 @@ def releases(
             short(record["digest"]),
             record["commit_sha"][:12],
             str(record["build_number"] or "-"),
+            origin(record),
             record["source"],
             record["created_at"][:19].replace("T", " "),
         )

@@ -4,6 +4,10 @@ A release of stage S takes what the previous stage runs (``latest`` for the firs
 runs the repo's ``release.yml`` or the default retag ``<previous>`` → ``<S>`` (manifest
 bytes copied, no layer moves), reads the digest ``<S>`` now resolves to, and records it.
 
+A release can also take a chosen image (``release --commit|--digest|--tag``, ``choose``):
+by default only one that was released to the previous stage at some point, so nothing
+reaches prod without passing staging; ``force`` skips that and the record says so.
+
 Releases also own what else makes a release: a rollback (a new release copying an older
 one's digest and config, ``copy``; the controller's automatic one is ``roll_back``), a
 new config for the running image (``reconfigure``), and the registry tag ``<S>``, which
@@ -16,10 +20,11 @@ import builtins
 import logging
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from threading import Lock, RLock
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
@@ -32,6 +37,7 @@ from stackyard.config.models import StackConfig
 from stackyard.deploy import records
 from stackyard.errors import NotFoundError, StackyardError, UsageError
 from stackyard.images.imagestore import ImageStore
+from stackyard.images.reference import is_digest
 from stackyard.pipeline.platform_variables import SpecRun, spec_variables
 from stackyard.pipeline.variable_store import runtime_variables
 from stackyard.secrets.envfile import render_env_file
@@ -39,6 +45,7 @@ from stackyard.secrets.store import SecretStore
 from stackyard.source.base import Source
 from stackyard.stacks.service import StackService
 from stackyard.stacks.stages import known_stages, newest_build, require_stage, stage_names
+from stackyard.statuses import ReleaseOrigin
 from stackyard.store.models import Build, Release, Stack
 from stackyard.store.numbers import next_number
 
@@ -58,9 +65,46 @@ class ReleaseView(BaseModel):
     build_number: int | None
     config: dict[str, Any]
     source: str
+    origin: ReleaseOrigin
+    forced: bool
     created_by: str
     log_path: str
     created_at: datetime
+
+
+ChoiceKind = Literal["commit", "digest", "tag"]
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    """The image a release takes instead of the previous stage's: by the commit that built
+    it, its digest, or a tag of the stack's repository."""
+
+    kind: ChoiceKind
+    value: str
+
+    @classmethod
+    def given(
+        cls, *, commit: str | None = None, digest: str | None = None, tag: str | None = None
+    ) -> ImageChoice | None:
+        """The one choice given (None for none); several at once are refused."""
+        offered: tuple[tuple[ChoiceKind, str | None], ...] = (
+            ("commit", commit),
+            ("digest", digest),
+            ("tag", tag),
+        )
+        given = [cls(kind, value) for kind, value in offered if value is not None]
+        if len(given) > 1:
+            raise UsageError(
+                "choose the image one way: --commit, --digest or --tag, not "
+                + " and ".join(f"--{choice.kind}" for choice in given)
+            )
+        if given and not given[0].value.strip():
+            raise UsageError(f"--{given[0].kind} is empty", hint="give a value, or leave it out")
+        return given[0] if given else None
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.value}"
 
 
 class ReleaseFailure(StackyardError):
@@ -139,15 +183,32 @@ class ReleaseService:
     # -- releasing
 
     def release(
-        self, stack_name: str, stage: str, *, created_by: str = "api", digest: str | None = None
+        self,
+        stack_name: str,
+        stage: str,
+        *,
+        created_by: str = "api",
+        digest: str | None = None,
+        choice: ImageChoice | None = None,
+        force: bool = False,
     ) -> ReleaseView:
         """Promote the previous stage's digest to ``stage`` and record the release.
 
         A pipeline run passes its own build's ``digest``: the run promotes what it built,
-        even when a newer build has moved ``latest`` meanwhile.
+        even when a newer build has moved ``latest`` meanwhile. A ``choice`` releases that
+        image instead (a retag, never release.yml, which promotes the previous stage's tag);
+        it must have been released to the previous stage unless ``force``.
         """
+        if force and choice is None:
+            raise UsageError(
+                "--force only applies to a chosen image",
+                hint="add --commit SHA, --digest D or --tag T, or leave --force out",
+            )
         with self._lock(stack_name):
-            plan = self._plan(stack_name, stage, digest)
+            if choice is None:
+                plan = self._plan(stack_name, stage, digest)
+            else:
+                plan = self._plan_choice(stack_name, stage, choice, force)
             return self._execute(plan, created_by)
 
     def follow(self, stack_name: str, stage: str, number: int) -> None:
@@ -233,6 +294,7 @@ class ReleaseService:
             stage=stage,
             config=old.config,
             source=f"{source} (copy of release {number})",
+            origin=ReleaseOrigin.ROLLBACK,
             created_by=created_by,
         )
 
@@ -273,6 +335,7 @@ class ReleaseService:
                     stage=stage,
                     config=snapshot,
                     source=f"{reason} (image of release {base.number})",
+                    origin=ReleaseOrigin.VARIABLES,
                     created_by=created_by,
                 )
 
@@ -314,14 +377,7 @@ class ReleaseService:
 
     def _plan(self, stack_name: str, stage: str, pinned: str | None = None) -> _ReleasePlan:
         with self._sessions() as session:
-            stack = StackService.row(session, stack_name)
-            newest = newest_build(session, stack.id)
-            if newest is None:
-                raise UsageError(
-                    f"stack {stack_name} has no successful build to release",
-                    hint=f"build it first: stackyard build {stack_name}",
-                )
-            previous = _previous_stage(stage_names(newest.config), stage, stack_name)
+            stack, previous = _stack_and_previous(session, stack_name, stage)
             if previous != "latest" and self.latest(session, stack.id, previous) is None:
                 raise UsageError(
                     f"stage {stage} promotes what {previous} runs, but {previous} has no "
@@ -342,6 +398,76 @@ class ReleaseService:
                     f"(stages: {', '.join(stage_names(build.config))})"
                 )
             return _ReleasePlan(stack, stage, previous, digest, build)
+
+    def _plan_choice(
+        self, stack_name: str, stage: str, choice: ImageChoice, force: bool
+    ) -> _ReleasePlan:
+        """The release of a chosen image: which digest and build it is, and whether it may
+        go to ``stage`` (released to the previous stage before, or ``force``)."""
+        with self._sessions() as session:
+            stack, previous = _stack_and_previous(session, stack_name, stage)
+            digest, build = self._chosen_image(session, stack, choice)
+            if stage not in stage_names(build.config):
+                raise NotFoundError(
+                    f"stage {stage} is not in stackyard.yml at commit {build.commit_sha[:12]}, "
+                    f"which built the chosen image (stages: {', '.join(stage_names(build.config))})"
+                )
+            if (
+                previous != "latest"
+                and not force
+                and not _released(session, stack.id, previous, digest)
+            ):
+                named = "" if choice.kind == "digest" else f" ({choice})"
+                raise UsageError(
+                    f"image {digest}{named} was never released to {previous}, the stage "
+                    f"before {stage}",
+                    hint=f"release it to {previous} first: stackyard release {stack_name} "
+                    f"--stage {previous} --digest {digest}; or pass --force to skip {previous}",
+                )
+            plan = _ReleasePlan(stack, stage, previous, digest, build)
+            plan.choice, plan.forced = choice, force and previous != "latest"
+            return plan
+
+    def _chosen_image(
+        self, session: Session, stack: Stack, choice: ImageChoice
+    ) -> tuple[str, Build]:
+        """The digest ``choice`` names in the stack's repository, and the build that made it."""
+        name = stack.name
+        if choice.kind == "commit":
+            build = _build_of_commit(session, stack, choice.value)
+            digest = str(build.digest)
+        else:
+            if choice.kind == "digest" and not is_digest(choice.value):
+                raise UsageError(
+                    f"--digest {choice.value} is not a digest (sha256:<64 hex digits>)",
+                    hint=f"list the stack's images: stackyard images {name}",
+                )
+            try:
+                digest = self._images.digest(name, choice.value)
+            except NotFoundError as exc:
+                what = "digest" if choice.kind == "digest" else "tag"
+                raise NotFoundError(
+                    f"{what} {choice.value} is not in {self._images.image_url(name)}",
+                    hint=f"list the stack's images: stackyard images {name}",
+                ) from exc
+            found = _build_for(session, stack.id, digest)
+            if found is None:
+                raise NotFoundError(
+                    f"no successful build of {name} produced {digest} ({choice}); only images "
+                    "Stackyard built can be released",
+                    hint=f"list the builds: stackyard builds {name}",
+                )
+            build = found
+        if choice.kind == "commit":
+            try:
+                self._images.digest(name, digest)
+            except NotFoundError as exc:
+                raise NotFoundError(
+                    f"the image of commit {choice.value} ({digest}) is no longer in "
+                    f"{self._images.image_url(name)}",
+                    hint=f"build it again: stackyard build {name} --commit {choice.value}",
+                ) from exc
+        return digest, build
 
     def _execute(self, plan: _ReleasePlan, created_by: str) -> ReleaseView:
         directory = self._logs_dir / "releases" / plan.stack.name / plan.stage
@@ -371,6 +497,16 @@ class ReleaseService:
         spec_path = _releasespec_path(plan)
         in_repo = str(PurePosixPath(_context(plan)) / spec_path)
         sha = plan.build.commit_sha
+        if plan.choice is not None:
+            # release.yml promotes $PREVIOUS_STAGE_NAME's tag: a chosen image is retagged.
+            log.line(
+                "release",
+                LineKind.MESSAGE,
+                f"chosen image ({plan.choice}): retag {plan.digest} -> {plan.stage}"
+                + (f", forced past {plan.previous}" if plan.forced else ""),
+            )
+            how = f"chosen {plan.choice}" + (" (forced)" if plan.forced else "")
+            return how, self._images.retag(name, plan.digest, plan.stage)
         # Most stacks have no release.yml: look in git first, check out only when it is there.
         # A git failure here is an error (read_file raises it), never "there is none".
         if self._source.read_file(name, sha, in_repo) is not None:
@@ -444,6 +580,8 @@ class ReleaseService:
                 stage=plan.stage,
                 config=plan.snapshot,
                 source=how,
+                origin=ReleaseOrigin.PROMOTION if plan.choice is None else ReleaseOrigin.CHOSEN,
+                forced=plan.forced,
                 created_by=created_by,
             )
             log_path = attempt_log.with_name(f"{release.number}.log")
@@ -470,6 +608,8 @@ def _add_release(
     stage: str,
     config: dict[str, Any],
     source: str,
+    origin: ReleaseOrigin,
+    forced: bool = False,
     created_by: str,
 ) -> Release:
     """The one place a release row is made: the stage's next number, ``image``'s digest,
@@ -483,6 +623,8 @@ def _add_release(
         build_number=image.build_number,
         config=config,
         source=source,
+        origin=origin,
+        forced=forced,
         created_by=created_by,
         log_path=image.log_path,
     )
@@ -499,6 +641,8 @@ class _ReleasePlan:
         self.digest = digest
         self.build = build
         self.snapshot: dict[str, Any] = {}  # the config it ships with, made before promoting
+        self.choice: ImageChoice | None = None  # a chosen image, retagged, not promoted
+        self.forced = False  # chosen past the previous stage (--force)
 
 
 def _release_row(session: Session, stack: Stack, stage: str, number: int) -> Release:
@@ -518,6 +662,65 @@ def _build_for(session: Session, stack_id: int, digest: str) -> Build | None:
         .where(Build.stack_id == stack_id, Build.digest == digest, Build.status == "SUCCEEDED")
         .order_by(Build.number.desc())
     )
+
+
+def _stack_and_previous(session: Session, stack_name: str, stage: str) -> tuple[Stack, str]:
+    """The stack, and the stage ``stage`` promotes from (``latest`` for the first), in the
+    order of stackyard.yml at the newest successful build; refused without one."""
+    stack = StackService.row(session, stack_name)
+    newest = newest_build(session, stack.id)
+    if newest is None:
+        raise UsageError(
+            f"stack {stack_name} has no successful build to release",
+            hint=f"build it first: stackyard build {stack_name}",
+        )
+    return stack, _previous_stage(stage_names(newest.config), stage, stack_name)
+
+
+def _released(session: Session, stack_id: int, stage: str, digest: str) -> bool:
+    """Whether ``stage`` ever had a release of ``digest``."""
+    return (
+        session.scalar(
+            select(Release.id).where(
+                Release.stack_id == stack_id, Release.stage == stage, Release.digest == digest
+            )
+        )
+        is not None
+    )
+
+
+def _build_of_commit(session: Session, stack: Stack, commit: str) -> Build:
+    """The newest successful build of the commit that ``commit`` (a sha or its prefix)
+    names; refused when no build made one, or when the prefix names several commits."""
+    sha = commit.strip().lower()
+    if not 4 <= len(sha) <= 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise UsageError(
+            f"--commit {commit} is not a commit sha (4 to 64 hex digits)",
+            hint=f"list the built commits: stackyard builds {stack.name}",
+        )
+    builds = session.scalars(
+        select(Build)
+        .where(
+            Build.stack_id == stack.id,
+            Build.commit_sha.startswith(sha, autoescape=True),
+            Build.status == "SUCCEEDED",
+            Build.digest.is_not(None),
+        )
+        .order_by(Build.number.desc())
+    ).all()
+    if not builds:
+        raise NotFoundError(
+            f"no image for commit {commit}; build it with stackyard build {stack.name} "
+            f"--commit {commit}"
+        )
+    commits = sorted({build.commit_sha for build in builds})
+    if len(commits) > 1:
+        raise UsageError(
+            f"--commit {commit} names {len(commits)} built commits: "
+            + ", ".join(c[:12] for c in commits),
+            hint="give more of the sha",
+        )
+    return builds[0]
 
 
 def _previous_stage(names: list[str], stage: str, stack_name: str) -> str:

@@ -147,6 +147,10 @@ class Release(Base):
     build_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     source: Mapped[str] = mapped_column(String(255), default="")
+    # promotion, chosen, rollback or variables (statuses.ReleaseOrigin); forced: a chosen
+    # image released without having been released to the previous stage (--force).
+    origin: Mapped[str] = mapped_column(String(16), default="promotion")
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
     created_by: Mapped[str] = mapped_column(String(255), default="")
     log_path: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

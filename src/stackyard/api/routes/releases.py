@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from stackyard.api.auth import Me
 from stackyard.api.logs import LogChunk, read_log
 from stackyard.api.routes.builds import services
-from stackyard.pipeline.releases import ReleaseView
+from stackyard.pipeline.releases import ImageChoice, ReleaseView
 
 router = APIRouter(prefix="/stacks/{name}", tags=["releases"])
 
@@ -17,9 +17,25 @@ class ReleaseList(BaseModel):
     releases: list[ReleaseView]
 
 
+class ReleaseRequest(BaseModel):
+    """No body, or no choice: promote what the previous stage runs. One of ``commit``,
+    ``digest`` or ``tag``: release that image; ``force`` skips the previous-stage check."""
+
+    commit: str | None = None
+    digest: str | None = None
+    tag: str | None = None
+    force: bool = False
+
+
 @router.post("/stages/{stage}/releases", status_code=201)
-def create_release(name: str, stage: str, request: Request, me: Me) -> ReleaseView:
-    return services(request).releases.release(name, stage, created_by=me.name)
+def create_release(
+    name: str, stage: str, request: Request, me: Me, body: ReleaseRequest | None = None
+) -> ReleaseView:
+    body = body or ReleaseRequest()
+    choice = ImageChoice.given(commit=body.commit, digest=body.digest, tag=body.tag)
+    return services(request).releases.release(
+        name, stage, created_by=me.name, choice=choice, force=body.force
+    )
 
 
 @router.get("/stages/{stage}/releases")

@@ -1,0 +1,46 @@
+"""targets: where each release came from (origin, forced).
+
+Revision ID: 0009
+Revises: 0008
+
+Existing releases get their origin from the ``source`` text they were recorded with: a
+copy of an older release is a rollback, the image of a release with a new config is a
+variable change, everything else a promotion (no chosen image existed before).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0009"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("releases") as batch:
+        batch.add_column(
+            sa.Column("origin", sa.String(16), nullable=False, server_default="promotion")
+        )
+        batch.add_column(
+            sa.Column("forced", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
+    releases = sa.table("releases", sa.column("source", sa.String), sa.column("origin", sa.String))
+    op.execute(
+        releases.update()
+        .where(releases.c.source.like("%(copy of release %"))
+        .values(origin="rollback")
+    )
+    op.execute(
+        releases.update()
+        .where(releases.c.source.like("%(image of release %"))
+        .values(origin="variables")
+    )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("releases") as batch:
+        batch.drop_column("forced")
+        batch.drop_column("origin")
