@@ -133,3 +133,12 @@ class SecretStoreContract:
         assert yard.store.versions(SHOP, None) == {}
         assert yard.store.mask_values(SHOP) == [PLATFORM_SECRET]
         assert yard.store.resolve(BLOG, {"TOKEN": 1}) == {"TOKEN": "kept"}
+
+    def test_a_platform_secret_is_sealed_opened_and_masked_everywhere(
+        self, yard: SecretYard
+    ) -> None:
+        sealed = yard.store.seal_platform("outside-registry-pw-42")
+        assert "outside-registry-pw-42" not in sealed
+        assert "outside-registry-pw-42" in yard.store.mask_values(BLOG)
+        assert yard.store.masker(SHOP).mask("pw=outside-registry-pw-42") == f"pw={MASK}"
+        assert yard.store.open_platform(sealed, what="registry ghcr") == "outside-registry-pw-42"

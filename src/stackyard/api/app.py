@@ -31,6 +31,7 @@ from stackyard.api.routes import (
     people,
     platform,
     protection,
+    registries,
     releases,
     runs,
     stacks,
@@ -82,6 +83,7 @@ def create_app(context: ApiContext) -> FastAPI:
     for module in (*modules, nodes):
         api.include_router(module.router)
     api.include_router(people.router)
+    api.include_router(registries.router)
     api.include_router(audit.router)
     api.include_router(git.push_router)
     api.include_router(hooks.admin_router)

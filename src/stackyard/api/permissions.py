@@ -28,6 +28,7 @@ from stackyard.api.routes import (
     people,
     platform,
     protection,
+    registries,
     releases,
     runs,
     stacks,
@@ -62,6 +63,11 @@ NEEDS: dict[Callable[..., Any], Need] = {
     nodes.drain: Need(ADMIN, stack=None),
     nodes.activate: Need(ADMIN, stack=None),
     nodes.set_address: Need(ADMIN, stack=None),
+    # outside registries (their credentials are the platform's: admin only)
+    registries.add_registry: Need(ADMIN, stack=None, redact=("password",)),
+    registries.list_registries: Need(ADMIN, stack=None),
+    registries.get_registry: Need(ADMIN, stack=None),
+    registries.remove_registry: Need(ADMIN, stack=None),
     # stacks
     stacks.create_stack: Need(ADMIN, stack=None),
     stacks.list_stacks: Need(READ, stack=None),

@@ -19,6 +19,7 @@ from stackyard.cli import nodes as node_commands
 from stackyard.cli import notify as notify_commands
 from stackyard.cli import people as people_commands
 from stackyard.cli import platform as platform_commands
+from stackyard.cli import registries as registry_commands
 from stackyard.cli import releases as release_commands
 from stackyard.cli import runs as run_commands
 from stackyard.cli import service as service_commands
@@ -50,6 +51,7 @@ variable_commands.register(app)
 trigger_commands.register(app)
 people_commands.register(app)
 audit_commands.register(app)
+registry_commands.register(app)
 
 
 def _version(value: bool) -> None:

@@ -70,9 +70,12 @@ def print_json(value: Any) -> None:
 
 
 def fail(error: StackyardError) -> int:
-    err_console.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
+    # Messages quote user input and registry answers: "[/namespace]" is text, not markup.
+    message = escape(error.message)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     if error.hint:
-        err_console.print(f"[yellow]hint:[/] {error.hint}", highlight=False, soft_wrap=True)
+        hint = escape(error.hint)
+        err_console.print(f"[yellow]hint:[/] {hint}", highlight=False, soft_wrap=True)
     return error.exit_code
 
 

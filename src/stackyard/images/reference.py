@@ -23,6 +23,11 @@ def is_digest(reference: str) -> bool:
     return _DIGEST.fullmatch(reference) is not None
 
 
+def is_repository(path: str) -> bool:
+    """A repository path (or a namespace of one): lower-case components joined by ``/``."""
+    return _REPOSITORY.fullmatch(path) is not None
+
+
 def is_host(endpoint: str) -> bool:
     """``host[:port]`` as a registry endpoint is written: a DNS name or [IPv6], then a port."""
     return _HOST.fullmatch(endpoint) is not None

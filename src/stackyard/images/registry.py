@@ -64,6 +64,11 @@ class RegistryClient(Registry):
     def close(self) -> None:
         self._transport.close()
 
+    @property
+    def auth_scheme(self) -> str | None:
+        """``basic`` or ``bearer`` once the registry has asked for credentials, else None."""
+        return self._transport.auth.scheme
+
     # -- reading
 
     def ping(self) -> None:

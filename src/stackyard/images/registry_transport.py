@@ -270,7 +270,7 @@ class RegistryTransport:
             if self.auth.has_credentials:
                 raise PermanentError(
                     f"{where} refused the credentials of user {self.auth.username!r} "
-                    f"to {operation}",
+                    f"to {operation} (HTTP {status})",
                     hint="check the registry username and password",
                 )
             raise PermanentError(

@@ -36,6 +36,7 @@ from stackyard.pipeline.releases import ReleaseService
 from stackyard.pipeline.runs import PipelineService
 from stackyard.pipeline.variable_store import VariableStore
 from stackyard.pipeline.variables import VariableService
+from stackyard.platform.registries import RegistryService
 from stackyard.platform.state import ensure_platform_id
 from stackyard.registry_login import RegistryLogin
 from stackyard.router.base import Router
@@ -83,6 +84,7 @@ class Services:
     protection: ProtectionService
     audit: AuditLog
     notify: NotifyService
+    registries: RegistryService
 
     def verify_engine(self) -> None:
         """UsageError when the engine answers but cannot serve as configured (a swarm engine
@@ -96,8 +98,10 @@ class Services:
     def start(self) -> None:
         """Fail builds a stopped platform left behind, adopt every stage's tasks, then
         carry on with the pipeline runs it interrupted, and with the notifications still
-        to send. Audit entries past the retention go first."""
+        to send. Audit entries past the retention go first; outside registries' passwords
+        are masked in every log from the start."""
         self.audit.prune()
+        self.registries.mask_all()
         self.builds.fail_interrupted()
         self.controller.start()
         self.runs.resume_interrupted()
@@ -162,6 +166,7 @@ def build_services(
     notify = _notify_service(
         settings, sessions, secrets, outbox, channel_kinds or ChannelKinds(), notify_settings
     )
+    registries = RegistryService(sessions, secrets)
     work_dir = settings.data_dir / "work"
     builds = BuildService(
         sessions,
@@ -242,6 +247,7 @@ def build_services(
         protection=protection,
         audit=AuditLog(sessions, retention_days=settings.audit_retention_days),
         notify=notify,
+        registries=registries,
     )
 
 

@@ -121,6 +121,27 @@ class SecretStore(ABC):
             values[name] = self._open(stack, name, found)
         return values
 
+    # -- platform secrets: a value a platform record keeps sealed (an outside registry's
+    #    password), masked in every stack's logs
+
+    def seal_platform(self, value: str) -> str:
+        """``value`` encrypted for a platform record to store; every log masks it from now."""
+        self.mask_everywhere(value)
+        return self._vault.encrypt(value)
+
+    def open_platform(self, ciphertext: str, *, what: str) -> str:
+        """A value ``seal_platform`` sealed, for the platform to use (never to show);
+        masked in every log from now, so a restart masks it again on first use."""
+        value = self._vault.decrypt(ciphertext, what=what)
+        self.mask_everywhere(value)
+        return value
+
+    def mask_everywhere(self, value: str) -> None:
+        """Mask ``value`` in the logs of every stack, as the platform's own secrets are."""
+        with self._masks_lock:
+            if value and value not in self._platform_secrets:
+                self._platform_secrets.append(value)
+
     # -- masking: the one list of values, and the one masker
 
     def mask_values(self, stack: str) -> list[str]:
@@ -132,7 +153,9 @@ class SecretStore(ABC):
             cached = [self._open(stack, v.name, v) for v in self._sealed(stack, None)]
             with self._masks_lock:
                 self._masks[stack] = cached
-        return [*self._platform_secrets, *cached]
+        with self._masks_lock:
+            platform = list(self._platform_secrets)
+        return [*platform, *cached]
 
     def masker(self, stack: str) -> SecretMasker:
         """A masker for one piece of the stack's output (a log, a stream of task lines)."""

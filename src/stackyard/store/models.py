@@ -156,6 +156,25 @@ class Release(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class OutsideRegistry(Base):
+    """A registry outside the platform that stacks may push to (``stackyard registries``).
+
+    Its password is sealed by the SecretStore seam (``seal_platform``): never stored in
+    clear, never shown again. ``auth`` is the scheme it asked for when it was checked.
+    """
+
+    __tablename__ = "registries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    url: Mapped[str] = mapped_column(String(255))  # [scheme://]host[:port][/namespace]
+    username: Mapped[str] = mapped_column(String(255))
+    password_sealed: Mapped[str] = mapped_column(Text)
+    auth: Mapped[str] = mapped_column(String(16), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+
+
 class StageRoute(Base):
     """Where a stage is served; the stage keeps its port across deployments."""
 

@@ -1,4 +1,4 @@
-"""targets: where each release came from (origin, forced).
+"""targets: where each release came from (origin, forced); outside registries.
 
 Revision ID: 0009
 Revises: 0008
@@ -19,7 +19,21 @@ branch_labels = None
 depends_on = None
 
 
+UTC_TIME = sa.DateTime(timezone=True)
+
+
 def upgrade() -> None:
+    op.create_table(
+        "registries",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("name", sa.String(63), nullable=False, unique=True),
+        sa.Column("url", sa.String(255), nullable=False),
+        sa.Column("username", sa.String(255), nullable=False),
+        sa.Column("password_sealed", sa.Text(), nullable=False),
+        sa.Column("auth", sa.String(16), nullable=False, server_default=""),
+        sa.Column("created_at", UTC_TIME, nullable=False),
+        sa.Column("created_by", sa.String(255), nullable=False, server_default=""),
+    )
     with op.batch_alter_table("releases") as batch:
         batch.add_column(
             sa.Column("origin", sa.String(16), nullable=False, server_default="promotion")
@@ -41,6 +55,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("registries")
     with op.batch_alter_table("releases") as batch:
         batch.drop_column("forced")
         batch.drop_column("origin")

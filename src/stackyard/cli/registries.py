@@ -1,0 +1,117 @@
+"""``stackyard registries``: the outside registries stacks may push to (admin only).
+
+A password (or access token) is read from stdin with ``--password-stdin`` or from a
+hidden prompt, never from an argument: arguments end up in shell history and in every
+process listing.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from stackyard.cli.client import ApiClient
+from stackyard.cli.output import console, new_table, print_json
+from stackyard.cli.shared import DataDir, Json, settings_for
+from stackyard.errors import UsageError
+
+app = typer.Typer(
+    help="Outside registries (GHCR, Docker Hub, Harbor, ECR, your own) stacks may push to.",
+    invoke_without_command=True,
+)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="registries")
+
+
+@app.callback()
+def registries(ctx: typer.Context, data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Outside registries. Without a command: list them."""
+    if ctx.invoked_subcommand is None:
+        list_registries(data_dir, json_output)
+
+
+@app.command("list")
+def list_registries(data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Every outside registry: name, URL, user and the auth scheme it asked for."""
+    found = ApiClient.discover(settings_for(data_dir)).get("/api/v1/registries")["registries"]
+    if json_output:
+        print_json(found)
+        return
+    table = new_table("NAME", "URL", "USERNAME", "AUTH", "ADDED", "BY", box=None)
+    for record in found:
+        table.add_row(
+            record["name"],
+            record["url"],
+            record["username"],
+            record["auth"],
+            record["created_at"][:19].replace("T", " "),
+            record["created_by"],
+        )
+    console.print(table)
+
+
+@app.command("add")
+def add_registry(
+    name: str,
+    url: Annotated[str, typer.Option("--url", help="host[:port][/namespace], e.g. ghcr.io/acme.")],
+    username: Annotated[str, typer.Option("--username", help="The registry user.")],
+    password_stdin: Annotated[
+        bool,
+        typer.Option("--password-stdin", help="Read the password (or token) from stdin."),
+    ] = False,
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
+    """Add a registry after checking that it accepts the credentials (basic or bearer
+    token); the password is stored encrypted and never shown again."""
+    password = _password(password_stdin)
+    body = {"name": name, "url": url, "username": username, "password": password}
+    record = ApiClient.discover(settings_for(data_dir)).request(
+        "POST", "/api/v1/registries", json=body
+    )
+    if json_output:
+        print_json(record)
+        return
+    _show("added", record)
+
+
+@app.command("remove")
+def remove_registry(name: str, data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Remove a registry and its stored credentials."""
+    record = ApiClient.discover(settings_for(data_dir)).request(
+        "DELETE", f"/api/v1/registries/{name}"
+    )
+    if json_output:
+        print_json(record)
+        return
+    _show("removed", record)
+
+
+def _show(what: str, record: dict[str, Any]) -> None:
+    console.print(
+        f"{what} registry [bold]{record['name']}[/]: {record['url']} as {record['username']} "
+        f"({record['auth']} auth)",
+        highlight=False,
+    )
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        value = sys.stdin.read()
+        value = value[:-1] if value.endswith("\n") else value
+    elif sys.stdin.isatty():
+        value = str(typer.prompt("Password (or token)", hide_input=True))
+    else:
+        raise UsageError(
+            "no password given",
+            hint="pipe it in with --password-stdin: "
+            'echo "$TOKEN" | stackyard registries add NAME --url URL --username U '
+            "--password-stdin",
+        )
+    if not value:
+        raise UsageError("the password is empty", hint="give the registry password or token")
+    return value

@@ -1,0 +1,123 @@
+"""Outside registries against a real registry with token auth and our own token server.
+
+``stackyard registries add`` checks the credentials (the bearer token flow), records the
+registry with its password sealed, and never shows or logs the password; a registry that
+refuses them is named with the HTTP status, and nothing is recorded. The registry client
+copies an image into it by digest with a token, blobs first and the manifest last.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from stackyard.images.registry import RegistryClient
+
+from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
+from .registry_fixtures import LiveRegistry, PushedImages
+from .registry_fixtures import live_registry as live_registry  # the fixtures
+from .registry_fixtures import pushed_images as pushed_images
+from .token_registry import TokenRegistry, token_registry
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenRegistry]:
+    with token_registry(tmp_path_factory.mktemp("outside")) as registry:
+        yield registry
+
+
+@pytest.fixture(scope="module")
+def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    running = start_platform(tmp_path_factory.mktemp("yard") / "data")
+    try:
+        yield running
+    finally:
+        stop_platform(running)
+
+
+def add(
+    yard: RunningPlatform, name: str, url: str, username: str, password: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*STACKYARD, "registries", "add", name, "--url", url, "--username", username,
+         "--password-stdin", "--json"],
+        input=password + "\n", env=yard.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def listed(yard: RunningPlatform) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = json.loads(yard.cli("registries", "list", "--json").stdout)
+    return found
+
+
+def test_registries_add_checks_the_token_credentials_and_never_shows_the_password(
+    yard: RunningPlatform, outside: TokenRegistry
+) -> None:
+    url = f"{outside.endpoint}/acme"
+    refused = add(yard, "hub", url, outside.username, "wrong-password")
+    assert refused.returncode == 1, refused.stderr
+    assert f"registry hub ({outside.endpoint})" in refused.stderr
+    assert "HTTP 401" in refused.stderr
+    assert "nothing was recorded" in refused.stderr
+    assert listed(yard) == []
+    refusals = outside.tokens.refused
+    assert refusals >= 1  # the real token server said no
+
+    added = add(yard, "hub", url, outside.username, outside.password)
+    assert added.returncode == 0, added.stderr
+    record = json.loads(added.stdout)
+    assert (record["name"], record["endpoint"], record["namespace"]) == (
+        "hub",
+        outside.endpoint,
+        "acme",
+    )
+    assert (record["username"], record["auth"]) == (outside.username, "bearer")
+    assert outside.tokens.issued >= 1
+    assert "password" not in record
+    assert [r["name"] for r in listed(yard)] == ["hub"]
+
+    again = add(yard, "hub", url, outside.username, outside.password)
+    assert again.returncode == 2
+    assert "registry hub exists" in again.stderr
+    bad_url = add(yard, "other", "not a host/acme", "u", "p")
+    assert bad_url.returncode == 2
+    assert "is not a host[:port]" in bad_url.stderr
+
+    # Never in clear: not in the state database, the audit log, or any log file.
+    stored = b"".join(path.read_bytes() for path in yard.data_dir.glob("stackyard.db*"))
+    assert outside.username.encode() in stored  # the reader sees what is stored
+    assert outside.password.encode() not in stored
+    assert outside.password not in yard.cli("audit", "--json").stdout
+    for log in (yard.data_dir / "logs").rglob("*.log"):
+        assert outside.password not in log.read_text(errors="replace"), log
+
+    removed = yard.cli("registries", "remove", "hub")
+    assert "removed registry hub" in removed.stdout
+    assert listed(yard) == []
+
+
+def test_the_client_copies_an_image_into_a_token_registry_by_digest(
+    live_registry: LiveRegistry, pushed_images: PushedImages, outside: TokenRegistry
+) -> None:
+    source = RegistryClient(
+        live_registry.endpoint, username=live_registry.username, password=live_registry.password
+    )
+    target = RegistryClient(outside.endpoint, username=outside.username, password=outside.password)
+    with source, target:
+        digest = source.copy(
+            pushed_images.repository,
+            pushed_images.v2,
+            to_repository="acme/app",
+            to_reference="prod",
+            target=target,
+        )
+        assert digest == pushed_images.v2
+        assert target.resolve("acme/app", "prod") == pushed_images.v2
+        assert target.auth_scheme == "bearer"
+    log = outside.log_file.read_text(errors="replace")
+    assert '"PUT /v2/acme/app/manifests/prod HTTP/1.1" 201' in log
