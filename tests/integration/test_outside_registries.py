@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from stackyard.images.registry import RegistryClient
 
 from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
+from .gitrepo import GitRepo
 from .registry_fixtures import LiveRegistry, PushedImages
 from .registry_fixtures import live_registry as live_registry  # the fixtures
 from .registry_fixtures import pushed_images as pushed_images
@@ -121,3 +123,55 @@ def test_the_client_copies_an_image_into_a_token_registry_by_digest(
         assert target.auth_scheme == "bearer"
     log = outside.log_file.read_text(errors="replace")
     assert '"PUT /v2/acme/app/manifests/prod HTTP/1.1" 201' in log
+
+
+def test_a_stack_builds_releases_and_deploys_through_its_outside_registry(
+    yard: RunningPlatform, outside: TokenRegistry, tmp_path: Path
+) -> None:
+    assert add(yard, "acme", f"{outside.endpoint}/acme", outside.username, outside.password)
+    repo = GitRepo.from_example("hello", tmp_path / "outward")
+    missing = yard.cli("stacks", "create", "outward", "--repo", str(repo.path),
+                       "--registry", "nope", check=False)  # fmt: skip
+    assert missing.returncode == 2
+    assert "no registry named 'nope' (registries: acme;" in missing.stderr
+    created = yard.cli("stacks", "create", "outward", "--repo", str(repo.path),
+                       "--registry", "acme", "--json")  # fmt: skip
+    assert json.loads(created.stdout)["registry"] == "acme"
+
+    digest = json.loads(yard.cli("build", "outward", "--json", timeout=300).stdout)["digest"]
+    listing = json.loads(yard.cli("images", "outward", "--json").stdout)
+    assert listing["repository"] == f"{outside.endpoint}/acme/outward"
+    assert set(listing["images"][0]["tags"]) == {"latest", repo.head()}
+    client = RegistryClient(outside.endpoint, username=outside.username, password=outside.password)
+    with client:
+        assert client.resolve("acme/outward", "latest") == digest
+    platform_log = (yard.data_dir / "logs" / "registry.log").read_text(errors="replace")
+    assert "/v2/outward/" not in platform_log  # nothing went to the platform's registry
+
+    uploads = outside.log_file.read_text(errors="replace").count("/v2/acme/outward/blobs/uploads/")
+    released = json.loads(yard.cli("release", "outward", "--stage", "dev", "--json").stdout)
+    assert released["digest"] == digest
+    log = outside.log_file.read_text(errors="replace")
+    assert log.count("/v2/acme/outward/blobs/uploads/") == uploads  # promotion moves no layer
+    assert '"PUT /v2/acme/outward/manifests/dev HTTP/1.1" 201' in log
+
+    # The engine pulls from the outside registry with the stack's login (a token):
+    # drop the build's local copy of the image first, so the pull really happens.
+    subprocess.run(["docker", "rmi", f"{outside.endpoint}/acme/outward:latest"],
+                   capture_output=True, check=True, timeout=60)  # fmt: skip
+    yard.cli("deploy", "outward", "--stage", "dev", "--json", timeout=300)
+    pulled = outside.log_file.read_text(errors="replace")
+    assert f'"GET /v2/acme/outward/manifests/{digest} HTTP/1.1" 200' in pulled
+    state = json.loads(yard.cli("check", "outward", "--stage", "dev", "--json").stdout)
+    assert state["digest"] == digest, state
+    assert state["tasks"], state
+    assert all(task["digest"] == digest and task["match"] for task in state["tasks"]), state
+
+    in_use = yard.cli("registries", "remove", "acme", check=False)
+    assert in_use.returncode == 2
+    assert "registry acme is used by stack(s) outward" in in_use.stderr
+    moved = yard.cli("stacks", "update", "outward", "--registry", "local", check=False)
+    assert moved.returncode == 2
+    assert "its registry can only change before its first release" in moved.stderr
+    yard.cli("stacks", "delete", "outward", "--yes")
+    yard.cli("registries", "remove", "acme")

@@ -24,6 +24,14 @@ Context = Annotated[
 Dockerfile = Annotated[
     str | None, typer.Option("--dockerfile", help="Dockerfile path in the context [Dockerfile].")
 ]
+Registry = Annotated[
+    str | None,
+    typer.Option(
+        "--registry",
+        help="Push the stack's images to this outside registry (`stackyard registries`); "
+        "'local' for the platform's own. Only before the stack's first release.",
+    ),
+]
 Poll = Annotated[
     int | None,
     typer.Option(
@@ -47,6 +55,7 @@ def _body(
     context: str | None,
     dockerfile: str | None,
     poll: int | None = None,
+    registry: str | None = None,
 ) -> dict[str, Any]:
     fields = {
         "repo": absolute_repo(repo),
@@ -54,6 +63,7 @@ def _body(
         "context_dir": context,
         "dockerfile": dockerfile,
         "poll_seconds": poll,
+        "registry": registry,
     }
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -66,6 +76,7 @@ def show_stack(stack: dict[str, Any]) -> None:
     console.print(f"  dockerfile  {stack['dockerfile']}")
     if stack.get("poll_seconds"):
         console.print(f"  poll        every {stack['poll_seconds']} s")
+    console.print(f"  registry    {stack.get('registry') or 'local'}")
 
 
 @app.command("create")
@@ -75,14 +86,14 @@ def create(
     branch: Branch = None,
     context: Context = None,
     dockerfile: Dockerfile = None,
+    registry: Registry = None,
     data_dir: DataDir = None,
     json_output: Json = False,
 ) -> None:
     """Create a stack bound to a git repository and branch."""
     client = ApiClient.discover(settings_for(data_dir))
-    stack = client.request(
-        "POST", "/api/v1/stacks", json={"name": name, **_body(repo, branch, context, dockerfile)}
-    )
+    body = _body(repo, branch, context, dockerfile, registry=registry)
+    stack = client.request("POST", "/api/v1/stacks", json={"name": name, **body})
     if json_output:
         print_json(stack)
         return
@@ -126,14 +137,15 @@ def update(
     context: Context = None,
     dockerfile: Dockerfile = None,
     poll: Poll = None,
+    registry: Registry = None,
     data_dir: DataDir = None,
     json_output: Json = False,
 ) -> None:
-    """Change a stack's repo, branch, context, Dockerfile path or polling interval."""
+    """Change a stack's repo, branch, context, Dockerfile path, polling interval or
+    registry."""
     client = ApiClient.discover(settings_for(data_dir))
-    stack = client.request(
-        "PATCH", f"/api/v1/stacks/{name}", json=_body(repo, branch, context, dockerfile, poll)
-    )
+    body = _body(repo, branch, context, dockerfile, poll, registry)
+    stack = client.request("PATCH", f"/api/v1/stacks/{name}", json=body)
     if json_output:
         print_json(stack)
     else:

@@ -386,12 +386,18 @@ class Controller:
 
     def _image_url(self, stack: str) -> str:
         registry = self.settings.task_registry
-        return f"{registry}/{stack}" if registry else self.images.image_url(stack)
+        if registry and not self._outside(stack):
+            return f"{registry}/{stack}"  # the platform's registry, as the nodes reach it
+        return self.images.image_url(stack)
 
-    def _login(self) -> RegistryLogin:
-        login = self.images.credentials
+    def _login(self, stack: str) -> RegistryLogin:
+        login = self.images.login(stack)
         registry = self.settings.task_registry
-        return replace(login, registry=registry) if registry else login
+        return replace(login, registry=registry) if registry and not self._outside(stack) else login
+
+    def _outside(self, stack: str) -> bool:
+        """Whether the stack's images are in an outside registry (``stacks --registry``)."""
+        return self.images.login(stack) is not self.images.credentials
 
     def _task_ports_in_use(self) -> set[int]:
         return {

@@ -84,7 +84,7 @@ class Seams:
     health: ProbeScheduler[StageKey]
     ports: TaskPorts
     image_url: Callable[[str], str]  # a stack's repository in the registry
-    login: Callable[[], RegistryLogin]  # what the engine pulls with
+    login: Callable[[str], RegistryLogin]  # what the engine pulls a stack's images with
     platform_id: str
     network_mode: NetworkMode
     starters: ThreadPoolExecutor
@@ -371,7 +371,7 @@ class Executor:
             cpu=recipe.cpu,
             memory=recipe.memory,
             stop_timeout=recipe.stop_timeout,
-            login=seams.login(),
+            login=seams.login(self.key.stack),
             placement=placement,
         )
 

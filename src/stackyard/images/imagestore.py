@@ -1,7 +1,10 @@
-"""The stack images in the platform's registry: one repository per stack, tags by digest.
+"""The stack images: one repository per stack, tags by digest.
 
-Builds, releases, the deploy controller and the ``images`` listing go through this; it
-speaks to the registry only through the ``Registry`` seam (images/registry_base.py).
+A stack's images are in the platform's registry (repository ``<stack>``), or, when the
+stack names an outside registry, there (``<namespace>/<stack>``): ``placement`` says
+which, and every method follows it. Builds, releases, the deploy controller and the
+``images`` listing go through this; it speaks to registries only through the
+``Registry`` seam (images/registry_base.py).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from threading import Lock
 
 from stackyard.errors import NotFoundError
 from stackyard.images.registry_base import Registry
@@ -25,26 +29,99 @@ class ImageGroup:
     size: int
 
 
-class ImageStore:
-    """The platform registry's stack images, reached through ``client`` as ``credentials``."""
+@dataclass(frozen=True)
+class Placement:
+    """An outside registry a stack's images live in: where, under which namespace, and
+    the login the platform pushes and pulls with."""
 
-    def __init__(self, client: Registry, credentials: RegistryLogin) -> None:
-        self.client = client
-        self.credentials = credentials
+    registry: str  # its name (``stackyard registries``)
+    scheme: str | None  # None: http for loopback, https otherwise
+    namespace: str
+    login: RegistryLogin
 
     @property
     def endpoint(self) -> str:
+        return self.login.registry
+
+    def repository(self, stack: str) -> str:
+        return f"{self.namespace}/{stack}" if self.namespace else stack
+
+
+Placements = Callable[[str], Placement | None]
+"""stack -> its outside registry, or None for the platform's own."""
+
+
+def _no_placement(_stack: str) -> Placement | None:
+    return None
+
+
+class ImageStore:
+    """The stack images, in the platform registry (``client``, as ``credentials``) or in
+    the outside registry ``placement`` names for a stack (a client made by ``connect``)."""
+
+    def __init__(
+        self,
+        client: Registry,
+        credentials: RegistryLogin,
+        *,
+        placement: Placements = _no_placement,
+        connect: Callable[[Placement], Registry] | None = None,
+    ) -> None:
+        self.client = client
+        self.credentials = credentials
+        self._placement = placement
+        self._connect = connect
+        self._outside: dict[Placement, Registry] = {}
+        self._outside_lock = Lock()
+
+    @property
+    def endpoint(self) -> str:
+        """The platform registry's endpoint."""
         return self.client.endpoint
 
+    def registry_of(self, stack: str) -> tuple[Registry, str]:
+        """The registry holding ``stack``'s images, and its repository there."""
+        placement = self._placement(stack)
+        if placement is None:
+            return self.client, stack
+        with self._outside_lock:
+            client = self._outside.get(placement)
+            if client is None:
+                if self._connect is None:
+                    raise NotFoundError(
+                        f"stack {stack} pushes to registry {placement.registry}, which this "
+                        "platform cannot reach (no outside registry client)"
+                    )
+                client = self._outside[placement] = self._connect(placement)
+        return client, placement.repository(stack)
+
+    def login(self, stack: str) -> RegistryLogin:
+        """The login for ``stack``'s registry: what builds push and engines pull with."""
+        placement = self._placement(stack)
+        return self.credentials if placement is None else placement.login
+
+    def endpoint_of(self, stack: str) -> str:
+        placement = self._placement(stack)
+        return self.endpoint if placement is None else placement.endpoint
+
     def image_url(self, stack: str) -> str:
-        return f"{self.endpoint}/{stack}"
+        client, repository = self.registry_of(stack)
+        return f"{client.endpoint}/{repository}"
+
+    def close(self) -> None:
+        self.client.close()
+        with self._outside_lock:
+            outside, self._outside = list(self._outside.values()), {}
+        for client in outside:
+            client.close()
 
     def tag_digests(self, stack: str, tags: Iterable[str]) -> dict[str, str]:
         """The digest of each tag that exists; tags (or a repository) that don't are left out."""
+        client, repository = self.registry_of(stack)
         found = {}
         for tag in tags:
             try:
-                found[tag] = self.client.resolve(stack, tag)
+                found[tag] = client.resolve(repository, tag)
             except NotFoundError:
                 continue
         return found
@@ -54,10 +131,12 @@ class ImageStore:
         return self.tag_digests(stack, self.list_tags(stack))
 
     def digest(self, stack: str, tag: str) -> str:
-        return self.client.resolve(stack, tag)
+        client, repository = self.registry_of(stack)
+        return client.resolve(repository, tag)
 
     def retag(self, stack: str, source: str, tag: str) -> str:
-        return self.client.retag(stack, source, tag)
+        client, repository = self.registry_of(stack)
+        return client.retag(repository, source, tag)
 
     def restore_tags(
         self,
@@ -76,7 +155,7 @@ class ImageStore:
         tags = list(tags)
         current = self.all_tag_digests(stack)
         for tag, digest in plan_restores(current, previous, tags).items():
-            self.client.retag(stack, digest, tag)
+            self.retag(stack, digest, tag)
             log(f"restored {tag} -> {digest}")
         restored = self.all_tag_digests(stack)
         for removal in plan_removals(restored, previous, tags):
@@ -87,39 +166,46 @@ class ImageStore:
                     f"{', '.join(removal.kept_by)}"
                 )
                 continue
-            self.client.delete_manifest(stack, removal.digest)
+            client, repository = self.registry_of(stack)
+            client.delete_manifest(repository, removal.digest)
             log(f"removed {names}, which the failed build pushed")
 
     def forget(self, stack: str) -> int:
         """Delete every manifest of the stack's repository (the stack was deleted); blobs
         stay until the registry's garbage collection. Returns how many went."""
         digests = set(self.all_tag_digests(stack).values())
+        client, repository = self.registry_of(stack)
         for digest in digests:
-            self.client.delete_manifest(stack, digest)
+            client.delete_manifest(repository, digest)
         return len(digests)
 
     def list_tags(self, stack: str) -> list[str]:
+        client, repository = self.registry_of(stack)
         try:
-            return self.client.list_tags(stack)
+            return client.list_tags(repository)
         except NotFoundError:
             return []
 
     def images(self, stack: str) -> list[ImageGroup]:
         """Every image of the stack (one per digest) with all the tags that point at it."""
+        client, repository = self.registry_of(stack)
         groups: dict[str, list[str]] = {}
         for tag in sorted(self.list_tags(stack)):
-            groups.setdefault(self.client.resolve(stack, tag), []).append(tag)
+            groups.setdefault(client.resolve(repository, tag), []).append(tag)
         images = []
         for digest, tags in groups.items():
-            manifest = self.client.get_manifest(stack, digest)
+            manifest = client.get_manifest(repository, digest)
             images.append(ImageGroup(digest=digest, tags=tags, size=_size(manifest.raw)))
         return images
 
-    def docker_config(self, directory: Path) -> Path:
-        """A ``DOCKER_CONFIG`` directory whose client is logged in to this registry."""
+    def docker_config(self, directory: Path, stack: str | None = None) -> Path:
+        """A ``DOCKER_CONFIG`` directory whose client is logged in to the platform registry,
+        and to ``stack``'s outside registry when it has one."""
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = directory / "config.json"
-        path.write_text(json.dumps(self.credentials.docker_config()), encoding="utf-8")
+        logins = [self.credentials] + ([self.login(stack)] if stack is not None else [])
+        auths = {login.registry: {"auth": login.basic_auth()} for login in logins}
+        path.write_text(json.dumps({"auths": auths}), encoding="utf-8")
         path.chmod(0o600)
         return directory
 

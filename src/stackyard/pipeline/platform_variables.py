@@ -39,19 +39,21 @@ def spec_variables(
 ) -> dict[str, str]:
     """The platform variables of a spec run; ``docker_config`` is made (logged in) here."""
     image_url = images.image_url(run.stack)
+    endpoint = images.endpoint_of(run.stack)  # an outside registry, when the stack has one
+    login = images.login(run.stack)
     values = {
         "STACK_NAME": run.stack,
         "COMMIT_SHA": run.commit_sha,
-        "REGISTRY_ENDPOINT": images.endpoint,
+        "REGISTRY_ENDPOINT": endpoint,
         "IMAGE_URL": image_url,
-        "ECR_ENDPOINT": images.endpoint,
+        "ECR_ENDPOINT": endpoint,
         "ECR_IMAGE_URL": image_url,
         "S3_BUCKET": str(artifacts),
         "CODEBUILD_BUILD_ID": run.run_id,
         "CODEBUILD_RESOLVED_SOURCE_VERSION": run.commit_sha,
-        "DOCKER_CONFIG": str(images.docker_config(docker_config)),
-        "REGISTRY_USERNAME": images.credentials.username,
-        "REGISTRY_PASSWORD": images.credentials.password,
+        "DOCKER_CONFIG": str(images.docker_config(docker_config, run.stack)),
+        "REGISTRY_USERNAME": login.username,
+        "REGISTRY_PASSWORD": login.password,
     }
     if run.build_number is not None:
         values["CODEBUILD_BUILD_NUMBER"] = str(run.build_number)

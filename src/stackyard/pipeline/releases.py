@@ -560,7 +560,7 @@ class ReleaseService:
                     variables={"DOCKER_BUILDKIT": "0", **_stage_variables(plan)},
                     secrets={
                         **self._secrets.resolve(name, plan.snapshot.get("secrets", {})),
-                        "REGISTRY_PASSWORD": self._images.credentials.password,
+                        "REGISTRY_PASSWORD": self._images.login(name).password,
                     },
                     platform_variables=platform,
                 ),

@@ -114,7 +114,7 @@ class Services:
         self.controller.stop()
         self.builds.shutdown()
         self.notify.stop()
-        self.images.client.close()
+        self.images.close()
         self.controller.router.close()
         self.controller.engine.close()
 
@@ -152,7 +152,6 @@ def build_services(
     offers = plugins.offers(settings, username=registry.username, password=registry.password)
     source = plugins.create(plugins.source(settings.source), offers["source"])
     client = plugins.create(plugins.registry(settings.registry), offers["registry"])
-    images = ImageStore(client, registry)
     stacks = StackService(sessions)
     # The key is made on first use, outside the database: a stack without secrets needs none.
     # Every log masks the registry password too, whatever the stack.
@@ -161,12 +160,15 @@ def build_services(
         Vault(lambda: key_file(settings.data_dir / "secrets.key")),
         platform_secrets=[registry.password],
     )
-    variable_store = VariableStore(sessions, secrets)
     outbox = Outbox()
     notify = _notify_service(
         settings, sessions, secrets, outbox, channel_kinds or ChannelKinds(), notify_settings
     )
     registries = RegistryService(sessions, secrets)
+    images = ImageStore(
+        client, registry, placement=registries.placement, connect=registries.connect
+    )
+    variable_store = VariableStore(sessions, secrets)
     work_dir = settings.data_dir / "work"
     builds = BuildService(
         sessions,

@@ -17,11 +17,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.errors import NotFoundError, PermanentError, StackyardError, UsageError
+from stackyard.images.imagestore import Placement
 from stackyard.images.reference import is_host, is_repository
 from stackyard.images.registry import RegistryClient
+from stackyard.images.registry_base import Registry
 from stackyard.registry_login import RegistryLogin
 from stackyard.secrets.store import SecretStore
-from stackyard.store.models import OutsideRegistry
+from stackyard.store.models import OutsideRegistry, Stack
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 LOCAL = "local"  # the platform's own registry; not a name an outside one may take
@@ -138,8 +140,17 @@ class RegistryService:
             return _view(_require(session, name))
 
     def remove(self, name: str) -> RegistryView:
+        """Forget a registry and its credentials; refused while a stack pushes to it."""
         with self._sessions.begin() as session:
             row = _require(session, name)
+            users = session.scalars(
+                select(Stack.name).where(Stack.registry_name == name).order_by(Stack.name)
+            ).all()
+            if users:
+                raise UsageError(
+                    f"registry {name} is used by stack(s) {', '.join(users)}",
+                    hint="delete those stacks, or keep the registry",
+                )
             view = _view(row)
             session.delete(row)
             return view
@@ -153,6 +164,26 @@ class RegistryService:
                 row.password_sealed, what=f"the password of registry {name}"
             )
             return address, RegistryLogin(address.endpoint, row.username, password)
+
+    def placement(self, stack: str) -> Placement | None:
+        """Where ``stack``'s images live: its outside registry, or None for the platform's
+        own (also for a stack that does not exist: the caller's lookup names that)."""
+        with self._sessions() as session:
+            name = session.scalar(select(Stack.registry_name).where(Stack.name == stack))
+        if name is None:
+            return None
+        address, login = self.login(name)
+        return Placement(name, address.scheme, address.namespace, login)
+
+    @staticmethod
+    def connect(placement: Placement) -> Registry:
+        """A registry client for an outside registry (ImageStore's ``connect``)."""
+        return RegistryClient(
+            placement.endpoint,
+            username=placement.login.username,
+            password=placement.login.password,
+            scheme=placement.scheme,
+        )
 
     def mask_all(self) -> None:
         """Mask every outside registry's password in every log (at the platform's start)."""

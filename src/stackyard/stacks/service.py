@@ -11,14 +11,14 @@ import secrets
 from datetime import datetime
 from pathlib import PurePosixPath
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.config.repos import URL_FORM
 from stackyard.errors import NotFoundError, UsageError
-from stackyard.store.models import Stack
+from stackyard.store.models import OutsideRegistry, Release, Stack
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MIN_POLL_SECONDS = 10
@@ -36,6 +36,8 @@ class StackView(BaseModel):
     context_dir: str
     dockerfile: str
     poll_seconds: int = 0
+    # An outside registry's name; None: the platform's own.
+    registry: str | None = Field(default=None, validation_alias=AliasChoices("registry_name"))
     created_at: datetime
     updated_at: datetime
 
@@ -48,6 +50,7 @@ class StackChanges(BaseModel):
     context_dir: str | None = None
     dockerfile: str | None = None
     poll_seconds: int | None = None
+    registry: str | None = None  # an outside registry's name, or "local" for the platform's
 
 
 def validate_name(name: str) -> str:
@@ -78,7 +81,7 @@ def validate_relative(value: str, field: str) -> str:
     return value
 
 
-def _apply(stack: Stack, changes: StackChanges) -> None:
+def _apply(stack: Stack, changes: StackChanges, session: Session) -> None:
     if changes.repo is not None:
         stack.repo = validate_repo(changes.repo)
     if changes.branch is not None:
@@ -91,6 +94,36 @@ def _apply(stack: Stack, changes: StackChanges) -> None:
         stack.dockerfile = validate_relative(changes.dockerfile, "dockerfile")
     if changes.poll_seconds is not None:
         stack.poll_seconds = validate_poll_seconds(changes.poll_seconds)
+    if changes.registry is not None:
+        stack.registry_name = _registry(session, stack, changes.registry)
+
+
+def _registry(session: Session, stack: Stack, name: str) -> str | None:
+    """The outside registry ``name`` (None for ``local``), once it is known to exist and the
+    stack has no release yet: released images stay where they are, and a task replaced
+    later pulls from the stack's registry, so a stack changes registry before releasing."""
+    wanted = None if name == "local" else name
+    if wanted == stack.registry_name:
+        return wanted
+    if wanted is not None and (
+        session.scalar(select(OutsideRegistry.id).where(OutsideRegistry.name == wanted)) is None
+    ):
+        known = session.scalars(select(OutsideRegistry.name).order_by(OutsideRegistry.name))
+        listed = ", ".join(known) or "none yet"
+        raise UsageError(
+            f"no registry named '{name}' (registries: {listed}; 'local' is the platform's own)",
+            hint="add it first: stackyard registries add NAME --url URL --username U "
+            "--password-stdin",
+        )
+    if stack.id is not None and session.scalar(
+        select(Release.id).where(Release.stack_id == stack.id).limit(1)
+    ):
+        raise UsageError(
+            f"stack {stack.name} has releases in registry {stack.registry_name or 'local'}: its "
+            "registry can only change before its first release",
+            hint="create a new stack with --registry, or keep this one's registry",
+        )
+    return wanted
 
 
 def validate_poll_seconds(seconds: int) -> int:
@@ -112,8 +145,8 @@ class StackService:
         if changes.repo is None:
             raise UsageError("a stack needs a repo", hint="pass --repo PATH_OR_URL")
         stack = Stack(name=name, branch="main", context_dir=".", dockerfile="Dockerfile")
-        _apply(stack, changes)
         with self._sessions.begin() as session:
+            _apply(stack, changes, session)
             session.add(stack)
             try:
                 session.flush()
@@ -136,7 +169,7 @@ class StackService:
     def update(self, name: str, changes: StackChanges) -> StackView:
         with self._sessions.begin() as session:
             stack = self.row(session, name)
-            _apply(stack, changes)
+            _apply(stack, changes, session)
             session.flush()
             return StackView.model_validate(stack)
 

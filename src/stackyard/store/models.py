@@ -103,6 +103,9 @@ class Stack(Base):
     dockerfile: Mapped[str] = mapped_column(Text, default="Dockerfile")
     # Triggers: the shared secret of webhooks (made on first request), and polling.
     webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The outside registry (``registries.name``) its images are pushed to; None: the
+    # platform's own.
+    registry_name: Mapped[str | None] = mapped_column("registry", String(63), nullable=True)
     poll_seconds: Mapped[int] = mapped_column(Integer, default=0)
     poll_last_seen: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

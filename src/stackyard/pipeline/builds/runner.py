@@ -186,7 +186,10 @@ class BuildRun:
                     **loaded.config.build.variables,
                     **inputs.variables,
                 },
-                secrets={**inputs.secrets, "REGISTRY_PASSWORD": self.images.credentials.password},
+                secrets={
+                    **inputs.secrets,
+                    "REGISTRY_PASSWORD": self.images.login(self.stack.name).password,
+                },
                 platform_variables=platform,
                 artifacts_dir=artifacts,
             )
@@ -236,7 +239,7 @@ class BuildRun:
             self.pushed = builder.push(
                 repository,
                 "latest",
-                auth=self.images.credentials,
+                auth=self.images.login(self.stack.name),
                 on_line=lambda line: self.log.line("push", LineKind.OUTPUT, line),
             )
             # Keep the newest image under `latest`: its layers are the next build's cache, and

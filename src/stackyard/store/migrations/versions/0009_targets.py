@@ -34,6 +34,8 @@ def upgrade() -> None:
         sa.Column("created_at", UTC_TIME, nullable=False),
         sa.Column("created_by", sa.String(255), nullable=False, server_default=""),
     )
+    with op.batch_alter_table("stacks") as batch:
+        batch.add_column(sa.Column("registry", sa.String(63), nullable=True))
     with op.batch_alter_table("releases") as batch:
         batch.add_column(
             sa.Column("origin", sa.String(16), nullable=False, server_default="promotion")
@@ -55,6 +57,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("stacks") as batch:
+        batch.drop_column("registry")
     op.drop_table("registries")
     with op.batch_alter_table("releases") as batch:
         batch.drop_column("forced")
