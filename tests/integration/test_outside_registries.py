@@ -15,13 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from stackyard.errors import NotFoundError, StackyardError
 from stackyard.images.registry import RegistryClient
 
 from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
+from .cutting_proxy import CuttingProxy
 from .gitrepo import GitRepo
 from .registry_fixtures import LiveRegistry, PushedImages
 from .registry_fixtures import live_registry as live_registry  # the fixtures
 from .registry_fixtures import pushed_images as pushed_images
+from .registry_fixtures import second_live_registry as second_live_registry
 from .token_registry import TokenRegistry, token_registry
 
 pytestmark = pytest.mark.integration
@@ -175,3 +178,64 @@ def test_a_stack_builds_releases_and_deploys_through_its_outside_registry(
     assert "its registry can only change before its first release" in moved.stderr
     yard.cli("stacks", "delete", "outward", "--yes")
     yard.cli("registries", "remove", "acme")
+
+
+def test_a_copy_cut_half_way_tags_nothing_and_the_next_copy_finishes_it(
+    live_registry: LiveRegistry,
+    second_live_registry: LiveRegistry,
+    pushed_images: PushedImages,
+) -> None:
+    host, port = second_live_registry.endpoint.rsplit(":", 1)
+
+    def home() -> RegistryClient:
+        return RegistryClient(
+            live_registry.endpoint,
+            username=live_registry.username,
+            password=live_registry.password,
+        )
+
+    with home() as source:
+        manifest = source.get_manifest(pushed_images.repository, pushed_images.v2)
+    sizes = {d["digest"]: int(d["size"]) for d in manifest_descriptors(manifest.raw)}
+    config, first_layer, *_ = manifest.blobs()
+    # The network goes down half way through the first layer, after the config blob.
+    proxy = CuttingProxy((host, int(port)), budget=sizes[config] + sizes[first_layer] // 2)
+
+    def destination() -> RegistryClient:
+        return RegistryClient(
+            proxy.endpoint,
+            username=second_live_registry.username,
+            password=second_live_registry.password,
+            retries=2,
+            backoff=0.1,
+        )
+
+    try:
+        with home() as source, destination() as target, pytest.raises(StackyardError):
+            source.copy(pushed_images.repository, pushed_images.v2,
+                        to_repository="cut/app", to_reference="prod", target=target)  # fmt: skip
+        assert proxy.cut
+        proxy.restore()
+        with destination() as target:
+            present = {digest: target.blob_exists("cut/app", digest) for digest in sizes}
+            assert present[config], present  # what was sent before the cut stays
+            assert not present[first_layer], present  # the cut blob never completed
+            with pytest.raises(NotFoundError):  # no tag points at a half-copied image
+                target.resolve("cut/app", "prod")
+        with home() as source, destination() as target:
+            digest = source.copy(pushed_images.repository, pushed_images.v2,
+                                 to_repository="cut/app", to_reference="prod",
+                                 target=target)  # fmt: skip
+            assert digest == pushed_images.v2
+            assert target.resolve("cut/app", "prod") == pushed_images.v2
+            missing = [d for d, there in present.items() if not there]
+            assert target.counts.blob_uploads == len(missing)  # only what was missing
+            assert target.counts.manifest_puts == 1
+    finally:
+        proxy.stop()
+    assert second_live_registry.skopeo_digest("cut/app", "prod") == pushed_images.v2
+
+
+def manifest_descriptors(raw: bytes) -> list[dict[str, object]]:
+    document = json.loads(raw)
+    return [document["config"], *document["layers"]]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, MetaData, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -222,19 +222,22 @@ def test_the_migration_starts_counters_after_existing_records(tmp_path: Path) ->
     build = {**empty, "requested_ref": "", "status": "SUCCEEDED", "kind": "", "error": ""}
     release = {**empty, "digest": "sha256:d", "config": {}, "source": "", "created_by": ""}
     with engine.begin() as connection:
+        # The tables as they were at 0006 (the models have columns added since).
+        old = MetaData()
+        old.reflect(connection)
         connection.execute(
-            Stack.__table__.insert(),
+            old.tables["stacks"].insert(),
             [{**stack, "dockerfile": "Dockerfile", "created_at": now, "updated_at": now}],
         )
         connection.execute(
-            Build.__table__.insert(),
+            old.tables["builds"].insert(),
             [
                 {**build, "stack_id": 1, "number": n, "exported": {}, "created_at": now}
                 for n in (1, 2, 7)
             ],
         )
         connection.execute(
-            Release.__table__.insert(),
+            old.tables["releases"].insert(),
             [
                 {**release, "stack_id": 1, "stage": stage, "number": n, "created_at": now}
                 for stage, n in (("dev", 1), ("dev", 3), ("prod", 1))
