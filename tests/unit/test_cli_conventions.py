@@ -67,7 +67,7 @@ def test_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("argv", "usage", "error"),
     [
-        (["targets"], "Usage: stackyard [OPTIONS] COMMAND", "No such command 'targets'."),
+        (["regions"], "Usage: stackyard [OPTIONS] COMMAND", "No such command 'regions'."),
         (["stacks", "crate"], "Usage: stackyard stacks", "'crate'. Did you mean 'create'?"),
         (["up", "--engines", "x"], "Usage: stackyard up [OPTIONS]", "No such option: --engines"),
     ],

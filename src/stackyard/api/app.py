@@ -35,6 +35,7 @@ from stackyard.api.routes import (
     releases,
     runs,
     stacks,
+    targets,
     variables,
 )
 from stackyard.api.web.console import install_console
@@ -84,6 +85,7 @@ def create_app(context: ApiContext) -> FastAPI:
         api.include_router(module.router)
     api.include_router(people.router)
     api.include_router(registries.router)
+    api.include_router(targets.router)
     api.include_router(audit.router)
     api.include_router(git.push_router)
     api.include_router(hooks.admin_router)

@@ -32,6 +32,7 @@ from stackyard.api.routes import (
     releases,
     runs,
     stacks,
+    targets,
     variables,
 )
 from stackyard.api.web import actions, pages
@@ -68,6 +69,11 @@ NEEDS: dict[Callable[..., Any], Need] = {
     registries.list_registries: Need(ADMIN, stack=None),
     registries.get_registry: Need(ADMIN, stack=None),
     registries.remove_registry: Need(ADMIN, stack=None),
+    # targets (where stages run: admin only)
+    targets.add_target: Need(ADMIN, stack=None),
+    targets.list_targets: Need(ADMIN, stack=None),
+    targets.get_target: Need(ADMIN, stack=None),
+    targets.remove_target: Need(ADMIN, stack=None),
     # stacks
     stacks.create_stack: Need(ADMIN, stack=None),
     stacks.list_stacks: Need(READ, stack=None),

@@ -24,6 +24,7 @@ from stackyard.cli import releases as release_commands
 from stackyard.cli import runs as run_commands
 from stackyard.cli import service as service_commands
 from stackyard.cli import stacks as stack_commands
+from stackyard.cli import targets as target_commands
 from stackyard.cli import triggers as trigger_commands
 from stackyard.cli import variables as variable_commands
 from stackyard.cli.output import run_cli
@@ -52,6 +53,7 @@ trigger_commands.register(app)
 people_commands.register(app)
 audit_commands.register(app)
 registry_commands.register(app)
+target_commands.register(app)
 
 
 def _version(value: bool) -> None:

@@ -38,6 +38,7 @@ from stackyard.pipeline.variable_store import VariableStore
 from stackyard.pipeline.variables import VariableService
 from stackyard.platform.registries import RegistryService
 from stackyard.platform.state import ensure_platform_id
+from stackyard.platform.targets import TargetService
 from stackyard.registry_login import RegistryLogin
 from stackyard.router.base import Router
 from stackyard.secrets.sql import SqlSecretStore
@@ -85,6 +86,7 @@ class Services:
     audit: AuditLog
     notify: NotifyService
     registries: RegistryService
+    targets: TargetService
 
     def verify_engine(self) -> None:
         """UsageError when the engine answers but cannot serve as configured (a swarm engine
@@ -250,6 +252,7 @@ def build_services(
         audit=AuditLog(sessions, retention_days=settings.audit_retention_days),
         notify=notify,
         registries=registries,
+        targets=TargetService(sessions, local_engine=settings.engine),
     )
 
 

@@ -23,7 +23,7 @@ from stackyard.images.registry import RegistryClient
 from stackyard.images.registry_base import Registry
 from stackyard.registry_login import RegistryLogin
 from stackyard.secrets.store import SecretStore
-from stackyard.store.models import OutsideRegistry, Stack
+from stackyard.store.models import OutsideRegistry, Stack, Target
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 LOCAL = "local"  # the platform's own registry; not a name an outside one may take
@@ -140,17 +140,22 @@ class RegistryService:
             return _view(_require(session, name))
 
     def remove(self, name: str) -> RegistryView:
-        """Forget a registry and its credentials; refused while a stack pushes to it."""
+        """Forget a registry and its credentials; refused while a stack pushes to it or a
+        target pulls from it."""
         with self._sessions.begin() as session:
             row = _require(session, name)
-            users = session.scalars(
-                select(Stack.name).where(Stack.registry_name == name).order_by(Stack.name)
-            ).all()
-            if users:
-                raise UsageError(
-                    f"registry {name} is used by stack(s) {', '.join(users)}",
-                    hint="delete those stacks, or keep the registry",
-                )
+            users: tuple[tuple[str, type[Stack | Target], str], ...] = (
+                ("stack(s)", Stack, "delete those stacks, or keep the registry"),
+                ("target(s)", Target, "remove those targets first: stackyard targets remove"),
+            )
+            for what, model, hint in users:
+                names = session.scalars(
+                    select(model.name).where(model.registry_name == name).order_by(model.name)
+                ).all()
+                if names:
+                    raise UsageError(
+                        f"registry {name} is used by {what} {', '.join(names)}", hint=hint
+                    )
             view = _view(row)
             session.delete(row)
             return view

@@ -178,6 +178,25 @@ class OutsideRegistry(Base):
     created_by: Mapped[str] = mapped_column(String(255), default="")
 
 
+class Target(Base):
+    """A named place where stages run: an engine by endpoint, the registry it pulls from
+    (an outside registry's name; None: the platform's own), a region and a router
+    (empty: the platform's own). ``local``, the platform's own engine, registry and
+    router, is built in and never stored."""
+
+    __tablename__ = "targets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    engine: Mapped[str] = mapped_column(String(16))  # docker or swarm
+    endpoint: Mapped[str] = mapped_column(String(255))
+    registry_name: Mapped[str | None] = mapped_column("registry", String(63), nullable=True)
+    region: Mapped[str] = mapped_column(String(63), default="")
+    router: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+
+
 class StageRoute(Base):
     """Where a stage is served; the stage keeps its port across deployments."""
 

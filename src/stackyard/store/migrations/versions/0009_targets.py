@@ -1,4 +1,5 @@
-"""targets: where each release came from (origin, forced); outside registries.
+"""targets: targets, outside registries, a stack's registry, and where each release
+came from (origin, forced).
 
 Revision ID: 0009
 Revises: 0008
@@ -34,6 +35,18 @@ def upgrade() -> None:
         sa.Column("created_at", UTC_TIME, nullable=False),
         sa.Column("created_by", sa.String(255), nullable=False, server_default=""),
     )
+    op.create_table(
+        "targets",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("name", sa.String(63), nullable=False, unique=True),
+        sa.Column("engine", sa.String(16), nullable=False),
+        sa.Column("endpoint", sa.String(255), nullable=False),
+        sa.Column("registry", sa.String(63), nullable=True),
+        sa.Column("region", sa.String(63), nullable=False, server_default=""),
+        sa.Column("router", sa.String(255), nullable=False, server_default=""),
+        sa.Column("created_at", UTC_TIME, nullable=False),
+        sa.Column("created_by", sa.String(255), nullable=False, server_default=""),
+    )
     with op.batch_alter_table("stacks") as batch:
         batch.add_column(sa.Column("registry", sa.String(63), nullable=True))
     with op.batch_alter_table("releases") as batch:
@@ -57,6 +70,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("targets")
     with op.batch_alter_table("stacks") as batch:
         batch.drop_column("registry")
     op.drop_table("registries")

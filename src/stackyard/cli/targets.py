@@ -1,0 +1,106 @@
+"""``stackyard targets``: the places where stages run (admin only); ``local`` is built in."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from stackyard.cli.client import ApiClient
+from stackyard.cli.output import console, new_table, print_json
+from stackyard.cli.shared import DataDir, Json, settings_for
+from stackyard.errors import UsageError
+
+app = typer.Typer(
+    help="Targets: an engine (docker or swarm) by endpoint, its registry and region.",
+    invoke_without_command=True,
+)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="targets")
+
+
+@app.callback()
+def targets(ctx: typer.Context, data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Targets. Without a command: list them."""
+    if ctx.invoked_subcommand is None:
+        list_targets(data_dir, json_output)
+
+
+@app.command("list")
+def list_targets(data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Every target, ``local`` first: engine, endpoint, registry, region, router."""
+    found = ApiClient.discover(settings_for(data_dir)).get("/api/v1/targets")["targets"]
+    if json_output:
+        print_json(found)
+        return
+    table = new_table("NAME", "ENGINE", "ENDPOINT", "REGISTRY", "REGION", "ROUTER", box=None)
+    for record in found:
+        table.add_row(
+            record["name"],
+            record["engine"],
+            record["endpoint"] or "(the platform's)",
+            record["registry"],
+            record["region"] or "-",
+            record["router"],
+        )
+    console.print(table)
+
+
+@app.command("add")
+def add_target(
+    name: str,
+    docker: Annotated[
+        str | None, typer.Option("--docker", help="A Docker engine's endpoint (unix:// or tcp://).")
+    ] = None,
+    swarm: Annotated[
+        str | None, typer.Option("--swarm", help="A Swarm manager's endpoint (unix:// or tcp://).")
+    ] = None,
+    registry: Annotated[
+        str,
+        typer.Option("--registry", help="The outside registry the engine pulls from [local]."),
+    ] = "local",
+    region: Annotated[str, typer.Option("--region", help="A region name, e.g. eu-west.")] = "",
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
+    """Add a target: one engine (--docker or --swarm), its registry and region."""
+    if (docker is None) == (swarm is None):
+        raise UsageError(
+            "give the target's engine: --docker ENDPOINT or --swarm ENDPOINT (one of them)"
+        )
+    engine, endpoint = ("docker", docker) if docker is not None else ("swarm", swarm)
+    body = {
+        "name": name,
+        "engine": engine,
+        "endpoint": endpoint,
+        "registry": registry,
+        "region": region,
+    }
+    record = ApiClient.discover(settings_for(data_dir)).request(
+        "POST", "/api/v1/targets", json=body
+    )
+    if json_output:
+        print_json(record)
+        return
+    _show("added", record)
+
+
+@app.command("remove")
+def remove_target(name: str, data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Remove a target."""
+    record = ApiClient.discover(settings_for(data_dir)).request("DELETE", f"/api/v1/targets/{name}")
+    if json_output:
+        print_json(record)
+        return
+    _show("removed", record)
+
+
+def _show(what: str, record: dict[str, Any]) -> None:
+    region = f", region {record['region']}" if record["region"] else ""
+    console.print(
+        f"{what} target [bold]{record['name']}[/]: {record['engine']} {record['endpoint']}, "
+        f"registry {record['registry']}{region}",
+        highlight=False,
+    )

@@ -1,0 +1,167 @@
+"""Targets: the named places where stages run (``stackyard targets``).
+
+A target bundles an engine (``docker`` or ``swarm``, by endpoint), the registry that
+engine pulls from (an outside registry, or the platform's own), a region name, and the
+router that serves its stages. ``local`` is built in: the platform's own engine,
+registry and router; a stage without ``target:`` runs there. Called by the API; the
+controller will look a stage's target up here to reach its engine (issue 13's next part).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from stackyard.errors import NotFoundError, UsageError
+from stackyard.store.models import OutsideRegistry, Target
+
+LOCAL = "local"
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+ENDPOINT = re.compile(r"^(unix:///\S+|(tcp|http|https|ssh)://\S+)$")
+EngineKind = Literal["docker", "swarm"]
+
+
+class TargetView(BaseModel):
+    """A target as the API shows it; ``registry`` is ``local`` for the platform's own."""
+
+    name: str
+    engine: str
+    endpoint: str
+    registry: str = LOCAL
+    region: str
+    router: str
+    builtin: bool = False
+    created_at: datetime | None = None
+    created_by: str = ""
+
+
+class TargetAdd(BaseModel):
+    name: str
+    engine: EngineKind
+    endpoint: str
+    registry: str = LOCAL
+    region: str = ""
+
+
+def local_target(engine: str) -> TargetView:
+    """The built-in target: the platform's own engine (``engine``), registry and router."""
+    return TargetView(
+        name=LOCAL,
+        engine=engine,
+        endpoint="",
+        registry=LOCAL,
+        region="",
+        router=LOCAL,
+        builtin=True,
+    )
+
+
+def _view(row: Target) -> TargetView:
+    return TargetView(
+        name=row.name,
+        engine=row.engine,
+        endpoint=row.endpoint,
+        registry=row.registry_name or LOCAL,
+        region=row.region,
+        router=row.router or LOCAL,
+        created_at=row.created_at,
+        created_by=row.created_by,
+    )
+
+
+class TargetService:
+    def __init__(self, sessions: sessionmaker[Session], *, local_engine: str) -> None:
+        self._sessions = sessions
+        self._local_engine = local_engine
+
+    def add(self, body: TargetAdd, *, created_by: str) -> TargetView:
+        name = _valid(NAME, body.name, "target name")
+        if name == LOCAL:
+            raise UsageError(
+                "'local' is the built-in target (the platform's own engine, registry and router)",
+                hint="pick another name, e.g. eu or us-east",
+            )
+        if not ENDPOINT.match(body.endpoint.strip()):
+            raise UsageError(
+                f"engine endpoint {body.endpoint!r} of target {name} is not an endpoint",
+                hint="give unix:///path/to/docker.sock or tcp://host:port",
+            )
+        region = _valid(REGION, body.region, "region") if body.region else ""
+        with self._sessions.begin() as session:
+            if _row(session, name) is not None:
+                raise UsageError(
+                    f"target {name} exists",
+                    hint=f"remove it first: stackyard targets remove {name}",
+                )
+            registry = None if body.registry == LOCAL else body.registry
+            if registry is not None and (
+                session.scalar(select(OutsideRegistry.id).where(OutsideRegistry.name == registry))
+                is None
+            ):
+                raise UsageError(
+                    f"target {name}: no registry named '{registry}'",
+                    hint="add it first (stackyard registries add), or leave --registry out "
+                    "for the platform's own",
+                )
+            row = Target(
+                name=name,
+                engine=body.engine,
+                endpoint=body.endpoint.strip(),
+                registry_name=registry,
+                region=region,
+                created_by=created_by,
+            )
+            session.add(row)
+            session.flush()
+            return _view(row)
+
+    def list(self) -> list[TargetView]:
+        """``local`` first, then the stored targets by name."""
+        with self._sessions() as session:
+            rows = session.scalars(select(Target).order_by(Target.name))
+            return [local_target(self._local_engine), *(_view(row) for row in rows)]
+
+    def get(self, name: str) -> TargetView:
+        if name == LOCAL:
+            return local_target(self._local_engine)
+        with self._sessions() as session:
+            return _view(_require(session, name))
+
+    def remove(self, name: str) -> TargetView:
+        if name == LOCAL:
+            raise UsageError("the built-in target 'local' cannot be removed")
+        with self._sessions.begin() as session:
+            row = _require(session, name)
+            view = _view(row)
+            session.delete(row)
+            return view
+
+
+def _valid(pattern: re.Pattern[str], value: str, what: str) -> str:
+    if not pattern.match(value):
+        raise UsageError(
+            f"{what} '{value}' is not valid",
+            hint="lower-case letters, digits and '-', starting with a letter or digit (at most 63)",
+        )
+    return value
+
+
+def _row(session: Session, name: str) -> Target | None:
+    return session.scalar(select(Target).where(Target.name == name))
+
+
+def _require(session: Session, name: str) -> Target:
+    row = _row(session, name)
+    if row is None:
+        known = session.scalars(select(Target.name).order_by(Target.name)).all()
+        raise NotFoundError(
+            f"no target named '{name}' (targets: {', '.join([LOCAL, *known])})",
+            hint="list them: stackyard targets",
+        )
+    return row
