@@ -173,7 +173,7 @@ def test_existing_releases_get_their_origin_from_their_source(tmp_path: Path) ->
     config = alembic_config(url)
     with database.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "0008")  # before releases had an origin
+        command.upgrade(config, "0009")  # before releases had an origin
         connection.execute(
             text(
                 "INSERT INTO stacks (name, repo, branch, context_dir, dockerfile, poll_seconds, "

@@ -1,8 +1,8 @@
 """targets: targets, outside registries, a stack's registry, and where each release
 came from (origin, forced).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 
 Existing releases get their origin from the ``source`` text they were recorded with: a
 copy of an older release is a rollback, the image of a release with a new config is a
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
