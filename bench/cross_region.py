@@ -143,18 +143,26 @@ def main() -> None:
     first, second = Release("first release", "v1"), Release("second release", "v2")
     created: list[str] = []
     with tempfile.TemporaryDirectory(prefix="stackyard-bench-") as tmp, ExitStack() as stack:
-        home, ours, theirs = (
-            stack.enter_context(running_registry(Path(tmp) / name))
-            for name in ("home", "ours", "theirs")
-        )
-        clients = (stack.enter_context(client(home)), stack.enter_context(client(ours)))
+        home = stack.enter_context(running_registry(Path(tmp) / "home"))
         try:
             build_and_push(home, first, args.mib, created)
             build_and_push(home, second, args.mib, created)
-            for run in range(args.runs):  # a fresh destination repository per run
-                for release in (first, second):  # the second finds the first's base layer
-                    digest = with_stackyard(home, ours, release, run, clients)
-                    assert digest == with_docker(home, theirs, release, run)
+            for run in range(args.runs):
+                # Fresh destination registries each run: docker remembers which registry has
+                # a layer and mounts it from another repository there, which is not a
+                # first copy to another region.
+                with ExitStack() as destinations:
+                    ours, theirs = (
+                        destinations.enter_context(running_registry(Path(tmp) / f"{name}{run}"))
+                        for name in ("ours", "theirs")
+                    )
+                    clients = (
+                        destinations.enter_context(client(home)),
+                        destinations.enter_context(client(ours)),
+                    )
+                    for release in (first, second):  # the second finds the first's base
+                        digest = with_stackyard(home, ours, release, run, clients)
+                        assert digest == with_docker(home, theirs, release, run)
         finally:
             for image in created:
                 home.docker("rmi", image, check=False)
@@ -173,7 +181,7 @@ def main() -> None:
         f"layers; the app's own layer is {args.mib} MiB of random bytes, new in each build) "
         "goes from the home registry to a second one; the second release is a new build "
         "whose base layer the destination has from the first. "
-        f"{args.runs} runs, each into a fresh repository of each destination; bytes and "
+        f"{args.runs} runs, each into two fresh destination registries; bytes and "
         "requests from the registries' access logs (last run). The docker engine keeps "
         "python:3.11-slim, so the docker pull never downloads the base layer (its most "
         "favourable case); Stackyard streams each missing blob from registry to registry "

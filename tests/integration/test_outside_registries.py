@@ -176,7 +176,14 @@ def test_a_stack_builds_releases_and_deploys_through_its_outside_registry(
     moved = yard.cli("stacks", "update", "outward", "--registry", "local", check=False)
     assert moved.returncode == 2
     assert "its registry can only change before its first release" in moved.stderr
-    yard.cli("stacks", "delete", "outward", "--yes")
+    yard.cli("stacks", "delete", "outward", "--yes")  # its manifests go, out there too
+    with (
+        RegistryClient(
+            outside.endpoint, username=outside.username, password=outside.password
+        ) as client,
+        pytest.raises(NotFoundError),
+    ):
+        client.resolve("acme/outward", "dev")
     yard.cli("registries", "remove", "acme")
 
 

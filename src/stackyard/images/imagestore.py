@@ -170,17 +170,26 @@ class ImageStore:
             client.delete_manifest(repository, removal.digest)
             log(f"removed {names}, which the failed build pushed")
 
-    def forget(self, stack: str) -> int:
-        """Delete every manifest of the stack's repository (the stack was deleted); blobs
-        stay until the registry's garbage collection. Returns how many went."""
-        digests = set(self.all_tag_digests(stack).values())
-        client, repository = self.registry_of(stack)
+    def forget(self, stack: str, *, where: tuple[Registry, str] | None = None) -> int:
+        """Delete every manifest of the stack's repository (the stack was deleted; ``where``
+        is its ``registry_of``, read before its row went); blobs stay until the
+        registry's garbage collection. Returns how many went."""
+        client, repository = where or self.registry_of(stack)
+        digests = set()
+        for tag in self._tags_in(client, repository):
+            try:
+                digests.add(client.resolve(repository, tag))
+            except NotFoundError:
+                continue  # removed meanwhile
         for digest in digests:
             client.delete_manifest(repository, digest)
         return len(digests)
 
     def list_tags(self, stack: str) -> list[str]:
-        client, repository = self.registry_of(stack)
+        return self._tags_in(*self.registry_of(stack))
+
+    @staticmethod
+    def _tags_in(client: Registry, repository: str) -> list[str]:
         try:
             return client.list_tags(repository)
         except NotFoundError:

@@ -126,13 +126,15 @@ class Services:
         images in the engine and its manifests in the registry. A clean-up step that fails
         is logged, and the others still run: the stack is gone either way."""
         routes = self.controller.routes_of(name)
+        # Where its images are, while the row still says (an outside registry, maybe).
+        where, image_url = self.images.registry_of(name), self.images.image_url(name)
         self.stacks.delete(name)
         steps: list[tuple[str, Callable[[], object]]] = [
             ("secrets", lambda: self.secrets.forget(name)),
             ("tasks and routes", lambda: self.controller.forget(name, routes)),
             ("git remote", lambda: remotes.remove(name)),
-            ("git cache and engine images", lambda: self.builds.forget(name)),
-            ("registry manifests", lambda: self.images.forget(name)),
+            ("git cache and engine images", lambda: self.builds.forget(name, image_url=image_url)),
+            ("registry manifests", lambda: self.images.forget(name, where=where)),
         ]
         for what, step in steps:
             try:

@@ -135,8 +135,9 @@ class BuildService:
         if removed:
             logger.info("removed %d unused image(s) of %s", len(removed), repository)
 
-    def forget(self, stack_name: str) -> None:
-        """The stack was deleted: drop its git cache and its images from the engine."""
+    def forget(self, stack_name: str, *, image_url: str | None = None) -> None:
+        """The stack was deleted: drop its git cache and its images from the engine
+        (``image_url``: its repository, read before the stack's row went)."""
         with self._workers_lock:
             pending = self._prunes.pop(stack_name, None)
         if pending is not None:
@@ -144,7 +145,7 @@ class BuildService:
         self._tools.source.remove(stack_name)
         builder = self._tools.builder_factory()
         try:
-            builder.remove_repository(self._tools.images.image_url(stack_name))
+            builder.remove_repository(image_url or self._tools.images.image_url(stack_name))
         finally:
             builder.close()
 
