@@ -170,6 +170,14 @@ def test_a_stack_builds_releases_and_deploys_through_its_outside_registry(
     assert state["tasks"], state
     assert all(task["digest"] == digest and task["match"] for task in state["tasks"]), state
 
+    # A target on the real engine, pulling from the token registry: check reaches both.
+    yard.cli("targets", "add", "here", "--docker", "unix:///var/run/docker.sock",
+             "--registry", "acme", "--region", "eu-west")  # fmt: skip
+    checked = json.loads(yard.cli("targets", "check", "here", "--json").stdout)
+    assert checked == {"target": "here", "ok": True, "engine": "ok", "registry": "ok",
+                       "nodes": None}  # fmt: skip
+    yard.cli("targets", "remove", "here")
+
     in_use = yard.cli("registries", "remove", "acme", check=False)
     assert in_use.returncode == 2
     assert "registry acme is used by stack(s) outward" in in_use.stderr

@@ -3,6 +3,7 @@ a target uses cannot be removed. A real app on a fresh store (fakes for the adap
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,3 +105,30 @@ def test_a_registry_a_target_pulls_from_cannot_be_removed(yard: AccessYard) -> N
     refused = yard.client.delete("/api/v1/registries/ghcr", headers=yard.auth("admin"))
     assert refused.status_code == 400
     assert "registry ghcr is used by target(s) eu" in refused.json()["error"]
+
+
+# The docker SDK asks the daemon its API version while it builds its client, and when no
+# daemon answers it drops that client without closing its socket (docker-py's, not ours).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_check_reaches_the_engine_and_the_registry_and_names_what_is_wrong(
+    yard: AccessYard, tmp_path: Path
+) -> None:
+    local = yard.client.get("/api/v1/targets/local/check", headers=yard.auth("admin")).json()
+    assert local == {
+        "target": "local",
+        "ok": True,
+        "engine": "ok",
+        "registry": "ok",
+        "nodes": None,
+    }
+    socket = tmp_path / "no-engine.sock"  # nothing listens there
+    body = {**EU, "engine": "docker", "endpoint": f"unix://{socket}"}
+    assert post(yard, body)[0] == 201
+    found = yard.client.get("/api/v1/targets/eu/check", headers=yard.auth("admin")).json()
+    assert found["ok"] is False
+    assert found["engine"].startswith(f"docker engine at unix://{socket}: ")
+    assert found["registry"] == "ok"
+    assert (
+        yard.client.get("/api/v1/targets/eu/check", headers=yard.auth("viewer")).status_code == 403
+    )
+    gc.collect()  # the SDK's dropped socket is reported here, inside this test

@@ -73,6 +73,7 @@ NEEDS: dict[Callable[..., Any], Need] = {
     targets.add_target: Need(ADMIN, stack=None),
     targets.list_targets: Need(ADMIN, stack=None),
     targets.get_target: Need(ADMIN, stack=None),
+    targets.check_target: Need(ADMIN, stack=None),
     targets.remove_target: Need(ADMIN, stack=None),
     # stacks
     stacks.create_stack: Need(ADMIN, stack=None),

@@ -87,6 +87,21 @@ def add_target(
     _show("added", record)
 
 
+@app.command("check")
+def check_target(name: str, data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Reach the target's engine and registry, and say what is wrong (exit 1 if anything)."""
+    result = ApiClient.discover(settings_for(data_dir)).get(f"/api/v1/targets/{name}/check")
+    if json_output:
+        print_json(result)
+    else:
+        nodes = f" ({result['nodes']} nodes)" if result.get("nodes") is not None else ""
+        console.print(f"target {result['target']}", highlight=False)
+        console.print(f"  engine    {result['engine']}{nodes}", highlight=False, markup=False)
+        console.print(f"  registry  {result['registry']}", highlight=False, markup=False)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
 @app.command("remove")
 def remove_target(name: str, data_dir: DataDir = None, json_output: Json = False) -> None:
     """Remove a target."""

@@ -143,6 +143,27 @@ class Services:
                 log.warning("deleting stack %s: removing its %s failed: %s", name, what, exc)
 
 
+def _engine_probe(platform_engine: Engine) -> Callable[[str, str | None], int | None]:
+    """How ``targets check`` reaches an engine: the platform's own, or one made by its
+    plugin for the target's endpoint (closed after); its node count when it has nodes."""
+
+    def probe(kind: str, endpoint: str | None) -> int | None:
+        engine = (
+            platform_engine
+            if endpoint is None
+            else plugins.create(plugins.engine(kind), {"endpoint": endpoint})
+        )
+        try:
+            engine.ping()
+            engine.verify()
+            return len(engine.nodes()) if engine.supports_nodes else None
+        finally:
+            if engine is not platform_engine:
+                engine.close()
+
+    return probe
+
+
 def build_services(
     settings: Settings,
     sessions: sessionmaker[Session],
@@ -254,7 +275,14 @@ def build_services(
         audit=AuditLog(sessions, retention_days=settings.audit_retention_days),
         notify=notify,
         registries=registries,
-        targets=TargetService(sessions, local_engine=settings.engine),
+        targets=TargetService(
+            sessions,
+            local_engine=settings.engine,
+            probe_engine=_engine_probe(engine),
+            probe_registry=lambda name: (
+                images.client.ping() if name is None else registries.ping(name)
+            ),
+        ),
     )
 
 

@@ -115,7 +115,7 @@ class RegistryService:
                     f"registry {name} exists",
                     hint=f"remove it first: stackyard registries remove {name}",
                 )
-        auth = self._check(name, address, body.username, body.password)
+        auth = self._check(name, address, body.username, body.password, adding=True)
         sealed = self._secrets.seal_platform(body.password)
         with self._sessions.begin() as session:
             row = OutsideRegistry(
@@ -190,13 +190,20 @@ class RegistryService:
             scheme=placement.scheme,
         )
 
+    def ping(self, name: str) -> None:
+        """Reach the registry with its stored credentials; the error names it and says why."""
+        address, login = self.login(name)
+        self._check(name, address, login.username, login.password, adding=False)
+
     def mask_all(self) -> None:
         """Mask every outside registry's password in every log (at the platform's start)."""
         for view in self.list():
             self.login(view.name)
 
     @staticmethod
-    def _check(name: str, address: RegistryAddress, username: str, password: str) -> str:
+    def _check(
+        name: str, address: RegistryAddress, username: str, password: str, *, adding: bool
+    ) -> str:
         client = RegistryClient(
             address.endpoint,
             username=username,
@@ -209,8 +216,9 @@ class RegistryService:
             try:
                 client.ping()
             except StackyardError as exc:
+                outcome = "; nothing was recorded" if adding else ""
                 raise PermanentError(
-                    f"registry {name} ({address.endpoint}): {exc.message}; nothing was recorded",
+                    f"registry {name} ({address.endpoint}): {exc.message}{outcome}",
                     hint=exc.hint or "check the URL, the username and the password",
                 ) from exc
             return client.auth_scheme or "none"

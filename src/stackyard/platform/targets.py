@@ -10,6 +10,7 @@ controller will look a stage's target up here to reach its engine (issue 13's ne
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
@@ -17,7 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from stackyard.errors import NotFoundError, UsageError
+from stackyard.errors import NotFoundError, StackyardError, UsageError
 from stackyard.store.models import OutsideRegistry, Target
 
 LOCAL = "local"
@@ -39,6 +40,24 @@ class TargetView(BaseModel):
     builtin: bool = False
     created_at: datetime | None = None
     created_by: str = ""
+
+
+class TargetCheck(BaseModel):
+    """What ``targets check`` found: each part reached, or what is wrong with it."""
+
+    target: str
+    ok: bool
+    engine: str  # "ok" or the problem
+    registry: str
+    nodes: int | None = None  # a swarm's nodes (engines that have nodes)
+
+
+EngineProbe = Callable[[str, str | None], int | None]
+"""(engine kind, endpoint; None: the platform's own) -> its node count (None: no nodes);
+raises a StackyardError when the engine cannot be reached or used."""
+RegistryProbe = Callable[[str | None], None]
+"""outside registry name (None: the platform's own) -> None; raises when it cannot be
+reached or refuses the credentials."""
 
 
 class TargetAdd(BaseModel):
@@ -76,9 +95,47 @@ def _view(row: Target) -> TargetView:
 
 
 class TargetService:
-    def __init__(self, sessions: sessionmaker[Session], *, local_engine: str) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        local_engine: str,
+        probe_engine: EngineProbe | None = None,
+        probe_registry: RegistryProbe | None = None,
+    ) -> None:
         self._sessions = sessions
         self._local_engine = local_engine
+        self._probe_engine = probe_engine
+        self._probe_registry = probe_registry
+
+    def check(self, name: str) -> TargetCheck:
+        """Reach the target's engine and its registry; say what is wrong with each."""
+        target = self.get(name)
+        endpoint = None if target.builtin else target.endpoint
+        registry = None if target.registry == LOCAL else target.registry
+        nodes: int | None = None
+        try:
+            if self._probe_engine is None:
+                raise UsageError("this platform cannot reach engines by endpoint")
+            nodes = self._probe_engine(target.engine, endpoint)
+            engine = "ok"
+        except StackyardError as exc:
+            where = endpoint or "the platform's own"
+            engine = f"{target.engine} engine at {where}: {exc.message}"
+        try:
+            if self._probe_registry is None:
+                raise UsageError("this platform cannot reach registries")
+            self._probe_registry(registry)
+            registry_state = "ok"
+        except StackyardError as exc:
+            registry_state = f"registry {target.registry}: {exc.message}"
+        return TargetCheck(
+            target=name,
+            ok=engine == registry_state == "ok",
+            engine=engine,
+            registry=registry_state,
+            nodes=nodes,
+        )
 
     def add(self, body: TargetAdd, *, created_by: str) -> TargetView:
         name = _valid(NAME, body.name, "target name")

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from stackyard.api.auth import Me
-from stackyard.platform.targets import TargetAdd, TargetService, TargetView
+from stackyard.platform.targets import TargetAdd, TargetCheck, TargetService, TargetView
 
 router = APIRouter(prefix="/targets", tags=["targets"])
 
@@ -33,6 +33,11 @@ def list_targets(request: Request) -> TargetList:
 @router.get("/{name}")
 def get_target(name: str, request: Request) -> TargetView:
     return targets(request).get(name)
+
+
+@router.get("/{name}/check")
+def check_target(name: str, request: Request) -> TargetCheck:
+    return targets(request).check(name)
 
 
 @router.delete("/{name}")
