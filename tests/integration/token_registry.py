@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from stackyard.platform.components import ComponentSpec
-from stackyard.platform.supervisor import ProcessSupervisor
+from stackyard.platform.supervisor import spawn, stop, wait_ready
 from tests.integration.conftest import free_port, require
 
 SERVICE = "stackyard-test-registry"
@@ -198,10 +198,10 @@ def token_registry(directory: Path) -> Iterator[TokenRegistry]:
         install_hint="apt-get install docker-registry",
         files={config_path: json.dumps(config)},
     )
-    supervisor = ProcessSupervisor()
+    kept = spawn(spec)
     try:
-        supervisor.start([spec], timeout=20)
+        wait_ready(kept, 20)
         yield TokenRegistry(f"127.0.0.1:{port}", username, password, tokens, spec.log_file)
     finally:
-        supervisor.stop()
+        stop(kept)
         tokens.stop()
