@@ -12,12 +12,14 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .backends import Backend
 
 STACKYARD = [sys.executable, "-m", "stackyard"]
 
@@ -133,3 +135,18 @@ def platform(tmp_path: Path) -> Iterator[RunningPlatform]:
         yield running
     finally:
         stop_platform(running)
+
+
+@pytest.fixture
+def backend() -> Iterator[Callable[[str], Backend]]:
+    started: list[Backend] = []
+
+    def start(name: str) -> Backend:
+        started.append(Backend(name))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for each in started:
+            each.stop()

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -31,6 +30,7 @@ from stackyard.router.caddy import CaddyRouter, UnixSocketTransport
 from stackyard.settings import Settings
 
 from ..router_contract import RouterContract, free_port, port_route
+from .backends import Backend
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -115,54 +115,6 @@ def router(
 
 
 # Backends and traffic --------------------------------------------------------------------
-
-
-def _handler_for(name: str) -> type[BaseHTTPRequestHandler]:
-    class Answer(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/slow":
-                time.sleep(1.5)
-            body = name.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    return Answer
-
-
-class Backend:
-    def __init__(self, name: str) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(name))
-        self.dial = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.stopped = False
-
-    def stop(self) -> None:
-        if not self.stopped:
-            self.stopped = True
-            self.server.shutdown()
-            self.server.server_close()
-            self.thread.join(5)
-
-
-@pytest.fixture
-def backend() -> Iterator[Callable[[str], Backend]]:
-    started: list[Backend] = []
-
-    def start(name: str) -> Backend:
-        started.append(Backend(name))
-        return started[-1]
-
-    try:
-        yield start
-    finally:
-        for each in started:
-            each.stop()
 
 
 @pytest.fixture

@@ -11,9 +11,15 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from datetime import datetime
+from typing import ClassVar, Literal, get_args
 
 from stackyard.errors import UsageError
+
+# How a host route is served: ``acme`` (a certificate from an ACME CA, HTTP redirects to
+# HTTPS), ``internal`` (the router's own local CA, for private names), ``off`` (plain HTTP).
+TlsMode = Literal["acme", "internal", "off"]
+TLS_MODES: tuple[str, ...] = get_args(TlsMode)
 
 # Route names become router object ids (Caddy's ``@id``) and URL path segments.
 _ROUTE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
@@ -28,6 +34,13 @@ class Route:
     name: str  # unique per stage, e.g. "hello-dev"
     port: int | None = None
     host: str | None = None
+    aliases: tuple[str, ...] = ()  # more host names of the same stage (``domains:``)
+    tls: TlsMode = "off"
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Every host name the route answers on: its host first, then its aliases."""
+        return (self.host, *self.aliases) if self.host else ()
 
     def check(self) -> None:
         """Raise UsageError unless a router can serve this route: a safe name, one address."""
@@ -44,8 +57,44 @@ class Route:
             )
         if self.port is not None and not 1 <= self.port <= 65535:
             raise UsageError(f"route '{self.name}': port {self.port} is not in 1-65535")
-        if self.host is not None and not _HOST_NAME.fullmatch(self.host):
-            raise UsageError(f"route '{self.name}': '{self.host}' is not a host name")
+        for host in (self.host, *self.aliases) if self.host else ():
+            if not _HOST_NAME.fullmatch(host):
+                raise UsageError(f"route '{self.name}': '{host}' is not a host name")
+        if self.aliases and self.host is None:
+            raise UsageError(f"route '{self.name}': more host names need a first host name")
+        if self.tls not in TLS_MODES:
+            raise UsageError(
+                f"route '{self.name}': tls '{self.tls}' is not one of {', '.join(TLS_MODES)}"
+            )
+        if self.tls != "off" and self.host is None:
+            raise UsageError(
+                f"route '{self.name}': tls '{self.tls}' needs a host name",
+                hint="a port route is served on plain HTTP on 127.0.0.1; give the stage a "
+                "domain to serve it over HTTPS",
+            )
+
+
+CertificateState = Literal["pending", "valid", "expired", "failed", "none"]
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The certificate of one host name of a route, as the router last saw it."""
+
+    name: str
+    state: CertificateState  # "none": the route is served on plain HTTP
+    issuer: str = ""
+    expires: datetime | None = None
+    error: str = ""  # the CA's answer when the last attempt failed
+    hint: str = ""  # what to check when it failed
+
+    def describe(self) -> str:
+        """``valid (expires 2026-12-01 10:00 UTC)``, ``failed: <error>``, ``pending``."""
+        if self.state in ("valid", "expired") and self.expires is not None:
+            return f"{self.state} (expires {self.expires:%Y-%m-%d %H:%M} UTC)"
+        if self.state == "failed":
+            return f"failed: {self.error}"
+        return self.state
 
 
 class Router(ABC):
@@ -53,12 +102,13 @@ class Router(ABC):
 
     name: ClassVar[str]
     supports_host_routes: ClassVar[bool] = False
+    supports_certificates: ClassVar[bool] = False
     listen_host: str = "127.0.0.1"  # where port routes listen; an adapter may set its own
 
     def url(self, route: Route) -> str:
         """Where clients reach the route: its host name, or the router's address and port."""
         if route.host:
-            return f"http://{route.host}"
+            return f"{'http' if route.tls == 'off' else 'https'}://{route.host}"
         return f"http://{self.listen_host}:{route.port}"
 
     @abstractmethod
@@ -81,6 +131,13 @@ class Router(ABC):
     @abstractmethod
     def routes(self) -> list[str]:
         """Names of the routes this router serves for Stackyard."""
+
+    def certificates(self, route: Route) -> list[Certificate]:
+        """The certificate state of each of the route's host names."""
+        raise UsageError(
+            f"the {self.name} router does not manage certificates",
+            hint="use the caddy router to serve stages over HTTPS",
+        )
 
     def ping(self) -> None:  # noqa: B027 - optional
         """Raise ComponentError when the router does not answer."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import http.client
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,13 +22,22 @@ from typing import Any, ClassVar
 import httpx
 
 from stackyard.errors import ComponentError, NotFoundError, RetryableError, StackyardError
-from stackyard.router.base import Route, Router
+from stackyard.router.base import Certificate, Route, Router
+from stackyard.router.certificates import acme_log_path, certificate_of, storage_root
 from stackyard.router.directory import DirectoryClient, srv_name
 
 # The Host header every admin request carries; the base config allows only this origin.
 ADMIN_HOST = "caddy-admin"
 HOSTS_SERVER = "stackyard-hosts"  # shared by host routes; not "sy-" so no stage can clash
 HOSTS_FALLBACK = "stackyard-hosts-fallback"
+HTTPS_SERVER = "stackyard-https"  # host routes with a certificate (tls: acme or internal)
+HTTPS_FALLBACK = "stackyard-https-fallback"
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+# The Caddy loggers that say how obtaining a certificate went, written to a file per Caddy.
+ACME_LOG = "stackyard-acme"
+ACME_LOGGERS = ["tls.obtain", "tls.issuance.acme", "http.acme_client"]
+# Caddy's local CA (``tls: internal``) must not add its root to the machine's trust store.
+PKI = {"certificate_authorities": {"local": {"install_trust": False}}}
 PREFIX = "sy-"
 SERVERS = "/config/apps/http/servers"
 # How often Caddy asks for a route's upstreams: the longest a switch takes to apply.
@@ -95,18 +104,79 @@ def port_server(route: Route, resolver: str, listen_host: str) -> Json:
     }
 
 
+def tls_route_id(name: str) -> str:
+    return f"{PREFIX}{name}-tls"
+
+
+@dataclass(frozen=True)
+class Acme:
+    """The ACME CA that certifies ``tls: acme`` routes: Let's Encrypt unless told otherwise.
+
+    ``trusted_roots`` are PEM files to trust for the CA's own HTTPS (a private or test CA);
+    ``eab_key_id`` and ``eab_mac_key`` are the CA's External Account Binding, when it asks
+    for one.
+    """
+
+    ca: str = LETS_ENCRYPT
+    email: str = ""
+    trusted_roots: tuple[str, ...] = ()
+    eab_key_id: str = ""
+    eab_mac_key: str = ""
+
+    def issuer(self) -> Json:
+        issuer: Json = {"module": "acme", "ca": self.ca}
+        if self.email:
+            issuer["email"] = self.email
+        if self.trusted_roots:
+            issuer["trusted_roots_pem_files"] = list(self.trusted_roots)
+        if self.eab_key_id:
+            issuer["external_account"] = {"key_id": self.eab_key_id, "mac_key": self.eab_mac_key}
+        return issuer
+
+
 def host_route(route: Route, resolver: str) -> Json:
+    """A plain-HTTP host route: the stage's names, proxied to its tasks."""
     return {
         "@id": host_route_id(route.name),
-        "match": [{"host": [route.host]}],
+        "match": [{"host": list(route.hosts)}],
         "handle": [handler(route.name, resolver)],
         "terminal": True,
     }
 
 
-def hosts_server(listen: str, first: Json) -> Json:
-    fallback = {
-        "@id": HOSTS_FALLBACK,
+def redirect_route(route: Route, https_port: int) -> Json:
+    """On the HTTP port, a route with a certificate answers 308 to its HTTPS address. ACME's
+    HTTP challenges still work: Caddy answers them before any route."""
+    port = "" if https_port == 443 else f":{https_port}"
+    return {
+        "@id": host_route_id(route.name),
+        "match": [{"host": list(route.hosts)}],
+        "handle": [
+            {
+                "handler": "static_response",
+                "status_code": 308,
+                "headers": {
+                    "Location": [f"https://{{http.request.host}}{port}{{http.request.uri}}"]
+                },
+            }
+        ],
+        "terminal": True,
+    }
+
+
+def tls_route(route: Route, resolver: str) -> Json:
+    """On the HTTPS port: the stage's names, proxied to its tasks."""
+    return {
+        "@id": tls_route_id(route.name),
+        "match": [{"host": list(route.hosts)}],
+        "handle": [handler(route.name, resolver)],
+        "terminal": True,
+    }
+
+
+def _not_served(fallback_id: str) -> Json:
+    return {
+        "@id": fallback_id,
         "handle": [
             {
                 "handler": "static_response",
@@ -115,7 +185,52 @@ def hosts_server(listen: str, first: Json) -> Json:
             }
         ],
     }
-    return {"listen": [listen], "routes": [first, fallback], "automatic_https": {"disable": True}}
+
+
+def hosts_server(listen: str, first: Json) -> Json:
+    return {
+        "listen": [listen],
+        "routes": [first, _not_served(HOSTS_FALLBACK)],
+        "automatic_https": {"disable": True},
+    }
+
+
+def https_server(listen: str, first: Json) -> Json:
+    """TLS on every connection; the certificates come from the tls app's automation, so
+    Caddy's automatic HTTPS (which would add servers and redirects of its own) stays off.
+    No HTTP/3: its UDP listener has no SO_REUSEPORT, so a second Caddy could not bind."""
+    return {
+        "listen": [listen],
+        "routes": [first, _not_served(HTTPS_FALLBACK)],
+        "protocols": ["h1", "h2"],
+        "tls_connection_policies": [{}],
+        "automatic_https": {"disable": True},
+    }
+
+
+def tls_app(modes: dict[str, str], acme_issuer: Json, automate: Iterable[str]) -> Json:
+    """Caddy's tls app: the names to ``automate`` (obtain, renew) and, for each name of
+    ``modes`` (name -> ``acme``/``internal``), the issuer of its mode.
+
+    The ACME policy names no subjects: it is the fallback for every name, so that every
+    Caddy answers an ACME challenge for any name with the same issuer, even one whose
+    certificate another Caddy asked for a moment before this one heard of the name.
+    """
+    internal = sorted(name for name, mode in modes.items() if mode == "internal")
+    policies: list[Json] = []
+    if internal:
+        policies.append({"subjects": internal, "issuers": [{"module": "internal"}]})
+    policies.append({"issuers": [acme_issuer]})
+    return {"certificates": {"automate": sorted(automate)}, "automation": {"policies": policies}}
+
+
+def acme_log(path: Path) -> Json:
+    """The JSON log of certificate attempts that ``certificates`` reads, capped in size."""
+    return {
+        "writer": {"output": "file", "filename": str(path), "roll_size_mb": 1, "roll_keep": 2},
+        "encoder": {"format": "json"},
+        "include": ACME_LOGGERS,
+    }
 
 
 def servers_of(config: Any) -> Json:
@@ -126,9 +241,26 @@ def servers_of(config: Any) -> Json:
     return node if isinstance(node, dict) else {}
 
 
-def _hosts_routes(servers: Json) -> list[Json]:
-    routes = servers.get(HOSTS_SERVER, {}).get("routes") or []
+def _server_routes(servers: Json, server: str) -> list[Json]:
+    routes = servers.get(server, {}).get("routes") or []
     return [r for r in routes if isinstance(r, dict)]
+
+
+def _hosts_routes(servers: Json) -> list[Json]:
+    return _server_routes(servers, HOSTS_SERVER)
+
+
+def _named(entry: Json, suffix: str) -> str | None:
+    """The route name of a host-name entry whose ``@id`` is ``sy-<name><suffix>``."""
+    rid = str(entry.get("@id", ""))
+    if rid.startswith(PREFIX) and rid.endswith(suffix):
+        return rid.removeprefix(PREFIX).removesuffix(suffix)
+    return None
+
+
+def _hosts_of(entry: Json) -> list[str]:
+    matches = [m.get("host", []) for m in entry.get("match", []) if isinstance(m, dict)]
+    return [str(host) for host in matches[0]] if matches and matches[0] else []
 
 
 def route_names(config: Any) -> list[str]:
@@ -136,10 +268,44 @@ def route_names(config: Any) -> list[str]:
     servers = servers_of(config)
     names = {key.removeprefix(PREFIX) for key in servers if key.startswith(PREFIX)}
     for entry in _hosts_routes(servers):
-        rid = str(entry.get("@id", ""))
-        if rid.startswith(PREFIX) and rid.endswith("-host"):
-            names.add(rid.removeprefix(PREFIX).removesuffix("-host"))
+        name = _named(entry, "-host")
+        if name:
+            names.add(name)
     return sorted(names)
+
+
+def _policies(config: Any) -> list[Json]:
+    node: Any = config
+    for key in ("apps", "tls", "automation", "policies"):
+        node = node.get(key) if isinstance(node, dict) else None
+    return [p for p in node if isinstance(p, dict)] if isinstance(node, list) else []
+
+
+def acme_issuer_in(config: Any) -> Json | None:
+    """The ACME issuer a config's tls app already uses, if any."""
+    for policy in _policies(config):
+        for issuer in policy.get("issuers") or []:
+            if isinstance(issuer, dict) and issuer.get("module") == "acme":
+                return issuer
+    return None
+
+
+def automated(config: Any) -> list[str]:
+    """The names whose certificates a config's tls app obtains and renews."""
+    node: Any = config
+    for key in ("apps", "tls", "certificates", "automate"):
+        node = node.get(key) if isinstance(node, dict) else None
+    return [str(name) for name in node] if isinstance(node, list) else []
+
+
+def tls_modes(config: Any) -> dict[str, str]:
+    """Each host name the tls app manages -> ``acme`` or ``internal`` (its policy's issuer)."""
+    modes = dict.fromkeys(automated(config), "acme")
+    for policy in _policies(config):
+        issuers = policy.get("issuers") or [{}]
+        if issuers[0].get("module") == "internal":
+            modes.update({str(name): "internal" for name in policy.get("subjects") or []})
+    return modes
 
 
 @dataclass(frozen=True)
@@ -183,24 +349,56 @@ def routes_in(config: Any) -> FoundRoutes:
         handle = routes[0].get("handle") if isinstance(routes[0], dict) else None
         if port is not None:
             found.append((Route(key.removeprefix(PREFIX), port=port), _resolver_of(handle)))
+    modes = tls_modes(config)
+    with_tls = {_named(e, "-tls"): e for e in _server_routes(servers, HTTPS_SERVER)}
     for entry in _hosts_routes(servers):
-        rid = str(entry.get("@id", ""))
-        hosts = [m.get("host", []) for m in entry.get("match", []) if isinstance(m, dict)]
-        if rid.startswith(PREFIX) and rid.endswith("-host") and hosts and hosts[0]:
-            name = rid.removeprefix(PREFIX).removesuffix("-host")
-            found.append((Route(name, host=str(hosts[0][0])), _resolver_of(entry.get("handle"))))
+        name, hosts = _named(entry, "-host"), _hosts_of(entry)
+        if not name or not hosts:
+            continue
+        served = with_tls.get(name, entry)  # the proxy is on the HTTPS port when it has TLS
+        tls = modes.get(hosts[0], "acme") if name in with_tls else "off"
+        route = Route(name, host=hosts[0], aliases=tuple(hosts[1:]), tls=tls)  # type: ignore[arg-type]
+        found.append((route, _resolver_of(served.get("handle"))))
     hosts_server = servers.get(HOSTS_SERVER)
     host_port = _port_of(hosts_server.get("listen")) if isinstance(hosts_server, dict) else None
     return FoundRoutes(tuple(found), host_port)
 
 
+@dataclass(frozen=True)
+class Listeners:
+    """Where the router's servers listen, and how it gets certificates: a plan's inputs."""
+
+    listen_host: str = "127.0.0.1"
+    host_port: int = 80
+    https_port: int = 443
+    acme: Acme = Acme()
+    acme_log: Path | None = None  # this Caddy's log of certificate attempts
+
+
 def plan_ensure(
-    config: Any, route: Route, resolver: str, *, listen_host: str, host_port: int
+    config: Any,
+    route: Route,
+    resolver: str,
+    *,
+    listen_host: str,
+    host_port: int,
+    listeners: Listeners | None = None,
+    automate: bool = True,
 ) -> list[AdminRequest]:
-    """The admin requests that make ``config`` serve ``route``; none when it already does."""
+    """The admin requests that make ``config`` serve ``route``; none when it already does.
+
+    A host route with TLS is three entries: a route on the HTTPS server, a 308 redirect
+    on the HTTP server, and its names in the tls app (so Caddy obtains and renews their
+    certificates). They are written in that order: no name redirects to an HTTPS route
+    that is not there yet, and no later change (each is a reload) cancels the first
+    attempt to obtain a certificate. With ``automate=False`` the route's new names are
+    not automated yet: the router first gives every Caddy the route (and the issuer that
+    answers challenges), then has them automate its names.
+    """
+    at = listeners or Listeners(listen_host=listen_host, host_port=host_port)
     servers = servers_of(config)
     if route.host is None:
-        plan = _plan_remove_host_route(servers, route.name)
+        plan = [*_plan_remove_host_route(config, route.name)]
         wanted = port_server(route, resolver, listen_host)
         current = servers.get(server_id(route.name))
         path = f"{SERVERS}/{server_id(route.name)}"
@@ -210,29 +408,103 @@ def plan_ensure(
             plan.append(AdminRequest("PATCH", path, wanted))
         return plan
     plan = _plan_remove_port_server(servers, route.name)
-    wanted = host_route(route, resolver)
-    listen = f"{listen_host}:{host_port}"
-    hosts = servers.get(HOSTS_SERVER)
-    if hosts is None:
-        return [
-            *plan,
-            AdminRequest("PUT", f"{SERVERS}/{HOSTS_SERVER}", hosts_server(listen, wanted)),
-        ]
-    if hosts.get("listen") != [listen]:
-        plan.append(AdminRequest("PATCH", f"{SERVERS}/{HOSTS_SERVER}/listen", [listen]))
-    current = next((r for r in _hosts_routes(servers) if r.get("@id") == wanted["@id"]), None)
+    http_listen = f"{at.listen_host}:{at.host_port}"
+    if route.tls == "off":
+        plan += _plan_server_route(servers, HOSTS_SERVER, http_listen, host_route(route, resolver))
+        plan += _plan_tls_app(config, route.name, {}, None)
+        return plan + _plan_remove_entry(servers, HTTPS_SERVER, tls_route_id(route.name))
+    plan += _plan_acme_log(config, at.acme_log)
+    plan += _plan_ports(config, at)
+    https_listen = f"{at.listen_host}:{at.https_port}"
+    plan += _plan_server_route(servers, HTTPS_SERVER, https_listen, tls_route(route, resolver))
+    redirect = redirect_route(route, at.https_port)
+    plan += _plan_server_route(servers, HOSTS_SERVER, http_listen, redirect)
+    own: dict[str, str] = dict.fromkeys(route.hosts, route.tls)
+    return plan + _plan_tls_app(config, route.name, own, at.acme, automate=automate)
+
+
+def _plan_server_route(servers: Json, server: str, listen: str, wanted: Json) -> list[AdminRequest]:
+    """Put ``wanted`` into a shared host-name server, creating the server if missing."""
+    make = https_server if server == HTTPS_SERVER else hosts_server
+    current_server = servers.get(server)
+    if current_server is None:
+        return [AdminRequest("PUT", f"{SERVERS}/{server}", make(listen, wanted))]
+    plan = []
+    if current_server.get("listen") != [listen]:
+        plan.append(AdminRequest("PATCH", f"{SERVERS}/{server}/listen", [listen]))
+    routes = _server_routes(servers, server)
+    current = next((r for r in routes if r.get("@id") == wanted["@id"]), None)
     if current is None:
         # PUT on an array index inserts: host routes go before the 404 fallback.
-        plan.append(AdminRequest("PUT", f"{SERVERS}/{HOSTS_SERVER}/routes/0", wanted))
+        plan.append(AdminRequest("PUT", f"{SERVERS}/{server}/routes/0", wanted))
     elif current != wanted:
         plan.append(AdminRequest("PATCH", f"/id/{wanted['@id']}", wanted))
     return plan
 
 
+def _plan_tls_app(
+    config: Any, name: str, own: dict[str, str], acme: Acme | None, *, automate: bool = True
+) -> list[AdminRequest]:
+    """The tls app with route ``name``'s names set to ``own`` (name -> mode), the names of
+    the other TLS routes kept; nothing when it already says so. Without ``acme``, the
+    ACME issuer stays the one the config has. Without ``automate``, only those of
+    ``own`` that are automated already stay so."""
+    servers = servers_of(config)
+    modes = tls_modes(config)
+    wanted: dict[str, str] = {}
+    for entry in _server_routes(servers, HTTPS_SERVER):
+        other = _named(entry, "-tls")
+        if other and other != name:
+            wanted.update({host: modes.get(host, "acme") for host in _hosts_of(entry)})
+    wanted.update(own)
+    apps = config.get("apps", {}) if isinstance(config, dict) else {}
+    current = apps.get("tls") if isinstance(apps, dict) else None
+    if not wanted and not current:
+        return []
+    names = set(wanted) if automate else set(wanted) - (set(own) - set(automated(config)))
+    issuer = acme.issuer() if acme else acme_issuer_in(config) or Acme().issuer()
+    app = tls_app(wanted, issuer, names)
+    plan = []
+    if "internal" in wanted.values() and apps.get("pki") != PKI:
+        plan.append(AdminRequest("PATCH" if "pki" in apps else "PUT", "/config/apps/pki", PKI))
+    if current != app:
+        method = "PATCH" if current is not None else "PUT"
+        plan.append(AdminRequest(method, "/config/apps/tls", app))
+    return plan
+
+
+def _plan_ports(config: Any, at: Listeners) -> list[AdminRequest]:
+    """The HTTP app's ports, which Caddy's ACME solvers use for their challenges."""
+    apps = config.get("apps", {}) if isinstance(config, dict) else {}
+    http = apps.get("http", {}) if isinstance(apps, dict) else {}
+    plan = []
+    for key, value in (("http_port", at.host_port), ("https_port", at.https_port)):
+        if http.get(key) != value:
+            method = "PATCH" if key in http else "PUT"
+            plan.append(AdminRequest(method, f"/config/apps/http/{key}", value))
+    return plan
+
+
+def _plan_acme_log(config: Any, path: Path | None) -> list[AdminRequest]:
+    if path is None:
+        return []
+    wanted = acme_log(path)
+    logging = config.get("logging") if isinstance(config, dict) else None
+    if not isinstance(logging, dict):
+        return [AdminRequest("PUT", "/config/logging", {"logs": {ACME_LOG: wanted}})]
+    logs = logging.get("logs")
+    if not isinstance(logs, dict):
+        return [AdminRequest("PUT", "/config/logging/logs", {ACME_LOG: wanted})]
+    if logs.get(ACME_LOG) == wanted:
+        return []
+    method = "PATCH" if ACME_LOG in logs else "PUT"
+    return [AdminRequest(method, f"/config/logging/logs/{ACME_LOG}", wanted)]
+
+
 def plan_remove(config: Any, name: str) -> list[AdminRequest]:
     """The admin requests that stop serving route ``name``, whichever kind it is."""
     servers = servers_of(config)
-    return [*_plan_remove_port_server(servers, name), *_plan_remove_host_route(servers, name)]
+    return [*_plan_remove_port_server(servers, name), *_plan_remove_host_route(config, name)]
 
 
 def _plan_remove_port_server(servers: Json, name: str) -> list[AdminRequest]:
@@ -241,10 +513,20 @@ def _plan_remove_port_server(servers: Json, name: str) -> list[AdminRequest]:
     return [AdminRequest("DELETE", f"{SERVERS}/{server_id(name)}")]
 
 
-def _plan_remove_host_route(servers: Json, name: str) -> list[AdminRequest]:
-    if all(r.get("@id") != host_route_id(name) for r in _hosts_routes(servers)):
+def _plan_remove_entry(servers: Json, server: str, entry_id: str) -> list[AdminRequest]:
+    if all(r.get("@id") != entry_id for r in _server_routes(servers, server)):
         return []
-    return [AdminRequest("DELETE", f"/id/{host_route_id(name)}")]
+    return [AdminRequest("DELETE", f"/id/{entry_id}")]
+
+
+def _plan_remove_host_route(config: Any, name: str) -> list[AdminRequest]:
+    """The redirect (or plain route) first, then the HTTPS route, then its names."""
+    servers = servers_of(config)
+    return [
+        *_plan_remove_entry(servers, HOSTS_SERVER, host_route_id(name)),
+        *_plan_remove_entry(servers, HTTPS_SERVER, tls_route_id(name)),
+        *_plan_tls_app(config, name, {}, None),
+    ]
 
 
 # Doing: the admin API client ------------------------------------------------------------
@@ -392,6 +674,7 @@ class CaddyRouter(Router):
 
     name: ClassVar[str] = "caddy"
     supports_host_routes: ClassVar[bool] = True
+    supports_certificates: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -399,7 +682,13 @@ class CaddyRouter(Router):
         directory: str | Path,
         *,
         host_port: int = 80,
+        https_port: int = 443,
         listen_host: str = "127.0.0.1",
+        acme_ca: str = LETS_ENCRYPT,
+        acme_email: str = "",
+        acme_roots: Sequence[str] = (),
+        acme_eab_key_id: str = "",
+        acme_eab_mac_key: str = "",
         timeout: float = 5.0,
         retries: int = 3,
         backoff: float = 0.1,
@@ -408,7 +697,15 @@ class CaddyRouter(Router):
         if not admin_sockets:
             raise ComponentError("the caddy router needs at least one admin socket")
         self.host_port = host_port
+        self.https_port = https_port
         self.listen_host = listen_host
+        self.acme = Acme(
+            ca=acme_ca,
+            email=acme_email,
+            trusted_roots=tuple(str(root) for root in acme_roots),
+            eab_key_id=acme_eab_key_id,
+            eab_mac_key=acme_eab_mac_key,
+        )
         self.admins = [
             CaddyAdmin(
                 Path(path),
@@ -438,18 +735,24 @@ class CaddyRouter(Router):
         self.directory.set(route.name, upstreams)
         resolver = self.directory.resolver()
 
-        def ensure(admin: CaddyAdmin) -> None:
+        def ensure(admin: CaddyAdmin, *, automate: bool) -> None:
             plan = plan_ensure(
                 admin.config(),
                 route,
                 resolver,
                 listen_host=self.listen_host,
                 host_port=self.host_port,
+                listeners=self._listeners(admin),
+                automate=automate,
             )
             for change in plan:
                 admin.send(change)
 
-        self._on_each(ensure)
+        # Every Caddy gets the route before any asks for its certificate: the CA's challenge
+        # may reach any of them (they share the ports), and each must know how to answer.
+        self._on_each(lambda admin: ensure(admin, automate=False))
+        if route.tls != "off":
+            self._on_each(lambda admin: ensure(admin, automate=True))
 
     def set_upstreams(self, route: Route, upstreams: Sequence[str]) -> None:
         """No admin request that changes Caddy: the route's SRV answer changes instead."""
@@ -479,6 +782,31 @@ class CaddyRouter(Router):
 
         self._on_each(remove)
         self.directory.drop(route.name)
+
+    def _listeners(self, admin: CaddyAdmin) -> Listeners:
+        return Listeners(
+            listen_host=self.listen_host,
+            host_port=self.host_port,
+            https_port=self.https_port,
+            acme=self.acme,
+            acme_log=acme_log_path(admin.socket_path),
+        )
+
+    def url(self, route: Route) -> str:
+        url = super().url(route)
+        port = self.https_port if route.tls != "off" else self.host_port
+        default = 443 if route.tls != "off" else 80
+        return url if route.host is None or port == default else f"{url}:{port}"
+
+    def certificates(self, route: Route) -> list[Certificate]:
+        """Read from Caddy's certificate storage (shared by every Caddy) and from each
+        Caddy's log of certificate attempts: no admin request, nothing changes."""
+        route.check()
+        if route.tls == "off":
+            return [Certificate(name, "none") for name in route.hosts]
+        storage = storage_root(self.admins[0].config())
+        logs = [acme_log_path(admin.socket_path) for admin in self.admins]
+        return [certificate_of(name, storage, logs) for name in route.hosts]
 
     def routes(self) -> list[str]:
         return sorted({name for admin in self.admins for name in route_names(admin.config())})

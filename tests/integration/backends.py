@@ -1,0 +1,42 @@
+"""Tiny app backends for router tests: ``http.server`` threads on free 127.0.0.1 ports
+that answer their name (``/slow`` after 1.5 s). The ``backend`` fixture (conftest.py)
+starts them and stops them all at the end of a test."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def _handler_for(name: str) -> type[BaseHTTPRequestHandler]:
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/slow":
+                time.sleep(1.5)
+            body = name.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Answer
+
+
+class Backend:
+    def __init__(self, name: str) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(name))
+        self.dial = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.stopped = False
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join(5)

@@ -1,0 +1,185 @@
+"""Host routes over HTTPS with certificates from a real ACME CA: the caddy Router against a
+real data plane (two Caddies) and real Pebble with its DNS mock, all on loopback.
+
+Pebble validates on the ports the router's HTTP and HTTPS servers listen on (free ports
+here, 80 and 443 in production); its DNS mock answers 127.0.0.1 for every name.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from stackyard.platform.dataplane import stop_dataplane
+from stackyard.router.base import Certificate, Route
+from stackyard.router.caddy import CaddyRouter
+from stackyard.settings import Settings
+
+from ..router_contract import free_port
+from .backends import Backend
+from .pebble import Pebble
+from .test_router_caddy import start_dataplane
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+@pytest.fixture(scope="module")
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tls")
+
+
+@pytest.fixture(scope="module")
+def pebble(tls_dir: Path) -> Iterator[Pebble]:
+    running = Pebble(tls_dir / "pebble", http_port=free_port(), tls_port=free_port()).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_dataplane(tls_dir: Path) -> Iterator[Settings]:
+    settings = start_dataplane(tls_dir / "data")
+    try:
+        yield settings
+    finally:
+        stop_dataplane(settings)
+
+
+@pytest.fixture
+def router(tls_dataplane: Settings, pebble: Pebble) -> Iterator[CaddyRouter]:
+    caddy = CaddyRouter(
+        tls_dataplane.caddy_admin_sockets,
+        tls_dataplane.dataplane_socket,
+        host_port=pebble.http_port,
+        https_port=pebble.tls_port,
+        acme_ca=pebble.directory_url,
+        acme_email="ops@example.com",
+        acme_roots=[str(pebble.cert)],
+        timeout=20.0,  # Caddy saves its config after each change: slow on a busy disk
+    )
+    try:
+        yield caddy
+    finally:
+        for name in caddy.routes():
+            caddy.remove_route(Route(name, port=1))
+        caddy.close()
+
+
+def https_get(port: int, name: str, roots: Path, path: str = "/") -> httpx.Response:
+    """GET over HTTPS from 127.0.0.1:port, with ``name`` as SNI and Host, trusting only
+    ``roots`` (and checking the certificate is for ``name``)."""
+    context = ssl.create_default_context(cafile=str(roots))
+    with httpx.Client(verify=context, timeout=10, trust_env=False) as client:
+        return client.get(
+            f"https://127.0.0.1:{port}{path}",
+            headers={"Host": name},
+            extensions={"sni_hostname": name},
+        )
+
+
+def http_get(port: int, name: str, path: str = "/") -> httpx.Response:
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        return client.get(f"http://127.0.0.1:{port}{path}", headers={"Host": name})
+
+
+def settled(router: CaddyRouter, route: Route, within: float = 45.0) -> dict[str, Certificate]:
+    """The route's certificates once none is pending (Pebble answers within seconds)."""
+    deadline = time.monotonic() + within
+    while True:
+        found = {cert.name: cert for cert in router.certificates(route)}
+        if all(cert.state != "pending" for cert in found.values()):
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"certificates still pending after {within} s: {found}")
+        time.sleep(0.25)
+
+
+def test_a_stage_with_a_domain_gets_a_certificate_and_serves_https(
+    router: CaddyRouter, pebble: Pebble, backend: Callable[[str], Backend]
+) -> None:
+    app = backend("hello-prod")
+    route = Route("hello-prod", host="hello.test", tls="acme")
+    assert [c.state for c in router.certificates(route)] == ["pending"]
+    router.ensure_route(route, [app.dial])
+
+    cert = settled(router, route)["hello.test"]
+    assert cert.state == "valid", cert
+    assert cert.issuer.startswith("Pebble Intermediate CA")
+    assert cert.expires is not None
+    assert cert.expires > datetime.now(UTC) + timedelta(days=1)
+    assert cert.describe() == f"valid (expires {cert.expires:%Y-%m-%d %H:%M} UTC)"
+
+    roots = pebble.roots()
+    answer = https_get(pebble.tls_port, "hello.test", roots)
+    assert (answer.status_code, answer.text) == (200, "hello-prod")
+    redirect = http_get(pebble.http_port, "hello.test", "/some/path?q=1")
+    assert redirect.status_code == 308
+    assert redirect.headers["location"] == f"https://hello.test:{pebble.tls_port}/some/path?q=1"
+    assert router.url(route) == f"https://hello.test:{pebble.tls_port}"
+    # Ensuring the same route again changes nothing: no admin write, no reload.
+    assert router.upstreams(route) == [app.dial]
+
+
+def test_a_name_that_cannot_be_validated_fails_with_the_reason_while_the_others_serve(
+    router: CaddyRouter, pebble: Pebble, backend: Callable[[str], Backend]
+) -> None:
+    # The DNS mock sends Pebble to 127.0.0.2, where nothing answers its challenges.
+    pebble.point("broken.test", "127.0.0.2")
+    app = backend("shop-prod")
+    route = Route("shop-prod", host="shop.test", aliases=("broken.test",), tls="acme")
+    router.ensure_route(route, [app.dial])
+
+    certs = settled(router, route)
+    assert certs["shop.test"].state == "valid"
+    broken = certs["broken.test"]
+    assert broken.state == "failed", broken
+    assert "127.0.0.2" in broken.error
+    assert broken.describe().startswith("failed: ")
+    assert "DNS for broken.test points at this machine" in broken.hint
+    assert "ports 80 and 443" in broken.hint
+    answer = https_get(pebble.tls_port, "shop.test", pebble.roots())
+    assert (answer.status_code, answer.text) == (200, "shop-prod")
+
+
+def test_tls_internal_uses_caddys_local_ca(
+    router: CaddyRouter, pebble: Pebble, backend: Callable[[str], Backend]
+) -> None:
+    app = backend("intra-prod")
+    route = Route("intra-prod", host="intra.test", tls="internal")
+    router.ensure_route(route, [app.dial])
+
+    cert = settled(router, route)["intra.test"]
+    assert cert.state == "valid", cert
+    assert cert.issuer.startswith("Caddy Local Authority")
+    # Not trusted by Pebble's roots: it is the local CA's certificate that answers.
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        https_get(pebble.tls_port, "intra.test", pebble.roots())
+
+
+def test_tls_off_keeps_plain_http_and_removing_a_route_forgets_its_names(
+    router: CaddyRouter, pebble: Pebble, backend: Callable[[str], Backend]
+) -> None:
+    app = backend("plain-prod")
+    route = Route("plain-prod", host="plain.test")
+    router.ensure_route(route, [app.dial])
+    answer = http_get(pebble.http_port, "plain.test")
+    assert (answer.status_code, answer.text) == (200, "plain-prod")
+    assert [c.state for c in router.certificates(route)] == ["none"]
+    assert router.url(route) == f"http://plain.test:{pebble.http_port}"
+
+    secure = Route("plain-prod", host="plain.test", tls="acme")
+    router.ensure_route(secure, [app.dial])
+    assert settled(router, secure)["plain.test"].state == "valid"
+    assert http_get(pebble.http_port, "plain.test").status_code == 308
+
+    router.remove_route(secure)
+    assert http_get(pebble.http_port, "plain.test").status_code == 404
+    for admin in router.admins:
+        assert "plain.test" not in str(admin.config().get("apps", {}).get("tls", {}))
