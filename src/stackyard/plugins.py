@@ -112,6 +112,10 @@ def offers(settings: Settings, *, username: str, password: str) -> dict[str, dic
             "admin_sockets": [str(path) for path in settings.caddy_admin_sockets],
             "directory": str(settings.dataplane_socket),
             "host_port": settings.http_port,
+            "https_port": settings.https_port,
+            "acme_ca": settings.acme_ca,
+            "acme_email": settings.acme_email,
+            "acme_roots": list(settings.acme_roots),
         },
         "source": {"cache_dir": settings.data_dir / "git"},
         "registry": {

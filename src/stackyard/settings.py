@@ -44,6 +44,12 @@ class Settings:
     source: str = "git"  # an entry point name in the stackyard.sources group
     registry: str = "oci"  # an entry point name in the stackyard.registries group
     http_port: int = 80  # where the router serves stages that have a host name
+    https_port: int = 443  # ... and those of them with a certificate
+    # ``<stage>.<stack>.<base_domain>`` is each stage's default host name, when set.
+    base_domain: str | None = None
+    acme_email: str = ""  # the ACME account's contact; with it, stages default to HTTPS
+    acme_ca: str = "https://acme-v02.api.letsencrypt.org/directory"
+    acme_roots: tuple[str, ...] = ()  # PEM files to trust for the ACME CA's own HTTPS
     # Caddy processes of the data plane, serving the same routes on the same ports, so that
     # one restarting (a crash, an upgrade of Caddy) never leaves a stage without a router.
     router_instances: int = 2
@@ -58,6 +64,12 @@ class Settings:
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced; ``None`` values are ignored."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    @property
+    def default_tls(self) -> Literal["acme", "off"]:
+        """How a stage is served when it does not say: HTTPS once the platform has an ACME
+        contact or a base domain."""
+        return "acme" if self.acme_email or self.base_domain else "off"
 
     @property
     def api_url(self) -> str:

@@ -12,6 +12,14 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+# wrk resolves the URL's host through this function: every connection goes to 127.0.0.1.
+PIN_LOOPBACK = """
+function wrk.resolve(host, service)
+   wrk.addrs = wrk.lookup("127.0.0.1", service)
+end
+"""
 
 
 @dataclass
@@ -61,13 +69,25 @@ class Load:
     """A bounded wrk run in the background (``threads`` x ``connections``, 5 s timeout)."""
 
     def __init__(
-        self, url: str, seconds: float, *, threads: int = 2, connections: int = 16
+        self,
+        url: str,
+        seconds: float,
+        *,
+        threads: int = 2,
+        connections: int = 16,
+        pin: Path | None = None,
     ) -> None:
-        if not url.startswith(("http://127.", "http://localhost")):
+        """``pin``: a directory for a wrk script that sends every connection to 127.0.0.1,
+        whatever host the URL names (a host route's name, with its SNI and Host header)."""
+        if pin is None and not url.startswith(("http://127.", "http://localhost")):
             raise ValueError(f"load goes to 127.0.0.0/8 only, not {url}")
         self.seconds = seconds
         argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s",
                 "--timeout", "5s", url]  # fmt: skip
+        if pin is not None:
+            script = pin / "pin-loopback.lua"
+            script.write_text(PIN_LOOPBACK)
+            argv[1:1] = ["-s", str(script)]
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         self.started = time.monotonic()
 

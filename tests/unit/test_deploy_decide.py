@@ -337,6 +337,19 @@ def test_a_host_in_stackyard_yml_moves_the_route_to_the_host() -> None:
     assert plan.route_row == RouteRow(None, "shop.test")
 
 
+def test_new_names_or_tls_give_a_served_route_to_the_router_again() -> None:
+    on_host = RouteFacts(ROUTE, None, "shop.test", has_row=True, upstreams=("127.0.0.1:20001",))
+    settings = replace(ONE, host="shop.test", aliases=("www.shop.test",), tls="acme")
+    plan = decide(view(R1, task("a", 20001, H), route=on_host, settings=settings))
+    assert plan.route_row == RouteRow(None, "shop.test", ("www.shop.test",), "acme")
+    wanted = Route(ROUTE, host="shop.test", aliases=("www.shop.test",), tls="acme")
+    assert plan.route == RouteChange(wanted, True, ("a",), ("127.0.0.1:20001",))
+
+    stored = replace(on_host, stored_aliases=("www.shop.test",), stored_tls="acme")
+    again = decide(view(R1, task("a", 20001, H), route=stored, settings=settings))
+    assert (again.route_row, again.route) == (None, None)
+
+
 # -- when the stage cannot be seen, or has nothing to run
 
 

@@ -23,6 +23,7 @@ from stackyard.api.routes import (
     audit,
     builds,
     deployments,
+    domains,
     git,
     hooks,
     logs,
@@ -80,8 +81,8 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(platform.public)
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
     api.include_router(platform.router)
-    modules = (stacks, builds, releases, deployments, runs, logs, variables, protection, notify)
-    for module in (*modules, nodes):
+    modules = (stacks, builds, releases, deployments, domains, runs, logs, variables)
+    for module in (*modules, protection, notify, nodes):
         api.include_router(module.router)
     api.include_router(people.router)
     api.include_router(registries.router)

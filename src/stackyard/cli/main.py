@@ -14,6 +14,7 @@ from stackyard.cli import buildspec as buildspec_commands
 from stackyard.cli import config as config_commands
 from stackyard.cli import deployments as deployment_commands
 from stackyard.cli import dockerize as dockerize_commands
+from stackyard.cli import domains as domain_commands
 from stackyard.cli import logs as log_commands
 from stackyard.cli import nodes as node_commands
 from stackyard.cli import notify as notify_commands
@@ -45,6 +46,7 @@ platform_commands.register(app)
 build_commands.register(app)
 release_commands.register(app)
 deployment_commands.register(app)
+domain_commands.register(app)
 run_commands.register(app)
 log_commands.register(app)
 dockerize_commands.register(app)

@@ -71,6 +71,31 @@ def up(
         ),
     ] = None,
     public_url: PublicUrl = None,
+    domain: Annotated[
+        str | None,
+        typer.Option(
+            help="Base domain: each stage is served on https://<stage>.<stack>.<domain> "
+            "(point a wildcard DNS record at this machine)."
+        ),
+    ] = None,
+    acme_email: Annotated[
+        str | None,
+        typer.Option(help="Contact of the ACME account; stages are then served over HTTPS."),
+    ] = None,
+    acme_ca: Annotated[
+        str | None,
+        typer.Option(help="ACME directory URL \\[default: Let's Encrypt]."),
+    ] = None,
+    acme_ca_roots: Annotated[
+        list[Path] | None,
+        typer.Option(help="PEM file to trust for the ACME CA's own HTTPS (a private CA)."),
+    ] = None,
+    http_port: Annotated[
+        int | None, typer.Option(help="Port of host-name routes over HTTP \\[default: 80].")
+    ] = None,
+    https_port: Annotated[
+        int | None, typer.Option(help="Port of host-name routes over HTTPS \\[default: 443].")
+    ] = None,
     json_output: Json = False,
 ) -> None:
     """Start the control plane (API, store, deployments) and, unless it runs, the data plane
@@ -81,7 +106,17 @@ def up(
 
     settings = platform_settings(
         data_dir, api_port, registry_port, network_mode, public_url
-    ).with_overrides(engine=engine, engine_endpoint=engine_endpoint, task_registry=task_registry)
+    ).with_overrides(
+        engine=engine,
+        engine_endpoint=engine_endpoint,
+        task_registry=task_registry,
+        base_domain=domain,
+        acme_email=acme_email,
+        acme_ca=acme_ca,
+        acme_roots=tuple(str(path.resolve()) for path in acme_ca_roots) if acme_ca_roots else None,
+        http_port=http_port,
+        https_port=https_port,
+    )
     existing = running_state(settings.state_file)
     if existing is not None:
         if json_output:

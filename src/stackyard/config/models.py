@@ -297,6 +297,22 @@ class StageConfig(BaseModel):
         "ports. Not with `port`.",
         examples=["app.example.com"],
     )
+    domains: list[HostName] = Field(
+        default_factory=list,
+        description="More host names the stage is served on, beside `host` (or, without "
+        "`host`, the first of them is its host). Each gets its own certificate unless "
+        "`tls` is `off`. Not with `port`.",
+        examples=[["www.example.com", "example.com"]],
+    )
+    tls: Literal["acme", "internal", "off"] | None = Field(
+        default=None,
+        description="How the stage's host names are served: `acme` (HTTPS with a "
+        "certificate from the platform's ACME CA, Let's Encrypt by default; HTTP answers "
+        "308 to HTTPS), `internal` (HTTPS with a certificate from the router's own local "
+        "CA, for private names), `off` (plain HTTP). Default: `acme` when the platform "
+        "runs with `--acme-email` or `--domain`, else `off`.",
+        examples=["internal"],
+    )
     health: HealthCheckConfig = Field(
         default_factory=HealthCheckConfig,
         description="Health check that gates traffic to new tasks.",
@@ -328,11 +344,14 @@ class StageConfig(BaseModel):
 
     @model_validator(mode="after")
     def _cross_fields(self) -> StageConfig:
-        if self.port is not None and self.host is not None:
+        if self.port is not None and (self.host is not None or self.domains):
             raise ValueError(
-                f"stage '{self.name}' sets both port and host; keep one: port serves on "
-                "127.0.0.1, host serves a host name"
+                f"stage '{self.name}' sets both port and host (or domains); keep one: port "
+                "serves on 127.0.0.1, host and domains serve host names"
             )
+        names = [*([self.host] if self.host else []), *self.domains]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage '{self.name}' lists a host name twice: {', '.join(names)}")
         problem = rollout_problem(
             self.replicas, self.deploy.minimum_healthy_percent, self.deploy.maximum_percent
         )
@@ -347,8 +366,8 @@ class StageConfig(BaseModel):
     @property
     def route(self) -> str:
         """Where the router serves the stage: ``127.0.0.1:8081``, a host name, or ``auto port``."""
-        if self.host is not None:
-            return self.host
+        if self.host is not None or self.domains:
+            return ", ".join([*([self.host] if self.host else []), *self.domains])
         if self.port is not None:
             return f"127.0.0.1:{self.port}"
         return "auto port"

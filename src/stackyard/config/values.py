@@ -94,7 +94,7 @@ def _check_stack_name(name: str) -> str:
     return name
 
 
-def _check_host(host: str) -> str:
+def check_host(host: str) -> str:
     labels = host.split(".")
     if len(host) > 253 or not all(len(lb) <= 63 and _DNS_LABEL.fullmatch(lb) for lb in labels):
         raise ValueError(
@@ -204,7 +204,7 @@ Seconds = Annotated[
 ]
 StrictInt = Annotated[int, Strict()]
 StackName = Annotated[str, AfterValidator(_check_stack_name)]
-HostName = Annotated[str, AfterValidator(_check_host)]
+HostName = Annotated[str, AfterValidator(check_host)]
 ContainerPath = Annotated[str, AfterValidator(_check_container_path)]
 PathPattern = Annotated[str, AfterValidator(_check_relative_path)]
 StrictFloat = Annotated[float, Strict()]

@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlalchemy import select
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from stackyard.deploy.deploylog import StageLog
 from stackyard.deploy.execute import Executor, Seams
 from stackyard.deploy.health import ProbeScheduler
-from stackyard.deploy.keys import StageKey, stage_route
+from stackyard.deploy.keys import Domains, StageKey, stage_route
 from stackyard.deploy.loops import Pace, StageLoop
 from stackyard.deploy.observe import StageObserver
 from stackyard.deploy.plan import TaskHealth
@@ -62,6 +62,7 @@ class ControllerSettings:
     network_mode: NetworkMode = "host"
     task_ports: tuple[int, int] = (20000, 29999)
     route_ports: tuple[int, int] = (8000, 8999)
+    domains: Domains = field(default_factory=Domains)  # a base domain; stages' default TLS
     tick: float = 0.1  # a stage with a deployment active looks again this often
     retry: float = 1.0  # first pause after a failed step (it grows, to 5 s)
     safety_tick: float = 300.0  # a settled stage looks once in a while, in case
@@ -372,6 +373,7 @@ class Controller:
             engine=self.engine,
             route_ports=self.settings.route_ports,
             masker=stage_log.masker,
+            domains=self.settings.domains,
         )
         settings = self.settings
         return StageLoop(

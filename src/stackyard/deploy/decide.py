@@ -30,7 +30,7 @@ from stackyard.deploy.plan import (
     plan_rollout,
 )
 from stackyard.engines.base import NodeInfo
-from stackyard.router.base import Route
+from stackyard.router.base import Route, TlsMode
 
 NO_RELEASE = -1  # the release of a task without a (numeric) release label
 
@@ -85,6 +85,8 @@ class StageSettings:
     host: str | None = None
     constraints: tuple[str, ...] = ()  # placement.constraints (Swarm's syntax)
     spread: str = "node"  # placement.spread: node, or none (Swarm chooses)
+    aliases: tuple[str, ...] = ()  # its other host names
+    tls: TlsMode = "off"
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ class RouteFacts:
     listen_host: str = "127.0.0.1"  # where the router listens for port routes
     port_free: bool = True  # checked when the router has no route on that port
     spare_port: int | None = None  # a free port, when the platform must pick one
+    stored_aliases: tuple[str, ...] = ()  # the names and TLS mode the router was last given
+    stored_tls: str = "off"
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,8 @@ class RouteRow:
 
     port: int | None
     host: str | None
+    aliases: tuple[str, ...] = ()
+    tls: str = "off"
 
 
 @dataclass(frozen=True)
@@ -358,7 +364,9 @@ def decide(view: StageView) -> StagePlan:
         lines=(*_begin_lines(deployment, begin), *reasons, *moved),
         events=tuple(f"{reason}; replacing it" for reason in reasons) if heal else (),
         route_row=route_row,
-        route=_route_change(view, target, rollout, observed, address),
+        route=_route_change(
+            view, target, rollout, observed, address, renamed=route_row is not None
+        ),
         stop=tuple(StopTask(i, tasks[i].name, settings.stop_timeout) for i in rollout.stop),
         remove=rollout.remove,
         start=start,
@@ -423,9 +431,11 @@ def _route_address(
             return None, None, ()
         moved = (f"port {port} was taken by another process; serving on {route.spare_port}",)
         port = route.spare_port
-    changed = not route.has_row or (route.stored_port, route.stored_host) != (port, host)
-    row = RouteRow(port, host) if changed else None
-    return row, Route(name=route.name, port=port, host=host), moved
+    aliases, tls = (settings.aliases, settings.tls) if host else ((), "off")
+    stored = (route.stored_port, route.stored_host, route.stored_aliases, route.stored_tls)
+    changed = not route.has_row or stored != (port, host, aliases, tls)
+    row = RouteRow(port, host, aliases, tls) if changed else None
+    return row, Route(name=route.name, port=port, host=host, aliases=aliases, tls=tls), moved
 
 
 def _port_taken(stage: str, target: Target) -> Blocked:
@@ -438,9 +448,18 @@ def _port_taken(stage: str, target: Target) -> Blocked:
 
 
 def _route_change(
-    view: StageView, target: Target, rollout: Plan, observed: list[ObservedTask], route: Route
+    view: StageView,
+    target: Target,
+    rollout: Plan,
+    observed: list[ObservedTask],
+    route: Route,
+    *,
+    renamed: bool = False,
 ) -> RouteChange | None:
-    creating = target.route.upstreams is None
+    """Create the route when the router has none, or give it its new names and TLS mode
+    (``renamed``: ensure_route again); else set its upstreams when the rollout moves them
+    or an upstream is no routed task's address."""
+    creating = target.route.upstreams is None or renamed
     addresses = {t.id: t.address for t in view.tasks}
     routed = tuple(t.id for t in observed if t.routed)
     # An upstream that is no routed task's address (a task that moved to another node, or

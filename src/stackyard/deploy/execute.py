@@ -125,10 +125,12 @@ class Executor:
             self.log.event(
                 "heal", message, notices.task_replaced(self.key.stack, self.key.stage, message)
             )
-        if plan.route_row is not None:
-            self._store_route(plan.route_row)
+        # The row is stored once the router has the route: a change of names that the
+        # router did not take is tried again on the next look.
         if plan.route is not None:
             self._route(plan.route, state, log_path)
+        if plan.route_row is not None:
+            self._store_route(plan.route_row)
         for stop in plan.stop:
             state.memory = replace(state.memory, stopping=state.memory.stopping | {stop.id})
             self.seams.stop_task(self.key, stop.id, stop.timeout)
@@ -255,6 +257,7 @@ class Executor:
                 found = StageRoute(stack_id=stack_id, stage=self.key.stage)
                 session.add(found)
             found.port, found.host = row.port, row.host
+            found.aliases, found.tls = list(row.aliases), row.tls
 
     def _route(self, change: RouteChange, state: StageState, log_path: str | None) -> None:
         router = self.seams.router

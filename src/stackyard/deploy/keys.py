@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from stackyard.engines.base import LABEL_STACK, LABEL_STAGE
-from stackyard.router.base import Route
+from stackyard.router.base import Route, TlsMode
 
 
 @dataclass(frozen=True)
@@ -28,3 +28,15 @@ class StageKey:
 def stage_route(key: StageKey, port: int | None, host: str | None) -> Route:
     """The router's route of a stage: named ``<stack>-<stage>``, on its port or host."""
     return Route(name=f"{key.stack}-{key.stage}", port=port, host=host)
+
+
+@dataclass(frozen=True)
+class Domains:
+    """The platform's domain settings: with a ``base`` domain each stage is served on
+    ``<stage>.<stack>.<base>``; ``tls`` is how a stage that does not choose is served."""
+
+    base: str | None = None
+    tls: TlsMode = "off"
+
+    def default_name(self, key: StageKey) -> str | None:
+        return f"{key.stage}.{key.stack}.{self.base}" if self.base else None

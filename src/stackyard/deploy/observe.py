@@ -37,7 +37,7 @@ from stackyard.deploy.decide import (
     TaskRecipe,
 )
 from stackyard.deploy.health import HealthSettings, Judgement, ProbeScheduler, from_engine
-from stackyard.deploy.keys import StageKey, stage_route
+from stackyard.deploy.keys import Domains, StageKey, stage_route
 from stackyard.deploy.plan import TaskHealth
 from stackyard.deploy.portpool import route_port
 from stackyard.deploy.taskwatch import TaskWatch
@@ -45,7 +45,7 @@ from stackyard.engines.base import LABEL_RELEASE, Engine, NodeInfo, TaskInfo
 from stackyard.errors import StackyardError, require
 from stackyard.images.dockerize.python import platform_hosts
 from stackyard.ports import port_free
-from stackyard.router.base import Router
+from stackyard.router.base import Router, TlsMode
 from stackyard.secrets.masking import SecretMasker
 from stackyard.store.models import Deployment, Release, Stack, StageRoute
 
@@ -81,6 +81,7 @@ class StageObserver:
         engine: Engine,
         route_ports: tuple[int, int],
         masker: Callable[[], SecretMasker],
+        domains: Domains | None = None,
     ) -> None:
         self.key = key
         self._sessions = sessions
@@ -90,6 +91,7 @@ class StageObserver:
         self._engine = engine
         self._route_ports = route_ports
         self._masker = masker
+        self._domains = domains or Domains()
 
     def observe(self, memory: StageMemory, now: float) -> StageView:
         """The stage as it is now. The engine's or the router's failure to answer (or a
@@ -117,9 +119,10 @@ class StageObserver:
                 self.key.stack, self.key.stage, now, memory, deployment=deployment, blind=blind
             )
         stage = records.stage_config(found.release)
+        settings = stage_settings(stage, self.key, self._domains, found.route)
         try:
-            self._require_abilities(stage)
-            route = self._route(found, stage)
+            self._require_abilities(stage, settings)
+            route = self._route(found, stage, settings)
         except StackyardError as exc:  # the router does not answer, or cannot serve it
             return StageView(
                 self.key.stack,
@@ -139,7 +142,7 @@ class StageObserver:
             target=Target(
                 release=release_facts(found.release),
                 route=route,
-                settings=stage_settings(stage),
+                settings=settings,
                 recipe=task_recipe(found.release, stage, found.deployment, health),
             ),
             deployment=deployment,
@@ -150,7 +153,7 @@ class StageObserver:
             node_load=tuple(sorted(load.items())),
         )
 
-    def _require_abilities(self, stage: StageConfig) -> None:
+    def _require_abilities(self, stage: StageConfig, settings: StageSettings) -> None:
         """UnsupportedError when the stage needs what the engine or the router cannot do
         (a usage error: the deployment fails at once, naming it)."""
         if stage.health.type == "docker":
@@ -170,12 +173,19 @@ class StageObserver:
                 hint="remove placement.constraints from the stage, or run the platform on a "
                 "cluster engine (stackyard up --engine swarm)",
             )
-        if stage.host is not None:
+        if settings.host is not None:
             require(
                 self._router,
                 "host_routes",
-                needed_for=f"serve stage {self.key} on the host name {stage.host}",
+                needed_for=f"serve stage {self.key} on the host name {settings.host}",
                 hint="serve the stage on a `port:` instead, or use a router with host routes",
+            )
+        if settings.tls != "off":
+            require(
+                self._router,
+                "certificates",
+                needed_for=f"serve stage {self.key} over HTTPS (tls: {settings.tls})",
+                hint="set `tls: off` for the stage, or use a router that manages certificates",
             )
 
     # -- the store
@@ -218,13 +228,13 @@ class StageObserver:
 
     # -- the router
 
-    def _route(self, found: _Records, stage: StageConfig) -> RouteFacts:
+    def _route(self, found: _Records, stage: StageConfig, settings: StageSettings) -> RouteFacts:
         """The stage's route as stored and as the router serves it; when the router has no
         route on that port, whether the port is free, and a spare one if the platform may
         move it (or must pick one)."""
         row = found.route
         stored_port, stored_host = (row.port, row.host) if row else (None, None)
-        host = stage.host
+        host = settings.host
         port = None if host else (stage.port or stored_port)
         spare = None
         if host is None and port is None:
@@ -246,6 +256,8 @@ class StageObserver:
             listen_host=listen,
             port_free=free,
             spare_port=spare,
+            stored_aliases=tuple(row.aliases or ()) if row else (),
+            stored_tls=row.tls if row else "off",
         )
 
     # -- the tasks and their health
@@ -347,7 +359,26 @@ def deployment_facts(row: Deployment) -> DeploymentFacts:
     )
 
 
-def stage_settings(stage: StageConfig) -> StageSettings:
+def stage_names(
+    stage: StageConfig, key: StageKey, domains: Domains, row: StageRoute | None = None
+) -> tuple[str, ...]:
+    """The stage's host names: its ``host``, its name under the base domain (unless it
+    chose a port), its ``domains``, then those `stackyard domains add` gave it."""
+    default = domains.default_name(key) if stage.port is None else None
+    added = list(row.added_domains or ()) if row is not None else []
+    names = [*([stage.host] if stage.host else []), *([default] if default else [])]
+    return tuple(dict.fromkeys([*names, *stage.domains, *added]))
+
+
+def stage_settings(
+    stage: StageConfig,
+    key: StageKey | None = None,
+    domains: Domains | None = None,
+    row: StageRoute | None = None,
+) -> StageSettings:
+    names = stage_names(stage, key, domains, row) if key and domains else (stage.host,)
+    named = tuple(n for n in names if n)
+    tls: TlsMode = (stage.tls or (domains.tls if domains else "off")) if named else "off"
     return StageSettings(
         replicas=stage.replicas,
         minimum_healthy_percent=stage.deploy.minimum_healthy_percent,
@@ -355,7 +386,9 @@ def stage_settings(stage: StageConfig) -> StageSettings:
         drain_seconds=stage.deploy.drain_seconds,
         stop_timeout=stage.deploy.stop_timeout,
         port=stage.port,
-        host=stage.host,
+        host=named[0] if named else None,
+        aliases=named[1:],
+        tls=tls,
         constraints=tuple(stage.placement.constraints),
         spread=stage.placement.spread,
     )

@@ -18,7 +18,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.deploy import records
-from stackyard.deploy.controller import Controller, StageKey, stage_route
+from stackyard.deploy.controller import Controller, StageKey
+from stackyard.deploy.domains import (
+    DomainList,
+    add_domain,
+    domain_views,
+    remove_domain,
+    route_of,
+)
 from stackyard.deploy.overview import Overview, TaskCount, stack_rows
 from stackyard.deploy.plan import TaskHealth
 from stackyard.deploy.records import DeploymentView
@@ -260,15 +267,39 @@ class DeployService:
         )
 
     def url(self, stack_name: str, stage: str) -> StageUrl:
+        """The router's address of the stage: https://<host> once it has a certificate
+        mode, http://<host>, or http://127.0.0.1:<port>."""
         with self._sessions() as session:
             stack = self._stage(session, stack_name, stage)
             row = session.scalar(
                 select(StageRoute).where(StageRoute.stack_id == stack.id, StageRoute.stage == stage)
             )
-        if row is None:
+            route = route_of(stack_name, row) if row and (row.host or row.port) else None
+        if route is None:
             return StageUrl(stack=stack_name, stage=stage, url=None)
-        route = stage_route(StageKey(stack_name, stage), row.port, row.host)
         return StageUrl(stack=stack_name, stage=stage, url=self._controller.router.url(route))
+
+    def domains(self, stack_name: str) -> DomainList:
+        """Every host name of the stack's stages, with its certificate's state."""
+        with self._sessions() as session:
+            stack = StackService.row(session, stack_name)
+            rows = list(session.scalars(select(StageRoute).where(StageRoute.stack_id == stack.id)))
+            session.expunge_all()
+        views = domain_views(stack_name, rows, self._controller.router)
+        return DomainList(stack=stack_name, domains=views)
+
+    def add_domain(self, stack_name: str, stage: str, name: str) -> DomainList:
+        """Serve the stage on one more name too; its loop gives the router the name."""
+        with self._sessions.begin() as session:
+            add_domain(session, self._stage(session, stack_name, stage), stage, name)
+        self._controller.wake(StageKey(stack_name, stage))
+        return self.domains(stack_name)
+
+    def remove_domain(self, stack_name: str, stage: str, name: str) -> DomainList:
+        with self._sessions.begin() as session:
+            remove_domain(session, self._stage(session, stack_name, stage), stage, name)
+        self._controller.wake(StageKey(stack_name, stage))
+        return self.domains(stack_name)
 
     @staticmethod
     def _stage(session: Session, stack_name: str, stage: str) -> Stack:

@@ -20,6 +20,7 @@ from stackyard.access.people import PeopleService
 from stackyard.access.protection import ProtectionService
 from stackyard.access.tokens import TokenHasher, pepper_file
 from stackyard.deploy.controller import Controller, ControllerSettings
+from stackyard.deploy.keys import Domains
 from stackyard.deploy.nodes import NodeService
 from stackyard.deploy.service import DeployService
 from stackyard.engines.base import Engine
@@ -229,6 +230,7 @@ def build_services(
             logs_dir=settings.logs_dir,
             network_mode=settings.network_mode,
             task_registry=settings.task_registry,
+            domains=Domains(settings.base_domain, settings.default_tls),
         ),
         rollback=releases.roll_back,
         secret_values=secrets.mask_values,

@@ -31,6 +31,18 @@ def foreground_argv(settings: Settings) -> list[str]:
     ]  # fmt: skip
     if settings.public_url:
         argv += ["--public-url", settings.public_url]
+    defaults = Settings(data_dir=settings.data_dir)
+    for option, value, default in (
+        ("--domain", settings.base_domain, defaults.base_domain),
+        ("--acme-email", settings.acme_email, defaults.acme_email),
+        ("--acme-ca", settings.acme_ca, defaults.acme_ca),
+        ("--http-port", settings.http_port, defaults.http_port),
+        ("--https-port", settings.https_port, defaults.https_port),
+    ):
+        if value != default:
+            argv += [option, str(value)]
+    for root in settings.acme_roots:
+        argv += ["--acme-ca-roots", root]
     return argv
 
 

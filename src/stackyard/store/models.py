@@ -208,6 +208,10 @@ class StageRoute(Base):
     stage: Mapped[str] = mapped_column(String(63))
     port: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True)
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    aliases: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    tls: Mapped[str] = mapped_column(String(16), default="off", server_default="off")
+    # Names `stackyard domains add` gave the stage: served beside those of stackyard.yml.
+    added_domains: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
 
 
 class Deployment(Base):

@@ -1,0 +1,134 @@
+"""A platform with a base domain and an ACME CA (real Pebble and its DNS mock): a stage is
+served on https://<stage>.<stack>.<domain> with a certificate, `stackyard domains` shows
+it, a name added by hand gets its own, and a rolling deployment over HTTPS under wrk
+fails no request.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..router_contract import free_port
+from .conftest import RunningPlatform, start_platform, stop_platform
+from .gitrepo import GitRepo
+from .pebble import Pebble
+from .test_router_tls import http_get, https_get
+from .wrk import Load
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+STAGES = """\
+stages:
+  - name: dev
+    replicas: 2
+    health: {path: /healthz, interval: 0.5, timeout: 1, retries: 2, start_period: 2}
+    deploy: {drain_seconds: 1, stop_timeout: 3}
+"""
+
+
+@pytest.fixture(scope="module")
+def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
+    directory = tmp_path_factory.mktemp("pebble")
+    running = Pebble(directory, http_port=free_port(), tls_port=free_port()).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def yard(tmp_path_factory: pytest.TempPathFactory, pebble: Pebble) -> Iterator[RunningPlatform]:
+    options = (
+        "--domain", "apps.test", "--acme-email", "ops@example.com",
+        "--acme-ca", pebble.directory_url, "--acme-ca-roots", str(pebble.cert),
+        "--http-port", str(pebble.http_port), "--https-port", str(pebble.tls_port),
+    )  # fmt: skip
+    running = start_platform(tmp_path_factory.mktemp("domains") / "data", extra_args=options)
+    try:
+        yield running
+    finally:
+        stop_platform(running)
+
+
+def domains(yard: RunningPlatform, stack: str) -> dict[str, dict[str, Any]]:
+    found = json.loads(yard.cli("domains", stack, "--json").stdout)
+    return {row["name"]: row for row in found["domains"]}
+
+
+def wait_valid(yard: RunningPlatform, stack: str, name: str, within: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while True:
+        row = domains(yard, stack).get(name)
+        if row is not None and row["state"] not in ("pending",):
+            return row
+        if time.monotonic() > deadline:
+            pytest.fail(f"{name}: still {row} after {within} s")
+        time.sleep(0.5)
+
+
+def version(port: int, name: str, roots: Path) -> str:
+    text = https_get(port, name, roots).text
+    match = re.search(r"VERSION=(\w+)", text)
+    return match.group(1) if match else text
+
+
+def test_a_stage_on_the_base_domain_is_served_over_https_and_names_can_be_added(
+    yard: RunningPlatform, pebble: Pebble, tmp_path: Path
+) -> None:
+    repo = GitRepo.from_example("hello", tmp_path / "hello")
+    repo.write("stackyard.yml", STAGES)
+    repo.commit("two replicas, fast health checks")
+    yard.cli("stacks", "create", "hello", "--repo", str(repo.path))
+    yard.cli("build", "hello", timeout=300)
+    yard.cli("release", "hello", "--stage", "dev")
+    yard.cli("deploy", "hello", "--stage", "dev", timeout=300)
+
+    name = "dev.hello.apps.test"
+    url = json.loads(yard.cli("url", "hello", "--stage", "dev", "--json").stdout)["url"]
+    assert url == f"https://{name}:{pebble.tls_port}"
+    row = wait_valid(yard, "hello", name)
+    assert row["state"] == "valid", row
+    assert row["issuer"].startswith("Pebble Intermediate CA")
+    assert row["description"].startswith("valid (expires ")
+    roots = pebble.roots()
+    assert version(pebble.tls_port, name, roots) == "v1"
+    assert http_get(pebble.http_port, name, "/x").status_code == 308
+    table = yard.cli("domains", "hello").stdout
+    assert name in table
+    assert "valid (expires" in table
+
+    # A name added by hand: served with its own certificate, the first name unharmed.
+    yard.cli("domains", "add", "hello", "--stage", "dev", "www.hello.test")
+    added = wait_valid(yard, "hello", "www.hello.test")
+    assert (added["state"], added["added"]) == ("valid", True)
+    assert version(pebble.tls_port, "www.hello.test", roots) == "v1"
+    refused = yard.cli("domains", "remove", "hello", "--stage", "dev", name, check=False)
+    assert refused.returncode != 0
+    assert "comes from stackyard.yml" in refused.stderr
+
+    # A rolling deployment over HTTPS under load fails no request (upstreams move over
+    # SRV records: no Caddy reload).
+    repo.set_version("v2")
+    yard.cli("build", "hello", timeout=300)
+    yard.cli("release", "hello", "--stage", "dev")
+    with Load(f"https://{name}:{pebble.tls_port}/", 120, pin=tmp_path) as load:
+        time.sleep(1)
+        yard.cli("deploy", "hello", "--stage", "dev", timeout=300)
+        time.sleep(1)
+        result = load.stop()
+    assert result.requests > 50, result.raw
+    assert result.errors == 0, result.raw
+    assert version(pebble.tls_port, name, roots) == "v2"
+
+    yard.cli("domains", "remove", "hello", "--stage", "dev", "www.hello.test")
+    deadline = time.monotonic() + 30
+    while "www.hello.test" in domains(yard, "hello") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "www.hello.test" not in domains(yard, "hello")
