@@ -113,6 +113,7 @@ def offers(settings: Settings, *, username: str, password: str) -> dict[str, dic
             "directory": str(settings.dataplane_socket),
             "host_port": settings.http_port,
             "https_port": settings.https_port,
+            "hosts_listen": settings.public_address,
             "acme_ca": settings.acme_ca,
             "acme_email": settings.acme_email,
             "acme_roots": list(settings.acme_roots),

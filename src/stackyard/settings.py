@@ -45,6 +45,8 @@ class Settings:
     registry: str = "oci"  # an entry point name in the stackyard.registries group
     http_port: int = 80  # where the router serves stages that have a host name
     https_port: int = 443  # ... and those of them with a certificate
+    # The address of those two ports: loopback unless the platform is told to publish.
+    public_address: str = "127.0.0.1"
     # ``<stage>.<stack>.<base_domain>`` is each stage's default host name, when set.
     base_domain: str | None = None
     acme_email: str = ""  # the ACME account's contact; with it, stages default to HTTPS

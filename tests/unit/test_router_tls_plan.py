@@ -20,6 +20,7 @@ from stackyard.router.caddy import (
     HTTPS_SERVER,
     SERVERS,
     AdminRequest,
+    CaddyRouter,
     Listeners,
     plan_ensure,
     plan_remove,
@@ -190,3 +191,24 @@ def test_certificate_state_from_storage_and_logs(tmp_path: Path) -> None:
     assert valid.describe() == "valid (expires 2027-01-26 10:00 UTC)"
     later = certificate_of("a.test", tmp_path, [log], now=now + timedelta(days=61))
     assert later.state == "expired"
+
+
+def test_host_name_routes_may_listen_on_a_public_address_while_port_routes_stay(
+    tmp_path: Path,
+) -> None:
+    router = CaddyRouter([tmp_path / "caddy-1.sock"], tmp_path / "dataplane.sock",
+                         hosts_listen="0.0.0.0")  # fmt: skip
+    try:
+        at = router._listeners(router.admins[0])
+        assert (at.listen_host, router.listen_host) == ("0.0.0.0", "127.0.0.1")
+        plan = plan_ensure({}, SHOP, RESOLVER, listen_host=router.listen_host, host_port=80,
+                           listeners=at)  # fmt: skip
+        https = next(c for c in plan if c.path.endswith(HTTPS_SERVER))
+        assert https.body["listen"] == ["0.0.0.0:443"]
+        dev = Route("hello-dev", port=8081)
+        port_route = plan_ensure({}, dev, RESOLVER, listen_host=router.listen_host,
+                                 host_port=80, listeners=at)  # fmt: skip
+        assert port_route[0].body["listen"] == ["127.0.0.1:8081"]
+        assert at.acme_log == tmp_path / "caddy-1-acme.log"
+    finally:
+        router.close()

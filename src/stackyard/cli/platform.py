@@ -90,6 +90,13 @@ def up(
         list[Path] | None,
         typer.Option(help="PEM file to trust for the ACME CA's own HTTPS (a private CA)."),
     ] = None,
+    public_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Address the host-name routes listen on (ports 80 and 443), e.g. 0.0.0.0 to "
+            "serve a real domain \\[default: 127.0.0.1]."
+        ),
+    ] = None,
     http_port: Annotated[
         int | None, typer.Option(help="Port of host-name routes over HTTP \\[default: 80].")
     ] = None,
@@ -116,6 +123,7 @@ def up(
         acme_roots=tuple(str(path.resolve()) for path in acme_ca_roots) if acme_ca_roots else None,
         http_port=http_port,
         https_port=https_port,
+        public_address=public_address,
     )
     existing = running_state(settings.state_file)
     if existing is not None:

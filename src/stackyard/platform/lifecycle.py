@@ -38,6 +38,7 @@ def foreground_argv(settings: Settings) -> list[str]:
         ("--acme-ca", settings.acme_ca, defaults.acme_ca),
         ("--http-port", settings.http_port, defaults.http_port),
         ("--https-port", settings.https_port, defaults.https_port),
+        ("--public-address", settings.public_address, defaults.public_address),
     ):
         if value != default:
             argv += [option, str(value)]

@@ -684,6 +684,7 @@ class CaddyRouter(Router):
         host_port: int = 80,
         https_port: int = 443,
         listen_host: str = "127.0.0.1",
+        hosts_listen: str | None = None,
         acme_ca: str = LETS_ENCRYPT,
         acme_email: str = "",
         acme_roots: Sequence[str] = (),
@@ -699,6 +700,9 @@ class CaddyRouter(Router):
         self.host_port = host_port
         self.https_port = https_port
         self.listen_host = listen_host
+        # Where host-name routes listen: a public domain needs a public address (0.0.0.0);
+        # port routes stay on listen_host.
+        self.hosts_listen = hosts_listen or listen_host
         self.acme = Acme(
             ca=acme_ca,
             email=acme_email,
@@ -785,7 +789,7 @@ class CaddyRouter(Router):
 
     def _listeners(self, admin: CaddyAdmin) -> Listeners:
         return Listeners(
-            listen_host=self.listen_host,
+            listen_host=self.hosts_listen,
             host_port=self.host_port,
             https_port=self.https_port,
             acme=self.acme,
