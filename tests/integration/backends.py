@@ -1,6 +1,7 @@
 """Tiny app backends for router tests: ``http.server`` threads on free 127.0.0.1 ports
-that answer their name (``/slow`` after 1.5 s). The ``backend`` fixture (conftest.py)
-starts them and stops them all at the end of a test."""
+that answer their name (``/slow`` after 1.5 s, ``/status/<code>`` with that status).
+The ``backend`` fixture (conftest.py) starts them and stops them all at the end of a
+test."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def _handler_for(name: str) -> type[BaseHTTPRequestHandler]:
             if self.path == "/slow":
                 time.sleep(1.5)
             body = name.encode()
-            self.send_response(200)
+            status = self.path.partition("?")[0].removeprefix("/status/")  # /status/404: 404
+            self.send_response(int(status) if status.isdigit() else 200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

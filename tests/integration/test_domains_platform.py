@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from ..router_contract import free_port
-from .conftest import RunningPlatform, start_platform, stop_platform
+from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
 from .gitrepo import GitRepo
 from .pebble import Pebble
 from .test_router_tls import http_get, https_get
@@ -73,6 +74,16 @@ def wait_valid(yard: RunningPlatform, stack: str, name: str, within: float = 60)
         time.sleep(0.5)
 
 
+def wait_converged(yard: RunningPlatform, stack: str, within: float = 120) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        state = json.loads(yard.cli("check", stack, "--stage", "dev", "--json").stdout)
+        if state["converged"]:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"{stack} did not converge within {within} s")
+
+
 def version(port: int, name: str, roots: Path) -> str:
     text = https_get(port, name, roots).text
     match = re.search(r"VERSION=(\w+)", text)
@@ -126,6 +137,25 @@ def test_a_stage_on_the_base_domain_is_served_over_https_and_names_can_be_added(
     assert result.requests > 50, result.raw
     assert result.errors == 0, result.raw
     assert version(pebble.tls_port, name, roots) == "v2"
+
+    # The access log: a known batch, each request once, a secret in a query string masked.
+    secret = "tok-5d1e9a7c0b"
+    subprocess.run(
+        [*STACKYARD, "secrets", "set", "hello", "API_TOKEN"],
+        input=secret, env=yard.env, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    wait_converged(yard, "hello")
+    batch = [f"/batch/{n}?token={secret}" for n in range(5)]
+    for path in batch:
+        assert https_get(pebble.tls_port, name, roots, path).status_code == 404  # busybox
+    time.sleep(0.5)
+    lines = yard.cli("logs", "hello", "--stage", "dev", "--access", "--tail", "1000").stdout
+    assert secret not in lines
+    for n in range(5):
+        found = [line for line in lines.splitlines() if f"/batch/{n}?token=" in line]
+        assert len(found) == 1, lines[-2000:]
+        assert f"GET {name}/batch/{n}?token=" in found[0]
+        assert " 404 " in found[0]
 
     yard.cli("domains", "remove", "hello", "--stage", "dev", "www.hello.test")
     deadline = time.monotonic() + 30

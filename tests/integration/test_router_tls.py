@@ -183,3 +183,37 @@ def test_tls_off_keeps_plain_http_and_removing_a_route_forgets_its_names(
     assert http_get(pebble.http_port, "plain.test").status_code == 404
     for admin in router.admins:
         assert "plain.test" not in str(admin.config().get("apps", {}).get("tls", {}))
+
+
+def test_the_access_log_records_each_request_of_a_known_batch(
+    router: CaddyRouter, pebble: Pebble, backend: Callable[[str], Backend]
+) -> None:
+    app = backend("logged-prod")
+    route = Route("logged-prod", host="logged.test", tls="acme")
+    router.ensure_route(route, [app.dial])
+    assert settled(router, route)["logged.test"].state == "valid"
+    port_app = backend("logged-dev")
+    on_port = Route("logged-dev", port=free_port())
+    router.ensure_route(on_port, [port_app.dial])
+    roots = pebble.roots()
+    statuses = [200, 200, 200, 404, 404, 500, 301]
+    for n, status in enumerate(statuses):
+        path = f"/status/{status}?n={n}"
+        assert https_get(pebble.tls_port, "logged.test", roots, path).status_code == status
+        with httpx.Client(timeout=10, trust_env=False) as client:
+            assert client.get(f"http://127.0.0.1:{on_port.port}{path}").status_code == status
+    http_get(pebble.http_port, "logged.test", "/redirected")  # a 308 on the HTTP server
+    http_get(pebble.http_port, "nobody.test", "/")  # no stage's: not in any route's log
+
+    deadline = time.monotonic() + 10
+    while len(router.access_records(on_port)) < len(statuses) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for served in (route, on_port):
+        records = router.access_records(served)
+        got = [(r.method, r.uri, r.status) for r in records]
+        expected = [("GET", f"/status/{s}?n={n}", s) for n, s in enumerate(statuses)]
+        if served is route:
+            expected.append(("GET", "/redirected", 308))
+        assert got == expected
+        assert all(r.client == "127.0.0.1" and r.duration >= 0 for r in records)
+        assert [r.size for r in records][:1] == [len(served.name)]

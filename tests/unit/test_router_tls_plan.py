@@ -29,7 +29,12 @@ from stackyard.router.caddy import (
 from stackyard.router.certificates import attempts, certificate_of
 
 RESOLVER = "127.0.0.1:5353"
-AT = Listeners(host_port=8080, https_port=8443, acme_log=Path("/run/caddy-1-acme.log"))
+AT = Listeners(
+    host_port=8080,
+    https_port=8443,
+    acme_log=Path("/run/caddy-1-acme.log"),
+    access_dir=Path("/run/caddy-1-access"),
+)
 SHOP = Route("shop-prod", host="shop.test", aliases=("www.shop.test",), tls="acme")
 
 
@@ -81,6 +86,7 @@ def test_a_tls_route_is_routes_first_then_its_names_in_the_tls_app() -> None:
         ("PUT", f"{SERVERS}/{HOSTS_SERVER}"),
         ("PUT", "/config/apps/tls"),
     ]
+    assert set(first[0].body["logs"]) == {"sy-access-hosts", "stackyard-acme"}
     tls = first[-1].body
     assert tls["certificates"]["automate"] == []  # not yet: every Caddy gets the route first
     assert tls["automation"]["policies"][-1]["issuers"][0]["module"] == "acme"
@@ -208,7 +214,13 @@ def test_host_name_routes_may_listen_on_a_public_address_while_port_routes_stay(
         dev = Route("hello-dev", port=8081)
         port_route = plan_ensure({}, dev, RESOLVER, listen_host=router.listen_host,
                                  host_port=80, listeners=at)  # fmt: skip
-        assert port_route[0].body["listen"] == ["127.0.0.1:8081"]
+        assert port_route[-1].body["listen"] == ["127.0.0.1:8081"]
+        assert port_route[-1].body["logs"] == {"default_logger_name": "sy-access-hello-dev"}
+        access = port_route[0].body["logs"]["sy-access-hello-dev"]
+        assert access["writer"]["filename"] == str(
+            tmp_path / "caddy-1-access/sy-access-hello-dev.log"
+        )
+        assert access["include"] == ["http.log.access.sy-access-hello-dev"]
         assert at.acme_log == tmp_path / "caddy-1-acme.log"
     finally:
         router.close()

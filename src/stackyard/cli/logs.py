@@ -15,7 +15,12 @@ from stackyard.errors import UsageError
 
 
 def _pick(
-    build: int | None, release: int | None, deployment: int | None, run: int | None, tasks: bool
+    build: int | None,
+    release: int | None,
+    deployment: int | None,
+    run: int | None,
+    tasks: bool,
+    access: bool = False,
 ) -> tuple[str, int | None]:
     chosen: list[tuple[str, int | None]] = [
         (kind, number)
@@ -29,9 +34,12 @@ def _pick(
     ]
     if tasks:
         chosen.append(("tasks", None))
+    if access:
+        chosen.append(("access", None))
     if len(chosen) != 1:
         raise UsageError(
-            "say which log: one of --build N, --release N, --deployment N, --run N or --tasks",
+            "say which log: one of --build N, --release N, --deployment N, --run N, --tasks "
+            "or --access",
             hint="e.g. stackyard logs hello --deployment 3 --stage prod -f",
         )
     return chosen[0]
@@ -55,23 +63,33 @@ def logs(
     tasks: Annotated[
         bool, typer.Option("--tasks", help="The stage's task logs (with --stage).")
     ] = False,
+    access: Annotated[
+        bool,
+        typer.Option(
+            "--access",
+            help="The stage's access log (with --stage): method, path, status, duration, "
+            "bytes, client of each request.",
+        ),
+    ] = False,
     stage: Annotated[str | None, typer.Option("--stage", help="The stage.")] = None,
     follow: Annotated[
         bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
     ] = False,
-    tail: Annotated[int, typer.Option(help="With --tasks: lines per task to start with.")] = 100,
+    tail: Annotated[
+        int, typer.Option(help="With --tasks: lines per task to start with; --access: lines.")
+    ] = 100,
     data_dir: DataDir = None,
     json_output: Json = False,
 ) -> None:
     """Print a log (secrets masked); -f follows it live until it ends."""
-    kind, number = _pick(build, release, deployment, run, tasks)
-    if kind in ("release", "deployment", "tasks") and not stage:
+    kind, number = _pick(build, release, deployment, run, tasks, access)
+    if kind in ("release", "deployment", "tasks", "access") and not stage:
         raise UsageError(
             f"--{kind} needs --stage", hint=f"e.g. stackyard logs {stack} --{kind} ... --stage dev"
         )
     client = ApiClient.discover(settings_for(data_dir))
-    if kind == "tasks":
-        path = f"/api/v1/stacks/{stack}/stages/{stage}/tasks/logs"
+    if kind in ("tasks", "access"):
+        path = f"/api/v1/stacks/{stack}/stages/{stage}/{kind}/logs"
         params: dict[str, str | int | bool] = {"tail": tail, "follow": follow}
     else:
         path = f"/api/v1/stacks/{stack}/logs"

@@ -37,6 +37,7 @@ from stackyard.engines.base import (
     TaskInfo,
 )
 from stackyard.errors import NotFoundError, StackyardError
+from stackyard.router.base import AccessRecord as AccessRecord  # for the API
 from stackyard.settings import Settings
 from stackyard.stacks.service import StackService
 from stackyard.stacks.stages import require_stage
@@ -278,6 +279,19 @@ class DeployService:
         if route is None:
             return StageUrl(stack=stack_name, stage=stage, url=None)
         return StageUrl(stack=stack_name, stage=stage, url=self._controller.router.url(route))
+
+    def access_records(self, stack_name: str, stage: str) -> builtins.list[AccessRecord]:
+        """The stage's requests from the router's access log, oldest first; unmasked."""
+        with self._sessions() as session:
+            stack = self._stage(session, stack_name, stage)
+            row = session.scalar(
+                select(StageRoute).where(StageRoute.stack_id == stack.id, StageRoute.stage == stage)
+            )
+            route = route_of(stack_name, row) if row and (row.host or row.port) else None
+        router = self._controller.router
+        if route is None or not router.supports_access_logs:
+            return []
+        return router.access_records(route)
 
     def domains(self, stack_name: str) -> DomainList:
         """Every host name of the stack's stages, with its certificate's state."""

@@ -97,12 +97,27 @@ class Certificate:
         return self.state
 
 
+@dataclass(frozen=True)
+class AccessRecord:
+    """One request as the router's access log has it."""
+
+    ts: float  # when it came in, unix time
+    method: str
+    uri: str
+    host: str
+    status: int
+    duration: float  # seconds
+    size: int  # bytes of the response body
+    client: str  # the client's address
+
+
 class Router(ABC):
     """Implementations register under the ``stackyard.routers`` entry point group."""
 
     name: ClassVar[str]
     supports_host_routes: ClassVar[bool] = False
     supports_certificates: ClassVar[bool] = False
+    supports_access_logs: ClassVar[bool] = False
     listen_host: str = "127.0.0.1"  # where port routes listen; an adapter may set its own
 
     def url(self, route: Route) -> str:
@@ -137,6 +152,13 @@ class Router(ABC):
         raise UsageError(
             f"the {self.name} router does not manage certificates",
             hint="use the caddy router to serve stages over HTTPS",
+        )
+
+    def access_records(self, route: Route) -> list[AccessRecord]:
+        """The route's requests as the router logged them, oldest first."""
+        raise UsageError(
+            f"the {self.name} router keeps no access logs",
+            hint="use the caddy router to have access logs",
         )
 
     def ping(self) -> None:  # noqa: B027 - optional

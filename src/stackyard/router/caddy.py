@@ -22,7 +22,8 @@ from typing import Any, ClassVar
 import httpx
 
 from stackyard.errors import ComponentError, NotFoundError, RetryableError, StackyardError
-from stackyard.router.base import Certificate, Route, Router
+from stackyard.router.accesslog import access_dir, read_access
+from stackyard.router.base import AccessRecord, Certificate, Route, Router
 from stackyard.router.certificates import acme_log_path, certificate_of, storage_root
 from stackyard.router.directory import DirectoryClient, srv_name
 
@@ -36,6 +37,9 @@ LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 # The Caddy loggers that say how obtaining a certificate went, written to a file per Caddy.
 ACME_LOG = "stackyard-acme"
 ACME_LOGGERS = ["tls.obtain", "tls.issuance.acme", "http.acme_client"]
+# Access logs: one logger per port route, one for every host-name route (its entries name
+# the host, which is what routed them).
+ACCESS_HOSTS = "sy-access-hosts"
 # Caddy's local CA (``tls: internal``) must not add its root to the machine's trust store.
 PKI = {"certificate_authorities": {"local": {"install_trust": False}}}
 PREFIX = "sy-"
@@ -96,11 +100,26 @@ def handler(name: str, resolver: str) -> Json:
     }
 
 
+def access_logger(name: str) -> str:
+    """The access logger of port route ``name``."""
+    return f"sy-access-{name}"
+
+
 def port_server(route: Route, resolver: str, listen_host: str) -> Json:
     return {
         "listen": [f"{listen_host}:{route.port}"],
         "routes": [{"handle": [handler(route.name, resolver)]}],
         "automatic_https": {"disable": True},
+        "logs": {"default_logger_name": access_logger(route.name)},
+    }
+
+
+def access_log(path: Path, logger: str) -> Json:
+    """A JSON access log in its own file, rolled at 10 MB, 5 files kept."""
+    return {
+        "writer": {"output": "file", "filename": str(path), "roll_size_mb": 10, "roll_keep": 5},
+        "encoder": {"format": "json"},
+        "include": [f"http.log.access.{logger}"],
     }
 
 
@@ -187,11 +206,15 @@ def _not_served(fallback_id: str) -> Json:
     }
 
 
+HOSTS_LOGS = {"default_logger_name": ACCESS_HOSTS}
+
+
 def hosts_server(listen: str, first: Json) -> Json:
     return {
         "listen": [listen],
         "routes": [first, _not_served(HOSTS_FALLBACK)],
         "automatic_https": {"disable": True},
+        "logs": HOSTS_LOGS,
     }
 
 
@@ -205,6 +228,7 @@ def https_server(listen: str, first: Json) -> Json:
         "protocols": ["h1", "h2"],
         "tls_connection_policies": [{}],
         "automatic_https": {"disable": True},
+        "logs": HOSTS_LOGS,
     }
 
 
@@ -373,6 +397,7 @@ class Listeners:
     https_port: int = 443
     acme: Acme = Acme()
     acme_log: Path | None = None  # this Caddy's log of certificate attempts
+    access_dir: Path | None = None  # where this Caddy writes its access logs
 
 
 def plan_ensure(
@@ -399,6 +424,7 @@ def plan_ensure(
     servers = servers_of(config)
     if route.host is None:
         plan = [*_plan_remove_host_route(config, route.name)]
+        plan += _plan_logs(config, _wanted_logs(at, access_logger(route.name), tls=False))
         wanted = port_server(route, resolver, listen_host)
         current = servers.get(server_id(route.name))
         path = f"{SERVERS}/{server_id(route.name)}"
@@ -408,12 +434,12 @@ def plan_ensure(
             plan.append(AdminRequest("PATCH", path, wanted))
         return plan
     plan = _plan_remove_port_server(servers, route.name)
+    plan += _plan_logs(config, _wanted_logs(at, ACCESS_HOSTS, tls=route.tls != "off"))
     http_listen = f"{at.listen_host}:{at.host_port}"
     if route.tls == "off":
         plan += _plan_server_route(servers, HOSTS_SERVER, http_listen, host_route(route, resolver))
         plan += _plan_tls_app(config, route.name, {}, None)
         return plan + _plan_remove_entry(servers, HTTPS_SERVER, tls_route_id(route.name))
-    plan += _plan_acme_log(config, at.acme_log)
     plan += _plan_ports(config, at)
     https_listen = f"{at.listen_host}:{at.https_port}"
     plan += _plan_server_route(servers, HTTPS_SERVER, https_listen, tls_route(route, resolver))
@@ -432,6 +458,9 @@ def _plan_server_route(servers: Json, server: str, listen: str, wanted: Json) ->
     plan = []
     if current_server.get("listen") != [listen]:
         plan.append(AdminRequest("PATCH", f"{SERVERS}/{server}/listen", [listen]))
+    if current_server.get("logs") != HOSTS_LOGS:  # a server from before access logs
+        method = "PATCH" if "logs" in current_server else "PUT"
+        plan.append(AdminRequest(method, f"{SERVERS}/{server}/logs", HOSTS_LOGS))
     routes = _server_routes(servers, server)
     current = next((r for r in routes if r.get("@id") == wanted["@id"]), None)
     if current is None:
@@ -485,20 +514,33 @@ def _plan_ports(config: Any, at: Listeners) -> list[AdminRequest]:
     return plan
 
 
-def _plan_acme_log(config: Any, path: Path | None) -> list[AdminRequest]:
-    if path is None:
+def _plan_logs(config: Any, wanted: dict[str, Json]) -> list[AdminRequest]:
+    """Caddy's ``logging.logs`` entries set to ``wanted``, creating what is missing (one
+    request when there is no ``logging`` yet)."""
+    if not wanted:
         return []
-    wanted = acme_log(path)
     logging = config.get("logging") if isinstance(config, dict) else None
     if not isinstance(logging, dict):
-        return [AdminRequest("PUT", "/config/logging", {"logs": {ACME_LOG: wanted}})]
+        return [AdminRequest("PUT", "/config/logging", {"logs": wanted})]
     logs = logging.get("logs")
     if not isinstance(logs, dict):
-        return [AdminRequest("PUT", "/config/logging/logs", {ACME_LOG: wanted})]
-    if logs.get(ACME_LOG) == wanted:
-        return []
-    method = "PATCH" if ACME_LOG in logs else "PUT"
-    return [AdminRequest(method, f"/config/logging/logs/{ACME_LOG}", wanted)]
+        return [AdminRequest("PUT", "/config/logging/logs", wanted)]
+    return [
+        AdminRequest("PATCH" if key in logs else "PUT", f"/config/logging/logs/{key}", log)
+        for key, log in wanted.items()
+        if logs.get(key) != log
+    ]
+
+
+def _wanted_logs(at: Listeners, access_logger_name: str, *, tls: bool) -> dict[str, Json]:
+    """This Caddy's access log for a route's logger, and its ACME log for a TLS route."""
+    wanted: dict[str, Json] = {}
+    if at.access_dir is not None:
+        path = at.access_dir / f"{access_logger_name}.log"
+        wanted[access_logger_name] = access_log(path, access_logger_name)
+    if tls and at.acme_log is not None:
+        wanted[ACME_LOG] = acme_log(at.acme_log)
+    return wanted
 
 
 def plan_remove(config: Any, name: str) -> list[AdminRequest]:
@@ -675,6 +717,7 @@ class CaddyRouter(Router):
     name: ClassVar[str] = "caddy"
     supports_host_routes: ClassVar[bool] = True
     supports_certificates: ClassVar[bool] = True
+    supports_access_logs: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -794,6 +837,7 @@ class CaddyRouter(Router):
             https_port=self.https_port,
             acme=self.acme,
             acme_log=acme_log_path(admin.socket_path),
+            access_dir=access_dir(admin.socket_path),
         )
 
     def url(self, route: Route) -> str:
@@ -811,6 +855,14 @@ class CaddyRouter(Router):
         storage = storage_root(self.admins[0].config())
         logs = [acme_log_path(admin.socket_path) for admin in self.admins]
         return [certificate_of(name, storage, logs) for name in route.hosts]
+
+    def access_records(self, route: Route) -> list[AccessRecord]:
+        """The route's requests from every Caddy's access log (oldest first): a port route
+        has its own log, host-name routes share one, told apart by the request's host."""
+        route.check()
+        logger = access_logger(route.name) if route.host is None else ACCESS_HOSTS
+        files = [access_dir(admin.socket_path) / f"{logger}.log" for admin in self.admins]
+        return read_access(files, hosts=route.hosts or None)
 
     def routes(self) -> list[str]:
         return sorted({name for admin in self.admins for name in route_names(admin.config())})

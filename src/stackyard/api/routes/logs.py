@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +21,7 @@ from fastapi.responses import StreamingResponse
 from stackyard import changes
 from stackyard.api.routes.builds import services
 from stackyard.deploy.records import TERMINAL as DEPLOYMENT_DONE
+from stackyard.deploy.service import AccessRecord
 from stackyard.errors import StackyardError, UsageError
 from stackyard.pipeline.builds import TERMINAL as BUILD_DONE
 from stackyard.pipeline.runs import TERMINAL as RUN_DONE
@@ -138,6 +141,49 @@ def task_logs(
             yield _event("line", text) if follow else text + "\n"
         if follow:
             yield _event("end", "")
+
+    media = "text/event-stream" if follow else "text/plain; charset=utf-8"
+    return StreamingResponse(events(), media_type=media)
+
+
+def access_line(record: AccessRecord) -> str:
+    """One request: time, method, path, status, duration, bytes, client."""
+    when = datetime.fromtimestamp(record.ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (
+        f"{when[:-4]}Z {record.method} {record.host}{record.uri} {record.status} "
+        f"{record.duration * 1000:.1f}ms {record.size}B {record.client}"
+    )
+
+
+@router.get("/stages/{stage}/access/logs")
+def access_logs(
+    name: str, stage: str, request: Request, tail: int = 100, follow: bool = False
+) -> StreamingResponse:
+    """The stage's requests as the router logged them (its access log); secrets masked,
+    as in every other log (a token in a query string is one)."""
+    found = services(request)
+    masker = found.secrets.masker(name)
+    records = found.deploy.access_records(name, stage)
+    first = records[-tail:] if tail > 0 else []
+
+    def events() -> Iterator[str]:
+        seen = records[-1].ts if records else 0.0
+        for record in first:
+            line = masker.mask(access_line(record))
+            yield _event("line", line) if follow else line + "\n"
+        quiet = 0.0
+        while follow:
+            time.sleep(POLL)
+            fresh = [r for r in found.deploy.access_records(name, stage) if r.ts > seen]
+            for record in fresh:
+                yield _event("line", masker.mask(access_line(record)))
+            if fresh:
+                seen, quiet = fresh[-1].ts, 0.0
+            else:
+                quiet += POLL
+            if quiet >= HEARTBEAT:
+                quiet = 0.0
+                yield ": keep-alive\n\n"
 
     media = "text/event-stream" if follow else "text/plain; charset=utf-8"
     return StreamingResponse(events(), media_type=media)
