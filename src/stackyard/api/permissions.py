@@ -20,6 +20,7 @@ from stackyard.api.routes import (
     audit,
     builds,
     deployments,
+    domains,
     git,
     hooks,
     logs,
@@ -106,6 +107,12 @@ NEEDS: dict[Callable[..., Any], Need] = {
     deployments.tasks: Need(READ),
     deployments.check: Need(READ),
     deployments.url: Need(READ),
+    # a stage's host names: reading is for readers; a name changes what the stage serves
+    # and asks a CA for a certificate, so it takes deploy on that stage (as a push of a
+    # stackyard.yml with `domains:` would); a protected stage's deployers only
+    domains.domains: Need(READ),
+    domains.add: Need(DEPLOY, stage=ON_STAGE),
+    domains.remove: Need(DEPLOY, stage=ON_STAGE),
     runs.start_run: Need(DEPLOY),
     runs.list_runs: Need(READ),
     runs.get_run: Need(READ),
@@ -115,6 +122,7 @@ NEEDS: dict[Callable[..., Any], Need] = {
     runs.promote: Need(DEPLOY, stage=ON_STAGE),
     logs.logs: Need(READ),
     logs.task_logs: Need(READ),
+    logs.access_logs: Need(READ),  # masked like every other log
     # variables and secrets (a runtime change reaches every stage unless it names one)
     variables.list_variables: Need(READ),
     variables.change_variables: Need(DEPLOY, stage=StageFrom.QUERY_OR_BUILD),
