@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 from stackyard.platform.lifecycle import foreground_argv
@@ -12,7 +13,8 @@ from stackyard.platform.service import (
     plan_uninstall,
     unit_text,
 )
-from stackyard.platform.upgrade import systemd_unit
+from stackyard.platform.state import PlatformState
+from stackyard.platform.upgrade import RunningControlPlane, settings_of, systemd_unit
 from stackyard.settings import Settings
 
 
@@ -78,3 +80,34 @@ def test_the_unit_a_control_plane_runs_in_is_read_from_its_cgroup() -> None:
     assert systemd_unit(user) == ("--user", "restart", "yard.service")
     assert systemd_unit("0::/user.slice/user-0.slice/session-3.scope\n") is None
     assert systemd_unit("0::/user.slice/user-1000.slice/user@1000.service/init.scope") is None
+
+
+def test_the_domain_options_reach_the_unit_and_an_upgrade_keeps_them(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        base_domain="apps.example.com",
+        acme_email="ops@example.com",
+        acme_ca="https://127.0.0.1:14000/dir",
+        acme_roots=("/etc/pebble/root.pem", "/etc/pebble/other.pem"),
+        public_address="0.0.0.0",
+        http_port=5002,
+        https_port=5001,
+    )
+    argv = foreground_argv(settings)
+    assert "--domain apps.example.com --acme-email ops@example.com" in shlex.join(argv)
+    assert "--https-port 5001" in unit_text(settings, scope="system")
+    state = PlatformState(1, "http://127.0.0.1:7001", "127.0.0.1:7002", "unix:/a", "/t")
+    kept = settings_of(
+        Settings(data_dir=tmp_path / "data"), RunningControlPlane(state, tuple(argv), {}, None)
+    )
+    assert kept == replace(settings, api_port=7001, registry_port=7002)
+
+
+def test_an_upgrade_from_a_command_line_without_domain_options_keeps_the_defaults(
+    tmp_path: Path,
+) -> None:
+    base = Settings(data_dir=tmp_path / "data")
+    argv = ["python", "-m", "stackyard", "up", "--network-mode", "host"]
+    state = PlatformState(1, "http://127.0.0.1:7001", "127.0.0.1:7002", "unix:/a", "/t")
+    kept = settings_of(base, RunningControlPlane(state, tuple(argv), {}, None))
+    assert (kept.base_domain, kept.acme_email, kept.https_port) == (None, "", 443)

@@ -15,12 +15,20 @@ import typer
 from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, print_json
 from stackyard.cli.shared import (
+    AcmeCa,
+    AcmeCaRoots,
+    AcmeEmail,
     ApiPort,
     DataDir,
+    Domain,
+    HttpPort,
+    HttpsPort,
     Json,
     NetworkModeOption,
+    PublicAddress,
     PublicUrl,
     RegistryPort,
+    domain_overrides,
     platform_settings,
     settings_for,
 )
@@ -71,38 +79,13 @@ def up(
         ),
     ] = None,
     public_url: PublicUrl = None,
-    domain: Annotated[
-        str | None,
-        typer.Option(
-            help="Base domain: each stage is served on https://<stage>.<stack>.<domain> "
-            "(point a wildcard DNS record at this machine)."
-        ),
-    ] = None,
-    acme_email: Annotated[
-        str | None,
-        typer.Option(help="Contact of the ACME account; stages are then served over HTTPS."),
-    ] = None,
-    acme_ca: Annotated[
-        str | None,
-        typer.Option(help="ACME directory URL \\[default: Let's Encrypt]."),
-    ] = None,
-    acme_ca_roots: Annotated[
-        list[Path] | None,
-        typer.Option(help="PEM file to trust for the ACME CA's own HTTPS (a private CA)."),
-    ] = None,
-    public_address: Annotated[
-        str | None,
-        typer.Option(
-            help="Address the host-name routes listen on (ports 80 and 443), e.g. 0.0.0.0 to "
-            "serve a real domain \\[default: 127.0.0.1]."
-        ),
-    ] = None,
-    http_port: Annotated[
-        int | None, typer.Option(help="Port of host-name routes over HTTP \\[default: 80].")
-    ] = None,
-    https_port: Annotated[
-        int | None, typer.Option(help="Port of host-name routes over HTTPS \\[default: 443].")
-    ] = None,
+    domain: Domain = None,
+    acme_email: AcmeEmail = None,
+    acme_ca: AcmeCa = None,
+    acme_ca_roots: AcmeCaRoots = None,
+    public_address: PublicAddress = None,
+    http_port: HttpPort = None,
+    https_port: HttpsPort = None,
     json_output: Json = False,
 ) -> None:
     """Start the control plane (API, store, deployments) and, unless it runs, the data plane
@@ -117,13 +100,9 @@ def up(
         engine=engine,
         engine_endpoint=engine_endpoint,
         task_registry=task_registry,
-        base_domain=domain,
-        acme_email=acme_email,
-        acme_ca=acme_ca,
-        acme_roots=tuple(str(path.resolve()) for path in acme_ca_roots) if acme_ca_roots else None,
-        http_port=http_port,
-        https_port=https_port,
-        public_address=public_address,
+        **domain_overrides(
+            domain, acme_email, acme_ca, acme_ca_roots, public_address, http_port, https_port
+        ),
     )
     existing = running_state(settings.state_file)
     if existing is not None:

@@ -9,12 +9,20 @@ import typer
 
 from stackyard.cli.output import console, print_json
 from stackyard.cli.shared import (
+    AcmeCa,
+    AcmeCaRoots,
+    AcmeEmail,
     ApiPort,
     DataDir,
+    Domain,
+    HttpPort,
+    HttpsPort,
     Json,
     NetworkModeOption,
+    PublicAddress,
     PublicUrl,
     RegistryPort,
+    domain_overrides,
     platform_settings,
     settings_for,
 )
@@ -61,6 +69,13 @@ def install(
     registry_port: RegistryPort = None,
     network_mode: NetworkModeOption = None,
     public_url: PublicUrl = None,
+    domain: Domain = None,
+    acme_email: AcmeEmail = None,
+    acme_ca: AcmeCa = None,
+    acme_ca_roots: AcmeCaRoots = None,
+    public_address: PublicAddress = None,
+    http_port: HttpPort = None,
+    https_port: HttpsPort = None,
     user: UserScope = None,
     unit_dir: UnitDir = None,
     name: Name = "stackyard",
@@ -70,7 +85,13 @@ def install(
     again when it fails. With systemd running, start it now."""
     from stackyard.platform.service import apply, plan_install
 
-    settings = platform_settings(data_dir, api_port, registry_port, network_mode, public_url)
+    settings = platform_settings(
+        data_dir, api_port, registry_port, network_mode, public_url
+    ).with_overrides(
+        **domain_overrides(
+            domain, acme_email, acme_ca, acme_ca_roots, public_address, http_port, https_port
+        )
+    )
     scope, directory, running = _where(user, unit_dir)
     plan = plan_install(settings, scope=scope, unit_dir=directory, name=name, running=running)
     apply(plan)

@@ -33,6 +33,57 @@ PublicUrl = Annotated[
         envvar="STACKYARD_PUBLIC_URL",
     ),
 ]
+# Host-name routes and their certificates (docs/router.md): `up` and the service unit.
+Domain = Annotated[
+    str | None,
+    typer.Option(
+        help="Base domain: each stage is served on https://<stage>.<stack>.<domain> "
+        "(point a wildcard DNS record at this machine)."
+    ),
+]
+AcmeEmail = Annotated[
+    str | None,
+    typer.Option(help="Contact of the ACME account; stages are then served over HTTPS."),
+]
+AcmeCa = Annotated[str | None, typer.Option(help="ACME directory URL \\[default: Let's Encrypt].")]
+AcmeCaRoots = Annotated[
+    list[Path] | None,
+    typer.Option(help="PEM file to trust for the ACME CA's own HTTPS (a private CA)."),
+]
+PublicAddress = Annotated[
+    str | None,
+    typer.Option(
+        help="Address the host-name routes listen on (ports 80 and 443), e.g. 0.0.0.0 to "
+        "serve a real domain \\[default: 127.0.0.1]."
+    ),
+]
+HttpPort = Annotated[
+    int | None, typer.Option(help="Port of host-name routes over HTTP \\[default: 80].")
+]
+HttpsPort = Annotated[
+    int | None, typer.Option(help="Port of host-name routes over HTTPS \\[default: 443].")
+]
+
+
+def domain_overrides(
+    domain: str | None,
+    acme_email: str | None,
+    acme_ca: str | None,
+    acme_ca_roots: list[Path] | None,
+    public_address: str | None,
+    http_port: int | None,
+    https_port: int | None,
+) -> dict[str, object]:
+    """The settings of the domain options (None: the default), for ``with_overrides``."""
+    return {
+        "base_domain": domain,
+        "acme_email": acme_email,
+        "acme_ca": acme_ca,
+        "acme_roots": tuple(str(p.resolve()) for p in acme_ca_roots) if acme_ca_roots else None,
+        "public_address": public_address,
+        "http_port": http_port,
+        "https_port": https_port,
+    }
 
 
 def settings_for(data_dir: Path | None, **overrides: object) -> Settings:

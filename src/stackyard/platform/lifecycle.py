@@ -17,6 +17,31 @@ from stackyard.platform.state import PlatformState, pid_alive, signal_pids, wait
 from stackyard.platform.supervisor import tail
 from stackyard.settings import Settings
 
+# The domain options of `up` that differ from their defaults are written into the command
+# line of a control plane started in the background, so `upgrade` can read them back.
+DOMAIN_OPTIONS = (
+    ("--domain", "base_domain"),
+    ("--acme-email", "acme_email"),
+    ("--acme-ca", "acme_ca"),
+    ("--http-port", "http_port"),
+    ("--https-port", "https_port"),
+    ("--public-address", "public_address"),
+)
+
+
+def domain_settings(argv: list[str]) -> dict[str, object]:
+    """The domain settings a control plane's command line (``foreground_argv``) carries;
+    options it does not have are left out (an older version's)."""
+    found: dict[str, object] = {}
+    for option, field in DOMAIN_OPTIONS:
+        if option in argv[:-1]:
+            value = argv[argv.index(option) + 1]
+            found[field] = int(value) if field.endswith("_port") else value
+    roots = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--acme-ca-roots"]
+    if roots:
+        found["acme_roots"] = tuple(roots)
+    return found
+
 
 def foreground_argv(settings: Settings) -> list[str]:
     argv = [
@@ -32,15 +57,9 @@ def foreground_argv(settings: Settings) -> list[str]:
     if settings.public_url:
         argv += ["--public-url", settings.public_url]
     defaults = Settings(data_dir=settings.data_dir)
-    for option, value, default in (
-        ("--domain", settings.base_domain, defaults.base_domain),
-        ("--acme-email", settings.acme_email, defaults.acme_email),
-        ("--acme-ca", settings.acme_ca, defaults.acme_ca),
-        ("--http-port", settings.http_port, defaults.http_port),
-        ("--https-port", settings.https_port, defaults.https_port),
-        ("--public-address", settings.public_address, defaults.public_address),
-    ):
-        if value != default:
+    for option, field in DOMAIN_OPTIONS:
+        value = getattr(settings, field)
+        if value != getattr(defaults, field):
             argv += [option, str(value)]
     for root in settings.acme_roots:
         argv += ["--acme-ca-roots", root]

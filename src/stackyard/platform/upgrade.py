@@ -33,7 +33,12 @@ import httpx
 
 from stackyard.errors import ComponentError, StackyardError
 from stackyard.platform.dataplane import ensure_dataplane, set_registry_mode
-from stackyard.platform.lifecycle import api_answers, start_background, stop_control_plane
+from stackyard.platform.lifecycle import (
+    api_answers,
+    domain_settings,
+    start_background,
+    stop_control_plane,
+)
 from stackyard.platform.state import PlatformState, pid_alive, running_state
 from stackyard.router.caddy import HOSTS_SERVER, PREFIX, CaddyRouter, routes_in
 from stackyard.router.directory import Table, lookup_srv, write_table
@@ -105,7 +110,7 @@ def running_control_plane(settings: Settings) -> RunningControlPlane | None:
 
 def settings_of(base: Settings, running: RunningControlPlane | None) -> Settings:
     """The new control plane's settings: those the running one has (its ports, its network
-    mode), else ``base``."""
+    mode, its domain and ACME options), else ``base``."""
     if running is None:
         return base
     argv = list(running.argv)
@@ -115,6 +120,7 @@ def settings_of(base: Settings, running: RunningControlPlane | None) -> Settings
         api_port=int(running.state.api_url.rsplit(":", 1)[1]),
         registry_port=int(running.state.registry.rsplit(":", 1)[1]),
         network_mode=network,
+        **domain_settings(argv),
     )
 
 
