@@ -51,7 +51,7 @@ def yard(tmp_path_factory: pytest.TempPathFactory, pebble: Pebble) -> Iterator[R
         "--acme-ca", pebble.directory_url, "--acme-ca-roots", str(pebble.cert),
         "--http-port", str(pebble.http_port), "--https-port", str(pebble.tls_port),
     )  # fmt: skip
-    running = start_platform(tmp_path_factory.mktemp("domains") / "data", extra_args=options)
+    running = start_platform(tmp_path_factory.mktemp("domains") / "data", up_args=options)
     try:
         yield running
     finally:
