@@ -1,10 +1,15 @@
-"""The buildspec runner against real sh and bash: phases, failures, state, variables, log."""
+"""The buildspec runner against real sh and bash: phases, failures, state, variables, log.
+
+Every test runs twice: with commands on this host, and in a build container (the
+``shell_kind`` fixture, tests/buildspec_shells.py).
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +20,8 @@ from stackyard.buildspec.buildlog import LineKind, LogLine
 from stackyard.buildspec.runner import BuildResult, RunSettings, Status, run_buildspec
 from stackyard.config.buildspec import load_buildspec
 from stackyard.errors import ConfigError, UsageError
+
+from ..buildspec_shells import KINDS, open_shell, workdir_seen
 
 
 @dataclass
@@ -33,12 +40,28 @@ class Ran:
         return {p.name: str(p.status) for p in self.result.phases}
 
 
-def run_spec(tmp_path: Path, text: str, **settings: Any) -> Ran:
-    spec, _ = load_buildspec(text)
-    workdir = settings.pop("workdir", tmp_path)
-    lines: list[LogLine] = []
-    options = RunSettings(workdir=workdir, log_path=tmp_path / "logs" / "build.log", **settings)
-    return Ran(run_buildspec(spec, options, sink=lines.append), lines)
+RunSpec = Callable[..., Ran]
+
+
+@pytest.fixture(params=KINDS)
+def shell_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def run_spec(shell_kind: str) -> RunSpec:
+    """Run a spec's text with ``tmp_path`` as the workdir (unless ``workdir=`` says)."""
+
+    def run(tmp_path: Path, text: str, **settings: Any) -> Ran:
+        spec, _ = load_buildspec(text)
+        workdir = settings.pop("workdir", tmp_path)
+        lines: list[LogLine] = []
+        log_path = tmp_path / "logs" / "build.log"
+        options = RunSettings(workdir=workdir, log_path=log_path, **settings)
+        shell = open_shell(shell_kind, tmp_path, options.artifacts_dir)
+        return Ran(run_buildspec(spec, options, sink=lines.append, shell=shell), lines)
+
+    return run
 
 
 def spec(*phases: str, env: str = "") -> str:
@@ -55,7 +78,7 @@ def yaml_list(key: str, *commands: str) -> str:
     return f"    {key}:\n" + "".join(f"      - {json.dumps(c)}\n" for c in commands)
 
 
-def test_phases_run_in_order(tmp_path: Path) -> None:
+def test_phases_run_in_order(run_spec: RunSpec, tmp_path: Path) -> None:
     text = spec(
         phase("post_build", "echo post"),
         phase("build", "echo build"),
@@ -67,7 +90,7 @@ def test_phases_run_in_order(tmp_path: Path) -> None:
     assert ran.result.status is Status.SUCCEEDED
 
 
-def test_failure_skips_rest_of_phase_but_runs_finally(tmp_path: Path) -> None:
+def test_failure_skips_rest_of_phase_but_runs_finally(run_spec: RunSpec, tmp_path: Path) -> None:
     extra = yaml_list("finally", "echo finally", "echo finally2")
     ran = run_spec(tmp_path, spec(phase("build", "echo a", "exit 3", "echo b", extra=extra)))
     assert ran.output() == ["a", "finally", "finally2"]
@@ -76,106 +99,112 @@ def test_failure_skips_rest_of_phase_but_runs_finally(tmp_path: Path) -> None:
     assert ran.result.status is Status.FAILED
 
 
-def test_failing_finally_fails_the_phase(tmp_path: Path) -> None:
+def test_failing_finally_fails_the_phase(run_spec: RunSpec, tmp_path: Path) -> None:
     ran = run_spec(tmp_path, spec(phase("build", "true", extra=yaml_list("finally", "false"))))
     assert ran.statuses() == {"build": "FAILED"}
 
 
 @pytest.mark.parametrize("failing", ["install", "pre_build"])
-def test_failed_install_or_pre_build_skips_later_phases(tmp_path: Path, failing: str) -> None:
+def test_failed_install_or_pre_build_skips_later_phases(
+    run_spec: RunSpec, tmp_path: Path, failing: str
+) -> None:
     text = spec(phase(failing, "false"), phase("build", "echo b"), phase("post_build", "echo p"))
     ran = run_spec(tmp_path, text)
     assert ran.statuses() == {failing: "FAILED", "build": "SKIPPED", "post_build": "SKIPPED"}
     assert ran.output() == []
 
 
-def test_continue_after_failed_pre_build(tmp_path: Path) -> None:
+def test_continue_after_failed_pre_build(run_spec: RunSpec, tmp_path: Path) -> None:
     failing = phase("pre_build", "false", extra="    on-failure: CONTINUE\n")
     ran = run_spec(tmp_path, spec(failing, phase("build", "echo b")))
     assert ran.statuses() == {"pre_build": "FAILED", "build": "SUCCEEDED"}
     assert ran.result.status is Status.FAILED
 
 
-def test_post_build_runs_after_failed_build(tmp_path: Path) -> None:
+def test_post_build_runs_after_failed_build(run_spec: RunSpec, tmp_path: Path) -> None:
     text = spec(phase("build", "false"), phase("post_build", "echo $CODEBUILD_BUILD_SUCCEEDING"))
     ran = run_spec(tmp_path, text)
     assert ran.statuses() == {"build": "FAILED", "post_build": "SUCCEEDED"}
     assert ran.output("post_build") == ["0"]
 
 
-def test_build_abort_skips_post_build(tmp_path: Path) -> None:
+def test_build_abort_skips_post_build(run_spec: RunSpec, tmp_path: Path) -> None:
     text = spec(phase("build", "false", extra="    on-failure: ABORT\n"), phase("post_build", "x"))
     assert run_spec(tmp_path, text).statuses() == {"build": "FAILED", "post_build": "SKIPPED"}
 
 
-def test_build_succeeding_flag_turns_to_zero(tmp_path: Path) -> None:
+def test_build_succeeding_flag_turns_to_zero(run_spec: RunSpec, tmp_path: Path) -> None:
     finally_ = yaml_list("finally", "echo $CODEBUILD_BUILD_SUCCEEDING")
     text = spec(phase("build", "echo $CODEBUILD_BUILD_SUCCEEDING", "false", extra=finally_))
     assert run_spec(tmp_path, text).output() == ["1", "0"]
 
 
-def test_retry_reruns_the_phase_until_it_succeeds(tmp_path: Path) -> None:
+def test_retry_reruns_the_phase_until_it_succeeds(run_spec: RunSpec, tmp_path: Path) -> None:
     counter = tmp_path / "count"
-    command = f"echo x >> {counter}; [ $(wc -l < {counter}) -ge 3 ]"
+    command = "echo x >> count; [ $(wc -l < count) -ge 3 ]"
     ran = run_spec(tmp_path, spec(phase("build", command, extra="    on-failure: RETRY\n")))
     assert ran.statuses() == {"build": "SUCCEEDED"}
     assert counter.read_text().count("x") == 3
     assert ran.result.status is Status.SUCCEEDED
 
 
-def test_retry_count_is_respected(tmp_path: Path) -> None:
+def test_retry_count_is_respected(run_spec: RunSpec, tmp_path: Path) -> None:
     counter = tmp_path / "count"
     extra = "    on-failure: RETRY-2\n"
-    ran = run_spec(tmp_path, spec(phase("build", f"echo x >> {counter}; false", extra=extra)))
+    ran = run_spec(tmp_path, spec(phase("build", "echo x >> count; false", extra=extra)))
     assert ran.statuses() == {"build": "FAILED"}
     assert counter.read_text().count("x") == 3  # the first run and 2 retries
 
 
-def test_retry_regex_must_match_the_output(tmp_path: Path) -> None:
+def test_retry_regex_must_match_the_output(run_spec: RunSpec, tmp_path: Path) -> None:
     counter = tmp_path / "count"
-    command = f"echo x >> {counter}; echo permanent failure; false"
+    command = "echo x >> count; echo permanent failure; false"
     extra = "    on-failure: RETRY-3-timed out\n"
     ran = run_spec(tmp_path, spec(phase("build", command, extra=extra)))
     assert counter.read_text().count("x") == 1
     assert ran.statuses() == {"build": "FAILED"}
 
 
-def test_state_carries_between_commands_and_phases(tmp_path: Path) -> None:
+def test_state_carries_between_commands_and_phases(
+    run_spec: RunSpec, shell_kind: str, tmp_path: Path
+) -> None:
     (tmp_path / "sub").mkdir()
     text = spec(
         phase("install", "cd sub; PLAIN='a b'; export EXP=1; f() { echo f; }"),
         phase("build", 'echo "$(pwd) $PLAIN $EXP"', "f || echo no-function"),
     )
     ran = run_spec(tmp_path, text)
-    assert ran.output("build")[0] == f"{tmp_path}/sub a b 1"
+    assert ran.output("build")[0] == f"{workdir_seen(shell_kind, tmp_path)}/sub a b 1"
     assert ran.output("build")[-1] == "no-function"
 
 
-def test_plain_variables_stay_unexported(tmp_path: Path) -> None:
+def test_plain_variables_stay_unexported(run_spec: RunSpec, tmp_path: Path) -> None:
     text = spec(phase("build", "PLAIN=1; export EXP=2", "sh -c 'echo \"[$PLAIN][$EXP]\"'"))
     assert run_spec(tmp_path, text).output() == ["[][2]"]
 
 
-def test_bash_arrays_do_not_carry(tmp_path: Path) -> None:
+def test_bash_arrays_do_not_carry(run_spec: RunSpec, tmp_path: Path) -> None:
     text = spec(phase("build", "A=(1 2); S=x", 'echo "${A[1]}-$S"'), env="env:\n  shell: bash\n")
     assert run_spec(tmp_path, text).output() == ["-x"]
 
 
-def test_default_shell_is_sh_and_bash_switches(tmp_path: Path) -> None:
+def test_default_shell_is_sh_and_bash_switches(run_spec: RunSpec, tmp_path: Path) -> None:
     command = 'echo "${BASH_VERSION:+bash}"'
     assert run_spec(tmp_path, spec(phase("build", command))).output() == [""]
     bash = spec(phase("build", command), env="env:\n  shell: bash\n")
     assert run_spec(tmp_path, bash).output() == ["bash"]
 
 
-def test_multiline_block_fails_only_on_last_command(tmp_path: Path) -> None:
+def test_multiline_block_fails_only_on_last_command(run_spec: RunSpec, tmp_path: Path) -> None:
     block = "  build:\n    commands:\n      - |\n        false\n        echo after\n"
     ran = run_spec(tmp_path, spec(block))
     assert ran.output() == ["after"]
     assert ran.statuses() == {"build": "SUCCEEDED"}
 
 
-def test_multiline_block_with_set_e_fails_and_keeps_state(tmp_path: Path) -> None:
+def test_multiline_block_with_set_e_fails_and_keeps_state(
+    run_spec: RunSpec, tmp_path: Path
+) -> None:
     block = "  build:\n    commands:\n      - |\n        set -e\n        KEPT=yes\n        false\n"
     block += "        echo after\n    finally:\n      - echo $KEPT\n"
     ran = run_spec(tmp_path, spec(block))
@@ -183,25 +212,27 @@ def test_multiline_block_with_set_e_fails_and_keeps_state(tmp_path: Path) -> Non
     assert ran.statuses() == {"build": "FAILED"}
 
 
-def test_clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_clean_environment(
+    run_spec: RunSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SERVER_ONLY", "leak")
     ran = run_spec(tmp_path, spec(phase("build", 'echo "[$SERVER_ONLY]" $PATH')))
     assert ran.output() == ["[] /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
 
 
-def test_variable_values_are_not_expanded(tmp_path: Path) -> None:
+def test_variable_values_are_not_expanded(run_spec: RunSpec, tmp_path: Path) -> None:
     env = "env:\n  variables:\n    LIT: $HOME/x\n"
     assert run_spec(tmp_path, spec(phase("build", "echo $LIT"), env=env)).output() == ["$HOME/x"]
 
 
-def test_precedence_overrides_then_variables_then_spec(tmp_path: Path) -> None:
+def test_precedence_overrides_then_variables_then_spec(run_spec: RunSpec, tmp_path: Path) -> None:
     env = "env:\n  variables: {A: spec, B: spec, C: spec}\n"
     text = spec(phase("build", "echo $A $B $C"), env=env)
     ran = run_spec(tmp_path, text, variables={"A": "stage", "B": "stage"}, overrides={"A": "run"})
     assert ran.output() == ["run stage spec"]
 
 
-def test_platform_variables_cannot_be_overridden(tmp_path: Path) -> None:
+def test_platform_variables_cannot_be_overridden(run_spec: RunSpec, tmp_path: Path) -> None:
     env = "env:\n  variables: {STACK_NAME: spec}\n"
     text = spec(phase("build", "STACK_NAME=cmd; export STACK_NAME", "echo $STACK_NAME"), env=env)
     ran = run_spec(
@@ -213,13 +244,13 @@ def test_platform_variables_cannot_be_overridden(tmp_path: Path) -> None:
     assert ran.output() == ["shop"]
 
 
-def test_codebuild_variables_are_set(tmp_path: Path) -> None:
+def test_codebuild_variables_are_set(run_spec: RunSpec, shell_kind: str, tmp_path: Path) -> None:
     command = 'echo "$CODEBUILD_SRC_DIR $CODEBUILD_BUILD_SUCCEEDING ${CODEBUILD_START_TIME:+set}"'
     ran = run_spec(tmp_path, spec(phase("build", command)))
-    assert ran.output() == [f"{tmp_path.resolve()} 1 set"]
+    assert ran.output() == [f"{workdir_seen(shell_kind, tmp_path)} 1 set"]
 
 
-def test_secrets_are_masked_on_screen_and_in_log(tmp_path: Path) -> None:
+def test_secrets_are_masked_on_screen_and_in_log(run_spec: RunSpec, tmp_path: Path) -> None:
     env = "env:\n  secrets-manager: {TOKEN: api-token}\n"
     command = 'echo "key=$TOKEN."; printf \'%s\' "$TOKEN" | fold -w 3; echo'
     ran = run_spec(
@@ -231,28 +262,30 @@ def test_secrets_are_masked_on_screen_and_in_log(tmp_path: Path) -> None:
     assert "key=***." in log
 
 
-def test_missing_secret_is_an_error_naming_it(tmp_path: Path) -> None:
+def test_missing_secret_is_an_error_naming_it(run_spec: RunSpec, tmp_path: Path) -> None:
     env = "env:\n  parameter-store: {DB: db-password}\n"
     with pytest.raises(ConfigError, match="secret 'db-password', which was not given"):
         run_spec(tmp_path, spec(phase("build", "true"), env=env))
 
 
-def test_exported_variables_captured_after_post_build(tmp_path: Path) -> None:
+def test_exported_variables_captured_after_post_build(run_spec: RunSpec, tmp_path: Path) -> None:
     env = "env:\n  variables: {A: one}\n  exported-variables: [A, B, UNSET]\n"
     text = spec(phase("build", "B=built"), phase("post_build", "A=post"), env=env)
     assert run_spec(tmp_path, text).result.exported == {"A": "post", "B": "built", "UNSET": ""}
 
 
-def test_exported_variables_from_build_when_post_build_skipped(tmp_path: Path) -> None:
+def test_exported_variables_from_build_when_post_build_skipped(
+    run_spec: RunSpec, tmp_path: Path
+) -> None:
     env = "env:\n  exported-variables: [B]\n"
     build = phase("build", "B=built", "false", extra="    on-failure: ABORT\n")
     text = spec(build, phase("post_build", "B=post"), env=env)
     assert run_spec(tmp_path, text).result.exported == {"B": "built"}
 
 
-def test_command_timeout_kills_the_process_group(tmp_path: Path) -> None:
+def test_command_timeout_kills_the_process_group(run_spec: RunSpec, tmp_path: Path) -> None:
     marker = tmp_path / "survived"
-    command = f"(sleep 5; touch {marker}) & sleep 5"
+    command = "(sleep 5; touch survived) & sleep 5"
     ran = run_spec(tmp_path, spec(phase("build", command)), command_timeout=0.5, kill_grace=0.5)
     assert ran.statuses() == {"build": "FAILED"}
     assert ran.result.phases[0].exit_code == 124
@@ -261,7 +294,7 @@ def test_command_timeout_kills_the_process_group(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_log_file_lines_have_utc_timestamp_and_phase(tmp_path: Path) -> None:
+def test_log_file_lines_have_utc_timestamp_and_phase(run_spec: RunSpec, tmp_path: Path) -> None:
     ran = run_spec(tmp_path, spec(phase("install", "echo hello")))
     lines = ran.result.log_path.read_text().splitlines()
     stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -269,25 +302,25 @@ def test_log_file_lines_have_utc_timestamp_and_phase(tmp_path: Path) -> None:
     assert all(re.match(stamp + r" \[\w+\] ", line) for line in lines)
 
 
-def test_nonexistent_workdir_is_a_usage_error(tmp_path: Path) -> None:
+def test_nonexistent_workdir_is_a_usage_error(run_spec: RunSpec, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"workdir .*missing does not exist") as caught:
         run_spec(tmp_path, spec(phase("build", "true")), workdir=tmp_path / "missing")
     assert caught.value.exit_code == 2
 
 
-def test_unknown_run_as_user_is_an_error(tmp_path: Path) -> None:
+def test_unknown_run_as_user_is_an_error(run_spec: RunSpec, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no Linux user named 'no-such-user'"):
         run_spec(tmp_path, "version: 0.2\nrun-as: no-such-user\nphases: {}\n")
 
 
-def test_run_as_runs_as_that_user(tmp_path: Path) -> None:
+def test_run_as_runs_as_that_user(run_spec: RunSpec, tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
     text = spec(phase("build", "id -un", extra="    run-as: nobody\n"))
     ran = run_spec(tmp_path, text)
     assert ran.output() == ["nobody"]
 
 
-def test_artifacts_are_copied(tmp_path: Path) -> None:
+def test_artifacts_are_copied(run_spec: RunSpec, tmp_path: Path) -> None:
     artifacts = "artifacts:\n  base-directory: out\n  files:\n    - '**/*.txt'\n"
     text = spec(phase("build", "mkdir -p out/a && echo 1 > out/a/x.txt && echo 2 > out/y.bin"))
     ran = run_spec(tmp_path, text + artifacts, artifacts_dir=tmp_path / "dist")
@@ -296,23 +329,29 @@ def test_artifacts_are_copied(tmp_path: Path) -> None:
     assert not (tmp_path / "dist" / "y.bin").exists()
 
 
-def test_artifacts_discard_paths(tmp_path: Path) -> None:
+def test_artifacts_discard_paths(run_spec: RunSpec, tmp_path: Path) -> None:
     artifacts = "artifacts:\n  discard-paths: yes\n  files: [out/a/x.txt]\n"
     text = spec(phase("build", "mkdir -p out/a && echo 1 > out/a/x.txt"))
     run_spec(tmp_path, text + artifacts, artifacts_dir=tmp_path / "dist")
     assert (tmp_path / "dist" / "x.txt").exists()
 
 
-def test_artifacts_pattern_without_match_fails_the_build(tmp_path: Path) -> None:
+def test_artifacts_pattern_without_match_fails_the_build(run_spec: RunSpec, tmp_path: Path) -> None:
     artifacts = "artifacts:\n  files: [missing.jar]\n"
     ran = run_spec(tmp_path, spec(phase("build", "true")) + artifacts, artifacts_dir=tmp_path / "d")
     assert ran.statuses() == {"build": "SUCCEEDED", "artifacts": "FAILED"}
     assert ran.result.status is Status.FAILED
 
 
-def test_background_processes_are_stopped_when_the_run_ends(tmp_path: Path) -> None:
+def test_background_processes_are_stopped_when_the_run_ends(
+    run_spec: RunSpec, shell_kind: str, tmp_path: Path
+) -> None:
     pid_file = tmp_path / "pid"
-    run_spec(tmp_path, spec(phase("build", f"sleep 30 & echo $! > {pid_file}", "true")))
+    ran = run_spec(tmp_path, spec(phase("build", "sleep 30 & echo $! > pid", "true")))
+    messages = [line.text for line in ran.lines if line.kind is LineKind.MESSAGE]
+    assert any(m.startswith("Stopped background processes of group") for m in messages)
+    if shell_kind == "container":
+        return  # the container is gone, and its processes with it
     status = Path(f"/proc/{pid_file.read_text().strip()}/status")
     deadline = time.monotonic() + 2
     while status.exists() and "State:\tZ" not in status.read_text() and time.monotonic() < deadline:
@@ -320,7 +359,7 @@ def test_background_processes_are_stopped_when_the_run_ends(tmp_path: Path) -> N
     assert not status.exists() or "State:\tZ" in status.read_text()
 
 
-def test_exported_values_are_masked(tmp_path: Path) -> None:
+def test_exported_values_are_masked(run_spec: RunSpec, tmp_path: Path) -> None:
     env = "env:\n  secrets-manager: {PW: pw}\n  exported-variables: [URL]\n"
     text = spec(phase("build", 'URL="https://u:$PW@host"'), env=env)
     ran = run_spec(tmp_path, text, secrets={"pw": "s3cret"})

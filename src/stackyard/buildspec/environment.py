@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 from stackyard.config.buildspec import BuildSpec
 from stackyard.errors import ConfigError
@@ -47,16 +46,16 @@ def declared_variables(
 def platform_variables(
     given: Mapping[str, str],
     *,
-    workdir: Path,
-    artifacts_dir: Path | None,
+    workdir: str,
+    artifacts_dir: str | None,
     succeeding: bool,
 ) -> dict[str, str]:
     """Variables the build cannot override; the runner resets them after every command."""
     values = dict(given)
     values.setdefault("CODEBUILD_START_TIME", str(int(time.time() * 1000)))
     if artifacts_dir is not None:
-        values["ARTIFACTS_DIR"] = str(artifacts_dir)
-    values["CODEBUILD_SRC_DIR"] = str(workdir)
+        values["ARTIFACTS_DIR"] = artifacts_dir
+    values["CODEBUILD_SRC_DIR"] = workdir
     values["CODEBUILD_BUILD_SUCCEEDING"] = "1" if succeeding else "0"
     return values
 

@@ -1,6 +1,6 @@
-"""Run one shell process for the buildspec runner: own process group, streamed output, timeout.
-
-The runner decides what to run (argv, environment, user); this module only carries it out.
+"""Run one command's shell as a process of this host: own process group, streamed output,
+timeout. The runner decides what to run (script, environment, user); the local command
+shell (shell.py) carries it out here.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ class Account:
 
 
 @dataclass(frozen=True)
-class ProcessRequest:
-    """Everything needed to start one command's shell."""
+class Command:
+    """One command to run: the script ``shell -c`` gets, and where and how it runs."""
 
-    argv: list[str]
+    script: str
+    shell: str  # the shell's path where the command runs
     env: dict[str, str]
     cwd: str
     timeout: float
@@ -43,33 +44,36 @@ class ProcessRequest:
 
 
 @dataclass(frozen=True)
-class ProcessOutcome:
-    """How the shell ended: its exit status (128+n for signal n), timeout, or failure to start."""
+class CommandOutcome:
+    """How the shell ended: its exit status (128+n for signal n), timeout, or failure to
+    start; and the state its EXIT trap dumped (None: it dumped none)."""
 
     status: int
     timed_out: bool = False
     start_error: str | None = None
     group: int | None = None
+    state: bytes | None = None
+    exports: str | None = None
 
 
-def run_process(request: ProcessRequest, on_output: Callable[[str], None]) -> ProcessOutcome:
+def run_process(request: Command, on_output: Callable[[str], None]) -> CommandOutcome:
     """Start the shell in a new session, stream its merged stdout/stderr, enforce the timeout."""
     try:
         proc = _start(request)
     except OSError as exc:
-        return ProcessOutcome(status=127, start_error=f"could not start the command: {exc}")
+        return CommandOutcome(status=127, start_error=f"could not start the command: {exc}")
     with proc:
         timed_out = _pump(proc, request, on_output)
         status = proc.wait()
     if timed_out:
-        return ProcessOutcome(status=TIMED_OUT_STATUS, timed_out=True, group=proc.pid)
-    return ProcessOutcome(status=128 - status if status < 0 else status, group=proc.pid)
+        return CommandOutcome(status=TIMED_OUT_STATUS, timed_out=True, group=proc.pid)
+    return CommandOutcome(status=128 - status if status < 0 else status, group=proc.pid)
 
 
-def _start(request: ProcessRequest) -> subprocess.Popen[bytes]:
+def _start(request: Command) -> subprocess.Popen[bytes]:
     account = request.account
     return subprocess.Popen(
-        request.argv,
+        [request.shell, "-c", request.script],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -83,7 +87,7 @@ def _start(request: ProcessRequest) -> subprocess.Popen[bytes]:
 
 
 def _pump(
-    proc: subprocess.Popen[bytes], request: ProcessRequest, on_output: Callable[[str], None]
+    proc: subprocess.Popen[bytes], request: Command, on_output: Callable[[str], None]
 ) -> bool:
     """Copy output until EOF; return True when the timeout killed the process group."""
     if proc.stdout is None:

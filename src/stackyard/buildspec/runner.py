@@ -5,11 +5,7 @@ Builds and releases call :func:`run_buildspec`; the CLI's ``stackyard buildspec 
 
 from __future__ import annotations
 
-import os
-import pwd
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -23,15 +19,11 @@ from stackyard.buildspec.environment import (
     initial_environment,
     platform_variables,
 )
-from stackyard.buildspec.process import (
-    Account,
-    ProcessRequest,
-    run_process,
-    stop_leftover_group,
-)
-from stackyard.buildspec.shellstate import ShellState, command_script, read_state
+from stackyard.buildspec.process import Account, Command
+from stackyard.buildspec.shell import CommandShell, LocalShell
+from stackyard.buildspec.shellstate import ShellState, command_script, parse_state
 from stackyard.config.buildspec import BuildSpec, OnFailure, Phase
-from stackyard.errors import ConfigError, UsageError
+from stackyard.errors import UsageError
 from stackyard.secrets.masking import SecretMasker
 
 DEFAULT_COMMAND_TIMEOUT = 60 * 60.0
@@ -94,22 +86,24 @@ class BuildResult:
 
 
 def run_buildspec(
-    spec: BuildSpec, settings: RunSettings, sink: OutputSink | None = None
+    spec: BuildSpec,
+    settings: RunSettings,
+    sink: OutputSink | None = None,
+    shell: CommandShell | None = None,
 ) -> BuildResult:
     """Run every declared phase in order; stream masked lines to ``sink`` and the log file.
 
-    Raises UsageError or ConfigError before any command runs when the workdir, a secret
-    or a run-as user is missing. A failing command does not raise: the result says FAILED.
+    Commands run in ``shell``: a build container (buildspec/container.py), or this host
+    when none is given. Raises UsageError or ConfigError before any command runs when the
+    workdir, a secret or a run-as user is missing. A failing command does not raise: the
+    result says FAILED.
     """
-    workdir = _checked_workdir(settings.workdir)
-    settings = replace(settings, workdir=workdir)
-    accounts = _accounts(spec)
     masker = SecretMasker(settings.secrets.values())
-    with (
-        tempfile.TemporaryDirectory(prefix="stackyard-buildspec-") as state_dir,
-        BuildLog(settings.log_path, masker, sink) as log,
-    ):
-        return _Run(spec, settings, accounts, log, Path(state_dir)).execute()
+    with shell if shell is not None else LocalShell() as where:
+        settings = replace(settings, workdir=_checked_workdir(settings.workdir))
+        accounts = _accounts(spec, where)
+        with BuildLog(settings.log_path, masker, sink) as log:
+            return _Run(spec, settings, accounts, log, where).execute()
 
 
 def _checked_workdir(workdir: Path) -> Path:
@@ -121,22 +115,10 @@ def _checked_workdir(workdir: Path) -> Path:
     return workdir.resolve()
 
 
-def _accounts(spec: BuildSpec) -> dict[str, Account]:
+def _accounts(spec: BuildSpec, shell: CommandShell) -> dict[str, Account]:
     """Every run-as user of the spec, looked up now so that a missing one fails early."""
     names = {spec.run_as} | {phase.run_as for _, phase in spec.phases.declared()}
-    accounts = {}
-    for name in sorted(n for n in names if n):
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            raise ConfigError(
-                f"run-as: there is no Linux user named '{name}' on this machine",
-                hint="create the user, or change run-as in the build spec",
-            ) from None
-        if os.geteuid() != 0 and entry.pw_uid != os.geteuid():
-            raise UsageError(f"run-as '{name}' needs Stackyard to run as root")
-        accounts[name] = Account(name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
-    return accounts
+    return {name: shell.account(name) for name in sorted(n for n in names if n)}
 
 
 def _aborts_later_phases(name: str, policy: OnFailure | None) -> bool:
@@ -155,22 +137,23 @@ class _Run:
         settings: RunSettings,
         accounts: dict[str, Account],
         log: BuildLog,
-        state_dir: Path,
+        shell: CommandShell,
     ) -> None:
         self.spec = spec
         self.settings = settings
         self.accounts = accounts
         self.log = log
-        self.state_file = state_dir / "state"
-        self.shell = shutil.which(spec.shell, path="/usr/bin:/bin") or f"/bin/{spec.shell}"
+        self.where = shell
+        self.shell = shell.shell_path(spec.shell)
         self.succeeding = True
         self.groups: set[int] = set()
         self.exported: dict[str, str] = {}
         self.copied: list[Path] = []
+        artifacts = settings.artifacts_dir
         self.platform = platform_variables(
             settings.platform_variables,
-            workdir=settings.workdir,
-            artifacts_dir=settings.artifacts_dir,
+            workdir=shell.path_for(settings.workdir),
+            artifacts_dir=shell.path_for(artifacts) if artifacts is not None else None,
             succeeding=True,
         )
         declared = declared_variables(
@@ -180,11 +163,12 @@ class _Run:
             overrides=settings.overrides,
         )
         top = accounts.get(spec.run_as or "")
-        home = top.home if top else str(Path.home())
+        home = top.home if top else shell.home()
         env = initial_environment(declared, self._platform(), home=home)
-        self.state = ShellState(cwd=str(settings.workdir), exported=env)
+        self.state = ShellState(cwd=shell.path_for(settings.workdir), exported=env)
 
     def execute(self) -> BuildResult:
+        self.log.line("run", LineKind.MESSAGE, f"Commands run {self.where.describe()}")
         results: list[PhaseResult] = []
         aborted = False
         for name, phase in self.spec.phases.declared():
@@ -249,20 +233,20 @@ class _Run:
 
     def _command(self, name: str, command: str, account: Account | None) -> int:
         self.log.line(name, LineKind.COMMAND, f"Running command {command}")
-        self._prepare_state_dir(account)
-        request = ProcessRequest(
-            argv=[self.shell, "-c", command_script(command, self.state, self.state_file)],
+        request = Command(
+            script=command_script(command, self.state, self.where.state_file(account)),
+            shell=self.shell,
             env=dict(self.state.exported),
             cwd=self.state.cwd,
             timeout=self.settings.command_timeout,
             kill_grace=self.settings.kill_grace,
             account=account,
         )
-        outcome = run_process(request, lambda chunk: self.log.output(name, chunk))
+        outcome = self.where.run(request, lambda chunk: self.log.output(name, chunk))
         self.log.end_output(name)
         if outcome.group is not None:
             self.groups.add(outcome.group)
-        dumped = read_state(self.state_file, self.state)
+        dumped = parse_state(outcome.state, outcome.exports, self.state)
         if dumped is not None and not outcome.timed_out:
             self.state = dumped[1]
         self.state = self.state.with_exported(self._platform())
@@ -284,14 +268,6 @@ class _Run:
     def _set_succeeding(self, succeeding: bool) -> None:
         self.succeeding = succeeding
         self.state = self.state.with_exported(self._platform())
-
-    def _prepare_state_dir(self, account: Account | None) -> None:
-        directory = self.state_file.parent
-        for leftover in directory.iterdir():
-            leftover.unlink()
-        uid = account.uid if account else os.geteuid()
-        gid = account.gid if account else os.getegid()
-        os.chown(directory, uid, gid)
 
     def _exported_values(self) -> dict[str, str]:
         masker = self.log.masker
@@ -318,8 +294,5 @@ class _Run:
         return PhaseResult(ARTIFACTS_STEP, Status.SUCCEEDED, 0)
 
     def _stop_leftovers(self) -> None:
-        for group in sorted(self.groups):
-            if stop_leftover_group(group):
-                self.log.line(
-                    "run", LineKind.MESSAGE, f"Stopped background processes of group {group}"
-                )
+        for group in self.where.stop_leftovers(sorted(self.groups)):
+            self.log.line("run", LineKind.MESSAGE, f"Stopped background processes of group {group}")

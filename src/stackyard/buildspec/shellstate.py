@@ -1,7 +1,8 @@
 """Shell state that carries between build spec commands: working directory and variables.
 
 The runner wraps each command in a script from :func:`command_script`; on exit the script
-dumps its state with shell builtins only, and :func:`read_state` reads it back.
+dumps its state with shell builtins only, and :func:`parse_state` reads it back from what
+the command shell (shell.py) returns.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 # Variables the shell itself manages: never carried to the next command.
 SHELL_OWNED = frozenset(
@@ -59,10 +59,10 @@ class ShellState:
         return self.exported.get(name, self.plain.get(name))
 
 
-def command_script(command: str, state: ShellState, state_file: Path) -> str:
+def command_script(command: str, state: ShellState, state_file: str) -> str:
     """The script ``sh -c`` runs: restore plain variables, install the EXIT dump, run."""
     assignments = " ".join(f"{name}={shlex.quote(value)};" for name, value in state.plain.items())
-    prefix = f"__sy_f={shlex.quote(str(state_file))}; {_SAVE_FUNCTION}; trap __sy_save EXIT;"
+    prefix = f"__sy_f={shlex.quote(state_file)}; {_SAVE_FUNCTION}; trap __sy_save EXIT;"
     return f"{prefix} {assignments}\n{command}"
 
 
@@ -70,12 +70,12 @@ def is_shell_owned(name: str) -> bool:
     return name in SHELL_OWNED or name.startswith(_OWNED_PREFIXES)
 
 
-def read_state(state_file: Path, before: ShellState) -> tuple[int, ShellState] | None:
-    """The exit status and state a command dumped, or None when it left no dump."""
-    try:
-        raw = state_file.read_bytes()
-        exports = state_file.with_name(state_file.name + ".x").read_text("utf-8", "replace")
-    except FileNotFoundError:
+def parse_state(
+    raw: bytes | None, exports: str | None, before: ShellState
+) -> tuple[int, ShellState] | None:
+    """The exit status and state a command dumped (``raw``, and ``export -p``'s listing),
+    or None when it left no dump."""
+    if raw is None or exports is None:
         return None
     fields = raw.decode("utf-8", "replace").split("\0")
     if len(fields) < 3 or not fields[0].isdigit():

@@ -1,0 +1,530 @@
+"""Commands in a build container: the :class:`CommandShell` builds and releases run in.
+
+One container per run, from the build image. It holds the checkout at
+``/codebuild/output/src`` (read-write), the artifacts directory, and the build's own
+Docker API socket (the filtering proxy) at ``/var/run/docker.sock``; nothing else of the
+host. Its limits are the build's (cpu, memory, processes; disk by :class:`DiskWatch`).
+The runner's commands go to a small shell agent inside (agent.py), one at a time, each
+in its own session, so the runner's semantics are the same as on the host.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import os
+import secrets
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import ClassVar
+
+from stackyard.buildspec.agent import (
+    AGENT_SCRIPT,
+    STDERR,
+    STDOUT,
+    Fence,
+    Frames,
+    Messages,
+    Reply,
+    new_token,
+    run_request,
+    stop_request,
+)
+from stackyard.buildspec.process import TIMED_OUT_STATUS, Account, Command, CommandOutcome
+from stackyard.buildspec.shell import CommandShell, OutputCallback
+from stackyard.errors import ConfigError, StackyardError, UsageError
+from stackyard.images.build_container import (
+    LABEL_BUILD,
+    LABEL_BUILD_PLATFORM,
+    BuildContainer,
+    BuildContainerSpec,
+    Mount,
+    Stream,
+)
+from stackyard.images.dockerproxy.rules import BuildLimits, BuildScope
+from stackyard.images.dockerproxy.server import BuildProxy, ProxySocket
+
+DEFAULT_BUILD_IMAGE = "stackyard/build:bookworm"
+SOURCE_MOUNT = PurePosixPath("/codebuild/output/src")
+ARTIFACTS_MOUNT = PurePosixPath("/codebuild/output/artifacts")
+DOCKER_SOCKET = "/var/run/docker.sock"
+_AGENTS = PurePosixPath("/run/stackyard")
+_READY_TIMEOUT = 30.0
+_AFTER_KILL = 10.0  # how long a killed command's shell may take to report its end
+_KILLED = 128 + 9  # a command SIGKILLed: by the kernel's OOM killer, or the disk watch
+
+
+class ContainerShellError(StackyardError):
+    """The build container's shell cannot run commands (the container stopped, or its
+    agent broke off)."""
+
+
+@dataclass(frozen=True)
+class ContainerSettings:
+    """One build container: its image, what it mounts, its limits, and whose it is."""
+
+    source: Path  # the checkout (or the local directory), mounted at SOURCE_MOUNT
+    image: str = DEFAULT_BUILD_IMAGE
+    artifacts: Path | None = None  # mounted at ARTIFACTS_MOUNT
+    limits: BuildLimits = field(default_factory=BuildLimits)
+    network_mode: str = "host"
+    run_id: str = "local"  # "<stack>:<build number>" or "<stack>:<stage>": a label
+    platform_id: str = "local"  # the data dir's id: a label, to find leftovers
+    docker: BuildScope | None = None  # the build's Docker API; None: no docker inside
+
+
+class ContainerShell(CommandShell):
+    """Commands in a fresh build container, through its shell agents."""
+
+    name: ClassVar[str] = "build container"
+
+    def __init__(
+        self,
+        settings: ContainerSettings,
+        *,
+        proxy: BuildProxy | None = None,
+        engine: Callable[[], BuildContainer] = BuildContainer,
+    ) -> None:
+        self.settings = settings
+        self._container = engine()
+        self._proxy_socket: ProxySocket | None = None
+        self._agents: dict[int | None, _Agent] = {}
+        self._passwd: str | None = None
+        self._watch: DiskWatch | None = None
+        try:
+            self._start(proxy)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- the seam ------------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        return f"in a build container of {self.settings.image} ({self._container.id[:12]})"
+
+    def path_for(self, host_path: Path) -> str:
+        resolved = host_path.resolve()
+        for root, mount in self._mounts():
+            if resolved.is_relative_to(root):
+                return str(mount / resolved.relative_to(root))
+        raise UsageError(f"{host_path} is not inside the build container's mounts")
+
+    def shell_path(self, shell: str) -> str:
+        return f"/bin/{shell}"
+
+    def account(self, name: str) -> Account:
+        entry = _passwd_entries(self._read_passwd()).get(name)
+        if entry is None:
+            raise ConfigError(
+                f"run-as: there is no Linux user named '{name}' in the build image "
+                f"{self.settings.image}",
+                hint="add the user to the build image (build.image in stackyard.yml), or "
+                "change run-as in the build spec",
+            )
+        return entry
+
+    def home(self) -> str:
+        user = self._container.user().partition(":")[0] or "root"
+        entries = _passwd_entries(self._read_passwd())
+        entry = entries.get(user) or next((e for e in entries.values() if str(e.uid) == user), None)
+        return entry.home if entry is not None else "/root"
+
+    def state_file(self, account: Account | None) -> str:
+        return str(_agent_dir(account) / "state")
+
+    def run(self, command: Command, on_output: OutputCallback) -> CommandOutcome:
+        try:
+            agent = self._agent(command.account)
+        except StackyardError as exc:
+            return CommandOutcome(status=125, start_error=f"could not start the command: {exc}")
+        script = _entry(command) + command.script
+        outcome = agent.run(command, script, on_output, self._kill_group)
+        if outcome.status == _KILLED or outcome.start_error:
+            reason = self._stopped_reason()
+            if reason:
+                message = f"{outcome.start_error}; {reason}" if outcome.start_error else reason
+                return replace(outcome, start_error=message)
+        return outcome
+
+    def stop_leftovers(self, groups: list[int]) -> list[int]:
+        agents = list(self._agents.values())
+        stopped: list[int] = []
+        if not groups:
+            return stopped
+        for agent in agents:
+            with contextlib.suppress(ContainerShellError, OSError):
+                stopped += agent.stop(groups)
+        return sorted(set(stopped))
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+        for agent in self._agents.values():
+            agent.close()
+        self._agents.clear()
+        try:
+            self._container.remove()
+        finally:
+            self._container.close()
+            if self._proxy_socket is not None:
+                self._proxy_socket.close()
+                self._proxy_socket = None
+
+    # -- making the container ------------------------------------------------------------------
+
+    def _start(self, proxy: BuildProxy | None) -> None:
+        settings = self.settings
+        mounts = [Mount(settings.source, str(SOURCE_MOUNT))]
+        if settings.artifacts is not None:
+            mounts.append(Mount(settings.artifacts, str(ARTIFACTS_MOUNT)))
+        if settings.docker is not None:
+            if proxy is None:
+                raise UsageError("a build with a Docker API needs the build proxy")
+            self._proxy_socket = proxy.open(settings.docker)
+            mounts.append(Mount(self._proxy_socket.path, DOCKER_SOCKET))
+        suffix = secrets.token_hex(4)
+        stack = settings.run_id.partition(":")[0]
+        spec = BuildContainerSpec(
+            image=settings.image,
+            name=f"sy-build-{stack}-{suffix}"[:63],
+            command=["/bin/sh", "-c", AGENT_SCRIPT, "stackyard-agent", str(_agent_dir(None))],
+            mounts=mounts,
+            network_mode=settings.network_mode,
+            limits=settings.limits,
+            labels={LABEL_BUILD: settings.run_id, LABEL_BUILD_PLATFORM: settings.platform_id},
+            tmpfs={str(_AGENTS): "mode=1777,size=16m"},
+        )
+        self._container.create(spec)
+        if self._proxy_socket is not None:
+            self._proxy_socket.nest_builds_in(self._container.cgroup_parent())
+        sock = self._container.attach()
+        self._container.start()
+        self._agents[None] = _Agent(sock, "the build container's shell")
+        self._agents[None].greet()
+        upper = self._container.upper_dir()
+        self._watch = DiskWatch(
+            [p for p in (upper, settings.source, settings.artifacts) if p is not None],
+            settings.limits.disk,
+            self._container.kill,
+        )
+        self._watch.start()
+
+    def _mounts(self) -> list[tuple[Path, PurePosixPath]]:
+        pairs = [(self.settings.source.resolve(), SOURCE_MOUNT)]
+        if self.settings.artifacts is not None:
+            pairs.append((self.settings.artifacts.resolve(), ARTIFACTS_MOUNT))
+        return pairs
+
+    def _read_passwd(self) -> str:
+        if self._passwd is None:
+            self._passwd = self._container.read_file("/etc/passwd")
+        return self._passwd
+
+    def _agent(self, account: Account | None) -> _Agent:
+        key = account.uid if account is not None else None
+        agent = self._agents.get(key)
+        if agent is None:
+            if account is None:
+                raise ContainerShellError("the build container's shell is gone")
+            command = ["/bin/sh", "-c", AGENT_SCRIPT, "stackyard-agent", str(_agent_dir(account))]
+            sock = self._container.exec_attach(command, account.name)
+            agent = _Agent(sock, f"the build container's shell for {account.name}")
+            self._agents[key] = agent
+            agent.greet()
+        return agent
+
+    def _kill_group(self, group: int, signal: str) -> None:
+        # dash's kill takes no "--": a negative number right after the signal is a group.
+        script = f'kill -{signal} "-$0" 2>/dev/null || true'
+        with contextlib.suppress(StackyardError):
+            self._container.exec_run(["/bin/sh", "-c", script, str(group)])
+
+    def _stopped_reason(self) -> str | None:
+        if self._watch is not None and self._watch.exceeded:
+            return self._watch.exceeded
+        try:
+            end = self._container.end()
+        except StackyardError:
+            return None
+        if end.oom_killed:
+            limit = self.settings.limits.memory
+            return (
+                f"the build reached its memory limit ({_size(limit)}) and a process was "
+                "killed; raise the platform's build memory, or use less"
+            )
+        if not end.running:
+            return f"the build container stopped (exit status {end.exit_code})"
+        return None
+
+
+def _entry(command: Command) -> str:
+    """What a command's script starts with in the container: its environment (the agent
+    runs it with none) and its working directory."""
+    lines = [f"export {name}={_quote(value)}" for name, value in command.env.items()]
+    cwd = _quote(command.cwd)
+    lines.append(
+        f"cd -- {cwd} 2>/dev/null || {{ echo 'could not start the command: no directory '{cwd}; "
+        "exit 127; }"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def _agent_dir(account: Account | None) -> PurePosixPath:
+    return _AGENTS / (f"u{account.uid}" if account is not None else "main")
+
+
+def _passwd_entries(passwd: str) -> dict[str, Account]:
+    entries = {}
+    for line in passwd.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 6 and fields[2].isdigit() and fields[3].isdigit():
+            entries[fields[0]] = Account(fields[0], int(fields[2]), int(fields[3]), fields[5])
+    return entries
+
+
+def _size(value: int) -> str:
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if value >= size:
+            return f"{value / size:g} {unit}"
+    return f"{value} bytes"
+
+
+class _Agent:
+    """One shell agent in the container, over its attached stream."""
+
+    def __init__(self, stream: Stream, what: str) -> None:
+        self.stream = stream
+        self.sock = stream.socket
+        self.what = what
+        self.frames = Frames()
+        self.messages = Messages()
+        self.carried = b""  # output after the last fence: background processes' late lines
+        self.broken: str | None = None
+
+    def greet(self) -> None:
+        """Say hello and wait for ready: the agent writes nothing before it reads the
+        hello, so no output can be lost while the engine's stream is being set up."""
+        try:
+            self.sock.sendall(b"hello\n")
+        except OSError as exc:
+            raise ContainerShellError(f"{self.what} did not start: {exc}") from exc
+        deadline = time.monotonic() + _READY_TIMEOUT
+        while not self.messages.reply.ready:
+            if self.messages.reply.fatal:
+                raise ContainerShellError(f"{self.what} failed: {self.messages.reply.fatal}")
+            if time.monotonic() >= deadline or not self._receive(deadline, discard=True):
+                raise ContainerShellError(
+                    f"{self.what} did not start",
+                    hint="the build image needs /bin/sh, env and setsid",
+                )
+
+    def run(
+        self,
+        command: Command,
+        script: str,
+        on_output: OutputCallback,
+        kill: Callable[[int, str], None],
+    ) -> CommandOutcome:
+        if self.broken:
+            return CommandOutcome(status=125, start_error=self.broken)
+        token = new_token()
+        fence = Fence(token, self.carried)
+        reply = self.messages.next_reply()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            self.sock.sendall(run_request(token, command.shell, script))
+        except OSError as exc:
+            self.broken = f"{self.what} is gone: {exc}"
+            return CommandOutcome(status=125, start_error=self.broken)
+        timed_out = _Timeout(command.timeout, command.kill_grace)
+
+        def output(data: bytes) -> None:
+            text = decoder.decode(fence.feed(data))
+            if text:
+                on_output(text)
+
+        while not (fence.reached and reply.status is not None):
+            step = timed_out.step(reply.pid, kill)
+            if step == "gave up":
+                self.broken = f"{self.what} did not answer after its command was killed"
+                break
+            if not self._receive(time.monotonic() + 0.5, on_stdout=output) and self.broken:
+                break
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            on_output(tail)
+        self.carried = fence.after
+        return _outcome(reply, timed_out.fired, self.broken)
+
+    def stop(self, groups: list[int]) -> list[int]:
+        if self.broken:
+            return []
+        reply = self.messages.next_reply()
+        self.sock.sendall(stop_request(groups))
+        deadline = time.monotonic() + 10
+        while not reply.stopped_all and time.monotonic() < deadline:
+            if not self._receive(deadline, discard=True):
+                break
+        return list(reply.stopped)
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def _receive(
+        self,
+        until: float,
+        *,
+        on_stdout: Callable[[bytes], None] | None = None,
+        discard: bool = False,
+    ) -> bool:
+        """Read what arrives before ``until``; False when the stream ended."""
+        wait = max(0.0, until - time.monotonic())
+        readable, _, _ = select.select([self.sock], [], [], wait)
+        if not readable:
+            return True
+        try:
+            data = self.sock.recv(65536)
+        except OSError as exc:
+            data = b""
+            self.broken = f"{self.what} broke off: {exc}"
+        if not data:
+            self.broken = self.broken or f"{self.what} ended: the build container stopped"
+            return False
+        for stream, payload in self.frames.feed(data):
+            if stream == STDERR:
+                self.messages.feed(payload)
+            elif stream == STDOUT and on_stdout is not None:
+                on_stdout(payload)
+            elif stream == STDOUT and not discard:
+                self.carried += payload
+        return True
+
+
+class _Timeout:
+    """The command's deadline: SIGTERM to its group, SIGKILL after the grace, then give up."""
+
+    def __init__(self, timeout: float, grace: float) -> None:
+        self.deadline = time.monotonic() + timeout
+        self.grace = grace
+        self.fired = False
+        self._killed_at: float | None = None
+        self._terminated_at: float | None = None
+
+    def step(self, group: int | None, kill: Callable[[int, str], None]) -> str:
+        now = time.monotonic()
+        if now < self.deadline or group is None:
+            return "running"
+        if self._terminated_at is None:
+            self.fired = True
+            self._terminated_at = now
+            kill(group, "TERM")
+            return "terminated"
+        if self._killed_at is None and now - self._terminated_at >= self.grace:
+            self._killed_at = now
+            kill(group, "KILL")
+            return "killed"
+        if self._killed_at is not None and now - self._killed_at >= _AFTER_KILL:
+            return "gave up"
+        return "waiting"
+
+
+def _outcome(reply: Reply, timed_out: bool, broken: str | None) -> CommandOutcome:
+    exports = reply.exports.decode("utf-8", "replace") if reply.exports is not None else None
+    if timed_out:
+        return CommandOutcome(status=TIMED_OUT_STATUS, timed_out=True, group=reply.pid)
+    if reply.status is None:
+        return CommandOutcome(status=125, start_error=broken, group=reply.pid)
+    return CommandOutcome(status=reply.status, group=reply.pid, state=reply.state, exports=exports)
+
+
+class DiskWatch:
+    """Stops a build that writes more than its disk limit.
+
+    Docker on ext4 cannot bound a container's writes, so the watch samples: each second
+    it reads how much the filesystems of ``paths`` gained since the build started (one
+    ``statvfs`` each, nothing walked). Only when that exceeds the limit does it measure
+    the build's own paths, and if they hold more than the limit it calls ``stop``. A build
+    that writes faster than the disk fills in a second can overshoot by that second.
+    """
+
+    INTERVAL = 1.0
+
+    def __init__(self, paths: list[Path], limit: int, stop: Callable[[], None]) -> None:
+        self.paths = paths
+        self.limit = limit
+        self._stop_build = stop
+        self.exceeded: str | None = None
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="disk-watch", daemon=True)
+        self._baseline = self._used()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._halt.wait(self.INTERVAL):
+            if self.check():
+                return
+
+    def check(self) -> bool:
+        """One sample; True once the build was stopped."""
+        used = self._used()
+        grown = sum(max(0, size - self._baseline.get(dev, size)) for dev, size in used.items())
+        if grown <= self.limit:
+            return False
+        written = sum(_disk_usage(path) for path in self.paths)
+        if written <= self.limit:
+            return False
+        self.exceeded = (
+            f"the build wrote {_size(written)} to disk, over its limit of {_size(self.limit)}, "
+            "and was stopped"
+        )
+        with contextlib.suppress(StackyardError):
+            self._stop_build()
+        return True
+
+    def _used(self) -> dict[int, int]:
+        """Bytes in use on each filesystem that holds one of the paths."""
+        seen: dict[int, int] = {}
+        for path in self.paths:
+            try:
+                device = os.stat(path).st_dev
+                stats = os.statvfs(path)
+            except OSError:
+                continue
+            seen[device] = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+        return seen
+
+
+def _disk_usage(root: Path) -> int:
+    """Bytes allocated under ``root`` (not following links); what a build wrote there."""
+    total = 0
+    stack = [str(root)]
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += info.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return total

@@ -1,0 +1,439 @@
+"""What a build may ask of the Docker engine: pure decisions over method, path and query.
+
+A build may build (legacy builder), tag, push to its own stack's repository, pull, and
+inspect and list images. It may not run, create or exec into containers, mount, touch
+volumes, networks, the swarm or plugins, load images, or read or replace another stack's
+images. :func:`decide` answers one request of a build with a :class:`Forward` (what to
+send on, rewritten), a :class:`Refuse` (the message the build sees) or an :class:`Answer`
+(the proxy answers itself). Requests that name images the build reads or writes carry
+those names; :func:`judge` then decides from the engine's record of each image.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import unquote
+
+from stackyard.errors import UsageError
+from stackyard.images.reference import ImageReference
+from stackyard.registry_login import RegistryLogin
+
+# The label every image a build makes carries: which stack built it. An image with another
+# stack's label, or named in another stack's repository, is that stack's.
+LABEL_BUILD_STACK = "dev.stackyard.build-stack"
+
+_VERSION_PREFIX = re.compile(r"^/v[0-9]+(?:\.[0-9]+)?(?=/)")
+_NAMED = re.compile(r"^/images/(?P<name>.+)/(?P<action>json|history|push|tag|get)$")
+# Query parameters of POST /build (API 1.41) the proxy knows; any other is refused.
+_BUILD_PARAMS = frozenset(
+    {
+        "dockerfile", "t", "extrahosts", "q", "nocache", "cachefrom", "pull", "rm",
+        "forcerm", "memory", "memswap", "cpushares", "cpusetcpus", "cpusetmems",
+        "cpuperiod", "cpuquota", "buildargs", "shmsize", "squash", "labels", "networkmode",
+        "platform", "target", "outputs", "ulimits", "isolation", "buildid", "version",
+    }
+)  # fmt: skip
+_NETWORK_MODES = frozenset({"", "default", "host", "none", "bridge"})
+_CPU_PERIOD = 100_000  # microseconds: the CFS period the engine uses by default
+_PROXY = "Stackyard's build proxy"
+
+Ownership = Literal["own", "foreign", "shared"]
+
+
+@dataclass(frozen=True)
+class BuildLimits:
+    """What one build may use: cores (a hard cap), memory, processes, disk, and its CPU
+    weight against tasks (Docker's cpu shares; tasks have 1024)."""
+
+    cpus: float = 1.0
+    memory: int = 2 * 1024**3
+    pids: int = 2048
+    disk: int = 10 * 1024**3
+    cpu_shares: int = 128
+
+    @property
+    def cpu_quota(self) -> int:
+        return int(self.cpus * _CPU_PERIOD)
+
+
+@dataclass(frozen=True)
+class BuildScope:
+    """Whose build a proxy socket serves, and what it may use."""
+
+    stack: str
+    registry: str | None  # the platform registry (host:port); None for a local run
+    login: RegistryLogin | None = field(default=None, repr=False)  # injected for own pushes
+    limits: BuildLimits = field(default_factory=BuildLimits)
+    cgroup_parent: str | None = None  # the build container's cgroup: RUN steps nest in it
+    push_elsewhere: bool = False  # a local run may push to other registries with its login
+
+    @property
+    def repository(self) -> str | None:
+        """The stack's own repository, where its pushes go."""
+        return f"{self.registry}/{self.stack}" if self.registry else None
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One request of a build, as the proxy reads it (path without /vX.Y, decoded)."""
+
+    method: str
+    path: str
+    query: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    body: bytes = b""  # read only for the small JSON bodies a decision needs (/auth)
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Send the request on. ``query`` replaces the client's; ``auth`` replaces its
+    X-Registry-Auth (the client's is dropped when ``auth`` is None and ``keep_auth`` is
+    false); ``reads`` and ``writes`` are image names to :func:`judge` first."""
+
+    query: dict[str, list[str]]
+    auth: RegistryLogin | None = field(default=None, repr=False)
+    keep_auth: bool = False
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    filter_listing: bool = False  # GET /images/json: hide other stacks' images
+    build: bool = False  # POST /build: drop the platform registry from X-Registry-Config
+
+
+@dataclass(frozen=True)
+class Refuse:
+    status: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+
+
+Decision = Forward | Refuse | Answer
+
+
+def api_path(raw_path: str) -> str | None:
+    """The request's path without its API version prefix, percent-decoded once (as the
+    engine decodes it); None for a path that tries to climb or hide (``..``, ``//``)."""
+    path = unquote(raw_path)
+    path = _VERSION_PREFIX.sub("", path, count=1)
+    if not path.startswith("/") or "//" in path or any(ord(c) < 32 for c in path):
+        return None
+    if any(part in (".", "..") for part in path.split("/")):
+        return None
+    return path
+
+
+def decide(request: ApiRequest, scope: BuildScope) -> Decision:
+    """What to do with one request of the build of ``scope.stack``."""
+    method, path = request.method.upper(), request.path
+    query = {key: list(values) for key, values in request.query.items()}
+    if path == "/_ping" and method in ("GET", "HEAD"):
+        return Forward(query)
+    if path in ("/version", "/info") and method == "GET":
+        return Forward(query)
+    if path == "/auth" and method == "POST":
+        return _login(request.body, scope)
+    if path == "/build" and method == "POST":
+        return _build(query, scope)
+    if path == "/images/create" and method == "POST":
+        return _pull(query, scope)
+    if path == "/images/json" and method == "GET":
+        return Forward(query, filter_listing=True)
+    if path == "/images/search" and method == "GET":
+        return Forward(query)
+    if path == "/images/get" and method == "GET":
+        return Forward(query, reads=tuple(query.get("names", [])))
+    if path.startswith("/distribution/") and path.endswith("/json") and method == "GET":
+        return _distribution(path.removeprefix("/distribution/").removesuffix("/json"), scope)
+    named = _NAMED.match(path)
+    if named is not None and method in ("GET", "POST"):
+        return _named(method, named["name"], named["action"], query, scope)
+    if path.startswith("/images/") and method == "DELETE":
+        return Forward(query, writes=(path.removeprefix("/images/"),))
+    return Refuse(403, _refusal(method, path))
+
+
+def _refusal(method: str, path: str) -> str:
+    section = path.strip("/").split("/")[0] or "/"
+    what = {
+        "containers": "running, creating or changing containers (docker run, create, cp, "
+        "kill, rm, inspect of a container); a build only builds, tags and pushes images",
+        "exec": "exec into a container",
+        "volumes": "volumes",
+        "networks": "networks",
+        "swarm": "the swarm API",
+        "services": "swarm services (docker service create)",
+        "nodes": "swarm nodes",
+        "tasks": "swarm tasks",
+        "secrets": "swarm secrets",
+        "configs": "swarm configs",
+        "plugins": "plugins",
+        "session": "BuildKit sessions; builds use the legacy builder (DOCKER_BUILDKIT=0)",
+        "grpc": "BuildKit; builds use the legacy builder (DOCKER_BUILDKIT=0)",
+        "commit": "committing containers",
+        "events": "the engine's events, which show every stack's containers",
+        "system": "the engine's system data, which covers every stack",
+    }.get(section)
+    if section == "images" and path == "/images/load":
+        what = "docker load, which can replace any image in the engine"
+    if section in ("images", "build") and path.endswith("/prune"):
+        what = "pruning, which removes images other builds use"
+    reason = what or f"{method} {path}"
+    return f"{_PROXY} refused {reason}. A build may build, tag, push to its own stack's " \
+        "repository, pull, and inspect or list images."  # fmt: skip
+
+
+def _login(body: bytes, scope: BuildScope) -> Decision:
+    """``docker login``: the platform registry is already logged in (the proxy adds the
+    stack's login to its pushes); another registry is asked, as the engine would."""
+    try:
+        server = str(json.loads(body or b"{}").get("serveraddress", ""))
+    except (ValueError, AttributeError):
+        return Refuse(400, f"{_PROXY}: the login request is not valid JSON")
+    host = server.removeprefix("https://").removeprefix("http://").rstrip("/")
+    if scope.registry is not None and host == scope.registry:
+        return Answer(200, {"Status": "Login Succeeded", "IdentityToken": ""})
+    return Forward({}, keep_auth=True)
+
+
+def _build(query: dict[str, list[str]], scope: BuildScope) -> Decision:
+    unknown = sorted(set(query) - _BUILD_PARAMS - {"remote", "cgroupparent", "session"})
+    if unknown:
+        return Refuse(403, f"{_PROXY} refused docker build: unknown option(s) {unknown}")
+    if _first(query, "remote"):
+        return Refuse(
+            403,
+            f"{_PROXY} refused docker build from a URL (remote): the engine would fetch it "
+            "from the host's network. Build from the context directory instead.",
+        )
+    if _first(query, "version") == "2" or _first(query, "session"):
+        return Refuse(
+            403,
+            f"{_PROXY} refused a BuildKit build: builds use the legacy builder, whose RUN "
+            "steps stay within the build's limits. Set DOCKER_BUILDKIT=0.",
+        )
+    if _first(query, "cgroupparent"):
+        return Refuse(403, f"{_PROXY} refused docker build --cgroup-parent: the build's "
+                      "RUN steps run within the build's own limits")  # fmt: skip
+    network = _first(query, "networkmode")
+    if network not in _NETWORK_MODES:
+        return Refuse(
+            403,
+            f"{_PROXY} refused docker build --network {network}: a build's RUN steps may "
+            "use host, bridge, default or none, not another container's or a named network",
+        )
+    limits = scope.limits
+    memory = min(_int(query, "memory") or limits.memory, limits.memory)
+    rewritten = {
+        **query,
+        "memory": [str(memory)],
+        "memswap": [str(memory)],
+        "cpushares": [str(limits.cpu_shares)],
+        "cpuperiod": [str(_CPU_PERIOD)],
+        "cpuquota": [str(limits.cpu_quota)],
+        "labels": [json.dumps({**_labels(query), LABEL_BUILD_STACK: scope.stack})],
+    }
+    shm = _int(query, "shmsize")
+    if shm is not None and shm > memory:
+        rewritten["shmsize"] = [str(memory)]
+    if scope.cgroup_parent:
+        rewritten["cgroupparent"] = [scope.cgroup_parent]
+    return Forward(
+        rewritten,
+        reads=tuple(_json_list(query, "cachefrom")),
+        writes=tuple(query.get("t", [])),
+        build=True,
+    )
+
+
+def _pull(query: dict[str, list[str]], scope: BuildScope) -> Decision:
+    if _first(query, "fromSrc"):
+        return Refuse(403, f"{_PROXY} refused docker import: it can fetch a URL from the "
+                      "host's network and replace any image. Build the image instead.")  # fmt: skip
+    image = _first(query, "fromImage")
+    tag = _first(query, "tag")
+    name = f"{image}@{tag}" if tag.startswith("sha256:") else f"{image}:{tag}" if tag else image
+    where = _registry_of(name, scope)
+    if where == "foreign":
+        return Refuse(403, _foreign(name, scope, "pull"))
+    if where == "own":
+        return Forward(query, auth=scope.login)
+    return Forward(query, keep_auth=True)
+
+
+def _distribution(name: str, scope: BuildScope) -> Decision:
+    where = _registry_of(name, scope)
+    if where == "foreign":
+        return Refuse(403, _foreign(name, scope, "read"))
+    if where == "own":
+        return Forward({}, auth=scope.login)
+    return Forward({}, keep_auth=True)
+
+
+def _named(
+    method: str, name: str, action: str, query: dict[str, list[str]], scope: BuildScope
+) -> Decision:
+    if action in ("json", "history", "get") and method == "GET":
+        return Forward(query, reads=(name,))
+    if action == "tag" and method == "POST":
+        repo, tag = _first(query, "repo"), _first(query, "tag") or "latest"
+        if not repo:
+            return Refuse(400, f"{_PROXY}: docker tag needs a repository name")
+        return Forward(query, reads=(name,), writes=(f"{repo}:{tag}",))
+    if action == "push" and method == "POST":
+        return _push(name, _first(query, "tag"), query, scope)
+    return Refuse(403, _refusal(method, f"/images/{name}/{action}"))
+
+
+def _push(name: str, tag: str, query: dict[str, list[str]], scope: BuildScope) -> Decision:
+    target = f"{name}:{tag}" if tag else name
+    where = _registry_of(target, scope)
+    if where == "own":
+        return Forward(query, auth=scope.login)
+    if where == "foreign":
+        return Refuse(403, _foreign(target, scope, "push to"))
+    if scope.push_elsewhere:
+        return Forward(query, keep_auth=True)
+    return Refuse(
+        403,
+        f"{_PROXY} refused docker push {target}: a build of {scope.stack} pushes only to "
+        f"its own repository {scope.repository} ($IMAGE_URL)",
+    )
+
+
+def _foreign(name: str, scope: BuildScope, verb: str) -> str:
+    return (
+        f"{_PROXY} refused to {verb} {name}: that is another stack's repository; a build "
+        f"of {scope.stack} may only use {scope.repository} ($IMAGE_URL)"
+    )
+
+
+def _registry_of(name: str, scope: BuildScope) -> Literal["own", "foreign", "elsewhere"]:
+    """Whether ``name`` is in the stack's own repository, another stack's, or elsewhere."""
+    reference = parse_reference(name)
+    if reference is None or scope.registry is None or reference.registry != scope.registry:
+        return "elsewhere"
+    return "own" if reference.repository == scope.stack else "foreign"
+
+
+def parse_reference(name: str) -> ImageReference | None:
+    """An image reference, or None when ``name`` is an image id or not a reference."""
+    if re.fullmatch(r"(sha256:)?[0-9a-f]{12,64}", name):
+        return None
+    try:
+        return ImageReference.parse(name)
+    except UsageError:
+        return None
+
+
+# -- judging an image the engine has ----------------------------------------------------------
+
+
+def ownership(image: Mapping[str, Any], scope: BuildScope) -> Ownership:
+    """Whose an image is, from the engine's record (an inspect or a listing entry): the
+    stack's own (its repository, or built by its builds), another stack's, or shared (a
+    base image, anything no stack built)."""
+    config = image.get("Config") or {}
+    labels = image.get("Labels") or config.get("Labels") or {}
+    refs = [*(image.get("RepoTags") or []), *(image.get("RepoDigests") or [])]
+    owners = {_registry_of(str(ref), scope) for ref in refs}
+    builder = labels.get(LABEL_BUILD_STACK)
+    if "own" in owners or builder == scope.stack:
+        return "own"
+    if "foreign" in owners or builder is not None:
+        return "foreign"
+    return "shared"
+
+
+def judge(
+    name: str, image: Mapping[str, Any] | None, scope: BuildScope, purpose: Literal["read", "write"]
+) -> Refuse | None:
+    """Whether the build may read or (re)write ``name``, which the engine knows as ``image``
+    (None: no such image). Writing creates or moves a tag, or deletes one."""
+    where = _registry_of(name, scope)
+    if where == "foreign":
+        return Refuse(403, _foreign(name, scope, purpose))
+    if image is None:
+        return None
+    owner = ownership(image, scope)
+    if owner == "foreign" and where != "own":
+        return Refuse(
+            403,
+            f"{_PROXY} refused to {purpose} {name}: it is another stack's image",
+        )
+    if purpose == "write" and owner == "shared" and where != "own":
+        return Refuse(
+            403,
+            f"{_PROXY} refused to replace or remove {name}: the engine's image of that name "
+            f"was not made by a build of {scope.stack}, and other builds may use it. Use a "
+            f"name of your own, such as $IMAGE_URL:<tag> or {scope.stack}-<name>",
+        )
+    return None
+
+
+def visible(listing: list[dict[str, Any]], scope: BuildScope) -> list[dict[str, Any]]:
+    """The images a build sees in ``docker images``: all but other stacks'."""
+    return [entry for entry in listing if ownership(entry, scope) != "foreign"]
+
+
+def registry_auth_header(login: RegistryLogin) -> str:
+    """The X-Registry-Auth value for ``login``: base64url of its JSON."""
+    payload = {
+        "username": login.username,
+        "password": login.password,
+        "serveraddress": login.registry,
+    }
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode("ascii")
+
+
+def without_registry(config_header: str, registry: str | None) -> str:
+    """An X-Registry-Config (base64url JSON: registry -> auth) without the platform
+    registry's entry: a build's FROM never pulls another stack's image with a login."""
+    if registry is None or not config_header:
+        return config_header
+    try:
+        padded = config_header + "=" * (-len(config_header) % 4)
+        configs = json.loads(base64.urlsafe_b64decode(padded))
+    except ValueError:
+        return ""
+    if not isinstance(configs, dict):
+        return ""
+    kept = {k: v for k, v in configs.items() if registry not in str(k)}
+    return base64.urlsafe_b64encode(json.dumps(kept).encode()).decode("ascii")
+
+
+def _first(query: Mapping[str, Sequence[str]], key: str) -> str:
+    values = query.get(key) or [""]
+    return values[0]
+
+
+def _int(query: Mapping[str, Sequence[str]], key: str) -> int | None:
+    value = _first(query, key)
+    try:
+        number = int(value)
+    except ValueError:
+        return None
+    return number if number > 0 else None
+
+
+def _labels(query: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    try:
+        labels = json.loads(_first(query, "labels") or "{}")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
+
+def _json_list(query: Mapping[str, Sequence[str]], key: str) -> list[str]:
+    try:
+        values = json.loads(_first(query, key) or "[]")
+    except ValueError:
+        return []
+    return [str(v) for v in values] if isinstance(values, list) else []

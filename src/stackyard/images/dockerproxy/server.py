@@ -1,0 +1,438 @@
+"""The build proxy's server: one asyncio loop on its own thread, one unix socket per build.
+
+Each request a build's docker client sends is read with h11, decided by ``rules.decide``,
+and either refused (a JSON ``{"message": ...}`` the docker CLI prints as "Error response
+from daemon: ...") or sent on to the engine's socket with the query and headers the
+decision names, streaming both ways: a build context and a push's progress never sit in
+memory. Builds and releases open a socket with :meth:`BuildProxy.open`; ``stackyard
+buildspec run`` makes its own proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+import h11
+
+from stackyard.errors import ComponentError, StackyardError
+from stackyard.images.dockerproxy.rules import (
+    Answer,
+    ApiRequest,
+    BuildScope,
+    Decision,
+    Forward,
+    Refuse,
+    api_path,
+    decide,
+    judge,
+    registry_auth_header,
+    visible,
+    without_registry,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENGINE_SOCKET = "/var/run/docker.sock"
+_READ_SIZE = 65536
+_SMALL_BODY = 1024 * 1024  # bodies a decision reads (/auth), or that a refusal drains
+_MAX_HEAD = 256 * 1024  # request heads: X-Registry-Config holds a login per registry
+_HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"host"}
+)
+_AUTH_HEADERS = frozenset({b"x-registry-auth", b"x-registry-config"})
+
+
+def engine_socket_path() -> str:
+    """The engine's unix socket: ``$DOCKER_HOST`` when it names one, else the default."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        return host.removeprefix("unix://")
+    return DEFAULT_ENGINE_SOCKET
+
+
+class ProxySocket:
+    """One build's socket: where it listens, the scope it applies, what it refused."""
+
+    def __init__(self, path: Path, scope: BuildScope) -> None:
+        self.path = path
+        self.scope = scope
+        self.refusals: list[str] = []
+        self._server: asyncio.AbstractServer | None = None
+        self._close: Callable[[], None] = lambda: None
+
+    def nest_builds_in(self, cgroup_parent: str | None) -> None:
+        """RUN steps of this build's ``docker build`` run in ``cgroup_parent`` (the build
+        container's cgroup), so they share its limits."""
+        self.scope = replace(self.scope, cgroup_parent=cgroup_parent)
+
+    def close(self) -> None:
+        self._close()
+
+
+class BuildProxy:
+    """The filtering proxy of the engine's API; every build's socket is served here."""
+
+    def __init__(self, engine_socket: str | None = None) -> None:
+        self.engine_socket = engine_socket or engine_socket_path()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="build-proxy", daemon=True
+        )
+        self._thread.start()
+
+    def open(self, scope: BuildScope) -> ProxySocket:
+        """Listen on a new socket (in a fresh directory only root may enter) for one build."""
+        directory = Path(tempfile.mkdtemp(prefix="stackyard-proxy-"))
+        path = directory / "docker.sock"
+        socket = ProxySocket(path, scope)
+        served = asyncio.run_coroutine_threadsafe(self._listen(socket), self._loop)
+        try:
+            socket._server = served.result(timeout=10)
+        except (OSError, TimeoutError) as exc:
+            raise ComponentError(f"the build proxy cannot listen on {path}: {exc}") from exc
+        path.chmod(0o666)  # run-as users in the build container connect too
+
+        def close() -> None:
+            server = socket._server
+            socket._server = None
+            if server is not None and not self._loop.is_closed():
+                future = asyncio.run_coroutine_threadsafe(_stop(server), self._loop)
+                with contextlib.suppress(TimeoutError, RuntimeError):
+                    future.result(timeout=10)
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+        socket._close = close
+        return socket
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    async def _listen(self, socket: ProxySocket) -> asyncio.AbstractServer:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connection = _Connection(socket, reader, writer, self.engine_socket)
+            try:
+                await connection.serve()
+            except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError) as exc:
+                log.debug("build proxy connection of %s ended: %s", socket.scope.stack, exc)
+            finally:
+                await connection.close()
+
+        return await asyncio.start_unix_server(serve, path=str(socket.path))
+
+
+async def _stop(server: asyncio.AbstractServer) -> None:
+    server.close()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(server.wait_closed(), timeout=5)
+
+
+class _Upstream:
+    """One HTTP/1.1 connection to the engine's socket."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.http = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def connect(cls, path: str) -> _Upstream:
+        try:
+            reader, writer = await asyncio.open_unix_connection(path, limit=_READ_SIZE)
+        except OSError as exc:
+            raise ComponentError(f"the Docker engine at {path} did not answer: {exc}") from exc
+        return cls(reader, writer)
+
+    async def send(self, event: h11.Event) -> None:
+        data = self.http.send(event)
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def next_event(self) -> h11.Event:
+        return await _next_event(self.http, self.reader)
+
+    async def whole_response(self) -> tuple[int, bytes]:
+        """Status and body of a response small enough to hold (an inspect, a listing)."""
+        status, chunks = 0, []
+        while True:
+            event = await self.next_event()
+            if isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return status, b"".join(chunks)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+
+async def _next_event(http: h11.Connection, reader: asyncio.StreamReader) -> h11.Event:
+    while True:
+        event = http.next_event()
+        if event is not h11.NEED_DATA:
+            return event  # type: ignore[return-value]
+        data = await reader.read(_READ_SIZE)
+        http.receive_data(data)
+
+
+class _Connection:
+    """One connection of a build's docker client: request after request, each decided."""
+
+    def __init__(
+        self,
+        socket: ProxySocket,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        engine_socket: str,
+    ) -> None:
+        self.socket = socket
+        self.reader = reader
+        self.writer = writer
+        self.engine_socket = engine_socket
+        self.http = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+        self.upstream: _Upstream | None = None
+
+    async def serve(self) -> None:
+        while True:
+            event = await _next_event(self.http, self.reader)
+            if isinstance(event, h11.ConnectionClosed):
+                return
+            if not isinstance(event, h11.Request):
+                return
+            keep_going = await self._request(event)
+            if not keep_going or self.http.our_state is not h11.DONE:
+                return
+            if self.http.their_state is not h11.DONE:
+                return
+            self.http.start_next_cycle()
+
+    async def close(self) -> None:
+        if self.upstream is not None:
+            await self.upstream.close()
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+    async def _request(self, request: h11.Request) -> bool:
+        target = request.target.decode("latin-1")
+        parts = urlsplit(target)
+        path = api_path(parts.path)
+        if path is None:
+            await self._refuse(Refuse(400, f"Stackyard's build proxy refused the path {target!r}"))
+            return False
+        body = b""
+        if path == "/auth":
+            body = await self._read_body(_SMALL_BODY)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        api_request = ApiRequest(request.method.decode("ascii"), path, query, body)
+        decision = decide(api_request, self.socket.scope)
+        if isinstance(decision, Forward):
+            try:
+                decision = await self._judged(decision)
+            except (StackyardError, ValueError) as exc:
+                decision = Refuse(502, f"Stackyard's build proxy could not check the image: {exc}")
+        if isinstance(decision, Refuse):
+            await self._refuse(decision)
+            return False
+        if isinstance(decision, Answer):
+            await self._answer(decision.status, decision.body)
+            return True
+        return await self._forward(request, parts.path, decision, body)
+
+    async def _judged(self, decision: Forward) -> Decision:
+        """Ask the engine about every image the request reads or writes, then judge."""
+        checks: list[tuple[str, Literal["read", "write"]]] = [
+            *((name, "read") for name in decision.reads),
+            *((name, "write") for name in decision.writes),
+        ]
+        for name, purpose in checks:
+            image = await self._inspect(name)
+            refusal = judge(name, image, self.socket.scope, purpose)
+            if refusal is not None:
+                return refusal
+        return decision
+
+    async def _inspect(self, name: str) -> dict[str, Any] | None:
+        status, body = await self._engine_get(f"/images/{quote(name, safe='/:@')}/json")
+        if status == 404:
+            return None
+        if status != 200:
+            raise ComponentError(f"the engine answered {status} to an inspect of {name}")
+        found = json.loads(body)
+        return found if isinstance(found, dict) else None
+
+    async def _engine_get(self, target: str) -> tuple[int, bytes]:
+        upstream = await _Upstream.connect(self.engine_socket)
+        try:
+            await upstream.send(_request_event("GET", target, []))
+            await upstream.send(h11.EndOfMessage())
+            return await upstream.whole_response()
+        finally:
+            await upstream.close()
+
+    async def _forward(
+        self, request: h11.Request, raw_path: str, decision: Forward, body: bytes
+    ) -> bool:
+        if self.upstream is None:
+            self.upstream = await _Upstream.connect(self.engine_socket)
+        upstream = self.upstream
+        query = urlencode(decision.query, doseq=True)
+        target = raw_path + (f"?{query}" if query else "")
+        headers = _forward_headers(request.headers, decision, self.socket.scope)
+        await upstream.send(_request_event(request.method.decode("ascii"), target, headers))
+        if body:
+            await upstream.send(h11.Data(data=body))
+        sending = asyncio.create_task(self._pump_body(upstream))
+        try:
+            if decision.filter_listing:
+                await self._pump_listing(upstream)
+            else:
+                await self._pump_response(upstream)
+            await sending
+        except BaseException:
+            sending.cancel()
+            raise
+        if upstream.http.our_state is h11.DONE and upstream.http.their_state is h11.DONE:
+            upstream.http.start_next_cycle()
+        else:
+            await upstream.close()
+            self.upstream = None
+        return True
+
+    async def _pump_body(self, upstream: _Upstream) -> None:
+        """The client's request body, on to the engine as it arrives."""
+        if upstream.http.our_state is h11.DONE:
+            return
+        while True:
+            if self.http.their_state is h11.DONE:
+                await upstream.send(h11.EndOfMessage())
+                return
+            event = await _next_event(self.http, self.reader)
+            if isinstance(event, h11.Data):
+                await upstream.send(h11.Data(data=bytes(event.data)))
+            elif isinstance(event, h11.EndOfMessage):
+                await upstream.send(h11.EndOfMessage())
+                return
+            else:
+                raise ConnectionError("the build's docker client went away mid-request")
+
+    async def _pump_response(self, upstream: _Upstream) -> None:
+        while True:
+            event = await upstream.next_event()
+            if isinstance(event, h11.Response):
+                await self._send(
+                    h11.Response(status_code=event.status_code, headers=_response_headers(event))
+                )
+            elif isinstance(event, h11.Data):
+                await self._send(h11.Data(data=bytes(event.data)))
+            elif isinstance(event, h11.EndOfMessage):
+                await self._send(h11.EndOfMessage())
+                return
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("the engine closed the connection mid-response")
+
+    async def _pump_listing(self, upstream: _Upstream) -> None:
+        """GET /images/json, with other stacks' images left out."""
+        status, body = await upstream.whole_response()
+        listing = json.loads(body or b"[]")
+        if status == 200 and isinstance(listing, list):
+            listing = visible(listing, self.socket.scope)
+        await self._json(status, listing)
+
+    async def _read_body(self, limit: int) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while self.http.their_state is not h11.DONE:
+            event = await _next_event(self.http, self.reader)
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size <= limit:
+                    chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:
+                raise ConnectionError("the build's docker client went away mid-request")
+        return b"".join(chunks)
+
+    async def _refuse(self, refusal: Refuse) -> None:
+        self.socket.refusals.append(refusal.message)
+        log.info("build proxy of %s: %s", self.socket.scope.stack, refusal.message)
+        # Read what the client still sends (a container's JSON), so it sees the answer.
+        with contextlib.suppress(asyncio.TimeoutError, ConnectionError, h11.ProtocolError):
+            await asyncio.wait_for(self._read_body(_SMALL_BODY), timeout=5)
+        await self._json(refusal.status, {"message": refusal.message}, close=True)
+
+    async def _answer(self, status: int, body: dict[str, Any]) -> None:
+        await self._json(status, body)
+
+    async def _json(self, status: int, body: object, *, close: bool = False) -> None:
+        data = json.dumps(body).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode()),
+        ]
+        if close:
+            headers.append((b"connection", b"close"))
+        await self._send(h11.Response(status_code=status, headers=headers))
+        await self._send(h11.Data(data=data))
+        await self._send(h11.EndOfMessage())
+
+    async def _send(self, event: h11.Event) -> None:
+        data = self.http.send(event)
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+
+def _request_event(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> h11.Request:
+    return h11.Request(method=method, target=target, headers=[(b"host", b"docker"), *headers])
+
+
+def _forward_headers(
+    headers: Any, decision: Forward, scope: BuildScope
+) -> list[tuple[bytes, bytes]]:
+    kept: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        lower = bytes(name).lower()
+        if lower in _HOP_BY_HOP:
+            continue
+        if lower == b"x-registry-auth" and not decision.keep_auth:
+            continue
+        if lower == b"x-registry-config":
+            if decision.build:
+                value = without_registry(bytes(value).decode("ascii"), scope.registry).encode()
+            elif not decision.keep_auth:
+                continue
+        kept.append((lower, bytes(value)))
+    if decision.auth is not None:
+        kept = [(k, v) for k, v in kept if k not in _AUTH_HEADERS]
+        kept.append((b"x-registry-auth", registry_auth_header(decision.auth).encode()))
+    return kept
+
+
+def _response_headers(response: h11.Response) -> list[tuple[bytes, bytes]]:
+    return [
+        (bytes(name), bytes(value))
+        for name, value in response.headers
+        if bytes(name).lower() not in _HOP_BY_HOP
+    ]
