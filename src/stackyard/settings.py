@@ -12,6 +12,14 @@ from pathlib import Path
 from typing import Literal
 
 NetworkMode = Literal["host", "bridge"]
+# "auto": bridge where the engine has a bridge network, else host (docs/engines.md).
+NetworkSetting = Literal["auto", "host", "bridge"]
+DEFAULT_BUILD_IMAGE = "stackyard/build:bookworm"  # what scripts/setup-host builds
+
+
+def default_build_cpus() -> float:
+    """All cores but half of one, at least one: a build leaves room for the tasks."""
+    return max(1.0, (os.cpu_count() or 1) - 0.5)
 
 
 def default_data_dir() -> Path:
@@ -32,7 +40,7 @@ class Settings:
     host: str = "127.0.0.1"
     api_port: int = 7878
     registry_port: int = 5000
-    network_mode: NetworkMode = "host"
+    network_mode: NetworkSetting = "auto"
     engine: str = "docker"  # an entry point name in the stackyard.engines group
     # Where the engine answers (e.g. unix:///run/stackyard-swarm/n1.sock, a swarm manager);
     # None: DOCKER_HOST, else the local engine.
@@ -62,6 +70,13 @@ class Settings:
     auth_window: float = 60.0
     audit_retention_days: int = 365  # audit entries older than this are removed; 0: keep all
     public_url: str | None = None  # the API and console as people reach them (a proxy)
+    # Builds and releases: the image their specs run in, and each one's limits.
+    build_image: str = DEFAULT_BUILD_IMAGE
+    build_cpus: float = field(default_factory=default_build_cpus)
+    build_memory: int = 4 * 1024**3  # bytes
+    build_pids: int = 2048
+    build_disk: int = 10 * 1024**3  # bytes
+    builds_on_host: bool = False  # trusted machines only: specs run as the platform's user
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced; ``None`` values are ignored."""

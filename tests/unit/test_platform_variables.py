@@ -8,7 +8,7 @@ from pathlib import Path
 
 from stackyard.images.imagestore import ImageStore
 from stackyard.images.registry_fake import FakeRegistry
-from stackyard.pipeline.platform_variables import SpecRun, spec_variables
+from stackyard.pipeline.platform_variables import SpecLogin, SpecRun, spec_login, spec_variables
 from stackyard.registry_login import RegistryLogin
 
 REGISTRY = "127.0.0.1:5999"
@@ -21,9 +21,8 @@ def images() -> ImageStore:
 
 def test_a_release_gets_its_stage_and_the_one_it_promotes_from(tmp_path: Path) -> None:
     run = SpecRun("shop", SHA, "shop:prod", stage="prod", previous_stage="staging")
-    values = spec_variables(
-        run, images(), artifacts=tmp_path / "a", docker_config=tmp_path / "docker"
-    )
+    login = spec_login(images(), "shop", in_container=False, scratch=tmp_path)
+    values = spec_variables(run, images(), artifacts=str(tmp_path / "a"), login=login)
     assert values == {
         "STACK_NAME": "shop",
         "STAGE_NAME": "prod",
@@ -42,11 +41,22 @@ def test_a_release_gets_its_stage_and_the_one_it_promotes_from(tmp_path: Path) -
     }
 
 
+def test_in_a_build_container_the_registry_password_is_a_stand_in(tmp_path: Path) -> None:
+    run = SpecRun("shop", SHA, "shop:7", build_number=7)
+    login = spec_login(images(), "shop", in_container=True, scratch=tmp_path)
+    values = spec_variables(run, images(), artifacts="/codebuild/output/artifacts", login=login)
+    assert values["REGISTRY_USERNAME"] == "stackyard"
+    assert values["REGISTRY_PASSWORD"].startswith("stand-in-")
+    assert "pw-123" not in json.dumps(values)
+    assert "DOCKER_CONFIG" not in values
+    assert values["S3_BUCKET"] == "/codebuild/output/artifacts"
+    assert list(tmp_path.iterdir()) == []  # no docker config with the password was written
+
+
 def test_a_build_gets_its_number_and_no_stage(tmp_path: Path) -> None:
     run = SpecRun("shop", SHA, "shop:7", build_number=7)
-    values = spec_variables(
-        run, images(), artifacts=tmp_path / "a", docker_config=tmp_path / "docker"
-    )
+    login = SpecLogin("stackyard", "pw-123")
+    values = spec_variables(run, images(), artifacts=str(tmp_path / "a"), login=login)
     assert values["CODEBUILD_BUILD_NUMBER"] == "7"
     assert "STAGE_NAME" not in values
     assert "PREVIOUS_STAGE_NAME" not in values
@@ -54,15 +64,15 @@ def test_a_build_gets_its_number_and_no_stage(tmp_path: Path) -> None:
 
 def test_the_first_stage_promotes_from_latest(tmp_path: Path) -> None:
     run = SpecRun("shop", SHA, "shop:dev", stage="dev")
-    values = spec_variables(
-        run, images(), artifacts=tmp_path / "a", docker_config=tmp_path / "docker"
-    )
+    login = SpecLogin("stackyard", "pw-123")
+    values = spec_variables(run, images(), artifacts=str(tmp_path / "a"), login=login)
     assert values["PREVIOUS_STAGE_NAME"] == "latest"
 
 
 def test_docker_config_logs_a_docker_client_in_to_the_registry(tmp_path: Path) -> None:
     run = SpecRun("shop", SHA, "shop:7", build_number=7)
-    spec_variables(run, images(), artifacts=tmp_path / "a", docker_config=tmp_path / "docker")
+    login = spec_login(images(), "shop", in_container=False, scratch=tmp_path)
+    spec_variables(run, images(), artifacts=str(tmp_path / "a"), login=login)
     config = tmp_path / "docker" / "config.json"
     assert config.stat().st_mode & 0o777 == 0o600
     auth = json.loads(config.read_text())["auths"][REGISTRY]["auth"]

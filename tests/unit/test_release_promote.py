@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.images.imagestore import ImageStore
 from stackyard.images.registry_fake import FakeRegistry
 from stackyard.pipeline.releases import ReleaseFailure, ReleaseService
@@ -85,6 +86,7 @@ def yard(tmp_path: Path) -> Iterator[Yard]:
         FakeSecretStore(),
         logs_dir=tmp_path / "logs",
         work_dir=tmp_path / "work",
+        isolation=BuildIsolation(proxy=None),
     )
     yield Yard(repo, tmp_path / "logs", registry, source, releases, stacks)
     database.dispose()

@@ -188,6 +188,28 @@ def test_checkout_is_a_work_tree_of_the_exact_commit(
         assert (tree / "later.txt").exists()
 
 
+def test_a_standalone_checkout_needs_nothing_of_the_cache(
+    source: GitSource, upstream: Path, tmp_path: Path
+) -> None:
+    first = source.resolve("web", str(upstream), None, "main").sha
+    commit(upstream, {"later.txt": "x\n"}, "Later")
+    source.sync("web", str(upstream))
+    dest = tmp_path / "build" / "src"
+
+    source.checkout("web", first, dest, standalone=True)
+    moved = tmp_path / "cache-elsewhere"
+    source.cache_dir.rename(moved)  # as in a build container, which mounts only dest
+
+    assert (dest / ".git").is_dir()
+    assert git(dest, "rev-parse", "HEAD") == first
+    assert git(dest, "log", "--format=%s") == "First commit"
+    assert git(dest, "status", "--porcelain") == ""
+    assert not (dest / "later.txt").exists()
+    moved.rename(source.cache_dir)
+    cache = source.cache_dir / "web.git"
+    assert not (cache / "worktrees").exists() or not list((cache / "worktrees").iterdir())
+
+
 def test_checkout_into_a_given_directory(source: GitSource, upstream: Path, tmp_path: Path) -> None:
     sha = source.resolve("web", str(upstream), None, "main").sha
     dest = tmp_path / "build" / "src"

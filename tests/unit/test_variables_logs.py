@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.images.imagestore import ImageStore
 from stackyard.images.registry import RegistryClient
 from stackyard.pipeline.builds import BuildService
@@ -98,11 +99,18 @@ def parts(tmp_path: Path) -> tuple[BuildService, ReleaseService, VariableStore, 
         logs_dir=tmp_path / "logs",
         work_dir=tmp_path / "work",
         network_mode="host",
+        isolation=BuildIsolation(proxy=None),
         secret_values=secrets.mask_values,
         build_inputs=store.build_inputs,
     )
     releases = ReleaseService(
-        sessions, source, images, secrets, logs_dir=tmp_path / "logs", work_dir=tmp_path / "work"
+        sessions,
+        source,
+        images,
+        secrets,
+        logs_dir=tmp_path / "logs",
+        work_dir=tmp_path / "work",
+        isolation=BuildIsolation(proxy=None),
     )
     secrets.set(STACK, "DB_PASSWORD", SECRET)
     with sessions.begin() as session:

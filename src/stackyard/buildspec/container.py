@@ -47,8 +47,8 @@ from stackyard.images.build_container import (
 )
 from stackyard.images.dockerproxy.rules import BuildLimits, BuildScope
 from stackyard.images.dockerproxy.server import BuildProxy, ProxySocket
+from stackyard.settings import DEFAULT_BUILD_IMAGE
 
-DEFAULT_BUILD_IMAGE = "stackyard/build:bookworm"
 SOURCE_MOUNT = PurePosixPath("/codebuild/output/src")
 ARTIFACTS_MOUNT = PurePosixPath("/codebuild/output/artifacts")
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -67,7 +67,7 @@ class ContainerShellError(StackyardError):
 class ContainerSettings:
     """One build container: its image, what it mounts, its limits, and whose it is."""
 
-    source: Path  # the checkout (or the local directory), mounted at SOURCE_MOUNT
+    source: Path | None  # the checkout (or a local directory) at SOURCE_MOUNT; None: none
     image: str = DEFAULT_BUILD_IMAGE
     artifacts: Path | None = None  # mounted at ARTIFACTS_MOUNT
     limits: BuildLimits = field(default_factory=BuildLimits)
@@ -95,6 +95,7 @@ class ContainerShell(CommandShell):
         self._agents: dict[int | None, _Agent] = {}
         self._passwd: str | None = None
         self._watch: DiskWatch | None = None
+        self._closed = False
         try:
             self._start(proxy)
         except BaseException:
@@ -105,6 +106,11 @@ class ContainerShell(CommandShell):
 
     def describe(self) -> str:
         return f"in a build container of {self.settings.image} ({self._container.id[:12]})"
+
+    @property
+    def docker_socket(self) -> Path | None:
+        """The build's Docker API on the host side (the platform's default build uses it)."""
+        return self._proxy_socket.path if self._proxy_socket is not None else None
 
     def path_for(self, host_path: Path) -> str:
         resolved = host_path.resolve()
@@ -161,6 +167,9 @@ class ContainerShell(CommandShell):
         return sorted(set(stopped))
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._watch is not None:
             self._watch.stop()
         for agent in self._agents.values():
@@ -178,7 +187,7 @@ class ContainerShell(CommandShell):
 
     def _start(self, proxy: BuildProxy | None) -> None:
         settings = self.settings
-        mounts = [Mount(settings.source, str(SOURCE_MOUNT))]
+        mounts = [Mount(settings.source, str(SOURCE_MOUNT))] if settings.source else []
         if settings.artifacts is not None:
             mounts.append(Mount(settings.artifacts, str(ARTIFACTS_MOUNT)))
         if settings.docker is not None:
@@ -214,7 +223,9 @@ class ContainerShell(CommandShell):
         self._watch.start()
 
     def _mounts(self) -> list[tuple[Path, PurePosixPath]]:
-        pairs = [(self.settings.source.resolve(), SOURCE_MOUNT)]
+        pairs = []
+        if self.settings.source is not None:
+            pairs.append((self.settings.source.resolve(), SOURCE_MOUNT))
         if self.settings.artifacts is not None:
             pairs.append((self.settings.artifacts.resolve(), ARTIFACTS_MOUNT))
         return pairs

@@ -67,6 +67,11 @@ class CommandShell(ABC):
         """SIGTERM the process groups of finished commands that still have processes
         (background ones); the groups that had some."""
 
+    @property
+    def docker_socket(self) -> Path | None:
+        """The host side of the run's own Docker API, when it has one (a build container)."""
+        return None
+
     def describe(self) -> str:
         """Where commands run, for the log's first line ("in a build container of ...")."""
         return self.name

@@ -19,6 +19,12 @@ from stackyard.cli.shared import (
     AcmeCaRoots,
     AcmeEmail,
     ApiPort,
+    BuildCpus,
+    BuildDisk,
+    BuildImage,
+    BuildMemory,
+    BuildPids,
+    BuildsOnHost,
     DataDir,
     Domain,
     HttpPort,
@@ -86,6 +92,12 @@ def up(
     public_address: PublicAddress = None,
     http_port: HttpPort = None,
     https_port: HttpsPort = None,
+    build_image: BuildImage = None,
+    build_cpus: BuildCpus = None,
+    build_memory: BuildMemory = None,
+    build_pids: BuildPids = None,
+    build_disk: BuildDisk = None,
+    builds_on_host: BuildsOnHost = False,
     json_output: Json = False,
 ) -> None:
     """Start the control plane (API, store, deployments) and, unless it runs, the data plane
@@ -95,7 +107,17 @@ def up(
     from stackyard.platform.state import running_state
 
     settings = platform_settings(
-        data_dir, api_port, registry_port, network_mode, public_url
+        data_dir,
+        api_port,
+        registry_port,
+        network_mode,
+        public_url,
+        build_image=build_image,
+        build_cpus=build_cpus,
+        build_memory=build_memory,
+        build_pids=build_pids,
+        build_disk=build_disk,
+        builds_on_host=builds_on_host,
     ).with_overrides(
         engine=engine,
         engine_endpoint=engine_endpoint,

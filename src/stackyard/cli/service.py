@@ -13,6 +13,12 @@ from stackyard.cli.shared import (
     AcmeCaRoots,
     AcmeEmail,
     ApiPort,
+    BuildCpus,
+    BuildDisk,
+    BuildImage,
+    BuildMemory,
+    BuildPids,
+    BuildsOnHost,
     DataDir,
     Domain,
     HttpPort,
@@ -76,6 +82,12 @@ def install(
     public_address: PublicAddress = None,
     http_port: HttpPort = None,
     https_port: HttpsPort = None,
+    build_image: BuildImage = None,
+    build_cpus: BuildCpus = None,
+    build_memory: BuildMemory = None,
+    build_pids: BuildPids = None,
+    build_disk: BuildDisk = None,
+    builds_on_host: BuildsOnHost = False,
     user: UserScope = None,
     unit_dir: UnitDir = None,
     name: Name = "stackyard",
@@ -86,7 +98,17 @@ def install(
     from stackyard.platform.service import apply, plan_install
 
     settings = platform_settings(
-        data_dir, api_port, registry_port, network_mode, public_url
+        data_dir,
+        api_port,
+        registry_port,
+        network_mode,
+        public_url,
+        build_image=build_image,
+        build_cpus=build_cpus,
+        build_memory=build_memory,
+        build_pids=build_pids,
+        build_disk=build_disk,
+        builds_on_host=builds_on_host,
     ).with_overrides(
         **domain_overrides(
             domain, acme_email, acme_ca, acme_ca_roots, public_address, http_port, https_port

@@ -23,7 +23,11 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 ApiPort = Annotated[int | None, typer.Option(help="API port on 127.0.0.1.")]
 RegistryPort = Annotated[int | None, typer.Option(help="Registry port on 127.0.0.1.")]
 NetworkModeOption = Annotated[
-    str | None, typer.Option(help="Task networking: host (default) or bridge.")
+    str | None,
+    typer.Option(
+        help="Task and build networking: auto (bridge where the engine has a bridge "
+        "network, else host; the default), host or bridge."
+    ),
 ]
 PublicUrl = Annotated[
     str | None,
@@ -86,6 +90,34 @@ def domain_overrides(
     }
 
 
+BuildImage = Annotated[
+    str | None,
+    typer.Option(
+        help="Image build and release specs run in \\[default: stackyard/build:bookworm]."
+    ),
+]
+BuildCpus = Annotated[
+    float | None, typer.Option(help="Cores one build may use \\[default: all but half a core].")
+]
+BuildMemory = Annotated[
+    str | None, typer.Option(help="Memory one build may use, such as 4g \\[default: 4g].")
+]
+BuildPids = Annotated[
+    int | None, typer.Option(help="Processes one build may run \\[default: 2048].")
+]
+BuildDisk = Annotated[
+    str | None, typer.Option(help="Disk one build may fill, such as 10g \\[default: 10g].")
+]
+BuildsOnHost = Annotated[
+    bool,
+    typer.Option(
+        "--builds-on-host",
+        help="Run build and release specs as processes of this machine, as the "
+        "platform's user, not in build containers. Only where every pusher is trusted.",
+    ),
+]
+
+
 def settings_for(data_dir: Path | None, **overrides: object) -> Settings:
     return Settings().with_overrides(data_dir=data_dir, **overrides)
 
@@ -96,17 +128,41 @@ def platform_settings(
     registry_port: int | None,
     network_mode: str | None,
     public_url: str | None = None,
+    *,
+    build_image: str | None = None,
+    build_cpus: float | None = None,
+    build_memory: str | None = None,
+    build_pids: int | None = None,
+    build_disk: str | None = None,
+    builds_on_host: bool = False,
 ) -> Settings:
-    """The settings `up` runs with, from its options; a bad network mode or public URL is a
-    UsageError."""
-    if network_mode not in (None, "host", "bridge"):
-        raise UsageError(f"--network-mode: '{network_mode}' is not host or bridge")
+    """The settings `up` runs with, from its options; a bad network mode, public URL or
+    build limit is a UsageError."""
+    from stackyard.config.values import memory_bytes
+
+    if network_mode not in (None, "auto", "host", "bridge"):
+        raise UsageError(f"--network-mode: '{network_mode}' is not auto, host or bridge")
     if public_url is not None and not public_url.startswith(("http://", "https://")):
         raise UsageError(f"--public-url: '{public_url}' is not an http(s) URL")
+    try:
+        memory = memory_bytes(build_memory) if build_memory else None
+        disk = memory_bytes(build_disk) if build_disk else None
+    except ValueError as exc:
+        raise UsageError(f"--build-memory / --build-disk: {exc}") from None
+    if build_cpus is not None and build_cpus <= 0:
+        raise UsageError("--build-cpus must be more than 0, such as 1.5")
+    if build_pids is not None and build_pids < 64:
+        raise UsageError("--build-pids must be 64 or more: a shell and docker need a few")
     return settings_for(
         data_dir,
         api_port=api_port,
         registry_port=registry_port,
         network_mode=network_mode,
         public_url=public_url,
+        build_image=build_image,
+        build_cpus=build_cpus,
+        build_memory=memory,
+        build_pids=build_pids,
+        build_disk=disk,
+        builds_on_host=builds_on_host or None,
     )

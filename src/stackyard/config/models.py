@@ -26,7 +26,8 @@ from stackyard.config.values import (
     Variables,
     memory_bytes,
 )
-from stackyard.errors import NotFoundError
+from stackyard.errors import NotFoundError, UsageError
+from stackyard.images.reference import ImageReference
 
 _MODEL_CONFIG = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -68,6 +69,15 @@ class BuildConfig(BaseModel):
         "(`true`/`false`). Changing one triggers a rebuild.",
         examples=[{"NODE_ENV": "production"}],
     )
+    image: str | None = Field(
+        default=None,
+        description="Image the build spec and release spec run in, when they need tools "
+        "the build image lacks. Not set: the platform's build image (`stackyard/build:"
+        "bookworm`: a shell, git, the docker CLI, curl, jq). It needs `/bin/sh`, `env` "
+        "and `setsid` (Debian, Ubuntu and Alpine images have them), and the engine must "
+        "have it: a build does not pull it.",
+        examples=["node:22-slim"],
+    )
     paths: list[PathPattern] | None = Field(
         default=None,
         description="Path filter for monorepos: glob patterns relative to the repository "
@@ -75,6 +85,16 @@ class BuildConfig(BaseModel):
         "changes a matching path. Not set: every push does.",
         examples=[["services/api/**", "libs/shared/**"]],
     )
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ImageReference.parse(value)
+            except UsageError as exc:
+                raise ValueError(exc.message) from None
+        return value
 
     @property
     def dockerfile_path(self) -> PurePosixPath:
@@ -271,6 +291,19 @@ class StageConfig(BaseModel):
         description="Memory limit per task; a task that goes over it is killed and replaced. "
         "On a swarm it is also reserved on the task's node.",
         examples=["1g"],
+    )
+    pids_limit: StrictInt = Field(
+        default=1024,
+        ge=16,
+        description="Most processes and threads each task may run at once; a fork bomb "
+        "stops there instead of exhausting the machine's.",
+        examples=[4096],
+    )
+    read_only: bool = Field(
+        default=False,
+        description="Run each task with a read-only root file system. The app can still "
+        "write to `/tmp` and `/run` (in memory, counted in `memory`).",
+        examples=[True],
     )
     container_port: StrictInt = Field(
         default=8080,

@@ -332,5 +332,11 @@ class Engine(ABC):
         """Raise UsageError when the engine answers but cannot serve as configured (a swarm
         engine on a node that is no manager); the platform calls it once at start."""
 
+    def has_bridge_network(self) -> bool:
+        """Whether this engine, as it runs now, can give tasks a bridge network (the
+        ``auto`` network mode picks bridge then). Engines with ``supports_bridge_network``
+        that know better (a daemon started with ``--bridge=none``) say so here."""
+        return self.supports_bridge_network
+
     def close(self) -> None:  # noqa: B027 - optional
         """Release what the engine client holds."""

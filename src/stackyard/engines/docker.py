@@ -89,6 +89,16 @@ class DockerEngine(DockerApiEngine):
     def ping(self) -> None:
         self._call(self._api().ping)
 
+    def has_bridge_network(self) -> bool:
+        """The engine's ``bridge`` network exists (dockerd without ``--bridge=none``)."""
+        try:
+            self._api().inspect_network("bridge")
+        except docker.errors.NotFound:
+            return False
+        except (docker.errors.DockerException, OSError) as exc:
+            raise self._refused("cannot look up the engine's bridge network", exc) from exc
+        return True
+
     def start(self, spec: TaskSpec) -> TaskInfo:
         repository, digest = split_digest_reference(spec.image)
         self._ensure_image(spec, repository, digest)

@@ -101,10 +101,11 @@ class FakeEngine(Engine):
     supports_image_healthcheck: ClassVar[bool] = True
     supports_events: ClassVar[bool] = True
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, *, bridge_network: bool = False) -> None:
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
         self.calls: list[Call] = []
         self.reachable = True  # False: ping, list and events raise ComponentError
+        self.bridge_network = bridge_network  # what has_bridge_network answers
         self._behaviours: dict[str, Behaviour] = {}
         self._tasks: dict[str, _Task] = {}
         self._started = 0
@@ -142,6 +143,9 @@ class FakeEngine(Engine):
         return [args for name, args in self.calls if name == method]
 
     # -- the seam -----------------------------------------------------------------------------
+
+    def has_bridge_network(self) -> bool:
+        return self.bridge_network
 
     def ping(self) -> None:
         self.calls.append(("ping", ()))

@@ -2,12 +2,13 @@
 
 ``spec_variables`` makes the dictionary a spec run gets (DESIGN.md's list: ``STACK_NAME``,
 ``IMAGE_URL``, the ``CODEBUILD_*`` set, the TinyStacks aliases, and the registry login).
-Builds and releases both take it from here. The variable rule (variables.py) refuses these names for
-variables a user sets, so a user's value never silently loses to the platform's.
+Builds and releases take it from here. The variable rule (variables.py) refuses these
+names for variables a user sets, so a user's value never silently loses to the platform's.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +35,35 @@ class SpecRun:
     previous_stage: str | None = None  # releases only: what the stage promotes from
 
 
+@dataclass(frozen=True)
+class SpecLogin:
+    """The registry login a spec run sees as REGISTRY_USERNAME, REGISTRY_PASSWORD and
+    DOCKER_CONFIG (None: not set)."""
+
+    username: str
+    password: str
+    docker_config: str | None = None
+
+
+def spec_login(images: ImageStore, stack: str, *, in_container: bool, scratch: Path) -> SpecLogin:
+    """The login of ``stack``'s registry (the platform's, or its outside one). In a build
+    container, a stand-in password: the build's Docker API adds the stack's login to its
+    pushes and answers ``docker login`` itself, and the registry's own password never
+    enters the container. On the host, the registry's login, with a ``DOCKER_CONFIG``
+    made (logged in) under ``scratch``."""
+    login = images.login(stack)
+    if in_container:
+        return SpecLogin(login.username, f"stand-in-{secrets.token_urlsafe(18)}")
+    config = images.docker_config(scratch / "docker", stack)
+    return SpecLogin(login.username, login.password, str(config))
+
+
 def spec_variables(
-    run: SpecRun, images: ImageStore, *, artifacts: Path, docker_config: Path
+    run: SpecRun, images: ImageStore, *, artifacts: str, login: SpecLogin
 ) -> dict[str, str]:
-    """The platform variables of a spec run; ``docker_config`` is made (logged in) here."""
+    """The platform variables of a spec run; ``artifacts`` as its commands see it."""
     image_url = images.image_url(run.stack)
     endpoint = images.endpoint_of(run.stack)  # an outside registry, when the stack has one
-    login = images.login(run.stack)
     values = {
         "STACK_NAME": run.stack,
         "COMMIT_SHA": run.commit_sha,
@@ -48,13 +71,14 @@ def spec_variables(
         "IMAGE_URL": image_url,
         "ECR_ENDPOINT": endpoint,
         "ECR_IMAGE_URL": image_url,
-        "S3_BUCKET": str(artifacts),
+        "S3_BUCKET": artifacts,
         "CODEBUILD_BUILD_ID": run.run_id,
         "CODEBUILD_RESOLVED_SOURCE_VERSION": run.commit_sha,
-        "DOCKER_CONFIG": str(images.docker_config(docker_config, run.stack)),
         "REGISTRY_USERNAME": login.username,
         "REGISTRY_PASSWORD": login.password,
     }
+    if login.docker_config is not None:
+        values["DOCKER_CONFIG"] = login.docker_config
     if run.build_number is not None:
         values["CODEBUILD_BUILD_NUMBER"] = str(run.build_number)
     if run.stage is not None:

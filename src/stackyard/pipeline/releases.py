@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.buildspec.buildlog import BuildLog, LineKind
+from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
 from stackyard.config.buildspec import load_buildspec
 from stackyard.config.models import StackConfig
@@ -38,7 +39,7 @@ from stackyard.deploy import records
 from stackyard.errors import NotFoundError, StackyardError, UsageError
 from stackyard.images.imagestore import ImageStore
 from stackyard.images.reference import is_digest
-from stackyard.pipeline.platform_variables import SpecRun, spec_variables
+from stackyard.pipeline.platform_variables import SpecRun, spec_login, spec_variables
 from stackyard.pipeline.variable_store import runtime_variables
 from stackyard.secrets.envfile import render_env_file
 from stackyard.secrets.store import SecretStore
@@ -127,8 +128,10 @@ class ReleaseService:
         *,
         logs_dir: Path,
         work_dir: Path,
+        isolation: BuildIsolation,
     ) -> None:
         self._sessions = sessions
+        self._isolation = isolation  # where release.yml runs: a build container
         self._source = source
         self._images = images
         # What release logs mask, and the secret versions a snapshot pins (and resolves).
@@ -510,7 +513,10 @@ class ReleaseService:
         # Most stacks have no release.yml: look in git first, check out only when it is there.
         # A git failure here is an error (read_file raises it), never "there is none".
         if self._source.read_file(name, sha, in_repo) is not None:
-            with self._source.workspace(name, sha, self._work_dir) as checkout:
+            standalone = not self._isolation.on_host  # git works in the build container
+            with self._source.workspace(
+                name, sha, self._work_dir, standalone=standalone
+            ) as checkout:
                 spec_file = checkout / _context(plan) / spec_path
                 if not spec_file.is_file():
                     raise ReleaseFailure(
@@ -519,7 +525,7 @@ class ReleaseService:
                         hint=f"commit {in_repo} as a regular file, or delete it to release "
                         "by retagging",
                     )
-                self._run_releasespec(plan, spec_file, checkout / _context(plan), log)
+                self._run_releasespec(plan, spec_file, checkout, log)
                 return spec_path, None
         log.line(
             "release",
@@ -531,7 +537,7 @@ class ReleaseService:
         return f"retag {plan.previous}", self._images.retag(name, plan.digest, plan.stage)
 
     def _run_releasespec(
-        self, plan: _ReleasePlan, spec_file: Path, context: Path, log: BuildLog
+        self, plan: _ReleasePlan, spec_file: Path, checkout: Path, log: BuildLog
     ) -> None:
         spec, warnings = load_buildspec(spec_file)
         for warning in warnings:
@@ -544,27 +550,39 @@ class ReleaseService:
             stage=plan.stage,
             previous_stage=plan.previous,
         )
+        isolation = self._isolation
         with tempfile.TemporaryDirectory(prefix="stackyard-release-") as scratch:
-            platform = spec_variables(
-                run,
-                self._images,
-                artifacts=Path(scratch) / "artifacts",
-                docker_config=Path(scratch) / "docker",
+            artifacts = Path(scratch) / "artifacts"
+            artifacts.mkdir()
+            shell = isolation.shell(
+                source=checkout,
+                run_id=run.run_id,
+                stack=name,
+                login=self._images.login(name),
+                artifacts=artifacts,
+                image=_build_image(plan),
+                image_url=self._images.image_url(name),
+                platform_registry=self._images.endpoint,
             )
-            log.line("release", LineKind.MESSAGE, f"running {spec_file.name}")
-            result = run_buildspec(
-                spec,
-                RunSettings(
-                    workdir=context,
+            with shell:
+                login = spec_login(
+                    self._images, name, in_container=not isolation.on_host, scratch=Path(scratch)
+                )
+                platform = spec_variables(
+                    run, self._images, artifacts=shell.path_for(artifacts), login=login
+                )
+                log.line("release", LineKind.MESSAGE, f"running {spec_file.name}")
+                settings = RunSettings(
+                    workdir=checkout / _context(plan),
                     log_path=log.path,
                     variables={"DOCKER_BUILDKIT": "0", **_stage_variables(plan)},
                     secrets={
                         **self._secrets.resolve(name, plan.snapshot.get("secrets", {})),
-                        "REGISTRY_PASSWORD": self._images.login(name).password,
+                        "REGISTRY_PASSWORD": login.password,
                     },
                     platform_variables=platform,
-                ),
-            )
+                )
+                result = run_buildspec(spec, settings, shell=shell)
         if result.status is not Status.SUCCEEDED:
             raise ReleaseFailure(f"{spec_file.name} FAILED")
 
@@ -737,6 +755,12 @@ def _context(plan: _ReleasePlan) -> str:
     if plan.stack.context_dir != ".":
         return plan.stack.context_dir
     return str((plan.build.config or {}).get("build", {}).get("context", "."))
+
+
+def _build_image(plan: _ReleasePlan) -> str | None:
+    """build.image of stackyard.yml at the release's commit: what release.yml runs in."""
+    image = (plan.build.config or {}).get("build", {}).get("image")
+    return str(image) if image else None
 
 
 def _releasespec_path(plan: _ReleasePlan) -> str:

@@ -19,12 +19,15 @@ from stackyard.access.audit import AuditLog
 from stackyard.access.people import PeopleService
 from stackyard.access.protection import ProtectionService
 from stackyard.access.tokens import TokenHasher, pepper_file
+from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.deploy.controller import Controller, ControllerSettings
 from stackyard.deploy.keys import Domains
 from stackyard.deploy.nodes import NodeService
 from stackyard.deploy.service import DeployService
-from stackyard.engines.base import Engine
+from stackyard.engines.base import Engine, NetworkMode
 from stackyard.errors import ComponentError, require
+from stackyard.images.dockerproxy.rules import BuildLimits
+from stackyard.images.dockerproxy.server import BuildProxy
 from stackyard.images.imagestore import ImageStore
 from stackyard.notify.channels import ChannelKinds, ChannelRecords
 from stackyard.notify.delivery import DeliveryWorker, WorkerSettings
@@ -88,6 +91,7 @@ class Services:
     notify: NotifyService
     registries: RegistryService
     targets: TargetService
+    isolation: BuildIsolation
 
     def verify_engine(self) -> None:
         """UsageError when the engine answers but cannot serve as configured (a swarm engine
@@ -117,6 +121,7 @@ class Services:
         self.controller.stop()
         self.builds.shutdown()
         self.notify.stop()
+        self.isolation.close()
         self.images.close()
         self.controller.router.close()
         self.controller.engine.close()
@@ -196,6 +201,10 @@ def build_services(
     )
     variable_store = VariableStore(sessions, secrets)
     work_dir = settings.data_dir / "work"
+    engine = engine or plugins.create(plugins.engine(settings.engine), offers["engine"])
+    network_mode = task_network_mode(settings, engine)
+    platform_id = ensure_platform_id(settings.platform_id_file)
+    isolation = build_isolation(settings, network_mode, platform_id)
     builds = BuildService(
         sessions,
         stacks,
@@ -203,22 +212,21 @@ def build_services(
         images,
         logs_dir=settings.logs_dir,
         work_dir=work_dir,
-        network_mode=settings.network_mode,
+        network_mode=network_mode,
+        isolation=isolation,
         secret_values=secrets.mask_values,
         build_inputs=variable_store.build_inputs,
         outbox=outbox,
     )
     releases = ReleaseService(
-        sessions, source, images, secrets, logs_dir=settings.logs_dir, work_dir=work_dir
+        sessions,
+        source,
+        images,
+        secrets,
+        logs_dir=settings.logs_dir,
+        work_dir=work_dir,
+        isolation=isolation,
     )
-    engine = engine or plugins.create(plugins.engine(settings.engine), offers["engine"])
-    if settings.network_mode == "bridge":
-        require(
-            engine,
-            "bridge_network",
-            needed_for="run tasks with bridge networking (network mode: bridge)",
-            hint="use the host network mode, or an engine that supports bridge networking",
-        )
     router = router or plugins.create(plugins.router(settings.router), offers["router"])
     controller = Controller(
         sessions,
@@ -226,9 +234,9 @@ def build_services(
         router,
         images,
         ControllerSettings(
-            platform_id=ensure_platform_id(settings.platform_id_file),
+            platform_id=platform_id,
             logs_dir=settings.logs_dir,
-            network_mode=settings.network_mode,
+            network_mode=network_mode,
             task_registry=settings.task_registry,
             domains=Domains(settings.base_domain, settings.default_tls),
         ),
@@ -285,6 +293,42 @@ def build_services(
                 images.client.ping() if name is None else registries.ping(name)
             ),
         ),
+        isolation=isolation,
+    )
+
+
+def task_network_mode(settings: Settings, engine: Engine) -> NetworkMode:
+    """The network mode of tasks and builds: the setting, or with ``auto`` bridge where the
+    engine has a bridge network (a task's port is then published on 127.0.0.1 only, and
+    it has no path to the host's loopback), else host."""
+    if settings.network_mode == "bridge":
+        require(
+            engine,
+            "bridge_network",
+            needed_for="run tasks with bridge networking (network mode: bridge)",
+            hint="use the host network mode, or an engine that supports bridge networking",
+        )
+        return "bridge"
+    if settings.network_mode == "host":
+        return "host"
+    return "bridge" if engine.has_bridge_network() else "host"
+
+
+def build_isolation(settings: Settings, network_mode: str, platform_id: str) -> BuildIsolation:
+    """Where builds and releases run their specs: a build container per run, with the
+    build proxy, unless the platform was told its builds are trusted."""
+    limits = BuildLimits(
+        cpus=settings.build_cpus,
+        memory=settings.build_memory,
+        pids=settings.build_pids,
+        disk=settings.build_disk,
+    )
+    return BuildIsolation(
+        proxy=None if settings.builds_on_host else BuildProxy(),
+        image=settings.build_image,
+        limits=limits,
+        network_mode=network_mode,
+        platform_id=platform_id,
     )
 
 

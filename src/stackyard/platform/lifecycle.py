@@ -53,6 +53,11 @@ def foreground_argv(settings: Settings) -> list[str]:
         "--engine", settings.engine,
         *(["--engine-endpoint", settings.engine_endpoint] if settings.engine_endpoint else []),
         *(["--task-registry", settings.task_registry] if settings.task_registry else []),
+        "--build-image", settings.build_image,
+        "--build-cpus", str(settings.build_cpus),
+        "--build-memory", str(settings.build_memory),
+        "--build-pids", str(settings.build_pids),
+        "--build-disk", str(settings.build_disk),
     ]  # fmt: skip
     if settings.public_url:
         argv += ["--public-url", settings.public_url]
@@ -63,7 +68,7 @@ def foreground_argv(settings: Settings) -> list[str]:
             argv += [option, str(value)]
     for root in settings.acme_roots:
         argv += ["--acme-ca-roots", root]
-    return argv
+    return [*argv, "--builds-on-host"] if settings.builds_on_host else argv
 
 
 def start_background(settings: Settings) -> PlatformState:

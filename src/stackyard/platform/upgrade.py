@@ -42,7 +42,7 @@ from stackyard.platform.lifecycle import (
 from stackyard.platform.state import PlatformState, pid_alive, running_state
 from stackyard.router.caddy import HOSTS_SERVER, PREFIX, CaddyRouter, routes_in
 from stackyard.router.directory import Table, lookup_srv, write_table
-from stackyard.settings import NetworkMode, Settings
+from stackyard.settings import NetworkSetting, Settings
 from stackyard.store.database import migrate, open_database
 
 BACKUP_SUFFIX = ".before-upgrade"
@@ -114,13 +114,27 @@ def settings_of(base: Settings, running: RunningControlPlane | None) -> Settings
     if running is None:
         return base
     argv = list(running.argv)
-    mode = argv[argv.index("--network-mode") + 1] if "--network-mode" in argv[:-1] else None
-    network: NetworkMode | None = mode if mode in ("host", "bridge") else None  # type: ignore[assignment]
+
+    def option(name: str) -> str | None:
+        return argv[argv.index(name) + 1] if name in argv[:-1] else None
+
+    mode = option("--network-mode")
+    network: NetworkSetting | None = mode if mode in ("auto", "host", "bridge") else None  # type: ignore[assignment]
+    cpus, memory, pids, disk = (
+        option(f"--build-{name}") for name in ("cpus", "memory", "pids", "disk")
+    )
+    # foreground_argv writes the build limits as numbers (bytes for memory and disk).
     return base.with_overrides(
         api_port=int(running.state.api_url.rsplit(":", 1)[1]),
         registry_port=int(running.state.registry.rsplit(":", 1)[1]),
         network_mode=network,
         **domain_settings(argv),
+        build_image=option("--build-image"),
+        build_cpus=float(cpus) if cpus else None,
+        build_memory=int(memory) if memory and memory.isdigit() else None,
+        build_pids=int(pids) if pids and pids.isdigit() else None,
+        build_disk=int(disk) if disk and disk.isdigit() else None,
+        builds_on_host=True if "--builds-on-host" in argv else None,
     )
 
 

@@ -60,8 +60,12 @@ class Source(ABC):
         """Sync, then resolve ``ref`` (branch, tag or sha), or ``branch``'s tip if None."""
 
     @abstractmethod
-    def checkout(self, stack: str, sha: str, dest: Path) -> Path:
-        """Create a clean work tree of commit ``sha`` at ``dest`` and return it."""
+    def checkout(self, stack: str, sha: str, dest: Path, *, standalone: bool = False) -> Path:
+        """Create a clean work tree of commit ``sha`` at ``dest`` and return it.
+
+        ``standalone``: the work tree needs nothing outside ``dest`` (a build container
+        mounts only it), so version control inside it still works there; without it, it
+        may share the cache's data (a git worktree)."""
 
     @abstractmethod
     def remove_checkout(self, stack: str, dest: Path) -> None:
@@ -95,7 +99,9 @@ class Source(ABC):
         raise NotImplementedError(f"{type(self).__name__} declares supports_head but has no head")
 
     @contextmanager
-    def workspace(self, stack: str, sha: str, parent: Path | None = None) -> Iterator[Path]:
+    def workspace(
+        self, stack: str, sha: str, parent: Path | None = None, *, standalone: bool = False
+    ) -> Iterator[Path]:
         """A checkout of ``sha`` in a fresh directory under ``parent``, removed on exit."""
         if parent is not None:
             parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +109,7 @@ class Source(ABC):
         holder = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=parent))
         dest = holder / "src"
         try:
-            yield self.checkout(stack, sha, dest)
+            yield self.checkout(stack, sha, dest, standalone=standalone)
         finally:
             try:
                 if dest.exists():

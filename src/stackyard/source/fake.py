@@ -130,7 +130,7 @@ class FakeSource(Source):
             )
         return repository.commits[sha].commit
 
-    def checkout(self, stack: str, sha: str, dest: Path) -> Path:
+    def checkout(self, stack: str, sha: str, dest: Path, *, standalone: bool = False) -> Path:
         files = self._commit(stack, sha).files
         if dest.exists() and any(dest.iterdir()):
             raise UsageError(f"cannot check out {sha[:12]} into {dest}: it is not empty")

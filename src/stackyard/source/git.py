@@ -189,13 +189,15 @@ class GitSource(Source):
             )
         return self._commit(repo, sha)
 
-    def checkout(self, stack: str, sha: str, dest: Path) -> Path:
+    def checkout(self, stack: str, sha: str, dest: Path, *, standalone: bool = False) -> Path:
         repo = self._cached_repo(stack)
         self._require_commit(repo, stack, sha)
         if dest.exists() and any(dest.iterdir()):
             raise UsageError(f"cannot check out {sha[:12]} into {dest}: it is not empty")
         dest = dest.absolute()
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if standalone:
+            return self._standalone_checkout(repo, sha, dest)
         # Submodule init writes the cache's shared config, so it runs under the lock too.
         with self._locked(stack):
             self._git(
@@ -216,6 +218,19 @@ class GitSource(Source):
                 shutil.rmtree(dest, ignore_errors=True)
                 self._git(repo, "worktree", "prune", op="prune worktrees")
                 raise
+        return dest
+
+    def _standalone_checkout(self, repo: Path, sha: str, dest: Path) -> Path:
+        """A repository of its own at ``dest`` with the one commit (``--depth 1``, as
+        CodeBuild clones): it reads the cache but writes nothing to it, so no lock."""
+        try:
+            for argv in standalone_checkout_argv(repo, sha, dest):
+                _run(argv, op=f"check out {sha[:12]}", timeout=self.fetch_timeout)
+            if (dest / ".gitmodules").is_file():
+                self._update_submodules(dest)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
         return dest
 
     def remove_checkout(self, stack: str, dest: Path) -> None:
@@ -472,6 +487,19 @@ def parse_ls_remote(output: str, branch: str) -> str | None:
         if ref == wanted and FULL_SHA.fullmatch(sha):
             return sha
     return None
+
+
+def standalone_checkout_argv(repo: Path, sha: str, dest: Path) -> list[list[str]]:
+    """A new repository at ``dest`` holding commit ``sha`` of the cache ``repo``, checked
+    out: protocol v2 lets a fetch name any commit the cache has."""
+    return [
+        git_argv("init", "--quiet", str(dest)),
+        git_argv(
+            "-c", "protocol.version=2", "fetch", "--quiet", "--depth", "1", "--no-tags",
+            "--no-write-fetch-head", f"file://{repo}", sha, work_tree=dest,
+        ),
+        git_argv("checkout", "--quiet", "--detach", sha, work_tree=dest),
+    ]  # fmt: skip
 
 
 def git_argv(*args: str, git_dir: Path | None = None, work_tree: Path | None = None) -> list[str]:

@@ -66,16 +66,31 @@ class BuildScope:
     """Whose build a proxy socket serves, and what it may use."""
 
     stack: str
-    registry: str | None  # the platform registry (host:port); None for a local run
+    # The stack's registry (host:port): the platform's, or the outside registry the stack
+    # pushes to; None for a local run.
+    registry: str | None
     login: RegistryLogin | None = field(default=None, repr=False)  # injected for own pushes
     limits: BuildLimits = field(default_factory=BuildLimits)
     cgroup_parent: str | None = None  # the build container's cgroup: RUN steps nest in it
     push_elsewhere: bool = False  # a local run may push to other registries with its login
+    path: str | None = None  # the stack's repository in ``registry``; None: the stack's name
+    # The platform registry when ``registry`` is an outside one: its repositories are all
+    # other stacks'.
+    platform_registry: str | None = None
 
     @property
     def repository(self) -> str | None:
         """The stack's own repository, where its pushes go."""
-        return f"{self.registry}/{self.stack}" if self.registry else None
+        return f"{self.registry}/{self.own_path}" if self.registry else None
+
+    @property
+    def own_path(self) -> str:
+        return self.path or self.stack
+
+    @property
+    def registries(self) -> tuple[str, ...]:
+        """The registries whose logins a build never gets: the stack's, the platform's."""
+        return tuple(r for r in (self.registry, self.platform_registry) if r is not None)
 
 
 @dataclass(frozen=True)
@@ -318,9 +333,12 @@ def _foreign(name: str, scope: BuildScope, verb: str) -> str:
 def _registry_of(name: str, scope: BuildScope) -> Literal["own", "foreign", "elsewhere"]:
     """Whether ``name`` is in the stack's own repository, another stack's, or elsewhere."""
     reference = parse_reference(name)
-    if reference is None or scope.registry is None or reference.registry != scope.registry:
+    if reference is None or scope.registry is None:
         return "elsewhere"
-    return "own" if reference.repository == scope.stack else "foreign"
+    if reference.registry == scope.registry:
+        return "own" if reference.repository == scope.own_path else "foreign"
+    platform = scope.platform_registry
+    return "foreign" if platform is not None and reference.registry == platform else "elsewhere"
 
 
 def parse_reference(name: str) -> ImageReference | None:
@@ -393,10 +411,11 @@ def registry_auth_header(login: RegistryLogin) -> str:
     return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode("ascii")
 
 
-def without_registry(config_header: str, registry: str | None) -> str:
-    """An X-Registry-Config (base64url JSON: registry -> auth) without the platform
-    registry's entry: a build's FROM never pulls another stack's image with a login."""
-    if registry is None or not config_header:
+def without_registry(config_header: str, *registries: str) -> str:
+    """An X-Registry-Config (base64url JSON: registry -> auth) without the entries of
+    ``registries`` (the stack's, the platform's): a build's FROM never pulls another
+    stack's image with a login."""
+    if not registries or not config_header:
         return config_header
     try:
         padded = config_header + "=" * (-len(config_header) % 4)
@@ -405,7 +424,7 @@ def without_registry(config_header: str, registry: str | None) -> str:
         return ""
     if not isinstance(configs, dict):
         return ""
-    kept = {k: v for k, v in configs.items() if registry not in str(k)}
+    kept = {k: v for k, v in configs.items() if not any(r in str(k) for r in registries)}
     return base64.urlsafe_b64encode(json.dumps(kept).encode()).decode("ascii")
 
 

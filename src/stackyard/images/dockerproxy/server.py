@@ -85,18 +85,27 @@ class BuildProxy:
 
     def __init__(self, engine_socket: str | None = None) -> None:
         self.engine_socket = engine_socket or engine_socket_path()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="build-proxy", daemon=True
-        )
-        self._thread.start()
+        self._loop: asyncio.AbstractEventLoop | None = None  # started by the first open
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._starting:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=self._loop.run_forever, name="build-proxy", daemon=True
+                )
+                self._thread.start()
+            return self._loop
 
     def open(self, scope: BuildScope) -> ProxySocket:
         """Listen on a new socket (in a fresh directory only root may enter) for one build."""
+        loop = self._running_loop()
         directory = Path(tempfile.mkdtemp(prefix="stackyard-proxy-"))
         path = directory / "docker.sock"
         socket = ProxySocket(path, scope)
-        served = asyncio.run_coroutine_threadsafe(self._listen(socket), self._loop)
+        served = asyncio.run_coroutine_threadsafe(self._listen(socket), loop)
         try:
             socket._server = served.result(timeout=10)
         except (OSError, TimeoutError) as exc:
@@ -106,8 +115,8 @@ class BuildProxy:
         def close() -> None:
             server = socket._server
             socket._server = None
-            if server is not None and not self._loop.is_closed():
-                future = asyncio.run_coroutine_threadsafe(_stop(server), self._loop)
+            if server is not None and not loop.is_closed():
+                future = asyncio.run_coroutine_threadsafe(_stop(server), loop)
                 with contextlib.suppress(TimeoutError, RuntimeError):
                     future.result(timeout=10)
             path.unlink(missing_ok=True)
@@ -118,11 +127,14 @@ class BuildProxy:
         return socket
 
     def close(self) -> None:
-        if self._loop.is_closed():
+        with self._starting:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
             return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
 
     async def _listen(self, socket: ProxySocket) -> asyncio.AbstractServer:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -420,7 +432,7 @@ def _forward_headers(
             continue
         if lower == b"x-registry-config":
             if decision.build:
-                value = without_registry(bytes(value).decode("ascii"), scope.registry).encode()
+                value = without_registry(bytes(value).decode("ascii"), *scope.registries).encode()
             elif not decision.keep_auth:
                 continue
         kept.append((lower, bytes(value)))

@@ -7,6 +7,7 @@ generated one), then reads the digest back from the registry.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from stackyard.buildspec.buildlog import BuildLog, LineKind
+from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
+from stackyard.buildspec.shell import CommandShell
 from stackyard.config.buildspec import load_buildspec
 from stackyard.config.loading import LoadedConfig, load_stack_config
 from stackyard.errors import StackyardError
@@ -25,7 +28,7 @@ from stackyard.images.docker_builder import DockerBuilder
 from stackyard.images.dockerize import detect
 from stackyard.images.imagestore import ImageStore
 from stackyard.pipeline.builds.records import BuildRecords
-from stackyard.pipeline.platform_variables import SpecRun, spec_variables
+from stackyard.pipeline.platform_variables import SpecRun, spec_login, spec_variables
 from stackyard.pipeline.variable_store import BuildInputs
 from stackyard.source.base import Source
 from stackyard.stacks.service import StackView
@@ -37,16 +40,18 @@ class BuildFailure(StackyardError):
 
 @dataclass(frozen=True)
 class BuildTools:
-    """What every build uses: the source, the registry, the engine's builder and the
-    platform's build inputs (variables and secrets), and where it may write."""
+    """What every build uses: the source, the registry, the engine's builder (made for an
+    engine address, or the default one), the platform's build inputs (variables and
+    secrets), where it may write, and where its spec runs (the build container)."""
 
     source: Source
     images: ImageStore
-    builder_factory: Callable[[], DockerBuilder]
+    builder_factory: Callable[..., DockerBuilder]
     build_inputs: Callable[[str], BuildInputs]
     logs_dir: Path
     work_dir: Path
     network_mode: str
+    isolation: BuildIsolation
 
 
 class Outcome(BaseModel):
@@ -99,7 +104,11 @@ class BuildRun:
         with ThreadPoolExecutor(1, thread_name_prefix=f"tags-{stack.name}") as reader:
             reading = reader.submit(self.images.tag_digests, stack.name, tags)
             self.previous = reading.result
-            workspace = source.workspace(stack.name, commit.sha, self.tools.work_dir)
+            # In a build container, git must work without the platform's cache.
+            standalone = not self.tools.isolation.on_host
+            workspace = source.workspace(
+                stack.name, commit.sha, self.tools.work_dir, standalone=standalone
+            )
             checkout = self.cleanup.enter_context(workspace)
             loaded = self.load_config(checkout)
             self.records.record(
@@ -143,7 +152,7 @@ class BuildRun:
         if spec_path.is_file():
             self.records.record(self.stack.name, self.number, kind="buildspec")
             self.previous()  # build.yml may push at any moment
-            return self.run_spec(spec_path, context, sha, loaded, inputs)
+            return self.run_spec(spec_path, checkout, context, sha, loaded, inputs)
         self.records.record(self.stack.name, self.number, kind="default")
         dockerfile = (
             self.stack.dockerfile
@@ -158,6 +167,7 @@ class BuildRun:
     def run_spec(
         self,
         spec_path: Path,
+        checkout: Path,
         context: Path,
         sha: str,
         loaded: LoadedConfig,
@@ -166,17 +176,28 @@ class BuildRun:
         spec, warnings = load_buildspec(spec_path)
         for warning in warnings:
             self.say("config", f"warning: {warning}")
-        with tempfile.TemporaryDirectory(prefix="stackyard-build-") as scratch:
-            artifacts = self.tools.logs_dir / "artifacts" / self.stack.name / str(self.number)
-            artifacts.mkdir(parents=True, exist_ok=True)
-            run = SpecRun(
-                stack=self.stack.name,
-                commit_sha=sha,
-                run_id=f"{self.stack.name}:{self.number}",
-                build_number=self.number,
+        name, isolation = self.stack.name, self.tools.isolation
+        artifacts = self.tools.logs_dir / "artifacts" / name / str(self.number)
+        artifacts.mkdir(parents=True, exist_ok=True)
+        run = SpecRun(name, sha, f"{name}:{self.number}", build_number=self.number)
+        with (
+            tempfile.TemporaryDirectory(prefix="stackyard-build-") as scratch,
+            isolation.shell(
+                source=checkout,
+                run_id=run.run_id,
+                stack=name,
+                login=self.images.login(name),
+                artifacts=artifacts,
+                image=loaded.config.build.image,
+                image_url=self.images.image_url(name),
+                platform_registry=self.images.endpoint,
+            ) as shell,
+        ):
+            login = spec_login(
+                self.images, name, in_container=not isolation.on_host, scratch=Path(scratch)
             )
             platform = spec_variables(
-                run, self.images, artifacts=artifacts, docker_config=Path(scratch) / "docker"
+                run, self.images, artifacts=shell.path_for(artifacts), login=login
             )
             settings = RunSettings(
                 workdir=context,
@@ -186,15 +207,12 @@ class BuildRun:
                     **loaded.config.build.variables,
                     **inputs.variables,
                 },
-                secrets={
-                    **inputs.secrets,
-                    "REGISTRY_PASSWORD": self.images.login(self.stack.name).password,
-                },
+                secrets={**inputs.secrets, "REGISTRY_PASSWORD": login.password},
                 platform_variables=platform,
                 artifacts_dir=artifacts,
             )
             self.say("build", f"running {spec_path.name} (buildspec {spec.version})")
-            result = run_buildspec(spec, settings)
+            result = run_buildspec(spec, settings, shell=shell)
         if result.status is not Status.SUCCEEDED:
             failed = [
                 f"{p.name} (exit status {p.exit_code})"
@@ -218,10 +236,37 @@ class BuildRun:
             for warning in detection.warnings:
                 self.say("dockerize", f"warning: {warning}")
             dockerfile = ".stackyard.Dockerfile"
-            (context / dockerfile).write_text(detection.dockerfile, encoding="utf-8")
+            _write_new(context / dockerfile, detection.dockerfile)
         repository = self.images.image_url(self.stack.name)
         tags = [f"{repository}:latest", f"{repository}:{sha}"]
-        builder = self.tools.builder_factory()
+        with self._limited() as engine:
+            self._default_build(context, dockerfile, variables, repository, tags, engine)
+        self.cleanup.callback(self.prune_later, self.stack.name, repository)
+
+    def _limited(self) -> CommandShell:
+        """Where the default build's RUN steps get their limits: an idle build container,
+        whose Docker API (the build proxy) nests them in its cgroup; or nothing, on host."""
+        isolation = self.tools.isolation
+        return isolation.shell(
+            source=None,
+            run_id=f"{self.stack.name}:{self.number}",
+            stack=self.stack.name,
+            login=self.images.login(self.stack.name),
+            image_url=self.images.image_url(self.stack.name),
+            platform_registry=self.images.endpoint,
+        )
+
+    def _default_build(
+        self,
+        context: Path,
+        dockerfile: str,
+        variables: dict[str, str],
+        repository: str,
+        tags: list[str],
+        engine: CommandShell,
+    ) -> None:
+        socket = engine.docker_socket
+        builder = self.tools.builder_factory(f"unix://{socket}" if socket else None)
         try:
             self.say("build", f"docker build -f {dockerfile} (network {self.tools.network_mode})")
             builder.build(
@@ -245,10 +290,9 @@ class BuildRun:
             # Keep the newest image under `latest`: its layers are the next build's cache, and
             # the first task of this build starts without pulling. Older builds' images lost
             # their tag: a little after the build, those no container uses are removed.
-            builder.untag(f"{repository}:{sha}")
+            builder.untag(tags[1])
         finally:
             builder.close()
-        self.cleanup.callback(self.prune_later, self.stack.name, repository)
 
     def digest_of(self, sha: str) -> str:
         """Read the digest from the registry, and make sure both tags point at it."""
@@ -271,3 +315,16 @@ class BuildRun:
                 self.say("registry", f"tagged {tag} -> {digest}")
         self.say("registry", f"image {self.images.image_url(name)}@{digest}")
         return digest
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Write a file the repository must not have: never through a link it committed."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:
+        raise BuildFailure(
+            f"{path.name} is in the repository, where Stackyard writes the Dockerfile it generates",
+            hint=f"remove {path.name}, or commit a Dockerfile",
+        ) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard import changes
 from stackyard.buildspec.buildlog import BuildLog, LineKind
+from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.errors import StackyardError
 from stackyard.images.docker_builder import DockerBuilder
 from stackyard.images.imagestore import ImageStore
@@ -46,7 +47,8 @@ class BuildService:
         logs_dir: Path,
         work_dir: Path,
         network_mode: str,
-        builder_factory: Callable[[], DockerBuilder] = DockerBuilder,
+        isolation: BuildIsolation,
+        builder_factory: Callable[..., DockerBuilder] = DockerBuilder,
         secret_values: Callable[[str], list[str]] = lambda _stack: [],
         build_inputs: Callable[[str], BuildInputs] = lambda _stack: BuildInputs(),
         outbox: Outbox | None = None,
@@ -61,6 +63,7 @@ class BuildService:
             logs_dir=logs_dir,
             work_dir=work_dir,
             network_mode=network_mode,
+            isolation=isolation,
         )
         # The stack's secret values, masked in build logs.
         self._secret_values = secret_values
