@@ -1,10 +1,14 @@
-"""``stackyard buildspec run``: exit statuses 0/1/2, --json shape, warnings and options."""
+"""``stackyard buildspec run``: exit statuses 0/1/2, --json shape, warnings and options.
+
+Every test runs twice: in a build container (the default) and ``--on-host``.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,13 +20,24 @@ OK = "version: 0.2\nphases:\n  build:\n    commands:\n      - echo built $WHO\n"
 FAILING = "version: 0.2\nphases:\n  build:\n    commands:\n      - exit 4\n"
 
 
-def invoke(
-    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["stackyard-buildspec", *args])
-    code = run_cli(app)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+Invoke = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture(params=["--on-host", pytest.param("container", marks=pytest.mark.integration)])
+def invoke(request: pytest.FixtureRequest) -> Invoke:
+    """Run the command line ``args`` (in a build container, or with --on-host)."""
+    where = [] if request.param == "container" else [str(request.param)]
+
+    def run(
+        args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> tuple[int, str, str]:
+        extra = where if args[:1] == ["run"] else []
+        monkeypatch.setattr(sys, "argv", ["stackyard-buildspec", *args, *extra])
+        code = run_cli(app)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
 
 
 @pytest.fixture
@@ -33,7 +48,10 @@ def buildspec_file(tmp_path: Path) -> Path:
 
 
 def test_success_exits_zero_and_prints_output(
-    buildspec_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    invoke: Invoke,
+    buildspec_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     log = buildspec_file.parent / "run.log"
     args = ["run", str(buildspec_file), "--env", "WHO=me", "--log-file", str(log)]
@@ -46,7 +64,10 @@ def test_success_exits_zero_and_prints_output(
 
 
 def test_failure_exits_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    invoke: Invoke,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = tmp_path / "build.yml"
     path.write_text(FAILING)
@@ -58,7 +79,10 @@ def test_failure_exits_one(
 
 
 def test_json_shape_on_stdout_and_output_on_stderr(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    invoke: Invoke,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = tmp_path / "build.yml"
     path.write_text(
@@ -80,7 +104,10 @@ def test_json_shape_on_stdout_and_output_on_stderr(
 
 
 def test_invalid_spec_exits_two_with_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    invoke: Invoke,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = tmp_path / "build.yml"
     path.write_text("version: 0.2\nphases:\n  biuld: {}\n")
@@ -90,7 +117,10 @@ def test_invalid_spec_exits_two_with_line(
 
 
 def test_warnings_go_to_stderr_with_file_and_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    invoke: Invoke,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = tmp_path / "build.yml"
     path.write_text(OK + "cache:\n  paths: [x]\n")
@@ -105,6 +135,7 @@ def test_warnings_go_to_stderr_with_file_and_line(
     ("option", "value"), [("--env", "NOEQUALS"), ("--env", "1BAD=x"), ("--secret", "=v")]
 )
 def test_bad_pair_syntax_exits_two(
+    invoke: Invoke,
     buildspec_file: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -117,7 +148,10 @@ def test_bad_pair_syntax_exits_two(
 
 
 def test_missing_workdir_exits_two(
-    buildspec_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    invoke: Invoke,
+    buildspec_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     missing = buildspec_file.parent / "nowhere"
     code, _, err = invoke(
@@ -128,7 +162,10 @@ def test_missing_workdir_exits_two(
 
 
 def test_secret_option_feeds_and_masks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    invoke: Invoke,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = tmp_path / "build.yml"
     path.write_text(
@@ -143,7 +180,10 @@ def test_secret_option_feeds_and_masks(
 
 
 def test_default_log_file_under_dot_stackyard(
-    buildspec_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    invoke: Invoke,
+    buildspec_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(buildspec_file.parent)
     code, out, _ = invoke(["run", str(buildspec_file)], monkeypatch, capsys)
@@ -164,7 +204,10 @@ def test_console_script_exit_status(tmp_path: Path) -> None:
 
 
 def test_a_secret_the_spec_never_maps_is_named_with_how_to_map_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    invoke: Invoke,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = tmp_path / "build.yml"
     path.write_text(

@@ -100,13 +100,14 @@ def run_buildspec(
     """
     masker = SecretMasker(settings.secrets.values())
     with shell if shell is not None else LocalShell() as where:
-        settings = replace(settings, workdir=_checked_workdir(settings.workdir))
+        settings = replace(settings, workdir=checked_workdir(settings.workdir))
         accounts = _accounts(spec, where)
         with BuildLog(settings.log_path, masker, sink) as log:
             return _Run(spec, settings, accounts, log, where).execute()
 
 
-def _checked_workdir(workdir: Path) -> Path:
+def checked_workdir(workdir: Path) -> Path:
+    """The workdir, resolved; UsageError when it is not a directory."""
     if not workdir.is_dir():
         raise UsageError(
             f"workdir {workdir} does not exist or is not a directory",

@@ -1,11 +1,15 @@
 """``stackyard buildspec``: run a CodeBuild-style build spec locally.
 
-The runner and the build spec models load inside the commands: every other ``stackyard``
-command starts without them.
+By default the commands run in a build container, as builds on the platform do, with
+the directory's git work tree mounted and a Docker API that can build, tag and push;
+``--on-host`` runs them as processes of this machine, for a quick check. The runner and
+the build spec models load inside the commands: every other ``stackyard`` command starts
+without them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -19,7 +23,9 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from stackyard.buildspec.buildlog import LogLine
+    from stackyard.buildspec.isolation import BuildIsolation
     from stackyard.buildspec.runner import BuildResult
+    from stackyard.buildspec.shell import CommandShell
     from stackyard.config.buildspec import BuildSpec
 
 app = typer.Typer(
@@ -64,12 +70,33 @@ def run(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON; phase output goes to stderr.")
     ] = False,
+    on_host: Annotated[
+        bool,
+        typer.Option(
+            "--on-host",
+            help="Run the commands as processes of this machine, as you, instead of in a "
+            "build container.",
+        ),
+    ] = False,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            "--image",
+            help="The build container's image.",
+            show_default="stackyard/build:bookworm",
+        ),
+    ] = None,
 ) -> None:
-    """Run FILE's phases in order; exit 0 when the build succeeded, 1 when it failed."""
+    """Run FILE's phases in order; exit 0 when the build succeeded, 1 when it failed.
+
+    The commands run in a build container (the git work tree that holds --workdir at
+    /codebuild/output/src, a Docker API that builds, tags and pushes), unless --on-host.
+    """
     from stackyard.buildspec.runner import (
         DEFAULT_COMMAND_TIMEOUT,
         RunSettings,
         Status,
+        checked_workdir,
         run_buildspec,
     )
     from stackyard.config.buildspec import load_buildspec
@@ -81,7 +108,7 @@ def run(
     for warning in [*warnings, *unmapped_secrets(spec, secrets, file.name)]:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     settings = RunSettings(
-        workdir=workdir,
+        workdir=checked_workdir(workdir),
         log_path=log_file or _default_log_path(),
         overrides=parse_pairs(env or [], "--env", names=True),
         secrets=secrets,
@@ -89,11 +116,64 @@ def run(
         command_timeout=command_timeout or DEFAULT_COMMAND_TIMEOUT,
     )
     screen = err_console if json_output else console
-    result = run_buildspec(spec, settings, sink=lambda line: _show(screen, line))
+    isolation = _isolation(on_host, image)
+    try:
+        shell = _shell(isolation, settings.workdir, settings.artifacts_dir, settings.overrides)
+        result = run_buildspec(spec, settings, sink=lambda line: _show(screen, line), shell=shell)
+    finally:
+        isolation.close()
     _report(result, json_output)
     if result.status is not Status.SUCCEEDED:
         # One error line naming the failed phase, and the log as the hint; exit status 1.
         raise StackyardError(_failure_message(result), hint=f"see the log: {result.log_path}")
+
+
+def _isolation(on_host: bool, image: str | None) -> BuildIsolation:
+    """This host, or build containers with this machine's default build limits."""
+    from stackyard.buildspec.isolation import BuildIsolation
+    from stackyard.images.dockerproxy.rules import BuildLimits
+    from stackyard.images.dockerproxy.server import BuildProxy
+    from stackyard.settings import Settings
+
+    if on_host:
+        return BuildIsolation(proxy=None)
+    defaults = Settings()
+    limits = BuildLimits(
+        cpus=defaults.build_cpus,
+        memory=defaults.build_memory,
+        pids=defaults.build_pids,
+        disk=defaults.build_disk,
+    )
+    return BuildIsolation(proxy=BuildProxy(), image=image or defaults.build_image, limits=limits)
+
+
+def _shell(
+    isolation: BuildIsolation,
+    workdir: Path,
+    artifacts: Path | None,
+    overrides: Mapping[str, str],
+) -> CommandShell:
+    """The run's shell: its build container mounts the git work tree that holds the
+    workdir (so git works inside), or the workdir alone outside one; a push may go to any
+    registry, with a login made in the run (``docker login``)."""
+    if artifacts is not None:
+        artifacts.mkdir(parents=True, exist_ok=True)
+    return isolation.shell(
+        source=source_root(workdir),
+        run_id="local",
+        stack=overrides.get("STACK_NAME", "local"),
+        login=None,
+        artifacts=artifacts,
+        push_elsewhere=True,
+    )
+
+
+def source_root(workdir: Path) -> Path:
+    """The git work tree that holds ``workdir`` (it has a ``.git``), else ``workdir``."""
+    for directory in (workdir, *workdir.parents):
+        if (directory / ".git").exists():
+            return directory
+    return workdir
 
 
 def parse_pairs(items: list[str], option: str, *, names: bool) -> dict[str, str]:
