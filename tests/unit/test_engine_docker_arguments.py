@@ -41,9 +41,25 @@ def test_host_mode_binds_loopback_on_the_task_port() -> None:
         "init": True,
         "nano_cpus": 500_000_000,
         "mem_limit": 256 * 1024 * 1024,
+        "memswap_limit": 256 * 1024 * 1024,
         "restart_policy": {"Name": "no"},
         "network_mode": "host",
-    }
+        "security_opt": ["no-new-privileges"],
+        "cap_drop": ["ALL"],
+        "cap_add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "KILL",
+                    "NET_BIND_SERVICE"],
+        "pids_limit": 1024,
+    }  # fmt: skip
+
+
+def test_a_read_only_stage_gets_a_read_only_root_with_tmp_and_run_in_memory() -> None:
+    _, host = container_arguments(spec(read_only=True, pids_limit=64))
+    assert host["read_only"] is True
+    assert host["tmpfs"] == {"/tmp": "mode=1777", "/run": "mode=755"}
+    assert host["pids_limit"] == 64
+    _, writable = container_arguments(spec())
+    assert "read_only" not in writable
+    assert "tmpfs" not in writable
 
 
 def test_bridge_mode_publishes_the_container_port_on_loopback_only() -> None:

@@ -272,6 +272,19 @@ def test_port_and_host_both_set_is_an_error(tmp_path: Path) -> None:
     assert "stackyard.yml:2:5: stages[0]: stage 'dev' sets both port and host" in message
 
 
+def test_read_only_with_an_env_file_is_an_error(tmp_path: Path) -> None:
+    message = error_of(
+        tmp_path,
+        "stages:\n  - name: dev\n    read_only: true\n    env_file: {template: t.j2}\n",
+    )
+    assert "stage 'dev' sets read_only and env_file" in message
+
+
+def test_build_image_must_be_an_image_reference(tmp_path: Path) -> None:
+    assert "build.image" in error_of(tmp_path, "build: {image: 'Not An Image'}")
+    assert load(tmp_path, "build: {image: 'node:22-slim'}").config.build.image == "node:22-slim"
+
+
 def test_route_shows_port_or_host(tmp_path: Path) -> None:
     config = load(tmp_path, "stages: [{name: a, port: 8081}, {name: b, host: a.example.com}]")
     assert config.config.stage("a").route == "127.0.0.1:8081"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from stackyard.buildspec.container import ContainerSettings, ContainerShell
 from stackyard.buildspec.shell import CommandShell, LocalShell
+from stackyard.images.build_container import BuildContainer
 from stackyard.images.dockerproxy.rules import BuildLimits, BuildScope
 from stackyard.images.dockerproxy.server import BuildProxy
 from stackyard.registry_login import RegistryLogin
@@ -76,6 +77,16 @@ class BuildIsolation:
             docker=scope,
         )
         return ContainerShell(settings, proxy=self.proxy)
+
+    def remove_leftovers(self) -> list[str]:
+        """At start: the build containers this platform left when it was stopped mid-build."""
+        if self.proxy is None:
+            return []
+        engine = BuildContainer()
+        try:
+            return engine.remove_leftovers(self.platform_id)
+        finally:
+            engine.close()
 
     def close(self) -> None:
         if self.proxy is not None:

@@ -385,6 +385,12 @@ class StageConfig(BaseModel):
         names = [*([self.host] if self.host else []), *self.domains]
         if len(set(names)) != len(names):
             raise ValueError(f"stage '{self.name}' lists a host name twice: {', '.join(names)}")
+        if self.read_only and self.env_file is not None:
+            raise ValueError(
+                f"stage '{self.name}' sets read_only and env_file: the env file is written "
+                "into the task before it starts, which a read-only root file system does "
+                "not allow; keep one (the variables also reach the task's environment)"
+            )
         problem = rollout_problem(
             self.replicas, self.deploy.minimum_healthy_percent, self.deploy.maximum_percent
         )

@@ -110,6 +110,8 @@ class TaskRecipe:
     container_port: int = 8080
     cpu: float = 0.5
     memory: int = 256 * 1024 * 1024
+    pids_limit: int = 1024
+    read_only: bool = False
     stop_timeout: float = 10.0
     health: HealthSettings = field(default_factory=HealthSettings)
 

@@ -373,6 +373,8 @@ class Executor:
             container_port=recipe.container_port,
             cpu=recipe.cpu,
             memory=recipe.memory,
+            pids_limit=recipe.pids_limit,
+            read_only=recipe.read_only,
             stop_timeout=recipe.stop_timeout,
             login=seams.login(self.key.stack),
             placement=placement,

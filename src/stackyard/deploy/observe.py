@@ -416,6 +416,8 @@ def task_recipe(
         container_port=stage.container_port,
         cpu=stage.cpu,
         memory=stage.memory_bytes,
+        pids_limit=stage.pids_limit,
+        read_only=stage.read_only,
         stop_timeout=stage.deploy.stop_timeout,
         health=health,
     )

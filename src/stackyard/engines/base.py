@@ -152,6 +152,8 @@ class TaskSpec:
     container_port: int = 8080  # bridge mode: the app's port inside, published on ``port``
     cpu: float = 0.5  # cores
     memory: int = 256 * 1024 * 1024  # bytes
+    pids_limit: int = 1024  # processes and threads at once
+    read_only: bool = False  # a read-only root file system (/tmp and /run stay writable)
     stop_timeout: float = 10.0  # seconds between SIGTERM and SIGKILL
     files: Mapping[str, str] = field(default_factory=dict)  # path in container -> content
     login: RegistryLogin | None = None  # how the engine pulls ``image``

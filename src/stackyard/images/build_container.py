@@ -239,6 +239,22 @@ class BuildContainer:
     def close(self) -> None:
         self._client.close()
 
+    def remove_leftovers(self, platform_id: str) -> list[str]:
+        """Remove the build containers a stopped platform of ``platform_id`` left behind
+        (it was killed mid-build); the names removed."""
+        filters = {"label": [f"{LABEL_BUILD_PLATFORM}={platform_id}"]}
+        found = self._call(self._api.containers, all=True, filters=filters, what="cannot list")
+        removed = []
+        for summary in found:
+            try:
+                self._api.remove_container(summary["Id"], force=True, v=True)
+            except docker.errors.NotFound:
+                continue
+            except docker.errors.DockerException as exc:
+                raise _translate(exc, "cannot remove a leftover build container") from exc
+            removed.append(str((summary.get("Names") or [summary["Id"]])[0]).lstrip("/"))
+        return removed
+
     def _call(self, method: Any, *args: Any, what: str, **kwargs: Any) -> Any:
         try:
             return method(*args, **kwargs)

@@ -103,13 +103,15 @@ class Services:
             log.warning("the engine does not answer yet (%s); the platform keeps trying", exc)
 
     def start(self) -> None:
-        """Fail builds a stopped platform left behind, adopt every stage's tasks, then
-        carry on with the pipeline runs it interrupted, and with the notifications still
-        to send. Audit entries past the retention go first; outside registries' passwords
-        are masked in every log from the start."""
+        """Fail builds a stopped platform left behind (and remove their build containers),
+        adopt every stage's tasks, then carry on with the pipeline runs it interrupted, and
+        with the notifications still to send. Audit entries past the retention go first;
+        outside registries' passwords are masked in every log from the start."""
         self.audit.prune()
         self.registries.mask_all()
         self.builds.fail_interrupted()
+        for name in self.isolation.remove_leftovers():
+            log.info("removed build container %s, left by a stopped platform", name)
         self.controller.start()
         self.runs.resume_interrupted()
         self.poller.start()
