@@ -1,0 +1,252 @@
+"""The build proxy's decisions, as plain data: what a build of ``shop`` may ask the engine."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from stackyard.images.dockerproxy.rules import (
+    LABEL_BUILD_STACK,
+    Answer,
+    ApiRequest,
+    BuildLimits,
+    BuildScope,
+    Forward,
+    Refuse,
+    api_path,
+    decide,
+    judge,
+    ownership,
+    registry_auth_header,
+    visible,
+    without_registry,
+)
+from stackyard.registry_login import RegistryLogin
+
+REGISTRY = "127.0.0.1:5000"
+LOGIN = RegistryLogin(REGISTRY, "stackyard", "registry-password")
+LIMITS = BuildLimits(cpus=1.5, memory=512 * 1024**2, pids=128, cpu_shares=128)
+SCOPE = BuildScope("shop", REGISTRY, LOGIN, LIMITS, cgroup_parent="/docker/abc")
+
+
+def ask(method: str, path: str, body: bytes = b"", **query: Any) -> Any:
+    values = {k: v if isinstance(v, list) else [v] for k, v in query.items()}
+    return decide(ApiRequest(method, path, values, body), SCOPE)
+
+
+def refused(decision: object, *words: str) -> str:
+    assert isinstance(decision, Refuse), decision
+    assert decision.message.startswith("Stackyard's build proxy")
+    for word in words:
+        assert word in decision.message
+    return decision.message
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "words"),
+    [
+        ("POST", "/containers/create", ["containers", "docker run"]),
+        ("POST", "/containers/abc/start", ["containers"]),
+        ("GET", "/containers/json", ["containers"]),
+        ("POST", "/containers/victim/exec", ["containers"]),
+        ("POST", "/exec/123/start", ["exec"]),
+        ("POST", "/volumes/create", ["volumes"]),
+        ("POST", "/networks/create", ["networks"]),
+        ("POST", "/swarm/init", ["swarm"]),
+        ("POST", "/services/create", ["docker service create"]),
+        ("GET", "/nodes", ["swarm nodes"]),
+        ("POST", "/plugins/pull", ["plugins"]),
+        ("POST", "/session", ["BuildKit"]),
+        ("POST", "/images/load", ["docker load"]),
+        ("POST", "/images/prune", ["pruning"]),
+        ("POST", "/build/prune", ["pruning"]),
+        ("POST", "/commit", ["committing"]),
+        ("GET", "/events", ["events"]),
+        ("GET", "/system/df", ["system"]),
+    ],
+)
+def test_everything_but_images_is_refused(method: str, path: str, words: list[str]) -> None:
+    refused(ask(method, path), *words)
+
+
+def test_reading_the_engine_s_version_and_ping_is_allowed() -> None:
+    for method, path in [("GET", "/_ping"), ("HEAD", "/_ping"), ("GET", "/version")]:
+        assert isinstance(ask(method, path), Forward)
+
+
+def test_paths_that_climb_or_hide_are_not_paths() -> None:
+    assert api_path("/v1.41/images/json") == "/images/json"
+    assert api_path("/images/127.0.0.1:5000/shop/push") == "/images/127.0.0.1:5000/shop/push"
+    assert api_path("/images/../containers/create") is None
+    assert api_path("/v1.41//containers/create") is None
+    assert api_path("/images/%2e%2e/containers/create") is None
+    assert api_path("/images/x%00/json") is None
+
+
+def test_a_build_is_held_to_the_build_s_limits_and_labelled() -> None:
+    decision = ask("POST", "/build", t=["shop-built"], memory="9999999999", networkmode="host")
+    assert isinstance(decision, Forward)
+    query = decision.query
+    assert query["memory"] == query["memswap"] == [str(512 * 1024**2)]
+    assert query["cpushares"] == ["128"]
+    assert (query["cpuperiod"], query["cpuquota"]) == (["100000"], ["150000"])
+    assert query["cgroupparent"] == ["/docker/abc"]
+    assert json.loads(query["labels"][0]) == {LABEL_BUILD_STACK: "shop"}
+    assert decision.writes == ("shop-built",)
+    assert decision.build
+
+
+def test_a_smaller_memory_a_build_asks_for_stays() -> None:
+    decision = ask("POST", "/build", memory=str(64 * 1024**2))
+    assert isinstance(decision, Forward)
+    assert decision.query["memory"] == [str(64 * 1024**2)]
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ({"remote": "http://127.0.0.1:2019/config/"}, ["from a URL"]),
+        ({"version": "2"}, ["BuildKit", "DOCKER_BUILDKIT=0"]),
+        ({"session": "abc"}, ["BuildKit"]),
+        ({"cgroupparent": "/"}, ["--cgroup-parent"]),
+        ({"networkmode": "container:victim"}, ["--network container:victim"]),
+        ({"networkmode": "shared-net"}, ["--network shared-net"]),
+        ({"securityopt": "seccomp=unconfined"}, ["unknown option", "securityopt"]),
+    ],
+)
+def test_build_options_that_reach_beyond_the_build_are_refused(
+    query: dict[str, str], words: list[str]
+) -> None:
+    refused(ask("POST", "/build", **query), *words)
+
+
+def test_empty_options_the_cli_always_sends_are_not_refusals() -> None:
+    decision = ask("POST", "/build", remote="", cgroupparent="", session="", networkmode="")
+    assert isinstance(decision, Forward)
+
+
+def test_a_push_to_the_stack_s_repository_carries_the_platform_s_login() -> None:
+    decision = ask("POST", f"/images/{REGISTRY}/shop/push", tag="latest")
+    assert isinstance(decision, Forward)
+    assert decision.auth == LOGIN
+
+
+def test_a_push_to_another_stack_s_repository_is_refused() -> None:
+    message = refused(ask("POST", f"/images/{REGISTRY}/victim/push", tag="latest"))
+    assert "another stack's repository" in message
+    assert f"{REGISTRY}/shop ($IMAGE_URL)" in message
+
+
+def test_a_push_elsewhere_is_refused_on_the_platform_and_allowed_locally() -> None:
+    refused(ask("POST", "/images/ghcr.io/me/app/push", tag="1"), "pushes only to its own")
+    local = BuildScope("local", None, push_elsewhere=True)
+    decision = decide(ApiRequest("POST", "/images/ghcr.io/me/app/push", {"tag": ["1"]}), local)
+    assert isinstance(decision, Forward)
+    assert decision.keep_auth
+    assert decision.auth is None
+
+
+def test_pulls_of_own_images_get_the_login_others_are_refused_and_elsewhere_passes() -> None:
+    own = ask("POST", "/images/create", fromImage=f"{REGISTRY}/shop", tag="latest")
+    assert isinstance(own, Forward)
+    assert own.auth == LOGIN
+    refused(ask("POST", "/images/create", fromImage=f"{REGISTRY}/victim", tag="latest"))
+    base = ask("POST", "/images/create", fromImage="python", tag="3.11-slim")
+    assert isinstance(base, Forward)
+    assert base.keep_auth
+    assert base.auth is None
+    refused(ask("POST", "/images/create", fromSrc="http://127.0.0.1/x.tar"), "docker import")
+
+
+def test_docker_login_to_the_platform_registry_is_answered_by_the_proxy() -> None:
+    body = json.dumps({"username": "x", "password": "y", "serveraddress": REGISTRY}).encode()
+    assert ask("POST", "/auth", body) == Answer(
+        200, {"Status": "Login Succeeded", "IdentityToken": ""}
+    )
+    elsewhere = json.dumps({"serveraddress": "ghcr.io"}).encode()
+    assert isinstance(ask("POST", "/auth", elsewhere), Forward)
+    refused(ask("POST", "/auth", b"not json"), "not valid JSON")
+
+
+def test_tagging_reads_the_source_and_writes_the_target() -> None:
+    decision = ask("POST", "/images/shop-built/tag", repo=f"{REGISTRY}/shop", tag="v1")
+    assert isinstance(decision, Forward)
+    assert decision.reads == ("shop-built",)
+    assert decision.writes == (f"{REGISTRY}/shop:v1",)
+
+
+def test_inspect_history_save_and_delete_name_the_image_they_touch() -> None:
+    assert ask("GET", "/images/busybox:latest/json").reads == ("busybox:latest",)
+    assert ask("GET", "/images/busybox/history").reads == ("busybox",)
+    assert ask("GET", "/images/get", names=["a", "b"]).reads == ("a", "b")
+    assert ask("DELETE", "/images/shop-built").writes == ("shop-built",)
+    assert ask("GET", "/images/json").filter_listing
+
+
+# -- judging what the engine has --------------------------------------------------------------
+
+
+def image(*refs: str, stack: str | None = None) -> dict[str, Any]:
+    labels = {LABEL_BUILD_STACK: stack} if stack else {}
+    return {"RepoTags": list(refs), "RepoDigests": [], "Config": {"Labels": labels}}
+
+
+def test_whose_image_it_is() -> None:
+    assert ownership(image(f"{REGISTRY}/shop:latest"), SCOPE) == "own"
+    assert ownership(image("shop-built:latest", stack="shop"), SCOPE) == "own"
+    assert ownership(image(f"{REGISTRY}/victim:latest"), SCOPE) == "foreign"
+    assert ownership(image("victim-built:latest", stack="victim"), SCOPE) == "foreign"
+    assert ownership(image("busybox:latest"), SCOPE) == "shared"
+    digests = {"RepoTags": [], "RepoDigests": [f"{REGISTRY}/victim@sha256:{'a' * 64}"]}
+    assert ownership(digests, SCOPE) == "foreign"  # a task's image, pulled by digest
+
+
+def test_a_build_may_read_shared_and_own_images_but_not_another_stack_s() -> None:
+    assert judge("busybox:latest", image("busybox:latest"), SCOPE, "read") is None
+    assert judge("shop-built", image("shop-built:latest", stack="shop"), SCOPE, "read") is None
+    victim = image("victim-built:latest", stack="victim")
+    refused(judge("victim-built", victim, SCOPE, "read"), "another stack's image")
+    refused(judge("sha256:" + "b" * 64, victim, SCOPE, "read"), "another stack's image")
+    refused(judge(f"{REGISTRY}/victim:latest", None, SCOPE, "read"), "another stack's")
+
+
+def test_a_build_may_not_replace_a_base_image_or_another_stack_s() -> None:
+    message = refused(judge("busybox:latest", image("busybox:latest"), SCOPE, "write"))
+    assert "not made by a build of shop" in message
+    refused(judge("victim-built", image("victim-built", stack="victim"), SCOPE, "write"))
+    refused(judge(f"{REGISTRY}/victim:latest", None, SCOPE, "write"), "another stack's repository")
+
+
+def test_a_build_may_write_new_names_its_own_and_its_repository() -> None:
+    assert judge("brand-new:1", None, SCOPE, "write") is None
+    assert judge("shop-built", image("shop-built:latest", stack="shop"), SCOPE, "write") is None
+    assert judge(f"{REGISTRY}/shop:latest", image("busybox:latest"), SCOPE, "write") is None
+
+
+def test_docker_images_hides_other_stacks_images() -> None:
+    listing = [
+        {"RepoTags": ["busybox:latest"], "Labels": {}},
+        {"RepoTags": [f"{REGISTRY}/shop:latest"], "Labels": {}},
+        {"RepoTags": [f"{REGISTRY}/victim:latest"], "Labels": {}},
+        {"RepoTags": ["victim-built:latest"], "Labels": {LABEL_BUILD_STACK: "victim"}},
+    ]
+    shown = [entry["RepoTags"][0] for entry in visible(listing, SCOPE)]
+    assert shown == ["busybox:latest", f"{REGISTRY}/shop:latest"]
+
+
+def test_the_login_header_and_the_build_s_registry_config() -> None:
+    header = registry_auth_header(LOGIN)
+    decoded = json.loads(base64.urlsafe_b64decode(header))
+    assert decoded == {
+        "username": "stackyard",
+        "password": "registry-password",
+        "serveraddress": REGISTRY,
+    }
+    configs = {REGISTRY: {"username": "x"}, "ghcr.io": {"username": "me"}}
+    encoded = base64.urlsafe_b64encode(json.dumps(configs).encode()).decode()
+    kept = json.loads(base64.urlsafe_b64decode(without_registry(encoded, REGISTRY)))
+    assert kept == {"ghcr.io": {"username": "me"}}
+    assert without_registry("%%%not-base64", REGISTRY) == ""
