@@ -1,0 +1,185 @@
+"""The build proxy end to end: Debian's docker CLI, as a build runs it, against the real
+engine and a real registry through one build's proxy socket."""
+
+# ruff: noqa: F811 - pytest fixtures imported from registry_fixtures are used as arguments
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from stackyard.images.dockerproxy.rules import LABEL_BUILD_STACK, BuildLimits, BuildScope
+from stackyard.images.dockerproxy.server import BuildProxy, ProxySocket
+from stackyard.registry_login import RegistryLogin
+from tests.integration.registry_fixtures import LiveRegistry, live_registry  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+DOCKER = "/usr/bin/docker"  # Debian's CLI, the one in the build image
+
+
+@dataclass
+class BuildDocker:
+    """The docker CLI of one build of ``stack``, with no login of its own."""
+
+    socket: ProxySocket
+    stack: str
+    config: Path
+
+    def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": os.environ["PATH"],
+            "DOCKER_HOST": f"unix://{self.socket.path}",
+            "DOCKER_BUILDKIT": "0",
+            "DOCKER_CONFIG": str(self.config),
+        }
+        return subprocess.run(
+            [DOCKER, *args], env=env, input=stdin, capture_output=True, text=True, timeout=180
+        )
+
+
+@pytest.fixture
+def build_docker(live_registry: LiveRegistry, tmp_path: Path) -> Iterator[BuildDocker]:
+    stack = f"proxy{secrets.token_hex(3)}"
+    login = RegistryLogin(live_registry.endpoint, live_registry.username, live_registry.password)
+    proxy = BuildProxy()
+    socket = proxy.open(BuildScope(stack, live_registry.endpoint, login, BuildLimits(pids=256)))
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    try:
+        yield BuildDocker(socket, stack, config)
+    finally:
+        socket.close()
+        proxy.close()
+        names = subprocess.run(
+            [DOCKER, "images", "--format", "{{.Repository}}:{{.Tag}}"],
+            capture_output=True, text=True, timeout=60,
+        ).stdout.split()  # fmt: skip
+        ours = [n for n in names if stack in n]
+        if ours:
+            subprocess.run([DOCKER, "rmi", "-f", *ours], capture_output=True, timeout=120)
+
+
+def context(tmp_path: Path, dockerfile: str) -> Path:
+    directory = tmp_path / "context"
+    directory.mkdir(exist_ok=True)
+    (directory / "Dockerfile").write_text(dockerfile)
+    return directory
+
+
+def test_a_build_builds_tags_and_pushes_to_its_own_repository_without_a_login(
+    build_docker: BuildDocker, live_registry: LiveRegistry, tmp_path: Path
+) -> None:
+    docker, stack = build_docker, build_docker.stack
+    own = f"{live_registry.endpoint}/{stack}"
+    ctx = context(tmp_path, "FROM busybox:latest\nRUN echo built > /built\n")
+
+    built = docker("build", "--network", "host", "-t", f"{stack}-built", str(ctx))
+    assert built.returncode == 0, built.stderr
+    assert docker("tag", f"{stack}-built", f"{own}:v1").returncode == 0
+    pushed = docker("push", f"{own}:v1")
+    assert pushed.returncode == 0, pushed.stderr
+    assert live_registry.skopeo_digest(stack, "v1").startswith("sha256:")
+    labels = docker("image", "inspect", "--format", "{{json .Config.Labels}}", f"{own}:v1")
+    assert json.loads(labels.stdout)[LABEL_BUILD_STACK] == stack
+    login = docker("login", "-u", "anyone", "--password-stdin", live_registry.endpoint, stdin="x")
+    assert login.returncode == 0, login.stderr
+    assert "Login Succeeded" in login.stdout
+    listed = docker("images", "--format", "{{.Repository}}").stdout.split()
+    assert f"{stack}-built" in listed
+
+
+def test_a_build_s_run_steps_share_the_build_s_limits(
+    build_docker: BuildDocker, tmp_path: Path
+) -> None:
+    holder = subprocess.run(
+        [DOCKER, "run", "-d", "--rm", "--network", "host", "--pids-limit", "64",
+         "busybox:latest", "sleep", "120"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.strip()  # fmt: skip
+    try:
+        build_docker.socket.nest_builds_in(f"/docker/{holder}")
+        ctx = context(
+            tmp_path,
+            "FROM busybox:latest\nRUN cat /proc/self/cgroup | grep pids: "
+            "&& cat /sys/fs/cgroup/memory/memory.limit_in_bytes\n",
+        )
+        built = build_docker("build", "--no-cache", "--network", "host", str(ctx))
+        assert built.returncode == 0, built.stderr
+        assert f"pids:/docker/{holder}/" in built.stdout
+        assert str(BuildLimits().memory) in built.stdout
+    finally:
+        subprocess.run([DOCKER, "rm", "-f", holder], capture_output=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["run", "--rm", "-v", "/:/host", "busybox", "cat", "/host/etc/shadow"], "containers"),
+        (["run", "--rm", "--privileged", "busybox", "true"], "containers"),
+        (["create", "busybox"], "containers"),
+        (["exec", "anything", "true"], "containers"),
+        (["volume", "create", "v"], "volumes"),
+        (["network", "create", "n"], "networks"),
+        (["service", "create", "busybox"], "docker service create"),
+        (["swarm", "init"], "swarm"),
+        (["image", "prune", "-f"], "pruning"),
+        (["system", "df"], "system"),
+        (["events", "--since", "1s", "--until", "2s"], "events"),
+    ],
+)
+def test_everything_beyond_images_is_refused_with_the_proxy_s_message(
+    build_docker: BuildDocker, args: list[str], words: str
+) -> None:
+    done = build_docker(*args)
+    assert done.returncode != 0
+    assert "Stackyard's build proxy refused" in done.stderr
+    assert words in done.stderr
+    assert build_docker.socket.refusals
+
+
+def test_another_stack_s_repository_and_the_base_images_are_out_of_reach(
+    build_docker: BuildDocker, live_registry: LiveRegistry, tmp_path: Path
+) -> None:
+    docker, stack = build_docker, build_docker.stack
+    other = f"{live_registry.endpoint}/victim"
+    ctx = context(tmp_path, "FROM busybox:latest\nRUN echo evil > /evil\n")
+    assert docker("build", "--network", "host", "-t", f"{stack}-evil", str(ctx)).returncode == 0
+    busybox = docker("image", "inspect", "--format", "{{.Id}}", "busybox:latest").stdout
+
+    attempts = {
+        "tag over another stack": ["tag", f"{stack}-evil", f"{other}:latest"],
+        "push to another stack": ["push", f"{other}:latest"],
+        "pull another stack": ["pull", f"{other}:latest"],
+        "build into another stack": ["build", "-t", f"{other}:latest", str(ctx)],
+        "replace a base image": ["tag", f"{stack}-evil", "busybox:latest"],
+        "build over a base image": ["build", "-t", "busybox:latest", str(ctx)],
+        "remove a base image": ["rmi", "busybox:latest"],
+        "load images": ["load", "-i", "/dev/null"],
+    }
+    for what, args in attempts.items():
+        done = docker(*args)
+        assert done.returncode != 0, what
+        assert "Stackyard's build proxy refused" in done.stderr, (what, done.stderr)
+    # The CLI fetches a URL context itself; an API client can ask the engine to (remote=).
+    remote = subprocess.run(
+        ["curl", "-s", "--unix-socket", str(docker.socket.path), "-X", "POST",
+         "http://docker/v1.41/build?remote=http://127.0.0.1:2019/config/"],
+        capture_output=True, text=True, timeout=30,
+    ).stdout  # fmt: skip
+    assert "refused docker build from a URL" in json.loads(remote)["message"]
+    after = docker("image", "inspect", "--format", "{{.Id}}", "busybox:latest").stdout
+    assert after == busybox
+    catalog = subprocess.run(
+        ["curl", "-s", "-u", f"{live_registry.username}:{live_registry.password}",
+         f"http://{live_registry.endpoint}/v2/victim/tags/list"],
+        capture_output=True, text=True, timeout=30,
+    ).stdout  # fmt: skip
+    assert "NAME_UNKNOWN" in catalog  # nothing reached the victim's repository
