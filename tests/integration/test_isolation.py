@@ -1,0 +1,379 @@
+"""Break-out attempts against a real platform: a hostile build.yml and a hostile app.
+
+Each attempt must fail with a clear message in the build log (or the app's own report),
+and the platform's state (another stack's images, tasks and secrets, the admin token)
+must be unchanged afterwards. The platform runs with small build limits, so a fork bomb
+and a disk fill end quickly; each is checked to be bounded before it is set off.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
+from .gitrepo import GitRepo
+
+pytestmark = pytest.mark.integration
+
+BUILD_PIDS = 128
+BUILD_DISK_MIB = 48
+VICTIM_SECRET = "victim-secret-4d1f8e"
+EVIL_SECRET = "evil-own-secret-9c2b71"
+NET_RAW = 1 << 13
+
+
+@pytest.fixture(scope="module")
+def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    running = start_platform(
+        tmp_path_factory.mktemp("isolation") / "data",
+        "--build-pids", str(BUILD_PIDS),
+        "--build-memory", "512m",
+        "--build-disk", f"{BUILD_DISK_MIB}m",
+        "--build-cpus", "1",
+    )  # fmt: skip
+    try:
+        yield running
+    finally:
+        stop_platform(running)
+        remove_images(running)
+
+
+def remove_images(yard: RunningPlatform) -> None:
+    """What the specs left in the engine: this platform's repositories, and evil-base."""
+    names = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True, timeout=60,
+    ).stdout.split()  # fmt: skip
+    ours = [n for n in names if n.startswith((f"{yard.registry}/", "evil-base:"))]
+    ours = [n for n in ours if not n.endswith(":<none>")]
+    if ours:
+        subprocess.run(["docker", "rmi", "-f", *ours], capture_output=True, timeout=120)
+
+
+def set_secret(yard: RunningPlatform, stack: str, name: str, value: str) -> None:
+    subprocess.run(
+        [*STACKYARD, "secrets", "set", stack, name, "--json"],
+        input=value, env=yard.env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+
+
+def build(yard: RunningPlatform, stack: str) -> dict[str, Any]:
+    result = yard.cli("build", stack, "--json", check=False, timeout=300)
+    record: dict[str, Any] = json.loads(result.stdout)
+    record["log"] = Path(record["log_path"]).read_text()
+    return record
+
+
+def registry_credentials(yard: RunningPlatform) -> tuple[str, str]:
+    record = json.loads((yard.data_dir / "registry-credentials.json").read_text())
+    return record["username"], record["password"]
+
+
+def tag_digests(yard: RunningPlatform, stack: str) -> dict[str, str]:
+    user, password = registry_credentials(yard)
+    found = {}
+    for tag in ("latest", "dev"):
+        done = subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", "--creds", f"{user}:{password}",
+             f"docker://{yard.registry}/{stack}:{tag}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if done.returncode == 0:
+            found[tag] = json.loads(done.stdout)["Digest"]
+    return found
+
+
+def tasks_of(yard: RunningPlatform, stack: str) -> list[str]:
+    return subprocess.run(
+        ["docker", "ps", "-q", "--no-trunc", "--filter", f"label=dev.stackyard.stack={stack}",
+         "--filter", f"label=dev.stackyard.platform={platform_id(yard)}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+
+
+def platform_id(yard: RunningPlatform) -> str:
+    return (yard.data_dir / "platform-id").read_text().strip()
+
+
+def build_containers(yard: RunningPlatform) -> list[str]:
+    return subprocess.run(
+        ["docker", "ps", "-aq", "--filter",
+         f"label=dev.stackyard.build-platform={platform_id(yard)}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+
+
+def url_of(yard: RunningPlatform, stack: str) -> str:
+    return str(json.loads(yard.cli("url", stack, "--stage", "dev", "--json").stdout)["url"])
+
+
+def deploy_to_dev(yard: RunningPlatform, stack: str) -> None:
+    yard.cli("release", stack, "--stage", "dev")
+    deployment = json.loads(
+        yard.cli("deploy", stack, "--stage", "dev", "--json", timeout=300).stdout
+    )
+    assert deployment["status"] == "COMPLETED", deployment
+
+
+@pytest.fixture(scope="module")
+def victim(yard: RunningPlatform, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Another stack, running in dev with a secret in its task's environment."""
+    repo = GitRepo.from_example("hello", tmp_path_factory.mktemp("victim") / "victim")
+    yard.cli("stacks", "create", "victim", "--repo", str(repo.path))
+    set_secret(yard, "victim", "VICTIM_TOKEN", VICTIM_SECRET)
+    assert build(yard, "victim")["status"] == "SUCCEEDED"
+    deploy_to_dev(yard, "victim")
+    return {"digests": tag_digests(yard, "victim"), "tasks": tasks_of(yard, "victim")}
+
+
+def spec_of(*commands: str, env: str = "") -> str:
+    """A build.yml whose build phase runs ``commands``."""
+    listing = "".join(f"      - {json.dumps(c)}\n" for c in commands)
+    return f"version: 0.2\n{env}phases:\n  build:\n    commands:\n{listing}"
+
+
+def hostile_build_yml(yard: RunningPlatform, victim_task: str) -> str:
+    data, api = yard.data_dir, yard.api_url
+    commands = [
+        f"cat {data}/admin-token || echo 'blocked: admin token'",
+        f"cat {data}/secrets.key || echo 'blocked: secrets key'",
+        f"head -c 64 {data}/stackyard.db || echo 'blocked: state database'",
+        "cat /etc/shadow",
+        "ls /var/lib/docker || echo 'blocked: engine data'",
+        "docker run --rm -v /:/host busybox cat /host/etc/shadow || echo 'blocked: mount /'",
+        "docker run --rm --privileged busybox true || echo 'blocked: privileged'",
+        f"docker exec {victim_task} env || echo 'blocked: exec'",
+        "docker service create --name evil busybox || echo 'blocked: service'",
+        "docker tag busybox:latest $REGISTRY_ENDPOINT/victim:latest || echo 'blocked: tag'",
+        "docker push $REGISTRY_ENDPOINT/victim:latest || echo 'blocked: push'",
+        "docker build --network host -t $REGISTRY_ENDPOINT/victim:latest . "
+        "|| echo 'blocked: build'",
+        "docker pull $REGISTRY_ENDPOINT/victim:latest || echo 'blocked: pull'",
+        "docker tag evil-base busybox:latest || echo 'blocked: base image'",
+        'echo "registry $(curl -s -o /dev/null -w "%{http_code}" -u "$REGISTRY_USERNAME:'
+        '$REGISTRY_PASSWORD" http://$REGISTRY_ENDPOINT/v2/victim/tags/list)"',
+        f'echo "api $(curl -s -o /dev/null -w "%{{http_code}}" {api}/api/v1/stacks)"',
+        "grep -E 'CapEff|NoNewPrivs' /proc/self/status",
+        'echo "secret=$EVIL."',
+        "printf '%s' \"$EVIL\" | fold -w 5; echo",
+        "docker build --network host -t evil-base . && docker tag evil-base $IMAGE_URL:latest",
+        "docker push $IMAGE_URL:latest",
+    ]
+    return spec_of(*commands, env="env:\n  secrets-manager:\n    EVIL: EVIL_SECRET\n")
+
+
+def test_a_hostile_build_reaches_nothing_of_the_platform_the_host_or_another_stack(
+    yard: RunningPlatform, victim: dict[str, Any], tmp_path: Path
+) -> None:
+    token_before = yard.token
+    [victim_task] = victim["tasks"]
+    repo = GitRepo.from_example("hello", tmp_path / "evil")
+    repo.write("build.yml", hostile_build_yml(yard, victim_task))
+    repo.commit("a hostile build spec")
+    yard.cli("stacks", "create", "evil", "--repo", str(repo.path))
+    set_secret(yard, "evil", "EVIL_SECRET", EVIL_SECRET)
+
+    record = build(yard, "evil")
+    log = record["log"]
+
+    assert record["status"] == "SUCCEEDED", log  # what a build may do still works
+    assert "Commands run in a build container of stackyard/build:bookworm" in log
+    for what in ("admin token", "secrets key", "state database", "engine data"):
+        assert f"blocked: {what}" in log
+    assert log.count("No such file or directory") >= 4
+    _, registry_password = registry_credentials(yard)
+    secrets_key = (yard.data_dir / "secrets.key").read_bytes()
+    host_shadow = Path("/etc/shadow").read_text()
+    for leaked in (token_before, registry_password, VICTIM_SECRET, EVIL_SECRET, host_shadow):
+        assert leaked not in log
+    assert secrets_key.decode("ascii", "replace").strip() not in log
+    refusals = [line for line in log.splitlines() if "Stackyard's build proxy refused" in line]
+    for words in ("containers", "containers", "containers", "docker service create"):
+        assert any(words in line for line in refusals), words
+    assert sum("another stack's repository" in line for line in log.splitlines()) >= 3
+    assert "refused to replace or remove busybox:latest" in log
+    for what in ("mount /", "privileged", "exec", "service", "tag", "push", "build", "pull"):
+        assert f"blocked: {what}" in log
+    assert "registry 401" in log
+    assert "api 401" in log
+    capabilities = next(line for line in log.splitlines() if "CapEff:" in line)
+    assert int(capabilities.split()[-1], 16) & NET_RAW == 0
+    assert "NoNewPrivs:\t1" in log or "NoNewPrivs: 1" in log
+    assert "secret=***." in log
+
+    assert tag_digests(yard, "victim") == victim["digests"]
+    assert tasks_of(yard, "victim") == victim["tasks"]
+    assert "hello" in httpx.get(url_of(yard, "victim"), timeout=5).text
+    assert yard.token == token_before
+    assert build_containers(yard) == []
+    swarm = subprocess.run(
+        ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
+        capture_output=True, text=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+    assert swarm == "inactive"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Caddy's admin API listens on 127.0.0.1 TCP until the data-plane change moves it "
+    "to a unix socket; with host networking a build container reaches it (docs/isolation.md)",
+)
+def test_a_build_cannot_reach_caddy_s_admin_api(yard: RunningPlatform, tmp_path: Path) -> None:
+    repo = GitRepo.from_example("hello", tmp_path / "nosy")
+    admin = f"{yard.router_admin}/config/"
+    repo.write(
+        "build.yml", spec_of(f'echo "admin=$(curl -s -o /dev/null -w "%{{http_code}}" {admin})"')
+    )
+    repo.commit("look at the router")
+    yard.cli("stacks", "create", "nosy", "--repo", str(repo.path))
+    log = build(yard, "nosy")["log"]
+    answer = next(line for line in log.splitlines() if "] admin=" in line)  # the curl ran
+    assert answer.endswith("admin=000"), answer  # nothing answers: no TCP admin API
+
+
+def probe_build(yard: RunningPlatform, tmp_path: Path) -> str:
+    """A build that reports its container's limits and a RUN step's cgroup."""
+    repo = GitRepo.from_example("hello", tmp_path / "probe")
+    repo.write("Dockerfile.probe", "FROM busybox:latest\nRUN cat /proc/self/cgroup\n")
+    repo.write(
+        "build.yml",
+        spec_of(
+            'echo "pids.max=$(cat /sys/fs/cgroup/pids/pids.max)"',
+            'echo "own=$(grep pids: /proc/self/cgroup)"',
+            "docker build --no-cache --network host -f Dockerfile.probe .",
+            "exit 1",
+        ),
+    )
+    repo.commit("probe")
+    yard.cli("stacks", "create", "probe", "--repo", str(repo.path))
+    return str(build(yard, "probe")["log"])
+
+
+def test_a_fork_bomb_fails_its_build_and_other_builds_go_on(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    # Set off nothing before the limit is known to hold, for the build and its RUN steps:
+    # this engine is shared.
+    probe = probe_build(yard, tmp_path)
+    assert f"pids.max={BUILD_PIDS}" in probe, probe
+    own = next(line for line in probe.splitlines() if "] own=" in line).split("pids:")[-1]
+    assert f"pids:{own.strip()}/" in probe, probe  # the RUN step nests in the build's cgroup
+
+    bomb = GitRepo.from_example("hello", tmp_path / "bomb")
+    bomb.write(
+        "build.yml",
+        spec_of(
+            "b() { b | b & }; b",
+            "i=0; while [ $i -lt 400 ]; do sleep 60 & i=$((i+1)); done",
+            "echo survived",
+        ),
+    )
+    bomb.commit("a fork bomb")
+    calm = GitRepo.from_example("hello", tmp_path / "calm")
+    for stack, repo in (("bomb", bomb), ("calm", calm)):
+        yard.cli("stacks", "create", stack, "--repo", str(repo.path))
+    results: dict[str, dict[str, Any]] = {}
+
+    def run(stack: str) -> None:
+        results[stack] = build(yard, stack)
+
+    bombing = threading.Thread(target=run, args=("bomb",))
+    bombing.start()
+    time.sleep(2)  # the bomb is going off
+    run("calm")
+    assert httpx.get(f"{yard.api_url}/healthz", timeout=5).status_code == 200
+    bombing.join(timeout=300)
+
+    assert results["calm"]["status"] == "SUCCEEDED", results["calm"]["log"]
+    bombed = results["bomb"]
+    assert bombed["status"] == "FAILED"
+    assert "Cannot fork" in bombed["log"] or "Resource temporarily unavailable" in bombed["log"]
+    assert "survived" not in bombed["log"]
+    assert build_containers(yard) == []
+
+
+def test_a_build_that_fills_its_disk_is_stopped(yard: RunningPlatform, tmp_path: Path) -> None:
+    repo = GitRepo.from_example("hello", tmp_path / "filler")
+    repo.write(
+        "build.yml",
+        spec_of(
+            f"dd if=/dev/zero of=fill bs=1M count={BUILD_DISK_MIB * 3} status=none",
+            "sleep 10",
+            "echo survived",
+        ),
+    )
+    repo.commit("fill the disk")
+    yard.cli("stacks", "create", "filler", "--repo", str(repo.path))
+
+    record = build(yard, "filler")
+
+    assert record["status"] == "FAILED"
+    assert f"over its limit of {BUILD_DISK_MIB} MiB, and was stopped" in record["log"]
+    assert "survived" not in record["log"]
+    assert httpx.get(f"{yard.api_url}/healthz", timeout=5).status_code == 200
+    assert build_containers(yard) == []
+    deadline = time.monotonic() + 30  # the checkout goes after the result is recorded
+    while list((yard.data_dir / "work").glob("filler-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not list((yard.data_dir / "work").glob("filler-*"))
+
+
+PROBE_APP = """\
+#!/bin/sh
+# A hostile app: it reports what it could reach, then serves the report.
+mkdir -p /tmp/www
+{
+  grep -E 'CapEff|NoNewPrivs' /proc/self/status
+  if touch /escape 2>/dev/null; then echo "rootfs=writable"; else echo "rootfs=read-only"; fi
+  echo "pids.max=$(cat /sys/fs/cgroup/pids/pids.max)"
+  echo "memory=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"
+  if ping -c 1 -W 1 127.0.0.1 >/dev/null 2>&1; then echo "raw=yes"; else echo "raw=no"; fi
+  wget -q -O /dev/null "$API/api/v1/stacks" 2>&1 | head -1 | sed 's/^/api: /'
+  wget -q -O /dev/null "http://$REGISTRY/v2/_catalog" 2>&1 | head -1 | sed 's/^/registry: /'
+  ls "$DATA" 2>&1 | head -1 | sed 's/^/data: /'
+  echo "done"
+} > /tmp/www/index.html 2>&1
+exec busybox httpd -f -p "${HOST:-127.0.0.1}:${PORT:-8080}" -h /tmp/www
+"""
+
+
+def test_a_hostile_app_is_fenced_off(yard: RunningPlatform, tmp_path: Path) -> None:
+    repo = GitRepo.from_example("hello", tmp_path / "app")
+    repo.write("probe.sh", PROBE_APP)
+    repo.write(
+        "Dockerfile", 'FROM busybox:latest\nCOPY probe.sh /probe.sh\nCMD ["sh", "/probe.sh"]\n'
+    )
+    repo.write(
+        "stackyard.yml",
+        "stages:\n  - name: dev\n    read_only: true\n    pids_limit: 64\n"
+        f"    variables:\n      API: {yard.api_url}\n      REGISTRY: {yard.registry}\n"
+        f"      DATA: {yard.data_dir}\n",
+    )
+    repo.commit("a hostile app")
+    yard.cli("stacks", "create", "app", "--repo", str(repo.path))
+    assert build(yard, "app")["status"] == "SUCCEEDED"
+    deploy_to_dev(yard, "app")
+
+    report = httpx.get(url_of(yard, "app"), timeout=5).text
+
+    assert "done" in report, report
+    capabilities = next(line for line in report.splitlines() if line.startswith("CapEff"))
+    assert int(capabilities.split()[-1], 16) & NET_RAW == 0
+    assert "NoNewPrivs:\t1" in report
+    assert "rootfs=read-only" in report
+    assert "pids.max=64" in report
+    assert f"memory={256 * 1024 * 1024}" in report
+    assert "raw=no" in report
+    assert "api: wget: server returned error: HTTP/1.1 401" in report
+    assert "registry: wget: server returned error: HTTP/1.1 401" in report
+    assert "data: ls:" in report
+    assert "No such file or directory" in report
