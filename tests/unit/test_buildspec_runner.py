@@ -336,6 +336,25 @@ def test_artifacts_discard_paths(run_spec: RunSpec, tmp_path: Path) -> None:
     assert (tmp_path / "dist" / "x.txt").exists()
 
 
+def test_an_artifact_that_is_a_link_out_of_the_source_is_not_copied(
+    run_spec: RunSpec, tmp_path: Path
+) -> None:
+    outside = tmp_path.parent / f"{tmp_path.name}-platform-secret"
+    outside.write_text("the platform's secret\n")
+    artifacts = "artifacts:\n  files: ['out/*']\n"
+    command = f"mkdir -p out/dir && ln -s {outside} out/key && ln -s {outside.parent} out/up"
+    ran = run_spec(
+        tmp_path, spec(phase("build", command)) + artifacts, artifacts_dir=tmp_path / "d"
+    )
+    assert ran.statuses() == {"build": "SUCCEEDED", "artifacts": "FAILED"}
+    messages = [line.text for line in ran.lines if line.kind is LineKind.MESSAGE]
+    assert any("follows no symbolic link" in m for m in messages)
+    assert not (tmp_path / "d" / "key").exists()
+    assert "the platform's secret" not in "".join(
+        p.read_text() for p in (tmp_path / "d").rglob("*") if p.is_file()
+    )
+
+
 def test_artifacts_pattern_without_match_fails_the_build(run_spec: RunSpec, tmp_path: Path) -> None:
     artifacts = "artifacts:\n  files: [missing.jar]\n"
     ran = run_spec(tmp_path, spec(phase("build", "true")) + artifacts, artifacts_dir=tmp_path / "d")

@@ -12,7 +12,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from stackyard.buildspec.artifacts import ArtifactError, copy_artifacts, plan_artifacts
+from stackyard.buildspec.artifacts import (
+    ArtifactError,
+    artifacts_base,
+    copy_artifacts,
+    plan_artifacts,
+)
 from stackyard.buildspec.buildlog import BuildLog, LineKind, OutputSink
 from stackyard.buildspec.environment import (
     declared_variables,
@@ -286,7 +291,8 @@ class _Run:
             return PhaseResult(ARTIFACTS_STEP, Status.SKIPPED, None)
         try:
             plan = plan_artifacts(self.spec.artifacts, self.settings.workdir)
-            self.copied = copy_artifacts(plan, target)
+            base = artifacts_base(self.spec.artifacts, self.settings.workdir)
+            self.copied = copy_artifacts(plan, target, base)
         except (ArtifactError, OSError) as exc:
             self.log.line(ARTIFACTS_STEP, LineKind.MESSAGE, f"Artifacts failed: {exc}")
             return PhaseResult(ARTIFACTS_STEP, Status.FAILED, 1)
