@@ -99,6 +99,15 @@ def test_a_build_is_held_to_the_build_s_limits_and_labelled() -> None:
     assert decision.build
 
 
+def test_a_build_into_the_stack_s_own_repository_only_needs_no_label() -> None:
+    decision = ask("POST", "/build", t=[f"{REGISTRY}/shop:latest", f"{REGISTRY}/shop:abc"])
+    assert isinstance(decision, Forward)
+    assert "labels" not in decision.query
+    untagged = ask("POST", "/build")
+    assert isinstance(untagged, Forward)
+    assert json.loads(untagged.query["labels"][0]) == {LABEL_BUILD_STACK: "shop"}
+
+
 def test_a_smaller_memory_a_build_asks_for_stays() -> None:
     decision = ask("POST", "/build", memory=str(64 * 1024**2))
     assert isinstance(decision, Forward)

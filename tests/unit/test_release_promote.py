@@ -86,7 +86,7 @@ def yard(tmp_path: Path) -> Iterator[Yard]:
         FakeSecretStore(),
         logs_dir=tmp_path / "logs",
         work_dir=tmp_path / "work",
-        isolation=BuildIsolation(proxy=None),
+        isolation=BuildIsolation(None),
     )
     yield Yard(repo, tmp_path / "logs", registry, source, releases, stacks)
     database.dispose()

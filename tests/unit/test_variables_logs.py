@@ -99,7 +99,7 @@ def parts(tmp_path: Path) -> tuple[BuildService, ReleaseService, VariableStore, 
         logs_dir=tmp_path / "logs",
         work_dir=tmp_path / "work",
         network_mode="host",
-        isolation=BuildIsolation(proxy=None),
+        isolation=BuildIsolation(None),
         secret_values=secrets.mask_values,
         build_inputs=store.build_inputs,
     )
@@ -110,7 +110,7 @@ def parts(tmp_path: Path) -> tuple[BuildService, ReleaseService, VariableStore, 
         secrets,
         logs_dir=tmp_path / "logs",
         work_dir=tmp_path / "work",
-        isolation=BuildIsolation(proxy=None),
+        isolation=BuildIsolation(None),
     )
     secrets.set(STACK, "DB_PASSWORD", SECRET)
     with sessions.begin() as session:

@@ -136,7 +136,7 @@ def _isolation(on_host: bool, image: str | None) -> BuildIsolation:
     from stackyard.settings import Settings
 
     if on_host:
-        return BuildIsolation(proxy=None)
+        return BuildIsolation(None)
     defaults = Settings()
     limits = BuildLimits(
         cpus=defaults.build_cpus,
@@ -144,7 +144,7 @@ def _isolation(on_host: bool, image: str | None) -> BuildIsolation:
         pids=defaults.build_pids,
         disk=defaults.build_disk,
     )
-    return BuildIsolation(proxy=BuildProxy(), image=image or defaults.build_image, limits=limits)
+    return BuildIsolation(BuildProxy(), image=image or defaults.build_image, limits=limits)
 
 
 def _shell(

@@ -253,18 +253,20 @@ def _build(query: dict[str, list[str]], scope: BuildScope) -> Decision:
         "cpushares": [str(limits.cpu_shares)],
         "cpuperiod": [str(_CPU_PERIOD)],
         "cpuquota": [str(limits.cpu_quota)],
-        "labels": [json.dumps({**_labels(query), LABEL_BUILD_STACK: scope.stack})],
     }
+    tags = query.get("t", [])
+    if not tags or any(_registry_of(tag, scope) != "own" for tag in tags):
+        # A local name (or none): the label marks the image as this stack's, so a later
+        # build of the stack may replace it. The legacy builder adds it as a last step.
+        labels = {**_labels(query), LABEL_BUILD_STACK: scope.stack}
+        rewritten["labels"] = [json.dumps(labels)]
     shm = _int(query, "shmsize")
     if shm is not None and shm > memory:
         rewritten["shmsize"] = [str(memory)]
     if scope.cgroup_parent:
         rewritten["cgroupparent"] = [scope.cgroup_parent]
     return Forward(
-        rewritten,
-        reads=tuple(_json_list(query, "cachefrom")),
-        writes=tuple(query.get("t", [])),
-        build=True,
+        rewritten, reads=tuple(_json_list(query, "cachefrom")), writes=tuple(tags), build=True
     )
 
 

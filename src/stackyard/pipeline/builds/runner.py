@@ -20,7 +20,6 @@ from pydantic import BaseModel
 from stackyard.buildspec.buildlog import BuildLog, LineKind
 from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
-from stackyard.buildspec.shell import CommandShell
 from stackyard.config.buildspec import load_buildspec
 from stackyard.config.loading import LoadedConfig, load_stack_config
 from stackyard.errors import StackyardError
@@ -101,8 +100,10 @@ class BuildRun:
         tags = ["latest", commit.sha]
         # What the tags point at now, to put back if this build fails. Read from the registry
         # while the checkout and the engine's build run; needed before anything is pushed.
-        with ThreadPoolExecutor(1, thread_name_prefix=f"tags-{stack.name}") as reader:
+        with ThreadPoolExecutor(2, thread_name_prefix=f"tags-{stack.name}") as reader:
             reading = reader.submit(self.images.tag_digests, stack.name, tags)
+            # The stack's limits holder starts (once) while the checkout runs.
+            warming = reader.submit(self.tools.isolation.warm, stack.name)
             self.previous = reading.result
             # In a build container, git must work without the platform's cache.
             standalone = not self.tools.isolation.on_host
@@ -114,6 +115,7 @@ class BuildRun:
             self.records.record(
                 stack.name, self.number, config=loaded.config.model_dump(mode="json")
             )
+            warming.result()
             try:
                 exported = self.build(checkout, commit.sha, loaded)
                 digest = self.digest_of(commit.sha)
@@ -239,22 +241,15 @@ class BuildRun:
             _write_new(context / dockerfile, detection.dockerfile)
         repository = self.images.image_url(self.stack.name)
         tags = [f"{repository}:latest", f"{repository}:{sha}"]
-        with self._limited() as engine:
-            self._default_build(context, dockerfile, variables, repository, tags, engine)
-        self.cleanup.callback(self.prune_later, self.stack.name, repository)
-
-    def _limited(self) -> CommandShell:
-        """Where the default build's RUN steps get their limits: an idle build container,
-        whose Docker API (the build proxy) nests them in its cgroup; or nothing, on host."""
-        isolation = self.tools.isolation
-        return isolation.shell(
-            source=None,
-            run_id=f"{self.stack.name}:{self.number}",
-            stack=self.stack.name,
-            login=self.images.login(self.stack.name),
-            image_url=self.images.image_url(self.stack.name),
+        engine = self.tools.isolation.engine_for(
+            self.stack.name,
+            self.images.login(self.stack.name),
+            image_url=repository,
             platform_registry=self.images.endpoint,
         )
+        with engine as url:
+            self._default_build(context, dockerfile, variables, repository, tags, url)
+        self.cleanup.callback(self.prune_later, self.stack.name, repository)
 
     def _default_build(
         self,
@@ -263,10 +258,9 @@ class BuildRun:
         variables: dict[str, str],
         repository: str,
         tags: list[str],
-        engine: CommandShell,
+        engine_url: str | None,
     ) -> None:
-        socket = engine.docker_socket
-        builder = self.tools.builder_factory(f"unix://{socket}" if socket else None)
+        builder = self.tools.builder_factory(engine_url)
         try:
             self.say("build", f"docker build -f {dockerfile} (network {self.tools.network_mode})")
             builder.build(

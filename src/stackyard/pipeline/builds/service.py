@@ -146,6 +146,7 @@ class BuildService:
         if pending is not None:
             pending.cancel()
         self._tools.source.remove(stack_name)
+        self._tools.isolation.forget(stack_name)
         builder = self._tools.builder_factory()
         try:
             builder.remove_repository(image_url or self._tools.images.image_url(stack_name))
