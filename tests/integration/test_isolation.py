@@ -105,11 +105,20 @@ def platform_id(yard: RunningPlatform) -> str:
 
 
 def build_containers(yard: RunningPlatform) -> list[str]:
-    return subprocess.run(
-        ["docker", "ps", "-aq", "--filter",
+    """The platform's build containers left after its builds (removed just after each)."""
+    deadline = time.monotonic() + 20
+    while (found := _build_containers(yard)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+def _build_containers(yard: RunningPlatform) -> list[str]:
+    names = subprocess.run(
+        ["docker", "ps", "-a", "--format", "{{.Names}}", "--filter",
          f"label=dev.stackyard.build-platform={platform_id(yard)}"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout.split()  # fmt: skip
+    return [name for name in names if not name.startswith("sy-limits-")]  # kept: idle holders
 
 
 def url_of(yard: RunningPlatform, stack: str) -> str:

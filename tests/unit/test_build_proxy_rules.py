@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from stackyard.images.dockerproxy.rules import (
-    LABEL_BUILD_STACK,
     Answer,
     ApiRequest,
     BuildLimits,
@@ -19,6 +18,7 @@ from stackyard.images.dockerproxy.rules import (
     api_path,
     decide,
     judge,
+    local_name,
     ownership,
     registry_auth_header,
     visible,
@@ -94,18 +94,20 @@ def test_a_build_is_held_to_the_build_s_limits_and_labelled() -> None:
     assert query["cpushares"] == ["128"]
     assert (query["cpuperiod"], query["cpuquota"]) == (["100000"], ["150000"])
     assert query["cgroupparent"] == ["/docker/abc"]
-    assert json.loads(query["labels"][0]) == {LABEL_BUILD_STACK: "shop"}
+    assert "labels" not in query  # the legacy builder would make a label one more step
     assert decision.writes == ("shop-built",)
+    assert decision.records == ("shop-built:latest",)
     assert decision.build
 
 
-def test_a_build_into_the_stack_s_own_repository_only_needs_no_label() -> None:
-    decision = ask("POST", "/build", t=[f"{REGISTRY}/shop:latest", f"{REGISTRY}/shop:abc"])
+def test_names_in_the_stack_s_repository_need_no_record() -> None:
+    decision = ask("POST", "/build", t=[f"{REGISTRY}/shop:latest", "docker.io/library/x"])
     assert isinstance(decision, Forward)
-    assert "labels" not in decision.query
-    untagged = ask("POST", "/build")
-    assert isinstance(untagged, Forward)
-    assert json.loads(untagged.query["labels"][0]) == {LABEL_BUILD_STACK: "shop"}
+    assert decision.records == ("x:latest",)
+    assert local_name("busybox") == "busybox:latest"
+    assert local_name("docker.io/library/python:3.11-slim") == "python:3.11-slim"
+    assert local_name("ghcr.io/me/app:v1") == "ghcr.io/me/app:v1"
+    assert local_name("sha256:" + "a" * 64) is None
 
 
 def test_a_smaller_memory_a_build_asks_for_stays() -> None:
@@ -185,6 +187,9 @@ def test_tagging_reads_the_source_and_writes_the_target() -> None:
     assert isinstance(decision, Forward)
     assert decision.reads == ("shop-built",)
     assert decision.writes == (f"{REGISTRY}/shop:v1",)
+    assert decision.records == ()
+    local = ask("POST", "/images/shop-built/tag", repo="shop-copy", tag="")
+    assert local.records == ("shop-copy:latest",)
 
 
 def test_inspect_history_save_and_delete_name_the_image_they_touch() -> None:
@@ -198,51 +203,56 @@ def test_inspect_history_save_and_delete_name_the_image_they_touch() -> None:
 # -- judging what the engine has --------------------------------------------------------------
 
 
-def image(*refs: str, stack: str | None = None) -> dict[str, Any]:
-    labels = {LABEL_BUILD_STACK: stack} if stack else {}
-    return {"RepoTags": list(refs), "RepoDigests": [], "Config": {"Labels": labels}}
+NAMES = {"shop-built:latest": "shop", "victim-built:latest": "victim"}
+
+
+def image(*refs: str) -> dict[str, Any]:
+    return {"RepoTags": list(refs), "RepoDigests": [], "Config": {"Labels": {}}}
 
 
 def test_whose_image_it_is() -> None:
-    assert ownership(image(f"{REGISTRY}/shop:latest"), SCOPE) == "own"
-    assert ownership(image("shop-built:latest", stack="shop"), SCOPE) == "own"
-    assert ownership(image(f"{REGISTRY}/victim:latest"), SCOPE) == "foreign"
-    assert ownership(image("victim-built:latest", stack="victim"), SCOPE) == "foreign"
-    assert ownership(image("busybox:latest"), SCOPE) == "shared"
+    assert ownership(image(f"{REGISTRY}/shop:latest"), SCOPE, NAMES) == "own"
+    assert ownership(image("shop-built:latest"), SCOPE, NAMES) == "own"
+    assert ownership(image(f"{REGISTRY}/victim:latest"), SCOPE, NAMES) == "foreign"
+    assert ownership(image("victim-built:latest"), SCOPE, NAMES) == "foreign"
+    assert ownership(image("busybox:latest"), SCOPE, NAMES) == "shared"
     digests = {"RepoTags": [], "RepoDigests": [f"{REGISTRY}/victim@sha256:{'a' * 64}"]}
-    assert ownership(digests, SCOPE) == "foreign"  # a task's image, pulled by digest
+    assert ownership(digests, SCOPE, NAMES) == "foreign"  # a task's image, pulled by digest
 
 
 def test_a_build_may_read_shared_and_own_images_but_not_another_stack_s() -> None:
-    assert judge("busybox:latest", image("busybox:latest"), SCOPE, "read") is None
-    assert judge("shop-built", image("shop-built:latest", stack="shop"), SCOPE, "read") is None
-    victim = image("victim-built:latest", stack="victim")
-    refused(judge("victim-built", victim, SCOPE, "read"), "another stack's image")
-    refused(judge("sha256:" + "b" * 64, victim, SCOPE, "read"), "another stack's image")
-    refused(judge(f"{REGISTRY}/victim:latest", None, SCOPE, "read"), "another stack's")
+    assert judge("busybox:latest", image("busybox:latest"), SCOPE, "read", NAMES) is None
+    assert judge("shop-built", image("shop-built:latest"), SCOPE, "read", NAMES) is None
+    victim = image("victim-built:latest")
+    refused(judge("victim-built", victim, SCOPE, "read", NAMES), "another stack's image")
+    refused(judge("sha256:" + "b" * 64, victim, SCOPE, "read", NAMES), "another stack's image")
+    refused(judge(f"{REGISTRY}/victim:latest", None, SCOPE, "read", NAMES), "another stack's")
 
 
 def test_a_build_may_not_replace_a_base_image_or_another_stack_s() -> None:
-    message = refused(judge("busybox:latest", image("busybox:latest"), SCOPE, "write"))
+    message = refused(judge("busybox:latest", image("busybox:latest"), SCOPE, "write", NAMES))
     assert "not made by a build of shop" in message
-    refused(judge("victim-built", image("victim-built", stack="victim"), SCOPE, "write"))
-    refused(judge(f"{REGISTRY}/victim:latest", None, SCOPE, "write"), "another stack's repository")
+    refused(judge("victim-built", image("victim-built:latest"), SCOPE, "write", NAMES))
+    refused(
+        judge(f"{REGISTRY}/victim:latest", None, SCOPE, "write", NAMES),
+        "another stack's repository",
+    )
 
 
 def test_a_build_may_write_new_names_its_own_and_its_repository() -> None:
-    assert judge("brand-new:1", None, SCOPE, "write") is None
-    assert judge("shop-built", image("shop-built:latest", stack="shop"), SCOPE, "write") is None
-    assert judge(f"{REGISTRY}/shop:latest", image("busybox:latest"), SCOPE, "write") is None
+    assert judge("brand-new:1", None, SCOPE, "write", NAMES) is None
+    assert judge("shop-built", image("shop-built:latest"), SCOPE, "write", NAMES) is None
+    assert judge(f"{REGISTRY}/shop:latest", image("busybox:latest"), SCOPE, "write", NAMES) is None
 
 
 def test_docker_images_hides_other_stacks_images() -> None:
     listing = [
-        {"RepoTags": ["busybox:latest"], "Labels": {}},
-        {"RepoTags": [f"{REGISTRY}/shop:latest"], "Labels": {}},
-        {"RepoTags": [f"{REGISTRY}/victim:latest"], "Labels": {}},
-        {"RepoTags": ["victim-built:latest"], "Labels": {LABEL_BUILD_STACK: "victim"}},
+        {"RepoTags": ["busybox:latest"]},
+        {"RepoTags": [f"{REGISTRY}/shop:latest"]},
+        {"RepoTags": [f"{REGISTRY}/victim:latest"]},
+        {"RepoTags": ["victim-built:latest"]},
     ]
-    shown = [entry["RepoTags"][0] for entry in visible(listing, SCOPE)]
+    shown = [entry["RepoTags"][0] for entry in visible(listing, SCOPE, NAMES)]
     assert shown == ["busybox:latest", f"{REGISTRY}/shop:latest"]
 
 

@@ -88,8 +88,12 @@ class ContainerShell(CommandShell):
         *,
         proxy: BuildProxy | None = None,
         engine: Callable[[], BuildContainer] = BuildContainer,
+        later: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.settings = settings
+        # Runs the container's removal: at once, or (the platform) after the result is
+        # known, so that a build does not wait for the engine to remove its container.
+        self._later = later or (lambda removal: removal())
         self._container = engine()
         self._proxy_socket: ProxySocket | None = None
         self._agents: dict[int | None, _Agent] = {}
@@ -175,6 +179,9 @@ class ContainerShell(CommandShell):
         for agent in self._agents.values():
             agent.close()
         self._agents.clear()
+        self._later(self._remove)
+
+    def _remove(self) -> None:
         try:
             self._container.remove()
         finally:

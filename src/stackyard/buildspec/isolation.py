@@ -12,9 +12,11 @@ between builds so that a default build does not wait for one to start.
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from stackyard.buildspec.container import ContainerSettings, ContainerShell
@@ -30,6 +32,8 @@ from stackyard.images.dockerproxy.rules import BuildLimits, BuildScope
 from stackyard.images.dockerproxy.server import BuildProxy
 from stackyard.registry_login import RegistryLogin
 from stackyard.settings import DEFAULT_BUILD_IMAGE
+
+log = logging.getLogger(__name__)
 
 
 class BuildIsolation:
@@ -51,6 +55,8 @@ class BuildIsolation:
         self.platform_id = platform_id
         self._holders: dict[str, BuildContainer] = {}
         self._holders_lock = threading.Lock()
+        # Build containers are removed here, after the run's result: off its critical path.
+        self._removals = ThreadPoolExecutor(1, thread_name_prefix="build-container-removal")
 
     @property
     def on_host(self) -> bool:
@@ -116,7 +122,16 @@ class BuildIsolation:
                 platform_registry=platform_registry,
             ),
         )
-        return ContainerShell(settings, proxy=self.proxy)
+        return ContainerShell(settings, proxy=self.proxy, later=self._remove_later)
+
+    def _remove_later(self, removal: Callable[[], None]) -> None:
+        def remove() -> None:
+            try:
+                removal()
+            except StackyardError as exc:  # the next start removes it with the leftovers
+                log.warning("removing a build container failed: %s", exc)
+
+        self._removals.submit(remove)
 
     @contextlib.contextmanager
     def engine_for(
@@ -172,6 +187,7 @@ class BuildIsolation:
             engine.close()
 
     def close(self) -> None:
+        self._removals.shutdown(wait=True)
         with self._holders_lock:
             holders = list(self._holders.values())
             self._holders.clear()

@@ -326,7 +326,9 @@ def build_isolation(settings: Settings, network_mode: str, platform_id: str) -> 
         disk=settings.build_disk,
     )
     return BuildIsolation(
-        proxy=None if settings.builds_on_host else BuildProxy(),
+        proxy=None
+        if settings.builds_on_host
+        else BuildProxy(names_file=settings.run_dir / "build-image-names.json"),
         image=settings.build_image,
         limits=limits,
         network_mode=network_mode,

@@ -6,7 +6,8 @@ volumes, networks, the swarm or plugins, load images, or read or replace another
 images. :func:`decide` answers one request of a build with a :class:`Forward` (what to
 send on, rewritten), a :class:`Refuse` (the message the build sees) or an :class:`Answer`
 (the proxy answers itself). Requests that name images the build reads or writes carry
-those names; :func:`judge` then decides from the engine's record of each image.
+those names; :func:`judge` then decides from the engine's record of each image and from
+the proxy's record of which stack's build named which local image (:data:`Names`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from stackyard.errors import UsageError
 from stackyard.images.reference import ImageReference
 from stackyard.registry_login import RegistryLogin
 
-# The label every image a build makes carries: which stack built it. An image with another
-# stack's label, or named in another stack's repository, is that stack's.
-LABEL_BUILD_STACK = "dev.stackyard.build-stack"
+# Local image names (``name:tag``, as the engine lists them) -> the stack whose build made
+# them. An image named in another stack's repository, or by another stack's build, is
+# that stack's; the proxy keeps this record (a label would cost every build one more step).
+Names = Mapping[str, str]
 
 _VERSION_PREFIX = re.compile(r"^/v[0-9]+(?:\.[0-9]+)?(?=/)")
 _NAMED = re.compile(r"^/images/(?P<name>.+)/(?P<action>json|history|push|tag|get)$")
@@ -116,6 +118,7 @@ class Forward:
     writes: tuple[str, ...] = ()
     filter_listing: bool = False  # GET /images/json: hide other stacks' images
     build: bool = False  # POST /build: drop the platform registry from X-Registry-Config
+    records: tuple[str, ...] = ()  # local names the request makes: now the stack's
 
 
 @dataclass(frozen=True)
@@ -255,18 +258,17 @@ def _build(query: dict[str, list[str]], scope: BuildScope) -> Decision:
         "cpuquota": [str(limits.cpu_quota)],
     }
     tags = query.get("t", [])
-    if not tags or any(_registry_of(tag, scope) != "own" for tag in tags):
-        # A local name (or none): the label marks the image as this stack's, so a later
-        # build of the stack may replace it. The legacy builder adds it as a last step.
-        labels = {**_labels(query), LABEL_BUILD_STACK: scope.stack}
-        rewritten["labels"] = [json.dumps(labels)]
     shm = _int(query, "shmsize")
     if shm is not None and shm > memory:
         rewritten["shmsize"] = [str(memory)]
     if scope.cgroup_parent:
         rewritten["cgroupparent"] = [scope.cgroup_parent]
     return Forward(
-        rewritten, reads=tuple(_json_list(query, "cachefrom")), writes=tuple(tags), build=True
+        rewritten,
+        reads=tuple(_json_list(query, "cachefrom")),
+        writes=tuple(tags),
+        build=True,
+        records=_local(tags, scope),
     )
 
 
@@ -303,7 +305,8 @@ def _named(
         repo, tag = _first(query, "repo"), _first(query, "tag") or "latest"
         if not repo:
             return Refuse(400, f"{_PROXY}: docker tag needs a repository name")
-        return Forward(query, reads=(name,), writes=(f"{repo}:{tag}",))
+        target = f"{repo}:{tag}"
+        return Forward(query, reads=(name,), writes=(target,), records=_local([target], scope))
     if action == "push" and method == "POST":
         return _push(name, _first(query, "tag"), query, scope)
     return Refuse(403, _refusal(method, f"/images/{name}/{action}"))
@@ -323,6 +326,25 @@ def _push(name: str, tag: str, query: dict[str, list[str]], scope: BuildScope) -
         f"{_PROXY} refused docker push {target}: a build of {scope.stack} pushes only to "
         f"its own repository {scope.repository} ($IMAGE_URL)",
     )
+
+
+def _local(names: Sequence[str], scope: BuildScope) -> tuple[str, ...]:
+    """The names outside the stack's repository, as the engine lists them."""
+    found = (local_name(n) for n in names if _registry_of(n, scope) != "own")
+    return tuple(name for name in found if name is not None)
+
+
+def local_name(name: str) -> str | None:
+    """``name`` as the engine lists it (``busybox:latest``, ``reg:5000/app:v1``); None for
+    an image id or a digest."""
+    reference = parse_reference(name)
+    if reference is None or reference.digest is not None:
+        return None
+    repository = reference.repository
+    if reference.registry in (None, "docker.io", "index.docker.io"):
+        repository = repository.removeprefix("library/")
+        return f"{repository}:{reference.tag or 'latest'}"
+    return f"{reference.registry}/{repository}:{reference.tag or 'latest'}"
 
 
 def _foreign(name: str, scope: BuildScope, verb: str) -> str:
@@ -356,24 +378,26 @@ def parse_reference(name: str) -> ImageReference | None:
 # -- judging an image the engine has ----------------------------------------------------------
 
 
-def ownership(image: Mapping[str, Any], scope: BuildScope) -> Ownership:
-    """Whose an image is, from the engine's record (an inspect or a listing entry): the
-    stack's own (its repository, or built by its builds), another stack's, or shared (a
-    base image, anything no stack built)."""
-    config = image.get("Config") or {}
-    labels = image.get("Labels") or config.get("Labels") or {}
-    refs = [*(image.get("RepoTags") or []), *(image.get("RepoDigests") or [])]
-    owners = {_registry_of(str(ref), scope) for ref in refs}
-    builder = labels.get(LABEL_BUILD_STACK)
-    if "own" in owners or builder == scope.stack:
+def ownership(image: Mapping[str, Any], scope: BuildScope, names: Names) -> Ownership:
+    """Whose an image is, from the engine's record (an inspect or a listing entry) and
+    ``names``: the stack's own (its repository, or named by its builds), another stack's,
+    or shared (a base image, anything no stack's build named)."""
+    refs = [str(ref) for ref in (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])]
+    owners = {_registry_of(ref, scope) for ref in refs}
+    builders = {names[ref] for ref in refs if ref in names}
+    if "own" in owners or scope.stack in builders:
         return "own"
-    if "foreign" in owners or builder is not None:
+    if "foreign" in owners or builders:
         return "foreign"
     return "shared"
 
 
 def judge(
-    name: str, image: Mapping[str, Any] | None, scope: BuildScope, purpose: Literal["read", "write"]
+    name: str,
+    image: Mapping[str, Any] | None,
+    scope: BuildScope,
+    purpose: Literal["read", "write"],
+    names: Names,
 ) -> Refuse | None:
     """Whether the build may read or (re)write ``name``, which the engine knows as ``image``
     (None: no such image). Writing creates or moves a tag, or deletes one."""
@@ -382,7 +406,7 @@ def judge(
         return Refuse(403, _foreign(name, scope, purpose))
     if image is None:
         return None
-    owner = ownership(image, scope)
+    owner = ownership(image, scope, names)
     if owner == "foreign" and where != "own":
         return Refuse(
             403,
@@ -398,9 +422,9 @@ def judge(
     return None
 
 
-def visible(listing: list[dict[str, Any]], scope: BuildScope) -> list[dict[str, Any]]:
+def visible(listing: list[dict[str, Any]], scope: BuildScope, names: Names) -> list[dict[str, Any]]:
     """The images a build sees in ``docker images``: all but other stacks'."""
-    return [entry for entry in listing if ownership(entry, scope) != "foreign"]
+    return [entry for entry in listing if ownership(entry, scope, names) != "foreign"]
 
 
 def registry_auth_header(login: RegistryLogin) -> str:
@@ -442,14 +466,6 @@ def _int(query: Mapping[str, Sequence[str]], key: str) -> int | None:
     except ValueError:
         return None
     return number if number > 0 else None
-
-
-def _labels(query: Mapping[str, Sequence[str]]) -> dict[str, str]:
-    try:
-        labels = json.loads(_first(query, "labels") or "{}")
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
 def _json_list(query: Mapping[str, Sequence[str]], key: str) -> list[str]:

@@ -61,6 +61,30 @@ def engine_socket_path() -> str:
     return DEFAULT_ENGINE_SOCKET
 
 
+class ImageNames:
+    """Which stack's build named which local image (``name:tag``): the proxy's record of
+    ownership, kept in ``path`` (JSON) when given, so it outlives a restart."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.owners: dict[str, str] = {}
+        if path is not None and path.is_file():
+            with contextlib.suppress(ValueError, OSError):
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+                self.owners = {str(k): str(v) for k, v in dict(loaded).items()}
+
+    def record(self, names: tuple[str, ...], stack: str) -> None:
+        changed = {name: stack for name in names if self.owners.get(name) != stack}
+        if not changed:
+            return
+        self.owners.update(changed)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_suffix(".partial")
+            partial.write_text(json.dumps(self.owners, sort_keys=True), encoding="utf-8")
+            partial.replace(self.path)
+
+
 class ProxySocket:
     """One build's socket: where it listens, the scope it applies, what it refused."""
 
@@ -83,8 +107,9 @@ class ProxySocket:
 class BuildProxy:
     """The filtering proxy of the engine's API; every build's socket is served here."""
 
-    def __init__(self, engine_socket: str | None = None) -> None:
+    def __init__(self, engine_socket: str | None = None, *, names_file: Path | None = None) -> None:
         self.engine_socket = engine_socket or engine_socket_path()
+        self.names = ImageNames(names_file)  # touched on the proxy's loop thread only
         self._loop: asyncio.AbstractEventLoop | None = None  # started by the first open
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
@@ -138,7 +163,7 @@ class BuildProxy:
 
     async def _listen(self, socket: ProxySocket) -> asyncio.AbstractServer:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            connection = _Connection(socket, reader, writer, self.engine_socket)
+            connection = _Connection(socket, reader, writer, self.engine_socket, self.names)
             try:
                 await connection.serve()
             except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError) as exc:
@@ -216,8 +241,11 @@ class _Connection:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         engine_socket: str,
+        names: ImageNames,
     ) -> None:
         self.socket = socket
+        self.names = names
+        self.status = 0  # of the last response sent on
         self.reader = reader
         self.writer = writer
         self.engine_socket = engine_socket
@@ -279,7 +307,7 @@ class _Connection:
         ]
         for name, purpose in checks:
             image = await self._inspect(name)
-            refusal = judge(name, image, self.socket.scope, purpose)
+            refusal = judge(name, image, self.socket.scope, purpose, self.names.owners)
             if refusal is not None:
                 return refusal
         return decision
@@ -324,6 +352,8 @@ class _Connection:
         except BaseException:
             sending.cancel()
             raise
+        if decision.records and 200 <= self.status < 300:
+            self.names.record(decision.records, self.socket.scope.stack)
         if upstream.http.our_state is h11.DONE and upstream.http.their_state is h11.DONE:
             upstream.http.start_next_cycle()
         else:
@@ -352,6 +382,7 @@ class _Connection:
         while True:
             event = await upstream.next_event()
             if isinstance(event, h11.Response):
+                self.status = event.status_code
                 await self._send(
                     h11.Response(status_code=event.status_code, headers=_response_headers(event))
                 )
@@ -368,7 +399,7 @@ class _Connection:
         status, body = await upstream.whole_response()
         listing = json.loads(body or b"[]")
         if status == 200 and isinstance(listing, list):
-            listing = visible(listing, self.socket.scope)
+            listing = visible(listing, self.socket.scope, self.names.owners)
         await self._json(status, listing)
 
     async def _read_body(self, limit: int) -> bytes:

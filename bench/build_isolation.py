@@ -1,0 +1,148 @@
+"""The cost of build isolation: ``stackyard build`` in a build container against on host.
+
+Two real platforms side by side on free loopback ports, one default (build specs run in a
+build container, the engine through the build proxy) and one started with
+``--builds-on-host`` (as before the isolation change). Each builds two apps, with a warm
+layer cache: ``examples/tinystacks`` (a build.yml: docker build, tag, push) and
+``examples/hello`` (the default build: no spec). Runs are interleaved, the side that goes
+first alternating; every run commits a new VERSION first, so no build is a no-op.
+Usage:
+    .venv/bin/python -m bench.build_isolation [--runs 7] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from tests.integration.conftest import RunningPlatform, start_platform, stop_platform
+from tests.integration.gitrepo import GitRepo
+
+from bench.report import update_section
+
+GOAL = 1.2
+APPS = {"tinystacks": "build.yml in a build container", "hello": "default build (Dockerfile)"}
+SIDES = ("container", "host")
+VERSION_MARKER = re.compile(r"VERSION=[^<\s]+")
+
+
+def set_version(repo: GitRepo, version: str) -> str:
+    index = repo.path / "www" / "index.html"
+    index.write_text(VERSION_MARKER.sub(f"VERSION={version}", index.read_text()))
+    return repo.commit(f"version {version}")
+
+
+def timed_build(platform: RunningPlatform, stack: str, repo: GitRepo, version: str) -> float:
+    sha = set_version(repo, version)
+    started = time.perf_counter()
+    result = platform.cli("build", stack, "--json", timeout=600)
+    elapsed = time.perf_counter() - started
+    record = json.loads(result.stdout)
+    if record["status"] != "SUCCEEDED" or record["commit_sha"] != sha:
+        raise RuntimeError(f"build of {stack} did not succeed: {record}")
+    return elapsed
+
+
+def measure(runs: int) -> dict[tuple[str, str], list[float]]:
+    times: dict[tuple[str, str], list[float]] = defaultdict(list)
+    with tempfile.TemporaryDirectory(prefix="stackyard-bench-") as tmp:
+        directory = Path(tmp)
+        platforms = {
+            "container": start_platform(directory / "contained"),
+            "host": start_platform(directory / "on-host", "--builds-on-host"),
+        }
+        try:
+            repos: dict[tuple[str, str], GitRepo] = {}
+            for side, platform in platforms.items():
+                for app in APPS:
+                    repo = GitRepo.from_example(app, directory / f"{side}-{app}")
+                    # One stack name per side: the two platforms share the engine's names.
+                    stack = f"{app[:4]}{side[0]}"
+                    platform.cli("stacks", "create", stack, "--repo", str(repo.path))
+                    repos[(side, app)] = repo
+                    timed_build(platform, stack, repo, "warm-up")  # the layer cache, warm
+            for i in range(runs):
+                order = SIDES if i % 2 == 0 else tuple(reversed(SIDES))
+                for app in APPS:
+                    for side in order:
+                        stack = f"{app[:4]}{side[0]}"
+                        elapsed = timed_build(platforms[side], stack, repos[(side, app)], f"r{i}")
+                        times[(side, app)].append(elapsed)
+        finally:
+            for platform in platforms.values():
+                stop_platform(platform)
+            remove_images(list(platforms.values()))
+    return times
+
+
+def remove_images(platforms: list[RunningPlatform]) -> None:
+    names = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True, timeout=60,
+    ).stdout.split()  # fmt: skip
+    prefixes = (*tuple(f"{p.registry}/" for p in platforms), "tinyc-built:", "tinyh-built:")
+    ours = [n for n in names if n.startswith(prefixes) and not n.endswith(":<none>")]
+    if ours:
+        subprocess.run(["docker", "rmi", "-f", *ours], capture_output=True, timeout=120)
+
+
+def report(runs: int, times: dict[tuple[str, str], list[float]]) -> str:
+    lines = [
+        "## Build isolation: `stackyard build` in a build container against on host",
+        "",
+        f"Goal: a build at most {GOAL:.1f}x the time of the same build on host (the platform "
+        "started with `--builds-on-host`, as before builds ran in containers). Two real "
+        f"platforms on loopback share the engine; {runs} runs per app and side, interleaved "
+        "(the side that goes first alternates), after one untimed warm-up build each (warm "
+        "layer cache); every run is a new commit. Times are from `stackyard build STACK "
+        "--json` starting to it returning SUCCEEDED.",
+        "",
+        "| app | what runs | in a container: median s (min-max) | on host: median s (min-max) "
+        "| ratio |",
+        "|---|---|---|---|---|",
+    ]
+    verdicts = []
+    for app, what in APPS.items():
+        contained, host = times[("container", app)], times[("host", app)]
+        ratio = statistics.median(contained) / statistics.median(host)
+        verdicts.append(ratio <= GOAL)
+        lines.append(
+            f"| `examples/{app}` | {what} | {statistics.median(contained):.2f} "
+            f"({min(contained):.2f}-{max(contained):.2f}) | {statistics.median(host):.2f} "
+            f"({min(host):.2f}-{max(host):.2f}) | **{ratio:.2f}** |"
+        )
+    lines += [
+        "",
+        f"Both ratios {'meet' if all(verdicts) else 'do not all meet'} the goal of {GOAL:.1f}.",
+        "In a container, a build.yml build adds the build container's start and removal "
+        "(create, start, attach its shell agent), a standalone checkout (`git fetch --depth "
+        "1` into a repository of its own, so git works inside) instead of a worktree, each "
+        "command's round trip to the agent, and the build proxy between the docker CLI and "
+        "the engine. A default build adds only the proxy socket: the stack's limits holder "
+        "is started once and kept.",
+        "",
+        f"Reproduce: `.venv/bin/python -m bench.build_isolation --runs {runs}`",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    args = parser.parse_args()
+    body = report(args.runs, measure(args.runs))
+    print(body)
+    if not args.no_write:
+        update_section("build_isolation", body)
+
+
+if __name__ == "__main__":
+    main()
