@@ -12,7 +12,7 @@ import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -100,15 +100,27 @@ class Source(ABC):
 
     @contextmanager
     def workspace(
-        self, stack: str, sha: str, parent: Path | None = None, *, standalone: bool = False
+        self,
+        stack: str,
+        sha: str,
+        parent: Path | None = None,
+        *,
+        standalone: bool = False,
+        on_directory: Callable[[Path], object] | None = None,
     ) -> Iterator[Path]:
-        """A checkout of ``sha`` in a fresh directory under ``parent``, removed on exit."""
+        """A checkout of ``sha`` in a fresh directory under ``parent``, removed on exit.
+
+        ``on_directory`` gets the directory, made empty, before the checkout fills it (a
+        build starts its build container, which mounts it, meanwhile)."""
         if parent is not None:
             parent.mkdir(parents=True, exist_ok=True)
         label = "".join(ch for ch in f"{stack}-{sha[:12]}" if ch.isalnum() or ch == "-")
         holder = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=parent))
         dest = holder / "src"
         try:
+            if on_directory is not None:
+                dest.mkdir()
+                on_directory(dest)
             yield self.checkout(stack, sha, dest, standalone=standalone)
         finally:
             try:

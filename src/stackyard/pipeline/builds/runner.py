@@ -26,6 +26,7 @@ from stackyard.errors import StackyardError
 from stackyard.images.docker_builder import DockerBuilder
 from stackyard.images.dockerize import detect
 from stackyard.images.imagestore import ImageStore
+from stackyard.pipeline.builds.early import EarlyContainer, spec_plan
 from stackyard.pipeline.builds.records import BuildRecords
 from stackyard.pipeline.platform_variables import SpecRun, spec_login, spec_variables
 from stackyard.pipeline.variable_store import BuildInputs
@@ -83,6 +84,7 @@ class BuildRun:
         self.pushed: str | None = None  # the digest the default build's push reported
         self.cleanup = cleanup  # runs once the result is recorded: checkout removal, prune
         self.prune_later = prune_later  # (stack, repository): old images leave the engine
+        self.early: EarlyContainer | None = None  # the spec's container, started early
 
     def say(self, phase: str, text: str) -> None:
         self.log.line(phase, LineKind.MESSAGE, text)
@@ -107,9 +109,16 @@ class BuildRun:
             self.previous = reading.result
             # In a build container, git must work without the platform's cache.
             standalone = not self.tools.isolation.on_host
+            self.early = self._early_container(commit.sha)
             workspace = source.workspace(
-                stack.name, commit.sha, self.tools.work_dir, standalone=standalone
+                stack.name,
+                commit.sha,
+                self.tools.work_dir,
+                standalone=standalone,
+                on_directory=self.early.start if self.early is not None else None,
             )
+            if self.early is not None:
+                self.cleanup.callback(self.early.discard)  # unless the spec's run took it
             checkout = self.cleanup.enter_context(workspace)
             loaded = self.load_config(checkout)
             self.records.record(
@@ -129,6 +138,29 @@ class BuildRun:
                     )
                 raise
         return Outcome(digest=digest, exported=exported)
+
+    def _early_container(self, sha: str) -> EarlyContainer | None:
+        """When git says the commit has a build spec: its container, to start alongside the
+        checkout (the run would otherwise wait for it after)."""
+        isolation = self.tools.isolation
+        if isolation.on_host:
+            return None
+        plan = spec_plan(self.tools.source, self.stack.name, sha, self.stack.context_dir)
+        if plan is None:
+            return None
+        return EarlyContainer(
+            isolation,
+            plan,
+            run_id=f"{self.stack.name}:{self.number}",
+            stack=self.stack.name,
+            login=self.images.login(self.stack.name),
+            artifacts=self._artifacts_dir(),
+            image_url=self.images.image_url(self.stack.name),
+            platform_registry=self.images.endpoint,
+        )
+
+    def _artifacts_dir(self) -> Path:
+        return self.tools.logs_dir / "artifacts" / self.stack.name / str(self.number)
 
     def load_config(self, checkout: Path) -> LoadedConfig:
         loaded = load_stack_config(checkout)
@@ -156,6 +188,8 @@ class BuildRun:
             self.previous()  # build.yml may push at any moment
             return self.run_spec(spec_path, checkout, context, sha, loaded, inputs)
         self.records.record(self.stack.name, self.number, kind="default")
+        if self.early is not None:
+            self.early.discard()
         dockerfile = (
             self.stack.dockerfile
             if self.stack.dockerfile != "Dockerfile"
@@ -179,22 +213,22 @@ class BuildRun:
         for warning in warnings:
             self.say("config", f"warning: {warning}")
         name, isolation = self.stack.name, self.tools.isolation
-        artifacts = self.tools.logs_dir / "artifacts" / name / str(self.number)
+        artifacts = self._artifacts_dir()
         artifacts.mkdir(parents=True, exist_ok=True)
         run = SpecRun(name, sha, f"{name}:{self.number}", build_number=self.number)
-        with (
-            tempfile.TemporaryDirectory(prefix="stackyard-build-") as scratch,
-            isolation.shell(
-                source=checkout,
-                run_id=run.run_id,
-                stack=name,
-                login=self.images.login(name),
-                artifacts=artifacts,
-                image=loaded.config.build.image,
-                image_url=self.images.image_url(name),
-                platform_registry=self.images.endpoint,
-            ) as shell,
-        ):
+        image = loaded.config.build.image
+        started = self.early.take(checkout, image) if self.early is not None else None
+        shell = started or isolation.shell(
+            source=checkout,
+            run_id=run.run_id,
+            stack=name,
+            login=self.images.login(name),
+            artifacts=artifacts,
+            image=image,
+            image_url=self.images.image_url(name),
+            platform_registry=self.images.endpoint,
+        )
+        with tempfile.TemporaryDirectory(prefix="stackyard-build-") as scratch, shell:
             login = spec_login(
                 self.images, name, in_container=not isolation.on_host, scratch=Path(scratch)
             )
