@@ -54,11 +54,10 @@ def measure(runs: int) -> dict[tuple[str, str], list[float]]:
     times: dict[tuple[str, str], list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="stackyard-bench-") as tmp:
         directory = Path(tmp)
-        platforms = {
-            "container": start_platform(directory / "contained"),
-            "host": start_platform(directory / "on-host", "--builds-on-host"),
-        }
+        platforms: dict[str, RunningPlatform] = {}
         try:
+            platforms["container"] = start_platform(directory / "contained")
+            platforms["host"] = start_platform(directory / "on-host", "--builds-on-host")
             repos: dict[tuple[str, str], GitRepo] = {}
             for side, platform in platforms.items():
                 for app in APPS:

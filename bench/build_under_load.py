@@ -4,7 +4,8 @@ A real platform on loopback serves a prod stage of ``examples/hello`` (2 tasks b
 Caddy). The same bounded wrk load (``wrk -t2 -c16 -d20s --latency``) runs against it
 three times: alone, while another stack's build.yml burns CPU and memory in its build
 container (four busy loops and a 1.5 GiB allocation for 20 s, started 2 s before the
-load), and alone again. Reported: requests, failed requests and the latency percentiles.
+load), and alone again; then it builds and pushes its image. Reported: requests, failed
+requests and the latency percentiles.
 Usage:
     .venv/bin/python -m bench.build_under_load [--runs 2] [--no-write]
 """
@@ -47,6 +48,8 @@ phases:
         timeout 20 sh -c 'head -c 1536M /dev/zero | tail > /dev/null' &
         wait
         echo "burned"
+      - docker build --network host -t $IMAGE_URL:latest .
+      - docker push $IMAGE_URL:latest
 """
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 

@@ -336,6 +336,26 @@ def test_a_build_that_fills_its_disk_is_stopped(yard: RunningPlatform, tmp_path:
     assert not list((yard.data_dir / "work").glob("filler-*"))
 
 
+def test_a_stack_names_its_own_build_image(yard: RunningPlatform, tmp_path: Path) -> None:
+    repo = GitRepo.from_example("hello", tmp_path / "own-image")
+    repo.write("stackyard.yml", "build: {image: 'busybox:latest'}\n")
+    repo.write("build.yml", spec_of("busybox | head -1", "exit 1"))
+    repo.commit("build in busybox")
+    yard.cli("stacks", "create", "ownimage", "--repo", str(repo.path))
+    log = build(yard, "ownimage")["log"]
+    assert "Commands run in a build container of busybox:latest" in log
+    assert "BusyBox v" in log
+
+    repo.write("stackyard.yml", "build: {image: 'stackyard-test/no-such-image:1'}\n")
+    repo.commit("an image the engine lacks")
+    missing = build(yard, "ownimage")
+    assert missing["status"] == "FAILED"
+    assert (
+        "the build image stackyard-test/no-such-image:1 is not in the Docker engine"
+        in (missing["log"])
+    )
+
+
 PROBE_APP = """\
 #!/bin/sh
 # A hostile app: it reports what it could reach, then serves the report.
