@@ -8,6 +8,7 @@ from pathlib import Path
 
 from stackyard.buildspec.agent import (
     AGENT_SCRIPT,
+    END,
     Fence,
     Frames,
     Messages,
@@ -53,16 +54,17 @@ def test_output_that_only_looks_like_the_fence_start_is_released() -> None:
 
 def test_messages_carry_pid_state_exports_and_status() -> None:
     messages = Messages()
-    messages.feed(b"ready\n")
+    messages.feed(b"ready /root\n")
     reply = messages.next_reply()
-    state = b"0\x00/src\x00A\x001\x00"
-    stream = b"pid 42\nstate %d\n%sstate.x 9\nexport A\nexit 3\n" % (len(state), state)
+    state = b"0\x00/src\x00A\x00\x00B\x001\x00"  # A is empty: two NULs in a row
+    stream = b"pid 42\nstate\n" + state + END + b"export A\n" + END + b"exit 3\n"
     for byte in stream:
         messages.feed(bytes([byte]))
     assert reply.ready
+    assert reply.home == "/root"
     assert (reply.pid, reply.state, reply.exports, reply.status) == (42, state, b"export A\n", 3)
     nothing = messages.next_reply()
-    messages.feed(b"pid 5\nstate -\nstate.x -\nexit 0\nstopped 5\nstopped-all\n")
+    messages.feed(b"pid 5\nstate\nnone" + END + END + b"exit 0\nstopped 5\nstopped-all\n")
     assert (nothing.state, nothing.exports, nothing.status) == (None, None, 0)
     assert (nothing.stopped, nothing.stopped_all) == ([5], True)
 

@@ -7,15 +7,16 @@ session, exactly as on the host, so the runner's semantics do not change. Everyt
 is plain data and pure parsing; container.py does the I/O.
 
 The protocol, on the agent's stdin (after a first line ``hello``, which the agent answers
-with ``ready``):
+with ``ready HOME``):
 
 - ``run TOKEN SHELL``, then the script's lines, then a line ``TOKEN``: run the script with
   ``SHELL -c`` in a new session with an empty environment (the script exports its own);
 - ``stop G1 G2 ...``: SIGTERM those process groups (background processes left at the end).
 
 On the agent's stderr (its own channel: commands never hold it), one message a line:
-``ready``, ``pid P``, ``state N`` / ``state.x N`` followed by N bytes (``-`` when the
-command left no state), ``exit S``, ``stopped G`` and ``stopped-all``. On its stdout, the
+``ready``, ``pid P``, ``state`` followed by the state dump and the ``export -p``
+listing, each ended by :data:`END` (the dump is ``none`` when the command left none),
+``exit S``, ``stopped G`` and ``stopped-all``. On its stdout, the
 command's merged output, then a fence ``\\nTOKEN\\n`` once the command has exited; the
 fence keeps the output in order, which the two streams do not guarantee between them.
 """
@@ -26,14 +27,15 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-# $1: the agent's own directory (state files). Builtins only in the loop but for
-# setsid, env, rm, wc and cat, which every Debian, Ubuntu and Alpine image has.
+# $1: the agent's own directory (state files). Builtins only in the loop but for setsid,
+# env and cat, which every Debian, Ubuntu and Alpine image has: two process starts a
+# command besides its own shell.
 AGENT_SCRIPT = r"""
 d=$1
 mkdir -p "$d" && chmod 700 "$d" || { printf 'fatal cannot create %s\n' "$d" >&2; exit 97; }
 cd / || exit 97
 IFS= read -r r || exit 0
-printf 'ready\n' >&2
+printf 'ready %s\n' "$HOME" >&2
 while IFS= read -r r; do
   case $r in
   run\ *)
@@ -44,19 +46,15 @@ while IFS= read -r r; do
       s="$s$l
 "
     done
-    rm -f "$d/state" "$d/state.x" "$d/state.s"
+    printf none > "$d/state"; : > "$d/state.x"
     setsid env -i "$x" -c "$s" </dev/null 2>&1 &
     p=$!
     printf 'pid %s\n' "$p" >&2
     wait "$p"; c=$?
     printf '\n%s\n' "$t"
-    for f in state state.x; do
-      if [ -f "$d/$f" ]; then
-        printf '%s %s\n' "$f" "$(wc -c < "$d/$f")" >&2; cat "$d/$f" >&2
-      else
-        printf '%s -\n' "$f" >&2
-      fi
-    done
+    printf 'state\n' >&2
+    cat "$d/state" 3>&2 2>/dev/null >&3; printf '\000\000\000END\n' >&2
+    cat "$d/state.x" 3>&2 2>/dev/null >&3; printf '\000\000\000END\n' >&2
     printf 'exit %s\n' "$c" >&2 ;;
   stop\ *)
     for g in ${r#stop }; do
@@ -66,6 +64,9 @@ while IFS= read -r r; do
   esac
 done
 """
+# Ends the state dump and the ``export -p`` listing on the agent's channel: neither holds
+# three NULs in a row (the dump ends each non-empty name, and each value, with one NUL).
+END = b"\0\0\0END\n"
 
 STDOUT, STDERR = 1, 2
 _HEADER = 8
@@ -152,6 +153,7 @@ class Reply:
     stopped: list[int] = field(default_factory=list)
     stopped_all: bool = False
     ready: bool = False
+    home: str = ""  # the agent's HOME (the engine sets it from the image's /etc/passwd)
     fatal: str | None = None
 
 
@@ -160,12 +162,12 @@ class Messages:
 
     def __init__(self) -> None:
         self._buffer = b""
-        self._pending: tuple[str, int] | None = None  # a state file whose bytes follow
+        self._blobs: list[bytes] | None = None  # after "state": the dump, then the listing
         self.reply = Reply()
 
     def next_reply(self) -> Reply:
         """Start a new reply (the previous request is answered); keep unread bytes."""
-        self.reply = Reply(ready=self.reply.ready)
+        self.reply = Reply(ready=self.reply.ready, home=self.reply.home)
         return self.reply
 
     def feed(self, data: bytes) -> None:
@@ -174,13 +176,17 @@ class Messages:
             pass
 
     def _step(self) -> bool:
-        if self._pending is not None:
-            name, size = self._pending
-            if len(self._buffer) < size:
+        if self._blobs is not None:
+            blob, end, rest = self._buffer.partition(END)
+            if not end:
                 return False
-            content, self._buffer = self._buffer[:size], self._buffer[size:]
-            self._pending = None
-            self._store(name, content)
+            self._buffer = rest
+            self._blobs.append(blob)
+            if len(self._blobs) == 2:
+                state, exports = self._blobs
+                self._blobs = None
+                if state != b"none":
+                    self.reply.state, self.reply.exports = state, exports
             return True
         line, newline, rest = self._buffer.partition(b"\n")
         if not newline:
@@ -194,23 +200,16 @@ class Messages:
         reply = self.reply
         if word == "ready":
             reply.ready = True
+            reply.home = value
         elif word == "fatal":
             reply.fatal = value
         elif word == "pid" and value.isdigit():
             reply.pid = int(value)
-        elif word in ("state", "state.x"):
-            size = value.strip()
-            if size.isdigit():
-                self._pending = (word, int(size))
+        elif word == "state":
+            self._blobs = []
         elif word == "exit" and value.isdigit():
             reply.status = int(value)
         elif word == "stopped" and value.isdigit():
             reply.stopped.append(int(value))
         elif word == "stopped-all":
             reply.stopped_all = True
-
-    def _store(self, name: str, content: bytes) -> None:
-        if name == "state":
-            self.reply.state = content
-        else:
-            self.reply.exports = content

@@ -138,10 +138,8 @@ class ContainerShell(CommandShell):
         return entry
 
     def home(self) -> str:
-        user = self._container.user().partition(":")[0] or "root"
-        entries = _passwd_entries(self._read_passwd())
-        entry = entries.get(user) or next((e for e in entries.values() if str(e.uid) == user), None)
-        return entry.home if entry is not None else "/root"
+        """The main agent's HOME: the engine set it from the image's user."""
+        return self._agents[None].messages.reply.home or "/"
 
     def state_file(self, account: Account | None) -> str:
         return str(_agent_dir(account) / "state")
@@ -221,11 +219,11 @@ class ContainerShell(CommandShell):
         self._container.start()
         self._agents[None] = _Agent(sock, "the build container's shell")
         self._agents[None].greet()
-        upper = self._container.upper_dir()
         self._watch = DiskWatch(
-            [p for p in (upper, settings.source, settings.artifacts) if p is not None],
+            [p for p in (settings.source, settings.artifacts) if p is not None],
             settings.limits.disk,
             self._container.kill,
+            more=self._container.upper_dir,
         )
         self._watch.start()
 
@@ -475,10 +473,18 @@ class DiskWatch:
 
     INTERVAL = 1.0
 
-    def __init__(self, paths: list[Path], limit: int, stop: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        paths: list[Path],
+        limit: int,
+        stop: Callable[[], None],
+        *,
+        more: Callable[[], Path | None] | None = None,
+    ) -> None:
         self.paths = paths
         self.limit = limit
         self._stop_build = stop
+        self._more = more  # one more path, looked up on the watch's thread (an engine call)
         self.exceeded: str | None = None
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="disk-watch", daemon=True)
@@ -493,6 +499,12 @@ class DiskWatch:
             self._thread.join(timeout=5)
 
     def _loop(self) -> None:
+        if self._more is not None:
+            with contextlib.suppress(StackyardError):
+                extra = self._more()
+                if extra is not None:
+                    self.paths.append(extra)
+                    self._baseline = {**self._used(), **self._baseline}
         while not self._halt.wait(self.INTERVAL):
             if self.check():
                 return

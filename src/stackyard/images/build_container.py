@@ -32,6 +32,10 @@ LABEL_BUILD_PLATFORM = "dev.stackyard.build-platform"  # the data dir's id, or "
 _DROPPED = ["NET_RAW", "MKNOD", "AUDIT_WRITE"]
 
 
+# The engine's cgroup driver, per engine address: it does not change while dockerd runs.
+_CGROUP_DRIVERS: dict[str, str] = {}
+
+
 class BuildContainerError(StackyardError):
     """The engine refused to make, run or reach a build container."""
 
@@ -119,8 +123,9 @@ class BuildContainer:
         """Create (not start) the container; a missing image is a ConfigError saying how to
         get it."""
         arguments, host_options = container_arguments(spec)
+        host_config = self._api.create_host_config(**host_options)
         try:
-            self._api.inspect_image(spec.image)
+            created = self._api.create_container(spec.image, host_config=host_config, **arguments)
         except docker.errors.ImageNotFound:
             raise ConfigError(
                 f"the build image {spec.image} is not in the Docker engine",
@@ -128,27 +133,19 @@ class BuildContainer:
                 "image, or change build.image in stackyard.yml",
             ) from None
         except docker.errors.DockerException as exc:
-            raise _translate(exc, f"cannot look up the build image {spec.image}") from exc
-        host_config = self._api.create_host_config(**host_options)
-        created = self._call(
-            self._api.create_container,
-            spec.image,
-            what="cannot create the build container",
-            host_config=host_config,
-            **arguments,
-        )
+            raise _translate(exc, "cannot create the build container") from exc
         self.id = str(created["Id"])
         return self.id
 
     def cgroup_parent(self) -> str | None:
         """The cgroup that nests this container's children (``docker build`` RUN steps):
-        its own, with the cgroupfs driver; None when the engine names cgroups otherwise."""
-        info = self._call(self._api.info, what="cannot read the engine's settings")
-        if info.get("CgroupDriver") != "cgroupfs":
-            return None
-        attrs = self._call(self._api.inspect_container, self.id, what="cannot inspect")
-        parent = (attrs.get("HostConfig") or {}).get("CgroupParent") or "/docker"
-        return f"{parent.rstrip('/')}/{self.id}"
+        its own, with the cgroupfs driver (build containers set no cgroup parent, so it is
+        ``/docker/<id>``); None when the engine names cgroups otherwise."""
+        key = self._api.base_url
+        if key not in _CGROUP_DRIVERS:
+            info = self._call(self._api.info, what="cannot read the engine's settings")
+            _CGROUP_DRIVERS[key] = str(info.get("CgroupDriver", ""))
+        return f"/docker/{self.id}" if _CGROUP_DRIVERS[key] == "cgroupfs" else None
 
     def attach(self) -> Stream:
         """The container's stdin, stdout and stderr, multiplexed; attach before start."""
@@ -196,11 +193,6 @@ class BuildContainer:
             return ""
         except docker.errors.DockerException as exc:
             raise _translate(exc, f"cannot read {path} in the build container") from exc
-
-    def user(self) -> str:
-        """The user the image runs as ('' for root)."""
-        attrs = self._call(self._api.inspect_container, self.id, what="cannot inspect")
-        return str((attrs.get("Config") or {}).get("User") or "")
 
     def upper_dir(self) -> Path | None:
         """Where the container's writes land on the host (overlay2), for the disk watch."""
