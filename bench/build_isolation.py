@@ -92,6 +92,12 @@ def remove_images(platforms: list[RunningPlatform]) -> None:
         subprocess.run(["docker", "rmi", "-f", *ours], capture_output=True, timeout=120)
 
 
+def verdict(verdicts: list[bool]) -> str:
+    if all(verdicts):
+        return "Both ratios meet"
+    return "Neither ratio meets" if not any(verdicts) else "One ratio misses"
+
+
 def report(runs: int, times: dict[tuple[str, str], list[float]]) -> str:
     lines = [
         "## Build isolation: `stackyard build` in a build container against on host",
@@ -119,7 +125,7 @@ def report(runs: int, times: dict[tuple[str, str], list[float]]) -> str:
         )
     lines += [
         "",
-        f"Both ratios {'meet' if all(verdicts) else 'do not all meet'} the goal of {GOAL:.1f}.",
+        f"{verdict(verdicts)} the goal of {GOAL:.1f}.",
         "In a container, a build.yml build adds the build container's start and removal "
         "(create, start, attach its shell agent), a standalone checkout (`git fetch --depth "
         "1` into a repository of its own, so git works inside) instead of a worktree, each "
