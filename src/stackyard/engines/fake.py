@@ -145,6 +145,8 @@ class FakeEngine(Engine):
     # -- the seam -----------------------------------------------------------------------------
 
     def has_bridge_network(self) -> bool:
+        if not self.reachable:
+            raise ComponentError("the fake engine is unreachable (reachable=False)")
         return self.bridge_network
 
     def ping(self) -> None:

@@ -25,7 +25,7 @@ from stackyard.deploy.keys import Domains
 from stackyard.deploy.nodes import NodeService
 from stackyard.deploy.service import DeployService
 from stackyard.engines.base import Engine, NetworkMode
-from stackyard.errors import ComponentError, require
+from stackyard.errors import ComponentError, StackyardError, require
 from stackyard.images.dockerproxy.rules import BuildLimits
 from stackyard.images.dockerproxy.server import BuildProxy
 from stackyard.images.imagestore import ImageStore
@@ -110,8 +110,15 @@ class Services:
         self.audit.prune()
         self.registries.mask_all()
         self.builds.fail_interrupted()
-        for name in self.isolation.remove_leftovers():
-            log.info("removed build container %s, left by a stopped platform", name)
+        try:
+            for name in self.isolation.remove_leftovers():
+                log.info("removed build container %s, left by a stopped platform", name)
+        except StackyardError as exc:  # the platform starts without its engine all the same
+            log.warning(
+                "build containers a stopped platform left were not removed (the next start "
+                "tries again): %s",
+                exc,
+            )
         self.controller.start()
         self.runs.resume_interrupted()
         self.poller.start()
@@ -313,7 +320,17 @@ def task_network_mode(settings: Settings, engine: Engine) -> NetworkMode:
         return "bridge"
     if settings.network_mode == "host":
         return "host"
-    return "bridge" if engine.has_bridge_network() else "host"
+    try:
+        return "bridge" if engine.has_bridge_network() else "host"
+    except ComponentError as exc:
+        # The platform starts without its engine (each deployment then names it); host is
+        # the mode of an engine without a bridge, and of every platform before ``auto``.
+        log.warning(
+            "network mode auto: %s; tasks and builds use host networking until the platform "
+            "restarts with the engine answering (--network-mode bridge insists on bridge)",
+            exc,
+        )
+        return "host"
 
 
 def build_isolation(settings: Settings, network_mode: str, platform_id: str) -> BuildIsolation:
