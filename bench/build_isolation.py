@@ -57,7 +57,7 @@ def measure(runs: int) -> dict[tuple[str, str], list[float]]:
         platforms: dict[str, RunningPlatform] = {}
         try:
             platforms["container"] = start_platform(directory / "contained")
-            platforms["host"] = start_platform(directory / "on-host", "--builds-on-host")
+            platforms["host"] = start_platform(directory / "on-host", up_args=["--builds-on-host"])
             repos: dict[tuple[str, str], GitRepo] = {}
             for side, platform in platforms.items():
                 for app in APPS:

@@ -35,10 +35,12 @@ NET_RAW = 1 << 13
 def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
     running = start_platform(
         tmp_path_factory.mktemp("isolation") / "data",
-        "--build-pids", str(BUILD_PIDS),
-        "--build-memory", "512m",
-        "--build-disk", f"{BUILD_DISK_MIB}m",
-        "--build-cpus", "1",
+        up_args=[
+            "--build-pids", str(BUILD_PIDS),
+            "--build-memory", "512m",
+            "--build-disk", f"{BUILD_DISK_MIB}m",
+            "--build-cpus", "1",
+        ],
     )  # fmt: skip
     try:
         yield running
