@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from stackyard.router.caddy import UnixSocketTransport
+
 from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
 from .gitrepo import GitRepo
 
@@ -233,22 +235,67 @@ def test_a_hostile_build_reaches_nothing_of_the_platform_the_host_or_another_sta
     assert swarm == "inactive"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Caddy's admin API listens on 127.0.0.1 TCP until the data-plane change moves it "
-    "to a unix socket; with host networking a build container reaches it (docs/isolation.md)",
-)
-def test_a_build_cannot_reach_caddy_s_admin_api(yard: RunningPlatform, tmp_path: Path) -> None:
+def caddy_admin_config(socket_path: Path) -> Any:
+    with httpx.Client(
+        transport=UnixSocketTransport(socket_path), base_url="http://caddy-admin"
+    ) as admin:
+        return admin.get("/config/", timeout=10).json()
+
+
+def caddy_tcp_ports(yard: RunningPlatform) -> list[int]:
+    """Every TCP port this platform's Caddies listen on (their servers; no admin API)."""
+    pids = [v for k, v in yard.dataplane["components"].items() if k.startswith("caddy-")]
+    listening = subprocess.run(
+        ["ss", "-ltnpH"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.splitlines()
+    ports = {
+        int(line.split()[3].rsplit(":", 1)[1])
+        for line in listening
+        if any(f"pid={pid}," in line for pid in pids)
+    }
+    return sorted(ports)
+
+
+def test_a_build_cannot_reach_caddy_s_admin_api(
+    yard: RunningPlatform, victim: dict[str, Any], tmp_path: Path
+) -> None:
+    """The admin API is a 0600 unix socket in the data directory, which no build container
+    mounts, and no Caddy listens for it on TCP: a build that tries every way to replace the
+    routes (an empty config through /load) reaches none, and the routes are unchanged."""
+    url = url_of(yard, "victim")  # a served stage: the Caddies listen on its port
+    sockets = [Path(p.removeprefix("unix:")) for p in yard.router_admin.split()]
+    assert len(sockets) == 2, yard.router_admin
+    before = [caddy_admin_config(path) for path in sockets]  # the host does reach them
+    assert all("caddy-admin" in json.dumps(config["admin"]) for config in before), before
+    ports = caddy_tcp_ports(yard)
+    assert int(url.rsplit(":", 1)[1].strip("/")) in ports, (url, ports)
+    load = '-X POST -H "Content-Type: application/json" -d "{}" http://caddy-admin/load'
+    commands = [f"ls -l {sockets[0].parent} || echo 'blocked: run dir'"]
+    commands += [
+        f'echo "socket {path}: $(curl -s -m 5 -o /dev/null -w "%{{http_code}}" '
+        f'--unix-socket {path} -H "Host: caddy-admin" {load})"'
+        for path in sockets
+    ]
+    commands += [
+        f'echo "tcp {port}: $(curl -s -m 5 -H "Host: caddy-admin" '
+        f'http://127.0.0.1:{port}/config/ | head -c 300)"'
+        for port in ports
+    ]
     repo = GitRepo.from_example("hello", tmp_path / "nosy")
-    admin = f"{yard.router_admin}/config/"
-    repo.write(
-        "build.yml", spec_of(f'echo "admin=$(curl -s -o /dev/null -w "%{{http_code}}" {admin})"')
-    )
-    repo.commit("look at the router")
+    repo.write("build.yml", spec_of(*commands))
+    repo.commit("replace the router's config")
     yard.cli("stacks", "create", "nosy", "--repo", str(repo.path))
     log = build(yard, "nosy")["log"]
-    answer = next(line for line in log.splitlines() if "] admin=" in line)  # the curl ran
-    assert answer.endswith("admin=000"), answer  # nothing answers: no TCP admin API
+    assert "blocked: run dir" in log, log
+    for path in sockets:
+        answer = next(line for line in log.splitlines() if f"] socket {path}:" in line)
+        assert answer.endswith(": 000"), answer  # curl ran, and nothing answered
+    for port in ports:
+        answer = next(line for line in log.splitlines() if f"] tcp {port}:" in line)
+        assert '"apps"' not in answer, answer  # not Caddy's config
+        assert '"admin"' not in answer, answer
+    assert [caddy_admin_config(path) for path in sockets] == before
+    assert "hello" in httpx.get(url, timeout=5).text
 
 
 def probe_build(yard: RunningPlatform, tmp_path: Path) -> str:
