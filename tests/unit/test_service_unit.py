@@ -5,7 +5,12 @@ from __future__ import annotations
 import shlex
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from stackyard.cli.shared import platform_settings
+from stackyard.errors import UsageError
 from stackyard.platform.lifecycle import foreground_argv
 from stackyard.platform.service import (
     ServicePlan,
@@ -111,3 +116,42 @@ def test_an_upgrade_from_a_command_line_without_domain_options_keeps_the_default
     state = PlatformState(1, "http://127.0.0.1:7001", "127.0.0.1:7002", "unix:/a", "/t")
     kept = settings_of(base, RunningControlPlane(state, tuple(argv), {}, None))
     assert (kept.base_domain, kept.acme_email, kept.https_port) == (None, "", 443)
+
+
+def test_the_platform_s_options_take_auto_and_the_build_limits(tmp_path: Path) -> None:
+    settings = platform_settings(
+        tmp_path, None, None, "auto", None,
+        build_image="mine:1", build_cpus=1.5, build_memory="512m", build_pids=256,
+        build_disk="2g", builds_on_host=True,
+    )  # fmt: skip
+    assert settings.network_mode == "auto"
+    assert (settings.build_image, settings.build_cpus, settings.build_pids) == ("mine:1", 1.5, 256)
+    assert (settings.build_memory, settings.build_disk) == (512 * 1024**2, 2 * 1024**3)
+    assert settings.builds_on_host
+    for bad, named in (
+        ({"network_mode": "overlay"}, "--network-mode"),
+        ({"build_memory": "lots"}, "--build-memory"),
+        ({"build_cpus": 0.0}, "--build-cpus"),
+        ({"build_pids": 10}, "--build-pids"),
+    ):
+        arguments: dict[str, Any] = {"network_mode": None, **bad}
+        mode = arguments.pop("network_mode")
+        with pytest.raises(UsageError, match=named):
+            platform_settings(tmp_path, None, None, mode, None, **arguments)
+
+
+def test_an_upgrade_keeps_the_running_control_plane_s_build_options(tmp_path: Path) -> None:
+    """The unit's (or `up -d`'s) argv is how the running control plane was started: the new
+    one keeps its network mode and build options, as it keeps its ports."""
+    old = Settings(
+        data_dir=tmp_path, api_port=7101, registry_port=7102, network_mode="auto",
+        build_image="mine:1", build_cpus=1.5, build_memory=3 * 1024**3, build_pids=300,
+        build_disk=5 * 1024**3, builds_on_host=True,
+    )  # fmt: skip
+    state = PlatformState(
+        pid=1, api_url="http://127.0.0.1:7101", registry="127.0.0.1:7102",
+        router_admin="unix:/x", token_file="t",
+    )  # fmt: skip
+    running = RunningControlPlane(state, tuple(foreground_argv(old)), {}, None)
+    new = settings_of(Settings(data_dir=tmp_path, network_mode="host"), running)
+    assert new == old
