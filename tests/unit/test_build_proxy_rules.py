@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.images.dockerproxy.rules import (
     Answer,
     ApiRequest,
@@ -269,3 +270,51 @@ def test_the_login_header_and_the_build_s_registry_config() -> None:
     kept = json.loads(base64.urlsafe_b64decode(without_registry(encoded, REGISTRY)))
     assert kept == {"ghcr.io": {"username": "me"}}
     assert without_registry("%%%not-base64", REGISTRY) == ""
+
+
+OUTSIDE = "127.0.0.1:5999"
+OUTSIDE_LOGIN = RegistryLogin(OUTSIDE, "robot", "outside-password")
+OUTSIDE_SCOPE = BuildScope(
+    "shop", OUTSIDE, OUTSIDE_LOGIN, LIMITS, path="team/shop", platform_registry=REGISTRY
+)
+
+
+def ask_outside(method: str, path: str, **query: str) -> Any:
+    values = {k: [v] for k, v in query.items()}
+    return decide(ApiRequest(method, path, values), OUTSIDE_SCOPE)
+
+
+def test_a_stack_on_an_outside_registry_pushes_there_with_its_login() -> None:
+    assert OUTSIDE_SCOPE.repository == f"{OUTSIDE}/team/shop"
+    decision = ask_outside("POST", f"/images/{OUTSIDE}/team/shop/push", tag="latest")
+    assert isinstance(decision, Forward)
+    assert decision.auth == OUTSIDE_LOGIN
+    pull = ask_outside("POST", "/images/create", fromImage=f"{OUTSIDE}/team/shop", tag="1")
+    assert isinstance(pull, Forward)
+    assert pull.auth == OUTSIDE_LOGIN
+
+
+def test_a_stack_on_an_outside_registry_may_not_use_other_repositories_there_or_ours() -> None:
+    for name in (f"{OUTSIDE}/team/victim", f"{OUTSIDE}/shop", f"{REGISTRY}/shop"):
+        message = refused(ask_outside("POST", f"/images/{name}/push", tag="latest"))
+        assert "another stack's repository" in message, name
+        assert f"{OUTSIDE}/team/shop ($IMAGE_URL)" in message
+        refused(ask_outside("POST", "/images/create", fromImage=name, tag="latest"))
+    configs = {REGISTRY: {"username": "x"}, OUTSIDE: {"username": "y"}, "ghcr.io": {}}
+    encoded = base64.urlsafe_b64encode(json.dumps(configs).encode()).decode()
+    kept = without_registry(encoded, *OUTSIDE_SCOPE.registries)
+    assert json.loads(base64.urlsafe_b64decode(kept)) == {"ghcr.io": {}}
+
+
+def test_a_build_s_scope_follows_the_stack_s_image_url() -> None:
+    isolation = BuildIsolation(None, limits=LIMITS)
+    outside = isolation.scope(
+        "shop", OUTSIDE_LOGIN, image_url=f"{OUTSIDE}/team/shop", platform_registry=REGISTRY
+    )
+    assert (outside.registry, outside.path, outside.platform_registry) == (
+        OUTSIDE,
+        "team/shop",
+        REGISTRY,
+    )
+    own = isolation.scope("shop", LOGIN, image_url=f"{REGISTRY}/shop", platform_registry=REGISTRY)
+    assert (own.repository, own.platform_registry) == (f"{REGISTRY}/shop", None)
