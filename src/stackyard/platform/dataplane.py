@@ -207,7 +207,8 @@ class DataplaneWatch:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._thread.join(timeout=10)
+        if self._thread.ident is not None:  # a start refused early never started it
+            self._thread.join(timeout=10)
 
     def _pids(self) -> dict[str, Any]:
         try:
