@@ -335,13 +335,28 @@ class Keeper:
         spec = next(
             s for s in plan_components(self.settings, registry_mode=mode) if s.name == "registry"
         )
-        check_ports_free([(spec.name, self.settings.host, spec.port or 0)])
+        self._wait_port_free(spec)
         fresh = spawn(spec)
         with self._lock:
             self._components["registry"] = fresh
         wait_ready(fresh, self.settings.component_timeout)
         self._record()
         log.info("registry started %s (pid %s)", mode, fresh.pid)
+
+
+    def _wait_port_free(self, spec: ComponentSpec) -> None:
+        """The stopped registry's port may be held a moment longer (a connection the
+        kernel still closes, or a short-lived client that took it as its own port): wait
+        for it, up to the component timeout, before naming what holds it."""
+        deadline = time.monotonic() + self.settings.component_timeout
+        while True:
+            try:
+                check_ports_free([(spec.name, self.settings.host, spec.port or 0)])
+                return
+            except ComponentError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
 
 
 @dataclass(frozen=True)

@@ -167,23 +167,27 @@ class Load:
 
 
 class WrkResult:
-    def __init__(self, output: str, requests: int, failed: int) -> None:
+    def __init__(self, output: str, requests: int, failed: int, read_errors: int = 0) -> None:
         self.output = output
         self.requests = requests
         self.failed = failed
+        self.read_errors = read_errors
+        """Connections the router closed mid-response: what an upstream that died while it
+        answered leaves (a refused connection is retried, a non-2xx answer counted apart)."""
 
     @classmethod
     def parse(cls, output: str) -> WrkResult:
         found = re.search(r"(\d+) requests in", output)
         if found is None:
             raise AssertionError(f"wrk printed no summary:\n{output}")
-        failed = 0
+        failed = read_errors = 0
         errors = re.search(
             r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
         )
         if errors:
             failed += sum(int(n) for n in errors.groups())
+            read_errors = int(errors.group(2))
         non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
         if non2xx:
             failed += int(non2xx.group(1))
-        return cls(output, int(found.group(1)), failed)
+        return cls(output, int(found.group(1)), failed, read_errors)
