@@ -96,6 +96,10 @@ def start_platform(
     for flag, port in ports.items():
         argv += [flag, str(port)]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        # A start that failed after the data plane came up leaves it running (it outlives
+        # the control plane by design): stop it, so a failed test leaves no process behind.
+        subprocess.run([*STACKYARD, "down", "--all"], env=env, capture_output=True, timeout=90)
     assert result.returncode == 0, result.stderr + result.stdout
     state = json.loads(result.stdout)
     return RunningPlatform(
