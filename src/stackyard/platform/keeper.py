@@ -343,7 +343,6 @@ class Keeper:
         self._record()
         log.info("registry started %s (pid %s)", mode, fresh.pid)
 
-
     def _wait_port_free(self, spec: ComponentSpec) -> None:
         """The stopped registry's port may be held a moment longer (a connection the
         kernel still closes, or a short-lived client that took it as its own port): wait
