@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import docker
 import docker.errors
+import docker.utils
+import requests.exceptions
 
 from stackyard.errors import ComponentError, StackyardError
 from stackyard.registry_login import RegistryLogin
@@ -52,17 +54,19 @@ class DockerBuilder:
         """Build ``context`` and tag the image with every tag; return the image id."""
         if not tags:
             raise ValueError("build needs at least one tag")
-        stream = self._call(
-            self._api.build,
-            path=str(context),
-            dockerfile=dockerfile,
-            tag=tags[0],
-            network_mode=network_mode,
-            buildargs=buildargs or {},
-            rm=True,
-            forcerm=True,
-            decode=True,
-        )
+        with _build_context(context, dockerfile) as tar:
+            stream = self._call(
+                self._api.build,
+                fileobj=tar,
+                custom_context=True,
+                dockerfile=dockerfile,
+                tag=tags[0],
+                network_mode=network_mode,
+                buildargs=buildargs or {},
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
         image_id = ""
         for chunk in self._chunks(stream):
             if "error" in chunk:
@@ -163,19 +167,56 @@ class DockerBuilder:
             raise _translate(exc) from exc
 
     def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Send one request. A request the engine (or the build proxy in front of it) closed
+        the connection on without answering is sent once more on a fresh connection: the SDK
+        reuses kept-alive connections, and one closed just as it was reused never reached
+        the engine. Every call here is safe to repeat (a build is its own cache)."""
+        try:
+            return self._send(method, *args, **kwargs)
+        except _NoAnswerError:
+            self._api.close()  # drop the pooled connections; the next request opens a new one
+            body = kwargs.get("fileobj")
+            if body is not None:
+                body.seek(0)  # a build context is sent again from its start
+            return self._send(method, *args, retried=True, **kwargs)
+
+    def _send(
+        self, method: Callable[..., Any], *args: Any, retried: bool = False, **kwargs: Any
+    ) -> Any:
         try:
             return method(*args, **kwargs)
-        except docker.errors.DockerException as exc:
+        except requests.exceptions.ConnectionError as exc:
+            if not retried:
+                raise _NoAnswerError(str(exc)) from exc
+            raise _engine_unreachable(exc) from exc
+        except (docker.errors.DockerException, OSError) as exc:
             raise _translate(exc) from exc
 
     def _chunks(self, stream: Any) -> Iterator[dict[str, Any]]:
         try:
             yield from stream
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, OSError) as exc:
             raise _translate(exc) from exc
 
 
-def _translate(exc: docker.errors.DockerException) -> StackyardError:
+def _build_context(context: Path, dockerfile: str) -> IO[bytes]:
+    """The build context as a tar file, ``.dockerignore`` applied as ``docker build`` does.
+    Ours to close (the SDK leaves the one it makes open when the request fails), and to
+    rewind when the request is sent again."""
+    ignore = context / ".dockerignore"
+    exclude = None
+    if ignore.is_file():
+        lines = (line.strip() for line in ignore.read_text(encoding="utf-8").splitlines())
+        exclude = [line for line in lines if line and not line.startswith("#")]
+    tar: IO[bytes] = docker.utils.tar(str(context), exclude=exclude, dockerfile=(dockerfile, None))
+    return tar
+
+
+class _NoAnswerError(Exception):
+    """The connection closed before any answer came (never leaves this module)."""
+
+
+def _translate(exc: Exception) -> StackyardError:
     if isinstance(exc, docker.errors.APIError):
         return BuildFailedError(f"the Docker engine refused: {exc.explanation or exc}")
     if isinstance(exc, docker.errors.BuildError):
@@ -186,5 +227,5 @@ def _translate(exc: docker.errors.DockerException) -> StackyardError:
 def _engine_unreachable(exc: Exception) -> ComponentError:
     return ComponentError(
         f"the Docker engine did not answer: {exc}",
-        hint="start it (scripts/setup-host does), or set DOCKER_HOST",
+        hint="start it (scripts/setup-host does), or set DOCKER_HOST; then build again",
     )

@@ -168,6 +168,9 @@ class BuildProxy:
                 await connection.serve()
             except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError) as exc:
                 log.debug("build proxy connection of %s ended: %s", socket.scope.stack, exc)
+            except Exception as exc:
+                log.exception("build proxy of %s failed on a request", socket.scope.stack)
+                await connection.fail(exc)
             finally:
                 await connection.close()
 
@@ -265,6 +268,15 @@ class _Connection:
             if self.http.their_state is not h11.DONE:
                 return
             self.http.start_next_cycle()
+
+    async def fail(self, exc: Exception) -> None:
+        """Answer 502 naming ``exc`` when no answer has started: a connection closed in
+        silence reads as "Remote end closed connection without response" to the client."""
+        if self.http.our_state is not h11.SEND_RESPONSE:
+            return
+        message = f"Stackyard's build proxy failed: {exc}"
+        with contextlib.suppress(ConnectionError, OSError, h11.LocalProtocolError):
+            await self._json(502, {"message": message}, close=True)
 
     async def close(self) -> None:
         if self.upstream is not None:
