@@ -77,6 +77,8 @@ class Settings:
     build_pids: int = 2048
     build_disk: int = 10 * 1024**3  # bytes
     builds_on_host: bool = False  # trusted machines only: specs run as the platform's user
+    keep_releases: int = 10  # retention keeps the images and logs of the last N per stage
+    retention_every: float = 86400.0  # seconds between two scheduled retention runs
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced; ``None`` values are ignored."""

@@ -500,6 +500,46 @@ def test_persistent_5xx_becomes_retryable_naming_registry_and_operation() -> Non
     assert len(fake.requests) == 4
 
 
+def read_only_for(fake: FakeRegistry, writes: int) -> Callable[[httpx.Request], httpx.Response]:
+    """The fake, refusing its first ``writes`` writes as CNCF distribution's read-only
+    maintenance mode does: 405, ``Allow: GET, HEAD``, a plain-text body."""
+    left = [writes]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method not in ("GET", "HEAD") and left[0] > 0:
+            left[0] -= 1
+            fake.requests.append(request)
+            return httpx.Response(405, headers={"Allow": "GET, HEAD"}, text="Method not allowed\n")
+        return fake(request)
+
+    return answer
+
+
+def test_a_write_waits_out_a_read_only_registry_beyond_the_retry_count() -> None:
+    fake = FakeRegistry()
+    image = fake.push_image("app", "dev", [b"l"])
+    with client_for(read_only_for(fake, 6), retries=2) as client:
+        assert client.retag("app", "dev", "staging") == image.digest
+    assert count(fake, "PUT", "/manifests/staging") == 7
+
+
+def test_a_registry_read_only_for_too_long_is_a_retryable_error() -> None:
+    fake = FakeRegistry()
+    fake.push_image("app", "dev", [b"l"])
+    client = client_for(read_only_for(fake, 10**6), retries=2, read_only_wait=0.05)
+    with client, pytest.raises(RetryableError, match="the registry is read-only"):
+        client.retag("app", "dev", "staging")
+
+
+def test_a_registry_that_forbids_deletes_for_good_is_not_waited_for() -> None:
+    def no_deletes(request: httpx.Request) -> httpx.Response:
+        body = {"errors": [{"code": "UNSUPPORTED", "message": "The operation is unsupported."}]}
+        return httpx.Response(405, json=body)
+
+    with client_for(no_deletes) as client, pytest.raises(PermanentError, match="UNSUPPORTED"):
+        client.delete_manifest("app", DIGEST)
+
+
 def test_connection_refused_keeps_its_cause() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("[Errno 111] Connection refused", request=request)

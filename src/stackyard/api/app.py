@@ -34,6 +34,7 @@ from stackyard.api.routes import (
     protection,
     registries,
     releases,
+    retention,
     runs,
     stacks,
     targets,
@@ -82,7 +83,7 @@ def create_app(context: ApiContext) -> FastAPI:
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
     api.include_router(platform.router)
     modules = (stacks, builds, releases, deployments, domains, runs, logs, variables)
-    for module in (*modules, protection, notify, nodes):
+    for module in (*modules, protection, notify, nodes, retention):
         api.include_router(module.router)
     api.include_router(people.router)
     api.include_router(registries.router)

@@ -31,6 +31,7 @@ from stackyard.api.routes import (
     protection,
     registries,
     releases,
+    retention,
     runs,
     stacks,
     targets,
@@ -48,6 +49,8 @@ NEEDS: dict[Callable[..., Any], Need] = {
     # the platform
     platform.platform_status: Need(READ, stack=None),
     platform.openapi: Need(READ, stack=None),
+    retention.disk_use: Need(READ, stack=None),
+    retention.run_retention: Need(ADMIN, stack=None),  # removes images and logs
     audit.audit: Need(READ, stack=None),
     # people and tokens (a person's own: lists and revocations of others' take admin)
     people.whoami: Need(None, stack=None),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from stackyard.pipeline.services import build_services, open_state
 from stackyard.platform.components import registry_login
 from stackyard.platform.credentials import ensure_token
 from stackyard.platform.dataplane import DataplaneWatch, ensure_dataplane
+from stackyard.platform.registry_gc import collect_registry_garbage
 from stackyard.platform.state import DataplaneRecord, PlatformState
 from stackyard.platform.supervisor import check_ports_free
 from stackyard.settings import Settings
@@ -53,7 +55,14 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
     check_ports_free([("API", settings.host, settings.api_port)])
     state_store = open_state(settings)
     dataplane = ensure_dataplane(settings)
-    services = build_services(settings, state_store.sessions, registry_login(settings))
+    services = build_services(
+        settings,
+        state_store.sessions,
+        registry_login(settings),
+        collect_garbage=lambda: collect_registry_garbage(
+            settings, binary=shutil.which("docker-registry")
+        ),
+    )
     state = PlatformState(
         pid=_own_pid(),
         api_url=settings.api_url,

@@ -22,6 +22,7 @@ from stackyard.cli import people as people_commands
 from stackyard.cli import platform as platform_commands
 from stackyard.cli import registries as registry_commands
 from stackyard.cli import releases as release_commands
+from stackyard.cli import retention as retention_commands
 from stackyard.cli import runs as run_commands
 from stackyard.cli import service as service_commands
 from stackyard.cli import stacks as stack_commands
@@ -56,6 +57,7 @@ people_commands.register(app)
 audit_commands.register(app)
 registry_commands.register(app)
 target_commands.register(app)
+retention_commands.register(app)
 
 
 def _version(value: bool) -> None:

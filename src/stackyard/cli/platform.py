@@ -98,6 +98,12 @@ def up(
     build_pids: BuildPids = None,
     build_disk: BuildDisk = None,
     builds_on_host: BuildsOnHost = False,
+    keep_releases: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Retention keeps the images and logs of the last N releases per stage."
+        ),
+    ] = None,
     json_output: Json = False,
 ) -> None:
     """Start the control plane (API, store, deployments) and, unless it runs, the data plane
@@ -125,6 +131,7 @@ def up(
         **domain_overrides(
             domain, acme_email, acme_ca, acme_ca_roots, public_address, http_port, https_port
         ),
+        keep_releases=keep_releases,
     )
     existing = running_state(settings.state_file)
     if existing is not None:

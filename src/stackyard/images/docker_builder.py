@@ -6,6 +6,8 @@ tag to the registry. Engine errors become Stackyard errors at this boundary.
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -19,6 +21,21 @@ from stackyard.errors import ComponentError, StackyardError
 from stackyard.registry_login import RegistryLogin
 
 LineSink = Callable[[str], None]
+PUSH_RETRY_FOR = 120.0  # seconds a push waits out a read-only or restarting registry
+
+# What the engine says when the registry refuses a push for now: a read-only registry
+# (405 with a plain-text body), one that is restarting, or a 5xx.
+_LATER = re.compile(
+    r"HTTP 405|405 Method Not Allowed|connection refused|connection reset by peer|"
+    r"unexpected EOF|status: 50[234]|HTTP 50[234]|50[234] (Bad Gateway|Service Unavailable)",
+    re.IGNORECASE,
+)
+
+
+def push_may_succeed_later(message: str) -> bool:
+    """Whether a failed push is worth trying again soon (see ``_LATER``); a refused login,
+    a denied repository or a missing image is not."""
+    return bool(_LATER.search(message))
 
 
 class BuildFailedError(StackyardError):
@@ -86,10 +103,36 @@ class DockerBuilder:
         return image_id
 
     def push(
-        self, repository: str, tag: str, *, auth: RegistryLogin, on_line: LineSink
+        self,
+        repository: str,
+        tag: str,
+        *,
+        auth: RegistryLogin,
+        on_line: LineSink,
+        retry_for: float = PUSH_RETRY_FOR,
     ) -> str | None:
         """Push ``repository:tag`` and return the manifest digest the engine reports (None if
-        it reports none); raise BuildFailedError with the engine's message."""
+        it reports none); raise BuildFailedError with the engine's message.
+
+        A push the registry refuses for a while (read-only during its garbage collection,
+        restarting, 5xx) is tried again for up to ``retry_for`` seconds; layers already
+        sent are skipped by the engine.
+        """
+        deadline = time.monotonic() + retry_for
+        pause = 0.5
+        while True:
+            try:
+                return self._push_once(repository, tag, auth=auth, on_line=on_line)
+            except BuildFailedError as exc:
+                if not push_may_succeed_later(exc.message) or time.monotonic() >= deadline:
+                    raise
+                on_line(f"the registry refused the push for now; retrying in {pause:.1f} s")
+                time.sleep(pause)
+                pause = min(pause * 2, 4.0)
+
+    def _push_once(
+        self, repository: str, tag: str, *, auth: RegistryLogin, on_line: LineSink
+    ) -> str | None:
         auth_config = {
             "username": auth.username,
             "password": auth.password,
@@ -147,16 +190,48 @@ class DockerBuilder:
         removed = []
         for image in images:
             for reference in (str(r) for name in fields for r in image.get(name) or []):
-                if not reference.startswith(prefixes):
-                    continue
-                try:
-                    self._api.remove_image(reference, force=False, noprune=False)
-                except docker.errors.APIError:
-                    continue  # a container still uses it, or it is gone already
-                except docker.errors.DockerException as exc:
-                    raise _translate(exc) from exc
-                removed.append(reference)
+                if reference.startswith(prefixes) and self.remove_reference(reference):
+                    removed.append(reference)
         return removed
+
+    def images_named(self, registry: str) -> list[tuple[str, tuple[str, ...]]]:
+        """``(image id, references)`` of every image with a tag or digest reference under
+        ``registry/`` (all its references, ours and others)."""
+        prefix = f"{registry}/"
+        found = []
+        for image in self._call(self._api.images):
+            references = tuple(
+                str(r)
+                for name in ("RepoTags", "RepoDigests")
+                for r in image.get(name) or []
+                if str(r) != "<none>:<none>" and str(r) != "<none>@<none>"
+            )
+            if any(r.startswith(prefix) for r in references):
+                found.append((str(image["Id"]), references))
+        return found
+
+    def remove_reference(self, reference: str) -> bool:
+        """Drop one reference (the image goes with its last one); False when a container
+        uses the image or the reference is gone already."""
+        try:
+            self._api.remove_image(reference, force=False, noprune=False)
+        except docker.errors.APIError:
+            return False
+        except docker.errors.DockerException as exc:
+            raise _translate(exc) from exc
+        return True
+
+    def unique_bytes(self, image_ids: set[str]) -> int:
+        """The bytes only these images hold (layers shared with any other image, such as a
+        base image, are not counted), from the engine's disk usage report."""
+        if not image_ids:
+            return 0
+        usage = self._call(self._api.df)
+        return sum(
+            max(0, int(image.get("Size", 0)) - max(0, int(image.get("SharedSize", 0))))
+            for image in usage.get("Images") or []
+            if image.get("Id") in image_ids
+        )
 
     def remove_image(self, reference: str) -> None:
         try:

@@ -17,7 +17,12 @@ from stackyard.images.manifest import ACCEPT, MANIFEST_MEDIA_TYPES, Manifest, me
 from stackyard.images.reference import ManifestRef, is_digest
 from stackyard.images.registry_base import Registry, TransferCounts
 from stackyard.images.registry_blobs import BlobTransfer, blob_exists
-from stackyard.images.registry_transport import RegistryTransport, pull_scope, push_scope
+from stackyard.images.registry_transport import (
+    READ_ONLY_WAIT,
+    RegistryTransport,
+    pull_scope,
+    push_scope,
+)
 
 
 class RegistryClient(Registry):
@@ -43,6 +48,7 @@ class RegistryClient(Registry):
         backoff: float = 0.5,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        read_only_wait: float = READ_ONLY_WAIT,
     ) -> None:
         self._transport = RegistryTransport(
             endpoint,
@@ -53,6 +59,7 @@ class RegistryClient(Registry):
             backoff=backoff,
             timeout=timeout,
             transport=transport,
+            read_only_wait=read_only_wait,
         )
         self.endpoint = self._transport.endpoint
         self.scheme = self._transport.scheme

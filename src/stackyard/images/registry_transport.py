@@ -26,6 +26,8 @@ from stackyard.images.registry_base import not_found
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF = 30.0
+READ_ONLY_WAIT = 120.0  # seconds a write waits out a registry that is read-only
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 T = TypeVar("T")
 
@@ -76,6 +78,20 @@ def _status_text(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}" + (f" ({messages})" if messages else "")
 
 
+class RegistryReadOnlyError(RetryableError):
+    """The registry serves pulls only for now (maintenance such as garbage collection)."""
+
+
+def read_only_refusal(method: str, response: httpx.Response) -> bool:
+    """A write refused because the registry is read-only: CNCF distribution's maintenance
+    mode answers 405 with ``Allow: GET, HEAD`` and no error document. A registry that
+    forbids deletes for good answers 405 with an ``UNSUPPORTED`` error instead."""
+    if method not in WRITES or response.status_code != 405:
+        return False
+    allowed = {m.strip().upper() for m in response.headers.get("Allow", "").split(",")}
+    return bool(allowed - {""}) and allowed <= {"GET", "HEAD"}
+
+
 def pull_scope(repository: str) -> str:
     return f"repository:{repository}:pull"
 
@@ -103,6 +119,7 @@ class RegistryTransport:
         backoff: float = 0.5,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        read_only_wait: float = READ_ONLY_WAIT,
     ) -> None:
         if "://" in endpoint:
             given, _, endpoint = endpoint.partition("://")
@@ -122,6 +139,7 @@ class RegistryTransport:
         self.base_url = f"{scheme}://{endpoint}"
         self.retries = retries
         self.backoff = backoff
+        self.read_only_wait = read_only_wait
         try:
             self.auth = RegistryAuth(username, password)
         except ValueError as exc:
@@ -192,18 +210,28 @@ class RegistryTransport:
     def retrying(self, operation: str, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` up to ``retries`` times while it fails with a retryable error.
 
-        An error that is not retryable (401, 404, a rejected request) is raised at once.
+        An error that is not retryable (401, 404, a rejected request) is raised at once. A
+        write the registry refuses as read-only is tried again every ``backoff`` seconds
+        (at most 1 s) for up to ``read_only_wait`` seconds, without counting as an attempt.
         """
         last: StackyardError | None = None
-        for number in range(1, self.retries + 1):
+        number = 1
+        read_only_until = time.monotonic() + self.read_only_wait
+        while number <= self.retries:
             try:
                 return attempt()
+            except RegistryReadOnlyError as exc:
+                last = exc
+                if time.monotonic() < read_only_until:
+                    time.sleep(min(self.backoff, 1.0))
+                    continue
             except StackyardError as exc:
                 if not exc.retryable:
                     raise
                 last = exc
             if number < self.retries:
                 time.sleep(min(self.backoff * 2 ** (number - 1), MAX_BACKOFF))
+            number += 1
         reason = last.message if last else "no attempt made"
         raise RetryableError(
             f"registry {self.endpoint} did not answer to {operation} "
@@ -234,6 +262,8 @@ class RegistryTransport:
                 raise RetryableError(describe(exc)) from exc
             if response.status_code in RETRY_STATUSES:
                 raise RetryableError(_status_text(response))
+            if read_only_refusal(method, response):
+                raise RegistryReadOnlyError(f"HTTP 405: the registry is read-only ({method})")
             return response
 
         sent = self.auth.headers(scopes)

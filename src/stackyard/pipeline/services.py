@@ -37,6 +37,7 @@ from stackyard.pipeline.builds import BuildService
 from stackyard.pipeline.poller import Poller
 from stackyard.pipeline.redeploy import RedeployService
 from stackyard.pipeline.releases import ReleaseService
+from stackyard.pipeline.retention.service import RetentionService
 from stackyard.pipeline.runs import PipelineService
 from stackyard.pipeline.variable_store import VariableStore
 from stackyard.pipeline.variables import VariableService
@@ -92,6 +93,7 @@ class Services:
     registries: RegistryService
     targets: TargetService
     isolation: BuildIsolation
+    retention: RetentionService
 
     def verify_engine(self) -> None:
         """UsageError when the engine answers but cannot serve as configured (a swarm engine
@@ -123,8 +125,10 @@ class Services:
         self.runs.resume_interrupted()
         self.poller.start()
         self.notify.start()
+        self.retention.start()
 
     def close(self) -> None:
+        self.retention.stop()
         self.poller.stop()
         self.runs.shutdown()
         self.controller.stop()
@@ -188,7 +192,11 @@ def build_services(
     router: Router | None = None,
     channel_kinds: ChannelKinds | None = None,
     notify_settings: WorkerSettings | None = None,
+    collect_garbage: Callable[[], str] | None = None,
 ) -> Services:
+    """Every service, wired. ``collect_garbage`` runs the registry's garbage collection
+    (the API server passes the supervisor's; without it retention only deletes
+    manifests)."""
     offers = plugins.offers(settings, username=registry.username, password=registry.password)
     source = plugins.create(plugins.source(settings.source), offers["source"])
     client = plugins.create(plugins.registry(settings.registry), offers["registry"])
@@ -237,6 +245,7 @@ def build_services(
         isolation=isolation,
     )
     router = router or plugins.create(plugins.router(settings.router), offers["router"])
+    platform_id = ensure_platform_id(settings.platform_id_file)
     controller = Controller(
         sessions,
         engine,
@@ -303,6 +312,17 @@ def build_services(
             ),
         ),
         isolation=isolation,
+        retention=RetentionService(
+            sessions,
+            images,
+            engine,
+            platform_id=platform_id,
+            data_dir=settings.data_dir,
+            keep_releases=settings.keep_releases,
+            between_builds=builds.between_builds,
+            collect_garbage=collect_garbage,
+            every=settings.retention_every,
+        ),
     )
 
 

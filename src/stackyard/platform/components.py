@@ -115,6 +115,29 @@ def plan_registry(
     return replace(spec, argv=(*_docker_run(name), *mounts, REGISTRY_IMAGE), container_name=name)
 
 
+def plan_registry_gc(settings: Settings, *, binary: str | None) -> ComponentSpec:
+    """``garbage-collect``: removes the blobs no manifest references. Run it only while the
+    serving registry is read-only (a push in between could lose its blobs). Its config is a
+    file of its own, without the read-only switch."""
+    root = settings.data_dir / "registry"
+    config_path = settings.run_dir / "registry-gc.yml"
+    serve = plan_registry(settings, binary=binary)
+    if binary is not None:
+        argv: tuple[str, ...] = (binary, "garbage-collect", str(config_path))
+    else:
+        mounts = ("-v", f"{root}:{root}", "-v", f"{config_path}:{config_path}:ro")
+        argv = ("docker", "run", "--rm", *mounts, REGISTRY_IMAGE, "garbage-collect",
+                str(config_path))  # fmt: skip
+    return replace(
+        serve,
+        name="registry garbage collection",
+        argv=argv,
+        files={config_path: registry_config(settings, root)},
+        container_name=None,
+        port=None,
+    )
+
+
 def caddy_home(settings: Settings, instance: int) -> Path:
     """Where Caddy ``instance`` keeps its own state (XDG dirs), its autosaved config too."""
     return settings.run_dir / f"caddy-{instance}"

@@ -58,6 +58,7 @@ def foreground_argv(settings: Settings) -> list[str]:
         "--build-memory", str(settings.build_memory),
         "--build-pids", str(settings.build_pids),
         "--build-disk", str(settings.build_disk),
+        "--keep-releases", str(settings.keep_releases),
     ]  # fmt: skip
     if settings.public_url:
         argv += ["--public-url", settings.public_url]

@@ -75,8 +75,8 @@ def runs_command_of(pid: int, spec: ComponentSpec) -> bool:
     return marker_of(spec).encode() in cmdline(pid)
 
 
-def spawn(spec: ComponentSpec) -> Kept:
-    """Start ``spec`` detached: its own session, no death signal, its log in the data dir."""
+def write_files(spec: ComponentSpec) -> None:
+    """Write the component's files (each replaced at once, mode 0600); make its log's folder."""
     for path, content in spec.files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
@@ -84,6 +84,11 @@ def spawn(spec: ComponentSpec) -> Kept:
         tmp.chmod(0o600)
         tmp.replace(path)
     spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+
+
+def spawn(spec: ComponentSpec) -> Kept:
+    """Start ``spec`` detached: its own session, no death signal, its log in the data dir."""
+    write_files(spec)
     for value in spec.env.values():
         os.makedirs(value, mode=0o700, exist_ok=True)
     with spec.log_file.open("ab") as log_handle:
@@ -166,6 +171,32 @@ def stop(kept: Kept, grace: float = 10.0) -> None:
             capture_output=True,
             check=False,
         )
+
+
+def run_once(spec: ComponentSpec, *, timeout: float) -> str:
+    """Run a one-shot command of a component (its files written first); its output is
+    appended to the component's log and returned."""
+    write_files(spec)
+    try:
+        result = subprocess.run(
+            spec.argv, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except FileNotFoundError as exc:
+        raise ComponentError(
+            f"{spec.name}: `{spec.argv[0]}` was not found", hint=spec.install_hint
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ComponentError(f"{spec.name} did not finish within {timeout:.0f} s") from exc
+    output = result.stdout + result.stderr
+    with spec.log_file.open("a", encoding="utf-8") as handle:
+        handle.write(output)
+    if result.returncode != 0:
+        raise ComponentError(
+            f"{spec.name} exited with status {result.returncode}: "
+            + "\n".join(output.strip().splitlines()[-5:]),
+            hint=f"see {spec.log_file}",
+        )
+    return output
 
 
 def tail(path: os.PathLike[str] | str, lines: int = 10) -> str:

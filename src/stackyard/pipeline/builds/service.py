@@ -98,6 +98,12 @@ class BuildService:
         marker: Future[None] = self._worker(stack_name).submit(lambda: None)
         marker.result()
 
+    def between_builds(self, stack_name: str, action: Callable[[], None]) -> None:
+        """Run ``action`` on the stack's build worker, after the builds queued before it
+        and before any queued after: no build of the stack pushes meanwhile (retention
+        deletes the stack's old manifests this way)."""
+        self._worker(stack_name).submit(action).result()
+
     def shutdown(self) -> None:
         with self._workers_lock:
             workers = list(self._workers.values())

@@ -1,0 +1,436 @@
+"""Retention: observe, plan (plan.py), remove, collect the registry's garbage, report.
+
+``RetentionService.run`` is what ``stackyard prune`` and the daily schedule call. In order:
+the disk use before; the plan; each stack's manifests, on that stack's build worker (no
+build of the stack pushes meanwhile) and only if still not kept when it gets there; the
+engine's old images; old record logs and the folders of deleted stacks; the rotation of
+the growing logs; the registry's garbage collection (read-only for that time); the disk
+use after. A step that fails is reported and the others still run. The last report is
+kept in ``<data dir>/retention.json`` for ``doctor`` and the console.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from stackyard.engines.base import LABEL_PLATFORM, LABEL_STACK, Engine
+from stackyard.errors import NotFoundError, StackyardError, UsageError
+from stackyard.images.docker_builder import DockerBuilder
+from stackyard.images.imagestore import ImageStore
+from stackyard.pipeline.retention.plan import (
+    STACK_LOG_DIRS,
+    EngineImage,
+    LoggedRecord,
+    ManifestRemoval,
+    RegistryRepository,
+    RetentionFacts,
+    RetentionPlan,
+    StageReleases,
+    kept_digests,
+    plan_retention,
+)
+from stackyard.platform import registry_storage
+from stackyard.platform.diskuse import data_dir_use
+from stackyard.platform.logrotation import (
+    GROWING_LOGS,
+    GrowingLog,
+    growing_files,
+    plan_rotations,
+    rotate,
+)
+from stackyard.platform.maintenance import registry_maintenance
+from stackyard.store.models import Build, Deployment, PipelineRun, Release, Stack
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "retention.json"
+FIRST_RUN_DELAY = 600.0  # seconds after start before a first scheduled run (never run before)
+
+BetweenBuilds = Callable[[str, Callable[[], None]], None]
+"""Run a function on a stack's build worker, between two of its builds."""
+
+
+@dataclass
+class RetentionReport:
+    """What one run removed, and the bytes per part of the data directory before and after."""
+
+    keep_releases: int
+    dry_run: bool
+    started_at: str
+    finished_at: str = ""
+    before: dict[str, int] = field(default_factory=dict)
+    after: dict[str, int] = field(default_factory=dict)
+    manifests: list[str] = field(default_factory=list)  # repo@digest
+    engine_references: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    rotated: list[str] = field(default_factory=list)
+    garbage_collected: bool = False
+    kept: dict[str, dict[str, str]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RetentionService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        images: ImageStore,
+        engine: Engine,
+        *,
+        platform_id: str,
+        data_dir: Path,
+        keep_releases: int,
+        between_builds: BetweenBuilds,
+        builder_factory: Callable[[], DockerBuilder] = DockerBuilder,
+        collect_garbage: Callable[[], str] | None = None,
+        every: float = 86400.0,
+    ) -> None:
+        if keep_releases < 1:
+            raise UsageError(f"keep releases: {keep_releases} is not a count of 1 or more")
+        self._sessions = sessions
+        self._images = images
+        self._engine = engine
+        self._platform_id = platform_id
+        self.data_dir = data_dir
+        self.keep_releases = keep_releases
+        self._between_builds = between_builds
+        self._builder_factory = builder_factory
+        self._collect_garbage = collect_garbage
+        self._every = every
+        self._running = threading.Lock()
+        self._stop = threading.Event()
+        self._schedule: threading.Thread | None = None
+
+    # -- the schedule
+
+    def start(self) -> None:
+        """Run retention every ``every`` seconds, counted from the last run (across
+        restarts); the first ever run waits FIRST_RUN_DELAY after start."""
+        self._schedule = threading.Thread(target=self._scheduled, name="retention", daemon=True)
+        self._schedule.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._schedule is not None:
+            self._schedule.join(timeout=5)
+
+    def _scheduled(self) -> None:
+        while not self._stop.wait(self._seconds_to_next_run()):
+            try:
+                self.run()
+            except StackyardError as exc:  # e.g. a manual run under way: try next time
+                log.warning("scheduled retention did not run: %s", exc)
+
+    def _seconds_to_next_run(self) -> float:
+        last = self.last_report()
+        if last is None or not last.get("finished_at"):
+            return FIRST_RUN_DELAY
+        finished = datetime.fromisoformat(str(last["finished_at"]))
+        return max(60.0, self._every - (datetime.now(UTC) - finished).total_seconds())
+
+    # -- reading
+
+    def last_report(self) -> dict[str, Any] | None:
+        path = self.data_dir / REPORT_FILE
+        try:
+            report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("%s is unreadable (%s); it is written again at the next run", path, exc)
+            return None
+        return report
+
+    def disk_use(self) -> dict[str, int]:
+        """Bytes per part of the data directory, and the engine's images of the platform."""
+        use = data_dir_use(self.data_dir)
+        builder = self._builder_factory()
+        try:
+            ids = {image_id for image_id, _ in builder.images_named(self._images.endpoint)}
+            use["engine images"] = builder.unique_bytes(ids)
+        finally:
+            builder.close()
+        return use
+
+    def plan(self) -> RetentionPlan:
+        return plan_retention(self.observe())
+
+    # -- observing
+
+    def observe(self, only: str | None = None) -> RetentionFacts:
+        """Everything the plan needs; with ``only``, just that stack's images."""
+        stacks, releases, records = self._records(only)
+        repositories = self._repositories(stacks if only else None)
+        running = self._running_digests()
+        facts = RetentionFacts(
+            keep_releases=self.keep_releases,
+            stacks=frozenset(stacks),
+            releases=releases,
+            running=running,
+            repositories=repositories,
+        )
+        children = self._children(facts)
+        if only is not None:
+            return replace(facts, children=children)
+        builder = self._builder_factory()
+        try:
+            named = builder.images_named(self._images.endpoint)
+        finally:
+            builder.close()
+        logs_dir = self.data_dir / "logs"
+        return replace(
+            facts,
+            children=children,
+            engine_endpoint=self._images.endpoint,
+            engine_images=tuple(EngineImage(i, refs) for i, refs in named),
+            records=records,
+            log_dirs=tuple(
+                (kind, folder.name)
+                for kind in STACK_LOG_DIRS
+                if (logs_dir / kind).is_dir()
+                for folder in sorted((logs_dir / kind).iterdir())
+                if folder.is_dir()
+            ),
+            artifacts_dir=str(logs_dir / "artifacts"),
+        )
+
+    def _records(
+        self, only: str | None
+    ) -> tuple[list[str], tuple[StageReleases, ...], tuple[LoggedRecord, ...]]:
+        with self._sessions() as session:
+            query = select(Stack.id, Stack.name)
+            if only is not None:
+                query = query.where(Stack.name == only)
+            names = dict(session.execute(query).tuples().all())
+            ids = list(names)
+            rows = session.execute(
+                select(Release.stack_id, Release.stage, Release.number, Release.digest)
+                .where(Release.stack_id.in_(ids))
+                .order_by(Release.stack_id, Release.stage, Release.number.desc())
+            ).tuples()
+            by_stage: dict[tuple[str, str], list[tuple[int, str]]] = {}
+            for stack_id, stage, number, digest in rows:
+                by_stage.setdefault((names[stack_id], stage), []).append((number, digest))
+            records: list[LoggedRecord] = []
+            if only is None:
+                records = _logged_records(session, names)
+        releases = tuple(
+            StageReleases(
+                stack,
+                stage,
+                tuple(digest for _, digest in found),
+                tuple(number for number, _ in found),
+            )
+            for (stack, stage), found in sorted(by_stage.items())
+        )
+        return sorted(names.values()), releases, tuple(records)
+
+    def _repositories(self, stacks: list[str] | None) -> tuple[RegistryRepository, ...]:
+        """The platform registry's repositories (all, or those of ``stacks``): tags from
+        its API, every manifest from its files when the platform runs it."""
+        root = registry_storage.storage_root(self.data_dir)
+        if stacks is not None:
+            names = stacks
+        elif root.is_dir():
+            names = registry_storage.repositories(root)
+        else:
+            names = self._images.client.list_repositories()
+        found = []
+        for name in names:
+            tags = self._images.all_tag_digests(name)
+            manifests = registry_storage.manifest_digests(root, name) if root.is_dir() else None
+            found.append(RegistryRepository(name, tags, manifests or frozenset(tags.values())))
+        return tuple(found)
+
+    def _running_digests(self) -> dict[str, frozenset[str]]:
+        running: dict[str, set[str]] = {}
+        for task in self._engine.list({LABEL_PLATFORM: self._platform_id}):
+            stack = task.labels.get(LABEL_STACK, "")
+            if task.digest:
+                running.setdefault(stack, set()).add(task.digest)
+        return {stack: frozenset(digests) for stack, digests in running.items()}
+
+    def _children(self, facts: RetentionFacts) -> dict[str, tuple[str, ...]]:
+        """The manifests each kept index lists (a multi-platform image keeps its parts)."""
+        children = {}
+        for stack in sorted(facts.stacks):
+            for digest in kept_digests(facts, stack):
+                try:
+                    manifest = self._images.client.get_manifest(stack, digest)
+                except StackyardError:
+                    continue  # gone already: nothing of it to keep
+                if manifest.is_index:
+                    children[digest] = tuple(manifest.children())
+        return children
+
+    # -- running
+
+    def run(self, *, dry_run: bool = False) -> RetentionReport:
+        if not self._running.acquire(blocking=False):
+            raise UsageError(
+                "retention is running already", hint="wait for it to end, then try again"
+            )
+        try:
+            return self._run(dry_run)
+        finally:
+            self._running.release()
+
+    def _run(self, dry_run: bool) -> RetentionReport:
+        report = RetentionReport(
+            keep_releases=self.keep_releases,
+            dry_run=dry_run,
+            started_at=_now(),
+            before=self._measure(None),
+        )
+        plan = self.plan()
+        report.kept = {stack: dict(kept) for stack, kept in plan.kept.items()}
+        if dry_run:
+            report.manifests = [f"{m.repository}@{m.digest}" for m in plan.manifests]
+            report.engine_references = list(plan.engine_references)
+            report.files = [*plan.files, *plan.folders]
+            report.rotated = [r.path for r in plan_rotations(*self._growing())]
+            report.after = report.before
+            report.finished_at = _now()
+            return report
+        with registry_maintenance(self.data_dir, who="retention"):
+            self._step(report, "registry manifests", lambda: self._remove_manifests(plan, report))
+            self._step(report, "engine images", lambda: self._remove_images(plan, report))
+            self._step(report, "record logs", lambda: self._remove_files(plan, report))
+            self._step(report, "growing logs", lambda: self._rotate(report))
+            collect = self._collect_garbage
+            if collect is not None:
+                self._step(report, "registry garbage collection", lambda: self._gc(report, collect))
+        report.after = self._measure(report)
+        report.finished_at = _now()
+        self._write(report)
+        freed = sum(report.before.values()) - sum(report.after.values())
+        log.info(
+            "retention removed %d manifest(s), %d engine image reference(s), %d log file(s); "
+            "%d bytes freed",
+            len(report.manifests),
+            len(report.engine_references),
+            len(report.files),
+            freed,
+        )
+        return report
+
+    def _step(self, report: RetentionReport, what: str, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception as exc:  # each step is independent: report it, go on
+            log.warning("retention: %s failed: %s", what, exc)
+            report.errors.append(f"{what}: {exc}")
+
+    def _measure(self, report: RetentionReport | None) -> dict[str, int]:
+        try:
+            return self.disk_use()
+        except StackyardError as exc:
+            if report is not None:
+                report.errors.append(f"measuring disk use: {exc}")
+            return data_dir_use(self.data_dir)
+
+    def _remove_manifests(self, plan: RetentionPlan, report: RetentionReport) -> None:
+        by_repository: dict[str, list[ManifestRemoval]] = {}
+        for removal in plan.manifests:
+            by_repository.setdefault(removal.repository, []).append(removal)
+        for repository, removals in by_repository.items():
+            remove = functools.partial(self._remove_now, repository, removals, report)
+            if repository in plan.kept:
+                self._between_builds(repository, remove)
+            else:
+                remove()
+
+    def _remove_now(
+        self, repository: str, removals: list[ManifestRemoval], report: RetentionReport
+    ) -> None:
+        """Delete what is still not kept: a release or a task may have taken up an old
+        image since the plan was made."""
+        fresh = self.observe(only=repository)
+        kept = kept_digests(fresh, repository) if repository in fresh.stacks else {}
+        for removal in removals:
+            if removal.digest in kept:
+                continue
+            with contextlib.suppress(NotFoundError):  # gone already (the stack was deleted)
+                self._images.client.delete_manifest(repository, removal.digest)
+            report.manifests.append(f"{repository}@{removal.digest}")
+
+    def _remove_images(self, plan: RetentionPlan, report: RetentionReport) -> None:
+        builder = self._builder_factory()
+        try:
+            for reference in plan.engine_references:
+                if builder.remove_reference(reference):
+                    report.engine_references.append(reference)
+        finally:
+            builder.close()
+
+    def _remove_files(self, plan: RetentionPlan, report: RetentionReport) -> None:
+        logs_dir = self.data_dir / "logs"
+        for name in [*plan.files, *(str(logs_dir / folder) for folder in plan.folders)]:
+            path = Path(name)
+            if not path.is_relative_to(self.data_dir):
+                continue  # a record of another data dir (a restore moved it): not ours
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+            else:
+                continue
+            report.files.append(name)
+
+    def _growing(self) -> tuple[dict[str, int], tuple[GrowingLog, ...]]:
+        return growing_files(self.data_dir / "logs"), GROWING_LOGS
+
+    def _rotate(self, report: RetentionReport) -> None:
+        for rotation in plan_rotations(*self._growing()):
+            rotate(rotation)
+            report.rotated.append(rotation.path)
+
+    def _gc(self, report: RetentionReport, collect: Callable[[], str]) -> None:
+        started = time.monotonic()
+        collect()
+        report.garbage_collected = True
+        log.info("registry garbage collection took %.1f s", time.monotonic() - started)
+
+    def _write(self, report: RetentionReport) -> None:
+        path = self.data_dir / REPORT_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+
+def _logged_records(session: Session, names: dict[int, str]) -> list[LoggedRecord]:
+    records = []
+    ids = list(names)
+    for kind, model in (("builds", Build), ("runs", PipelineRun)):
+        for stack_id, number, log_path in session.execute(
+            select(model.stack_id, model.number, model.log_path).where(model.stack_id.in_(ids))
+        ).tuples():
+            records.append(LoggedRecord(kind, names[stack_id], "", number, log_path))
+    for kind, staged in (("releases", Release), ("deployments", Deployment)):
+        for stack_id, stage, number, log_path in session.execute(
+            select(staged.stack_id, staged.stage, staged.number, staged.log_path).where(
+                staged.stack_id.in_(ids)
+            )
+        ).tuples():
+            records.append(LoggedRecord(kind, names[stack_id], stage, number, log_path))
+    return records
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
