@@ -9,6 +9,7 @@ import typer
 
 from stackyard import __version__
 from stackyard.cli import audit as audit_commands
+from stackyard.cli import backup as backup_commands
 from stackyard.cli import builds as build_commands
 from stackyard.cli import buildspec as buildspec_commands
 from stackyard.cli import config as config_commands
@@ -58,6 +59,7 @@ audit_commands.register(app)
 registry_commands.register(app)
 target_commands.register(app)
 retention_commands.register(app)
+backup_commands.register(app)
 
 
 def _version(value: bool) -> None:

@@ -205,13 +205,19 @@ def _write_if_changed(path: Path, text: str, mode: int) -> None:
 
 
 def _git(argv: list[str], op: str) -> None:
+    run_git(argv, op)
+
+
+def run_git(argv: list[str], op: str, *, timeout: float = LOCAL_TIMEOUT) -> str:
+    """Run a local git command (``argv`` starts with ``git``); its output, or a
+    ComponentError saying what git could not do (``op``) and why."""
     try:
         result = subprocess.run(
             argv,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             env=git_env(),
-            timeout=LOCAL_TIMEOUT,
+            timeout=timeout,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -221,6 +227,7 @@ def _git(argv: list[str], op: str) -> None:
             f"git could not {op}: {result.stderr.decode(errors='replace').strip()}",
             hint="check that the data directory is writable",
         )
+    return result.stdout.decode(errors="replace")
 
 
 # -- git http-backend: the CGI exchange as data ---------------------------------------

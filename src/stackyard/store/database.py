@@ -61,3 +61,24 @@ def migrate(engine: Engine) -> None:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def known_revisions() -> list[str]:
+    """Every schema revision this Stackyard's migrations know, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return [script.revision for script in reversed(list(scripts.walk_revisions()))]
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The revision the database is at; None before the first migration."""
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except SQLAlchemyError as exc:
+        raise ComponentError(
+            f"database {engine.url.render_as_string()}: cannot read its schema revision: {exc}"
+        ) from exc
