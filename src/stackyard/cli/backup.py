@@ -11,9 +11,9 @@ from typing import Annotated
 
 import typer
 
-from stackyard.cli.builds import human_size
 from stackyard.cli.output import console, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
+from stackyard.platform.diskuse import human_bytes as human_size
 
 
 def backup(

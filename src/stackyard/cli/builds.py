@@ -11,20 +11,12 @@ from stackyard.cli.follow import follow_log
 from stackyard.cli.output import console, err_console, escape, new_table, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.errors import StackyardError
+from stackyard.platform.diskuse import human_bytes as human_size
 from stackyard.statuses import BuildStatus
 
 
 def short(digest: str | None, length: int = 19) -> str:
     return digest[:length] if digest else "-"
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1000
-    return f"{value:.1f}GB"
 
 
 def build(

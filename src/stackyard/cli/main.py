@@ -15,6 +15,7 @@ from stackyard.cli import buildspec as buildspec_commands
 from stackyard.cli import config as config_commands
 from stackyard.cli import deployments as deployment_commands
 from stackyard.cli import dockerize as dockerize_commands
+from stackyard.cli import doctor as doctor_commands
 from stackyard.cli import domains as domain_commands
 from stackyard.cli import logs as log_commands
 from stackyard.cli import nodes as node_commands
@@ -60,6 +61,7 @@ registry_commands.register(app)
 target_commands.register(app)
 retention_commands.register(app)
 backup_commands.register(app)
+doctor_commands.register(app)
 
 
 def _version(value: bool) -> None:

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 import typer
 
-from stackyard.cli.builds import human_size
 from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, new_table, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
+from stackyard.platform.diskuse import human_bytes as human_size
 
 
 def prune(

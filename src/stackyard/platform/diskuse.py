@@ -10,6 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+RETENTION_REPORT = "retention.json"
+"""The last retention run's report, in the data directory (pipeline/retention writes it)."""
+
 PARTS = {
     "registry": ("registry",),
     "logs": ("logs",),
@@ -60,3 +63,13 @@ def filesystem_use(path: Path) -> FilesystemUse:
     return FilesystemUse(
         total=stats.f_blocks * stats.f_frsize, free=stats.f_bavail * stats.f_frsize
     )
+
+
+def human_bytes(size: int) -> str:
+    """``512B``, ``1.5kB``, ``2.3GB``: decimal units, as docker and du -h --si show them."""
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1000
+    return f"{value:.1f}TB"

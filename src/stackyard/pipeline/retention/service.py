@@ -44,7 +44,7 @@ from stackyard.pipeline.retention.plan import (
     plan_retention,
 )
 from stackyard.platform import registry_storage
-from stackyard.platform.diskuse import data_dir_use
+from stackyard.platform.diskuse import RETENTION_REPORT, data_dir_use
 from stackyard.platform.logrotation import (
     GROWING_LOGS,
     GrowingLog,
@@ -57,7 +57,6 @@ from stackyard.store.models import Build, Deployment, PipelineRun, Release, Stac
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "retention.json"
 FIRST_RUN_DELAY = 600.0  # seconds after start before a first scheduled run (never run before)
 
 BetweenBuilds = Callable[[str, Callable[[], None]], None]
@@ -147,7 +146,7 @@ class RetentionService:
     # -- reading
 
     def last_report(self) -> dict[str, Any] | None:
-        path = self.data_dir / REPORT_FILE
+        path = self.data_dir / RETENTION_REPORT
         try:
             report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -408,7 +407,7 @@ class RetentionService:
         log.info("registry garbage collection took %.1f s", time.monotonic() - started)
 
     def _write(self, report: RetentionReport) -> None:
-        path = self.data_dir / REPORT_FILE
+        path = self.data_dir / RETENTION_REPORT
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
         tmp.replace(path)

@@ -1,0 +1,58 @@
+"""``stackyard doctor``: check every component, say what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import typer
+
+from stackyard.cli.output import console, print_json
+from stackyard.cli.shared import DataDir, Json, settings_for
+
+MARKS = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
+
+
+def doctor(data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Check the engine, registry, router, upstreams, disk, memory, the data directory's
+    permissions, the database and orphan tasks; exit 1 when a check fails."""
+    from stackyard.platform.diskuse import human_bytes
+    from stackyard.platform.doctor import diagnose, failed
+    from stackyard.platform.inspection import observe
+
+    facts = observe(settings_for(data_dir))
+    findings = diagnose(facts)
+    if json_output:
+        print_json(
+            {
+                "ok": not failed(findings),
+                "checks": [asdict(f) for f in findings],
+                "disk_use": dict(facts.disk_use),
+                "last_retention": facts.last_retention,
+            }
+        )
+    else:
+        width = max(len(f.check) for f in findings)
+        for finding in findings:
+            line = f"{MARKS[finding.verdict]} {finding.check.ljust(width)}  {finding.summary}"
+            console.print(line, highlight=False, soft_wrap=True)
+            if finding.fix:
+                console.print(f"     {' ' * width}  fix: {finding.fix}", highlight=False,
+                              soft_wrap=True)  # fmt: skip
+        parts = ", ".join(f"{part} {human_bytes(size)}" for part, size in facts.disk_use.items())
+        console.print(f"data directory {facts.data_dir}: {parts}", highlight=False)
+        last = facts.last_retention
+        if last:
+            freed = sum(last.get("before", {}).values()) - sum(last.get("after", {}).values())
+            console.print(
+                f"last retention {last.get('finished_at', '?')}: freed {human_bytes(freed)} "
+                f"(kept the last {last.get('keep_releases')} releases per stage)",
+                highlight=False,
+            )
+        else:
+            console.print("retention has not run yet (it runs daily; now: stackyard prune)")
+    if failed(findings):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(doctor)

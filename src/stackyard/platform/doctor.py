@@ -1,0 +1,271 @@
+"""``stackyard doctor``'s judgement: observed facts in, one finding per check out.
+
+Every check is a pure function of ``DoctorFacts`` (inspection.py gathers them) that
+returns a ``Finding``: ok, warn or fail, a line that says what was seen, and for a
+problem a one-line fix. ``CHECKS`` lists them in the order they are shown; a new concern
+(certificates, once stages have domains; swarm services) adds its facts and a function
+here. Thresholds are constants, so a test names the boundary it checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from stackyard.platform.diskuse import human_bytes
+
+DISK_WARN, DISK_FAIL = 0.85, 0.95  # fraction of the data directory's filesystem used
+MEMORY_WARN, MEMORY_FAIL = 0.10, 0.05  # fraction of memory still available
+
+
+class Verdict(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    verdict: Verdict
+    summary: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How a component answered: ``None`` detail means it answered as it should."""
+
+    answered: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RouteSource:
+    """One route's upstream source and how many upstreams it gave (None: no answer)."""
+
+    name: str
+    resolver: str
+    upstreams: int | None
+
+
+@dataclass(frozen=True)
+class FileMode:
+    path: str
+    mode: int  # permission bits
+    owner: int
+    directory: bool
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A task of this platform whose stack no longer exists."""
+
+    id: str
+    name: str
+    stack: str
+
+
+@dataclass(frozen=True)
+class DoctorFacts:
+    data_dir: str
+    user: int  # who runs doctor (the platform runs as the same user)
+    control_plane: Answer
+    engine: Answer
+    registry: Answer
+    router: Answer
+    sources: tuple[RouteSource, ...] | None  # None when the router could not be asked
+    disk_total: int
+    disk_free: int
+    memory_total: int
+    memory_available: int
+    files: tuple[FileMode, ...]
+    schema: str | None  # the database's revision; None without a database
+    database_error: str  # why the database could not be read; "" when it could
+    known_schemas: tuple[str, ...]
+    orphans: tuple[Orphan, ...] | None  # None when the engine could not be asked
+    disk_use: Mapping[str, int] = field(default_factory=dict)
+    last_retention: Mapping[str, Any] | None = None
+
+
+def check_control_plane(facts: DoctorFacts) -> Finding:
+    if facts.control_plane.answered:
+        return Finding("control plane", Verdict.OK, "the API answers")
+    return Finding(
+        "control plane",
+        Verdict.FAIL,
+        f"the API does not answer ({facts.control_plane.detail}): nothing deploys or heals",
+        "start it: stackyard up -d",
+    )
+
+
+def check_engine(facts: DoctorFacts) -> Finding:
+    if facts.engine.answered:
+        return Finding("engine", Verdict.OK, "the engine answers")
+    return Finding(
+        "engine",
+        Verdict.FAIL,
+        f"the engine does not answer: {facts.engine.detail}",
+        "start the Docker engine (scripts/setup-host does), or set DOCKER_HOST",
+    )
+
+
+def check_registry(facts: DoctorFacts) -> Finding:
+    if facts.registry.answered:
+        return Finding("registry", Verdict.OK, "the registry answers and takes its login")
+    return Finding(
+        "registry",
+        Verdict.FAIL,
+        f"the registry {facts.registry.detail}",
+        "restart the platform (stackyard down, then stackyard up -d); its log is "
+        f"{facts.data_dir}/logs/registry.log",
+    )
+
+
+def check_router(facts: DoctorFacts) -> Finding:
+    if facts.router.answered:
+        return Finding("router", Verdict.OK, "Caddy's admin API answers")
+    return Finding(
+        "router",
+        Verdict.FAIL,
+        f"the router {facts.router.detail}: stages are not served",
+        "restart the platform (stackyard down, then stackyard up -d); its log is "
+        f"{facts.data_dir}/logs/caddy.log",
+    )
+
+
+def check_upstream_sources(facts: DoctorFacts) -> Finding:
+    if facts.sources is None:
+        return Finding("upstream source", Verdict.WARN, "not checked: the router did not answer")
+    silent = [s for s in facts.sources if s.upstreams is None]
+    if silent:
+        resolvers = ", ".join(sorted({s.resolver for s in silent}))
+        return Finding(
+            "upstream source",
+            Verdict.FAIL,
+            f"{len(silent)} route(s) ask {resolvers} for their upstreams and get no answer",
+            "restart the platform (stackyard up -d): it serves the upstreams again",
+        )
+    empty = [s.name.split(".", 1)[0] for s in facts.sources if s.upstreams == 0]
+    if empty:
+        return Finding(
+            "upstream source",
+            Verdict.WARN,
+            f"route(s) without an upstream (they answer 502): {', '.join(empty)}",
+            "see why with: stackyard check STACK --stage STAGE",
+        )
+    return Finding(
+        "upstream source",
+        Verdict.OK,
+        f"{len(facts.sources)} route(s) get their upstreams" if facts.sources else "no route yet",
+    )
+
+
+def check_disk(facts: DoctorFacts) -> Finding:
+    used = 0.0 if facts.disk_total == 0 else 1 - facts.disk_free / facts.disk_total
+    summary = f"{used:.0%} of the data directory's disk used, {human_bytes(facts.disk_free)} free"
+    if used < DISK_WARN:
+        return Finding("disk", Verdict.OK, summary)
+    verdict = Verdict.FAIL if used >= DISK_FAIL else Verdict.WARN
+    return Finding(
+        "disk", verdict, summary, "remove old images and logs: stackyard prune (or free space)"
+    )
+
+
+def check_memory(facts: DoctorFacts) -> Finding:
+    available = 1.0 if facts.memory_total == 0 else facts.memory_available / facts.memory_total
+    summary = (
+        f"{human_bytes(facts.memory_available)} of {human_bytes(facts.memory_total)} memory "
+        "available"
+    )
+    if available > MEMORY_WARN:
+        return Finding("memory", Verdict.OK, summary)
+    verdict = Verdict.FAIL if available <= MEMORY_FAIL else Verdict.WARN
+    return Finding("memory", verdict, summary, "lower stages' replicas or memory, or add memory")
+
+
+def check_permissions(facts: DoctorFacts) -> Finding:
+    for item in facts.files:
+        if item.owner != facts.user:
+            return Finding(
+                "permissions",
+                Verdict.FAIL,
+                f"{item.path} belongs to uid {item.owner}, not to this user ({facts.user})",
+                f"chown -R {facts.user} {facts.data_dir} (or run Stackyard as uid {item.owner})",
+            )
+        if item.mode & 0o077:
+            wanted = "700" if item.directory else "600"
+            return Finding(
+                "permissions",
+                Verdict.FAIL,
+                f"{item.path} is mode {item.mode:o}: other users can read the platform's secrets",
+                f"chmod {wanted} {item.path}",
+            )
+    return Finding("permissions", Verdict.OK, "the data directory and its secrets are private")
+
+
+def check_schema(facts: DoctorFacts) -> Finding:
+    head = facts.known_schemas[-1] if facts.known_schemas else None
+    if facts.database_error and facts.schema in facts.known_schemas:
+        return Finding(
+            "database",
+            Verdict.FAIL,
+            f"the state database cannot be read: {facts.database_error}",
+            "restore it from a backup: stackyard restore FILE --data-dir NEW_DIR",
+        )
+    if facts.schema is None:
+        return Finding("database", Verdict.WARN, "no state yet", "start the platform once")
+    if facts.schema == head:
+        return Finding("database", Verdict.OK, f"schema at revision {head}")
+    if facts.schema in facts.known_schemas:
+        return Finding(
+            "database",
+            Verdict.WARN,
+            f"schema at revision {facts.schema}, this Stackyard's is {head}",
+            "stackyard up migrates it at start",
+        )
+    return Finding(
+        "database",
+        Verdict.FAIL,
+        f"schema at revision {facts.schema}, unknown to this Stackyard (a newer one wrote it)",
+        "run the Stackyard version that wrote it",
+    )
+
+
+def check_orphans(facts: DoctorFacts) -> Finding:
+    if facts.orphans is None:
+        return Finding("orphan tasks", Verdict.WARN, "not checked: the engine did not answer")
+    if not facts.orphans:
+        return Finding("orphan tasks", Verdict.OK, "every task belongs to a stack")
+    stacks = sorted({o.stack for o in facts.orphans})
+    ids = " ".join(o.id[:12] for o in facts.orphans)
+    return Finding(
+        "orphan tasks",
+        Verdict.WARN,
+        f"{len(facts.orphans)} task(s) of deleted stack(s) {', '.join(stacks)} still exist",
+        f"docker rm -f {ids}",
+    )
+
+
+CHECKS: tuple[Callable[[DoctorFacts], Finding], ...] = (
+    check_control_plane,
+    check_engine,
+    check_registry,
+    check_router,
+    check_upstream_sources,
+    check_disk,
+    check_memory,
+    check_permissions,
+    check_schema,
+    check_orphans,
+)
+
+
+def diagnose(facts: DoctorFacts) -> list[Finding]:
+    return [check(facts) for check in CHECKS]
+
+
+def failed(findings: list[Finding]) -> bool:
+    return any(f.verdict is Verdict.FAIL for f in findings)

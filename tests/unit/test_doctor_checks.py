@@ -1,0 +1,167 @@
+"""Each of `stackyard doctor`'s checks judged from plain facts: what passes, what warns,
+what fails, and the one-line fix it gives. No component is asked."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from stackyard.platform.doctor import (
+    DISK_FAIL,
+    DISK_WARN,
+    MEMORY_FAIL,
+    MEMORY_WARN,
+    Answer,
+    DoctorFacts,
+    FileMode,
+    Finding,
+    Orphan,
+    RouteSource,
+    Verdict,
+    diagnose,
+    failed,
+)
+from stackyard.router.base import Route
+from stackyard.router.caddy import port_server
+from stackyard.router.directory import UpstreamDirectory
+from stackyard.router.upstream_probe import UpstreamSource, ask, dynamic_sources
+
+GB = 1_000_000_000
+HEALTHY = DoctorFacts(
+    data_dir="/d",
+    user=1000,
+    control_plane=Answer(True),
+    engine=Answer(True),
+    registry=Answer(True),
+    router=Answer(True),
+    sources=(RouteSource("shop-dev.routes.stackyard.internal.", "127.0.0.1:5353", 2),),
+    disk_total=100 * GB,
+    disk_free=50 * GB,
+    memory_total=16 * GB,
+    memory_available=8 * GB,
+    files=(
+        FileMode("/d", 0o700, 1000, True),
+        FileMode("/d/secrets.key", 0o600, 1000, False),
+    ),
+    schema="0007",
+    database_error="",
+    known_schemas=("0001", "0007"),
+    orphans=(),
+)
+
+
+def finding(facts: DoctorFacts, check: str) -> Finding:
+    return next(f for f in diagnose(facts) if f.check == check)
+
+
+def test_a_healthy_platform_passes_every_check() -> None:
+    findings = diagnose(HEALTHY)
+    assert [f.verdict for f in findings] == [Verdict.OK] * len(findings)
+    assert not failed(findings)
+    assert all(f.fix == "" for f in findings)
+
+
+@pytest.mark.parametrize(
+    ("component", "check", "fix"),
+    [
+        ("control_plane", "control plane", "stackyard up -d"),
+        ("engine", "engine", "start the Docker engine"),
+        ("registry", "registry", "/d/logs/registry.log"),
+        ("router", "router", "/d/logs/caddy.log"),
+    ],
+)
+def test_a_component_that_does_not_answer_fails_with_its_fix(
+    component: str, check: str, fix: str
+) -> None:
+    broken = replace(HEALTHY, **{component: Answer(False, "does not answer at http://x")})
+    found = finding(broken, check)
+    assert found.verdict is Verdict.FAIL
+    assert "does not answer at http://x" in found.summary
+    assert fix in found.fix
+    assert failed(diagnose(broken))
+
+
+def test_a_silent_upstream_source_fails_and_an_empty_route_warns() -> None:
+    silent = replace(HEALTHY, sources=(RouteSource("a.routes.x.", "127.0.0.1:9", None),))
+    assert finding(silent, "upstream source").verdict is Verdict.FAIL
+    assert "127.0.0.1:9" in finding(silent, "upstream source").summary
+    empty = replace(HEALTHY, sources=(RouteSource("shop-dev.routes.x.", "127.0.0.1:9", 0),))
+    assert finding(empty, "upstream source").verdict is Verdict.WARN
+    assert "shop-dev" in finding(empty, "upstream source").summary
+    unasked = replace(HEALTHY, router=Answer(False, "down"), sources=None)
+    assert finding(unasked, "upstream source").verdict is Verdict.WARN
+
+
+@pytest.mark.parametrize(
+    ("used", "verdict"),
+    [(DISK_WARN - 0.01, Verdict.OK), (DISK_WARN, Verdict.WARN), (DISK_FAIL, Verdict.FAIL)],
+)
+def test_disk_use_warns_then_fails_and_points_at_prune(used: float, verdict: Verdict) -> None:
+    facts = replace(HEALTHY, disk_free=round(100 * GB * (1 - used)))
+    found = finding(facts, "disk")
+    assert found.verdict is verdict
+    assert ("stackyard prune" in found.fix) is (verdict is not Verdict.OK)
+
+
+@pytest.mark.parametrize(
+    ("available", "verdict"),
+    [(MEMORY_WARN + 0.01, Verdict.OK), (MEMORY_WARN, Verdict.WARN), (MEMORY_FAIL, Verdict.FAIL)],
+)
+def test_memory_nearly_full_warns_then_fails(available: float, verdict: Verdict) -> None:
+    facts = replace(HEALTHY, memory_available=round(16 * GB * available))
+    assert finding(facts, "memory").verdict is verdict
+
+
+def test_a_data_directory_others_can_enter_fails_with_the_chmod() -> None:
+    facts = replace(HEALTHY, files=(FileMode("/d", 0o755, 1000, True),))
+    found = finding(facts, "permissions")
+    assert found.verdict is Verdict.FAIL
+    assert found.fix == "chmod 700 /d"
+
+
+def test_a_secret_file_others_can_read_fails_with_the_chmod() -> None:
+    files = (HEALTHY.files[0], FileMode("/d/admin-token", 0o640, 1000, False))
+    found = finding(replace(HEALTHY, files=files), "permissions")
+    assert found.fix == "chmod 600 /d/admin-token"
+
+
+def test_a_data_directory_of_another_user_fails() -> None:
+    found = finding(replace(HEALTHY, user=0), "permissions")
+    assert found.verdict is Verdict.FAIL
+    assert found.fix.startswith("chown -R 0 /d")
+
+
+def test_an_older_schema_warns_a_newer_fails_an_unreadable_database_fails() -> None:
+    older = replace(HEALTHY, schema="0001")
+    assert finding(older, "database").verdict is Verdict.WARN
+    assert "stackyard up migrates it" in finding(older, "database").fix
+    newer = replace(HEALTHY, schema="0042")
+    assert finding(newer, "database").verdict is Verdict.FAIL
+    broken = replace(HEALTHY, database_error="file is not a database")
+    assert finding(broken, "database").verdict is Verdict.FAIL
+    assert "stackyard restore" in finding(broken, "database").fix
+
+
+def test_orphan_tasks_warn_with_the_command_that_removes_them() -> None:
+    orphans = (Orphan("0123456789abcdef", "old-dev-1", "old"),)
+    found = finding(replace(HEALTHY, orphans=orphans), "orphan tasks")
+    assert found.verdict is Verdict.WARN
+    assert found.fix == "docker rm -f 0123456789ab"
+    assert "old" in found.summary
+    unasked = finding(replace(HEALTHY, orphans=None), "orphan tasks")
+    assert unasked.verdict is Verdict.WARN
+
+
+def test_upstream_sources_are_read_from_caddys_routes_and_asked_like_caddy() -> None:
+    directory = UpstreamDirectory()
+    try:
+        directory.set("shop-dev", ["127.0.0.1:20001", "127.0.0.1:20002"])
+        server = port_server(Route("shop-dev", port=31000), directory.address, "127.0.0.1")
+        config = {"apps": {"http": {"servers": {"s": server}}}}
+        [source] = dynamic_sources(config)
+        assert source == UpstreamSource("shop-dev.routes.stackyard.internal.", directory.address)
+        assert ask(source).upstreams == 2
+    finally:
+        directory.close()
+    assert ask(source, timeout=0.2).upstreams is None  # nothing answers there any more
