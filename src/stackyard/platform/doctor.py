@@ -90,49 +90,56 @@ class DoctorFacts:
     last_retention: Mapping[str, Any] | None = None
 
 
+def _component(check: str, answer: Answer, ok: str, problem: str, fix: str) -> Finding:
+    if answer.answered:
+        return Finding(check, Verdict.OK, ok)
+    return Finding(check, Verdict.FAIL, problem.format(detail=answer.detail), fix)
+
+
+def _restart(facts: DoctorFacts, log: str) -> str:
+    return (
+        "restart the platform (stackyard down, then stackyard up -d); its log is "
+        f"{facts.data_dir}/logs/{log}"
+    )
+
+
 def check_control_plane(facts: DoctorFacts) -> Finding:
-    if facts.control_plane.answered:
-        return Finding("control plane", Verdict.OK, "the API answers")
-    return Finding(
+    return _component(
         "control plane",
-        Verdict.FAIL,
-        f"the API does not answer ({facts.control_plane.detail}): nothing deploys or heals",
+        facts.control_plane,
+        "the API answers",
+        "the API {detail}: nothing deploys or heals",
         "start it: stackyard up -d",
     )
 
 
 def check_engine(facts: DoctorFacts) -> Finding:
-    if facts.engine.answered:
-        return Finding("engine", Verdict.OK, "the engine answers")
-    return Finding(
+    return _component(
         "engine",
-        Verdict.FAIL,
-        f"the engine does not answer: {facts.engine.detail}",
+        facts.engine,
+        "the engine answers",
+        "the engine does not answer: {detail}",
         "start the Docker engine (scripts/setup-host does), or set DOCKER_HOST",
     )
 
 
 def check_registry(facts: DoctorFacts) -> Finding:
-    if facts.registry.answered:
-        return Finding("registry", Verdict.OK, "the registry answers and takes its login")
-    return Finding(
+    return _component(
         "registry",
-        Verdict.FAIL,
-        f"the registry {facts.registry.detail}",
-        "restart the platform (stackyard down, then stackyard up -d); its log is "
-        f"{facts.data_dir}/logs/registry.log",
+        facts.registry,
+        "the registry answers and takes its login",
+        "the registry {detail}",
+        _restart(facts, "registry.log"),
     )
 
 
 def check_router(facts: DoctorFacts) -> Finding:
-    if facts.router.answered:
-        return Finding("router", Verdict.OK, "Caddy's admin API answers")
-    return Finding(
+    return _component(
         "router",
-        Verdict.FAIL,
-        f"the router {facts.router.detail}: stages are not served",
-        "restart the platform (stackyard down, then stackyard up -d); its log is "
-        f"{facts.data_dir}/logs/caddy.log",
+        facts.router,
+        "Caddy's admin API answers",
+        "the router {detail}: stages are not served",
+        _restart(facts, "caddy.log"),
     )
 
 
