@@ -4,6 +4,7 @@ secret's value never comes back. The store is seeded with bench/console_render.p
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -358,3 +359,24 @@ def test_the_stack_page_shows_where_each_release_came_from(tmp_path: Path) -> No
     assert '<td class="origin">chosen, forced by ann</td>' in html
     assert "chosen commit 4fe8827 (forced)" in html
     assert '<td class="origin">promotion</td>' in html  # the seeded releases
+
+
+def test_the_stacks_page_shows_disk_use_and_the_last_retention(tmp_path: Path) -> None:
+    with console_yard(tmp_path, stacks=1) as found:
+        login(found.client)
+        before = found.client.get("/ui/").text
+        assert "Retention has not run yet" in before
+        report = {
+            "keep_releases": 10,
+            "finished_at": "2026-11-27T09:00:00+00:00",
+            "before": {"registry": 5_000_000, "logs": 2_000},
+            "after": {"registry": 1_000_000, "logs": 1_000},
+            "manifests": ["app-00@sha256:aa", "app-00@sha256:bb"],
+            "errors": [],
+        }
+        (tmp_path / "retention.json").write_text(json.dumps(report))
+        page = found.client.get("/ui/").text
+    assert "<h2>Disk</h2>" in page
+    assert "<td>registry</td><td>5.0MB</td><td>1.0MB</td><td>4.0MB</td>" in page
+    assert "2 image(s) removed from the registry, 4.0MB freed" in page
+    assert "keeps the last 10 releases per stage" in page

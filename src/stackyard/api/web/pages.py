@@ -17,6 +17,7 @@ from stackyard.api.auth import console_fragment, console_page
 from stackyard.api.web.render import page
 from stackyard.api.web.views import (
     audit_context,
+    disk_context,
     services,
     stack_context,
     stacks_overview,
@@ -59,7 +60,7 @@ def ui_root() -> RedirectResponse:
 @router.get("/")
 def stacks_page(request: Request) -> HTMLResponse:
     view = stacks_overview(request)
-    return page(request, "stacks.html", {"overview": view})
+    return page(request, "stacks.html", {"overview": view, "disk": disk_context(request)})
 
 
 @fragments.get("/stacks")

@@ -16,6 +16,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from stackyard import __version__
 from stackyard.api.sessions import CSRF_FIELD, current_session
+from stackyard.platform.diskuse import human_bytes
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -77,7 +78,11 @@ def _environment() -> Environment:
         auto_reload=False,
     )
     env.filters.update(
-        short_digest=short_digest, short_sha=short_sha, ago=ago, status_class=status_class
+        short_digest=short_digest,
+        short_sha=short_sha,
+        ago=ago,
+        status_class=status_class,
+        bytes=human_bytes,
     )
     env.globals.update(version=__version__, csrf_field=CSRF_FIELD)
     return env

@@ -56,6 +56,23 @@ def stacks_overview(request: Request, only: str | None = None) -> Overview:
     return services(request).deploy.overview(only)
 
 
+def disk_context(request: Request) -> dict[str, Any]:
+    """The data directory's parts now, and the last retention run's before and after."""
+    retention = services(request).retention
+    last = retention.last_report()
+    rows = []
+    if last is not None:
+        before, after = last.get("before", {}), last.get("after", {})
+        rows = [(part, before[part], after.get(part, 0)) for part in before]
+    return {
+        "parts": retention.disk_use(engine=False),
+        "keep_releases": retention.keep_releases,
+        "last": last,
+        "rows": rows,
+        "freed": sum(b - a for _, b, a in rows),
+    }
+
+
 def waiting_gates(steps: Iterable[tuple[str, str, str]]) -> set[str]:
     """The stages whose gate a run waits at, from (kind, stage, status) of run steps."""
     return {stage for kind, stage, status in steps if kind == "gate" and status == "WAITING"}
