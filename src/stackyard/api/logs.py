@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 MAX_CHUNK = 256 * 1024
+GONE = "(this log is gone: retention keeps the logs of the last N records; see `stackyard prune`)\n"
 
 
 class LogChunk(BaseModel):
@@ -19,7 +20,8 @@ def read_log(path: str, offset: int, *, finished: bool) -> LogChunk:
     """Up to 256 KiB of ``path`` from byte ``offset``, ending at a line boundary."""
     log = Path(path)
     if not path or not log.is_file():
-        return LogChunk(text="", offset=offset, finished=finished)
+        text = GONE if path and finished and offset == 0 else ""
+        return LogChunk(text=text, offset=offset, finished=finished)
     with log.open("rb") as handle:
         handle.seek(max(0, offset))
         data = handle.read(MAX_CHUNK)

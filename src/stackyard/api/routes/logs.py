@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from stackyard import changes
+from stackyard.api.logs import GONE
 from stackyard.api.routes.builds import services
 from stackyard.deploy.records import TERMINAL as DEPLOYMENT_DONE
 from stackyard.deploy.service import AccessRecord
@@ -103,7 +104,10 @@ def logs(
     path, finished = _source(services(request), name, kind, number, stage)
     if follow:
         return StreamingResponse(follow_file(path, finished), media_type="text/event-stream")
-    text = Path(path).read_text(encoding="utf-8", errors="replace") if Path(path).is_file() else ""
+    if Path(path).is_file():
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    else:
+        text = GONE if path and finished() else ""
     return StreamingResponse(iter([text]), media_type="text/plain; charset=utf-8")
 
 

@@ -1,0 +1,146 @@
+"""The registry's garbage collection with the registry read-only, against a real registry
+and the real engine: a push and a retag that arrive while it is read-only are refused
+(405), wait, and succeed once it serves again; the deleted image's blobs are gone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from stackyard.images.docker_builder import DockerBuilder
+from stackyard.images.registry import RegistryClient
+from stackyard.platform import registry_storage
+from stackyard.platform.components import plan_registry, registry_login
+from stackyard.platform.supervisor import ProcessSupervisor, collect_registry_garbage
+from stackyard.settings import Settings
+
+from .conftest import free_port, require
+from .registry_fixtures import ACCESS_LINE
+
+pytestmark = pytest.mark.integration
+
+REPOSITORY = "gc/app"
+
+
+def refused(log: Path, method: str, fragment: str) -> bool:
+    text = log.read_text(encoding="utf-8", errors="replace")
+    return any(
+        m["method"] == method and fragment in m["uri"] and m["status"] == "405"
+        for m in ACCESS_LINE.finditer(text)
+    )
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def build_image(tag: str, directory: Path) -> None:
+    """A tiny image with a layer of its own (its content is unique)."""
+    context = directory / tag.replace("/", "_").replace(":", "_")
+    context.mkdir()
+    (context / "marker").write_text(uuid.uuid4().hex)
+    (context / "Dockerfile").write_text("FROM busybox:latest\nCOPY marker /marker\n")
+    subprocess.run(
+        ["docker", "build", "-q", "--network", "host", "-t", tag, str(context)],
+        capture_output=True,
+        check=True,
+        timeout=180,
+        env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
+    )
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[tuple[Settings, ProcessSupervisor]]:
+    require("docker-registry")
+    settings = Settings(data_dir=tmp_path / "data", registry_port=free_port())
+    supervisor = ProcessSupervisor()
+    supervisor.start([plan_registry(settings, binary=shutil.which("docker-registry"))], timeout=20)
+    try:
+        yield settings, supervisor
+    finally:
+        supervisor.stop()
+
+
+def test_writes_during_garbage_collection_wait_and_succeed(
+    registry: tuple[Settings, ProcessSupervisor], tmp_path: Path
+) -> None:
+    settings, supervisor = registry
+    login = registry_login(settings)
+    log = settings.logs_dir / "registry.log"
+    base = f"{settings.registry_endpoint}/{REPOSITORY}"
+    images = [f"{base}:old", f"{base}:new"]
+    builder = DockerBuilder()
+    client = RegistryClient(
+        settings.registry_endpoint, username=login.username, password=login.password
+    )
+    try:
+        for image in images:
+            build_image(image, tmp_path)
+        old = builder.push(base, "old", auth=login, on_line=lambda _: None)
+        assert old is not None
+        root = registry_storage.storage_root(settings.data_dir)
+        old_blobs = set(registry_storage.blob_files(root))
+        client.delete_manifest(REPOSITORY, old)  # its layer is garbage now
+        pushed: dict[str, object] = {}
+        lines: list[str] = []
+
+        def push() -> None:
+            pushed["digest"] = builder.push(base, "new", auth=login, on_line=lines.append)
+
+        def retag() -> None:
+            pushed["retag"] = client.retag(REPOSITORY, "new", "again")
+
+        threads: list[threading.Thread] = []
+
+        def while_read_only() -> None:
+            threads.append(threading.Thread(target=push))
+            threads[-1].start()
+            wait_for(lambda: refused(log, "POST", "/blobs/uploads/"), "the push to be refused")
+            wait_for(lambda: "digest" in pushed or bool(lines), "the push to start")
+
+        collect_registry_garbage(
+            supervisor,
+            settings,
+            binary=shutil.which("docker-registry"),
+            while_read_only=while_read_only,
+        )
+        threads[0].join(timeout=180)
+        assert pushed["digest"] == client.resolve(REPOSITORY, "new")
+        assert any("retrying" in line for line in lines)
+
+        # A retag (a release) against a read-only registry waits the same way.
+        def retag_while_read_only() -> None:
+            threads.append(threading.Thread(target=retag))
+            threads[-1].start()
+            wait_for(lambda: refused(log, "PUT", "/manifests/again"), "the retag to be refused")
+
+        collect_registry_garbage(
+            supervisor,
+            settings,
+            binary=shutil.which("docker-registry"),
+            while_read_only=retag_while_read_only,
+        )
+        threads[1].join(timeout=180)
+        assert pushed["retag"] == pushed["digest"]
+
+        left = set(registry_storage.blob_files(root))
+        assert old_blobs - left, "the deleted image's own layer was not collected"
+        assert client.resolve(REPOSITORY, "again") == pushed["digest"]
+        assert "blob eligible for deletion" in log.read_text(encoding="utf-8")
+    finally:
+        client.close()
+        for image in images:
+            subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
+        builder.close()
