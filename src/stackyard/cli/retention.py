@@ -46,8 +46,11 @@ def show_report(report: dict[str, Any]) -> None:
         f"{len(report['rotated'])} log(s) rotated"
     )
     if not report["dry_run"]:
-        gc = "ran" if report["garbage_collected"] else "did not run"
-        console.print(f"registry garbage collection {gc}")
+        if report["garbage_collected"]:
+            seconds = report["garbage_collection_seconds"]
+            console.print(f"registry garbage collection ran (read-only for {seconds:.1f} s)")
+        else:
+            console.print("registry garbage collection did not run")
     show_disk(report["before"], report["after"])
     for error in report["errors"]:
         console.print(f"[red]failed:[/] {error}")

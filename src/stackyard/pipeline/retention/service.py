@@ -78,6 +78,7 @@ class RetentionReport:
     files: list[str] = field(default_factory=list)
     rotated: list[str] = field(default_factory=list)
     garbage_collected: bool = False
+    garbage_collection_seconds: float = 0.0  # the registry read-only, collected, serving again
     kept: dict[str, dict[str, str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -135,6 +136,8 @@ class RetentionService:
                 self.run()
             except StackyardError as exc:  # e.g. a manual run under way: try next time
                 log.warning("scheduled retention did not run: %s", exc)
+            except Exception:  # a bug must not end the schedule: say so, try next time
+                log.exception("scheduled retention failed")
 
     def _seconds_to_next_run(self) -> float:
         last = self.last_report()
@@ -219,13 +222,13 @@ class RetentionService:
             query = select(Stack.id, Stack.name)
             if only is not None:
                 query = query.where(Stack.name == only)
-            names = dict(session.execute(query).tuples().all())
+            names = dict(session.execute(query).all())
             ids = list(names)
             rows = session.execute(
                 select(Release.stack_id, Release.stage, Release.number, Release.digest)
                 .where(Release.stack_id.in_(ids))
                 .order_by(Release.stack_id, Release.stage, Release.number.desc())
-            ).tuples()
+            )
             by_stage: dict[tuple[str, str], list[tuple[int, str]]] = {}
             for stack_id, stage, number, digest in rows:
                 by_stage.setdefault((names[stack_id], stage), []).append((number, digest))
@@ -407,7 +410,8 @@ class RetentionService:
         started = time.monotonic()
         collect()
         report.garbage_collected = True
-        log.info("registry garbage collection took %.1f s", time.monotonic() - started)
+        report.garbage_collection_seconds = round(time.monotonic() - started, 3)
+        log.info("registry garbage collection took %.1f s", report.garbage_collection_seconds)
 
     def _write(self, report: RetentionReport) -> None:
         path = self.data_dir / RETENTION_REPORT
@@ -422,14 +426,14 @@ def _logged_records(session: Session, names: dict[int, str]) -> list[LoggedRecor
     for kind, model in (("builds", Build), ("runs", PipelineRun)):
         for stack_id, number, log_path in session.execute(
             select(model.stack_id, model.number, model.log_path).where(model.stack_id.in_(ids))
-        ).tuples():
+        ):
             records.append(LoggedRecord(kind, names[stack_id], "", number, log_path))
     for kind, staged in (("releases", Release), ("deployments", Deployment)):
         for stack_id, stage, number, log_path in session.execute(
             select(staged.stack_id, staged.stage, staged.number, staged.log_path).where(
                 staged.stack_id.in_(ids)
             )
-        ).tuples():
+        ):
             records.append(LoggedRecord(kind, names[stack_id], stage, number, log_path))
     return records
 

@@ -1,0 +1,120 @@
+"""RetentionService over its seams (FakeRegistry, FakeEngine, SQLite): the deletions of a
+stack wait for its build worker and keep what a release took up meanwhile; the report is
+written; a second run at the same time is refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from stackyard.engines.fake import FakeEngine
+from stackyard.errors import UsageError
+from stackyard.images.imagestore import ImageStore
+from stackyard.images.registry_fake import FakeRegistry
+from stackyard.pipeline.retention.service import RetentionService
+from stackyard.registry_login import RegistryLogin
+from stackyard.store.database import migrate, open_database, session_factory
+from stackyard.store.models import Release, Stack
+
+
+class NoImages:
+    """The engine's images as a DockerBuilder would list them: none here."""
+
+    def images_named(self, registry: str) -> list[tuple[str, tuple[str, ...]]]:
+        return []
+
+    def remove_reference(self, reference: str) -> bool:
+        return False
+
+    def unique_bytes(self, image_ids: set[str]) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    database = open_database(f"sqlite:///{tmp_path / 'stackyard.db'}")
+    migrate(database)
+    yield session_factory(database)
+    database.dispose()
+
+
+def release(sessions: sessionmaker[Session], number: int, digest: str) -> None:
+    with sessions.begin() as session:
+        stack = session.query(Stack).filter_by(name="shop").one()
+        session.add(Release(stack_id=stack.id, stage="dev", number=number, digest=digest))
+
+
+def service(
+    sessions: sessionmaker[Session],
+    registry: FakeRegistry,
+    data_dir: Path,
+    between_builds: Callable[[str, Callable[[], None]], None],
+    collected: list[str],
+) -> RetentionService:
+    return RetentionService(
+        sessions,
+        ImageStore(registry, RegistryLogin(registry.endpoint, "u", "p")),
+        FakeEngine(),
+        platform_id="unit",
+        data_dir=data_dir,
+        keep_releases=2,
+        between_builds=between_builds,
+        builder_factory=NoImages,  # type: ignore[arg-type]
+        collect_garbage=lambda: collected.append("gc") or "",
+    )
+
+
+def test_a_digest_a_release_takes_up_before_the_deletion_is_kept(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    with sessions.begin() as session:
+        session.add(Stack(name="shop", repo="/src/shop"))
+    registry = FakeRegistry()
+    digests = [registry.push_image("shop", f"c{n}", [f"layer {n}".encode()]) for n in (1, 2, 3, 4)]
+    registry.push_image("shop", "dev", [b"layer 4"])
+    for number, digest in enumerate(digests, start=1):
+        release(sessions, number, digest)
+    waited: list[str] = []
+    collected: list[str] = []
+
+    def between_builds(stack: str, action: Callable[[], None]) -> None:
+        waited.append(stack)
+        release(sessions, 5, digests[0])  # a rollback to release 1, while the plan waited
+        action()
+
+    retention = service(sessions, registry, tmp_path, between_builds, collected)
+    assert [m.digest for m in retention.plan().manifests] == sorted(digests[:2])
+    report = retention.run()
+    assert waited == ["shop"]
+    assert report.manifests == [f"shop@{digests[1]}"]
+    assert registry.resolve("shop", "c1") == digests[0]
+    assert collected == ["gc"]
+    assert report.errors == []
+    assert retention.last_report() == report.to_dict()
+
+
+def test_a_second_run_while_one_runs_is_refused(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    with sessions.begin() as session:
+        session.add(Stack(name="shop", repo="/src/shop"))
+    registry = FakeRegistry()
+    for n in (1, 2, 3):
+        release(sessions, n, registry.push_image("shop", f"c{n}", [f"layer {n}".encode()]))
+    refused: list[UsageError] = []
+
+    def between_builds(_stack: str, action: Callable[[], None]) -> None:
+        with pytest.raises(UsageError, match="running already") as caught:
+            retention.run()
+        refused.append(caught.value)
+        action()
+
+    retention = service(sessions, registry, tmp_path, between_builds, [])
+    assert retention.run().errors == []
+    assert len(refused) == 1
