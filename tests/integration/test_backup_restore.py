@@ -142,7 +142,7 @@ def test_a_restored_platform_serves_every_stage_as_before(tmp_path: Path) -> Non
         listing = restored.cli("secrets", "list", "alpha", "--json").stdout
         assert "token-of-alpha" not in listing  # still write-only
         refs = subprocess.run(
-            ["git", "ls-remote", restored.cli("remote", "alpha").stdout.strip()],
+            ["git", f"--git-dir={fresh / 'remotes' / 'alpha.git'}", "for-each-ref"],
             capture_output=True,
             text=True,
             timeout=60,

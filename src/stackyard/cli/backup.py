@@ -48,7 +48,7 @@ def backup(
     console.print(
         f"  {result.path} ({human_size(result.bytes)}, {result.seconds:.1f} s, mode 0600)"
     )
-    console.print("  it holds the secrets key and the admin token: keep it as safe as those")
+    console.print("  it holds the secrets key and the tokens' keys: keep it as safe as those")
 
 
 def restore(
