@@ -15,7 +15,10 @@ from stackyard.errors import UsageError
 from stackyard.images.imagestore import ImageStore
 from stackyard.images.registry_fake import FakeRegistry
 from stackyard.pipeline.retention.service import RetentionService
+from stackyard.pipeline.services import build_services
 from stackyard.registry_login import RegistryLogin
+from stackyard.router.fake import FakeRouter
+from stackyard.settings import Settings
 from stackyard.store.database import migrate, open_database, session_factory
 from stackyard.store.models import Release, Stack
 
@@ -118,3 +121,25 @@ def test_a_second_run_while_one_runs_is_refused(
     retention = service(sessions, registry, tmp_path, between_builds, [])
     assert retention.run().errors == []
     assert len(refused) == 1
+
+
+def test_with_an_engine_that_keeps_no_images_here_the_machines_images_are_left_alone(
+    sessions: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wired by build_services with the fake engine (as every unit test of the API is),
+    retention neither counts nor prunes the images of the machine's Docker engine: they
+    are not the fake platform's, and the engine may be shared. An engine reached here
+    would fail: DOCKER_HOST names a socket that does not exist."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-engine.sock'}")
+    settings = Settings(data_dir=tmp_path / "data", source="fake", registry="fake")
+    login = RegistryLogin(settings.registry_endpoint, "stackyard", "registry-password")
+    services = build_services(settings, sessions, login, engine=FakeEngine(), router=FakeRouter())
+    try:
+        assert not FakeEngine.supports_local_images
+        assert "engine images" not in services.retention.disk_use()
+        report = services.retention.run()
+        assert report.errors == []
+        assert report.engine_references == []
+        assert "engine images" not in report.before
+    finally:
+        services.close()

@@ -262,6 +262,10 @@ class Engine(ABC):
     supports_image_healthcheck: ClassVar[bool] = False
     supports_events: ClassVar[bool] = False  # events(); without it, callers list periodically
     supports_nodes: ClassVar[bool] = False  # nodes(), update_node(), Placement honoured
+    # A real platform: its builds leave their images in this machine's Docker engine (the
+    # one the builds' DockerBuilder reaches), and retention counts and prunes them there.
+    # Without it (the fake engine of unit tests) retention leaves the machine's images alone.
+    supports_local_images: ClassVar[bool] = False
 
     @abstractmethod
     def start(self, spec: TaskSpec) -> TaskInfo:

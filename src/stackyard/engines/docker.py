@@ -73,6 +73,7 @@ class DockerEngine(DockerApiEngine):
     supports_bridge_network: ClassVar[bool] = True
     supports_image_healthcheck: ClassVar[bool] = True
     supports_events: ClassVar[bool] = True
+    supports_local_images: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -136,6 +136,7 @@ class SwarmEngine(DockerApiEngine):
     _who = "the swarm manager"
     supports_events: ClassVar[bool] = True
     supports_nodes: ClassVar[bool] = True
+    supports_local_images: ClassVar[bool] = True  # the builds run on this machine's engine
 
     def __init__(
         self,

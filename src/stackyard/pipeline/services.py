@@ -26,6 +26,7 @@ from stackyard.deploy.nodes import NodeService
 from stackyard.deploy.service import DeployService
 from stackyard.engines.base import Engine, NetworkMode
 from stackyard.errors import ComponentError, StackyardError, require
+from stackyard.images.docker_builder import DockerBuilder
 from stackyard.images.dockerproxy.rules import BuildLimits
 from stackyard.images.dockerproxy.server import BuildProxy
 from stackyard.images.imagestore import ImageStore
@@ -320,6 +321,9 @@ def build_services(
             data_dir=settings.data_dir,
             keep_releases=settings.keep_releases,
             between_builds=builds.between_builds,
+            # Only the engine that keeps its images on this machine has images to prune;
+            # with any other (the fake one of unit tests) the machine's images are not ours.
+            builder_factory=DockerBuilder if engine.supports_local_images else None,
             collect_garbage=collect_garbage,
             every=settings.retention_every,
         ),

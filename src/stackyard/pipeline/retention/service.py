@@ -97,7 +97,7 @@ class RetentionService:
         data_dir: Path,
         keep_releases: int,
         between_builds: BetweenBuilds,
-        builder_factory: Callable[[], DockerBuilder] = DockerBuilder,
+        builder_factory: Callable[[], DockerBuilder] | None = DockerBuilder,
         collect_garbage: Callable[[], str] | None = None,
         every: float = 86400.0,
     ) -> None:
@@ -161,9 +161,10 @@ class RetentionService:
 
     def disk_use(self, *, engine: bool = True) -> dict[str, int]:
         """Bytes per part of the data directory, and (``engine``) the engine's images of
-        the platform, which takes the engine a second or so to count."""
+        the platform, which takes the engine a second or so to count (none without a
+        builder: an engine that keeps no images here)."""
         use = data_dir_use(self.data_dir)
-        if not engine:
+        if not engine or self._builder_factory is None:
             return use
         builder = self._builder_factory()
         try:
@@ -193,11 +194,13 @@ class RetentionService:
         children = self._children(facts)
         if only is not None:
             return replace(facts, children=children)
-        builder = self._builder_factory()
-        try:
-            named = builder.images_named(self._images.endpoint)
-        finally:
-            builder.close()
+        named: list[tuple[str, tuple[str, ...]]] = []
+        if self._builder_factory is not None:
+            builder = self._builder_factory()
+            try:
+                named = builder.images_named(self._images.endpoint)
+            finally:
+                builder.close()
         logs_dir = self.data_dir / "logs"
         return replace(
             facts,
@@ -376,6 +379,8 @@ class RetentionService:
             report.manifests.append(f"{repository}@{removal.digest}")
 
     def _remove_images(self, plan: RetentionPlan, report: RetentionReport) -> None:
+        if self._builder_factory is None or not plan.engine_references:
+            return
         builder = self._builder_factory()
         try:
             for reference in plan.engine_references:
