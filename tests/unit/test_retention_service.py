@@ -1,9 +1,11 @@
 """RetentionService over its seams (FakeRegistry, FakeEngine, SQLite): the deletions of a
 stack wait for its build worker and keep what a release took up meanwhile; the report is
-written; a second run at the same time is refused."""
+written; a second run at the same time is refused; with the fake engine the machine's images
+are left alone; a build's own prune of old images waits for the stack's build under way."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,11 +16,14 @@ from stackyard.engines.fake import FakeEngine
 from stackyard.errors import UsageError
 from stackyard.images.imagestore import ImageStore
 from stackyard.images.registry_fake import FakeRegistry
+from stackyard.pipeline.builds import BuildService
 from stackyard.pipeline.retention.service import RetentionService
 from stackyard.pipeline.services import build_services
 from stackyard.registry_login import RegistryLogin
 from stackyard.router.fake import FakeRouter
 from stackyard.settings import Settings
+from stackyard.source.fake import FakeSource
+from stackyard.stacks.service import StackService
 from stackyard.store.database import migrate, open_database, session_factory
 from stackyard.store.models import Release, Stack
 
@@ -143,3 +148,57 @@ def test_with_an_engine_that_keeps_no_images_here_the_machines_images_are_left_a
         assert "engine images" not in report.before
     finally:
         services.close()
+
+
+PRUNED: list[str] = []
+
+
+class RecordingBuilder:
+    """A DockerBuilder's prune, recorded in PRUNED."""
+
+    def prune(self, repository: str) -> list[str]:
+        PRUNED.append(repository)
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_builds_prune_of_old_images_waits_for_the_build_under_way(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A build's removal of its stack's old engine images runs on the stack's build
+    worker: an image removed while a build of the same Dockerfile looks for its cache
+    fails that build ("unable to find image"), as the 30-build retention test saw when
+    the removal ran on a timer thread of its own."""
+    registry = FakeRegistry()
+    PRUNED.clear()
+    builds = BuildService(
+        sessions,
+        StackService(sessions),
+        FakeSource(),
+        ImageStore(registry, RegistryLogin(registry.endpoint, "u", "p")),
+        logs_dir=tmp_path / "logs",
+        work_dir=tmp_path / "work",
+        network_mode="host",
+        builder_factory=RecordingBuilder,  # type: ignore[arg-type]
+    )
+    building = threading.Event()
+    finish = threading.Event()
+
+    def a_build() -> None:
+        building.set()
+        finish.wait(timeout=60)
+
+    under_way = threading.Thread(target=builds.between_builds, args=("shop", a_build))
+    under_way.start()
+    try:
+        assert building.wait(timeout=60)
+        builds._prune_between_builds("shop", "127.0.0.1:5000/shop")  # the timer fired
+        assert PRUNED == []  # not during the build
+    finally:
+        finish.set()
+        under_way.join(timeout=60)
+    builds.between_builds("shop", lambda: None)  # after everything queued before it
+    assert PRUNED == ["127.0.0.1:5000/shop"]
+    builds.shutdown()

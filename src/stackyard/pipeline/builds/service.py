@@ -120,8 +120,11 @@ class BuildService:
     def prune_later(self, stack_name: str, repository: str) -> None:
         """Remove the stack's unused old images from the engine PRUNE_DELAY seconds from
         now: not while the build's own release starts its first task, which the engine's
-        image removals would slow down. A newer build moves the time on."""
-        timer = Timer(PRUNE_DELAY, self._prune, args=(stack_name, repository))
+        image removals would slow down. A newer build moves the time on. The removal runs
+        on the stack's build worker, between two of its builds: an image removed while a
+        build of the same Dockerfile looks for its cache fails that build ("unable to find
+        image")."""
+        timer = Timer(PRUNE_DELAY, self._prune_between_builds, args=(stack_name, repository))
         timer.daemon = True
         with self._workers_lock:
             earlier = self._prunes.pop(stack_name, None)
@@ -130,9 +133,15 @@ class BuildService:
             earlier.cancel()
         timer.start()
 
-    def _prune(self, stack_name: str, repository: str) -> None:
+    def _prune_between_builds(self, stack_name: str, repository: str) -> None:
         with self._workers_lock:
             self._prunes.pop(stack_name, None)
+        try:
+            self._worker(stack_name).submit(self._prune, stack_name, repository)
+        except RuntimeError:  # the worker was shut down: the platform is stopping
+            logger.info("pruning old images of %s: left for the next build", repository)
+
+    def _prune(self, stack_name: str, repository: str) -> None:
         builder = self._tools.builder_factory()
         try:
             removed = builder.prune(repository)
