@@ -1,6 +1,7 @@
 """The registry's garbage collection with the registry read-only, against a real registry
 and the real engine: a push and a retag that arrive while it is read-only are refused
-(405), wait, and succeed once it serves again; the deleted image's blobs are gone.
+(405), wait, and succeed once it serves again; the deleted image's blobs are gone; a push
+after a collection sends again the layers it removed.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def test_writes_during_garbage_collection_wait_and_succeed(
     login = registry_login(settings)
     log = settings.logs_dir / "registry.log"
     base = f"{settings.registry_endpoint}/{REPOSITORY}"
-    images = [f"{base}:old", f"{base}:new"]
+    images = [f"{base}:old", f"{base}:new", f"{base}:cycle"]
     builder = DockerBuilder()
     client = RegistryClient(
         settings.registry_endpoint, username=login.username, password=login.password
@@ -139,6 +140,21 @@ def test_writes_during_garbage_collection_wait_and_succeed(
         assert old_blobs - left, "the deleted image's own layer was not collected"
         assert client.resolve(REPOSITORY, "again") == pushed["digest"]
         assert "blob eligible for deletion" in log.read_text(encoding="utf-8")
+
+        # A push whose layers went up before a collection and its manifest after fails
+        # with "blob unknown" and is pushed again: the engine then asks for each layer and
+        # sends again those the collection removed, even layers it pushed there before.
+        before = set(registry_storage.blob_files(root))
+        cycle = builder.push(base, "cycle", auth=login, on_line=lambda _: None)
+        assert cycle is not None
+        sent = set(registry_storage.blob_files(root)) - before
+        assert sent, "the image's own layer was not sent"
+        client.delete_manifest(REPOSITORY, cycle)
+        collect_registry_garbage(supervisor, settings, binary=shutil.which("docker-registry"))
+        assert not sent & set(registry_storage.blob_files(root))
+        assert builder.push(base, "cycle", auth=login, on_line=lambda _: None) == cycle
+        assert sent <= set(registry_storage.blob_files(root))
+        assert client.resolve(REPOSITORY, "cycle") == cycle
     finally:
         client.close()
         for image in images:

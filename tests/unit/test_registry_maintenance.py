@@ -95,6 +95,11 @@ def test_blob_bytes_add_up_the_data_files(tmp_path: Path) -> None:
             True,
         ),
         ("received unexpected HTTP status: 503 Service Unavailable", True),
+        (
+            "docker push r/app:latest failed: errors:\nmanifest blob unknown: blob unknown to "
+            "registry\n",
+            True,
+        ),
         ("unauthorized: authentication required", False),
         ("denied: requested access to the resource is denied", False),
         ("An image does not exist locally with the tag: r/app", False),

@@ -24,10 +24,15 @@ LineSink = Callable[[str], None]
 PUSH_RETRY_FOR = 120.0  # seconds a push waits out a read-only or restarting registry
 
 # What the engine says when the registry refuses a push for now: a read-only registry
-# (405 with a plain-text body), one that is restarting, or a 5xx.
+# (405 with a plain-text body), one that is restarting, or a 5xx. And "blob unknown to
+# registry" for the manifest of a push that spanned a garbage collection: its layers went
+# up before the registry turned read-only, its manifest after, and the collection removed
+# the layers no manifest named yet. Pushed again, the engine asks for each layer (HEAD)
+# and sends the missing ones again.
 _LATER = re.compile(
     r"HTTP 405|405 Method Not Allowed|connection refused|connection reset by peer|"
-    r"unexpected EOF|status: 50[234]|HTTP 50[234]|50[234] (Bad Gateway|Service Unavailable)",
+    r"unexpected EOF|status: 50[234]|HTTP 50[234]|50[234] (Bad Gateway|Service Unavailable)|"
+    r"blob unknown to registry",
     re.IGNORECASE,
 )
 
