@@ -35,7 +35,7 @@ LAYER = (
 def measure(builds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-retention-") as scratch:
         tmp = Path(scratch)
-        yard = start_platform(tmp / "data", None, "--keep-releases", str(KEEP))
+        yard = start_platform(tmp / "data", up_args=("--keep-releases", str(KEEP)))
         try:
             return _scenario(yard, tmp, builds)
         finally:
