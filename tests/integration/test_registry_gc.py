@@ -1,7 +1,8 @@
-"""The registry's garbage collection with the registry read-only, against a real registry
-and the real engine: a push and a retag that arrive while it is read-only are refused
-(405), wait, and succeed once it serves again; the deleted image's blobs are gone; a push
-after a collection sends again the layers it removed.
+"""The registry's garbage collection with the registry read-only, against a real data
+plane (its keeper switches the registry's mode) and the real engine: a push and a retag
+that arrive while it is read-only are refused (405), wait, and succeed once it serves
+again; the deleted image's blobs are gone; a push after a collection sends again the
+layers it removed.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import pytest
 from stackyard.images.docker_builder import DockerBuilder
 from stackyard.images.registry import RegistryClient
 from stackyard.platform import registry_storage
-from stackyard.platform.components import plan_registry, registry_login
-from stackyard.platform.supervisor import ProcessSupervisor, collect_registry_garbage
+from stackyard.platform.components import registry_login
+from stackyard.platform.dataplane import dataplane_status, ensure_dataplane, stop_dataplane
+from stackyard.platform.registry_gc import collect_registry_garbage
 from stackyard.settings import Settings
 
 from .conftest import free_port, require
@@ -63,21 +65,29 @@ def build_image(tag: str, directory: Path) -> None:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[tuple[Settings, ProcessSupervisor]]:
+def registry(tmp_path: Path) -> Iterator[Settings]:
+    """A data plane of its own (keeper, registry, Caddies; no control plane), stopped by
+    the pids it recorded."""
     require("docker-registry")
+    require("caddy")
     settings = Settings(data_dir=tmp_path / "data", registry_port=free_port())
-    supervisor = ProcessSupervisor()
-    supervisor.start([plan_registry(settings, binary=shutil.which("docker-registry"))], timeout=20)
     try:
-        yield settings, supervisor
+        ensure_dataplane(settings)
+        yield settings
     finally:
-        supervisor.stop()
+        stop_dataplane(settings)
+
+
+def registry_mode(settings: Settings) -> str:
+    status = dataplane_status(settings)
+    assert status is not None
+    return str(status["registry_mode"])
 
 
 def test_writes_during_garbage_collection_wait_and_succeed(
-    registry: tuple[Settings, ProcessSupervisor], tmp_path: Path
+    registry: Settings, tmp_path: Path
 ) -> None:
-    settings, supervisor = registry
+    settings = registry
     login = registry_login(settings)
     log = settings.logs_dir / "registry.log"
     base = f"{settings.registry_endpoint}/{REPOSITORY}"
@@ -106,13 +116,13 @@ def test_writes_during_garbage_collection_wait_and_succeed(
         threads: list[threading.Thread] = []
 
         def while_read_only() -> None:
+            assert registry_mode(settings) == "read-only"
             threads.append(threading.Thread(target=push))
             threads[-1].start()
             wait_for(lambda: refused(log, "POST", "/blobs/uploads/"), "the push to be refused")
             wait_for(lambda: "digest" in pushed or bool(lines), "the push to start")
 
         collect_registry_garbage(
-            supervisor,
             settings,
             binary=shutil.which("docker-registry"),
             while_read_only=while_read_only,
@@ -128,7 +138,6 @@ def test_writes_during_garbage_collection_wait_and_succeed(
             wait_for(lambda: refused(log, "PUT", "/manifests/again"), "the retag to be refused")
 
         collect_registry_garbage(
-            supervisor,
             settings,
             binary=shutil.which("docker-registry"),
             while_read_only=retag_while_read_only,
@@ -150,7 +159,8 @@ def test_writes_during_garbage_collection_wait_and_succeed(
         sent = set(registry_storage.blob_files(root)) - before
         assert sent, "the image's own layer was not sent"
         client.delete_manifest(REPOSITORY, cycle)
-        collect_registry_garbage(supervisor, settings, binary=shutil.which("docker-registry"))
+        collect_registry_garbage(settings, binary=shutil.which("docker-registry"))
+        assert registry_mode(settings) == "read-write"
         assert not sent & set(registry_storage.blob_files(root))
         assert builder.push(base, "cycle", auth=login, on_line=lambda _: None) == cycle
         assert sent <= set(registry_storage.blob_files(root))

@@ -43,7 +43,14 @@ def make_data_dir(data_dir: Path) -> None:
     for name in ("secrets.key", "admin-token", "platform-id"):
         (data_dir / name).write_text(f"{name}-value\n")
         (data_dir / name).chmod(0o600)
-    (data_dir / "logs" / "platform.log").write_text("this machine's own log\n")
+    for log in ("platform.log", "dataplane.log", "caddy-1.log", "registry.log.1"):
+        (data_dir / "logs" / log).write_text("this machine's own log\n")
+    # The data plane's runtime files: its record, upstream table, a Caddy's saved config.
+    run = data_dir / "run"
+    (run / "caddy-1" / "config" / "caddy").mkdir(parents=True)
+    (run / "dataplane.json").write_text('{"pid": 1}')
+    (run / "upstreams.json").write_text("{}")
+    (run / "caddy-1" / "config" / "caddy" / "autosave.json").write_text("{}")
     remote = HostedRemotes(data_dir / "remotes").ensure("shop", "main")
     work = data_dir.parent / "work"
     subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
@@ -64,7 +71,9 @@ def test_a_backup_restores_into_a_fresh_data_directory_with_paths_moved(tmp_path
     with tarfile.open(tmp_path / "b.tar") as tar:
         names = tar.getnames()
     assert names[0] == MANIFEST
-    assert "logs/platform.log" not in names
+    for log in ("platform.log", "dataplane.log", "caddy-1.log", "registry.log.1"):
+        assert f"logs/{log}" not in names
+    assert not [name for name in names if name.startswith("run/")]
     assert "logs/builds/shop/1.log" in names
 
     new = tmp_path / "new"

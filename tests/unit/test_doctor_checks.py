@@ -68,7 +68,7 @@ def test_a_healthy_platform_passes_every_check() -> None:
         ("control_plane", "control plane", "stackyard up -d"),
         ("engine", "engine", "start the Docker engine"),
         ("registry", "registry", "/d/logs/registry.log"),
-        ("router", "router", "/d/logs/caddy.log"),
+        ("router", "router", "/d/logs/caddy-*.log"),
     ],
 )
 def test_a_component_that_does_not_answer_fails_with_its_fix(

@@ -39,6 +39,6 @@ def test_rotation_keeps_the_writer_appending_and_drops_the_oldest_generation(
 
 
 def test_growing_files_are_found_by_pattern(tmp_path: Path) -> None:
-    (tmp_path / "caddy.log").write_text("12345")
+    (tmp_path / "caddy-2.log").write_text("12345")
     (tmp_path / "builds").mkdir()
-    assert growing_files(tmp_path) == {str(tmp_path / "caddy.log"): 5}
+    assert growing_files(tmp_path) == {str(tmp_path / "caddy-2.log"): 5}

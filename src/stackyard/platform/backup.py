@@ -48,8 +48,6 @@ PLATFORM_FILES = (*SECRET_FILES, "platform-id")
 REMOTES = "remotes"
 REGISTRY = "registry"
 LOGS = "logs"
-COMPONENT_LOGS = ("platform.log", "registry.log", "caddy.log")
-"""Logs of this machine's processes, left out (the records' logs come along)."""
 GIT_TIMEOUT = 600.0
 
 
@@ -253,14 +251,17 @@ def _registry_files(data_dir: Path, images: bool) -> Iterator[Path]:
 
 
 def _record_logs(logs_dir: Path) -> Iterator[Path]:
-    """The logs of builds, runs, releases and deployments, and builds' artifacts."""
+    """The logs of builds, runs, releases and deployments, and builds' artifacts: the
+    files in the folders of ``logs/``. The files at its top are this machine's processes'
+    logs (the control plane's, the keeper's, the registry's, each Caddy's, rotated or
+    not), left out like the rest of the data plane's runtime files in ``run/``."""
     if not logs_dir.is_dir():
         return
     for folder, subfolders, files in os.walk(logs_dir):
         subfolders.sort()
         for name in sorted(files):
             path = Path(folder) / name
-            if path.parent == logs_dir and name.startswith(COMPONENT_LOGS):
+            if path.parent == logs_dir:
                 continue
             yield path.relative_to(logs_dir.parent)
 

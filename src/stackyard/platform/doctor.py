@@ -97,8 +97,10 @@ def _component(check: str, answer: Answer, ok: str, problem: str, fix: str) -> F
 
 
 def _restart(facts: DoctorFacts, log: str) -> str:
+    # The data plane's keeper starts a component that exits; one that runs and does not
+    # answer needs the data plane restarted (the apps stop for that moment).
     return (
-        "restart the platform (stackyard down, then stackyard up -d); its log is "
+        "restart the data plane (stackyard down --all, then stackyard up -d); its log is "
         f"{facts.data_dir}/logs/{log}"
     )
 
@@ -137,9 +139,9 @@ def check_router(facts: DoctorFacts) -> Finding:
     return _component(
         "router",
         facts.router,
-        "Caddy's admin API answers",
+        "every Caddy's admin API answers",
         "the router {detail}: stages are not served",
-        _restart(facts, "caddy.log"),
+        _restart(facts, "caddy-*.log"),
     )
 
 
@@ -153,7 +155,8 @@ def check_upstream_sources(facts: DoctorFacts) -> Finding:
             "upstream source",
             Verdict.FAIL,
             f"{len(silent)} route(s) ask {resolvers} for their upstreams and get no answer",
-            "restart the platform (stackyard up -d): it serves the upstreams again",
+            "start the platform (stackyard up -d): it starts the data plane's keeper, which "
+            "serves the upstreams, again",
         )
     empty = [s.name.split(".", 1)[0] for s in facts.sources if s.upstreams == 0]
     if empty:

@@ -1,8 +1,9 @@
 """What ``stackyard doctor`` observes: each component asked as the platform asks it.
 
 Runs in the CLI's process on the platform's machine, so it works when the control plane
-does not: the data directory, the engine, the registry and Caddy are asked directly (at
-the addresses the running platform recorded, else the settings'), each with a short
+does not: the data directory, the engine, the registry and every Caddy (over its admin
+socket) are asked directly (at the addresses the running platform recorded, else the
+settings'), each with a short
 timeout. A question that cannot be answered becomes a fact (``Answer(False, why)``),
 never an exception; doctor.py judges the facts.
 """
@@ -26,6 +27,7 @@ from stackyard.platform.backup import SECRET_FILES
 from stackyard.platform.diskuse import RETENTION_REPORT, data_dir_use, filesystem_use
 from stackyard.platform.doctor import Answer, DoctorFacts, FileMode, Orphan, RouteSource
 from stackyard.platform.state import PlatformState, pid_alive
+from stackyard.router.caddy import ADMIN_HOST, UnixSocketTransport
 from stackyard.router.upstream_probe import ask, dynamic_sources
 from stackyard.settings import Settings
 from stackyard.store.database import known_revisions, open_database, schema_revision
@@ -45,7 +47,6 @@ def effective_settings(settings: Settings) -> Settings:
     return settings.with_overrides(
         api_port=urlsplit(state.api_url).port,
         registry_port=int(state.registry.rpartition(":")[2]),
-        caddy_admin_port=urlsplit(state.router_admin).port,
     )
 
 
@@ -103,14 +104,26 @@ def _registry(settings: Settings) -> Answer:
 
 
 def _router(settings: Settings) -> tuple[Answer, Any]:
-    url = f"{settings.caddy_admin_url}/config/"
-    try:
-        response = httpx.get(url, timeout=TIMEOUT)
-    except httpx.HTTPError as exc:
-        return Answer(False, f"does not answer at {url} ({type(exc).__name__})"), None
-    if response.status_code != 200:
-        return Answer(False, f"answers HTTP {response.status_code} at {url}"), None
-    return Answer(True), response.json()
+    """Every Caddy's admin API, over its unix socket (as the platform asks it); the config
+    of the first that answers (every Caddy serves the same routes)."""
+    config: Any = None
+    for socket_path in settings.caddy_admin_sockets:
+        where = f"{ADMIN_HOST} over {socket_path}"
+        try:
+            with httpx.Client(
+                base_url=f"http://{ADMIN_HOST}",
+                transport=UnixSocketTransport(socket_path, TIMEOUT),
+                timeout=TIMEOUT,
+                trust_env=False,
+            ) as client:
+                response = client.get("/config/")
+        except httpx.HTTPError as exc:
+            return Answer(False, f"does not answer at {where} ({type(exc).__name__})"), config
+        if response.status_code != 200:
+            return Answer(False, f"answers HTTP {response.status_code} at {where}"), config
+        if config is None:
+            config = response.json()
+    return Answer(True), config
 
 
 def _sources(config: Any) -> tuple[RouteSource, ...]:

@@ -1,11 +1,11 @@
 """Logs that one process keeps appending to: rotated by size, a few generations kept.
 
-The component logs (``platform.log``, ``registry.log``, ``caddy.log``) grow for as long as
-the platform runs; access logs will join them (add a ``GrowingLog``). Each is rotated by
-copy and truncate (``x.log`` → ``x.log.1`` → ``x.log.2`` …): the writer keeps its file
-open in append mode and simply goes on at the start of the emptied file. Records' own logs
-(one file per build, run, release, deployment) are not rotated: retention removes those
-beyond the last N (pipeline/retention).
+The process logs (``platform.log``, ``dataplane.log``, ``registry.log``, ``caddy-N.log``)
+grow for as long as the platform runs; access logs will join them (add a ``GrowingLog``).
+Each is rotated by copy and truncate (``x.log`` → ``x.log.1`` → ``x.log.2`` …): the writer
+keeps its file open in append mode and simply goes on at the start of the emptied file.
+Records' own logs (one file per build, run, release, deployment) are not rotated:
+retention removes those beyond the last N (pipeline/retention).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ class GrowingLog:
 
 GROWING_LOGS = (
     GrowingLog("platform.log"),
+    GrowingLog("dataplane.log"),
     GrowingLog("registry.log"),
-    GrowingLog("caddy.log"),
+    GrowingLog("caddy-*.log"),
 )
 
 
