@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.engines.fake import FakeEngine
 from stackyard.errors import UsageError
-from stackyard.images.imagestore import ImageStore
+from stackyard.images.imagestore import ImageStore, Placement
 from stackyard.images.registry_fake import FakeRegistry
 from stackyard.pipeline.builds import BuildService
 from stackyard.pipeline.retention.service import RetentionService
@@ -202,3 +202,37 @@ def test_the_builds_prune_of_old_images_waits_for_the_build_under_way(
     builds.between_builds("shop", lambda: None)  # after everything queued before it
     assert PRUNED == ["127.0.0.1:5000/shop"]
     builds.shutdown()
+
+
+def test_a_stack_on_an_outside_registry_is_pruned_in_the_platforms_registry_only(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Its images left in the platform's registry (from before it moved) go; the outside
+    registry's tags are neither read as the platform's nor deleted."""
+    with sessions.begin() as session:
+        session.add(Stack(name="shop", repo="/src/shop"))
+    local, outside = FakeRegistry(), FakeRegistry("127.0.0.1:6001")
+    old = [local.push_image("shop", f"c{n}", [f"old {n}".encode()]) for n in (1, 2)]
+    moved = [outside.push_image("acme/shop", f"c{n}", [f"new {n}".encode()]) for n in (3, 4, 5)]
+    for number, digest in enumerate(moved, start=1):
+        release(sessions, number, digest)
+    placement = Placement("acme", None, "acme", RegistryLogin(outside.endpoint, "bot", "pw"))
+    images = ImageStore(
+        local,
+        RegistryLogin(local.endpoint, "u", "p"),
+        placement=lambda stack: placement if stack == "shop" else None,
+        connect=lambda _placement: outside,
+    )
+    retention = RetentionService(
+        sessions,
+        images,
+        FakeEngine(),
+        platform_id="unit",
+        data_dir=tmp_path,
+        keep_releases=2,
+        between_builds=lambda _stack, action: action(),
+        builder_factory=NoImages,  # type: ignore[arg-type]
+    )
+    assert sorted(m.digest for m in retention.plan().manifests) == sorted(old)
+    assert retention.run().errors == []
+    assert [outside.resolve("acme/shop", f"c{n}") for n in (3, 4, 5)] == moved

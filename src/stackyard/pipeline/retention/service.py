@@ -261,10 +261,25 @@ class RetentionService:
             names = self._images.client.list_repositories()
         found = []
         for name in names:
-            tags = self._images.all_tag_digests(name)
+            tags = self._own_tag_digests(name)
             manifests = registry_storage.manifest_digests(root, name) if root.is_dir() else None
             found.append(RegistryRepository(name, tags, manifests or frozenset(tags.values())))
         return tuple(found)
+
+    def _own_tag_digests(self, repository: str) -> dict[str, str]:
+        """Every tag of ``repository`` in the platform's own registry, with its digest
+        (not ``ImageStore.all_tag_digests``: that asks a stack's outside registry, and
+        retention removes from the platform's own)."""
+        client = self._images.client
+        try:
+            tags = client.list_tags(repository)
+        except NotFoundError:
+            return {}
+        found = {}
+        for tag in tags:
+            with contextlib.suppress(NotFoundError):
+                found[tag] = client.resolve(repository, tag)
+        return found
 
     def _running_digests(self) -> dict[str, frozenset[str]]:
         running: dict[str, set[str]] = {}
