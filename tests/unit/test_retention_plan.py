@@ -116,6 +116,23 @@ def test_engine_references_of_old_images_go_latest_and_kept_digests_stay() -> No
     assert plan.engine_references == (f"{ENDPOINT}/shop@{d(1)}",)
 
 
+def test_the_build_image_and_the_dockerize_base_images_are_never_removed() -> None:
+    """Build containers run stackyard/build:bookworm, and generated Dockerfiles start FROM
+    python:3.13-slim, node:22-slim or caddy:2: retention only drops references under the
+    platform's registry name, so an old build that added nothing to its base (one image,
+    both names) loses its registry reference and the base keeps its own."""
+    bases = ("stackyard/build:bookworm", "python:3.13-slim", "node:22-slim", "caddy:2")
+    images = (
+        EngineImage("i-build", (bases[0],)),
+        EngineImage("i-python", (bases[1], f"{ENDPOINT}/shop@{d(1)}")),
+        EngineImage("i-node", (bases[2], "node@sha256:" + "e" * 64)),
+        EngineImage("i-caddy", (bases[3],)),
+    )
+    plan = plan_retention(facts(engine_images=images))
+    assert plan.engine_references == (f"{ENDPOINT}/shop@{d(1)}",)
+    assert not {r.split("@")[0] for r in plan.engine_references} & set(bases)
+
+
 def test_a_stack_whose_name_starts_like_another_is_its_own() -> None:
     images = (EngineImage("i", (f"{ENDPOINT}/shopfront@{d(4)}",)),)
     both = facts(stacks=frozenset({"shop", "shopfront"}), engine_images=images)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.engines.fake import FakeEngine
 from stackyard.errors import UsageError
 from stackyard.images.imagestore import ImageStore, Placement
@@ -64,6 +65,7 @@ def service(
     data_dir: Path,
     between_builds: Callable[[str, Callable[[], None]], None],
     collected: list[str],
+    every: float = 86400.0,
 ) -> RetentionService:
     return RetentionService(
         sessions,
@@ -75,6 +77,7 @@ def service(
         between_builds=between_builds,
         builder_factory=NoImages,  # type: ignore[arg-type]
         collect_garbage=lambda: collected.append("gc") or "",
+        every=every,
     )
 
 
@@ -181,6 +184,7 @@ def test_the_builds_prune_of_old_images_waits_for_the_build_under_way(
         logs_dir=tmp_path / "logs",
         work_dir=tmp_path / "work",
         network_mode="host",
+        isolation=BuildIsolation(None),
         builder_factory=RecordingBuilder,  # type: ignore[arg-type]
     )
     building = threading.Event()
@@ -236,3 +240,24 @@ def test_a_stack_on_an_outside_registry_is_pruned_in_the_platforms_registry_only
     assert sorted(m.digest for m in retention.plan().manifests) == sorted(old)
     assert retention.run().errors == []
     assert [outside.resolve("acme/shop", f"c{n}") for n in (3, 4, 5)] == moved
+
+
+def test_an_interval_of_0_turns_the_schedule_off(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """`up --retention-interval 0`: no schedule thread (retention runs when asked); any other
+    interval starts one, which stop ends."""
+
+    def schedules() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "retention"]
+
+    for every, expected in ((0.0, 0), (3600.0, 1)):
+        retention = service(
+            sessions, FakeRegistry(), tmp_path, lambda _stack, action: action(), [], every
+        )
+        retention.start()
+        try:
+            assert len(schedules()) == expected
+        finally:
+            retention.stop()
+        assert schedules() == []

@@ -122,9 +122,10 @@ def test_the_platform_s_options_take_auto_and_the_build_limits(tmp_path: Path) -
     settings = platform_settings(
         tmp_path, None, None, "auto", None,
         build_image="mine:1", build_cpus=1.5, build_memory="512m", build_pids=256,
-        build_disk="2g", builds_on_host=True,
+        build_disk="2g", builds_on_host=True, keep_releases=3, retention_interval=0.5,
     )  # fmt: skip
     assert settings.network_mode == "auto"
+    assert (settings.keep_releases, settings.retention_every) == (3, 1800.0)
     assert (settings.build_image, settings.build_cpus, settings.build_pids) == ("mine:1", 1.5, 256)
     assert (settings.build_memory, settings.build_disk) == (512 * 1024**2, 2 * 1024**3)
     assert settings.builds_on_host
@@ -133,6 +134,8 @@ def test_the_platform_s_options_take_auto_and_the_build_limits(tmp_path: Path) -
         ({"build_memory": "lots"}, "--build-memory"),
         ({"build_cpus": 0.0}, "--build-cpus"),
         ({"build_pids": 10}, "--build-pids"),
+        ({"keep_releases": 0}, "--keep-releases"),
+        ({"retention_interval": -1.0}, "--retention-interval"),
     ):
         arguments: dict[str, Any] = {"network_mode": None, **bad}
         mode = arguments.pop("network_mode")
@@ -142,16 +145,17 @@ def test_the_platform_s_options_take_auto_and_the_build_limits(tmp_path: Path) -
 
 def test_an_upgrade_keeps_the_running_control_plane_s_build_options(tmp_path: Path) -> None:
     """The unit's (or `up -d`'s) argv is how the running control plane was started: the new
-    one keeps its network mode and build options, as it keeps its ports."""
+    one keeps its network mode, build and retention options, as it keeps its ports."""
     old = Settings(
         data_dir=tmp_path, api_port=7101, registry_port=7102, network_mode="auto",
         build_image="mine:1", build_cpus=1.5, build_memory=3 * 1024**3, build_pids=300,
-        build_disk=5 * 1024**3, builds_on_host=True,
+        build_disk=5 * 1024**3, builds_on_host=True, keep_releases=4, retention_every=0.0,
     )  # fmt: skip
     state = PlatformState(
         pid=1, api_url="http://127.0.0.1:7101", registry="127.0.0.1:7102",
         router_admin="unix:/x", token_file="t",
     )  # fmt: skip
+    assert "--keep-releases 4 --retention-interval 0" in shlex.join(foreground_argv(old))
     running = RunningControlPlane(state, tuple(foreground_argv(old)), {}, None)
     new = settings_of(Settings(data_dir=tmp_path, network_mode="host"), running)
     assert new == old

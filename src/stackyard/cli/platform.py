@@ -30,10 +30,12 @@ from stackyard.cli.shared import (
     HttpPort,
     HttpsPort,
     Json,
+    KeepReleases,
     NetworkModeOption,
     PublicAddress,
     PublicUrl,
     RegistryPort,
+    RetentionInterval,
     domain_overrides,
     platform_settings,
     settings_for,
@@ -98,12 +100,8 @@ def up(
     build_pids: BuildPids = None,
     build_disk: BuildDisk = None,
     builds_on_host: BuildsOnHost = False,
-    keep_releases: Annotated[
-        int | None,
-        typer.Option(
-            min=1, help="Retention keeps the images and logs of the last N releases per stage."
-        ),
-    ] = None,
+    keep_releases: KeepReleases = None,
+    retention_interval: RetentionInterval = None,
     json_output: Json = False,
 ) -> None:
     """Start the control plane (API, store, deployments) and, unless it runs, the data plane
@@ -124,6 +122,8 @@ def up(
         build_pids=build_pids,
         build_disk=build_disk,
         builds_on_host=builds_on_host,
+        keep_releases=keep_releases,
+        retention_interval=retention_interval,
     ).with_overrides(
         engine=engine,
         engine_endpoint=engine_endpoint,
@@ -131,7 +131,6 @@ def up(
         **domain_overrides(
             domain, acme_email, acme_ca, acme_ca_roots, public_address, http_port, https_port
         ),
-        keep_releases=keep_releases,
     )
     existing = running_state(settings.state_file)
     if existing is not None:

@@ -24,10 +24,12 @@ from stackyard.cli.shared import (
     HttpPort,
     HttpsPort,
     Json,
+    KeepReleases,
     NetworkModeOption,
     PublicAddress,
     PublicUrl,
     RegistryPort,
+    RetentionInterval,
     domain_overrides,
     platform_settings,
     settings_for,
@@ -88,6 +90,8 @@ def install(
     build_pids: BuildPids = None,
     build_disk: BuildDisk = None,
     builds_on_host: BuildsOnHost = False,
+    keep_releases: KeepReleases = None,
+    retention_interval: RetentionInterval = None,
     user: UserScope = None,
     unit_dir: UnitDir = None,
     name: Name = "stackyard",
@@ -109,6 +113,8 @@ def install(
         build_pids=build_pids,
         build_disk=build_disk,
         builds_on_host=builds_on_host,
+        keep_releases=keep_releases,
+        retention_interval=retention_interval,
     ).with_overrides(
         **domain_overrides(
             domain, acme_email, acme_ca, acme_ca_roots, public_address, http_port, https_port

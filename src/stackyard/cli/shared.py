@@ -117,6 +117,20 @@ BuildsOnHost = Annotated[
     ),
 ]
 
+KeepReleases = Annotated[
+    int | None,
+    typer.Option(
+        help="Retention keeps the images and logs of the last N releases per stage \\[default: 10]."
+    ),
+]
+RetentionInterval = Annotated[
+    float | None,
+    typer.Option(
+        help="Hours between two scheduled retention runs; 0 turns the schedule off "
+        "(`stackyard prune` still runs it) \\[default: 24]."
+    ),
+]
+
 
 def settings_for(data_dir: Path | None, **overrides: object) -> Settings:
     return Settings().with_overrides(data_dir=data_dir, **overrides)
@@ -135,9 +149,11 @@ def platform_settings(
     build_pids: int | None = None,
     build_disk: str | None = None,
     builds_on_host: bool = False,
+    keep_releases: int | None = None,
+    retention_interval: float | None = None,
 ) -> Settings:
-    """The settings `up` runs with, from its options; a bad network mode, public URL or
-    build limit is a UsageError."""
+    """The settings `up` runs with, from its options; a bad network mode, public URL,
+    build limit or retention setting is a UsageError."""
     from stackyard.config.values import memory_bytes
 
     if network_mode not in (None, "auto", "host", "bridge"):
@@ -153,6 +169,10 @@ def platform_settings(
         raise UsageError("--build-cpus must be more than 0, such as 1.5")
     if build_pids is not None and build_pids < 64:
         raise UsageError("--build-pids must be 64 or more: a shell and docker need a few")
+    if keep_releases is not None and keep_releases < 1:
+        raise UsageError("--keep-releases must be 1 or more: a stage's running release is kept")
+    if retention_interval is not None and retention_interval < 0:
+        raise UsageError("--retention-interval must be 0 (no schedule) or a number of hours")
     return settings_for(
         data_dir,
         api_port=api_port,
@@ -165,4 +185,6 @@ def platform_settings(
         build_pids=build_pids,
         build_disk=disk,
         builds_on_host=builds_on_host or None,
+        keep_releases=keep_releases,
+        retention_every=None if retention_interval is None else retention_interval * 3600,
     )

@@ -59,6 +59,7 @@ def foreground_argv(settings: Settings) -> list[str]:
         "--build-pids", str(settings.build_pids),
         "--build-disk", str(settings.build_disk),
         "--keep-releases", str(settings.keep_releases),
+        "--retention-interval", f"{settings.retention_every / 3600:g}",
     ]  # fmt: skip
     if settings.public_url:
         argv += ["--public-url", settings.public_url]

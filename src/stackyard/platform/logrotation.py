@@ -1,7 +1,9 @@
 """Logs that one process keeps appending to: rotated by size, a few generations kept.
 
 The process logs (``platform.log``, ``dataplane.log``, ``registry.log``, ``caddy-N.log``)
-grow for as long as the platform runs; access logs will join them (add a ``GrowingLog``).
+grow for as long as the platform runs (add a ``GrowingLog`` for another such log). The
+routes' access logs (``run/caddy-N-access/``) and Caddy's certificate log
+(``run/caddy-N-acme.log``) are not here: Caddy writes them with its own rolling file writer.
 Each is rotated by copy and truncate (``x.log`` → ``x.log.1`` → ``x.log.2`` …): the writer
 keeps its file open in append mode and simply goes on at the start of the emptied file.
 Records' own logs (one file per build, run, release, deployment) are not rotated:

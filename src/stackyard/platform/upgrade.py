@@ -110,7 +110,7 @@ def running_control_plane(settings: Settings) -> RunningControlPlane | None:
 
 def settings_of(base: Settings, running: RunningControlPlane | None) -> Settings:
     """The new control plane's settings: those the running one has (its ports, its network
-    mode, its domain and ACME options), else ``base``."""
+    mode, its domain, ACME, build and retention options), else ``base``."""
     if running is None:
         return base
     argv = list(running.argv)
@@ -123,6 +123,7 @@ def settings_of(base: Settings, running: RunningControlPlane | None) -> Settings
     cpus, memory, pids, disk = (
         option(f"--build-{name}") for name in ("cpus", "memory", "pids", "disk")
     )
+    keep, hours = option("--keep-releases"), _hours(option("--retention-interval"))
     # foreground_argv writes the build limits as numbers (bytes for memory and disk).
     return base.with_overrides(
         api_port=int(running.state.api_url.rsplit(":", 1)[1]),
@@ -135,7 +136,18 @@ def settings_of(base: Settings, running: RunningControlPlane | None) -> Settings
         build_pids=int(pids) if pids and pids.isdigit() else None,
         build_disk=int(disk) if disk and disk.isdigit() else None,
         builds_on_host=True if "--builds-on-host" in argv else None,
+        keep_releases=int(keep) if keep and keep.isdigit() else None,
+        retention_every=None if hours is None else hours * 3600,
     )
+
+
+def _hours(value: str | None) -> float | None:
+    """A ``--retention-interval`` read back from a command line; None when absent or not a
+    number of hours (an older version's, or a hand-written one)."""
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
 
 
 # -- the database ---------------------------------------------------------------------------

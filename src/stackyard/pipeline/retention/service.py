@@ -121,7 +121,11 @@ class RetentionService:
 
     def start(self) -> None:
         """Run retention every ``every`` seconds, counted from the last run (across
-        restarts); the first ever run waits FIRST_RUN_DELAY after start."""
+        restarts); the first ever run waits FIRST_RUN_DELAY after start. With ``every`` 0
+        there is no schedule: retention runs when asked (`stackyard prune`)."""
+        if self._every <= 0:
+            log.info("scheduled retention is off (--retention-interval 0)")
+            return
         self._schedule = threading.Thread(target=self._scheduled, name="retention", daemon=True)
         self._schedule.start()
 
