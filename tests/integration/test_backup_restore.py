@@ -104,6 +104,9 @@ def test_a_restored_platform_serves_every_stage_as_before(tmp_path: Path) -> Non
             for stage in stages
         }
         before_releases = {stack: releases(original, stack) for stack in STACKS}
+        # A token of a person's (checked against its hash under the tokens' pepper).
+        issued = original.cli("tokens", "create", "--stack", "alpha", "--scope", "deploy", "--json")
+        deploy_token = json.loads(issued.stdout)["token"]
         assert before[("alpha", "dev")][1] == "hola-alpha token-of-alpha-e81c"
         assert before[("beta", "dev")][1] == "hello-beta token-of-beta-e81c"
 
@@ -150,6 +153,14 @@ def test_a_restored_platform_serves_every_stage_as_before(tmp_path: Path) -> Non
         ).stdout
         assert "refs/heads/feature" in refs
         assert restored.token == original.token  # restored, see docs/decisions.md
+        as_deployer = subprocess.run(
+            [*STACKYARD, "releases", "alpha", "--json"],
+            env={**restored.env, "STACKYARD_TOKEN": deploy_token},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert as_deployer.returncode == 0, as_deployer.stderr  # the pepper came back
         build_log = restored.cli("logs", "beta", "--build", "1").stdout
         assert "build SUCCEEDED" in build_log
     finally:

@@ -40,7 +40,7 @@ def make_data_dir(data_dir: Path) -> None:
             Build(stack_id=stack.id, number=1, log_path=str(log), created_at=datetime.now(UTC))
         )
     engine.dispose()
-    for name in ("secrets.key", "admin-token", "platform-id"):
+    for name in ("secrets.key", "token-pepper", "admin-token", "platform-id"):
         (data_dir / name).write_text(f"{name}-value\n")
         (data_dir / name).chmod(0o600)
     for log in ("platform.log", "dataplane.log", "caddy-1.log", "registry.log.1"):
@@ -79,6 +79,7 @@ def test_a_backup_restores_into_a_fresh_data_directory_with_paths_moved(tmp_path
     new = tmp_path / "new"
     restore_backup(tmp_path / "b.tar", Settings(data_dir=new))
     assert (new / "secrets.key").read_text() == "secrets.key-value\n"
+    assert (new / "token-pepper").read_text() == "token-pepper-value\n"  # people's tokens
     assert (new / "admin-token").stat().st_mode & 0o777 == 0o600
     assert new.stat().st_mode & 0o777 == 0o700
     engine = open_database(f"sqlite:///{new / 'stackyard.db'}")

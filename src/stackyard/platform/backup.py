@@ -41,7 +41,7 @@ FORMAT = 1
 """The layout of the backup file; a Stackyard reads the formats up to its own."""
 MANIFEST = "stackyard-backup.json"
 DATABASE = "stackyard.db"
-SECRET_FILES = ("secrets.key", "admin-token", "registry-credentials.json")
+SECRET_FILES = ("secrets.key", "token-pepper", "admin-token", "registry-credentials.json")
 """The data directory's secret files (mode 0600)."""
 PLATFORM_FILES = (*SECRET_FILES, "platform-id")
 """The data directory's own secret and identity files, restored as they were."""
