@@ -87,12 +87,17 @@ def start_platform(
     up_args: Sequence[str] = (),
 ) -> RunningPlatform:
     """``extra_env`` goes to every command (a benchmark runs an older checkout with it);
-    ``up_args`` to ``stackyard up`` (``--engine swarm --engine-endpoint …``)."""
+    ``up_args`` to ``stackyard up`` (``--engine swarm --engine-endpoint …``). Scheduled
+    retention is off unless ``up_args`` asks for it: a module's platform can outlive its
+    first-run delay, and a collection in the middle of another test's push is not what that
+    test is about (tests of retention run it themselves)."""
     require("docker-registry")
     require("caddy")
     env = {**cli_env(data_dir), **(extra_env or {})}
     ports = {"--api-port": free_port(), "--registry-port": free_port()}
     argv = [*STACKYARD, "up", "-d", "--json", *up_args]
+    if extra_env is None and not any(a.startswith("--retention-interval") for a in up_args):
+        argv += ["--retention-interval", "0"]  # an older checkout (extra_env) lacks the option
     for flag, port in ports.items():
         argv += [flag, str(port)]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
