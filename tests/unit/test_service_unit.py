@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stackyard.cli.shared import platform_settings
+from stackyard.cli.shared import platform_settings, settings_of_command_line
 from stackyard.errors import UsageError
 from stackyard.platform.lifecycle import foreground_argv
 from stackyard.platform.service import (
@@ -103,7 +105,9 @@ def test_the_domain_options_reach_the_unit_and_an_upgrade_keeps_them(tmp_path: P
     assert "--https-port 5001" in unit_text(settings, scope="system")
     state = PlatformState(1, "http://127.0.0.1:7001", "127.0.0.1:7002", "unix:/a", "/t")
     kept = settings_of(
-        Settings(data_dir=tmp_path / "data"), RunningControlPlane(state, tuple(argv), {}, None)
+        Settings(data_dir=tmp_path / "data"),
+        RunningControlPlane(state, tuple(argv), {}, None),
+        settings_of_command_line,
     )
     assert kept == replace(settings, api_port=7001, registry_port=7002)
 
@@ -114,7 +118,9 @@ def test_an_upgrade_from_a_command_line_without_domain_options_keeps_the_default
     base = Settings(data_dir=tmp_path / "data")
     argv = ["python", "-m", "stackyard", "up", "--network-mode", "host"]
     state = PlatformState(1, "http://127.0.0.1:7001", "127.0.0.1:7002", "unix:/a", "/t")
-    kept = settings_of(base, RunningControlPlane(state, tuple(argv), {}, None))
+    kept = settings_of(
+        base, RunningControlPlane(state, tuple(argv), {}, None), settings_of_command_line
+    )
     assert (kept.base_domain, kept.acme_email, kept.https_port) == (None, "", 443)
 
 
@@ -150,6 +156,8 @@ def test_an_upgrade_keeps_the_running_control_plane_s_build_options(tmp_path: Pa
         data_dir=tmp_path, api_port=7101, registry_port=7102, network_mode="auto",
         build_image="mine:1", build_cpus=1.5, build_memory=3 * 1024**3, build_pids=300,
         build_disk=5 * 1024**3, builds_on_host=True, keep_releases=4, retention_every=0.0,
+        engine="swarm", engine_endpoint="unix:///run/stackyard-swarm/n1.sock",
+        task_registry="10.0.0.5:5000",
     )  # fmt: skip
     state = PlatformState(
         pid=1, api_url="http://127.0.0.1:7101", registry="127.0.0.1:7102",
@@ -157,5 +165,24 @@ def test_an_upgrade_keeps_the_running_control_plane_s_build_options(tmp_path: Pa
     )  # fmt: skip
     assert "--keep-releases 4 --retention-interval 0" in shlex.join(foreground_argv(old))
     running = RunningControlPlane(state, tuple(foreground_argv(old)), {}, None)
-    new = settings_of(Settings(data_dir=tmp_path, network_mode="host"), running)
+    new = settings_of(
+        Settings(data_dir=tmp_path, network_mode="host"), running, settings_of_command_line
+    )
     assert new == old
+
+
+def test_service_install_takes_every_option_up_takes(tmp_path: Path) -> None:
+    """One list of options serves both: the unit runs `up` with the engine asked for."""
+    units = tmp_path / "units"
+    installed = subprocess.run(
+        [sys.executable, "-m", "stackyard", "service", "install", "--unit-dir", str(units),
+         "--system", "--data-dir", str(tmp_path / "data"), "--engine", "swarm",
+         "--engine-endpoint", "unix:///run/stackyard-swarm/n1.sock", "--task-registry",
+         "10.0.0.5:5000", "--keep-releases", "4", "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    text = (units / "stackyard.service").read_text()
+    assert "--engine swarm --engine-endpoint unix:///run/stackyard-swarm/n1.sock" in text
+    assert "--task-registry 10.0.0.5:5000" in text
+    assert "--keep-releases 4" in text

@@ -15,31 +15,13 @@ import typer
 from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, print_json
 from stackyard.cli.shared import (
-    AcmeCa,
-    AcmeCaRoots,
-    AcmeEmail,
-    ApiPort,
-    BuildCpus,
-    BuildDisk,
-    BuildImage,
-    BuildMemory,
-    BuildPids,
-    BuildsOnHost,
     DataDir,
-    Domain,
-    HttpPort,
-    HttpsPort,
     Json,
-    KeepReleases,
-    NetworkModeOption,
-    PublicAddress,
-    PublicUrl,
-    RegistryPort,
-    RetentionInterval,
-    domain_overrides,
-    platform_settings,
+    platform_options,
     settings_for,
+    settings_of_command_line,
 )
+from stackyard.settings import Settings
 
 if TYPE_CHECKING:
     from stackyard.platform.state import PlatformState
@@ -62,46 +44,10 @@ def _describe(state: PlatformState, *, elapsed: float | None = None) -> None:
         console.print(f"  data plane   {pids}")
 
 
+@platform_options
 def up(
+    settings: Settings,
     detach: Annotated[bool, typer.Option("-d", "--detach", help="Run in the background.")] = False,
-    data_dir: DataDir = None,
-    api_port: ApiPort = None,
-    registry_port: RegistryPort = None,
-    network_mode: NetworkModeOption = None,
-    engine: Annotated[
-        str | None,
-        typer.Option(help="Where tasks run: docker (this machine, default) or swarm (a cluster)."),
-    ] = None,
-    engine_endpoint: Annotated[
-        str | None,
-        typer.Option(
-            help="The engine's API, e.g. unix:///run/stackyard-swarm/n1.sock (a swarm "
-            "manager) \\[default: DOCKER_HOST, else the local engine]."
-        ),
-    ] = None,
-    task_registry: Annotated[
-        str | None,
-        typer.Option(
-            help="Registry address tasks pull from, one every node reaches "
-            "\\[default: the embedded registry's 127.0.0.1 address]."
-        ),
-    ] = None,
-    public_url: PublicUrl = None,
-    domain: Domain = None,
-    acme_email: AcmeEmail = None,
-    acme_ca: AcmeCa = None,
-    acme_ca_roots: AcmeCaRoots = None,
-    public_address: PublicAddress = None,
-    http_port: HttpPort = None,
-    https_port: HttpsPort = None,
-    build_image: BuildImage = None,
-    build_cpus: BuildCpus = None,
-    build_memory: BuildMemory = None,
-    build_pids: BuildPids = None,
-    build_disk: BuildDisk = None,
-    builds_on_host: BuildsOnHost = False,
-    keep_releases: KeepReleases = None,
-    retention_interval: RetentionInterval = None,
     json_output: Json = False,
 ) -> None:
     """Start the control plane (API, store, deployments) and, unless it runs, the data plane
@@ -110,28 +56,6 @@ def up(
     from stackyard.platform.lifecycle import start_background
     from stackyard.platform.state import running_state
 
-    settings = platform_settings(
-        data_dir,
-        api_port,
-        registry_port,
-        network_mode,
-        public_url,
-        build_image=build_image,
-        build_cpus=build_cpus,
-        build_memory=build_memory,
-        build_pids=build_pids,
-        build_disk=build_disk,
-        builds_on_host=builds_on_host,
-        keep_releases=keep_releases,
-        retention_interval=retention_interval,
-    ).with_overrides(
-        engine=engine,
-        engine_endpoint=engine_endpoint,
-        task_registry=task_registry,
-        **domain_overrides(
-            domain, acme_email, acme_ca, acme_ca_roots, public_address, http_port, https_port
-        ),
-    )
     existing = running_state(settings.state_file)
     if existing is not None:
         if json_output:
@@ -204,7 +128,7 @@ def upgrade(data_dir: DataDir = None, json_output: Json = False) -> None:
     the data plane, then stop the old control plane and start this one."""
     from stackyard.platform.upgrade import upgrade as run_upgrade
 
-    report = run_upgrade(settings_for(data_dir))
+    report = run_upgrade(settings_for(data_dir), settings_of_command_line)
     if json_output:
         print_json(
             {

@@ -8,33 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from stackyard.cli.output import console, print_json
-from stackyard.cli.shared import (
-    AcmeCa,
-    AcmeCaRoots,
-    AcmeEmail,
-    ApiPort,
-    BuildCpus,
-    BuildDisk,
-    BuildImage,
-    BuildMemory,
-    BuildPids,
-    BuildsOnHost,
-    DataDir,
-    Domain,
-    HttpPort,
-    HttpsPort,
-    Json,
-    KeepReleases,
-    NetworkModeOption,
-    PublicAddress,
-    PublicUrl,
-    RegistryPort,
-    RetentionInterval,
-    domain_overrides,
-    platform_settings,
-    settings_for,
-)
+from stackyard.cli.shared import DataDir, Json, platform_options, settings_for
 from stackyard.errors import UsageError
+from stackyard.settings import Settings
 
 if TYPE_CHECKING:
     from stackyard.platform.service import Scope
@@ -71,27 +47,9 @@ def _where(user: bool | None, unit_dir: Path | None) -> tuple[Scope, Path, bool]
     return scope, directory, running
 
 
+@platform_options
 def install(
-    data_dir: DataDir = None,
-    api_port: ApiPort = None,
-    registry_port: RegistryPort = None,
-    network_mode: NetworkModeOption = None,
-    public_url: PublicUrl = None,
-    domain: Domain = None,
-    acme_email: AcmeEmail = None,
-    acme_ca: AcmeCa = None,
-    acme_ca_roots: AcmeCaRoots = None,
-    public_address: PublicAddress = None,
-    http_port: HttpPort = None,
-    https_port: HttpsPort = None,
-    build_image: BuildImage = None,
-    build_cpus: BuildCpus = None,
-    build_memory: BuildMemory = None,
-    build_pids: BuildPids = None,
-    build_disk: BuildDisk = None,
-    builds_on_host: BuildsOnHost = False,
-    keep_releases: KeepReleases = None,
-    retention_interval: RetentionInterval = None,
+    settings: Settings,
     user: UserScope = None,
     unit_dir: UnitDir = None,
     name: Name = "stackyard",
@@ -101,25 +59,6 @@ def install(
     again when it fails. With systemd running, start it now."""
     from stackyard.platform.service import apply, plan_install
 
-    settings = platform_settings(
-        data_dir,
-        api_port,
-        registry_port,
-        network_mode,
-        public_url,
-        build_image=build_image,
-        build_cpus=build_cpus,
-        build_memory=build_memory,
-        build_pids=build_pids,
-        build_disk=build_disk,
-        builds_on_host=builds_on_host,
-        keep_releases=keep_releases,
-        retention_interval=retention_interval,
-    ).with_overrides(
-        **domain_overrides(
-            domain, acme_email, acme_ca, acme_ca_roots, public_address, http_port, https_port
-        )
-    )
     scope, directory, running = _where(user, unit_dir)
     plan = plan_install(settings, scope=scope, unit_dir=directory, name=name, running=running)
     apply(plan)

@@ -1,9 +1,16 @@
-"""Options every command shares (``--data-dir``, ``--json``) and the settings they make."""
+"""Options every command shares (``--data-dir``, ``--json``) and the settings they make.
+
+The platform's own settings are one list of options (:func:`platform_options`): `up` and
+the service unit that runs it take the same ones, and a new option is added once.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -69,27 +76,6 @@ HttpsPort = Annotated[
 ]
 
 
-def domain_overrides(
-    domain: str | None,
-    acme_email: str | None,
-    acme_ca: str | None,
-    acme_ca_roots: list[Path] | None,
-    public_address: str | None,
-    http_port: int | None,
-    https_port: int | None,
-) -> dict[str, object]:
-    """The settings of the domain options (None: the default), for ``with_overrides``."""
-    return {
-        "base_domain": domain,
-        "acme_email": acme_email,
-        "acme_ca": acme_ca,
-        "acme_roots": tuple(str(p.resolve()) for p in acme_ca_roots) if acme_ca_roots else None,
-        "public_address": public_address,
-        "http_port": http_port,
-        "https_port": https_port,
-    }
-
-
 BuildImage = Annotated[
     str | None,
     typer.Option(
@@ -132,6 +118,101 @@ RetentionInterval = Annotated[
 ]
 
 
+Engine = Annotated[
+    str | None,
+    typer.Option(help="Where tasks run: docker (this machine, default) or swarm (a cluster)."),
+]
+EngineEndpoint = Annotated[
+    str | None,
+    typer.Option(
+        help="The engine's API, e.g. unix:///run/stackyard-swarm/n1.sock (a swarm "
+        "manager) \\[default: DOCKER_HOST, else the local engine]."
+    ),
+]
+TaskRegistry = Annotated[
+    str | None,
+    typer.Option(
+        help="Registry address tasks pull from, one every node reaches "
+        "\\[default: the embedded registry's 127.0.0.1 address]."
+    ),
+]
+
+# (name, annotation, default) of every option of the platform's settings, in help order.
+_PLATFORM_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("data_dir", DataDir, None),
+    ("api_port", ApiPort, None),
+    ("registry_port", RegistryPort, None),
+    ("network_mode", NetworkModeOption, None),
+    ("engine", Engine, None),
+    ("engine_endpoint", EngineEndpoint, None),
+    ("task_registry", TaskRegistry, None),
+    ("public_url", PublicUrl, None),
+    ("domain", Domain, None),
+    ("acme_email", AcmeEmail, None),
+    ("acme_ca", AcmeCa, None),
+    ("acme_ca_roots", AcmeCaRoots, None),
+    ("public_address", PublicAddress, None),
+    ("http_port", HttpPort, None),
+    ("https_port", HttpsPort, None),
+    ("build_image", BuildImage, None),
+    ("build_cpus", BuildCpus, None),
+    ("build_memory", BuildMemory, None),
+    ("build_pids", BuildPids, None),
+    ("build_disk", BuildDisk, None),
+    ("builds_on_host", BuildsOnHost, False),
+    ("keep_releases", KeepReleases, None),
+    ("retention_interval", RetentionInterval, None),
+)
+
+
+def platform_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` every option of the platform's settings, after its own; it receives
+    them checked, as its ``settings`` parameter (a bad value is a UsageError)."""
+    own = [
+        parameter
+        for parameter in inspect.signature(command, eval_str=True).parameters.values()
+        if parameter.name != "settings"
+    ]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, kind, default in _PLATFORM_OPTIONS
+    ]
+    names = [name for name, _, _ in _PLATFORM_OPTIONS]
+
+    @functools.wraps(command)
+    def run(**arguments: Any) -> None:
+        options = {name: arguments.pop(name) for name in names}
+        command(settings=platform_settings(**options), **arguments)
+
+    parameters = [
+        parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in own
+    ] + added
+    run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    run.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    return run
+
+
+def settings_of_command_line(args: Sequence[str]) -> Settings:
+    """The settings a ``stackyard up`` command line asks for (a running control plane's,
+    after ``up``), read with the very options `up` takes: how `upgrade` keeps them."""
+    import typer.main
+
+    found: list[Settings] = []
+
+    @platform_options
+    def read(
+        settings: Settings,
+        detach: Annotated[bool, typer.Option("-d", "--detach")] = False,
+        json_output: Json = False,
+    ) -> None:
+        found.append(settings)
+
+    reader = typer.Typer(add_completion=False)
+    reader.command()(read)
+    typer.main.get_command(reader).main(list(args), prog_name="up", standalone_mode=False)
+    return found[0]
+
+
 def settings_for(data_dir: Path | None, **overrides: object) -> Settings:
     return Settings().with_overrides(data_dir=data_dir, **overrides)
 
@@ -151,6 +232,16 @@ def platform_settings(
     builds_on_host: bool = False,
     keep_releases: int | None = None,
     retention_interval: float | None = None,
+    engine: str | None = None,
+    engine_endpoint: str | None = None,
+    task_registry: str | None = None,
+    domain: str | None = None,
+    acme_email: str | None = None,
+    acme_ca: str | None = None,
+    acme_ca_roots: list[Path] | None = None,
+    public_address: str | None = None,
+    http_port: int | None = None,
+    https_port: int | None = None,
 ) -> Settings:
     """The settings `up` runs with, from its options; a bad network mode, public URL,
     build limit or retention setting is a UsageError."""
@@ -187,4 +278,14 @@ def platform_settings(
         builds_on_host=builds_on_host or None,
         keep_releases=keep_releases,
         retention_every=None if retention_interval is None else retention_interval * 3600,
+        engine=engine,
+        engine_endpoint=engine_endpoint,
+        task_registry=task_registry,
+        base_domain=domain,
+        acme_email=acme_email,
+        acme_ca=acme_ca,
+        acme_roots=tuple(str(p.resolve()) for p in acme_ca_roots) if acme_ca_roots else None,
+        public_address=public_address,
+        http_port=http_port,
+        https_port=https_port,
     )

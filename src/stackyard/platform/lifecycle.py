@@ -18,7 +18,8 @@ from stackyard.platform.supervisor import tail
 from stackyard.settings import Settings
 
 # The domain options of `up` that differ from their defaults are written into the command
-# line of a control plane started in the background, so `upgrade` can read them back.
+# line of a control plane started in the background (`upgrade` reads it back with `up`'s
+# own options).
 DOMAIN_OPTIONS = (
     ("--domain", "base_domain"),
     ("--acme-email", "acme_email"),
@@ -27,20 +28,6 @@ DOMAIN_OPTIONS = (
     ("--https-port", "https_port"),
     ("--public-address", "public_address"),
 )
-
-
-def domain_settings(argv: list[str]) -> dict[str, object]:
-    """The domain settings a control plane's command line (``foreground_argv``) carries;
-    options it does not have are left out (an older version's)."""
-    found: dict[str, object] = {}
-    for option, field in DOMAIN_OPTIONS:
-        if option in argv[:-1]:
-            value = argv[argv.index(option) + 1]
-            found[field] = int(value) if field.endswith("_port") else value
-    roots = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--acme-ca-roots"]
-    if roots:
-        found["acme_roots"] = tuple(roots)
-    return found
 
 
 def foreground_argv(settings: Settings) -> list[str]:

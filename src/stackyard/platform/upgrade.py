@@ -26,6 +26,7 @@ import shlex
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,17 +36,18 @@ from stackyard.errors import ComponentError, StackyardError
 from stackyard.platform.dataplane import ensure_dataplane, set_registry_mode
 from stackyard.platform.lifecycle import (
     api_answers,
-    domain_settings,
     start_background,
     stop_control_plane,
 )
 from stackyard.platform.state import PlatformState, pid_alive, running_state
 from stackyard.router.caddy import HOSTS_SERVER, PREFIX, CaddyRouter, routes_in
 from stackyard.router.directory import Table, lookup_srv, write_table
-from stackyard.settings import NetworkSetting, Settings
+from stackyard.settings import Settings
 from stackyard.store.database import migrate, open_database
 
 BACKUP_SUFFIX = ".before-upgrade"
+# Settings from a `stackyard up` command line (its arguments after `up`).
+CommandLineReader = Callable[[Sequence[str]], Settings]
 # After the old Caddy stopped listening on the stages' ports: the time its requests in
 # flight have to finish, as a deployment's default drain.
 LEGACY_DRAIN = 2.0
@@ -108,46 +110,21 @@ def running_control_plane(settings: Settings) -> RunningControlPlane | None:
     return RunningControlPlane(state, argv, env, unit)
 
 
-def settings_of(base: Settings, running: RunningControlPlane | None) -> Settings:
-    """The new control plane's settings: those the running one has (its ports, its network
-    mode, its domain, ACME, build and retention options), else ``base``."""
+def settings_of(
+    base: Settings, running: RunningControlPlane | None, read: CommandLineReader
+) -> Settings:
+    """The new control plane's settings: those the running one was started with (its
+    command line after ``up``, read by ``read`` with `up`'s own options; its ports as it
+    reports them), else ``base``."""
     if running is None:
         return base
     argv = list(running.argv)
-
-    def option(name: str) -> str | None:
-        return argv[argv.index(name) + 1] if name in argv[:-1] else None
-
-    mode = option("--network-mode")
-    network: NetworkSetting | None = mode if mode in ("auto", "host", "bridge") else None  # type: ignore[assignment]
-    cpus, memory, pids, disk = (
-        option(f"--build-{name}") for name in ("cpus", "memory", "pids", "disk")
-    )
-    keep, hours = option("--keep-releases"), _hours(option("--retention-interval"))
-    # foreground_argv writes the build limits as numbers (bytes for memory and disk).
-    return base.with_overrides(
+    args = argv[argv.index("up") + 1 :] if "up" in argv else []
+    return read(args).with_overrides(
+        data_dir=base.data_dir,
         api_port=int(running.state.api_url.rsplit(":", 1)[1]),
         registry_port=int(running.state.registry.rsplit(":", 1)[1]),
-        network_mode=network,
-        **domain_settings(argv),
-        build_image=option("--build-image"),
-        build_cpus=float(cpus) if cpus else None,
-        build_memory=int(memory) if memory and memory.isdigit() else None,
-        build_pids=int(pids) if pids and pids.isdigit() else None,
-        build_disk=int(disk) if disk and disk.isdigit() else None,
-        builds_on_host=True if "--builds-on-host" in argv else None,
-        keep_releases=int(keep) if keep and keep.isdigit() else None,
-        retention_every=None if hours is None else hours * 3600,
     )
-
-
-def _hours(value: str | None) -> float | None:
-    """A ``--retention-interval`` read back from a command line; None when absent or not a
-    number of hours (an older version's, or a hand-written one)."""
-    try:
-        return None if value is None else float(value)
-    except ValueError:
-        return None
 
 
 # -- the database ---------------------------------------------------------------------------
@@ -260,9 +237,11 @@ def start_registry_when_free(settings: Settings, timeout: float = 60.0) -> None:
 # -- the switch -----------------------------------------------------------------------------
 
 
-def upgrade(base: Settings) -> UpgradeReport:
+def upgrade(base: Settings, read: CommandLineReader) -> UpgradeReport:
+    """Replace the running control plane with this version; ``read`` turns its command
+    line into settings (the CLI's, so one list of options serves `up` and this)."""
     running = running_control_plane(base)
-    settings = settings_of(base, running)
+    settings = settings_of(base, running, read)
     settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     trial_migration(settings)
     lines = ["the database migrates: a copy of it was migrated to this version"]
