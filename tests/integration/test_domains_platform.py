@@ -84,6 +84,12 @@ def wait_converged(yard: RunningPlatform, stack: str, within: float = 120) -> No
     pytest.fail(f"{stack} did not converge within {within} s")
 
 
+def doctor_certificates(yard: RunningPlatform) -> tuple[int, dict[str, Any]]:
+    result = yard.cli("doctor", "--json", check=False, timeout=120)
+    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+    return result.returncode, checks["certificates"]
+
+
 def version(port: int, name: str, roots: Path) -> str:
     text = https_get(port, name, roots).text
     match = re.search(r"VERSION=(\w+)", text)
@@ -156,6 +162,24 @@ def test_a_stage_on_the_base_domain_is_served_over_https_and_names_can_be_added(
         assert len(found) == 1, lines[-2000:]
         assert f"GET {name}/batch/{n}?token=" in found[0]
         assert " 404 " in found[0]
+
+    # doctor reads every name's certificate as `domains` does: a name the CA cannot
+    # validate fails the check, named with its stage and the CA's error.
+    assert doctor_certificates(yard)[1] == {
+        "check": "certificates",
+        "verdict": "ok",
+        "summary": "2 valid",
+        "fix": "",
+    }
+    pebble.point("broken.hello.test", "127.0.0.2")  # nothing answers the challenge there
+    yard.cli("domains", "add", "hello", "--stage", "dev", "broken.hello.test")
+    assert wait_valid(yard, "hello", "broken.hello.test")["state"] == "failed"
+    code, found = doctor_certificates(yard)
+    assert (code, found["verdict"]) == (1, "fail"), found
+    assert found["summary"].startswith("broken.hello.test (hello/dev) failed: "), found
+    assert "127.0.0.2" in found["summary"]
+    assert "stackyard domains hello" in found["fix"]
+    yard.cli("domains", "remove", "hello", "--stage", "dev", "broken.hello.test")
 
     yard.cli("domains", "remove", "hello", "--stage", "dev", "www.hello.test")
     deadline = time.monotonic() + 30

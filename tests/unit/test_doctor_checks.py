@@ -4,15 +4,18 @@ what fails, and the one-line fix it gives. No component is asked."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from stackyard.platform.doctor import (
+    CERTIFICATE_WARN,
     DISK_FAIL,
     DISK_WARN,
     MEMORY_FAIL,
     MEMORY_WARN,
     Answer,
+    CertificateFact,
     DoctorFacts,
     FileMode,
     Finding,
@@ -151,6 +154,51 @@ def test_orphan_tasks_warn_with_the_command_that_removes_them() -> None:
     assert "old" in found.summary
     unasked = finding(replace(HEALTHY, orphans=None), "orphan tasks")
     assert unasked.verdict is Verdict.WARN
+
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def cert(name: str, state: str, *, days: float | None = 60, error: str = "") -> CertificateFact:
+    expires = None if days is None else NOW + timedelta(days=days)
+    return CertificateFact("shop", "prod", name, state, expires, error)
+
+
+def test_certificates_valid_or_being_obtained_pass() -> None:
+    certificates = (cert("a.example.com", "valid"), cert("b.example.com", "pending", days=None))
+    found = finding(replace(HEALTHY, certificates=certificates, now=NOW), "certificates")
+    assert (found.verdict, found.summary) == (Verdict.OK, "1 valid, 1 being obtained")
+    none = finding(replace(HEALTHY, certificates=(), now=NOW), "certificates")
+    assert (none.verdict, none.summary) == (Verdict.OK, "no stage is served over HTTPS")
+
+
+def test_a_failed_or_expired_certificate_fails_naming_the_name_its_stage_and_the_ca() -> None:
+    error = "urn:ietf:params:acme:error:dns: no such host"
+    certificates = (
+        cert("a.example.com", "valid"),
+        cert("b.example.com", "failed", days=None, error=error),
+        cert("c.example.com", "expired", days=-1),
+    )
+    found = finding(replace(HEALTHY, certificates=certificates, now=NOW), "certificates")
+    assert found.verdict is Verdict.FAIL
+    assert found.summary == f"b.example.com (shop/prod) failed: {error} (and 1 more)"
+    assert "stackyard domains shop" in found.fix
+    expired = finding(replace(HEALTHY, certificates=certificates[2:], now=NOW), "certificates")
+    assert (expired.verdict, expired.summary) == (Verdict.FAIL, "c.example.com (shop/prod) expired")
+
+
+def test_a_certificate_near_its_end_warns_it_was_not_renewed() -> None:
+    days = CERTIFICATE_WARN.total_seconds() / 86400
+    ending = (cert("a.example.com", "valid", days=days - 0.5),)
+    found = finding(replace(HEALTHY, certificates=ending, now=NOW), "certificates")
+    assert found.verdict is Verdict.WARN
+    assert found.summary.startswith("a.example.com (shop/prod) expires 2026-12-11 00:00 UTC")
+    fine = (cert("a.example.com", "valid", days=days + 0.5),)
+    assert finding(replace(HEALTHY, certificates=fine, now=NOW), "certificates").verdict is (
+        Verdict.OK
+    )
+    unasked = finding(replace(HEALTHY, certificates=None), "certificates")
+    assert (unasked.verdict, unasked.summary) == (Verdict.WARN, "not checked: Caddy did not answer")
 
 
 def test_upstream_sources_are_read_from_caddys_routes_and_asked_like_caddy() -> None:

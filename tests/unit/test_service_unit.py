@@ -186,3 +186,8 @@ def test_service_install_takes_every_option_up_takes(tmp_path: Path) -> None:
     assert "--engine swarm --engine-endpoint unix:///run/stackyard-swarm/n1.sock" in text
     assert "--task-registry 10.0.0.5:5000" in text
     assert "--keep-releases 4" in text
+
+
+def test_a_command_line_this_version_cannot_read_is_a_usage_error_naming_it() -> None:
+    with pytest.raises(UsageError, match=r"\(up --bogus\): No such option: --bogus"):
+        settings_of_command_line(["--bogus"])

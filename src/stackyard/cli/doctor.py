@@ -7,19 +7,22 @@ from dataclasses import asdict
 import typer
 
 from stackyard.cli.output import console, print_json
-from stackyard.cli.shared import DataDir, Json, settings_for
+from stackyard.cli.shared import DataDir, Json, settings_for, settings_of_command_line
+from stackyard.errors import StackyardError
+from stackyard.settings import Settings
 
 MARKS = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
 
 
 def doctor(data_dir: DataDir = None, json_output: Json = False) -> None:
     """Check the engine, registry, router, upstreams, disk, memory, the data directory's
-    permissions, the database and orphan tasks; exit 1 when a check fails."""
+    permissions, the database, orphan tasks and HTTPS certificates; exit 1 when a check
+    fails."""
     from stackyard.platform.diskuse import human_bytes
     from stackyard.platform.doctor import diagnose, failed
     from stackyard.platform.inspection import observe
 
-    facts = observe(settings_for(data_dir))
+    facts = observe(_running_settings(settings_for(data_dir)))
     findings = diagnose(facts)
     if json_output:
         print_json(
@@ -52,6 +55,18 @@ def doctor(data_dir: DataDir = None, json_output: Json = False) -> None:
             console.print("retention has not run yet (it runs daily; now: stackyard prune)")
     if failed(findings):
         raise typer.Exit(1)
+
+
+def _running_settings(base: Settings) -> Settings:
+    """The settings the running control plane was started with (its engine, endpoint,
+    domain options), so doctor asks what the platform asks; ``base`` when none runs or
+    its command line cannot be read (doctor reports the control plane itself)."""
+    from stackyard.platform.upgrade import running_control_plane, settings_of
+
+    try:
+        return settings_of(base, running_control_plane(base), settings_of_command_line)
+    except StackyardError:
+        return base
 
 
 def register(app: typer.Typer) -> None:

@@ -195,6 +195,7 @@ def platform_options(command: Callable[..., None]) -> Callable[..., None]:
 def settings_of_command_line(args: Sequence[str]) -> Settings:
     """The settings a ``stackyard up`` command line asks for (a running control plane's,
     after ``up``), read with the very options `up` takes: how `upgrade` keeps them."""
+    import typer.exceptions
     import typer.main
 
     found: list[Settings] = []
@@ -209,7 +210,13 @@ def settings_of_command_line(args: Sequence[str]) -> Settings:
 
     reader = typer.Typer(add_completion=False)
     reader.command()(read)
-    typer.main.get_command(reader).main(list(args), prog_name="up", standalone_mode=False)
+    try:
+        typer.main.get_command(reader).main(list(args), prog_name="up", standalone_mode=False)
+    except typer.exceptions.TyperException as exc:  # typer's own click: a bad option
+        raise UsageError(
+            f"cannot read the control plane's command line (up {' '.join(args)}): {exc}",
+            hint="stop it with `stackyard down` and start it with this version's `up`",
+        ) from exc
     return found[0]
 
 

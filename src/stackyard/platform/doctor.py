@@ -3,14 +3,15 @@
 Every check is a pure function of ``DoctorFacts`` (inspection.py gathers them) that
 returns a ``Finding``: ok, warn or fail, a line that says what was seen, and for a
 problem a one-line fix. ``CHECKS`` lists them in the order they are shown; a new concern
-(certificates, once stages have domains; swarm services) adds its facts and a function
-here. Thresholds are constants, so a test names the boundary it checks.
+adds its facts and a function here. Thresholds are constants, so a test names the
+boundary it checks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -18,6 +19,9 @@ from stackyard.platform.diskuse import human_bytes
 
 DISK_WARN, DISK_FAIL = 0.85, 0.95  # fraction of the data directory's filesystem used
 MEMORY_WARN, MEMORY_FAIL = 0.10, 0.05  # fraction of memory still available
+# Caddy renews a certificate when a third of its life is left (30 days of Let's Encrypt's
+# 90): one this close to its end was not renewed, and will not be without help.
+CERTIFICATE_WARN = timedelta(days=14)
 
 
 class Verdict(StrEnum):
@@ -69,6 +73,21 @@ class Orphan:
 
 
 @dataclass(frozen=True)
+class CertificateFact:
+    """Where one host name's certificate stands (router/certificates.py reads it)."""
+
+    stack: str
+    stage: str
+    name: str
+    state: str  # pending, valid, expired, failed
+    expires: datetime | None = None
+    error: str = ""
+
+    def where(self) -> str:
+        return f"{self.name} ({self.stack}/{self.stage})"
+
+
+@dataclass(frozen=True)
 class DoctorFacts:
     data_dir: str
     user: int  # who runs doctor (the platform runs as the same user)
@@ -88,6 +107,9 @@ class DoctorFacts:
     orphans: tuple[Orphan, ...] | None  # None when the engine could not be asked
     disk_use: Mapping[str, int] = field(default_factory=dict)
     last_retention: Mapping[str, Any] | None = None
+    # Host names served over HTTPS; None when Caddy (its storage) could not be asked.
+    certificates: tuple[CertificateFact, ...] | None = ()
+    now: datetime | None = None  # when the facts were observed (certificate expiry)
 
 
 def _component(check: str, answer: Answer, ok: str, problem: str, fix: str) -> Finding:
@@ -259,6 +281,40 @@ def check_orphans(facts: DoctorFacts) -> Finding:
     )
 
 
+def check_certificates(facts: DoctorFacts) -> Finding:
+    found = facts.certificates
+    if found is None:
+        return Finding("certificates", Verdict.WARN, "not checked: Caddy did not answer")
+    if not found:
+        return Finding("certificates", Verdict.OK, "no stage is served over HTTPS")
+    broken = [c for c in found if c.state in ("failed", "expired")]
+    if broken:
+        first = broken[0]
+        why = f"failed: {first.error}" if first.state == "failed" else "expired"
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        return Finding(
+            "certificates",
+            Verdict.FAIL,
+            f"{first.where()} {why}{more}",
+            f"check that {first.name} resolves to this machine and ports 80/443 reach it; "
+            f"`stackyard domains {first.stack}` shows every name",
+        )
+    now = facts.now or datetime.now().astimezone()
+    ending = [c for c in found if c.expires is not None and c.expires - now < CERTIFICATE_WARN]
+    if ending:
+        first = min(ending, key=lambda c: c.expires or now)
+        return Finding(
+            "certificates",
+            Verdict.WARN,
+            f"{first.where()} expires {first.expires:%Y-%m-%d %H:%M} UTC and was not renewed",
+            f"read the renewal's error in {facts.data_dir}/run/caddy-*-acme.log",
+        )
+    valid = sum(c.state == "valid" for c in found)
+    pending = len(found) - valid
+    waiting = f", {pending} being obtained" if pending else ""
+    return Finding("certificates", Verdict.OK, f"{valid} valid{waiting}")
+
+
 CHECKS: tuple[Callable[[DoctorFacts], Finding], ...] = (
     check_control_plane,
     check_engine,
@@ -270,6 +326,7 @@ CHECKS: tuple[Callable[[DoctorFacts], Finding], ...] = (
     check_permissions,
     check_schema,
     check_orphans,
+    check_certificates,
 )
 
 

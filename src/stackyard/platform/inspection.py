@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,19 +20,28 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from stackyard import plugins
 from stackyard.engines.base import LABEL_PLATFORM, LABEL_STACK
 from stackyard.errors import StackyardError
 from stackyard.platform.backup import SECRET_FILES
 from stackyard.platform.diskuse import RETENTION_REPORT, data_dir_use, filesystem_use
-from stackyard.platform.doctor import Answer, DoctorFacts, FileMode, Orphan, RouteSource
+from stackyard.platform.doctor import (
+    Answer,
+    CertificateFact,
+    DoctorFacts,
+    FileMode,
+    Orphan,
+    RouteSource,
+)
 from stackyard.platform.state import PlatformState, pid_alive
 from stackyard.router.caddy import ADMIN_HOST, UnixSocketTransport
+from stackyard.router.certificates import acme_log_path, certificate_of, storage_root
 from stackyard.router.upstream_probe import ask, dynamic_sources
 from stackyard.settings import Settings
 from stackyard.store.database import known_revisions, open_database, schema_revision
-from stackyard.store.models import Stack
+from stackyard.store.models import Stack, StageRoute
 
 TIMEOUT = 2.0  # seconds each component has to answer
 
@@ -77,6 +87,8 @@ def observe(settings: Settings) -> DoctorFacts:
         orphans=orphans,
         disk_use=data_dir_use(data_dir) if data_dir.exists() else {},
         last_retention=_last_retention(data_dir),
+        certificates=None if config is None else _certificates(settings, config),
+        now=datetime.now(UTC),
     )
 
 
@@ -131,6 +143,47 @@ def _sources(config: Any) -> tuple[RouteSource, ...]:
     return tuple(RouteSource(a.source.name, a.source.resolver, a.upstreams) for a in answers)
 
 
+def _certificates(settings: Settings, config: Any) -> tuple[CertificateFact, ...]:
+    """Each HTTPS host name's certificate, read as `stackyard domains` reads it: from
+    Caddy's certificate storage and each Caddy's log of its attempts."""
+    names = _https_names(settings.data_dir)
+    storage = storage_root(config)
+    logs = [acme_log_path(path) for path in settings.caddy_admin_sockets]
+    facts = []
+    for stack, stage, name in names:
+        certificate = certificate_of(name, storage, logs)
+        facts.append(
+            CertificateFact(
+                stack, stage, name, certificate.state, certificate.expires, certificate.error
+            )
+        )
+    return tuple(facts)
+
+
+def _https_names(data_dir: Path) -> list[tuple[str, str, str]]:
+    """(stack, stage, host name) of every name a stage serves over HTTPS."""
+    database = data_dir / "stackyard.db"
+    if not database.is_file():
+        return []
+    engine = open_database(f"sqlite:///{database}")
+    try:
+        with Session(engine) as session:
+            rows = session.execute(
+                select(Stack.name, StageRoute).join(Stack, Stack.id == StageRoute.stack_id)
+            ).all()
+    except (StackyardError, SQLAlchemyError):
+        return []  # the database check reports why it cannot be read
+    finally:
+        engine.dispose()
+    found = []
+    for stack, route in rows:
+        if route.host is None or route.tls == "off":
+            continue
+        hosts = dict.fromkeys([route.host, *(route.aliases or ()), *(route.added_domains or ())])
+        found += [(stack, route.stage, host) for host in hosts]
+    return sorted(found)
+
+
 def _state(data_dir: Path) -> tuple[set[str] | None, str | None, str]:
     """The stacks in the state database, its schema revision (no migration), and why it
     could not be read ("" when it could)."""
@@ -155,7 +208,9 @@ def _engine(
     settings: Settings, stacks: set[str] | None
 ) -> tuple[Answer, tuple[Orphan, ...] | None]:
     try:
-        engine = plugins.create(plugins.engine(settings.engine), {})
+        engine = plugins.create(
+            plugins.engine(settings.engine), {"endpoint": settings.engine_endpoint}
+        )
     except StackyardError as exc:
         return Answer(False, exc.message), None
     try:
