@@ -7,6 +7,7 @@ layers it removed.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import threading
@@ -18,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from stackyard.images.docker_builder import DockerBuilder
+from stackyard.images.dockerproxy.rules import BuildLimits, BuildScope
+from stackyard.images.dockerproxy.server import BuildProxy
 from stackyard.images.registry import RegistryClient
 from stackyard.platform import registry_storage
 from stackyard.platform.components import registry_login
@@ -170,3 +173,60 @@ def test_writes_during_garbage_collection_wait_and_succeed(
         for image in images:
             subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
         builder.close()
+
+
+def test_a_build_s_own_docker_push_through_the_proxy_waits_out_a_collection(
+    registry: Settings, tmp_path: Path
+) -> None:
+    """build.yml's `docker push` goes through the build proxy: the proxy holds back the
+    registry's refusal for now and sends the push again, so the build's docker CLI sees
+    one push that went through."""
+    settings = registry
+    login = registry_login(settings)
+    log = settings.logs_dir / "registry.log"
+    stack = f"gcproxy{uuid.uuid4().hex[:6]}"
+    image = f"{settings.registry_endpoint}/{stack}:v1"
+    proxy = BuildProxy()
+    opened = proxy.open(BuildScope(stack, settings.registry_endpoint, login, BuildLimits(pids=256)))
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "DOCKER_HOST": f"unix://{opened.path}",
+           "DOCKER_CONFIG": str(config), "DOCKER_BUILDKIT": "0"}  # fmt: skip
+    client = RegistryClient(
+        settings.registry_endpoint, username=login.username, password=login.password
+    )
+    pushed: dict[str, subprocess.CompletedProcess[str]] = {}
+    seed, builder = f"{settings.registry_endpoint}/{stack}:seed", DockerBuilder()
+    try:
+        build_image(image, tmp_path)
+        build_image(seed, tmp_path)  # the registry has something to collect
+        builder.push(f"{settings.registry_endpoint}/{stack}", "seed", auth=login, on_line=print)
+
+        def push() -> None:
+            pushed["result"] = subprocess.run(
+                ["/usr/bin/docker", "push", image],
+                env=env, capture_output=True, text=True, timeout=240,
+            )  # fmt: skip
+
+        thread = threading.Thread(target=push)
+
+        def while_read_only() -> None:
+            thread.start()
+            wait_for(lambda: refused(log, "POST", "/blobs/uploads/"), "the push to be refused")
+
+        collect_registry_garbage(
+            settings, binary=shutil.which("docker-registry"), while_read_only=while_read_only
+        )
+        thread.join(timeout=240)
+        result = pushed["result"]
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "the registry refused the push for now" in result.stdout
+        digest = re.search(r"digest: (sha256:[0-9a-f]{64})", result.stdout)
+        assert digest is not None, result.stdout
+        assert client.resolve(stack, "v1") == digest.group(1)
+    finally:
+        client.close()
+        opened.close()
+        proxy.close()
+        builder.close()
+        subprocess.run(["docker", "rmi", "-f", image, seed], capture_output=True, check=False)

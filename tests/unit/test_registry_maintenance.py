@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stackyard.images.docker_builder import push_may_succeed_later
+from stackyard.images.push_retry import push_may_succeed_later
 from stackyard.platform import registry_storage
 from stackyard.platform.components import plan_registry, plan_registry_gc
 from stackyard.settings import Settings

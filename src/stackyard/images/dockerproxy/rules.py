@@ -21,6 +21,7 @@ from typing import Any, Literal
 from urllib.parse import unquote
 
 from stackyard.errors import UsageError
+from stackyard.images.push_retry import PUSH_RETRY_FOR
 from stackyard.images.reference import ImageReference
 from stackyard.registry_login import RegistryLogin
 
@@ -119,6 +120,7 @@ class Forward:
     filter_listing: bool = False  # GET /images/json: hide other stacks' images
     build: bool = False  # POST /build: drop the platform registry from X-Registry-Config
     records: tuple[str, ...] = ()  # local names the request makes: now the stack's
+    retry_for: float = 0.0  # a push the registry refuses for now is sent again this long
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,9 @@ def _pull(query: dict[str, list[str]], scope: BuildScope) -> Decision:
     if where == "foreign":
         return Refuse(403, _foreign(name, scope, "pull"))
     if where == "own":
-        return Forward(query, auth=scope.login)
+        # The platform's registry turns read-only for its garbage collection: a build's
+        # push waits that out as the platform's own pushes do.
+        return Forward(query, auth=scope.login, retry_for=PUSH_RETRY_FOR)
     return Forward(query, keep_auth=True)
 
 
@@ -316,7 +320,9 @@ def _push(name: str, tag: str, query: dict[str, list[str]], scope: BuildScope) -
     target = f"{name}:{tag}" if tag else name
     where = _registry_of(target, scope)
     if where == "own":
-        return Forward(query, auth=scope.login)
+        # The platform's registry turns read-only for its garbage collection: a build's
+        # push waits that out as the platform's own pushes do.
+        return Forward(query, auth=scope.login, retry_for=PUSH_RETRY_FOR)
     if where == "foreign":
         return Refuse(403, _foreign(target, scope, "push to"))
     if scope.push_elsewhere:

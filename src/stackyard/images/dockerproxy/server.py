@@ -40,6 +40,7 @@ from stackyard.images.dockerproxy.rules import (
     visible,
     without_registry,
 )
+from stackyard.images.push_retry import push_may_succeed_later
 
 log = logging.getLogger(__name__)
 
@@ -351,13 +352,17 @@ class _Connection:
         query = urlencode(decision.query, doseq=True)
         target = raw_path + (f"?{query}" if query else "")
         headers = _forward_headers(request.headers, decision, self.socket.scope)
-        await upstream.send(_request_event(request.method.decode("ascii"), target, headers))
+        method = request.method.decode("ascii")
+        await upstream.send(_request_event(method, target, headers))
         if body:
             await upstream.send(h11.Data(data=body))
         sending = asyncio.create_task(self._pump_body(upstream))
         try:
             if decision.filter_listing:
                 await self._pump_listing(upstream)
+            elif decision.retry_for:
+                await sending  # a push has no body: it is all sent
+                await self._pump_push(upstream, decision.retry_for, (method, target, headers))
             else:
                 await self._pump_response(upstream)
             await sending
@@ -366,6 +371,7 @@ class _Connection:
             raise
         if decision.records and 200 <= self.status < 300:
             self.names.record(decision.records, self.socket.scope.stack)
+        upstream = self.upstream or upstream
         if upstream.http.our_state is h11.DONE and upstream.http.their_state is h11.DONE:
             upstream.http.start_next_cycle()
         else:
@@ -405,6 +411,84 @@ class _Connection:
                 return
             elif isinstance(event, h11.ConnectionClosed):
                 raise ConnectionError("the engine closed the connection mid-response")
+
+    async def _pump_push(
+        self,
+        upstream: _Upstream,
+        retry_for: float,
+        request: tuple[str, str, list[tuple[bytes, bytes]]],
+    ) -> None:
+        """A push's progress, on to the client line by line. An error the registry gives
+        only for now (read-only for its garbage collection, restarting) is held back and
+        the push sent again (the engine skips the layers already there), until it goes
+        through or ``retry_for`` seconds pass; then the last error goes on."""
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + retry_for, 0.5
+        while True:
+            error = await self._relay_push(upstream)
+            if error is None or loop.time() >= deadline or not push_may_succeed_later(error):
+                break
+            await self._send_line({"status": f"the registry refused the push for now "
+                                   f"({error.strip()}); retrying in {pause:.1f} s"})  # fmt: skip
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 4.0)
+            await upstream.close()
+            upstream = self.upstream = await _Upstream.connect(self.engine_socket)
+            method, target, headers = request
+            await upstream.send(_request_event(method, target, headers))
+            await upstream.send(h11.EndOfMessage())
+        if error is not None:
+            await self._send_line({"errorDetail": {"message": error}, "error": error})
+        if self.http.our_state is h11.SEND_BODY:  # a refusal passed on has ended already
+            await self._send(h11.EndOfMessage())
+
+    async def _relay_push(self, upstream: _Upstream) -> str | None:
+        """One push's answer, passed on but for its end and an error line (returned). A
+        refusal of the first attempt (no such image: 404) goes on as the engine gave it."""
+        pending, error = b"", None
+        while True:
+            event = await upstream.next_event()
+            if isinstance(event, h11.Response):
+                first = self.http.our_state is h11.SEND_RESPONSE
+                if first and event.status_code != 200:
+                    self.status = event.status_code
+                    await self._send(h11.Response(status_code=event.status_code,
+                                                  headers=_response_headers(event)))  # fmt: skip
+                    await self._pump_response(upstream)
+                    return None
+                if event.status_code != 200:  # a retry refused outright: its body says why
+                    status, body = event.status_code, (await upstream.whole_response())[1]
+                    return f"HTTP {status}: {body.decode(errors='replace').strip()}"
+                if first:
+                    self.status = 200
+                    await self._send(h11.Response(status_code=200,
+                                                  headers=_response_headers(event)))  # fmt: skip
+            elif isinstance(event, h11.Data):
+                pending += bytes(event.data)
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    error = await self._push_line(line) or error
+            elif isinstance(event, h11.EndOfMessage):
+                if pending.strip():
+                    error = await self._push_line(pending) or error
+                return error
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("the engine closed the connection mid-response")
+
+    async def _push_line(self, line: bytes) -> str | None:
+        """Pass one line of a push's progress on, unless it is the push's error."""
+        try:
+            found = json.loads(line) if line.strip() else None
+        except ValueError:
+            found = None
+        if isinstance(found, dict) and found.get("error"):
+            return str(found["error"])
+        if line.strip():
+            await self._send(h11.Data(data=line + b"\n"))
+        return None
+
+    async def _send_line(self, body: dict[str, Any]) -> None:
+        await self._send(h11.Data(data=json.dumps(body).encode() + b"\n"))
 
     async def _pump_listing(self, upstream: _Upstream) -> None:
         """GET /images/json, with other stacks' images left out."""
