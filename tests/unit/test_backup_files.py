@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from stackyard.errors import UsageError
+from stackyard.images.dockerproxy.server import NAMES_FILE
 from stackyard.platform.backup import MANIFEST, read_manifest, write_backup
 from stackyard.platform.restore import restore_backup
 from stackyard.settings import Settings
@@ -40,7 +41,7 @@ def make_data_dir(data_dir: Path) -> None:
             Build(stack_id=stack.id, number=1, log_path=str(log), created_at=datetime.now(UTC))
         )
     engine.dispose()
-    for name in ("secrets.key", "token-pepper", "admin-token", "platform-id"):
+    for name in ("secrets.key", "token-pepper", "admin-token", "platform-id", NAMES_FILE):
         (data_dir / name).write_text(f"{name}-value\n")
         (data_dir / name).chmod(0o600)
     for log in ("platform.log", "dataplane.log", "caddy-1.log", "registry.log.1"):
@@ -80,6 +81,9 @@ def test_a_backup_restores_into_a_fresh_data_directory_with_paths_moved(tmp_path
     restore_backup(tmp_path / "b.tar", Settings(data_dir=new))
     assert (new / "secrets.key").read_text() == "secrets.key-value\n"
     assert (new / "token-pepper").read_text() == "token-pepper-value\n"  # people's tokens
+    # Which stack's build named which local image: a build re-tagging its own name after
+    # a restore on the same machine is not refused as another stack's.
+    assert (new / NAMES_FILE).read_text() == f"{NAMES_FILE}-value\n"
     assert (new / "admin-token").stat().st_mode & 0o777 == 0o600
     assert new.stat().st_mode & 0o777 == 0o700
     engine = open_database(f"sqlite:///{new / 'stackyard.db'}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,7 +29,7 @@ from stackyard.engines.base import Engine, NetworkMode
 from stackyard.errors import ComponentError, StackyardError, require
 from stackyard.images.docker_builder import DockerBuilder
 from stackyard.images.dockerproxy.rules import BuildLimits
-from stackyard.images.dockerproxy.server import BuildProxy
+from stackyard.images.dockerproxy.server import NAMES_FILE, BuildProxy
 from stackyard.images.imagestore import ImageStore
 from stackyard.notify.channels import ChannelKinds, ChannelRecords
 from stackyard.notify.delivery import DeliveryWorker, WorkerSettings
@@ -367,14 +368,22 @@ def build_isolation(settings: Settings, network_mode: str, platform_id: str) -> 
         disk=settings.build_disk,
     )
     return BuildIsolation(
-        proxy=None
-        if settings.builds_on_host
-        else BuildProxy(names_file=settings.run_dir / "build-image-names.json"),
+        proxy=None if settings.builds_on_host else BuildProxy(names_file=_names_file(settings)),
         image=settings.build_image,
         limits=limits,
         network_mode=network_mode,
         platform_id=platform_id,
     )
+
+
+def _names_file(settings: Settings) -> Path:
+    """The build proxy's record of which stack named which local image: state a backup
+    keeps (it lived in ``run/``, the data plane's runtime, before; moved on first use)."""
+    names = settings.data_dir / NAMES_FILE
+    earlier = settings.run_dir / NAMES_FILE
+    if earlier.is_file() and not names.exists():
+        earlier.replace(names)
+    return names
 
 
 def _notify_service(

@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 
 from stackyard import __version__
 from stackyard.errors import ComponentError, UsageError
+from stackyard.images.dockerproxy.server import NAMES_FILE
 from stackyard.platform import registry_storage
 from stackyard.platform.maintenance import registry_maintenance
 from stackyard.settings import Settings
@@ -43,8 +44,9 @@ MANIFEST = "stackyard-backup.json"
 DATABASE = "stackyard.db"
 SECRET_FILES = ("secrets.key", "token-pepper", "admin-token", "registry-credentials.json")
 """The data directory's secret files (mode 0600)."""
-PLATFORM_FILES = (*SECRET_FILES, "platform-id")
-"""The data directory's own secret and identity files, restored as they were."""
+PLATFORM_FILES = (*SECRET_FILES, "platform-id", NAMES_FILE)
+"""The data directory's own secret and identity files, and the build proxy's record of
+which stack named which local image, restored as they were."""
 REMOTES = "remotes"
 REGISTRY = "registry"
 LOGS = "logs"

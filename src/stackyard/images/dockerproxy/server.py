@@ -45,6 +45,7 @@ from stackyard.images.push_retry import push_may_succeed_later
 log = logging.getLogger(__name__)
 
 DEFAULT_ENGINE_SOCKET = "/var/run/docker.sock"
+NAMES_FILE = "build-image-names.json"  # ImageNames' file in the data directory
 _READ_SIZE = 65536
 _SMALL_BODY = 1024 * 1024  # bodies a decision reads (/auth), or that a refusal drains
 _MAX_HEAD = 256 * 1024  # request heads: X-Registry-Config holds a login per registry
