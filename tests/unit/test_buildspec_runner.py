@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ from typing import Any
 import pytest
 
 from stackyard.buildspec.buildlog import LineKind, LogLine
+from stackyard.buildspec.container import TOOLS_MOUNT, ContainerSettings, ContainerShell
 from stackyard.buildspec.runner import BuildResult, RunSettings, Status, run_buildspec
+from stackyard.buildspec.shell import TOOLS_DIR
 from stackyard.config.buildspec import load_buildspec
 from stackyard.errors import ConfigError, UsageError
 
@@ -188,11 +191,61 @@ def test_bash_arrays_do_not_carry(run_spec: RunSpec, tmp_path: Path) -> None:
     assert run_spec(tmp_path, text).output() == ["-x"]
 
 
-def test_default_shell_is_sh_and_bash_switches(run_spec: RunSpec, tmp_path: Path) -> None:
+def test_default_shell_is_bash_and_sh_switches(run_spec: RunSpec, tmp_path: Path) -> None:
     command = 'echo "${BASH_VERSION:+bash}"'
-    assert run_spec(tmp_path, spec(phase("build", command))).output() == [""]
-    bash = spec(phase("build", command), env="env:\n  shell: bash\n")
-    assert run_spec(tmp_path, bash).output() == ["bash"]
+    assert run_spec(tmp_path, spec(phase("build", command))).output() == ["bash"]
+    for name in ("sh", "/bin/sh"):
+        sh = spec(phase("build", command), env=f"env:\n  shell: {name}\n")
+        assert run_spec(tmp_path, sh).output() == [""]
+
+
+def test_default_shell_runs_tinystacks_bash_syntax(run_spec: RunSpec, tmp_path: Path) -> None:
+    """TinyStacks' release.yml was written for CodeBuild's Amazon Linux sh (bash): ``==``
+    in ``[`` and a here-string, in a branch not taken, must parse and run."""
+    block = (
+        'if [ "$S" == "placeholder" ]; then echo not ready; else X=$(cat <<< "$S"); echo "$X"; fi'
+    )
+    text = spec(phase("build", "S=placeholder", block, "cat <<< here"))
+    ran = run_spec(tmp_path, text)
+    assert ran.output() == ["not ready", "here"]
+    assert ran.result.status is Status.SUCCEEDED
+
+
+def test_aws_answers_the_ecr_password_masked(run_spec: RunSpec, tmp_path: Path) -> None:
+    text = spec(
+        phase(
+            "build",
+            "aws ecr get-login-password --region $AWS_REGION",
+            "aws --region eu-west-1 ecr get-login-password | wc -c",
+        )
+    )
+    password = "s3cret-registry-pw"
+    ran = run_spec(
+        tmp_path,
+        text,
+        platform_variables={"REGISTRY_PASSWORD": password},
+        secrets={"REGISTRY_PASSWORD": password},
+    )
+    assert ran.result.status is Status.SUCCEEDED
+    assert ran.output() == ["***", str(len(password) + 1)]
+    assert password not in (tmp_path / "logs" / "build.log").read_text()
+
+
+def test_aws_refuses_anything_else_in_one_line(run_spec: RunSpec, tmp_path: Path) -> None:
+    ran = run_spec(tmp_path, spec(phase("build", "aws s3 cp report.html s3://bucket/ 2>&1")))
+    assert ran.output() == ["aws: not supported by Stackyard: aws s3 cp report.html s3://bucket/"]
+    assert ran.statuses() == {"build": "FAILED"}
+    assert ran.result.phases[0].exit_code == 2
+
+
+def test_aws_ecr_password_outside_a_platform_run_is_refused(
+    run_spec: RunSpec, tmp_path: Path
+) -> None:
+    ran = run_spec(tmp_path, spec(phase("build", "aws ecr get-login-password 2>&1")))
+    assert ran.statuses() == {"build": "FAILED"}
+    assert ran.output()[0].startswith(
+        "aws: not supported by Stackyard: aws ecr get-login-password outside a Stackyard build"
+    )
 
 
 def test_multiline_block_fails_only_on_last_command(run_spec: RunSpec, tmp_path: Path) -> None:
@@ -212,12 +265,14 @@ def test_multiline_block_with_set_e_fails_and_keeps_state(
     assert ran.statuses() == {"build": "FAILED"}
 
 
-def test_clean_environment(
-    run_spec: RunSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_clean_environment_but_for_the_aws_stand_in_first_on_path(
+    run_spec: RunSpec, shell_kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SERVER_ONLY", "leak")
     ran = run_spec(tmp_path, spec(phase("build", 'echo "[$SERVER_ONLY]" $PATH')))
-    assert ran.output() == ["[] /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    tools = str(TOOLS_DIR) if shell_kind == "host" else TOOLS_MOUNT
+    minimal = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert ran.output() == [f"[] {tools}:{minimal}"]
 
 
 def test_variable_values_are_not_expanded(run_spec: RunSpec, tmp_path: Path) -> None:
@@ -383,3 +438,25 @@ def test_exported_values_are_masked(run_spec: RunSpec, tmp_path: Path) -> None:
     text = spec(phase("build", 'URL="https://u:$PW@host"'), env=env)
     ran = run_spec(tmp_path, text, secrets={"pw": "s3cret"})
     assert ran.result.exported == {"URL": "https://u:***@host"}
+
+
+def test_the_aws_stand_in_is_executable_posix_sh() -> None:
+    tools = [TOOLS_DIR / "aws", *sorted((TOOLS_DIR / "aws.d").iterdir())]
+    assert [tool.name for tool in tools] == ["aws", "ecr-get-login-password"]
+    for tool in tools:
+        assert tool.stat().st_mode & 0o111 == 0o111, tool
+        checked = subprocess.run(["dash", "-n", str(tool)], capture_output=True, timeout=10)
+        assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.integration
+def test_a_build_image_without_bash_defaults_to_sh_and_still_has_aws(tmp_path: Path) -> None:
+    text = spec(phase("build", 'echo "[${BASH_VERSION:-}]"', "aws sts get-caller-identity 2>&1"))
+    spec_, _ = load_buildspec(text)
+    lines: list[LogLine] = []
+    settings = RunSettings(workdir=tmp_path, log_path=tmp_path / "logs" / "build.log")
+    shell = ContainerShell(ContainerSettings(source=tmp_path, image="busybox:latest"))
+    result = run_buildspec(spec_, settings, sink=lines.append, shell=shell)
+    output = [line.text for line in lines if line.kind is LineKind.OUTPUT]
+    assert output == ["[]", "aws: not supported by Stackyard: aws sts get-caller-identity"]
+    assert result.phases[0].exit_code == 2

@@ -35,7 +35,7 @@ from stackyard.buildspec.agent import (
     stop_request,
 )
 from stackyard.buildspec.process import TIMED_OUT_STATUS, Account, Command, CommandOutcome
-from stackyard.buildspec.shell import CommandShell, OutputCallback
+from stackyard.buildspec.shell import TOOLS_DIR, CommandShell, OutputCallback
 from stackyard.errors import ConfigError, StackyardError, UsageError
 from stackyard.images.build_container import (
     LABEL_BUILD,
@@ -52,6 +52,7 @@ from stackyard.settings import DEFAULT_BUILD_IMAGE
 SOURCE_MOUNT = PurePosixPath("/codebuild/output/src")
 ARTIFACTS_MOUNT = PurePosixPath("/codebuild/output/artifacts")
 DOCKER_SOCKET = "/var/run/docker.sock"
+TOOLS_MOUNT = "/usr/local/lib/stackyard/tools"  # the aws stand-in, read-only
 _AGENTS = PurePosixPath("/run/stackyard")
 _READY_TIMEOUT = 30.0
 _AFTER_KILL = 10.0  # how long a killed command's shell may take to report its end
@@ -98,6 +99,7 @@ class ContainerShell(CommandShell):
         self._proxy_socket: ProxySocket | None = None
         self._agents: dict[int | None, _Agent] = {}
         self._passwd: str | None = None
+        self._default_shell: str | None = None
         self._watch: DiskWatch | None = None
         self._closed = False
         try:
@@ -125,6 +127,19 @@ class ContainerShell(CommandShell):
 
     def shell_path(self, shell: str) -> str:
         return f"/bin/{shell}"
+
+    def default_shell(self) -> str:
+        """bash: the platform's build image has it; another image is asked once."""
+        if self._default_shell is None:
+            self._default_shell = "bash"
+            if self.settings.image != DEFAULT_BUILD_IMAGE:
+                with contextlib.suppress(StackyardError):
+                    status, _ = self._container.exec_run(["/bin/sh", "-c", "test -x /bin/bash"])
+                    self._default_shell = "bash" if status == 0 else "sh"
+        return self._default_shell
+
+    def tools_path(self) -> str:
+        return TOOLS_MOUNT
 
     def account(self, name: str) -> Account:
         entry = _passwd_entries(self._read_passwd()).get(name)
@@ -193,6 +208,7 @@ class ContainerShell(CommandShell):
     def _start(self, proxy: BuildProxy | None) -> None:
         settings = self.settings
         mounts = [Mount(settings.source, str(SOURCE_MOUNT))] if settings.source else []
+        mounts.append(Mount(TOOLS_DIR, TOOLS_MOUNT, read_only=True))
         if settings.artifacts is not None:
             mounts.append(Mount(settings.artifacts, str(ARTIFACTS_MOUNT)))
         if settings.docker is not None:

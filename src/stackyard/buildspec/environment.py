@@ -61,7 +61,8 @@ def platform_variables(
 
 
 def initial_environment(
-    declared: Mapping[str, str], platform: Mapping[str, str], *, home: str
+    declared: Mapping[str, str], platform: Mapping[str, str], *, home: str, tools: str
 ) -> dict[str, str]:
-    """The exported variables of the first command: a minimal PATH and HOME, then the rest."""
-    return {"PATH": MINIMAL_PATH, "HOME": home, **declared, **platform}
+    """The exported variables of the first command: a minimal PATH with ``tools`` (the
+    ``aws`` stand-in) first, and HOME, then the rest."""
+    return {"PATH": f"{tools}:{MINIMAL_PATH}", "HOME": home, **declared, **platform}

@@ -150,7 +150,7 @@ class _Run:
         self.accounts = accounts
         self.log = log
         self.where = shell
-        self.shell = shell.shell_path(spec.shell)
+        self.shell = shell.shell_path(spec.shell or shell.default_shell())
         self.succeeding = True
         self.groups: set[int] = set()
         self.exported: dict[str, str] = {}
@@ -170,7 +170,7 @@ class _Run:
         )
         top = accounts.get(spec.run_as or "")
         home = top.home if top else shell.home()
-        env = initial_environment(declared, self._platform(), home=home)
+        env = initial_environment(declared, self._platform(), home=home, tools=shell.tools_path())
         self.state = ShellState(cwd=shell.path_for(settings.workdir), exported=env)
 
     def execute(self) -> BuildResult:

@@ -30,6 +30,8 @@ from stackyard.buildspec.process import (
 from stackyard.errors import ConfigError, UsageError
 
 OutputCallback = Callable[[str], None]
+# Stackyard's ``aws`` stand-in (and its answers, aws.d/): first on every run's PATH.
+TOOLS_DIR = Path(__file__).resolve().with_name("tools")
 
 
 class CommandShell(ABC):
@@ -44,6 +46,17 @@ class CommandShell(ABC):
     @abstractmethod
     def shell_path(self, shell: str) -> str:
         """The path of ``sh`` or ``bash`` where commands run."""
+
+    @abstractmethod
+    def default_shell(self) -> str:
+        """The shell of a spec that names none: ``bash`` where there is one (CodeBuild's
+        /bin/sh is bash on its Amazon Linux images, which TinyStacks' specs were written
+        for), else ``sh``."""
+
+    @abstractmethod
+    def tools_path(self) -> str:
+        """The directory of Stackyard's ``aws`` stand-in, as commands see it: the run puts
+        it first on PATH."""
 
     @abstractmethod
     def account(self, name: str) -> Account:
@@ -104,6 +117,12 @@ class LocalShell(CommandShell):
 
     def shell_path(self, shell: str) -> str:
         return shutil.which(shell, path="/usr/bin:/bin") or f"/bin/{shell}"
+
+    def default_shell(self) -> str:
+        return "bash" if shutil.which("bash", path="/usr/bin:/bin") else "sh"
+
+    def tools_path(self) -> str:
+        return str(TOOLS_DIR)
 
     def account(self, name: str) -> Account:
         try:

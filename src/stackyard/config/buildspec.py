@@ -192,7 +192,9 @@ class Env(SpecModel):
     """The build's shell and environment variables."""
 
     shell: str | None = Field(
-        default=None, description="Shell that runs the commands: sh (default) or bash."
+        default=None,
+        description="Shell that runs the commands: bash (the default; sh where there is no "
+        "bash) or sh.",
     )
     variables: dict[VariableName, VariableValue] = Field(
         default_factory=dict, description="Literal environment variables (no $ expansion)."
@@ -291,9 +293,10 @@ class BuildSpec(SpecModel):
     proxy: Any = Field(default=None, description="Not supported; ignored with a warning.")
 
     @property
-    def shell(self) -> str:
-        """'sh' or 'bash'."""
-        return SHELLS[self.env.shell] if self.env.shell else "sh"
+    def shell(self) -> str | None:
+        """'sh' or 'bash'; None when the spec names none (the run's default: bash where
+        there is one, see CommandShell.default_shell)."""
+        return SHELLS[self.env.shell] if self.env.shell else None
 
 
 def load_buildspec(
