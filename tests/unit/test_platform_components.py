@@ -56,10 +56,23 @@ def test_registry_plan_uses_binary_with_htpasswd_auth_on_loopback(tmp_path: Path
     assert spec.port == 15999
     credentials = ensure_registry_login(tmp_path / "registry-credentials.json", "127.0.0.1:15999")
     assert credentials.registry == "127.0.0.1:15999"
-    line = (tmp_path / "registry" / "htpasswd").read_text().strip()
-    user, hashed = line.split(":", 1)
-    assert user == credentials.username
-    assert bcrypt.checkpw(credentials.password.encode(), hashed.encode())
+    lines = (tmp_path / "registry" / "htpasswd").read_text().splitlines()
+    users = dict(line.split(":", 1) for line in lines)
+    assert list(users) == [credentials.username, "AWS"]  # AWS: TinyStacks' docker login -u AWS
+    for hashed in users.values():
+        assert bcrypt.checkpw(credentials.password.encode(), hashed.encode())
+
+
+def test_an_htpasswd_from_before_the_aws_user_gets_it(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, registry_port=15999)
+    htpasswd = tmp_path / "registry" / "htpasswd"
+    htpasswd.parent.mkdir(parents=True)
+    htpasswd.write_text("stackyard:$2b$05$old\n")
+    plan_registry(settings, binary="/usr/bin/docker-registry")
+    assert [line.split(":")[0] for line in htpasswd.read_text().splitlines()] == [
+        "stackyard",
+        "AWS",
+    ]
 
 
 def test_registry_plan_falls_back_to_official_image(tmp_path: Path) -> None:

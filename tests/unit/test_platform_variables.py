@@ -38,6 +38,10 @@ def test_a_release_gets_its_stage_and_the_one_it_promotes_from(tmp_path: Path) -
         "DOCKER_CONFIG": str(tmp_path / "docker"),
         "REGISTRY_USERNAME": "stackyard",
         "REGISTRY_PASSWORD": "pw-123",
+        "STAGE_REGION": "",
+        "REGIONAL_ECR_ENDPOINT": REGISTRY,
+        "REGIONAL_ECR_IMAGE_URL": f"{REGISTRY}/shop",
+        "SERVICE_NAME": "placeholder",
     }
 
 
@@ -58,8 +62,9 @@ def test_a_build_gets_its_number_and_no_stage(tmp_path: Path) -> None:
     login = SpecLogin("stackyard", "pw-123")
     values = spec_variables(run, images(), artifacts=str(tmp_path / "a"), login=login)
     assert values["CODEBUILD_BUILD_NUMBER"] == "7"
-    assert "STAGE_NAME" not in values
-    assert "PREVIOUS_STAGE_NAME" not in values
+    for stage_only in ("STAGE_NAME", "PREVIOUS_STAGE_NAME", "STAGE_REGION", "SERVICE_NAME"):
+        assert stage_only not in values
+    assert "REGIONAL_ECR_IMAGE_URL" not in values
 
 
 def test_the_first_stage_promotes_from_latest(tmp_path: Path) -> None:

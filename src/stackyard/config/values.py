@@ -30,6 +30,10 @@ RESERVED_VARIABLES = frozenset(
         "ECR_ENDPOINT",
         "ECR_IMAGE_URL",
         "S3_BUCKET",
+        "STAGE_REGION",
+        "REGIONAL_ECR_ENDPOINT",
+        "REGIONAL_ECR_IMAGE_URL",
+        "SERVICE_NAME",
     }
 )
 RESERVED_PREFIX = "CODEBUILD_"

@@ -1,7 +1,8 @@
 """The variables Stackyard sets in a build or release spec, and those it sets in every task.
 
 ``spec_variables`` makes the dictionary a spec run gets (DESIGN.md's list: ``STACK_NAME``,
-``IMAGE_URL``, the ``CODEBUILD_*`` set, the TinyStacks aliases, and the registry login).
+``IMAGE_URL``, the ``CODEBUILD_*`` set, the TinyStacks aliases, a release's regional
+registry, and the registry login).
 Builds and releases take it from here. The variable rule (variables.py) refuses these
 names for variables a user sets, so a user's value never silently loses to the platform's.
 """
@@ -16,6 +17,9 @@ from stackyard.images.imagestore import ImageStore
 
 # Set in builds and releases, so a spec can push to the platform's registry.
 REGISTRY_LOGIN = frozenset({"DOCKER_CONFIG", "REGISTRY_USERNAME", "REGISTRY_PASSWORD"})
+# TinyStacks' post_build deploys to ECS or Lambda unless SERVICE_NAME is this; Stackyard
+# deploys the stage itself, so a release.yml takes the "Service is not ready yet" path.
+SERVICE_PLACEHOLDER = "placeholder"
 # Set in every task: name -> what it holds.
 TASK = {
     "PORT": "the port each task must listen on",
@@ -43,6 +47,24 @@ class SpecLogin:
     username: str
     password: str
     docker_config: str | None = None
+
+
+@dataclass(frozen=True)
+class StageRegistry:
+    """Where a stage's image goes: its target's registry (TinyStacks' regional ECR) and
+    region."""
+
+    endpoint: str  # host:port
+    image_url: str  # the stack's repository there
+    region: str  # "" when the target names none
+
+
+def stage_registry(images: ImageStore, stack: str, stage: str) -> StageRegistry:
+    """The registry and region of ``stage``'s target: the one place a release looks them
+    up. Every stage runs on the built-in ``local`` target today, which has no region and
+    whose registry is the stack's own; ``target:`` per stage (issue 13) points this at the
+    stage's target."""
+    return StageRegistry(images.endpoint_of(stack), images.image_url(stack), region="")
 
 
 def spec_login(images: ImageStore, stack: str, *, in_container: bool, scratch: Path) -> SpecLogin:
@@ -82,6 +104,11 @@ def spec_variables(
     if run.build_number is not None:
         values["CODEBUILD_BUILD_NUMBER"] = str(run.build_number)
     if run.stage is not None:
+        regional = stage_registry(images, run.stack, run.stage)
         values["STAGE_NAME"] = run.stage
         values["PREVIOUS_STAGE_NAME"] = run.previous_stage or "latest"
+        values["STAGE_REGION"] = regional.region
+        values["REGIONAL_ECR_ENDPOINT"] = regional.endpoint
+        values["REGIONAL_ECR_IMAGE_URL"] = regional.image_url
+        values["SERVICE_NAME"] = SERVICE_PLACEHOLDER
     return values

@@ -15,7 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from stackyard.platform.credentials import ensure_registry_login, write_htpasswd
+from stackyard.platform.credentials import (
+    ensure_registry_login,
+    has_ecr_username,
+    write_htpasswd,
+)
 from stackyard.registry_login import RegistryLogin
 from stackyard.router.caddy import ADMIN_HOST
 from stackyard.settings import Settings
@@ -94,7 +98,7 @@ def plan_registry(
     config_path = settings.run_dir / "registry.yml"
     credentials = registry_login(settings)
     htpasswd = root / "htpasswd"
-    if not htpasswd.exists():
+    if not has_ecr_username(htpasswd):  # none yet, or one from before the AWS entry
         write_htpasswd(htpasswd, credentials)
     config = registry_config(settings, root, read_only=mode == "read-only")
     spec = ComponentSpec(

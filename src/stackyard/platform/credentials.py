@@ -41,8 +41,20 @@ def ensure_registry_login(path: Path, registry: str) -> RegistryLogin:
     return RegistryLogin(registry, record["username"], record["password"])
 
 
+# TinyStacks' specs log in as `docker login -u AWS -p $(aws ecr get-login-password)`: the
+# registry takes its password under this user name too (the password is the secret).
+ECR_USERNAME = "AWS"
+
+
+def has_ecr_username(path: Path) -> bool:
+    """Whether the htpasswd file at ``path`` has the ``AWS`` entry (older ones do not)."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return any(line.startswith(f"{ECR_USERNAME}:") for line in lines)
+
+
 def write_htpasswd(path: Path, credentials: RegistryLogin) -> None:
-    """The htpasswd file (bcrypt, as CNCF distribution requires) for the registry."""
+    """The htpasswd file (bcrypt, as CNCF distribution requires) for the registry: its
+    user, and ``AWS`` with the same password for TinyStacks' ``docker login -u AWS``."""
     # The registry checks the hash on every request; the password is 24 random bytes, so a
     # low cost keeps pushes fast without making the hash guessable.
     import bcrypt  # here, not at the top: every CLI command reads the token file
@@ -50,6 +62,7 @@ def write_htpasswd(path: Path, credentials: RegistryLogin) -> None:
     hashed = bcrypt.hashpw(credentials.password.encode(), bcrypt.gensalt(rounds=5)).decode()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"{credentials.username}:{hashed}\n", encoding="utf-8")
+    users = dict.fromkeys((credentials.username, ECR_USERNAME))
+    tmp.write_text("".join(f"{user}:{hashed}\n" for user in users), encoding="utf-8")
     tmp.chmod(0o600)
     tmp.replace(path)
