@@ -50,6 +50,15 @@ def timed_build(platform: RunningPlatform, stack: str, repo: GitRepo, version: s
     return elapsed
 
 
+def own_local_name(repo: GitRepo, stack: str) -> None:
+    """TinyStacks' build.yml builds ``builtimage``, one name for every stack: the second
+    stack (and platform) to build it would be refused. Each stack gets its own here."""
+    spec = repo.path / "build.yml"
+    if spec.exists():
+        repo.write("build.yml", spec.read_text().replace("builtimage", f"{stack}-built"))
+        repo.commit("a local image name per stack")
+
+
 def measure(runs: int) -> dict[tuple[str, str], list[float]]:
     times: dict[tuple[str, str], list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="stackyard-bench-") as tmp:
@@ -64,6 +73,7 @@ def measure(runs: int) -> dict[tuple[str, str], list[float]]:
                     repo = GitRepo.from_example(app, directory / f"{side}-{app}")
                     # One stack name per side: the two platforms share the engine's names.
                     stack = f"{app[:4]}{side[0]}"
+                    own_local_name(repo, stack)
                     platform.cli("stacks", "create", stack, "--repo", str(repo.path))
                     repos[(side, app)] = repo
                     timed_build(platform, stack, repo, "warm-up")  # the layer cache, warm

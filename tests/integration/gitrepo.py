@@ -40,6 +40,16 @@ class GitRepo:
         self.git("commit", "-q", "--allow-empty", "-m", message)
         return self.head()
 
+    def push(self, remote: str, branch: str = "main") -> str:
+        """``git push`` of ``branch`` to ``remote`` (a platform's git remote URL, added as
+        the remote ``stackyard``); what git printed on stderr (the platform's reply)."""
+        self.git("remote", "add", "stackyard", remote)
+        pushed = subprocess.run(
+            ["git", "push", "stackyard", branch],
+            cwd=self.path, capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        return pushed.stderr
+
     def head(self) -> str:
         return self.git("rev-parse", "HEAD")
 
