@@ -149,3 +149,46 @@ def test_console_script_exit_statuses(tmp_path: Path) -> None:
     )
     assert good.returncode == 0, good.stderr
     assert json.loads(good.stdout)["valid"] is True
+
+
+TARGETED = """\
+stages:
+  - name: dev
+  - name: prod-eu
+    target: eu
+  - name: prod-us
+    target: us
+"""
+
+
+def test_check_names_the_stage_and_line_of_a_target_that_is_not_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "stackyard.yml").write_text(TARGETED, encoding="utf-8")
+    code, out, err = run(monkeypatch, capsys, "config", "check", str(tmp_path), "--targets", "eu")
+    assert code == 2, out
+    assert "stackyard.yml:6:5: stages[2].target: stage 'prod-us' runs on target 'us', " in err
+    assert "(targets: eu, local)" in err
+    assert "prod-eu" not in err
+    code, out, _ = run(monkeypatch, capsys, "config", "check", str(tmp_path), "--targets", "eu,us")
+    assert code == 0
+    assert "prod-us" in out
+    # without --targets or --platform, the names are not checked (a build checks them)
+    assert run(monkeypatch, capsys, "config", "check", str(tmp_path))[0] == 0
+
+
+def test_check_refuses_a_target_that_is_no_name_and_the_two_ways_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "stackyard.yml").write_text(
+        "stages:\n  - name: dev\n    target: EU West\n", encoding="utf-8"
+    )
+    code, _, err = run(monkeypatch, capsys, "config", "check", str(tmp_path))
+    assert code == 2
+    assert "stackyard.yml:3:5: stages[0].target: " in err
+    assert "'EU West' is not a valid target name" in err
+    code, _, err = run(
+        monkeypatch, capsys, "config", "check", str(tmp_path), "--targets", "eu", "--platform"
+    )
+    assert code == 2
+    assert "give --targets or --platform, not both" in err

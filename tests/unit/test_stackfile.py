@@ -534,3 +534,22 @@ def test_build_paths_are_relative_to_context(tmp_path: Path) -> None:
     assert str(build.dockerfile_path) == "services/api/Dockerfile"
     assert str(build.buildspec_path) == "services/api/ci/build.yml"
     assert str(build.releasespec_path) == "services/api/release.yml"
+
+
+def test_a_target_the_platform_lacks_is_named_with_its_stage_and_line(tmp_path: Path) -> None:
+    (tmp_path / "stackyard.yml").write_text(
+        "stages:\n  - name: dev\n  - name: prod\n    target: eu\n", encoding="utf-8"
+    )
+    assert load_stack_config(tmp_path).config.stages[1].target == "eu"  # names not checked
+    assert load_stack_config(tmp_path, targets={"local", "eu"}).config.stages[0].target == "local"
+    with pytest.raises(ConfigError) as caught:
+        load_stack_config(tmp_path, targets={"local"})
+    assert (
+        f"{tmp_path / 'stackyard.yml'}:4:5: stages[1].target: stage 'prod' runs on target "
+        "'eu', which the platform does not have (targets: local)"
+    ) in caught.value.message
+    # an override file that names the target is the one the problem points into
+    (tmp_path / "stackyard.dev.yml").write_text("cpu: 1\ntarget: us\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_stack_config(tmp_path, targets={"local", "eu"})
+    assert f"{tmp_path / 'stackyard.dev.yml'}:2:1: target: stage 'dev'" in caught.value.message

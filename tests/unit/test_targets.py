@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
-from stackyard.store.models import OutsideRegistry
+from stackyard.store.models import Build, OutsideRegistry, Release, Stack
 from tests.access_yard import AccessYard, access_yard
 
 EU = {"name": "eu", "engine": "swarm", "endpoint": "unix:///run/docker-eu.sock",
@@ -27,6 +28,8 @@ def post(yard: AccessYard, body: dict[str, str], who: str = "admin") -> tuple[in
     return response.status_code, response.json()
 
 
+# The listing asks a swarm target for its nodes; none answers at EU's endpoint (see below).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_an_admin_adds_lists_and_removes_a_target(yard: AccessYard) -> None:
     status, added = post(yard, EU)
     assert status == 201, added
@@ -40,6 +43,8 @@ def test_an_admin_adds_lists_and_removes_a_target(yard: AccessYard) -> None:
     listing = yard.client.get("/api/v1/targets", headers=yard.auth("admin")).json()["targets"]
     assert [(t["name"], t["builtin"]) for t in listing] == [("local", True), ("eu", False)]
     assert listing[0]["engine"] == "docker"  # the platform's own engine
+    assert [t["nodes"] for t in listing] == [1, None]  # a swarm that did not answer: None
+    gc.collect()  # the SDK's dropped socket is reported here, inside this test
     removed = yard.client.delete("/api/v1/targets/eu", headers=yard.auth("admin"))
     assert removed.status_code == 200
     listing = yard.client.get("/api/v1/targets", headers=yard.auth("admin")).json()["targets"]
@@ -132,3 +137,60 @@ def test_check_reaches_the_engine_and_the_registry_and_names_what_is_wrong(
         yard.client.get("/api/v1/targets/eu/check", headers=yard.auth("viewer")).status_code == 403
     )
     gc.collect()  # the SDK's dropped socket is reported here, inside this test
+
+
+def _stack_id(yard: AccessYard, name: str) -> int:
+    with yard.sessions() as session:
+        found = session.scalar(select(Stack.id).where(Stack.name == name))
+        assert found is not None
+        return found
+
+
+def _built(yard: AccessYard, number: int, stages: list[dict[str, str]]) -> None:
+    with yard.sessions.begin() as session:
+        session.add(
+            Build(
+                stack_id=_stack_id(yard, "hello"),
+                number=number,
+                commit_sha=f"{number:040x}",
+                status="SUCCEEDED",
+                digest="sha256:" + "a" * 64,
+                config={"stages": stages},
+            )
+        )
+
+
+def _released(yard: AccessYard, number: int, stage: dict[str, str]) -> None:
+    with yard.sessions.begin() as session:
+        session.add(
+            Release(
+                stack_id=_stack_id(yard, "hello"),
+                stage="prod",
+                number=number,
+                digest="sha256:" + "a" * 64,
+                config={"stage": stage},
+            )
+        )
+
+
+def test_the_listing_names_the_stages_on_each_target_and_a_used_one_stays(
+    yard: AccessYard,
+) -> None:
+    assert post(yard, {**EU, "engine": "docker"})[0] == 201
+    _built(yard, 1, [{"name": "dev"}, {"name": "prod", "target": "eu"}])
+    listing = yard.client.get("/api/v1/targets", headers=yard.auth("admin")).json()["targets"]
+    assert [(t["name"], t["nodes"], t["stages"]) for t in listing] == [
+        ("local", 1, ["hello/dev"]),
+        ("eu", 1, ["hello/prod"]),
+    ]
+    refused = yard.client.delete("/api/v1/targets/eu", headers=yard.auth("admin"))
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "target eu is used by stage(s) hello/prod"
+
+    # stackyard.yml moves prod home, but prod's latest release still runs on eu
+    _built(yard, 2, [{"name": "dev"}, {"name": "prod"}])
+    _released(yard, 1, {"name": "prod", "target": "eu"})
+    refused = yard.client.delete("/api/v1/targets/eu", headers=yard.auth("admin"))
+    assert refused.json()["error"] == "target eu is used by stage(s) hello/prod"
+    _released(yard, 2, {"name": "prod"})
+    assert yard.client.delete("/api/v1/targets/eu", headers=yard.auth("admin")).status_code == 200

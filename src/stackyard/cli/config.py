@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from stackyard.cli.output import console, err_console, print_json
-from stackyard.errors import ConfigError
+from stackyard.cli.shared import DataDir, settings_for
+from stackyard.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from stackyard.config.loading import LoadedConfig
@@ -67,11 +68,12 @@ def _print_summary(loaded: LoadedConfig, path: Path) -> None:
         console.print(f"valid: {names}", highlight=False, soft_wrap=True)
     title = f"stack {config.name}" if config.name else None
     table = Table(title=title, title_justify="left")
-    for column in ("stage", "promotion", "replicas", "cpu", "memory", "route"):
+    for column in ("stage", "target", "promotion", "replicas", "cpu", "memory", "route"):
         table.add_column(column)
     for stage in config.stages:
         table.add_row(
             stage.name,
+            stage.target,
             stage.promotion,
             str(stage.replicas),
             f"{stage.cpu:g}",
@@ -90,16 +92,35 @@ def check(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result and the full config as JSON.")
     ] = False,
+    targets: Annotated[
+        str | None,
+        typer.Option(
+            "--targets",
+            help="Check each stage's target: against these names (comma-separated; local "
+            "is always one).",
+        ),
+    ] = None,
+    platform: Annotated[
+        bool,
+        typer.Option(
+            "--platform",
+            help="Check each stage's target against the platform's targets (an admin's "
+            "token: stackyard targets).",
+        ),
+    ] = False,
+    data_dir: DataDir = None,
 ) -> None:
     """Validate stackyard.yml and its stackyard.<stage>.yml override files.
 
     Exits with status 2 when the configuration is invalid. Warnings (such as unknown
-    keys) go to stderr and do not fail the check.
+    keys) go to stderr and do not fail the check. A stage's target is checked with
+    --targets or --platform (a build on the platform always checks it).
     """
     from stackyard.config.loading import load_stack_config
 
     repo_dir, file = _locate(path)
-    loaded = load_stack_config(repo_dir, file=file)
+    names = _target_names(targets, platform=platform, data_dir=data_dir)
+    loaded = load_stack_config(repo_dir, file=file, targets=names)
     for problem in loaded.warnings:
         err_console.print(f"[yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
     if as_json:
@@ -113,6 +134,20 @@ def check(
         )
         return
     _print_summary(loaded, path)
+
+
+def _target_names(given: str | None, *, platform: bool, data_dir: Path | None) -> set[str] | None:
+    """The target names stages may name: given, the platform's, or None (not checked)."""
+    if given is not None and platform:
+        raise UsageError("give --targets or --platform, not both")
+    if given is not None:
+        return {"local", *(name.strip() for name in given.split(",") if name.strip())}
+    if not platform:
+        return None
+    from stackyard.cli.client import ApiClient
+
+    found = ApiClient.discover(settings_for(data_dir)).get("/api/v1/targets")["targets"]
+    return {str(record["name"]) for record in found}
 
 
 @app.command()

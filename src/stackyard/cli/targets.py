@@ -30,12 +30,17 @@ def targets(ctx: typer.Context, data_dir: DataDir = None, json_output: Json = Fa
 
 @app.command("list")
 def list_targets(data_dir: DataDir = None, json_output: Json = False) -> None:
-    """Every target, ``local`` first: engine, endpoint, registry, region, router."""
+    """Every target, ``local`` first: engine, endpoint, registry, region, router, nodes, stages.
+
+    NODES is ``?`` for a swarm that did not answer; STAGES lists ``stack/stage``.
+    """
     found = ApiClient.discover(settings_for(data_dir)).get("/api/v1/targets")["targets"]
     if json_output:
         print_json(found)
         return
-    table = new_table("NAME", "ENGINE", "ENDPOINT", "REGISTRY", "REGION", "ROUTER", box=None)
+    table = new_table(
+        "NAME", "ENGINE", "ENDPOINT", "REGISTRY", "REGION", "ROUTER", "NODES", "STAGES", box=None
+    )
     for record in found:
         table.add_row(
             record["name"],
@@ -44,6 +49,8 @@ def list_targets(data_dir: DataDir = None, json_output: Json = False) -> None:
             record["registry"],
             record["region"] or "-",
             record["router"],
+            "?" if record.get("nodes") is None else str(record["nodes"]),
+            ", ".join(record.get("stages") or []) or "-",
         )
     console.print(table)
 
@@ -104,7 +111,7 @@ def check_target(name: str, data_dir: DataDir = None, json_output: Json = False)
 
 @app.command("remove")
 def remove_target(name: str, data_dir: DataDir = None, json_output: Json = False) -> None:
-    """Remove a target."""
+    """Remove a target; refused while a stage runs on it or names it."""
     record = ApiClient.discover(settings_for(data_dir)).request("DELETE", f"/api/v1/targets/{name}")
     if json_output:
         print_json(record)

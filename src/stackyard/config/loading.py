@@ -6,6 +6,7 @@ Used by the ``stackyard config`` commands and by builds; every problem names fil
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,11 +66,14 @@ class _MergedDocument(YamlDocument):
         return super().problem(path, message)
 
 
-def load_stack_config(repo_dir: Path, *, file: str = DEFAULT_FILE) -> LoadedConfig:
+def load_stack_config(
+    repo_dir: Path, *, file: str = DEFAULT_FILE, targets: Collection[str] | None = None
+) -> LoadedConfig:
     """Load ``file`` (relative to ``repo_dir``) and its ``<stem>.<stage>.yml`` override files.
 
     Without the file, a repository gets the default stages (dev, staging, prod), unless
-    ``file`` names a file other than the default, which must then exist.
+    ``file`` names a file other than the default, which must then exist. With ``targets``
+    (the platform's target names), a stage naming another target is a problem too.
     Raises ConfigError listing every problem with file:line:col.
     """
     base_path = repo_dir / file
@@ -93,8 +97,26 @@ def load_stack_config(repo_dir: Path, *, file: str = DEFAULT_FILE) -> LoadedConf
     merged, override_warnings = _merge_overrides(doc, override_files)
     warnings += override_warnings
     config = _validate(merged, warnings)
+    if targets is not None:
+        raise_problems(unknown_targets(merged, config, targets), what=merged.source)
     files = ([] if is_default else [base_path]) + [path for _, path in override_files]
     return LoadedConfig(config, warnings, files, is_default)
+
+
+def unknown_targets(
+    doc: YamlDocument, config: StackConfig, targets: Collection[str]
+) -> list[Problem]:
+    """A problem for each stage whose ``target`` is not one of ``targets``, at its line."""
+    known = ", ".join(sorted(targets))
+    return [
+        doc.problem(
+            ("stages", index, "target"),
+            f"stage '{stage.name}' runs on target '{stage.target}', which the platform does "
+            f"not have (targets: {known}); add it (stackyard targets add) or pick one of those",
+        )
+        for index, stage in enumerate(config.stages)
+        if stage.target not in targets
+    ]
 
 
 def _missing_message(repo_dir: Path, file: str) -> str:

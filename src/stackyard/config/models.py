@@ -23,6 +23,7 @@ from stackyard.config.values import (
     StageName,
     StrictFloat,
     StrictInt,
+    TargetName,
     Variables,
     memory_bytes,
 )
@@ -264,6 +265,15 @@ class StageConfig(BaseModel):
         description="Stage name, unique in the stack: 1 to 63 lowercase letters, digits and "
         "`-`. It is also the registry tag that points at the stage's image. `latest` is taken.",
         examples=["prod"],
+    )
+    target: TargetName = Field(
+        default="local",
+        description="Target the stage runs on (`stackyard targets`): its engine, the "
+        "registry that engine pulls from, and its region. `local` is the platform's own "
+        "engine and registry. Releasing to a stage whose target pulls from another registry "
+        "copies the image there by digest first. A name the platform has no target of fails "
+        "the build (and `stackyard config check --platform`), naming the stage and the line.",
+        examples=["eu"],
     )
     promotion: Literal["auto", "approval"] = Field(
         default="auto",

@@ -89,6 +89,15 @@ def _check_stage_name(name: str) -> str:
     return name
 
 
+def _check_target_name(name: str) -> str:
+    if len(name) > 63 or not _STAGE_NAME.fullmatch(name):
+        raise ValueError(
+            f"'{name}' is not a valid target name: targets are named with 1 to 63 lowercase "
+            "letters, digits and '-', starting with a letter or digit (see: stackyard targets)"
+        )
+    return name
+
+
 def _check_stack_name(name: str) -> str:
     if len(name) > 63 or not _DNS_LABEL.fullmatch(name):
         raise ValueError(
@@ -176,6 +185,12 @@ StageName = Annotated[
     str,
     AfterValidator(_check_stage_name),
     DocType("string: a lowercase DNS label"),
+    WithJsonSchema({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$", "maxLength": 63}),
+]
+TargetName = Annotated[
+    str,
+    AfterValidator(_check_target_name),
+    DocType("string: a target's name"),
     WithJsonSchema({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$", "maxLength": 63}),
 ]
 RepoPath = Annotated[str, AfterValidator(_check_relative_path), DocType("path in the repository")]

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from stackyard.config.models import default_stages
 from stackyard.errors import NotFoundError, StackyardError, UsageError
-from stackyard.store.models import OutsideRegistry, Target
+from stackyard.store.models import Build, OutsideRegistry, Release, Stack, Target
 
 LOCAL = "local"
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -40,6 +42,10 @@ class TargetView(BaseModel):
     builtin: bool = False
     created_at: datetime | None = None
     created_by: str = ""
+    # Only in the listing: how many nodes its engine places tasks on (a docker engine: 1;
+    # None: its swarm did not answer), and the stages on it (``stack/stage``).
+    nodes: int | None = None
+    stages: list[str] = []
 
 
 class TargetCheck(BaseModel):
@@ -179,10 +185,33 @@ class TargetService:
             return _view(row)
 
     def list(self) -> list[TargetView]:
-        """``local`` first, then the stored targets by name."""
+        """``local`` first, then the stored targets by name, each with its node count
+        (swarms are asked, side by side) and the stages on it."""
         with self._sessions() as session:
             rows = session.scalars(select(Target).order_by(Target.name))
-            return [local_target(self._local_engine), *(_view(row) for row in rows)]
+            views = [local_target(self._local_engine), *(_view(row) for row in rows)]
+            used = stages_on_targets(session)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            counts = list(pool.map(self._nodes, views))
+        for view, count in zip(views, counts, strict=True):
+            view.nodes = count
+            view.stages = used.get(view.name, [])
+        return views
+
+    def names(self) -> set[str]:
+        """Every target's name, ``local`` too: what a stage's ``target:`` may say."""
+        with self._sessions() as session:
+            return {LOCAL, *session.scalars(select(Target.name))}
+
+    def _nodes(self, target: TargetView) -> int | None:
+        if target.engine != "swarm":
+            return 1
+        if self._probe_engine is None:
+            return None
+        try:
+            return self._probe_engine(target.engine, None if target.builtin else target.endpoint)
+        except StackyardError:
+            return None
 
     def get(self, name: str) -> TargetView:
         if name == LOCAL:
@@ -195,9 +224,65 @@ class TargetService:
             raise UsageError("the built-in target 'local' cannot be removed")
         with self._sessions.begin() as session:
             row = _require(session, name)
+            using = stages_on_targets(session).get(name, [])
+            if using:
+                raise UsageError(
+                    f"target {name} is used by stage(s) {', '.join(using)}",
+                    hint="move those stages to another target (target: in stackyard.yml) and "
+                    "release them there first",
+                )
             view = _view(row)
             session.delete(row)
             return view
+
+
+def stages_on_targets(session: Session) -> dict[str, list[str]]:
+    """target name -> the stages (``stack/stage``, sorted) that run on it: as stackyard.yml
+    at their stack's newest successful build says (where their next release goes), and as
+    their latest release says (where their tasks are)."""
+    found: dict[str, set[str]] = {}
+
+    def add(stack: str, entry: dict[str, object]) -> None:
+        target = str(entry.get("target") or LOCAL)
+        found.setdefault(target, set()).add(f"{stack}/{entry.get('name')}")
+
+    newest = (
+        select(Build.stack_id, func.max(Build.number).label("number"))
+        .where(Build.status == "SUCCEEDED")
+        .group_by(Build.stack_id)
+        .subquery()
+    )
+    builds = session.execute(
+        select(Stack.name, Build.config)
+        .join(Build, Build.stack_id == Stack.id)
+        .join(newest, and_(Build.stack_id == newest.c.stack_id, Build.number == newest.c.number))
+    )
+    for stack, config in builds:
+        stages = (config or {}).get("stages") or [
+            stage.model_dump(mode="json") for stage in default_stages()
+        ]
+        for entry in stages:
+            add(stack, entry)
+    latest = (
+        select(Release.stack_id, Release.stage, func.max(Release.number).label("number"))
+        .group_by(Release.stack_id, Release.stage)
+        .subquery()
+    )
+    releases = session.execute(
+        select(Stack.name, Release.stage, Release.config)
+        .join(Release, Release.stack_id == Stack.id)
+        .join(
+            latest,
+            and_(
+                Release.stack_id == latest.c.stack_id,
+                Release.stage == latest.c.stage,
+                Release.number == latest.c.number,
+            ),
+        )
+    )
+    for stack, stage, config in releases:
+        add(stack, {"name": stage, **dict((config or {}).get("stage") or {})})
+    return {target: sorted(names) for target, names in found.items()}
 
 
 def _valid(pattern: re.Pattern[str], value: str, what: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -52,6 +52,8 @@ class BuildTools:
     work_dir: Path
     network_mode: str
     isolation: BuildIsolation
+    # The platform's target names, which stages may run on (None: not checked).
+    target_names: Callable[[], Collection[str]] | None = None
 
 
 class Outcome(BaseModel):
@@ -163,7 +165,8 @@ class BuildRun:
         return self.tools.logs_dir / "artifacts" / self.stack.name / str(self.number)
 
     def load_config(self, checkout: Path) -> LoadedConfig:
-        loaded = load_stack_config(checkout)
+        known = self.tools.target_names
+        loaded = load_stack_config(checkout, targets=None if known is None else known())
         for warning in loaded.warnings:
             self.say("config", f"warning: {warning}")
         names = ", ".join(s.name for s in loaded.config.stages)

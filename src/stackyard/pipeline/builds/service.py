@@ -8,7 +8,7 @@ old images leave the engine.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -52,6 +52,7 @@ class BuildService:
         secret_values: Callable[[str], list[str]] = lambda _stack: [],
         build_inputs: Callable[[str], BuildInputs] = lambda _stack: BuildInputs(),
         outbox: Outbox | None = None,
+        target_names: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self._records = BuildRecords(sessions, logs_dir, outbox)
         self._stacks = stacks
@@ -64,6 +65,7 @@ class BuildService:
             work_dir=work_dir,
             network_mode=network_mode,
             isolation=isolation,
+            target_names=target_names,
         )
         # The stack's secret values, masked in build logs.
         self._secret_values = secret_values
