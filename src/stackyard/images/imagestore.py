@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
 
-from stackyard.errors import NotFoundError
+from stackyard.errors import NotFoundError, PermanentError
 from stackyard.images.registry_base import Registry
 from stackyard.registry_login import RegistryLogin
 
@@ -81,7 +81,11 @@ class ImageStore:
 
     def registry_of(self, stack: str) -> tuple[Registry, str]:
         """The registry holding ``stack``'s images, and its repository there."""
-        placement = self._placement(stack)
+        return self.registry_in(stack, self._placement(stack))
+
+    def registry_in(self, stack: str, placement: Placement | None) -> tuple[Registry, str]:
+        """The registry ``placement`` names (None: the platform's own), and ``stack``'s
+        repository there."""
         if placement is None:
             return self.client, stack
         with self._outside_lock:
@@ -89,11 +93,31 @@ class ImageStore:
             if client is None:
                 if self._connect is None:
                     raise NotFoundError(
-                        f"stack {stack} pushes to registry {placement.registry}, which this "
+                        f"stack {stack} uses registry {placement.registry}, which this "
                         "platform cannot reach (no outside registry client)"
                     )
                 client = self._outside[placement] = self._connect(placement)
         return client, placement.repository(stack)
+
+    def copy_to(self, stack: str, digest: str, tag: str, placement: Placement | None) -> bool:
+        """Copy ``stack``'s image ``digest`` into the registry ``placement`` names (None:
+        the platform's own), then point ``tag`` at it there: blobs it has are not sent,
+        the manifest (its bytes, so the same digest) goes last, so ``tag`` never names an
+        incomplete image and a copy cut short is finished by the next one. False when
+        that registry holds the stack's images already (nothing to copy)."""
+        home, repository = self.registry_of(stack)
+        there, to_repository = self.registry_in(stack, placement)
+        if (there.endpoint, to_repository) == (home.endpoint, repository):
+            return False
+        copied = home.copy(
+            repository, digest, to_repository=to_repository, to_reference=tag, target=there
+        )
+        if copied != digest:
+            raise PermanentError(
+                f"registry {there.endpoint} stored {to_repository}:{tag} as {copied}, not "
+                f"{digest}: it rewrote the manifest"
+            )
+        return True
 
     def login(self, stack: str) -> RegistryLogin:
         """The login for ``stack``'s registry: what builds push and engines pull with."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import builtins
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -37,7 +37,7 @@ from stackyard.config.buildspec import load_buildspec
 from stackyard.config.models import StackConfig
 from stackyard.deploy import records
 from stackyard.errors import NotFoundError, StackyardError, UsageError
-from stackyard.images.imagestore import ImageStore
+from stackyard.images.imagestore import ImageStore, Placement
 from stackyard.images.reference import is_digest
 from stackyard.pipeline.platform_variables import SpecRun, spec_login, spec_variables
 from stackyard.pipeline.variable_store import runtime_variables
@@ -51,6 +51,7 @@ from stackyard.store.models import Build, Release, Stack
 from stackyard.store.numbers import next_number
 
 logger = logging.getLogger(__name__)
+LOCAL_TARGET = "local"  # the built-in target: the platform's engine, the stack's registry
 
 
 class ReleaseView(BaseModel):
@@ -108,6 +109,41 @@ class ImageChoice:
         return f"{self.kind} {self.value}"
 
 
+@dataclass(frozen=True)
+class TargetPlace:
+    """A target as releases see it: its region and the registry its engine pulls from
+    (``placement``; None: the platform's own). The built-in ``local`` pulls from wherever
+    the stack's images are, so nothing is copied for it."""
+
+    name: str
+    region: str = ""
+    placement: Placement | None = None
+    builtin: bool = True
+
+
+def _local_only(name: str) -> TargetPlace:
+    if name != LOCAL_TARGET:
+        raise NotFoundError(f"no target named '{name}' (targets: {LOCAL_TARGET})")
+    return TargetPlace(LOCAL_TARGET)
+
+
+@dataclass(frozen=True)
+class StageTarget:
+    """Where a stage's image goes: its target, region, and the registry endpoint and image
+    URL there (TinyStacks' STAGE_REGION, REGIONAL_ECR_ENDPOINT, REGIONAL_ECR_IMAGE_URL)."""
+
+    target: str
+    region: str
+    registry_endpoint: str
+    image_url: str
+
+
+def stage_target_name(config: Mapping[str, Any] | None) -> str:
+    """The target a release's config snapshot (or a stage entry of stackyard.yml) names."""
+    entry = (config or {}).get("stage", config) or {}
+    return str(entry.get("target") or LOCAL_TARGET)
+
+
 class ReleaseFailure(StackyardError):
     """release.yml failed, or left the stage tag missing; no release was recorded."""
 
@@ -129,9 +165,11 @@ class ReleaseService:
         logs_dir: Path,
         work_dir: Path,
         isolation: BuildIsolation,
+        targets: Callable[[str], TargetPlace] = _local_only,
     ) -> None:
         self._sessions = sessions
         self._isolation = isolation  # where release.yml runs: a build container
+        self._targets = targets  # a target's name -> its region and registry
         self._source = source
         self._images = images
         # What release logs mask, and the secret versions a snapshot pins (and resolves).
@@ -224,7 +262,7 @@ class ReleaseService:
             release = records.find_release(session, stack.id, stage, number)
             latest = self.latest(session, stack.id, stage)
             if latest is not None and latest.number != release.number:
-                self._images.retag(stack_name, release.digest, stage)
+                self._tag_stage(stack_name, release.digest, stage, release.config)
 
     # -- rollbacks: a new release with an older one's digest and config
 
@@ -289,7 +327,7 @@ class ReleaseService:
         stack = StackService.row(session, stack_name)
         require_stage(session, stack, stage)
         old = _release_row(session, stack, stage, number)
-        self._images.retag(stack_name, old.digest, stage)
+        self._tag_stage(stack_name, old.digest, stage, old.config)
         return _add_release(
             session,
             old,
@@ -330,7 +368,9 @@ class ReleaseService:
             with self._sessions.begin() as session:
                 latest = self.latest(session, stack.id, stage)
                 if latest is not None and latest.digest != base.digest:
-                    self._images.retag(stack_name, base.digest, stage)
+                    self._tag_stage(stack_name, base.digest, stage, snapshot)
+                else:
+                    self._place(stack_name, base.digest, stage, snapshot)
                 return _add_release(
                     session,
                     base,
@@ -373,6 +413,74 @@ class ReleaseService:
                 "template": text,
             }
         return snapshot
+
+    # -- the stage tag, and the target's registry
+
+    def stage_target(self, stack_name: str, stage: str) -> StageTarget:
+        """Where ``stage`` of ``stack_name`` runs, as stackyard.yml at the stack's newest
+        successful build says: its target, region, and the registry endpoint and image URL
+        its engine pulls from (the stack's own registry on ``local``)."""
+        with self._sessions() as session:
+            stack = StackService.row(session, stack_name)
+            newest = newest_build(session, stack.id)
+            config = newest.config if newest is not None else None
+        entries = (config or {}).get("stages", [])
+        entry = next((e for e in entries if e.get("name") == stage), {"name": stage})
+        target = self._targets(stage_target_name(entry))
+        if target.builtin:
+            client, repository = self._images.registry_of(stack_name)
+        else:
+            client, repository = self._images.registry_in(stack_name, target.placement)
+        return StageTarget(
+            target=target.name,
+            region=target.region,
+            registry_endpoint=client.endpoint,
+            image_url=f"{client.endpoint}/{repository}",
+        )
+
+    def _tag_stage(
+        self,
+        stack_name: str,
+        digest: str,
+        stage: str,
+        config: Mapping[str, Any],
+        log: BuildLog | None = None,
+    ) -> str:
+        """Point the tag ``<stage>`` at ``digest``: in the target's registry first (after
+        copying the image there), then where the stack's images are. Returns the digest."""
+        self._place(stack_name, digest, stage, config, log)
+        return self._images.retag(stack_name, digest, stage)
+
+    def _place(
+        self,
+        stack_name: str,
+        digest: str,
+        stage: str,
+        config: Mapping[str, Any],
+        log: BuildLog | None = None,
+    ) -> None:
+        """Copy ``digest`` into the registry of the target ``config`` names, tagged
+        ``<stage>``, when it pulls from another registry than the stack's."""
+        target = self._targets(stage_target_name(config))
+        if target.builtin:
+            return
+        where = target.placement.registry if target.placement is not None else "local"
+        if log is not None:
+            log.line(
+                "release",
+                LineKind.MESSAGE,
+                f"target {target.name}: copy {digest} to registry {where} as {stage}",
+            )
+        try:
+            copied = self._images.copy_to(stack_name, digest, stage, target.placement)
+        except StackyardError as exc:
+            raise ReleaseFailure(
+                f"copying {digest} to registry {where} of target {target.name} failed: "
+                f"{exc.message}",
+                hint=exc.hint or "the next release sends only the blobs still missing",
+            ) from exc
+        if log is not None and not copied:
+            log.line("release", LineKind.MESSAGE, f"registry {where} holds the image already")
 
     def _lock(self, stack_name: str) -> RLock:
         with self._locks_guard:
@@ -483,8 +591,11 @@ class ReleaseService:
                     plan.stack, plan.stage, plan.build.config, plan.build.commit_sha
                 )
                 how, moved_to = self._promote(plan, log)
-                # A retag knows where it moved the tag; after release.yml, ask the registry.
+                # A retag knows where it moved the tag; after release.yml, ask the registry,
+                # then copy what it released to the target's registry.
                 digest = moved_to or self._images.digest(plan.stack.name, plan.stage)
+                if moved_to is None:
+                    self._place(plan.stack.name, digest, plan.stage, plan.snapshot, log)
             except StackyardError as exc:
                 log.line("stackyard", LineKind.MESSAGE, f"release FAILED: {exc.message}")
                 raise ReleaseFailure(
@@ -509,7 +620,7 @@ class ReleaseService:
                 + (f", forced past {plan.previous}" if plan.forced else ""),
             )
             how = f"chosen {plan.choice}" + (" (forced)" if plan.forced else "")
-            return how, self._images.retag(name, plan.digest, plan.stage)
+            return how, self._tag_stage(name, plan.digest, plan.stage, plan.snapshot, log)
         # Most stacks have no release.yml: look in git first, check out only when it is there.
         # A git failure here is an error (read_file raises it), never "there is none".
         if self._source.read_file(name, sha, in_repo) is not None:
@@ -534,7 +645,9 @@ class ReleaseService:
         )
         logger.info("release of %s %s: no %s, retagging", name, plan.stage, in_repo)
         log.line("release", LineKind.MESSAGE, f"retag {name}:{plan.previous} -> {plan.stage}")
-        return f"retag {plan.previous}", self._images.retag(name, plan.digest, plan.stage)
+        return f"retag {plan.previous}", self._tag_stage(
+            name, plan.digest, plan.stage, plan.snapshot, log
+        )
 
     def _run_releasespec(
         self, plan: _ReleasePlan, spec_file: Path, checkout: Path, log: BuildLog

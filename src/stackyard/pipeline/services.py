@@ -38,14 +38,14 @@ from stackyard.notify.service import NotifyService
 from stackyard.pipeline.builds import BuildService
 from stackyard.pipeline.poller import Poller
 from stackyard.pipeline.redeploy import RedeployService
-from stackyard.pipeline.releases import ReleaseService
+from stackyard.pipeline.releases import ReleaseService, TargetPlace
 from stackyard.pipeline.retention.service import RetentionService
 from stackyard.pipeline.runs import PipelineService
 from stackyard.pipeline.variable_store import VariableStore
 from stackyard.pipeline.variables import VariableService
 from stackyard.platform.registries import RegistryService
 from stackyard.platform.state import ensure_platform_id
-from stackyard.platform.targets import TargetService
+from stackyard.platform.targets import LOCAL, TargetService
 from stackyard.registry_login import RegistryLogin
 from stackyard.router.base import Router
 from stackyard.secrets.sql import SqlSecretStore
@@ -185,6 +185,20 @@ def _engine_probe(platform_engine: Engine) -> Callable[[str, str | None], int | 
     return probe
 
 
+def _target_places(
+    targets: TargetService, registries: RegistryService
+) -> Callable[[str], TargetPlace]:
+    """How releases find a target's region and registry (a NotFoundError names a target
+    that was removed since the build)."""
+
+    def place(name: str) -> TargetPlace:
+        view = targets.get(name)
+        placement = None if view.registry == LOCAL else registries.placement_named(view.registry)
+        return TargetPlace(view.name, view.region, placement, builtin=view.builtin)
+
+    return place
+
+
 def build_services(
     settings: Settings,
     sessions: sessionmaker[Session],
@@ -221,6 +235,12 @@ def build_services(
     variable_store = VariableStore(sessions, secrets)
     work_dir = settings.data_dir / "work"
     engine = engine or plugins.create(plugins.engine(settings.engine), offers["engine"])
+    targets = TargetService(
+        sessions,
+        local_engine=settings.engine,
+        probe_engine=_engine_probe(engine),
+        probe_registry=lambda name: images.client.ping() if name is None else registries.ping(name),
+    )
     network_mode = task_network_mode(settings, engine)
     platform_id = ensure_platform_id(settings.platform_id_file)
     isolation = build_isolation(settings, network_mode, platform_id)
@@ -236,6 +256,7 @@ def build_services(
         secret_values=secrets.mask_values,
         build_inputs=variable_store.build_inputs,
         outbox=outbox,
+        target_names=targets.names,
     )
     releases = ReleaseService(
         sessions,
@@ -245,6 +266,7 @@ def build_services(
         logs_dir=settings.logs_dir,
         work_dir=work_dir,
         isolation=isolation,
+        targets=_target_places(targets, registries),
     )
     router = router or plugins.create(plugins.router(settings.router), offers["router"])
     platform_id = ensure_platform_id(settings.platform_id_file)
@@ -305,14 +327,7 @@ def build_services(
         audit=AuditLog(sessions, retention_days=settings.audit_retention_days),
         notify=notify,
         registries=registries,
-        targets=TargetService(
-            sessions,
-            local_engine=settings.engine,
-            probe_engine=_engine_probe(engine),
-            probe_registry=lambda name: (
-                images.client.ping() if name is None else registries.ping(name)
-            ),
-        ),
+        targets=targets,
         isolation=isolation,
         retention=RetentionService(
             sessions,

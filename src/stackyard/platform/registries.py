@@ -175,8 +175,10 @@ class RegistryService:
         own (also for a stack that does not exist: the caller's lookup names that)."""
         with self._sessions() as session:
             name = session.scalar(select(Stack.registry_name).where(Stack.name == stack))
-        if name is None:
-            return None
+        return None if name is None else self.placement_named(name)
+
+    def placement_named(self, name: str) -> Placement:
+        """Where images go in the outside registry ``name`` (a target's registry)."""
         address, login = self.login(name)
         return Placement(name, address.scheme, address.namespace, login)
 
