@@ -3,7 +3,8 @@
 ``stackyard registries add`` checks the credentials (the bearer token flow), records the
 registry with its password sealed, and never shows or logs the password; a registry that
 refuses them is named with the HTTP status, and nothing is recorded. The registry client
-copies an image into it by digest with a token, blobs first and the manifest last.
+copies an image into it by digest with a token, blobs first and the manifest last. A
+stage whose target pulls from it gets its release copied there, with the same digest.
 """
 
 from __future__ import annotations
@@ -254,3 +255,76 @@ def test_a_copy_cut_half_way_tags_nothing_and_the_next_copy_finishes_it(
 def manifest_descriptors(raw: bytes) -> list[dict[str, object]]:
     document = json.loads(raw)
     return [document["config"], *document["layers"]]
+
+
+STAGES = """\
+stages:
+  - name: dev
+    health: {path: /healthz}
+  - name: prod
+    target: eu
+    health: {path: /healthz}
+"""
+
+
+REGIONAL_UPLOADS = "/v2/acme/regional/blobs/uploads/"
+
+
+# A stage on a target whose registry is this outside one: its release is copied there and
+# its tasks pull from there. The target's engine is the platform's own here (each stage
+# running on its target's engine is issue 13's next part).
+def test_a_stage_on_a_target_with_its_own_registry_runs_the_same_digest(
+    yard: RunningPlatform, outside: TokenRegistry, tmp_path: Path
+) -> None:
+    repo = GitRepo.from_example("hello", tmp_path / "regional")
+    repo.write("stackyard.yml", STAGES)
+    repo.commit("prod runs on target eu")
+    yard.cli("stacks", "create", "regional", "--repo", str(repo.path))
+
+    # No target eu yet: the build names the stage and the line, and records no image.
+    failed = yard.cli("build", "regional", "--json", timeout=300, check=False)
+    assert failed.returncode != 0
+    shown = yard.cli("builds", "regional", "--json").stdout
+    assert "stackyard.yml:5:5: stages[1].target: stage 'prod' runs on target 'eu', which " in (
+        shown
+    )
+
+    assert add(yard, "eu", f"{outside.endpoint}/acme", outside.username, outside.password)
+    yard.cli("targets", "add", "eu", "--docker", "unix:///var/run/docker.sock",
+             "--registry", "eu", "--region", "eu-west")  # fmt: skip
+    digest = json.loads(yard.cli("build", "regional", "--json", timeout=300).stdout)["digest"]
+    yard.cli("release", "regional", "--stage", "dev", "--json")
+    released = json.loads(yard.cli("release", "regional", "--stage", "prod", "--json").stdout)
+    assert released["digest"] == digest
+    log = Path(released["log_path"]).read_text(encoding="utf-8")
+    assert f"target eu: copy {digest} to registry eu as prod" in log
+    with RegistryClient(
+        outside.endpoint, username=outside.username, password=outside.password
+    ) as client:
+        assert client.resolve("acme/regional", "prod") == digest
+    uploads = outside.log_file.read_text(errors="replace").count(REGIONAL_UPLOADS)
+    assert uploads >= 2  # the image's blobs really went there
+
+    yard.cli("deploy", "regional", "--stage", "prod", "--json", timeout=300)
+    pulled = outside.log_file.read_text(errors="replace")  # prod's tasks pull from eu's
+    assert f'"GET /v2/acme/regional/manifests/{digest} HTTP/1.1" 200' in pulled
+    state = json.loads(yard.cli("check", "regional", "--stage", "prod", "--json").stdout)
+    assert state["digest"] == digest, state
+    assert state["tasks"], state
+    assert all(task["digest"] == digest and task["match"] for task in state["tasks"]), state
+
+    # Released again: every blob is there already, so none is sent.
+    yard.cli("release", "regional", "--stage", "prod", "--json")
+    assert outside.log_file.read_text(errors="replace").count(REGIONAL_UPLOADS) == uploads
+
+    targets = json.loads(yard.cli("targets", "--json").stdout)
+    assert [(t["name"], t["nodes"], t["stages"]) for t in targets] == [
+        ("local", 1, ["regional/dev"]),
+        ("eu", 1, ["regional/prod"]),
+    ]
+    in_use = yard.cli("targets", "remove", "eu", check=False)
+    assert in_use.returncode == 2
+    assert "target eu is used by stage(s) regional/prod" in in_use.stderr
+    yard.cli("stacks", "delete", "regional", "--yes")
+    yard.cli("targets", "remove", "eu")
+    yard.cli("registries", "remove", "eu")

@@ -32,6 +32,7 @@ from stackyard.engines.base import (
 )
 from stackyard.engines.fake import FakeEngine
 from stackyard.errors import ComponentError, PermanentError
+from stackyard.images.imagestore import Placement, TargetPlace, only_local
 from stackyard.pipeline.releases import config_snapshot
 from stackyard.registry_login import RegistryLogin
 from stackyard.router.fake import FakeRouter
@@ -581,3 +582,27 @@ def test_a_host_route_on_a_router_without_them_fails_naming_it(yard: Yard) -> No
     assert row.status == "FAILED"
     assert "cannot serve stage shop/dev on the host name shop.test" in row.reason
     assert yard.router.served == {}
+
+
+# -- a stage on a target with its own registry
+
+
+def test_a_stage_on_a_target_pulls_from_the_targets_registry_with_its_login(yard: Yard) -> None:
+    eu_login = RegistryLogin("127.0.0.1:5998", "bot", "eu-password")
+    eu = TargetPlace("eu", "eu-west", Placement("eu", None, "acme", eu_login), builtin=False)
+    yard.controller.targets = lambda name: {"eu": eu}.get(name) or only_local(name)
+    yard.engine.behave(V1, healthy=True)
+    number = yard.deploy(yard.release(V1, target="eu"))
+    yard.run_until(lambda: yard.status(number) == "COMPLETED")
+    (spec,) = yard.started()
+    assert spec.image == f"127.0.0.1:5998/acme/{STACK}@{V1}"
+    assert spec.login == eu_login
+
+
+def test_a_stage_on_a_target_that_is_gone_fails_its_deployment_naming_it(yard: Yard) -> None:
+    yard.engine.behave(V1, healthy=True)
+    number = yard.deploy(yard.release(V1, target="us"))
+    yard.run_until(lambda: yard.status(number) == "FAILED")
+    assert yard.started() == []
+    text = Path(yard.deployment(number).log_path).read_text(encoding="utf-8")
+    assert "cannot start a task of release 1: no target named 'us'" in text

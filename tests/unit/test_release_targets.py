@@ -16,10 +16,10 @@ from sqlalchemy import select
 
 from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.errors import NotFoundError, RetryableError
-from stackyard.images.imagestore import ImageStore, Placement
+from stackyard.images.imagestore import ImageStore, Placement, TargetPlace
 from stackyard.images.registry_base import Registry
 from stackyard.images.registry_fake import FakeRegistry
-from stackyard.pipeline.releases import ReleaseFailure, ReleaseService, TargetPlace
+from stackyard.pipeline.releases import ReleaseFailure, ReleaseService
 from stackyard.registry_login import RegistryLogin
 from stackyard.secrets.fake import FakeSecretStore
 from stackyard.source.git import GitSource

@@ -44,7 +44,7 @@ from stackyard.engines.base import (
     TaskState,
 )
 from stackyard.errors import StackyardError
-from stackyard.images.imagestore import ImageStore
+from stackyard.images.imagestore import ImageStore, TargetPlace, only_local
 from stackyard.notify.outbox import Outbox
 from stackyard.registry_login import RegistryLogin
 from stackyard.router.base import Route, Router
@@ -88,8 +88,10 @@ class Controller:
             lambda _stack, _versions: {}
         ),
         outbox: Outbox | None = None,
+        targets: Callable[[str], TargetPlace] = only_local,
     ) -> None:
         self.sessions = sessions
+        self.targets = targets  # a target's name -> the registry its engine pulls from
         self.engine = engine
         self.router = router
         self.images = images
@@ -386,20 +388,21 @@ class Controller:
             on_stop=self.health.forget,
         )
 
-    def _image_url(self, stack: str) -> str:
+    def _image_url(self, stack: str, target: str) -> str:
         registry = self.settings.task_registry
-        if registry and not self._outside(stack):
+        url, login = self.images.pulled_from(stack, self.targets(target))
+        if registry and login is self.images.credentials:
             return f"{registry}/{stack}"  # the platform's registry, as the nodes reach it
-        return self.images.image_url(stack)
+        return url
 
-    def _login(self, stack: str) -> RegistryLogin:
-        login = self.images.login(stack)
+    def _login(self, stack: str, target: str) -> RegistryLogin:
+        _url, login = self.images.pulled_from(stack, self.targets(target))
         registry = self.settings.task_registry
-        return replace(login, registry=registry) if registry and not self._outside(stack) else login
-
-    def _outside(self, stack: str) -> bool:
-        """Whether the stack's images are in an outside registry (``stacks --registry``)."""
-        return self.images.login(stack) is not self.images.credentials
+        return (
+            replace(login, registry=registry)
+            if registry and login is self.images.credentials
+            else login
+        )
 
     def _task_ports_in_use(self) -> set[int]:
         return {

@@ -114,6 +114,7 @@ class TaskRecipe:
     read_only: bool = False
     stop_timeout: float = 10.0
     health: HealthSettings = field(default_factory=HealthSettings)
+    target: str = "local"  # the target whose registry its image is pulled from
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,10 @@ class Seams:
     watch: TaskWatch
     health: ProbeScheduler[StageKey]
     ports: TaskPorts
-    image_url: Callable[[str], str]  # a stack's repository in the registry
-    login: Callable[[str], RegistryLogin]  # what the engine pulls a stack's images with
+    # (stack, target) -> the stack's repository in the registry the target pulls from,
+    # and the login the engine pulls with there
+    image_url: Callable[[str, str], str]
+    login: Callable[[str, str], RegistryLogin]
     platform_id: str
     network_mode: NetworkMode
     starters: ThreadPoolExecutor
@@ -318,7 +320,10 @@ class Executor:
                 continue
             node = start.nodes[index] if index < len(start.nodes) else None
             placement = Placement(node=node, constraints=constraints)
-            specs.append(self._task_spec(recipe, env, files, placement))
+            try:
+                specs.append(self._task_spec(recipe, env, files, placement))
+            except StackyardError as exc:  # e.g. its target was removed
+                failed(f"cannot start a task of release {recipe.release}: {exc.message}")
         if len(specs) > 1:
             outcomes = list(self.seams.starters.map(self._engine_start, specs))
         else:
@@ -352,6 +357,8 @@ class Executor:
     ) -> TaskSpec:
         """What to start for one task of the release, its port reserved."""
         seams, key = self.seams, self.key
+        image_url = seams.image_url(key.stack, recipe.target)
+        login = seams.login(key.stack, recipe.target)
         port = seams.ports.allocate()
         name = task_name(key, recipe.release, secrets.token_hex(3))
         labels = {
@@ -364,7 +371,7 @@ class Executor:
         }
         return TaskSpec(
             name=name,
-            image=f"{seams.image_url(key.stack)}@{recipe.digest}",
+            image=f"{image_url}@{recipe.digest}",
             port=port,
             labels=labels,
             env=env,
@@ -376,7 +383,7 @@ class Executor:
             pids_limit=recipe.pids_limit,
             read_only=recipe.read_only,
             stop_timeout=recipe.stop_timeout,
-            login=seams.login(self.key.stack),
+            login=login,
             placement=placement,
         )
 

@@ -420,6 +420,7 @@ def task_recipe(
         read_only=stage.read_only,
         stop_timeout=stage.deploy.stop_timeout,
         health=health,
+        target=stage.target,
     )
 
 

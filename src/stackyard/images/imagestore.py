@@ -47,6 +47,28 @@ class Placement:
         return f"{self.namespace}/{stack}" if self.namespace else stack
 
 
+LOCAL_TARGET = "local"  # the built-in target: the platform's engine, the stack's registry
+
+
+@dataclass(frozen=True)
+class TargetPlace:
+    """A target as releases and deployments see it: its region and the registry its engine
+    pulls from (``placement``; None: the platform's own). The built-in ``local`` pulls from
+    wherever the stack's images are, so nothing is copied for it."""
+
+    name: str
+    region: str = ""
+    placement: Placement | None = None
+    builtin: bool = True
+
+
+def only_local(name: str) -> TargetPlace:
+    """The targets of a platform that knows only ``local`` (tests, and the default)."""
+    if name != LOCAL_TARGET:
+        raise NotFoundError(f"no target named '{name}' (targets: {LOCAL_TARGET})")
+    return TargetPlace(LOCAL_TARGET)
+
+
 Placements = Callable[[str], Placement | None]
 """stack -> its outside registry, or None for the platform's own."""
 
@@ -98,6 +120,16 @@ class ImageStore:
                     )
                 client = self._outside[placement] = self._connect(placement)
         return client, placement.repository(stack)
+
+    def pulled_from(self, stack: str, target: TargetPlace) -> tuple[str, RegistryLogin]:
+        """Where an engine on ``target`` pulls ``stack``'s images (``host/repository``), and
+        the login it pulls with."""
+        if target.builtin:
+            return self.image_url(stack), self.login(stack)
+        if target.placement is None:
+            return f"{self.endpoint}/{stack}", self.credentials
+        placement = target.placement
+        return f"{placement.endpoint}/{placement.repository(stack)}", placement.login
 
     def copy_to(self, stack: str, digest: str, tag: str, placement: Placement | None) -> bool:
         """Copy ``stack``'s image ``digest`` into the registry ``placement`` names (None:

@@ -37,7 +37,7 @@ from stackyard.config.buildspec import load_buildspec
 from stackyard.config.models import StackConfig
 from stackyard.deploy import records
 from stackyard.errors import NotFoundError, StackyardError, UsageError
-from stackyard.images.imagestore import ImageStore, Placement
+from stackyard.images.imagestore import LOCAL_TARGET, ImageStore, TargetPlace, only_local
 from stackyard.images.reference import is_digest
 from stackyard.pipeline.platform_variables import SpecRun, spec_login, spec_variables
 from stackyard.pipeline.variable_store import runtime_variables
@@ -51,7 +51,6 @@ from stackyard.store.models import Build, Release, Stack
 from stackyard.store.numbers import next_number
 
 logger = logging.getLogger(__name__)
-LOCAL_TARGET = "local"  # the built-in target: the platform's engine, the stack's registry
 
 
 class ReleaseView(BaseModel):
@@ -110,24 +109,6 @@ class ImageChoice:
 
 
 @dataclass(frozen=True)
-class TargetPlace:
-    """A target as releases see it: its region and the registry its engine pulls from
-    (``placement``; None: the platform's own). The built-in ``local`` pulls from wherever
-    the stack's images are, so nothing is copied for it."""
-
-    name: str
-    region: str = ""
-    placement: Placement | None = None
-    builtin: bool = True
-
-
-def _local_only(name: str) -> TargetPlace:
-    if name != LOCAL_TARGET:
-        raise NotFoundError(f"no target named '{name}' (targets: {LOCAL_TARGET})")
-    return TargetPlace(LOCAL_TARGET)
-
-
-@dataclass(frozen=True)
 class StageTarget:
     """Where a stage's image goes: its target, region, and the registry endpoint and image
     URL there (TinyStacks' STAGE_REGION, REGIONAL_ECR_ENDPOINT, REGIONAL_ECR_IMAGE_URL)."""
@@ -165,7 +146,7 @@ class ReleaseService:
         logs_dir: Path,
         work_dir: Path,
         isolation: BuildIsolation,
-        targets: Callable[[str], TargetPlace] = _local_only,
+        targets: Callable[[str], TargetPlace] = only_local,
     ) -> None:
         self._sessions = sessions
         self._isolation = isolation  # where release.yml runs: a build container
@@ -427,15 +408,12 @@ class ReleaseService:
         entries = (config or {}).get("stages", [])
         entry = next((e for e in entries if e.get("name") == stage), {"name": stage})
         target = self._targets(stage_target_name(entry))
-        if target.builtin:
-            client, repository = self._images.registry_of(stack_name)
-        else:
-            client, repository = self._images.registry_in(stack_name, target.placement)
+        image_url, login = self._images.pulled_from(stack_name, target)
         return StageTarget(
             target=target.name,
             region=target.region,
-            registry_endpoint=client.endpoint,
-            image_url=f"{client.endpoint}/{repository}",
+            registry_endpoint=login.registry,
+            image_url=image_url,
         )
 
     def _tag_stage(

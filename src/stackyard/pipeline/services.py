@@ -30,7 +30,7 @@ from stackyard.errors import ComponentError, StackyardError, require
 from stackyard.images.docker_builder import DockerBuilder
 from stackyard.images.dockerproxy.rules import BuildLimits
 from stackyard.images.dockerproxy.server import NAMES_FILE, BuildProxy
-from stackyard.images.imagestore import ImageStore
+from stackyard.images.imagestore import ImageStore, TargetPlace
 from stackyard.notify.channels import ChannelKinds, ChannelRecords
 from stackyard.notify.delivery import DeliveryWorker, WorkerSettings
 from stackyard.notify.outbox import Outbox
@@ -38,7 +38,7 @@ from stackyard.notify.service import NotifyService
 from stackyard.pipeline.builds import BuildService
 from stackyard.pipeline.poller import Poller
 from stackyard.pipeline.redeploy import RedeployService
-from stackyard.pipeline.releases import ReleaseService, TargetPlace
+from stackyard.pipeline.releases import ReleaseService
 from stackyard.pipeline.retention.service import RetentionService
 from stackyard.pipeline.runs import PipelineService
 from stackyard.pipeline.variable_store import VariableStore
@@ -258,6 +258,7 @@ def build_services(
         outbox=outbox,
         target_names=targets.names,
     )
+    places = _target_places(targets, registries)
     releases = ReleaseService(
         sessions,
         source,
@@ -266,7 +267,7 @@ def build_services(
         logs_dir=settings.logs_dir,
         work_dir=work_dir,
         isolation=isolation,
-        targets=_target_places(targets, registries),
+        targets=places,
     )
     router = router or plugins.create(plugins.router(settings.router), offers["router"])
     platform_id = ensure_platform_id(settings.platform_id_file)
@@ -286,6 +287,7 @@ def build_services(
         secret_values=secrets.mask_values,
         resolve_secrets=secrets.resolve,
         outbox=outbox,
+        targets=places,
     )
     deploy = DeployService(sessions, controller, settings)
     redeploy = RedeployService(releases, deploy)
