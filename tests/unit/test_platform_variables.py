@@ -6,7 +6,7 @@ import base64
 import json
 from pathlib import Path
 
-from stackyard.images.imagestore import ImageStore
+from stackyard.images.imagestore import ImageStore, Placement, TargetPlace
 from stackyard.images.registry_fake import FakeRegistry
 from stackyard.pipeline.platform_variables import SpecLogin, SpecRun, spec_login, spec_variables
 from stackyard.registry_login import RegistryLogin
@@ -82,3 +82,19 @@ def test_docker_config_logs_a_docker_client_in_to_the_registry(tmp_path: Path) -
     assert config.stat().st_mode & 0o777 == 0o600
     auth = json.loads(config.read_text())["auths"][REGISTRY]["auth"]
     assert base64.b64decode(auth).decode() == "stackyard:pw-123"
+
+
+def test_a_release_to_a_stage_on_a_target_gets_that_targets_region_and_registry(
+    tmp_path: Path,
+) -> None:
+    eu_login = RegistryLogin("127.0.0.1:5998", "bot", "eu-pw")
+    eu = TargetPlace("eu", "eu-west", Placement("eu", None, "acme", eu_login), builtin=False)
+    run = SpecRun("shop", SHA, "shop:prod", stage="prod", previous_stage="dev", target=eu)
+    login = SpecLogin("stackyard", "pw-123")
+    values = spec_variables(run, images(), artifacts=str(tmp_path / "a"), login=login)
+    assert (
+        values["STAGE_REGION"],
+        values["REGIONAL_ECR_ENDPOINT"],
+        values["REGIONAL_ECR_IMAGE_URL"],
+    ) == ("eu-west", "127.0.0.1:5998", "127.0.0.1:5998/acme/shop")
+    assert values["IMAGE_URL"] == f"{REGISTRY}/shop"  # where the stack's images are

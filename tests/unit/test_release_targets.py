@@ -184,11 +184,14 @@ def test_a_target_removed_since_the_build_fails_the_release_naming_it(yard: Yard
 def test_stage_target_answers_the_registry_and_region_a_stage_pulls_from(yard: Yard) -> None:
     yard.built(commit(yard.repo, {"README.md": "hi\n"}, "app"))
     prod = yard.releases.stage_target(STACK, "prod")
-    assert (prod.target, prod.region, prod.registry_endpoint, prod.image_url) == (
-        "eu",
+    assert (prod.region, prod.endpoint, prod.image_url) == (
         "eu-west",
         "127.0.0.1:5998",
         "127.0.0.1:5998/acme/shop",
     )
     dev = yard.releases.stage_target(STACK, "dev")
-    assert (dev.target, dev.region, dev.image_url) == ("local", "", "127.0.0.1:5999/shop")
+    assert (dev.region, dev.endpoint, dev.image_url) == (
+        "",
+        "127.0.0.1:5999",
+        "127.0.0.1:5999/shop",
+    )

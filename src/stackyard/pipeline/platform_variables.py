@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from stackyard.images.imagestore import ImageStore
+from stackyard.images.imagestore import LOCAL_TARGET, ImageStore, TargetPlace
 
 # Set in builds and releases, so a spec can push to the platform's registry.
 REGISTRY_LOGIN = frozenset({"DOCKER_CONFIG", "REGISTRY_USERNAME", "REGISTRY_PASSWORD"})
@@ -27,6 +27,9 @@ TASK = {
 }
 
 
+LOCAL = TargetPlace(LOCAL_TARGET)
+
+
 @dataclass(frozen=True)
 class SpecRun:
     """What one build or release spec run is for."""
@@ -37,6 +40,7 @@ class SpecRun:
     build_number: int | None = None  # builds only
     stage: str | None = None  # releases only
     previous_stage: str | None = None  # releases only: what the stage promotes from
+    target: TargetPlace = LOCAL  # releases only: the stage's target
 
 
 @dataclass(frozen=True)
@@ -59,12 +63,12 @@ class StageRegistry:
     region: str  # "" when the target names none
 
 
-def stage_registry(images: ImageStore, stack: str, stage: str) -> StageRegistry:
-    """The registry and region of ``stage``'s target: the one place a release looks them
-    up. Every stage runs on the built-in ``local`` target today, which has no region and
-    whose registry is the stack's own; ``target:`` per stage (issue 13) points this at the
-    stage's target."""
-    return StageRegistry(images.endpoint_of(stack), images.image_url(stack), region="")
+def stage_registry(images: ImageStore, stack: str, target: TargetPlace) -> StageRegistry:
+    """The registry and region of a stage's ``target``: the one place a release looks them
+    up. The built-in ``local`` target has no region, and its registry is the stack's own;
+    another target's is the registry its engine pulls from (ImageStore.pulled_from)."""
+    image_url, login = images.pulled_from(stack, target)
+    return StageRegistry(login.registry, image_url, region=target.region)
 
 
 def spec_login(images: ImageStore, stack: str, *, in_container: bool, scratch: Path) -> SpecLogin:
@@ -104,7 +108,7 @@ def spec_variables(
     if run.build_number is not None:
         values["CODEBUILD_BUILD_NUMBER"] = str(run.build_number)
     if run.stage is not None:
-        regional = stage_registry(images, run.stack, run.stage)
+        regional = stage_registry(images, run.stack, run.target)
         values["STAGE_NAME"] = run.stage
         values["PREVIOUS_STAGE_NAME"] = run.previous_stage or "latest"
         values["STAGE_REGION"] = regional.region

@@ -39,7 +39,13 @@ from stackyard.deploy import records
 from stackyard.errors import NotFoundError, StackyardError, UsageError
 from stackyard.images.imagestore import LOCAL_TARGET, ImageStore, TargetPlace, only_local
 from stackyard.images.reference import is_digest
-from stackyard.pipeline.platform_variables import SpecRun, spec_login, spec_variables
+from stackyard.pipeline.platform_variables import (
+    SpecRun,
+    StageRegistry,
+    spec_login,
+    spec_variables,
+    stage_registry,
+)
 from stackyard.pipeline.variable_store import runtime_variables
 from stackyard.secrets.envfile import render_env_file
 from stackyard.secrets.store import SecretStore
@@ -106,17 +112,6 @@ class ImageChoice:
 
     def __str__(self) -> str:
         return f"{self.kind} {self.value}"
-
-
-@dataclass(frozen=True)
-class StageTarget:
-    """Where a stage's image goes: its target, region, and the registry endpoint and image
-    URL there (TinyStacks' STAGE_REGION, REGIONAL_ECR_ENDPOINT, REGIONAL_ECR_IMAGE_URL)."""
-
-    target: str
-    region: str
-    registry_endpoint: str
-    image_url: str
 
 
 def stage_target_name(config: Mapping[str, Any] | None) -> str:
@@ -397,24 +392,18 @@ class ReleaseService:
 
     # -- the stage tag, and the target's registry
 
-    def stage_target(self, stack_name: str, stage: str) -> StageTarget:
+    def stage_target(self, stack_name: str, stage: str) -> StageRegistry:
         """Where ``stage`` of ``stack_name`` runs, as stackyard.yml at the stack's newest
-        successful build says: its target, region, and the registry endpoint and image URL
-        its engine pulls from (the stack's own registry on ``local``)."""
+        successful build says: its target's region, and the registry endpoint and image URL
+        its engine pulls from (the stack's own registry on ``local``). A release's own
+        variables come from its config snapshot instead (``_run_releasespec``)."""
         with self._sessions() as session:
             stack = StackService.row(session, stack_name)
             newest = newest_build(session, stack.id)
             config = newest.config if newest is not None else None
         entries = (config or {}).get("stages", [])
         entry = next((e for e in entries if e.get("name") == stage), {"name": stage})
-        target = self._targets(stage_target_name(entry))
-        image_url, login = self._images.pulled_from(stack_name, target)
-        return StageTarget(
-            target=target.name,
-            region=target.region,
-            registry_endpoint=login.registry,
-            image_url=image_url,
-        )
+        return stage_registry(self._images, stack_name, self._targets(stage_target_name(entry)))
 
     def _tag_stage(
         self,
@@ -640,6 +629,7 @@ class ReleaseService:
             run_id=f"{name}:{plan.stage}",
             stage=plan.stage,
             previous_stage=plan.previous,
+            target=self._targets(stage_target_name(plan.snapshot)),
         )
         isolation = self._isolation
         with tempfile.TemporaryDirectory(prefix="stackyard-release-") as scratch:
