@@ -5,7 +5,7 @@ after, become the task events in the order they happened (``_kinds``). Plain tup
 from __future__ import annotations
 
 from stackyard.engines.base import TaskEventKind
-from stackyard.engines.swarm import _kinds
+from stackyard.engines.swarm import _current_tasks, _kinds
 
 CREATED, STARTED, EXITED, REMOVED = (
     TaskEventKind.CREATED,
@@ -39,3 +39,28 @@ def test_a_task_rescheduled_onto_another_node_starts_again() -> None:
 def test_a_removed_service_that_ran_exits_then_is_removed() -> None:
     assert _kinds(RUNNING, None) == [EXITED, REMOVED]
     assert _kinds(REAPED, None) == [REMOVED]
+
+
+def swarm_task(task_id: str, state: str, desired: str, created: str) -> dict[str, object]:
+    return {
+        "ID": task_id,
+        "ServiceID": "s1",
+        "Status": {"State": state},
+        "DesiredState": desired,
+        "CreatedAt": created,
+    }
+
+
+def test_a_task_swarm_moves_start_first_stays_the_running_one_until_the_new_one_runs() -> None:
+    old = swarm_task("t1", "running", "running", "2026-01-01T00:00:01Z")
+    placing = swarm_task("t2", "pending", "running", "2026-01-01T00:00:09Z")
+    assert _current_tasks([old, placing])["s1"]["ID"] == "t1"
+    started = swarm_task("t2", "running", "running", "2026-01-01T00:00:09Z")
+    leaving = swarm_task("t1", "running", "shutdown", "2026-01-01T00:00:01Z")
+    assert _current_tasks([leaving, started])["s1"]["ID"] == "t2"
+
+
+def test_a_new_task_with_none_running_is_the_current_one() -> None:
+    ended = swarm_task("t1", "shutdown", "shutdown", "2026-01-01T00:00:01Z")
+    placing = swarm_task("t2", "pending", "running", "2026-01-01T00:00:09Z")
+    assert _current_tasks([ended, placing])["s1"]["ID"] == "t2"

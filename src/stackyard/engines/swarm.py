@@ -510,15 +510,32 @@ def _explanation(response: Any) -> str:
 
 
 def _current_tasks(tasks: list[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    """Each service's newest Swarm task (a service has one replica and no restarts)."""
+    """Each service's current Swarm task (a service has one replica and no restarts): the
+    newest, except while Swarm moves the task (its service updated start-first): then the
+    one that runs, until the new one runs too. A task on its way has no node yet, and seen
+    as the current one it would look like a task that stopped running."""
     newest: dict[str, Mapping[str, Any]] = {}
+    running: dict[str, Mapping[str, Any]] = {}
     for task in tasks:
         service = str(task.get("ServiceID", ""))
-        if service not in newest or str(task.get("CreatedAt", "")) > str(
-            newest[service].get("CreatedAt", "")
-        ):
-            newest[service] = task
-    return newest
+        for found in (newest, *([running] if _runs(task) else [])):
+            if service not in found or _created(task) > _created(found[service]):
+                found[service] = task
+    current = {}
+    for service, task in newest.items():
+        on_its_way = str((task.get("Status") or {}).get("State", "")) in _ON_ITS_WAY
+        current[service] = running[service] if on_its_way and service in running else task
+    return current
+
+
+def _created(task: Mapping[str, Any]) -> str:
+    return str(task.get("CreatedAt", ""))
+
+
+def _runs(task: Mapping[str, Any]) -> bool:
+    """Running, and meant to: not a task Swarm is shutting down."""
+    state = str((task.get("Status") or {}).get("State", ""))
+    return state == _RUNNING and str(task.get("DesiredState", "")) == _RUNNING
 
 
 def _replicas(service: Mapping[str, Any]) -> int:

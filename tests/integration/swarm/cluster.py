@@ -191,3 +191,9 @@ class WrkResult:
         if non2xx:
             failed += int(non2xx.group(1))
         return cls(output, int(found.group(1)), failed, read_errors)
+
+
+def upstreams(yard: RunningPlatform, stack: str, stage: str = "dev") -> list[str]:
+    """The addresses the router sends the stage's traffic to, as the keeper last applied them."""
+    table = json.loads((yard.data_dir / "run" / "upstreams.json").read_text())["routes"]
+    return list(table.get(f"{stack}-{stage}") or [])

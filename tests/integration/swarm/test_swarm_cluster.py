@@ -7,11 +7,13 @@ its own stack. Node deaths and control-plane kills are in their own modules.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.conftest import RunningPlatform
@@ -31,6 +33,7 @@ from tests.integration.swarm.cluster import (
     stop_swarm_platform,
     swarm_platform,
     tasks,
+    upstreams,
     wait_for,
 )
 from tests.integration.swarm.conftest import SwarmCluster
@@ -176,6 +179,51 @@ def test_draining_the_last_node_a_stage_may_use_is_refused_naming_it(
     assert next(n for n in nodes(yard) if n["address"] == n3.address)["availability"] == "active"
 
 
+def test_a_forced_drain_stops_the_nodes_tasks_at_once_and_the_routes_follow(
+    yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
+) -> None:
+    n3 = swarm_cluster.nodes["n3"]
+    ids = swarm_cluster.node_ids()
+    new_stack(yard, tmp_path, "spreadout", replicas=3)
+    ship(yard, "spreadout")
+    on_n3 = f"node.labels.dev.stackyard.address == {n3.address}"
+    new_stack(yard, tmp_path, "stuck", extra=f"    placement: {{constraints: ['{on_n3}']}}\n")
+    ship(yard, "stuck")
+    assert ids["n3"] in {t["node"] for t in tasks(yard, "spreadout")}
+    assert [t["node"] for t in tasks(yard, "stuck")] == [ids["n3"]]
+    try:
+        # "stuck" may run on n3 only: a plain drain is refused, --force drains it at once.
+        forced = yard.cli("nodes", "drain", n3.address, "--force", "--json")
+        assert json.loads(forced.stdout)["availability"] == "drain"
+
+        def spreadout_off_n3() -> bool:
+            state = check(yard, "spreadout")
+            addresses = {t["address"] for t in tasks(yard, "spreadout")}
+            return bool(
+                state["converged"]
+                and all(t["node"] != ids["n3"] for t in state["tasks"])
+                and set(upstreams(yard, "spreadout")) == addresses
+            )
+
+        # The stage that may move replaces its task elsewhere, and the route follows.
+        wait_for("spreadout's 3 tasks off n3 and routed", spreadout_off_n3, timeout=180)
+        assert not any(u.startswith(f"{n3.address}:") for u in upstreams(yard, "spreadout"))
+        assert served_version(stage_url(yard, "spreadout")) == "v1"
+        # The stage that may not has no task and no upstream left, and check says so.
+        wait_for("stuck has no task routed", lambda: upstreams(yard, "stuck") == [], timeout=120)
+        assert not check(yard, "stuck")["converged"]
+    finally:
+        yard.cli("nodes", "activate", n3.address)
+    # Back on n3 once it takes tasks again: healthy, routed, serving.
+    state = converged(yard, "stuck", timeout=180)
+    assert [t["node"] for t in state["tasks"]] == [ids["n3"]]
+    wait_for(
+        "stuck routed to its task on n3",
+        lambda: upstreams(yard, "stuck") == [t["address"] for t in tasks(yard, "stuck")],
+    )
+    assert served_version(stage_url(yard, "stuck")) == "v1"
+
+
 def test_a_constraint_no_node_satisfies_fails_the_deployment_naming_it_while_old_tasks_serve(
     yard: RunningPlatform, tmp_path: Path
 ) -> None:
@@ -193,6 +241,58 @@ def test_a_constraint_no_node_satisfies_fails_the_deployment_naming_it_while_old
     assert "node.labels.zone == mars" in record["reason"]
     assert served_version(url) == "v1"
     assert {t["digest"] for t in tasks(yard, "nowhere")} == {good}
+
+
+def test_a_node_that_cannot_pull_fails_the_deployment_with_its_pull_error_while_old_tasks_serve(
+    yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
+) -> None:
+    n3 = swarm_cluster.nodes["n3"]
+    repo = new_stack(yard, tmp_path, "unpulled")
+    good = ship(yard, "unpulled")["digest"]
+    url = stage_url(yard, "unpulled")
+    text = (repo.path / "stackyard.yml").read_text()
+    pinned = f"node.labels.dev.stackyard.address == {n3.address}"
+    repo.write("stackyard.yml", text + f"    placement: {{constraints: ['{pinned}']}}\n")
+    repo.set_version("v2")
+    yard.cli("build", "unpulled", timeout=300)
+    release = json.loads(yard.cli("release", "unpulled", "--stage", "dev", "--json").stdout)
+    # The registry loses the new image, so n3, the one node the new release may run on, has
+    # nothing to pull: its pull fails for real, on that node (no other node is asked).
+    creds = json.loads((yard.data_dir / "registry-credentials.json").read_text())
+    deleted = httpx.delete(
+        f"http://{yard.registry}/v2/unpulled/manifests/{release['digest']}",
+        auth=(creds["username"], creds["password"]),
+    )
+    assert deleted.status_code == 202
+    node_log = Path(f"/var/log/stackyard-swarm-{n3.name}.log")
+    logged = node_log.stat().st_size
+    load = Load(url, seconds=15)
+    try:
+        deploy(yard, "unpulled", ok=False)
+    finally:
+        served = load.result()
+    assert served.requests > 0
+    assert served.failed == 0, served.output  # the old task served all along
+    listed = deployments(yard, "unpulled")
+    record = next(d for d in listed if d["release_number"] == release["number"])
+    assert record["status"] == "FAILED", record
+    assert f"({n3.address}) could not pull the image" in record["reason"], record
+    assert release["digest"] in record["reason"], record
+    # The node's own daemon logged the real cause of that pull error: the registry lacks it.
+    n3_id = swarm_cluster.node_ids()["n3"]
+    with node_log.open(encoding="utf-8", errors="replace") as log:
+        log.seek(logged)
+        pull_errors = [
+            line
+            for line in log
+            if "pulling image failed" in line and release["digest"] in line
+        ]  # fmt: skip
+    assert pull_errors, f"no pull error for {release['digest']} in {node_log}"
+    assert all(f"node.id={n3_id}" in line for line in pull_errors), pull_errors
+    assert "manifest unknown" in pull_errors[0], pull_errors
+    assert served_version(url) == "v1"
+    assert {t["digest"] for t in tasks(yard, "unpulled")} == {good}
+    assert converged(yard, "unpulled")["digest"] == good
 
 
 def test_a_node_address_that_is_not_an_address_is_refused_naming_the_option(
