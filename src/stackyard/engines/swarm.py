@@ -159,6 +159,11 @@ class SwarmEngine(DockerApiEngine):
         # code with it: the last ended state seen of each service, until it is removed.
         self._ended: dict[str, TaskInfo] = {}
         self._ended_lock = threading.Lock()
+        # Services whose start() has not returned: listed by no one but that start (as a
+        # docker start's container is not there while its image is pulled). A start that
+        # fails removes its service; seen by the task watch meanwhile, it would count as a
+        # second failure (a task that exited without a status).
+        self._starting: set[str] = set()
 
     # -- the seam -----------------------------------------------------------------------------
 
@@ -197,7 +202,19 @@ class SwarmEngine(DockerApiEngine):
         except StackyardError:
             self._remove_secrets(spec.name)
             raise
-        return self._started(str(created["ID"]), spec.name)
+        service_id = str(created["ID"])
+        with self._ended_lock:
+            self._starting.add(service_id)
+        try:
+            return self._started(service_id, spec.name)
+        finally:
+            with self._ended_lock:
+                self._starting.discard(service_id)
+
+    def _hidden(self, service_id: str) -> bool:
+        """A service whose start() has not returned yet."""
+        with self._ended_lock:
+            return service_id in self._starting
 
     def _started(self, service_id: str, name: str) -> TaskInfo:
         """The task once its node runs it (or it ran and ended); a task that never gets to
@@ -231,7 +248,11 @@ class SwarmEngine(DockerApiEngine):
         tasks = self._call(api.tasks, filters=filters)
         nodes = {node.id: node for node in self.nodes()}
         current = _current_tasks(tasks)
-        return [self._remember(_task_info(s, current.get(str(s["ID"])), nodes)) for s in services]
+        return [
+            self._remember(_task_info(s, current.get(str(s["ID"])), nodes))
+            for s in services
+            if not self._hidden(str(s["ID"]))
+        ]
 
     def inspect(self, task_id: str) -> TaskInfo:
         api = self._api()
@@ -783,6 +804,8 @@ class _Follower:
         labels_of: dict[str, dict[str, str]] = {}
         for service in services:
             service_id = str(service["ID"])
+            if self._engine._hidden(service_id):
+                continue  # its start() reports it
             task = tasks.get(service_id) or {}
             status = task.get("Status") or {}
             container = status.get("ContainerStatus") or {}

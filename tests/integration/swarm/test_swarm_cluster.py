@@ -278,8 +278,7 @@ def test_a_node_that_cannot_pull_fails_the_deployment_with_its_pull_error_while_
     assert record["status"] == "FAILED", record
     assert f"({n3.address})" in record["reason"], record  # the node
     # Each failed start is logged with n3's pull error. (The reason quotes the last failed
-    # task, and at times that is the same start seen again by the task watch, as an exit
-    # without a status: see docs/engines.md, known problems.)
+    # task; once it was the same start seen again by the task watch: docs/engines.md.)
     said = Path(record["log_path"]).read_text(encoding="utf-8")
     pull_error = f"({n3.address}) could not pull the image: No such image: "
     assert f"{pull_error}{yard.registry}/unpulled@{release['digest']}" in said, said
