@@ -70,6 +70,9 @@ class Settings:
     auth_window: float = 60.0
     audit_retention_days: int = 365  # audit entries older than this are removed; 0: keep all
     public_url: str | None = None  # the API and console as people reach them (a proxy)
+    # The host name the API, console, git remote and webhooks are published on, over HTTPS
+    # through the router (``up --public-api``); the API itself stays on loopback.
+    public_api: str | None = None
     # Builds and releases: the image their specs run in, and each one's limits.
     build_image: str = DEFAULT_BUILD_IMAGE
     build_cpus: float = field(default_factory=default_build_cpus)
@@ -95,9 +98,24 @@ class Settings:
         return f"http://{self.host}:{self.api_port}"
 
     @property
+    def public_api_url(self) -> str | None:
+        """``https://<public_api>[:<https_port>]`` when the API is published, else None."""
+        if not self.public_api:
+            return None
+        port = "" if self.https_port == 443 else f":{self.https_port}"
+        return f"https://{self.public_api}{port}"
+
+    @property
+    def published_url(self) -> str | None:
+        """Where people reach the API from elsewhere: ``public_url`` (a proxy of their own),
+        else the published name's URL, else None (loopback only)."""
+        found = self.public_url or self.public_api_url
+        return found.rstrip("/") if found else None
+
+    @property
     def console_url(self) -> str:
-        """Where links in notifications point: ``public_url``, else the API's own URL."""
-        return (self.public_url or self.api_url).rstrip("/")
+        """Where links in notifications point: the published URL, else the API's own URL."""
+        return self.published_url or self.api_url.rstrip("/")
 
     @property
     def registry_endpoint(self) -> str:

@@ -1,12 +1,14 @@
 """A platform with a base domain and an ACME CA (real Pebble and its DNS mock): a stage is
 served on https://<stage>.<stack>.<domain> with a certificate, `stackyard domains` shows
 it, a name added by hand gets its own, and a rolling deployment over HTTPS under wrk
-fails no request.
+fails no request. The platform publishes its API on stackyard.<domain> (``--public-api``):
+the API, its auth, the git remote and the webhook URLs over HTTPS there.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -14,13 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ..router_contract import free_port
 from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
 from .gitrepo import GitRepo
 from .pebble import Pebble
-from .test_router_tls import http_get, https_get
+from .test_router_tls import http_get, https_get, https_request
 from .wrk import Load
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -50,6 +53,7 @@ def yard(tmp_path_factory: pytest.TempPathFactory, pebble: Pebble) -> Iterator[R
         "--domain", "apps.test", "--acme-email", "ops@example.com",
         "--acme-ca", pebble.directory_url, "--acme-ca-roots", str(pebble.cert),
         "--http-port", str(pebble.http_port), "--https-port", str(pebble.tls_port),
+        "--public-api", "stackyard",
     )  # fmt: skip
     running = start_platform(tmp_path_factory.mktemp("domains") / "data", up_args=options)
     try:
@@ -186,3 +190,55 @@ def test_a_stage_on_the_base_domain_is_served_over_https_and_names_can_be_added(
     while "www.hello.test" in domains(yard, "hello") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert "www.hello.test" not in domains(yard, "hello")
+
+
+def test_the_api_is_published_over_https_on_its_name_with_its_auth(
+    yard: RunningPlatform, pebble: Pebble, tmp_path: Path
+) -> None:
+    name, port, roots = "stackyard.apps.test", pebble.tls_port, pebble.roots()
+    # The certificate is obtained when `up` publishes the route, by one Caddy, and loaded by
+    # the other from the shared storage: wait for a run of answers, new connections each
+    # (the kernel spreads them over both Caddies).
+    answered, deadline = 0, time.monotonic() + 60
+    while answered < 10:
+        try:
+            health = https_get(port, name, roots, "/healthz")
+            answered += 1
+        except httpx.HTTPError:
+            answered = 0
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert http_get(pebble.http_port, name, "/healthz").status_code == 308
+
+    refused = https_get(port, name, roots, "/api/v1/stacks")
+    assert refused.status_code == 401, refused.text
+    wrong = https_request(port, name, roots, "/api/v1/stacks", token="not-the-token")
+    assert wrong.status_code == 401, wrong.text
+    status = https_request(port, name, roots, "/api/v1/status", token=yard.token)
+    assert status.status_code == 200, status.text
+    assert status.json()["public_url"] == f"https://{name}:{port}"
+    assert status.json()["api_url"].startswith("http://127.0.0.1:")  # still loopback only
+
+    repo = GitRepo.from_example("static-site", tmp_path / "site")
+    yard.cli("stacks", "create", "site", "--repo", str(repo.path))
+    remote = yard.cli("remote", "site").stdout.strip()
+    assert re.fullmatch(rf"https://stackyard:[^@]+@{re.escape(name)}:{port}/git/site\.git", remote)
+    hooks = json.loads(yard.cli("webhook", "site", "--json").stdout)
+    assert hooks["github_url"] == f"https://{name}:{port}/api/v1/hooks/github/site"
+    assert f"https://{name}:{port}/api/v1/hooks/gitlab/site" in yard.cli("webhook", "site").stdout
+
+    # A push over the public URL, trusting Pebble's roots only (to a branch that starts no run).
+    resolve = f"http.curloptResolve={name}:{port}:127.0.0.1"
+    push = subprocess.run(
+        ["git", "-c", resolve, "push", "-q", remote, "HEAD:refs/heads/side"],
+        cwd=repo.path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "GIT_SSL_CAINFO": str(roots), "GIT_TERMINAL_PROMPT": "0",
+             "NO_PROXY": "*", "no_proxy": "*"},
+    )  # fmt: skip
+    assert push.returncode == 0, push.stderr
+    bare = yard.data_dir / "remotes" / "site.git"
+    pushed = subprocess.run(["git", "-C", str(bare), "rev-parse", "refs/heads/side"],
+                            capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    assert pushed.stdout.strip() == repo.head()

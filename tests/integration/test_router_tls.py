@@ -75,12 +75,18 @@ def router(tls_dataplane: Settings, pebble: Pebble) -> Iterator[CaddyRouter]:
 def https_get(port: int, name: str, roots: Path, path: str = "/") -> httpx.Response:
     """GET over HTTPS from 127.0.0.1:port, with ``name`` as SNI and Host, trusting only
     ``roots`` (and checking the certificate is for ``name``)."""
+    return https_request(port, name, roots, path)
+
+
+def https_request(
+    port: int, name: str, roots: Path, path: str = "/", *, token: str | None = None
+) -> httpx.Response:
+    """``https_get``, with ``token`` as a bearer token when given."""
     context = ssl.create_default_context(cafile=str(roots))
+    headers = {"Host": name, **({"Authorization": f"Bearer {token}"} if token else {})}
     with httpx.Client(verify=context, timeout=10, trust_env=False) as client:
         return client.get(
-            f"https://127.0.0.1:{port}{path}",
-            headers={"Host": name},
-            extensions={"sni_hostname": name},
+            f"https://127.0.0.1:{port}{path}", headers=headers, extensions={"sni_hostname": name}
         )
 
 

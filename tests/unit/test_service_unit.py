@@ -99,10 +99,12 @@ def test_the_domain_options_reach_the_unit_and_an_upgrade_keeps_them(tmp_path: P
         public_address="0.0.0.0",
         http_port=5002,
         https_port=5001,
+        public_api="stackyard.apps.example.com",
     )
     argv = foreground_argv(settings)
     assert "--domain apps.example.com --acme-email ops@example.com" in shlex.join(argv)
     assert "--https-port 5001" in unit_text(settings, scope="system")
+    assert "--public-api stackyard.apps.example.com" in shlex.join(argv)
     state = PlatformState(1, "http://127.0.0.1:7001", "127.0.0.1:7002", "unix:/a", "/t")
     kept = settings_of(
         Settings(data_dir=tmp_path / "data"),

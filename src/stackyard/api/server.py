@@ -26,6 +26,7 @@ from stackyard.pipeline.services import build_services, open_state
 from stackyard.platform.components import registry_login
 from stackyard.platform.credentials import ensure_token
 from stackyard.platform.dataplane import DataplaneWatch, ensure_dataplane
+from stackyard.platform.public_api import publish_api, republish_api
 from stackyard.platform.registry_gc import collect_registry_garbage
 from stackyard.platform.state import DataplaneRecord, PlatformState
 from stackyard.platform.supervisor import check_ports_free
@@ -79,6 +80,7 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
         state.children.update(_dataplane_pids(settings, None))
         state.write(settings.state_file)
         services.controller.wake_all()
+        republish_api(settings, services.controller.router)
 
     watch = DataplaneWatch(settings, on_change=dataplane_changed)
     try:
@@ -86,6 +88,10 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
         mask_tokens_in_logs([token])
         services.verify_engine()
         services.start()
+        if settings.public_api:
+            publish_api(settings, services.controller.router)  # a failure stops `up`
+        else:
+            republish_api(settings, services.controller.router)
         components = {name: f"pid {pid}" for name, pid in state.children.items()}
         app = create_app(ApiContext(settings, token, components, services))
 

@@ -68,6 +68,15 @@ PublicAddress = Annotated[
         "serve a real domain \\[default: 127.0.0.1]."
     ),
 ]
+PublicApi = Annotated[
+    str | None,
+    typer.Option(
+        help="Publish the console, API, git remote and webhooks over HTTPS on this host "
+        "name through the router (the API stays on 127.0.0.1): a full name, or one label "
+        "such as 'stackyard' for stackyard.<domain>. Needs --domain.",
+        metavar="NAME",
+    ),
+]
 HttpPort = Annotated[
     int | None, typer.Option(help="Port of host-name routes over HTTP \\[default: 80].")
 ]
@@ -152,6 +161,7 @@ _PLATFORM_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("acme_ca", AcmeCa, None),
     ("acme_ca_roots", AcmeCaRoots, None),
     ("public_address", PublicAddress, None),
+    ("public_api", PublicApi, None),
     ("http_port", HttpPort, None),
     ("https_port", HttpsPort, None),
     ("build_image", BuildImage, None),
@@ -249,6 +259,7 @@ def platform_settings(
     public_address: str | None = None,
     http_port: int | None = None,
     https_port: int | None = None,
+    public_api: str | None = None,
 ) -> Settings:
     """The settings `up` runs with, from its options; a bad network mode, public URL,
     build limit or retention setting is a UsageError."""
@@ -258,6 +269,7 @@ def platform_settings(
         raise UsageError(f"--network-mode: '{network_mode}' is not auto, host or bridge")
     if public_url is not None and not public_url.startswith(("http://", "https://")):
         raise UsageError(f"--public-url: '{public_url}' is not an http(s) URL")
+    published = public_api_name(public_api, domain)
     try:
         memory = memory_bytes(build_memory) if build_memory else None
         disk = memory_bytes(build_disk) if build_disk else None
@@ -295,4 +307,30 @@ def platform_settings(
         public_address=public_address,
         http_port=http_port,
         https_port=https_port,
+        public_api=published,
     )
+
+
+def public_api_name(public_api: str | None, domain: str | None) -> str | None:
+    """The host name ``--public-api`` asks for: a single label is one under ``--domain``;
+    a UsageError without ``--domain`` or for a name that is not a host name."""
+    from stackyard.router.base import Route
+
+    if public_api is None:
+        return None
+    if not domain:
+        raise UsageError(
+            f"--public-api {public_api} needs --domain",
+            hint="the API is published over HTTPS with a certificate for a name under the "
+            "base domain: add --domain D (and point its DNS at this machine)",
+        )
+    name = public_api.strip().lower().rstrip(".")
+    name = name if "." in name else f"{name}.{domain}"
+    try:
+        Route("stackyard.api", host=name).check()
+    except UsageError:
+        raise UsageError(
+            f"--public-api: '{public_api}' is not a host name",
+            hint="give one label such as 'stackyard' (for stackyard.<domain>) or a full name",
+        ) from None
+    return name

@@ -51,7 +51,10 @@ def remote(
         "/api/v1/tokens",
         json={"scope": "push", "stack": stack, "expires": expires, "label": "git remote"},
     )
-    url = remote_url(client.base_url, issued["token"], stack)
+    # On the published URL (`up --public-api`, `--public-url`) when there is one: the
+    # remote is for machines other than this one.
+    base = client.get("/api/v1/status").get("public_url") or client.base_url
+    url = remote_url(base, issued["token"], stack)
     token_id = issued["info"]["id"]
     if json_output:
         print_json({"stack": stack, "branch": found["branch"], "url": url, "token_id": token_id})
@@ -91,8 +94,8 @@ def webhook(
         console.print("[yellow]New secret:[/] update it in every webhook that posts here.")
     console.print(
         "GitHub: Settings > Webhooks, secret above. GitLab: Settings > Webhooks, secret "
-        "token above. The URL must be reachable from the git host: publish the API behind "
-        "a reverse proxy and use its address.",
+        "token above. The URL must be reachable from the git host: publish the API with "
+        "`stackyard up --public-api` (or behind a reverse proxy, with --public-url).",
         highlight=False,
         soft_wrap=True,
     )

@@ -27,6 +27,7 @@ DOMAIN_OPTIONS = (
     ("--http-port", "http_port"),
     ("--https-port", "https_port"),
     ("--public-address", "public_address"),
+    ("--public-api", "public_api"),
 )
 
 

@@ -270,8 +270,10 @@ def rotate_webhook(name: str, request: Request) -> WebhookView:
 
 def _webhook_view(request: Request, name: str, secret_of: Callable[[str], str]) -> WebhookView:
     secret = secret_of(name)
-    # The base the caller reached the API at: behind a proxy, that is the public one.
-    base = str(request.base_url).rstrip("/")
+    # Where git hosts reach the API: the published URL (``--public-api``, ``--public-url``),
+    # else the base the caller reached the API at (behind a proxy, the public one).
+    settings = request.app.state.context.settings
+    base = settings.published_url or str(request.base_url).rstrip("/")
     return WebhookView(
         stack=name,
         secret=secret,

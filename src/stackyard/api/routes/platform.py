@@ -28,6 +28,7 @@ def platform_status(request: Request) -> dict[str, Any]:
         "version": __version__,
         "data_dir": str(ctx.settings.data_dir),
         "api_url": ctx.settings.api_url,
+        "public_url": ctx.settings.published_url,  # None: the API is on loopback only
         "registry": ctx.settings.registry_endpoint,
         "router_admin": " ".join(f"unix:{p}" for p in ctx.settings.caddy_admin_sockets),
         "components": ctx.components,

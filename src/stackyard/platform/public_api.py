@@ -1,0 +1,42 @@
+"""The API published on a host name (``up --public-api``): the console, the API, the git
+remote and the webhook endpoints over HTTPS through the router, one host route whose
+upstream is the API's loopback port. The API itself keeps listening on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from stackyard.errors import StackyardError
+from stackyard.router.base import Route, Router
+from stackyard.settings import Settings
+
+# Stage routes are named ``<stack>-<stage>``, DNS labels without dots: this one never clashes.
+ROUTE_NAME = "stackyard.api"
+
+
+def public_api_route(settings: Settings) -> Route | None:
+    """The route that publishes the API, or None when the platform is not asked to."""
+    if not settings.public_api:
+        return None
+    return Route(ROUTE_NAME, host=settings.public_api, tls="acme")
+
+
+def publish_api(settings: Settings, router: Router) -> None:
+    """Make the router serve the API on its public name, or stop serving it there when the
+    platform no longer asks (a previous ``up --public-api``)."""
+    route = public_api_route(settings)
+    if route is None:
+        router.remove_route(Route(ROUTE_NAME, port=1))
+    else:
+        router.ensure_route(route, [f"{settings.host}:{settings.api_port}"])
+
+
+def republish_api(settings: Settings, router: Router) -> None:
+    """``publish_api``, logging a failure instead of raising: after Caddy restarted, or to
+    unpublish at start; the control plane keeps serving on loopback either way."""
+    try:
+        publish_api(settings, router)
+    except StackyardError as exc:
+        name = settings.public_api or "no name"
+        logging.getLogger(__name__).warning("publishing the API on %s: %s", name, exc.message)
