@@ -242,3 +242,14 @@ def test_the_api_is_published_over_https_on_its_name_with_its_auth(
     pushed = subprocess.run(["git", "-C", str(bare), "rev-parse", "refs/heads/side"],
                             capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
     assert pushed.stdout.strip() == repo.head()
+
+    # The attack: wrong tokens through the public name, each claiming another client
+    # address in X-Forwarded-For. Caddy replaces what the client claims with the address
+    # it sees, so the failures add up on one address and it is locked out (429).
+    statuses = [
+        https_request(port, name, roots, "/api/v1/stacks", token=f"wrong-{n}",
+                      headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
+        for n in range(6)
+    ]  # fmt: skip
+    assert set(statuses) <= {401, 429}, statuses
+    assert statuses[-1] == 429, statuses

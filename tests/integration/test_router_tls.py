@@ -79,11 +79,19 @@ def https_get(port: int, name: str, roots: Path, path: str = "/") -> httpx.Respo
 
 
 def https_request(
-    port: int, name: str, roots: Path, path: str = "/", *, token: str | None = None
+    port: int,
+    name: str,
+    roots: Path,
+    path: str = "/",
+    *,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    """``https_get``, with ``token`` as a bearer token when given."""
+    """``https_get``, with ``token`` as a bearer token and ``headers`` when given."""
     context = ssl.create_default_context(cafile=str(roots))
-    headers = {"Host": name, **({"Authorization": f"Bearer {token}"} if token else {})}
+    headers = {"Host": name, **(headers or {})}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     with httpx.Client(verify=context, timeout=10, trust_env=False) as client:
         return client.get(
             f"https://127.0.0.1:{port}{path}", headers=headers, extensions={"sni_hostname": name}
