@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -242,6 +243,16 @@ def test_the_api_is_published_over_https_on_its_name_with_its_auth(
     pushed = subprocess.run(["git", "-C", str(bare), "rev-parse", "refs/heads/side"],
                             capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
     assert pushed.stdout.strip() == repo.head()
+
+    # The console's login over the public name: its session cookie is HTTPS-only there.
+    context = ssl.create_default_context(cafile=str(roots))
+    with httpx.Client(verify=context, timeout=10, trust_env=False) as client:
+        login = client.post(f"https://127.0.0.1:{port}/ui/login", data={"token": yard.token},
+                            headers={"Host": name}, extensions={"sni_hostname": name})  # fmt: skip
+    assert login.status_code == 303, login.text
+    cookie = login.headers["set-cookie"].lower()
+    assert "secure" in cookie.split("; ")
+    assert "httponly" in cookie.split("; ")
 
     # The attack: wrong tokens through the public name, each claiming another client
     # address in X-Forwarded-For. Caddy replaces what the client claims with the address
