@@ -24,6 +24,16 @@ def test_one_listing_that_sees_several_steps_reports_each_in_order() -> None:
     assert _kinds(PENDING, SHUTDOWN) == [STARTED, EXITED]
 
 
+def test_a_task_moving_through_swarms_pending_states_is_created_once() -> None:
+    """A service listed before Swarm made its task, then its task new, pending, assigned:
+    one CREATED (the contract's lifecycle), not one per listing."""
+    no_task_yet = ("", "", "", "", "1")
+    assert _kinds(None, no_task_yet) == [CREATED]
+    assert _kinds(no_task_yet, PENDING) == []
+    assert _kinds(PENDING, ("t1", "assigned", "n1", "", "1")) == []
+    assert _kinds(("t1", "assigned", "n1", "", "1"), RUNNING) == [STARTED]
+
+
 def test_a_task_that_never_ran_exits_without_starting() -> None:
     assert _kinds(PENDING, ("t1", "rejected", "n1", "", "1")) == [EXITED]
 

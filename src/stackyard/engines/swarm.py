@@ -839,6 +839,8 @@ def _kinds(before: tuple[str, ...] | None, after: tuple[str, ...] | None) -> lis
     now = _reached(after)
     if now == reached == 2:
         return []  # it had ended: Swarm reaping its task says nothing new
+    if now == reached == 0 and before is not None and before[0] in ("", after[0]):
+        return []  # the same task (or its first) moving through Swarm's pending states
     if now <= reached:
         return [order[now]] if before is not None else []  # changed, no further on
     kinds = order[reached + 1 : now + 1]
