@@ -60,6 +60,9 @@ class Settings:
     acme_email: str = ""  # the ACME account's contact; with it, stages default to HTTPS
     acme_ca: str = "https://acme-v02.api.letsencrypt.org/directory"
     acme_roots: tuple[str, ...] = ()  # PEM files to trust for the ACME CA's own HTTPS
+    # A `certificate` notification when a valid certificate is this close to its expiry.
+    certificate_warning_days: int = 14
+    certificate_check_interval: float = 60.0  # seconds between two looks at certificates
     # Caddy processes of the data plane, serving the same routes on the same ports, so that
     # one restarting (a crash, an upgrade of Caddy) never leaves a stage without a router.
     router_instances: int = 2

@@ -1,8 +1,9 @@
 """A platform with a base domain and an ACME CA (real Pebble and its DNS mock): a stage is
 served on https://<stage>.<stack>.<domain> with a certificate, `stackyard domains` shows
-it, a name added by hand gets its own, and a rolling deployment over HTTPS under wrk
-fails no request. The platform publishes its API on stackyard.<domain> (``--public-api``):
-the API, its auth, the git remote and the webhook URLs over HTTPS there.
+it, a name added by hand gets its own, a name that cannot be validated is told once to a
+webhook (`certificate`), and a rolling deployment over HTTPS under wrk fails no request.
+The platform publishes its API on stackyard.<domain> (``--public-api``): the API, its
+auth, the git remote and the webhook URLs over HTTPS there.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ..receivers import HttpReceiver
 from ..router_contract import free_port
 from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
 from .gitrepo import GitRepo
@@ -55,6 +57,7 @@ def yard(tmp_path_factory: pytest.TempPathFactory, pebble: Pebble) -> Iterator[R
         "--acme-ca", pebble.directory_url, "--acme-ca-roots", str(pebble.cert),
         "--http-port", str(pebble.http_port), "--https-port", str(pebble.tls_port),
         "--public-api", "stackyard",
+        "--certificate-check-interval", "0.5",
     )  # fmt: skip
     running = start_platform(tmp_path_factory.mktemp("domains") / "data", up_args=options)
     try:
@@ -101,13 +104,28 @@ def version(port: int, name: str, roots: Path) -> str:
     return match.group(1) if match else text
 
 
+@pytest.fixture
+def receiver() -> Iterator[HttpReceiver]:
+    running = HttpReceiver().start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def certificate_notices(receiver: HttpReceiver) -> list[dict[str, Any]]:
+    return [r.json() for r in receiver.received if r.json()["event"] == "certificate"]
+
+
 def test_a_stage_on_the_base_domain_is_served_over_https_and_names_can_be_added(
-    yard: RunningPlatform, pebble: Pebble, tmp_path: Path
+    yard: RunningPlatform, pebble: Pebble, receiver: HttpReceiver, tmp_path: Path
 ) -> None:
     repo = GitRepo.from_example("hello", tmp_path / "hello")
     repo.write("stackyard.yml", STAGES)
     repo.commit("two replicas, fast health checks")
     yard.cli("stacks", "create", "hello", "--repo", str(repo.path))
+    hook = receiver.url("/hook")
+    yard.cli("notify", "add", "hello", "--webhook", hook, "--events", "certificate")
     yard.cli("build", "hello", timeout=300)
     yard.cli("release", "hello", "--stage", "dev")
     yard.cli("deploy", "hello", "--stage", "dev", timeout=300)
@@ -134,6 +152,23 @@ def test_a_stage_on_the_base_domain_is_served_over_https_and_names_can_be_added(
     refused = yard.cli("domains", "remove", "hello", "--stage", "dev", name, check=False)
     assert refused.returncode != 0
     assert "comes from stackyard.yml" in refused.stderr
+
+    # A name that cannot be validated (its DNS sends Pebble to 127.0.0.2, where nothing
+    # answers) is told once, with the stage and the CA's answer; the valid names never.
+    pebble.point("broken.hello.test", "127.0.0.2")
+    yard.cli("domains", "add", "hello", "--stage", "dev", "broken.hello.test")
+    broken = wait_valid(yard, "hello", "broken.hello.test")
+    assert broken["state"] == "failed", broken
+    deadline = time.monotonic() + 30
+    while not certificate_notices(receiver) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # several more looks at the certificates (every 0.5 s): nothing new
+    [told] = certificate_notices(receiver)
+    assert (told["stack"], told["stage"]) == ("hello", "dev")
+    assert told["fields"]["Domain"] == "broken.hello.test"
+    assert told["text"].startswith(f"failed: {broken['error']}")
+    assert "127.0.0.2" in told["text"]
+    yard.cli("domains", "remove", "hello", "--stage", "dev", "broken.hello.test")
 
     # A rolling deployment over HTTPS under load fails no request (upstreams move over
     # SRV records: no Caddy reload).
@@ -191,6 +226,7 @@ def test_a_stage_on_the_base_domain_is_served_over_https_and_names_can_be_added(
     while "www.hello.test" in domains(yard, "hello") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert "www.hello.test" not in domains(yard, "hello")
+    assert len(certificate_notices(receiver)) == 1  # the broken name's, and nothing else
 
 
 def test_the_api_is_published_over_https_on_its_name_with_its_auth(

@@ -83,6 +83,20 @@ HttpPort = Annotated[
 HttpsPort = Annotated[
     int | None, typer.Option(help="Port of host-name routes over HTTPS \\[default: 443].")
 ]
+CertificateWarningDays = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Notify (event `certificate`) when a certificate is this many days from its "
+        "expiry \\[default: 14].",
+    ),
+]
+CertificateCheckInterval = Annotated[
+    float | None,
+    typer.Option(
+        min=0.1, help="Seconds between two looks at the certificates' state \\[default: 60]."
+    ),
+]
 
 
 BuildImage = Annotated[
@@ -164,6 +178,8 @@ _PLATFORM_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("public_api", PublicApi, None),
     ("http_port", HttpPort, None),
     ("https_port", HttpsPort, None),
+    ("certificate_warning_days", CertificateWarningDays, None),
+    ("certificate_check_interval", CertificateCheckInterval, None),
     ("build_image", BuildImage, None),
     ("build_cpus", BuildCpus, None),
     ("build_memory", BuildMemory, None),
@@ -260,6 +276,8 @@ def platform_settings(
     http_port: int | None = None,
     https_port: int | None = None,
     public_api: str | None = None,
+    certificate_warning_days: int | None = None,
+    certificate_check_interval: float | None = None,
 ) -> Settings:
     """The settings `up` runs with, from its options; a bad network mode, public URL,
     build limit or retention setting is a UsageError."""
@@ -308,6 +326,8 @@ def platform_settings(
         http_port=http_port,
         https_port=https_port,
         public_api=published,
+        certificate_warning_days=certificate_warning_days,
+        certificate_check_interval=certificate_check_interval,
     )
 
 

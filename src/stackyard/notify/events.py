@@ -244,10 +244,15 @@ def task_replaced(stack: str, stage: str, reason: str) -> Notice:
 
 
 def certificate_problem(
-    stack: str, stage: str, domain: str, problem: str, expires: datetime | None = None
+    stack: str,
+    stage: str,
+    domain: str,
+    problem: str,
+    expires: datetime | None = None,
+    hint: str = "",
 ) -> Notice:
-    """For the domains work: a certificate that could not be obtained or renewed
-    (``problem``), or that expires at ``expires``. Emit it with ``Outbox.emit``."""
+    """A certificate that could not be obtained or renewed (``problem``, with what to check
+    in ``hint``), or that expires at ``expires``. deploy/certwatch.py emits it."""
     fields = [("Stack", stack), ("Stage", stage), ("Domain", domain)]
     if expires is not None:
         fields.append(("Expires", expires.isoformat(timespec="minutes")))
@@ -256,7 +261,7 @@ def certificate_problem(
         stack=stack,
         stage=stage,
         title=f"{stack}/{stage}: certificate of {domain}: {problem}",
-        text=problem,
+        text=f"{problem}\n{hint}" if hint else problem,
         fields=tuple(fields),
         path=stack_page(stack),
         severity=Severity.BAD,

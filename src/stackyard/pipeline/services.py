@@ -21,6 +21,7 @@ from stackyard.access.people import PeopleService
 from stackyard.access.protection import ProtectionService
 from stackyard.access.tokens import TokenHasher, pepper_file
 from stackyard.buildspec.isolation import BuildIsolation
+from stackyard.deploy.certwatch import CertificateWatch
 from stackyard.deploy.controller import Controller, ControllerSettings
 from stackyard.deploy.keys import Domains
 from stackyard.deploy.nodes import NodeService
@@ -96,6 +97,7 @@ class Services:
     targets: TargetService
     isolation: BuildIsolation
     retention: RetentionService
+    certificates: CertificateWatch
 
     def verify_engine(self) -> None:
         """UsageError when the engine answers but cannot serve as configured (a swarm engine
@@ -128,8 +130,10 @@ class Services:
         self.poller.start()
         self.notify.start()
         self.retention.start()
+        self.certificates.start()
 
     def close(self) -> None:
+        self.certificates.stop()
         self.retention.stop()
         self.poller.stop()
         self.runs.shutdown()
@@ -344,6 +348,13 @@ def build_services(
             builder_factory=DockerBuilder if engine.supports_local_images else None,
             collect_garbage=collect_garbage,
             every=settings.retention_every,
+        ),
+        certificates=CertificateWatch(
+            sessions,
+            router,
+            outbox,
+            warning_days=settings.certificate_warning_days,
+            interval=settings.certificate_check_interval,
         ),
     )
 

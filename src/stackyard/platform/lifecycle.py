@@ -28,6 +28,8 @@ DOMAIN_OPTIONS = (
     ("--https-port", "https_port"),
     ("--public-address", "public_address"),
     ("--public-api", "public_api"),
+    ("--certificate-warning-days", "certificate_warning_days"),
+    ("--certificate-check-interval", "certificate_check_interval"),
 )
 
 

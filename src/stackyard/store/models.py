@@ -212,6 +212,11 @@ class StageRoute(Base):
     tls: Mapped[str] = mapped_column(String(16), default="off", server_default="off")
     # Names `stackyard domains add` gave the stage: served beside those of stackyard.yml.
     added_domains: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    # The certificate state last reported per name (ok, failed, expiring, expired), so a
+    # `certificate` notification is sent once per change, across restarts (deploy/certwatch).
+    certificate_notices: Mapped[dict[str, str]] = mapped_column(
+        JSON, default=dict, server_default="{}"
+    )
 
 
 class Deployment(Base):
