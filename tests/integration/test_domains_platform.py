@@ -82,6 +82,17 @@ def wait_valid(yard: RunningPlatform, stack: str, name: str, within: float = 60)
         time.sleep(0.5)
 
 
+def traffic(yard: RunningPlatform, stack: str) -> dict[int, tuple[int, int]]:
+    """Requests and 5xx answers of the stage dev's last hour, per release."""
+    found = json.loads(yard.cli("traffic", stack, "--stage", "dev", "--json").stdout)
+    [stage] = found["stages"]
+    totals: dict[int, tuple[int, int]] = {}
+    for row in stage["minutes"]:
+        requests, errors = totals.get(row["release"], (0, 0))
+        totals[row["release"]] = (requests + row["requests"], errors + row["errors"])
+    return totals
+
+
 def wait_converged(yard: RunningPlatform, stack: str, within: float = 120) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -191,10 +202,18 @@ def test_a_stage_on_the_base_domain_is_served_over_https_and_names_can_be_added(
         input=secret, env=yard.env, capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     wait_converged(yard, "hello")
+    before = traffic(yard, "hello")
     batch = [f"/batch/{n}?token={secret}" for n in range(5)]
     for path in batch:
         assert https_get(pebble.tls_port, name, roots, path).status_code == 404  # busybox
     time.sleep(0.5)
+    # Traffic by release: exactly the batch more, no 5xx, all for the release that serves.
+    serving = json.loads(yard.cli("check", "hello", "--stage", "dev", "--json").stdout)["release"]
+    after = traffic(yard, "hello")
+    grown = {key: after.get(key, (0, 0))[0] - before.get(key, (0, 0))[0] for key in after}
+    assert {key: n for key, n in grown.items() if n} == {serving: 5}, (before, after)
+    assert after[serving][1] == before.get(serving, (0, 0))[1]
+    assert "REQUESTS" in yard.cli("traffic", "hello", "--stage", "dev").stdout
     lines = yard.cli("logs", "hello", "--stage", "dev", "--access", "--tail", "1000").stdout
     assert secret not in lines
     for n in range(5):

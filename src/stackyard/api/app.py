@@ -38,6 +38,7 @@ from stackyard.api.routes import (
     runs,
     stacks,
     targets,
+    traffic,
     variables,
 )
 from stackyard.api.web.console import install_console
@@ -82,7 +83,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(platform.public)
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
     api.include_router(platform.router)
-    modules = (stacks, builds, releases, deployments, domains, runs, logs, variables)
+    modules = (stacks, builds, releases, deployments, domains, traffic, runs, logs, variables)
     for module in (*modules, protection, notify, nodes, retention):
         api.include_router(module.router)
     api.include_router(people.router)

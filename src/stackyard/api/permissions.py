@@ -35,6 +35,7 @@ from stackyard.api.routes import (
     runs,
     stacks,
     targets,
+    traffic,
     variables,
 )
 from stackyard.api.web import actions, pages
@@ -116,6 +117,7 @@ NEEDS: dict[Callable[..., Any], Need] = {
     domains.domains: Need(READ),
     domains.add: Need(DEPLOY, stage=ON_STAGE),
     domains.remove: Need(DEPLOY, stage=ON_STAGE),
+    traffic.traffic: Need(READ),  # counts and latencies from the access logs, no paths
     runs.start_run: Need(DEPLOY),
     runs.list_runs: Need(READ),
     runs.get_run: Need(READ),

@@ -29,6 +29,7 @@ from stackyard.cli import runs as run_commands
 from stackyard.cli import service as service_commands
 from stackyard.cli import stacks as stack_commands
 from stackyard.cli import targets as target_commands
+from stackyard.cli import traffic as traffic_commands
 from stackyard.cli import triggers as trigger_commands
 from stackyard.cli import variables as variable_commands
 from stackyard.cli.output import run_cli
@@ -50,6 +51,7 @@ build_commands.register(app)
 release_commands.register(app)
 deployment_commands.register(app)
 domain_commands.register(app)
+traffic_commands.register(app)
 run_commands.register(app)
 log_commands.register(app)
 dockerize_commands.register(app)

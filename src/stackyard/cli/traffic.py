@@ -1,0 +1,64 @@
+"""``stackyard traffic``: a stack's requests per minute and release, by stage: count,
+errors (5xx), p50 and p95 latency, from the router's access logs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+
+from stackyard.cli.client import ApiClient
+from stackyard.cli.output import console, new_table, print_json
+from stackyard.cli.shared import DataDir, Json, settings_for
+
+Stack = Annotated[str, typer.Argument(help="The stack.", show_default=False)]
+Stage = Annotated[str | None, typer.Option("--stage", help="Only this stage.")]
+Minutes = Annotated[
+    int, typer.Option("--minutes", min=1, max=10080, help="How far back, in minutes.")
+]
+
+
+def traffic(
+    stack: Stack,
+    stage: Stage = None,
+    minutes: Minutes = 60,
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
+    """Requests per minute of each stage, labelled with the release (and digest) that
+    served them: count, errors (5xx), p50 and p95 latency. Minutes without requests are
+    left out."""
+    client = ApiClient.discover(settings_for(data_dir))
+    params: dict[str, str | int] = {"minutes": minutes}
+    if stage is not None:
+        params["stage"] = stage
+    found = client.get(f"/api/v1/stacks/{quote(stack)}/traffic", params=params)
+    if json_output:
+        print_json(found)
+        return
+    _print(found, minutes)
+
+
+def _print(found: dict[str, Any], minutes: int) -> None:
+    stages = [s for s in found["stages"] if s["minutes"]]
+    if not stages:
+        console.print(f"No requests to {found['stack']} in the last {minutes} minutes.")
+        return
+    table = new_table("STAGE", "MINUTE (UTC)", "RELEASE", "REQUESTS", "5XX", "P50", "P95")
+    for each in stages:
+        for row in each["minutes"]:
+            table.add_row(
+                each["stage"],
+                str(row["minute"])[:16].replace("T", " "),
+                "-" if row["release"] is None else str(row["release"]),
+                str(row["requests"]),
+                str(row["errors"]),
+                f"{row['p50_ms']:.1f} ms",
+                f"{row['p95_ms']:.1f} ms",
+            )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("traffic")(traffic)

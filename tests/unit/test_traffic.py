@@ -1,0 +1,89 @@
+"""Traffic in minute buckets by release: a known batch of requests gives exactly the counts,
+errors and percentiles expected, each labelled with the release that served it; and the
+route answers only those who may read the stack."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from stackyard.deploy.traffic import Serving, percentile, traffic_minutes
+from stackyard.router.base import AccessRecord
+from tests.access_yard import AccessYard, access_yard
+from tests.gate_runs import BOUND
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp()  # a minute's start
+V1, V2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+
+def request(at: float, status: int = 200, ms: float = 10.0) -> AccessRecord:
+    return AccessRecord(at, "GET", "/", "shop.test", status, ms / 1000, 2, "127.0.0.1")
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(n) for n in range(1, 21)]  # 1..20
+    assert (percentile(values, 0.5), percentile(values, 0.95)) == (10.0, 19.0)
+    assert (percentile([7.0], 0.5), percentile([7.0], 0.95)) == (7.0, 7.0)
+
+
+def test_a_known_batch_gives_exactly_its_counts_per_minute_and_release() -> None:
+    # Release 1 served until 12:01:30, when release 2's deployment completed.
+    serving = [Serving(T0 - 3600, 1, V1), Serving(T0 + 90, 2, V2)]
+    batch = [
+        request(T0 - 61),  # before `since`: left out
+        *(request(T0 + n, ms=n + 1) for n in range(20)),  # 12:00, release 1, 1..20 ms
+        request(T0 + 30, status=502, ms=100),
+        request(T0 + 31, status=404, ms=5),  # a 4xx is no error of the stage
+        request(T0 + 60, status=500),  # 12:01, still release 1
+        request(T0 + 95),  # 12:01, release 2
+        request(T0 + 96, status=503, ms=30),
+        request(T0 + 130, ms=4),  # 12:02, release 2
+    ]
+    minutes = traffic_minutes(batch, serving, since=T0 - 60)
+    rows = [
+        (m.minute.strftime("%H:%M"), m.release, m.digest, m.requests, m.errors, m.p50_ms, m.p95_ms)
+        for m in minutes
+    ]
+    assert rows == [
+        ("12:00", 1, V1, 22, 1, 10.0, 20.0),
+        ("12:01", 1, V1, 1, 1, 10.0, 10.0),
+        ("12:01", 2, V2, 2, 1, 10.0, 30.0),
+        ("12:02", 2, V2, 1, 0, 4.0, 4.0),
+    ]
+
+
+def test_requests_before_any_completed_deployment_count_for_the_first_release() -> None:
+    minutes = traffic_minutes([request(T0)], [Serving(T0 + 10, 1, V1)], since=0)
+    assert [(m.release, m.requests) for m in minutes] == [(1, 1)]
+    unlabelled = traffic_minutes([request(T0)], [], since=0)
+    assert [(m.release, m.digest, m.requests) for m in unlabelled] == [(None, "", 1)]
+
+
+@pytest.fixture
+def yard(tmp_path: Path) -> Iterator[AccessYard]:
+    with access_yard(tmp_path) as found:
+        try:
+            yield found
+        finally:
+            found.services.runs.shutdown(timeout=BOUND)
+
+
+def test_traffic_is_read_by_readers_of_the_stack_only(yard: AccessYard) -> None:
+    path = "/api/v1/stacks/{}/traffic"
+    assert yard.client.get(path.format("hello")).status_code == 401
+    wrong = {"Authorization": "Bearer sy_not-a-token"}
+    assert yard.client.get(path.format("hello"), headers=wrong).status_code == 401
+    for label in ("viewer", "read hello"):
+        answer = yard.client.get(path.format("hello"), headers=yard.auth(label))
+        assert answer.status_code == 200, (label, answer.text)
+        assert answer.json()["stack"] == "hello"
+    other = yard.client.get(path.format("other"), headers=yard.auth("read hello"))
+    assert other.status_code == 403, other.text
+    for label in ("push hello", "deploy hello"):  # another stack's tokens, any scope
+        assert yard.client.get(path.format("other"), headers=yard.auth(label)).status_code == 403
+    bad = yard.client.get(path.format("hello"), params={"minutes": 0}, headers=yard.auth("viewer"))
+    assert bad.status_code == 400, bad.text
+    assert "--minutes 0" in bad.text, bad.text
