@@ -241,3 +241,21 @@ def test_the_console_renders_quickly_enough(yard: RunningPlatform) -> None:
         for _ in range(5):
             assert client.get(f"/ui/stacks/{STACK}").status_code == 200
         assert (time.perf_counter() - started) / 5 < 1.0
+
+
+def test_the_domains_page_charts_the_traffic_of_a_stage(page: Page, yard: RunningPlatform) -> None:
+    url = api(yard, "GET", f"/api/v1/stacks/{STACK}/stages/dev/url")["url"]
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        for n in range(5):
+            client.get(f"{url}/traffic/{n}")
+    time.sleep(0.5)  # Caddy writes the access log after the answer
+    report = api(yard, "GET", f"/api/v1/stacks/{STACK}/traffic", params={"stage": "dev"})
+    total = sum(row["requests"] for row in report["stages"][0]["minutes"])
+    assert total >= 5, report
+    page.goto(f"/ui/stacks/{STACK}/domains")
+    expect(page.locator("table.domains")).to_contain_text("no stage of web is served on a host")
+    dev = page.locator('section.traffic[data-stage="dev"]')
+    expect(dev.locator("svg.traffic-chart rect.requests").first).to_be_visible()
+    shown = [int(text) for text in dev.locator("table.traffic td.requests").all_inner_texts()]
+    assert sum(shown) == total, (shown, report)
+    screenshot(page, "console-traffic.png")

@@ -70,6 +70,7 @@ def csrf_of(client: TestClient, path: str = "/ui/") -> str:
         "/ui/stacks/app-00",
         "/ui/stacks/app-00/variables",
         "/ui/stacks/app-00/check",
+        "/ui/stacks/app-00/domains",
         "/ui/stacks/app-00/logs?kind=run&number=1",
     ],
 )
@@ -380,3 +381,15 @@ def test_the_stacks_page_shows_disk_use_and_the_last_retention(tmp_path: Path) -
     assert "<td>registry</td><td>5.0MB</td><td>1.0MB</td><td>4.0MB</td>" in page
     assert "2 image(s) removed from the registry, 4.0MB freed" in page
     assert "keeps the last 10 releases per stage" in page
+
+
+def test_the_domains_page_has_a_certificate_column_and_each_stages_traffic(
+    client: TestClient,
+) -> None:
+    answer = client.get("/ui/stacks/app-00/domains")
+    assert answer.status_code == 200, answer.text
+    assert "<th>certificate</th><th>expires</th>" in answer.text
+    assert "no stage of app-00 is served on a host name" in answer.text
+    assert "no stage of app-00 is served yet" in answer.text  # no route: no traffic
+    assert client.get("/ui/stacks/app-00/domains?minutes=0").status_code == 422
+    assert 'href="/ui/stacks/app-00/domains"' in client.get("/ui/stacks/app-00").text

@@ -155,6 +155,7 @@ NEEDS: dict[Callable[..., Any], Need] = {
     pages.task_log_page: Need(READ),
     pages.check_page: Need(READ),
     pages.variables_page: Need(READ),
+    pages.domains_page: Need(READ),
     pages.audit_page: Need(READ, stack=None),
     # the console: forms
     actions.logout: Need(None, stack=None),

@@ -18,6 +18,7 @@ from stackyard.api.web.render import page
 from stackyard.api.web.views import (
     audit_context,
     disk_context,
+    domains_context,
     services,
     stack_context,
     stacks_overview,
@@ -150,6 +151,17 @@ def check_page(request: Request, name: str, stage: str | None = None) -> HTMLRes
     except StackyardError as exc:
         return problem(request, exc)
     return page(request, "check.html", {"stack_name": name, "checks": checks})
+
+
+@router.get("/stacks/{name}/domains")
+def domains_page(
+    request: Request, name: str, minutes: Annotated[int, Query(ge=1, le=1440)] = 60
+) -> HTMLResponse:
+    """Host names with their certificates (state, expiry), and each stage's traffic."""
+    try:
+        return page(request, "domains.html", domains_context(request, name, minutes))
+    except StackyardError as exc:
+        return problem(request, exc)
 
 
 @router.get("/stacks/{name}/variables")

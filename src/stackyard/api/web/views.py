@@ -204,3 +204,44 @@ def describe_change(change: ChangeView, scope: Scope) -> list[str]:
     if change.rebuild:
         lines.append(f"Rebuilding: {change.rebuild} started.")
     return lines
+
+
+CHART_WIDTH, CHART_HEIGHT = 600, 80  # the traffic chart's SVG box
+
+
+def domains_context(request: Request, name: str, minutes: int) -> dict[str, Any]:
+    """The stack's host names with their certificates, and each served stage's traffic:
+    a bar per minute (requests, the 5xx part on top) and the table of `stackyard traffic`.
+    Bars are SVG rectangles: the console's CSP allows no inline style."""
+    found = services(request)
+    domains = found.deploy.domains(name).domains
+    report = found.deploy.traffic(name, None, minutes)
+    start = int(report.since.timestamp() // 60)
+    stages = []
+    for each in report.stages:
+        per_minute: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        for row in each.minutes:
+            bucket = per_minute[int(row.minute.timestamp() // 60) - start]
+            bucket[0] += row.requests
+            bucket[1] += row.errors
+        peak = max((n for n, _ in per_minute.values()), default=0)
+        step = CHART_WIDTH / (minutes + 1)
+        bars = [
+            {
+                "x": round(index * step, 1),
+                "width": round(max(step - 1, 1), 1),
+                "height": round(CHART_HEIGHT * requests / peak, 1),
+                "errors": round(CHART_HEIGHT * errors / peak, 1),
+                "title": f"{requests} requests, {errors} 5xx",
+            }
+            for index, (requests, errors) in sorted(per_minute.items())
+            if peak and 0 <= index <= minutes
+        ]
+        stages.append({"stage": each.stage, "minutes": each.minutes, "bars": bars, "peak": peak})
+    return {
+        "stack_name": name,
+        "domains": domains,
+        "stages": stages,
+        "minutes": minutes,
+        "chart": {"width": CHART_WIDTH, "height": CHART_HEIGHT},
+    }
