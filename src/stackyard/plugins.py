@@ -117,6 +117,8 @@ def offers(settings: Settings, *, username: str, password: str) -> dict[str, dic
             "acme_ca": settings.acme_ca,
             "acme_email": settings.acme_email,
             "acme_roots": list(settings.acme_roots),
+            "acme_eab_key_id": settings.acme_eab_kid,
+            "acme_eab_mac_key": settings.acme_eab_hmac,
         },
         "source": {"cache_dir": settings.data_dir / "git"},
         "registry": {

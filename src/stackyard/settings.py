@@ -60,6 +60,10 @@ class Settings:
     acme_email: str = ""  # the ACME account's contact; with it, stages default to HTTPS
     acme_ca: str = "https://acme-v02.api.letsencrypt.org/directory"
     acme_roots: tuple[str, ...] = ()  # PEM files to trust for the ACME CA's own HTTPS
+    # The ACME CA's External Account Binding: the key id, and its HMAC key (a secret: kept
+    # sealed in the data directory by `up`, unsealed when the router is wired, never shown).
+    acme_eab_kid: str = ""
+    acme_eab_hmac: str = field(default="", repr=False)
     # A `certificate` notification when a valid certificate is this close to its expiry.
     certificate_warning_days: int = 14
     certificate_check_interval: float = 60.0  # seconds between two looks at certificates

@@ -22,7 +22,16 @@ from ..router_contract import free_port
 
 
 class Pebble:
-    def __init__(self, directory: Path, *, http_port: int, tls_port: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        http_port: int,
+        tls_port: int,
+        eab: dict[str, str] | None = None,
+    ) -> None:
+        """``eab``: key id -> HMAC key (base64url); with it Pebble refuses an account
+        without that External Account Binding."""
         for binary in ("pebble", "pebble-challtestsrv", "openssl"):
             if shutil.which(binary) is None:
                 raise RuntimeError(f"{binary} is not installed: run scripts/setup-host first")
@@ -32,6 +41,7 @@ class Pebble:
         self.dns_port, self.dns_management_port = free_port(), free_port()
         self.cert = directory / "pebble-cert.pem"
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.eab = eab or {}
 
     @property
     def directory_url(self) -> str:
@@ -57,6 +67,14 @@ class Pebble:
                         "privateKey": str(key),
                         "httpPort": self.http_port,
                         "tlsPort": self.tls_port,
+                        **(
+                            {
+                                "externalAccountBindingRequired": True,
+                                "externalAccountMACKeys": self.eab,
+                            }
+                            if self.eab
+                            else {}
+                        ),
                     }
                 }
             )

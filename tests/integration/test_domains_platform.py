@@ -31,6 +31,9 @@ from .wrk import Load
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
+EAB_KID = "kid-stackyard"
+EAB_HMAC = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"  # base64url
+
 STAGES = """\
 stages:
   - name: dev
@@ -43,7 +46,10 @@ stages:
 @pytest.fixture(scope="module")
 def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
     directory = tmp_path_factory.mktemp("pebble")
-    running = Pebble(directory, http_port=free_port(), tls_port=free_port()).start()
+    # The CA asks for an External Account Binding: the platform's certificates prove that
+    # `up --acme-eab-kid/--acme-eab-hmac` reach Caddy's issuer.
+    eab = {EAB_KID: EAB_HMAC}
+    running = Pebble(directory, http_port=free_port(), tls_port=free_port(), eab=eab).start()
     try:
         yield running
     finally:
@@ -57,9 +63,10 @@ def yard(tmp_path_factory: pytest.TempPathFactory, pebble: Pebble) -> Iterator[R
         "--acme-ca", pebble.directory_url, "--acme-ca-roots", str(pebble.cert),
         "--http-port", str(pebble.http_port), "--https-port", str(pebble.tls_port),
         "--public-api", "stackyard",
-        "--certificate-check-interval", "0.5",
+        "--certificate-check-interval", "0.5", "--acme-eab-kid", EAB_KID,
     )  # fmt: skip
-    running = start_platform(tmp_path_factory.mktemp("domains") / "data", up_args=options)
+    data = tmp_path_factory.mktemp("domains") / "data"
+    running = start_platform(data, {"STACKYARD_ACME_EAB_HMAC": EAB_HMAC}, up_args=options)
     try:
         yield running
     finally:
@@ -319,3 +326,17 @@ def test_the_api_is_published_over_https_on_its_name_with_its_auth(
     ]  # fmt: skip
     assert set(statuses) <= {401, 429}, statuses
     assert statuses[-1] == 429, statuses
+
+
+def test_the_eab_hmac_key_is_sealed_and_shown_nowhere(yard: RunningPlatform) -> None:
+    """The certificates above needed the binding; its HMAC key is in no file of the
+    platform's own, no command line or environment of the control plane, no log."""
+    sealed = yard.data_dir / "acme-eab-hmac.sealed"
+    assert sealed.stat().st_mode & 0o777 == 0o600
+    own = [sealed, yard.data_dir / "platform.json", *yard.data_dir.glob("logs/**/*.log")]
+    for path in own:
+        assert EAB_HMAC not in path.read_text(errors="replace"), path
+    for part in ("cmdline", "environ"):
+        assert EAB_HMAC.encode() not in Path(f"/proc/{yard.pid}/{part}").read_bytes(), part
+    status = yard.cli("status", "--json").stdout
+    assert EAB_HMAC not in status

@@ -23,6 +23,7 @@ from stackyard.access.tokens import TokenMaskFilter
 from stackyard.api.app import ApiContext, create_app
 from stackyard.control_socket import Message
 from stackyard.pipeline.services import build_services, open_state
+from stackyard.platform.acme import with_eab_hmac
 from stackyard.platform.components import registry_login
 from stackyard.platform.credentials import ensure_token
 from stackyard.platform.dataplane import DataplaneWatch, ensure_dataplane
@@ -54,6 +55,7 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
     settings.data_dir.chmod(0o700)
     settings.run_dir.chmod(0o700)
     check_ports_free([("API", settings.host, settings.api_port)])
+    settings = with_eab_hmac(settings)  # the ACME EAB HMAC key, unsealed (never logged)
     state_store = open_state(settings)
     dataplane = ensure_dataplane(settings)
     services = build_services(
@@ -85,7 +87,7 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
     watch = DataplaneWatch(settings, on_change=dataplane_changed)
     try:
         token = bootstrap_token(settings, services.people)
-        mask_tokens_in_logs([token])
+        mask_tokens_in_logs([token, settings.acme_eab_hmac])
         services.verify_engine()
         services.start()
         if settings.public_api:
@@ -103,7 +105,8 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
         config = uvicorn.Config(
             app, host=settings.host, port=settings.api_port, log_level="warning", lifespan="off"
         )
-        mask_tokens_in_logs([token])  # uvicorn's handlers exist once its config is made
+        # uvicorn's handlers exist once its config is made
+        mask_tokens_in_logs([token, settings.acme_eab_hmac])
         previous = signal.signal(signal.SIGTERM, _raise_stop)
         try:
             # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal;

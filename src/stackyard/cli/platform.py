@@ -17,6 +17,7 @@ from stackyard.cli.output import console, print_json
 from stackyard.cli.shared import (
     DataDir,
     Json,
+    keep_eab_hmac,
     platform_options,
     settings_for,
     settings_of_command_line,
@@ -56,6 +57,7 @@ def up(
     from stackyard.platform.lifecycle import start_background
     from stackyard.platform.state import running_state
 
+    settings = keep_eab_hmac(settings)
     existing = running_state(settings.state_file)
     if existing is not None:
         if json_output:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from stackyard.cli.output import console, print_json
-from stackyard.cli.shared import DataDir, Json, platform_options, settings_for
+from stackyard.cli.shared import DataDir, Json, keep_eab_hmac, platform_options, settings_for
 from stackyard.errors import UsageError
 from stackyard.settings import Settings
 
@@ -59,6 +59,7 @@ def install(
     again when it fails. With systemd running, start it now."""
     from stackyard.platform.service import apply, plan_install
 
+    settings = keep_eab_hmac(settings)  # sealed: the unit's command line has the key id
     scope, directory, running = _where(user, unit_dir)
     plan = plan_install(settings, scope=scope, unit_dir=directory, name=name, running=running)
     apply(plan)

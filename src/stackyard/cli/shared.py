@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -60,6 +61,20 @@ AcmeCa = Annotated[str | None, typer.Option(help="ACME directory URL \\[default:
 AcmeCaRoots = Annotated[
     list[Path] | None,
     typer.Option(help="PEM file to trust for the ACME CA's own HTTPS (a private CA)."),
+]
+AcmeEabKid = Annotated[
+    str | None,
+    typer.Option(help="Key id of the ACME CA's External Account Binding (ZeroSSL, Google, …)."),
+]
+AcmeEabHmac = Annotated[
+    str | None,
+    typer.Option(
+        envvar="STACKYARD_ACME_EAB_HMAC",  # platform/acme.py EAB_HMAC_ENV
+        show_envvar=True,
+        help="HMAC key of the External Account Binding; `-` reads it from stdin. A secret: "
+        "kept sealed in the data directory, never shown, masked in logs; prefer stdin or "
+        "the environment variable to the command line.",
+    ),
 ]
 PublicAddress = Annotated[
     str | None,
@@ -174,6 +189,8 @@ _PLATFORM_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("acme_email", AcmeEmail, None),
     ("acme_ca", AcmeCa, None),
     ("acme_ca_roots", AcmeCaRoots, None),
+    ("acme_eab_kid", AcmeEabKid, None),
+    ("acme_eab_hmac", AcmeEabHmac, None),
     ("public_address", PublicAddress, None),
     ("public_api", PublicApi, None),
     ("http_port", HttpPort, None),
@@ -246,6 +263,26 @@ def settings_of_command_line(args: Sequence[str]) -> Settings:
     return found[0]
 
 
+def keep_eab_hmac(settings: Settings) -> Settings:
+    """Seal the External Account Binding's HMAC key the options gave (``-``: read it from
+    stdin) into the data directory, and return the settings without it; a key id needs a
+    key, given now or before (a UsageError)."""
+    from dataclasses import replace
+
+    from stackyard.platform.acme import seal_eab_hmac, with_eab_hmac
+
+    given, settings = settings.acme_eab_hmac, replace(settings, acme_eab_hmac="")
+    if given:
+        if not settings.acme_eab_kid:
+            raise UsageError(
+                "--acme-eab-hmac needs --acme-eab-kid",
+                hint="give both, as the CA shows them for your account",
+            )
+        seal_eab_hmac(settings, sys.stdin.readline() if given == "-" else given)
+    with_eab_hmac(settings)  # a UsageError when a key id has no HMAC key
+    return settings
+
+
 def settings_for(data_dir: Path | None, **overrides: object) -> Settings:
     return Settings().with_overrides(data_dir=data_dir, **overrides)
 
@@ -272,6 +309,8 @@ def platform_settings(
     acme_email: str | None = None,
     acme_ca: str | None = None,
     acme_ca_roots: list[Path] | None = None,
+    acme_eab_kid: str | None = None,
+    acme_eab_hmac: str | None = None,
     public_address: str | None = None,
     http_port: int | None = None,
     https_port: int | None = None,
@@ -322,6 +361,8 @@ def platform_settings(
         acme_email=acme_email,
         acme_ca=acme_ca,
         acme_roots=tuple(str(p.resolve()) for p in acme_ca_roots) if acme_ca_roots else None,
+        acme_eab_kid=acme_eab_kid,
+        acme_eab_hmac=acme_eab_hmac,  # sealed by keep_eab_hmac before anything runs
         public_address=public_address,
         http_port=http_port,
         https_port=https_port,

@@ -44,6 +44,7 @@ from stackyard.pipeline.retention.service import RetentionService
 from stackyard.pipeline.runs import PipelineService
 from stackyard.pipeline.variable_store import VariableStore
 from stackyard.pipeline.variables import VariableService
+from stackyard.platform.acme import with_eab_hmac
 from stackyard.platform.registries import RegistryService
 from stackyard.platform.state import ensure_platform_id
 from stackyard.platform.targets import LOCAL, TargetService
@@ -217,6 +218,7 @@ def build_services(
     """Every service, wired. ``collect_garbage`` runs the registry's garbage collection
     (the API server passes the supervisor's; without it retention only deletes
     manifests)."""
+    settings = with_eab_hmac(settings)
     offers = plugins.offers(settings, username=registry.username, password=registry.password)
     source = plugins.create(plugins.source(settings.source), offers["source"])
     client = plugins.create(plugins.registry(settings.registry), offers["registry"])
@@ -226,7 +228,7 @@ def build_services(
     secrets = SqlSecretStore(
         sessions,
         Vault(lambda: key_file(settings.data_dir / "secrets.key")),
-        platform_secrets=[registry.password],
+        platform_secrets=[registry.password, settings.acme_eab_hmac],
     )
     outbox = Outbox()
     notify = _notify_service(

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from stackyard.errors import ComponentError
+from stackyard.platform.acme import EAB_HMAC_ENV
 from stackyard.platform.state import PlatformState, pid_alive, signal_pids, wait_gone
 from stackyard.platform.supervisor import tail
 from stackyard.settings import Settings
@@ -24,6 +25,7 @@ DOMAIN_OPTIONS = (
     ("--domain", "base_domain"),
     ("--acme-email", "acme_email"),
     ("--acme-ca", "acme_ca"),
+    ("--acme-eab-kid", "acme_eab_kid"),  # its HMAC key stays sealed in the data directory
     ("--http-port", "http_port"),
     ("--https-port", "https_port"),
     ("--public-address", "public_address"),
@@ -74,6 +76,8 @@ def start_background(settings: Settings) -> PlatformState:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # The HMAC key is sealed in the data directory already: not in its environment.
+            env={k: v for k, v in os.environ.items() if k != EAB_HMAC_ENV},
         )
     deadline = time.monotonic() + settings.component_timeout + 10
     while time.monotonic() < deadline:

@@ -15,7 +15,7 @@ import http.client
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -140,7 +140,7 @@ class Acme:
     email: str = ""
     trusted_roots: tuple[str, ...] = ()
     eab_key_id: str = ""
-    eab_mac_key: str = ""
+    eab_mac_key: str = field(default="", repr=False)  # a secret: in no repr, no log
 
     def issuer(self) -> Json:
         issuer: Json = {"module": "acme", "ca": self.ca}
