@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from stackyard.deploy.certwatch import CertificateWatch, certificate_alerts
+from stackyard.errors import ComponentError
 from stackyard.notify.events import EventKind
 from stackyard.notify.outbox import Outbox
 from stackyard.router.base import Certificate, Route
@@ -77,8 +78,11 @@ class CertificateRouter(FakeRouter):
 
     supports_certificates: ClassVar[bool] = True
     states: dict[str, Certificate] = field(default_factory=dict)
+    unreadable: set[str] = field(default_factory=set)  # routes whose state cannot be read
 
     def certificates(self, route: Route) -> list[Certificate]:
+        if route.name in self.unreadable:
+            raise ComponentError(f"cannot read the certificates of {route.name}")
         return [self.states.get(name, Certificate(name, "pending")) for name in route.hosts]
 
 
@@ -121,3 +125,17 @@ def test_the_watch_sends_once_per_change_and_nothing_again_after_a_restart(yard:
     router.states["broken.test"] = failed("broken.test")
     assert watch().check() == 1
     assert len(certificate_events(yard)) == 2
+
+
+def test_a_stage_whose_certificates_cannot_be_read_holds_up_no_other(yard: Yard) -> None:
+    listen(yard.sessions, yard.stack_id, EventKind.CERTIFICATE)
+    with yard.sessions.begin() as session:
+        session.add(StageRoute(stack_id=yard.stack_id, stage="a", host="a.test", tls="acme"))
+        session.add(StageRoute(stack_id=yard.stack_id, stage="b", host="b.test", tls="acme"))
+    states = {"a.test": failed("a.test"), "b.test": failed("b.test")}
+    router = CertificateRouter(states=states, unreadable={f"{STACK}-a"})
+    watch = CertificateWatch(yard.sessions, router, Outbox(wake=lambda: None), clock=lambda: NOW)
+    assert watch.check() == 1
+    assert [dict(n["fields"])["Domain"] for n in certificate_events(yard)] == ["b.test"]  # type: ignore[call-overload]
+    router.unreadable.clear()  # readable again: its failure is told then
+    assert watch.check() == 1

@@ -157,7 +157,12 @@ class CertificateWatch:
             session.expunge_all()
         emitted = 0
         for stack, row in rows:
-            certificates = self._router.certificates(route_of(stack, row))
+            try:
+                certificates = self._router.certificates(route_of(stack, row))
+            except StackyardError as exc:  # one unreadable name holds up no other stage
+                log.warning("certificates of %s/%s: %s (looked at again later)",
+                            stack, row.stage, exc)  # fmt: skip
+                continue
             alerts = certificate_alerts(
                 stack,
                 row.stage,
