@@ -252,7 +252,11 @@ def test_a_stage_on_the_base_domain_is_served_over_https_and_names_can_be_added(
     while "www.hello.test" in domains(yard, "hello") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert "www.hello.test" not in domains(yard, "hello")
-    assert len(certificate_notices(receiver)) == 1  # the broken name's, and nothing else
+    # The broken name was added twice (above, and for doctor): told at most once each time
+    # (the second time only if a look came before doctor's check removed it); the valid
+    # names never.
+    told_names = [n["fields"]["Domain"] for n in certificate_notices(receiver)]
+    assert told_names in (["broken.hello.test"], ["broken.hello.test"] * 2), told_names
 
 
 def test_the_api_is_published_over_https_on_its_name_with_its_auth(
