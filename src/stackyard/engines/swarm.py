@@ -63,6 +63,10 @@ _ON_ITS_WAY = {"new", "allocated", "pending", "assigned", "accepted", "preparing
 _ON_ITS_WAY |= {"starting"}
 _ENDED = {"complete", "shutdown", "failed", "rejected", "orphaned", "remove"}
 _PINNED = re.compile(r"node\.id\s*==\s*(\S+)")
+# Swarm's pending reason when the nodes a task may use lack the cpu or memory it reserves.
+# Often transient: the tasks a rolling deployment just stopped there still hold theirs for
+# a moment after removal. A start waits a while (placement_wait) for room before it fails.
+_NO_ROOM = "insufficient resources"
 _NOT_A_MANAGER = "not a swarm manager"
 _SWARM_HINT = (
     "run `docker swarm init` on that engine to make it a manager, or point "
@@ -146,6 +150,7 @@ class SwarmEngine(DockerApiEngine):
         poll: float = 1.0,
         stop_margin: float = 20.0,
         start_timeout: float = 300.0,
+        placement_wait: float = 30.0,
     ) -> None:
         super().__init__(endpoint, timeout)
         # How often the event stream lists the tasks: Swarm has events for services and
@@ -155,6 +160,7 @@ class SwarmEngine(DockerApiEngine):
         # A start waits until the node runs the task (its pull included), as a docker start
         # does; one that never runs (no node can take it, the pull failed) is an error.
         self._start_timeout = start_timeout
+        self._placement_wait = min(placement_wait, start_timeout)
         # Swarm reaps the task of a service scaled to 0 soon after it ends, and its exit
         # code with it: the last ended state seen of each service, until it is removed.
         self._ended: dict[str, TaskInfo] = {}
@@ -220,6 +226,7 @@ class SwarmEngine(DockerApiEngine):
         """The task once its node runs it (or it ran and ended); a task that never gets to
         run is removed, and its reason raised as EngineError."""
         deadline = time.monotonic() + self._start_timeout
+        room_deadline = time.monotonic() + self._placement_wait
         pause = 0.02
         while True:
             info = self.inspect(service_id)
@@ -229,7 +236,11 @@ class SwarmEngine(DockerApiEngine):
                 if info.started_at is not None:
                     return info  # it ran, and ended by itself: the caller sees how
                 reason = info.error or "it ended before it ran"
-                break
+                if _NO_ROOM not in reason:
+                    break
+                if time.monotonic() > room_deadline:
+                    reason += f"; still no room after {self._placement_wait:.0f} s"
+                    break
             if time.monotonic() > deadline:
                 reason = f"it did not run within {self._start_timeout:.0f} s"
                 break

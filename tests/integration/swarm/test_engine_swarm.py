@@ -9,6 +9,7 @@ digest with the login the task carries (``--with-registry-auth``). Traffic goes 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -207,19 +208,52 @@ def test_a_digest_the_registry_lacks_fails_the_start_naming_the_node(
     test_images: BuiltImages,
 ) -> None:
     image = f"{test_images.repository}@{MISSING}"
-    deadline = time.monotonic() + 60
-    while True:
-        spec = replace(spec_for(placement=Placement(node=node_ids["n2"])), image=image)
-        with pytest.raises(EngineError) as caught:
-            swarm_engine.start(spec)
-        # The earlier tests' tasks on n2 may still hold its cpu reservations for a moment
-        # after their removal: Swarm then cannot place this one yet, and says so.
-        if "insufficient resources" not in str(caught.value) or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    spec = replace(spec_for(placement=Placement(node=node_ids["n2"])), image=image)
+    # (The earlier tests' tasks on n2 may still hold its cpu reservations for a moment after
+    # their removal; the start waits for room, see the next test.)
+    with pytest.raises(EngineError) as caught:
+        swarm_engine.start(spec)
     assert "could not pull the image" in str(caught.value)
     assert "127.0.0.3" in str(caught.value)  # the node that tried
     assert image in str(caught.value)
+
+
+def node_cpus(swarm_cluster: SwarmCluster, node_id: str) -> float:
+    client = swarm_cluster.manager.client()
+    try:
+        nano = client.api.inspect_node(node_id)["Description"]["Resources"]["NanoCPUs"]
+    finally:
+        client.close()
+    return int(nano) / 1_000_000_000
+
+
+def test_a_start_on_a_full_node_waits_for_room_then_fails_saying_so(
+    swarm_engine: SwarmEngine,
+    swarm_cluster: SwarmCluster,
+    node_ids: dict[str, str],
+    spec_for: SpecFactory,
+) -> None:
+    n2 = Placement(node=node_ids["n2"])
+    hog = swarm_engine.start(spec_for(placement=n2, cpu=node_cpus(swarm_cluster, n2.node)))
+    # Room comes back while the start waits: the task Swarm could not place runs then.
+    freeing = threading.Timer(3.0, swarm_engine.remove, args=(hog.id,))
+    freeing.start()
+    try:
+        placed = swarm_engine.start(spec_for(placement=n2, cpu=0.25))
+    finally:
+        freeing.join()
+    assert (placed.state, placed.node) == (TaskState.RUNNING, n2.node)
+    # No room for longer than the engine waits: the start fails, naming the reason.
+    impatient = SwarmEngine(swarm_cluster.endpoint, placement_wait=2)
+    try:
+        swarm_engine.start(spec_for(placement=n2, cpu=node_cpus(swarm_cluster, n2.node) - 0.25))
+        wanted = spec_for(placement=n2, cpu=0.5)
+        with pytest.raises(EngineError, match="insufficient resources") as caught:
+            impatient.start(wanted)
+    finally:
+        impatient.close()
+    assert "still no room after 2 s" in str(caught.value)
+    assert wanted.name not in {t.name for t in swarm_engine.list({LABEL_PLATFORM: RUN})}
 
 
 def test_a_node_without_the_login_cannot_pull(
