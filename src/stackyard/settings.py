@@ -67,6 +67,10 @@ class Settings:
     # A `certificate` notification when a valid certificate is this close to its expiry.
     certificate_warning_days: int = 14
     certificate_check_interval: float = 60.0  # seconds between two looks at certificates
+    # Each stage's traffic minute buckets are kept this long; the access logs are read into
+    # them every traffic_count_interval seconds (0: only when traffic is read).
+    traffic_retention_days: int = 7
+    traffic_count_interval: float = 10.0
     # Caddy processes of the data plane, serving the same routes on the same ports, so that
     # one restarting (a crash, an upgrade of Caddy) never leaves a stage without a router.
     router_instances: int = 2

@@ -89,14 +89,19 @@ def wait_valid(yard: RunningPlatform, stack: str, name: str, within: float = 60)
         time.sleep(0.5)
 
 
-def traffic(yard: RunningPlatform, stack: str) -> dict[int, tuple[int, int]]:
-    """Requests and 5xx answers of the stage dev's last hour, per release."""
+def traffic(yard: RunningPlatform, stack: str) -> dict[int, tuple[int, int, int]]:
+    """Requests, 5xx and 4xx answers of the stage dev's last hour, per release (from the
+    traffic store, which counts the access logs before it answers)."""
     found = json.loads(yard.cli("traffic", stack, "--stage", "dev", "--json").stdout)
     [stage] = found["stages"]
-    totals: dict[int, tuple[int, int]] = {}
+    totals: dict[int, tuple[int, int, int]] = {}
     for row in stage["minutes"]:
-        requests, errors = totals.get(row["release"], (0, 0))
-        totals[row["release"]] = (requests + row["requests"], errors + row["errors"])
+        requests, errors, missing = totals.get(row["release"], (0, 0, 0))
+        totals[row["release"]] = (
+            requests + row["requests"],
+            errors + row["errors"],
+            missing + row["status_4xx"],
+        )
     return totals
 
 
@@ -217,9 +222,10 @@ def test_a_stage_on_the_base_domain_is_served_over_https_and_names_can_be_added(
     # Traffic by release: exactly the batch more, no 5xx, all for the release that serves.
     serving = json.loads(yard.cli("check", "hello", "--stage", "dev", "--json").stdout)["release"]
     after = traffic(yard, "hello")
-    grown = {key: after.get(key, (0, 0))[0] - before.get(key, (0, 0))[0] for key in after}
+    grown = {key: after.get(key, (0, 0, 0))[0] - before.get(key, (0, 0, 0))[0] for key in after}
     assert {key: n for key, n in grown.items() if n} == {serving: 5}, (before, after)
-    assert after[serving][1] == before.get(serving, (0, 0))[1]
+    assert after[serving][1] == before.get(serving, (0, 0, 0))[1]
+    assert after[serving][2] - before.get(serving, (0, 0, 0))[2] == 5  # busybox's 404s
     assert "REQUESTS" in yard.cli("traffic", "hello", "--stage", "dev").stdout
     lines = yard.cli("logs", "hello", "--stage", "dev", "--access", "--tail", "1000").stdout
     assert secret not in lines

@@ -4,13 +4,22 @@ route answers only those who may read the stack."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from stackyard.deploy.traffic import Serving, percentile, traffic_minutes
+from stackyard.deploy.traffic import (
+    ERROR_BOUND,
+    Counts,
+    Serving,
+    binned_percentile,
+    latency_bin,
+    percentile,
+    traffic_minutes,
+)
 from stackyard.router.base import AccessRecord
 from tests.access_yard import AccessYard, access_yard
 from tests.gate_runs import BOUND
@@ -29,6 +38,44 @@ def test_percentiles_are_nearest_rank() -> None:
     assert (percentile([7.0], 0.5), percentile([7.0], 0.95)) == (7.0, 7.0)
 
 
+def within_bound(estimate: float, exact: float) -> bool:
+    """The binned percentile's promise: within ERROR_BOUND of the exact one (plus the
+    rounding to 0.001 ms of the figures shown)."""
+    return abs(estimate - exact) <= exact * ERROR_BOUND + 0.0005
+
+
+def test_percentiles_from_bins_are_within_the_bound_of_the_exact_ones() -> None:
+    draw = random.Random(14)
+    shapes = {
+        "uniform": [draw.uniform(0.0005, 0.2) for _ in range(5000)],
+        "long tail": [draw.lognormvariate(-4.5, 1.2) for _ in range(5000)],
+        "two modes": [draw.choice((0.002, 0.9)) * draw.uniform(0.9, 1.1) for _ in range(999)],
+        "one": [0.0123],
+    }
+    for name, durations in shapes.items():
+        bins: dict[int, int] = {}
+        for seconds in durations:
+            bins[latency_bin(seconds)] = bins.get(latency_bin(seconds), 0) + 1
+        exact = sorted(d * 1000 for d in durations)
+        for q in (0.5, 0.95, 0.99):
+            estimate = binned_percentile(bins, q)
+            assert within_bound(estimate, percentile(exact, q)), (name, q, estimate)
+    assert ERROR_BOUND < 0.045
+    assert binned_percentile({}, 0.5) == 0.0
+
+
+def test_summed_bins_give_the_percentiles_of_the_whole() -> None:
+    """Minutes (and Caddies) merge: the bins of two halves add up to those of the whole."""
+    draw = random.Random(7)
+    records = [request(T0 + n, ms=draw.lognormvariate(2, 1)) for n in range(400)]
+    first, second, whole = Counts(), Counts(), Counts()
+    for n, record in enumerate(records):
+        (first if n % 2 else second).add(record)
+        whole.add(record)
+    first.merge(second)
+    assert first == whole
+
+
 def test_a_known_batch_gives_exactly_its_counts_per_minute_and_release() -> None:
     # Release 1 served until 12:01:30, when release 2's deployment completed.
     serving = [Serving(T0 - 3600, 1, V1), Serving(T0 + 90, 2, V2)]
@@ -38,21 +85,27 @@ def test_a_known_batch_gives_exactly_its_counts_per_minute_and_release() -> None
         request(T0 + 30, status=502, ms=100),
         request(T0 + 31, status=404, ms=5),  # a 4xx is no error of the stage
         request(T0 + 60, status=500),  # 12:01, still release 1
-        request(T0 + 95),  # 12:01, release 2
+        request(T0 + 95, status=301),  # 12:01, release 2
         request(T0 + 96, status=503, ms=30),
         request(T0 + 130, ms=4),  # 12:02, release 2
     ]
     minutes = traffic_minutes(batch, serving, since=T0 - 60)
     rows = [
-        (m.minute.strftime("%H:%M"), m.release, m.digest, m.requests, m.errors, m.p50_ms, m.p95_ms)
+        (m.minute.strftime("%H:%M"), m.release, m.digest, m.requests, m.status_2xx,
+         m.status_3xx, m.status_4xx, m.errors)
         for m in minutes
-    ]
+    ]  # fmt: skip
     assert rows == [
-        ("12:00", 1, V1, 22, 1, 10.0, 20.0),
-        ("12:01", 1, V1, 1, 1, 10.0, 10.0),
-        ("12:01", 2, V2, 2, 1, 10.0, 30.0),
-        ("12:02", 2, V2, 1, 0, 4.0, 4.0),
+        ("12:00", 1, V1, 22, 20, 0, 1, 1),
+        ("12:01", 1, V1, 1, 0, 0, 0, 1),
+        ("12:01", 2, V2, 2, 0, 1, 0, 1),
+        ("12:02", 2, V2, 1, 1, 0, 0, 0),
     ]
+    exact = [(10.0, 20.0, 100.0), (10.0, 10.0, 10.0), (10.0, 30.0, 30.0), (4.0, 4.0, 4.0)]
+    for minute, (p50, p95, p99) in zip(minutes, exact, strict=True):
+        assert within_bound(minute.p50_ms, p50), minute
+        assert within_bound(minute.p95_ms, p95), minute
+        assert within_bound(minute.p99_ms, p99), minute
 
 
 def test_requests_before_any_completed_deployment_count_for_the_first_release() -> None:

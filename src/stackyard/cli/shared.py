@@ -112,6 +112,13 @@ CertificateCheckInterval = Annotated[
         min=0.1, help="Seconds between two looks at the certificates' state \\[default: 60]."
     ),
 ]
+TrafficRetentionDays = Annotated[
+    int | None,
+    typer.Option(
+        min=7,
+        help="Days each stage's traffic figures (minute buckets) are kept \\[default: 7].",
+    ),
+]
 
 
 BuildImage = Annotated[
@@ -197,6 +204,7 @@ _PLATFORM_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("https_port", HttpsPort, None),
     ("certificate_warning_days", CertificateWarningDays, None),
     ("certificate_check_interval", CertificateCheckInterval, None),
+    ("traffic_retention_days", TrafficRetentionDays, None),
     ("build_image", BuildImage, None),
     ("build_cpus", BuildCpus, None),
     ("build_memory", BuildMemory, None),
@@ -317,6 +325,7 @@ def platform_settings(
     public_api: str | None = None,
     certificate_warning_days: int | None = None,
     certificate_check_interval: float | None = None,
+    traffic_retention_days: int | None = None,
 ) -> Settings:
     """The settings `up` runs with, from its options; a bad network mode, public URL,
     build limit or retention setting is a UsageError."""
@@ -369,6 +378,7 @@ def platform_settings(
         public_api=published,
         certificate_warning_days=certificate_warning_days,
         certificate_check_interval=certificate_check_interval,
+        traffic_retention_days=traffic_retention_days,
     )
 
 

@@ -1,5 +1,6 @@
-"""``stackyard traffic``: a stack's requests per minute and release, by stage: count,
-errors (5xx), p50 and p95 latency, from the router's access logs."""
+"""``stackyard traffic``: a stack's requests per minute and release, by stage: count, per
+status class, p50/p95/p99 latency, from the traffic store (minute buckets counted from the
+router's access logs, kept 7 days)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from stackyard.cli.shared import DataDir, Json, settings_for
 Stack = Annotated[str, typer.Argument(help="The stack.", show_default=False)]
 Stage = Annotated[str | None, typer.Option("--stage", help="Only this stage.")]
 Minutes = Annotated[
-    int, typer.Option("--minutes", min=1, max=10080, help="How far back, in minutes.")
+    int,
+    typer.Option(
+        "--minutes", min=1, help="How far back, in minutes (up to the traffic retention)."
+    ),
 ]
 
 
@@ -27,8 +31,8 @@ def traffic(
     json_output: Json = False,
 ) -> None:
     """Requests per minute of each stage, labelled with the release (and digest) that
-    served them: count, errors (5xx), p50 and p95 latency. Minutes without requests are
-    left out."""
+    served them: count, 2xx/3xx/4xx/5xx, p50, p95 and p99 latency (from log-scale bins:
+    within 4.5 % of the exact value). Minutes without requests are left out."""
     client = ApiClient.discover(settings_for(data_dir))
     params: dict[str, str | int] = {"minutes": minutes}
     if stage is not None:
@@ -45,7 +49,10 @@ def _print(found: dict[str, Any], minutes: int) -> None:
     if not stages:
         console.print(f"No requests to {found['stack']} in the last {minutes} minutes.")
         return
-    table = new_table("STAGE", "MINUTE (UTC)", "RELEASE", "REQUESTS", "5XX", "P50", "P95")
+    table = new_table(
+        "STAGE", "MINUTE (UTC)", "RELEASE", "REQUESTS", "2XX", "3XX", "4XX", "5XX",
+        "P50", "P95", "P99",
+    )  # fmt: skip
     for each in stages:
         for row in each["minutes"]:
             table.add_row(
@@ -53,9 +60,13 @@ def _print(found: dict[str, Any], minutes: int) -> None:
                 str(row["minute"])[:16].replace("T", " "),
                 "-" if row["release"] is None else str(row["release"]),
                 str(row["requests"]),
+                str(row["status_2xx"]),
+                str(row["status_3xx"]),
+                str(row["status_4xx"]),
                 str(row["errors"]),
                 f"{row['p50_ms']:.1f} ms",
                 f"{row['p95_ms']:.1f} ms",
+                f"{row['p99_ms']:.1f} ms",
             )
     console.print(table)
 

@@ -11,7 +11,6 @@ transaction, so a restart of the control plane sends nothing it already sent.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.deploy.domains import route_of
+from stackyard.deploy.ticker import Ticker
 from stackyard.errors import StackyardError
 from stackyard.notify import events as notices
 from stackyard.notify.outbox import Outbox
@@ -121,30 +121,15 @@ class CertificateWatch:
         self._router = router
         self._outbox = outbox
         self._warning = timedelta(days=warning_days)
-        self._interval = interval
         self._clock = clock
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker = Ticker("certificate-watch", "checking certificates", interval, self.check)
 
     def start(self) -> None:
-        if not self._router.supports_certificates or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="certificate-watch", daemon=True)
-        self._thread.start()
+        if self._router.supports_certificates:
+            self._ticker.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stopping.wait(self._interval):
-            try:
-                self.check()
-            except StackyardError as exc:
-                log.warning("checking certificates: %s (the next look tries again)", exc)
-            except Exception:  # the watch must outlive any one failure
-                log.exception("checking certificates failed")
+        self._ticker.stop()
 
     def check(self) -> int:
         """One look at every stage with HTTPS names; the number of notices emitted."""

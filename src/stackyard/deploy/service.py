@@ -29,7 +29,8 @@ from stackyard.deploy.domains import (
 from stackyard.deploy.overview import Overview, TaskCount, stack_rows
 from stackyard.deploy.plan import TaskHealth
 from stackyard.deploy.records import DeploymentView
-from stackyard.deploy.traffic import Serving, StageTraffic, TrafficReport, traffic_minutes
+from stackyard.deploy.traffic import StageTraffic, TrafficReport
+from stackyard.deploy.trafficstore import TrafficCounter
 from stackyard.engines.base import (
     LABEL_PLATFORM,
     LABEL_RELEASE,
@@ -104,10 +105,13 @@ class DeployService:
         sessions: sessionmaker[Session],
         controller: Controller,
         settings: Settings,
+        counter: TrafficCounter | None = None,
     ) -> None:
         self._sessions = sessions
         self._controller = controller
         self._settings = settings
+        # The traffic store; without one given (tests), one that counts only when read.
+        self.counter = counter or TrafficCounter(sessions, controller.router, interval=0)
 
     def ping(self) -> None:
         """ComponentError unless the engine answers: before anything is recorded or moved."""
@@ -296,53 +300,38 @@ class DeployService:
 
     def traffic(self, stack_name: str, stage: str | None, minutes: int) -> TrafficReport:
         """Each served stage's requests of the last ``minutes`` minutes, per minute and
-        release (deploy/traffic.py); a stage the router keeps no access log of has none."""
-        if not 1 <= minutes <= 7 * 24 * 60:
+        release, from the traffic store (deploy/trafficstore.py), counted up to now first;
+        a stage the router keeps no access log of has none."""
+        if not 1 <= minutes <= self.counter.retention_days * 24 * 60:
             raise UsageError(
-                f"--minutes {minutes} is out of range", hint="give 1 to 10080 (a week)"
+                f"--minutes {minutes} is out of range",
+                hint=f"give 1 to {self.counter.retention_days * 24 * 60} "
+                f"(the traffic retention, {self.counter.retention_days} days)",
             )
         since = datetime.now(UTC) - timedelta(minutes=minutes)
         with self._sessions() as session:
             stack = StackService.row(session, stack_name)
             if stage is not None:
                 require_stage(session, stack, stage)
-            query = select(StageRoute).where(StageRoute.stack_id == stack.id)
+            query = select(StageRoute.stage).where(
+                StageRoute.stack_id == stack.id,
+                (StageRoute.host.is_not(None)) | (StageRoute.port.is_not(None)),
+            )
             if stage is not None:
                 query = query.where(StageRoute.stage == stage)
-            routes = [
-                (row.stage, route_of(stack_name, row))
-                for row in session.scalars(query.order_by(StageRoute.stage))
-                if row.host or row.port
-            ]
-            serving = {name: self._serving(session, stack.id, name) for name, _ in routes}
-        router = self._controller.router
-        stages = [
-            StageTraffic(
-                stage=name,
-                minutes=traffic_minutes(
-                    router.access_records(route) if router.supports_access_logs else [],
-                    serving[name],
-                    since=since.timestamp(),
-                ),
-            )
-            for name, route in routes
-        ]
-        return TrafficReport(stack=stack_name, since=since, stages=stages)
-
-    @staticmethod
-    def _serving(session: Session, stack_id: int, stage: str) -> builtins.list[Serving]:
-        """The stage's COMPLETED deployments, as what served from each one's end on."""
-        rows = session.execute(
-            select(Deployment.finished_at, Deployment.release_number, Deployment.digest)
-            .where(
-                Deployment.stack_id == stack_id,
-                Deployment.stage == stage,
-                Deployment.status == "COMPLETED",
-                Deployment.finished_at.is_not(None),
-            )
-            .order_by(Deployment.finished_at)
-        ).all()
-        return [Serving(at.timestamp(), release, digest) for at, release, digest in rows if at]
+            stages = list(session.scalars(query.order_by(StageRoute.stage)))
+            stack_id = stack.id
+        self.counter.count()
+        return TrafficReport(
+            stack=stack_name,
+            since=since,
+            stages=[
+                StageTraffic(
+                    stage=name, minutes=self.counter.minutes(stack_id, name, since.timestamp())
+                )
+                for name in stages
+            ],
+        )
 
     def domains(self, stack_name: str) -> DomainList:
         """Every host name of the stack's stages, with its certificate's state."""

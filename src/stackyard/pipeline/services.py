@@ -26,6 +26,7 @@ from stackyard.deploy.controller import Controller, ControllerSettings
 from stackyard.deploy.keys import Domains
 from stackyard.deploy.nodes import NodeService
 from stackyard.deploy.service import DeployService
+from stackyard.deploy.trafficstore import TrafficCounter
 from stackyard.engines.base import Engine, NetworkMode
 from stackyard.errors import ComponentError, StackyardError, require
 from stackyard.images.docker_builder import DockerBuilder
@@ -99,6 +100,7 @@ class Services:
     isolation: BuildIsolation
     retention: RetentionService
     certificates: CertificateWatch
+    traffic: TrafficCounter
 
     def verify_engine(self) -> None:
         """UsageError when the engine answers but cannot serve as configured (a swarm engine
@@ -132,8 +134,10 @@ class Services:
         self.notify.start()
         self.retention.start()
         self.certificates.start()
+        self.traffic.start()
 
     def close(self) -> None:
+        self.traffic.stop()
         self.certificates.stop()
         self.retention.stop()
         self.poller.stop()
@@ -295,7 +299,13 @@ def build_services(
         outbox=outbox,
         targets=places,
     )
-    deploy = DeployService(sessions, controller, settings)
+    traffic = TrafficCounter(
+        sessions,
+        router,
+        retention_days=settings.traffic_retention_days,
+        interval=settings.traffic_count_interval,
+    )
+    deploy = DeployService(sessions, controller, settings, traffic)
     redeploy = RedeployService(releases, deploy)
     protection = ProtectionService(sessions)
     runs = PipelineService(
@@ -358,6 +368,7 @@ def build_services(
             warning_days=settings.certificate_warning_days,
             interval=settings.certificate_check_interval,
         ),
+        traffic=traffic,
     )
 
 

@@ -32,6 +32,7 @@ DOMAIN_OPTIONS = (
     ("--public-api", "public_api"),
     ("--certificate-warning-days", "certificate_warning_days"),
     ("--certificate-check-interval", "certificate_check_interval"),
+    ("--traffic-retention-days", "traffic_retention_days"),
 )
 
 

@@ -1,18 +1,26 @@
 """Reading Caddy's JSON access logs: each Caddy writes its own files (rolled by size), and
-a route's requests are merged from all of them. CaddyRouter.access_records calls it."""
+a route's requests are merged from all of them. CaddyRouter.access_records calls
+``read_access``; CaddyRouter.access_since calls ``follow``, which reads every file on from
+where the last read stopped (deploy/trafficstore.py keeps the positions).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from stackyard.router.base import AccessRecord
+from stackyard.router.base import AccessBatch, AccessRecord, LogPosition
 
 # The CA's requests for a name's HTTP challenge: Caddy answers them, not the stage's app.
 ACME_CHALLENGE = "/.well-known/acme-challenge/"
+# Caddy names an access log's entries after the server's logger: http.log.access.<name>.
+LOGGER_PREFIX = "http.log.access."
+READ_LIMIT = 8 * 1024 * 1024  # bytes one ``follow`` reads at most, over all files
 
 
 def access_dir(admin_socket: Path) -> Path:
@@ -40,6 +48,7 @@ def parse(line: str) -> AccessRecord | None:
             duration=float(entry.get("duration", 0.0)),
             size=int(entry.get("size", 0)),
             client=str(request.get("remote_ip", "")),
+            logger=str(entry.get("logger", "")).removeprefix(LOGGER_PREFIX),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -61,3 +70,52 @@ def read_access(paths: Iterable[Path], *, hosts: Sequence[str] | None) -> list[A
     """The requests of every log, merged by time; only those for ``hosts`` when given
     (the Host header without its port)."""
     return list(heapq.merge(*(_records(p, hosts) for p in paths), key=lambda r: r.ts))
+
+
+def log_files(directories: Iterable[Path]) -> list[Path]:
+    """Every access log file (current and rolled) in ``directories``."""
+    return sorted(f for d in directories if d.is_dir() for f in d.glob("*.log"))
+
+
+def _head(first_line: bytes) -> str:
+    return hashlib.sha256(first_line).hexdigest()[:32] if first_line.endswith(b"\n") else ""
+
+
+def follow(
+    files: Sequence[Path], positions: Sequence[LogPosition], *, limit: int = READ_LIMIT
+) -> AccessBatch:
+    """The whole lines written to ``files`` after ``positions`` (a file not among them, or
+    whose first line differs, from its start), at most ``limit`` bytes, and where each
+    file stands after them. A torn last line is left for the next call; a file rolled
+    over (renamed) keeps its identity, so it is read on from where it was."""
+    known = {(p.device, p.inode): p for p in positions}
+    records: list[AccessRecord] = []
+    after: list[LogPosition] = []
+    budget, more = limit, False
+    for path in files:
+        try:
+            with path.open("rb") as log:
+                stat = os.fstat(log.fileno())
+                head = _head(log.readline())
+                before = known.get((stat.st_dev, stat.st_ino))
+                offset = 0
+                if before is not None and before.head == head and before.offset <= stat.st_size:
+                    offset = before.offset
+                log.seek(offset)
+                chunk = log.read(max(budget, 0))
+        except FileNotFoundError:  # removed by Caddy's roll_keep between listing and opening
+            continue
+        whole = chunk[: chunk.rfind(b"\n") + 1]
+        # Stopped by the limit, not by the end of the file (or a torn last line).
+        more = more or (len(chunk) >= budget and offset + len(chunk) < stat.st_size)
+        budget -= len(whole)
+        records.extend(_parsed(whole))
+        after.append(LogPosition(str(path), stat.st_dev, stat.st_ino, head, offset + len(whole)))
+    return AccessBatch(tuple(records), tuple(after), more)
+
+
+def _parsed(lines: bytes) -> Iterator[AccessRecord]:
+    for line in lines.decode("utf-8", errors="replace").splitlines():
+        record = parse(line)
+        if record is not None and not record.uri.startswith(ACME_CHALLENGE):
+            yield record

@@ -109,6 +109,32 @@ class AccessRecord:
     duration: float  # seconds
     size: int  # bytes of the response body
     client: str  # the client's address
+    logger: str = ""  # the router's name for the log that has it (one per route or shared)
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    """How far one access log file has been read. The file is known by its identity (device
+    and inode: a rolled file keeps it when renamed) and a digest of its first line (an inode
+    a new file reuses is another file); ``offset`` is the byte after the last whole line
+    read. ``path`` is where it was last seen, for people."""
+
+    path: str
+    device: int
+    inode: int
+    head: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class AccessBatch:
+    """Requests logged since the positions given, and the positions after them: every log
+    file the router has now (those gone are forgotten). ``more``: a read limit stopped it
+    before the end of some file; ask again."""
+
+    records: tuple[AccessRecord, ...]
+    positions: tuple[LogPosition, ...]
+    more: bool = False
 
 
 class Router(ABC):
@@ -156,6 +182,23 @@ class Router(ABC):
 
     def access_records(self, route: Route) -> list[AccessRecord]:
         """The route's requests as the router logged them, oldest first."""
+        raise UsageError(
+            f"the {self.name} router keeps no access logs",
+            hint="use the caddy router to have access logs",
+        )
+
+    def access_since(self, positions: Sequence[LogPosition]) -> AccessBatch:
+        """Every route's requests logged after ``positions`` (none: from the start of the
+        logs the router keeps), whatever route they are for; across restarts and log
+        rolling each request is in exactly one batch."""
+        raise UsageError(
+            f"the {self.name} router keeps no access logs",
+            hint="use the caddy router to have access logs",
+        )
+
+    def access_keys(self, route: Route) -> list[tuple[str, str | None]]:
+        """The (logger, host) pairs of ``AccessRecord``s that are the route's requests; a
+        host of None: any host (the logger is the route's own)."""
         raise UsageError(
             f"the {self.name} router keeps no access logs",
             hint="use the caddy router to have access logs",

@@ -22,8 +22,15 @@ from typing import Any, ClassVar
 import httpx
 
 from stackyard.errors import ComponentError, NotFoundError, RetryableError, StackyardError
-from stackyard.router.accesslog import access_dir, read_access
-from stackyard.router.base import AccessRecord, Certificate, Route, Router
+from stackyard.router.accesslog import access_dir, follow, log_files, read_access
+from stackyard.router.base import (
+    AccessBatch,
+    AccessRecord,
+    Certificate,
+    LogPosition,
+    Route,
+    Router,
+)
 from stackyard.router.certificates import acme_log_path, certificate_of, storage_root
 from stackyard.router.directory import DirectoryClient, srv_name
 
@@ -115,9 +122,16 @@ def port_server(route: Route, resolver: str, listen_host: str) -> Json:
 
 
 def access_log(path: Path, logger: str) -> Json:
-    """A JSON access log in its own file, rolled at 10 MB, 5 files kept."""
+    """A JSON access log in its own file, rolled at 10 MB, 5 files kept, not compressed: a
+    rolled file keeps its inode, so the traffic counter reads on where it stopped."""
     return {
-        "writer": {"output": "file", "filename": str(path), "roll_size_mb": 10, "roll_keep": 5},
+        "writer": {
+            "output": "file",
+            "filename": str(path),
+            "roll_size_mb": 10,
+            "roll_keep": 5,
+            "roll_gzip": False,
+        },
         "encoder": {"format": "json"},
         "include": [f"http.log.access.{logger}"],
     }
@@ -863,6 +877,18 @@ class CaddyRouter(Router):
         logger = access_logger(route.name) if route.host is None else ACCESS_HOSTS
         files = [access_dir(admin.socket_path) / f"{logger}.log" for admin in self.admins]
         return read_access(files, hosts=route.hosts or None)
+
+    def access_since(self, positions: Sequence[LogPosition]) -> AccessBatch:
+        """Every Caddy's access log files, current and rolled, read on from ``positions``."""
+        return follow(log_files(access_dir(a.socket_path) for a in self.admins), positions)
+
+    def access_keys(self, route: Route) -> list[tuple[str, str | None]]:
+        """A port route's requests are those of its own logger; a host route's, those of
+        the shared logger for its names (the Host header without its port)."""
+        route.check()
+        if route.host is None:
+            return [(access_logger(route.name), None)]
+        return [(ACCESS_HOSTS, host) for host in route.hosts]
 
     def routes(self) -> list[str]:
         return sorted({name for admin in self.admins for name in route_names(admin.config())})

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -505,3 +506,44 @@ class NotificationAttempt(Base):
     ok: Mapped[bool] = mapped_column(Boolean, default=False)
     detail: Mapped[str] = mapped_column(Text, default="")
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class TrafficBucket(Base):
+    """One minute of a stage's requests served by one release (0: before any deployment
+    completed), counted from the router's access logs (deploy/trafficstore.py): per status
+    class, and durations in log-scale bins (deploy/traffic.py), so that percentiles over
+    any range come from summed bins."""
+
+    __tablename__ = "traffic_buckets"
+    __table_args__ = (
+        UniqueConstraint("stack_id", "stage", "minute", "release"),
+        Index("ix_traffic_buckets_minute", "minute"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"))
+    stage: Mapped[str] = mapped_column(String(63))
+    minute: Mapped[int] = mapped_column(Integer)  # unix time // 60
+    release: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(80), default="")
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    status_2xx: Mapped[int] = mapped_column(Integer, default=0)
+    status_3xx: Mapped[int] = mapped_column(Integer, default=0)
+    status_4xx: Mapped[int] = mapped_column(Integer, default=0)
+    status_5xx: Mapped[int] = mapped_column(Integer, default=0)
+    latency: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)  # bin -> requests
+
+
+class AccessLogPosition(Base):
+    """How far the traffic counter has read one of the router's access log files: written
+    in the same transaction as the counts, so a restart neither loses nor repeats a line."""
+
+    __tablename__ = "access_log_positions"
+    __table_args__ = (UniqueConstraint("device", "inode"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    device: Mapped[int] = mapped_column(BigInteger)
+    inode: Mapped[int] = mapped_column(BigInteger)
+    head: Mapped[str] = mapped_column(String(64))
+    offset: Mapped[int] = mapped_column(BigInteger)
