@@ -26,8 +26,10 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 from tests.integration.backends import Backend
@@ -42,6 +44,7 @@ from stackyard.settings import Settings
 from .report import update_section
 
 THREADS, CONNECTIONS = 2, 16
+Figures_ = TypeVar("Figures_")
 _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -50,6 +53,7 @@ class Run:
     requests_per_second: float
     p99_ms: float
     errors: int
+    requests: int = 0  # all wrk sent ("N requests in ...")
 
 
 BACKENDS = ("caddy respond", "http.server")
@@ -96,8 +100,12 @@ def parse(text: str) -> Run:
     )
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     failed = sum(map(int, errors.groups())) if errors else 0
+    sent = re.search(r"(\d+) requests in", text)
     return Run(
-        float(rate[1]), float(p99[1]) * _UNIT[p99[2]], failed + int(non2xx[1] if non2xx else 0)
+        float(rate[1]),
+        float(p99[1]) * _UNIT[p99[2]],
+        failed + int(non2xx[1] if non2xx else 0),
+        int(sent[1]) if sent else 0,
     )
 
 
@@ -170,16 +178,20 @@ def measure(runs: int, seconds: int, directory: Path) -> Figures:
         stop_dataplane(settings)
 
 
+def table_row(key: tuple[str, str], runs: list[Run]) -> str:
+    """| backend | kind | median requests/s | median p99 | failed | requests/s per round |"""
+    rate = statistics.median(r.requests_per_second for r in runs)
+    p99 = statistics.median(r.p99_ms for r in runs)
+    each = ", ".join(f"{r.requests_per_second:.0f}" for r in runs)
+    failed = sum(r.errors for r in runs)
+    return f"| {key[0]} | {key[1]} | {rate:.0f} | {p99:.2f} | {failed} | {each} |"
+
+
 def report(figures: Figures, runs: int, seconds: int) -> str:
     rate = {
         k: statistics.median(r.requests_per_second for r in rs) for k, rs in figures.runs.items()
     }
     p99 = {k: statistics.median(r.p99_ms for r in rs) for k, rs in figures.runs.items()}
-
-    def row(key: tuple[str, str]) -> str:
-        each = ", ".join(f"{r.requests_per_second:.0f}" for r in figures.runs[key])
-        failed = sum(r.errors for r in figures.runs[key])
-        return f"| {key[0]} | {key[1]} | {rate[key]:.0f} | {p99[key]:.2f} | {failed} | {each} |"
 
     def ratio(backend: str) -> str:
         secure, plain = (backend, "HTTPS"), (backend, "HTTP")
@@ -202,7 +214,7 @@ def report(figures: Figures, runs: int, seconds: int) -> str:
         "",
         "| backend | scheme | requests/s | p99 latency (ms) | failed | requests/s per round |",
         "|---|---|---|---|---|---|",
-        *(row(key) for key in figures.runs),
+        *(table_row(key, runs) for key, runs in figures.runs.items()),
         "",
         "HTTPS / HTTP:",
         "",
@@ -220,18 +232,29 @@ def report(figures: Figures, runs: int, seconds: int) -> str:
     ])  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def wrk_bench_main(
+    section: str,
+    description: str | None,
+    measure: Callable[[int, int, Path], Figures_],
+    report: Callable[[Figures_, int, int], str],
+) -> None:
+    """The command line of a wrk benchmark: ``--runs``, ``--seconds``, ``--no-write``; it
+    measures in a temporary directory, prints the report and writes it."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="stackyard-bench-tls-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"stackyard-bench-{section}-") as tmp:
         figures = measure(args.runs, args.seconds, Path(tmp))
     body = report(figures, args.runs, args.seconds)
     print(body)
     if not args.no_write:
-        update_section("tls_cost", body)
+        update_section(section, body)
+
+
+def main() -> None:
+    wrk_bench_main("tls_cost", __doc__, measure, report)
 
 
 if __name__ == "__main__":

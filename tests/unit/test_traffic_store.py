@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from stackyard.deploy.ticker import Ticker
 from stackyard.deploy.traffic import ERROR_BOUND, TrafficMinute, percentile
 from stackyard.deploy.trafficstore import TrafficCounter
 from stackyard.errors import UsageError
@@ -22,6 +24,7 @@ from stackyard.router.accesslog import follow, log_files
 from stackyard.router.base import LogPosition
 from stackyard.router.caddy import ACCESS_HOSTS, CaddyRouter, access_logger
 from stackyard.store.models import AccessLogPosition, Deployment, StageRoute, TrafficBucket
+from tests.gate_runs import BOUND
 from tests.unit.controller_fixtures import STACK, Yard, make_yard
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp()  # a minute's start
@@ -233,3 +236,22 @@ def test_buckets_past_the_retention_are_pruned(yard: Yard, logs: Logs) -> None:
     assert longer.prune() == 0
     with pytest.raises(UsageError, match="6 days is too short"):
         counter(yard, logs, retention_days=6)
+
+
+def test_the_counter_thread_gives_way_to_busier_processes() -> None:
+    """The ticker the counter runs on sets its own thread's nice value (Linux)."""
+    seen: list[int] = []
+    ticked = threading.Event()
+
+    def work() -> None:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        ticked.set()
+
+    ticker = Ticker("nice-test", "testing", 0.01, work, nice=19)
+    ticker.start()
+    try:
+        assert ticked.wait(BOUND), "the ticker never ran"
+    finally:
+        ticker.stop()
+    assert seen[0] == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19  # only its own

@@ -4,6 +4,7 @@ the certificate watch (certwatch.py) and the traffic counter (trafficstore.py) r
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -14,12 +15,23 @@ log = logging.getLogger(__name__)
 
 class Ticker:
     """Calls ``work`` every ``interval`` seconds from ``start`` to ``stop``; ``doing`` says
-    what it is in the log lines of its failures (the next tick tries again)."""
+    what it is in the log lines of its failures (the next tick tries again). With ``nice``
+    (Linux: a thread's own nice value) the thread gives way to every busier process, the
+    router's Caddies among them, when the machine's cores are all taken."""
 
-    def __init__(self, name: str, doing: str, interval: float, work: Callable[[], object]) -> None:
+    def __init__(
+        self,
+        name: str,
+        doing: str,
+        interval: float,
+        work: Callable[[], object],
+        *,
+        nice: int = 0,
+    ) -> None:
         self.name = name
         self.doing = doing
         self.interval = interval
+        self.nice = nice
         self._work = work
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -36,6 +48,11 @@ class Ticker:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        if self.nice:
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except OSError as exc:  # a platform without per-thread priorities: runs as is
+                log.info("%s runs at normal priority: %s", self.name, exc)
         while not self._stopping.wait(self.interval):
             try:
                 self._work()

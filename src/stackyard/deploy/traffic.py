@@ -146,12 +146,15 @@ class BucketKey(Generic[Owner]):
     release: int  # 0: before any deployment completed
 
 
-def release_at(serving: Sequence[Serving], ts: float) -> Serving | None:
+def release_at(
+    serving: Sequence[Serving], ts: float, starts: Sequence[float] = ()
+) -> Serving | None:
     """What served at ``ts``: the latest deployment completed by then; before the first
-    one, the first (it was being deployed); None without any."""
+    one, the first (it was being deployed); None without any. ``starts``: the ``since``
+    of each, when the caller has them already."""
     if not serving:
         return None
-    index = bisect.bisect_right([s.since for s in serving], ts) - 1
+    index = bisect.bisect_right(starts or [s.since for s in serving], ts) - 1
     return serving[max(index, 0)]
 
 
@@ -164,12 +167,13 @@ def fold(
     found by (logger, host without port), else (logger, None) — ``Router.access_keys``;
     records no owner has (a removed stage, another log) are left out."""
     buckets: dict[BucketKey[Owner], Counts] = {}
+    starts = {owner: [s.since for s in each] for owner, each in serving.items()}
     for record in records:
         host = record.host.rsplit(":", 1)[0].lower() if record.host else ""
         owner = owners.get((record.logger, host), owners.get((record.logger, None)))
         if owner is None:
             continue
-        label = release_at(serving.get(owner, ()), record.ts)
+        label = release_at(serving.get(owner, ()), record.ts, starts.get(owner, ()))
         key = BucketKey(owner, int(record.ts // 60), label.release if label else 0)
         counts = buckets.get(key)
         if counts is None:

@@ -20,7 +20,7 @@ from stackyard.router.base import AccessBatch, AccessRecord, LogPosition
 ACME_CHALLENGE = "/.well-known/acme-challenge/"
 # Caddy names an access log's entries after the server's logger: http.log.access.<name>.
 LOGGER_PREFIX = "http.log.access."
-READ_LIMIT = 8 * 1024 * 1024  # bytes one ``follow`` reads at most, over all files
+READ_LIMIT = 2 * 1024 * 1024  # bytes one ``follow`` reads at most, over all files
 
 
 def access_dir(admin_socket: Path) -> Path:
