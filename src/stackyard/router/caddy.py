@@ -107,10 +107,6 @@ def handler(name: str, resolver: str) -> Json:
     }
 
 
-# Parts of Caddy's access log entries left out of the files (access_log).
-UNLOGGED_FIELDS = ("request>headers", "request>tls", "resp_headers")
-
-
 def access_logger(name: str) -> str:
     """The access logger of port route ``name``."""
     return f"sy-access-{name}"
@@ -127,10 +123,7 @@ def port_server(route: Route, resolver: str, listen_host: str) -> Json:
 
 def access_log(path: Path, logger: str) -> Json:
     """A JSON access log in its own file, rolled at 10 MB, 5 files kept, not compressed: a
-    rolled file keeps its inode, so the traffic counter reads on where it stopped. The
-    request's and response's headers and TLS details are left out: nothing Stackyard
-    shows reads them, and without them a line is a third as long (less for Caddy to
-    write, for the counter to parse, and 3x the requests per file kept)."""
+    rolled file keeps its inode, so the traffic counter reads on where it stopped."""
     return {
         "writer": {
             "output": "file",
@@ -139,11 +132,7 @@ def access_log(path: Path, logger: str) -> Json:
             "roll_keep": 5,
             "roll_gzip": False,
         },
-        "encoder": {
-            "format": "filter",
-            "wrap": {"format": "json"},
-            "fields": {field: {"filter": "delete"} for field in UNLOGGED_FIELDS},
-        },
+        "encoder": {"format": "json"},
         "include": [f"http.log.access.{logger}"],
     }
 
