@@ -1,11 +1,13 @@
-"""What `stackyard traffic` costs: reading a host route's access logs and bucketing them.
+"""What `stackyard traffic` costs, before and after the traffic store.
 
 Writes Caddy-shaped JSON access log lines (the fields Caddy 2.6 logs for a proxied request,
 about 600 bytes each) into a temporary directory, as one Caddy's current file plus rolled
-ones, and times what ``DeployService.traffic`` does per stage: ``read_access`` (every file,
-parsed, filtered by host) then ``traffic_minutes`` over the last hour. Sizes: 10 MB (one
-full file) and 50 MB (a Caddy's whole rolled set: 5 files of 10 MB). Pure CPU and disk
-cache; no network. The median of ``--runs`` is reported.
+ones, and times per stage: before the store, what ``DeployService.traffic`` did
+(``read_access``: every file, parsed, filtered by host; then ``traffic_minutes`` over the
+last hour); with the store, the TrafficCounter's first count of those logs (SQLite) and
+then a call (count what is new, read the last hour's buckets); and reading a week of one
+stage's buckets. Sizes: 10 MB (one full file) and 50 MB (a Caddy's whole rolled set: 5
+files of 10 MB). No network. The median of ``--runs`` is reported.
 Usage:
     .venv/bin/python -m bench.traffic_cost [--runs 5] [--no-write]
 """
@@ -13,14 +15,23 @@ Usage:
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from bench.report import bench_main
 from stackyard.deploy.traffic import Serving, traffic_minutes
+from stackyard.deploy.trafficstore import TrafficCounter
 from stackyard.router.accesslog import read_access
+from stackyard.router.caddy import CaddyRouter
+from stackyard.store.database import migrate, open_database, session_factory
+from stackyard.store.models import Deployment, Stack, StageRoute, TrafficBucket
 
 MB = 1024 * 1024
 SIZES = (10, 50)  # MB of logs
@@ -82,47 +93,139 @@ def write_logs(directory: Path, megabytes: int, now: float) -> tuple[Path, int]:
     return current, n
 
 
-def measure(runs: int) -> dict[int, tuple[int, list[float], int]]:
-    """Per size: lines written, seconds per run, requests of the last hour counted."""
-    found: dict[int, tuple[int, list[float], int]] = {}
+@dataclass
+class Size:
+    """One size of logs: lines written, and seconds per run of each way of reading them."""
+
+    lines: int
+    counted: int  # requests of the last hour, as each way found them (they must agree)
+    before: list[float] = field(default_factory=list)  # read_access + traffic_minutes
+    first_count: list[float] = field(default_factory=list)  # the store folds every line
+    read: list[float] = field(default_factory=list)  # count (nothing new) + the last hour
+
+
+@dataclass
+class Figures:
+    sizes: dict[int, Size] = field(default_factory=dict)
+    week: list[float] = field(default_factory=list)  # a week of buckets of one stage, read
+
+
+def store(directory: Path, now: float) -> tuple[sessionmaker[Session], TrafficCounter, int]:
+    """A state database with the stage served on HOST (two releases), and a counter over
+    the Caddy whose access log directory is ``directory``."""
+    directory.mkdir(exist_ok=True)
+    database = open_database(f"sqlite:///{directory / 'state.db'}")
+    migrate(database)
+    sessions = session_factory(database)
+    with sessions.begin() as session:
+        stack = Stack(name="shop", repo="https://example.invalid/shop.git")
+        session.add(stack)
+        session.flush()
+        session.add(StageRoute(stack_id=stack.id, stage="prod", host=HOST))
+        for number, (release, ago) in enumerate([(1, 86400), (2, 1800)], start=1):
+            session.add(Deployment(stack_id=stack.id, stage="prod", number=number,
+                                   release_number=release, digest=f"sha256:{release}",
+                                   status="COMPLETED",
+                                   finished_at=datetime.fromtimestamp(now - ago, UTC)))  # fmt: skip
+        stack_id = stack.id
+    router = CaddyRouter([directory / "caddy-1.sock"], directory / "directory.sock")
+    return sessions, TrafficCounter(sessions, router, interval=0), stack_id
+
+
+def measure(runs: int) -> Figures:
+    figures = Figures()
     now = time.time()
-    serving = [Serving(now - 86400, 1, "sha256:" + "1" * 64), Serving(now - 1800, 2, "sha256:2")]
+    serving = [Serving(now - 86400, 1, "sha256:1"), Serving(now - 1800, 2, "sha256:2")]
     for size in SIZES:
         with tempfile.TemporaryDirectory() as tmp:
-            current, lines = write_logs(Path(tmp), size, now)
-            times, counted = [], 0
-            for _ in range(runs):
+            logs = Path(tmp) / "caddy-1-access"
+            logs.mkdir()
+            current, lines = write_logs(logs, size, now)
+            found = Size(lines, 0)
+            for run in range(runs):
                 started = time.perf_counter()
                 records = read_access([current], hosts=[HOST])
                 minutes = traffic_minutes(records, serving, since=now - 3600)
-                times.append(time.perf_counter() - started)
-                counted = sum(m.requests for m in minutes)
-            found[size] = (lines, times, counted)
-    return found
+                found.before.append(time.perf_counter() - started)
+                found.counted = sum(m.requests for m in minutes)
+                _, counter, stack_id = store(Path(tmp) / f"run{run}", now)
+                os.symlink(logs, Path(tmp) / f"run{run}" / "caddy-1-access")
+                started = time.perf_counter()
+                counter.count()
+                found.first_count.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                counter.count()
+                stored = counter.minutes(stack_id, "prod", now - 3600)
+                found.read.append(time.perf_counter() - started)
+                if sum(m.requests for m in stored) != found.counted:
+                    raise RuntimeError("the store and the logs disagree")
+            figures.sizes[size] = found
+    with tempfile.TemporaryDirectory() as tmp:
+        figures.week = week_read(Path(tmp), runs, now)
+    return figures
 
 
-def report(runs: int, found: dict[int, tuple[int, list[float], int]]) -> str:
+def week_read(directory: Path, runs: int, now: float) -> list[float]:
+    """Seconds to read 7 days of one stage's minutes (10,080 buckets of ~40 latency bins)."""
+    sessions, counter, stack_id = store(directory, now)
+    first = int(now // 60) - 7 * 24 * 60 + 1
+    with sessions.begin() as session:
+        session.add_all(
+            TrafficBucket(
+                stack_id=stack_id,
+                stage="prod",
+                minute=minute,
+                release=2,
+                digest="sha256:2",
+                requests=600,
+                status_2xx=597,
+                status_3xx=0,
+                status_4xx=2,
+                status_5xx=1,
+                latency={str(80 + n): 15 for n in range(40)},
+            )
+            for minute in range(first, first + 7 * 24 * 60)
+        )
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        found = counter.minutes(stack_id, "prod", now - 7 * 86400)
+        times.append(time.perf_counter() - started)
+    if len(found) != 7 * 24 * 60:
+        raise RuntimeError(f"read {len(found)} minutes of a week")
+    return times
+
+
+def report(runs: int, figures: Figures) -> str:
+    def median(values: list[float]) -> str:
+        return f"{statistics.median(values):.3f} s"
+
     rows = [
-        f"| {size} MB | {lines:,} | {counted:,} | {statistics.median(times):.2f} s | "
-        f"{lines / statistics.median(times):,.0f} |"
-        for size, (lines, times, counted) in found.items()
+        f"| {size} MB | {s.lines:,} | {s.counted:,} | {median(s.before)} | "
+        f"{median(s.first_count)} ({s.lines / statistics.median(s.first_count):,.0f} lines/s) "
+        f"| {median(s.read)} |"
+        for size, s in figures.sizes.items()
     ]
     return "\n".join(
         [
-            "## `stackyard traffic`: the cost of reading the access logs",
+            "## `stackyard traffic`: reading the access logs, before and after the store",
             "",
             "One Caddy's access log of host routes, Caddy-shaped JSON lines (~600 bytes), "
-            "spread over two hours, three in four for the stage asked about; the time of "
-            "`read_access` (every file, parsed, filtered by host) and `traffic_minutes` "
-            f"(the last hour, by minute and release). Median of {runs} runs:",
+            "spread over two hours, three in four for the stage asked about. *Before* (up to "
+            "the traffic store): each call read every file (`read_access`) and bucketed the "
+            "last hour (`traffic_minutes`). *After*: the counter folds each line into the "
+            "state database once (*first count*: what a platform does once with the logs "
+            "it already has, then every 10 s with what is new), and a call counts what is "
+            "new (nothing here) and reads the last hour's buckets (*read*). Median of "
+            f"{runs} runs, SQLite:",
             "",
-            "| logs | lines | requests counted (last hour) | time per call | lines/s |",
-            "|---|---|---|---|---|",
+            "| logs | lines | requests (last hour) | before: per call | after: first count "
+            "| after: per call |",
+            "|---|---|---|---|---|---|",
             *rows,
             "",
-            "The figures are computed on each call (docs/decisions.md, *Traffic by release*): "
-            "with two Caddies, each call reads both sets, so a full 5 x 10 MB rotation on "
-            "both is twice the 50 MB row.",
+            "A week of one stage's minutes (10,080 buckets of 40 latency bins each, what "
+            f"`--minutes 10080` reads): {median(figures.week)}.",
             "",
             "Reproduce: `.venv/bin/python -m bench.traffic_cost --runs 5`",
         ]

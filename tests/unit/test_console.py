@@ -19,7 +19,7 @@ from stackyard.access.limits import LIMIT, WINDOW, FailureLimiter
 from stackyard.api.sessions import COOKIE, ConsoleSessions, safe_next
 from stackyard.api.web.render import short_digest
 from stackyard.statuses import ReleaseOrigin
-from stackyard.store.models import Release, Stack
+from stackyard.store.models import Release, Stack, StageRoute
 
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 
@@ -393,3 +393,28 @@ def test_the_domains_page_has_a_certificate_column_and_each_stages_traffic(
     assert "no stage of app-00 is served yet" in answer.text  # no route: no traffic
     assert client.get("/ui/stacks/app-00/domains?minutes=0").status_code == 422
     assert 'href="/ui/stacks/app-00/domains"' in client.get("/ui/stacks/app-00").text
+
+
+def test_the_stack_grid_shows_each_https_stages_certificate(tmp_path: Path) -> None:
+    """The worst state the certificate watch recorded for the stage's names, linked to
+    the domains page when it is not ok; nothing for a stage without HTTPS names."""
+    with console_yard(tmp_path, stacks=1) as found:
+        login(found.client)
+        with found.sessions.begin() as session:
+            stack_id = session.scalar(select(Stack.id).where(Stack.name == "app-00"))
+            session.add_all([
+                StageRoute(stack_id=stack_id, stage="dev", host="dev.app.test", tls="acme",
+                           aliases=["www.app.test", "old.app.test"],
+                           certificate_notices={"www.app.test": "expiring",
+                                                "old.app.test": "failed"}),
+                StageRoute(stack_id=stack_id, stage="staging", host="staging.app.test",
+                           tls="internal"),
+                StageRoute(stack_id=stack_id, stage="prod", host="app.test", tls="off"),
+            ])  # fmt: skip
+        html = found.client.get("/ui/").text
+    parts = html.split('<div class="cell" data-stage="')[1:]
+    cells = {part.split('"', 1)[0]: part for part in parts}
+    assert '<dd class="certificate bad" title="old.app.test">' in cells["dev"]
+    assert '<a href="/ui/stacks/app-00/domains">failed: old.app.test</a>' in cells["dev"]
+    assert '<dd class="certificate ok" title="staging.app.test">ok</dd>' in cells["staging"]
+    assert "certificate" not in cells["prod"]

@@ -8,14 +8,15 @@ only batched: a fixed number of queries and one engine call however many stages 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stackyard.deploy import records
 from stackyard.stacks.stages import known_stages_of
-from stackyard.store.models import Deployment, Release, Stack
+from stackyard.store.models import Deployment, Release, Stack, StageRoute
 
 StageKey = tuple[str, str]  # (stack name, stage)
 
@@ -42,6 +43,10 @@ class StageCell:
     rollout: str | None = None  # the latest deployment's status
     rollout_number: int | None = None
     rollout_reason: str = ""
+    # The stage's HTTPS names, as the certificate watch last saw them (deploy/certwatch):
+    # the worst state (ok, expiring, failed, expired) and the names in it; None: no HTTPS.
+    certificate: str | None = None
+    certificate_names: tuple[str, ...] = ()
 
     @property
     def healthy_enough(self) -> bool:
@@ -99,19 +104,52 @@ def stack_rows(
             )
         )
     }
+    certificates = {
+        (stack_id, stage): certificate_state(notices or {}, [str(host), *(aliases or [])])
+        for stack_id, stage, host, aliases, notices in session.execute(
+            select(
+                StageRoute.stack_id,
+                StageRoute.stage,
+                StageRoute.host,
+                StageRoute.aliases,
+                StageRoute.certificate_notices,
+            ).where(
+                StageRoute.stack_id.in_(ids),
+                StageRoute.host.is_not(None),
+                StageRoute.tls != "off",
+            )
+        )
+    }
     rows = []
     for stack in stacks:
         cells = [
-            _cell(
-                stage,
-                serving.get((stack.id, stage)),
-                latest.get((stack.id, stage)),
-                counts.get((stack.name, stage), TaskCount()),
+            replace(
+                _cell(
+                    stage,
+                    serving.get((stack.id, stage)),
+                    latest.get((stack.id, stage)),
+                    counts.get((stack.name, stage), TaskCount()),
+                ),
+                **certificates.get((stack.id, stage), {}),
             )
             for stage in stages.get(stack.id, [])
         ]
         rows.append(StackRow(stack.name, stack.repo, stack.branch, cells))
     return rows
+
+
+CERTIFICATE_ORDER = ("ok", "expiring", "failed", "expired")  # from good to worst
+
+
+def certificate_state(notices: Mapping[str, str], names: Sequence[str]) -> dict[str, Any]:
+    """A cell's certificate fields: the worst recorded state of the stage's names (a name
+    not recorded yet is ok: valid or still being obtained) and the names in that state."""
+    states = {name: notices.get(name, "ok") for name in names}
+    worst = max(states.values(), key=CERTIFICATE_ORDER.index, default="ok")
+    return {
+        "certificate": worst,
+        "certificate_names": tuple(n for n, state in states.items() if state == worst),
+    }
 
 
 @dataclass(frozen=True)
