@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from stackyard.deploy.ticker import Ticker
 from stackyard.deploy.traffic import ERROR_BOUND, TrafficMinute, percentile
 from stackyard.deploy.trafficstore import TrafficCounter
-from stackyard.errors import UsageError
+from stackyard.errors import ComponentError, UsageError
 from stackyard.router.accesslog import follow, log_files
 from stackyard.router.base import LogPosition
 from stackyard.router.caddy import ACCESS_HOSTS, CaddyRouter, access_logger
@@ -255,3 +255,14 @@ def test_the_counter_thread_gives_way_to_busier_processes() -> None:
         ticker.stop()
     assert seen[0] == 19
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19  # only its own
+
+
+def test_an_unreadable_log_is_a_clear_error_and_counts_nothing(yard: Yard, logs: Logs) -> None:
+    logs.write(0, caddy_line(T0))
+    strange = logs.path(1, "sy-access-odd")
+    strange.mkdir()  # not a file: it cannot be read, whoever we are
+    with pytest.raises(ComponentError, match=r"cannot read the access log .*sy-access-odd\.log"):
+        counter(yard, logs).count()
+    assert totals(yard) == {}  # the whole batch is rolled back, positions too
+    strange.rmdir()
+    assert counter(yard, logs).count() == 1

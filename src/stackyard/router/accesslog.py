@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from stackyard.errors import ComponentError
 from stackyard.router.base import AccessBatch, AccessRecord, LogPosition
 
 # The CA's requests for a name's HTTP challenge: Caddy answers them, not the stage's app.
@@ -105,6 +106,12 @@ def follow(
                 chunk = log.read(max(budget, 0))
         except FileNotFoundError:  # removed by Caddy's roll_keep between listing and opening
             continue
+        except OSError as exc:
+            raise ComponentError(
+                f"cannot read the access log {path}: {exc.strerror or exc}",
+                hint="the control plane's user must be able to read the files Caddy writes "
+                "under the data directory's run/ folder; check their owner and mode",
+            ) from exc
         whole = chunk[: chunk.rfind(b"\n") + 1]
         # Stopped by the limit, not by the end of the file (or a torn last line).
         more = more or (len(chunk) >= budget and offset + len(chunk) < stat.st_size)
