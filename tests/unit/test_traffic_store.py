@@ -266,3 +266,19 @@ def test_an_unreadable_log_is_a_clear_error_and_counts_nothing(yard: Yard, logs:
     assert totals(yard) == {}  # the whole batch is rolled back, positions too
     strange.rmdir()
     assert counter(yard, logs).count() == 1
+
+
+def test_a_file_renamed_after_the_listing_is_read_on_next_time(logs: Logs) -> None:
+    """Caddy rolls between the reader's listing and its opening of the file: the name opens
+    the new file, and the rolled one's position must survive until it is read on."""
+    logs.write(0, *(caddy_line(T0 + n) for n in range(3)))
+    current = logs.path(0)
+    first = follow([current], ())
+    logs.write(0, caddy_line(T0 + 3), caddy_line(T0 + 4))  # written before the roll
+    logs.roll(0, "2026-11-27T12-00-05.000")
+    logs.write(0, caddy_line(T0 + 5))
+    listed_before_the_roll = [current]  # the name now opens the new file
+    second = follow(listed_before_the_roll, first.positions)
+    third = follow(log_files([current.parent]), second.positions)
+    seen = [r.ts for batch in (first, second, third) for r in batch.records]
+    assert sorted(seen) == [T0 + n for n in range(6)]  # each line once

@@ -88,7 +88,10 @@ def follow(
     """The whole lines written to ``files`` after ``positions`` (a file not among them, or
     whose first line differs, from its start), at most ``limit`` bytes, and where each
     file stands after them. A torn last line is left for the next call; a file rolled
-    over (renamed) keeps its identity, so it is read on from where it was."""
+    over (renamed) keeps its identity, so it is read on from where it was. A file Caddy
+    renamed after ``files`` were listed is not read this time (its name opens the new
+    file): its position is kept while it is still in its directory, and it is read on
+    next time; positions of files gone (roll_keep removed them) are dropped."""
     known = {(p.device, p.inode): p for p in positions}
     records: list[AccessRecord] = []
     after: list[LogPosition] = []
@@ -118,7 +121,23 @@ def follow(
         budget -= len(whole)
         records.extend(_parsed(whole))
         after.append(LogPosition(str(path), stat.st_dev, stat.st_ino, head, offset + len(whole)))
+    read = {(p.device, p.inode) for p in after}
+    unread = {key: p for key, p in known.items() if key not in read}
+    if unread:
+        after += [unread[key] for key in _identities(f.parent for f in files) if key in unread]
     return AccessBatch(tuple(records), tuple(after), more)
+
+
+def _identities(directories: Iterable[Path]) -> list[tuple[int, int]]:
+    """(device, inode) of every log file in ``directories`` now."""
+    found: list[tuple[int, int]] = []
+    for path in log_files(set(directories)):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        found.append((stat.st_dev, stat.st_ino))
+    return found
 
 
 def _parsed(lines: bytes) -> Iterator[AccessRecord]:
