@@ -16,10 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from stackyard.deploy.trafficstore import TrafficCounter
 from stackyard.platform.dataplane import stop_dataplane
 from stackyard.router.base import Certificate, Route
 from stackyard.router.caddy import CaddyRouter
 from stackyard.settings import Settings
+from stackyard.store.database import migrate, open_database, session_factory
+from stackyard.store.models import Stack, StageRoute
 
 from ..router_contract import free_port
 from .backends import Backend
@@ -200,7 +203,7 @@ def test_tls_off_keeps_plain_http_and_removing_a_route_forgets_its_names(
 
 
 def test_the_access_log_records_each_request_of_a_known_batch(
-    router: CaddyRouter, pebble: Pebble, backend: Callable[[str], Backend]
+    router: CaddyRouter, pebble: Pebble, backend: Callable[[str], Backend], tmp_path: Path
 ) -> None:
     app = backend("logged-prod")
     route = Route("logged-prod", host="logged.test", tls="acme")
@@ -231,3 +234,39 @@ def test_the_access_log_records_each_request_of_a_known_batch(
         assert got == expected
         assert all(r.client == "127.0.0.1" and r.duration >= 0 for r in records)
         assert [r.size for r in records][:1] == [len(served.name)]
+
+    # The traffic store counts the same batch from the real logs, per stage and status
+    # class; a new counter on the same database (a restart) adds nothing; one more
+    # request adds exactly one.
+    database = open_database(f"sqlite:///{tmp_path / 'state.db'}")
+    migrate(database)
+    sessions = session_factory(database)
+    with sessions.begin() as session:
+        stack = Stack(name="logged", repo="https://example.invalid/logged.git")
+        session.add(stack)
+        session.flush()
+        stack_id = stack.id
+        session.add(StageRoute(stack_id=stack_id, stage="prod", host="logged.test", tls="acme"))
+        session.add(StageRoute(stack_id=stack_id, stage="dev", port=on_port.port))
+
+    def counted() -> dict[str, tuple[int, ...]]:
+        TrafficCounter(sessions, router, interval=0).count()
+        reader = TrafficCounter(sessions, router, interval=0)
+        found: dict[str, tuple[int, ...]] = {}
+        for stage in ("prod", "dev"):
+            rows = reader.minutes(stack_id, stage, 0)
+            found[stage] = tuple(
+                sum(getattr(m, field) for m in rows)
+                for field in ("requests", "status_2xx", "status_3xx", "status_4xx", "errors")
+            )
+        return found
+
+    assert counted() == {"prod": (8, 3, 2, 2, 1), "dev": (7, 3, 1, 2, 1)}
+    assert counted() == {"prod": (8, 3, 2, 2, 1), "dev": (7, 3, 1, 2, 1)}
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        assert client.get(f"http://127.0.0.1:{on_port.port}/status/404").status_code == 404
+    deadline = time.monotonic() + 10
+    while counted()["dev"][0] < 8 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert counted() == {"prod": (8, 3, 2, 2, 1), "dev": (8, 3, 1, 3, 1)}
+    database.dispose()
