@@ -23,6 +23,7 @@ from stackyard.deploy import records
 from stackyard.deploy.controller import Controller, ControllerSettings, StageKey
 from stackyard.engines.base import LABEL_RELEASE, Health, TaskInfo, TaskSpec
 from stackyard.engines.fake import FakeEngine
+from stackyard.errors import NotFoundError
 from stackyard.images.imagestore import ImageStore
 from stackyard.images.registry import RegistryClient
 from stackyard.registry_login import RegistryLogin
@@ -104,6 +105,8 @@ class Yard:
     stack_id: int
     controller: Controller = field(init=False)
     rollbacks: list[RollbackCall] = field(default_factory=list)
+    # The engines of targets other than local, by name (made when a stage on one is seen).
+    target_engines: dict[str, FakeEngine] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.controller = self.new_controller()
@@ -125,7 +128,18 @@ class Yard:
             self.images,
             settings,
             rollback=self.rollback,
+            engines=self.target_engine,
         )
+
+    def target_engine(self, name: str) -> FakeEngine:
+        if name not in self.target_engines:
+            raise NotFoundError(f"no target named '{name}' (targets: local)")
+        return self.target_engines[name]
+
+    def resync(self) -> None:
+        """List every engine in use again, as their watches' threads would."""
+        for target, _engine in self.controller.engines.followed():
+            self.controller.engines.follow(target).resync()
 
     def restart_controller(self) -> None:
         """The control plane dies and comes back: same store, engine and router, no memory."""
@@ -135,12 +149,12 @@ class Yard:
     def tick(self, times: int = 1) -> None:
         loop = self.controller.loop_for(KEY)
         for _ in range(times):
-            self.controller.watch.resync()
+            self.resync()
             loop.tick()
 
     def run_once(self) -> bool:
         """One step as the loop's thread runs it (an error is recorded, not raised)."""
-        self.controller.watch.resync()
+        self.resync()
         return self.controller.loop_for(KEY).run_once()
 
     def run_until(self, done: Callable[[], bool], limit: int = 20) -> int:

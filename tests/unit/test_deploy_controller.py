@@ -591,18 +591,66 @@ def test_a_stage_on_a_target_pulls_from_the_targets_registry_with_its_login(yard
     eu_login = RegistryLogin("127.0.0.1:5998", "bot", "eu-password")
     eu = TargetPlace("eu", "eu-west", Placement("eu", None, "acme", eu_login), builtin=False)
     yard.controller.targets = lambda name: {"eu": eu}.get(name) or only_local(name)
-    yard.engine.behave(V1, healthy=True)
+    eu_engine = yard.target_engines["eu"] = FakeEngine(yard.clock)
+    eu_engine.behave(V1, healthy=True)
     number = yard.deploy(yard.release(V1, target="eu"))
     yard.run_until(lambda: yard.status(number) == "COMPLETED")
-    (spec,) = yard.started()
+    (spec,) = [args[0] for args in eu_engine.calls_to("start")]
+    assert isinstance(spec, TaskSpec)
     assert spec.image == f"127.0.0.1:5998/acme/{STACK}@{V1}"
     assert spec.login == eu_login
+
+
+def test_a_stage_runs_stops_and_heals_on_its_targets_engine(yard: Yard) -> None:
+    eu_engine = yard.target_engines["eu"] = FakeEngine(yard.clock)
+    yard.controller.targets = lambda name: TargetPlace(name, builtin=False)
+    for digest in (V1, V2):
+        eu_engine.behave(digest, healthy=True)
+    first = yard.deploy(yard.release(V1, target="eu"))
+    yard.run_until(lambda: yard.status(first) == "COMPLETED")
+    (v1_task,) = eu_engine.task_ids
+    assert yard.controller.engines.target_of(v1_task) == "eu"
+
+    eu_engine.kill(v1_task)  # it crashes on eu: replaced there
+    eu_engine.emit(v1_task, "boom")
+    yard.run_until(lambda: len([t for t in eu_engine.task_ids if t != v1_task]) == 1)
+    (healed,) = [t for t in eu_engine.task_ids if t != v1_task]
+    assert [args[0] for args in eu_engine.calls_to("remove")] == [v1_task]
+
+    second = yard.deploy(yard.release(V2, target="eu"))
+    yard.run_until(lambda: yard.status(second) == "COMPLETED" and len(eu_engine.task_ids) == 1)
+    assert healed in [args[0] for args in eu_engine.calls_to("stop")]
+    assert [t.digest for t in eu_engine.list({})] == [V2]
+    # The platform's own engine was never asked to start, stop or remove anything.
+    assert [name for name, _ in yard.engine.calls if name in ("start", "stop", "remove")] == []
+
+
+def test_an_unreachable_target_holds_up_only_its_stage_and_names_the_target(yard: Yard) -> None:
+    eu_engine = yard.target_engines["eu"] = FakeEngine(yard.clock)
+    yard.controller.targets = lambda name: TargetPlace(name, builtin=False)
+    eu_engine.behave(V1, healthy=True)
+    eu_engine.reachable = False
+    number = yard.deploy(yard.release(V1, target="eu"))
+
+    assert yard.run_once() is False
+    row = yard.deployment(number)
+    assert row.status == "IN_PROGRESS"  # its error budget runs, as for the platform's engine
+    assert row.reason.startswith("retrying: target eu: the fake engine is unreachable")
+    assert "stackyard targets check eu" in row.reason
+    assert yard.controller.watch.problem() is None  # the platform's own engine is fine
+    assert yard.engine.calls_to("start") == []
+
+    eu_engine.reachable = True
+    yard.run_until(lambda: yard.status(number) == "COMPLETED")
+    assert len(eu_engine.task_ids) == 1
 
 
 def test_a_stage_on_a_target_that_is_gone_fails_its_deployment_naming_it(yard: Yard) -> None:
     yard.engine.behave(V1, healthy=True)
     number = yard.deploy(yard.release(V1, target="us"))
-    yard.run_until(lambda: yard.status(number) == "FAILED")
+    assert yard.run_once() is False  # at once: no retry can make the target exist
+    assert yard.status(number) == "FAILED"
     assert yard.started() == []
-    text = Path(yard.deployment(number).log_path).read_text(encoding="utf-8")
-    assert "cannot start a task of release 1: no target named 'us'" in text
+    row = yard.deployment(number)
+    assert row.reason == "no target named 'us' (targets: local)"
+    assert "no target named 'us'" in Path(row.log_path).read_text(encoding="utf-8")

@@ -4,10 +4,12 @@ Each step observes the stage (deploy/observe.py), decides the whole plan as plai
 (deploy/decide.py) and carries it out through the Engine and Router seams
 (deploy/execute.py); the loops themselves are in deploy/loops.py. With a deployment active
 the target is its release, with the circuit breaker on; without one the target is the
-stage's current release and the loop heals (replaces dead tasks). One task watch
-(deploy/taskwatch.py) follows the engine for every stage, and one health scheduler
-(deploy/health.py) probes every task, so a stage with nothing to do costs nothing. All
-state a restarted control plane needs lives in the store and in task labels.
+stage's current release and the loop heals (replaces dead tasks). A stage runs on its
+release's target's engine: the platform's own for ``local``, another made for a target
+when a stage on it is first observed (deploy/targetengines.py). One task watch
+(deploy/taskwatch.py) follows each engine in use for every stage on it, and one health
+scheduler (deploy/health.py) probes every task, so a stage with nothing to do costs
+nothing. All state a restarted control plane needs lives in the store and in task labels.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from stackyard.deploy.loops import Pace, StageLoop
 from stackyard.deploy.observe import StageObserver
 from stackyard.deploy.plan import TaskHealth
 from stackyard.deploy.portpool import TaskPorts
+from stackyard.deploy.targetengines import EngineFactory, TargetEngines, only_local_engine
 from stackyard.deploy.taskwatch import TaskWatch
 from stackyard.engines.base import (
     LABEL_PLATFORM,
@@ -89,6 +92,7 @@ class Controller:
         ),
         outbox: Outbox | None = None,
         targets: Callable[[str], TargetPlace] = only_local,
+        engines: EngineFactory = only_local_engine,
     ) -> None:
         self.sessions = sessions
         self.targets = targets  # a target's name -> the registry its engine pulls from
@@ -109,23 +113,17 @@ class Controller:
         self._stopped = threading.Event()
         self._stoppers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="task-stop")
         self.starters = ThreadPoolExecutor(max_workers=4, thread_name_prefix="task-start")
-        self.watch = TaskWatch(
-            engine,
-            settings.platform_id,
-            self._nudge,
-            resync=settings.resync,
-            poll=settings.poll,
-            retry=settings.retry,
-            on_nodes=self._nodes_changed,
-        )
+        # The platform's own engine (target local) and every other target's in use, each
+        # with its task watch; ``watch`` is the platform's own engine's.
+        self.engines = TargetEngines(engine, engines, self._new_watch)
+        self.watch = self.engines.local_watch
         self._finishing: set[str] = set()  # nodes whose drain is being finished
         self.health: ProbeScheduler[StageKey] = ProbeScheduler(self._nudge)
         self.ports = TaskPorts(settings.task_ports, self._task_ports_in_use)
         self._seams = Seams(
             sessions=sessions,
-            engine=engine,
+            engines=self.engines,
             router=router,
-            watch=self.watch,
             health=self.health,
             ports=self.ports,
             image_url=self._image_url,
@@ -165,7 +163,7 @@ class Controller:
             loops = list(self._loops.values())
         for loop in loops:
             loop.stop()
-        self.watch.stop()
+        self.engines.stop()
         self.health.stop()
         self._stoppers.shutdown(wait=True)
         self.starters.shutdown(wait=True)
@@ -225,8 +223,16 @@ class Controller:
             loops = [self._loops.pop(k) for k in keys]
         for loop in loops:
             loop.stop()
-        tasks = self.engine.list({LABEL_PLATFORM: self.settings.platform_id, LABEL_STACK: stack})
-        problems = [p for p in (self._stop_and_remove(task) for task in tasks) if p]
+        problems: list[str] = []
+        labels = {LABEL_PLATFORM: self.settings.platform_id, LABEL_STACK: stack}
+        for target, engine in self.engines.followed():
+            try:
+                tasks = engine.list(labels)
+            except StackyardError as exc:
+                problems.append(f"tasks on target {target}: {exc.message}")
+                continue
+            found = (self._stop_and_remove(task, engine) for task in tasks)
+            problems.extend(p for p in found if p)
         for route in routes:
             try:
                 self.router.remove_route(route)
@@ -242,18 +248,19 @@ class Controller:
         for task in self.watch.all_tasks():
             if task.labels.get(LABEL_STACK) not in stacks:
                 log.info("removing orphan task %s", task.name)
-                problem = self._stop_and_remove(task)
+                problem = self._stop_and_remove(task, self.engine)
                 if problem:
                     log.warning("could not remove orphan task %s: %s", task.name, problem)
 
-    def _stop_and_remove(self, task: TaskInfo) -> str | None:
-        """Stop and remove a task; what went wrong, or None."""
+    def _stop_and_remove(self, task: TaskInfo, engine: Engine) -> str | None:
+        """Stop and remove a task on its engine; what went wrong, or None."""
+        watch = self.engines.watch_of(task.id)
         try:
-            self.engine.stop(task.id, 5)
-            self.engine.remove(task.id)
+            engine.stop(task.id, 5)
+            engine.remove(task.id)
         except StackyardError as exc:
             return f"task {task.name}: {exc.message}"
-        self.watch.drop(task.id, wake=False)
+        watch.drop(task.id, wake=False)
         return None
 
     # -- what the stage loops share
@@ -264,7 +271,7 @@ class Controller:
             if self._followed or self._stopped.is_set():
                 return
             self._followed = True
-            self.watch.start()
+            self.engines.start()
             self.health.start()
 
     def stop_task(self, key: StageKey, task_id: str, timeout: float) -> None:
@@ -273,9 +280,11 @@ class Controller:
 
     def stop_now(self, key: StageKey, task_id: str, timeout: float) -> None:
         """SIGTERM, then SIGKILL after ``timeout``; then tell the watch how it ended. A stop
-        that fails is logged, and the stage's next step sends it again."""
+        that fails is logged, and the stage's next step sends it again. It goes to the
+        engine the task lives on."""
+        watch = self.engines.watch_of(task_id)
         try:
-            self.engine.stop(task_id, timeout)
+            watch.engine.stop(task_id, timeout)
         except StackyardError as exc:
             log.warning("stage %s: stopping task %s failed: %s; trying again", key, task_id, exc)
             with self._lock:
@@ -284,7 +293,7 @@ class Controller:
                 loop.stop_failed(task_id)
             return
         try:
-            self.watch.refresh(task_id)  # an engine without events says nothing by itself
+            watch.refresh(task_id)  # an engine without events says nothing by itself
         except StackyardError as exc:
             log.warning("stage %s: task %s was stopped; reading it failed: %s", key, task_id, exc)
 
@@ -369,10 +378,9 @@ class Controller:
         observer = StageObserver(
             key,
             sessions=self.sessions,
-            watch=self.watch,
+            engines=self.engines,
             health=self.health,
             router=self.router,
-            engine=self.engine,
             route_ports=self.settings.route_ports,
             masker=stage_log.masker,
             domains=self.settings.domains,
@@ -386,6 +394,20 @@ class Controller:
             sessions=self.sessions,
             pace=Pace(tick=settings.tick, retry=settings.retry, safety_tick=settings.safety_tick),
             on_stop=self.health.forget,
+        )
+
+    def _new_watch(self, target: str, engine: Engine) -> TaskWatch:
+        """The task watch of a target's engine: every task of the platform on it."""
+        settings = self.settings
+        return TaskWatch(
+            engine,
+            settings.platform_id,
+            self._nudge,
+            resync=settings.resync,
+            poll=settings.poll,
+            retry=settings.retry,
+            on_nodes=self._nodes_changed,
+            name="task-watch" if target == "local" else f"task-watch-{target}",
         )
 
     def _image_url(self, stack: str, target: str) -> str:
@@ -407,6 +429,6 @@ class Controller:
     def _task_ports_in_use(self) -> set[int]:
         return {
             int(task.labels[LABEL_PORT])
-            for task in self.watch.all_tasks()
+            for task in self.engines.all_tasks()
             if task.labels.get(LABEL_PORT, "").isdigit()
         }

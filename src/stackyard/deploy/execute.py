@@ -40,7 +40,7 @@ from stackyard.deploy.deploylog import StageLog
 from stackyard.deploy.health import ProbeScheduler
 from stackyard.deploy.keys import StageKey
 from stackyard.deploy.portpool import TaskPorts
-from stackyard.deploy.taskwatch import TaskWatch
+from stackyard.deploy.targetengines import TargetEngines
 from stackyard.engines.base import (
     LABEL_DEPLOYMENT,
     LABEL_PLATFORM,
@@ -78,9 +78,8 @@ class Seams:
     """What every stage's executor works through, shared by all stages."""
 
     sessions: sessionmaker[Session]
-    engine: Engine
+    engines: TargetEngines  # each target's engine and task watch; a task's, by its id
     router: Router
-    watch: TaskWatch
     health: ProbeScheduler[StageKey]
     ports: TaskPorts
     # (stack, target) -> the stack's repository in the registry the target pulls from,
@@ -281,13 +280,14 @@ class Executor:
         """Remove exited tasks; the first refusal is returned (the others still go)."""
         first: StackyardError | None = None
         for task_id in task_ids:
+            watch = self.seams.engines.watch_of(task_id)  # the engine it lives on
             try:
-                self.seams.engine.remove(task_id)
+                watch.engine.remove(task_id)
             except StackyardError as exc:
                 log.warning("stage %s: cannot remove task %s: %s", self.key, task_id, exc)
                 first = first or exc
                 continue
-            self.seams.watch.drop(task_id, wake=False)
+            watch.drop(task_id, wake=False)
             memory = state.memory
             state.memory = replace(
                 memory,
@@ -297,12 +297,22 @@ class Executor:
         return first
 
     def _start(self, view: StageView, start: StartTasks, log_path: str | None) -> _Started:
-        """Start ``count`` tasks of the target release, the engine's part concurrently: a
-        20-replica rollout should not take 20 container starts one after another."""
+        """Start ``count`` tasks of the target release on its target's engine, the engine's
+        part concurrently: a 20-replica rollout should not take 20 container starts one
+        after another."""
         recipe = view.target.recipe if view.target else None
         if recipe is None:
             raise StackyardError(f"stage {self.key}: nothing to start tasks from")
         result = _Started()
+        try:
+            watch = self.seams.engines.follow(recipe.target)
+        except StackyardError as exc:  # its target was removed, or its engine cannot be made
+            reason = f"cannot start a task of release {recipe.release}: {exc.message}"
+            self.log.say(reason, log_path)
+            if start.failures_count:
+                result.failures, result.reason = start.count, reason
+            return result
+        engine = watch.engine
 
         def failed(reason: str) -> None:
             self.log.say(reason, log_path)
@@ -325,14 +335,15 @@ class Executor:
             except StackyardError as exc:  # e.g. its target was removed
                 failed(f"cannot start a task of release {recipe.release}: {exc.message}")
         if len(specs) > 1:
-            outcomes = list(self.seams.starters.map(self._engine_start, specs))
+            engines = [engine] * len(specs)
+            outcomes = list(self.seams.starters.map(self._engine_start, engines, specs))
         else:
-            outcomes = [self._engine_start(spec) for spec in specs]
+            outcomes = [self._engine_start(engine, spec) for spec in specs]
         for spec, outcome in zip(specs, outcomes, strict=True):
             if isinstance(outcome, StackyardError):
                 failed(f"task {spec.name} failed to start: {outcome.message}")
                 continue
-            self.seams.watch.put(outcome, wake=False)
+            watch.put(outcome, wake=False)
             if outcome.address is not None:
                 self.seams.health.watch(self.key, outcome.id, outcome.address, recipe.health)
             where = f"{outcome.address}" if outcome.node else f"port {spec.port}"
@@ -340,9 +351,9 @@ class Executor:
             result.started += 1
         return result
 
-    def _engine_start(self, spec: TaskSpec) -> TaskInfo | StackyardError:
+    def _engine_start(self, engine: Engine, spec: TaskSpec) -> TaskInfo | StackyardError:
         try:
-            return self.seams.engine.start(spec)
+            return engine.start(spec)
         except StackyardError as exc:
             return exc
         finally:

@@ -40,7 +40,7 @@ from stackyard.deploy.health import HealthSettings, Judgement, ProbeScheduler, f
 from stackyard.deploy.keys import Domains, StageKey, stage_route
 from stackyard.deploy.plan import TaskHealth
 from stackyard.deploy.portpool import route_port
-from stackyard.deploy.taskwatch import TaskWatch
+from stackyard.deploy.targetengines import LOCAL, TargetEngines
 from stackyard.engines.base import LABEL_RELEASE, Engine, NodeInfo, TaskInfo
 from stackyard.errors import StackyardError, require
 from stackyard.images.dockerize.python import platform_hosts
@@ -75,20 +75,18 @@ class StageObserver:
         key: StageKey,
         *,
         sessions: sessionmaker[Session],
-        watch: TaskWatch,
+        engines: TargetEngines,
         health: ProbeScheduler[StageKey],
         router: Router,
-        engine: Engine,
         route_ports: tuple[int, int],
         masker: Callable[[], SecretMasker],
         domains: Domains | None = None,
     ) -> None:
         self.key = key
         self._sessions = sessions
-        self._watch = watch
+        self._engines = engines
         self._health = health
         self._router = router
-        self._engine = engine
         self._route_ports = route_ports
         self._masker = masker
         self._domains = domains or Domains()
@@ -99,14 +97,21 @@ class StageObserver:
         and then fails at once or within its error budget; the store's is raised."""
         blind = None
         nodes: list[NodeInfo] | None = None
-        try:
-            tasks = self._watch.tasks(self.key)
-            nodes = self._watch.nodes()
-            load = Counter(t.node for t in self._watch.all_tasks() if t.running and t.node)
-        except StackyardError as exc:  # the engine's state is unknown (not listed, or down)
-            tasks, blind, load = [], _blind(exc), Counter()
-        where = _places(nodes)
+        load: Counter[str] = Counter()
+        tasks = self._engines.stage_tasks(self.key)
         found = self._records(tasks)
+        # The stage runs on its release's target's engine (made and followed on first use).
+        target = records.stage_config(found.release).target if found is not None else LOCAL
+        try:
+            watch = self._engines.answering(target)
+            if target != LOCAL and {t.id for t in watch.tasks(self.key)} - {t.id for t in tasks}:
+                tasks = self._engines.stage_tasks(self.key)  # its engine was listed just now
+                found = self._records(tasks)
+            nodes = watch.nodes()
+            load = Counter(t.node for t in watch.all_tasks() if t.running and t.node)
+        except StackyardError as exc:  # the engine's state is unknown (not listed, or down)
+            tasks, blind = [], _blind(exc)
+        where = _places(nodes)
         masker = functools.cache(self._masker)  # made only when a bad task's output is read
         if found is None:
             facts = tuple(
@@ -121,7 +126,7 @@ class StageObserver:
         stage = records.stage_config(found.release)
         settings = stage_settings(stage, self.key, self._domains, found.route)
         try:
-            self._require_abilities(stage, settings)
+            self._require_abilities(stage, settings, self._engines.engine(target))
             route = self._route(found, stage, settings)
         except StackyardError as exc:  # the router does not answer, or cannot serve it
             return StageView(
@@ -153,12 +158,14 @@ class StageObserver:
             node_load=tuple(sorted(load.items())),
         )
 
-    def _require_abilities(self, stage: StageConfig, settings: StageSettings) -> None:
-        """UnsupportedError when the stage needs what the engine or the router cannot do
-        (a usage error: the deployment fails at once, naming it)."""
+    def _require_abilities(
+        self, stage: StageConfig, settings: StageSettings, engine: Engine
+    ) -> None:
+        """UnsupportedError when the stage needs what its target's engine or the router
+        cannot do (a usage error: the deployment fails at once, naming it)."""
         if stage.health.type == "docker":
             require(
-                self._engine,
+                engine,
                 "image_healthcheck",
                 needed_for=f"judge stage {self.key} by its image's HEALTHCHECK",
                 hint="set health.type: http (with a path) in stackyard.yml, or use an "
@@ -166,7 +173,7 @@ class StageObserver:
             )
         if stage.placement.constraints:
             require(
-                self._engine,
+                engine,
                 "nodes",
                 needed_for=f"place stage {self.key}'s tasks by constraint "
                 f"({', '.join(stage.placement.constraints)})",
@@ -320,7 +327,8 @@ class StageObserver:
 
     def _last_lines(self, task: TaskInfo, masker: SecretMasker) -> tuple[str, ...]:
         try:
-            lines = [line for line in self._engine.logs(task.id, tail=LAST_LINES) if line.strip()]
+            logs = self._engines.engine_of(task.id).logs(task.id, tail=LAST_LINES)
+            lines = [line for line in logs if line.strip()]
         except StackyardError as exc:
             log.warning("stage %s: cannot read the log of task %s: %s", self.key, task.name, exc)
             return (f"(its log could not be read: {exc.message})",)

@@ -57,6 +57,18 @@ def stage_config(release: Release) -> StageConfig:
     return StageConfig.model_validate(release.config.get("stage") or {"name": release.stage})
 
 
+def stage_target(session: Session, stack_id: int, stage: str) -> str:
+    """The target the stage's tasks run on: its active deployment's release's, else its
+    current release's (``local`` without either)."""
+    deployment = active(session, stack_id, stage)
+    release = (
+        find_release(session, stack_id, stage, deployment.release_number)
+        if deployment is not None
+        else current_release(session, stack_id, stage)
+    )
+    return stage_config(release).target if release is not None else "local"
+
+
 def find_release(session: Session, stack_id: int, stage: str, number: int | None) -> Release:
     query = select(Release).where(Release.stack_id == stack_id, Release.stage == stage)
     if number is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
@@ -29,6 +29,7 @@ from stackyard.deploy.domains import (
 from stackyard.deploy.overview import Overview, TaskCount, stack_rows
 from stackyard.deploy.plan import TaskHealth
 from stackyard.deploy.records import DeploymentView
+from stackyard.deploy.targetengines import on_target
 from stackyard.deploy.traffic import StageTraffic, TrafficReport
 from stackyard.deploy.trafficstore import TrafficCounter
 from stackyard.engines.base import (
@@ -36,6 +37,7 @@ from stackyard.engines.base import (
     LABEL_RELEASE,
     LABEL_STACK,
     LABEL_STAGE,
+    Engine,
     TaskInfo,
 )
 from stackyard.errors import NotFoundError, StackyardError, UsageError
@@ -180,15 +182,27 @@ class DeployService:
     # -- tasks and their health: one path for `tasks`, `check` and the console
 
     def tasks(self, stack_name: str, stage: str) -> builtins.list[TaskView]:
+        """The stage's tasks, as its target's engine lists them."""
         with self._sessions() as session:
-            self._stage(session, stack_name, stage)
-        return self._task_views({LABEL_STACK: stack_name, LABEL_STAGE: stage}).get(
-            (stack_name, stage), []
-        )
+            stack = self._stage(session, stack_name, stage)
+            target = records.stage_target(session, stack.id, stage)
+        engines = self._controller.engines
+        try:
+            engine = engines.engine(target)
+        except StackyardError as exc:
+            raise on_target(target, exc) from exc
+        labels = {LABEL_STACK: stack_name, LABEL_STAGE: stage}
+        try:
+            views = self._task_views(labels, [engine])
+        except StackyardError as exc:
+            raise on_target(target, exc) from exc
+        return views.get((stack_name, stage), [])
 
     def task_logs(self, task_id: str, *, tail: int | None, follow: bool) -> Iterator[str]:
-        """One task's output lines (as ``tasks`` lists it), oldest first; unmasked."""
-        return self._controller.engine.logs(task_id, tail=tail, follow=follow)
+        """One task's output lines (as ``tasks`` lists it), oldest first, from the engine
+        it lives on; unmasked."""
+        engine = self._controller.engines.engine_of(task_id)
+        return engine.logs(task_id, tail=tail, follow=follow)
 
     @staticmethod
     def serving(task: TaskView) -> bool:
@@ -199,12 +213,15 @@ class DeployService:
         """Every stack (or only the one named) with each stage's release, desired and
         serving tasks and latest deployment: the console's grid, in one engine call."""
         labels = {LABEL_STACK: only} if only is not None else {}
-        engine_error: str | None = None
-        try:
-            views = self._task_views(labels)
-        except StackyardError as exc:
-            # The page still shows what the store knows, and says why task counts are missing.
-            views, engine_error = {}, exc.message
+        views: dict[tuple[str, str], builtins.list[TaskView]] = {}
+        problems: builtins.list[str] = []
+        for target, engine in self._controller.engines.followed():
+            try:
+                views.update(self._task_views(labels, [engine]))
+            except StackyardError as exc:
+                # The page still shows what the store knows, and says why counts are missing.
+                problems.append(on_target(target, exc).message)
+        engine_error = "; ".join(problems) or None
         counts = {
             key: TaskCount(
                 running=sum(1 for t in tasks if t.state == "running"),
@@ -217,14 +234,19 @@ class DeployService:
         return Overview(rows, engine_error)
 
     def _task_views(
-        self, labels: Mapping[str, str]
+        self, labels: Mapping[str, str], engines: Sequence[Engine]
     ) -> dict[tuple[str, str], builtins.list[TaskView]]:
-        """The platform's tasks matching ``labels`` (one engine call), by (stack, stage),
-        oldest first, each with the health its stage loop last judged."""
+        """The platform's tasks matching ``labels`` on ``engines`` (one call each), by
+        (stack, stage), oldest first, each with the health its stage loop last judged."""
         now = datetime.now(UTC)
-        engine = self._controller.engine
-        tasks = engine.list({LABEL_PLATFORM: self._controller.settings.platform_id, **labels})
-        names = {n.id: n.name for n in engine.nodes()} if engine.supports_nodes else {}
+        tasks: builtins.list[TaskInfo] = []
+        names: dict[str, str] = {}
+        for engine in engines:
+            tasks.extend(
+                engine.list({LABEL_PLATFORM: self._controller.settings.platform_id, **labels})
+            )
+            if engine.supports_nodes:
+                names.update({n.id: n.name for n in engine.nodes()})
         grouped: dict[tuple[str, str], builtins.list[TaskInfo]] = defaultdict(builtins.list)
         for task in tasks:
             grouped[(task.labels.get(LABEL_STACK, ""), task.labels.get(LABEL_STAGE, ""))].append(

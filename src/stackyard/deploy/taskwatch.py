@@ -54,8 +54,10 @@ class TaskWatch:
         poll: float = 1.0,
         retry: float = 1.0,
         on_nodes: NodeChange | None = None,
+        name: str = "task-watch",
     ) -> None:
         self.engine = engine
+        self._name = name  # its thread's
         # Called (on the watch's thread) after a listing in which nodes changed: the nodes
         # before and after, by id, and every task then.
         self._on_nodes = on_nodes
@@ -91,6 +93,17 @@ class TaskWatch:
                 raise self._problem
             tasks = list(self._tasks.values())
         return sorted(tasks, key=lambda t: (t.started_at or _NEVER_STARTED, t.id))
+
+    def problem(self) -> StackyardError | None:
+        """Why the engine's tasks are unknown now (not listed yet, or it stopped
+        answering); None while they are known."""
+        with self._lock:
+            return self._problem
+
+    def has(self, task_id: str) -> bool:
+        """Whether the task is one of this engine's, as last seen."""
+        with self._lock:
+            return task_id in self._tasks
 
     def nodes(self) -> list[NodeInfo] | None:
         """The engine's nodes as last listed; None for an engine without nodes."""
@@ -195,7 +208,7 @@ class TaskWatch:
         except StackyardError as exc:
             log.warning("cannot list the engine's tasks yet (%s); retrying", exc)
         self._thread = threading.Thread(
-            target=self._run, args=(stream,), name="task-watch", daemon=True
+            target=self._run, args=(stream,), name=self._name, daemon=True
         )
         self._thread.start()
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -178,11 +179,7 @@ def _engine_probe(platform_engine: Engine) -> Callable[[str, str | None], int | 
     plugin for the target's endpoint (closed after); its node count when it has nodes."""
 
     def probe(kind: str, endpoint: str | None) -> int | None:
-        engine = (
-            platform_engine
-            if endpoint is None
-            else plugins.create(plugins.engine(kind), {"endpoint": endpoint})
-        )
+        engine = platform_engine if endpoint is None else target_engine(kind, endpoint)
         try:
             engine.ping()
             engine.verify()
@@ -192,6 +189,26 @@ def _engine_probe(platform_engine: Engine) -> Callable[[str, str | None], int | 
                 engine.close()
 
     return probe
+
+
+def target_engine(kind: str, endpoint: str) -> Engine:
+    """A target's engine, made by its plugin for its endpoint. A Docker engine's tasks
+    answer on the host it is reached at (``tcp://10.0.0.5:2376`` -> 10.0.0.5; a unix
+    socket: this machine's loopback); a swarm's, at their nodes' addresses."""
+    host = urlsplit(endpoint).hostname  # None for unix:///…
+    offer: dict[str, object] = {"endpoint": endpoint, "task_host": host or "127.0.0.1"}
+    return plugins.create(plugins.engine(kind), offer)
+
+
+def _target_engines(targets: TargetService) -> Callable[[str], Engine]:
+    """How the controller reaches a stage's target's engine (a NotFoundError names a
+    target that was removed since the release)."""
+
+    def make(name: str) -> Engine:
+        view = targets.get(name)
+        return target_engine(view.engine, view.endpoint)
+
+    return make
 
 
 def _target_places(
@@ -298,6 +315,7 @@ def build_services(
         resolve_secrets=secrets.resolve,
         outbox=outbox,
         targets=places,
+        engines=_target_engines(targets),
     )
     traffic = TrafficCounter(
         sessions,
