@@ -1,0 +1,200 @@
+"""Stages on their targets' engines: dev (local) -> prod-eu -> prod-us from one git push.
+
+Two targets, each a Docker engine of its own (an extra dockerd per target, started for
+this module: tests/integration/extra_engine.py) pulling from a registry of its own (a real
+token registry each). One ``git push`` runs the pipeline through the three stages; the
+same digest ends up in the platform's registry and in both targets' registries, ``check``
+matches on every stage, and each stage's task runs on its target's engine (asked there
+directly, and absent from the others). Meanwhile a stage on a target whose engine socket
+does not exist fails its deployment naming the target, and holds up nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from stackyard.engines.base import LABEL_PLATFORM, LABEL_STACK, LABEL_STAGE
+from stackyard.images.registry import RegistryClient
+from stackyard.platform.credentials import ensure_registry_login
+
+from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
+from .extra_engine import ExtraEngine, extra_engine
+from .gitrepo import GitRepo
+from .test_pipelines import run_record, wait_run
+from .token_registry import TokenRegistry, token_registry
+
+pytestmark = pytest.mark.integration
+
+FAST = (
+    "    health: {path: /healthz, interval: 0.5, timeout: 1, retries: 2, start_period: 2}\n"
+    "    deploy: {drain_seconds: 0.5, stop_timeout: 3}\n"
+)
+STAGES = (
+    "stages:\n"
+    f"  - name: dev\n{FAST}"
+    f"  - name: prod-eu\n    target: eu\n{FAST}"
+    f"  - name: prod-us\n    target: us\n{FAST}"
+)
+LOST = f"stages:\n  - name: dev\n    target: gone\n{FAST}"
+# Says where it runs on its output (the task log, read through its target's engine).
+SAYS_WHERE = 'FROM busybox:latest\nCOPY www /www\nCMD ["sh", "-c", "echo up on $HOST:$PORT; ' + (
+    'exec busybox httpd -f -p ${HOST}:${PORT} -h /www"]\n'
+)
+GONE_SOCKET = "unix:///nonexistent/stackyard-gone.sock"
+
+
+@pytest.fixture(scope="module")
+def places(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, tuple[ExtraEngine, TokenRegistry]]]:
+    """eu and us: an engine and a registry each."""
+    root = tmp_path_factory.mktemp("targets")
+    with (
+        extra_engine("eu", root / "eu-engine") as eu_engine,
+        token_registry(root / "eu-registry") as eu_registry,
+        extra_engine("us", root / "us-engine") as us_engine,
+        token_registry(root / "us-registry") as us_registry,
+    ):
+        yield {"eu": (eu_engine, eu_registry), "us": (us_engine, us_registry)}
+
+
+@pytest.fixture(scope="module")
+def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    running = start_platform(tmp_path_factory.mktemp("spread") / "data")
+    try:
+        yield running
+    finally:
+        stop_platform(running)
+
+
+def add_registry(yard: RunningPlatform, name: str, registry: TokenRegistry) -> None:
+    subprocess.run(
+        [*STACKYARD, "registries", "add", name, "--url", f"{registry.endpoint}/acme",
+         "--username", registry.username, "--password-stdin"],
+        input=registry.password + "\n", env=yard.env, capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+
+
+def containers(client: docker.DockerClient, platform: str, stack: str) -> list[dict[str, Any]]:
+    """The platform's running containers of ``stack`` on that engine: stage and image."""
+    found = client.containers.list(
+        filters={"label": [f"{LABEL_PLATFORM}={platform}", f"{LABEL_STACK}={stack}"]}
+    )
+    return [{"stage": c.labels[LABEL_STAGE], "image": c.attrs["Config"]["Image"]} for c in found]
+
+
+def deployment(yard: RunningPlatform, stack: str, stage: str) -> dict[str, Any]:
+    listed = json.loads(yard.cli("deployments", stack, "--stage", stage, "--json").stdout)
+    return dict(listed[0])
+
+
+def test_one_push_runs_dev_then_prod_eu_then_prod_us_each_on_its_targets_engine(
+    yard: RunningPlatform,
+    places: dict[str, tuple[ExtraEngine, TokenRegistry]],
+    tmp_path: Path,
+) -> None:
+    for name, (engine, registry) in places.items():
+        add_registry(yard, f"{name}-registry", registry)
+        yard.cli("targets", "add", name, "--docker", engine.endpoint,
+                 "--registry", f"{name}-registry", "--region", f"{name}-1")  # fmt: skip
+        checked = json.loads(yard.cli("targets", "check", name, "--json").stdout)
+        assert checked["ok"], checked
+    yard.cli("targets", "add", "gone", "--docker", GONE_SOCKET)
+
+    # A stage on the target whose engine is not there: deployed first, failing meanwhile.
+    lost = GitRepo.from_example("hello", tmp_path / "lost")
+    lost.write("stackyard.yml", LOST)
+    lost.write("Dockerfile", SAYS_WHERE)
+    lost.commit("dev runs on target gone")
+    yard.cli("stacks", "create", "lost", "--repo", str(lost.path))
+    yard.cli("build", "lost", timeout=300)
+    yard.cli("release", "lost", "--stage", "dev")
+    yard.cli("deploy", "lost", "--stage", "dev", "--detach")
+
+    repo = GitRepo.from_example("hello", tmp_path / "spread")
+    repo.write("stackyard.yml", STAGES)
+    repo.write("Dockerfile", SAYS_WHERE)
+    repo.commit("dev here, prod-eu and prod-us on their targets")
+    yard.cli("stacks", "create", "spread", "--repo", str(repo.path))
+    began = time.monotonic()
+    pushed = repo.push(yard.cli("remote", "spread").stdout.strip())
+    assert "pipeline run 1 started" in pushed
+    done = wait_run(yard, "spread", 1, ("SUCCEEDED", "FAILED"), timeout=240)
+    assert done["status"] == "SUCCEEDED", done
+
+    # The same digest in the platform's registry and in each target's.
+    digest = json.loads(yard.cli("releases", "spread", "--stage", "prod-us", "--json").stdout)[0][
+        "digest"
+    ]
+    login = ensure_registry_login(yard.data_dir / "registry-credentials.json", yard.registry)
+    with RegistryClient(yard.registry, username=login.username, password=login.password) as home:
+        assert home.resolve("spread", "dev") == digest
+    for name, (_engine, registry) in places.items():
+        with RegistryClient(
+            registry.endpoint, username=registry.username, password=registry.password
+        ) as client:
+            assert client.resolve("acme/spread", f"prod-{name}") == digest
+
+    for stage in ("dev", "prod-eu", "prod-us"):
+        state = json.loads(yard.cli("check", "spread", "--stage", stage, "--json").stdout)
+        assert state["converged"], state
+        assert state["digest"] == digest, state
+        assert [t["match"] for t in state["tasks"]] == [True], state
+
+    # Each stage's task is on its target's engine, pulled from its target's registry.
+    platform = _platform_id(yard)
+    main = docker.from_env()
+    try:
+        assert [c["stage"] for c in containers(main, platform, "spread")] == ["dev"]
+    finally:
+        main.close()
+    for name, (engine, registry) in places.items():
+        client = engine.client()
+        try:
+            assert containers(client, platform, "spread") == [
+                {"stage": f"prod-{name}", "image": f"{registry.endpoint}/acme/spread@{digest}"}
+            ]
+        finally:
+            client.close()
+    (task,) = json.loads(yard.cli("tasks", "spread", "--stage", "prod-eu", "--json").stdout)
+    assert task["digest"] == digest, task
+    logs = yard.cli("logs", "spread", "--tasks", "--stage", "prod-eu").stdout
+    assert f"up on 127.0.0.1:{task['port']}" in logs, logs
+
+    # The stage on target gone failed, naming it and what to do; the pipeline went on.
+    failed = _wait_deployment(yard, "lost", "dev", ("FAILED",), began + 120)
+    assert "target gone: " in failed["reason"], failed
+    assert "stackyard targets check gone" in failed["reason"], failed
+    assert run_record(yard, "spread", 1)["status"] == "SUCCEEDED"
+
+    yard.cli("stacks", "delete", "spread", "--yes")  # its tasks go from every engine
+    for engine, _registry in places.values():
+        client = engine.client()
+        try:
+            assert containers(client, platform, "spread") == []
+        finally:
+            client.close()
+
+
+def _wait_deployment(
+    yard: RunningPlatform, stack: str, stage: str, until: tuple[str, ...], deadline: float
+) -> dict[str, Any]:
+    record = deployment(yard, stack, stage)
+    while record["status"] not in until and time.monotonic() < deadline:
+        time.sleep(0.5)
+        record = deployment(yard, stack, stage)
+    assert record["status"] in until, record
+    return record
+
+
+def _platform_id(yard: RunningPlatform) -> str:
+    return (yard.data_dir / "platform-id").read_text().strip()
