@@ -271,8 +271,8 @@ REGIONAL_UPLOADS = "/v2/acme/regional/blobs/uploads/"
 
 
 # A stage on a target whose registry is this outside one: its release is copied there and
-# its tasks pull from there. The target's engine is the platform's own here (each stage
-# running on its target's engine is issue 13's next part).
+# its tasks pull from there. The target's engine is another instance on the platform's own
+# engine's socket here (separate engines per target: test_target_engines.py).
 def test_a_stage_on_a_target_with_its_own_registry_runs_the_same_digest(
     yard: RunningPlatform, outside: TokenRegistry, tmp_path: Path
 ) -> None:

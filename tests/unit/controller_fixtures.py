@@ -107,6 +107,7 @@ class Yard:
     rollbacks: list[RollbackCall] = field(default_factory=list)
     # The engines of targets other than local, by name (made when a stage on one is seen).
     target_engines: dict[str, FakeEngine] = field(default_factory=dict)
+    made: list[str] = field(default_factory=list)  # the targets whose engine was made
 
     def __post_init__(self) -> None:
         self.controller = self.new_controller()
@@ -132,6 +133,7 @@ class Yard:
         )
 
     def target_engine(self, name: str) -> FakeEngine:
+        self.made.append(name)
         if name not in self.target_engines:
             raise NotFoundError(f"no target named '{name}' (targets: local)")
         return self.target_engines[name]

@@ -621,6 +621,7 @@ def test_a_stage_runs_stops_and_heals_on_its_targets_engine(yard: Yard) -> None:
     yard.run_until(lambda: yard.status(second) == "COMPLETED" and len(eu_engine.task_ids) == 1)
     assert healed in [args[0] for args in eu_engine.calls_to("stop")]
     assert [t.digest for t in eu_engine.list({})] == [V2]
+    assert yard.made == ["eu"]  # one engine for the target, made once and kept
     # The platform's own engine was never asked to start, stop or remove anything.
     assert [name for name, _ in yard.engine.calls if name in ("start", "stop", "remove")] == []
 

@@ -211,16 +211,19 @@ class DeployService:
 
     def overview(self, only: str | None = None) -> Overview:
         """Every stack (or only the one named) with each stage's release, desired and
-        serving tasks and latest deployment: the console's grid, in one engine call."""
+        serving tasks and latest deployment: the console's grid, in one call per engine in use."""
         labels = {LABEL_STACK: only} if only is not None else {}
         views: dict[tuple[str, str], builtins.list[TaskView]] = {}
         problems: builtins.list[str] = []
         for target, engine in self._controller.engines.followed():
             try:
-                views.update(self._task_views(labels, [engine]))
+                found = self._task_views(labels, [engine])
             except StackyardError as exc:
                 # The page still shows what the store knows, and says why counts are missing.
                 problems.append(on_target(target, exc).message)
+                continue
+            for key, listed in found.items():  # a stage that moved has tasks on both
+                views.setdefault(key, []).extend(listed)
         engine_error = "; ".join(problems) or None
         counts = {
             key: TaskCount(

@@ -3,8 +3,8 @@
 A target bundles an engine (``docker`` or ``swarm``, by endpoint), the registry that
 engine pulls from (an outside registry, or the platform's own), a region name, and the
 router that serves its stages. ``local`` is built in: the platform's own engine,
-registry and router; a stage without ``target:`` runs there. Called by the API; the
-controller will look a stage's target up here to reach its engine (issue 13's next part).
+registry and router; a stage without ``target:`` runs there. Called by the API, and by
+the controller's engine factory (pipeline/services.py) to reach a stage's target's engine.
 """
 
 from __future__ import annotations
