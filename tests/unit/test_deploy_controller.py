@@ -626,6 +626,18 @@ def test_a_stage_runs_stops_and_heals_on_its_targets_engine(yard: Yard) -> None:
     assert [name for name, _ in yard.engine.calls if name in ("start", "stop", "remove")] == []
 
 
+def test_a_target_on_the_platforms_own_engine_sees_each_task_once(yard: Yard) -> None:
+    yard.target_engines["eu"] = yard.engine  # another connection to the same engine
+    yard.controller.targets = lambda name: TargetPlace(name, builtin=False)
+    yard.engine.behave(V1, healthy=True)
+    number = yard.deploy(yard.release(V1, target="eu"))
+    yard.run_until(lambda: yard.status(number) == "COMPLETED")
+    yard.tick(3)
+    assert len(yard.engine.task_ids) == 1
+    assert yard.engine.calls_to("stop") == []
+    assert yard.controller.loop_for(KEY).memory.deployment is None
+
+
 def test_an_unreachable_target_holds_up_only_its_stage_and_names_the_target(yard: Yard) -> None:
     eu_engine = yard.target_engines["eu"] = FakeEngine(yard.clock)
     yard.controller.targets = lambda name: TargetPlace(name, builtin=False)

@@ -225,12 +225,14 @@ class Controller:
             loop.stop()
         problems: list[str] = []
         labels = {LABEL_PLATFORM: self.settings.platform_id, LABEL_STACK: stack}
+        seen: set[str] = set()  # two targets may name one engine: each task goes once
         for target, engine in self.engines.followed():
             try:
-                tasks = engine.list(labels)
+                tasks = [t for t in engine.list(labels) if t.id not in seen]
             except StackyardError as exc:
                 problems.append(f"tasks on target {target}: {exc.message}")
                 continue
+            seen |= {t.id for t in tasks}
             found = (self._stop_and_remove(task, engine) for task in tasks)
             problems.extend(p for p in found if p)
         for route in routes:

@@ -223,7 +223,8 @@ class DeployService:
                 problems.append(on_target(target, exc).message)
                 continue
             for key, listed in found.items():  # a stage that moved has tasks on both
-                views.setdefault(key, []).extend(listed)
+                known = {t.id for t in views.get(key, [])}  # two targets may name one engine
+                views.setdefault(key, []).extend(t for t in listed if t.id not in known)
         engine_error = "; ".join(problems) or None
         counts = {
             key: TaskCount(

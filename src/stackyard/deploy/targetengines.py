@@ -154,26 +154,32 @@ class TargetEngines:
         own target."""
         with self._lock:
             watches = list(self._watches.values())
-        found: list[TaskInfo] = []
+        if len(watches) == 1:
+            try:
+                return watches[0].tasks(key)
+            except StackyardError:
+                return []
+        found: dict[str, TaskInfo] = {}
         for watch in watches:
             try:
-                found.extend(watch.tasks(key))
+                tasks = watch.tasks(key)
             except StackyardError:
                 continue
-        if len(watches) == 1:
-            return found
-        return sorted(found, key=lambda t: (t.started_at or _NEVER_STARTED, t.id))
+            for task in tasks:  # two targets may name one engine: a task counts once
+                found.setdefault(task.id, task)
+        return sorted(found.values(), key=lambda t: (t.started_at or _NEVER_STARTED, t.id))
 
     def all_tasks(self) -> list[TaskInfo]:
         """Every task of the platform: the platform's own engine's (raising when they are
         unknown, as before), and those of every other engine that answers."""
         with self._lock:
             others = [w for t, w in self._watches.items() if t != LOCAL]
-        found = self.local_watch.all_tasks()
+        found = {task.id: task for task in self.local_watch.all_tasks()}
         for watch in others:
             if watch.problem() is None:
-                found.extend(watch.all_tasks())
-        return found
+                for task in watch.all_tasks():  # two targets may name one engine
+                    found.setdefault(task.id, task)
+        return list(found.values())
 
 
 def on_target(target: str, exc: StackyardError) -> StackyardError:
