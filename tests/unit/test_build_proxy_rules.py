@@ -16,6 +16,7 @@ from stackyard.images.dockerproxy.rules import (
     BuildScope,
     Forward,
     Refuse,
+    StageRepository,
     api_path,
     decide,
     judge,
@@ -318,3 +319,57 @@ def test_a_build_s_scope_follows_the_stack_s_image_url() -> None:
     )
     own = isolation.scope("shop", LOGIN, image_url=f"{REGISTRY}/shop", platform_registry=REGISTRY)
     assert (own.repository, own.platform_registry) == (f"{REGISTRY}/shop", None)
+
+
+# -- a release whose stage's target pulls from another registry -------------------------------
+
+EU = "127.0.0.1:5998"
+EU_LOGIN = RegistryLogin(EU, "eu-robot", "eu-password")
+RELEASE_SCOPE = BuildScope(
+    "shop", REGISTRY, LOGIN, LIMITS, stage=StageRepository(EU, "acme/shop", EU_LOGIN)
+)
+
+
+def ask_release(method: str, path: str, body: bytes = b"", **query: str) -> Any:
+    values = {k: [v] for k, v in query.items()}
+    return decide(ApiRequest(method, path, values, body), RELEASE_SCOPE)
+
+
+def test_a_release_pushes_to_the_stack_s_repository_in_its_target_registry_with_its_login() -> None:
+    regional = ask_release("POST", f"/images/{EU}/acme/shop/push", tag="prod")
+    assert isinstance(regional, Forward)
+    assert regional.auth == EU_LOGIN
+    home = ask_release("POST", f"/images/{REGISTRY}/shop/push", tag="prod")
+    assert isinstance(home, Forward)
+    assert home.auth == LOGIN
+    tagged = ask_release(
+        "POST", f"/images/{REGISTRY}/shop:dev/tag", repo=f"{EU}/acme/shop", tag="prod"
+    )
+    assert isinstance(tagged, Forward)
+    assert tagged.records == ()  # the stack's own repository there: no record needed
+    assert (
+        judge(f"{EU}/acme/shop:prod", image("busybox:latest"), RELEASE_SCOPE, "write", NAMES)
+        is None
+    )
+    login = json.dumps({"username": "AWS", "password": "stand-in", "serveraddress": EU}).encode()
+    assert ask_release("POST", "/auth", login) == Answer(
+        200, {"Status": "Login Succeeded", "IdentityToken": ""}
+    )
+
+
+def test_a_release_may_not_push_to_another_stack_s_repository_in_the_target_registry() -> None:
+    for name in (f"{EU}/acme/victim", f"{EU}/shop", f"{EU}/acme/shop/more"):
+        message = refused(ask_release("POST", f"/images/{name}/push", tag="prod"))
+        assert "another stack's repository" in message, name
+        assert f"{EU}/acme/shop ($REGIONAL_ECR_IMAGE_URL)" in message
+        refused(ask_release("POST", "/images/create", fromImage=name, tag="prod"))
+        refused(judge(f"{name}:prod", None, RELEASE_SCOPE, "write", NAMES), "another stack's")
+    assert EU in RELEASE_SCOPE.registries  # a docker build's FROM never gets its login
+
+
+def test_a_build_may_not_push_to_the_target_registry_at_all() -> None:
+    message = refused(ask("POST", f"/images/{EU}/acme/shop/push", tag="prod"))
+    assert f"a build of shop pushes only to its own repository {REGISTRY}/shop" in message
+    elsewhere = ask("POST", "/auth", json.dumps({"serveraddress": EU}).encode())
+    assert isinstance(elsewhere, Forward)  # not answered: the engine asks the registry
+    assert elsewhere.auth is None

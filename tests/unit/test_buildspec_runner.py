@@ -231,6 +231,33 @@ def test_aws_answers_the_ecr_password_masked(run_spec: RunSpec, tmp_path: Path) 
     assert password not in (tmp_path / "logs" / "build.log").read_text()
 
 
+def test_aws_answers_the_stage_target_registry_s_password_for_the_stage_region(
+    run_spec: RunSpec, tmp_path: Path
+) -> None:
+    """TinyStacks' regional login: ``--region $STAGE_REGION`` gets the password of the
+    registry the stage's target uses; another region (or none) gets the stack's."""
+    text = spec(
+        phase(
+            "build",
+            'R="$REGIONAL_REGISTRY_PASSWORD"; O="$REGISTRY_PASSWORD"',
+            'p=$(aws ecr get-login-password --region $STAGE_REGION); test "$p" = "$R" && echo st',
+            'p=$(aws --region eu-west ecr get-login-password); test "$p" = "$R" && echo global',
+            'p=$(aws ecr get-login-password --region=us-east); test "$p" = "$O" && echo other',
+            'p=$(aws ecr get-login-password --region $AWS_REGION); test "$p" = "$O" && echo none',
+        )
+    )
+    own, regional = "s3cret-stack-pw", "s3cret-regional-pw"
+    passwords = {"REGISTRY_PASSWORD": own, "REGIONAL_REGISTRY_PASSWORD": regional}
+    ran = run_spec(
+        tmp_path,
+        text,
+        platform_variables={"STAGE_REGION": "eu-west", **passwords},
+        secrets=passwords,
+    )
+    assert ran.result.status is Status.SUCCEEDED, ran.output()
+    assert ran.output() == ["st", "global", "other", "none"]
+
+
 def test_aws_refuses_anything_else_in_one_line(run_spec: RunSpec, tmp_path: Path) -> None:
     ran = run_spec(tmp_path, spec(phase("build", "aws s3 cp report.html s3://bucket/ 2>&1")))
     assert ran.output() == ["aws: not supported by Stackyard: aws s3 cp report.html s3://bucket/"]

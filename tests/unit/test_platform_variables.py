@@ -6,9 +6,16 @@ import base64
 import json
 from pathlib import Path
 
+from stackyard.images.dockerproxy.rules import StageRepository
 from stackyard.images.imagestore import ImageStore, Placement, TargetPlace
 from stackyard.images.registry_fake import FakeRegistry
-from stackyard.pipeline.platform_variables import SpecLogin, SpecRun, spec_login, spec_variables
+from stackyard.pipeline.platform_variables import (
+    SpecLogin,
+    SpecRun,
+    spec_login,
+    spec_variables,
+    stage_registry,
+)
 from stackyard.registry_login import RegistryLogin
 
 REGISTRY = "127.0.0.1:5999"
@@ -39,8 +46,9 @@ def test_a_release_gets_its_stage_and_the_one_it_promotes_from(tmp_path: Path) -
         "REGISTRY_USERNAME": "stackyard",
         "REGISTRY_PASSWORD": "pw-123",
         "STAGE_REGION": "",
-        "REGIONAL_ECR_ENDPOINT": REGISTRY,
-        "REGIONAL_ECR_IMAGE_URL": f"{REGISTRY}/shop",
+        # TinyStacks' regional pair is empty for a stage in the stack's own registry
+        "REGIONAL_ECR_ENDPOINT": "",
+        "REGIONAL_ECR_IMAGE_URL": "",
         "SERVICE_NAME": "placeholder",
     }
 
@@ -90,7 +98,8 @@ def test_a_release_to_a_stage_on_a_target_gets_that_targets_region_and_registry(
     eu_login = RegistryLogin("127.0.0.1:5998", "bot", "eu-pw")
     eu = TargetPlace("eu", "eu-west", Placement("eu", None, "acme", eu_login), builtin=False)
     run = SpecRun("shop", SHA, "shop:prod", stage="prod", previous_stage="dev", target=eu)
-    login = SpecLogin("stackyard", "pw-123")
+    regional = stage_registry(images(), "shop", eu)
+    login = spec_login(images(), "shop", in_container=False, scratch=tmp_path, stage=regional)
     values = spec_variables(run, images(), artifacts=str(tmp_path / "a"), login=login)
     assert (
         values["STAGE_REGION"],
@@ -98,3 +107,26 @@ def test_a_release_to_a_stage_on_a_target_gets_that_targets_region_and_registry(
         values["REGIONAL_ECR_IMAGE_URL"],
     ) == ("eu-west", "127.0.0.1:5998", "127.0.0.1:5998/acme/shop")
     assert values["IMAGE_URL"] == f"{REGISTRY}/shop"  # where the stack's images are
+    # On the host: the target registry's password, and a docker config logged in there too.
+    assert values["REGIONAL_REGISTRY_PASSWORD"] == "eu-pw"
+    assert values["REGISTRY_PASSWORD"] == "pw-123"
+    auths = json.loads((tmp_path / "docker" / "config.json").read_text())["auths"]
+    assert base64.b64decode(auths["127.0.0.1:5998"]["auth"]).decode() == "bot:eu-pw"
+    assert regional.repository() == StageRepository("127.0.0.1:5998", "acme/shop", eu_login)
+
+    # In a build container: a stand-in, never the registry's own password.
+    inside = spec_login(images(), "shop", in_container=True, scratch=tmp_path, stage=regional)
+    assert inside.stage_password is not None
+    assert inside.stage_password.startswith("stand-in-")
+    assert inside.stage_password != inside.password
+
+
+def test_a_stage_on_local_has_no_second_registry(tmp_path: Path) -> None:
+    regional = stage_registry(images(), "shop", TargetPlace("local"))
+    assert regional.own
+    assert regional.repository() is None
+    login = spec_login(images(), "shop", in_container=False, scratch=tmp_path, stage=regional)
+    assert login.stage_password is None
+    run = SpecRun("shop", SHA, "shop:prod", stage="prod", previous_stage="dev")
+    values = spec_variables(run, images(), artifacts=str(tmp_path / "a"), login=login)
+    assert "REGIONAL_REGISTRY_PASSWORD" not in values

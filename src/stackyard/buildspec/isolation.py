@@ -28,7 +28,7 @@ from stackyard.images.build_container import (
     BuildContainer,
     BuildContainerSpec,
 )
-from stackyard.images.dockerproxy.rules import BuildLimits, BuildScope
+from stackyard.images.dockerproxy.rules import BuildLimits, BuildScope, StageRepository
 from stackyard.images.dockerproxy.server import BuildProxy
 from stackyard.registry_login import RegistryLogin
 from stackyard.settings import DEFAULT_BUILD_IMAGE
@@ -70,11 +70,13 @@ class BuildIsolation:
         push_elsewhere: bool = False,
         image_url: str | None = None,
         platform_registry: str | None = None,
+        stage: StageRepository | None = None,
     ) -> BuildScope:
         """What the build's Docker API lets a build of ``stack`` do, with these limits: push
         to its repository (``image_url``, else ``stack`` in ``login``'s registry) with
         ``login``. ``platform_registry``'s repositories are other stacks' when the stack
-        pushes to an outside registry."""
+        pushes to an outside registry. A release also pushes to ``stage``, the stack's
+        repository in its stage's target registry."""
         registry = login.registry if login is not None else None
         path = None
         if image_url is not None:
@@ -87,6 +89,7 @@ class BuildIsolation:
             push_elsewhere=push_elsewhere,
             path=path,
             platform_registry=platform_registry if platform_registry != registry else None,
+            stage=stage,
         )
 
     def shell(
@@ -101,6 +104,7 @@ class BuildIsolation:
         push_elsewhere: bool = False,
         image_url: str | None = None,
         platform_registry: str | None = None,
+        stage: StageRepository | None = None,
     ) -> CommandShell:
         """The command shell of one run of ``stack``: a new build container holding
         ``source`` (and ``artifacts``), whose Docker API is :meth:`scope`'s; or this host."""
@@ -120,6 +124,7 @@ class BuildIsolation:
                 push_elsewhere=push_elsewhere,
                 image_url=image_url,
                 platform_registry=platform_registry,
+                stage=stage,
             ),
         )
         return ContainerShell(settings, proxy=self.proxy, later=self._remove_later)

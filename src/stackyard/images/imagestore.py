@@ -263,12 +263,15 @@ class ImageStore:
             images.append(ImageGroup(digest=digest, tags=tags, size=_size(manifest.raw)))
         return images
 
-    def docker_config(self, directory: Path, stack: str | None = None) -> Path:
+    def docker_config(
+        self, directory: Path, stack: str | None = None, *, also: Iterable[RegistryLogin] = ()
+    ) -> Path:
         """A ``DOCKER_CONFIG`` directory whose client is logged in to the platform registry,
-        and to ``stack``'s outside registry when it has one."""
+        to ``stack``'s outside registry when it has one, and to the registries of ``also``."""
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = directory / "config.json"
         logins = [self.credentials] + ([self.login(stack)] if stack is not None else [])
+        logins += list(also)
         auths = {login.registry: {"auth": login.basic_auth()} for login in logins}
         path.write_text(json.dumps({"auths": auths}), encoding="utf-8")
         path.chmod(0o600)

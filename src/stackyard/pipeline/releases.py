@@ -40,6 +40,7 @@ from stackyard.errors import NotFoundError, StackyardError, UsageError
 from stackyard.images.imagestore import LOCAL_TARGET, ImageStore, TargetPlace, only_local
 from stackyard.images.reference import is_digest
 from stackyard.pipeline.platform_variables import (
+    STAGE_REGISTRY_PASSWORD,
     SpecRun,
     StageRegistry,
     spec_login,
@@ -632,6 +633,9 @@ class ReleaseService:
             target=self._targets(stage_target_name(plan.snapshot)),
         )
         isolation = self._isolation
+        # The stage's target registry, when not the stack's own: release.yml may push the
+        # stack's repository there too (TinyStacks' regional push), with its login.
+        regional = stage_registry(self._images, name, run.target)
         with tempfile.TemporaryDirectory(prefix="stackyard-release-") as scratch:
             artifacts = Path(scratch) / "artifacts"
             artifacts.mkdir()
@@ -644,11 +648,19 @@ class ReleaseService:
                 image=_build_image(plan),
                 image_url=self._images.image_url(name),
                 platform_registry=self._images.endpoint,
+                stage=regional.repository(),
             )
             with shell:
                 login = spec_login(
-                    self._images, name, in_container=not isolation.on_host, scratch=Path(scratch)
+                    self._images,
+                    name,
+                    in_container=not isolation.on_host,
+                    scratch=Path(scratch),
+                    stage=regional,
                 )
+                masked = {"REGISTRY_PASSWORD": login.password}
+                if login.stage_password is not None:
+                    masked[STAGE_REGISTRY_PASSWORD] = login.stage_password
                 platform = spec_variables(
                     run, self._images, artifacts=shell.path_for(artifacts), login=login
                 )
@@ -659,7 +671,7 @@ class ReleaseService:
                     variables={"DOCKER_BUILDKIT": "0", **_stage_variables(plan)},
                     secrets={
                         **self._secrets.resolve(name, plan.snapshot.get("secrets", {})),
-                        "REGISTRY_PASSWORD": login.password,
+                        **masked,
                     },
                     platform_variables=platform,
                 )

@@ -1,13 +1,15 @@
 """What a build may ask of the Docker engine: pure decisions over method, path and query.
 
 A build may build (legacy builder), tag, push to its own stack's repository, pull, and
-inspect and list images. It may not run, create or exec into containers, mount, touch
-volumes, networks, the swarm or plugins, load images, or read or replace another stack's
-images. :func:`decide` answers one request of a build with a :class:`Forward` (what to
-send on, rewritten), a :class:`Refuse` (the message the build sees) or an :class:`Answer`
-(the proxy answers itself). Requests that name images the build reads or writes carry
-those names; :func:`judge` then decides from the engine's record of each image and from
-the proxy's record of which stack's build named which local image (:data:`Names`).
+inspect and list images; a release may also push to the stack's repository in its stage's
+target registry (:class:`StageRepository`), with that registry's login. It may not run,
+create or exec into containers, mount, touch volumes, networks, the swarm or plugins, load
+images, or read or replace another stack's images. :func:`decide` answers one request of
+a build with a :class:`Forward` (what to send on, rewritten), a :class:`Refuse` (the
+message the build sees) or an :class:`Answer` (the proxy answers itself). Requests that
+name images the build reads or writes carry those names; :func:`judge` then decides from
+the engine's record of each image and from the proxy's record of which stack's build
+named which local image (:data:`Names`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,20 @@ class BuildLimits:
 
 
 @dataclass(frozen=True)
+class StageRepository:
+    """A release's second repository: the stack's repository in the registry its stage's
+    target pulls from (TinyStacks' regional ECR), and that registry's login."""
+
+    registry: str  # host:port
+    path: str  # the stack's repository there
+    login: RegistryLogin = field(repr=False)
+
+    @property
+    def repository(self) -> str:
+        return f"{self.registry}/{self.path}"
+
+
+@dataclass(frozen=True)
 class BuildScope:
     """Whose build a proxy socket serves, and what it may use."""
 
@@ -80,6 +96,9 @@ class BuildScope:
     # The platform registry when ``registry`` is an outside one: its repositories are all
     # other stacks'.
     platform_registry: str | None = None
+    # A release's stage target registry; None for builds and for a stage whose target pulls
+    # from the stack's own repository. Its other repositories are other stacks'.
+    stage: StageRepository | None = None
 
     @property
     def repository(self) -> str | None:
@@ -92,8 +111,27 @@ class BuildScope:
 
     @property
     def registries(self) -> tuple[str, ...]:
-        """The registries whose logins a build never gets: the stack's, the platform's."""
-        return tuple(r for r in (self.registry, self.platform_registry) if r is not None)
+        """The registries whose logins a build never gets: the stack's, the platform's, and
+        a release's stage target registry."""
+        stage = self.stage.registry if self.stage is not None else None
+        return tuple(r for r in (self.registry, self.platform_registry, stage) if r is not None)
+
+    @property
+    def repositories(self) -> str:
+        """Where its pushes may go, as a refusal names them."""
+        own = f"{self.repository} ($IMAGE_URL)"
+        if self.stage is None:
+            return f"its own repository {own}"
+        return f"its own repositories {own} and {self.stage.repository} ($REGIONAL_ECR_IMAGE_URL)"
+
+    def login_for(self, name: str) -> RegistryLogin | None:
+        """The login for an image of the stack's own (``name`` is "own"): the stage target
+        registry's for its repository there, else the stack's."""
+        reference = parse_reference(name)
+        stage = self.stage
+        if reference is not None and stage is not None and _is_stage(reference, self):
+            return stage.login
+        return self.login
 
 
 @dataclass(frozen=True)
@@ -218,7 +256,8 @@ def _login(body: bytes, scope: BuildScope) -> Decision:
     except (ValueError, AttributeError):
         return Refuse(400, f"{_PROXY}: the login request is not valid JSON")
     host = server.removeprefix("https://").removeprefix("http://").rstrip("/")
-    if scope.registry is not None and host == scope.registry:
+    stage = scope.stage.registry if scope.stage is not None else None
+    if host and host in (scope.registry, stage):
         return Answer(200, {"Status": "Login Succeeded", "IdentityToken": ""})
     return Forward({}, keep_auth=True)
 
@@ -287,7 +326,7 @@ def _pull(query: dict[str, list[str]], scope: BuildScope) -> Decision:
     if where == "own":
         # The platform's registry turns read-only for its garbage collection: a build's
         # push waits that out as the platform's own pushes do.
-        return Forward(query, auth=scope.login, retry_for=PUSH_RETRY_FOR)
+        return Forward(query, auth=scope.login_for(name), retry_for=PUSH_RETRY_FOR)
     return Forward(query, keep_auth=True)
 
 
@@ -296,7 +335,7 @@ def _distribution(name: str, scope: BuildScope) -> Decision:
     if where == "foreign":
         return Refuse(403, _foreign(name, scope, "read"))
     if where == "own":
-        return Forward({}, auth=scope.login)
+        return Forward({}, auth=scope.login_for(name))
     return Forward({}, keep_auth=True)
 
 
@@ -322,15 +361,15 @@ def _push(name: str, tag: str, query: dict[str, list[str]], scope: BuildScope) -
     if where == "own":
         # The platform's registry turns read-only for its garbage collection: a build's
         # push waits that out as the platform's own pushes do.
-        return Forward(query, auth=scope.login, retry_for=PUSH_RETRY_FOR)
+        return Forward(query, auth=scope.login_for(target), retry_for=PUSH_RETRY_FOR)
     if where == "foreign":
         return Refuse(403, _foreign(target, scope, "push to"))
     if scope.push_elsewhere:
         return Forward(query, keep_auth=True)
     return Refuse(
         403,
-        f"{_PROXY} refused docker push {target}: a build of {scope.stack} pushes only to "
-        f"its own repository {scope.repository} ($IMAGE_URL)",
+        f"{_PROXY} refused docker push {target}: a {_run(scope)} of {scope.stack} pushes "
+        f"only to {scope.repositories}",
     )
 
 
@@ -355,9 +394,13 @@ def local_name(name: str) -> str | None:
 
 def _foreign(name: str, scope: BuildScope, verb: str) -> str:
     return (
-        f"{_PROXY} refused to {verb} {name}: that is another stack's repository; a build "
-        f"of {scope.stack} may only use {scope.repository} ($IMAGE_URL)"
+        f"{_PROXY} refused to {verb} {name}: that is another stack's repository; a "
+        f"{_run(scope)} of {scope.stack} may only use {scope.repositories}"
     )
+
+
+def _run(scope: BuildScope) -> str:
+    return "build" if scope.stage is None else "release"
 
 
 def _registry_of(name: str, scope: BuildScope) -> Literal["own", "foreign", "elsewhere"]:
@@ -365,10 +408,21 @@ def _registry_of(name: str, scope: BuildScope) -> Literal["own", "foreign", "els
     reference = parse_reference(name)
     if reference is None or scope.registry is None:
         return "elsewhere"
-    if reference.registry == scope.registry:
-        return "own" if reference.repository == scope.own_path else "foreign"
-    platform = scope.platform_registry
-    return "foreign" if platform is not None and reference.registry == platform else "elsewhere"
+    if reference.registry == scope.registry and reference.repository == scope.own_path:
+        return "own"
+    if _is_stage(reference, scope):
+        return "own"
+    return "foreign" if reference.registry in scope.registries else "elsewhere"
+
+
+def _is_stage(reference: ImageReference, scope: BuildScope) -> bool:
+    """Whether ``reference`` is in the stack's repository in a release's stage target
+    registry."""
+    stage = scope.stage
+    return stage is not None and (reference.registry, reference.repository) == (
+        stage.registry,
+        stage.path,
+    )
 
 
 def parse_reference(name: str) -> ImageReference | None:
