@@ -166,10 +166,7 @@ def test_a_stack_builds_releases_and_deploys_through_its_outside_registry(
     yard.cli("deploy", "outward", "--stage", "dev", "--json", timeout=300)
     pulled = outside.log_file.read_text(errors="replace")
     assert f'"GET /v2/acme/outward/manifests/{digest} HTTP/1.1" 200' in pulled
-    state = json.loads(yard.cli("check", "outward", "--stage", "dev", "--json").stdout)
-    assert state["digest"] == digest, state
-    assert state["tasks"], state
-    assert all(task["digest"] == digest and task["match"] for task in state["tasks"]), state
+    assert_runs(yard, "outward", "dev", digest)
 
     # A target on the real engine, pulling from the token registry: check reaches both.
     yard.cli("targets", "add", "here", "--docker", "unix:///var/run/docker.sock",
@@ -257,14 +254,28 @@ def manifest_descriptors(raw: bytes) -> list[dict[str, object]]:
     return [document["config"], *document["layers"]]
 
 
-STAGES = """\
-stages:
-  - name: dev
-    health: {path: /healthz}
-  - name: prod
-    target: eu
-    health: {path: /healthz}
-"""
+def stages(target: str, health: str) -> str:
+    """stackyard.yml: dev on ``local``, prod on ``target``."""
+    check = f"    health: {{path: {health}}}\n"
+    return f"stages:\n  - name: dev\n{check}  - name: prod\n    target: {target}\n{check}"
+
+
+def add_target(
+    yard: RunningPlatform, outside: TokenRegistry, name: str, namespace: str, region: str
+) -> None:
+    """A target ``name`` on the platform's own engine, pulling from ``namespace`` in
+    ``outside`` (recorded as the registry ``name``)."""
+    assert add(yard, name, f"{outside.endpoint}/{namespace}", outside.username, outside.password)
+    yard.cli("targets", "add", name, "--docker", "unix:///var/run/docker.sock",
+             "--registry", name, "--region", region)  # fmt: skip
+
+
+def assert_runs(yard: RunningPlatform, stack: str, stage: str, digest: str) -> None:
+    """``stackyard check``: the stage's tasks run ``digest``."""
+    state = json.loads(yard.cli("check", stack, "--stage", stage, "--json").stdout)
+    assert state["digest"] == digest, state
+    assert state["tasks"], state
+    assert all(task["digest"] == digest and task["match"] for task in state["tasks"]), state
 
 
 REGIONAL_UPLOADS = "/v2/acme/regional/blobs/uploads/"
@@ -277,7 +288,7 @@ def test_a_stage_on_a_target_with_its_own_registry_runs_the_same_digest(
     yard: RunningPlatform, outside: TokenRegistry, tmp_path: Path
 ) -> None:
     repo = GitRepo.from_example("hello", tmp_path / "regional")
-    repo.write("stackyard.yml", STAGES)
+    repo.write("stackyard.yml", stages("eu", "/healthz"))
     repo.commit("prod runs on target eu")
     yard.cli("stacks", "create", "regional", "--repo", str(repo.path))
 
@@ -289,9 +300,7 @@ def test_a_stage_on_a_target_with_its_own_registry_runs_the_same_digest(
         shown
     )
 
-    assert add(yard, "eu", f"{outside.endpoint}/acme", outside.username, outside.password)
-    yard.cli("targets", "add", "eu", "--docker", "unix:///var/run/docker.sock",
-             "--registry", "eu", "--region", "eu-west")  # fmt: skip
+    add_target(yard, outside, "eu", "acme", "eu-west")
     digest = json.loads(yard.cli("build", "regional", "--json", timeout=300).stdout)["digest"]
     yard.cli("release", "regional", "--stage", "dev", "--json")
     released = json.loads(yard.cli("release", "regional", "--stage", "prod", "--json").stdout)
@@ -309,10 +318,7 @@ def test_a_stage_on_a_target_with_its_own_registry_runs_the_same_digest(
     # prod's task pulls from eu's registry (a HEAD when the engine has the layers already)
     pulled = outside.log_file.read_text(errors="replace")
     assert f' /v2/acme/regional/manifests/{digest} HTTP/1.1" 200' in pulled
-    state = json.loads(yard.cli("check", "regional", "--stage", "prod", "--json").stdout)
-    assert state["digest"] == digest, state
-    assert state["tasks"], state
-    assert all(task["digest"] == digest and task["match"] for task in state["tasks"]), state
+    assert_runs(yard, "regional", "prod", digest)
 
     # Released again: every blob is there already, so none is sent.
     yard.cli("release", "regional", "--stage", "prod", "--json")
@@ -329,3 +335,59 @@ def test_a_stage_on_a_target_with_its_own_registry_runs_the_same_digest(
     yard.cli("stacks", "delete", "regional", "--yes")
     yard.cli("targets", "remove", "eu")
     yard.cli("registries", "remove", "eu")
+
+
+# TinyStacks' release.yml, unchanged, for a stage whose target uses this outside registry:
+# its regional block logs in there with `aws ecr get-login-password --region $STAGE_REGION`
+# and pushes the stack's repository there itself, through the release's Docker API.
+def test_the_tinystacks_release_pushes_a_stage_s_image_to_its_target_registry(
+    yard: RunningPlatform, outside: TokenRegistry, tmp_path: Path
+) -> None:
+    repo = GitRepo.from_example("tinystacks", tmp_path / "tiny")
+    repo.write("stackyard.yml", stages("apac", "/ping"))
+    repo.commit("prod runs on target apac")
+    add_target(yard, outside, "apac", "asia", "ap-east")
+    yard.cli("stacks", "create", "tiny", "--repo", str(repo.path))
+    regional = f"{outside.endpoint}/asia/tiny"
+    try:
+        digest = json.loads(yard.cli("build", "tiny", "--json", timeout=300).stdout)["digest"]
+        dev = json.loads(yard.cli("release", "tiny", "--stage", "dev", "--json").stdout)
+        dev_log = Path(dev["log_path"]).read_text(encoding="utf-8")
+        assert "dev runs in" not in dev_log  # local: the regional variables are empty
+
+        prod = json.loads(
+            yard.cli("release", "tiny", "--stage", "prod", "--json", timeout=300).stdout
+        )
+        assert (prod["source"], prod["digest"]) == ("release.yml", digest)
+        log = Path(prod["log_path"]).read_text(encoding="utf-8")
+        assert f"prod runs in ap-east: pushing to {outside.endpoint}" in log
+        assert log.count("Login Succeeded") == 2  # $ECR_ENDPOINT, then $REGIONAL_ECR_ENDPOINT
+        assert f"prod: digest: {digest}" in log  # the regional push itself: the same digest
+        assert "refused" not in log
+        for password in (outside.password, yard_password(yard)):
+            assert password not in log
+        with RegistryClient(
+            outside.endpoint, username=outside.username, password=outside.password
+        ) as client:
+            assert client.resolve("asia/tiny", "prod") == digest
+
+        yard.cli("deploy", "tiny", "--stage", "prod", "--json", timeout=300)
+        assert_runs(yard, "tiny", "prod", digest)
+    finally:
+        yard.cli("stacks", "delete", "tiny", "--yes", check=False)
+        yard.cli("targets", "remove", "apac", check=False)
+        yard.cli("registries", "remove", "apac", check=False)
+        names = subprocess.run(
+            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+            capture_output=True, text=True, timeout=60,
+        ).stdout.split()  # fmt: skip
+        ours = [n for n in names if n.startswith(("builtimage:", f"{yard.registry}/tiny:",
+                                                  f"{regional}:"))]  # fmt: skip
+        if ours:
+            subprocess.run(["docker", "rmi", "-f", *ours], capture_output=True, timeout=120)
+
+
+def yard_password(yard: RunningPlatform) -> str:
+    credentials = (yard.data_dir / "registry-credentials.json").read_text()
+    password: str = json.loads(credentials)["password"]
+    return password

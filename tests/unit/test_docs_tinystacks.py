@@ -28,4 +28,13 @@ def test_the_example_specs_keep_every_line_tinystacks_runs() -> None:
     assert '[ "$SERVICE_NAME" == "placeholder" ]' in release  # bash's test, not dash's
     assert "<<<" in release  # a here-string: bash
     assert "aws ecs update-service" in release
+    # TinyStacks' regional push, for a stage whose target uses another registry
+    assert 'if [ ! -z "$REGIONAL_ECR_ENDPOINT" -a ! -z "$REGIONAL_ECR_IMAGE_URL" ]' in release
+    assert (
+        "docker login -u AWS -p $(aws ecr get-login-password --region $STAGE_REGION) "
+        "$REGIONAL_ECR_ENDPOINT" in release
+    )
+    assert "docker push $REGIONAL_ECR_IMAGE_URL:$STAGE_NAME" in release
+    assert 'region="${STAGE_REGION:-$AWS_REGION}"' in release
+    assert "docker images --no-trunc --quiet $imageUrl:$PREVIOUS_STAGE_NAME" in release
     assert "#" not in build + release  # no line commented out
