@@ -353,7 +353,8 @@ def test_deleting_a_stack_removes_what_the_platform_kept_for_it(
     assert "stackyard stacks delete doomed --yes" in refused.stderr
     version_served(url)  # nothing was deleted
 
-    yard.cli("stacks", "delete", "doomed", "--yes")
+    deleted = yard.cli("stacks", "delete", "doomed", "--yes")
+    assert deleted.stdout.strip() == "Deleted stack doomed."  # nothing was left
 
     with pytest.raises(httpx.TransportError):
         httpx.get(url + "/", timeout=5)  # its route's port is closed

@@ -332,7 +332,15 @@ def test_a_stage_on_a_target_with_its_own_registry_runs_the_same_digest(
     in_use = yard.cli("targets", "remove", "eu", check=False)
     assert in_use.returncode == 2
     assert "target eu is used by stage(s) regional/prod" in in_use.stderr
-    yard.cli("stacks", "delete", "regional", "--yes")
+    deleted = json.loads(yard.cli("stacks", "delete", "regional", "--yes", "--json").stdout)
+    assert deleted == {"deleted": "regional", "left": []}
+    with (
+        RegistryClient(
+            outside.endpoint, username=outside.username, password=outside.password
+        ) as client,
+        pytest.raises(NotFoundError),
+    ):
+        client.resolve("acme/regional", "prod")  # its copy in eu's registry went with it
     yard.cli("targets", "remove", "eu")
     yard.cli("registries", "remove", "eu")
 
@@ -373,7 +381,18 @@ def test_the_tinystacks_release_pushes_a_stage_s_image_to_its_target_registry(
 
         yard.cli("deploy", "tiny", "--stage", "prod", "--json", timeout=300)
         assert_runs(yard, "tiny", "prod", digest)
+
+        # A registry that refuses deletes keeps the copy, and `stacks delete` says so.
+        outside.tokens.withheld.add("delete")
+        deleted = yard.cli("stacks", "delete", "tiny", "--yes")
+        assert "Deleted stack tiny." in deleted.stdout
+        assert f"Left its copies in target apac's registry ({regional}): " in deleted.stdout
+        with RegistryClient(
+            outside.endpoint, username=outside.username, password=outside.password
+        ) as client:
+            assert client.resolve("asia/tiny", "prod") == digest
     finally:
+        outside.tokens.withheld.clear()
         yard.cli("stacks", "delete", "tiny", "--yes", check=False)
         yard.cli("targets", "remove", "apac", check=False)
         yard.cli("registries", "remove", "apac", check=False)

@@ -60,6 +60,9 @@ class TokenServer:
     port: int = 0
     issued: int = 0
     refused: int = 0
+    # Actions no token grants, as a registry account without that permission (an ECR
+    # policy without BatchDeleteImage): "delete" makes the registry refuse deletes.
+    withheld: set[str] = field(default_factory=set)
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
 
     @property
@@ -71,7 +74,8 @@ class TokenServer:
         for scope in scopes:
             kind, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
-            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+            granted = [a for a in actions.split(",") if a not in self.withheld]
+            access.append({"type": kind, "name": name, "actions": granted})
         now = int(time.time())
         header = {"alg": "RS256", "typ": "JWT", "kid": libtrust_key_id(self.key)}
         claims = {

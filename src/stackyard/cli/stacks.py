@@ -161,15 +161,20 @@ def delete(
     data_dir: DataDir = None,
     json_output: Json = False,
 ) -> None:
-    """Delete a stack: its records, tasks, routes, git remote, and its images in the engine
-    and the registry."""
+    """Delete a stack: its records, tasks, routes, git remote, and its images in the engine,
+    the registry and the registries of targets its stages ran on; prints what was left."""
     if not yes:
         _confirm_delete(name)
-    ApiClient.discover(settings_for(data_dir)).request("DELETE", f"/api/v1/stacks/{name}")
+    answer = ApiClient.discover(settings_for(data_dir)).request("DELETE", f"/api/v1/stacks/{name}")
+    left = [str(item) for item in (answer or {}).get("left", [])]
     if json_output:
-        print_json({"deleted": name})
-    else:
-        console.print(f"Deleted stack {name}.")
+        print_json({"deleted": name, "left": left})
+        return
+    console.print(f"Deleted stack {name}.")
+    for item in left:
+        console.print(f"Left {item}", markup=False, highlight=False)
+    if left:
+        console.print("Remove what was left by hand; the platform no longer knows it.")
 
 
 def _confirm_delete(name: str) -> None:

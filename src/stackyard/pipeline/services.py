@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,6 +35,7 @@ from stackyard.images.docker_builder import DockerBuilder
 from stackyard.images.dockerproxy.rules import BuildLimits
 from stackyard.images.dockerproxy.server import NAMES_FILE, BuildProxy
 from stackyard.images.imagestore import ImageStore, TargetPlace
+from stackyard.images.registry_base import Registry
 from stackyard.notify.channels import ChannelKinds, ChannelRecords
 from stackyard.notify.delivery import DeliveryWorker, WorkerSettings
 from stackyard.notify.outbox import Outbox
@@ -151,14 +153,17 @@ class Services:
         self.controller.router.close()
         self.controller.engine.close()
 
-    def delete_stack(self, name: str, remotes: HostedRemotes) -> None:
+    def delete_stack(self, name: str, remotes: HostedRemotes) -> list[str]:
         """Delete a stack and everything the platform keeps for it: its records first (so
         nothing new starts), then its tasks and routes, its git remote and cache, its
-        images in the engine and its manifests in the registry. A clean-up step that fails
-        is logged, and the others still run: the stack is gone either way."""
+        images in the engine, its manifests in the registry and its copies in the target
+        registries its stages pulled from. A clean-up step that fails is logged, and the
+        others still run: the stack is gone either way. Returns what was left, and why."""
         routes = self.controller.routes_of(name)
         # Where its images are, while the row still says (an outside registry, maybe).
         where, image_url = self.images.registry_of(name), self.images.image_url(name)
+        left: list[str] = []
+        copies = self._target_copies(name, where, left)
         self.stacks.delete(name)
         steps: list[tuple[str, Callable[[], object]]] = [
             ("secrets", lambda: self.secrets.forget(name)),
@@ -166,12 +171,41 @@ class Services:
             ("git remote", lambda: remotes.remove(name)),
             ("git cache and engine images", lambda: self.builds.forget(name, image_url=image_url)),
             ("registry manifests", lambda: self.images.forget(name, where=where)),
+            *(
+                (f"copies in {label}", partial(self.images.forget, name, where=place))
+                for label, place in copies
+            ),
         ]
         for what, step in steps:
             try:
                 step()
             except Exception as exc:  # keep going: each leftover is independent
                 log.warning("deleting stack %s: removing its %s failed: %s", name, what, exc)
+                left.append(f"its {what}: {exc}")
+        return left
+
+    def _target_copies(
+        self, name: str, home: tuple[Registry, str], left: list[str]
+    ) -> list[tuple[str, tuple[Registry, str]]]:
+        """The stack's repository in each registry a target pulls from, other than ``home``
+        (labelled for the output); a target whose registry cannot be reached is noted in
+        ``left``."""
+        places = _target_places(self.targets, self.registries)
+        seen = {(home[0].endpoint, home[1])}
+        copies = []
+        for target in sorted(self.targets.names() - {LOCAL}):
+            try:
+                placement = places(target).placement
+                client, repository = self.images.registry_in(name, placement)
+            except StackyardError as exc:
+                left.append(f"its copies in the registry of target {target}: {exc}")
+                continue
+            if (client.endpoint, repository) in seen:
+                continue
+            seen.add((client.endpoint, repository))
+            copies.append((f"target {target}'s registry ({client.endpoint}/{repository})",
+                           (client, repository)))  # fmt: skip
+        return copies
 
 
 def _engine_probe(platform_engine: Engine) -> Callable[[str, str | None], int | None]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from stackyard.api.routes.git import remotes_root
@@ -46,9 +46,17 @@ def update_stack(name: str, body: StackChanges, request: Request) -> StackView:
     return stacks(request).update(name, body)
 
 
-@router.delete("/{name}", status_code=204)
-def delete_stack(name: str, request: Request) -> Response:
-    """Delete the stack with its tasks, routes, git remote, cache and images."""
+class StackDeleted(BaseModel):
+    deleted: str
+    # What the platform could not remove, and why (a registry that refuses deletes, one
+    # that does not answer): each "its <what>: <reason>".
+    left: list[str]
+
+
+@router.delete("/{name}")
+def delete_stack(name: str, request: Request) -> StackDeleted:
+    """Delete the stack with its tasks, routes, git remote, cache and images (its copies in
+    target registries too); what could not be removed is listed in ``left``."""
     found: Services = request.app.state.context.services
-    found.delete_stack(name, HostedRemotes(remotes_root(request)))
-    return Response(status_code=204)
+    left = found.delete_stack(name, HostedRemotes(remotes_root(request)))
+    return StackDeleted(deleted=name, left=left)
