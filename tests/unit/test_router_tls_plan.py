@@ -22,6 +22,7 @@ from stackyard.router.caddy import (
     AdminRequest,
     CaddyRouter,
     Listeners,
+    by_host,
     plan_ensure,
     plan_remove,
     routes_in,
@@ -80,17 +81,19 @@ def test_a_tls_route_is_routes_first_then_its_names_in_the_tls_app() -> None:
                         listeners=AT, automate=False)  # fmt: skip
     assert [(c.method, c.path) for c in first] == [
         ("PUT", "/config/logging"),
+        ("PUT", f"{SERVERS}/{HOSTS_SERVER}"),  # with only its by-host proxy
         ("PUT", "/config/apps/http/http_port"),
         ("PUT", "/config/apps/http/https_port"),
         ("PUT", f"{SERVERS}/{HTTPS_SERVER}"),
-        ("PUT", f"{SERVERS}/{HOSTS_SERVER}"),
+        ("PUT", f"{SERVERS}/{HOSTS_SERVER}/routes/0"),  # the redirect, once HTTPS serves
         ("PUT", "/config/apps/tls"),
     ]
     assert set(first[0].body["logs"]) == {"sy-access-hosts", "stackyard-acme"}
     tls = first[-1].body
     assert tls["certificates"]["automate"] == []  # not yet: every Caddy gets the route first
     assert tls["automation"]["policies"][-1]["issuers"][0]["module"] == "acme"
-    redirect = first[4].body["routes"][0]
+    assert first[1].body["routes"] == [by_host(RESOLVER)]
+    redirect = first[5].body
     assert redirect["handle"][0]["status_code"] == 308
     assert redirect["handle"][0]["headers"]["Location"] == [
         "https://{http.request.host}:8443{http.request.uri}"
@@ -111,7 +114,12 @@ def test_tls_routes_are_read_back_with_their_names_and_mode() -> None:
     for route in (SHOP, intra, plain):
         config = ensured(config, route)
     found = {route.name: route for route, _ in routes_in(config).routes}
-    assert found == {"shop-prod": SHOP, "intra-prod": intra, "plain-prod": plain}
+    # A plain name is in the responder's table, not in Caddy's config: the host server's
+    # last route proxies by host.
+    assert found == {"shop-prod": SHOP, "intra-prod": intra}
+    hosts = config["apps"]["http"]["servers"][HOSTS_SERVER]["routes"]  # type: ignore[index]
+    assert hosts[-1] == by_host(RESOLVER)
+    assert all("plain.test" not in json.dumps(route) for route in hosts)
     assert config["apps"]["pki"]["certificate_authorities"]["local"]["install_trust"] is False  # type: ignore[index]
 
 

@@ -12,7 +12,13 @@ from dnslib import QTYPE, RCODE, DNSRecord
 
 from stackyard.control_socket import ControlServer
 from stackyard.errors import UsageError
-from stackyard.router.directory import DirectoryClient, UpstreamDirectory, srv_name, target_name
+from stackyard.router.directory import (
+    HOST_SRV_NAME,
+    DirectoryClient,
+    UpstreamDirectory,
+    srv_name,
+    target_name,
+)
 
 
 @pytest.fixture
@@ -123,3 +129,51 @@ def test_the_control_plane_changes_the_table_over_the_control_socket(tmp_path: P
     finally:
         server.close()
         directory.close()
+
+
+def host_srv(host: str) -> str:
+    return HOST_SRV_NAME.replace("{http.request.host}", host)
+
+
+def test_a_host_name_answers_its_routes_upstreams_and_others_the_not_served_dial(
+    directory: UpstreamDirectory,
+) -> None:
+    assert ask(directory, host_srv("site.test"), "SRV").header.rcode == RCODE.NXDOMAIN
+    directory.set("site-prod", ["127.0.0.1:20001"])
+    directory.set_hosts("site-prod", ["site.test", "WWW.site.test"])
+    directory.set_fallback("127.0.0.1:20099")
+    assert srv_targets(ask(directory, host_srv("site.test"), "SRV")) == [
+        (target_name("127.0.0.1"), 20001)
+    ]
+    assert [p for _, p in srv_targets(ask(directory, host_srv("www.SITE.test"), "SRV"))] == [20001]
+    assert [p for _, p in srv_targets(ask(directory, host_srv("nobody.test"), "SRV"))] == [20099]
+    # A name change is a table change: the cached answer goes with it.
+    directory.set_hosts("site-prod", ["site.test"])
+    assert [p for _, p in srv_targets(ask(directory, host_srv("www.site.test"), "SRV"))] == [20099]
+    with pytest.raises(UsageError, match=r"site\.test are served by another route"):
+        directory.set_hosts("other-prod", ["site.test"])
+    directory.drop("site-prod")
+    assert [p for _, p in srv_targets(ask(directory, host_srv("site.test"), "SRV"))] == [20099]
+
+
+def test_host_names_survive_a_restart_and_travel_over_the_control_socket(tmp_path: Path) -> None:
+    table = tmp_path / "upstreams.json"
+    directory = UpstreamDirectory(table_file=table)
+    server = ControlServer(tmp_path / "control.sock", directory.handlers())
+    try:
+        client = DirectoryClient(tmp_path / "control.sock")
+        client.set("site-prod", ["127.0.0.1:20001"])
+        client.set_hosts("site-prod", ["site.test"])
+        client.set_fallback("127.0.0.1:20099")
+        assert client.names() == ({"site.test": "site-prod"}, "127.0.0.1:20099")
+        with pytest.raises(UsageError, match="not an IPv4 address"):
+            client.set_fallback("nowhere")
+    finally:
+        server.close()
+        directory.close()
+    again = UpstreamDirectory(table_file=table)
+    try:
+        assert again.names() == ({"site.test": "site-prod"}, "127.0.0.1:20099")
+        assert [p for _, p in srv_targets(ask(again, host_srv("site.test"), "SRV"))] == [20001]
+    finally:
+        again.close()

@@ -32,12 +32,13 @@ from stackyard.router.base import (
     Router,
 )
 from stackyard.router.certificates import acme_log_path, certificate_of, storage_root
-from stackyard.router.directory import DirectoryClient, srv_name
+from stackyard.router.directory import HOST_SRV_NAME, DirectoryClient, srv_name
 
 # The Host header every admin request carries; the base config allows only this origin.
 ADMIN_HOST = "caddy-admin"
 HOSTS_SERVER = "stackyard-hosts"  # shared by host routes; not "sy-" so no stage can clash
-HOSTS_FALLBACK = "stackyard-hosts-fallback"
+HOSTS_FALLBACK = "stackyard-hosts-fallback"  # the host server's last route: by the host
+NOT_SERVED_SERVER = "stackyard-not-served"  # on loopback: where unknown names are proxied
 HTTPS_SERVER = "stackyard-https"  # host routes with a certificate (tls: acme or internal)
 HTTPS_FALLBACK = "stackyard-https-fallback"
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
@@ -91,13 +92,16 @@ def host_route_id(name: str) -> str:
 
 def handler(name: str, resolver: str) -> Json:
     """reverse_proxy whose upstreams come from SRV records on the router's DNS responder."""
+    return {"@id": proxy_id(name), **_proxy(srv_name(name), resolver)}
+
+
+def _proxy(lookup: str, resolver: str) -> Json:
     dns = {"addresses": [f"udp/{resolver}"]}
     return {
-        "@id": proxy_id(name),
         "handler": "reverse_proxy",
         "dynamic_upstreams": {
             "source": "srv",
-            "name": srv_name(name),
+            "name": lookup,
             "refresh": REFRESH,
             "resolver": dns,
         },
@@ -167,16 +171,6 @@ class Acme:
         return issuer
 
 
-def host_route(route: Route, resolver: str) -> Json:
-    """A plain-HTTP host route: the stage's names, proxied to its tasks."""
-    return {
-        "@id": host_route_id(route.name),
-        "match": [{"host": list(route.hosts)}],
-        "handle": [handler(route.name, resolver)],
-        "terminal": True,
-    }
-
-
 def redirect_route(route: Route, https_port: int) -> Json:
     """On the HTTP port, a route with a certificate answers 308 to its HTTPS address. ACME's
     HTTP challenges still work: Caddy answers them before any route."""
@@ -207,6 +201,31 @@ def tls_route(route: Route, resolver: str) -> Json:
     }
 
 
+def by_host(resolver: str) -> Json:
+    """The plain-HTTP server's last route: every request is proxied to the upstreams the
+    responder gives for its host (``<host>.hosts.stackyard.internal.``): a plain name's
+    route's tasks, or the not-served server. So a plain name is added or removed in the
+    responder's table, and Caddy's config (a reload) does not change."""
+    return {"@id": HOSTS_FALLBACK, "handle": [_proxy(HOST_SRV_NAME, resolver)]}
+
+
+def _proxies_by_host(entry: Any) -> bool:
+    """Whether a host server's last route is ``by_host`` (not the 404 route of before)."""
+    handlers = entry.get("handle") if isinstance(entry, dict) else None
+    first = handlers[0] if isinstance(handlers, list) and handlers else {}
+    upstreams = first.get("dynamic_upstreams") if isinstance(first, dict) else None
+    return isinstance(upstreams, dict) and upstreams.get("name") == HOST_SRV_NAME
+
+
+def not_served_server(port: int) -> Json:
+    """A loopback server that answers 404 to every request: the names no stage serves."""
+    return {
+        "listen": [f"127.0.0.1:{port}"],
+        "routes": [{"handle": [_not_served(NOT_SERVED_SERVER)["handle"][0]]}],
+        "automatic_https": {"disable": True},
+    }
+
+
 def _not_served(fallback_id: str) -> Json:
     return {
         "@id": fallback_id,
@@ -223,10 +242,10 @@ def _not_served(fallback_id: str) -> Json:
 HOSTS_LOGS = {"default_logger_name": ACCESS_HOSTS}
 
 
-def hosts_server(listen: str, first: Json) -> Json:
+def hosts_server(listen: str, resolver: str, first: Json | None = None) -> Json:
     return {
         "listen": [listen],
-        "routes": [first, _not_served(HOSTS_FALLBACK)],
+        "routes": [*([first] if first else []), by_host(resolver)],
         "automatic_https": {"disable": True},
         "logs": HOSTS_LOGS,
     }
@@ -412,6 +431,7 @@ class Listeners:
     acme: Acme = Acme()
     acme_log: Path | None = None  # this Caddy's log of certificate attempts
     access_dir: Path | None = None  # where this Caddy writes its access logs
+    not_served_port: int = 0  # the loopback port of the 404 server (0: none yet)
 
 
 def plan_ensure(
@@ -450,8 +470,12 @@ def plan_ensure(
     plan = _plan_remove_port_server(servers, route.name)
     plan += _plan_logs(config, _wanted_logs(at, ACCESS_HOSTS, tls=route.tls != "off"))
     http_listen = f"{at.listen_host}:{at.host_port}"
+    plan += _plan_not_served(servers, at.not_served_port)
+    plan += _plan_hosts_server(servers, http_listen, resolver)
     if route.tls == "off":
-        plan += _plan_server_route(servers, HOSTS_SERVER, http_listen, host_route(route, resolver))
+        # Its names are in the responder's table (set before this plan runs): the host
+        # server's last route serves them. An entry of its own is from before that.
+        plan += _plan_remove_entry(servers, HOSTS_SERVER, host_route_id(route.name))
         plan += _plan_tls_app(config, route.name, {}, None)
         return plan + _plan_remove_entry(servers, HTTPS_SERVER, tls_route_id(route.name))
     plan += _plan_ports(config, at)
@@ -463,12 +487,34 @@ def plan_ensure(
     return plan + _plan_tls_app(config, route.name, own, at.acme, automate=automate)
 
 
+def _plan_not_served(servers: Json, port: int) -> list[AdminRequest]:
+    """The 404 server on loopback, once: its port never changes (the responder names it)."""
+    if not port or NOT_SERVED_SERVER in servers:
+        return []
+    return [AdminRequest("PUT", f"{SERVERS}/{NOT_SERVED_SERVER}", not_served_server(port))]
+
+
+def _plan_hosts_server(servers: Json, listen: str, resolver: str) -> list[AdminRequest]:
+    """The plain-HTTP host server, ending with the route that proxies by host (in place of
+    the 404 route of a server from before)."""
+    current = servers.get(HOSTS_SERVER)
+    if current is None:
+        return [AdminRequest("PUT", f"{SERVERS}/{HOSTS_SERVER}", hosts_server(listen, resolver))]
+    wanted = by_host(resolver)
+    last = next((r for r in _hosts_routes(servers) if r.get("@id") == HOSTS_FALLBACK), None)
+    if last is None:
+        return [AdminRequest("POST", f"{SERVERS}/{HOSTS_SERVER}/routes/...", [wanted])]
+    return [] if last == wanted else [AdminRequest("PATCH", f"/id/{HOSTS_FALLBACK}", wanted)]
+
+
 def _plan_server_route(servers: Json, server: str, listen: str, wanted: Json) -> list[AdminRequest]:
-    """Put ``wanted`` into a shared host-name server, creating the server if missing."""
-    make = https_server if server == HTTPS_SERVER else hosts_server
+    """Put ``wanted`` into a shared host-name server (the HTTPS one is created if missing;
+    ``_plan_hosts_server`` creates the HTTP one)."""
     current_server = servers.get(server)
+    if current_server is None and server == HOSTS_SERVER:  # being created by this plan
+        return [AdminRequest("PUT", f"{SERVERS}/{server}/routes/0", wanted)]
     if current_server is None:
-        return [AdminRequest("PUT", f"{SERVERS}/{server}", make(listen, wanted))]
+        return [AdminRequest("PUT", f"{SERVERS}/{server}", https_server(listen, wanted))]
     plan = []
     if current_server.get("listen") != [listen]:
         plan.append(AdminRequest("PATCH", f"{SERVERS}/{server}/listen", [listen]))
@@ -794,6 +840,12 @@ class CaddyRouter(Router):
     def ensure_route(self, route: Route, upstreams: Sequence[str]) -> None:
         route.check()
         self.directory.set(route.name, upstreams)
+        not_served = 0
+        if route.host is not None:
+            # A plain name is served from the responder's table: set before Caddy is told.
+            not_served = self._not_served_port()
+            self.directory.set_fallback(f"127.0.0.1:{not_served}")
+        self.directory.set_hosts(route.name, route.hosts if route.tls == "off" else ())
         resolver = self.directory.resolver()
 
         def ensure(admin: CaddyAdmin, *, automate: bool) -> None:
@@ -803,7 +855,7 @@ class CaddyRouter(Router):
                 resolver,
                 listen_host=self.listen_host,
                 host_port=self.host_port,
-                listeners=self._listeners(admin),
+                listeners=self._listeners(admin, not_served),
                 automate=automate,
             )
             for change in plan:
@@ -814,6 +866,20 @@ class CaddyRouter(Router):
         self._on_each(lambda admin: ensure(admin, automate=False))
         if route.tls != "off":
             self._on_each(lambda admin: ensure(admin, automate=True))
+
+    def _not_served_port(self) -> int:
+        """The 404 server's port: the one a Caddy has already, else a free one."""
+        for admin in self.admins:
+            try:
+                server = servers_of(admin.config()).get(NOT_SERVED_SERVER)
+            except StackyardError:
+                continue  # restarting: the other Caddy tells, or ensure_route fails anyway
+            port = _port_of(server.get("listen")) if isinstance(server, dict) else None
+            if port:
+                return port
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
 
     def set_upstreams(self, route: Route, upstreams: Sequence[str]) -> None:
         """No admin request that changes Caddy: the route's SRV answer changes instead."""
@@ -826,11 +892,19 @@ class CaddyRouter(Router):
         self.directory.set(route.name, upstreams)
 
     def upstreams(self, route: Route) -> list[str] | None:
-        """None unless every Caddy serves the route; then the responder's upstreams."""
+        """None unless every Caddy serves the route; then the responder's upstreams. A
+        plain-HTTP name is served when every Caddy proxies by host and the responder
+        names the route for each of its names."""
         route.check()
+        by_name = route.host is not None and route.tls == "off"
+        entry = HOSTS_FALLBACK if by_name else proxy_id(route.name)
         for admin in self.admins:
-            found = admin.send(AdminRequest("GET", f"/id/{proxy_id(route.name)}"), missing_ok=True)
-            if found.status_code == 404:
+            found = admin.send(AdminRequest("GET", f"/id/{entry}"), missing_ok=True)
+            if found.status_code == 404 or (by_name and not _proxies_by_host(found.json())):
+                return None
+        if by_name:
+            hosts, fallback = self.directory.names()
+            if fallback is None or any(hosts.get(h.lower()) != route.name for h in route.hosts):
                 return None
         return self.directory.get(route.name) or []
 
@@ -844,8 +918,9 @@ class CaddyRouter(Router):
         self._on_each(remove)
         self.directory.drop(route.name)
 
-    def _listeners(self, admin: CaddyAdmin) -> Listeners:
+    def _listeners(self, admin: CaddyAdmin, not_served: int = 0) -> Listeners:
         return Listeners(
+            not_served_port=not_served,
             listen_host=self.hosts_listen,
             host_port=self.host_port,
             https_port=self.https_port,
@@ -891,7 +966,8 @@ class CaddyRouter(Router):
         return [(ACCESS_HOSTS, host) for host in route.hosts]
 
     def routes(self) -> list[str]:
-        return sorted({name for admin in self.admins for name in route_names(admin.config())})
+        names = {name for admin in self.admins for name in route_names(admin.config())}
+        return sorted(names | set(self.directory.names()[0].values()))
 
     def ping(self) -> None:
         for admin in self.admins:

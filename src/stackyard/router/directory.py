@@ -35,6 +35,11 @@ ZONE = "stackyard.internal."
 CACHED_ANSWERS = 1024  # distinct queries kept; the table is small, garbage must not grow it
 
 
+HOSTS_ZONE = f"hosts.{ZONE}"
+# The SRV name the host-name servers' one proxy looks up: Caddy puts the request's host in.
+HOST_SRV_NAME = f"{{http.request.host}}.{HOSTS_ZONE}"
+
+
 def srv_name(route: str) -> str:
     return f"{route}.routes.{ZONE}"
 
@@ -67,6 +72,18 @@ def split_dial(dial: str) -> tuple[str, int]:
 Table = dict[str, tuple[str, ...]]
 
 
+def read_names(path: Path) -> tuple[dict[str, str], str | None]:
+    """The host names (name -> route) and the not-served dial a keeper wrote last."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}, None  # read_table has said why
+    hosts = record.get("hosts", {}) if isinstance(record, dict) else {}
+    fallback = record.get("fallback") if isinstance(record, dict) else None
+    names = {str(h).lower(): str(r) for h, r in hosts.items()} if isinstance(hosts, dict) else {}
+    return names, str(fallback) if isinstance(fallback, str) else None
+
+
 def read_table(path: Path) -> Table:
     """The table a keeper wrote last; empty when there is none (a fresh data directory)."""
     try:
@@ -91,9 +108,17 @@ def read_table(path: Path) -> Table:
     return table
 
 
-def write_table(path: Path, table: Table) -> None:
-    """Replace ``path`` with ``table`` at once (a crash leaves the old or the new file)."""
-    record = {"version": 1, "routes": {route: list(dials) for route, dials in table.items()}}
+def write_table(
+    path: Path, table: Table, hosts: dict[str, str] | None = None, fallback: str | None = None
+) -> None:
+    """Replace ``path`` with ``table`` (and the host names) at once: a crash leaves the old
+    or the new file."""
+    record: dict[str, object] = {
+        "version": 1,
+        "routes": {route: list(dials) for route, dials in table.items()},
+        "hosts": dict(hosts or {}),
+        "fallback": fallback,
+    }
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(json.dumps(record, indent=1, sort_keys=True) + "\n")
@@ -105,6 +130,10 @@ def write_table(path: Path, table: Table) -> None:
 class UpstreamDirectory:
     """Route name → upstream dials, answered over DNS (SRV for routes, A for targets).
 
+    Host names: ``<host>.hosts.stackyard.internal.`` answers the upstreams of the route
+    that serves ``host`` (the plain-HTTP names), else the not-served dial (a server that
+    answers 404), so that adding or removing a name changes this table, not Caddy.
+
     ``port`` 0 picks a free one; the keeper passes the port Caddy's routes already name.
     With ``table_file``, the table starts from that file and every change is written to it
     before the change is acknowledged.
@@ -115,6 +144,7 @@ class UpstreamDirectory:
     ) -> None:
         self._table_file = table_file
         self._routes: Table = read_table(table_file) if table_file else {}
+        self._hosts, self._fallback = read_names(table_file) if table_file else ({}, None)
         self._lock = threading.Lock()
         # Packed answers by query (without its 2-byte id), dropped whenever the table
         # changes. Under traffic Caddy asks for every route's SRV each refresh and for an A
@@ -176,10 +206,43 @@ class UpstreamDirectory:
 
     def drop(self, route: str) -> bool:
         with self._lock:
-            if self._routes.pop(route, None) is None:
+            named = {h: r for h, r in self._hosts.items() if r != route}
+            if self._routes.pop(route, None) is None and named == self._hosts:
                 return False
+            self._hosts = named
             self._changed()
         return True
+
+    def set_hosts(self, route: str, hosts: Sequence[str]) -> bool:
+        """``route`` serves exactly ``hosts`` (lower-cased); False when it did already. A
+        name another route serves is refused: the router checks that before."""
+        wanted = {host.lower() for host in hosts}
+        with self._lock:
+            taken = sorted(h for h in wanted if self._hosts.get(h, route) != route)
+            if taken:
+                raise UsageError(f"host name(s) {', '.join(taken)} are served by another route")
+            named = {h: r for h, r in self._hosts.items() if r != route}
+            named.update(dict.fromkeys(wanted, route))
+            if named == self._hosts:
+                return False
+            self._hosts = named
+            self._changed()
+        return True
+
+    def set_fallback(self, dial: str) -> bool:
+        """Where a name that no route serves goes (a server that answers 404)."""
+        split_dial(dial)
+        with self._lock:
+            if self._fallback == dial:
+                return False
+            self._fallback = dial
+            self._changed()
+        return True
+
+    def names(self) -> tuple[dict[str, str], str | None]:
+        """Host name -> route, and the not-served dial."""
+        with self._lock:
+            return dict(self._hosts), self._fallback
 
     def table(self) -> Table:
         with self._lock:
@@ -190,7 +253,7 @@ class UpstreamDirectory:
         self._answers.clear()
         self._version += 1
         if self._table_file is not None:
-            write_table(self._table_file, self._routes)
+            write_table(self._table_file, self._routes, self._hosts, self._fallback)
 
     def handlers(self) -> dict[str, Handler]:
         """The control operations on this table, for the keeper's control socket."""
@@ -201,8 +264,21 @@ class UpstreamDirectory:
                 raise UsageError("'upstreams' must be a list of 'ip:port' strings")
             return {"changed": self.set(_route_of(request), [str(d) for d in dials])}
 
+        def set_hosts(request: Message) -> Message:
+            hosts = request.get("hosts")
+            if not isinstance(hosts, list):
+                raise UsageError("'hosts' must be a list of host names")
+            return {"changed": self.set_hosts(_route_of(request), [str(h) for h in hosts])}
+
+        def names(_request: Message) -> Message:
+            hosts, fallback = self.names()
+            return {"hosts": hosts, "fallback": fallback}
+
         return {
             "resolver": lambda _request: {"address": self.address},
+            "hosts": set_hosts,
+            "fallback": lambda request: {"changed": self.set_fallback(str(request.get("dial")))},
+            "names": names,
             "set": set_route,
             "get": lambda request: {"upstreams": self.get(_route_of(request))},
             "drop": lambda request: {"changed": self.drop(_route_of(request))},
@@ -239,12 +315,29 @@ class UpstreamDirectory:
                 reply.add_answer(
                     RR(name, QTYPE.SRV, ttl=0, rdata=SRV(10, 10, port, target_name(host)))
                 )
+        elif query.q.qtype == QTYPE.SRV and name.endswith(f".{HOSTS_ZONE}"):
+            dials = self._host_dials(name.removesuffix(f".{HOSTS_ZONE}"))
+            if dials is None:
+                reply.header.rcode = RCODE.NXDOMAIN
+            for dial in dials or []:
+                host, port = split_dial(dial)
+                reply.add_answer(
+                    RR(name, QTYPE.SRV, ttl=0, rdata=SRV(10, 10, port, target_name(host)))
+                )
         elif query.q.qtype in (QTYPE.A, QTYPE.AAAA) and _ip_of_target(name) is not None:
             if query.q.qtype == QTYPE.A:
                 reply.add_answer(RR(name, QTYPE.A, ttl=0, rdata=A(_ip_of_target(name))))
         else:
             reply.header.rcode = RCODE.NXDOMAIN
         return bytes(reply.pack())
+
+    def _host_dials(self, host: str) -> list[str] | None:
+        """The upstreams for a request to ``host``: its route's, else the not-served dial."""
+        with self._lock:
+            route, fallback = self._hosts.get(host), self._fallback
+            if route is not None:
+                return list(self._routes.get(route, ()))
+        return [fallback] if fallback else None
 
 
 def _route_of(request: Message) -> str:
@@ -279,6 +372,19 @@ class DirectoryClient:
 
     def drop(self, route: str) -> None:
         self._ask({"op": "drop", "route": route})
+
+    def set_hosts(self, route: str, hosts: Sequence[str]) -> None:
+        self._ask({"op": "hosts", "route": route, "hosts": list(hosts)})
+
+    def set_fallback(self, dial: str) -> None:
+        split_dial(dial)
+        self._ask({"op": "fallback", "dial": dial})
+
+    def names(self) -> tuple[dict[str, str], str | None]:
+        found = self._ask({"op": "names"})
+        fallback = found.get("fallback")
+        hosts = {str(h): str(r) for h, r in found["hosts"].items()}
+        return hosts, str(fallback) if fallback else None
 
     def table(self) -> Table:
         routes = self._ask({"op": "table"})["routes"]
