@@ -305,6 +305,8 @@ def test_names_added_and_removed_under_https_load_drop_nothing_and_get_certifica
     assert [admin.config() for admin in router.admins] == configs  # no reload
     assert http_get(pebble.http_port, "n0.test").status_code == 404  # removed: not served
     assert router.upstreams(steady) == [app.dial]
+    # As the controller asks: the stage's route by its host, without aliases or mode.
+    assert router.upstreams(Route("steady-prod", host="steady.test")) == [app.dial]
 
 
 def test_a_certificate_for_a_name_nobody_added_is_never_asked_for(
@@ -319,15 +321,15 @@ def test_a_certificate_for_a_name_nobody_added_is_never_asked_for(
     assert settled(router, real)["real.test"].state == "valid"
     with pytest.raises(httpx.ConnectError):
         https_get(pebble.tls_port, "intruder.test", pebble.roots())
-    plain = Route("plain-prod", host="plain.test")  # served, but without TLS
-    router.ensure_route(plain, [app.dial])
+    bare = Route("bare-prod", host="bare.test")  # served, but without TLS
+    router.ensure_route(bare, [app.dial])
     with pytest.raises(httpx.ConnectError):
-        https_get(pebble.tls_port, "plain.test", pebble.roots())
+        https_get(pebble.tls_port, "bare.test", pebble.roots())
     ask = str(router.admins[0].config()["apps"]["tls"]["automation"]["on_demand"]["ask"])
     assert ask.startswith("http://127.0.0.1:")
     with httpx.Client(timeout=10, trust_env=False) as client:
         assert client.get(ask, params={"domain": "real.test"}).status_code == 200
-        for name in ("intruder.test", "plain.test", "real.test.evil", "", "a/../b"):
+        for name in ("intruder.test", "bare.test", "real.test.evil", "", "a/../b"):
             assert client.get(ask, params={"domain": name}).status_code != 200, name
     for admin in router.admins:
         servers = admin.config()["apps"]["http"]["servers"]
@@ -336,4 +338,4 @@ def test_a_certificate_for_a_name_nobody_added_is_never_asked_for(
     time.sleep(1)  # what an obtain on demand would have written by now
     storage = storage_root(router.admins[0].config())
     assert list(storage.rglob("intruder.test*")) == []
-    assert list(storage.rglob("plain.test*")) == []
+    assert list(storage.rglob("bare.test*")) == []

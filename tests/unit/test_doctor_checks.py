@@ -187,6 +187,14 @@ def test_a_failed_or_expired_certificate_fails_naming_the_name_its_stage_and_the
     assert (expired.verdict, expired.summary) == (Verdict.FAIL, "c.example.com (shop/prod) expired")
 
 
+def test_the_public_apis_certificate_is_named_as_the_platforms() -> None:
+    api = CertificateFact("", "", "stackyard.example.com", "failed", None, "no such host")
+    found = finding(replace(HEALTHY, certificates=(api,), now=NOW), "certificates")
+    assert found.verdict is Verdict.FAIL
+    assert found.summary == "stackyard.example.com (the public API) failed: no such host"
+    assert "up --public-api" in found.fix
+
+
 def test_a_certificate_near_its_end_warns_it_was_not_renewed() -> None:
     days = CERTIFICATE_WARN.total_seconds() / 86400
     ending = (cert("a.example.com", "valid", days=days - 0.5),)

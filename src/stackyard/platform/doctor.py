@@ -74,7 +74,8 @@ class Orphan:
 
 @dataclass(frozen=True)
 class CertificateFact:
-    """Where one host name's certificate stands (router/certificates.py reads it)."""
+    """Where one host name's certificate stands (router/certificates.py reads it); no
+    stack or stage: the platform's own name (``up --public-api``)."""
 
     stack: str
     stage: str
@@ -84,6 +85,8 @@ class CertificateFact:
     error: str = ""
 
     def where(self) -> str:
+        if not self.stack:
+            return f"{self.name} (the public API)"
         return f"{self.name} ({self.stack}/{self.stage})"
 
 
@@ -297,7 +300,11 @@ def check_certificates(facts: DoctorFacts) -> Finding:
             Verdict.FAIL,
             f"{first.where()} {why}{more}",
             f"check that {first.name} resolves to this machine and ports 80/443 reach it; "
-            f"`stackyard domains {first.stack}` shows every name",
+            + (
+                f"`stackyard domains {first.stack}` shows every name"
+                if first.stack
+                else "it is the name `up --public-api` publishes the API on"
+            ),
         )
     now = facts.now or datetime.now().astimezone()
     ending = [c for c in found if c.expires is not None and c.expires - now < CERTIFICATE_WARN]

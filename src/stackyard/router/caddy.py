@@ -926,26 +926,24 @@ class CaddyRouter(Router):
 
     def upstreams(self, route: Route) -> list[str] | None:
         """None unless every Caddy serves the route; then the responder's upstreams. A host
-        name is served when every Caddy proxies by host (on HTTPS too, for TLS) and the
-        responder names the route, with its TLS mode, for each of its names."""
+        route is served when the responder names the route for its host name and every
+        Caddy proxies by host (on HTTPS too, when the name has TLS). Its other names and
+        its TLS mode are the caller's to compare (the controller keeps them)."""
         route.check()
-        if route.host is None:
-            wanted = {proxy_id(route.name): ""}
-        else:
+        wanted = {proxy_id(route.name): ""}
+        if route.host is not None:
+            hosts, helpers = self.directory.names()
+            named, mode = hosts.get(route.host.lower(), ("", "off"))
+            if named != route.name or "not-served" not in helpers:
+                return None
             wanted = {HOSTS_FALLBACK: HOST_SRV_NAME}
-            if route.tls != "off":
+            if mode != "off":
                 wanted[HTTPS_FALLBACK] = TLS_SRV_NAME
         for admin in self.admins:
             for entry, lookup in wanted.items():
                 found = admin.send(AdminRequest("GET", f"/id/{entry}"), missing_ok=True)
                 if found.status_code == 404 or (lookup and not _proxies(found.json(), lookup)):
                     return None
-        if route.host is not None:
-            hosts, helpers = self.directory.names()
-            mine = (route.name, route.tls)
-            named = all(hosts.get(h.lower()) == mine for h in route.hosts)
-            if "not-served" not in helpers or not named:
-                return None
         return self.directory.get(route.name) or []
 
     def remove_route(self, route: Route) -> None:
