@@ -155,7 +155,12 @@ class UpstreamDirectory:
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, *, table_file: Path | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        table_file: Path | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self._table_file = table_file
         self._routes: Table = read_table(table_file) if table_file else {}
@@ -179,11 +184,19 @@ class UpstreamDirectory:
         # per query cost more than the answer itself.
         self._handler = Handler
         self._servers: list[socketserver.UDPServer] = []
-        first = self._serve_on(host, port)
+        first = self._serve_on(host, port, sock)
         self.address = f"{host}:{first.server_address[1]}"
 
-    def _serve_on(self, host: str, port: int) -> socketserver.UDPServer:
-        server = socketserver.UDPServer((host, port), self._handler)
+    def _serve_on(
+        self, host: str, port: int, sock: socket.socket | None = None
+    ) -> socketserver.UDPServer:
+        """Answer on ``host:port``; on ``sock`` when given (a bound socket taken over from
+        an earlier keeper: the queries queued on it are answered, none is lost)."""
+        server = socketserver.UDPServer((host, port), self._handler, bind_and_activate=sock is None)
+        if sock is not None:
+            server.socket.close()
+            server.socket = sock
+            server.server_address = sock.getsockname()
         threading.Thread(target=server.serve_forever, name="upstream-dns", daemon=True).start()
         self._servers.append(server)
         return server
