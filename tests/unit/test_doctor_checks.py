@@ -96,6 +96,18 @@ def test_a_silent_upstream_source_fails_and_an_empty_route_warns() -> None:
     assert finding(unasked, "upstream source").verdict is Verdict.WARN
 
 
+def test_the_lookup_by_host_is_checked_but_not_counted_as_a_route() -> None:
+    by_host = RouteSource("{http.request.host}.hosts.x.", "127.0.0.1:9", 0)
+    shop = RouteSource("shop-dev.routes.x.", "127.0.0.1:9", 1)
+    fine = finding(replace(HEALTHY, sources=(shop, by_host)), "upstream source")
+    assert (fine.verdict, fine.summary) == (
+        Verdict.OK,
+        "1 route(s) and the host names get their upstreams",
+    )
+    silent = replace(HEALTHY, sources=(replace(by_host, upstreams=None),))
+    assert finding(silent, "upstream source").verdict is Verdict.FAIL
+
+
 @pytest.mark.parametrize(
     ("used", "verdict"),
     [(DISK_WARN - 0.01, Verdict.OK), (DISK_WARN, Verdict.WARN), (DISK_FAIL, Verdict.FAIL)],

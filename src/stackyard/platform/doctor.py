@@ -183,7 +183,10 @@ def check_upstream_sources(facts: DoctorFacts) -> Finding:
             "start the platform (stackyard up -d): it starts the data plane's keeper, which "
             "serves the upstreams, again",
         )
-    empty = [s.name.split(".", 1)[0] for s in facts.sources if s.upstreams == 0]
+    # A lookup by the request's host ("{http.request.host}.hosts…") is not a route.
+    routes = [s for s in facts.sources if "{" not in s.name]
+    by_host = len(routes) < len(facts.sources)
+    empty = [s.name.split(".", 1)[0] for s in routes if s.upstreams == 0]
     if empty:
         return Finding(
             "upstream source",
@@ -194,7 +197,9 @@ def check_upstream_sources(facts: DoctorFacts) -> Finding:
     return Finding(
         "upstream source",
         Verdict.OK,
-        f"{len(facts.sources)} route(s) get their upstreams" if facts.sources else "no route yet",
+        f"{len(routes)} route(s){' and the host names' if by_host else ''} get their upstreams"
+        if facts.sources
+        else "no route yet",
     )
 
 

@@ -839,6 +839,8 @@ class CaddyRouter(Router):
             for path in admin_sockets
         ]
         self.directory = DirectoryClient(directory, timeout=timeout)
+        self._warming: set[str] = set()  # names with a warming handshake under way
+        self._warm_lock = threading.Lock()
 
     def close(self) -> None:
         for admin in self.admins:
@@ -887,9 +889,20 @@ class CaddyRouter(Router):
         a name's certificate on demand, at its first handshake, and this is that one."""
         address = "127.0.0.1" if self.hosts_listen in ("0.0.0.0", "") else self.hosts_listen
         for name in route.hosts:
+            with self._warm_lock:
+                if name in self._warming:
+                    continue  # one handshake per name at a time
+                self._warming.add(name)
             threading.Thread(
-                target=_handshake, args=(address, self.https_port, name), daemon=True
+                target=self._warm_one, args=(address, name), daemon=True, name=f"warm {name}"
             ).start()
+
+    def _warm_one(self, address: str, name: str) -> None:
+        try:
+            _handshake(address, self.https_port, name)
+        finally:
+            with self._warm_lock:
+                self._warming.discard(name)
 
     def _internal_names(self) -> list[str]:
         return sorted(h for h, (_, mode) in self.directory.names()[0].items() if mode == "internal")
