@@ -6,7 +6,9 @@ plane (two, on the same ports, so that one can restart while the other serves). 
 admin API listens on a unix socket only (mode 0600): a task cannot reach it. Switching a
 route's upstreams changes no Caddy config at all: each route looks its upstreams up from
 the data plane's DNS responder (router/directory.py), so no reload can reset a client
-connection.
+connection. Nor does adding or removing a host name: the shared host servers look their
+upstreams up by the request's host, and certificates are obtained on demand for the
+names the responder approves.
 """
 
 from __future__ import annotations
@@ -781,7 +783,9 @@ class CaddyAdmin:
 
 
 class CaddyRouter(Router):
-    """Port routes are Caddy servers ``sy-<name>``; host routes share ``stackyard-hosts``.
+    """Port routes are Caddy servers ``sy-<name>``; host routes are names in the
+    responder's table, which the shared servers ``stackyard-hosts`` (HTTP) and
+    ``stackyard-https`` look up by the request's host.
 
     ``admin_sockets`` are the admin API sockets of the data plane's Caddy processes, which
     all serve the same routes; ``directory`` is the control socket of the DNS responder
