@@ -122,7 +122,8 @@ def _build_containers(yard: RunningPlatform) -> list[str]:
          f"label=dev.stackyard.build-platform={platform_id(yard)}"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout.split()  # fmt: skip
-    return [name for name in names if not name.startswith("sy-limits-")]  # kept: idle holders
+    kept = ("sy-limits-", "sy-warm-")  # kept between builds: idle holders, the warm one
+    return [name for name in names if not name.startswith(kept)]
 
 
 def url_of(yard: RunningPlatform, stack: str) -> str:
@@ -233,6 +234,67 @@ def test_a_hostile_build_reaches_nothing_of_the_platform_the_host_or_another_sta
         capture_output=True, text=True, timeout=30,
     ).stdout.strip()  # fmt: skip
     assert swarm == "inactive"
+
+
+def warm_containers(yard: RunningPlatform) -> list[dict[str, Any]]:
+    """The platform's warm build container (inspected), once the last build's is removed."""
+    deadline = time.monotonic() + 30
+    while True:
+        ids = subprocess.run(
+            ["docker", "ps", "-q", "--filter", "name=^sy-warm-", "--filter",
+             f"label=dev.stackyard.build-platform={platform_id(yard)}"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.split()  # fmt: skip
+        if ids or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if not ids:
+        return []
+    inspected = subprocess.run(
+        ["docker", "inspect", *ids], capture_output=True, text=True, timeout=60, check=True
+    )
+    return list(json.loads(inspected.stdout))
+
+
+def test_the_warm_build_container_holds_nothing_of_a_stack_and_serves_one_build(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    repo = GitRepo.from_example("hello", tmp_path / "warmth")
+    repo.write(
+        "build.yml",
+        spec_of(
+            "echo built in $HOSTNAME",
+            "docker build -q -t $IMAGE_URL:latest . && docker push -q $IMAGE_URL:latest",
+        ),
+    )
+    repo.commit("a spec")
+    yard.cli("stacks", "create", "warmth", "--repo", str(repo.path))
+    set_secret(yard, "warmth", "WARMTH_SECRET", "warmth-secret-5e1c")
+    assert build(yard, "warmth")["status"] == "SUCCEEDED"  # builds now want a warm one
+
+    [warm] = warm_containers(yard)
+    # Made for no stack: the image's variables only, empty directories, and a Docker API
+    # that refuses everything, even to a command run inside it.
+    assert not [v for v in warm["Config"]["Env"] if "WARMTH" in v or "REGISTRY" in v]
+    mounts = {m["Destination"]: m["Source"] for m in warm["Mounts"]}
+    for inside in ("/codebuild/output/src", "/codebuild/output/artifacts"):
+        held = Path(mounts[inside])
+        assert held.is_relative_to(yard.data_dir / "work" / "warm"), mounts
+        assert list(held.iterdir()) == []
+    tried = subprocess.run(
+        ["docker", "exec", warm["Id"], "docker", "images"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert tried.returncode != 0
+    assert "serves no build yet" in tried.stderr
+
+    record = build(yard, "warmth")  # claims it, and never hands it to another build
+    assert record["status"] == "SUCCEEDED", record["log"]
+    assert f"built in {warm['Config']['Hostname']}" in record["log"]
+    assert f"({warm['Id'][:12]})" in record["log"]
+    [after] = warm_containers(yard)
+    assert after["Id"] != warm["Id"]
+    assert build_containers(yard) == []
 
 
 def caddy_admin_config(socket_path: Path) -> Any:

@@ -45,3 +45,32 @@ def test_an_engine_that_cannot_be_reached_is_named_in_the_answer(tmp_path: Path)
         connection.close()
         opened.close()
         proxy.close()
+
+
+def test_a_socket_for_no_build_yet_refuses_everything_until_claimed(tmp_path: Path) -> None:
+    missing = tmp_path / "no-engine.sock"  # a request let through would name it (502)
+    proxy = BuildProxy(str(missing))
+    login = RegistryLogin("127.0.0.1:5999", "u", "p")
+    opened = proxy.open(BuildScope("", None), claimed=False)
+    try:
+        for method, target in (("GET", "/v1.41/version"), ("POST", "/v1.41/containers/create")):
+            connection = UnixConnection(opened.path)
+            connection.request(method, target)
+            response = connection.getresponse()
+            body = json.loads(response.read())
+            connection.close()
+            assert response.status == 503
+            assert "serves no build yet" in body["message"]
+        opened.nest_builds_in("/docker/abc")
+        opened.claim(BuildScope("hello", "127.0.0.1:5999", login))
+        assert opened.scope.stack == "hello"
+        assert opened.scope.cgroup_parent == "/docker/abc"  # kept from before the claim
+        connection = UnixConnection(opened.path)
+        connection.request("GET", "/v1.41/version")
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        assert response.status == 502  # let through now: to an engine that is not there
+    finally:
+        opened.close()
+        proxy.close()

@@ -15,6 +15,7 @@ import contextlib
 import os
 import secrets
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +58,7 @@ _AGENTS = PurePosixPath("/run/stackyard")
 _READY_TIMEOUT = 30.0
 _AFTER_KILL = 10.0  # how long a killed command's shell may take to report its end
 _KILLED = 128 + 9  # a command SIGKILLed: by the kernel's OOM killer, or the disk watch
+WARM_PREFIX = "sy-warm-"  # a warm build container's name: made ahead, for no build yet
 
 
 class ContainerShellError(StackyardError):
@@ -90,8 +92,12 @@ class ContainerShell(CommandShell):
         proxy: BuildProxy | None = None,
         engine: Callable[[], BuildContainer] = BuildContainer,
         later: Callable[[Callable[[], None]], None] | None = None,
+        claimed: bool = True,
     ) -> None:
         self.settings = settings
+        # A warm container (``claimed=False``) is made for no build yet: its directories
+        # are empty, its Docker API refuses everything, until :meth:`claim`.
+        self.claimed = claimed
         # Runs the container's removal: at once, or (the platform) after the result is
         # known, so that a build does not wait for the engine to remove its container.
         self._later = later or (lambda removal: removal())
@@ -183,6 +189,29 @@ class ContainerShell(CommandShell):
                 stopped += agent.stop(groups)
         return sorted(set(stopped))
 
+    def claim(
+        self, *, run_id: str, docker: BuildScope, source: Path, artifacts: Path | None
+    ) -> None:
+        """Give this warm container to one build: its empty directories move to ``source``
+        and ``artifacts`` on this host (its mounts follow them), and its Docker API serves
+        ``docker``'s stack from now on. OSError when a directory cannot move there (the
+        caller then closes it and starts a fresh container)."""
+        if self.claimed or self._closed:
+            raise UsageError("this build container already serves a build")
+        if self._agents[None].ended():
+            raise ContainerShellError("the warm build container stopped")
+        moves = [(self.settings.source, source), (self.settings.artifacts, artifacts)]
+        for slot, target in moves:
+            if slot is not None and target is not None:
+                _move_directory(slot, target)
+        self.settings = replace(
+            self.settings, run_id=run_id, docker=docker, source=source, artifacts=artifacts
+        )
+        if self._proxy_socket is not None:
+            self._proxy_socket.claim(docker)
+        self.claimed = True
+        self._watch_disk()
+
     def close(self) -> None:
         if self._closed:
             return
@@ -214,13 +243,14 @@ class ContainerShell(CommandShell):
         if settings.docker is not None:
             if proxy is None:
                 raise UsageError("a build with a Docker API needs the build proxy")
-            self._proxy_socket = proxy.open(settings.docker)
+            self._proxy_socket = proxy.open(settings.docker, claimed=self.claimed)
             mounts.append(Mount(self._proxy_socket.path, DOCKER_SOCKET))
         suffix = secrets.token_hex(4)
         stack = settings.run_id.partition(":")[0]
+        name = f"sy-build-{stack}-{suffix}" if self.claimed else f"{WARM_PREFIX}{suffix}"
         spec = BuildContainerSpec(
             image=settings.image,
-            name=f"sy-build-{stack}-{suffix}"[:63],
+            name=name[:63],
             command=["/bin/sh", "-c", AGENT_SCRIPT, "stackyard-agent", str(_agent_dir(None))],
             mounts=mounts,
             network_mode=settings.network_mode,
@@ -235,6 +265,11 @@ class ContainerShell(CommandShell):
         self._container.start()
         self._agents[None] = _Agent(sock, "the build container's shell")
         self._agents[None].greet()
+        if self.claimed:
+            self._watch_disk()
+
+    def _watch_disk(self) -> None:
+        settings = self.settings
         self._watch = DiskWatch(
             [p for p in (settings.source, settings.artifacts) if p is not None],
             settings.limits.disk,
@@ -303,6 +338,15 @@ def _entry(command: Command) -> str:
         "exit 127; }"
     )
     return "\n".join(lines) + "\n"
+
+
+def _move_directory(directory: Path, target: Path) -> None:
+    """Rename ``directory`` to ``target`` (which may exist, empty): a bind mount of it
+    follows, as it holds the inode, not the path."""
+    if target.exists():
+        target.rmdir()  # OSError unless empty
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(directory, target)
 
 
 def _quote(value: str) -> str:
@@ -406,6 +450,17 @@ class _Agent:
             if not self._receive(deadline, discard=True):
                 break
         return list(reply.stopped)
+
+    def ended(self) -> bool:
+        """Whether the stream has ended (an idle agent writes nothing: EOF is all there is
+        to read)."""
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        if not readable:
+            return self.broken is not None
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def close(self) -> None:
         self.stream.close()

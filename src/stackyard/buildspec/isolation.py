@@ -7,6 +7,11 @@ build (a Dockerfile, no build spec) runs no command of the build's own, only the
 RUN steps: it gets the build's Docker API (:meth:`BuildIsolation.engine_for`), whose RUN
 steps nest in the cgroup of the stack's idle *limits holder*, a build container kept
 between builds so that a default build does not wait for one to start.
+
+A build's spec need not wait for its container either: once a platform has run a build
+spec, it keeps one *warm* build container of its build image, made for no stack (empty
+directories, no variables, a Docker API that refuses everything), which the next build
+claims (:meth:`BuildIsolation.claim`) and which is never given to a second build.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from stackyard.buildspec.container import ContainerSettings, ContainerShell
@@ -47,6 +54,7 @@ class BuildIsolation:
         limits: BuildLimits | None = None,
         network_mode: str = "host",
         platform_id: str = "local",
+        warm_dir: Path | None = None,
     ) -> None:
         self.proxy = proxy
         self.image = image
@@ -57,6 +65,14 @@ class BuildIsolation:
         self._holders_lock = threading.Lock()
         # Build containers are removed here, after the run's result: off its critical path.
         self._removals = ThreadPoolExecutor(1, thread_name_prefix="build-container-removal")
+        # The warm build container's empty directories live here (None: none is kept);
+        # it is made on its own thread, once a build has asked for one.
+        self.warm_dir = warm_dir
+        self._warm: Future[ContainerShell] | None = None
+        self._warm_wanted = False
+        self._warm_lock = threading.Lock()
+        self._warmer = ThreadPoolExecutor(1, thread_name_prefix="warm-build-container")
+        self._closed = False
 
     @property
     def on_host(self) -> bool:
@@ -129,14 +145,91 @@ class BuildIsolation:
         )
         return ContainerShell(settings, proxy=self.proxy, later=self._remove_later)
 
+    def claim(
+        self,
+        *,
+        source: Path,
+        artifacts: Path,
+        run_id: str,
+        stack: str,
+        login: RegistryLogin | None,
+        image: str | None = None,
+        image_url: str | None = None,
+        platform_registry: str | None = None,
+    ) -> CommandShell | None:
+        """The warm build container, given to this run of ``stack`` (its directories move
+        to ``source`` and ``artifacts``, its Docker API is :meth:`scope`'s); None when there
+        is none for this image, and the caller starts a fresh one with :meth:`shell`."""
+        if self.proxy is None or self.warm_dir is None or (image or self.image) != self.image:
+            return None
+        with self._warm_lock:
+            self._warm_wanted = True  # the next one is made once this run's is removed
+            waiting, self._warm = self._warm, None
+        if waiting is None:
+            return None
+        try:
+            shell = waiting.result()  # made ahead; if still starting, sooner than a new one
+        except Exception as exc:  # a fresh start says what is wrong, if it still is
+            log.warning("the warm build container did not start: %s", exc)
+            return None
+        slot = shell.settings.source.parent if shell.settings.source else None
+        scope = self.scope(stack, login, image_url=image_url, platform_registry=platform_registry)
+        try:
+            shell.claim(run_id=run_id, docker=scope, source=source, artifacts=artifacts)
+        except (OSError, StackyardError) as exc:
+            log.warning("could not give the warm build container to %s: %s", run_id, exc)
+            shell.close()
+            return None
+        finally:
+            if slot is not None:
+                shutil.rmtree(slot, ignore_errors=True)
+        return shell
+
+    def _make_warm(self) -> ContainerShell:
+        """A build container of the platform's image for no stack: empty directories at
+        its mounts, no variables, a Docker API that refuses everything until claimed."""
+        assert self.warm_dir is not None
+        self.warm_dir.mkdir(parents=True, exist_ok=True)
+        slot = Path(tempfile.mkdtemp(prefix="slot-", dir=self.warm_dir))
+        (slot / "src").mkdir()
+        (slot / "artifacts").mkdir()
+        settings = ContainerSettings(
+            source=slot / "src",
+            image=self.image,
+            artifacts=slot / "artifacts",
+            limits=self.limits,
+            network_mode=self.network_mode,
+            run_id="warm",
+            platform_id=self.platform_id,
+            docker=BuildScope(stack="", registry=None, limits=self.limits),
+        )
+        try:
+            return ContainerShell(
+                settings, proxy=self.proxy, later=self._remove_later, claimed=False
+            )
+        except BaseException:
+            shutil.rmtree(slot, ignore_errors=True)
+            raise
+
+    def _refill(self) -> None:
+        """Start the next warm container, if builds want one and none is kept."""
+        with self._warm_lock:
+            if self._closed or not self._warm_wanted or self._warm is not None:
+                return
+            with contextlib.suppress(RuntimeError):  # shut down meanwhile
+                self._warm = self._warmer.submit(self._make_warm)
+
     def _remove_later(self, removal: Callable[[], None]) -> None:
         def remove() -> None:
             try:
                 removal()
             except StackyardError as exc:  # the next start removes it with the leftovers
                 log.warning("removing a build container failed: %s", exc)
+            # A run's container is gone: the next build's may be made now, off any run.
+            self._refill()
 
-        self._removals.submit(remove)
+        with contextlib.suppress(RuntimeError):  # closing: close() removes what is left
+            self._removals.submit(remove)
 
     @contextlib.contextmanager
     def engine_for(
@@ -185,6 +278,8 @@ class BuildIsolation:
         """At start: the build containers this platform left when it was stopped mid-build."""
         if self.proxy is None:
             return []
+        if self.warm_dir is not None:
+            shutil.rmtree(self.warm_dir, ignore_errors=True)  # a stopped platform's slots
         engine = BuildContainer()
         try:
             return engine.remove_leftovers(self.platform_id)
@@ -192,6 +287,15 @@ class BuildIsolation:
             engine.close()
 
     def close(self) -> None:
+        with self._warm_lock:
+            self._closed = True
+            warm, self._warm = self._warm, None
+        self._warmer.shutdown(wait=True)
+        if warm is not None:
+            with contextlib.suppress(Exception):
+                warm.result().close()  # its removal is queued before the queue ends
+        if self.warm_dir is not None:
+            shutil.rmtree(self.warm_dir, ignore_errors=True)
         self._removals.shutdown(wait=True)
         with self._holders_lock:
             holders = list(self._holders.values())

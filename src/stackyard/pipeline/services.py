@@ -466,6 +466,9 @@ def build_isolation(settings: Settings, network_mode: str, platform_id: str) -> 
         limits=limits,
         network_mode=network_mode,
         platform_id=platform_id,
+        # Beside the builds' checkouts and under the logs' filesystem: a warm container's
+        # directories are renamed into place when a build claims it.
+        warm_dir=settings.data_dir / "work" / "warm",
     )
 
 

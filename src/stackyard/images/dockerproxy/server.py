@@ -53,6 +53,7 @@ _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"host"}
 )
 _AUTH_HEADERS = frozenset({b"x-registry-auth", b"x-registry-config"})
+_UNCLAIMED = "Stackyard's build proxy refused the request: this build container serves no build yet"
 
 
 def engine_socket_path() -> str:
@@ -88,11 +89,15 @@ class ImageNames:
 
 
 class ProxySocket:
-    """One build's socket: where it listens, the scope it applies, what it refused."""
+    """One build's socket: where it listens, the scope it applies, what it refused.
 
-    def __init__(self, path: Path, scope: BuildScope) -> None:
+    A socket opened ``claimed=False`` (a warm build container's, made before any stack is
+    known) refuses every request until :meth:`claim` gives it its build's scope."""
+
+    def __init__(self, path: Path, scope: BuildScope, *, claimed: bool = True) -> None:
         self.path = path
         self.scope = scope
+        self.claimed = claimed
         self.refusals: list[str] = []
         self._server: asyncio.AbstractServer | None = None
         self._close: Callable[[], None] = lambda: None
@@ -101,6 +106,12 @@ class ProxySocket:
         """RUN steps of this build's ``docker build`` run in ``cgroup_parent`` (the build
         container's cgroup), so they share its limits."""
         self.scope = replace(self.scope, cgroup_parent=cgroup_parent)
+
+    def claim(self, scope: BuildScope) -> None:
+        """From now on, serve the build of ``scope`` (its RUN steps still nest where
+        :meth:`nest_builds_in` said)."""
+        self.scope = replace(scope, cgroup_parent=self.scope.cgroup_parent)
+        self.claimed = True
 
     def close(self) -> None:
         self._close()
@@ -126,12 +137,13 @@ class BuildProxy:
                 self._thread.start()
             return self._loop
 
-    def open(self, scope: BuildScope) -> ProxySocket:
-        """Listen on a new socket (in a fresh directory only root may enter) for one build."""
+    def open(self, scope: BuildScope, *, claimed: bool = True) -> ProxySocket:
+        """Listen on a new socket (in a fresh directory only root may enter) for one build;
+        ``claimed=False``: for no build yet (:meth:`ProxySocket.claim`)."""
         loop = self._running_loop()
         directory = Path(tempfile.mkdtemp(prefix="stackyard-proxy-"))
         path = directory / "docker.sock"
-        socket = ProxySocket(path, scope)
+        socket = ProxySocket(path, scope, claimed=claimed)
         served = asyncio.run_coroutine_threadsafe(self._listen(socket), loop)
         try:
             socket._server = served.result(timeout=10)
@@ -293,6 +305,9 @@ class _Connection:
         path = api_path(parts.path)
         if path is None:
             await self._refuse(Refuse(400, f"Stackyard's build proxy refused the path {target!r}"))
+            return False
+        if not self.socket.claimed:
+            await self._refuse(Refuse(503, _UNCLAIMED))
             return False
         body = b""
         if path == "/auth":

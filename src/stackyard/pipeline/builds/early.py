@@ -1,10 +1,11 @@
-"""A build's container, started while its checkout runs (a build spec's run waits for it).
+"""A build's container, ready by the end of its checkout (a build spec's run waits for it).
 
-When git says the commit has a build spec, the build container (about half a second to
-make and start) is started on a thread as soon as the checkout's directory exists, and the
-checkout fills the directory it mounts meanwhile. What the spec then runs in is the same
-container a late start would make; a build without a spec (or whose stackyard.yml turns
-out different) discards it.
+When git says the commit has a build spec, the build claims the platform's warm build
+container as soon as the checkout's directory exists (the warm container's empty
+directory becomes it), or, with none warm, starts one (about 0.15 s to make and start)
+on a thread, and the checkout fills the directory it mounts meanwhile. What the spec then
+runs in is the container a late start would make; a build without a spec (or whose
+stackyard.yml turns out different) discards it.
 """
 
 from __future__ import annotations
@@ -79,8 +80,24 @@ class EarlyContainer:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"container-{stack}")
 
     def start(self, directory: Path) -> None:
-        """Start the container, mounting ``directory`` (the checkout, still empty)."""
+        """Claim the platform's warm container for ``directory`` (the checkout, still
+        empty), or start one mounting it."""
         self.source = directory
+        warm = self.isolation.claim(
+            source=directory,
+            artifacts=self.artifacts,
+            run_id=self.run_id,
+            stack=self.stack,
+            login=self.login,
+            image=self.plan.image,
+            image_url=self.image_url,
+            platform_registry=self.platform_registry,
+        )
+        if warm is not None:
+            self._starting = Future()
+            self._starting.set_result(warm)
+            self._thread.shutdown(wait=False)
+            return
         self.artifacts.mkdir(parents=True, exist_ok=True)
         self._starting = self._thread.submit(
             self.isolation.shell,
