@@ -297,6 +297,49 @@ def test_the_warm_build_container_holds_nothing_of_a_stack_and_serves_one_build(
     assert build_containers(yard) == []
 
 
+def test_a_stack_lowers_its_build_limits_and_cannot_raise_them(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    repo = GitRepo.from_example("hello", tmp_path / "lowered")
+    repo.write("stackyard.yml", "build: {cpu: 0.5, memory: 256m, pids_limit: 64}\n")
+    repo.write("build.yml", spec_of("sleep 5", "exit 1"))
+    repo.commit("lower limits")
+    yard.cli("stacks", "create", "lowered", "--repo", str(repo.path))
+    results: list[dict[str, Any]] = []
+    building = threading.Thread(target=lambda: results.append(build(yard, "lowered")))
+    building.start()
+    deadline, found = time.monotonic() + 60, []
+    while not found and building.is_alive() and time.monotonic() < deadline:
+        found = subprocess.run(
+            ["docker", "ps", "-q", "--filter", "name=^sy-build-lowered-", "--filter",
+             f"label=dev.stackyard.build-platform={platform_id(yard)}"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.split()  # fmt: skip
+        time.sleep(0.1)
+    assert found, "no build container of the stack ran"
+    inspected = subprocess.run(
+        ["docker", "inspect", "--format", "{{json .HostConfig}}", found[0]],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    building.join(timeout=120)
+    host_config = json.loads(inspected.stdout)
+    assert host_config["NanoCpus"] == 500_000_000
+    assert host_config["Memory"] == 256 * 1024**2
+    assert host_config["MemorySwap"] == 256 * 1024**2
+    assert host_config["PidsLimit"] == 64
+    assert "build limits (stackyard.yml): 0.5 cores, 256 MiB, 64 processes" in results[0]["log"]
+
+    repo.write("stackyard.yml", "build: {memory: 1g}\n")
+    repo.commit("ask for more than the platform gives")
+    record = build(yard, "lowered")
+    assert record["status"] == "FAILED"
+    assert (
+        "stackyard.yml: build.memory asks for more than this platform's build limit of 512 MiB"
+        in record["log"]
+    )
+    assert "stackyard up --build-memory" in record["log"]
+
+
 def caddy_admin_config(socket_path: Path) -> Any:
     with httpx.Client(
         transport=UnixSocketTransport(socket_path), base_url="http://caddy-admin"

@@ -320,7 +320,7 @@ class ContainerShell(CommandShell):
         if end.oom_killed:
             limit = self.settings.limits.memory
             return (
-                f"the build reached its memory limit ({_size(limit)}) and a process was "
+                f"the build reached its memory limit ({size_text(limit)}) and a process was "
                 "killed; raise the platform's build memory, or use less"
             )
         if not end.running:
@@ -366,7 +366,8 @@ def _passwd_entries(passwd: str) -> dict[str, Account]:
     return entries
 
 
-def _size(value: int) -> str:
+def size_text(value: int) -> str:
+    """A size in bytes as people read it: ``512 MiB``, ``1.5 GiB``."""
     for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
         if value >= size:
             return f"{value / size:g} {unit}"
@@ -590,8 +591,8 @@ class DiskWatch:
         if written <= self.limit:
             return False
         self.exceeded = (
-            f"the build wrote {_size(written)} to disk, over its limit of {_size(self.limit)}, "
-            "and was stopped"
+            f"the build wrote {size_text(written)} to disk, over its limit of "
+            f"{size_text(self.limit)}, and was stopped"
         )
         with contextlib.suppress(StackyardError):
             self._stop_build()

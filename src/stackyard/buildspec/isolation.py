@@ -24,11 +24,12 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
-from stackyard.buildspec.container import ContainerSettings, ContainerShell
+from stackyard.buildspec.container import ContainerSettings, ContainerShell, size_text
 from stackyard.buildspec.shell import CommandShell, LocalShell
-from stackyard.errors import StackyardError
+from stackyard.errors import ConfigError, StackyardError
 from stackyard.images.build_container import (
     LABEL_BUILD,
     LABEL_BUILD_PLATFORM,
@@ -61,7 +62,7 @@ class BuildIsolation:
         self.limits = limits or BuildLimits()
         self.network_mode = network_mode
         self.platform_id = platform_id
-        self._holders: dict[str, BuildContainer] = {}
+        self._holders: dict[str, tuple[BuildContainer, BuildLimits]] = {}
         self._holders_lock = threading.Lock()
         # Build containers are removed here, after the run's result: off its critical path.
         self._removals = ThreadPoolExecutor(1, thread_name_prefix="build-container-removal")
@@ -78,6 +79,33 @@ class BuildIsolation:
     def on_host(self) -> bool:
         return self.proxy is None
 
+    def limits_for(
+        self, *, cpu: float | None = None, memory: int | None = None, pids: int | None = None
+    ) -> BuildLimits:
+        """The platform's build limits, lowered where a stack's stackyard.yml asks (its
+        ``build.cpu``, ``build.memory``, ``build.pids_limit``); ConfigError when it asks
+        for more than the platform gives: the code a limit bounds cannot raise it."""
+        platform = self.limits
+        asked = {
+            "cpu": (cpu, platform.cpus, f"{platform.cpus:g} cores", "--build-cpus"),
+            "memory": (memory, platform.memory, size_text(platform.memory), "--build-memory"),
+            "pids_limit": (pids, platform.pids, f"{platform.pids} processes", "--build-pids"),
+        }
+        for field, (value, most, shown, option) in asked.items():
+            if value is not None and value > most:
+                raise ConfigError(
+                    f"stackyard.yml: build.{field} asks for more than this platform's build "
+                    f"limit of {shown}",
+                    hint=f"lower build.{field}, or remove it to get the platform's limit; "
+                    f"the platform's operator sets the limit (stackyard up {option})",
+                )
+        return replace(
+            platform,
+            cpus=cpu if cpu is not None else platform.cpus,
+            memory=memory if memory is not None else platform.memory,
+            pids=pids if pids is not None else platform.pids,
+        )
+
     def scope(
         self,
         stack: str,
@@ -87,6 +115,7 @@ class BuildIsolation:
         image_url: str | None = None,
         platform_registry: str | None = None,
         stage: StageRepository | None = None,
+        limits: BuildLimits | None = None,
     ) -> BuildScope:
         """What the build's Docker API lets a build of ``stack`` do, with these limits: push
         to its repository (``image_url``, else ``stack`` in ``login``'s registry) with
@@ -101,7 +130,7 @@ class BuildIsolation:
             stack=stack,
             registry=registry,
             login=login,
-            limits=self.limits,
+            limits=limits or self.limits,
             push_elsewhere=push_elsewhere,
             path=path,
             platform_registry=platform_registry if platform_registry != registry else None,
@@ -121,16 +150,18 @@ class BuildIsolation:
         image_url: str | None = None,
         platform_registry: str | None = None,
         stage: StageRepository | None = None,
+        limits: BuildLimits | None = None,
     ) -> CommandShell:
         """The command shell of one run of ``stack``: a new build container holding
-        ``source`` (and ``artifacts``), whose Docker API is :meth:`scope`'s; or this host."""
+        ``source`` (and ``artifacts``), with ``limits`` (:meth:`limits_for`; None: the
+        platform's), whose Docker API is :meth:`scope`'s; or this host."""
         if self.proxy is None:
             return LocalShell()
         settings = ContainerSettings(
             source=source,
             image=image or self.image,
             artifacts=artifacts,
-            limits=self.limits,
+            limits=limits or self.limits,
             network_mode=self.network_mode,
             run_id=run_id,
             platform_id=self.platform_id,
@@ -141,6 +172,7 @@ class BuildIsolation:
                 image_url=image_url,
                 platform_registry=platform_registry,
                 stage=stage,
+                limits=limits,
             ),
         )
         return ContainerShell(settings, proxy=self.proxy, later=self._remove_later)
@@ -156,11 +188,15 @@ class BuildIsolation:
         image: str | None = None,
         image_url: str | None = None,
         platform_registry: str | None = None,
+        limits: BuildLimits | None = None,
     ) -> CommandShell | None:
         """The warm build container, given to this run of ``stack`` (its directories move
         to ``source`` and ``artifacts``, its Docker API is :meth:`scope`'s); None when there
-        is none for this image, and the caller starts a fresh one with :meth:`shell`."""
+        is none for this image and these limits (it has the platform's), and the caller
+        starts a fresh one with :meth:`shell`."""
         if self.proxy is None or self.warm_dir is None or (image or self.image) != self.image:
+            return None
+        if limits is not None and limits != self.limits:
             return None
         with self._warm_lock:
             self._warm_wanted = True  # the next one is made once this run's is removed
@@ -239,6 +275,7 @@ class BuildIsolation:
         *,
         image_url: str | None = None,
         platform_registry: str | None = None,
+        limits: BuildLimits | None = None,
     ) -> Iterator[str | None]:
         """The engine address a default build of ``stack`` uses: its own socket of the
         build proxy (:meth:`scope`'s), RUN steps nested in the stack's limits holder; None
@@ -246,8 +283,10 @@ class BuildIsolation:
         if self.proxy is None:
             yield None
             return
-        cgroup = self.warm(stack)
-        scope = self.scope(stack, login, image_url=image_url, platform_registry=platform_registry)
+        cgroup = self.warm(stack, limits)
+        scope = self.scope(
+            stack, login, image_url=image_url, platform_registry=platform_registry, limits=limits
+        )
         socket = self.proxy.open(scope)
         try:
             socket.nest_builds_in(cgroup)
@@ -255,24 +294,32 @@ class BuildIsolation:
         finally:
             socket.close()
 
-    def warm(self, stack: str) -> str | None:
-        """Make sure the stack's limits holder runs (builds call this while they fetch);
-        the cgroup its default builds' RUN steps nest in."""
+    def warm(self, stack: str, limits: BuildLimits | None = None) -> str | None:
+        """Make sure the stack's limits holder runs (builds call this while they fetch,
+        with ``limits`` None: any holder will do) with ``limits`` (the platform's when
+        None): the cgroup its default builds' RUN steps nest in. A holder of other limits
+        (the stack changed them) is replaced."""
         if self.proxy is None:
             return None
+        wanted = limits or self.limits
+        replaced = None
         with self._holders_lock:
-            holder = self._holders.get(stack)
-            if holder is None:
-                holder = self._start_holder(stack)
-                self._holders[stack] = holder
-        return holder.cgroup_parent()
+            held = self._holders.get(stack)
+            if held is not None and limits is not None and held[1] != limits:
+                replaced, held = held[0], None
+            if held is None:
+                held = (self._start_holder(stack, wanted), wanted)
+                self._holders[stack] = held
+        if replaced is not None:
+            _remove(replaced)
+        return held[0].cgroup_parent()
 
     def forget(self, stack: str) -> None:
         """The stack was deleted: remove its limits holder."""
         with self._holders_lock:
-            holder = self._holders.pop(stack, None)
-        if holder is not None:
-            _remove(holder)
+            held = self._holders.pop(stack, None)
+        if held is not None:
+            _remove(held[0])
 
     def remove_leftovers(self) -> list[str]:
         """At start: the build containers this platform left when it was stopped mid-build."""
@@ -298,21 +345,21 @@ class BuildIsolation:
             shutil.rmtree(self.warm_dir, ignore_errors=True)
         self._removals.shutdown(wait=True)
         with self._holders_lock:
-            holders = list(self._holders.values())
+            holders = [holder for holder, _ in self._holders.values()]
             self._holders.clear()
         for holder in holders:
             _remove(holder)
         if self.proxy is not None:
             self.proxy.close()
 
-    def _start_holder(self, stack: str) -> BuildContainer:
+    def _start_holder(self, stack: str, limits: BuildLimits) -> BuildContainer:
         holder = BuildContainer()
         spec = BuildContainerSpec(
             image=self.image,
             name=f"sy-limits-{stack}-{secrets.token_hex(4)}"[:63],
             command=["sleep", "infinity"],
             network_mode="none",
-            limits=self.limits,
+            limits=limits,
             labels={LABEL_BUILD: f"{stack}:limits", LABEL_BUILD_PLATFORM: self.platform_id},
         )
         try:

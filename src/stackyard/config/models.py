@@ -79,6 +79,28 @@ class BuildConfig(BaseModel):
         "have it: a build does not pull it.",
         examples=["node:22-slim"],
     )
+    cpu: StrictFloat | None = Field(
+        default=None,
+        gt=0,
+        description="CPU limit of the build container (the build spec, the release spec and "
+        "their `docker build` steps), in cores. At most the platform's build limit "
+        "(`--build-cpus`): a build asking for more fails, naming it. Not set: the "
+        "platform's.",
+        examples=[1],
+    )
+    memory: Memory | None = Field(
+        default=None,
+        description="Memory limit of the build container, without swap. At most the "
+        "platform's (`--build-memory`). Not set: the platform's.",
+        examples=["1g"],
+    )
+    pids_limit: StrictInt | None = Field(
+        default=None,
+        ge=16,
+        description="Most processes and threads the build container may run at once. At "
+        "most the platform's (`--build-pids`). Not set: the platform's.",
+        examples=[512],
+    )
     paths: list[PathPattern] | None = Field(
         default=None,
         description="Path filter for monorepos: glob patterns relative to the repository "
@@ -96,6 +118,10 @@ class BuildConfig(BaseModel):
             except UsageError as exc:
                 raise ValueError(exc.message) from None
         return value
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return memory_bytes(self.memory) if self.memory is not None else None
 
     @property
     def dockerfile_path(self) -> PurePosixPath:

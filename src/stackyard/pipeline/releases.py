@@ -34,9 +34,10 @@ from stackyard.buildspec.buildlog import BuildLog, LineKind
 from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
 from stackyard.config.buildspec import load_buildspec
-from stackyard.config.models import StackConfig
+from stackyard.config.models import BuildConfig, StackConfig
 from stackyard.deploy import records
 from stackyard.errors import NotFoundError, StackyardError, UsageError
+from stackyard.images.dockerproxy.rules import BuildLimits
 from stackyard.images.imagestore import LOCAL_TARGET, ImageStore, TargetPlace, only_local
 from stackyard.images.reference import is_digest
 from stackyard.pipeline.platform_variables import (
@@ -649,6 +650,7 @@ class ReleaseService:
                 image_url=self._images.image_url(name),
                 platform_registry=self._images.endpoint,
                 stage=regional.repository(),
+                limits=_build_limits(plan, isolation),
             )
             with shell:
                 login = spec_login(
@@ -854,6 +856,15 @@ def _build_image(plan: _ReleasePlan) -> str | None:
     """build.image of stackyard.yml at the release's commit: what release.yml runs in."""
     image = (plan.build.config or {}).get("build", {}).get("image")
     return str(image) if image else None
+
+
+def _build_limits(plan: _ReleasePlan, isolation: BuildIsolation) -> BuildLimits | None:
+    """The limits stackyard.yml at the release's commit sets for its build container
+    (the build checked them): release.yml runs with the same."""
+    if isolation.on_host:
+        return None
+    build = BuildConfig.model_validate((plan.build.config or {}).get("build", {}))
+    return isolation.limits_for(cpu=build.cpu, memory=build.memory_bytes, pids=build.pids_limit)
 
 
 def _releasespec_path(plan: _ReleasePlan) -> str:

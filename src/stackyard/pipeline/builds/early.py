@@ -11,6 +11,7 @@ stackyard.yml turns out different) discards it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -19,9 +20,10 @@ from pydantic import ValidationError
 
 from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.buildspec.shell import CommandShell
-from stackyard.config.models import StackConfig
+from stackyard.config.models import BuildConfig, StackConfig
 from stackyard.config.yamlfile import load_yaml
 from stackyard.errors import StackyardError
+from stackyard.images.dockerproxy.rules import BuildLimits
 from stackyard.registry_login import RegistryLogin
 from stackyard.source.base import Source
 
@@ -29,14 +31,22 @@ from stackyard.source.base import Source
 @dataclass(frozen=True)
 class SpecPlan:
     """What git says of a commit before its checkout: it has a build spec, to run in
-    ``image`` (None: the platform's build image)."""
+    ``image`` (None: the platform's build image) with ``limits`` (None: the platform's)."""
 
     image: str | None
+    limits: BuildLimits | None = None
 
 
-def spec_plan(source: Source, stack: str, sha: str, context_dir: str) -> SpecPlan | None:
+def spec_plan(
+    source: Source,
+    stack: str,
+    sha: str,
+    context_dir: str,
+    limits: Callable[[BuildConfig], BuildLimits | None] = lambda _: None,
+) -> SpecPlan | None:
     """The plan when the commit's stackyard.yml loads and its build spec is a file in git;
-    None otherwise (the build finds out the usual way, after the checkout)."""
+    None otherwise (the build finds out the usual way, after the checkout). ``limits``
+    reads the build's limits from its config."""
     try:
         raw = source.read_file(stack, sha, "stackyard.yml")
         config = StackConfig()
@@ -47,9 +57,10 @@ def spec_plan(source: Source, stack: str, sha: str, context_dir: str) -> SpecPla
         spec = str(PurePosixPath(context) / config.build.buildspec)
         if source.read_file(stack, sha, spec) is None:
             return None
+        plan = SpecPlan(config.build.image, limits(config.build))
     except (StackyardError, ValidationError, UnicodeDecodeError):
         return None
-    return SpecPlan(config.build.image)
+    return plan
 
 
 class EarlyContainer:
@@ -92,6 +103,7 @@ class EarlyContainer:
             image=self.plan.image,
             image_url=self.image_url,
             platform_registry=self.platform_registry,
+            limits=self.plan.limits,
         )
         if warm is not None:
             self._starting = Future()
@@ -109,18 +121,22 @@ class EarlyContainer:
             image=self.plan.image,
             image_url=self.image_url,
             platform_registry=self.platform_registry,
+            limits=self.plan.limits,
         )
         self._thread.shutdown(wait=False)
 
-    def take(self, source: Path, image: str | None) -> CommandShell | None:
-        """The started container when it suits the run (the same checkout and image), else
-        None (it is discarded). A failure to start raises here, as a late start would."""
+    def take(
+        self, source: Path, image: str | None, limits: BuildLimits | None = None
+    ) -> CommandShell | None:
+        """The started container when it suits the run (the same checkout, image and
+        limits), else None (it is discarded). A failure to start raises here, as a late
+        start would."""
         if self._starting is None:
             return None
         if self.source is None or source.resolve() != self.source.resolve():
             self.discard()
             return None
-        if image != self.plan.image:
+        if image != self.plan.image or limits != self.plan.limits:
             self.discard()
             return None
         starting, self._starting = self._starting, None

@@ -18,13 +18,16 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from stackyard.buildspec.buildlog import BuildLog, LineKind
+from stackyard.buildspec.container import size_text
 from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
 from stackyard.config.buildspec import load_buildspec
 from stackyard.config.loading import LoadedConfig, load_stack_config
+from stackyard.config.models import BuildConfig
 from stackyard.errors import StackyardError
 from stackyard.images.docker_builder import DockerBuilder
 from stackyard.images.dockerize import detect
+from stackyard.images.dockerproxy.rules import BuildLimits
 from stackyard.images.imagestore import ImageStore
 from stackyard.pipeline.builds.early import EarlyContainer, spec_plan
 from stackyard.pipeline.builds.records import BuildRecords
@@ -147,7 +150,9 @@ class BuildRun:
         isolation = self.tools.isolation
         if isolation.on_host:
             return None
-        plan = spec_plan(self.tools.source, self.stack.name, sha, self.stack.context_dir)
+        plan = spec_plan(
+            self.tools.source, self.stack.name, sha, self.stack.context_dir, self._limits
+        )
         if plan is None:
             return None
         return EarlyContainer(
@@ -159,6 +164,15 @@ class BuildRun:
             artifacts=self._artifacts_dir(),
             image_url=self.images.image_url(self.stack.name),
             platform_registry=self.images.endpoint,
+        )
+
+    def _limits(self, build: BuildConfig) -> BuildLimits | None:
+        """The build container's limits: the platform's, lowered where stackyard.yml asks;
+        None on host, where builds have none."""
+        if self.tools.isolation.on_host:
+            return None
+        return self.tools.isolation.limits_for(
+            cpu=build.cpu, memory=build.memory_bytes, pids=build.pids_limit
         )
 
     def _artifacts_dir(self) -> Path:
@@ -183,13 +197,20 @@ class BuildRun:
         if not context.is_dir() or not context.is_relative_to(checkout.resolve()):
             raise BuildFailure(f"build context '{context_dir}' is not a directory in the repo")
         spec_path = context / build_config.buildspec
+        limits = self._limits(build_config)
+        if limits is not None and limits != self.tools.isolation.limits:
+            self.say(
+                "config",
+                f"build limits (stackyard.yml): {limits.cpus:g} cores, "
+                f"{size_text(limits.memory)}, {limits.pids} processes",
+            )
         inputs = self.tools.build_inputs(self.stack.name)
         if inputs.variables:
             self.say("config", f"build variables from the platform: {', '.join(inputs.variables)}")
         if spec_path.is_file():
             self.records.record(self.stack.name, self.number, kind="buildspec")
             self.previous()  # build.yml may push at any moment
-            return self.run_spec(spec_path, checkout, context, sha, loaded, inputs)
+            return self.run_spec(spec_path, checkout, context, sha, loaded, inputs, limits)
         self.records.record(self.stack.name, self.number, kind="default")
         if self.early is not None:
             self.early.discard()
@@ -200,7 +221,7 @@ class BuildRun:
         )
         # stackyard.yml's build variables, then the platform's, become build args.
         buildargs = {**build_config.variables, **inputs.variables}
-        self.default_build(context, dockerfile, sha, buildargs)
+        self.default_build(context, dockerfile, sha, buildargs, limits)
         return {}
 
     def run_spec(
@@ -211,6 +232,7 @@ class BuildRun:
         sha: str,
         loaded: LoadedConfig,
         inputs: BuildInputs,
+        limits: BuildLimits | None,
     ) -> dict[str, str]:
         spec, warnings = load_buildspec(spec_path)
         for warning in warnings:
@@ -220,7 +242,7 @@ class BuildRun:
         artifacts.mkdir(parents=True, exist_ok=True)
         run = SpecRun(name, sha, f"{name}:{self.number}", build_number=self.number)
         image = loaded.config.build.image
-        started = self.early.take(checkout, image) if self.early is not None else None
+        started = self.early.take(checkout, image, limits) if self.early is not None else None
         shell = started or isolation.shell(
             source=checkout,
             run_id=run.run_id,
@@ -230,6 +252,7 @@ class BuildRun:
             image=image,
             image_url=self.images.image_url(name),
             platform_registry=self.images.endpoint,
+            limits=limits,
         )
         with tempfile.TemporaryDirectory(prefix="stackyard-build-") as scratch, shell:
             login = spec_login(
@@ -262,7 +285,12 @@ class BuildRun:
         return dict(result.exported)
 
     def default_build(
-        self, context: Path, dockerfile: str, sha: str, variables: dict[str, str]
+        self,
+        context: Path,
+        dockerfile: str,
+        sha: str,
+        variables: dict[str, str],
+        limits: BuildLimits | None = None,
     ) -> None:
         dockerfile_path = (context / dockerfile).resolve()
         if not dockerfile_path.is_relative_to(context):
@@ -283,6 +311,7 @@ class BuildRun:
             self.images.login(self.stack.name),
             image_url=repository,
             platform_registry=self.images.endpoint,
+            limits=limits,
         )
         with engine as url:
             self._default_build(context, dockerfile, variables, repository, tags, url)

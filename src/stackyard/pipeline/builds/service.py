@@ -198,6 +198,8 @@ class BuildService:
                 outcome = run.execute(build.requested_ref)
             except StackyardError as exc:
                 log.line("stackyard", LineKind.MESSAGE, f"build FAILED: {exc.message}")
+                if exc.hint:  # what to do next, where the user reads the failure
+                    log.line("stackyard", LineKind.MESSAGE, f"hint: {exc.hint}")
                 self._records.finish(stack_name, number, BuildStatus.FAILED, error=exc.message)
             except Exception as exc:  # a bug must still end the build, with its cause
                 log.line("stackyard", LineKind.MESSAGE, f"build FAILED (internal error): {exc!r}")
