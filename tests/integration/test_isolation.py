@@ -463,6 +463,8 @@ def test_a_fork_bomb_fails_its_build_and_other_builds_go_on(
     # the build container's own shell cannot start the next command and the log says so.
     said = ("Cannot fork", "Resource temporarily unavailable", "the build container's shell")
     assert any(text in bombed["log"] for text in said), bombed["log"]
+    assert f"the build reached its process limit ({BUILD_PIDS} processes)" in bombed["log"]
+    assert "raise build.pids_limit in stackyard.yml" in bombed["log"]
     assert "survived" not in bombed["log"]
     assert build_containers(yard) == []
 

@@ -107,6 +107,7 @@ class ContainerShell(CommandShell):
         self._passwd: str | None = None
         self._default_shell: str | None = None
         self._watch: DiskWatch | None = None
+        self._pids_hits = 0  # process-limit hits already said in the log
         self._closed = False
         try:
             self._start(proxy)
@@ -172,11 +173,14 @@ class ContainerShell(CommandShell):
             return CommandOutcome(status=125, start_error=f"could not start the command: {exc}")
         script = _entry(command) + command.script
         outcome = agent.run(command, script, on_output, self._kill_group)
+        reason = None
         if outcome.status == _KILLED or outcome.start_error:
             reason = self._stopped_reason()
-            if reason:
-                message = f"{outcome.start_error}; {reason}" if outcome.start_error else reason
-                return replace(outcome, start_error=message)
+        if outcome.status != 0 and reason is None:
+            reason = self._starved_reason()
+        if reason:
+            message = f"{outcome.start_error}; {reason}" if outcome.start_error else reason
+            return replace(outcome, start_error=message)
         return outcome
 
     def stop_leftovers(self, groups: list[int]) -> list[int]:
@@ -310,6 +314,19 @@ class ContainerShell(CommandShell):
         with contextlib.suppress(StackyardError):
             self._container.exec_run(["/bin/sh", "-c", script, str(group)])
 
+    def _starved_reason(self) -> str | None:
+        """When processes could not start for the build's process limit since the last
+        time it was said: which limit, and what to change (said once per hit)."""
+        hits = self._container.pids_limit_hits()
+        if hits is None or hits <= self._pids_hits:
+            return None
+        self._pids_hits = hits
+        return (
+            f"the build reached its process limit ({self.settings.limits.pids} processes) and "
+            "could not start more; start fewer at once (a runaway loop?), or raise "
+            "build.pids_limit in stackyard.yml, up to the platform's (stackyard up --build-pids)"
+        )
+
     def _stopped_reason(self) -> str | None:
         if self._watch is not None and self._watch.exceeded:
             return self._watch.exceeded
@@ -321,7 +338,8 @@ class ContainerShell(CommandShell):
             limit = self.settings.limits.memory
             return (
                 f"the build reached its memory limit ({size_text(limit)}) and a process was "
-                "killed; raise the platform's build memory, or use less"
+                "killed; use less, or raise build.memory in stackyard.yml, up to the "
+                "platform's (stackyard up --build-memory)"
             )
         if not end.running:
             return f"the build container stopped (exit status {end.exit_code})"

@@ -207,6 +207,22 @@ class BuildContainer:
         code = state.get("ExitCode")
         return ContainerEnd(running, None if running else code, bool(state.get("OOMKilled")))
 
+    def pids_limit_hits(self) -> int | None:
+        """How often a process could not start in this container (or its RUN steps) for
+        its process limit: the pids cgroup's ``max`` event count, read on this host. None
+        where this host does not show the container's cgroup (another cgroup layout, or a
+        remote engine)."""
+        for path in _pids_events_paths(self.id):
+            try:
+                text = path.read_text(encoding="ascii")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                key, _, value = line.partition(" ")
+                if key == "max" and value.strip().isdigit():
+                    return int(value)
+        return None
+
     def kill(self) -> None:
         try:
             self._api.kill(self.id)
@@ -271,6 +287,18 @@ class Stream:
             if response is not None:
                 response.close()
         self.socket.close()
+
+
+def _pids_events_paths(container_id: str) -> list[Path]:
+    """Where the pids cgroup of a container is, on cgroup v1 and v2, with the cgroupfs and
+    the systemd drivers (build containers set no cgroup parent of their own)."""
+    root = Path("/sys/fs/cgroup")
+    return [
+        root / "pids" / "docker" / container_id / "pids.events",
+        root / "pids" / "system.slice" / f"docker-{container_id}.scope" / "pids.events",
+        root / "docker" / container_id / "pids.events",
+        root / "system.slice" / f"docker-{container_id}.scope" / "pids.events",
+    ]
 
 
 def _translate(exc: docker.errors.DockerException, what: str) -> StackyardError:
