@@ -491,9 +491,10 @@ def parse_ls_remote(output: str, branch: str) -> str | None:
 
 def standalone_checkout_argv(repo: Path, sha: str, dest: Path) -> list[list[str]]:
     """A new repository at ``dest`` holding commit ``sha`` of the cache ``repo``, checked
-    out: protocol v2 lets a fetch name any commit the cache has."""
+    out: protocol v2 lets a fetch name any commit the cache has. No template: no sample
+    hooks in ``.git`` (which a Dockerfile's context would otherwise carry)."""
     return [
-        git_argv("init", "--quiet", str(dest)),
+        git_argv("init", "--quiet", "--template=", str(dest)),
         git_argv(
             "-c", "protocol.version=2", "fetch", "--quiet", "--depth", "1", "--no-tags",
             "--no-write-fetch-head", f"file://{repo}", sha, work_tree=dest,
