@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from tests.integration.conftest import RunningPlatform, start_platform, stop_platform
@@ -39,7 +42,14 @@ def set_version(repo: GitRepo, version: str) -> str:
     return repo.commit(f"version {version}")
 
 
-def timed_build(platform: RunningPlatform, stack: str, repo: GitRepo, version: str) -> float:
+def timed_build(
+    platform: RunningPlatform,
+    stack: str,
+    repo: GitRepo,
+    version: str,
+    steps: list[dict[str, float]] | None = None,
+) -> float:
+    """Seconds of one ``stackyard build``; its steps (from its log) go to ``steps``."""
     sha = set_version(repo, version)
     started = time.perf_counter()
     result = platform.cli("build", stack, "--json", timeout=600)
@@ -47,7 +57,29 @@ def timed_build(platform: RunningPlatform, stack: str, repo: GitRepo, version: s
     record = json.loads(result.stdout)
     if record["status"] != "SUCCEEDED" or record["commit_sha"] != sha:
         raise RuntimeError(f"build of {stack} did not succeed: {record}")
+    if steps is not None:
+        steps.append(spec_steps(Path(record["log_path"]).read_text()))
     return elapsed
+
+
+# The build log's lines that end each step of a build.yml build, in order.
+STEP_MARKS = {
+    "resolve the commit": "[source] commit ",
+    "checkout, stackyard.yml": "[config] stages ",
+    "to the first command (its container)": "[build] Running command ",
+    "the spec's commands": "[run] Build SUCCEEDED",
+    "digest from the registry": "[stackyard] build SUCCEEDED",
+}
+
+
+def spec_steps(log: str) -> dict[str, float]:
+    """Seconds each step of a build.yml build took, from its log's timestamps."""
+    times = []
+    for mark in ("", *STEP_MARKS.values()):
+        line = next(line for line in log.splitlines() if mark in line)
+        stamp = line.split(" ", 1)[0].replace("Z", "+00:00")
+        times.append(datetime.fromisoformat(stamp).timestamp())
+    return {step: times[i + 1] - times[i] for i, step in enumerate(STEP_MARKS)}
 
 
 def own_local_name(repo: GitRepo, stack: str) -> None:
@@ -59,8 +91,10 @@ def own_local_name(repo: GitRepo, stack: str) -> None:
         repo.commit("a local image name per stack")
 
 
-def measure(runs: int) -> dict[tuple[str, str], list[float]]:
+def measure(runs: int) -> Measured:
     times: dict[tuple[str, str], list[float]] = defaultdict(list)
+    steps: dict[str, list[dict[str, float]]] = defaultdict(list)
+    loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="stackyard-bench-") as tmp:
         directory = Path(tmp)
         platforms: dict[str, RunningPlatform] = {}
@@ -82,13 +116,27 @@ def measure(runs: int) -> dict[tuple[str, str], list[float]]:
                 for app in APPS:
                     for side in order:
                         stack = f"{app[:4]}{side[0]}"
-                        elapsed = timed_build(platforms[side], stack, repos[(side, app)], f"r{i}")
+                        elapsed = timed_build(
+                            platforms[side],
+                            stack,
+                            repos[(side, app)],
+                            f"r{i}",
+                            steps[side] if app == "tinystacks" else None,
+                        )
                         times[(side, app)].append(elapsed)
+                loads.append(os.getloadavg()[0])
         finally:
             for platform in platforms.values():
                 stop_platform(platform)
             remove_images(list(platforms.values()))
-    return times
+    return Measured(times, steps, loads)
+
+
+@dataclass
+class Measured:
+    times: dict[tuple[str, str], list[float]]
+    steps: dict[str, list[dict[str, float]]]  # per side: each tinystacks run's steps
+    loads: list[float]  # the 1-minute load average before the runs and after each round
 
 
 def remove_images(platforms: list[RunningPlatform]) -> None:
@@ -108,7 +156,8 @@ def verdict(verdicts: list[bool]) -> str:
     return "Neither ratio meets" if not any(verdicts) else "One ratio misses"
 
 
-def report(runs: int, times: dict[tuple[str, str], list[float]]) -> str:
+def report(runs: int, measured: Measured) -> str:
+    times = measured.times
     lines = [
         "## Build isolation: `stackyard build` in a build container against on host",
         "",
@@ -133,15 +182,31 @@ def report(runs: int, times: dict[tuple[str, str], list[float]]) -> str:
             f"({min(contained):.2f}-{max(contained):.2f}) | {statistics.median(host):.2f} "
             f"({min(host):.2f}-{max(host):.2f}) | **{ratio:.2f}** |"
         )
+    loads = measured.loads
     lines += [
         "",
-        f"{verdict(verdicts)} the goal of {GOAL:.1f}.",
-        "In a container, a build.yml build adds the build container's start and removal "
-        "(create, start, attach its shell agent), a standalone checkout (`git fetch --depth "
-        "1` into a repository of its own, so git works inside) instead of a worktree, each "
-        "command's round trip to the agent, and the build proxy between the docker CLI and "
-        "the engine. A default build adds only the proxy socket: the stack's limits holder "
-        "is started once and kept.",
+        f"{verdict(verdicts)} the goal of {GOAL:.1f}. The machine's load (1-minute average, "
+        f"2 cores, shared) was {min(loads):.1f} to {max(loads):.1f} during the runs.",
+        "",
+        "Where a build.yml build's time goes (`examples/tinystacks`, medians of the runs, "
+        "from the build log's timestamps):",
+        "",
+        "| step | in a container s | on host s |",
+        "|---|---|---|",
+    ]
+    for step in STEP_MARKS:
+        medians = [statistics.median(run[step] for run in measured.steps[side]) for side in SIDES]
+        lines.append(f"| {step} | {medians[0]:.3f} | {medians[1]:.3f} |")
+    lines += [
+        "",
+        "In a container, a build.yml build claims the platform's warm build container (made "
+        "for no stack while nothing builds, given to this build when its checkout directory "
+        "is made, removed after it): what is left is a standalone checkout (`git fetch "
+        "--depth 1` into a repository of its own, so git works inside) instead of a "
+        "worktree, each command's round trip to the shell agent, the build image's docker "
+        "CLI (Debian's 20.10, slower to start than the host's), and the build proxy between "
+        "that CLI and the engine. A default build adds only the proxy socket: the stack's "
+        "limits holder is started once and kept.",
         "",
         f"Reproduce: `.venv/bin/python -m bench.build_isolation --runs {runs}`",
     ]
