@@ -200,11 +200,14 @@ class BuildIsolation:
             return None
         with self._warm_lock:
             self._warm_wanted = True  # the next one is made once this run's is removed
-            waiting, self._warm = self._warm, None
-        if waiting is None:
-            return None
+            waiting = self._warm
+            if waiting is None or not waiting.done():
+                # Still starting: waiting here would hold up the checkout, which a fresh
+                # container starts alongside; it stays for the next build.
+                return None
+            self._warm = None
         try:
-            shell = waiting.result()  # made ahead; if still starting, sooner than a new one
+            shell = waiting.result()
         except Exception as exc:  # a fresh start says what is wrong, if it still is
             log.warning("the warm build container did not start: %s", exc)
             return None
