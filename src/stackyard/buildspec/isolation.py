@@ -71,6 +71,7 @@ class BuildIsolation:
         self.warm_dir = warm_dir
         self._warm: Future[ContainerShell] | None = None
         self._warm_wanted = False
+        self._warm_possible = True
         self._warm_lock = threading.Lock()
         self._warmer = ThreadPoolExecutor(1, thread_name_prefix="warm-build-container")
         self._closed = False
@@ -199,7 +200,7 @@ class BuildIsolation:
         if limits is not None and limits != self.limits:
             return None
         with self._warm_lock:
-            self._warm_wanted = True  # the next one is made once this run's is removed
+            self._warm_wanted = self._warm_possible  # made once this run's is removed
             waiting = self._warm
             if waiting is None or not waiting.done():
                 # Still starting: waiting here would hold up the checkout, which a fresh
@@ -215,7 +216,15 @@ class BuildIsolation:
         scope = self.scope(stack, login, image_url=image_url, platform_registry=platform_registry)
         try:
             shell.claim(run_id=run_id, docker=scope, source=source, artifacts=artifacts)
-        except (OSError, StackyardError) as exc:
+        except OSError as exc:
+            # Its directories cannot be renamed into builds' (another filesystem?): one
+            # made for every build and thrown away would cost more than it saves.
+            log.warning("warm build containers are off: %s", exc)
+            with self._warm_lock:
+                self._warm_wanted = self._warm_possible = False
+            shell.close()
+            return None
+        except StackyardError as exc:
             log.warning("could not give the warm build container to %s: %s", run_id, exc)
             shell.close()
             return None
