@@ -29,6 +29,7 @@ from tests.integration.conftest import RunningPlatform, start_platform, stop_pla
 from tests.integration.gitrepo import GitRepo
 
 from bench.report import update_section
+from stackyard.settings import DEFAULT_BUILD_IMAGE
 
 GOAL = 1.2
 APPS = {"tinystacks": "build.yml in a build container", "hello": "default build (Dockerfile)"}
@@ -129,7 +130,7 @@ def measure(runs: int) -> Measured:
             for platform in platforms.values():
                 stop_platform(platform)
             remove_images(list(platforms.values()))
-    return Measured(times, steps, loads)
+    return Measured(times, steps, loads, cli_start_ms())
 
 
 @dataclass
@@ -137,6 +138,30 @@ class Measured:
     times: dict[tuple[str, str], list[float]]
     steps: dict[str, list[dict[str, float]]]  # per side: each tinystacks run's steps
     loads: list[float]  # the 1-minute load average before the runs and after each round
+    cli_ms: dict[str, float]  # the docker CLI's start, per side
+
+
+# Prints how long ``docker --version`` took, in microseconds, 15 times (date +%s%N).
+CLI_LOOP = (
+    "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do s=$(date +%s%N); "
+    "docker --version >/dev/null; e=$(date +%s%N); echo $(( (e - s) / 1000 )); done"
+)
+
+
+def cli_start_ms() -> dict[str, float]:
+    """Median start of the docker CLI in the build image and on this host (``docker`` on
+    PATH, which builds on host run), in ms: six of TinyStacks' commands start it."""
+    runs = {
+        "container": ["docker", "run", "--rm", "--network", "none", DEFAULT_BUILD_IMAGE],
+        "host": [],
+    }
+    found = {}
+    for side, prefix in runs.items():
+        done = subprocess.run(
+            [*prefix, "sh", "-c", CLI_LOOP], capture_output=True, text=True, timeout=120
+        )
+        found[side] = statistics.median(int(n) for n in done.stdout.split()) / 1000
+    return found
 
 
 def remove_images(platforms: list[RunningPlatform]) -> None:
@@ -197,7 +222,13 @@ def report(runs: int, measured: Measured) -> str:
     for step in STEP_MARKS:
         medians = [statistics.median(run[step] for run in measured.steps[side]) for side in SIDES]
         lines.append(f"| {step} | {medians[0]:.3f} | {medians[1]:.3f} |")
+    cli = measured.cli_ms
     lines += [
+        "",
+        f"`docker --version` takes {cli['container']:.1f} ms (median of 15) with the build "
+        f"image's docker CLI and {cli['host']:.1f} ms with this host's `docker`: TinyStacks' "
+        f"spec starts it six times, about {6 * (cli['container'] - cli['host']) / 1000:.2f} s "
+        "of the commands' difference.",
         "",
         "In a container, a build.yml build claims the platform's warm build container (made "
         "for no stack while nothing builds, given to this build when its checkout directory "
