@@ -334,8 +334,9 @@ class _Connection:
             *((name, "read") for name in decision.reads),
             *((name, "write") for name in decision.writes),
         ]
-        for name, purpose in checks:
-            image = await self._inspect(name)
+        # One engine round trip for them all (a tag reads its source and writes its target).
+        images = await asyncio.gather(*(self._inspect(name) for name, _ in checks))
+        for (name, purpose), image in zip(checks, images, strict=True):
             refusal = judge(name, image, self.socket.scope, purpose, self.names.owners)
             if refusal is not None:
                 return refusal
