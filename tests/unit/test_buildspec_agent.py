@@ -93,3 +93,15 @@ def test_the_disk_watch_walks_nothing_while_the_disk_has_not_grown(tmp_path: Pat
     watch = DiskWatch([tmp_path], limit=1024 * 1024, stop=lambda: None)
     watch._baseline = {device: size + 10 * 1024**3 for device, size in watch._used().items()}
     assert not watch.check()
+
+
+def test_the_agent_s_own_errors_are_kept_apart_from_its_messages() -> None:
+    messages = Messages()
+    messages.feed(b"ready /root\npid 12\nsh: 1: Cannot fork\nexit 2\n")
+    assert messages.reply.ready
+    assert messages.reply.pid == 12
+    assert messages.reply.status == 2
+    assert messages.errors == ["sh: 1: Cannot fork"]
+    for n in range(7):
+        messages.feed(f"error {n}\n".encode())
+    assert messages.errors == [f"error {n}" for n in range(2, 7)]  # the last five

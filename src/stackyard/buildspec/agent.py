@@ -164,6 +164,9 @@ class Messages:
         self._buffer = b""
         self._blobs: list[bytes] | None = None  # after "state": the dump, then the listing
         self.reply = Reply()
+        # Lines on the channel that are no message: the agent's shell's own errors (its
+        # "Cannot fork" when the build's process limit starves it). The last few.
+        self.errors: list[str] = []
 
     def next_reply(self) -> Reply:
         """Start a new reply (the previous request is answered); keep unread bytes."""
@@ -213,3 +216,5 @@ class Messages:
             reply.stopped.append(int(value))
         elif word == "stopped-all":
             reply.stopped_all = True
+        elif line:
+            self.errors = [*self.errors[-4:], line[:200]]

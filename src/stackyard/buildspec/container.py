@@ -173,14 +173,16 @@ class ContainerShell(CommandShell):
             return CommandOutcome(status=125, start_error=f"could not start the command: {exc}")
         script = _entry(command) + command.script
         outcome = agent.run(command, script, on_output, self._kill_group)
-        reason = None
+        stopped = None
         if outcome.status == _KILLED or outcome.start_error:
-            reason = self._stopped_reason()
-        if outcome.status != 0 and reason is None:
-            reason = self._starved_reason()
-        if reason:
-            message = f"{outcome.start_error}; {reason}" if outcome.start_error else reason
-            return replace(outcome, start_error=message)
+            stopped = self._stopped_reason()
+        starved = None
+        if outcome.status != 0:
+            starved = self._starved_reason(agent, memory=bool(stopped and "memory" in stopped))
+        found = [reason for reason in (stopped, starved) if reason]
+        if found:
+            said = [outcome.start_error] if outcome.start_error else []
+            return replace(outcome, start_error="; ".join([*said, *found]))
         return outcome
 
     def stop_leftovers(self, groups: list[int]) -> list[int]:
@@ -314,13 +316,21 @@ class ContainerShell(CommandShell):
         with contextlib.suppress(StackyardError):
             self._container.exec_run(["/bin/sh", "-c", script, str(group)])
 
-    def _starved_reason(self) -> str | None:
+    def _starved_reason(self, agent: _Agent, *, memory: bool) -> str | None:
         """When processes could not start for the build's process limit since the last
-        time it was said: which limit, and what to change (said once per hit)."""
+        time it was said: which limit, and what to change (said once per hit). Read from
+        the container's pids cgroup; once the container is gone (the limit starved its
+        shell, which ended it), from that shell's own "Cannot fork" when memory was not
+        the cause."""
         hits = self._container.pids_limit_hits()
-        if hits is None or hits <= self._pids_hits:
+        if hits is not None:
+            if hits <= self._pids_hits:
+                return None
+            self._pids_hits = hits
+        elif memory or self._pids_hits or not agent.could_not_fork():
             return None
-        self._pids_hits = hits
+        else:
+            self._pids_hits = 1
         return (
             f"the build reached its process limit ({self.settings.limits.pids} processes) and "
             "could not start more; start fewer at once (a runaway loop?), or raise "
@@ -469,6 +479,10 @@ class _Agent:
             if not self._receive(deadline, discard=True):
                 break
         return list(reply.stopped)
+
+    def could_not_fork(self) -> bool:
+        """Whether the agent's shell said it could not start a process."""
+        return any("fork" in line.lower() for line in self.messages.errors)
 
     def ended(self) -> bool:
         """Whether the stream has ended (an idle agent writes nothing: EOF is all there is
