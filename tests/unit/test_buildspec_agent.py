@@ -105,3 +105,17 @@ def test_the_agent_s_own_errors_are_kept_apart_from_its_messages() -> None:
     for n in range(7):
         messages.feed(f"error {n}\n".encode())
     assert messages.errors == [f"error {n}" for n in range(2, 7)]  # the last five
+
+
+def test_an_agent_that_could_not_fork_is_heard_even_mid_state_dump() -> None:
+    messages = Messages()
+    messages.feed(b"ready /root\npid 12\n")
+    assert not messages.could_not_fork()
+    messages.feed(b"state\nsh: 14: Cannot fork\n")  # the dump's cat could not start
+    assert messages.could_not_fork()
+    busybox = Messages()
+    busybox.feed(b"sh: can't fork: Resource temporarily unavailable\n")
+    assert busybox.could_not_fork()
+    named = Messages()
+    named.feed(b"state\nFORKS\x00forklift\x00")  # a variable's value is no error
+    assert not named.could_not_fork()

@@ -23,6 +23,7 @@ fence keeps the output in order, which the two streams do not guarantee between 
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ done
 END = b"\0\0\0END\n"
 
 STDOUT, STDERR = 1, 2
+_CANNOT_FORK = re.compile(rb"(?i)\bcan(?:not|'t) fork\b")
 _HEADER = 8
 
 
@@ -167,6 +169,13 @@ class Messages:
         # Lines on the channel that are no message: the agent's shell's own errors (its
         # "Cannot fork" when the build's process limit starves it). The last few.
         self.errors: list[str] = []
+
+    def could_not_fork(self) -> bool:
+        """Whether the agent's shell said it cannot start a process (dash's "Cannot fork",
+        busybox's "can't fork"): among its errors, or in what it wrote before it ended
+        in the middle of a state dump (the dump's ``cat`` is what could not start)."""
+        said = [line.encode() for line in self.errors] + [self._buffer]
+        return any(_CANNOT_FORK.search(text) for text in said)
 
     def next_reply(self) -> Reply:
         """Start a new reply (the previous request is answered); keep unread bytes."""

@@ -482,7 +482,7 @@ class _Agent:
 
     def could_not_fork(self) -> bool:
         """Whether the agent's shell said it could not start a process."""
-        return any("fork" in line.lower() for line in self.messages.errors)
+        return self.messages.could_not_fork()
 
     def ended(self) -> bool:
         """Whether the stream has ended (an idle agent writes nothing: EOF is all there is
