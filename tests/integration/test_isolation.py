@@ -463,10 +463,27 @@ def test_a_fork_bomb_fails_its_build_and_other_builds_go_on(
     # the build container's own shell cannot start the next command and the log says so.
     said = ("Cannot fork", "Resource temporarily unavailable", "the build container's shell")
     assert any(text in bombed["log"] for text in said), bombed["log"]
-    assert f"the build reached its process limit ({BUILD_PIDS} processes)" in bombed["log"]
-    assert "raise build.pids_limit in stackyard.yml" in bombed["log"]
     assert "survived" not in bombed["log"]
     assert build_containers(yard) == []
+
+
+def test_a_build_out_of_processes_is_told_which_limit_and_what_to_change(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    repo = GitRepo.from_example("hello", tmp_path / "crowd")
+    # More sleeps at once than the limit allows: bash waits for room (the first ones end
+    # after 2 s), then the command fails; the container lives on, its cgroup with it.
+    crowd = f"for i in $(seq {BUILD_PIDS + 72}); do sleep 2 & done; wait; exit 3"
+    repo.write("build.yml", spec_of(crowd, "echo never"))
+    repo.commit("a crowd of processes")
+    yard.cli("stacks", "create", "crowd", "--repo", str(repo.path))
+
+    log = build(yard, "crowd")["log"]
+
+    assert "Resource temporarily unavailable" in log
+    assert f"the build reached its process limit ({BUILD_PIDS} processes)" in log, log
+    assert "raise build.pids_limit in stackyard.yml" in log
+    assert "Running command echo never" not in log  # the phase stopped at the crowd
 
 
 def test_a_build_that_fills_its_disk_is_stopped(yard: RunningPlatform, tmp_path: Path) -> None:
