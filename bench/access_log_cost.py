@@ -23,7 +23,6 @@ Usage:
 
 from __future__ import annotations
 
-import os
 import re
 import statistics
 import subprocess
@@ -51,6 +50,7 @@ from .tls_cost import (
     Respond,
     Run,
     answers,
+    interleaved,
     table_row,
     wrk,
     wrk_bench_main,
@@ -125,14 +125,9 @@ def measure(runs: int, seconds: int, directory: Path) -> Figures:
         urls = routes(router, sessions, {name: app.dial for name, app in apps.items()})
         TrafficCounter(sessions, router, interval=0).count()  # what the warm-up logged
         figures = Figures(runs={key: [] for key in urls})
-        for round_ in range(runs):
-            figures.load.append(os.getloadavg()[0])
-            for key in list(urls) if round_ % 2 == 0 else list(reversed(urls)):
-                run = one_run(figures, sessions, router, key[1], urls[key], seconds, pin)
-                figures.runs[key].append(run)
-                print(f"round {round_ + 1} {key[0]} {key[1]}: {run.requests_per_second:.0f} "
-                      f"req/s, p99 {run.p99_ms:.2f} ms, {run.errors} failed",
-                      flush=True)  # fmt: skip
+        interleaved(runs, list(urls), figures.runs, figures.load,
+                    lambda key: one_run(figures, sessions, router, key[1], urls[key], seconds,
+                                        pin))  # fmt: skip
         return figures
     finally:
         router.close()

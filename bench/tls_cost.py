@@ -161,15 +161,8 @@ def measure(runs: int, seconds: int, directory: Path) -> Figures:
             urls[backend, "HTTP"] = f"http://plain{n}.test:{http_port}/"
             urls[backend, "HTTPS"] = f"https://secure{n}.test:{https_port}/"
         figures = Figures(runs={key: [] for key in urls})
-        for round_ in range(runs):
-            figures.load.append(os.getloadavg()[0])
-            keys = list(urls) if round_ % 2 == 0 else list(reversed(urls))
-            for key in keys:
-                run = wrk(urls[key], seconds, pin)
-                figures.runs[key].append(run)
-                print(f"round {round_ + 1} {key[0]} {key[1]}: {run.requests_per_second:.0f} "
-                      f"req/s, p99 {run.p99_ms:.2f} ms, {run.errors} failed",
-                      flush=True)  # fmt: skip
+        interleaved(runs, list(urls), figures.runs, figures.load,
+                    lambda key: wrk(urls[key], seconds, pin))  # fmt: skip
         return figures
     finally:
         router.close()
@@ -230,6 +223,25 @@ def report(figures: Figures, runs: int, seconds: int) -> str:
         "",
         f"Reproduce: `.venv/bin/python -m bench.tls_cost --runs {runs} --seconds {seconds}`",
     ])  # fmt: skip
+
+
+def interleaved(
+    rounds: int,
+    keys: list[tuple[str, str]],
+    runs: dict[tuple[str, str], list[Run]],
+    load: list[float],
+    one: Callable[[tuple[str, str]], Run],
+) -> None:
+    """``rounds`` rounds of ``one`` per key, every other round in reverse order (so no
+    side always runs first on a warming machine), noting the load average per round."""
+    for round_ in range(rounds):
+        load.append(os.getloadavg()[0])
+        for key in keys if round_ % 2 == 0 else list(reversed(keys)):
+            run = one(key)
+            runs[key].append(run)
+            print(f"round {round_ + 1} {key[0]} {key[1]}: {run.requests_per_second:.0f} "
+                  f"req/s, p99 {run.p99_ms:.2f} ms, {run.errors} failed",
+                  flush=True)  # fmt: skip
 
 
 def wrk_bench_main(
