@@ -215,8 +215,9 @@ def report(figures: Figures, runs: int, seconds: int) -> str:
         "|---|---|---|---|",
         *(ratio(backend) for backend in BACKENDS),
         "",
-        "The machine (2 cores) was shared with other engineers' test runs: 1-minute load "
-        f"average {min(figures.load):.1f}-{max(figures.load):.1f} at the start of the rounds "
+        "The machine has 2 cores, at times shared with other engineers' test runs: 1-minute "
+        f"load average {min(figures.load):.1f}-{max(figures.load):.1f} at the start of the "
+        "rounds "
         "(wrk, both Caddies and the backend compete for the same 2 cores); interleaving "
         "spreads that load over all runs, and the medians are of rounds, not of a quiet "
         "machine.",
