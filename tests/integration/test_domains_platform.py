@@ -235,12 +235,12 @@ def test_a_stage_on_the_base_domain_is_served_over_https_and_names_can_be_added(
         assert f"GET {name}/batch/{n}?token=" in found[0]
         assert " 404 " in found[0]
 
-    # doctor reads every name's certificate as `domains` does: a name the CA cannot
-    # validate fails the check, named with its stage and the CA's error.
+    # doctor reads every name's certificate as `domains` does (the public API's name too):
+    # a name the CA cannot validate fails the check, named with its stage and the CA's error.
     assert doctor_certificates(yard)[1] == {
         "check": "certificates",
         "verdict": "ok",
-        "summary": "2 valid",
+        "summary": "3 valid",
         "fix": "",
     }
     pebble.point("broken.hello.test", "127.0.0.2")  # nothing answers the challenge there

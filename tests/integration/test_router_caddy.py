@@ -31,6 +31,7 @@ from stackyard.settings import Settings
 
 from ..router_contract import RouterContract, free_port, port_route
 from .backends import Backend
+from .wrk import Load
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -326,3 +327,39 @@ def test_caddy_refusal_carries_caddys_text(
         router.ensure_route(Route("hello-dev", port=port), [taken.dial])
     assert f"Caddy at {router.admins[0]} refused PUT" in str(refused.value)
     assert router.routes() == []
+
+
+def test_adding_and_removing_names_drops_no_request_to_the_stages_other_names(
+    router: CaddyRouter,
+    host_port: int,
+    admin_log: RecordingTransport,
+    backend: Callable[[str], Backend],
+    web: httpx.Client,
+    tmp_path: Path,
+) -> None:
+    """wrk on a stage's name (keep-alive) while the same stage gains and loses names, 9
+    changes: not one request fails, because a name change changes no Caddy config."""
+    app = backend("A")
+    steady = Route("site-prod", host="site.test")
+    router.ensure_route(steady, [app.dial])
+    with Load(f"http://site.test:{host_port}/", 60, pin=tmp_path) as load:
+        time.sleep(0.5)
+        admin_log.sent.clear()
+        for n in range(3):
+            one = Route("site-prod", host="site.test", aliases=(f"a{n}.site.test",))
+            router.ensure_route(one, [app.dial])
+            assert (
+                web.get(f"http://127.0.0.1:{host_port}/", headers={"Host": f"a{n}.site.test"}).text
+                == "A"
+            )
+            two = Route("site-prod", host="site.test", aliases=(f"a{n}.site.test", "b.site.test"))
+            router.ensure_route(two, [app.dial])
+            router.ensure_route(steady, [app.dial])
+        time.sleep(0.5)
+        result = load.stop()
+    assert result.requests > 100
+    assert (result.errors, result.raw) == (0, result.raw)
+    changes = [sent for sent in admin_log.sent if sent[0] != "GET"]
+    assert changes == []  # no admin change: no reload
+    gone = web.get(f"http://127.0.0.1:{host_port}/", headers={"Host": "b.site.test"})
+    assert gone.status_code == 404

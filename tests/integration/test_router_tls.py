@@ -19,7 +19,8 @@ import pytest
 from stackyard.deploy.trafficstore import TrafficCounter
 from stackyard.platform.dataplane import stop_dataplane
 from stackyard.router.base import Certificate, Route
-from stackyard.router.caddy import CaddyRouter
+from stackyard.router.caddy import HELPER_SERVERS, CaddyRouter
+from stackyard.router.certificates import storage_root
 from stackyard.settings import Settings
 from stackyard.store.database import migrate, open_database, session_factory
 from stackyard.store.models import Stack, StageRoute
@@ -28,6 +29,7 @@ from ..router_contract import free_port
 from .backends import Backend
 from .pebble import Pebble
 from .test_router_caddy import start_dataplane
+from .wrk import Load
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -270,3 +272,70 @@ def test_the_access_log_records_each_request_of_a_known_batch(
         time.sleep(0.1)
     assert counted() == {"prod": (8, 3, 2, 2, 1), "dev": (8, 3, 1, 3, 1)}
     database.dispose()
+
+
+def test_names_added_and_removed_under_https_load_drop_nothing_and_get_certificates(
+    router: CaddyRouter, pebble: Pebble, backend: Callable[[str], Backend], tmp_path: Path
+) -> None:
+    """wrk over HTTPS on a stage's name while the same stage gains and loses names, 9
+    changes: no request fails and no Caddy's config changes; each new name gets its
+    certificate on demand (the router's warming handshake) and serves HTTPS."""
+    app = backend("steady-prod")
+    steady = Route("steady-prod", host="steady.test", tls="acme")
+    router.ensure_route(steady, [app.dial])
+    assert settled(router, steady)["steady.test"].state == "valid"
+    configs = [admin.config() for admin in router.admins]
+    roots = pebble.roots()
+    with Load(f"https://steady.test:{pebble.tls_port}/", 90, pin=tmp_path) as load:
+        time.sleep(0.5)
+        for n in range(3):
+            added = Route("steady-prod", host="steady.test", aliases=(f"n{n}.test",), tls="acme")
+            router.ensure_route(added, [app.dial])
+            assert settled(router, added)[f"n{n}.test"].state == "valid"
+            answer = https_get(pebble.tls_port, f"n{n}.test", roots)
+            assert (answer.status_code, answer.text) == (200, "steady-prod")
+            both = Route("steady-prod", host="steady.test", aliases=(f"n{n}.test", "m.test"),
+                         tls="acme")  # fmt: skip
+            router.ensure_route(both, [app.dial])
+            router.ensure_route(steady, [app.dial])
+        time.sleep(0.5)
+        result = load.stop()
+    assert result.requests > 100
+    assert (result.errors, result.raw) == (0, result.raw)
+    assert [admin.config() for admin in router.admins] == configs  # no reload
+    assert http_get(pebble.http_port, "n0.test").status_code == 404  # removed: not served
+    assert router.upstreams(steady) == [app.dial]
+    # As the controller asks: the stage's route by its host, without aliases or mode.
+    assert router.upstreams(Route("steady-prod", host="steady.test")) == [app.dial]
+
+
+def test_a_certificate_for_a_name_nobody_added_is_never_asked_for(
+    router: CaddyRouter, pebble: Pebble, backend: Callable[[str], Backend]
+) -> None:
+    """The attack: a client asks the HTTPS port for a name no stage serves (SNI), hoping
+    Caddy obtains it a certificate. The ask endpoint refuses, the handshake fails, no
+    certificate is stored; the ask endpoint listens on loopback only."""
+    app = backend("real-prod")
+    real = Route("real-prod", host="real.test", tls="acme")
+    router.ensure_route(real, [app.dial])
+    assert settled(router, real)["real.test"].state == "valid"
+    with pytest.raises(httpx.ConnectError):
+        https_get(pebble.tls_port, "intruder.test", pebble.roots())
+    bare = Route("bare-prod", host="bare.test")  # served, but without TLS
+    router.ensure_route(bare, [app.dial])
+    with pytest.raises(httpx.ConnectError):
+        https_get(pebble.tls_port, "bare.test", pebble.roots())
+    ask = str(router.admins[0].config()["apps"]["tls"]["automation"]["on_demand"]["ask"])
+    assert ask.startswith("http://127.0.0.1:")
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        assert client.get(ask, params={"domain": "real.test"}).status_code == 200
+        for name in ("intruder.test", "bare.test", "real.test.evil", "", "a/../b"):
+            assert client.get(ask, params={"domain": name}).status_code != 200, name
+    for admin in router.admins:
+        servers = admin.config()["apps"]["http"]["servers"]
+        for server in HELPER_SERVERS.values():
+            assert servers[server]["listen"][0].startswith("127.0.0.1:"), server
+    time.sleep(1)  # what an obtain on demand would have written by now
+    storage = storage_root(router.admins[0].config())
+    assert list(storage.rglob("intruder.test*")) == []
+    assert list(storage.rglob("bare.test*")) == []

@@ -21,7 +21,10 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
+from stackyard.platform.dataplane import dataplane_status
+from stackyard.platform.keeper import FEATURES
 from stackyard.platform.state import pid_alive
+from stackyard.settings import Settings
 from stackyard.store.database import alembic_config
 
 from .conftest import STACKYARD, RunningPlatform, free_port, start_platform, stop_platform
@@ -156,6 +159,11 @@ def upgrade_under_load(
         assert tasks_of(yard, "steady") == tasks  # no task restarted
         assert version_served(url) == "v1"
         assert yard.dataplane["registry_mode"] == "read-write"
+        # A keeper of an earlier version (without the operations this one relies on) was
+        # replaced; its components were adopted (no task restarted, above).
+        keeper = dataplane_status(Settings(data_dir=yard.data_dir))
+        assert keeper is not None
+        assert set(FEATURES) <= set(keeper["features"]), keeper
         # The run that waited at its gate across the upgrade goes on when approved.
         assert run_record(yard, "gated", 1)["status"] == "WAITING"
         yard.cli("approve", "gated", "--stage", "prod")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from stackyard.router.base import Route
 from stackyard.router.caddy import (
     FoundRoutes,
-    host_route,
+    handler,
     hosts_server,
     port_server,
     routes_in,
@@ -23,7 +23,13 @@ def test_routes_written_by_the_router_are_read_back_with_their_resolver() -> Non
                     ),
                     "stackyard-hosts": hosts_server(
                         "127.0.0.1:8080",
-                        host_route(Route("hello-prod", host="hello.test"), resolver),
+                        resolver,
+                        {  # a plain host route as versions before the by-host proxy wrote it
+                            "@id": "sy-hello-prod-host",
+                            "match": [{"host": ["hello.test"]}],
+                            "handle": [handler("hello-prod", resolver)],
+                            "terminal": True,
+                        },
                     ),
                     "someone-elses": {"listen": [":9999"], "routes": []},
                 }

@@ -96,6 +96,18 @@ def test_a_silent_upstream_source_fails_and_an_empty_route_warns() -> None:
     assert finding(unasked, "upstream source").verdict is Verdict.WARN
 
 
+def test_the_lookup_by_host_is_checked_but_not_counted_as_a_route() -> None:
+    by_host = RouteSource("{http.request.host}.hosts.x.", "127.0.0.1:9", 0)
+    shop = RouteSource("shop-dev.routes.x.", "127.0.0.1:9", 1)
+    fine = finding(replace(HEALTHY, sources=(shop, by_host)), "upstream source")
+    assert (fine.verdict, fine.summary) == (
+        Verdict.OK,
+        "1 route(s) and the host names get their upstreams",
+    )
+    silent = replace(HEALTHY, sources=(replace(by_host, upstreams=None),))
+    assert finding(silent, "upstream source").verdict is Verdict.FAIL
+
+
 @pytest.mark.parametrize(
     ("used", "verdict"),
     [(DISK_WARN - 0.01, Verdict.OK), (DISK_WARN, Verdict.WARN), (DISK_FAIL, Verdict.FAIL)],
@@ -185,6 +197,14 @@ def test_a_failed_or_expired_certificate_fails_naming_the_name_its_stage_and_the
     assert "stackyard domains shop" in found.fix
     expired = finding(replace(HEALTHY, certificates=certificates[2:], now=NOW), "certificates")
     assert (expired.verdict, expired.summary) == (Verdict.FAIL, "c.example.com (shop/prod) expired")
+
+
+def test_the_public_apis_certificate_is_named_as_the_platforms() -> None:
+    api = CertificateFact("", "", "stackyard.example.com", "failed", None, "no such host")
+    found = finding(replace(HEALTHY, certificates=(api,), now=NOW), "certificates")
+    assert found.verdict is Verdict.FAIL
+    assert found.summary == "stackyard.example.com (the public API) failed: no such host"
+    assert "up --public-api" in found.fix
 
 
 def test_a_certificate_near_its_end_warns_it_was_not_renewed() -> None:

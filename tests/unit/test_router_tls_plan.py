@@ -16,12 +16,19 @@ from cryptography.x509.oid import NameOID
 from stackyard.errors import UsageError
 from stackyard.router.base import Route
 from stackyard.router.caddy import (
+    ASK_SERVER,
+    HELPER_SERVERS,
+    HOSTS_FALLBACK,
     HOSTS_SERVER,
+    HTTPS_FALLBACK,
     HTTPS_SERVER,
     SERVERS,
+    TO_HTTPS_SERVER,
     AdminRequest,
     CaddyRouter,
     Listeners,
+    by_host,
+    by_tls_host,
     plan_ensure,
     plan_remove,
     routes_in,
@@ -34,6 +41,7 @@ AT = Listeners(
     https_port=8443,
     acme_log=Path("/run/caddy-1-acme.log"),
     access_dir=Path("/run/caddy-1-access"),
+    helper_ports={"not-served": 20001, "to-https": 20002, "approved": 20003, "ask": 20004},
 )
 SHOP = Route("shop-prod", host="shop.test", aliases=("www.shop.test",), tls="acme")
 
@@ -65,62 +73,110 @@ def apply(config: dict[str, object], plan: list[AdminRequest]) -> dict[str, obje
     return config
 
 
-def ensured(config: dict[str, object], route: Route) -> dict[str, object]:
-    for automate in (False, True):
-        plan = plan_ensure(
-            config, route, RESOLVER, listen_host="127.0.0.1", host_port=8080,
-            listeners=AT, automate=automate,
-        )  # fmt: skip
-        config = apply(config, plan)
-    return config
+def ensured(
+    config: dict[str, object], route: Route, internal: tuple[str, ...] = ()
+) -> dict[str, object]:
+    plan = plan_ensure(config, route, RESOLVER, listen_host="127.0.0.1", host_port=8080,
+                       listeners=AT, internal=internal)  # fmt: skip
+    return apply(config, plan)
 
 
-def test_a_tls_route_is_routes_first_then_its_names_in_the_tls_app() -> None:
+def test_the_first_tls_route_creates_the_servers_and_later_names_change_no_config() -> None:
     first = plan_ensure({}, SHOP, RESOLVER, listen_host="127.0.0.1", host_port=8080,
-                        listeners=AT, automate=False)  # fmt: skip
+                        listeners=AT)  # fmt: skip
     assert [(c.method, c.path) for c in first] == [
         ("PUT", "/config/logging"),
+        *[("PUT", f"{SERVERS}/{server}") for server in HELPER_SERVERS.values()],
+        ("PUT", f"{SERVERS}/{HOSTS_SERVER}"),
         ("PUT", "/config/apps/http/http_port"),
         ("PUT", "/config/apps/http/https_port"),
         ("PUT", f"{SERVERS}/{HTTPS_SERVER}"),
-        ("PUT", f"{SERVERS}/{HOSTS_SERVER}"),
         ("PUT", "/config/apps/tls"),
     ]
     assert set(first[0].body["logs"]) == {"sy-access-hosts", "stackyard-acme"}
+    servers = {c.path.rpartition("/")[2]: c.body for c in first if c.path.startswith(SERVERS)}
+    assert servers[HOSTS_SERVER]["routes"] == [by_host(RESOLVER)]
+    assert servers[HTTPS_SERVER]["routes"] == [by_tls_host(RESOLVER)]
+    assert servers[HTTPS_SERVER]["listen"] == ["127.0.0.1:8443"]
+    redirect = servers[TO_HTTPS_SERVER]["routes"][0]["handle"][0]
+    assert redirect["status_code"] == 308
+    assert redirect["headers"]["Location"] == ["https://{http.request.host}:8443{http.request.uri}"]
+    assert servers[ASK_SERVER]["listen"] == ["127.0.0.1:20004"]
+    assert all("shop.test" not in json.dumps(body) for body in servers.values())
     tls = first[-1].body
-    assert tls["certificates"]["automate"] == []  # not yet: every Caddy gets the route first
-    assert tls["automation"]["policies"][-1]["issuers"][0]["module"] == "acme"
-    redirect = first[4].body["routes"][0]
-    assert redirect["handle"][0]["status_code"] == 308
-    assert redirect["handle"][0]["headers"]["Location"] == [
-        "https://{http.request.host}:8443{http.request.uri}"
-    ]
-    assert redirect["match"] == [{"host": ["shop.test", "www.shop.test"]}]
+    assert "certificates" not in tls  # nothing automated: certificates on demand
+    assert tls["automation"]["on_demand"] == {"ask": "http://127.0.0.1:20004/"}
+    assert tls["automation"]["policies"] == [{"issuers": [AT.acme.issuer()], "on_demand": True}]
 
     config = ensured({}, SHOP)
-    assert config["apps"]["tls"]["certificates"]["automate"] == ["shop.test", "www.shop.test"]  # type: ignore[index]
-    again = plan_ensure(config, SHOP, RESOLVER, listen_host="127.0.0.1", host_port=8080,
-                        listeners=AT)  # fmt: skip
-    assert again == []
-
-
-def test_tls_routes_are_read_back_with_their_names_and_mode() -> None:
-    intra = Route("intra-prod", host="intra.test", tls="internal")
+    more = Route("shop-prod", host="shop.test", aliases=("www.shop.test", "new.shop.test"),
+                 tls="acme")  # fmt: skip
+    blog = Route("blog-prod", host="blog.test", tls="acme")
     plain = Route("plain-prod", host="plain.test")
-    config: dict[str, object] = {}
-    for route in (SHOP, intra, plain):
-        config = ensured(config, route)
-    found = {route.name: route for route, _ in routes_in(config).routes}
-    assert found == {"shop-prod": SHOP, "intra-prod": intra, "plain-prod": plain}
+    for route in (SHOP, more, blog, plain):
+        assert plan_ensure(config, route, RESOLVER, listen_host="127.0.0.1", host_port=8080,
+                           listeners=AT) == []  # fmt: skip
+    assert plan_remove(config, "shop-prod", []) == []
+
+
+def test_internal_names_are_a_policy_of_their_own_and_changing_them_is_a_config_change() -> None:
+    intra = Route("intra-prod", host="intra.test", tls="internal")
+    config = ensured(ensured({}, SHOP), intra, internal=("intra.test",))
+    policies = config["apps"]["tls"]["automation"]["policies"]  # type: ignore[index]
+    assert policies[0] == {
+        "subjects": ["intra.test"],
+        "issuers": [{"module": "internal"}],
+        "on_demand": True,
+    }
     assert config["apps"]["pki"]["certificate_authorities"]["local"]["install_trust"] is False  # type: ignore[index]
+    removed = plan_remove(config, "intra-prod", [])
+    assert [(c.method, c.path) for c in removed] == [("PATCH", "/config/apps/tls")]
+    assert len(removed[0].body["automation"]["policies"]) == 1
+    assert routes_in(config).routes == ()  # no name of any stage is in Caddy's config
 
 
-def test_removing_a_tls_route_forgets_its_names_and_keeps_the_others() -> None:
-    other = Route("blog-prod", host="blog.test", tls="acme")
-    config = ensured(ensured({}, SHOP), other)
-    config = apply(config, plan_remove(config, "shop-prod"))
-    assert config["apps"]["tls"]["certificates"]["automate"] == ["blog.test"]  # type: ignore[index]
-    assert [r for r, _ in routes_in(config).routes] == [other]
+def test_a_host_route_of_before_moves_to_the_proxies_by_host_then_its_entries_go() -> None:
+    """A config written before names moved to the responder: per-route entries, a 404
+    fallback, the names automated. The last routes proxy by host before the entries go."""
+    legacy_redirect = {
+        "@id": "sy-shop-prod-host",
+        "match": [{"host": ["shop.test"]}],
+        "handle": [{"handler": "static_response", "status_code": 308}],
+    }
+    legacy_tls = {
+        "@id": "sy-shop-prod-tls",
+        "match": [{"host": ["shop.test"]}],
+        "handle": [{"handler": "reverse_proxy"}],
+    }
+    not_served = {"@id": "", "handle": [{"handler": "static_response", "status_code": 404}]}
+    logs = {"default_logger_name": "sy-access-hosts"}
+    config: dict[str, object] = {"apps": {
+        "http": {"http_port": 8080, "https_port": 8443, "servers": {
+            HOSTS_SERVER: {"listen": ["127.0.0.1:8080"], "logs": logs,
+                           "routes": [legacy_redirect, {**not_served, "@id": HOSTS_FALLBACK}]},
+            HTTPS_SERVER: {"listen": ["127.0.0.1:8443"], "logs": logs,
+                           "routes": [legacy_tls, {**not_served, "@id": HTTPS_FALLBACK}]},
+        }},
+        "tls": {"certificates": {"automate": ["shop.test"]}, "automation": {"policies": []}},
+    }}  # fmt: skip
+    plan = plan_ensure(config, Route("shop-prod", host="shop.test", tls="acme"), RESOLVER,
+                       listen_host="127.0.0.1", host_port=8080, listeners=AT)  # fmt: skip
+    changes = [
+        (c.method, c.path)
+        for c in plan
+        if not c.path.startswith(("/config/logging", f"{SERVERS}/stackyard-"))
+    ]
+    assert changes == [
+        ("PATCH", f"/id/{HOSTS_FALLBACK}"),
+        ("PATCH", f"/id/{HTTPS_FALLBACK}"),
+        ("PATCH", "/config/apps/tls"),
+        ("DELETE", "/id/sy-shop-prod-host"),
+        ("DELETE", "/id/sy-shop-prod-tls"),
+    ]
+    config = apply(config, plan)
+    servers = config["apps"]["http"]["servers"]  # type: ignore[index]
+    assert servers[HOSTS_SERVER]["routes"] == [by_host(RESOLVER)]
+    assert servers[HTTPS_SERVER]["routes"] == [by_tls_host(RESOLVER)]
 
 
 def test_tls_needs_a_host_name() -> None:
@@ -205,7 +261,7 @@ def test_host_name_routes_may_listen_on_a_public_address_while_port_routes_stay(
     router = CaddyRouter([tmp_path / "caddy-1.sock"], tmp_path / "dataplane.sock",
                          hosts_listen="0.0.0.0")  # fmt: skip
     try:
-        at = router._listeners(router.admins[0])
+        at = router._listeners(router.admins[0], {})
         assert (at.listen_host, router.listen_host) == ("0.0.0.0", "127.0.0.1")
         plan = plan_ensure({}, SHOP, RESOLVER, listen_host=router.listen_host, host_port=80,
                            listeners=at)  # fmt: skip

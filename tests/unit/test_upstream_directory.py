@@ -12,7 +12,15 @@ from dnslib import QTYPE, RCODE, DNSRecord
 
 from stackyard.control_socket import ControlServer
 from stackyard.errors import UsageError
-from stackyard.router.directory import DirectoryClient, UpstreamDirectory, srv_name, target_name
+from stackyard.router.directory import (
+    ASK_SRV_NAME,
+    HOST_SRV_NAME,
+    TLS_SRV_NAME,
+    DirectoryClient,
+    UpstreamDirectory,
+    srv_name,
+    target_name,
+)
 
 
 @pytest.fixture
@@ -123,3 +131,76 @@ def test_the_control_plane_changes_the_table_over_the_control_socket(tmp_path: P
     finally:
         server.close()
         directory.close()
+
+
+def in_zone(lookup: str, host: str) -> str:
+    return lookup.replace("{http.request.host}", host).replace(
+        "{http.request.uri.query.domain}", host
+    )
+
+
+HELPERS = {
+    "not-served": "127.0.0.1:20097",
+    "to-https": "127.0.0.1:20098",
+    "approved": "127.0.0.1:20099",
+}
+
+
+def ports(directory: UpstreamDirectory, lookup: str, host: str) -> list[int]:
+    return [port for _, port in srv_targets(ask(directory, in_zone(lookup, host), "SRV"))]
+
+
+def test_a_host_name_is_answered_by_zone_mode_and_route(directory: UpstreamDirectory) -> None:
+    """HTTP: a plain name's tasks, a TLS name's redirect; HTTPS: a TLS name's tasks; ask:
+    a TLS name is approved; everything else: not served."""
+    assert ask(directory, in_zone(HOST_SRV_NAME, "site.test"), "SRV").header.rcode == RCODE.NXDOMAIN
+    directory.set("site-prod", ["127.0.0.1:20001"])
+    directory.set_hosts("site-prod", ["site.test", "WWW.site.test"])
+    directory.set("shop-prod", ["127.0.0.1:20002"])
+    directory.set_hosts("shop-prod", ["shop.test"], "acme")
+    directory.set_helpers(HELPERS)
+    assert srv_targets(ask(directory, in_zone(HOST_SRV_NAME, "site.test"), "SRV")) == [
+        (target_name("127.0.0.1"), 20001)
+    ]
+    assert ports(directory, HOST_SRV_NAME, "www.SITE.test") == [20001]
+    assert ports(directory, TLS_SRV_NAME, "site.test") == [20097]  # plain: not over HTTPS
+    assert ports(directory, ASK_SRV_NAME, "site.test") == [20097]  # and no certificate
+    assert ports(directory, HOST_SRV_NAME, "shop.test") == [20098]  # to HTTPS
+    assert ports(directory, TLS_SRV_NAME, "shop.test") == [20002]
+    assert ports(directory, ASK_SRV_NAME, "shop.test") == [20099]  # approved
+    for lookup in (HOST_SRV_NAME, TLS_SRV_NAME, ASK_SRV_NAME):
+        assert ports(directory, lookup, "nobody.test") == [20097]
+    # A name change is a table change: the cached answer goes with it.
+    directory.set_hosts("site-prod", ["site.test"])
+    assert ports(directory, HOST_SRV_NAME, "www.site.test") == [20097]
+    with pytest.raises(UsageError, match=r"site\.test are served by another route"):
+        directory.set_hosts("other-prod", ["site.test"])
+    with pytest.raises(UsageError, match="is not one of acme, internal, off"):
+        directory.set_hosts("other-prod", ["other.test"], "on")
+    directory.drop("shop-prod")
+    assert ports(directory, ASK_SRV_NAME, "shop.test") == [20097]
+
+
+def test_host_names_survive_a_restart_and_travel_over_the_control_socket(tmp_path: Path) -> None:
+    table = tmp_path / "upstreams.json"
+    directory = UpstreamDirectory(table_file=table)
+    server = ControlServer(tmp_path / "control.sock", directory.handlers())
+    try:
+        client = DirectoryClient(tmp_path / "control.sock")
+        client.set("site-prod", ["127.0.0.1:20001"])
+        client.set_hosts("site-prod", ["site.test"], "internal")
+        client.set_helpers(HELPERS)
+        assert client.names() == ({"site.test": ("site-prod", "internal")}, HELPERS)
+        with pytest.raises(UsageError, match="not an IPv4 address"):
+            client.set_helpers({"not-served": "nowhere"})
+        with pytest.raises(UsageError, match="'elsewhere' is not one of"):
+            client.set_helpers({"elsewhere": "127.0.0.1:1"})
+    finally:
+        server.close()
+        directory.close()
+    again = UpstreamDirectory(table_file=table)
+    try:
+        assert again.names() == ({"site.test": ("site-prod", "internal")}, HELPERS)
+        assert ports(again, TLS_SRV_NAME, "site.test") == [20001]
+    finally:
+        again.close()

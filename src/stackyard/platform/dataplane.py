@@ -24,7 +24,7 @@ from typing import Any
 from stackyard.control_socket import Message, ask, check_socket_path
 from stackyard.errors import ComponentError, RetryableError, StackyardError
 from stackyard.platform.components import REGISTRY_MODES, RegistryMode
-from stackyard.platform.keeper import MODULE, PROTOCOL, is_keeper
+from stackyard.platform.keeper import FEATURES, MODULE, PROTOCOL, is_keeper
 from stackyard.platform.state import DataplaneRecord, pid_alive, signal_pids, wait_gone
 from stackyard.platform.supervisor import check_ports_free, cmdline, tail
 from stackyard.settings import Settings
@@ -71,10 +71,22 @@ def ensure_dataplane(
     for path in (settings.dataplane_socket, *settings.caddy_admin_sockets):
         check_socket_path(path)
     status = dataplane_status(settings)
+    record = DataplaneRecord.read(settings.dataplane_file)
+    replace = (
+        status is not None
+        and record is not None
+        and _lacks_features(status)
+        and is_keeper(record.pid, settings.data_dir)
+    )
+    if replace:
+        # A keeper of an earlier version (an upgrade): this version's keeper takes its
+        # responder's socket, stops it and adopts its components, which keep serving.
+        log.warning("the data plane keeper (pid %s) is of an earlier version; replacing it",
+                    record.pid if record else "?")  # fmt: skip
+        status = None
     if status is not None:
         return _compatible(settings, status)
-    record = DataplaneRecord.read(settings.dataplane_file)
-    if record is not None and is_keeper(record.pid, settings.data_dir):
+    if record is not None and not replace and is_keeper(record.pid, settings.data_dir):
         status = _wait_status(settings, 2.0)
         if status is not None:
             return _compatible(settings, status)
@@ -98,6 +110,7 @@ def ensure_dataplane(
                     "--registry-mode",
                     registry_mode,
                     *(arg for address in also_serve for arg in ("--also-serve", address)),
+                    *(["--replace"] if replace else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log_handle,
@@ -128,6 +141,11 @@ def _wait_status(settings: Settings, timeout: float) -> Message | None:
             return status
         time.sleep(0.05)
     return None
+
+
+def _lacks_features(status: Message) -> bool:
+    found = status.get("features")
+    return not isinstance(found, list) or not set(FEATURES) <= set(found)
 
 
 def _compatible(settings: Settings, status: Message) -> Message:

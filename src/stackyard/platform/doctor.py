@@ -74,7 +74,8 @@ class Orphan:
 
 @dataclass(frozen=True)
 class CertificateFact:
-    """Where one host name's certificate stands (router/certificates.py reads it)."""
+    """Where one host name's certificate stands (router/certificates.py reads it); no
+    stack or stage: the platform's own name (``up --public-api``)."""
 
     stack: str
     stage: str
@@ -84,6 +85,8 @@ class CertificateFact:
     error: str = ""
 
     def where(self) -> str:
+        if not self.stack:
+            return f"{self.name} (the public API)"
         return f"{self.name} ({self.stack}/{self.stage})"
 
 
@@ -180,7 +183,10 @@ def check_upstream_sources(facts: DoctorFacts) -> Finding:
             "start the platform (stackyard up -d): it starts the data plane's keeper, which "
             "serves the upstreams, again",
         )
-    empty = [s.name.split(".", 1)[0] for s in facts.sources if s.upstreams == 0]
+    # A lookup by the request's host ("{http.request.host}.hosts…") is not a route.
+    routes = [s for s in facts.sources if "{" not in s.name]
+    by_host = len(routes) < len(facts.sources)
+    empty = [s.name.split(".", 1)[0] for s in routes if s.upstreams == 0]
     if empty:
         return Finding(
             "upstream source",
@@ -191,7 +197,9 @@ def check_upstream_sources(facts: DoctorFacts) -> Finding:
     return Finding(
         "upstream source",
         Verdict.OK,
-        f"{len(facts.sources)} route(s) get their upstreams" if facts.sources else "no route yet",
+        f"{len(routes)} route(s){' and the host names' if by_host else ''} get their upstreams"
+        if facts.sources
+        else "no route yet",
     )
 
 
@@ -297,7 +305,11 @@ def check_certificates(facts: DoctorFacts) -> Finding:
             Verdict.FAIL,
             f"{first.where()} {why}{more}",
             f"check that {first.name} resolves to this machine and ports 80/443 reach it; "
-            f"`stackyard domains {first.stack}` shows every name",
+            + (
+                f"`stackyard domains {first.stack}` shows every name"
+                if first.stack
+                else "it is the name `up --public-api` publishes the API on"
+            ),
         )
     now = facts.now or datetime.now().astimezone()
     ending = [c for c in found if c.expires is not None and c.expires - now < CERTIFICATE_WARN]

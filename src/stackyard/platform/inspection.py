@@ -144,9 +144,12 @@ def _sources(config: Any) -> tuple[RouteSource, ...]:
 
 
 def _certificates(settings: Settings, config: Any) -> tuple[CertificateFact, ...]:
-    """Each HTTPS host name's certificate, read as `stackyard domains` reads it: from
-    Caddy's certificate storage and each Caddy's log of its attempts."""
+    """Each HTTPS host name's certificate, the public API's too, read as `stackyard
+    domains` reads it: from Caddy's certificate storage and each Caddy's log of its
+    attempts."""
     names = _https_names(settings.data_dir)
+    if settings.public_api:
+        names.append(("", "", settings.public_api))
     storage = storage_root(config)
     logs = [acme_log_path(path) for path in settings.caddy_admin_sockets]
     facts = []

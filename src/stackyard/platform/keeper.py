@@ -15,10 +15,12 @@ start (status 1, the reason in its log), and the keeper runs on as a daemon.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -38,7 +40,7 @@ from stackyard.platform.components import (
     caddy_autosave,
     plan_components,
 )
-from stackyard.platform.state import DataplaneRecord, pid_alive
+from stackyard.platform.state import DataplaneRecord, pid_alive, wait_gone
 from stackyard.platform.supervisor import (
     Kept,
     answers,
@@ -57,7 +59,11 @@ CHECK_EVERY = 0.2  # seconds between looks at the components: a dead one restart
 RESTART_BACKOFF = (0.0, 1.0, 2.0, 5.0, 10.0)  # after 0, 1, 2, ... failed starts in a row
 TAKE_OVER_FOR = 600.0  # seconds an upgrade waits for the earlier upstream address
 PROTOCOL = 1  # of the control socket; a control plane checks it before it relies on it
+# Operations added within a protocol (a keeper of an earlier version lacks them, and is
+# replaced by ensure_dataplane); an earlier control plane does not ask for them.
+FEATURES = ("hosts",)  # the responder's host names (set_hosts, set_helpers, names)
 MODULE = "stackyard.platform.keeper"
+PIDFD_GETFD = 438  # the syscall's number (the same on every Linux architecture)
 
 
 def is_keeper(pid: int, data_dir: Path) -> bool:
@@ -75,9 +81,11 @@ class Keeper:
         *,
         registry_mode: RegistryMode = "read-write",
         also_serve: tuple[str, ...] = (),
+        replace: bool = False,
     ) -> None:
         self.settings = settings
         self._also_serve = also_serve
+        self._replace = replace  # take over from a running keeper of an earlier version
         self._lock = threading.RLock()  # the components and the record
         self._registry_lock = threading.Lock()  # one registry mode change at a time
         self._stopping = threading.Event()
@@ -95,16 +103,19 @@ class Keeper:
         """Keep the data plane until SIGTERM; ``on_ready`` once every component answers."""
         settings = self.settings
         previous = DataplaneRecord.read(settings.dataplane_file)
+        taken: socket.socket | None = None
         if (
             previous is not None
             and previous.pid != os.getpid()
             and is_keeper(previous.pid, settings.data_dir)
         ):
-            log.error("another keeper (pid %s) runs for %s", previous.pid, settings.data_dir)
-            return 1
+            if not self._replace:
+                log.error("another keeper (pid %s) runs for %s", previous.pid, settings.data_dir)
+                return 1
+            taken = self._take_over_keeper(previous)
         if previous is not None and previous.registry_mode in REGISTRY_MODES:
             self.registry_mode = previous.registry_mode
-        directory = self._open_directory(previous)
+        directory = self._open_directory(previous, taken)
         self.dns = directory.address
         try:
             self._bring_up(previous)
@@ -157,13 +168,29 @@ class Keeper:
             time.sleep(0.01)
         log.warning("the earlier version kept %s; its Caddy asks it no more", address)
 
-    def _open_directory(self, previous: DataplaneRecord | None) -> UpstreamDirectory:
+    def _take_over_keeper(self, previous: DataplaneRecord) -> socket.socket | None:
+        """Stop the earlier keeper, its components left running (adopted next); first take
+        its responder's socket, so that no query Caddy sent meanwhile is lost (Caddy would
+        wait 5 s for it, holding every lookup)."""
+        port = int(previous.dns.rpartition(":")[2] or 0)
+        taken = take_udp_socket(previous.pid, port) if port else None
+        if taken is None:
+            log.warning("could not take keeper %s's socket; its queries in flight are lost",
+                        previous.pid)  # fmt: skip
+        log.info("replacing the keeper of an earlier version (pid %s)", previous.pid)
+        os.kill(previous.pid, signal.SIGKILL)
+        wait_gone([previous.pid], 5.0)
+        return taken
+
+    def _open_directory(
+        self, previous: DataplaneRecord | None, taken: socket.socket | None = None
+    ) -> UpstreamDirectory:
         """The responder on the port Caddy's routes already name, if it is still free."""
         port = 0
         if previous is not None:
             port = int(previous.dns.rpartition(":")[2] or 0)
         try:
-            return UpstreamDirectory(port=port, table_file=self.settings.upstreams_file)
+            return UpstreamDirectory(port=port, table_file=self.settings.upstreams_file, sock=taken)
         except OSError as exc:
             # The control plane re-points every route at the new port when it starts.
             log.warning("upstream port %s is taken (%s); using a new one", port, exc)
@@ -303,6 +330,7 @@ class Keeper:
             "pid": os.getpid(),
             "data_dir": str(self.settings.data_dir),
             "protocol": PROTOCOL,
+            "features": list(FEATURES),
             "dns": self.dns,
             "registry": self.settings.registry_endpoint,
             "registry_mode": self.registry_mode,
@@ -364,6 +392,7 @@ class Options:
     detach: bool
     registry_mode: RegistryMode
     also_serve: tuple[str, ...]
+    replace: bool = False
 
 
 def _parse(argv: list[str] | None) -> Options:
@@ -381,6 +410,10 @@ def _parse(argv: list[str] | None) -> Options:
         "--also-serve", action="append", default=[], metavar="IP:PORT",
         help="an earlier version's upstream address, answered once it is free (upgrade)",
     )  # fmt: skip
+    parser.add_argument(
+        "--replace", action="store_true",
+        help="take over from a running keeper of an earlier version (its socket, then it stops)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     settings = Settings(
         data_dir=args.data_dir,
@@ -388,7 +421,7 @@ def _parse(argv: list[str] | None) -> Options:
         router_instances=args.router_instances,
         component_timeout=args.component_timeout,
     )
-    return Options(settings, args.detach, args.registry_mode, tuple(args.also_serve))
+    return Options(settings, args.detach, args.registry_mode, tuple(args.also_serve), args.replace)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -417,7 +450,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not every readiness check
     keeper = Keeper(
-        options.settings, registry_mode=options.registry_mode, also_serve=options.also_serve
+        options.settings,
+        registry_mode=options.registry_mode,
+        also_serve=options.also_serve,
+        replace=options.replace,
     )
 
     def stop_on(_signum: int, _frame: FrameType | None) -> None:
@@ -426,6 +462,50 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop_on)
     signal.signal(signal.SIGINT, stop_on)
     return keeper.run(on_ready)
+
+
+def take_udp_socket(pid: int, port: int) -> socket.socket | None:
+    """A duplicate of process ``pid``'s UDP socket bound to 127.0.0.1:``port``, taken with
+    pidfd_getfd(2) (Linux 5.6+, the rights of ptrace over ``pid``); None when it cannot be
+    taken. Both processes then hold the same socket: what is queued on it stays."""
+    inode = _udp_inode(port)
+    if inode is None:
+        return None
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != f"socket:[{inode}]":
+                continue
+        except OSError:
+            continue
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            taken = int(libc.syscall(PIDFD_GETFD, pidfd, int(fd), 0))
+        finally:
+            os.close(pidfd)
+        return socket.socket(fileno=taken) if taken >= 0 else None
+    return None
+
+
+def _udp_inode(port: int) -> str | None:
+    """The inode of the UDP socket bound to 127.0.0.1:``port`` (from /proc/net/udp)."""
+    wanted = f"0100007F:{port:04X}"
+    try:
+        lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 9 and fields[1] == wanted:
+            return fields[9]
+    return None
 
 
 if __name__ == "__main__":

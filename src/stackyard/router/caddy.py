@@ -6,13 +6,18 @@ plane (two, on the same ports, so that one can restart while the other serves). 
 admin API listens on a unix socket only (mode 0600): a task cannot reach it. Switching a
 route's upstreams changes no Caddy config at all: each route looks its upstreams up from
 the data plane's DNS responder (router/directory.py), so no reload can reset a client
-connection.
+connection. Nor does adding or removing a host name: the shared host servers look their
+upstreams up by the request's host, and certificates are obtained on demand for the
+names the responder approves.
 """
 
 from __future__ import annotations
 
 import http.client
+import logging
 import socket
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,14 +37,31 @@ from stackyard.router.base import (
     Router,
 )
 from stackyard.router.certificates import acme_log_path, certificate_of, storage_root
-from stackyard.router.directory import DirectoryClient, srv_name
+from stackyard.router.directory import (
+    ASK_SRV_NAME,
+    HOST_SRV_NAME,
+    TLS_SRV_NAME,
+    DirectoryClient,
+    srv_name,
+)
 
 # The Host header every admin request carries; the base config allows only this origin.
 ADMIN_HOST = "caddy-admin"
 HOSTS_SERVER = "stackyard-hosts"  # shared by host routes; not "sy-" so no stage can clash
-HOSTS_FALLBACK = "stackyard-hosts-fallback"
+HOSTS_FALLBACK = "stackyard-hosts-fallback"  # the host server's last route: by the host
 HTTPS_SERVER = "stackyard-https"  # host routes with a certificate (tls: acme or internal)
-HTTPS_FALLBACK = "stackyard-https-fallback"
+HTTPS_FALLBACK = "stackyard-https-fallback"  # the HTTPS server's last route: by the host
+# Helper servers on loopback, which the responder's answers name (helper -> server id).
+NOT_SERVED_SERVER = "stackyard-not-served"
+TO_HTTPS_SERVER = "stackyard-to-https"
+APPROVED_SERVER = "stackyard-approved"
+ASK_SERVER = "stackyard-ask"
+HELPER_SERVERS = {
+    "not-served": NOT_SERVED_SERVER,
+    "to-https": TO_HTTPS_SERVER,
+    "approved": APPROVED_SERVER,
+    "ask": ASK_SERVER,
+}
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 # The Caddy loggers that say how obtaining a certificate went, written to a file per Caddy.
 ACME_LOG = "stackyard-acme"
@@ -59,10 +81,13 @@ LOAD_BALANCING = {
     "try_duration": "2s",
     "try_interval": "100ms",
 }
+# How long the handshake that has Caddy obtain a new name's certificate waits for it.
+WARM_TIMEOUT = 120.0
 _IDEMPOTENT = frozenset({"GET", "PATCH", "DELETE"})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
 
 Json = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,13 +116,16 @@ def host_route_id(name: str) -> str:
 
 def handler(name: str, resolver: str) -> Json:
     """reverse_proxy whose upstreams come from SRV records on the router's DNS responder."""
+    return {"@id": proxy_id(name), **_proxy(srv_name(name), resolver)}
+
+
+def _proxy(lookup: str, resolver: str) -> Json:
     dns = {"addresses": [f"udp/{resolver}"]}
     return {
-        "@id": proxy_id(name),
         "handler": "reverse_proxy",
         "dynamic_upstreams": {
             "source": "srv",
-            "name": srv_name(name),
+            "name": lookup,
             "refresh": REFRESH,
             "resolver": dns,
         },
@@ -167,78 +195,81 @@ class Acme:
         return issuer
 
 
-def host_route(route: Route, resolver: str) -> Json:
-    """A plain-HTTP host route: the stage's names, proxied to its tasks."""
-    return {
-        "@id": host_route_id(route.name),
-        "match": [{"host": list(route.hosts)}],
-        "handle": [handler(route.name, resolver)],
-        "terminal": True,
-    }
+def by_host(resolver: str) -> Json:
+    """The HTTP host server's last route: every request is proxied to the upstreams the
+    responder gives for its host (``<host>.hosts.stackyard.internal.``): a plain name's
+    route's tasks, the redirect server for a TLS name, else the not-served server. So a
+    name is added or removed in the responder's table, and Caddy's config (a reload) does
+    not change."""
+    return {"@id": HOSTS_FALLBACK, "handle": [_proxy(HOST_SRV_NAME, resolver)]}
 
 
-def redirect_route(route: Route, https_port: int) -> Json:
-    """On the HTTP port, a route with a certificate answers 308 to its HTTPS address. ACME's
-    HTTP challenges still work: Caddy answers them before any route."""
+def by_tls_host(resolver: str) -> Json:
+    """The HTTPS server's last route: a TLS name's route's tasks, else not-served."""
+    return {"@id": HTTPS_FALLBACK, "handle": [_proxy(TLS_SRV_NAME, resolver)]}
+
+
+def _proxies(entry: Any, lookup: str) -> bool:
+    """Whether a host server's last route proxies by ``lookup`` (not a route of before)."""
+    handlers = entry.get("handle") if isinstance(entry, dict) else None
+    first = handlers[0] if isinstance(handlers, list) and handlers else {}
+    upstreams = first.get("dynamic_upstreams") if isinstance(first, dict) else None
+    return isinstance(upstreams, dict) and upstreams.get("name") == lookup
+
+
+def _static(status: int, body: str = "", headers: dict[str, list[str]] | None = None) -> Json:
+    answer: Json = {"handler": "static_response", "status_code": status}
+    if body:
+        answer["body"] = body
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def helper_servers(ports: dict[str, int], https_port: int, resolver: str) -> dict[str, Json]:
+    """The loopback servers the responder's answers name besides tasks (server id ->
+    config): a 404 for names no stage serves, a 308 to the HTTPS address for a TLS name
+    asked over HTTP, a 200 that approves a name for on-demand TLS, and the ``ask``
+    endpoint Caddy's on-demand TLS calls, which proxies by the name it asks about."""
     port = "" if https_port == 443 else f":{https_port}"
-    return {
-        "@id": host_route_id(route.name),
-        "match": [{"host": list(route.hosts)}],
-        "handle": [
-            {
-                "handler": "static_response",
-                "status_code": 308,
-                "headers": {
-                    "Location": [f"https://{{http.request.host}}{port}{{http.request.uri}}"]
-                },
-            }
-        ],
-        "terminal": True,
+    location = {"Location": [f"https://{{http.request.host}}{port}{{http.request.uri}}"]}
+    handlers = {
+        NOT_SERVED_SERVER: _static(404, "Stackyard: no stage is served on this host name\n"),
+        TO_HTTPS_SERVER: _static(308, headers=location),
+        APPROVED_SERVER: _static(200, "approved\n"),
+        ASK_SERVER: _proxy(ASK_SRV_NAME, resolver),
     }
-
-
-def tls_route(route: Route, resolver: str) -> Json:
-    """On the HTTPS port: the stage's names, proxied to its tasks."""
     return {
-        "@id": tls_route_id(route.name),
-        "match": [{"host": list(route.hosts)}],
-        "handle": [handler(route.name, resolver)],
-        "terminal": True,
-    }
-
-
-def _not_served(fallback_id: str) -> Json:
-    return {
-        "@id": fallback_id,
-        "handle": [
-            {
-                "handler": "static_response",
-                "status_code": 404,
-                "body": "Stackyard: no stage is served on this host name\n",
-            }
-        ],
+        server: {
+            "listen": [f"127.0.0.1:{ports[helper]}"],
+            "routes": [{"handle": [handlers[server]]}],
+            "automatic_https": {"disable": True},
+        }
+        for helper, server in HELPER_SERVERS.items()
+        if ports.get(helper)
     }
 
 
 HOSTS_LOGS = {"default_logger_name": ACCESS_HOSTS}
 
 
-def hosts_server(listen: str, first: Json) -> Json:
+def hosts_server(listen: str, resolver: str, first: Json | None = None) -> Json:
+    """The HTTP server of every host name (``first``: a route of before, for tests)."""
     return {
         "listen": [listen],
-        "routes": [first, _not_served(HOSTS_FALLBACK)],
+        "routes": [*([first] if first else []), by_host(resolver)],
         "automatic_https": {"disable": True},
         "logs": HOSTS_LOGS,
     }
 
 
-def https_server(listen: str, first: Json) -> Json:
-    """TLS on every connection; the certificates come from the tls app's automation, so
-    Caddy's automatic HTTPS (which would add servers and redirects of its own) stays off.
-    No HTTP/3: its UDP listener has no SO_REUSEPORT, so a second Caddy could not bind."""
+def https_server(listen: str, resolver: str) -> Json:
+    """TLS on every connection; certificates on demand (the tls app), so Caddy's automatic
+    HTTPS (which would add servers and redirects of its own) stays off. No HTTP/3: its UDP
+    listener has no SO_REUSEPORT, so a second Caddy could not bind."""
     return {
         "listen": [listen],
-        "routes": [first, _not_served(HTTPS_FALLBACK)],
+        "routes": [by_tls_host(resolver)],
         "protocols": ["h1", "h2"],
         "tls_connection_policies": [{}],
         "automatic_https": {"disable": True},
@@ -246,20 +277,23 @@ def https_server(listen: str, first: Json) -> Json:
     }
 
 
-def tls_app(modes: dict[str, str], acme_issuer: Json, automate: Iterable[str]) -> Json:
-    """Caddy's tls app: the names to ``automate`` (obtain, renew) and, for each name of
-    ``modes`` (name -> ``acme``/``internal``), the issuer of its mode.
+def tls_app(internal: Iterable[str], acme_issuer: Json, ask: str) -> Json:
+    """Caddy's tls app: certificates on demand, for the names the ``ask`` endpoint
+    approves (the responder's TLS names), from Caddy's local CA for the ``internal``
+    names and from the ACME issuer for every other.
 
-    The ACME policy names no subjects: it is the fallback for every name, so that every
-    Caddy answers an ACME challenge for any name with the same issuer, even one whose
-    certificate another Caddy asked for a moment before this one heard of the name.
+    The ACME policy names no subjects, so that every Caddy answers an ACME challenge for
+    any name with the same issuer. The internal names are a policy's subjects: changing
+    them is a config change (a reload).
     """
-    internal = sorted(name for name, mode in modes.items() if mode == "internal")
     policies: list[Json] = []
     if internal:
-        policies.append({"subjects": internal, "issuers": [{"module": "internal"}]})
-    policies.append({"issuers": [acme_issuer]})
-    return {"certificates": {"automate": sorted(automate)}, "automation": {"policies": policies}}
+        subjects = sorted(internal)
+        policies.append(
+            {"subjects": subjects, "issuers": [{"module": "internal"}], "on_demand": True}
+        )
+    policies.append({"issuers": [acme_issuer], "on_demand": True})
+    return {"automation": {"policies": policies, "on_demand": {"ask": ask}}}
 
 
 def acme_log(path: Path) -> Json:
@@ -412,6 +446,11 @@ class Listeners:
     acme: Acme = Acme()
     acme_log: Path | None = None  # this Caddy's log of certificate attempts
     access_dir: Path | None = None  # where this Caddy writes its access logs
+    # The loopback ports of the helper servers (HELPER_SERVERS' keys); none: no helpers.
+    helper_ports: dict[str, int] = field(default_factory=dict)
+
+    def ask_url(self) -> str:
+        return f"http://127.0.0.1:{self.helper_ports.get('ask', 0)}/"
 
 
 def plan_ensure(
@@ -422,17 +461,15 @@ def plan_ensure(
     listen_host: str,
     host_port: int,
     listeners: Listeners | None = None,
-    automate: bool = True,
+    internal: Iterable[str] = (),
 ) -> list[AdminRequest]:
     """The admin requests that make ``config`` serve ``route``; none when it already does.
 
-    A host route with TLS is three entries: a route on the HTTPS server, a 308 redirect
-    on the HTTP server, and its names in the tls app (so Caddy obtains and renews their
-    certificates). They are written in that order: no name redirects to an HTTPS route
-    that is not there yet, and no later change (each is a reload) cancels the first
-    attempt to obtain a certificate. With ``automate=False`` the route's new names are
-    not automated yet: the router first gives every Caddy the route (and the issuer that
-    answers challenges), then has them automate its names.
+    A host route's names are in the responder's table (set before this plan runs), so
+    its plan is empty once the host servers, the helper servers and the tls app exist:
+    the first host route (or the first with TLS) creates them. ``internal`` are every
+    route's ``tls: internal`` names (a policy's subjects). Entries of a route from before
+    names moved to the responder are removed, after the servers proxy by host.
     """
     at = listeners or Listeners(listen_host=listen_host, host_port=host_port)
     servers = servers_of(config)
@@ -449,66 +486,67 @@ def plan_ensure(
         return plan
     plan = _plan_remove_port_server(servers, route.name)
     plan += _plan_logs(config, _wanted_logs(at, ACCESS_HOSTS, tls=route.tls != "off"))
+    plan += _plan_helpers(servers, helper_servers(at.helper_ports, at.https_port, resolver))
     http_listen = f"{at.listen_host}:{at.host_port}"
-    if route.tls == "off":
-        plan += _plan_server_route(servers, HOSTS_SERVER, http_listen, host_route(route, resolver))
-        plan += _plan_tls_app(config, route.name, {}, None)
-        return plan + _plan_remove_entry(servers, HTTPS_SERVER, tls_route_id(route.name))
-    plan += _plan_ports(config, at)
-    https_listen = f"{at.listen_host}:{at.https_port}"
-    plan += _plan_server_route(servers, HTTPS_SERVER, https_listen, tls_route(route, resolver))
-    redirect = redirect_route(route, at.https_port)
-    plan += _plan_server_route(servers, HOSTS_SERVER, http_listen, redirect)
-    own: dict[str, str] = dict.fromkeys(route.hosts, route.tls)
-    return plan + _plan_tls_app(config, route.name, own, at.acme, automate=automate)
+    plan += _plan_last_route(servers, HOSTS_SERVER, hosts_server(http_listen, resolver))
+    if route.tls != "off":
+        plan += _plan_ports(config, at)
+        https_listen = f"{at.listen_host}:{at.https_port}"
+        plan += _plan_last_route(servers, HTTPS_SERVER, https_server(https_listen, resolver))
+    if route.tls != "off" or internal or _tls_app_of(config):
+        plan += _plan_tls_app(config, internal, at.acme.issuer(), at.ask_url())
+    return plan + _plan_remove_host_route(config, route.name)
 
 
-def _plan_server_route(servers: Json, server: str, listen: str, wanted: Json) -> list[AdminRequest]:
-    """Put ``wanted`` into a shared host-name server, creating the server if missing."""
-    make = https_server if server == HTTPS_SERVER else hosts_server
-    current_server = servers.get(server)
-    if current_server is None:
-        return [AdminRequest("PUT", f"{SERVERS}/{server}", make(listen, wanted))]
+def _plan_helpers(servers: Json, wanted: dict[str, Json]) -> list[AdminRequest]:
+    """The helper servers, created once; their ports never change (the responder names
+    them), the redirect's target may (another HTTPS port)."""
     plan = []
-    if current_server.get("listen") != [listen]:
-        plan.append(AdminRequest("PATCH", f"{SERVERS}/{server}/listen", [listen]))
-    if current_server.get("logs") != HOSTS_LOGS:  # a server from before access logs
-        method = "PATCH" if "logs" in current_server else "PUT"
-        plan.append(AdminRequest(method, f"{SERVERS}/{server}/logs", HOSTS_LOGS))
-    routes = _server_routes(servers, server)
-    current = next((r for r in routes if r.get("@id") == wanted["@id"]), None)
-    if current is None:
-        # PUT on an array index inserts: host routes go before the 404 fallback.
-        plan.append(AdminRequest("PUT", f"{SERVERS}/{server}/routes/0", wanted))
-    elif current != wanted:
-        plan.append(AdminRequest("PATCH", f"/id/{wanted['@id']}", wanted))
+    for server, config in wanted.items():
+        current = servers.get(server)
+        if current is None:
+            plan.append(AdminRequest("PUT", f"{SERVERS}/{server}", config))
+        elif current.get("routes") != config["routes"]:
+            plan.append(AdminRequest("PATCH", f"{SERVERS}/{server}/routes", config["routes"]))
     return plan
 
 
-def _plan_tls_app(
-    config: Any, name: str, own: dict[str, str], acme: Acme | None, *, automate: bool = True
-) -> list[AdminRequest]:
-    """The tls app with route ``name``'s names set to ``own`` (name -> mode), the names of
-    the other TLS routes kept; nothing when it already says so. Without ``acme``, the
-    ACME issuer stays the one the config has. Without ``automate``, only those of
-    ``own`` that are automated already stay so."""
-    servers = servers_of(config)
-    modes = tls_modes(config)
-    wanted: dict[str, str] = {}
-    for entry in _server_routes(servers, HTTPS_SERVER):
-        other = _named(entry, "-tls")
-        if other and other != name:
-            wanted.update({host: modes.get(host, "acme") for host in _hosts_of(entry)})
-    wanted.update(own)
-    apps = config.get("apps", {}) if isinstance(config, dict) else {}
-    current = apps.get("tls") if isinstance(apps, dict) else None
-    if not wanted and not current:
-        return []
-    names = set(wanted) if automate else set(wanted) - (set(own) - set(automated(config)))
-    issuer = acme.issuer() if acme else acme_issuer_in(config) or Acme().issuer()
-    app = tls_app(wanted, issuer, names)
+def _plan_last_route(servers: Json, server: str, wanted: Json) -> list[AdminRequest]:
+    """A shared host server as ``wanted``: created if missing; else its listen address,
+    logs and last route (the proxy by host) set, the routes before it left alone."""
+    current = servers.get(server)
+    if current is None:
+        return [AdminRequest("PUT", f"{SERVERS}/{server}", wanted)]
     plan = []
-    if "internal" in wanted.values() and apps.get("pki") != PKI:
+    for key in ("listen", "logs"):
+        if current.get(key) != wanted[key]:
+            method = "PATCH" if key in current else "PUT"
+            plan.append(AdminRequest(method, f"{SERVERS}/{server}/{key}", wanted[key]))
+    last = wanted["routes"][-1]
+    found = next((r for r in _server_routes(servers, server) if r.get("@id") == last["@id"]), None)
+    if found is None:
+        plan.append(AdminRequest("POST", f"{SERVERS}/{server}/routes/...", [last]))
+    elif found != last:
+        plan.append(AdminRequest("PATCH", f"/id/{last['@id']}", last))
+    return plan
+
+
+def _tls_app_of(config: Any) -> Any:
+    apps = config.get("apps", {}) if isinstance(config, dict) else {}
+    return apps.get("tls") if isinstance(apps, dict) else None
+
+
+def _plan_tls_app(
+    config: Any, internal: Iterable[str], issuer: Json | None, ask: str
+) -> list[AdminRequest]:
+    """The tls app for these ``internal`` names; nothing when it already says so. Without
+    ``issuer``, the ACME issuer stays the one the config has."""
+    internal = sorted(internal)
+    apps = config.get("apps", {}) if isinstance(config, dict) else {}
+    current = _tls_app_of(config)
+    app = tls_app(internal, issuer or acme_issuer_in(config) or Acme().issuer(), ask)
+    plan = []
+    if internal and apps.get("pki") != PKI:
         plan.append(AdminRequest("PATCH" if "pki" in apps else "PUT", "/config/apps/pki", PKI))
     if current != app:
         method = "PATCH" if current is not None else "PUT"
@@ -557,10 +595,19 @@ def _wanted_logs(at: Listeners, access_logger_name: str, *, tls: bool) -> dict[s
     return wanted
 
 
-def plan_remove(config: Any, name: str) -> list[AdminRequest]:
-    """The admin requests that stop serving route ``name``, whichever kind it is."""
+def plan_remove(
+    config: Any, name: str, internal: Iterable[str] | None = None
+) -> list[AdminRequest]:
+    """The admin requests that stop serving route ``name``, whichever kind it is (a host
+    route's names leave the responder's table; ``internal``, the ``tls: internal`` names
+    left, changes the tls app when given)."""
     servers = servers_of(config)
-    return [*_plan_remove_port_server(servers, name), *_plan_remove_host_route(config, name)]
+    plan = [*_plan_remove_port_server(servers, name), *_plan_remove_host_route(config, name)]
+    current = _tls_app_of(config)
+    if internal is not None and isinstance(current, dict):
+        ask = str(current.get("automation", {}).get("on_demand", {}).get("ask", ""))
+        plan += _plan_tls_app(config, internal, None, ask)
+    return plan
 
 
 def _plan_remove_port_server(servers: Json, name: str) -> list[AdminRequest]:
@@ -576,13 +623,29 @@ def _plan_remove_entry(servers: Json, server: str, entry_id: str) -> list[AdminR
 
 
 def _plan_remove_host_route(config: Any, name: str) -> list[AdminRequest]:
-    """The redirect (or plain route) first, then the HTTPS route, then its names."""
+    """A host route's own entries, as versions before the by-host proxies wrote them: the
+    redirect (or plain route) first, then the HTTPS route."""
     servers = servers_of(config)
     return [
         *_plan_remove_entry(servers, HOSTS_SERVER, host_route_id(name)),
         *_plan_remove_entry(servers, HTTPS_SERVER, tls_route_id(name)),
-        *_plan_tls_app(config, name, {}, None),
     ]
+
+
+def _handshake(address: str, port: int, name: str) -> None:
+    """One TLS handshake for ``name`` (SNI) at ``address:port``, its certificate not
+    checked: it only has Caddy obtain the certificate, now rather than at a client's."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((address, port), timeout=WARM_TIMEOUT) as raw,
+            context.wrap_socket(raw, server_hostname=name),
+        ):
+            pass
+    except OSError as exc:  # the certificate's state (certificates()) says what went wrong
+        log.info("warming the certificate of %s: %s", name, exc)
 
 
 # Doing: the admin API client ------------------------------------------------------------
@@ -720,7 +783,9 @@ class CaddyAdmin:
 
 
 class CaddyRouter(Router):
-    """Port routes are Caddy servers ``sy-<name>``; host routes share ``stackyard-hosts``.
+    """Port routes are Caddy servers ``sy-<name>``; host routes are names in the
+    responder's table, which the shared servers ``stackyard-hosts`` (HTTP) and
+    ``stackyard-https`` look up by the request's host.
 
     ``admin_sockets`` are the admin API sockets of the data plane's Caddy processes, which
     all serve the same routes; ``directory`` is the control socket of the DNS responder
@@ -778,6 +843,8 @@ class CaddyRouter(Router):
             for path in admin_sockets
         ]
         self.directory = DirectoryClient(directory, timeout=timeout)
+        self._warming: set[str] = set()  # names with a warming handshake under way
+        self._warm_lock = threading.Lock()
 
     def close(self) -> None:
         for admin in self.admins:
@@ -794,26 +861,75 @@ class CaddyRouter(Router):
     def ensure_route(self, route: Route, upstreams: Sequence[str]) -> None:
         route.check()
         self.directory.set(route.name, upstreams)
+        ports: dict[str, int] = {}
+        if route.host is not None:
+            # A host name is served from the responder's table: set before Caddy is told.
+            ports = self._helper_ports()
+            dials = {h: f"127.0.0.1:{p}" for h, p in ports.items() if h != "ask"}
+            self.directory.set_helpers(dials)
+        self.directory.set_hosts(route.name, route.hosts, route.tls)
+        internal = self._internal_names()
         resolver = self.directory.resolver()
 
-        def ensure(admin: CaddyAdmin, *, automate: bool) -> None:
+        def ensure(admin: CaddyAdmin) -> None:
             plan = plan_ensure(
                 admin.config(),
                 route,
                 resolver,
                 listen_host=self.listen_host,
                 host_port=self.host_port,
-                listeners=self._listeners(admin),
-                automate=automate,
+                listeners=self._listeners(admin, ports),
+                internal=internal,
             )
             for change in plan:
                 admin.send(change)
 
-        # Every Caddy gets the route before any asks for its certificate: the CA's challenge
-        # may reach any of them (they share the ports), and each must know how to answer.
-        self._on_each(lambda admin: ensure(admin, automate=False))
+        self._on_each(ensure)
         if route.tls != "off":
-            self._on_each(lambda admin: ensure(admin, automate=True))
+            self.warm(route)
+
+    def warm(self, route: Route) -> None:
+        """A TLS handshake for each of the route's names, in the background: Caddy obtains
+        a name's certificate on demand, at its first handshake, and this is that one."""
+        address = "127.0.0.1" if self.hosts_listen in ("0.0.0.0", "") else self.hosts_listen
+        for name in route.hosts:
+            with self._warm_lock:
+                if name in self._warming:
+                    continue  # one handshake per name at a time
+                self._warming.add(name)
+            threading.Thread(
+                target=self._warm_one, args=(address, name), daemon=True, name=f"warm {name}"
+            ).start()
+
+    def _warm_one(self, address: str, name: str) -> None:
+        try:
+            _handshake(address, self.https_port, name)
+        finally:
+            with self._warm_lock:
+                self._warming.discard(name)
+
+    def _internal_names(self) -> list[str]:
+        return sorted(h for h, (_, mode) in self.directory.names()[0].items() if mode == "internal")
+
+    def _helper_ports(self) -> dict[str, int]:
+        """The helper servers' ports: the ones a Caddy has already, else free ones."""
+        ports: dict[str, int] = {}
+        for admin in self.admins:
+            try:
+                servers = servers_of(admin.config())
+            except StackyardError:
+                continue  # restarting: the other Caddy tells, or ensure_route fails anyway
+            for helper, server in HELPER_SERVERS.items():
+                found = servers.get(server)
+                port = _port_of(found.get("listen")) if isinstance(found, dict) else None
+                if port and helper not in ports:
+                    ports[helper] = port
+        for helper in HELPER_SERVERS:
+            if helper not in ports:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                    probe.bind(("127.0.0.1", 0))
+                    ports[helper] = int(probe.getsockname()[1])
+        return ports
 
     def set_upstreams(self, route: Route, upstreams: Sequence[str]) -> None:
         """No admin request that changes Caddy: the route's SRV answer changes instead."""
@@ -826,26 +942,41 @@ class CaddyRouter(Router):
         self.directory.set(route.name, upstreams)
 
     def upstreams(self, route: Route) -> list[str] | None:
-        """None unless every Caddy serves the route; then the responder's upstreams."""
+        """None unless every Caddy serves the route; then the responder's upstreams. A host
+        route is served when the responder names the route for its host name and every
+        Caddy proxies by host (on HTTPS too, when the name has TLS). Its other names and
+        its TLS mode are the caller's to compare (the controller keeps them)."""
         route.check()
-        for admin in self.admins:
-            found = admin.send(AdminRequest("GET", f"/id/{proxy_id(route.name)}"), missing_ok=True)
-            if found.status_code == 404:
+        wanted = {proxy_id(route.name): ""}
+        if route.host is not None:
+            hosts, helpers = self.directory.names()
+            named, mode = hosts.get(route.host.lower(), ("", "off"))
+            if named != route.name or "not-served" not in helpers:
                 return None
+            wanted = {HOSTS_FALLBACK: HOST_SRV_NAME}
+            if mode != "off":
+                wanted[HTTPS_FALLBACK] = TLS_SRV_NAME
+        for admin in self.admins:
+            for entry, lookup in wanted.items():
+                found = admin.send(AdminRequest("GET", f"/id/{entry}"), missing_ok=True)
+                if found.status_code == 404 or (lookup and not _proxies(found.json(), lookup)):
+                    return None
         return self.directory.get(route.name) or []
 
     def remove_route(self, route: Route) -> None:
         route.check()
+        self.directory.drop(route.name)  # its names first: they are served no more
+        internal = self._internal_names()
 
         def remove(admin: CaddyAdmin) -> None:
-            for change in plan_remove(admin.config(), route.name):
+            for change in plan_remove(admin.config(), route.name, internal):
                 admin.send(change, missing_ok=True)
 
         self._on_each(remove)
-        self.directory.drop(route.name)
 
-    def _listeners(self, admin: CaddyAdmin) -> Listeners:
+    def _listeners(self, admin: CaddyAdmin, ports: dict[str, int]) -> Listeners:
         return Listeners(
+            helper_ports=ports,
             listen_host=self.hosts_listen,
             host_port=self.host_port,
             https_port=self.https_port,
@@ -891,7 +1022,8 @@ class CaddyRouter(Router):
         return [(ACCESS_HOSTS, host) for host in route.hosts]
 
     def routes(self) -> list[str]:
-        return sorted({name for admin in self.admins for name in route_names(admin.config())})
+        names = {name for admin in self.admins for name in route_names(admin.config())}
+        return sorted(names | {route for route, _ in self.directory.names()[0].values()})
 
     def ping(self) -> None:
         for admin in self.admins:

@@ -35,6 +35,20 @@ ZONE = "stackyard.internal."
 CACHED_ANSWERS = 1024  # distinct queries kept; the table is small, garbage must not grow it
 
 
+# The host-name servers' proxies look up ``<host>.<zone>``, Caddy putting the request's
+# host in: ``hosts`` for the HTTP server, ``tls`` for the HTTPS one, and ``ask`` for the
+# on-demand TLS check (``<name>.ask``: approved or not).
+HOSTS_ZONE = f"hosts.{ZONE}"
+TLS_ZONE = f"tls.{ZONE}"
+ASK_ZONE = f"ask.{ZONE}"
+HOST_SRV_NAME = f"{{http.request.host}}.{HOSTS_ZONE}"
+TLS_SRV_NAME = f"{{http.request.host}}.{TLS_ZONE}"
+ASK_SRV_NAME = f"{{http.request.uri.query.domain}}.{ASK_ZONE}"
+# The loopback servers the answers name besides tasks (their dials, set by the router).
+HELPERS = ("not-served", "to-https", "approved")
+Modes = dict[str, tuple[str, str]]  # host name -> (route, tls mode: off, acme or internal)
+
+
 def srv_name(route: str) -> str:
     return f"{route}.routes.{ZONE}"
 
@@ -67,6 +81,22 @@ def split_dial(dial: str) -> tuple[str, int]:
 Table = dict[str, tuple[str, ...]]
 
 
+def read_names(path: Path) -> tuple[Modes, dict[str, str]]:
+    """The host names (name -> route and mode) and the helpers' dials a keeper wrote last."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}, {}  # read_table has said why
+    hosts = record.get("hosts", {}) if isinstance(record, dict) else {}
+    helpers = record.get("helpers", {}) if isinstance(record, dict) else {}
+    names: Modes = {}
+    for host, entry in hosts.items() if isinstance(hosts, dict) else []:
+        if isinstance(entry, list) and len(entry) == 2:
+            names[str(host).lower()] = (str(entry[0]), str(entry[1]))
+    dials = {str(k): str(v) for k, v in helpers.items()} if isinstance(helpers, dict) else {}
+    return names, dials
+
+
 def read_table(path: Path) -> Table:
     """The table a keeper wrote last; empty when there is none (a fresh data directory)."""
     try:
@@ -91,9 +121,17 @@ def read_table(path: Path) -> Table:
     return table
 
 
-def write_table(path: Path, table: Table) -> None:
-    """Replace ``path`` with ``table`` at once (a crash leaves the old or the new file)."""
-    record = {"version": 1, "routes": {route: list(dials) for route, dials in table.items()}}
+def write_table(
+    path: Path, table: Table, hosts: Modes | None = None, helpers: dict[str, str] | None = None
+) -> None:
+    """Replace ``path`` with ``table`` (and the host names) at once: a crash leaves the old
+    or the new file."""
+    record: dict[str, object] = {
+        "version": 1,
+        "routes": {route: list(dials) for route, dials in table.items()},
+        "hosts": {host: list(entry) for host, entry in (hosts or {}).items()},
+        "helpers": dict(helpers or {}),
+    }
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(json.dumps(record, indent=1, sort_keys=True) + "\n")
@@ -105,16 +143,28 @@ def write_table(path: Path, table: Table) -> None:
 class UpstreamDirectory:
     """Route name → upstream dials, answered over DNS (SRV for routes, A for targets).
 
+    Host names, so that adding or removing one changes this table, not Caddy (a reload):
+    ``<host>.hosts`` (asked by the HTTP server) answers a plain name's route's upstreams,
+    a TLS name's redirect server, else the not-served server (404); ``<host>.tls`` (the
+    HTTPS server) a TLS name's route's upstreams, else not-served; ``<name>.ask`` (Caddy's
+    on-demand TLS check) the approving server for a TLS name, else not-served.
+
     ``port`` 0 picks a free one; the keeper passes the port Caddy's routes already name.
     With ``table_file``, the table starts from that file and every change is written to it
     before the change is acknowledged.
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, *, table_file: Path | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        table_file: Path | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self._table_file = table_file
         self._routes: Table = read_table(table_file) if table_file else {}
+        self._hosts, self._helpers = read_names(table_file) if table_file else ({}, {})
         self._lock = threading.Lock()
         # Packed answers by query (without its 2-byte id), dropped whenever the table
         # changes. Under traffic Caddy asks for every route's SRV each refresh and for an A
@@ -134,11 +184,19 @@ class UpstreamDirectory:
         # per query cost more than the answer itself.
         self._handler = Handler
         self._servers: list[socketserver.UDPServer] = []
-        first = self._serve_on(host, port)
+        first = self._serve_on(host, port, sock)
         self.address = f"{host}:{first.server_address[1]}"
 
-    def _serve_on(self, host: str, port: int) -> socketserver.UDPServer:
-        server = socketserver.UDPServer((host, port), self._handler)
+    def _serve_on(
+        self, host: str, port: int, sock: socket.socket | None = None
+    ) -> socketserver.UDPServer:
+        """Answer on ``host:port``; on ``sock`` when given (a bound socket taken over from
+        an earlier keeper: the queries queued on it are answered, none is lost)."""
+        server = socketserver.UDPServer((host, port), self._handler, bind_and_activate=sock is None)
+        if sock is not None:
+            server.socket.close()
+            server.socket = sock
+            server.server_address = sock.getsockname()
         threading.Thread(target=server.serve_forever, name="upstream-dns", daemon=True).start()
         self._servers.append(server)
         return server
@@ -176,10 +234,50 @@ class UpstreamDirectory:
 
     def drop(self, route: str) -> bool:
         with self._lock:
-            if self._routes.pop(route, None) is None:
+            named = {h: e for h, e in self._hosts.items() if e[0] != route}
+            if self._routes.pop(route, None) is None and named == self._hosts:
                 return False
+            self._hosts = named
             self._changed()
         return True
+
+    def set_hosts(self, route: str, hosts: Sequence[str], tls: str = "off") -> bool:
+        """``route`` serves exactly ``hosts`` (lower-cased) with TLS mode ``tls``; False
+        when it did already. A name another route serves is refused (the router checks
+        that before)."""
+        if tls not in ("off", "acme", "internal"):
+            raise UsageError(f"tls mode '{tls}' is not one of acme, internal, off")
+        wanted = {host.lower() for host in hosts}
+        with self._lock:
+            taken = sorted(h for h in wanted if self._hosts.get(h, (route,))[0] != route)
+            if taken:
+                raise UsageError(f"host name(s) {', '.join(taken)} are served by another route")
+            named = {h: e for h, e in self._hosts.items() if e[0] != route}
+            named.update(dict.fromkeys(wanted, (route, tls)))
+            if named == self._hosts:
+                return False
+            self._hosts = named
+            self._changed()
+        return True
+
+    def set_helpers(self, dials: dict[str, str]) -> bool:
+        """The loopback servers' dials: ``not-served`` (404), ``to-https`` (308 to the
+        HTTPS address) and ``approved`` (200, the on-demand TLS check's yes)."""
+        for key, dial in dials.items():
+            if key not in HELPERS:
+                raise UsageError(f"'{key}' is not one of {', '.join(HELPERS)}")
+            split_dial(dial)
+        with self._lock:
+            if self._helpers == dials:
+                return False
+            self._helpers = dict(dials)
+            self._changed()
+        return True
+
+    def names(self) -> tuple[Modes, dict[str, str]]:
+        """Host name -> (route, tls mode), and the helpers' dials."""
+        with self._lock:
+            return dict(self._hosts), dict(self._helpers)
 
     def table(self) -> Table:
         with self._lock:
@@ -190,7 +288,7 @@ class UpstreamDirectory:
         self._answers.clear()
         self._version += 1
         if self._table_file is not None:
-            write_table(self._table_file, self._routes)
+            write_table(self._table_file, self._routes, self._hosts, self._helpers)
 
     def handlers(self) -> dict[str, Handler]:
         """The control operations on this table, for the keeper's control socket."""
@@ -201,8 +299,28 @@ class UpstreamDirectory:
                 raise UsageError("'upstreams' must be a list of 'ip:port' strings")
             return {"changed": self.set(_route_of(request), [str(d) for d in dials])}
 
+        def set_hosts(request: Message) -> Message:
+            hosts = request.get("hosts")
+            if not isinstance(hosts, list):
+                raise UsageError("'hosts' must be a list of host names")
+            names = [str(h) for h in hosts]
+            return {"changed": self.set_hosts(_route_of(request), names, str(request["tls"]))}
+
+        def set_helpers(request: Message) -> Message:
+            dials = request.get("dials")
+            if not isinstance(dials, dict):
+                raise UsageError("'dials' must map a helper to its 'ip:port'")
+            return {"changed": self.set_helpers({str(k): str(v) for k, v in dials.items()})}
+
+        def names(_request: Message) -> Message:
+            hosts, helpers = self.names()
+            return {"hosts": {h: list(e) for h, e in hosts.items()}, "helpers": helpers}
+
         return {
             "resolver": lambda _request: {"address": self.address},
+            "hosts": set_hosts,
+            "helpers": set_helpers,
+            "names": names,
             "set": set_route,
             "get": lambda request: {"upstreams": self.get(_route_of(request))},
             "drop": lambda request: {"changed": self.drop(_route_of(request))},
@@ -239,12 +357,41 @@ class UpstreamDirectory:
                 reply.add_answer(
                     RR(name, QTYPE.SRV, ttl=0, rdata=SRV(10, 10, port, target_name(host)))
                 )
+        elif query.q.qtype == QTYPE.SRV and _zone_of(name):
+            zone = _zone_of(name)
+            dials = self._host_dials(name.removesuffix(f".{zone}"), zone)
+            if dials is None:
+                reply.header.rcode = RCODE.NXDOMAIN
+            for dial in dials or []:
+                host, port = split_dial(dial)
+                reply.add_answer(
+                    RR(name, QTYPE.SRV, ttl=0, rdata=SRV(10, 10, port, target_name(host)))
+                )
         elif query.q.qtype in (QTYPE.A, QTYPE.AAAA) and _ip_of_target(name) is not None:
             if query.q.qtype == QTYPE.A:
                 reply.add_answer(RR(name, QTYPE.A, ttl=0, rdata=A(_ip_of_target(name))))
         else:
             reply.header.rcode = RCODE.NXDOMAIN
         return bytes(reply.pack())
+
+    def _host_dials(self, host: str, zone: str) -> list[str] | None:
+        """Where a request for ``host`` goes, asked in ``zone`` (see the class)."""
+        with self._lock:
+            route, mode = self._hosts.get(host, ("", ""))
+            if route and (zone == HOSTS_ZONE) == (mode == "off") and zone != ASK_ZONE:
+                return list(self._routes.get(route, ()))
+            helper = "not-served"
+            if route and zone == HOSTS_ZONE:
+                helper = "to-https"
+            elif route and zone == ASK_ZONE and mode != "off":
+                helper = "approved"
+            dial = self._helpers.get(helper)
+        return [dial] if dial else None
+
+
+def _zone_of(name: str) -> str:
+    """The host-name zone ``name`` is in, or ``""``."""
+    return next((z for z in (HOSTS_ZONE, TLS_ZONE, ASK_ZONE) if name.endswith(f".{z}")), "")
 
 
 def _route_of(request: Message) -> str:
@@ -279,6 +426,19 @@ class DirectoryClient:
 
     def drop(self, route: str) -> None:
         self._ask({"op": "drop", "route": route})
+
+    def set_hosts(self, route: str, hosts: Sequence[str], tls: str = "off") -> None:
+        self._ask({"op": "hosts", "route": route, "hosts": list(hosts), "tls": tls})
+
+    def set_helpers(self, dials: dict[str, str]) -> None:
+        for dial in dials.values():
+            split_dial(dial)
+        self._ask({"op": "helpers", "dials": dials})
+
+    def names(self) -> tuple[Modes, dict[str, str]]:
+        found = self._ask({"op": "names"})
+        hosts = {str(h): (str(e[0]), str(e[1])) for h, e in found["hosts"].items()}
+        return hosts, {str(k): str(v) for k, v in found["helpers"].items()}
 
     def table(self) -> Table:
         routes = self._ask({"op": "table"})["routes"]

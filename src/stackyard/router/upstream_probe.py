@@ -9,6 +9,7 @@ last answer ages out. Routes with static upstreams have no source to ask.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,10 +58,16 @@ def _handlers(node: Any) -> Iterator[dict[str, Any]]:
             yield from _handlers(item)
 
 
+PROBE_LABEL = "stackyard-doctor-probe"  # in place of a placeholder: a name no stage has
+
+
 def ask(source: UpstreamSource, *, timeout: float = 1.0) -> SourceAnswer:
-    """Send the SRV query Caddy sends; count the records of the answer."""
+    """Send the SRV query Caddy sends; count the records of the answer. A name with a
+    placeholder (the host servers' lookup by the request's host) is asked for a name no
+    stage serves: the answer is the not-served server's."""
     host, _, port = source.resolver.rpartition(":")
-    query = DNSRecord.question(source.name, "SRV")
+    name = re.sub(r"\{[^}]*\}", PROBE_LABEL, source.name)
+    query = DNSRecord.question(name, "SRV")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         try:
