@@ -4,6 +4,7 @@ its table persisted in a file, and changed over the keeper's control socket."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from stackyard.router.directory import (
     HOST_SRV_NAME,
     TLS_SRV_NAME,
     DirectoryClient,
+    NameChange,
     UpstreamDirectory,
     srv_name,
     target_name,
@@ -204,3 +206,37 @@ def test_host_names_survive_a_restart_and_travel_over_the_control_socket(tmp_pat
         assert ports(again, TLS_SRV_NAME, "site.test") == [20001]
     finally:
         again.close()
+
+
+def test_a_name_change_says_when_a_changed_name_was_last_answered(tmp_path: Path) -> None:
+    """Caddy keeps an answer for a while: the router waits that out only after a change of
+    a name answered lately. Only the names whose entry changed count; a name never asked
+    counts from the responder's start (an earlier keeper may have answered it)."""
+    started = time.monotonic()
+    directory = UpstreamDirectory(table_file=tmp_path / "upstreams.json")
+    server = ControlServer(tmp_path / "control.sock", directory.handlers())
+    try:
+        client = DirectoryClient(tmp_path / "control.sock")
+        client.set("site-prod", ["127.0.0.1:20001"])
+        client.set_helpers(HELPERS)
+        assert client.set_hosts("site-prod", ["site.test"]).changed
+        assert client.set_hosts("site-prod", ["site.test"]) == NameChange(False)
+        time.sleep(0.05)  # spacing only: the start and the answers below are told apart
+        asked = time.monotonic()
+        assert ports(directory, HOST_SRV_NAME, "site.test") == [20001]
+        again = time.monotonic()
+        assert ports(directory, HOST_SRV_NAME, "site.test") == [20001]  # a cached answer
+        added = client.set_hosts("site-prod", ["site.test", "www.site.test"])
+        assert added.changed
+        assert added.asked_ago is not None
+        assert added.asked_ago >= asked - started  # www: from the start; site.test: same
+        dropped = client.drop("site-prod")
+        assert dropped.changed
+        assert dropped.asked_ago is not None
+        assert dropped.asked_ago <= time.monotonic() - again  # the cached answer counted
+        client.set("port-only", ["127.0.0.1:20002"])
+        assert client.drop("port-only") == NameChange(True, None)  # no name changed
+        assert client.drop("port-only") == NameChange(False)
+    finally:
+        server.close()
+        directory.close()

@@ -42,6 +42,7 @@ from stackyard.router.directory import (
     HOST_SRV_NAME,
     TLS_SRV_NAME,
     DirectoryClient,
+    NameChange,
     srv_name,
 )
 
@@ -75,6 +76,9 @@ PREFIX = "sy-"
 SERVERS = "/config/apps/http/servers"
 # How often Caddy asks for a route's upstreams: the longest a switch takes to apply.
 REFRESH = "25ms"
+# Caddy keeps an SRV answer for REFRESH from when it got it; the second REFRESH is margin
+# for the time between the responder sending an answer and Caddy taking it.
+ANSWER_KEPT = 2 * 0.025
 # A request that meets an upstream which just went away is tried on another one.
 LOAD_BALANCING = {
     "selection_policy": {"policy": "round_robin"},
@@ -632,6 +636,20 @@ def _plan_remove_host_route(config: Any, name: str) -> list[AdminRequest]:
     ]
 
 
+def _settled_at(change: NameChange) -> float:
+    """When (time.monotonic()) no Caddy can still answer a changed name from an SRV answer
+    it got before the change: Caddy 2.6 keeps one for its ``refresh`` and offers no way to
+    ask what it keeps, so the router waits that out, only when a changed name was asked
+    lately (the responder says when)."""
+    if not change.changed or change.asked_ago is None:
+        return 0.0
+    return time.monotonic() + max(0.0, ANSWER_KEPT - change.asked_ago)
+
+
+def _wait_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.monotonic()))
+
+
 def _handshake(address: str, port: int, name: str) -> None:
     """One TLS handshake for ``name`` (SNI) at ``address:port``, its certificate not
     checked: it only has Caddy obtain the certificate, now rather than at a client's."""
@@ -867,7 +885,7 @@ class CaddyRouter(Router):
             ports = self._helper_ports()
             dials = {h: f"127.0.0.1:{p}" for h, p in ports.items() if h != "ask"}
             self.directory.set_helpers(dials)
-        self.directory.set_hosts(route.name, route.hosts, route.tls)
+        settled = _settled_at(self.directory.set_hosts(route.name, route.hosts, route.tls))
         internal = self._internal_names()
         resolver = self.directory.resolver()
 
@@ -885,6 +903,7 @@ class CaddyRouter(Router):
                 admin.send(change)
 
         self._on_each(ensure)
+        _wait_until(settled)
         if route.tls != "off":
             self.warm(route)
 
@@ -965,7 +984,7 @@ class CaddyRouter(Router):
 
     def remove_route(self, route: Route) -> None:
         route.check()
-        self.directory.drop(route.name)  # its names first: they are served no more
+        settled = _settled_at(self.directory.drop(route.name))  # its names: served no more
         internal = self._internal_names()
 
         def remove(admin: CaddyAdmin) -> None:
@@ -973,6 +992,7 @@ class CaddyRouter(Router):
                 admin.send(change, missing_ok=True)
 
         self._on_each(remove)
+        _wait_until(settled)
 
     def _listeners(self, admin: CaddyAdmin, ports: dict[str, int]) -> Listeners:
         return Listeners(

@@ -21,7 +21,9 @@ import os
 import socket
 import socketserver
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from dnslib import QTYPE, RCODE, RR, SRV, A, DNSRecord
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 ZONE = "stackyard.internal."
 CACHED_ANSWERS = 1024  # distinct queries kept; the table is small, garbage must not grow it
+ASKED_NAMES = 4096  # host names whose last answer's time is kept (see NameChange)
 
 
 # The host-name servers' proxies look up ``<host>.<zone>``, Caddy putting the request's
@@ -79,6 +82,19 @@ def split_dial(dial: str) -> tuple[str, int]:
 
 
 Table = dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class NameChange:
+    """What a change of host names did: whether the table changed, and how long ago
+    (seconds) a name whose answer changed was last answered, None if it never was.
+
+    Caddy keeps an answer for its ``refresh`` after it got it: the router waits out what
+    is left of that, so that once it returns no Caddy answers from the old table.
+    """
+
+    changed: bool
+    asked_ago: float | None = None
 
 
 def read_names(path: Path) -> tuple[Modes, dict[str, str]]:
@@ -165,20 +181,27 @@ class UpstreamDirectory:
         self._table_file = table_file
         self._routes: Table = read_table(table_file) if table_file else {}
         self._hosts, self._helpers = read_names(table_file) if table_file else ({}, {})
-        self._lock = threading.Lock()
+        # Answers (computed and sent) and changes exclude each other: once a change is
+        # made, no answer from the table before it leaves. Writing the file takes its own
+        # lock, so a slow disk never holds the answers up.
+        self._lock = threading.RLock()
+        self._write_lock = threading.Lock()
+        # Host name -> when it was last answered (time.monotonic()), in any zone; names
+        # not kept were last answered no later than ``_forgotten`` (this responder's start:
+        # an earlier keeper may have answered them just before).
+        self._asked: dict[str, float] = {}
+        self._forgotten = time.monotonic()
         # Packed answers by query (without its 2-byte id), dropped whenever the table
         # changes. Under traffic Caddy asks for every route's SRV each refresh and for an A
         # record on every new upstream connection: these are answered from here.
-        self._answers: dict[bytes, bytes] = {}
-        self._version = 0
+        # Each with the host name it answers for ("" for none), whose time it records.
+        self._answers: dict[bytes, tuple[bytes, str]] = {}
         directory = self
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 data, sock = self.request
-                answer = directory.answer(data)
-                if answer is not None:
-                    sock.sendto(answer, self.client_address)
+                directory.answer(data, lambda answer: sock.sendto(answer, self.client_address))
 
         # One thread answers every query in turn: an answer is a dict lookup, and a thread
         # per query cost more than the answer itself.
@@ -220,11 +243,13 @@ class UpstreamDirectory:
         """Serve ``dials`` for ``route``; False when that is what it served already."""
         for dial in dials:
             split_dial(dial)
-        with self._lock:
-            if self._routes.get(route) == tuple(dials):
-                return False
-            self._routes[route] = tuple(dials)
-            self._changed()
+        with self._write_lock:
+            with self._lock:
+                if self._routes.get(route) == tuple(dials):
+                    return False
+                self._routes[route] = tuple(dials)
+                self._changed()
+            self._persist()
         return True
 
     def get(self, route: str) -> list[str] | None:
@@ -232,33 +257,49 @@ class UpstreamDirectory:
             found = self._routes.get(route)
         return list(found) if found is not None else None
 
-    def drop(self, route: str) -> bool:
-        with self._lock:
-            named = {h: e for h, e in self._hosts.items() if e[0] != route}
-            if self._routes.pop(route, None) is None and named == self._hosts:
-                return False
-            self._hosts = named
-            self._changed()
-        return True
+    def drop(self, route: str) -> NameChange:
+        """Serve ``route`` no more, nor its host names."""
+        with self._write_lock:
+            with self._lock:
+                named = {h: e for h, e in self._hosts.items() if e[0] != route}
+                if self._routes.pop(route, None) is None and named == self._hosts:
+                    return NameChange(False)
+                change = self._rename(named)
+            self._persist()
+        return change
 
-    def set_hosts(self, route: str, hosts: Sequence[str], tls: str = "off") -> bool:
-        """``route`` serves exactly ``hosts`` (lower-cased) with TLS mode ``tls``; False
-        when it did already. A name another route serves is refused (the router checks
-        that before)."""
+    def set_hosts(self, route: str, hosts: Sequence[str], tls: str = "off") -> NameChange:
+        """``route`` serves exactly ``hosts`` (lower-cased) with TLS mode ``tls``. A name
+        another route serves is refused (the router checks that before)."""
         if tls not in ("off", "acme", "internal"):
             raise UsageError(f"tls mode '{tls}' is not one of acme, internal, off")
         wanted = {host.lower() for host in hosts}
-        with self._lock:
-            taken = sorted(h for h in wanted if self._hosts.get(h, (route,))[0] != route)
-            if taken:
-                raise UsageError(f"host name(s) {', '.join(taken)} are served by another route")
-            named = {h: e for h, e in self._hosts.items() if e[0] != route}
-            named.update(dict.fromkeys(wanted, (route, tls)))
-            if named == self._hosts:
-                return False
-            self._hosts = named
-            self._changed()
-        return True
+        with self._write_lock:
+            with self._lock:
+                taken = sorted(h for h in wanted if self._hosts.get(h, (route,))[0] != route)
+                if taken:
+                    raise UsageError(f"host name(s) {', '.join(taken)} are served by another route")
+                named = {h: e for h, e in self._hosts.items() if e[0] != route}
+                named.update(dict.fromkeys(wanted, (route, tls)))
+                if named == self._hosts:
+                    return NameChange(False)
+                change = self._rename(named)
+            self._persist()
+        return change
+
+    def _rename(self, named: Modes) -> NameChange:
+        """Under the lock: serve the host names ``named``; when was a name whose entry
+        changed (added, removed or another route or mode) last answered."""
+        moved = {h for h in named.keys() | self._hosts.keys() if named.get(h) != self._hosts.get(h)}
+        self._hosts = named
+        self._changed()
+        return NameChange(True, self._asked_ago(moved))
+
+    def _asked_ago(self, names: Iterable[str]) -> float | None:
+        now = time.monotonic()
+        times = [self._asked.get(name, self._forgotten) for name in names]
+        last = max(times, default=float("-inf"))
+        return now - last if last > float("-inf") else None
 
     def set_helpers(self, dials: dict[str, str]) -> bool:
         """The loopback servers' dials: ``not-served`` (404), ``to-https`` (308 to the
@@ -267,11 +308,13 @@ class UpstreamDirectory:
             if key not in HELPERS:
                 raise UsageError(f"'{key}' is not one of {', '.join(HELPERS)}")
             split_dial(dial)
-        with self._lock:
-            if self._helpers == dials:
-                return False
-            self._helpers = dict(dials)
-            self._changed()
+        with self._write_lock:
+            with self._lock:
+                if self._helpers == dials:
+                    return False
+                self._helpers = dict(dials)
+                self._changed()
+            self._persist()
         return True
 
     def names(self) -> tuple[Modes, dict[str, str]]:
@@ -284,11 +327,17 @@ class UpstreamDirectory:
             return dict(self._routes)
 
     def _changed(self) -> None:
-        """Under the lock: forget the cached answers, then persist the new table."""
+        """Under the lock: forget the cached answers."""
         self._answers.clear()
-        self._version += 1
-        if self._table_file is not None:
-            write_table(self._table_file, self._routes, self._hosts, self._helpers)
+
+    def _persist(self) -> None:
+        """Under the write lock, after a change: write the table to its file, before the
+        change is acknowledged. Answers go on meanwhile (from the new table)."""
+        if self._table_file is None:
+            return
+        with self._lock:
+            routes, hosts, helpers = dict(self._routes), dict(self._hosts), dict(self._helpers)
+        write_table(self._table_file, routes, hosts, helpers)
 
     def handlers(self) -> dict[str, Handler]:
         """The control operations on this table, for the keeper's control socket."""
@@ -304,7 +353,12 @@ class UpstreamDirectory:
             if not isinstance(hosts, list):
                 raise UsageError("'hosts' must be a list of host names")
             names = [str(h) for h in hosts]
-            return {"changed": self.set_hosts(_route_of(request), names, str(request["tls"]))}
+            change = self.set_hosts(_route_of(request), names, str(request["tls"]))
+            return {"changed": change.changed, "asked_ago": change.asked_ago}
+
+        def drop(request: Message) -> Message:
+            change = self.drop(_route_of(request))
+            return {"changed": change.changed, "asked_ago": change.asked_ago}
 
         def set_helpers(request: Message) -> Message:
             dials = request.get("dials")
@@ -323,56 +377,65 @@ class UpstreamDirectory:
             "names": names,
             "set": set_route,
             "get": lambda request: {"upstreams": self.get(_route_of(request))},
-            "drop": lambda request: {"changed": self.drop(_route_of(request))},
+            "drop": drop,
             "table": lambda _request: {"routes": {r: list(d) for r, d in self.table().items()}},
         }
 
-    def answer(self, data: bytes) -> bytes | None:
-        """The DNS reply to one query packet (None for a packet that is not a query)."""
+    def answer(self, data: bytes, send: Callable[[bytes], object] | None = None) -> bytes | None:
+        """The DNS reply to one query packet (None for a packet that is not a query),
+        given to ``send`` before any change of the table can come between."""
         if len(data) < 12:
             return None
         key = data[2:]
         with self._lock:
-            cached, version = self._answers.get(key), self._version
-        if cached is not None:
-            return data[:2] + cached
-        packed = self._compute(data)
-        if packed is not None:
-            with self._lock:
-                if version == self._version and len(self._answers) < CACHED_ANSWERS:
-                    self._answers[key] = packed[2:]
+            cached = self._answers.get(key)
+            if cached is None:
+                computed = self._compute(data)
+                if computed is None:
+                    return None
+                cached = computed[0][2:], computed[1]
+                if len(self._answers) < CACHED_ANSWERS:
+                    self._answers[key] = cached
+            packed, host = data[:2] + cached[0], cached[1]
+            if host:
+                self._asked_now(host)
+            if send is not None:
+                send(packed)
         return packed
 
-    def _compute(self, data: bytes) -> bytes | None:
+    def _compute(self, data: bytes) -> tuple[bytes, str] | None:
+        """The reply to a query, and the host name it answers for (if any)."""
         try:
             query = DNSRecord.parse(data)
         except Exception:  # dnslib raises several types for garbage; a bad packet is dropped
             return None
         reply = query.reply()
         name = str(query.q.qname).lower()
+        host = ""
         if query.q.qtype == QTYPE.SRV and name.endswith(f".routes.{ZONE}"):
             route = name.removesuffix(f".routes.{ZONE}")
             for dial in self.get(route) or []:
-                host, port = split_dial(dial)
+                ip, port = split_dial(dial)
                 reply.add_answer(
-                    RR(name, QTYPE.SRV, ttl=0, rdata=SRV(10, 10, port, target_name(host)))
+                    RR(name, QTYPE.SRV, ttl=0, rdata=SRV(10, 10, port, target_name(ip)))
                 )
         elif query.q.qtype == QTYPE.SRV and _zone_of(name):
             zone = _zone_of(name)
-            dials = self._host_dials(name.removesuffix(f".{zone}"), zone)
+            host = name.removesuffix(f".{zone}")
+            dials = self._host_dials(host, zone)
             if dials is None:
                 reply.header.rcode = RCODE.NXDOMAIN
             for dial in dials or []:
-                host, port = split_dial(dial)
+                ip, port = split_dial(dial)
                 reply.add_answer(
-                    RR(name, QTYPE.SRV, ttl=0, rdata=SRV(10, 10, port, target_name(host)))
+                    RR(name, QTYPE.SRV, ttl=0, rdata=SRV(10, 10, port, target_name(ip)))
                 )
         elif query.q.qtype in (QTYPE.A, QTYPE.AAAA) and _ip_of_target(name) is not None:
             if query.q.qtype == QTYPE.A:
                 reply.add_answer(RR(name, QTYPE.A, ttl=0, rdata=A(_ip_of_target(name))))
         else:
             reply.header.rcode = RCODE.NXDOMAIN
-        return bytes(reply.pack())
+        return bytes(reply.pack()), host
 
     def _host_dials(self, host: str, zone: str) -> list[str] | None:
         """Where a request for ``host`` goes, asked in ``zone`` (see the class)."""
@@ -387,6 +450,13 @@ class UpstreamDirectory:
                 helper = "approved"
             dial = self._helpers.get(helper)
         return [dial] if dial else None
+
+    def _asked_now(self, host: str) -> None:
+        """Under the lock: ``host`` is answered now."""
+        if host not in self._asked and len(self._asked) >= ASKED_NAMES:
+            self._asked.clear()  # garbage names: forget them all, conservatively
+            self._forgotten = time.monotonic()
+        self._asked[host] = time.monotonic()
 
 
 def _zone_of(name: str) -> str:
@@ -424,11 +494,12 @@ class DirectoryClient:
         found = self._ask({"op": "get", "route": route})["upstreams"]
         return [str(d) for d in found] if found is not None else None
 
-    def drop(self, route: str) -> None:
-        self._ask({"op": "drop", "route": route})
+    def drop(self, route: str) -> NameChange:
+        return _name_change(self._ask({"op": "drop", "route": route}))
 
-    def set_hosts(self, route: str, hosts: Sequence[str], tls: str = "off") -> None:
-        self._ask({"op": "hosts", "route": route, "hosts": list(hosts), "tls": tls})
+    def set_hosts(self, route: str, hosts: Sequence[str], tls: str = "off") -> NameChange:
+        request = {"op": "hosts", "route": route, "hosts": list(hosts), "tls": tls}
+        return _name_change(self._ask(request))
 
     def set_helpers(self, dials: dict[str, str]) -> None:
         for dial in dials.values():
@@ -443,6 +514,12 @@ class DirectoryClient:
     def table(self) -> Table:
         routes = self._ask({"op": "table"})["routes"]
         return {str(r): tuple(str(d) for d in dials) for r, dials in routes.items()}
+
+
+def _name_change(answer: Message) -> NameChange:
+    # A keeper of before says no more than "changed": as if the names were asked just now.
+    ago = answer.get("asked_ago", 0.0)
+    return NameChange(bool(answer.get("changed")), float(ago) if ago is not None else None)
 
 
 def lookup_srv(resolver: str, route: str, *, timeout: float = 5.0) -> list[str]:
