@@ -79,11 +79,15 @@ class CertificateRouter(FakeRouter):
     supports_certificates: ClassVar[bool] = True
     states: dict[str, Certificate] = field(default_factory=dict)
     unreadable: set[str] = field(default_factory=set)  # routes whose state cannot be read
+    warmed: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (route, names)
 
     def certificates(self, route: Route) -> list[Certificate]:
         if route.name in self.unreadable:
             raise ComponentError(f"cannot read the certificates of {route.name}")
         return [self.states.get(name, Certificate(name, "pending")) for name in route.hosts]
+
+    def warm(self, route: Route, names: Sequence[str] = ()) -> None:
+        self.warmed.append((route.name, tuple(names)))
 
 
 @pytest.fixture
@@ -139,3 +143,25 @@ def test_a_stage_whose_certificates_cannot_be_read_holds_up_no_other(yard: Yard)
     assert [dict(n["fields"])["Domain"] for n in certificate_events(yard)] == ["b.test"]  # type: ignore[call-overload]
     router.unreadable.clear()  # readable again: its failure is told then
     assert watch.check() == 1
+
+
+def test_names_still_pending_are_warmed_again_at_each_look_and_the_others_not(
+    yard: Yard,
+) -> None:
+    """A lost warming handshake must not leave a name pending until a client's first
+    handshake: each look has the router warm the names still pending, and only those."""
+    with yard.sessions.begin() as session:
+        session.add(StageRoute(stack_id=yard.stack_id, stage=STAGE, host="shop.test",
+                               aliases=["new.test", "broken.test"], tls="acme"))  # fmt: skip
+        session.add(StageRoute(stack_id=yard.stack_id, stage="plain", host="plain.test", tls="off"))
+    router = CertificateRouter(
+        states={"shop.test": valid("shop.test", 60), "broken.test": failed("broken.test")}
+    )
+    watch = CertificateWatch(yard.sessions, router, Outbox(wake=lambda: None), clock=lambda: NOW)
+    watch.check()
+    assert router.warmed == [(f"{STACK}-{STAGE}", ("new.test",))]
+    watch.check()  # still pending: warmed again
+    assert router.warmed == [(f"{STACK}-{STAGE}", ("new.test",))] * 2
+    router.states["new.test"] = valid("new.test", 60)
+    watch.check()
+    assert len(router.warmed) == 2

@@ -6,6 +6,11 @@ recorded per name (``StageRoute.certificate_notices``) and returns the new state
 notices to send; ``CertificateWatch`` runs it for every stage with host names on a slow
 timer (reading the router's certificate state is a few file reads) and writes both in one
 transaction, so a restart of the control plane sends nothing it already sent.
+
+It also has the router warm again every name still ``pending``: the handshake that has
+Caddy obtain a name's certificate follows each change of the stage's names, and one that
+is lost (Caddy restarting, a connection reset) would otherwise leave the name pending
+until a client's first handshake.
 """
 
 from __future__ import annotations
@@ -132,7 +137,8 @@ class CertificateWatch:
         self._ticker.stop()
 
     def check(self) -> int:
-        """One look at every stage with HTTPS names; the number of notices emitted."""
+        """One look at every stage with HTTPS names (its pending names warmed again); the
+        number of notices emitted."""
         with self._sessions() as session:
             rows = session.execute(
                 select(Stack.name, StageRoute)
@@ -142,12 +148,18 @@ class CertificateWatch:
             session.expunge_all()
         emitted = 0
         for stack, row in rows:
+            route = route_of(stack, row)
             try:
-                certificates = self._router.certificates(route_of(stack, row))
+                certificates = self._router.certificates(route)
             except StackyardError as exc:  # one unreadable name holds up no other stage
                 log.warning("certificates of %s/%s: %s (looked at again later)",
                             stack, row.stage, exc)  # fmt: skip
                 continue
+            pending = [cert.name for cert in certificates if cert.state == "pending"]
+            if pending:
+                log.info("certificates of %s/%s still pending: %s (warmed again)",
+                         stack, row.stage, ", ".join(pending))  # fmt: skip
+                self._router.warm(route, pending)
             alerts = certificate_alerts(
                 stack,
                 row.stage,

@@ -180,6 +180,11 @@ class Router(ABC):
             hint="use the caddy router to serve stages over HTTPS",
         )
 
+    def warm(self, route: Route, names: Sequence[str] = ()) -> None:  # noqa: B027 - optional
+        """Have the certificates of ``names`` (none given: every name of the route) obtained
+        now rather than at a client's first handshake; in the background. A router that
+        manages no certificates does nothing."""
+
     def access_records(self, route: Route) -> list[AccessRecord]:
         """The route's requests as the router logged them, oldest first."""
         raise UsageError(

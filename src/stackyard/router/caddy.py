@@ -663,7 +663,7 @@ def _handshake(address: str, port: int, name: str) -> None:
         ):
             pass
     except OSError as exc:  # the certificate's state (certificates()) says what went wrong
-        log.info("warming the certificate of %s: %s", name, exc)
+        log.warning("warming the certificate of %s: %s", name, exc)
 
 
 # Doing: the admin API client ------------------------------------------------------------
@@ -907,11 +907,11 @@ class CaddyRouter(Router):
         if route.tls != "off":
             self.warm(route)
 
-    def warm(self, route: Route) -> None:
-        """A TLS handshake for each of the route's names, in the background: Caddy obtains
-        a name's certificate on demand, at its first handshake, and this is that one."""
+    def warm(self, route: Route, names: Sequence[str] = ()) -> None:
+        """A TLS handshake for each name, in the background: Caddy obtains a name's
+        certificate on demand, at its first handshake, and this is that one."""
         address = "127.0.0.1" if self.hosts_listen in ("0.0.0.0", "") else self.hosts_listen
-        for name in route.hosts:
+        for name in names or route.hosts:
             with self._warm_lock:
                 if name in self._warming:
                     continue  # one handshake per name at a time
