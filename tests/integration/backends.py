@@ -28,9 +28,17 @@ def _handler_for(name: str) -> type[BaseHTTPRequestHandler]:
     return Answer
 
 
+class _Server(ThreadingHTTPServer):
+    # wrk through two Caddies has up to 32 upstream connections opening at once (this
+    # server closes each after its answer). socketserver's default backlog of 5 overflowed
+    # when the test process was slow to accept: the SYN dropped, retried after 1 s and
+    # 3 s, ran into Caddy's 3 s dial timeout, and wrk saw a 502.
+    request_queue_size = 128
+
+
 class Backend:
     def __init__(self, name: str) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(name))
+        self.server = _Server(("127.0.0.1", 0), _handler_for(name))
         self.dial = f"127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
