@@ -87,6 +87,11 @@ LOAD_BALANCING = {
 }
 # How long the handshake that has Caddy obtain a new name's certificate waits for it.
 WARM_TIMEOUT = 120.0
+# A warming handshake that no Caddy answered (reset, closed or refused: the listener it
+# reached was closed by a reload) is made again, up to this many times in all, after
+# WARM_PAUSE, then twice that.
+WARM_TRIES = 3
+WARM_PAUSE = 1.0
 _IDEMPOTENT = frozenset({"GET", "PATCH", "DELETE"})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
 
@@ -650,9 +655,11 @@ def _wait_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.monotonic()))
 
 
-def _handshake(address: str, port: int, name: str) -> None:
+def _handshake(address: str, port: int, name: str) -> bool:
     """One TLS handshake for ``name`` (SNI) at ``address:port``, its certificate not
-    checked: it only has Caddy obtain the certificate, now rather than at a client's."""
+    checked: it only has Caddy obtain the certificate, now rather than at a client's.
+    False when no Caddy answered it: the connection was refused, reset or closed before
+    a TLS answer (a handshake Caddy refused ends with a TLS alert, which is an answer)."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -662,8 +669,12 @@ def _handshake(address: str, port: int, name: str) -> None:
             context.wrap_socket(raw, server_hostname=name),
         ):
             pass
+    except (ConnectionError, ssl.SSLEOFError) as exc:
+        log.warning("warming the certificate of %s: no answer (%s)", name, exc)
+        return False
     except OSError as exc:  # the certificate's state (certificates()) says what went wrong
         log.warning("warming the certificate of %s: %s", name, exc)
+    return True
 
 
 # Doing: the admin API client ------------------------------------------------------------
@@ -862,6 +873,7 @@ class CaddyRouter(Router):
         ]
         self.directory = DirectoryClient(directory, timeout=timeout)
         self._warming: set[str] = set()  # names with a warming handshake under way
+        self.warm_pause = WARM_PAUSE
         self._warm_lock = threading.Lock()
 
     def close(self) -> None:
@@ -922,10 +934,23 @@ class CaddyRouter(Router):
 
     def _warm_one(self, address: str, name: str) -> None:
         try:
-            _handshake(address, self.https_port, name)
+            for attempt in range(WARM_TRIES):
+                time.sleep(attempt * self.warm_pause)
+                if attempt and not self._wants_certificate(name):
+                    return  # removed meanwhile: nothing to warm
+                if _handshake(address, self.https_port, name):
+                    return
         finally:
             with self._warm_lock:
                 self._warming.discard(name)
+
+    def _wants_certificate(self, name: str) -> bool:
+        """Whether the responder has ``name`` as a TLS name (False when it cannot say)."""
+        try:
+            return self.directory.names()[0].get(name, ("", "off"))[1] != "off"
+        except (StackyardError, OSError) as exc:
+            log.info("not warming %s again: %s", name, exc)
+            return False
 
     def _internal_names(self) -> list[str]:
         return sorted(h for h, (_, mode) in self.directory.names()[0].items() if mode == "internal")
