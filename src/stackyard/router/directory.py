@@ -296,6 +296,7 @@ class UpstreamDirectory:
         return NameChange(True, self._asked_ago(moved))
 
     def _asked_ago(self, names: Iterable[str]) -> float | None:
+        """Under the lock: seconds since any of ``names`` was last answered (None: no name)."""
         now = time.monotonic()
         times = [self._asked.get(name, self._forgotten) for name in names]
         last = max(times, default=float("-inf"))
