@@ -6,6 +6,7 @@ FakeEngine; two tests run the watch's thread and wait (bounded) for a stage's wa
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import ClassVar
@@ -13,7 +14,7 @@ from typing import ClassVar
 import pytest
 
 from stackyard.deploy.keys import StageKey
-from stackyard.deploy.taskwatch import TaskWatch
+from stackyard.deploy.taskwatch import TaskWatch, retry_pause
 from stackyard.engines.base import (
     LABEL_PLATFORM,
     LABEL_PORT,
@@ -237,3 +238,62 @@ def test_an_engine_down_at_start_is_listed_once_it_answers(
     engine.reachable = True
     assert woken.wait(DEV)
     assert len(watch.tasks(DEV)) == 1
+
+
+def tries_reach(engine: FakeEngine, tries: int, timeout: float = 10) -> bool:
+    """Whether the watch has tried to follow the engine ``tries`` times (bounded wait)."""
+    done = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if len(engine.calls_to("events")) >= tries:
+            return True
+        done.wait(0.01)
+    return False
+
+
+def test_the_pause_between_failed_tries_doubles_up_to_its_limit() -> None:
+    pauses = [retry_pause(n, 1.0, 60.0) for n in range(1, 10)]
+    assert pauses == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+    assert retry_pause(10_000, 1.0, 60.0) == 60.0
+
+
+def test_an_engine_that_never_answers_is_warned_of_once_and_again_when_it_answers(
+    engine: FakeEngine, woken: Woken, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine.start(spec(DEV, 1))
+    engine.reachable = False
+    watch = TaskWatch(
+        engine, PLATFORM, woken, retry=0.001, retry_limit=0.002, where="target eu's engine"
+    )
+    caplog.set_level(logging.DEBUG, logger="stackyard.deploy.taskwatch")
+    watch.start()
+    try:
+        assert tries_reach(engine, 20)  # the watch retries every few ms
+        warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert warned == [
+            "cannot list target eu's engine's tasks (the fake engine is unreachable "
+            "(reachable=False)); trying again, less often while it lasts"
+        ]
+        engine.reachable = True
+        assert woken.wait(DEV)
+        assert len(watch.tasks(DEV)) == 1
+    finally:
+        watch.stop()
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned[1:] == ["target eu's engine answers again; its tasks are listed"]
+
+
+def test_an_engine_seen_answering_is_listed_at_once_not_after_the_pause(
+    engine: FakeEngine, woken: Woken
+) -> None:
+    engine.start(spec(DEV, 1))
+    engine.reachable = False
+    watch = TaskWatch(engine, PLATFORM, woken, retry=3600, retry_limit=3600)
+    watch.start()
+    try:
+        assert tries_reach(engine, 2)  # start's try, then the thread's first: then it pauses
+        engine.reachable = True
+        watch.retry_now()
+        assert woken.wait(DEV)  # not an hour later
+        assert len(watch.tasks(DEV)) == 1
+    finally:
+        watch.stop()

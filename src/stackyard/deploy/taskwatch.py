@@ -55,9 +55,15 @@ class TaskWatch:
         retry: float = 1.0,
         on_nodes: NodeChange | None = None,
         name: str = "task-watch",
+        where: str = "the engine",
+        retry_limit: float = 5.0,
     ) -> None:
         self.engine = engine
         self._name = name  # its thread's
+        self._where = where  # how its log lines name the engine: "target eu's engine"
+        self._retry_limit = retry_limit  # the longest pause between two failed tries
+        self._warned: str | None = None  # the failure last logged as a warning
+        self._retry_now = threading.Event()  # set: cut the pause before the next try short
         # Called (on the watch's thread) after a listing in which nodes changed: the nodes
         # before and after, by id, and every task then.
         self._on_nodes = on_nodes
@@ -206,7 +212,7 @@ class TaskWatch:
         try:
             stream = self._open_synced()
         except StackyardError as exc:
-            log.warning("cannot list the engine's tasks yet (%s); retrying", exc)
+            self._failed(exc)
         self._thread = threading.Thread(
             target=self._run, args=(stream,), name=self._name, daemon=True
         )
@@ -214,6 +220,7 @@ class TaskWatch:
 
     def stop(self) -> None:
         self._stopping.set()
+        self._retry_now.set()
         with self._lock:
             stream = self._stream
         if stream is not None:
@@ -239,8 +246,13 @@ class TaskWatch:
             raise
         return stream
 
+    def retry_now(self) -> None:
+        """The engine was just seen answering (a deploy's check): if the watch is waiting
+        to try again, it tries now rather than at the end of its pause."""
+        self._retry_now.set()
+
     def _run(self, stream: TaskEvents | None) -> None:
-        failures = 0
+        failures = 1 if self._warned is not None else 0  # start() already failed once
         synced = stream is not None or self._problem is None
         while not self._stopping.is_set():
             try:
@@ -248,20 +260,37 @@ class TaskWatch:
                     if synced and self._stopping.wait(self._poll):
                         return
                     self.resync()
+                    self._answered()
                 else:
                     stream = stream or self._open_synced()
+                    self._answered()
                     self._follow(stream)
                 failures, synced = 0, True
             except StackyardError as exc:
                 failures += 1
-                with self._lock:
-                    self._problem = exc
-                log.warning("watching the engine's tasks failed (%s); listing them again", exc)
-                self._stopping.wait(min(self._retry * failures, 5.0))
+                self._failed(exc)
+                self._retry_now.wait(retry_pause(failures, self._retry, self._retry_limit))
+                self._retry_now.clear()
             finally:
                 if stream is not None:
                     stream.close()
                 stream = None
+
+    def _failed(self, exc: StackyardError) -> None:
+        """The engine's tasks are unknown: say so once per problem, not once per try."""
+        with self._lock:
+            self._problem = exc
+        if exc.message != self._warned:
+            self._warned = exc.message
+            log.warning("cannot list %s's tasks (%s); trying again, less often while it lasts",
+                        self._where, exc)  # fmt: skip
+        else:
+            log.debug("cannot list %s's tasks (%s), still", self._where, exc)
+
+    def _answered(self) -> None:
+        if self._warned is not None:
+            self._warned = None
+            log.warning("%s answers again; its tasks are listed", self._where)
 
     def _follow(self, stream: TaskEvents | None) -> None:
         for event in stream or ():
@@ -273,3 +302,9 @@ class TaskWatch:
         key = StageKey.of(task.labels)
         if key is not None:
             self._on_change(key)
+
+
+def retry_pause(failures: int, first: float, limit: float) -> float:
+    """The pause after the ``failures``-th failed try in a row: ``first``, doubling each
+    time, at most ``limit``."""
+    return min(first * float(2 ** min(failures - 1, 32)), limit)
