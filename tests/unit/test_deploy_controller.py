@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from stackyard import changes
 from stackyard.config.models import StackConfig
+from stackyard.deploy.service import DeployService
 from stackyard.engines.base import (
     LABEL_DEPLOYMENT,
     LABEL_PLATFORM,
@@ -36,6 +37,7 @@ from stackyard.images.imagestore import Placement, TargetPlace, only_local
 from stackyard.pipeline.releases import config_snapshot
 from stackyard.registry_login import RegistryLogin
 from stackyard.router.fake import FakeRouter
+from stackyard.settings import Settings
 from tests.unit.controller_fixtures import (
     KEY,
     PLATFORM,
@@ -667,3 +669,63 @@ def test_a_stage_on_a_target_that_is_gone_fails_its_deployment_naming_it(yard: Y
     row = yard.deployment(number)
     assert row.reason == "no target named 'us' (targets: local)"
     assert "no target named 'us'" in Path(row.log_path).read_text(encoding="utf-8")
+
+
+# -- the checks before a deployment is recorded, and orphans, on each target's engine
+
+
+def deploy_service(yard: Yard) -> DeployService:
+    return DeployService(yard.sessions, yard.controller, Settings(data_dir=yard.tmp / "data"))
+
+
+def test_a_deploy_asks_the_engine_of_its_releases_target_only(yard: Yard) -> None:
+    eu_engine = yard.target_engines["eu"] = FakeEngine(yard.clock)
+    yard.controller.targets = lambda name: TargetPlace(name, builtin=False)
+    deploy = deploy_service(yard)
+    on_eu = yard.release(V1, target="eu")
+
+    yard.engine.reachable = False  # the platform's own engine is down: not eu's business
+    deploy.ping(STACK, STAGE, on_eu)
+
+    eu_engine.reachable = False
+    with pytest.raises(ComponentError) as refused:
+        deploy.ping(STACK, STAGE)  # the latest release: the one on eu
+    assert refused.value.message.startswith("target eu: the fake engine is unreachable")
+    assert refused.value.hint == "check it: stackyard targets check eu"
+
+    on_local = yard.release(V2)
+    with pytest.raises(ComponentError, match="the fake engine is unreachable") as local:
+        deploy.ping(STACK, STAGE, on_local)
+    assert "target" not in local.value.message  # the platform's own engine, as before
+
+
+def test_orphans_are_removed_from_every_targets_engine_even_one_no_stage_runs_on(
+    yard: Yard,
+) -> None:
+    eu_engine = yard.target_engines["eu"] = FakeEngine(yard.clock)
+    us_engine = yard.target_engines["us"] = FakeEngine(yard.clock)
+    labels = {LABEL_PLATFORM: PLATFORM, LABEL_STAGE: STAGE}
+    image = f"{REGISTRY}/{STACK}@{V1}"
+    for engine in (eu_engine, us_engine):
+        for stack in (STACK, "deleted"):
+            name = f"{stack}-{len(engine.task_ids)}"
+            spec = TaskSpec(
+                name=name, image=image, port=None, labels={**labels, LABEL_STACK: stack}
+            )
+            engine.start(spec)
+    other = {**labels, LABEL_PLATFORM: "another-platform", LABEL_STACK: "deleted"}
+    eu_engine.start(TaskSpec(name="theirs", image=image, port=None, labels=other))
+    yard.restart_controller()
+    yard.controller.target_names = lambda: ("local", "eu", "us", "gone")
+    yard.controller.engines.follow("eu")  # eu is in use; us is reached for this only
+
+    yard.controller.start()
+    yard.restart_controller()  # its stop waits for the clean-up on the stop pool
+
+    for engine in (eu_engine, us_engine):
+        kept = [engine.inspect(i) for i in engine.task_ids]
+        assert sorted(t.labels[LABEL_STACK] for t in kept if t.running) == (
+            ["deleted", STACK] if engine is eu_engine else [STACK]
+        )  # eu keeps another platform's task
+    assert yard.made.count("us") == 1
+    assert "gone" in yard.made  # a target that cannot be reached is noted; nothing fails

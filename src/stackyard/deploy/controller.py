@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,7 +32,12 @@ from stackyard.deploy.loops import Pace, StageLoop
 from stackyard.deploy.observe import StageObserver
 from stackyard.deploy.plan import TaskHealth
 from stackyard.deploy.portpool import TaskPorts
-from stackyard.deploy.targetengines import EngineFactory, TargetEngines, only_local_engine
+from stackyard.deploy.targetengines import (
+    LOCAL,
+    EngineFactory,
+    TargetEngines,
+    only_local_engine,
+)
 from stackyard.deploy.taskwatch import TaskWatch
 from stackyard.engines.base import (
     LABEL_PLATFORM,
@@ -56,6 +61,8 @@ from stackyard.store.models import Release, Stack, StageRoute
 __all__ = ["Controller", "ControllerSettings", "StageKey", "stage_route"]
 
 log = logging.getLogger(__name__)
+
+TARGET_RETRY_LIMIT = 60.0  # the longest pause of a target's task watch between two tries
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,7 @@ class Controller:
         outbox: Outbox | None = None,
         targets: Callable[[str], TargetPlace] = only_local,
         engines: EngineFactory = only_local_engine,
+        target_names: Callable[[], Iterable[str]] = lambda: (LOCAL,),
     ) -> None:
         self.sessions = sessions
         self.targets = targets  # a target's name -> the registry its engine pulls from
@@ -106,6 +114,7 @@ class Controller:
         self.secret_values = secret_values
         self.resolve_secrets = resolve_secrets
         self.outbox = outbox or Outbox()  # where a deployment's end is told
+        self.target_names = target_names  # every target the platform has (orphans' places)
         self._loops: dict[StageKey, StageLoop] = {}
         self._lock = threading.Lock()
         self._following = threading.Lock()  # held while the watch and health start
@@ -141,7 +150,8 @@ class Controller:
 
     def start(self) -> None:
         """List the engine's tasks and follow it; adopt every stage that has a release,
-        and clean up tasks of deleted stacks."""
+        and clean up tasks of deleted stacks: on the platform's own engine now, on every
+        other target's from the stop pool (a target that does not answer delays nothing)."""
         self._follow_engine()
         with self.sessions() as session:
             pairs = session.execute(
@@ -149,13 +159,12 @@ class Controller:
                 .join(Release, Release.stack_id == Stack.id)
                 .distinct()
             ).all()
-            stacks = set(session.scalars(select(Stack.name)))
         for stack, stage in pairs:
             self.wake(StageKey(stack, stage))
-        try:
-            self._remove_orphans(stacks)
-        except StackyardError as exc:  # the engine may be down; the stage loops retry
-            log.warning("could not look for orphan tasks: %s", exc)
+        self.remove_orphans(LOCAL)
+        others = sorted(set(self.target_names()) - {LOCAL})
+        if others:
+            self._stoppers.submit(self._remove_orphans_on, others)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -246,13 +255,31 @@ class Controller:
                 hint="remove them by hand (`docker rm -f`, or restart the platform)",
             )
 
-    def _remove_orphans(self, stacks: set[str]) -> None:
-        for task in self.watch.all_tasks():
-            if task.labels.get(LABEL_STACK) not in stacks:
-                log.info("removing orphan task %s", task.name)
-                problem = self._stop_and_remove(task, self.engine)
-                if problem:
-                    log.warning("could not remove orphan task %s: %s", task.name, problem)
+    def _remove_orphans_on(self, targets: Sequence[str]) -> None:
+        for target in targets:
+            self.remove_orphans(target)
+
+    def remove_orphans(self, target: str) -> None:
+        """Remove the platform's tasks on the target's engine whose stack no longer exists
+        (deleted while the platform or that engine was down). The tasks are listed before
+        the stacks are read, so a stack created meanwhile keeps its tasks. A target no
+        stage runs on is reached for this only (its engine is closed after)."""
+        labels = {LABEL_PLATFORM: self.settings.platform_id}
+        try:
+            with self.engines.reach(target) as engine:
+                tasks = engine.list(labels)
+                with self.sessions() as session:
+                    stacks = set(session.scalars(select(Stack.name)))
+                for task in tasks:
+                    if task.labels.get(LABEL_STACK) in stacks:
+                        continue
+                    log.info("target %s: removing orphan task %s", target, task.name)
+                    problem = self._stop_and_remove(task, engine)
+                    if problem:
+                        log.warning("target %s: could not remove orphan task %s: %s",
+                                    target, task.name, problem)  # fmt: skip
+        except StackyardError as exc:  # the engine may be down; the stage loops retry
+            log.warning("target %s: could not look for orphan tasks: %s", target, exc)
 
     def _stop_and_remove(self, task: TaskInfo, engine: Engine) -> str | None:
         """Stop and remove a task on its engine; what went wrong, or None."""
@@ -409,7 +436,11 @@ class Controller:
             poll=settings.poll,
             retry=settings.retry,
             on_nodes=self._nodes_changed,
-            name="task-watch" if target == "local" else f"task-watch-{target}",
+            name="task-watch" if target == LOCAL else f"task-watch-{target}",
+            where="the engine" if target == LOCAL else f"target {target}'s engine",
+            # A target's engine may stay away for long (a region down): a try a minute.
+            # The platform's own is tried every 5 s at most, as every stage waits on it.
+            retry_limit=5.0 if target == LOCAL else TARGET_RETRY_LIMIT,
         )
 
     def _image_url(self, stack: str, target: str) -> str:

@@ -115,9 +115,16 @@ class DeployService:
         # The traffic store; without one given (tests), one that counts only when read.
         self.counter = counter or TrafficCounter(sessions, controller.router, interval=0)
 
-    def ping(self) -> None:
-        """ComponentError unless the engine answers: before anything is recorded or moved."""
-        self._controller.engine.ping()
+    def ping(self, stack_name: str, stage: str, release_number: int | None = None) -> None:
+        """ComponentError unless the engine that release (default: the stage's latest) runs
+        on answers, the platform's own or its target's (named, with what to do): before
+        anything is recorded or moved. Another target's engine being down is not this
+        stage's business."""
+        with self._sessions() as session:
+            stack = self._stage(session, stack_name, stage)
+            release = records.find_release(session, stack.id, stage, release_number)
+            target = records.stage_config(release).target
+        self._controller.engines.ping(target)
 
     def deploy(
         self, stack_name: str, stage: str, release_number: int | None, *, trigger: str
@@ -127,7 +134,7 @@ class DeployService:
         The registry tag ``<stage>`` is the releases' business: to deploy an older release,
         go through ``RedeployService.deploy``, which moves the tag first.
         """
-        self.ping()  # a clear error now, not a stuck deployment later
+        self.ping(stack_name, stage, release_number)  # a clear error now, not a stuck one later
         with self._sessions.begin() as session:
             stack = self._stage(session, stack_name, stage)
             release = records.find_release(session, stack.id, stage, release_number)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from stackyard.deploy.keys import StageKey
@@ -116,6 +117,18 @@ class TargetEngines:
         self.follow(target)
         return self._engines[target]
 
+    def ping(self, target: str) -> None:
+        """Raise, naming the target and what to do, unless its engine answers now; when it
+        does, a watch waiting to list it again does so at once (a deploy on a target that
+        came back does not wait for the watch's next try)."""
+        try:
+            watch = self.follow(target)
+            watch.engine.ping()
+        except StackyardError as exc:
+            raise on_target(target, exc) from exc
+        if watch.problem() is not None:
+            watch.retry_now()
+
     def answering(self, target: str) -> TaskWatch:
         """The target's watch, once it knows the engine's tasks; else its problem, raised
         naming the target and what to do."""
@@ -124,6 +137,24 @@ class TargetEngines:
         if problem is not None:
             raise on_target(target, problem)
         return watch
+
+    @contextmanager
+    def reach(self, target: str) -> Iterator[Engine]:
+        """The target's engine for one errand: the one in use, else one made for it and
+        closed after (a target no stage runs on is not followed for this)."""
+        with self._lock:
+            engine = self._engines.get(target)
+        if engine is not None:
+            yield engine
+            return
+        try:
+            engine = self._make(target)
+        except StackyardError as exc:
+            raise on_target(target, exc) from exc
+        try:
+            yield engine
+        finally:
+            engine.close()
 
     def followed(self) -> list[tuple[str, Engine]]:
         """Every target whose engine is in use, ``local`` first."""

@@ -46,7 +46,7 @@ class RedeployService:
         self, stack: str, stage: str, release: int | None, *, trigger: str
     ) -> DeploymentView:
         """Deploy the stage's latest release, or release ``release`` (its tag follows)."""
-        self._deploy.ping()  # a clear error now, before the tag moves
+        self._deploy.ping(stack, stage, release)  # a clear error now, before the tag moves
         if release is not None:
             self._releases.follow(stack, stage, release)
         return self._deploy.deploy(stack, stage, release, trigger=trigger)

@@ -350,6 +350,7 @@ def build_services(
         outbox=outbox,
         targets=places,
         engines=_target_engines(targets),
+        target_names=targets.names,
     )
     traffic = TrafficCounter(
         sessions,
