@@ -7,7 +7,9 @@ same digest ends up in the platform's registry and in both targets' registries, 
 matches on every stage, and each stage's task runs on its target's engine (asked there
 directly, and absent from the others). Meanwhile a deploy of a stage on a target whose
 engine socket does not exist is refused naming the target, and holds up nothing else; that
-engine's watch warns once. A restart removes orphan tasks from every target's engine.
+engine's watch warns once. A second push and ``prune`` (one release kept per stage)
+delete the first image's copies in the targets' registries and keep the second's. A
+restart removes orphan tasks from every target's engine.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import docker
 import pytest
 
 from stackyard.engines.base import LABEL_PLATFORM, LABEL_STACK, LABEL_STAGE
+from stackyard.errors import NotFoundError
 from stackyard.images.registry import RegistryClient
 from stackyard.platform.credentials import ensure_registry_login
 
@@ -69,7 +72,10 @@ def places(
 
 @pytest.fixture(scope="module")
 def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
-    running = start_platform(tmp_path_factory.mktemp("spread") / "data")
+    # One release kept per stage: a second push makes the first one's copies old.
+    running = start_platform(
+        tmp_path_factory.mktemp("spread") / "data", up_args=("--keep-releases", "1")
+    )
     try:
         yield running
     finally:
@@ -169,6 +175,29 @@ def test_one_push_runs_dev_then_prod_eu_then_prod_us_each_on_its_targets_engine(
     logs = yard.cli("logs", "spread", "--tasks", "--stage", "prod-eu").stdout
     assert f"up on 127.0.0.1:{task['port']}" in logs, logs
 
+    # A second push: retention then deletes the first image's copies in the targets'
+    # registries (one release kept per stage) and keeps the second's.
+    repo.write("www/index.html", "v2\n")
+    repo.commit("v2")
+    subprocess.run(["git", "push", "stackyard", "main"], cwd=repo.path, capture_output=True,
+                   timeout=120, check=True)  # fmt: skip
+    done = wait_run(yard, "spread", 2, ("SUCCEEDED", "FAILED"), timeout=240)
+    assert done["status"] == "SUCCEEDED", done
+    second = json.loads(yard.cli("releases", "spread", "--stage", "prod-us", "--json").stdout)[0][
+        "digest"
+    ]
+    assert second != digest
+    pruned = json.loads(yard.cli("prune", "--json", timeout=300).stdout)
+    assert pruned["errors"] == [], pruned
+    for name, (_engine, registry) in places.items():
+        assert f"{registry.endpoint}/acme/spread@{digest}" in pruned["manifests"], pruned
+        with RegistryClient(
+            registry.endpoint, username=registry.username, password=registry.password
+        ) as client:
+            with pytest.raises(NotFoundError):
+                client.get_manifest("acme/spread", digest)
+            assert client.resolve("acme/spread", f"prod-{name}") == second
+
     yard.cli("stacks", "delete", "spread", "--yes")  # its tasks go from every engine
     for engine, _registry in places.values():
         client = engine.client()
@@ -186,7 +215,7 @@ def test_one_push_runs_dev_then_prod_eu_then_prod_us_each_on_its_targets_engine(
     # as a stack deleted while that engine was away would leave them) are removed when the
     # platform starts, on every target's engine, even one no stage runs on any more.
     eu_engine, eu_registry = places["eu"]
-    image = f"{eu_registry.endpoint}/acme/spread@{digest}"
+    image = f"{eu_registry.endpoint}/acme/spread@{second}"  # pulled there by prod-eu
     client = eu_engine.client()
     try:
         for stack in ("ghost", "lost"):  # "lost" exists: its task is not an orphan

@@ -14,11 +14,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.engines.fake import FakeEngine
-from stackyard.errors import UsageError
+from stackyard.errors import ComponentError, NotFoundError, UsageError
 from stackyard.images.imagestore import ImageStore, Placement
+from stackyard.images.registry_base import Registry
 from stackyard.images.registry_fake import FakeRegistry
 from stackyard.pipeline.builds import BuildService
-from stackyard.pipeline.retention.service import RetentionService
+from stackyard.pipeline.retention.service import CopyPlace, RetentionService
 from stackyard.pipeline.services import build_services
 from stackyard.registry_login import RegistryLogin
 from stackyard.router.fake import FakeRouter
@@ -66,6 +67,7 @@ def service(
     between_builds: Callable[[str, Callable[[], None]], None],
     collected: list[str],
     every: float = 86400.0,
+    copy_place: CopyPlace = lambda _stack, _target: None,
 ) -> RetentionService:
     return RetentionService(
         sessions,
@@ -78,6 +80,7 @@ def service(
         builder_factory=NoImages,  # type: ignore[arg-type]
         collect_garbage=lambda: collected.append("gc") or "",
         every=every,
+        copy_place=copy_place,
     )
 
 
@@ -261,3 +264,87 @@ def test_an_interval_of_0_turns_the_schedule_off(
         finally:
             retention.stop()
         assert schedules() == []
+
+
+class RefusingRegistry(FakeRegistry):
+    """A target's registry whose account may not delete."""
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        raise ComponentError(f"registry {self.endpoint} refused to delete {repository}@{digest}")
+
+
+def released_on(sessions: sessionmaker[Session], number: int, digest: str, target: str) -> None:
+    with sessions.begin() as session:
+        stack = session.query(Stack).filter_by(name="shop").one()
+        config = {"stage": {"name": "dev", "target": target}}
+        session.add(
+            Release(stack_id=stack.id, stage="dev", number=number, digest=digest, config=config)
+        )
+
+
+def with_targets(
+    sessions: sessionmaker[Session], local: FakeRegistry, data_dir: Path, copy_place: CopyPlace
+) -> RetentionService:
+    """Retention keeping 2 releases per stage, with stages on targets that have registries."""
+    return service(sessions, local, data_dir, lambda _stack, act: act(), [], copy_place=copy_place)
+
+
+def test_old_copies_in_a_targets_registry_go_the_kept_releases_stay_a_refusal_is_reported(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    with sessions.begin() as session:
+        session.add(Stack(name="shop", repo="/src/shop"))
+    local, eu, us = FakeRegistry(), FakeRegistry("127.0.0.1:6002"), RefusingRegistry("us:6003")
+    digests = [local.push_image("shop", f"c{n}", [f"layer {n}".encode()]) for n in (1, 2, 3, 4)]
+    for n, digest in enumerate(digests[:3], start=1):  # releases 1-3 on eu, copied there
+        assert eu.push_image("acme/shop", "dev", [f"layer {n}".encode()]) == digest
+        released_on(sessions, n, digest, "eu")
+    assert us.push_image("acme/shop", "dev", [b"layer 1"]) == digests[0]
+    released_on(sessions, 4, digests[0], "us")  # a rollback to release 1's image, on us
+    released_on(sessions, 5, digests[3], "gone")  # a target removed since: not looked at
+    places = {"eu": (eu, "acme/shop"), "us": (us, "acme/shop")}
+
+    def copy_place(stack: str, target: str) -> tuple[Registry, str] | None:
+        if target not in places:
+            raise NotFoundError(f"no target named '{target}'")
+        return places[target]
+
+    retention = with_targets(sessions, local, tmp_path, copy_place)  # keeps digests 4 and 1
+    old = sorted(digests[1:3])
+    assert retention.run(dry_run=True).manifests == [
+        *(f"shop@{d}" for d in old),
+        *(f"127.0.0.1:6002/acme/shop@{d}" for d in old),
+    ]
+    assert eu.resolve("acme/shop", old[0]) == old[0]  # a dry run deletes nothing
+
+    report = retention.run()
+    assert sorted(report.manifests) == sorted(
+        [*(f"shop@{d}" for d in old), *(f"127.0.0.1:6002/acme/shop@{d}" for d in old)]
+    )
+    for digest in old:
+        with pytest.raises(NotFoundError):
+            eu.get_manifest("acme/shop", digest)
+    assert eu.resolve("acme/shop", digests[0]) == digests[0]  # release 1's image is kept
+    assert us.resolve("acme/shop", "dev") == digests[0]  # kept: nothing asked of us
+    assert report.errors == []
+    assert retention.run().manifests == []  # already gone: nothing to report the next time
+
+
+def test_a_target_registry_that_refuses_to_delete_is_reported_and_the_rest_goes_on(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    with sessions.begin() as session:
+        session.add(Stack(name="shop", repo="/src/shop"))
+    local, us = FakeRegistry(), RefusingRegistry("us:6003")
+    digests = [local.push_image("shop", f"c{n}", [f"layer {n}".encode()]) for n in (1, 2, 3)]
+    for n, digest in enumerate(digests, start=1):
+        us.push_image("acme/shop", f"c{n}", [f"layer {n}".encode()])
+        released_on(sessions, n, digest, "us")
+    retention = with_targets(sessions, local, tmp_path, lambda _stack, _target: (us, "acme/shop"))
+    report = retention.run()
+    assert report.manifests == [f"shop@{digests[0]}"]  # the platform's registry: pruned
+    assert report.errors == [
+        f"copies of shop in us:6003/acme/shop: registry us:6003 refused "
+        f"to delete acme/shop@{digests[0]}"
+    ]
+    assert us.resolve("acme/shop", "c1") == digests[0]

@@ -200,16 +200,23 @@ class TargetEngines:
                 found.setdefault(task.id, task)
         return sorted(found.values(), key=lambda t: (t.started_at or _NEVER_STARTED, t.id))
 
-    def all_tasks(self) -> list[TaskInfo]:
-        """Every task of the platform: the platform's own engine's (raising when they are
-        unknown, as before), and those of every other engine that answers."""
+    def other_tasks(self) -> list[TaskInfo]:
+        """The platform's tasks on every other target's engine that answers (each once)."""
         with self._lock:
             others = [w for t, w in self._watches.items() if t != LOCAL]
-        found = {task.id: task for task in self.local_watch.all_tasks()}
+        found: dict[str, TaskInfo] = {}
         for watch in others:
             if watch.problem() is None:
                 for task in watch.all_tasks():  # two targets may name one engine
                     found.setdefault(task.id, task)
+        return list(found.values())
+
+    def all_tasks(self) -> list[TaskInfo]:
+        """Every task of the platform: the platform's own engine's (raising when they are
+        unknown, as before), and those of every other engine that answers."""
+        found = {task.id: task for task in self.local_watch.all_tasks()}
+        for task in self.other_tasks():
+            found.setdefault(task.id, task)
         return list(found.values())
 
 

@@ -245,6 +245,23 @@ def _target_engines(targets: TargetService) -> Callable[[str], Engine]:
     return make
 
 
+def _copy_place(
+    images: ImageStore, places: Callable[[str], TargetPlace]
+) -> Callable[[str, str], tuple[Registry, str] | None]:
+    """Where a stage on a target has its stack's images copied: the stack's repository in
+    the registry that target pulls from; None when that is the stack's own (as for
+    ``local``), where nothing is copied."""
+
+    def place(stack: str, target: str) -> tuple[Registry, str] | None:
+        client, repository = images.registry_in(stack, places(target).placement)
+        home, home_repository = images.registry_of(stack)
+        if (client.endpoint, repository) == (home.endpoint, home_repository):
+            return None
+        return client, repository
+
+    return place
+
+
 def _target_places(
     targets: TargetService, registries: RegistryService
 ) -> Callable[[str], TargetPlace]:
@@ -413,6 +430,8 @@ def build_services(
             builder_factory=DockerBuilder if engine.supports_local_images else None,
             collect_garbage=collect_garbage,
             every=settings.retention_every,
+            copy_place=_copy_place(images, places),
+            target_tasks=controller.engines.other_tasks,
         ),
         certificates=CertificateWatch(
             sessions,

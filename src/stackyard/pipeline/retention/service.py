@@ -3,6 +3,7 @@
 ``RetentionService.run`` is what ``stackyard prune`` and the daily schedule call. In order:
 the disk use before; the plan; each stack's manifests, on that stack's build worker (no
 build of the stack pushes meanwhile) and only if still not kept when it gets there; the
+copies of releases no longer kept in the registries of targets (the same way); the
 engine's old images; old record logs and the folders of deleted stacks; the rotation of
 the growing logs; the registry's garbage collection (read-only for that time); the disk
 use after. A step that fails is reported and the others still run. The last report is
@@ -18,7 +19,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,10 +28,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from stackyard.engines.base import LABEL_PLATFORM, LABEL_STACK, Engine
+from stackyard.engines.base import LABEL_PLATFORM, LABEL_STACK, Engine, TaskInfo
 from stackyard.errors import NotFoundError, StackyardError, UsageError
 from stackyard.images.docker_builder import DockerBuilder
-from stackyard.images.imagestore import ImageStore
+from stackyard.images.imagestore import LOCAL_TARGET, ImageStore
+from stackyard.images.registry_base import Registry
+from stackyard.pipeline.releases import stage_target_name
 from stackyard.pipeline.retention.plan import (
     STACK_LOG_DIRS,
     EngineImage,
@@ -61,6 +64,26 @@ FIRST_RUN_DELAY = 600.0  # seconds after start before a first scheduled run (nev
 
 BetweenBuilds = Callable[[str, Callable[[], None]], None]
 """Run a function on a stack's build worker, between two of its builds."""
+CopyPlace = Callable[[str, str], tuple[Registry, str] | None]
+"""(stack, target) -> the stack's repository in the registry that target pulls from, when
+it is another than the stack's own (None: nothing is copied for that target). A
+NotFoundError names a target that was removed."""
+
+
+@dataclass(frozen=True)
+class TargetCopies:
+    """The stack's repository in a target's registry, and the digests of the releases whose
+    target pulls from there (copied there by those releases; a registry lists no untagged
+    manifest, so these are what may be there)."""
+
+    stack: str
+    registry: Registry
+    repository: str
+    digests: frozenset[str]
+
+    @property
+    def where(self) -> str:
+        return f"{self.registry.endpoint}/{self.repository}"
 
 
 @dataclass
@@ -100,6 +123,8 @@ class RetentionService:
         builder_factory: Callable[[], DockerBuilder] | None = DockerBuilder,
         collect_garbage: Callable[[], str] | None = None,
         every: float = 86400.0,
+        copy_place: CopyPlace = lambda _stack, _target: None,
+        target_tasks: Callable[[], Iterable[TaskInfo]] = lambda: (),
     ) -> None:
         if keep_releases < 1:
             raise UsageError(f"keep releases: {keep_releases} is not a count of 1 or more")
@@ -113,6 +138,8 @@ class RetentionService:
         self._builder_factory = builder_factory
         self._collect_garbage = collect_garbage
         self._every = every
+        self._copy_place = copy_place
+        self._target_tasks = target_tasks  # the platform's tasks on other targets' engines
         self._running = threading.Lock()
         self._stop = threading.Event()
         self._schedule: threading.Thread | None = None
@@ -287,7 +314,8 @@ class RetentionService:
 
     def _running_digests(self) -> dict[str, frozenset[str]]:
         running: dict[str, set[str]] = {}
-        for task in self._engine.list({LABEL_PLATFORM: self._platform_id}):
+        tasks = [*self._engine.list({LABEL_PLATFORM: self._platform_id}), *self._target_tasks()]
+        for task in tasks:
             stack = task.labels.get(LABEL_STACK, "")
             if task.digest:
                 running.setdefault(stack, set()).add(task.digest)
@@ -329,6 +357,7 @@ class RetentionService:
         report.kept = {stack: dict(kept) for stack, kept in plan.kept.items()}
         if dry_run:
             report.manifests = [f"{m.repository}@{m.digest}" for m in plan.manifests]
+            self._step(report, "target registries", lambda: self._plan_copies(plan, report))
             report.engine_references = list(plan.engine_references)
             report.files = [*plan.files, *plan.folders]
             report.rotated = [r.path for r in plan_rotations(*self._growing())]
@@ -337,6 +366,7 @@ class RetentionService:
             return report
         with registry_maintenance(self.data_dir, who="retention"):
             self._step(report, "registry manifests", lambda: self._remove_manifests(plan, report))
+            self._step(report, "target registries", lambda: self._remove_copies(plan, report))
             self._step(report, "engine images", lambda: self._remove_images(plan, report))
             self._step(report, "record logs", lambda: self._remove_files(plan, report))
             self._step(report, "growing logs", lambda: self._rotate(report))
@@ -396,6 +426,70 @@ class RetentionService:
             with contextlib.suppress(NotFoundError):  # gone already (the stack was deleted)
                 self._images.client.delete_manifest(repository, removal.digest)
             report.manifests.append(f"{repository}@{removal.digest}")
+
+    def copies(self) -> list[TargetCopies]:
+        """Each stack's repository in the registries its stages' targets pull from (other
+        than its own), with the digests its releases there copied. A target removed since
+        is skipped (its registry is no longer known)."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(Stack.name, Release.digest, Release.config).join(
+                    Stack, Stack.id == Release.stack_id
+                )
+            ).all()
+        released: dict[tuple[str, str], set[str]] = {}
+        for stack, digest, config in rows:
+            released.setdefault((stack, stage_target_name(config)), set()).add(digest)
+        found: dict[tuple[str, str, str], TargetCopies] = {}
+        for (stack, target), digests in sorted(released.items()):
+            if target == LOCAL_TARGET:
+                continue
+            try:
+                place = self._copy_place(stack, target)
+            except NotFoundError:
+                log.info("retention: target %s is gone; its copies of %s are not looked at",
+                         target, stack)  # fmt: skip
+                continue
+            if place is None:
+                continue
+            registry, repository = place
+            key = (stack, registry.endpoint, repository)  # two targets may share a registry
+            before = found.get(key)
+            every = digests | (before.digests if before else frozenset())
+            found[key] = TargetCopies(stack, registry, repository, frozenset(every))
+        return list(found.values())
+
+    def _plan_copies(self, plan: RetentionPlan, report: RetentionReport) -> None:
+        """A dry run: the old copies still there (asked), each as ``host/repository@digest``."""
+        for copies in self.copies():
+            for digest in sorted(copies.digests - plan.kept.get(copies.stack, {}).keys()):
+                try:
+                    copies.registry.get_manifest(copies.repository, digest)
+                except NotFoundError:
+                    continue
+                report.manifests.append(f"{copies.where}@{digest}")
+
+    def _remove_copies(self, plan: RetentionPlan, report: RetentionReport) -> None:
+        """Delete the copies of releases no longer kept from each target's registry (on the
+        stack's build worker, kept digests read again there, as for its own registry); what
+        a registry refuses is reported, once per registry, and the others go on."""
+        for copies in self.copies():
+            if copies.digests <= plan.kept.get(copies.stack, {}).keys():
+                continue
+            remove = functools.partial(self._remove_copies_now, copies, report)
+            self._between_builds(copies.stack, remove)
+
+    def _remove_copies_now(self, copies: TargetCopies, report: RetentionReport) -> None:
+        kept = kept_digests(self.observe(only=copies.stack), copies.stack)
+        for digest in sorted(copies.digests - kept.keys()):
+            try:
+                copies.registry.delete_manifest(copies.repository, digest)
+            except NotFoundError:
+                continue  # deleted by an earlier run, or never copied there
+            except StackyardError as exc:
+                report.errors.append(f"copies of {copies.stack} in {copies.where}: {exc}")
+                return  # the registry refuses: its other deletes would say the same
+            report.manifests.append(f"{copies.where}@{digest}")
 
     def _remove_images(self, plan: RetentionPlan, report: RetentionReport) -> None:
         if self._builder_factory is None or not plan.engine_references:
