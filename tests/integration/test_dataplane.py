@@ -28,7 +28,14 @@ from stackyard.settings import Settings
 
 from .conftest import RunningPlatform, start_platform, stop_platform
 from .gitrepo import GitRepo
-from .test_deployments import deployment, ship, stage_url, version_served, wait_converged
+from .test_deployments import (
+    deployment,
+    listening_ports,
+    ship,
+    stage_url,
+    version_served,
+    wait_converged,
+)
 from .test_deployments import new_stack as new_dev_stack
 from .test_pipelines import STAGES, run_record, wait_run
 from .wrk import Load, WrkResult
@@ -278,22 +285,6 @@ def test_registry_modes_for_maintenance(yard: RunningPlatform) -> None:
 # -- no task reaches the router's admin API -----------------------------------------------
 
 
-def _listening_ports(pid: int) -> set[int]:
-    """The TCP ports a process listens on (from /proc: its socket inodes, then net/tcp)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        target = os.readlink(fd) if fd.is_symlink() else ""
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
 def test_no_task_can_reach_the_admin_apis(yard: RunningPlatform, tmp_path: Path) -> None:
     """The attack: a process or a container on the host's loopback tries to change a
     route. Caddy listens on no TCP port but the stages'; the admin and control sockets
@@ -306,7 +297,7 @@ def test_no_task_can_reach_the_admin_apis(yard: RunningPlatform, tmp_path: Path)
     routes = json.loads(yard.cli("status", "--json").stdout)
     assert "unix:" in routes["router_admin"]
     for name in ("caddy-1", "caddy-2"):
-        ports = _listening_ports(int(yard.dataplane["components"][name]))
+        ports = listening_ports(int(yard.dataplane["components"][name]))
         assert stage_port in ports
         assert 2019 not in ports  # Caddy's default admin port
         for port in ports:  # every port Caddy listens on serves stages, not the admin API
