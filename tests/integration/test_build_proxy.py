@@ -18,6 +18,7 @@ import pytest
 from stackyard.images.dockerproxy.rules import BuildLimits, BuildScope
 from stackyard.images.dockerproxy.server import BuildProxy, ProxySocket
 from stackyard.registry_login import RegistryLogin
+from tests.integration.buildkit_budget import budget_value, kept_buildkit_budget
 from tests.integration.registry_fixtures import LiveRegistry, live_registry  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -34,10 +35,13 @@ class BuildDocker:
     config: Path
 
     def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """``docker ARGS`` with the legacy builder, or BuildKit when ARGS start --buildkit."""
+        buildkit = args[:1] == ("--buildkit",)
+        args = args[1:] if buildkit else args
         env = {
             "PATH": os.environ["PATH"],
             "DOCKER_HOST": f"unix://{self.socket.path}",
-            "DOCKER_BUILDKIT": "0",
+            "DOCKER_BUILDKIT": "1" if buildkit else "0",
             "DOCKER_CONFIG": str(self.config),
         }
         return subprocess.run(
@@ -183,3 +187,42 @@ def test_another_stack_s_repository_and_the_base_images_are_out_of_reach(
         capture_output=True, text=True, timeout=30,
     ).stdout  # fmt: skip
     assert "NAME_UNKNOWN" in catalog  # nothing reached the victim's repository
+
+
+def test_a_buildkit_build_goes_through_its_session_and_keeps_the_proxy_s_rules(
+    build_docker: BuildDocker, live_registry: LiveRegistry, tmp_path: Path
+) -> None:
+    docker, stack = build_docker, build_docker.stack
+    docker.socket.nest_builds_in("/docker/holder")  # the engine's cgroupfs driver
+    own = f"{live_registry.endpoint}/{stack}"
+    ctx = context(tmp_path, "FROM busybox:latest\nRUN grep pids: /proc/self/cgroup\n")
+    kit = ["--buildkit", "build", "--progress", "plain", "--no-cache", "--network", "host"]
+
+    with kept_buildkit_budget():
+        built = docker(*kit, "-t", f"{own}:kit", str(ctx))
+        assert built.returncode == 0, built.stderr
+        assert "pids:/docker/buildkit/" in built.stderr  # BuildKit's own cgroup ...
+        assert budget_value("pids/docker/buildkit/pids.max") == "256"  # ... held to the limits
+        pushed = docker("push", f"{own}:kit")
+        assert pushed.returncode == 0, pushed.stderr
+        assert live_registry.skopeo_digest(stack, "kit").startswith("sha256:")
+        out = tmp_path / "out"
+        local = docker(*kit, "--output", f"type=local,dest={out}", str(ctx))
+        assert local.returncode == 0, local.stderr
+        assert (out / "bin" / "busybox").exists()  # the output came back to the client
+
+        victim = f"{live_registry.endpoint}/victim:latest"
+        attempts = {
+            "a foreign tag": (["-t", victim], "another stack's repository"),
+            "a pushing output": (
+                ["--output", f"type=image,name={victim},push=true"],
+                "--output type=image",
+            ),
+            "a registry output": (["--output", f"type=registry,ref={victim}"], "type=registry"),
+        }
+        for what, (args, words) in attempts.items():
+            done = docker(*kit, *args, str(ctx))
+            assert done.returncode != 0, what
+            assert "Stackyard's build proxy refused" in done.stderr, (what, done.stderr)
+            assert words in done.stderr, (what, done.stderr)
+    assert not docker.socket.relays  # every session ended with its build

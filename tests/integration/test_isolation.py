@@ -21,6 +21,7 @@ import pytest
 
 from stackyard.router.caddy import UnixSocketTransport
 
+from .buildkit_budget import budget_value, kept_buildkit_budget
 from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
 from .gitrepo import GitRepo
 
@@ -234,6 +235,45 @@ def test_a_hostile_build_reaches_nothing_of_the_platform_the_host_or_another_sta
         capture_output=True, text=True, timeout=30,
     ).stdout.strip()  # fmt: skip
     assert swarm == "inactive"
+
+
+def test_a_buildkit_build_pushes_to_its_own_repository_and_nowhere_else(
+    yard: RunningPlatform, victim: dict[str, Any], tmp_path: Path
+) -> None:
+    repo = GitRepo.from_example("hello", tmp_path / "kit")
+    repo.write("Dockerfile.kit", "FROM busybox:latest\nRUN grep pids: /proc/self/cgroup\n")
+    kit = "DOCKER_BUILDKIT=1 docker build --progress plain --network host -f Dockerfile.kit"
+    victim_image = "$REGISTRY_ENDPOINT/victim:latest"
+    repo.write(
+        "build.yml",
+        spec_of(
+            f"{kit} --no-cache -t $IMAGE_URL:latest .",
+            "docker push $IMAGE_URL:latest",
+            f"{kit} -t {victim_image} . || echo 'blocked: kit tag'",
+            f"{kit} --output type=image,name={victim_image},push=true . "
+            "|| echo 'blocked: kit output'",
+            f"{kit} --output type=local,dest=out . && ls out/bin/busybox",
+        ),
+    )
+    repo.commit("BuildKit")
+    yard.cli("stacks", "create", "kit", "--repo", str(repo.path))
+
+    with kept_buildkit_budget():
+        record = build(yard, "kit")
+        pids_max = budget_value("pids/docker/buildkit/pids.max")
+    log = record["log"]
+
+    assert record["status"] == "SUCCEEDED", log
+    assert "pids:/docker/buildkit/" in log  # BuildKit's RUN steps run in its cgroup ...
+    assert pids_max == str(BUILD_PIDS)  # ... which the proxy held to the build's limits
+    assert tag_digests(yard, "kit")["latest"].startswith("sha256:")
+    assert "another stack's repository" in log
+    assert "blocked: kit tag" in log
+    assert "refused docker build --output type=image" in log
+    assert "blocked: kit output" in log
+    assert "out/bin/busybox" in log
+    assert tag_digests(yard, "victim") == victim["digests"]
+    assert build_containers(yard) == []
 
 
 def warm_containers(yard: RunningPlatform) -> list[dict[str, Any]]:

@@ -61,7 +61,8 @@ def refused(decision: object, *words: str) -> str:
         ("POST", "/services/create", ["docker service create"]),
         ("GET", "/nodes", ["swarm nodes"]),
         ("POST", "/plugins/pull", ["plugins"]),
-        ("POST", "/session", ["BuildKit"]),
+        ("POST", "/session", ["BuildKit", "h2c"]),
+        ("POST", "/grpc", ["BuildKit's control API"]),
         ("POST", "/images/load", ["docker load"]),
         ("POST", "/images/prune", ["pruning"]),
         ("POST", "/build/prune", ["pruning"]),
@@ -122,8 +123,8 @@ def test_a_smaller_memory_a_build_asks_for_stays() -> None:
     ("query", "words"),
     [
         ({"remote": "http://127.0.0.1:2019/config/"}, ["from a URL"]),
-        ({"version": "2"}, ["BuildKit", "DOCKER_BUILDKIT=0"]),
-        ({"session": "abc"}, ["BuildKit"]),
+        ({"version": "2"}, ["BuildKit", "session (none)"]),
+        ({"session": "abc"}, ["BuildKit", "not opened by this build"]),
         ({"cgroupparent": "/"}, ["--cgroup-parent"]),
         ({"networkmode": "container:victim"}, ["--network container:victim"]),
         ({"networkmode": "shared-net"}, ["--network shared-net"]),
@@ -373,3 +374,113 @@ def test_a_build_may_not_push_to_the_target_registry_at_all() -> None:
     elsewhere = ask("POST", "/auth", json.dumps({"serveraddress": EU}).encode())
     assert isinstance(elsewhere, Forward)  # not answered: the engine asks the registry
     assert elsewhere.auth is None
+
+
+# -- BuildKit (DOCKER_BUILDKIT=1) ---------------------------------------------------------------
+
+SESSION = "mlgj9nhmz0mf8d2j8wkme91zi"
+
+
+def ask_buildkit(
+    opened: tuple[str, ...] = (SESSION,), scope: BuildScope = SCOPE, **query: Any
+) -> Any:
+    values = {"version": "2", "session": SESSION, "remote": "client-session", **query}
+    request = ApiRequest("POST", "/build", {k: [v] for k, v in values.items()})
+    return decide(request, scope, frozenset(opened))
+
+
+def test_a_buildkit_session_is_relayed_and_remembered() -> None:
+    request = ApiRequest("POST", "/session", upgrade="h2c", session=SESSION)
+    decision = decide(request, SCOPE)
+    assert isinstance(decision, Forward)
+    assert decision.session == SESSION
+    refused(decide(ApiRequest("POST", "/session", upgrade="h2c", session="../x"), SCOPE), "id")
+    refused(decide(ApiRequest("POST", "/session", session=SESSION), SCOPE), "h2c")
+
+
+def test_a_buildkit_build_keeps_the_legacy_rules_and_gets_its_own_cache_namespace() -> None:
+    args = json.dumps({"A": "1", "BUILDKIT_CACHE_MOUNT_NS": "victim"})
+    decision = ask_buildkit(t="shop-built", networkmode="host", buildid="b1", buildargs=args)
+    assert isinstance(decision, Forward)
+    assert decision.buildkit
+    query = decision.query
+    assert json.loads(query["buildargs"][0]) == {
+        "A": "1",
+        "BUILDKIT_CACHE_MOUNT_NS": "stackyard/shop",
+    }
+    assert (query["session"], query["remote"], query["networkmode"]) == (
+        [SESSION],
+        ["client-session"],
+        ["host"],
+    )
+    assert query["memory"] == [str(512 * 1024**2)]
+    assert "cgroupparent" not in query  # BuildKit ignores it; the budget holds its steps
+    assert decision.writes == ("shop-built",)
+    assert decision.records == ("shop-built:latest",)
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        (
+            {
+                "outputs": json.dumps(
+                    [{"Type": "image", "Attrs": {"name": f"{REGISTRY}/victim", "push": "true"}}]
+                )
+            },
+            ["type=image"],
+        ),
+        (
+            {"outputs": json.dumps([{"Type": "registry", "Attrs": {"ref": f"{REGISTRY}/shop"}}])},
+            ["type=registry"],
+        ),
+        (
+            {"outputs": json.dumps([{"Type": "local", "Attrs": {"dest": "/"}}])},
+            ["type=local with dest"],
+        ),
+        (
+            {"outputs": json.dumps([{"Type": "moby", "Attrs": {"name": "busybox:latest"}}])},
+            ["type=moby"],
+        ),
+        ({"outputs": "not json"}, ["not valid JSON"]),
+        ({"networkmode": "container:victim"}, ["--network container:victim"]),
+        ({"remote": "upload-request"}, ["from 'upload-request'"]),
+        ({"remote": "http://127.0.0.1:2019/config/"}, ["from 'http"]),
+        ({"cgroupparent": "/"}, ["--cgroup-parent"]),
+        ({"securityopt": "insecure"}, ["unknown option", "securityopt"]),
+        ({"entitlements": "security.insecure"}, ["unknown option", "entitlements"]),
+        ({"buildargs": "[1]"}, ["build-arg"]),
+    ],
+)
+def test_buildkit_builds_that_reach_beyond_the_build_are_refused(
+    query: dict[str, str], words: list[str]
+) -> None:
+    refused(ask_buildkit(**query), *words)
+
+
+def test_buildkit_outputs_back_to_the_client_are_allowed() -> None:
+    for output in ("local", "tar", "cacheonly"):
+        decision = ask_buildkit(outputs=json.dumps([{"Type": output, "Attrs": {}}]))
+        assert isinstance(decision, Forward), output
+
+
+def test_a_buildkit_build_needs_a_session_of_its_own_socket_and_a_budget() -> None:
+    refused(ask_buildkit(opened=()), "not opened by this build")
+    refused(ask_buildkit(opened=("another-build-s-session",)), "not opened by this build")
+    nowhere = BuildScope("shop", REGISTRY, LOGIN, LIMITS, cgroup_parent=None)
+    refused(ask_buildkit(scope=nowhere), "cgroupfs", "DOCKER_BUILDKIT=0")
+    refused(
+        decide(ApiRequest("POST", "/session", upgrade="h2c", session=SESSION), nowhere), "cgroupfs"
+    )
+
+
+def test_a_build_cancels_only_its_own_buildkit_builds() -> None:
+    cancel = ApiRequest("POST", "/build/cancel", {"id": ["b1"]})
+    assert isinstance(decide(cancel, SCOPE, frozenset({"b1"})), Forward)
+    refused(decide(cancel, SCOPE, frozenset({"b2"})), "did not start")
+
+
+def test_a_foreign_tag_on_a_buildkit_build_is_judged_as_a_legacy_one() -> None:
+    decision = ask_buildkit(t=f"{REGISTRY}/victim:latest")
+    assert isinstance(decision, Forward)
+    assert judge(f"{REGISTRY}/victim:latest", None, SCOPE, "write", {}) is not None

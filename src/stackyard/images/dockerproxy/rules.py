@@ -1,6 +1,7 @@
 """What a build may ask of the Docker engine: pure decisions over method, path and query.
 
-A build may build (legacy builder), tag, push to its own stack's repository, pull, and
+A build may build (the legacy builder, and BuildKit through a session it opened on the same
+socket), tag, push to its own stack's repository, pull, and
 inspect and list images; a release may also push to the stack's repository in its stage's
 target registry (:class:`StageRepository`), with that registry's login. It may not run,
 create or exec into containers, mount, touch volumes, networks, the swarm or plugins, load
@@ -17,8 +18,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import unquote
 
@@ -44,6 +45,13 @@ _BUILD_PARAMS = frozenset(
     }
 )  # fmt: skip
 _NETWORK_MODES = frozenset({"", "default", "host", "none", "bridge"})
+# BuildKit's outputs that go back to the client only (the CLI keeps their ``dest``); its
+# image exporters could name or push images past the proxy, so they are refused.
+_CLIENT_OUTPUTS = frozenset({"local", "tar", "cacheonly"})
+# BuildKit's cache mounts (RUN --mount=type=cache) are shared by every build of the engine
+# unless namespaced: each stack gets its own namespace.
+CACHE_NAMESPACE_ARG = "BUILDKIT_CACHE_MOUNT_NS"
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _CPU_PERIOD = 100_000  # microseconds: the CFS period the engine uses by default
 _PROXY = "Stackyard's build proxy"
 
@@ -142,6 +150,8 @@ class ApiRequest:
     path: str
     query: Mapping[str, Sequence[str]] = field(default_factory=dict)
     body: bytes = b""  # read only for the small JSON bodies a decision needs (/auth)
+    upgrade: str = ""  # the Upgrade header (a BuildKit session asks for h2c)
+    session: str = ""  # X-Docker-Expose-Session-Uuid: the BuildKit session a request opens
 
 
 @dataclass(frozen=True)
@@ -159,6 +169,10 @@ class Forward:
     build: bool = False  # POST /build: drop the platform registry from X-Registry-Config
     records: tuple[str, ...] = ()  # local names the request makes: now the stack's
     retry_for: float = 0.0  # a push the registry refuses for now is sent again this long
+    # POST /session: the stream is switched to h2c and relayed both ways; the id is the
+    # session's, which the socket's BuildKit builds may then name.
+    session: str = ""
+    buildkit: bool = False  # a BuildKit build: its RUN steps need the BuildKit budget
 
 
 @dataclass(frozen=True)
@@ -188,10 +202,21 @@ def api_path(raw_path: str) -> str | None:
     return path
 
 
-def decide(request: ApiRequest, scope: BuildScope) -> Decision:
-    """What to do with one request of the build of ``scope.stack``."""
+def decide(
+    request: ApiRequest, scope: BuildScope, opened: Collection[str] = frozenset()
+) -> Decision:
+    """What to do with one request of the build of ``scope.stack``; ``opened``: the ids of
+    the BuildKit sessions and builds this build's socket has passed on."""
     method, path = request.method.upper(), request.path
     query = {key: list(values) for key, values in request.query.items()}
+    if path == "/session" and method == "POST":
+        return _session(request, scope)
+    if path == "/build" and method == "POST" and _is_buildkit(query):
+        return _buildkit(query, scope, opened)
+    if path == "/build/cancel" and method == "POST":
+        if _first(query, "id") in opened:
+            return Forward(query)
+        return Refuse(403, f"{_PROXY} refused to cancel a build this build did not start")
     if path == "/_ping" and method in ("GET", "HEAD"):
         return Forward(query)
     if path in ("/version", "/info") and method == "GET":
@@ -233,8 +258,7 @@ def _refusal(method: str, path: str) -> str:
         "secrets": "swarm secrets",
         "configs": "swarm configs",
         "plugins": "plugins",
-        "session": "BuildKit sessions; builds use the legacy builder (DOCKER_BUILDKIT=0)",
-        "grpc": "BuildKit; builds use the legacy builder (DOCKER_BUILDKIT=0)",
+        "grpc": "BuildKit's control API (buildx); docker build with DOCKER_BUILDKIT=1 or =0 works",
         "commit": "committing containers",
         "events": "the engine's events, which show every stack's containers",
         "system": "the engine's system data, which covers every stack",
@@ -272,12 +296,6 @@ def _build(query: dict[str, list[str]], scope: BuildScope) -> Decision:
             f"{_PROXY} refused docker build from a URL (remote): the engine would fetch it "
             "from the host's network. Build from the context directory instead.",
         )
-    if _first(query, "version") == "2" or _first(query, "session"):
-        return Refuse(
-            403,
-            f"{_PROXY} refused a BuildKit build: builds use the legacy builder, whose RUN "
-            "steps stay within the build's limits. Set DOCKER_BUILDKIT=0.",
-        )
     if _first(query, "cgroupparent"):
         return Refuse(403, f"{_PROXY} refused docker build --cgroup-parent: the build's "
                       "RUN steps run within the build's own limits")  # fmt: skip
@@ -310,6 +328,86 @@ def _build(query: dict[str, list[str]], scope: BuildScope) -> Decision:
         writes=tuple(tags),
         build=True,
         records=_local(tags, scope),
+    )
+
+
+def _is_buildkit(query: Mapping[str, Sequence[str]]) -> bool:
+    return _first(query, "version") == "2" or bool(_first(query, "session"))
+
+
+def _session(request: ApiRequest, scope: BuildScope) -> Decision:
+    """POST /session: the BuildKit session of the build's docker CLI (its context, its
+    Dockerfile, the outputs it receives), a gRPC stream the engine calls into."""
+    if scope.cgroup_parent is None:
+        return Refuse(403, _no_buildkit_budget())
+    if request.upgrade.lower() != "h2c":
+        return Refuse(400, f"{_PROXY}: a BuildKit session upgrades its connection to h2c")
+    if not _SESSION_ID.match(request.session):
+        return Refuse(400, f"{_PROXY}: a BuildKit session needs an id of letters and digits")
+    return Forward({}, session=request.session)
+
+
+def _buildkit(query: dict[str, list[str]], scope: BuildScope, opened: Collection[str]) -> Decision:
+    """A BuildKit build (``DOCKER_BUILDKIT=1 docker build``): the legacy build's rules,
+    plus its own: the session must be this build's, outputs go back to the client only,
+    and cache mounts are the stack's own."""
+    if scope.cgroup_parent is None:
+        return Refuse(403, _no_buildkit_budget())
+    session = _first(query, "session")
+    if not session or session not in opened:
+        return Refuse(403, f"{_PROXY} refused a BuildKit build: its session ({session or 'none'}) "
+                      "was not opened by this build's docker client")  # fmt: skip
+    remote = _first(query, "remote")
+    if remote not in ("", "client-session"):
+        return Refuse(403, f"{_PROXY} refused a BuildKit build from {remote!r}: build from "
+                      "the context directory (a context on stdin is not supported)")  # fmt: skip
+    refusal = _outputs(query)
+    if refusal is not None:
+        return refusal
+    legacy = _build({k: v for k, v in query.items() if k not in ("remote", "session")}, scope)
+    if not isinstance(legacy, Forward):
+        return legacy
+    args = _json_dict(query, "buildargs")
+    if args is None:
+        return Refuse(400, f"{_PROXY}: docker build's build-args are not a JSON object")
+    args[CACHE_NAMESPACE_ARG] = f"stackyard/{scope.stack}"
+    rewritten = {**legacy.query, "buildargs": [json.dumps(args)], "session": [session]}
+    rewritten.pop("cgroupparent", None)  # BuildKit ignores it: the budget holds its steps
+    if remote:
+        rewritten["remote"] = [remote]
+    return replace(legacy, query=rewritten, buildkit=True)
+
+
+def _outputs(query: Mapping[str, Sequence[str]]) -> Refuse | None:
+    """BuildKit's ``--output``: back to the client only (type=local or tar, whose ``dest``
+    the CLI keeps), never an exporter that names or pushes images in the engine's place."""
+    try:
+        outputs = json.loads(_first(query, "outputs") or "[]")
+    except ValueError:
+        return Refuse(400, f"{_PROXY}: docker build's outputs are not valid JSON")
+    if not isinstance(outputs, list):
+        return Refuse(400, f"{_PROXY}: docker build's outputs are not a list")
+    for output in outputs:
+        kind = str(output.get("Type", "")) if isinstance(output, dict) else ""
+        attrs = output.get("Attrs") if isinstance(output, dict) else None
+        if kind not in _CLIENT_OUTPUTS:
+            return Refuse(
+                403,
+                f"{_PROXY} refused docker build --output type={kind or '?'}: a build's "
+                "outputs go to its own directory (type=local or type=tar); name images "
+                "with -t and push them with docker push",
+            )
+        if attrs:
+            names = ",".join(sorted(str(key) for key in attrs))
+            return Refuse(403, f"{_PROXY} refused docker build --output type={kind} with "
+                          f"{names}: only dest (kept by the client) is allowed")  # fmt: skip
+    return None
+
+
+def _no_buildkit_budget() -> str:
+    return (
+        f"{_PROXY} refused a BuildKit build: on this engine its RUN steps could not be held "
+        "to the build's limits (that needs the cgroupfs cgroup driver). Set DOCKER_BUILDKIT=0."
     )
 
 
@@ -526,6 +624,15 @@ def _int(query: Mapping[str, Sequence[str]], key: str) -> int | None:
     except ValueError:
         return None
     return number if number > 0 else None
+
+
+def _json_dict(query: Mapping[str, Sequence[str]], key: str) -> dict[str, Any] | None:
+    """The JSON object in ``key`` ({} when absent); None when it is not one."""
+    try:
+        values = json.loads(_first(query, key) or "{}")
+    except ValueError:
+        return None
+    return dict(values) if isinstance(values, dict) else None
 
 
 def _json_list(query: Mapping[str, Sequence[str]], key: str) -> list[str]:

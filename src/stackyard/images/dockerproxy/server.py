@@ -4,14 +4,16 @@ Each request a build's docker client sends is read with h11, decided by ``rules.
 and either refused (a JSON ``{"message": ...}`` the docker CLI prints as "Error response
 from daemon: ...") or sent on to the engine's socket with the query and headers the
 decision names, streaming both ways: a build context and a push's progress never sit in
-memory. Builds and releases open a socket with :meth:`BuildProxy.open`; ``stackyard
-buildspec run`` makes its own proxy.
+memory. A BuildKit session (POST /session) is switched to h2c and relayed both ways until
+either side closes. Builds and releases open a socket with :meth:`BuildProxy.open`;
+``stackyard buildspec run`` makes its own proxy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -26,6 +28,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 import h11
 
 from stackyard.errors import ComponentError, StackyardError
+from stackyard.images.dockerproxy.budget import hold_buildkit_steps
 from stackyard.images.dockerproxy.rules import (
     Answer,
     ApiRequest,
@@ -47,6 +50,9 @@ log = logging.getLogger(__name__)
 DEFAULT_ENGINE_SOCKET = "/var/run/docker.sock"
 NAMES_FILE = "build-image-names.json"  # ImageNames' file in the data directory
 _READ_SIZE = 65536
+_SESSION_HEADER = b"x-docker-expose-session-uuid"
+_SHARED_KEY_HEADER = b"x-docker-expose-session-sharedkey"
+_SESSION_WAIT = 10.0  # seconds a BuildKit build waits for the session its CLI opens alongside
 _SMALL_BODY = 1024 * 1024  # bodies a decision reads (/auth), or that a refusal drains
 _MAX_HEAD = 256 * 1024  # request heads: X-Registry-Config holds a login per registry
 _HOP_BY_HOP = frozenset(
@@ -99,6 +105,8 @@ class ProxySocket:
         self.scope = scope
         self.claimed = claimed
         self.refusals: list[str] = []
+        self.opened: set[str] = set()  # BuildKit sessions and builds passed on
+        self.relays: set[asyncio.StreamWriter] = set()  # both ends of each open session
         self._server: asyncio.AbstractServer | None = None
         self._close: Callable[[], None] = lambda: None
 
@@ -155,7 +163,7 @@ class BuildProxy:
             server = socket._server
             socket._server = None
             if server is not None and not loop.is_closed():
-                future = asyncio.run_coroutine_threadsafe(_stop(server), loop)
+                future = asyncio.run_coroutine_threadsafe(_stop(server, socket.relays), loop)
                 with contextlib.suppress(TimeoutError, RuntimeError):
                     future.result(timeout=10)
             path.unlink(missing_ok=True)
@@ -191,7 +199,9 @@ class BuildProxy:
         return await asyncio.start_unix_server(serve, path=str(socket.path))
 
 
-async def _stop(server: asyncio.AbstractServer) -> None:
+async def _stop(server: asyncio.AbstractServer, relays: set[asyncio.StreamWriter]) -> None:
+    for writer in list(relays):  # a session outlives no build
+        writer.close()
     server.close()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(server.wait_closed(), timeout=5)
@@ -313,8 +323,16 @@ class _Connection:
         if path == "/auth":
             body = await self._read_body(_SMALL_BODY)
         query = parse_qs(parts.query, keep_blank_values=True)
-        api_request = ApiRequest(request.method.decode("ascii"), path, query, body)
-        decision = decide(api_request, self.socket.scope)
+        headers = {bytes(k).lower(): bytes(v).decode("latin-1") for k, v in request.headers}
+        api_request = ApiRequest(
+            request.method.decode("ascii"), path, query, body,
+            upgrade=headers.get(b"upgrade", ""), session=headers.get(_SESSION_HEADER, ""),
+        )  # fmt: skip
+        if path == "/build":
+            await self._session_of(query)
+        decision = decide(api_request, self.socket.scope, self.socket.opened)
+        if isinstance(decision, Forward) and decision.buildkit:
+            decision = self._budgeted(decision)
         if isinstance(decision, Forward):
             try:
                 decision = await self._judged(decision)
@@ -326,7 +344,72 @@ class _Connection:
         if isinstance(decision, Answer):
             await self._answer(decision.status, decision.body)
             return True
+        if decision.session:
+            await self._relay_session(request, parts.path, decision)
+            return False
         return await self._forward(request, parts.path, decision, body)
+
+    async def _session_of(self, query: dict[str, list[str]]) -> None:
+        """Wait for the BuildKit session a build names: the CLI opens it alongside."""
+        session = (query.get("session") or [""])[0]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _SESSION_WAIT
+        while session and session not in self.socket.opened and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+
+    def _budgeted(self, decision: Forward) -> Decision:
+        """A BuildKit build, once the engine's BuildKit cgroup holds the build's limits."""
+        try:
+            hold_buildkit_steps(self.socket.scope.limits)
+        except ComponentError as exc:
+            return Refuse(403, f"Stackyard's build proxy refused a BuildKit build: {exc}. "
+                          "Set DOCKER_BUILDKIT=0.")  # fmt: skip
+        build_id = decision.query.get("buildid", [""])[0]
+        if build_id:
+            self.socket.opened.add(build_id)  # the CLI may cancel it
+        return decision
+
+    async def _relay_session(self, request: h11.Request, raw_path: str, decision: Forward) -> None:
+        """POST /session: the connection switches to h2c (gRPC the engine calls into) and
+        bytes go both ways until either side closes or the build's socket does."""
+        await self._read_body(_SMALL_BODY)  # none is sent; h11 must see its end
+        self.socket.opened.add(decision.session)
+        upstream = await _Upstream.connect(self.engine_socket)
+        try:
+            headers = _forward_headers(request.headers, decision, self.socket.scope)
+            # The session's shared key names what BuildKit keeps of its context between
+            # builds: one stack's may not be another's.
+            headers = [
+                (k, _stack_key(self.socket.scope.stack, v) if k == _SHARED_KEY_HEADER else v)
+                for k, v in headers
+            ]
+            headers += [(b"connection", b"Upgrade"), (b"upgrade", b"h2c")]
+            await upstream.send(_request_event("POST", raw_path, headers))
+            await upstream.send(h11.EndOfMessage())
+            event = await upstream.next_event()
+            if not (isinstance(event, h11.InformationalResponse) and event.status_code == 101):
+                await self._pass_refusal(upstream, event)
+                return
+            await self._send(h11.InformationalResponse(
+                status_code=101, headers=[(b"connection", b"Upgrade"), (b"upgrade", b"h2c")]
+            ))  # fmt: skip
+            await _relay(
+                (self.reader, self.http.trailing_data[0]),
+                (upstream.reader, upstream.http.trailing_data[0]),
+                self.writer, upstream.writer, self.socket.relays,
+            )  # fmt: skip
+        finally:
+            await upstream.close()
+
+    async def _pass_refusal(self, upstream: _Upstream, event: h11.Event) -> None:
+        """The engine's answer to a session it did not switch, passed on as it gave it."""
+        if not isinstance(event, h11.Response):
+            raise ConnectionError("the engine closed the connection mid-response")
+        self.status = event.status_code
+        await self._send(h11.Response(status_code=event.status_code,
+                                      headers=[*_response_headers(event),
+                                               (b"connection", b"close")]))  # fmt: skip
+        await self._pump_response(upstream)
 
     async def _judged(self, decision: Forward) -> Decision:
         """Ask the engine about every image the request reads or writes, then judge."""
@@ -558,6 +641,47 @@ class _Connection:
         if data:
             self.writer.write(data)
             await self.writer.drain()
+
+
+async def _relay(
+    client: tuple[asyncio.StreamReader, bytes],
+    engine: tuple[asyncio.StreamReader, bytes],
+    client_writer: asyncio.StreamWriter,
+    engine_writer: asyncio.StreamWriter,
+    relays: set[asyncio.StreamWriter],
+) -> None:
+    """Bytes both ways (each read at most ``_READ_SIZE``, each write drained before the next
+    read) until either side closes; then both are closed."""
+
+    async def pump(
+        reader: asyncio.StreamReader, early: bytes, writer: asyncio.StreamWriter
+    ) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            if early:
+                writer.write(early)
+                await writer.drain()
+            while data := await reader.read(_READ_SIZE):
+                writer.write(data)
+                await writer.drain()
+
+    relays.update((client_writer, engine_writer))
+    pumps = [
+        asyncio.create_task(pump(*client, engine_writer)),
+        asyncio.create_task(pump(*engine, client_writer)),
+    ]
+    try:
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in pumps:
+            task.cancel()
+        for writer in (client_writer, engine_writer):
+            relays.discard(writer)
+            writer.close()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+
+def _stack_key(stack: str, value: bytes) -> bytes:
+    return hashlib.sha256(stack.encode() + b"\0" + value).hexdigest().encode()
 
 
 def _request_event(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> h11.Request:
