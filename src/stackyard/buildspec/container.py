@@ -320,14 +320,14 @@ class ContainerShell(CommandShell):
         """When processes could not start for the build's process limit since the last
         time it was said: which limit, and what to change (said once per hit). Read from
         the container's pids cgroup; once the container is gone (the limit starved its
-        shell, which ended it), from that shell's own "Cannot fork" when memory was not
-        the cause."""
+        shell, which ended it), from the kernel's log of the fork it refused there, or
+        that shell's own "Cannot fork", when memory was not the cause."""
         hits = self._container.pids_limit_hits()
         if hits is not None:
             if hits <= self._pids_hits:
                 return None
             self._pids_hits = hits
-        elif memory or self._pids_hits or not agent.could_not_fork():
+        elif memory or self._pids_hits or not self._said_no_fork(agent):
             return None
         else:
             self._pids_hits = 1
@@ -336,6 +336,11 @@ class ContainerShell(CommandShell):
             "could not start more; start fewer at once (a runaway loop?), or raise "
             "build.pids_limit in stackyard.yml, up to the platform's (stackyard up --build-pids)"
         )
+
+    def _said_no_fork(self, agent: _Agent) -> bool:
+        """Whether a gone container could not start a process: the kernel's log, or its
+        shell's last words."""
+        return self._container.forks_refused() or agent.could_not_fork()
 
     def _stopped_reason(self) -> str | None:
         if self._watch is not None and self._watch.exceeded:

@@ -23,6 +23,7 @@ import docker.errors
 
 from stackyard.errors import ComponentError, ConfigError, StackyardError
 from stackyard.images.dockerproxy.rules import BuildLimits
+from stackyard.images.kernel_log import KernelLog, fork_rejected_in
 
 LABEL_BUILD = "dev.stackyard.build"  # "<stack>:<build number>" or "<stack>:<stage>"
 LABEL_BUILD_PLATFORM = "dev.stackyard.build-platform"  # the data dir's id, or "local"
@@ -118,6 +119,8 @@ class BuildContainer:
             raise _unreachable(exc) from exc
         self._api = self._client.api
         self.id = ""
+        self._kernel_log: KernelLog | None = None
+        self._forks_refused = False
 
     def create(self, spec: BuildContainerSpec) -> str:
         """Create (not start) the container; a missing image is a ConfigError saying how to
@@ -135,6 +138,7 @@ class BuildContainer:
         except docker.errors.DockerException as exc:
             raise _translate(exc, "cannot create the build container") from exc
         self.id = str(created["Id"])
+        self._kernel_log = KernelLog()  # from before the container's first process on
         return self.id
 
     def cgroup_parent(self) -> str | None:
@@ -223,6 +227,14 @@ class BuildContainer:
                     return int(value)
         return None
 
+    def forks_refused(self) -> bool:
+        """Whether the kernel logged that the process limit refused a fork in this
+        container (or a RUN step nested in it): still known once the container and its
+        cgroup are gone. False where this host's kernel log cannot be read."""
+        if not self._forks_refused and self._kernel_log is not None:
+            self._forks_refused = fork_rejected_in(self._kernel_log.lines(), self.id)
+        return self._forks_refused
+
     def kill(self) -> None:
         try:
             self._api.kill(self.id)
@@ -245,6 +257,8 @@ class BuildContainer:
             raise _translate(exc, "cannot remove the build container") from exc
 
     def close(self) -> None:
+        if self._kernel_log is not None:
+            self._kernel_log.close()
         self._client.close()
 
     def remove_leftovers(self, platform_id: str) -> list[str]:
