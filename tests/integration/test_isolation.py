@@ -276,8 +276,10 @@ def test_a_buildkit_build_pushes_to_its_own_repository_and_nowhere_else(
     assert build_containers(yard) == []
 
 
-def warm_containers(yard: RunningPlatform) -> list[dict[str, Any]]:
-    """The platform's warm build container (inspected), once the last build's is removed."""
+def warm_containers(yard: RunningPlatform, last_log: str) -> list[dict[str, Any]]:
+    """The platform's warm build container (inspected), once the container of the last
+    build (whose log, ``last_log``, names it) is removed: that one is removed after the
+    build, in the background, and may still be listed for a moment."""
     deadline = time.monotonic() + 30
     while True:
         ids = subprocess.run(
@@ -285,6 +287,7 @@ def warm_containers(yard: RunningPlatform) -> list[dict[str, Any]]:
              f"label=dev.stackyard.build-platform={platform_id(yard)}"],
             capture_output=True, text=True, timeout=60, check=True,
         ).stdout.split()  # fmt: skip
+        ids = [found for found in ids if f"({found[:12]})" not in last_log]
         if ids or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -310,9 +313,10 @@ def test_the_warm_build_container_holds_nothing_of_a_stack_and_serves_one_build(
     repo.commit("a spec")
     yard.cli("stacks", "create", "warmth", "--repo", str(repo.path))
     set_secret(yard, "warmth", "WARMTH_SECRET", "warmth-secret-5e1c")
-    assert build(yard, "warmth")["status"] == "SUCCEEDED"  # builds now want a warm one
+    first = build(yard, "warmth")
+    assert first["status"] == "SUCCEEDED"  # builds now want a warm one
 
-    [warm] = warm_containers(yard)
+    [warm] = warm_containers(yard, first["log"])
     # Made for no stack: the image's variables only, empty directories, and a Docker API
     # that refuses everything, even to a command run inside it.
     assert not [v for v in warm["Config"]["Env"] if "WARMTH" in v or "REGISTRY" in v]
@@ -332,7 +336,7 @@ def test_the_warm_build_container_holds_nothing_of_a_stack_and_serves_one_build(
     assert record["status"] == "SUCCEEDED", record["log"]
     assert f"built in {warm['Config']['Hostname']}" in record["log"]
     assert f"({warm['Id'][:12]})" in record["log"]
-    [after] = warm_containers(yard)
+    [after] = warm_containers(yard, record["log"])
     assert after["Id"] != warm["Id"]
     assert build_containers(yard) == []
 
