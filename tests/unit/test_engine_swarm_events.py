@@ -4,8 +4,8 @@ after, become the task events in the order they happened (``_kinds``). Plain tup
 
 from __future__ import annotations
 
-from stackyard.engines.base import TaskEventKind
-from stackyard.engines.swarm import _current_tasks, _kinds
+from stackyard.engines.base import TaskEventKind, TaskState
+from stackyard.engines.swarm import _current_tasks, _kinds, _moved, _task_info
 
 CREATED, STARTED, EXITED, REMOVED = (
     TaskEventKind.CREATED,
@@ -74,3 +74,25 @@ def test_a_new_task_with_none_running_is_the_current_one() -> None:
     ended = swarm_task("t1", "shutdown", "shutdown", "2026-01-01T00:00:01Z")
     placing = swarm_task("t2", "pending", "running", "2026-01-01T00:00:09Z")
     assert _current_tasks([ended, placing])["s1"]["ID"] == "t2"
+
+
+def service(replicas: int = 1) -> dict[str, object]:
+    return {"ID": "s1", "Spec": {"Name": "t", "Mode": {"Replicated": {"Replicas": replicas}}}}
+
+
+def test_a_task_swarm_moves_stop_first_is_moving_until_it_runs_again() -> None:
+    """Stop-first (Swarm's default update order): the old task is told to shut down and the
+    new one is on its way. The task is MOVING (not ended: the stage waits for it), and a
+    service's first task on its way is only CREATED."""
+    leaving = swarm_task("t1", "running", "shutdown", "2026-01-01T00:00:01Z")
+    placing = swarm_task("t2", "assigned", "running", "2026-01-01T00:00:09Z")
+    listed = [leaving, placing]
+    assert _moved(listed) == {"s1"}
+    current = _current_tasks(listed)["s1"]
+    assert _task_info(service(), current, {}, moved=True).state is TaskState.MOVING
+    assert _task_info(service(), current, {}, moved=False).state is TaskState.CREATED
+    assert _moved([placing]) == set()
+    running = swarm_task("t2", "running", "running", "2026-01-01T00:00:09Z")
+    assert _task_info(service(), running, {}, moved=True).state is TaskState.RUNNING
+    failed = {**placing, "Status": {"State": "rejected", "Err": "port taken"}}
+    assert _task_info(service(), failed, {}, moved=True).state is TaskState.EXITED

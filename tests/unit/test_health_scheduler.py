@@ -157,6 +157,22 @@ def test_only_a_changed_judgement_wakes_the_stage() -> None:
     assert probes.record("t1", True, "HTTP 200", 105.0) is None
 
 
+def test_a_task_that_moved_is_not_judged_at_its_new_address_until_probed_there() -> None:
+    """A swarm task rescheduled onto another node keeps its id: its judgement at the old
+    address must not route the new one (the stage may see it run there before it tracks
+    the move); tracked at the new address, it starts over."""
+    probes = scheduler()
+    probes.watch("shop/dev", "t1", HERE, CHECK)
+    probes.due(100.0)
+    probes.record("t1", True, "HTTP 200", 100.0)
+    there = Address("127.0.0.3", 1)
+    assert probes.judgements("shop/dev", {"t1": HERE})["t1"].health is TaskHealth.HEALTHY
+    assert probes.judgements("shop/dev", {"t1": there}) == {}
+    probes.track("shop/dev", {"t1": (there, CHECK)}, 101.0)
+    assert probes.judgements("shop/dev", {"t1": there})["t1"].health is TaskHealth.STARTING
+    assert probes.due(101.0) == [("t1", there, CHECK)]
+
+
 def test_after_the_start_period_retries_failures_make_it_unhealthy() -> None:
     probes = scheduler()
     probes.watch("shop/dev", "t1", HERE, CHECK)

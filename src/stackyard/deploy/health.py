@@ -358,13 +358,18 @@ class ProbeScheduler(Generic[Key]):
             for task_id in [i for i, t in self._tracked.items() if t.key == key]:
                 del self._tracked[task_id]
 
-    def judgements(self, key: Key) -> dict[str, Judgement]:
-        """The stage's probed tasks, as last judged (STARTING until a probe decides)."""
+    def judgements(
+        self, key: Key, addresses: Mapping[str, Address] | None = None
+    ) -> dict[str, Judgement]:
+        """The stage's probed tasks, as last judged (STARTING until a probe decides).
+        With ``addresses`` (task id -> where it answers now), only the tasks judged at that
+        address: a task that moved to another node is not judged there yet."""
         with self._condition:
             return {
                 task_id: Judgement(t.record.status, t.record.output)
                 for task_id, t in self._tracked.items()
                 if t.key == key
+                and (addresses is None or addresses.get(task_id) == t.record.address)
             }
 
     # -- scheduling steps

@@ -41,7 +41,7 @@ from stackyard.deploy.keys import Domains, StageKey, stage_route
 from stackyard.deploy.plan import TaskHealth
 from stackyard.deploy.portpool import route_port
 from stackyard.deploy.targetengines import LOCAL, TargetEngines
-from stackyard.engines.base import LABEL_RELEASE, Engine, NodeInfo, TaskInfo
+from stackyard.engines.base import LABEL_RELEASE, Engine, NodeInfo, TaskInfo, TaskState
 from stackyard.errors import StackyardError, require
 from stackyard.images.dockerize.python import platform_hosts
 from stackyard.ports import port_free
@@ -278,7 +278,10 @@ class StageObserver:
         forgets the tasks that exited."""
         checks = {str(r.number): health_settings(r) for r in (found.release, *found.labelled)}
         target = checks[str(found.release.number)]
-        probed = self._health.judgements(self.key)
+        # Judged at the address each task has now: one that moved is probed anew there.
+        probed = self._health.judgements(
+            self.key, {t.id: t.address for t in tasks if t.address is not None}
+        )
         judged, watched = {}, {}
         for task in tasks:
             check = checks.get(task.labels.get(LABEL_RELEASE, ""), target)
@@ -304,7 +307,16 @@ class StageObserver:
         """The task as decide() sees it; the output of a bad one (its last health check,
         and its last log lines if it is not accounted for yet), masked."""
         judgement = judged.get(task.id, Judgement(TaskHealth.STARTING))
-        state = judgement.health if task.running else TaskHealth.EXITED
+        # A task the engine moves to another node is on its way, not gone: it serves again
+        # once its health check passes at its new address.
+        moving = task.state is TaskState.MOVING
+        state = (
+            judgement.health
+            if task.running
+            else TaskHealth.STARTING
+            if moving
+            else TaskHealth.EXITED
+        )
         bad = state in (TaskHealth.UNHEALTHY, TaskHealth.EXITED)
         accounted = task.id in memory.stopping or task.id in memory.counted
         read_logs = read_logs and bad and not accounted

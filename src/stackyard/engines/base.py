@@ -41,6 +41,9 @@ NODE_LABEL_DRAINING = "dev.stackyard.draining"
 class TaskState(StrEnum):
     CREATED = "created"
     RUNNING = "running"
+    # The engine moves it to another node (a swarm service an operator updated): it runs
+    # nowhere until it runs there, at a new address. Not an end: the stage waits for it.
+    MOVING = "moving"
     EXITED = "exited"  # stopped or crashed; see exit_code
 
 

@@ -259,8 +259,9 @@ class SwarmEngine(DockerApiEngine):
         tasks = self._call(api.tasks, filters=filters)
         nodes = {node.id: node for node in self.nodes()}
         current = _current_tasks(tasks)
+        moved = _moved(tasks)
         return [
-            self._remember(_task_info(s, current.get(str(s["ID"])), nodes))
+            self._remember(_task_info(s, current.get(str(s["ID"])), nodes, str(s["ID"]) in moved))
             for s in services
             if not self._hidden(str(s["ID"]))
         ]
@@ -273,7 +274,8 @@ class SwarmEngine(DockerApiEngine):
         # A filter on a service id also matches ids it prefixes: keep this service's own.
         tasks = [t for t in tasks if t.get("ServiceID") == service_id]
         nodes = {node.id: node for node in self.nodes()}
-        return self._remember(_task_info(service, _current_tasks(tasks).get(service_id), nodes))
+        task = _current_tasks(tasks).get(service_id)
+        return self._remember(_task_info(service, task, nodes, service_id in _moved(tasks)))
 
     def _remember(self, info: TaskInfo) -> TaskInfo:
         """The task as listed, with the exit code and end Swarm reaped filled in from what
@@ -560,6 +562,18 @@ def _current_tasks(tasks: list[Mapping[str, Any]]) -> dict[str, Mapping[str, Any
     return current
 
 
+def _moved(tasks: list[Mapping[str, Any]]) -> set[str]:
+    """The services with more than one Swarm task: Swarm moved theirs (an operator's
+    ``docker service update``, a forced drain), as a service has one replica and no
+    restarts. While its current task is on its way, the task is moving."""
+    seen: set[str] = set()
+    moved: set[str] = set()
+    for task in tasks:
+        service = str(task.get("ServiceID", ""))
+        (moved if service in seen else seen).add(service)
+    return moved
+
+
 def _created(task: Mapping[str, Any]) -> str:
     return str(task.get("CreatedAt", ""))
 
@@ -590,7 +604,10 @@ def _pinned(service: Mapping[str, Any]) -> str:
 
 
 def _task_info(
-    service: Mapping[str, Any], task: Mapping[str, Any] | None, nodes: Mapping[str, NodeInfo]
+    service: Mapping[str, Any],
+    task: Mapping[str, Any] | None,
+    nodes: Mapping[str, NodeInfo],
+    moved: bool = False,
 ) -> TaskInfo:
     spec = service.get("Spec") or {}
     labels = {str(k): str(v) for k, v in (spec.get("Labels") or {}).items()}
@@ -599,7 +616,7 @@ def _task_info(
     port = int(port_label) if port_label.isdigit() else None
     node_id = str((task or {}).get("NodeID") or "") or _pinned(service)
     node = nodes.get(node_id)
-    state, exit_code, error, started, finished = _task_state(service, task, node)
+    state, exit_code, error, started, finished = _task_state(service, task, node, moved)
     address = None
     if port is not None and node is not None and node.address:
         address = Address(node.address, port)
@@ -621,9 +638,13 @@ def _task_info(
 
 
 def _task_state(
-    service: Mapping[str, Any], task: Mapping[str, Any] | None, node: NodeInfo | None
+    service: Mapping[str, Any],
+    task: Mapping[str, Any] | None,
+    node: NodeInfo | None,
+    moved: bool = False,
 ) -> tuple[TaskState, int | None, str, datetime | None, datetime | None]:
-    """(state, exit code, error, started, finished) of a service's one task."""
+    """(state, exit code, error, started, finished) of a service's one task; ``moved``:
+    the service had a task before this one (a task on its way is then MOVING)."""
     if task is None:  # not scheduled yet, or stopped and reaped
         if _replicas(service) == 0:
             return TaskState.EXITED, None, "", None, _time(service.get("UpdatedAt"))
@@ -656,7 +677,7 @@ def _task_state(
                 None,
                 stamp,
             )
-        return TaskState.CREATED, None, "", None, None
+        return TaskState.MOVING if moved else TaskState.CREATED, None, "", None, None
     if swarm_state == "rejected" and err.startswith("No such image"):
         err = f"{where} could not pull the image: {err} (the node's own log has the pull error)"
     elif ran and swarm_state != "rejected":

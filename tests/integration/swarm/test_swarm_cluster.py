@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -384,3 +386,122 @@ def test_git_push_goes_through_dev_staging_and_prod_on_the_swarm(
         assert len({node_of(t, ids) for t in running}) == spread, running
         assert served_version(stage_url(yard, "shop", stage)) == "v1"
     assert len(digests) == 1  # built once, promoted as the same image
+
+
+LOAD_CONNECTIONS = 8  # Load's default
+
+# The app of the reschedule test: /healthz answers 404 for its first 3 s on every start, so
+# a task routed before a health check passed at its address shows up as such.
+LATE_HEALTH_DOCKERFILE = """\
+FROM busybox:latest
+COPY www /www
+CMD ["sh", "-c", "mv /www/healthz /healthz.later; (sleep 3; mv /healthz.later /www/healthz) & \
+exec busybox httpd -f -p ${HOST:-127.0.0.1}:${PORT:-8080} -h /www"]
+"""
+
+
+class RoutePoller:
+    """Reads the stage's upstreams (as the keeper applied them) in a loop on a thread, and
+    asks ``/healthz`` at ``probe`` (an address) right after each read: (upstreams, passed,
+    monotonic time)."""
+
+    def __init__(self, yard: RunningPlatform, stack: str, probe: str) -> None:
+        self.samples: list[tuple[frozenset[str], bool, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(yard, stack, probe))
+        self._thread.start()
+
+    def _run(self, yard: RunningPlatform, stack: str, probe: str) -> None:
+        with httpx.Client(timeout=1) as client:
+            while not self._stop.is_set():
+                routed = frozenset(upstreams(yard, stack))
+                try:
+                    passed = client.get(f"http://{probe}/healthz").status_code == 200
+                except httpx.HTTPError:
+                    passed = False
+                self.samples.append((routed, passed, time.monotonic()))
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def test_a_task_swarm_reschedules_leaves_the_route_and_rejoins_only_once_healthy_there(
+    yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
+) -> None:
+    # spread: none: Swarm picks the node and the task binds 0.0.0.0, so an operator's
+    # `docker service update` can move it (a pinned task's node.id constraint holds it).
+    repo = new_stack(yard, tmp_path, "mover", replicas=2, extra="    placement: {spread: none}\n")
+    repo.write("Dockerfile", LATE_HEALTH_DOCKERFILE)
+    repo.commit("health passes 3 s after each start")
+    ship(yard, "mover")
+    converged(yard, "mover")
+    before = tasks(yard, "mover")
+    moved = before[0]
+    ids = swarm_cluster.node_ids()
+    names = {v: k for k, v in ids.items()}
+    there = next(n for n in ("n2", "n3", "n1") if ids[n] != moved["node"])
+    old_address = moved["address"]
+    new_address = f"{swarm_cluster.nodes[there].address}:{old_address.rsplit(':', 1)[1]}"
+    assert set(upstreams(yard, "mover")) == {t["address"] for t in before}
+    poller = RoutePoller(yard, "mover", new_address)
+    load = Load(stage_url(yard, "mover"), seconds=20)
+    try:
+        time.sleep(2)  # load before the move
+        # The operator moves it: Swarm's default update order stops the old task first.
+        moved_at = time.monotonic()
+        subprocess.run(
+            ["docker", "-H", swarm_cluster.endpoint, "service", "update", "--detach",
+             "--constraint-add", f"node.id=={ids[there]}", moved["name"]],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+
+        def rejoined() -> bool:
+            found = {t["id"]: t for t in tasks(yard, "mover")}
+            task = found.get(moved["id"])
+            return (
+                task is not None
+                and task["address"] == new_address
+                and task["health"] == "healthy"
+                and new_address in upstreams(yard, "mover")
+            )
+
+        wait_for(f"{moved['name']} healthy and routed on {there}", rejoined, timeout=120)
+    finally:
+        result = load.result()
+        poller.stop()
+    samples = poller.samples
+    assert samples, "the poller read nothing"
+    # The old address leaves the route and never comes back; the new one is routed only
+    # once its health check passes there (the app's /healthz answers 404 for 3 s).
+    left = next(i for i, (routed, _, _) in enumerate(samples) if old_address not in routed)
+    assert not any(old_address in routed for routed, _, _ in samples[left:]), samples
+    joined = next(i for i, (routed, _, _) in enumerate(samples) if new_address in routed)
+    assert left <= joined
+    assert samples[joined][1], f"{new_address} routed before its /healthz passed: {samples}"
+    print(
+        f"\nreschedule: {old_address} left the route {samples[left][2] - moved_at:.1f} s after "
+        f"the update, {new_address} joined after {samples[joined][2] - moved_at:.1f} s; wrk: "
+        f"{result.requests} requests, {result.failed} failed ({result.read_errors} cut off)"
+    )
+    # Only what the stop itself cut off fails: a response in flight on the old task.
+    assert result.requests > 0
+    assert result.failed == result.read_errors <= LOAD_CONNECTIONS, result.output
+    state = converged(yard, "mover")
+    assert all(t["match"] for t in state["tasks"])
+    after = tasks(yard, "mover")
+    assert [t["health"] for t in after] == ["healthy", "healthy"], after
+    assert names[next(t for t in after if t["id"] == moved["id"])["node"]] == there
+    assert sorted(upstreams(yard, "mover")) == sorted(t["address"] for t in after)
+    platform_id = (yard.data_dir / "platform-id").read_text().strip()
+    client = swarm_cluster.manager.client()
+    try:
+        services = client.services.list(
+            filters={
+                "label": [f"dev.stackyard.platform={platform_id}", "dev.stackyard.stack=mover"]
+            }
+        )
+        assert sorted(s.name for s in services) == sorted(t["name"] for t in after)
+    finally:
+        client.close()
