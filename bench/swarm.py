@@ -34,6 +34,7 @@ Usage (as root: it may start Docker daemons):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -41,7 +42,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -469,38 +470,45 @@ class Results:
     stackyard_latency: list[tuple[float, float]] = field(default_factory=list)
     floor: list[float] = field(default_factory=list)
     cost: Cost | None = None
-    started_swarm: bool = False
+
+
+@contextlib.contextmanager
+def bench_platform(prefix: str) -> Iterator[tuple[RunningPlatform, SwarmCluster, Path]]:
+    """The test swarm (started if it is not there, and then stopped at the end) and one
+    platform on it, in a temporary directory: (platform, cluster, directory)."""
+    started_swarm = not answers(swarm_node(1))
+    setup_host(NODES)
+    cluster = SwarmCluster({f"n{n}": swarm_node(n) for n in range(1, NODES + 1)})
+    try:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            directory = Path(tmp)
+            platform = swarm_platform(directory / "data", cluster)
+            try:
+                yield platform, cluster, directory
+            finally:
+                stop_swarm_platform(platform, cluster)
+    finally:
+        if started_swarm:
+            setup_host(0)
 
 
 def measure(runs: int) -> Results:
     results = Results()
-    results.started_swarm = not answers(swarm_node(1))
-    setup_host(NODES)
-    cluster = SwarmCluster({f"n{n}": swarm_node(n) for n in range(1, NODES + 1)})
-    try:
-        with tempfile.TemporaryDirectory(prefix="stackyard-bench-swarm-") as tmp:
-            directory = Path(tmp)
-            platform = swarm_platform(directory / "data", cluster)
-            try:
-                prepared = prepare(platform, cluster, directory)
-                auth = {"Authorization": f"Bearer {platform.token}"}
-                with httpx.Client(base_url=platform.api_url, timeout=60, headers=auth) as api:
-                    for _ in range(runs):
-                        results.runs.append(stackyard_run(prepared))
-                        results.runs.append(swarm_run(prepared, "start-first"))
-                        results.runs.append(swarm_run(prepared, "stop-first"))
-                    for n in range(runs):  # interleaved; the side that goes first alternates
-                        if n % 2:
-                            results.floor.append(floor_latency(prepared))
-                        results.stackyard_latency.append(stackyard_latency(prepared, api))
-                        if not n % 2:
-                            results.floor.append(floor_latency(prepared))
-                    results.cost = cost(prepared, api)
-            finally:
-                stop_swarm_platform(platform, cluster)
-    finally:
-        if results.started_swarm:
-            setup_host(0)
+    with bench_platform("stackyard-bench-swarm-") as (platform, cluster, directory):
+        prepared = prepare(platform, cluster, directory)
+        auth = {"Authorization": f"Bearer {platform.token}"}
+        with httpx.Client(base_url=platform.api_url, timeout=60, headers=auth) as api:
+            for _ in range(runs):
+                results.runs.append(stackyard_run(prepared))
+                results.runs.append(swarm_run(prepared, "start-first"))
+                results.runs.append(swarm_run(prepared, "stop-first"))
+            for n in range(runs):  # interleaved; the side that goes first alternates
+                if n % 2:
+                    results.floor.append(floor_latency(prepared))
+                results.stackyard_latency.append(stackyard_latency(prepared, api))
+                if not n % 2:
+                    results.floor.append(floor_latency(prepared))
+            results.cost = cost(prepared, api)
     return results
 
 
