@@ -96,3 +96,12 @@ def test_a_task_swarm_moves_stop_first_is_moving_until_it_runs_again() -> None:
     assert _task_info(service(), running, {}, moved=True).state is TaskState.RUNNING
     failed = {**placing, "Status": {"State": "rejected", "Err": "port taken"}}
     assert _task_info(service(), failed, {}, moved=True).state is TaskState.EXITED
+
+
+def test_a_task_on_a_node_that_left_the_swarm_has_ended() -> None:
+    """`docker node rm` of a node that still held a task: Swarm keeps the task's last state
+    (running) for ever; the task ended, and its stage replaces it."""
+    running = {**swarm_task("t1", "running", "running", "2026-01-01T00:00:01Z"), "NodeID": "gone"}
+    info = _task_info(service(), running, {})
+    assert info.state is TaskState.EXITED
+    assert info.error == "lost: node gone left the swarm"

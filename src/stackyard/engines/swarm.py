@@ -657,15 +657,21 @@ def _task_state(
     ran = bool(container.get("ContainerID"))
     exit_code = int(container.get("ExitCode", 0)) if ran else None
     err = str(status.get("Err") or "")
-    lost = node is not None and not node.ready
     where = f"node {node.name} ({node.address or node.id})" if node is not None else "its node"
+    # A task whose node is down, or no longer in the swarm (`docker node rm`: Swarm then
+    # never hears from it again and keeps its last state), has ended.
+    lost = ""
+    if node is not None and not node.ready:
+        lost = f"lost: {where} is {node.state}"
+    elif node is None and task.get("NodeID"):
+        lost = f"lost: node {task['NodeID']} left the swarm"
     if swarm_state == _RUNNING:
-        if lost and node is not None:
-            return TaskState.EXITED, None, f"lost: {where} is {node.state}", stamp, stamp
+        if lost:
+            return TaskState.EXITED, None, lost, stamp, stamp
         return TaskState.RUNNING, None, "", stamp, None
     if swarm_state in _ON_ITS_WAY:
-        if lost and node is not None:
-            return TaskState.EXITED, None, f"lost: {where} is {node.state}", None, stamp
+        if lost:
+            return TaskState.EXITED, None, lost, None, stamp
         if swarm_state == "pending" and err:
             constraints = (
                 ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("Placement") or {}
