@@ -126,11 +126,17 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 120) -> Any:
 
 
 def converged(yard: RunningPlatform, stack: str, stage: str = "dev", timeout: float = 120) -> Any:
-    return wait_for(
-        f"{stack}/{stage} converged",
-        lambda: (state := check(yard, stack, stage))["converged"] and state,
-        timeout,
-    )
+    last: list[Any] = []
+
+    def probe() -> Any:
+        last[:] = [check(yard, stack, stage)]
+        return last[0]["converged"] and last[0]
+
+    try:
+        return wait_for(f"{stack}/{stage} converged", probe, timeout)
+    except AssertionError as exc:  # say what check and the tasks show
+        shown = json.dumps({"check": last, "tasks": tasks(yard, stack, stage)}, indent=1)
+        raise AssertionError(f"{exc}\n{shown}") from None
 
 
 def served_version(url: str) -> str:
