@@ -165,10 +165,13 @@ class SwarmEngine(DockerApiEngine):
         # code with it: the last ended state seen of each service, until it is removed.
         self._ended: dict[str, TaskInfo] = {}
         self._ended_lock = threading.Lock()
-        # Services whose start() has not returned: listed by no one but that start (as a
-        # docker start's container is not there while its image is pulled). A start that
-        # fails removes its service; seen by the task watch meanwhile, it would count as a
-        # second failure (a task that exited without a status).
+        # The names of the services whose start() has not returned: listed by no one but
+        # that start (as a docker start's container is not there while its image is
+        # pulled). A start that fails removes its service; seen by the task watch
+        # meanwhile, it would count as a second failure (a task that exited without a
+        # status). By name, and from before the service exists: hidden by id only once
+        # Swarm answered, a service listed in between and hidden after looked removed
+        # to the event stream, and the task watch then ignored the task for good.
         self._starting: set[str] = set()
 
     # -- the seam -----------------------------------------------------------------------------
@@ -203,24 +206,24 @@ class SwarmEngine(DockerApiEngine):
         host = node.address if node is not None and node.address else "0.0.0.0"
         secrets = self._create_secrets(spec)
         request = service_request(spec, host, secrets)
-        try:
-            created = self._post("/services/create", request.body, self._auth_header(spec))
-        except StackyardError:
-            self._remove_secrets(spec.name)
-            raise
-        service_id = str(created["ID"])
         with self._ended_lock:
-            self._starting.add(service_id)
+            self._starting.add(spec.name)
         try:
-            return self._started(service_id, spec.name)
+            try:
+                created = self._post("/services/create", request.body, self._auth_header(spec))
+            except StackyardError:
+                self._remove_secrets(spec.name)
+                raise
+            return self._started(str(created["ID"]), spec.name)
         finally:
             with self._ended_lock:
-                self._starting.discard(service_id)
+                self._starting.discard(spec.name)
 
-    def _hidden(self, service_id: str) -> bool:
+    def _hidden(self, service: Mapping[str, Any]) -> bool:
         """A service whose start() has not returned yet."""
+        name = str((service.get("Spec") or {}).get("Name", ""))
         with self._ended_lock:
-            return service_id in self._starting
+            return name in self._starting
 
     def _started(self, service_id: str, name: str) -> TaskInfo:
         """The task once its node runs it (or it ran and ended); a task that never gets to
@@ -263,7 +266,7 @@ class SwarmEngine(DockerApiEngine):
         return [
             self._remember(_task_info(s, current.get(str(s["ID"])), nodes, str(s["ID"]) in moved))
             for s in services
-            if not self._hidden(str(s["ID"]))
+            if not self._hidden(s)
         ]
 
     def inspect(self, task_id: str) -> TaskInfo:
@@ -842,7 +845,7 @@ class _Follower:
         labels_of: dict[str, dict[str, str]] = {}
         for service in services:
             service_id = str(service["ID"])
-            if self._engine._hidden(service_id):
+            if self._engine._hidden(service):
                 continue  # its start() reports it
             task = tasks.get(service_id) or {}
             status = task.get("Status") or {}

@@ -55,6 +55,16 @@ def yard(
         stop_swarm_platform(running, swarm_cluster)
 
 
+@pytest.fixture(autouse=True)
+def leaves_no_stack(yard: RunningPlatform) -> Iterator[None]:
+    """Each test's stacks are deleted when it ends. The swarm is shared with other test
+    sessions' stages: a module that kept all of its stages running filled n1's cpu
+    reservations, and a later test's start failed ("insufficient resources on 1 node")."""
+    yield
+    for stack in json.loads(yard.cli("stacks", "list", "--json").stdout):
+        yard.cli("stacks", "delete", stack["name"], "--yes", timeout=180)
+
+
 def node_of(task: dict[str, object], cluster_ids: dict[str, str]) -> str:
     names = {node_id: name for name, node_id in cluster_ids.items()}
     return names[str(task["node"])]
