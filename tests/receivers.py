@@ -111,7 +111,11 @@ class HttpReceiver:
 
     def stop(self) -> None:
         self.script.hold.set()
-        self.server.shutdown()
+        # shutdown() waits for serve_forever to end, forever if it is not running: a CI
+        # run once hung here with the server's thread gone (cause not found), so only a
+        # running server is asked.
+        if self._thread.is_alive():
+            self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=10)
 
