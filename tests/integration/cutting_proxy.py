@@ -10,6 +10,8 @@ import socket
 import threading
 from contextlib import suppress
 
+from tests.integration.accepting import stop_accepting
+
 
 class CuttingProxy:
     def __init__(self, upstream: tuple[str, int], budget: int) -> None:
@@ -22,7 +24,8 @@ class CuttingProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._running = True
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
 
     @property
     def endpoint(self) -> str:
@@ -34,7 +37,7 @@ class CuttingProxy:
 
     def stop(self) -> None:
         self._running = False
-        self._listener.close()
+        stop_accepting(self._listener, self._accepting)
         self._close_all()
 
     def _accept(self) -> None:

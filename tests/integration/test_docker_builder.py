@@ -20,6 +20,7 @@ import pytest
 from stackyard.errors import ComponentError
 from stackyard.images.docker_builder import DockerBuilder
 from stackyard.images.dockerproxy.server import engine_socket_path
+from tests.integration.accepting import stop_accepting
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +39,11 @@ class DroppingRelay:
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(path))
         self._listener.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
 
     def stop(self) -> None:
-        self._listener.close()
+        stop_accepting(self._listener, self._accepting)
         with self._lock:
             for sock in self._sockets:
                 with suppress(OSError):
