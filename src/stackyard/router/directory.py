@@ -354,12 +354,7 @@ class UpstreamDirectory:
             if not isinstance(hosts, list):
                 raise UsageError("'hosts' must be a list of host names")
             names = [str(h) for h in hosts]
-            change = self.set_hosts(_route_of(request), names, str(request["tls"]))
-            return {"changed": change.changed, "asked_ago": change.asked_ago}
-
-        def drop(request: Message) -> Message:
-            change = self.drop(_route_of(request))
-            return {"changed": change.changed, "asked_ago": change.asked_ago}
+            return _change_message(self.set_hosts(_route_of(request), names, str(request["tls"])))
 
         def set_helpers(request: Message) -> Message:
             dials = request.get("dials")
@@ -378,7 +373,7 @@ class UpstreamDirectory:
             "names": names,
             "set": set_route,
             "get": lambda request: {"upstreams": self.get(_route_of(request))},
-            "drop": drop,
+            "drop": lambda request: _change_message(self.drop(_route_of(request))),
             "table": lambda _request: {"routes": {r: list(d) for r, d in self.table().items()}},
         }
 
@@ -414,23 +409,14 @@ class UpstreamDirectory:
         name = str(query.q.qname).lower()
         host = ""
         if query.q.qtype == QTYPE.SRV and name.endswith(f".routes.{ZONE}"):
-            route = name.removesuffix(f".routes.{ZONE}")
-            for dial in self.get(route) or []:
-                ip, port = split_dial(dial)
-                reply.add_answer(
-                    RR(name, QTYPE.SRV, ttl=0, rdata=SRV(10, 10, port, target_name(ip)))
-                )
+            _add_srv(reply, name, self.get(name.removesuffix(f".routes.{ZONE}")) or [])
         elif query.q.qtype == QTYPE.SRV and _zone_of(name):
             zone = _zone_of(name)
             host = name.removesuffix(f".{zone}")
             dials = self._host_dials(host, zone)
             if dials is None:
                 reply.header.rcode = RCODE.NXDOMAIN
-            for dial in dials or []:
-                ip, port = split_dial(dial)
-                reply.add_answer(
-                    RR(name, QTYPE.SRV, ttl=0, rdata=SRV(10, 10, port, target_name(ip)))
-                )
+            _add_srv(reply, name, dials or [])
         elif query.q.qtype in (QTYPE.A, QTYPE.AAAA) and _ip_of_target(name) is not None:
             if query.q.qtype == QTYPE.A:
                 reply.add_answer(RR(name, QTYPE.A, ttl=0, rdata=A(_ip_of_target(name))))
@@ -458,6 +444,18 @@ class UpstreamDirectory:
             self._asked.clear()  # garbage names: forget them all, conservatively
             self._forgotten = time.monotonic()
         self._asked[host] = time.monotonic()
+
+
+def _add_srv(reply: DNSRecord, name: str, dials: Sequence[str]) -> None:
+    """One SRV answer per dial, its target the name of the dial's address."""
+    for dial in dials:
+        ip, port = split_dial(dial)
+        reply.add_answer(RR(name, QTYPE.SRV, ttl=0, rdata=SRV(10, 10, port, target_name(ip))))
+
+
+def _change_message(change: NameChange) -> Message:
+    """A change of host names as the control socket answers it (``_name_change`` reads it)."""
+    return {"changed": change.changed, "asked_ago": change.asked_ago}
 
 
 def _zone_of(name: str) -> str:
