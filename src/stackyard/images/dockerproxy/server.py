@@ -405,10 +405,7 @@ class _Connection:
         """The engine's answer to a session it did not switch, passed on as it gave it."""
         if not isinstance(event, h11.Response):
             raise ConnectionError("the engine closed the connection mid-response")
-        self.status = event.status_code
-        await self._send(h11.Response(status_code=event.status_code,
-                                      headers=[*_response_headers(event),
-                                               (b"connection", b"close")]))  # fmt: skip
+        await self._pass_head(event, [(b"connection", b"close")])
         await self._pump_response(upstream)
 
     async def _judged(self, decision: Forward) -> Decision:
@@ -496,14 +493,19 @@ class _Connection:
             else:
                 raise ConnectionError("the build's docker client went away mid-request")
 
+    async def _pass_head(
+        self, event: h11.Response, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """The engine's status and headers, on to the client (with ``extra`` headers)."""
+        self.status = event.status_code
+        headers = [*_response_headers(event), *(extra or [])]
+        await self._send(h11.Response(status_code=event.status_code, headers=headers))
+
     async def _pump_response(self, upstream: _Upstream) -> None:
         while True:
             event = await upstream.next_event()
             if isinstance(event, h11.Response):
-                self.status = event.status_code
-                await self._send(
-                    h11.Response(status_code=event.status_code, headers=_response_headers(event))
-                )
+                await self._pass_head(event)
             elif isinstance(event, h11.Data):
                 await self._send(h11.Data(data=bytes(event.data)))
             elif isinstance(event, h11.EndOfMessage):
@@ -551,18 +553,14 @@ class _Connection:
             if isinstance(event, h11.Response):
                 first = self.http.our_state is h11.SEND_RESPONSE
                 if first and event.status_code != 200:
-                    self.status = event.status_code
-                    await self._send(h11.Response(status_code=event.status_code,
-                                                  headers=_response_headers(event)))  # fmt: skip
+                    await self._pass_head(event)
                     await self._pump_response(upstream)
                     return None
                 if event.status_code != 200:  # a retry refused outright: its body says why
                     status, body = event.status_code, (await upstream.whole_response())[1]
                     return f"HTTP {status}: {body.decode(errors='replace').strip()}"
                 if first:
-                    self.status = 200
-                    await self._send(h11.Response(status_code=200,
-                                                  headers=_response_headers(event)))  # fmt: skip
+                    await self._pass_head(event)
             elif isinstance(event, h11.Data):
                 pending += bytes(event.data)
                 *lines, pending = pending.split(b"\n")
