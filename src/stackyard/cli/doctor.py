@@ -60,13 +60,15 @@ def doctor(data_dir: DataDir = None, json_output: Json = False) -> None:
 def _running_settings(base: Settings) -> Settings:
     """The settings the running control plane was started with (its engine, endpoint,
     domain options), so doctor asks what the platform asks; ``base`` when none runs or
-    its command line cannot be read (doctor reports the control plane itself)."""
+    its command line cannot be read, with the ports it recorded (doctor reports the
+    control plane itself)."""
+    from stackyard.platform.inspection import effective_settings
     from stackyard.platform.upgrade import running_control_plane, settings_of
 
     try:
         return settings_of(base, running_control_plane(base), settings_of_command_line)
     except StackyardError:
-        return base
+        return effective_settings(base)
 
 
 def register(app: typer.Typer) -> None:

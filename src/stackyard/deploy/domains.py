@@ -84,8 +84,7 @@ def add_domain(session: Session, stack: Stack, stage: str, name: str) -> None:
         raise UsageError(str(exc)) from exc
     rows = list(session.scalars(select(StageRoute)))
     for row in rows:
-        taken = {row.host, *(row.aliases or ()), *(row.added_domains or ())}
-        if name in taken:
+        if name in row.names:
             owner = session.get(Stack, row.stack_id)
             where = f"stage {row.stage} of {owner.name if owner else '?'}"
             raise UsageError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,8 @@ TIMEOUT = 2.0  # seconds each component has to answer
 
 
 def effective_settings(settings: Settings) -> Settings:
-    """The settings with the ports the running platform recorded, if one runs."""
+    """The settings with the ports the running platform recorded, if one runs (for when
+    its command line cannot be read)."""
     try:
         state = PlatformState.read(settings.state_file)
     except StackyardError:
@@ -61,13 +63,14 @@ def effective_settings(settings: Settings) -> Settings:
 
 
 def observe(settings: Settings) -> DoctorFacts:
-    settings = effective_settings(settings)
+    """Every fact doctor judges, asked at ``settings``' addresses (the running platform's:
+    see doctor's ``_running_settings``)."""
     data_dir = settings.data_dir
     disk = filesystem_use(data_dir if data_dir.exists() else data_dir.parent)
     total, available = memory()
     router, config = _router(settings)
-    stacks, schema, database_error = _state(data_dir)
-    engine, orphans = _engine(settings, stacks)
+    stored = _state(data_dir)
+    engine, orphans = _engine(settings, stored.stacks)
     return DoctorFacts(
         data_dir=str(data_dir),
         user=os.getuid(),
@@ -81,13 +84,13 @@ def observe(settings: Settings) -> DoctorFacts:
         memory_total=total,
         memory_available=available,
         files=file_modes(data_dir),
-        schema=schema,
-        database_error=database_error,
+        schema=stored.schema,
+        database_error=stored.error,
         known_schemas=tuple(known_revisions()),
         orphans=orphans,
         disk_use=data_dir_use(data_dir) if data_dir.exists() else {},
         last_retention=_last_retention(data_dir),
-        certificates=None if config is None else _certificates(settings, config),
+        certificates=None if config is None else _certificates(settings, config, stored),
         now=datetime.now(UTC),
     )
 
@@ -143,11 +146,13 @@ def _sources(config: Any) -> tuple[RouteSource, ...]:
     return tuple(RouteSource(a.source.name, a.source.resolver, a.upstreams) for a in answers)
 
 
-def _certificates(settings: Settings, config: Any) -> tuple[CertificateFact, ...]:
+def _certificates(
+    settings: Settings, config: Any, stored: _StoredState
+) -> tuple[CertificateFact, ...]:
     """Each HTTPS host name's certificate, the public API's too, read as `stackyard
     domains` reads it: from Caddy's certificate storage and each Caddy's log of its
     attempts."""
-    names = _https_names(settings.data_dir)
+    names = list(stored.https_names)
     if settings.public_api:
         names.append(("", "", settings.public_api))
     storage = storage_root(config)
@@ -163,48 +168,55 @@ def _certificates(settings: Settings, config: Any) -> tuple[CertificateFact, ...
     return tuple(facts)
 
 
-def _https_names(data_dir: Path) -> list[tuple[str, str, str]]:
-    """(stack, stage, host name) of every name a stage serves over HTTPS."""
-    database = data_dir / "stackyard.db"
-    if not database.is_file():
-        return []
-    engine = open_database(f"sqlite:///{database}")
-    try:
-        with Session(engine) as session:
-            rows = session.execute(
-                select(Stack.name, StageRoute).join(Stack, Stack.id == StageRoute.stack_id)
-            ).all()
-    except (StackyardError, SQLAlchemyError):
-        return []  # the database check reports why it cannot be read
-    finally:
-        engine.dispose()
-    found = []
-    for stack, route in rows:
-        if route.host is None or route.tls == "off":
-            continue
-        hosts = dict.fromkeys([route.host, *(route.aliases or ()), *(route.added_domains or ())])
-        found += [(stack, route.stage, host) for host in hosts]
-    return sorted(found)
+@dataclass(frozen=True)
+class _StoredState:
+    """What doctor reads from the state database, in one opening of it."""
+
+    stacks: set[str] | None = None  # None: no database, or it could not be read
+    schema: str | None = None
+    error: str = ""  # why it could not be read
+    https_names: tuple[tuple[str, str, str], ...] = ()  # (stack, stage, host name)
 
 
-def _state(data_dir: Path) -> tuple[set[str] | None, str | None, str]:
-    """The stacks in the state database, its schema revision (no migration), and why it
-    could not be read ("" when it could)."""
+def _state(data_dir: Path) -> _StoredState:
+    """The stacks in the state database, its schema revision (no migration) and every
+    name a stage serves over HTTPS; why it could not be read."""
     database = data_dir / "stackyard.db"
     if not database.is_file():
-        return None, None, ""
+        return _StoredState()
     engine = open_database(f"sqlite:///{database}")
     try:
         schema = schema_revision(engine)
-        with engine.connect() as connection:
-            stacks = set(connection.scalars(select(Stack.name)))
+        with Session(engine) as session:
+            stacks = set(session.scalars(select(Stack.name)))
+            rows = _routes(session)
     except StackyardError as exc:
-        return None, None, exc.message
+        return _StoredState(error=exc.message)
     except SQLAlchemyError as exc:  # a schema this Stackyard does not know, a broken file
-        return None, schema, f"{database}: {exc}"
+        return _StoredState(schema=schema, error=f"{database}: {exc}")
     finally:
         engine.dispose()
-    return stacks, schema, ""
+    names = sorted(
+        (stack, route.stage, name)
+        for stack, route in rows
+        if route.host is not None and route.tls != "off"
+        for name in route.names
+    )
+    return _StoredState(stacks, schema, "", tuple(names))
+
+
+def _routes(session: Session) -> list[Any]:
+    """(stack name, route) of every stage route; none from a schema without them (doctor
+    reports the schema itself)."""
+    try:
+        return list(
+            session.execute(
+                select(Stack.name, StageRoute).join(Stack, Stack.id == StageRoute.stack_id)
+            ).all()
+        )
+    except SQLAlchemyError:
+        session.rollback()
+        return []
 
 
 def _engine(

@@ -219,6 +219,12 @@ class StageRoute(Base):
         JSON, default=dict, server_default="{}"
     )
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every host name the stage is served on (none for a port route), each once."""
+        found = [self.host, *(self.aliases or ()), *(self.added_domains or ())]
+        return tuple(dict.fromkeys(n for n in found if n))
+
 
 class Deployment(Base):
     """Making a stage's tasks match one release: IN_PROGRESS, then COMPLETED or FAILED."""
