@@ -42,6 +42,7 @@ from tests.engine_contract import (
     make_task_spec,
     wait_for,
 )
+from tests.integration.mute import closed_endpoint, mute_endpoint
 from tests.integration.registry_fixtures import (  # noqa: F401
     LiveRegistry,
     live_registry,
@@ -329,6 +330,27 @@ def test_an_unreachable_engine_is_a_component_error() -> None:
         engine.events({LABEL_PLATFORM: RUN}, window=1)
     del caught
     gc.collect()  # let the leaked sockets go while the warning is ignored
+
+
+@pytest.mark.parametrize("plugin", ["docker", "swarm"])
+def test_a_ping_at_an_address_that_accepts_and_never_answers_gives_up_at_its_timeout(
+    plugin: str,
+) -> None:
+    # A deploy asks its target's engine first: a peer that takes the connection and says
+    # nothing must not hold it for the client's long timeout (120 s for docker).
+    with mute_endpoint() as endpoint:
+        engine = load("engine", plugin)(endpoint=endpoint, ping_timeout=1)
+        try:
+            with pytest.raises(ComponentError, match="did not answer") as caught:
+                engine.ping()
+            assert endpoint.removeprefix("tcp://") in caught.value.message
+            assert "read timeout=1" in caught.value.message  # its own timeout, not the client's
+        finally:
+            engine.close()
+    refused = load("engine", plugin)(endpoint=closed_endpoint(), ping_timeout=1)
+    with pytest.raises(ComponentError, match="did not answer"):
+        refused.ping()
+    refused.close()
 
 
 def get_until_it_answers(url: str) -> httpx.Response:

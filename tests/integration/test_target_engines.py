@@ -6,10 +6,12 @@ token registry each). One ``git push`` runs the pipeline through the three stage
 same digest ends up in the platform's registry and in both targets' registries, ``check``
 matches on every stage, and each stage's task runs on its target's engine (asked there
 directly, and absent from the others). Meanwhile a deploy of a stage on a target whose
-engine socket does not exist is refused naming the target, and holds up nothing else; that
-engine's watch warns once. A second push and ``prune`` (one release kept per stage)
-delete the first image's copies in the targets' registries and keep the second's. A
-restart removes orphan tasks from every target's engine.
+engine socket does not exist is refused naming the target, holds up nothing else, and
+leaves that target unfollowed (no watch). A second push and ``prune``
+(one release kept per stage) delete the first image's copies in the targets' registries
+and keep the second's. A restart removes orphan tasks from every target's engine. A deploy
+to a target at an address that accepts and never answers, or where nothing listens, is
+refused within its check.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from stackyard.platform.credentials import ensure_registry_login
 from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
 from .extra_engine import ExtraEngine, extra_engine
 from .gitrepo import GitRepo
+from .mute import closed_endpoint, mute_endpoint
 from .test_pipelines import wait_run
 from .token_registry import TokenRegistry, token_registry
 
@@ -206,11 +209,6 @@ def test_one_push_runs_dev_then_prod_eu_then_prod_us_each_on_its_targets_engine(
         finally:
             client.close()
 
-    # Target gone's engine never answered, all along: its watch kept trying (less often
-    # each time) and warned once.
-    warned = _platform_log(yard).count("cannot list target gone's engine's tasks")
-    assert warned == 1, _platform_log(yard)
-
     # Tasks left on a target's engine by a stack that no longer exists (here: made by hand,
     # as a stack deleted while that engine was away would leave them) are removed when the
     # platform starts, on every target's engine, even one no stage runs on any more.
@@ -232,6 +230,52 @@ def test_one_push_runs_dev_then_prod_eu_then_prod_us_each_on_its_targets_engine(
     finally:
         client.containers.get("orphan-test-lost").remove(force=True)
         client.close()
+
+    # Target gone's engine never answered. A refused deploy follows nothing: no task watch
+    # of it, so no warning of one (a watch's back-off and its one warning are unit-tested:
+    # tests/unit/test_task_watch.py). The restart's orphan clean-up asked it, once.
+    orphans = "target gone: could not look for orphan tasks"
+    until = time.monotonic() + 60
+    while orphans not in _platform_log(yard) and time.monotonic() < until:
+        time.sleep(0.5)
+    assert _platform_log(yard).count(orphans) == 1, _platform_log(yard)
+    assert "cannot list target gone's engine's tasks" not in _platform_log(yard)
+
+
+def test_a_deploy_to_a_target_that_never_answers_is_refused_within_its_check(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    # mute: a listener on 127.0.0.7 that accepts and never answers (an address that drops
+    # packets holds a client the same way); shut: a port where nothing listens. Each deploy
+    # and check must come back within the CLI call's bound (the engine client's own timeout
+    # is 120 s: the old check waited it out); the engine's ping gives up after 10 s.
+    with mute_endpoint() as mute:
+        yard.cli("targets", "add", "mute", "--docker", mute)
+        yard.cli("targets", "add", "shut", "--docker", closed_endpoint())
+        repo = GitRepo.from_example("hello", tmp_path / "quiet")
+        repo.write("stackyard.yml", f"stages:\n  - name: mute\n    target: mute\n{FAST}"
+                   f"  - name: shut\n    target: shut\n{FAST}")  # fmt: skip
+        repo.commit("one stage on each target that does not answer")
+        yard.cli("stacks", "create", "quiet", "--repo", str(repo.path))
+        try:
+            yard.cli("build", "quiet", timeout=300)
+            for name in ("mute", "shut"):
+                yard.cli("release", "quiet", "--stage", name)
+                refused = yard.cli("deploy", "quiet", "--stage", name, "--detach",
+                                   check=False, timeout=60)  # fmt: skip
+                assert refused.returncode != 0, refused
+                assert f"target {name}: the Docker engine at tcp://" in refused.stderr
+                assert f"stackyard targets check {name}" in refused.stderr, refused.stderr
+                checked = yard.cli("targets", "check", name, "--json", check=False, timeout=60)
+                assert checked.returncode == 1, checked
+                engine = json.loads(checked.stdout)["engine"]
+                assert "did not answer" in engine, engine
+            deployments = yard.cli("deployments", "quiet", "--stage", "mute", "--json")
+            assert json.loads(deployments.stdout) == []
+        finally:
+            yard.cli("stacks", "delete", "quiet", "--yes")
+            yard.cli("targets", "remove", "mute")
+            yard.cli("targets", "remove", "shut")
 
 
 def _platform_log(yard: RunningPlatform) -> str:

@@ -699,6 +699,22 @@ def test_a_deploy_asks_the_engine_of_its_releases_target_only(yard: Yard) -> Non
     assert "target" not in local.value.message  # the platform's own engine, as before
 
 
+def test_a_deploy_to_a_target_that_does_not_answer_does_not_follow_it(yard: Yard) -> None:
+    # A watch starts by listing its engine with the client's long timeout: the deploy's
+    # check (short) comes first, and a refused one leaves the target unfollowed.
+    us_engine = yard.target_engines["us"] = FakeEngine(yard.clock)
+    yard.controller.targets = lambda name: TargetPlace(name, builtin=False)
+    deploy = deploy_service(yard)
+    us_engine.reachable = False
+    with pytest.raises(ComponentError, match=r"^target us: "):
+        deploy.ping(STACK, STAGE, yard.release(V1, target="us"))
+    assert [name for name, _ in yard.controller.engines.followed()] == ["local"]
+
+    us_engine.reachable = True
+    deploy.ping(STACK, STAGE)
+    assert [name for name, _ in yard.controller.engines.followed()] == ["local", "us"]
+
+
 def test_orphans_are_removed_from_every_targets_engine_even_one_no_stage_runs_on(
     yard: Yard,
 ) -> None:

@@ -118,12 +118,15 @@ class TargetEngines:
         return self._engines[target]
 
     def ping(self, target: str) -> None:
-        """Raise, naming the target and what to do, unless its engine answers now; when it
-        does, a watch waiting to list it again does so at once (a deploy on a target that
-        came back does not wait for the watch's next try)."""
+        """Raise, naming the target and what to do, unless its engine answers now (within
+        the engine's ping timeout); when it does, a watch waiting to list it again does so
+        at once (a deploy on a target that came back does not wait for the watch's next
+        try). The engine is asked before it is followed: a watch starts by listing it with
+        the client's long timeout, which an engine that never answers would hold."""
         try:
+            with self.reach(target) as engine:
+                engine.ping()
             watch = self.follow(target)
-            watch.engine.ping()
         except StackyardError as exc:
             raise on_target(target, exc) from exc
         if watch.problem() is not None:

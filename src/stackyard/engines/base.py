@@ -32,6 +32,10 @@ LABEL_STAGE = "dev.stackyard.stage"
 LABEL_RELEASE = "dev.stackyard.release"
 LABEL_DEPLOYMENT = "dev.stackyard.deployment"
 LABEL_PORT = "dev.stackyard.port"
+# Seconds within which ``Engine.ping`` (and ``verify``) answer or raise: a deploy asks its
+# engine first, and an address that drops packets or a peer that accepts and never answers
+# must refuse it soon, not hold it for the client's long timeout (made for pulls).
+PING_TIMEOUT = 10
 # Labels on a cluster's nodes: the address its tasks answer on (set by the operator or the
 # platform), and that the platform is moving the node's tasks away (``nodes drain``).
 NODE_LABEL_ADDRESS = "dev.stackyard.address"
@@ -335,7 +339,8 @@ class Engine(ABC):
         )
 
     def ping(self) -> None:  # noqa: B027 - optional: adapters that can check cheaply do
-        """Raise ComponentError when the engine does not answer."""
+        """Raise ComponentError when the engine does not answer within ``PING_TIMEOUT``
+        seconds."""
 
     def verify(self) -> None:  # noqa: B027 - optional
         """Raise UsageError when the engine answers but cannot serve as configured (a swarm

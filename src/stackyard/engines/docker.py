@@ -23,6 +23,7 @@ import docker.errors
 
 from stackyard.engines.base import (
     LABEL_PORT,
+    PING_TIMEOUT,
     Address,
     EngineError,
     Health,
@@ -81,10 +82,11 @@ class DockerEngine(DockerApiEngine):
         *,
         endpoint: str | None = None,
         timeout: int = 120,
+        ping_timeout: int = PING_TIMEOUT,
         task_host: str = "127.0.0.1",
     ) -> None:
         # ``endpoint`` is the platform's engine endpoint setting (``--engine-endpoint``).
-        super().__init__(base_url or endpoint, timeout)
+        super().__init__(base_url or endpoint, timeout, ping_timeout)
         # Where this engine's tasks answer: they bind (host networking) or are published
         # (bridge networking) on the engine's loopback.
         self._task_host = task_host
@@ -92,7 +94,8 @@ class DockerEngine(DockerApiEngine):
     # -- the seam -----------------------------------------------------------------------------
 
     def ping(self) -> None:
-        self._call(self._api().ping)
+        with self._quick() as api:
+            self._call(api.ping)
 
     def has_bridge_network(self) -> bool:
         """The engine's ``bridge`` network exists (dockerd without ``--bridge=none``)."""

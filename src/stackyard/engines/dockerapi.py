@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import docker
 import docker.errors
 
-from stackyard.engines.base import Engine, EngineError
+from stackyard.engines.base import PING_TIMEOUT, Engine, EngineError
 from stackyard.errors import ComponentError, NotFoundError, StackyardError
 
 
@@ -26,9 +27,12 @@ class DockerApiEngine(Engine):
 
     _who = "the Docker engine"
 
-    def __init__(self, base_url: str | None, timeout: int) -> None:
+    def __init__(
+        self, base_url: str | None, timeout: int, ping_timeout: int = PING_TIMEOUT
+    ) -> None:
         self._base_url = base_url
         self._timeout = timeout
+        self._ping_timeout = ping_timeout
         self._client: docker.DockerClient | None = None
         self._client_lock = threading.Lock()
 
@@ -41,16 +45,29 @@ class DockerApiEngine(Engine):
     def _api(self) -> Any:
         with self._client_lock:
             if self._client is None:
-                try:
-                    if self._base_url:
-                        self._client = docker.DockerClient(
-                            base_url=self._base_url, timeout=self._timeout
-                        )
-                    else:
-                        self._client = docker.from_env(timeout=self._timeout)
-                except (docker.errors.DockerException, OSError) as exc:
-                    raise self._unreachable(exc) from exc
+                self._client = self._new_client(self._timeout)
             return self._client.api
+
+    @contextmanager
+    def _quick(self) -> Iterator[Any]:
+        """A client of its own, for one check, whose every call answers within the ping
+        timeout, closed after. Not the shared client: it waits the long timeout, its first
+        use asks the engine's version with it, and another thread may be making it."""
+        client = self._new_client(self._ping_timeout)
+        try:
+            yield client.api
+        finally:
+            client.close()
+
+    def _new_client(self, timeout: int) -> docker.DockerClient:
+        """A client at ``base_url`` (it asks the engine's API version at once, within
+        ``timeout``)."""
+        try:
+            if self._base_url:
+                return docker.DockerClient(base_url=self._base_url, timeout=timeout)
+            return docker.from_env(timeout=timeout)
+        except (docker.errors.DockerException, OSError) as exc:
+            raise self._unreachable(exc) from exc
 
     def _call(
         self, method: Callable[..., Any], *args: Any, missing: str | None = None, **kwargs: Any

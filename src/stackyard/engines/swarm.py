@@ -35,6 +35,7 @@ from stackyard.engines.base import (
     LABEL_PLATFORM,
     LABEL_PORT,
     NODE_LABEL_ADDRESS,
+    PING_TIMEOUT,
     Address,
     Availability,
     EngineError,
@@ -147,12 +148,13 @@ class SwarmEngine(DockerApiEngine):
         endpoint: str | None = None,
         *,
         timeout: int = 60,
+        ping_timeout: int = PING_TIMEOUT,
         poll: float = 1.0,
         stop_margin: float = 20.0,
         start_timeout: float = 300.0,
         placement_wait: float = 30.0,
     ) -> None:
-        super().__init__(endpoint, timeout)
+        super().__init__(endpoint, timeout, ping_timeout)
         # How often the event stream lists the tasks: Swarm has events for services and
         # nodes, not for the state of their tasks (a task that exits on a worker).
         self._poll = poll
@@ -180,7 +182,8 @@ class SwarmEngine(DockerApiEngine):
         self.verify()
 
     def verify(self) -> None:
-        info = self._call(self._api().info)
+        with self._quick() as api:
+            info = self._call(api.info)
         swarm = info.get("Swarm") or {}
         where = self._where()
         if swarm.get("LocalNodeState") != "active":

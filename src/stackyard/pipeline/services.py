@@ -29,7 +29,7 @@ from stackyard.deploy.keys import Domains
 from stackyard.deploy.nodes import NodeService
 from stackyard.deploy.service import DeployService
 from stackyard.deploy.trafficstore import TrafficCounter
-from stackyard.engines.base import Engine, NetworkMode
+from stackyard.engines.base import PING_TIMEOUT, Engine, NetworkMode
 from stackyard.errors import ComponentError, StackyardError, require
 from stackyard.images.docker_builder import DockerBuilder
 from stackyard.images.dockerproxy.rules import BuildLimits
@@ -210,10 +210,15 @@ class Services:
 
 def _engine_probe(platform_engine: Engine) -> Callable[[str, str | None], int | None]:
     """How ``targets check`` reaches an engine: the platform's own, or one made by its
-    plugin for the target's endpoint (closed after); its node count when it has nodes."""
+    plugin for the target's endpoint (closed after) whose every call (the node count too)
+    answers within ``PING_TIMEOUT``; its node count when it has nodes."""
 
     def probe(kind: str, endpoint: str | None) -> int | None:
-        engine = platform_engine if endpoint is None else target_engine(kind, endpoint)
+        engine = (
+            platform_engine
+            if endpoint is None
+            else target_engine(kind, endpoint, timeout=PING_TIMEOUT)
+        )
         try:
             engine.ping()
             engine.verify()
@@ -225,12 +230,15 @@ def _engine_probe(platform_engine: Engine) -> Callable[[str, str | None], int | 
     return probe
 
 
-def target_engine(kind: str, endpoint: str) -> Engine:
+def target_engine(kind: str, endpoint: str, *, timeout: int | None = None) -> Engine:
     """A target's engine, made by its plugin for its endpoint. A Docker engine's tasks
     answer on the host it is reached at (``tcp://10.0.0.5:2376`` -> 10.0.0.5; a unix
-    socket: this machine's loopback); a swarm's, at their nodes' addresses."""
+    socket: this machine's loopback); a swarm's, at their nodes' addresses. ``timeout``:
+    seconds its calls may take (the plugin's own default when None)."""
     host = urlsplit(endpoint).hostname  # None for unix:///…
     offer: dict[str, object] = {"endpoint": endpoint, "task_host": host or "127.0.0.1"}
+    if timeout is not None:
+        offer["timeout"] = timeout
     return plugins.create(plugins.engine(kind), offer)
 
 

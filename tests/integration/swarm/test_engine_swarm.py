@@ -110,6 +110,13 @@ def test_an_engine_that_is_no_swarm_manager_names_docker_swarm_init(
         assert "docker swarm init" in caught.value.hint
 
 
+def test_a_manager_answers_the_ping_through_a_client_of_its_own(swarm_engine: SwarmEngine) -> None:
+    # The ping's own short-timeout client asks the manager's /info, twice: each check makes
+    # its client and closes it (one left open would be a ResourceWarning, an error here).
+    swarm_engine.ping()
+    swarm_engine.ping()
+
+
 def test_nodes_report_the_address_their_label_gives(
     swarm_engine: SwarmEngine, swarm_cluster: SwarmCluster, node_ids: dict[str, str]
 ) -> None:
