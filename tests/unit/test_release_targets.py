@@ -7,19 +7,24 @@ A real git repository and GitSource; the registries are the Registry seam's in-m
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from stackyard.buildspec.isolation import BuildIsolation
+from stackyard.engines.fake import FakeEngine
 from stackyard.errors import NotFoundError, RetryableError
 from stackyard.images.imagestore import ImageStore, Placement, TargetPlace
+from stackyard.images.manifest import Manifest
 from stackyard.images.registry_base import Registry
 from stackyard.images.registry_fake import FakeRegistry
 from stackyard.pipeline.releases import ReleaseFailure, ReleaseService
+from stackyard.pipeline.retention.service import RetentionReport, RetentionService
 from stackyard.registry_login import RegistryLogin
 from stackyard.secrets.fake import FakeSecretStore
 from stackyard.source.git import GitSource
@@ -34,10 +39,30 @@ CONFIG = {"stages": [{"name": "dev"}, {"name": "prod", "target": "eu"}]}
 EU = Placement("eu-registry", None, "acme", RegistryLogin("127.0.0.1:5998", "bot", "pw"))
 
 
+@dataclass
+class Hold:
+    """Stops the next ``put_manifest`` of ``tag`` until ``go`` is set; ``reached`` says it
+    got there."""
+
+    tag: str
+    reached: threading.Event = field(default_factory=threading.Event)
+    go: threading.Event = field(default_factory=threading.Event)
+
+
 class CutRegistry(FakeRegistry):
-    """A registry whose connection drops once, after ``cut_after`` blobs arrived."""
+    """A registry whose connection drops once, after ``cut_after`` blobs arrived, and that
+    can hold one tag's manifest put (``hold``)."""
 
     cut_after: int | None = None
+    hold: Hold | None = None
+
+    def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> str:
+        hold = self.hold
+        if hold is not None and reference == hold.tag:
+            self.hold = None
+            hold.reached.set()
+            assert hold.go.wait(timeout=60), "the test never let the held put go on"
+        return super().put_manifest(repository, reference, manifest)
 
     def blob_exists(self, repository: str, digest: str) -> bool:
         if self.cut_after is not None and self.counts.blob_uploads >= self.cut_after:
@@ -195,3 +220,95 @@ def test_stage_target_answers_the_registry_and_region_a_stage_pulls_from(yard: Y
         "127.0.0.1:5999",
         "127.0.0.1:5999/shop",
     )
+
+
+class Said(logging.Handler):
+    """Sets ``event`` when a record containing ``words`` is logged."""
+
+    def __init__(self, words: str, event: threading.Event) -> None:
+        super().__init__()
+        self.words, self.event = words, event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.words in record.getMessage():
+            self.event.set()
+
+
+def in_thread(work: Callable[[], object], *done: threading.Event) -> threading.Thread:
+    def run() -> None:
+        try:
+            work()
+        finally:
+            for event in done:
+                event.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_retention_waits_for_a_rollback_copying_an_old_digest_then_keeps_it(
+    yard: Yard, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = yard.built(commit(yard.repo, {"README.md": "1\n"}, "one"))
+    yard.releases.release(STACK, "dev")
+    yard.releases.release(STACK, "prod")  # copied to eu
+    second = yard.built(commit(yard.repo, {"README.md": "2\n"}, "two"), number=2)
+    yard.releases.release(STACK, "dev")
+    yard.releases.release(STACK, "prod")
+    retention = RetentionService(
+        yard.releases._sessions,
+        ImageStore(yard.home, RegistryLogin(yard.home.endpoint, "u", "p")),
+        FakeEngine(),
+        platform_id="unit",
+        data_dir=tmp_path / "data",
+        keep_releases=1,  # the first image is old
+        between_builds=lambda _stack, action: action(),
+        builder_factory=None,
+        copy_place=lambda _stack, target: (yard.eu, "acme/shop") if target == "eu" else None,
+        stack_lock=yard.releases.stack_lock,
+    )
+    # (the fake home registry lists tagged manifests only: eu's copy is what is pruned)
+    assert retention.run(dry_run=True).manifests == [f"127.0.0.1:5998/acme/shop@{first}"]
+
+    # A rollback of prod to release 1: the first image is copied back to eu, and the
+    # rollback is held where it moves the stage tag at home, before its release is recorded.
+    hold = yard.home.hold = Hold("prod")
+    rolled, pruned = threading.Event(), threading.Event()
+    rollback = in_thread(
+        lambda: yard.releases.copy(STACK, "prod", 1, source="rollback", created_by="test"),
+        rolled,
+    )
+    assert hold.reached.wait(timeout=30)
+    assert yard.eu.resolve("acme/shop", first) == first  # (back) on eu, not recorded yet
+
+    # Retention now: it must wait for the rollback (it says so), not delete the first image
+    # on eu (or at home) while the rollback's release is not recorded.
+    settled = threading.Event()  # retention waits (it says so), or it has finished
+    report = RetentionReport(keep_releases=1, dry_run=False, started_at="")
+    said = Said("has a release under way; its deletions wait for it", settled)
+    caplog.set_level(logging.INFO, logger="stackyard.pipeline.retention.service")
+    logging.getLogger("stackyard.pipeline.retention.service").addHandler(said)
+    try:
+
+        def prune() -> None:
+            report.manifests = retention.run().manifests
+
+        pruning = in_thread(prune, pruned, settled)
+        assert settled.wait(timeout=60)
+        assert not pruned.is_set(), "retention ran to its end while a rollback was recording"
+        hold.go.set()
+        rollback.join(timeout=30)
+        pruning.join(timeout=30)
+    finally:
+        hold.go.set()
+        logging.getLogger("stackyard.pipeline.retention.service").removeHandler(said)
+    assert rolled.is_set()
+    assert pruned.is_set()
+
+    # The rollback went first: its release (the first image) is kept everywhere.
+    assert yard.eu.resolve("acme/shop", "prod") == first == yard.home.resolve(STACK, "prod")
+    assert yard.eu.resolve("acme/shop", first) == first
+    assert yard.home.resolve(STACK, first) == first
+    assert report.manifests == []  # second's copies are kept by the tags and dev's release
+    assert yard.eu.resolve("acme/shop", second) == second

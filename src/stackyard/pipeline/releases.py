@@ -455,6 +455,13 @@ class ReleaseService:
         with self._locks_guard:
             return self._locks.setdefault(stack_name, RLock())
 
+    def stack_lock(self, stack_name: str) -> RLock:
+        """What every release, rollback, reconfigure and tag move of the stack holds, from
+        its plan to its record: retention holds it too while it reads what the stack keeps
+        and deletes the rest, so a digest a release is copying or tagging is either kept
+        (the release recorded first) or copied back after the delete."""
+        return self._lock(stack_name)
+
     def _plan(self, stack_name: str, stage: str, pinned: str | None = None) -> _ReleasePlan:
         with self._sessions() as session:
             stack, previous = _stack_and_previous(session, stack_name, stage)

@@ -440,6 +440,7 @@ def build_services(
             every=settings.retention_every,
             copy_place=_copy_place(images, places),
             target_tasks=controller.engines.other_tasks,
+            stack_lock=releases.stack_lock,
         ),
         certificates=CertificateWatch(
             sessions,

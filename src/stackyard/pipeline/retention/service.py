@@ -2,7 +2,8 @@
 
 ``RetentionService.run`` is what ``stackyard prune`` and the daily schedule call. In order:
 the disk use before; the plan; each stack's manifests, on that stack's build worker (no
-build of the stack pushes meanwhile) and only if still not kept when it gets there; the
+build of the stack pushes meanwhile) holding the stack's release lock (no release,
+rollback or tag move of it meanwhile) and only if still not kept when it gets there; the
 copies of releases no longer kept in the registries of targets (the same way); the
 engine's old images; old record logs and the folders of deleted stacks; the rotation of
 the growing logs; the registry's garbage collection (read-only for that time); the disk
@@ -19,7 +20,8 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +66,8 @@ FIRST_RUN_DELAY = 600.0  # seconds after start before a first scheduled run (nev
 
 BetweenBuilds = Callable[[str, Callable[[], None]], None]
 """Run a function on a stack's build worker, between two of its builds."""
+StackLock = Callable[[str], threading.RLock]
+"""stack -> the lock its releases hold from plan to record (``ReleaseService.stack_lock``)."""
 CopyPlace = Callable[[str, str], tuple[Registry, str] | None]
 """(stack, target) -> the stack's repository in the registry that target pulls from, when
 it is another than the stack's own (None: nothing is copied for that target). A
@@ -125,6 +129,7 @@ class RetentionService:
         every: float = 86400.0,
         copy_place: CopyPlace = lambda _stack, _target: None,
         target_tasks: Callable[[], Iterable[TaskInfo]] = lambda: (),
+        stack_lock: StackLock = lambda _stack: threading.RLock(),  # none shared: no releases
     ) -> None:
         if keep_releases < 1:
             raise UsageError(f"keep releases: {keep_releases} is not a count of 1 or more")
@@ -140,6 +145,7 @@ class RetentionService:
         self._every = every
         self._copy_place = copy_place
         self._target_tasks = target_tasks  # the platform's tasks on other targets' engines
+        self._stack_lock = stack_lock
         self._running = threading.Lock()
         self._stop = threading.Event()
         self._schedule: threading.Thread | None = None
@@ -417,15 +423,31 @@ class RetentionService:
         self, repository: str, removals: list[ManifestRemoval], report: RetentionReport
     ) -> None:
         """Delete what is still not kept: a release or a task may have taken up an old
-        image since the plan was made."""
-        fresh = self.observe(only=repository)
-        kept = kept_digests(fresh, repository) if repository in fresh.stacks else {}
-        for removal in removals:
-            if removal.digest in kept:
-                continue
-            with contextlib.suppress(NotFoundError):  # gone already (the stack was deleted)
-                self._images.client.delete_manifest(repository, removal.digest)
-            report.manifests.append(f"{repository}@{removal.digest}")
+        image since the plan was made (and none does while this runs)."""
+        with self._releases_held(repository):
+            fresh = self.observe(only=repository)
+            kept = kept_digests(fresh, repository) if repository in fresh.stacks else {}
+            for removal in removals:
+                if removal.digest in kept:
+                    continue
+                with contextlib.suppress(NotFoundError):  # gone already (the stack was deleted)
+                    self._images.client.delete_manifest(repository, removal.digest)
+                report.manifests.append(f"{repository}@{removal.digest}")
+
+    @contextmanager
+    def _releases_held(self, stack: str) -> Iterator[None]:
+        """Hold the stack's release lock: a rollback copying an old digest to a target's
+        registry (or moving a tag to it) until its release is recorded is not cut into by
+        a delete of that digest. Says so when a release is under way (it may run a
+        release.yml: retention of this stack waits for it)."""
+        lock = self._stack_lock(stack)
+        if not lock.acquire(blocking=False):
+            log.info("retention: %s has a release under way; its deletions wait for it", stack)
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     def copies(self) -> list[TargetCopies]:
         """Each stack's repository in the registries its stages' targets pull from (other
@@ -480,16 +502,17 @@ class RetentionService:
             self._between_builds(copies.stack, remove)
 
     def _remove_copies_now(self, copies: TargetCopies, report: RetentionReport) -> None:
-        kept = kept_digests(self.observe(only=copies.stack), copies.stack)
-        for digest in sorted(copies.digests - kept.keys()):
-            try:
-                copies.registry.delete_manifest(copies.repository, digest)
-            except NotFoundError:
-                continue  # deleted by an earlier run, or never copied there
-            except StackyardError as exc:
-                report.errors.append(f"copies of {copies.stack} in {copies.where}: {exc}")
-                return  # the registry refuses: its other deletes would say the same
-            report.manifests.append(f"{copies.where}@{digest}")
+        with self._releases_held(copies.stack):
+            kept = kept_digests(self.observe(only=copies.stack), copies.stack)
+            for digest in sorted(copies.digests - kept.keys()):
+                try:
+                    copies.registry.delete_manifest(copies.repository, digest)
+                except NotFoundError:
+                    continue  # deleted by an earlier run, or never copied there
+                except StackyardError as exc:
+                    report.errors.append(f"copies of {copies.stack} in {copies.where}: {exc}")
+                    return  # the registry refuses: its other deletes would say the same
+                report.manifests.append(f"{copies.where}@{digest}")
 
     def _remove_images(self, plan: RetentionPlan, report: RetentionReport) -> None:
         if self._builder_factory is None or not plan.engine_references:
