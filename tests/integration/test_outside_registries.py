@@ -10,6 +10,7 @@ stage whose target pulls from it gets its release copied there, with the same di
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +135,7 @@ def test_a_stack_builds_releases_and_deploys_through_its_outside_registry(
 ) -> None:
     assert add(yard, "acme", f"{outside.endpoint}/acme", outside.username, outside.password)
     repo = GitRepo.from_example("hello", tmp_path / "outward")
+    made_unique(repo)
     missing = yard.cli("stacks", "create", "outward", "--repo", str(repo.path),
                        "--registry", "nope", check=False)  # fmt: skip
     assert missing.returncode == 2
@@ -249,6 +251,17 @@ def test_a_copy_cut_half_way_tags_nothing_and_the_next_copy_finishes_it(
     assert second_live_registry.skopeo_digest("cut/app", "prod") == pushed_images.v2
 
 
+def made_unique(repo: GitRepo) -> None:
+    """Commit a file into the image that no earlier run had: a new digest. The shared Docker
+    engine (20.10) keeps each manifest it pulled in its content store, noted with the
+    repository it came from, and a later pull of that digest from that repository asks the
+    registry nothing. Every unchanged hello image has one digest, and a registry here has a
+    random port, so a run whose outside registry got the port of an earlier run's saw no
+    manifest request at all."""
+    repo.write("www/run.txt", secrets.token_hex(16) + "\n")
+    repo.commit("an image of this run's own")
+
+
 def manifest_descriptors(raw: bytes) -> list[dict[str, object]]:
     document = json.loads(raw)
     return [document["config"], *document["layers"]]
@@ -289,7 +302,7 @@ def test_a_stage_on_a_target_with_its_own_registry_runs_the_same_digest(
 ) -> None:
     repo = GitRepo.from_example("hello", tmp_path / "regional")
     repo.write("stackyard.yml", stages("eu", "/healthz"))
-    repo.commit("prod runs on target eu")
+    made_unique(repo)
     yard.cli("stacks", "create", "regional", "--repo", str(repo.path))
 
     # No target eu yet: the build names the stage and the line, and records no image.
@@ -315,7 +328,9 @@ def test_a_stage_on_a_target_with_its_own_registry_runs_the_same_digest(
     assert uploads >= 2  # the image's blobs really went there
 
     yard.cli("deploy", "regional", "--stage", "prod", "--json", timeout=300)
-    # prod's task pulls from eu's registry (a HEAD when the engine has the layers already)
+    # prod's task pulls from eu's registry: a GET of the manifest (a HEAD when the engine
+    # holds it from another registry; none at all had it pulled this digest from this very
+    # repository before, hence the image made unique for this run)
     pulled = outside.log_file.read_text(errors="replace")
     assert f' /v2/acme/regional/manifests/{digest} HTTP/1.1" 200' in pulled
     assert_runs(yard, "regional", "prod", digest)

@@ -14,9 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import RunningPlatform, start_platform, stop_platform
+from stackyard.images.registry import RegistryClient
+
+from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
 from .gitrepo import GitRepo
 from .test_pipelines import wait_run
+from .token_registry import token_registry
 
 pytestmark = pytest.mark.integration
 
@@ -30,12 +33,15 @@ def engine_images(platform: RunningPlatform) -> Iterator[None]:
     remove_images(platform)
 
 
-def remove_images(platform: RunningPlatform) -> None:
+def remove_images(platform: RunningPlatform, *others: str) -> None:
+    """The images the specs left in the engine: ``builtimage``, the stack's, and those of
+    the repositories ``others`` (``host/repository``)."""
     names = subprocess.run(
         ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
         capture_output=True, text=True, timeout=60,
     ).stdout.split()  # fmt: skip
-    ours = [n for n in names if n.startswith(("builtimage:", f"{platform.registry}/tiny:"))]
+    prefixes = ("builtimage:", f"{platform.registry}/tiny:", *(f"{o}:" for o in others))
+    ours = [n for n in names if n.startswith(prefixes)]
     if ours:
         subprocess.run(["docker", "rmi", "-f", *ours], capture_output=True, timeout=120)
 
@@ -84,21 +90,58 @@ def test_tinystacks_specs_go_unchanged_from_git_push_to_serving(
 def test_on_host_the_aws_logins_reach_the_registry_itself(tmp_path: Path) -> None:
     """--builds-on-host: no build proxy answers ``docker login``; the engine asks the
     registry, which takes the password that ``aws ecr get-login-password`` prints for the
-    user ``AWS``."""
-    platform = start_platform(tmp_path / "data", up_args=["--builds-on-host"])
-    try:
-        repo = GitRepo.from_example("tinystacks", tmp_path / "tiny")
-        platform.cli("stacks", "create", "tiny", "--repo", str(repo.path))
-        build = cli_json(platform, "build", "tiny")
-        assert build["status"] == "SUCCEEDED", build
-        dev = cli_json(platform, "release", "tiny", "--stage", "dev")
-        assert (dev["source"], dev["digest"]) == ("release.yml", build["digest"])
-        password = json.loads((platform.data_dir / "registry-credentials.json").read_text())
-        for log_path in (build["log_path"], dev["log_path"]):
-            log = Path(log_path).read_text()
-            assert "Commands run on this host" in log
-            assert "Login Succeeded" in log
-            assert password["password"] not in log
-    finally:
-        stop_platform(platform)
-        remove_images(platform)
+    user ``AWS``. So does a target's own registry (user ``AWS``, as ECR): the release.yml's
+    regional block pushes prod's image there itself, with the digest the build made."""
+    with token_registry(tmp_path / "apac-registry", username="AWS") as apac:
+        platform = start_platform(tmp_path / "data", up_args=["--builds-on-host"])
+        regional = f"{apac.endpoint}/asia/tiny"
+        try:
+            subprocess.run(
+                [*STACKYARD, "registries", "add", "apac", "--url", f"{apac.endpoint}/asia",
+                 "--username", apac.username, "--password-stdin"],
+                input=apac.password + "\n", env=platform.env, capture_output=True, text=True,
+                timeout=120, check=True,
+            )  # fmt: skip
+            platform.cli("targets", "add", "apac", "--docker", "unix:///var/run/docker.sock",
+                         "--registry", "apac", "--region", "ap-east")  # fmt: skip
+            repo = GitRepo.from_example("tinystacks", tmp_path / "tiny")
+            repo.write("stackyard.yml", ON_HOST_STAGES)
+            repo.commit("prod runs on target apac")
+            platform.cli("stacks", "create", "tiny", "--repo", str(repo.path))
+            build = cli_json(platform, "build", "tiny")
+            assert build["status"] == "SUCCEEDED", build
+            dev = cli_json(platform, "release", "tiny", "--stage", "dev")
+            assert (dev["source"], dev["digest"]) == ("release.yml", build["digest"])
+            password = json.loads((platform.data_dir / "registry-credentials.json").read_text())
+            for log_path in (build["log_path"], dev["log_path"]):
+                log = Path(log_path).read_text()
+                assert "Commands run on this host" in log
+                assert "Login Succeeded" in log
+                assert password["password"] not in log
+
+            prod = cli_json(platform, "release", "tiny", "--stage", "prod")
+            assert (prod["source"], prod["digest"]) == ("release.yml", build["digest"])
+            log = Path(prod["log_path"]).read_text()
+            assert f"prod runs in ap-east: pushing to {apac.endpoint}" in log
+            assert log.count("Login Succeeded") == 2  # the platform's registry, then apac's
+            assert f"prod: digest: {build['digest']}" in log  # the host's own push there
+            for secret in (password["password"], apac.password):
+                assert secret not in log
+            with RegistryClient(
+                apac.endpoint, username=apac.username, password=apac.password
+            ) as client:
+                assert client.resolve("asia/tiny", "prod") == build["digest"]
+        finally:
+            stop_platform(platform)
+            remove_images(platform, regional)
+
+
+# dev on the platform's own target, prod on target apac (a registry of its own).
+ON_HOST_STAGES = """\
+stages:
+  - name: dev
+    health: {path: /ping}
+  - name: prod
+    target: apac
+    health: {path: /ping}
+"""

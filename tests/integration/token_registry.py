@@ -163,12 +163,13 @@ def _certificate(key: rsa.RSAPrivateKey) -> bytes:
 
 
 @contextmanager
-def token_registry(directory: Path) -> Iterator[TokenRegistry]:
-    """A registry with token auth on a free loopback port, and its token server."""
+def token_registry(directory: Path, username: str = "acme") -> Iterator[TokenRegistry]:
+    """A registry with token auth on a free loopback port, and its token server, taking
+    ``username`` (``AWS``: as ECR, for specs that log in with ``docker login -u AWS``)."""
     require("docker-registry")
     binary = shutil.which("docker-registry") or "docker-registry"
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    username, password = "acme", secrets.token_urlsafe(16)
+    password = secrets.token_urlsafe(16)
     tokens = TokenServer(key, {username: password})
     tokens.start()
     directory.mkdir(parents=True, exist_ok=True)

@@ -200,7 +200,9 @@ class DockerEngine(DockerApiEngine):
     def _ensure_image(self, spec: TaskSpec, repository: str, digest: str) -> None:
         """Pull by digest even when the engine has the image: the registry decides what is
         deployable (a release whose image was deleted fails), and the local copy is only a
-        cache that still serves while the registry does not answer."""
+        cache that still serves while the registry does not answer. Not quite on Docker
+        20.10: a manifest it pulled before from the same repository comes from its content
+        store without a request (docs/decisions.md, "What a pull by digest asks")."""
         try:
             self._api().inspect_image(spec.image)
             cached = True
