@@ -5,10 +5,12 @@ engine and a real registry through one build's proxy socket."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -188,6 +190,64 @@ def test_another_stack_s_repository_and_the_base_images_are_out_of_reach(
         capture_output=True, text=True, timeout=30,
     ).stdout  # fmt: skip
     assert "NAME_UNKNOWN" in catalog  # nothing reached the victim's repository
+
+
+def test_a_dockerfile_naming_another_stack_s_local_image_is_refused(
+    build_docker: BuildDocker, live_registry: LiveRegistry, tmp_path: Path
+) -> None:
+    """The engine resolves a local image by name, digest or id without asking the
+    registry (where the build has no login): the proxy reads the Dockerfile from the
+    context as it streams past and refuses such a build before the engine starts it."""
+    docker, stack = build_docker, build_docker.stack
+    victim = f"{live_registry.endpoint}/victim{secrets.token_hex(3)}:latest"
+    victim_ctx = tmp_path / "victim"
+    victim_ctx.mkdir()
+    (victim_ctx / "Dockerfile").write_text("FROM busybox:latest\nRUN echo s3cret > /secret\n")
+    host = subprocess.run(  # the other stack's build, on the engine itself
+        [DOCKER, "build", "--network", "host", "-q", "-t", victim, str(victim_ctx)],
+        env={**os.environ, "DOCKER_BUILDKIT": "0"}, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert host.returncode == 0, host.stderr
+    try:
+        victim_id = host.stdout.strip()
+        attacks = {
+            "by name": f"FROM {victim}\n",
+            "by id": f"FROM {victim_id}\n",
+            "by short id": f"FROM {victim_id.removeprefix('sha256:')[:12]}\n",
+            "copy --from": f"ARG B=busybox:latest\nFROM $B AS b\nCOPY --from={victim_id} "
+            "/secret /s\n",
+        }
+        for what, dockerfile in attacks.items():
+            ctx = context(tmp_path, dockerfile)
+            for compress in ([], ["--compress"]):
+                done = docker("build", "--network", "host", *compress, "-t", f"{stack}-x", str(ctx))
+                assert done.returncode != 0, what
+                assert "Stackyard's build proxy refused the build: Dockerfile line" in done.stderr
+                assert "another stack" in done.stderr, (what, done.stderr)
+        # The CLI writes one entry per file; a tar may hold two: the engine takes the last.
+        body = tmp_path / "two.tar"
+        with tarfile.open(body, "w") as tar:
+            for text in ("FROM busybox:latest\n", f"FROM {victim_id}\n"):
+                info = tarfile.TarInfo("Dockerfile")
+                info.size = len(text)
+                tar.addfile(info, io.BytesIO(text.encode()))
+        raw = subprocess.run(
+            ["curl", "-s", "--unix-socket", str(docker.socket.path), "-X", "POST",
+             "-H", "Content-Type: application/x-tar", "--data-binary", f"@{body}",
+             f"http://docker/v1.41/build?t={stack}-two&networkmode=host"],
+            capture_output=True, text=True, timeout=60,
+        ).stdout  # fmt: skip
+        assert "line 1 (FROM sha256:" in json.loads(raw)["message"]
+        assert docker("image", "inspect", f"{stack}-x").returncode != 0  # nothing was built
+        assert docker("image", "inspect", f"{stack}-two").returncode != 0
+        ctx = context(tmp_path, "FROM busybox:latest AS base\nFROM base\nCOPY --from=base / /\n")
+        fine = docker("build", "--network", "host", "--compress", "-t", f"{stack}-ok", str(ctx))
+        assert fine.returncode == 0, fine.stderr  # stages and base images are read
+        after = subprocess.run([DOCKER, "image", "inspect", "-f", "{{.Id}}", victim],
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert after.stdout.strip() == victim_id
+    finally:
+        subprocess.run([DOCKER, "rmi", "-f", victim], capture_output=True, timeout=120)
 
 
 def test_a_buildkit_build_goes_through_its_session_and_keeps_the_proxy_s_rules(

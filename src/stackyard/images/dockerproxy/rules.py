@@ -24,6 +24,7 @@ from typing import Any, Literal
 from urllib.parse import unquote
 
 from stackyard.errors import UsageError
+from stackyard.images.dockerproxy.dockerfile import NamedImage
 from stackyard.images.push_retry import PUSH_RETRY_FOR
 from stackyard.images.reference import ImageReference
 from stackyard.registry_login import RegistryLogin
@@ -173,6 +174,9 @@ class Forward:
     # session's, which the socket's BuildKit builds may then name.
     session: str = ""
     buildkit: bool = False  # a BuildKit build: its RUN steps need the BuildKit budget
+    # A legacy build: the Dockerfile in its context (the body) whose images are judged
+    # (:func:`dockerfile_refusal`) before the context's end goes on; None: no such check.
+    dockerfile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -328,6 +332,7 @@ def _build(query: dict[str, list[str]], scope: BuildScope) -> Decision:
         writes=tuple(tags),
         build=True,
         records=_local(tags, scope),
+        dockerfile=_first(query, "dockerfile") or "Dockerfile",
     )
 
 
@@ -375,7 +380,8 @@ def _buildkit(query: dict[str, list[str]], scope: BuildScope, opened: Collection
     rewritten.pop("cgroupparent", None)  # BuildKit ignores it: the budget holds its steps
     if remote:
         rewritten["remote"] = [remote]
-    return replace(legacy, query=rewritten, buildkit=True)
+    # The Dockerfile comes over the session, not in the body (see docs/decisions.md).
+    return replace(legacy, query=rewritten, buildkit=True, dockerfile=None)
 
 
 def _outputs(query: Mapping[str, Sequence[str]]) -> Refuse | None:
@@ -578,6 +584,54 @@ def judge(
             f"name of your own, such as $IMAGE_URL:<tag> or {scope.stack}-<name>",
         )
     return None
+
+
+def dockerfile_refusal(
+    dockerfile: str,
+    named: NamedImage,
+    image: Mapping[str, Any] | None,
+    scope: BuildScope,
+    names: Names,
+) -> Refuse | None:
+    """Whether a build may read the image its Dockerfile names at ``named`` (the engine
+    knows it as ``image``; None: not held locally, so the engine would pull it, without
+    a login to the platform's registries). The engine resolves a local image by name,
+    digest or id without asking any registry: another stack's is refused, and so is one
+    with no name at all (whose it is cannot be told)."""
+    where = _registry_of(named.name, scope)
+    if where == "foreign":
+        reason = "that is another stack's repository"
+    elif image is None or where == "own" or _is_base(image, scope, names):
+        return None
+    elif (owner := ownership(image, scope, names)) == "foreign":
+        reason = "the engine holds that image for another stack"
+    elif owner == "shared" and not (image.get("RepoTags") or image.get("RepoDigests")):
+        reason = (
+            "that image has no name, so whose it is cannot be told; build from a base "
+            "image's name or one of the stack's own"
+        )
+    else:
+        return None
+    return Refuse(
+        403,
+        f"{_PROXY} refused the build: {dockerfile} line {named.line} ({named.text}) reads "
+        f"{named.name} ({named.kind}): {reason}. A build of {scope.stack} may read base "
+        f"images and {scope.repositories}",
+    )
+
+
+def _is_base(image: Mapping[str, Any], scope: BuildScope, names: Names) -> bool:
+    """Whether ``image`` also bears a name no stack has (a base image's, like
+    busybox:latest): its content is then a base image's, whoever else tagged it (a stack
+    whose Dockerfile adds nothing to its base has that very image)."""
+    refs = [str(ref) for ref in (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])]
+    return any(_registry_of(ref, scope) == "elsewhere" and ref not in names for ref in refs)
+
+
+def build_args(query: Mapping[str, Sequence[str]]) -> dict[str, str | None]:
+    """A build's ``buildargs`` (a JSON object; a null value is an argument left unset)."""
+    args = _json_dict(query, "buildargs") or {}
+    return {str(k): None if v is None else str(v) for k, v in args.items()}
 
 
 def visible(listing: list[dict[str, Any]], scope: BuildScope, names: Names) -> list[dict[str, Any]]:

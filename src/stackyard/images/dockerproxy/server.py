@@ -29,6 +29,8 @@ import h11
 
 from stackyard.errors import ComponentError, StackyardError
 from stackyard.images.dockerproxy.budget import hold_buildkit_steps
+from stackyard.images.dockerproxy.context import BuildContext, ContextReader
+from stackyard.images.dockerproxy.dockerfile import DockerfileError, named_images, trigger_images
 from stackyard.images.dockerproxy.rules import (
     Answer,
     ApiRequest,
@@ -37,7 +39,9 @@ from stackyard.images.dockerproxy.rules import (
     Forward,
     Refuse,
     api_path,
+    build_args,
     decide,
+    dockerfile_refusal,
     judge,
     registry_auth_header,
     visible,
@@ -453,6 +457,8 @@ class _Connection:
         await upstream.send(_request_event(method, target, headers))
         if body:
             await upstream.send(h11.Data(data=body))
+        if decision.dockerfile is not None:
+            return await self._forward_build(upstream, decision)
         sending = asyncio.create_task(self._pump_body(upstream))
         try:
             if decision.filter_listing:
@@ -466,6 +472,10 @@ class _Connection:
         except BaseException:
             sending.cancel()
             raise
+        return await self._answered(upstream, decision)
+
+    async def _answered(self, upstream: _Upstream, decision: Forward) -> bool:
+        """After the engine's answer: record the names it made, keep or drop its connection."""
         if decision.records and 200 <= self.status < 300:
             self.names.record(decision.records, self.socket.scope.stack)
         upstream = self.upstream or upstream
@@ -475,6 +485,99 @@ class _Connection:
             await upstream.close()
             self.upstream = None
         return True
+
+    async def _forward_build(self, upstream: _Upstream, decision: Forward) -> bool:
+        """A legacy build: its context goes on as it arrives, all but its last piece, until
+        the Dockerfile read from it has been judged; the engine starts no build before the
+        body's end. A refused build's connection to the engine is cut (the build fails
+        there on a context cut short) and the client gets the refusal."""
+        sending = asyncio.create_task(self._pump_checked_body(upstream, decision))
+        answering = asyncio.create_task(self._pump_response(upstream))
+        try:
+            done, _ = await asyncio.wait({sending, answering}, return_when=asyncio.FIRST_COMPLETED)
+            refusal = sending.result() if sending in done else None
+            if refusal is not None:
+                answering.cancel()
+                await asyncio.gather(answering, return_exceptions=True)
+                await upstream.close()
+                self.upstream = None
+                if self.http.our_state is h11.SEND_RESPONSE:
+                    await self._refuse(refusal)
+                return False
+            await answering
+            await sending
+        except BaseException:
+            sending.cancel()
+            answering.cancel()
+            raise
+        return await self._answered(upstream, decision)
+
+    async def _pump_checked_body(self, upstream: _Upstream, decision: Forward) -> Refuse | None:
+        """The build context, on to the engine one piece behind, read on the way for its
+        Dockerfile; the last piece and the body's end go on once the Dockerfile passed."""
+        reader = ContextReader(decision.dockerfile or "")
+        held: bytes | None = None
+        try:
+            while self.http.their_state is not h11.DONE:
+                event = await _next_event(self.http, self.reader)
+                if isinstance(event, h11.EndOfMessage):
+                    break
+                if not isinstance(event, h11.Data):
+                    raise ConnectionError("the build's docker client went away mid-request")
+                data = bytes(event.data)
+                reader.feed(data)
+                if held is not None:
+                    await upstream.send(h11.Data(data=held))
+                held = data
+        except BaseException:
+            reader.abandon()
+            raise
+        refusal = await self._dockerfile_refusal(await reader.finish(), decision)
+        if refusal is not None:
+            return refusal
+        if held is not None:
+            await upstream.send(h11.Data(data=held))
+        await upstream.send(h11.EndOfMessage())
+        return None
+
+    async def _dockerfile_refusal(self, found: BuildContext, decision: Forward) -> Refuse | None:
+        """Judge every image the build's Dockerfile names (and the ONBUILD triggers of the
+        images it builds from), asking the engine about each."""
+        dockerfile = decision.dockerfile or ""
+        if found.problem:
+            return Refuse(403, f"Stackyard's build proxy refused the build: {found.problem}")
+        if found.dockerfile is None:
+            return None  # the engine says the Dockerfile is missing
+        try:
+            named = named_images(found.dockerfile, build_args(decision.query))
+        except DockerfileError as exc:
+            return Refuse(400, f"Stackyard's build proxy cannot read {dockerfile}: {exc}")
+        scope, names = self.socket.scope, self.names.owners
+        try:
+            images = await self._inspect_all([n.name for n in named])
+            triggered = [
+                trigger
+                for image, base in zip(images, named, strict=True)
+                if image is not None and base.kind == "FROM"
+                for trigger in trigger_images(_on_build(image), base)
+            ]
+            named += triggered
+            images += await self._inspect_all([n.name for n in triggered])
+        except (StackyardError, ValueError) as exc:
+            return Refuse(502, f"Stackyard's build proxy could not check {dockerfile}: {exc}")
+        for each, image in zip(named, images, strict=True):
+            refusal = dockerfile_refusal(dockerfile, each, image, scope, names)
+            if refusal is not None:
+                return refusal
+        return None
+
+    async def _inspect_all(self, names: list[str]) -> list[dict[str, Any] | None]:
+        """The engine's record of each name, one round trip for all (a name asked twice
+        is asked once)."""
+        unique = list(dict.fromkeys(names))
+        found = await asyncio.gather(*(self._inspect(name) for name in unique))
+        by_name = dict(zip(unique, found, strict=True))
+        return [by_name[name] for name in names]
 
     async def _pump_body(self, upstream: _Upstream) -> None:
         """The client's request body, on to the engine as it arrives."""
@@ -676,6 +779,13 @@ async def _relay(
             relays.discard(writer)
             writer.close()
         await asyncio.gather(*pumps, return_exceptions=True)
+
+
+def _on_build(image: dict[str, Any]) -> list[str]:
+    """An image's ONBUILD triggers, from the engine's inspect."""
+    config = image.get("Config") or {}
+    triggers = config.get("OnBuild") if isinstance(config, dict) else None
+    return [str(t) for t in triggers] if isinstance(triggers, list) else []
 
 
 def _stack_key(stack: str, value: bytes) -> bytes:

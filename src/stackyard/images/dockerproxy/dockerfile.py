@@ -1,0 +1,361 @@
+"""The images a Dockerfile makes its build read: each FROM, COPY --from and RUN --mount
+from= that names no build stage, with the line that names it.
+
+dockerfile-parse turns the lines into instructions (continuations, comments, the escape
+directive). Its variable substitution knows neither ``${X:-word}`` nor ``${X:+word}``, so
+the words are read here as the legacy builder (Docker 20.10) reads them: flags first
+(``--name=value``, quotes and escapes as the builder's flag reader takes them), FROM's
+image with the global ARGs substituted (their defaults, or the build's build-args) by the
+builder's shell-word rules, and a flag's value literally (the legacy builder does not
+expand ``--from``: measured, ``COPY --from=$X`` fails as an invalid reference). Whatever
+the builder itself would reject (an unknown substitution modifier, an open quote) is an
+error here too, so no reading of a Dockerfile can differ from the builder's in silence.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from dockerfile_parse import DockerfileParser
+
+from stackyard.errors import UsageError
+
+_ESCAPE_DIRECTIVE = re.compile(r"^\s*#\s*escape\s*=\s*(\\|`)\s*$", re.I)
+_OTHER_DIRECTIVE = re.compile(r"^\s*#\s*[a-z]+\s*=.*$", re.I)
+_STAGE_INDEX = re.compile(r"^[+-]?[0-9]+$")
+_BOM = b"\xef\xbb\xbf"
+
+Kind = Literal["FROM", "COPY --from", "RUN --mount from"]
+
+
+class DockerfileError(UsageError):
+    """A Dockerfile the proxy cannot read as the builder would."""
+
+
+@dataclass(frozen=True)
+class NamedImage:
+    """One image a Dockerfile names: where (1-based line, the instruction as written),
+    how, and the name as the builder resolves it. ``stages``: the stages begun before it
+    (lower-case names, "" for an unnamed one), which a base image's ONBUILD triggers see."""
+
+    line: int
+    text: str
+    kind: Kind
+    name: str
+    stages: tuple[str, ...] = ()
+
+
+def named_images(dockerfile: bytes, build_args: Mapping[str, str | None]) -> list[NamedImage]:
+    """The images ``dockerfile`` names, in order, stages and ``scratch`` left out."""
+    data = dockerfile.removeprefix(_BOM).decode("utf-8", "replace").encode()
+    escape = _escape_token(data)
+    parser = DockerfileParser(fileobj=io.BytesIO(data), env_replace=False)
+    meta: dict[str, str] = {}  # the global ARGs (before the first FROM)
+    stages: list[str] = []
+    found: list[NamedImage] = []
+    for instruction in parser.structure:
+        kind = str(instruction["instruction"])
+        value = str(instruction["value"] or "")
+        line = int(instruction["startline"]) + 1
+        text = " ".join(str(instruction["content"]).split())
+        try:
+            if kind == "ARG" and not stages:
+                meta.update(_global_args(value, meta, build_args, escape))
+            elif kind == "FROM":
+                image, stage = _from(value, meta, escape)
+                if image != "scratch" and image not in stages:
+                    found.append(NamedImage(line, text, "FROM", image, tuple(stages)))
+                stages.append(stage)
+            elif kind in ("COPY", "RUN") and stages:
+                found += _flag_images(kind, value, line, text, stages[:-1])
+        except DockerfileError as exc:
+            raise DockerfileError(f"line {line} ({_short(text)}): {exc}") from exc
+    return found
+
+
+def trigger_images(triggers: Sequence[str], base: NamedImage) -> list[NamedImage]:
+    """The images the ONBUILD triggers of ``base`` (its image's ``Config.OnBuild``) name:
+    they run at the start of the stage that FROM begins."""
+    found: list[NamedImage] = []
+    for trigger in triggers:
+        kind, _, value = trigger.strip().partition(" ")
+        text = f"{base.text}, whose image runs ONBUILD {_short(trigger)}"
+        if kind.upper() in ("COPY", "RUN"):
+            found += _flag_images(kind.upper(), value, base.line, text, list(base.stages))
+    return found
+
+
+def _flag_images(
+    kind: str, value: str, line: int, text: str, stages: Sequence[str]
+) -> list[NamedImage]:
+    found: list[NamedImage] = []
+    for flag in _flags(value):
+        name, _, flag_value = flag.removeprefix("--").partition("=")
+        if kind == "COPY" and name == "from":
+            images = [flag_value]
+            how: Kind = "COPY --from"
+        elif kind == "RUN" and name == "mount":
+            images = _mount_sources(flag_value)
+            how = "RUN --mount from"
+        else:
+            continue
+        found += [
+            NamedImage(line, text, how, image)
+            for image in images
+            if image and not _is_stage(image, stages)
+        ]
+    return found
+
+
+def _is_stage(name: str, stages: Sequence[str]) -> bool:
+    """A stage's index (the builder never reads an image for one: out of range is its
+    error) or the name of a stage begun before."""
+    return bool(_STAGE_INDEX.match(name)) or name.lower() in [s for s in stages if s]
+
+
+def _mount_sources(value: str) -> list[str]:
+    """The ``from=`` of one ``--mount`` (CSV of key=value)."""
+    try:
+        fields = next(csv.reader([value]), [])
+    except csv.Error as exc:
+        raise DockerfileError(f"its --mount is not a list of key=value: {exc}") from exc
+    sources = []
+    for field in fields:
+        key, _, found = field.partition("=")
+        if key.strip().lower() == "from":
+            sources.append(found)
+    return sources
+
+
+def _from(value: str, meta: Mapping[str, str], escape: str) -> tuple[str, str]:
+    """FROM's image (global ARGs substituted) and its stage name ("" when unnamed)."""
+    rest = _rest_after_flags(value)
+    words = rest.split()
+    if len(words) not in (1, 3) or (len(words) == 3 and words[1].lower() != "as"):
+        raise DockerfileError("FROM takes an image and, optionally, AS and a stage name")
+    image = expand(words[0], meta, escape)
+    if not image:
+        raise DockerfileError("FROM names an empty image")
+    return image, words[2].lower() if len(words) == 3 else ""
+
+
+def _global_args(
+    value: str, meta: Mapping[str, str], build_args: Mapping[str, str | None], escape: str
+) -> dict[str, str]:
+    """``ARG name[=default] ...`` before the first FROM: a build-arg wins over the default;
+    an ARG with neither stays unset."""
+    found: dict[str, str] = {}
+    for word in _words(value, escape):
+        name, has_default, default = word.partition("=")
+        given = build_args.get(name)
+        if given is not None:
+            found[name] = given
+        elif has_default:
+            found[name] = expand(default, {**meta, **found}, escape)
+    return found
+
+
+def _words(value: str, escape: str) -> list[str]:
+    """Whitespace-separated words, quotes kept together (ARG's name=value pairs)."""
+    words, word, quote, escaped = [], "", "", False
+    for ch in value:
+        if escaped:
+            word, escaped = word + ch, False
+        elif ch == escape and quote != "'":
+            word, escaped = word + ch, True
+        elif quote:
+            word += ch
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            word, quote = word + ch, ch
+        elif ch.isspace():
+            if word:
+                words.append(word)
+            word = ""
+        else:
+            word += ch
+    if quote:
+        raise DockerfileError("a quote is not closed")
+    return [*words, word] if word else words
+
+
+def _flags(value: str) -> list[str]:
+    """The ``--flag`` words at the start of an instruction's arguments."""
+    return _split_flags(value)[0]
+
+
+def _rest_after_flags(value: str) -> str:
+    return _split_flags(value)[1]
+
+
+def _split_flags(line: str) -> tuple[list[str], str]:
+    """The builder's flag reader (extractBuilderFlags): leading words that start with
+    ``--``, with quotes removed and backslash escapes taken, then the rest of the line."""
+    words: list[str] = []
+    word, quote, blank_ok, phase = "", "", False, "spaces"
+    pos = 0
+    while pos <= len(line):
+        ch = line[pos] if pos < len(line) else ""
+        if phase == "spaces":
+            if pos == len(line):
+                break
+            if ch.isspace():
+                pos += 1
+                continue
+            if not line.startswith("--", pos):
+                return words, line[pos:]
+            phase = "word"
+        if pos == len(line):
+            if word != "--" and (blank_ok or word):
+                words.append(word)
+            break
+        if phase == "word":
+            if ch.isspace():
+                phase = "spaces"
+                if word == "--":
+                    return words, line[pos:]
+                if blank_ok or word:
+                    words.append(word)
+                word, blank_ok = "", False
+            elif ch in "'\"":
+                quote, blank_ok, phase = ch, True, "quote"
+            elif ch == "\\":
+                if pos + 1 < len(line):
+                    pos += 1
+                    word += line[pos]
+            else:
+                word += ch
+        elif ch == quote:
+            phase = "word"
+        elif ch == "\\":
+            if pos + 1 == len(line):
+                phase = "word"
+            else:
+                pos += 1
+                word += line[pos]
+        else:
+            word += ch
+        pos += 1
+    return words, ""
+
+
+def expand(word: str, variables: Mapping[str, str], escape: str = "\\") -> str:
+    """One word as the builder's shell lexer reads it (ProcessWord): quotes removed,
+    escapes taken, ``$X``, ``${X}``, ``${X:-word}`` and ``${X:+word}`` substituted (an
+    unset variable is empty)."""
+    return _Lexer(word, variables, escape).until("")
+
+
+class _Lexer:
+    def __init__(self, word: str, variables: Mapping[str, str], escape: str) -> None:
+        self.text = word
+        self.pos = 0
+        self.variables = variables
+        self.escape = escape
+
+    def _peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def _next(self) -> str:
+        ch = self._peek()
+        self.pos += 1 if ch else 0
+        return ch
+
+    def until(self, stop: str) -> str:
+        out: list[str] = []
+        while self._peek():
+            ch = self._peek()
+            if stop and ch == stop:
+                self._next()
+                return "".join(out)
+            if ch == self.escape:
+                self._next()
+                out.append(self._next())
+            elif ch == "'":
+                out.append(self._single_quoted())
+            elif ch == '"':
+                out.append(self._double_quoted())
+            elif ch == "$":
+                out.append(self._dollar())
+            else:
+                out.append(self._next())
+        if stop:
+            raise DockerfileError(f"a substitution is not closed with {stop!r}")
+        return "".join(out)
+
+    def _single_quoted(self) -> str:
+        self._next()
+        out = []
+        while (ch := self._next()) != "'":
+            if not ch:
+                raise DockerfileError("a single quote is not closed")
+            out.append(ch)
+        return "".join(out)
+
+    def _double_quoted(self) -> str:
+        self._next()
+        out = []
+        while (ch := self._peek()) != '"':
+            if not ch:
+                raise DockerfileError("a double quote is not closed")
+            if ch == "$":
+                out.append(self._dollar())
+                continue
+            self._next()
+            if ch == self.escape and self._peek() in ('"', "$", self.escape) and self._peek():
+                ch = self._next()
+            out.append(ch)
+        self._next()
+        return "".join(out)
+
+    def _dollar(self) -> str:
+        self._next()
+        if self._peek() != "{":
+            name = self._name()
+            return self.variables.get(name, "") if name else "$"
+        self._next()
+        name = self._name()
+        ch = self._next()
+        if ch == "}":
+            return self.variables.get(name, "")
+        if ch != ":":
+            raise DockerfileError(f"${{{name}{ch}...}} is not a substitution the builder takes")
+        modifier = self._next()
+        word = self.until("}")
+        value = self.variables.get(name, "")
+        if modifier == "-":
+            return value or word
+        if modifier == "+":
+            return word if value else value
+        raise DockerfileError(f"${{{name}:{modifier}...}}: the builder takes only :- and :+")
+
+    def _name(self) -> str:
+        start = self.pos
+        if self._peek().isdigit():
+            while self._peek().isdigit():
+                self._next()
+            return self.text[start : self.pos]
+        while (ch := self._peek()) and (ch.isalnum() or ch == "_"):
+            self._next()
+        return self.text[start : self.pos]
+
+
+def _escape_token(data: bytes) -> str:
+    """The escape character: ``\\`` unless a leading ``# escape=`` directive says "`"."""
+    for raw in data.splitlines():
+        line = raw.decode()
+        found = _ESCAPE_DIRECTIVE.match(line)
+        if found:
+            return found[1]
+        if not _OTHER_DIRECTIVE.match(line):
+            break
+    return "\\"
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
