@@ -9,6 +9,7 @@ and a disk fill end quickly; each is checked to be bounded before it is set off.
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import threading
 import time
@@ -274,6 +275,51 @@ def test_a_buildkit_build_pushes_to_its_own_repository_and_nowhere_else(
     assert "out/bin/busybox" in log
     assert tag_digests(yard, "victim") == victim["digests"]
     assert build_containers(yard) == []
+
+
+def test_a_build_cannot_build_from_another_stack_s_local_image(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    """The engine holds another stack's image (built here; its content its own): a
+    Dockerfile that names it by digest or id, as a base or a COPY source, is refused
+    naming its line, and the stack's own build goes on."""
+    hoard = GitRepo.from_example("hello", tmp_path / "hoard")
+    hoard.write("www/secret.txt", secrets.token_hex(16))  # no other platform's image
+    hoard.commit("a secret of its own")
+    yard.cli("stacks", "create", "hoard", "--repo", str(hoard.path))
+    assert build(yard, "hoard")["status"] == "SUCCEEDED"
+    digests = tag_digests(yard, "hoard")
+    image = f"{yard.registry}/hoard@{digests['latest']}"
+    image_id = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", image],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.strip()  # fmt: skip
+    dockerfiles = {
+        "by digest": f"FROM $REGISTRY_ENDPOINT/hoard@{digests['latest']}",
+        "by id": f"FROM {image_id}",
+        "copy from": f"FROM busybox:latest\\nCOPY --from={image_id[7:19]} /www /stolen",
+    }
+    commands = [
+        f'printf "{text}\\n" > D{n} && docker build --network host -f D{n} . '
+        f"|| echo 'blocked: {what}'"
+        for n, (what, text) in enumerate(dockerfiles.items())
+    ]
+    repo = GitRepo.from_example("hello", tmp_path / "thief")
+    repo.write("build.yml", spec_of(*commands, "docker build --network host -t $IMAGE_URL:latest .",
+                                    "docker push $IMAGE_URL:latest"))  # fmt: skip
+    repo.commit("builds from another stack's image")
+    yard.cli("stacks", "create", "thief", "--repo", str(repo.path))
+
+    record = build(yard, "thief")
+    log = record["log"]
+
+    assert record["status"] == "SUCCEEDED", log  # its own build still goes through
+    for n, what in enumerate(dockerfiles):
+        assert f"refused the build: D{n} line 1" in log or f"D{n} line 2" in log, (what, log)
+        assert f"blocked: {what}" in log
+    assert f"reads {image}" in log
+    assert log.count("the engine holds that image for another stack") == 2
+    assert tag_digests(yard, "hoard") == digests
 
 
 def warm_containers(yard: RunningPlatform, last_log: str) -> list[dict[str, Any]]:
