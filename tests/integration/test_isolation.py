@@ -577,6 +577,27 @@ def test_a_build_out_of_processes_is_told_which_limit_and_what_to_change(
     assert "Running command echo never" not in log  # the phase stopped at the crowd
 
 
+def test_a_buildkit_step_out_of_processes_is_told_which_limit(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    """A BuildKit RUN step runs in a cgroup of its own under the BuildKit budget: the
+    kernel's line for its refused fork is tied to the build by its own BuildKit build."""
+    repo = GitRepo.from_example("hello", tmp_path / "kitcrowd")
+    crowd = f"for i in $(seq {BUILD_PIDS + 72}); do sleep 2 & done; wait; exit 3"
+    repo.write("Dockerfile.crowd", f"FROM busybox:latest\nRUN {crowd}\n")
+    kit = "DOCKER_BUILDKIT=1 docker build --progress plain --no-cache --network host"
+    repo.write("build.yml", spec_of(f"{kit} -f Dockerfile.crowd .", "echo never"))
+    repo.commit("a crowd of processes in a BuildKit step")
+    yard.cli("stacks", "create", "kitcrowd", "--repo", str(repo.path))
+
+    with kept_buildkit_budget():
+        log = build(yard, "kitcrowd")["log"]
+
+    assert "can't fork" in log, log
+    assert f"a BuildKit RUN step reached the process limit of BuildKit builds ({BUILD_PIDS} " in log
+    assert "Running command echo never" not in log
+
+
 def test_a_build_that_fills_its_disk_is_stopped(yard: RunningPlatform, tmp_path: Path) -> None:
     repo = GitRepo.from_example("hello", tmp_path / "filler")
     repo.write(

@@ -172,14 +172,16 @@ class ContainerShell(CommandShell):
         except StackyardError as exc:
             return CommandOutcome(status=125, start_error=f"could not start the command: {exc}")
         script = _entry(command) + command.script
+        buildkit = self._buildkit_marks()
         outcome = agent.run(command, script, on_output, self._kill_group)
         stopped = None
         if outcome.status == _KILLED or outcome.start_error:
             stopped = self._stopped_reason()
-        starved = None
+        starved = kit_starved = None
         if outcome.status != 0:
             starved = self._starved_reason(agent, memory=bool(stopped and "memory" in stopped))
-        found = [reason for reason in (stopped, starved) if reason]
+            kit_starved = self._buildkit_starved_reason(buildkit)
+        found = [reason for reason in (stopped, starved, kit_starved) if reason]
         if found:
             said = [outcome.start_error] if outcome.start_error else []
             return replace(outcome, start_error="; ".join([*said, *found]))
@@ -335,6 +337,30 @@ class ContainerShell(CommandShell):
             f"the build reached its process limit ({self.settings.limits.pids} processes) and "
             "could not start more; start fewer at once (a runaway loop?), or raise "
             "build.pids_limit in stackyard.yml, up to the platform's (stackyard up --build-pids)"
+        )
+
+    def _buildkit_marks(self) -> tuple[int, int]:
+        """The BuildKit builds this build's proxy passed on, and the BuildKit RUN steps
+        the kernel refused a fork for, so far."""
+        if self._proxy_socket is None:
+            return 0, 0
+        return self._proxy_socket.buildkit_builds, self._container.buildkit_forks_refused()
+
+    def _buildkit_starved_reason(self, before: tuple[int, int]) -> str | None:
+        """When the failed command ran a BuildKit build of its own and, meanwhile, the
+        kernel refused a fork in a BuildKit RUN step's cgroup: the BuildKit budget (the
+        build's process limit, shared by every BuildKit build on the engine) was reached.
+        The step's cgroup has a random name, so the line is tied to the build by time and
+        by the build's own BuildKit build, not by name."""
+        kits, refusals = self._buildkit_marks()
+        if kits <= before[0] or refusals <= before[1]:
+            return None
+        return (
+            f"a BuildKit RUN step reached the process limit of BuildKit builds "
+            f"({self.settings.limits.pids} processes, shared by every BuildKit build on the "
+            "engine) and could not start more; start fewer at once, raise build.pids_limit "
+            "in stackyard.yml (up to stackyard up --build-pids), or build with "
+            "DOCKER_BUILDKIT=0"
         )
 
     def _said_no_fork(self, agent: _Agent) -> bool:

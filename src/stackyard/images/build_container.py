@@ -23,7 +23,12 @@ import docker.errors
 
 from stackyard.errors import ComponentError, ConfigError, StackyardError
 from stackyard.images.dockerproxy.rules import BuildLimits
-from stackyard.images.kernel_log import KernelLog, fork_rejected_in
+from stackyard.images.kernel_log import (
+    BUILDKIT_CGROUP,
+    KernelLog,
+    fork_rejected_in,
+    forks_rejected_in,
+)
 
 LABEL_BUILD = "dev.stackyard.build"  # "<stack>:<build number>" or "<stack>:<stage>"
 LABEL_BUILD_PLATFORM = "dev.stackyard.build-platform"  # the data dir's id, or "local"
@@ -121,6 +126,7 @@ class BuildContainer:
         self.id = ""
         self._kernel_log: KernelLog | None = None
         self._forks_refused = False
+        self._buildkit_refusals = 0  # BuildKit RUN steps the pids controller refused
 
     def create(self, spec: BuildContainerSpec) -> str:
         """Create (not start) the container; a missing image is a ConfigError saying how to
@@ -231,9 +237,23 @@ class BuildContainer:
         """Whether the kernel logged that the process limit refused a fork in this
         container (or a RUN step nested in it): still known once the container and its
         cgroup are gone. False where this host's kernel log cannot be read."""
-        if not self._forks_refused and self._kernel_log is not None:
-            self._forks_refused = fork_rejected_in(self._kernel_log.lines(), self.id)
+        self._read_kernel_log()
         return self._forks_refused
+
+    def buildkit_forks_refused(self) -> int:
+        """How many BuildKit RUN steps (on this engine, any build's) the kernel logged a
+        refused fork for since this container was made: BuildKit's steps run in cgroups
+        of their own (``/docker/buildkit/<id>``) under the budget all BuildKit builds
+        share. 0 where this host's kernel log cannot be read."""
+        self._read_kernel_log()
+        return self._buildkit_refusals
+
+    def _read_kernel_log(self) -> None:
+        if self._kernel_log is None:
+            return
+        lines = self._kernel_log.lines()
+        self._forks_refused = self._forks_refused or fork_rejected_in(lines, self.id)
+        self._buildkit_refusals += forks_rejected_in(lines, BUILDKIT_CGROUP)
 
     def kill(self) -> None:
         try:

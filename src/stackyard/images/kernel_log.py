@@ -16,6 +16,8 @@ from pathlib import Path
 
 KMSG = Path("/dev/kmsg")
 _FORK_REJECTED = "fork rejected by pids controller in "
+# BuildKit's RUN steps (Docker 20.10, cgroupfs) each run in a cgroup of their own here.
+BUILDKIT_CGROUP = "/docker/buildkit/"
 _READ_SIZE = 8192  # a /dev/kmsg record is at most about 1 KiB
 
 
@@ -75,4 +77,10 @@ class KernelLog:
 def fork_rejected_in(lines: list[str], cgroup_id: str) -> bool:
     """Whether ``lines`` say the pids controller refused a fork in the cgroup of
     ``cgroup_id`` (a container's id), or in one nested in it (a RUN step's)."""
-    return any(_FORK_REJECTED in line and cgroup_id in line for line in lines)
+    return forks_rejected_in(lines, cgroup_id) > 0
+
+
+def forks_rejected_in(lines: list[str], cgroup: str) -> int:
+    """How many cgroups whose path holds ``cgroup`` ``lines`` say the pids controller
+    refused a fork in (the kernel logs the first refusal of each cgroup)."""
+    return sum(_FORK_REJECTED in line and cgroup in line for line in lines)

@@ -110,6 +110,7 @@ class ProxySocket:
         self.claimed = claimed
         self.refusals: list[str] = []
         self.opened: set[str] = set()  # BuildKit sessions and builds passed on
+        self.buildkit_builds = 0  # BuildKit builds passed on (their steps share a budget)
         self.relays: set[asyncio.StreamWriter] = set()  # both ends of each open session
         self._server: asyncio.AbstractServer | None = None
         self._close: Callable[[], None] = lambda: None
@@ -368,6 +369,7 @@ class _Connection:
         except ComponentError as exc:
             return Refuse(403, f"Stackyard's build proxy refused a BuildKit build: {exc}. "
                           "Set DOCKER_BUILDKIT=0.")  # fmt: skip
+        self.socket.buildkit_builds += 1
         build_id = decision.query.get("buildid", [""])[0]
         if build_id:
             self.socket.opened.add(build_id)  # the CLI may cancel it
