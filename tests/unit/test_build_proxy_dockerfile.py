@@ -128,6 +128,9 @@ def test_continuations_comments_the_escape_directive_and_a_bom_are_read_as_the_b
 def test_a_broken_from_names_its_line() -> None:
     with pytest.raises(DockerfileError, match=r"line 2 .*FROM takes an image"):
         named_images(b"# hi\nFROM a b\n", {})
+    for name in ("../../containers/x", "a?b", "x/%2e%2e/y", "a//b"):
+        with pytest.raises(DockerfileError, match="is not an image name"):
+            named_images(f"FROM busybox\nCOPY --from={name} / /\n".encode(), {})
 
 
 def test_onbuild_triggers_of_a_base_image_are_read_with_its_stage() -> None:

@@ -28,6 +28,9 @@ from stackyard.errors import UsageError
 _ESCAPE_DIRECTIVE = re.compile(r"^\s*#\s*escape\s*=\s*(\\|`)\s*$", re.I)
 _OTHER_DIRECTIVE = re.compile(r"^\s*#\s*[a-z]+\s*=.*$", re.I)
 _STAGE_INDEX = re.compile(r"^[+-]?[0-9]+$")
+# What an image reference or id may hold at all (the proxy asks the engine about it by
+# path, so nothing that could climb or end the path); the engine rejects the rest itself.
+_IMAGE_CHARS = re.compile(r"^[A-Za-z0-9._/:@-]+$")
 _BOM = b"\xef\xbb\xbf"
 
 Kind = Literal["FROM", "COPY --from", "RUN --mount from"]
@@ -75,7 +78,16 @@ def named_images(dockerfile: bytes, build_args: Mapping[str, str | None]) -> lis
                 found += _flag_images(kind, value, line, text, stages[:-1])
         except DockerfileError as exc:
             raise DockerfileError(f"line {line} ({_short(text)}): {exc}") from exc
+    for each in found:
+        _check_name(each)
     return found
+
+
+def _check_name(image: NamedImage) -> None:
+    if not _IMAGE_CHARS.match(image.name) or ".." in image.name or "//" in image.name:
+        raise DockerfileError(
+            f"line {image.line} ({_short(image.text)}): {image.name!r} is not an image name"
+        )
 
 
 def trigger_images(triggers: Sequence[str], base: NamedImage) -> list[NamedImage]:
@@ -87,6 +99,8 @@ def trigger_images(triggers: Sequence[str], base: NamedImage) -> list[NamedImage
         text = f"{base.text}, whose image runs ONBUILD {_short(trigger)}"
         if kind.upper() in ("COPY", "RUN"):
             found += _flag_images(kind.upper(), value, base.line, text, list(base.stages))
+    for image in found:
+        _check_name(image)
     return found
 
 
