@@ -125,6 +125,20 @@ def test_continuations_comments_the_escape_directive_and_a_bom_are_read_as_the_b
     assert found[1].text == "COPY ` --from=127.0.0.1:5000/victim:latest /a /a"
 
 
+def test_lines_join_where_the_builder_joins_them() -> None:
+    # The builder skips a blank line inside a continuation: the flag is still COPY's.
+    assert images("FROM busybox\nCOPY \\\n  \n--from=127.0.0.1:5000/v:1 / /\n") == [
+        "busybox",
+        "127.0.0.1:5000/v:1",
+    ]
+    # A backslash and a vertical tab end a line for the builder: the next is an instruction.
+    assert images("FROM busybox\nRUN true \\\x0b\nCOPY --from=127.0.0.1:5000/v:1 / /\n") == [
+        "busybox",
+        "127.0.0.1:5000/v:1",
+    ]
+    assert images("FROM busybox\r\nRUN true \\ \t\r\nCOPY --from=x:1 / /\r\n") == ["busybox"]
+
+
 def test_a_broken_from_names_its_line() -> None:
     with pytest.raises(DockerfileError, match=r"line 2 .*FROM takes an image"):
         named_images(b"# hi\nFROM a b\n", {})

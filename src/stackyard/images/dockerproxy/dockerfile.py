@@ -57,7 +57,8 @@ def named_images(dockerfile: bytes, build_args: Mapping[str, str | None]) -> lis
     """The images ``dockerfile`` names, in order, stages and ``scratch`` left out."""
     data = dockerfile.removeprefix(_BOM).decode("utf-8", "replace").encode()
     escape = _escape_token(data)
-    parser = DockerfileParser(fileobj=io.BytesIO(data), env_replace=False)
+    lines = io.BytesIO(_as_builder_reads(data, escape))
+    parser = DockerfileParser(fileobj=lines, env_replace=False)
     meta: dict[str, str] = {}  # the global ARGs (before the first FROM)
     stages: list[str] = []
     found: list[NamedImage] = []
@@ -357,6 +358,27 @@ class _Lexer:
         while (ch := self._peek()) and (ch.isalnum() or ch == "_"):
             self._next()
         return self.text[start : self.pos]
+
+
+def _as_builder_reads(data: bytes, escape: str) -> bytes:
+    """The lines as dockerfile-parse must see them to join them as the builder does:
+    a blank line inside a continuation is skipped by the builder (dockerfile-parse would
+    end the instruction there), so it becomes a comment line (which both skip); and a
+    line that ends with the escape character and whitespace other than spaces and tabs
+    does not continue for the builder (it does for dockerfile-parse), so it gets one more
+    character. Line numbers stay."""
+    lines = data.decode().split("\n")
+    for number, line in enumerate(lines):
+        text = line.removesuffix("\r")
+        if not text.strip():
+            lines[number] = "#"
+        elif (
+            not text.lstrip().startswith("#")
+            and text.rstrip().endswith(escape)
+            and not re.search(re.escape(escape) + r"[ \t]*$", text)
+        ):
+            lines[number] = text + "."
+    return "\n".join(lines).encode()
 
 
 def _escape_token(data: bytes) -> str:
