@@ -137,6 +137,11 @@ def test_lines_join_where_the_builder_joins_them() -> None:
         "127.0.0.1:5000/v:1",
     ]
     assert images("FROM busybox\r\nRUN true \\ \t\r\nCOPY --from=x:1 / /\r\n") == ["busybox"]
+    # Directives count at the top only, a syntax directive among them (measured).
+    after = "FROM busybox\nRUN true `\nCOPY --from=v:1 / /\n"
+    assert images("# syntax=x\n# ESCAPE = `\n" + after) == ["busybox"]
+    assert images("# hello\n# escape=`\n" + after) == ["busybox", "v:1"]
+    assert images("# other=x\n# escape=`\n" + after) == ["busybox", "v:1"]
 
 
 def test_a_broken_from_names_its_line() -> None:

@@ -25,8 +25,12 @@ from dockerfile_parse import DockerfileParser
 
 from stackyard.errors import UsageError
 
-_ESCAPE_DIRECTIVE = re.compile(r"^\s*#\s*escape\s*=\s*(\\|`)\s*$", re.I)
-_OTHER_DIRECTIVE = re.compile(r"^\s*#\s*[a-z]+\s*=.*$", re.I)
+# A parser directive as the builder reads one (Go's \s), and dockerfile-parse's escape.
+_GO_SPACE = "[\t\n\f\r ]*"
+_BUILDER_DIRECTIVE = re.compile(
+    f"^#{_GO_SPACE}([a-zA-Z][a-zA-Z0-9]*){_GO_SPACE}={_GO_SPACE}(.+?){_GO_SPACE}$"
+)
+_PARSER_ESCAPE = re.compile(r"^\s*#\s*escape\s*=", re.I)
 _STAGE_INDEX = re.compile(r"^[+-]?[0-9]+$")
 # What an image reference or id may hold at all (the proxy asks the engine about it by
 # path, so nothing that could climb or end the path); the engine rejects the rest itself.
@@ -366,11 +370,15 @@ def _as_builder_reads(data: bytes, escape: str) -> bytes:
     end the instruction there), so it becomes a comment line (which both skip); and a
     line that ends with the escape character and whitespace other than spaces and tabs
     does not continue for the builder (it does for dockerfile-parse), so it gets one more
-    character. Line numbers stay."""
+    character. The builder's escape character is written as a directive on the first line
+    (where, with "`", directives are) and any other escape directive made a comment, so
+    dockerfile-parse takes the same one. Line numbers stay."""
     lines = data.decode().split("\n")
     for number, line in enumerate(lines):
         text = line.removesuffix("\r")
-        if not text.strip():
+        if number == 0 and escape != "\\":  # the top is all directives then
+            lines[number] = f"# escape={escape}"  # where and as dockerfile-parse reads it
+        elif _PARSER_ESCAPE.match(text) or not text.strip():
             lines[number] = "#"
         elif (
             not text.lstrip().startswith("#")
@@ -382,14 +390,18 @@ def _as_builder_reads(data: bytes, escape: str) -> bytes:
 
 
 def _escape_token(data: bytes) -> str:
-    """The escape character: ``\\`` unless a leading ``# escape=`` directive says "`"."""
-    for raw in data.splitlines():
-        line = raw.decode()
-        found = _ESCAPE_DIRECTIVE.match(line)
-        if found:
-            return found[1]
-        if not _OTHER_DIRECTIVE.match(line):
+    """The escape character as the builder takes it: ``\\`` unless an ``# escape=``
+    directive says "`". Directives (``escape``, ``syntax``) count only at the top: the
+    first line that is not one ends them."""
+    for raw in data.split(b"\n"):
+        line = raw.decode().removesuffix("\r").lstrip()
+        found = _BUILDER_DIRECTIVE.match(line)
+        if found is None or found[1].lower() not in ("escape", "syntax"):
             break
+        if found[1].lower() == "escape":
+            if found[2] not in ("\\", "`"):
+                raise DockerfileError(f"the escape directive's {found[2]!r} is not \\ or `")
+            return found[2]
     return "\\"
 
 
