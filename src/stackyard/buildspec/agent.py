@@ -54,8 +54,12 @@ while IFS= read -r r; do
     wait "$p"; c=$?
     printf '\n%s\n' "$t"
     printf 'state\n' >&2
-    cat "$d/state" 3>&2 2>/dev/null >&3; printf '\000\000\000END\n' >&2
-    cat "$d/state.x" 3>&2 2>/dev/null >&3; printf '\000\000\000END\n' >&2
+    { printf '\000\000\000END\n' > "$d/end"; } 2>/dev/null
+    if [ -s "$d/end" ]; then
+      cat "$d/state" "$d/end" "$d/state.x" "$d/end" 3>&2 2>/dev/null >&3
+    else
+      printf '\000\000\000END\n\000\000\000END\n' >&2
+    fi
     printf 'exit %s\n' "$c" >&2 ;;
   stop\ *)
     for g in ${r#stop }; do
@@ -65,6 +69,9 @@ while IFS= read -r r; do
   esac
 done
 """
+# The state dump and the ``export -p`` listing go out with one ``cat`` (each exec costs
+# about a millisecond here, on every command), the end marker read from a file the agent
+# writes first; where that file cannot be written (its tmpfs full), printf says both ends.
 # Ends the state dump and the ``export -p`` listing on the agent's channel: neither holds
 # three NULs in a row (the dump ends each non-empty name, and each value, with one NUL).
 END = b"\0\0\0END\n"
