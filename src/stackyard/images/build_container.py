@@ -266,15 +266,23 @@ class BuildContainer:
     def remove(self) -> None:
         if not self.id:
             return
-        try:
-            self._api.remove_container(self.id, force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:  # removal already in progress
+        for attempt in range(2):
+            try:
+                self._api.remove_container(self.id, force=True, v=True)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:  # removal already in progress
+                    return
+                # A container that stops while the engine kills it for the removal: "Could
+                # not kill running container …, cannot remove - Container … is not
+                # running" (500). It is stopped now; the second try removes it.
+                if attempt == 0 and "is not running" in str(exc.explanation or ""):
+                    continue
                 raise _translate(exc, "cannot remove the build container") from exc
-        except docker.errors.DockerException as exc:
-            raise _translate(exc, "cannot remove the build container") from exc
+            except docker.errors.DockerException as exc:
+                raise _translate(exc, "cannot remove the build container") from exc
+            return
 
     def close(self) -> None:
         if self._kernel_log is not None:
