@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -187,6 +188,29 @@ def test_host_route_answers_for_its_host_only(
     unknown = web.get(shared, headers={"Host": "other.test"})
     assert unknown.status_code == 404
     assert "no stage" in unknown.text
+
+
+def _status_line(port: int, host: str) -> str:
+    """A GET with exactly this Host header (an HTTP client would refuse or mend some)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    return answer.partition(b"\r\n")[0].decode()
+
+
+def test_a_host_that_is_not_a_dns_name_is_not_served_at_once(
+    router: CaddyRouter, host_port: int, backend: Callable[[str], Backend]
+) -> None:
+    """Such a Host cannot be looked up; the proxy by host would try for its whole
+    try_duration and answer 503. The host server's first route answers 404 instead."""
+    router.ensure_route(Route("site-prod", host="site.test"), [backend("A").dial])
+    assert _status_line(host_port, "site.test:8080") == "HTTP/1.1 200 OK"
+    assert _status_line(host_port, "127.0.0.1:8080") == "HTTP/1.1 404 Not Found"
+    for host in ("[::1]", "[::1]:80", "a..b", "site.test.", "-x-.test", "*", "", "a%20b",
+                 f"{'x' * 64}.test", "abcdefghi." * 23 + "test"):  # fmt: skip
+        assert _status_line(host_port, host) == "HTTP/1.1 404 Not Found", host
 
 
 def test_request_in_flight_completes_after_the_switch(

@@ -19,7 +19,7 @@ import pytest
 from stackyard.deploy.trafficstore import TrafficCounter
 from stackyard.platform.dataplane import stop_dataplane
 from stackyard.router.base import Certificate, Route
-from stackyard.router.caddy import HELPER_SERVERS, CaddyRouter
+from stackyard.router.caddy import HELPER_SERVERS, NOT_SERVED_BODY, CaddyRouter
 from stackyard.router.certificates import storage_root
 from stackyard.settings import Settings
 from stackyard.store.database import migrate, open_database, session_factory
@@ -138,6 +138,9 @@ def test_a_stage_with_a_domain_gets_a_certificate_and_serves_https(
     roots = pebble.roots()
     answer = https_get(pebble.tls_port, "hello.test", roots)
     assert (answer.status_code, answer.text) == (200, "hello-prod")
+    # A Host that is not a DNS name over HTTPS: 404 at once (the HTTPS server's first route).
+    odd = https_request(pebble.tls_port, "hello.test", roots, headers={"Host": "a..b"})
+    assert (odd.status_code, odd.text) == (404, NOT_SERVED_BODY)
     redirect = http_get(pebble.http_port, "hello.test", "/some/path?q=1")
     assert redirect.status_code == 308
     assert redirect.headers["location"] == f"https://hello.test:{pebble.tls_port}/some/path?q=1"

@@ -19,8 +19,10 @@ from stackyard.router.caddy import (
     ASK_SERVER,
     HELPER_SERVERS,
     HOSTS_FALLBACK,
+    HOSTS_NOT_A_NAME,
     HOSTS_SERVER,
     HTTPS_FALLBACK,
+    HTTPS_NOT_A_NAME,
     HTTPS_SERVER,
     SERVERS,
     TO_HTTPS_SERVER,
@@ -29,6 +31,7 @@ from stackyard.router.caddy import (
     Listeners,
     by_host,
     by_tls_host,
+    not_a_name,
     plan_ensure,
     plan_remove,
     routes_in,
@@ -95,8 +98,8 @@ def test_the_first_tls_route_creates_the_servers_and_later_names_change_no_confi
     ]
     assert set(first[0].body["logs"]) == {"sy-access-hosts", "stackyard-acme"}
     servers = {c.path.rpartition("/")[2]: c.body for c in first if c.path.startswith(SERVERS)}
-    assert servers[HOSTS_SERVER]["routes"] == [by_host(RESOLVER)]
-    assert servers[HTTPS_SERVER]["routes"] == [by_tls_host(RESOLVER)]
+    assert servers[HOSTS_SERVER]["routes"] == [not_a_name(HOSTS_NOT_A_NAME), by_host(RESOLVER)]
+    assert servers[HTTPS_SERVER]["routes"] == [not_a_name(HTTPS_NOT_A_NAME), by_tls_host(RESOLVER)]
     assert servers[HTTPS_SERVER]["listen"] == ["127.0.0.1:8443"]
     redirect = servers[TO_HTTPS_SERVER]["routes"][0]["handle"][0]
     assert redirect["status_code"] == 308
@@ -175,8 +178,8 @@ def test_a_host_route_of_before_moves_to_the_proxies_by_host_then_its_entries_go
     ]
     config = apply(config, plan)
     servers = config["apps"]["http"]["servers"]  # type: ignore[index]
-    assert servers[HOSTS_SERVER]["routes"] == [by_host(RESOLVER)]
-    assert servers[HTTPS_SERVER]["routes"] == [by_tls_host(RESOLVER)]
+    assert servers[HOSTS_SERVER]["routes"] == [not_a_name(HOSTS_NOT_A_NAME), by_host(RESOLVER)]
+    assert servers[HTTPS_SERVER]["routes"] == [not_a_name(HTTPS_NOT_A_NAME), by_tls_host(RESOLVER)]
 
 
 def test_tls_needs_a_host_name() -> None:

@@ -52,6 +52,9 @@ HOSTS_SERVER = "stackyard-hosts"  # shared by host routes; not "sy-" so no stage
 HOSTS_FALLBACK = "stackyard-hosts-fallback"  # the host server's last route: by the host
 HTTPS_SERVER = "stackyard-https"  # host routes with a certificate (tls: acme or internal)
 HTTPS_FALLBACK = "stackyard-https-fallback"  # the HTTPS server's last route: by the host
+# Each host server's first route: a Host that is not a DNS name is answered 404 at once.
+HOSTS_NOT_A_NAME = "stackyard-hosts-not-a-name"
+HTTPS_NOT_A_NAME = "stackyard-https-not-a-name"
 # Helper servers on loopback, which the responder's answers name (helper -> server id).
 NOT_SERVED_SERVER = "stackyard-not-served"
 TO_HTTPS_SERVER = "stackyard-to-https"
@@ -63,6 +66,7 @@ HELPER_SERVERS = {
     "approved": APPROVED_SERVER,
     "ask": ASK_SERVER,
 }
+NOT_SERVED_BODY = "Stackyard: no stage is served on this host name\n"
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 # The Caddy loggers that say how obtaining a certificate went, written to a file per Caddy.
 ACME_LOG = "stackyard-acme"
@@ -218,6 +222,28 @@ def by_tls_host(resolver: str) -> Json:
     return {"@id": HTTPS_FALLBACK, "handle": [_proxy(TLS_SRV_NAME, resolver)]}
 
 
+# A host name the responder can be asked about: labels of letters, digits, ``_`` and ``-``
+# (not at a label's ends), 63 characters at most, no empty label (so no trailing dot).
+# Anything else (an IP v6 literal, ``a..b``, ``*``, an empty Host) makes the SRV lookup
+# fail in Caddy before it is sent, and the proxy would retry it for its whole try_duration.
+_LABEL = "[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+DNS_NAME = f"^{_LABEL}([.]{_LABEL})*$"
+# The SRV name adds at most 26 characters (``.hosts.stackyard.internal.``) to the host,
+# and a DNS name has at most 254.
+MAX_HOST = 200
+
+
+def not_a_name(route_id: str) -> Json:
+    """A host server's first route: a 404 at once for a Host that is not a DNS name (or a
+    longer one than the lookup can take), which no stage can serve."""
+    host = "{http.request.host}"
+    return {
+        "@id": route_id,
+        "match": [{"expression": f"!{host}.matches('{DNS_NAME}') || size({host}) > {MAX_HOST}"}],
+        "handle": [_static(404, NOT_SERVED_BODY)],
+    }
+
+
 def _proxies(entry: Any, lookup: str) -> bool:
     """Whether a host server's last route proxies by ``lookup`` (not a route of before)."""
     handlers = entry.get("handle") if isinstance(entry, dict) else None
@@ -243,7 +269,7 @@ def helper_servers(ports: dict[str, int], https_port: int, resolver: str) -> dic
     port = "" if https_port == 443 else f":{https_port}"
     location = {"Location": [f"https://{{http.request.host}}{port}{{http.request.uri}}"]}
     handlers = {
-        NOT_SERVED_SERVER: _static(404, "Stackyard: no stage is served on this host name\n"),
+        NOT_SERVED_SERVER: _static(404, NOT_SERVED_BODY),
         TO_HTTPS_SERVER: _static(308, headers=location),
         APPROVED_SERVER: _static(200, "approved\n"),
         ASK_SERVER: _proxy(ASK_SRV_NAME, resolver),
@@ -266,7 +292,7 @@ def hosts_server(listen: str, resolver: str, first: Json | None = None) -> Json:
     """The HTTP server of every host name (``first``: a route of before, for tests)."""
     return {
         "listen": [listen],
-        "routes": [*([first] if first else []), by_host(resolver)],
+        "routes": [not_a_name(HOSTS_NOT_A_NAME), *([first] if first else []), by_host(resolver)],
         "automatic_https": {"disable": True},
         "logs": HOSTS_LOGS,
     }
@@ -278,7 +304,7 @@ def https_server(listen: str, resolver: str) -> Json:
     listener has no SO_REUSEPORT, so a second Caddy could not bind."""
     return {
         "listen": [listen],
-        "routes": [by_tls_host(resolver)],
+        "routes": [not_a_name(HTTPS_NOT_A_NAME), by_tls_host(resolver)],
         "protocols": ["h1", "h2"],
         "tls_connection_policies": [{}],
         "automatic_https": {"disable": True},
@@ -522,7 +548,8 @@ def _plan_helpers(servers: Json, wanted: dict[str, Json]) -> list[AdminRequest]:
 
 def _plan_last_route(servers: Json, server: str, wanted: Json) -> list[AdminRequest]:
     """A shared host server as ``wanted``: created if missing; else its listen address,
-    logs and last route (the proxy by host) set, the routes before it left alone."""
+    logs, first route (the 404 for a Host that is not a name) and last route (the proxy by
+    host) set, the routes between them left alone."""
     current = servers.get(server)
     if current is None:
         return [AdminRequest("PUT", f"{SERVERS}/{server}", wanted)]
@@ -531,11 +558,15 @@ def _plan_last_route(servers: Json, server: str, wanted: Json) -> list[AdminRequ
         if current.get(key) != wanted[key]:
             method = "PATCH" if key in current else "PUT"
             plan.append(AdminRequest(method, f"{SERVERS}/{server}/{key}", wanted[key]))
-    last = wanted["routes"][-1]
-    found = next((r for r in _server_routes(servers, server) if r.get("@id") == last["@id"]), None)
-    if found is None:
+    first, last = wanted["routes"][0], wanted["routes"][-1]
+    routes = {r.get("@id"): r for r in _server_routes(servers, server)}
+    if routes.get(first["@id"]) is None:
+        plan.append(AdminRequest("PUT", f"{SERVERS}/{server}/routes/0", first))
+    elif routes[first["@id"]] != first:
+        plan.append(AdminRequest("PATCH", f"/id/{first['@id']}", first))
+    if routes.get(last["@id"]) is None:
         plan.append(AdminRequest("POST", f"{SERVERS}/{server}/routes/...", [last]))
-    elif found != last:
+    elif routes[last["@id"]] != last:
         plan.append(AdminRequest("PATCH", f"/id/{last['@id']}", last))
     return plan
 
