@@ -279,6 +279,36 @@ def test_the_eab_hmac_key_is_sealed_and_shown_nowhere(yard: RunningPlatform) -> 
     assert EAB_HMAC not in status
 
 
+def test_doctor_fails_naming_the_public_api_when_its_certificate_cannot_be_obtained(
+    pebble: Pebble, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A second platform whose public API name the CA cannot validate (its DNS sends Pebble
+    to 127.0.0.2): doctor fails the certificates check, naming the name as the public API's
+    and `up --public-api` as where it comes from."""
+    pebble.point("stackyard.unreachable.test", "127.0.0.2")
+    options = (
+        "--domain", "unreachable.test", "--acme-email", "ops@example.com",
+        "--acme-ca", pebble.directory_url, "--acme-ca-roots", str(pebble.cert),
+        "--http-port", str(free_port()), "--https-port", str(free_port()),
+        "--public-api", "stackyard", "--acme-eab-kid", EAB_KID,
+    )  # fmt: skip
+    data = tmp_path_factory.mktemp("unreachable") / "data"
+    other = start_platform(data, {"STACKYARD_ACME_EAB_HMAC": EAB_HMAC}, up_args=options)
+    try:
+        deadline = time.monotonic() + 60
+        code, found = doctor_certificates(other)
+        while found["verdict"] != "fail" and time.monotonic() < deadline:
+            time.sleep(0.5)  # pending while Pebble tries the challenge
+            code, found = doctor_certificates(other)
+        assert (code, found["verdict"]) == (1, "fail"), found
+        summary = found["summary"]
+        assert summary.startswith("stackyard.unreachable.test (the public API) failed: "), found
+        assert "127.0.0.2" in summary
+        assert "up --public-api" in found["fix"]
+    finally:
+        stop_platform(other)
+
+
 # After the others: its attack locks 127.0.0.1 out of the API for a minute.
 def test_the_api_is_published_over_https_on_its_name_with_its_auth(
     yard: RunningPlatform, pebble: Pebble, tmp_path: Path
