@@ -91,6 +91,27 @@ def caddy_config(socket_path: Path) -> Any:
         return c.get("/config/").json()
 
 
+def connections_held(pid: int, port: int) -> int:
+    """How many established TCP connections to local ``port`` process ``pid`` holds open
+    (its sockets' inodes in /proc/net/tcp): a server's clients with a request in flight
+    are among them."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target.removeprefix("socket:[").removesuffix("]"))
+    held = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].rpartition(":")[2], 16)
+        if local_port == port and fields[3] == "01" and fields[9] in inodes:
+            held += 1
+    return held
+
+
 def wait_pid_changed(yard: RunningPlatform, name: str, old: int, timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -217,14 +238,20 @@ def test_a_killed_caddy_fails_only_the_requests_in_flight(
         victim = int(yard.dataplane["components"][name])
         with load_on(url) as load:
             time.sleep(1.0)
+            held = connections_held(victim, int(url.rstrip("/").rpartition(":")[2]))
             os.kill(victim, signal.SIGKILL)
             wait_pid_changed(yard, name, victim)
             time.sleep(1.0)
             result = load.stop()
-        # Each connection that had a request in flight on the killed Caddy loses it; the
-        # other Caddy, on the same port, answers every new connection.
+        # Only wrk's connections that the killed Caddy held fail: each loses its request in
+        # flight (wrk has one per connection), and its reconnect, if queued on the killed
+        # Caddy's listening socket before the kernel closed that one too (it closes a dead
+        # process's descriptors one by one: inferred, not traced), is reset once more.
+        # After that the other Caddy, on the same port, answers every new connection.
+        # Measured: errors equal to `held` in 5 of 6 kills, one more in the sixth; 11 once
+        # with 8 wrk connections.
         assert result.requests > 50, result.raw
-        assert result.errors <= CONNECTIONS, result.raw
+        assert result.errors <= 2 * held, (held, result.raw)
     for socket_path in settings_of(yard).caddy_admin_sockets:
         servers = caddy_config(socket_path)["apps"]["http"]["servers"]
         assert "sy-phoenix-dev" in servers  # resumed from its saved config
