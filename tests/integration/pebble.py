@@ -29,9 +29,11 @@ class Pebble:
         http_port: int,
         tls_port: int,
         eab: dict[str, str] | None = None,
+        validity: int | None = None,
     ) -> None:
         """``eab``: key id -> HMAC key (base64url); with it Pebble refuses an account
-        without that External Account Binding."""
+        without that External Account Binding. ``validity``: the seconds a certificate is
+        valid for (Pebble's ``certificateValidityPeriod``; its default is 5 years)."""
         for binary in ("pebble", "pebble-challtestsrv", "openssl"):
             if shutil.which(binary) is None:
                 raise RuntimeError(f"{binary} is not installed: run scripts/setup-host first")
@@ -42,6 +44,7 @@ class Pebble:
         self.cert = directory / "pebble-cert.pem"
         self.processes: list[subprocess.Popen[bytes]] = []
         self.eab = eab or {}
+        self.validity = validity
 
     @property
     def directory_url(self) -> str:
@@ -67,6 +70,7 @@ class Pebble:
                         "privateKey": str(key),
                         "httpPort": self.http_port,
                         "tlsPort": self.tls_port,
+                        **({"certificateValidityPeriod": self.validity} if self.validity else {}),
                         **(
                             {
                                 "externalAccountBindingRequired": True,

@@ -57,11 +57,11 @@ def tls_dataplane(tls_dir: Path) -> Iterator[Settings]:
         stop_dataplane(settings)
 
 
-@pytest.fixture
-def router(tls_dataplane: Settings, pebble: Pebble) -> Iterator[CaddyRouter]:
-    caddy = CaddyRouter(
-        tls_dataplane.caddy_admin_sockets,
-        tls_dataplane.dataplane_socket,
+def pebble_router(settings: Settings, pebble: Pebble) -> CaddyRouter:
+    """A router of this data plane whose ACME CA is ``pebble``, validating on its ports."""
+    return CaddyRouter(
+        settings.caddy_admin_sockets,
+        settings.dataplane_socket,
         host_port=pebble.http_port,
         https_port=pebble.tls_port,
         acme_ca=pebble.directory_url,
@@ -69,6 +69,11 @@ def router(tls_dataplane: Settings, pebble: Pebble) -> Iterator[CaddyRouter]:
         acme_roots=[str(pebble.cert)],
         timeout=20.0,  # Caddy saves its config after each change: slow on a busy disk
     )
+
+
+@pytest.fixture
+def router(tls_dataplane: Settings, pebble: Pebble) -> Iterator[CaddyRouter]:
+    caddy = pebble_router(tls_dataplane, pebble)
     try:
         yield caddy
     finally:
@@ -343,3 +348,40 @@ def test_a_certificate_for_a_name_nobody_added_is_never_asked_for(
     storage = storage_root(router.admins[0].config())
     assert list(storage.rglob("intruder.test*")) == []
     assert list(storage.rglob("bare.test*")) == []
+
+
+def test_caddy_renews_a_certificate_and_certificates_shows_the_new_expiry(
+    tmp_path: Path, backend: Callable[[str], Backend]
+) -> None:
+    """Renewal is Caddy's: with a Pebble whose certificates last 30 s, Caddy renews one
+    at a handshake once a third of its life is left (certmagic's renewal window), and
+    ``certificates()`` (what `stackyard domains` and doctor show) reads the later expiry
+    from the storage. Its own Pebble and data plane: the module's certificates stay."""
+    short = Pebble(tmp_path / "pebble", http_port=free_port(), tls_port=free_port(),
+                   validity=30).start()  # fmt: skip
+    settings = start_dataplane(tmp_path / "data")
+    renewing = pebble_router(settings, short)
+    try:
+        route = Route("fresh-prod", host="fresh.test", tls="acme")
+        renewing.ensure_route(route, [backend("fresh-prod").dial])
+        first = settled(renewing, route)["fresh.test"]
+        assert first.state == "valid", first
+        assert first.expires is not None
+        assert first.expires < datetime.now(UTC) + timedelta(seconds=31)
+        roots = short.roots()
+        deadline = time.monotonic() + 60
+        found = first
+        while found.expires == first.expires and time.monotonic() < deadline:
+            # A visitor: Caddy checks an on-demand certificate's age at each handshake.
+            assert https_get(short.tls_port, "fresh.test", roots).status_code == 200
+            time.sleep(1)
+            found = renewing.certificates(route)[0]
+        assert found.state == "valid", found
+        assert found.expires is not None
+        assert found.expires > first.expires, (first, found)
+        answer = https_get(short.tls_port, "fresh.test", roots)
+        assert (answer.status_code, answer.text) == (200, "fresh-prod")
+    finally:
+        renewing.close()
+        stop_dataplane(settings)
+        short.stop()
