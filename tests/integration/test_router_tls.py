@@ -338,6 +338,8 @@ def test_a_certificate_for_a_name_nobody_added_is_never_asked_for(
     assert ask.startswith("http://127.0.0.1:")
     with httpx.Client(timeout=10, trust_env=False) as client:
         assert client.get(ask, params={"domain": "real.test"}).status_code == 200
+        # A name that cannot be looked up: refused at once (it was a 503 after 2 s).
+        assert client.get(ask, params={"domain": "a..b"}).status_code == 404
         for name in ("intruder.test", "bare.test", "real.test.evil", "", "a/../b"):
             assert client.get(ask, params={"domain": name}).status_code != 200, name
     for admin in router.admins:

@@ -55,6 +55,7 @@ HTTPS_FALLBACK = "stackyard-https-fallback"  # the HTTPS server's last route: by
 # Each host server's first route: a Host that is not a DNS name is answered 404 at once.
 HOSTS_NOT_A_NAME = "stackyard-hosts-not-a-name"
 HTTPS_NOT_A_NAME = "stackyard-https-not-a-name"
+ASK_NOT_A_NAME = "stackyard-ask-not-a-name"
 # Helper servers on loopback, which the responder's answers name (helper -> server id).
 NOT_SERVED_SERVER = "stackyard-not-served"
 TO_HTTPS_SERVER = "stackyard-to-https"
@@ -233,10 +234,10 @@ DNS_NAME = f"^{_LABEL}([.]{_LABEL})*$"
 MAX_HOST = 200
 
 
-def not_a_name(route_id: str) -> Json:
+def not_a_name(route_id: str, host: str = "{http.request.host}") -> Json:
     """A host server's first route: a 404 at once for a Host that is not a DNS name (or a
-    longer one than the lookup can take), which no stage can serve."""
-    host = "{http.request.host}"
+    longer one than the lookup can take), which no stage can serve. ``host``: the
+    placeholder of the name (the ask endpoint's is the query's ``domain``)."""
     return {
         "@id": route_id,
         "match": [{"expression": f"!{host}.matches('{DNS_NAME}') || size({host}) > {MAX_HOST}"}],
@@ -274,10 +275,12 @@ def helper_servers(ports: dict[str, int], https_port: int, resolver: str) -> dic
         APPROVED_SERVER: _static(200, "approved\n"),
         ASK_SERVER: _proxy(ASK_SRV_NAME, resolver),
     }
+    # The ask endpoint refuses a name that cannot be looked up at once, as the host servers do.
+    first = {ASK_SERVER: [not_a_name(ASK_NOT_A_NAME, "{http.request.uri.query.domain}")]}
     return {
         server: {
             "listen": [f"127.0.0.1:{ports[helper]}"],
-            "routes": [{"handle": [handlers[server]]}],
+            "routes": [*first.get(server, []), {"handle": [handlers[server]]}],
             "automatic_https": {"disable": True},
         }
         for helper, server in HELPER_SERVERS.items()
