@@ -6,6 +6,7 @@ Plain data only: nodes are ``NodeInfo`` values, the plans are compared whole.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 
 from stackyard.deploy.decide import (
@@ -17,6 +18,7 @@ from stackyard.deploy.decide import (
     StartTasks,
     Target,
     TaskFacts,
+    TaskRecipe,
     decide,
 )
 from stackyard.deploy.decide import ReleaseFacts as Release
@@ -27,7 +29,9 @@ from stackyard.engines.base import (
     Availability,
     NodeInfo,
     NodeState,
+    NodeUse,
 )
+from stackyard.engines.fake import FakeSwarm
 
 R1 = Release(1, "sha256:" + "1" * 64, "{}")
 R2 = Release(2, "sha256:" + "2" * 64, "{}")
@@ -67,28 +71,73 @@ def test_eligible_nodes_are_ready_active_not_draining_and_satisfy_every_constrai
 
 
 def test_spread_puts_one_task_on_each_node_then_the_least_loaded_first() -> None:
-    chosen = choose_nodes(3, replicas=3, nodes=[N1, N2, N3], staying={}, load={"n1": 5})
+    chosen = choose_nodes(3, replicas=3, nodes=[N1, N2, N3], staying={}, use={"n1": NodeUse(5)})
     assert sorted(chosen) == ["n1", "n2", "n3"]
     assert chosen[-1] == "n1"  # the busiest node comes last
-    assert choose_nodes(1, replicas=1, nodes=[N1, N2], staying={}, load={"n1": 1}) == ("n2",)
+    assert choose_nodes(1, replicas=1, nodes=[N1, N2], staying={}, use={"n1": NodeUse(1)}) == (
+        "n2",
+    )
+
+
+def test_tasks_of_other_platforms_count_as_load_and_spread_still_caps_the_stage() -> None:
+    # n1 holds three services no platform of ours started (another platform's, anyone's).
+    use = {"n1": NodeUse(3), "n2": NodeUse(1), "n3": NodeUse(0)}
+    assert choose_nodes(1, replicas=1, nodes=[N1, N2, N3], staying={}, use=use) == ("n3",)
+    # spread: node first: the stage's own tasks decide before the load does.
+    chosen = choose_nodes(3, replicas=3, nodes=[N1, N2, N3], staying={}, use=use)
+    assert chosen == ("n3", "n2", "n1")
+    staying = {"n3": 1}
+    assert choose_nodes(1, replicas=2, nodes=[N2, N3], staying=staying, use=use) == ("n2",)
+
+
+def sized(number: int) -> NodeInfo:
+    return replace(node(number), cpu=2.0, memory=1000)
+
+
+def test_a_node_without_room_for_the_reservations_comes_after_those_with_room() -> None:
+    full_cpu = {"n1": NodeUse(1, cpu=1.95), "n2": NodeUse(4, cpu=0.4), "n3": NodeUse(4, cpu=0.4)}
+    full_memory = {"n1": NodeUse(1, memory=950), "n2": NodeUse(4, memory=100)}
+    need = NodeUse(1, cpu=0.1, memory=100)
+    nodes = [sized(1), sized(2)]
+    for use in (full_cpu, full_memory):
+        assert choose_nodes(1, replicas=1, nodes=nodes, staying={}, use=use, need=need) == ("n2",)
+    # Each task chosen counts at once: the second does not fit n2 after the first.
+    tight = {"n1": NodeUse(0, cpu=1.5), "n2": NodeUse(5, cpu=1.5)}
+    big = NodeUse(1, cpu=0.5)
+    staying = {"n2": 1}
+    assert choose_nodes(2, replicas=4, nodes=nodes, staying=staying, use=tight, need=big) == (
+        "n1",
+        "n2",
+    )
+    # Where no node has room, Swarm decides when room comes: the least loaded still first.
+    nowhere = {"n1": NodeUse(2, cpu=2.0), "n2": NodeUse(1, cpu=2.0)}
+    assert choose_nodes(1, replicas=1, nodes=nodes, staying={}, use=nowhere, need=need) == ("n2",)
+
+
+def test_among_nodes_with_as_many_tasks_the_smaller_reserved_share_comes_first() -> None:
+    use = {"n1": NodeUse(2, cpu=1.0, memory=100), "n2": NodeUse(2, cpu=0.2, memory=600)}
+    nodes = [sized(1), sized(2), sized(3)]
+    assert choose_nodes(1, replicas=1, nodes=nodes[:2], staying={}, use=use) == ("n1",)
+    use["n3"] = NodeUse(2, cpu=0.2, memory=200)
+    assert choose_nodes(1, replicas=1, nodes=nodes, staying={}, use=use) == ("n3",)
 
 
 def test_spread_caps_each_node_at_ceil_replicas_over_nodes_counting_the_tasks_that_stay() -> None:
-    chosen = choose_nodes(2, replicas=4, nodes=[N1, N2, N3], staying={"n1": 2}, load={})
+    chosen = choose_nodes(2, replicas=4, nodes=[N1, N2, N3], staying={"n1": 2}, use={})
     assert sorted(chosen) == ["n2", "n3"]
 
 
 def test_a_node_where_a_task_just_failed_comes_last() -> None:
-    chosen = choose_nodes(1, replicas=2, nodes=[N1, N2], staying={}, load={}, avoid={"n1"})
+    chosen = choose_nodes(1, replicas=2, nodes=[N1, N2], staying={}, use={}, avoid={"n1"})
     assert chosen == ("n2",)
 
 
 def test_spread_none_or_no_node_leaves_the_choice_to_the_engine() -> None:
-    assert choose_nodes(2, replicas=2, nodes=[N1], staying={}, load={}, spread="none") == (
+    assert choose_nodes(2, replicas=2, nodes=[N1], staying={}, use={}, spread="none") == (
         None,
         None,
     )
-    assert choose_nodes(1, replicas=1, nodes=[], staying={}, load={}) == (None,)
+    assert choose_nodes(1, replicas=1, nodes=[], staying={}, use={}) == (None,)
 
 
 def test_the_reason_no_node_fits_names_the_constraints_and_each_node() -> None:
@@ -132,7 +181,9 @@ def settled_view(
         last_completed=R1,
         tasks=tasks,
         nodes=nodes,
-        node_load=tuple((t.node, 1) for t in tasks if t.running),
+        node_use=tuple(
+            (n, NodeUse(c)) for n, c in Counter(t.node for t in tasks if t.running).items()
+        ),
     )
 
 
@@ -180,3 +231,28 @@ def test_a_routed_address_no_task_has_any_more_leaves_the_route() -> None:
     assert plan.route is not None
     # It rejoins only once healthy on its new node.
     assert (plan.route.task_ids, plan.route.addresses) == ((), ())
+
+
+def test_decide_places_a_new_task_away_from_a_node_another_platforms_service_holds() -> None:
+    swarm = FakeSwarm()
+    swarm.occupy("node-1", tasks=1, cpu=0.25)  # another platform's service pinned there
+    swarm.occupy("node-3", tasks=1, cpu=0.5)  # and one on node-3 reserving more
+    nodes = tuple(swarm.nodes())
+    view = settled_view(nodes=nodes, settings=StageSettings(replicas=1))
+    plan = decide(replace(view, node_use=tuple(swarm.node_use().items())))
+    assert plan.start == StartTasks(1, failures_count=False, nodes=("node-2",))
+    swarm.occupy("node-2", tasks=1)  # now each holds one: the smallest reservation wins
+    plan = decide(replace(view, node_use=tuple(swarm.node_use().items())))
+    assert plan.start == StartTasks(1, failures_count=False, nodes=("node-2",))
+    # node-2 reserves 1.6 of its 2 cores: the stage's task (0.5 cores) fits elsewhere only,
+    # though the others hold more tasks.
+    swarm.occupy("node-2", tasks=0, cpu=1.6)
+    swarm.occupy("node-1", tasks=2)
+    swarm.occupy("node-3", tasks=2)
+    recipe = TaskRecipe(release=1, digest=R1.digest, deployment=0, cpu=0.5)
+    assert view.target is not None
+    with_recipe = replace(view, target=replace(view.target, recipe=recipe))
+    plan = decide(replace(with_recipe, node_use=tuple(swarm.node_use().items())))
+    assert plan.start == StartTasks(1, failures_count=False, nodes=("node-1",))
+    plan = decide(replace(view, node_use=tuple(swarm.node_use().items())))  # reserves nothing
+    assert plan.start == StartTasks(1, failures_count=False, nodes=("node-2",))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import ClassVar
 
 import pytest
@@ -20,18 +21,21 @@ from stackyard.engines.base import (
     LABEL_PORT,
     LABEL_STACK,
     LABEL_STAGE,
+    NodeUse,
+    Placement,
     TaskEvent,
     TaskEventKind,
     TaskInfo,
     TaskSpec,
 )
-from stackyard.engines.fake import FakeEngine
+from stackyard.engines.fake import FakeEngine, FakeSwarm
 from stackyard.errors import ComponentError
 
 PLATFORM = "watched"
 DEV = StageKey("shop", "dev")
 PROD = StageKey("shop", "prod")
 IMAGE = "127.0.0.1:5000/shop@sha256:" + "a" * 64
+SPEC_MEMORY = 256 * 1024 * 1024  # a TaskSpec's memory by default
 
 
 def spec(key: StageKey, n: int, platform: str = PLATFORM) -> TaskSpec:
@@ -297,3 +301,37 @@ def test_an_engine_seen_answering_is_listed_at_once_not_after_the_pause(
         assert len(watch.tasks(DEV)) == 1
     finally:
         watch.stop()
+
+
+def test_node_use_counts_every_task_on_each_node_and_asks_again_when_its_own_change(
+    woken: Woken,
+) -> None:
+    swarm = FakeSwarm()
+    watch = TaskWatch(swarm, PLATFORM, woken, use_ttl=300)
+    swarm.occupy("node-1", tasks=2, cpu=0.5)  # another platform's services
+    swarm.start(replace(spec(DEV, 1, platform="other"), placement=Placement(node="node-2")))
+    watch.resync()
+    assert watch.node_use() == {
+        "node-1": NodeUse(2, cpu=0.5),
+        "node-2": NodeUse(1, 0.5, SPEC_MEMORY),
+    }
+    assert watch.node_use() == watch.node_use()
+    assert len(swarm.calls_to("node_use")) == 1  # nothing of its own changed: not asked again
+    ours = swarm.start(replace(spec(DEV, 2), placement=Placement(node="node-3")))
+    watch.put(ours)  # what the executor says after a start
+    assert watch.node_use()["node-3"] == NodeUse(1, 0.5, SPEC_MEMORY)
+    watch.drop(ours.id)
+    swarm.remove(ours.id)
+    assert "node-3" not in watch.node_use()
+    assert len(swarm.calls_to("node_use")) == 3
+
+
+def test_node_use_is_nothing_on_an_engine_without_nodes_and_unknown_while_it_is(
+    engine: FakeEngine, watch: TaskWatch
+) -> None:
+    watch.resync()
+    assert watch.node_use() == {}
+    swarm = FakeSwarm()
+    on_swarm = TaskWatch(swarm, PLATFORM, Woken())
+    with pytest.raises(ComponentError, match="not been listed yet"):
+        on_swarm.node_use()

@@ -258,7 +258,9 @@ class PlacementConfig(BaseModel):
         default="node",
         description="`node`: each node holds at most ceil(replicas / nodes) of the stage's "
         "tasks, counting the nodes that may take them, and new tasks go to the least loaded "
-        "of those. `none`: Swarm picks each task's node.",
+        "of those: by the engine's own account of every task on the node (this platform's, "
+        "another's, anyone's) and of the cpu and memory they reserve. `none`: Swarm picks "
+        "each task's node.",
         examples=["none"],
     )
 

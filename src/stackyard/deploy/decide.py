@@ -29,7 +29,7 @@ from stackyard.deploy.plan import (
     failure_threshold,
     plan_rollout,
 )
-from stackyard.engines.base import NodeInfo
+from stackyard.engines.base import NodeInfo, NodeUse
 from stackyard.router.base import Route, TlsMode
 
 NO_RELEASE = -1  # the release of a task without a (numeric) release label
@@ -193,7 +193,8 @@ class StageView:
     tasks: tuple[TaskFacts, ...] = ()
     blind: Blocked | None = None  # the engine or the router could not be asked
     nodes: tuple[NodeInfo, ...] | None = None  # None: the engine has no nodes
-    node_load: tuple[tuple[str, int], ...] = ()  # node id -> the platform's tasks on it
+    # node id -> what it holds: every task there (of any platform, or none), reservations
+    node_use: tuple[tuple[str, NodeUse], ...] = ()
 
     @property
     def name(self) -> str:
@@ -409,7 +410,8 @@ def _start(
         replicas=settings.replicas,
         nodes=nodes,
         staying=staying,
-        load=dict(view.node_load),
+        use=dict(view.node_use),
+        need=NodeUse(1, recipe.cpu, recipe.memory) if (recipe := target.recipe) else NodeUse(1),
         avoid=avoid,
         spread=settings.spread,
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +40,7 @@ from stackyard.deploy.keys import Domains, StageKey, stage_route
 from stackyard.deploy.plan import TaskHealth
 from stackyard.deploy.portpool import route_port
 from stackyard.deploy.targetengines import LOCAL, TargetEngines
-from stackyard.engines.base import LABEL_RELEASE, Engine, NodeInfo, TaskInfo, TaskState
+from stackyard.engines.base import LABEL_RELEASE, Engine, NodeInfo, NodeUse, TaskInfo, TaskState
 from stackyard.errors import StackyardError, require
 from stackyard.images.dockerize.python import platform_hosts
 from stackyard.ports import port_free
@@ -97,7 +96,7 @@ class StageObserver:
         and then fails at once or within its error budget; the store's is raised."""
         blind = None
         nodes: list[NodeInfo] | None = None
-        load: Counter[str] = Counter()
+        use: dict[str, NodeUse] = {}
         tasks = self._engines.stage_tasks(self.key)
         found = self._records(tasks)
         # The stage runs on its release's target's engine (made and followed on first use).
@@ -108,7 +107,7 @@ class StageObserver:
                 tasks = self._engines.stage_tasks(self.key)  # its engine was listed just now
                 found = self._records(tasks)
             nodes = watch.nodes()
-            load = Counter(t.node for t in watch.all_tasks() if t.running and t.node)
+            use = watch.node_use()  # every task on each node, of any platform or none
         except StackyardError as exc:  # the engine's state is unknown (not listed, or down)
             tasks, blind = [], _blind(exc)
         where = _places(nodes)
@@ -155,7 +154,7 @@ class StageObserver:
             releases=tuple(release_facts(r) for r in found.labelled),
             tasks=tuple(self._task_facts(t, judged, memory, masker, where) for t in tasks),
             nodes=tuple(nodes) if nodes is not None else None,
-            node_load=tuple(sorted(load.items())),
+            node_use=tuple(sorted(use.items())),
         )
 
     def _require_abilities(

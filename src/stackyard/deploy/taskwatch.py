@@ -7,7 +7,10 @@ without events is listed every ``poll`` seconds instead. The stage loops read th
 here, so an idle stage costs the engine nothing; the executor tells the watch what it
 just started or removed, so the next step sees it even before the engine's event comes.
 On an engine with nodes it keeps the nodes too: a node event lists everything again, and
-wakes the stages with tasks on a node that changed.
+wakes the stages with tasks on a node that changed. What each node holds (``node_use``:
+every task there, whoever started it, and their reservations) is asked of the engine
+when placement needs it, at most once per ``use_ttl`` seconds unless one of the
+platform's own tasks came, went or moved meanwhile (then at once).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
@@ -23,6 +27,7 @@ from stackyard.engines.base import (
     LABEL_PLATFORM,
     Engine,
     NodeInfo,
+    NodeUse,
     TaskEvent,
     TaskEventKind,
     TaskEvents,
@@ -57,6 +62,7 @@ class TaskWatch:
         name: str = "task-watch",
         where: str = "the engine",
         retry_limit: float = 5.0,
+        use_ttl: float = 1.0,
     ) -> None:
         self.engine = engine
         self._name = name  # its thread's
@@ -82,6 +88,12 @@ class TaskWatch:
             "the engine's tasks have not been listed yet",
             hint="wait a moment: the platform lists them at start",
         )
+        # What each node holds, as last asked: valid while no own task changed since, and
+        # for use_ttl seconds (monotonic).
+        self._use_ttl = use_ttl
+        self._use: tuple[int, float, dict[str, NodeUse]] | None = None  # generation, at, use
+        self._use_generation = 0  # one more each time the platform's own tasks change
+        self._use_lock = threading.Lock()  # one question to the engine at a time
         self._stopping = threading.Event()
         self._stream: TaskEvents | None = None
         self._thread: threading.Thread | None = None
@@ -120,6 +132,26 @@ class TaskWatch:
                 raise self._problem
             return list(self._nodes.values())
 
+    def node_use(self) -> dict[str, NodeUse]:
+        """Node id -> every task on it (of any platform, or none) and what they reserve,
+        by the engine's own account; {} for an engine without nodes. Raises what the
+        engine raises (the stage is then blind, as when the engine does not answer)."""
+        if not self.engine.supports_nodes:
+            return {}
+        with self._use_lock:
+            with self._lock:
+                if self._problem is not None:
+                    raise self._problem
+                generation, seen = self._use_generation, self._use
+            fresh = seen is not None and time.monotonic() - seen[1] < self._use_ttl
+            if seen is not None and fresh and seen[0] == generation:
+                return dict(seen[2])
+            asked_at = time.monotonic()
+            use = self.engine.node_use()
+            with self._lock:
+                self._use = (generation, asked_at, use)
+            return dict(use)
+
     # -- what the executor says
 
     def put(self, task: TaskInfo, *, wake: bool = True) -> None:
@@ -130,6 +162,8 @@ class TaskWatch:
             before = self._tasks.get(task.id)
             self._tasks[task.id] = task
             self._touched[task.id] = next(self._changes)
+            if before is None or (before.node, before.state) != (task.node, task.state):
+                self._use_generation += 1
         if wake and before != task:
             self._wake(task)
 
@@ -139,6 +173,7 @@ class TaskWatch:
             self._gone.add(task_id)
             before = self._tasks.pop(task_id, None)
             self._touched[task_id] = next(self._changes)
+            self._use_generation += 1
         if wake and before is not None:
             self._wake(before)
 
@@ -180,6 +215,7 @@ class TaskWatch:
             self._touched = {i: n for i, n in self._touched.items() if n > began}
             self._tasks = merged
             self._problem = None
+            self._use_generation += 1
             before_nodes, self._nodes = self._nodes, nodes
         moved = {
             i for i in nodes.keys() | before_nodes.keys() if nodes.get(i) != before_nodes.get(i)

@@ -120,6 +120,8 @@ class NodeInfo:
     address_problem: str = ""  # the address label holds something that is not an address
     engine_labels: Mapping[str, str] = field(default_factory=dict)
     platform: Mapping[str, str] = field(default_factory=dict)  # "os", "arch"
+    cpu: float = 0.0  # its cores, as the engine counts them; 0: unknown
+    memory: int = 0  # its memory in bytes; 0: unknown
 
     @property
     def ready(self) -> bool:
@@ -134,6 +136,16 @@ class NodeInfo:
     def draining(self) -> bool:
         """The platform is moving this node's tasks away (``stackyard nodes drain``)."""
         return NODE_LABEL_DRAINING in self.labels or self.availability is Availability.DRAIN
+
+
+@dataclass(frozen=True)
+class NodeUse:
+    """What one node holds by the engine's own account: every task meant to run there (of
+    this platform, another one, or no platform at all) and the cpu and memory they reserve."""
+
+    tasks: int = 0
+    cpu: float = 0.0  # reserved cores
+    memory: int = 0  # reserved bytes
 
 
 @dataclass(frozen=True)
@@ -317,6 +329,12 @@ class Engine(ABC):
         """The cluster's nodes. Only engines with ``supports_nodes``."""
         self._require_nodes("list the nodes of a cluster")
         raise NotImplementedError(f"{type(self).__name__} sets supports_nodes: implement nodes")
+
+    def node_use(self) -> dict[str, NodeUse]:
+        """Node id -> what the node holds: every task meant to run there, whoever started
+        it, and what they reserve (placement counts them all). Only with ``supports_nodes``."""
+        self._require_nodes("count what runs on each node of a cluster")
+        raise NotImplementedError(f"{type(self).__name__} sets supports_nodes: implement it")
 
     def update_node(
         self,

@@ -28,6 +28,7 @@ from stackyard.engines.base import (
     Health,
     NodeInfo,
     NodeState,
+    NodeUse,
     TaskEvent,
     TaskEventKind,
     TaskEvents,
@@ -336,7 +337,9 @@ class FakeSwarm(FakeEngine):
     the ready, active node with the fewest tasks; it answers at that node's address. A
     task whose node's constraints do not hold is EXITED at once with Swarm's "no suitable
     node" error. ``node_down`` loses a node's tasks, ``move`` puts a task on another node
-    (a new address), ``add_node`` joins one; each sends a NODE (or task) event.
+    (a new address), ``add_node`` joins one; each sends a NODE (or task) event. Each node
+    has 2 cores and 4 GiB; ``occupy`` puts tasks no platform of the fake started on a node
+    (another platform's, anyone's): ``node_use`` counts them with the fake's own tasks.
     """
 
     name: ClassVar[str] = "fake-swarm"
@@ -346,6 +349,7 @@ class FakeSwarm(FakeEngine):
     def __init__(self, clock: Clock | None = None, *, nodes: int = 3) -> None:
         super().__init__(clock)
         self._nodes: dict[str, NodeInfo] = {}
+        self._foreign: dict[str, NodeUse] = {}  # node id -> what occupy() put there
         for number in range(1, nodes + 1):
             self.add_node(f"node-{number}", f"127.0.0.{number + 1}")
 
@@ -369,6 +373,8 @@ class FakeSwarm(FakeEngine):
             availability=Availability.ACTIVE,
             labels={NODE_LABEL_ADDRESS: address, **(labels or {})},
             platform={"os": "linux", "arch": "x86_64"},
+            cpu=2.0,
+            memory=4 * 1024**3,
         )
         self._nodes[node_id] = node
         self._emit_node(node_id)
@@ -391,6 +397,14 @@ class FakeSwarm(FakeEngine):
         task.node = self._node(node_id).id
         self._emit(task, TaskEventKind.STARTED)
 
+    def occupy(self, node_id: str, *, tasks: int = 1, cpu: float = 0.0, memory: int = 0) -> None:
+        """Tasks that are not the fake's run on the node too (another platform's service
+        on the same swarm), reserving ``cpu`` and ``memory`` in all."""
+        before = self._foreign.get(self._node(node_id).id, NodeUse())
+        self._foreign[node_id] = NodeUse(
+            before.tasks + tasks, before.cpu + cpu, before.memory + memory
+        )
+
     def tasks_on(self, node_id: str) -> list[str]:
         return [t.id for t in self._tasks.values() if t.node == node_id]
 
@@ -401,6 +415,19 @@ class FakeSwarm(FakeEngine):
         if not self.reachable:
             raise ComponentError("the fake engine is unreachable (reachable=False)")
         return list(self._nodes.values())
+
+    def node_use(self) -> dict[str, NodeUse]:
+        self.calls.append(("node_use", ()))
+        if not self.reachable:
+            raise ComponentError("the fake engine is unreachable (reachable=False)")
+        use = dict(self._foreign)
+        for task in self._tasks.values():
+            if task.node and task.state is not TaskState.EXITED:
+                before = use.get(task.node, NodeUse())
+                use[task.node] = NodeUse(
+                    before.tasks + 1, before.cpu + task.spec.cpu, before.memory + task.spec.memory
+                )
+        return use
 
     def update_node(
         self,
@@ -448,7 +475,10 @@ class FakeSwarm(FakeEngine):
         ready = [n.id for n in self._nodes.values() if n.takes_tasks]
         if not ready:
             return ""
-        return min(ready, key=lambda n: (len(self.tasks_on(n)), n))
+        foreign = self._foreign
+        return min(
+            ready, key=lambda n: (len(self.tasks_on(n)) + foreign.get(n, NodeUse()).tasks, n)
+        )
 
     def _node(self, node_id: str) -> NodeInfo:
         node = self._nodes.get(node_id)

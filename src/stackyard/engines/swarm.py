@@ -42,6 +42,7 @@ from stackyard.engines.base import (
     Health,
     NodeInfo,
     NodeState,
+    NodeUse,
     TaskEvent,
     TaskEventKind,
     TaskEvents,
@@ -384,6 +385,11 @@ class SwarmEngine(DockerApiEngine):
     def nodes(self) -> builtins.list[NodeInfo]:
         return [_node_info(node) for node in self._call(self._api().nodes)]
 
+    def node_use(self) -> dict[str, NodeUse]:
+        """Every Swarm task meant to run (of any service, ours or not) on each node, and
+        the cpu and memory they reserve: Swarm's own account, which its scheduler uses."""
+        return _node_use(self._call(self._api().tasks, filters={"desired-state": "running"}))
+
     def update_node(
         self,
         node_id: str,
@@ -718,6 +724,7 @@ def _node_info(node: Mapping[str, Any]) -> NodeInfo:
         problem = f"its label {NODE_LABEL_ADDRESS}: {problem}"
     engine = description.get("Engine") or {}
     platform = description.get("Platform") or {}
+    resources = description.get("Resources") or {}
     return NodeInfo(
         id=str(node["ID"]),
         name=str(description.get("Hostname", "")),
@@ -733,7 +740,27 @@ def _node_info(node: Mapping[str, Any]) -> NodeInfo:
             "os": str(platform.get("OS", "")).lower(),
             "arch": str(platform.get("Architecture", "")),
         },
+        cpu=int(resources.get("NanoCPUs") or 0) / NANO,
+        memory=int(resources.get("MemoryBytes") or 0),
     )
+
+
+def _node_use(tasks: builtins.list[Mapping[str, Any]]) -> dict[str, NodeUse]:
+    """Node id -> its tasks meant to run (a task not placed yet has no node) and what they
+    reserve."""
+    use: dict[str, NodeUse] = {}
+    for task in tasks:
+        node_id = str(task.get("NodeID") or "")
+        if not node_id or str(task.get("DesiredState", "")) != _RUNNING:
+            continue
+        reserved = ((task.get("Spec") or {}).get("Resources") or {}).get("Reservations") or {}
+        before = use.get(node_id, NodeUse())
+        use[node_id] = NodeUse(
+            tasks=before.tasks + 1,
+            cpu=before.cpu + int(reserved.get("NanoCPUs") or 0) / NANO,
+            memory=before.memory + int(reserved.get("MemoryBytes") or 0),
+        )
+    return use
 
 
 def _node_state(state: str) -> NodeState:

@@ -152,6 +152,27 @@ def test_a_pinned_task_runs_on_its_node_and_answers_at_its_address(
     assert (host["NetworkMode"], host["Init"]) == ("host", True)
 
 
+def test_node_use_counts_every_service_on_its_node_with_its_reservations(
+    swarm_engine: SwarmEngine,
+    swarm_cluster: SwarmCluster,
+    node_ids: dict[str, str],
+    spec_for: SpecFactory,
+) -> None:
+    n3 = node_ids["n3"]
+    nodes = {node.id: node for node in swarm_engine.nodes()}
+    assert nodes[n3].cpu == node_cpus(swarm_cluster, n3) > 0
+    assert nodes[n3].memory > 0
+    spec = spec_for(placement=Placement(node=n3), cpu=0.25, memory=48 * 1024 * 1024)
+    assert swarm_engine.start(spec).node == n3
+    # Counted from Swarm's own tasks (of every service, whoever made it): the task is one of
+    # n3's, its reservations among n3's. The swarm is shared, so others may add to them.
+    use = swarm_engine.node_use()
+    assert use[n3].tasks >= 1
+    assert use[n3].cpu >= 0.25
+    assert use[n3].memory >= 48 * 1024 * 1024
+    assert set(use) <= set(nodes)
+
+
 def test_a_service_has_one_replica_limits_reservations_and_no_restarts(
     swarm_engine: SwarmEngine, swarm_cluster: SwarmCluster, spec_for: SpecFactory
 ) -> None:

@@ -2,8 +2,11 @@
 joins, placement constraints and the bad input a cluster brings.
 
 One platform (``--engine swarm``, the manager's socket) serves the module; each test deploys
-its own stack. Node deaths and control-plane kills are in their own modules.
+its own stack. Node deaths and control-plane kills are in their own modules. "Another
+platform" on the same swarm is a SwarmEngine starting the engine tests' images under its own
+platform label.
 """
+# ruff: noqa: F811 - pytest fixtures imported from other modules are used as arguments
 
 from __future__ import annotations
 
@@ -18,8 +21,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from stackyard.engines.base import NodeUse, Placement, TaskInfo
+from stackyard.engines.swarm import SwarmEngine
+from tests.engine_contract import SpecFactory
 from tests.integration.conftest import RunningPlatform
 from tests.integration.gitrepo import GitRepo
+from tests.integration.registry_fixtures import live_registry  # noqa: F401
 from tests.integration.swarm.cluster import (
     Load,
     build_and_release,
@@ -39,6 +46,7 @@ from tests.integration.swarm.cluster import (
     wait_for,
 )
 from tests.integration.swarm.conftest import SwarmCluster
+from tests.integration.test_engine_docker import spec_for, test_images  # noqa: F401
 from tests.integration.test_pipelines import wait_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.swarm]
@@ -115,6 +123,36 @@ def test_a_rolling_deployment_under_load_fails_no_request_and_ends_new_on_every_
     assert sorted(node_of(t, ids) for t in running) == ["n1", "n2", "n3"]
     assert {t["digest"] for t in running} == {state["digest"]}
     assert served_version(url) == "v2"
+
+
+def test_a_new_task_goes_past_the_node_another_platforms_services_load(
+    yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster, spec_for: SpecFactory
+) -> None:
+    ids = swarm_cluster.node_ids()
+    # The stage may use n2 and n3. Counting its own platform's tasks only, placement took the
+    # lower node id of the two (a tie); another platform's services load that one.
+    loaded, free = sorted((ids["n2"], ids["n3"]))
+    other = SwarmEngine(swarm_cluster.endpoint)  # another platform on the same swarm
+    theirs: list[TaskInfo] = []
+    try:
+        use = other.node_use()  # the swarm is shared: load `loaded` past what `free` holds
+        ahead = use.get(free, NodeUse()).tasks - use.get(loaded, NodeUse()).tasks
+        for _ in range(max(0, ahead) + 3):
+            spec = spec_for(placement=Placement(node=loaded), cpu=0.01, memory=16 * 1024**2)
+            theirs.append(other.start(spec))
+        assert {t.node for t in theirs} == {loaded}
+        new_stack(
+            yard,
+            tmp_path,
+            "crowded",
+            extra=f"    placement: {{constraints: ['node.id != {ids['n1']}']}}\n",
+        )
+        assert ship(yard, "crowded")["status"] == "COMPLETED"
+        assert [t["node"] for t in tasks(yard, "crowded")] == [free]
+    finally:
+        for task in theirs:
+            other.remove(task.id)
+        other.close()
 
 
 def test_nodes_lists_each_node_with_its_address_role_and_tasks(
