@@ -1,10 +1,10 @@
 """The swarm engine's event translation: two listings of a service's one task, before and
 after, become the task events in the order they happened (``_kinds``). Plain tuples:
-(task id, Swarm state, node, "ran" when a container ran, replicas)."""
+(task id, Swarm state, node, "ran" when a container ran, replicas[, Swarm's error])."""
 
 from __future__ import annotations
 
-from stackyard.engines.base import TaskEventKind, TaskState
+from stackyard.engines.base import Availability, NodeInfo, NodeState, TaskEventKind, TaskState
 from stackyard.engines.swarm import _current_tasks, _kinds, _moved, _task_info
 
 CREATED, STARTED, EXITED, REMOVED = (
@@ -17,6 +17,7 @@ PENDING = ("t1", "pending", "", "", "1")
 RUNNING = ("t1", "running", "n1", "ran", "1")
 SHUTDOWN = ("t1", "shutdown", "n1", "ran", "0")
 REAPED = ("", "", "", "", "0")
+ACTIVE = Availability.ACTIVE
 
 
 def test_one_listing_that_sees_several_steps_reports_each_in_order() -> None:
@@ -96,6 +97,43 @@ def test_a_task_swarm_moves_stop_first_is_moving_until_it_runs_again() -> None:
     assert _task_info(service(), running, {}, moved=True).state is TaskState.RUNNING
     failed = {**placing, "Status": {"State": "rejected", "Err": "port taken"}}
     assert _task_info(service(), failed, {}, moved=True).state is TaskState.EXITED
+
+
+RUNNING_T2 = {**swarm_task("t2", "running", "running", "2026-01-01T00:00:09Z"), "NodeID": "n1"}
+
+
+def pinned_service() -> dict[str, object]:
+    template = {"Placement": {"Constraints": ["node.id == n1", "node.labels.zone==mars"]}}
+    spec = {"Name": "t", "Labels": {"dev.stackyard.port": "20001"}, "TaskTemplate": template}
+    return {"ID": "s1", "Spec": {**spec, "Mode": {"Replicated": {"Replicas": 1}}}}
+
+
+def test_a_move_no_node_can_take_is_moving_saying_what_it_waits_for_and_answers_nowhere() -> None:
+    """An operator's move (`docker service update --constraint-add`) that no node meets:
+    Swarm keeps the new task pending with its reason. The task waits (the move can be
+    undone), answering nowhere meanwhile, though its pinned node's address is the old one.
+    A service's first task that no node can take is a failed start, as before."""
+    err = "no suitable node (scheduling constraints not satisfied on 3 nodes)"
+    placing = {**swarm_task("t2", "pending", "running", "2026-01-01T00:00:09Z")}
+    placing["Status"] = {"State": "pending", "Err": err}
+    node = NodeInfo("n1", "vm", "127.0.0.2", "label", "worker", NodeState.READY, ACTIVE)
+    info = _task_info(pinned_service(), placing, {"n1": node}, moved=True)
+    assert info.state is TaskState.MOVING
+    assert info.error == (
+        f"waits for a node: {err} (constraints: node.id == n1, node.labels.zone==mars)"
+    )
+    assert (info.address, info.node) == (None, "n1")
+    first = _task_info(pinned_service(), placing, {"n1": node}, moved=False)
+    assert first.state is TaskState.EXITED
+    assert first.error.startswith(f"Swarm cannot place it: {err}")
+    assert _task_info(pinned_service(), RUNNING_T2, {"n1": node}).address is not None
+
+
+def test_a_new_reason_for_a_task_on_its_way_is_a_change_to_read() -> None:
+    waiting = ("t2", "pending", "", "", "1", "no suitable node")
+    assert _kinds(("t2", "pending", "", "", "1", ""), waiting) == [CREATED]
+    assert _kinds(waiting, waiting) == []
+    assert _kinds(waiting, ("t2", "running", "n1", "ran", "1", "")) == [STARTED]
 
 
 def test_a_task_on_a_node_that_left_the_swarm_has_ended() -> None:

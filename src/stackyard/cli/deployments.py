@@ -137,6 +137,10 @@ def tasks(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json 
             row.append(_node_text(task.get("node", ""), task.get("node_name", "")))
         table.add_row(*row)
     console.print(table)
+    for task in found["tasks"]:  # what a moving task waits for, why one ended
+        if task.get("error"):
+            line = f"{task['id'][:12]} {task['state']}: {task['error']}"
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _node_text(node: str, name: str) -> str:
@@ -162,8 +166,11 @@ def check(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json 
     if not found["converged"]:
         err_console.print(
             f"not converged: {len(found['tasks'])} of {found['desired']} task(s) running"
-            + (f"; deployment {found['deployment']}" if found["deployment"] else "")
+            + (f"; deployment {found['deployment']}" if found["deployment"] else ""),
+            highlight=False,
         )
+    for line in found.get("waiting") or ():
+        err_console.print(f"task {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def url(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json = False) -> None:

@@ -39,6 +39,7 @@ from stackyard.engines.base import (
     LABEL_STAGE,
     Engine,
     TaskInfo,
+    TaskState,
 )
 from stackyard.errors import NotFoundError, StackyardError, UsageError
 from stackyard.router.base import AccessRecord as AccessRecord  # for the API
@@ -65,6 +66,7 @@ class TaskView(BaseModel):
     age_seconds: float | None
     node: str = ""  # the node's id, on an engine with nodes
     node_name: str = ""  # its host name
+    error: str = ""  # the engine's word on it: why it ended, or what a moving task waits for
 
 
 class TaskCheck(BaseModel):
@@ -93,6 +95,8 @@ class CheckView(BaseModel):
     desired: int
     converged: bool
     deployment: str | None
+    # Tasks on their way that are not running (moving): "NAME moving: what it waits for".
+    waiting: list[str] = []
 
 
 class StageUrl(BaseModel):
@@ -280,7 +284,13 @@ class DeployService:
             current = records.current_release(session, stack.id, stage)
             active = records.active(session, stack.id, stage)
             desired = records.stage_config(current).replicas if current else 0
-        running = [t for t in self.tasks(stack_name, stage) if t.state == "running"]
+        found = self.tasks(stack_name, stage)
+        running = [t for t in found if t.state == "running"]
+        waiting = [
+            f"{t.name} {t.state}" + (f": {t.error}" if t.error else "")
+            for t in found
+            if t.state == str(TaskState.MOVING)
+        ]
         digest = current.digest if current else None
         checks = [
             TaskCheck(
@@ -303,6 +313,7 @@ class DeployService:
             desired=desired,
             converged=converged,
             deployment=f"{active.number} {active.status}" if active else None,
+            waiting=waiting,
         )
 
     def url(self, stack_name: str, stage: str) -> StageUrl:
@@ -412,4 +423,5 @@ def _task_view(
         age_seconds=(now - task.started_at).total_seconds() if task.started_at else None,
         node=task.node,
         node_name=node_names.get(task.node, ""),
+        error=task.error,
     )

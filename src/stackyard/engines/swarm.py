@@ -630,7 +630,9 @@ def _task_info(
     node = nodes.get(node_id)
     state, exit_code, error, started, finished = _task_state(service, task, node, moved)
     address = None
-    if port is not None and node is not None and node.address:
+    # A moving task answers nowhere until its new Swarm task runs (on the node it was
+    # pinned to, its address is the old one again, but nothing listens there meanwhile).
+    if port is not None and node is not None and node.address and state is not TaskState.MOVING:
         address = Address(node.address, port)
     return TaskInfo(
         id=str(service["ID"]),
@@ -688,13 +690,12 @@ def _task_state(
             constraints = (
                 ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("Placement") or {}
             ).get("Constraints") or []
-            return (
-                TaskState.EXITED,
-                None,
-                f"Swarm cannot place it: {err} (constraints: {', '.join(constraints)})",
-                None,
-                stamp,
-            )
+            why = f"{err} (constraints: {', '.join(constraints)})"
+            if moved:
+                # An operator's move that no node can take (yet): Swarm keeps the new task
+                # pending and places it once a node fits, or the move is undone.
+                return TaskState.MOVING, None, f"waits for a node: {why}", None, None
+            return TaskState.EXITED, None, f"Swarm cannot place it: {why}", None, stamp
         return TaskState.MOVING if moved else TaskState.CREATED, None, "", None, None
     if swarm_state == "rejected" and err.startswith("No such image"):
         err = f"{where} could not pull the image: {err} (the node's own log has the pull error)"
@@ -781,7 +782,8 @@ def _time(value: object) -> datetime | None:
 
 # -- the event stream ---------------------------------------------------------------------------
 
-_Snapshot = dict[str, tuple[str, ...]]  # service id -> what its TaskInfo depends on
+# service id -> what its TaskInfo depends on: (task id, state, node, "ran", replicas, err)
+_Snapshot = dict[str, tuple[str, ...]]
 
 
 class _Follower:
@@ -886,6 +888,7 @@ class _Follower:
                 str(task.get("NodeID", "")),
                 "ran" if container.get("ContainerID") else "",
                 str(_replicas(service)),
+                str(status.get("Err") or ""),  # why Swarm keeps it pending, say
             )
             labels_of[service_id] = {
                 str(k): str(v) for k, v in ((service.get("Spec") or {}).get("Labels") or {}).items()
@@ -911,6 +914,8 @@ def _kinds(before: tuple[str, ...] | None, after: tuple[str, ...] | None) -> lis
     if now == reached == 2:
         return []  # it had ended: Swarm reaping its task says nothing new
     if now == reached == 0 and before is not None and before[0] in ("", after[0]):
+        if before[5:] != after[5:]:  # still on its way, with a new reason (a move Swarm
+            return [TaskEventKind.CREATED]  # cannot place): a change to read again
         return []  # the same task (or its first) moving through Swarm's pending states
     if now <= reached:
         return [order[now]] if before is not None else []  # changed, no further on
@@ -922,7 +927,7 @@ def _kinds(before: tuple[str, ...] | None, after: tuple[str, ...] | None) -> lis
 
 def _reached(snapshot: tuple[str, ...]) -> int:
     """0 created, 1 started, 2 exited: how far the service's task has come."""
-    _, state, _, _, replicas = snapshot
+    state, replicas = snapshot[1], snapshot[4]
     if state in _ENDED or (not state and replicas == "0"):
         return 2
     if state == _RUNNING:

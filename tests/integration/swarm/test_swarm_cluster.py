@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -499,11 +500,7 @@ def test_a_task_swarm_reschedules_leaves_the_route_and_rejoins_only_once_healthy
         time.sleep(2)  # load before the move
         # The operator moves it: Swarm's default update order stops the old task first.
         moved_at = time.monotonic()
-        subprocess.run(
-            ["docker", "-H", swarm_cluster.endpoint, "service", "update", "--detach",
-             "--constraint-add", f"node.id=={ids[there]}", moved["name"]],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
+        service_update(swarm_cluster, "--constraint-add", f"node.id=={ids[there]}", moved["name"])
 
         def rejoined() -> bool:
             found = {t["id"]: t for t in tasks(yard, "mover")}
@@ -553,3 +550,67 @@ def test_a_task_swarm_reschedules_leaves_the_route_and_rejoins_only_once_healthy
         assert sorted(s.name for s in services) == sorted(t["name"] for t in after)
     finally:
         client.close()
+
+
+def service_update(cluster: SwarmCluster, *args: str) -> None:
+    """An operator's `docker service update` of one of the platform's services."""
+    subprocess.run(
+        ["docker", "-H", cluster.endpoint, "service", "update", "--detach", *args],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_a_move_no_node_can_take_waits_saying_why_the_stage_serves_on_and_undoing_it_recovers(
+    yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
+) -> None:
+    new_stack(yard, tmp_path, "astray", replicas=2)
+    ship(yard, "astray")
+    converged(yard, "astray")
+    moved, kept = tasks(yard, "astray")
+    nowhere = "node.labels.dev.stackyard.test-nowhere==yes"  # no node has the label
+
+    def waiting() -> Any:
+        found = {t["id"]: t for t in tasks(yard, "astray")}
+        task = found.get(moved["id"])
+        return (
+            task is not None
+            and task["state"] == "moving"
+            and upstreams(yard, "astray") == [kept["address"]]
+            and task
+        )
+
+    load = Load(stage_url(yard, "astray"), seconds=12, connections=LOAD_CONNECTIONS)
+    try:
+        # The operator moves a task where no node fits: Swarm stops it, keeps the new one
+        # pending. The task waits (it is the operator's to undo), the other one serves.
+        service_update(swarm_cluster, "--constraint-add", nowhere, moved["name"])
+        task = wait_for(f"{moved['name']} moving, out of the route", waiting, timeout=60)
+    finally:
+        result = load.result()
+    assert task["error"].startswith("waits for a node: no suitable node"), task
+    assert nowhere in task["error"]
+    assert result.requests > 0
+    assert result.failed == result.read_errors <= LOAD_CONNECTIONS, result.output
+    # Not replaced meanwhile, not counted as failed; tasks and check say what it waits for.
+    assert {t["id"] for t in tasks(yard, "astray")} == {moved["id"], kept["id"]}
+    assert all(d["status"] == "COMPLETED" for d in deployments(yard, "astray"))
+    state = check(yard, "astray")
+    assert not state["converged"]
+    assert state["waiting"] == [f"{moved['name']} moving: {task['error']}"]
+    said = yard.cli("check", "astray", "--stage", "dev", check=False)
+    assert "not converged: 1 of 2 task(s) running" in said.stderr
+    assert f"task {moved['name']} moving: waits for a node: no suitable node" in said.stderr
+    assert (
+        "waits for a node: no suitable node" in yard.cli("tasks", "astray", "--stage", "dev").stdout
+    )
+    # The operator undoes the move: the task runs on its node again, healthy, routed.
+    service_update(swarm_cluster, "--constraint-rm", nowhere, moved["name"])
+    state = converged(yard, "astray")
+    assert {t["id"] for t in state["tasks"]} == {moved["id"], kept["id"]}
+    wait_for(
+        "both tasks routed",
+        lambda: (
+            sorted(upstreams(yard, "astray")) == sorted(t["address"] for t in tasks(yard, "astray"))
+        ),
+    )
+    assert served_version(stage_url(yard, "astray")) == "v1"
