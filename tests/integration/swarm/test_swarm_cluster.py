@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 import pytest
 
@@ -614,3 +615,46 @@ def test_a_move_no_node_can_take_waits_saying_why_the_stage_serves_on_and_undoin
         ),
     )
     assert served_version(stage_url(yard, "astray")) == "v1"
+
+
+BUILD_YML = """\
+version: 0.2
+phases:
+  build:
+    commands:
+      - docker service ls 2>&1 || true
+      - docker build --network host -t "$IMAGE_URL:$COMMIT_SHA" .
+  post_build:
+    commands:
+      - docker push "$IMAGE_URL:$COMMIT_SHA"
+"""
+
+
+def test_a_build_yml_builds_on_the_platform_machine_and_its_digest_runs_on_the_swarm(
+    yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
+) -> None:
+    repo = new_stack(yard, tmp_path, "specced", replicas=2)
+    repo.write("build.yml", BUILD_YML)
+    sha = repo.commit("a build spec")
+    built = json.loads(yard.cli("build", "specced", "--json", timeout=300).stdout)
+    assert (built["status"], built["kind"]) == ("SUCCEEDED", "buildspec"), built
+    log = Path(built["log_path"]).read_text(encoding="utf-8")
+    # Its docker reached the build proxy, which keeps it off any swarm API ...
+    assert "Stackyard's build proxy refused" in log, log
+    # ... and built on the platform machine's own engine (the swarm's nodes have no base
+    # images), which keeps the image; the nodes pull the pushed digest from the registry.
+    local = docker.from_env()
+    try:
+        image = local.images.get(f"{yard.registry}/specced:{sha}")
+    finally:
+        local.close()
+    assert f"{yard.registry}/specced@{built['digest']}" in image.attrs["RepoDigests"]
+    yard.cli("release", "specced", "--stage", "dev")
+    assert deploy(yard, "specced")["status"] == "COMPLETED"
+    state = converged(yard, "specced")
+    assert state["digest"] == built["digest"]
+    assert [t["match"] for t in state["tasks"]] == [True, True]
+    ids = set(swarm_cluster.node_ids().values())
+    assert {t["node"] for t in state["tasks"]} <= ids
+    assert len({t["node"] for t in state["tasks"]}) == 2  # spread over two nodes
+    assert served_version(stage_url(yard, "specced")) == "v1"
