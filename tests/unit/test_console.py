@@ -17,7 +17,8 @@ from sqlalchemy import select
 
 from stackyard.access.limits import LIMIT, WINDOW, FailureLimiter
 from stackyard.api.sessions import COOKIE, ConsoleSessions, safe_next
-from stackyard.api.web.render import short_digest
+from stackyard.api.web.render import ENVIRONMENT, short_digest
+from stackyard.deploy.service import CheckView
 from stackyard.statuses import ReleaseOrigin
 from stackyard.store.models import Release, Stack, StageRoute
 
@@ -293,6 +294,18 @@ def test_the_check_page_compares_task_digests(yard: ConsoleYard) -> None:
     assert html.count("match</td>") == 4
     assert "no_match" not in html
     assert html.count("converged</span>") == 3
+
+
+def test_the_check_page_says_what_a_moving_task_waits_for_escaped() -> None:
+    waiting = "sy-app-dev-r1-ab moving: waits for a node: no suitable node <b>(x)</b>"
+    view = CheckView(stack="app", stage="dev", release=1, digest="sha256:" + "a" * 64,
+                     tasks=[], desired=1, converged=False, deployment=None,
+                     waiting=[waiting])  # fmt: skip
+    html = ENVIRONMENT.get_template("check.html").render(
+        stack_name="app", checks=[("dev", view, None)], csrf_token="t"
+    )
+    assert 'task <span class="mono">sy-app-dev-r1-ab moving: waits for a node: no suitable' in html
+    assert "&lt;b&gt;(x)&lt;/b&gt;" in html
 
 
 # -- variables and secrets
