@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -477,6 +477,34 @@ class RoutePoller:
         self._thread.join(timeout=10)
 
 
+def rejoined(yard: RunningPlatform, stack: str, task_id: str, address: str) -> Callable[[], bool]:
+    """A probe: the task answers at ``address``, is healthy there and routed."""
+
+    def probe() -> bool:
+        task = {t["id"]: t for t in tasks(yard, stack)}.get(task_id)
+        return (
+            task is not None
+            and task["address"] == address
+            and task["health"] == "healthy"
+            and address in upstreams(yard, stack)
+        )
+
+    return probe
+
+
+def routed_only_once_healthy(poller: RoutePoller, old: str, new: str) -> tuple[float, float]:
+    """Assert that the old address left the route for good and the new one was routed only
+    once its /healthz passed (the app's answers 404 for 3 s); when each happened."""
+    samples = poller.samples
+    assert samples, "the poller read nothing"
+    left = next(i for i, (routed, _, _) in enumerate(samples) if old not in routed)
+    assert not any(old in routed for routed, _, _ in samples[left:]), samples
+    joined = next(i for i, (routed, _, _) in enumerate(samples) if new in routed)
+    assert left <= joined
+    assert samples[joined][1], f"{new} routed before its /healthz passed: {samples}"
+    return samples[left][2], samples[joined][2]
+
+
 def test_a_task_swarm_reschedules_leaves_the_route_and_rejoins_only_once_healthy_there(
     yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
 ) -> None:
@@ -502,33 +530,15 @@ def test_a_task_swarm_reschedules_leaves_the_route_and_rejoins_only_once_healthy
         # The operator moves it: Swarm's default update order stops the old task first.
         moved_at = time.monotonic()
         service_update(swarm_cluster, "--constraint-add", f"node.id=={ids[there]}", moved["name"])
-
-        def rejoined() -> bool:
-            found = {t["id"]: t for t in tasks(yard, "mover")}
-            task = found.get(moved["id"])
-            return (
-                task is not None
-                and task["address"] == new_address
-                and task["health"] == "healthy"
-                and new_address in upstreams(yard, "mover")
-            )
-
-        wait_for(f"{moved['name']} healthy and routed on {there}", rejoined, timeout=120)
+        back = rejoined(yard, "mover", moved["id"], new_address)
+        wait_for(f"{moved['name']} healthy and routed on {there}", back, timeout=120)
     finally:
         result = load.result()
         poller.stop()
-    samples = poller.samples
-    assert samples, "the poller read nothing"
-    # The old address leaves the route and never comes back; the new one is routed only
-    # once its health check passes there (the app's /healthz answers 404 for 3 s).
-    left = next(i for i, (routed, _, _) in enumerate(samples) if old_address not in routed)
-    assert not any(old_address in routed for routed, _, _ in samples[left:]), samples
-    joined = next(i for i, (routed, _, _) in enumerate(samples) if new_address in routed)
-    assert left <= joined
-    assert samples[joined][1], f"{new_address} routed before its /healthz passed: {samples}"
+    left, joined = routed_only_once_healthy(poller, old_address, new_address)
     print(
-        f"\nreschedule: {old_address} left the route {samples[left][2] - moved_at:.1f} s after "
-        f"the update, {new_address} joined after {samples[joined][2] - moved_at:.1f} s; wrk: "
+        f"\nreschedule: {old_address} left the route {left - moved_at:.1f} s after "
+        f"the update, {new_address} joined after {joined - moved_at:.1f} s; wrk: "
         f"{result.requests} requests, {result.failed} failed ({result.read_errors} cut off)"
     )
     # Only what the stop itself cut off fails: a response in flight on the old task.
@@ -559,6 +569,53 @@ def service_update(cluster: SwarmCluster, *args: str) -> None:
         ["docker", "-H", cluster.endpoint, "service", "update", "--detach", *args],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
+
+
+def test_a_task_moved_start_first_serves_until_its_new_task_runs_then_rejoins_once_healthy(
+    yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
+) -> None:
+    # spread: node pins each task to a node, and it binds that node's address. The move
+    # sets HOST to the new node's address too: the nodes of this one-machine cluster share
+    # the loopback, so a new task binding the old address (or 0.0.0.0) could not start
+    # while the old one holds the port (on real machines each node has its own).
+    repo = new_stack(yard, tmp_path, "firstly", replicas=2)
+    repo.write("Dockerfile", LATE_HEALTH_DOCKERFILE)
+    repo.commit("health passes 3 s after each start")
+    ship(yard, "firstly")
+    converged(yard, "firstly")
+    moved, kept = tasks(yard, "firstly")
+    ids = swarm_cluster.node_ids()
+    names = {v: k for k, v in ids.items()}
+    there = next(n for n in ("n1", "n2", "n3") if ids[n] not in (moved["node"], kept["node"]))
+    old_address, host = moved["address"], swarm_cluster.nodes[there].address
+    new_address = f"{host}:{old_address.rsplit(':', 1)[1]}"
+    poller = RoutePoller(yard, "firstly", new_address)
+    load = Load(stage_url(yard, "firstly"), seconds=15)
+    try:
+        time.sleep(2)  # load before the move
+        service_update(
+            swarm_cluster, "--update-order", "start-first",
+            "--constraint-rm", f"node.id == {moved['node']}",
+            "--constraint-add", f"node.id == {ids[there]}", "--env-add", f"HOST={host}",
+            moved["name"],
+        )  # fmt: skip
+        back = rejoined(yard, "firstly", moved["id"], new_address)
+        wait_for(f"{moved['name']} healthy and routed on {there}", back, timeout=120)
+    finally:
+        result = load.result()
+        poller.stop()
+    # The old address leaves for good once the new task runs; the new one is routed only
+    # once its health check passes there.
+    routed_only_once_healthy(poller, old_address, new_address)
+    # The other task served all along; only a response in flight on the stopped old task
+    # may be cut off.
+    assert result.requests > 0
+    assert result.failed == result.read_errors <= LOAD_CONNECTIONS, result.output
+    state = converged(yard, "firstly")
+    assert {t["id"] for t in state["tasks"]} == {moved["id"], kept["id"]}
+    after = {t["id"]: t for t in tasks(yard, "firstly")}
+    assert names[after[moved["id"]]["node"]] == there
+    assert sorted(upstreams(yard, "firstly")) == sorted(t["address"] for t in after.values())
 
 
 def test_a_move_no_node_can_take_waits_saying_why_the_stage_serves_on_and_undoing_it_recovers(
