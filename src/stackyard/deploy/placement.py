@@ -54,23 +54,21 @@ def choose_nodes(
         return (None,) * count
     cap = math.ceil(replicas / len(nodes))
     held = Counter({n.id: staying.get(n.id, 0) for n in nodes})
-    held_now = {n.id: use.get(n.id, NodeUse()) for n in nodes}
+    load = {n.id: use.get(n.id, NodeUse()) for n in nodes}
     by_id = {n.id: n for n in nodes}
 
     def order(node_id: str) -> tuple[bool, bool, int, int, float, str]:
-        node, now = by_id[node_id], held_now[node_id]
-        room = _fits(node, now, need)
-        return (node_id in avoid, not room, held[node_id], now.tasks, _share(node, now), node_id)
+        node, now = by_id[node_id], load[node_id]
+        fits = _fits(node, now, need)
+        return (node_id in avoid, not fits, held[node_id], now.tasks, _share(node, now), node_id)
 
     chosen: list[str | None] = []
     for _ in range(count):
         room = [n.id for n in nodes if held[n.id] < cap] or [n.id for n in nodes]
         best = min(room, key=order)
         held[best] += 1
-        now = held_now[best]
-        held_now[best] = NodeUse(
-            now.tasks + need.tasks, now.cpu + need.cpu, now.memory + need.memory
-        )
+        now = load[best]
+        load[best] = NodeUse(now.tasks + need.tasks, now.cpu + need.cpu, now.memory + need.memory)
         chosen.append(best)
     return tuple(chosen)
 
