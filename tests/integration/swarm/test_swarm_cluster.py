@@ -571,53 +571,6 @@ def service_update(cluster: SwarmCluster, *args: str) -> None:
     )  # fmt: skip
 
 
-def test_a_task_moved_start_first_serves_until_its_new_task_runs_then_rejoins_once_healthy(
-    yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
-) -> None:
-    # spread: node pins each task to a node, and it binds that node's address. The move
-    # sets HOST to the new node's address too: the nodes of this one-machine cluster share
-    # the loopback, so a new task binding the old address (or 0.0.0.0) could not start
-    # while the old one holds the port (on real machines each node has its own).
-    repo = new_stack(yard, tmp_path, "firstly", replicas=2)
-    repo.write("Dockerfile", LATE_HEALTH_DOCKERFILE)
-    repo.commit("health passes 3 s after each start")
-    ship(yard, "firstly")
-    converged(yard, "firstly")
-    moved, kept = tasks(yard, "firstly")
-    ids = swarm_cluster.node_ids()
-    names = {v: k for k, v in ids.items()}
-    there = next(n for n in ("n1", "n2", "n3") if ids[n] not in (moved["node"], kept["node"]))
-    old_address, host = moved["address"], swarm_cluster.nodes[there].address
-    new_address = f"{host}:{old_address.rsplit(':', 1)[1]}"
-    poller = RoutePoller(yard, "firstly", new_address)
-    load = Load(stage_url(yard, "firstly"), seconds=15)
-    try:
-        time.sleep(2)  # load before the move
-        service_update(
-            swarm_cluster, "--update-order", "start-first",
-            "--constraint-rm", f"node.id == {moved['node']}",
-            "--constraint-add", f"node.id == {ids[there]}", "--env-add", f"HOST={host}",
-            moved["name"],
-        )  # fmt: skip
-        back = rejoined(yard, "firstly", moved["id"], new_address)
-        wait_for(f"{moved['name']} healthy and routed on {there}", back, timeout=120)
-    finally:
-        result = load.result()
-        poller.stop()
-    # The old address leaves for good once the new task runs; the new one is routed only
-    # once its health check passes there.
-    routed_only_once_healthy(poller, old_address, new_address)
-    # The other task served all along; only a response in flight on the stopped old task
-    # may be cut off.
-    assert result.requests > 0
-    assert result.failed == result.read_errors <= LOAD_CONNECTIONS, result.output
-    state = converged(yard, "firstly")
-    assert {t["id"] for t in state["tasks"]} == {moved["id"], kept["id"]}
-    after = {t["id"]: t for t in tasks(yard, "firstly")}
-    assert names[after[moved["id"]]["node"]] == there
-    assert sorted(upstreams(yard, "firstly")) == sorted(t["address"] for t in after.values())
-
-
 def test_a_move_no_node_can_take_waits_saying_why_the_stage_serves_on_and_undoing_it_recovers(
     yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
 ) -> None:
