@@ -1,4 +1,5 @@
-"""The Engine contract: one set of tests that every engine (FakeEngine, DockerEngine) passes.
+"""The Engine contract: one set of tests that every engine (FakeEngine, DockerEngine) passes,
+and the nodes contract that engines with nodes (FakeSwarm, SwarmEngine) pass.
 
 A test module subclasses ``EngineContract`` and provides the ``engine`` and ``images``
 fixtures; the subclass's name (``Test…``) makes pytest collect it.
@@ -25,6 +26,8 @@ from stackyard.engines.base import (
     Address,
     Engine,
     EngineError,
+    NodeUse,
+    Placement,
     TaskEvent,
     TaskEventKind,
     TaskEvents,
@@ -303,3 +306,39 @@ class EngineContract:
         assert [t.id for t in engine.list({LABEL_PLATFORM: RUN}) if t.name == spec.name] == [
             first.id
         ]
+
+
+class NodesContract:
+    """What placement and ``stackyard nodes`` rely on, on an engine with nodes (the fake
+    swarm and the real one alike). A module subclasses it and provides ``engine``,
+    ``make_spec`` (as EngineContract's) and ``pinned_node``: a ready node to pin tasks to."""
+
+    @pytest.fixture
+    def pinned_node(self) -> str:
+        raise NotImplementedError("a test module provides the node to pin tasks to")
+
+    def test_each_node_reports_its_address_and_resources(self, engine: Engine) -> None:
+        assert engine.supports_nodes
+        nodes = engine.nodes()
+        assert nodes
+        assert len({node.id for node in nodes}) == len(nodes)
+        for node in nodes:
+            assert node.address.startswith("127."), node  # loopback nodes in tests
+            assert node.cpu > 0
+            assert node.memory > 0
+
+    def test_node_use_counts_a_pinned_task_and_its_reservations_until_it_is_removed(
+        self, engine: Engine, make_spec: SpecFactory, pinned_node: str
+    ) -> None:
+        before = engine.node_use().get(pinned_node, NodeUse())
+        spec = make_spec(placement=Placement(node=pinned_node), cpu=0.25, memory=48 * 1024**2)
+        task = engine.start(spec)
+        assert task.node == pinned_node
+        during = engine.node_use()[pinned_node]
+        assert during.tasks == before.tasks + 1
+        assert during.cpu == pytest.approx(before.cpu + 0.25)
+        assert during.memory == before.memory + 48 * 1024**2
+        engine.remove(task.id)
+        after = engine.node_use().get(pinned_node, NodeUse())
+        assert after.tasks == before.tasks
+        assert after.cpu == pytest.approx(before.cpu)

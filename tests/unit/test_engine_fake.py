@@ -19,7 +19,7 @@ from stackyard.engines.base import (
     TaskSpec,
     TaskState,
 )
-from stackyard.engines.fake import FakeEngine
+from stackyard.engines.fake import FakeEngine, FakeSwarm
 from stackyard.errors import ComponentError, UnsupportedError
 from stackyard.plugins import load
 from tests.engine_contract import (
@@ -27,6 +27,7 @@ from tests.engine_contract import (
     Collector,
     ContractImages,
     EngineContract,
+    NodesContract,
     SpecFactory,
     make_task_spec,
 )
@@ -73,6 +74,21 @@ class TestFakeEngine(EngineContract):
     @pytest.fixture
     def images(self) -> ContractImages:
         return ContractImages(serving=f"{REPO}@{SERVING}", crashing=f"{REPO}@{CRASHING}")
+
+
+class TestFakeSwarmNodes(NodesContract):
+    @pytest.fixture
+    def engine(self) -> FakeSwarm:
+        return FakeSwarm()
+
+    @pytest.fixture
+    def make_spec(self) -> SpecFactory:
+        images = ContractImages(serving=f"{REPO}@{SERVING}", crashing=f"{REPO}@{CRASHING}")
+        return functools.partial(make_task_spec, images)
+
+    @pytest.fixture
+    def pinned_node(self) -> str:
+        return "node-3"
 
 
 def test_registered_under_the_engines_entry_point() -> None:

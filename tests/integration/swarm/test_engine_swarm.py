@@ -36,6 +36,7 @@ from tests.engine_contract import (
     Collector,
     ContractImages,
     EngineContract,
+    NodesContract,
     SpecFactory,
 )
 from tests.integration.registry_fixtures import live_registry  # noqa: F401
@@ -86,6 +87,20 @@ class TestSwarmEngine(EngineContract):
     def task_host(self, swarm_engine: SwarmEngine) -> Callable[[TaskInfo], str]:
         addresses = {node.id: node.address for node in swarm_engine.nodes()}
         return lambda task: addresses[task.node]
+
+
+class TestSwarmNodes(NodesContract):
+    @pytest.fixture
+    def engine(self, swarm_engine: SwarmEngine) -> SwarmEngine:
+        return swarm_engine
+
+    @pytest.fixture
+    def make_spec(self, spec_for: SpecFactory) -> SpecFactory:
+        return spec_for
+
+    @pytest.fixture
+    def pinned_node(self, node_ids: dict[str, str]) -> str:
+        return node_ids["n3"]
 
 
 def test_registered_under_the_engines_entry_point() -> None:
