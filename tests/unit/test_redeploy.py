@@ -152,3 +152,68 @@ def test_the_controllers_rollback_copies_and_queues_in_one_step(yard: Yard) -> N
     )
     assert queued.log_path.endswith(f"deployments/{STACK}/{STAGE}/3.log")
     assert yard.registry.tags[(STACK, STAGE)] == yard.digests[0]
+
+
+# -- a release whose image the registry no longer has (retention deleted its manifest)
+
+
+def prune(yard: Yard, number: int) -> str:
+    """Delete release ``number``'s manifest, as retention does; the engine is not asked."""
+    digest = yard.digests[number - 1]
+    yard.registry.delete_manifest(STACK, digest)
+    return digest
+
+
+def test_a_rollback_to_a_release_whose_image_was_deleted_is_refused_before_anything_moves(
+    yard: Yard,
+) -> None:
+    digest = prune(yard, 1)
+    with pytest.raises(NotFoundError) as caught:
+        yard.services.redeploy.rollback(STACK, STAGE, 1)
+    message, hint = caught.value.message, caught.value.hint or ""
+    assert f"release 1 of {STACK}/{STAGE} cannot be deployed: its image {digest}" in message
+    assert f"no longer in registry {yard.registry.endpoint} ({STACK})" in message
+    assert "last 10 releases per stage (keep_releases)" in message
+    assert hint.startswith("release a newer one, or build and release its commit again")
+    assert yard.registry.tags[(STACK, STAGE)] == yard.digests[2]  # the tag did not move
+    assert len(yard.deployments()) == 2
+    with yard.services.deploy._sessions() as session:
+        assert session.scalar(select(Release).where(Release.number == 4)) is None
+
+
+def test_deploying_an_older_release_whose_image_was_deleted_names_its_commit(yard: Yard) -> None:
+    with yard.services.deploy._sessions.begin() as session:
+        for row in session.scalars(select(Release).where(Release.number == 2)):
+            row.commit_sha = "4fe8827c0ffee4fe8827c0ffee4fe8827c0ffee1"
+    prune(yard, 2)
+    with pytest.raises(NotFoundError, match="release 2 of shop/dev cannot be deployed") as caught:
+        yard.services.redeploy.deploy(STACK, STAGE, 2, trigger="api")
+    assert caught.value.hint == (
+        "release a newer one, or rebuild commit 4fe8827c0ffe (stackyard build shop --commit "
+        "4fe8827c0ffe) and release it (stackyard release shop --stage dev --commit 4fe8827c0ffe)"
+    )
+    assert yard.registry.tags[(STACK, STAGE)] == yard.digests[2]
+    assert len(yard.deployments()) == 2
+
+
+def test_deploying_the_latest_release_asks_the_registry_once(yard: Yard) -> None:
+    prune(yard, 3)  # deleted by hand: retention keeps what the tag names
+    with pytest.raises(NotFoundError, match="release 3 of shop/dev cannot be deployed"):
+        yard.services.deploy.deploy(STACK, STAGE, None, trigger="api")
+    assert len(yard.deployments()) == 2
+
+
+def test_a_registry_that_does_not_answer_is_not_a_missing_image(
+    yard: Yard, caplog: pytest.LogCaptureFixture
+) -> None:
+    yard.registry.down = True
+    deployment = yard.services.deploy.deploy(STACK, STAGE, 3, trigger="api")
+    assert (deployment.release_number, deployment.status) == (3, "QUEUED")
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(
+        f"registry {yard.registry.endpoint} did not answer whether it still has {STACK}@"
+        f"{yard.digests[2]}"
+        in line
+        and "deploying anyway" in line
+        for line in warned
+    ), warned

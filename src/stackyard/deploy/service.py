@@ -9,6 +9,7 @@ Releases (pipeline/releases.py) own rollbacks and the stage tag; this service on
 from __future__ import annotations
 
 import builtins
+import logging
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,8 @@ from stackyard.store.models import Deployment, Event, Stack, StageRoute
 
 # A task serves when it runs and passes its health check, or has none to pass: its health
 # is the controller's judgement, or the engine's own before a stage loop has judged it.
+log = logging.getLogger(__name__)
+
 SERVING_HEALTH = frozenset({str(TaskHealth.HEALTHY), "none"})
 
 
@@ -130,6 +133,66 @@ class DeployService:
             target = records.stage_config(release).target
         self._controller.engines.ping(target)
 
+    def require_image(
+        self,
+        stack_name: str,
+        stage: str,
+        release_number: int | None = None,
+        *,
+        from_home: bool = False,
+    ) -> None:
+        """Refuse, before anything is recorded or moved, a release (default: the stage's
+        latest) whose image the registry no longer has: one HEAD of its manifest in the
+        registry its target's engine pulls from (``from_home``: the stack's own registry,
+        where a rollback copies it from). The engine's own copy does not count: Docker
+        20.10 starts a digest it pulled once even after the registry deleted it, and the
+        registry decides what is deployable. A registry that does not answer is not a
+        "no": the deploy goes on (the engine starts its copy if it has one), and the
+        platform log says so."""
+        with self._sessions() as session:
+            stack = self._stage(session, stack_name, stage)
+            release = records.find_release(session, stack.id, stage, release_number)
+            number, digest, commit = release.number, release.digest, release.commit_sha
+            target = records.stage_config(release).target
+        images = self._controller.images
+        if from_home:
+            registry, repository = images.registry_of(stack_name)
+        else:
+            registry, repository = images.pulled_registry(
+                stack_name, self._controller.targets(target)
+            )
+        try:
+            present = images.has_manifest(registry, repository, digest)
+        except StackyardError as exc:
+            log.warning(
+                "%s/%s release %d: registry %s did not answer whether it still has %s@%s "
+                "(%s); deploying anyway: the engine starts its own copy if it has one",
+                stack_name,
+                stage,
+                number,
+                registry.endpoint,
+                repository,
+                digest,
+                exc.message,
+            )
+            return
+        if present:
+            return
+        rebuild = (
+            f"or rebuild commit {commit[:12]} (stackyard build {stack_name} --commit "
+            f"{commit[:12]}) and release it (stackyard release {stack_name} --stage {stage} "
+            f"--commit {commit[:12]})"
+            if commit
+            else "or build and release its commit again"
+        )
+        raise NotFoundError(
+            f"release {number} of {stack_name}/{stage} cannot be deployed: its image {digest} "
+            f"is no longer in registry {registry.endpoint} ({repository}); retention removes "
+            f"the images of all but the last {self._settings.keep_releases} releases per "
+            "stage (keep_releases)",
+            hint=f"release a newer one, {rebuild}",
+        )
+
     def deploy(
         self, stack_name: str, stage: str, release_number: int | None, *, trigger: str
     ) -> DeploymentView:
@@ -139,6 +202,7 @@ class DeployService:
         go through ``RedeployService.deploy``, which moves the tag first.
         """
         self.ping(stack_name, stage, release_number)  # a clear error now, not a stuck one later
+        self.require_image(stack_name, stage, release_number)
         with self._sessions.begin() as session:
             stack = self._stage(session, stack_name, stage)
             release = records.find_release(session, stack.id, stage, release_number)

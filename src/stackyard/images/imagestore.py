@@ -131,6 +131,22 @@ class ImageStore:
         placement = target.placement
         return f"{placement.endpoint}/{placement.repository(stack)}", placement.login
 
+    def pulled_registry(self, stack: str, target: TargetPlace) -> tuple[Registry, str]:
+        """The registry an engine on ``target`` pulls ``stack``'s images from, and the
+        repository there (``pulled_from``'s, as a client with the platform's login)."""
+        if target.builtin:
+            return self.registry_of(stack)
+        return self.registry_in(stack, target.placement)
+
+    def has_manifest(self, registry: Registry, repository: str, digest: str) -> bool:
+        """Whether ``registry`` still holds the manifest ``digest`` (one HEAD): False on
+        a 404; a registry that does not answer raises (it is not a "no")."""
+        try:
+            registry.resolve(repository, digest)
+        except NotFoundError:
+            return False
+        return True
+
     def copy_to(self, stack: str, digest: str, tag: str, placement: Placement | None) -> bool:
         """Copy ``stack``'s image ``digest`` into the registry ``placement`` names (None:
         the platform's own), then point ``tag`` at it there: blobs it has are not sent,

@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import ClassVar
 
-from stackyard.errors import NotFoundError, PermanentError
+from stackyard.errors import NotFoundError, PermanentError, RetryableError
 from stackyard.images.manifest import DOCKER_MANIFEST, Manifest
 from stackyard.images.reference import ManifestRef, is_digest
 from stackyard.images.registry_base import Registry, TransferCounts, not_found
@@ -35,6 +35,7 @@ class FakeRegistry(Registry):
         self.repository_blobs: set[tuple[str, str]] = set()
         self.manifests: dict[tuple[str, str], Manifest] = {}
         self.tags: dict[tuple[str, str], str] = {}
+        self.down = False  # test control: every read fails as a registry that is away
 
     # -- test controls
 
@@ -62,6 +63,8 @@ class FakeRegistry(Registry):
         return self.get_manifest(repository, reference).digest
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
+        if self.down:
+            raise RetryableError(f"registry {self.endpoint} did not answer (connection refused)")
         digest = reference if is_digest(reference) else self.tags.get((repository, reference))
         manifest = self.manifests.get((repository, digest or ""))
         if manifest is None:

@@ -47,7 +47,8 @@ class RedeployService:
     ) -> DeploymentView:
         """Deploy the stage's latest release, or release ``release`` (its tag follows)."""
         self._deploy.ping(stack, stage, release)  # a clear error now, before the tag moves
-        if release is not None:
+        if release is not None:  # the tag moves (and a target's copy) from the stack's registry
+            self._deploy.require_image(stack, stage, release, from_home=True)
             self._releases.follow(stack, stage, release)
         return self._deploy.deploy(stack, stage, release, trigger=trigger)
 
@@ -63,6 +64,8 @@ class RedeployService:
         """A new release copying release ``to`` (default: the one before the current),
         image and config, deployed."""
         number = to if to is not None else self._releases.rollback_target(stack, stage)
+        self._deploy.ping(stack, stage, number)
+        self._deploy.require_image(stack, stage, number, from_home=True)  # before the copy
         copy = self._releases.copy(stack, stage, number, source="rollback", created_by=created_by)
         return self._deploy.deploy(stack, stage, copy.number, trigger=trigger)
 
