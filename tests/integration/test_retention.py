@@ -1,17 +1,20 @@
 """Retention on a real platform: 30 builds and releases of one stack, and a second stack
 deleted. After `stackyard prune` the registry holds exactly the blobs the kept releases
 need, the engine only their images, the old logs are gone, and a rollback to the oldest
-kept release still deploys.
+kept release still deploys. A rollback to a release whose manifest retention deleted is
+refused, though the engine holding its image would still start it.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from stackyard.platform import registry_storage
@@ -146,3 +149,55 @@ def test_retention_keeps_what_a_rollback_needs_and_removes_the_rest(tmp_path: Pa
         print(f"\n{BUILDS} builds and releases took {building:.0f} s")
     finally:
         stop_platform(yard)
+
+
+def test_a_rollback_to_a_release_retention_deleted_is_refused(tmp_path: Path) -> None:
+    """Docker 20.10 pulls a digest it pulled once from its content store even after the
+    registry deleted the manifest: the platform asks the registry (a HEAD) before it
+    deploys, so the rollback is refused and the stage keeps serving what it serves."""
+    yard = start_platform(tmp_path / "data", up_args=("--keep-releases", "1"))
+    stack = "pruned"
+    names: list[str] = []  # this test's names of images on the shared engine
+    try:
+        repo = new_stack(yard, stack, tmp_path)
+        commits = []
+        for number in (1, 2):
+            commits.append(repo.set_version(f"{number}-{secrets.token_hex(4)}"))
+            build_and_release(yard, stack)
+            yard.cli("deploy", stack, "--stage", "dev", timeout=300)
+        numbers = releases(yard, stack)
+        # The engine keeps release 1's image (another name holds it; retention removes
+        # only the platform's names), as an engine retention does not reach would.
+        names.append(f"stackyard-test-hold/{stack}:{secrets.token_hex(4)}")
+        with docker.APIClient(timeout=120) as api:
+            api.tag(f"{yard.registry}/{stack}@{numbers[1]}", names[0])
+        report = prune(yard)
+        assert report["errors"] == []
+        assert f"{stack}@{numbers[1]}" in report["manifests"]
+        # The engine would still start it: its pull (with the platform's login) succeeds
+        # though the registry deleted the manifest.
+        login = json.loads((yard.data_dir / "registry-credentials.json").read_text())
+        names.append(f"{yard.registry}/{stack}@{numbers[1]}")
+        with docker.APIClient(timeout=120) as api:
+            api.pull(
+                f"{yard.registry}/{stack}",
+                tag=numbers[1],
+                auth_config={"username": login["username"], "password": login["password"]},
+            )
+
+        refused = yard.cli("rollback", stack, "--stage", "dev", "--to", "1", check=False)
+        assert refused.returncode == 1, refused.stdout
+        said = " ".join(refused.stderr.split())
+        assert (
+            f"release 1 of {stack}/dev cannot be deployed: its image {numbers[1]} is no longer "
+            f"in registry {yard.registry} ({stack}); retention removes the images of all but "
+            "the last 1 releases per stage (keep_releases)"
+        ) in said
+        assert f"rebuild commit {commits[0][:12]}" in said
+        assert sorted(releases(yard, stack)) == [1, 2]  # nothing recorded
+        check = json.loads(yard.cli("check", stack, "--stage", "dev", "--json").stdout)
+        assert (check["release"], check["digest"], check["converged"]) == (2, numbers[2], True)
+    finally:
+        stop_platform(yard)
+        for name in names:  # the hold, and what the pull named (a registry now gone)
+            subprocess.run(["docker", "rmi", name], capture_output=True, timeout=60)
