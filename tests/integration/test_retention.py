@@ -190,8 +190,8 @@ def test_a_rollback_to_a_release_retention_deleted_is_refused(tmp_path: Path) ->
         said = " ".join(refused.stderr.split())
         assert (
             f"release 1 of {stack}/dev cannot be deployed: its image {numbers[1]} is no longer "
-            f"in registry {yard.registry} ({stack}); retention removes the images of all but "
-            "the last 1 releases per stage (keep_releases)"
+            f"in registry {yard.registry} ({stack}): retention keeps only the images of the "
+            "last 1 release(s) per stage (stackyard up --keep-releases)"
         ) in said
         assert f"rebuild commit {commits[0][:12]}" in said
         assert sorted(releases(yard, stack)) == [1, 2]  # nothing recorded

@@ -9,9 +9,9 @@ directly, and absent from the others). Meanwhile a deploy of a stage on a target
 engine socket does not exist is refused naming the target, holds up nothing else, and
 leaves that target unfollowed (no watch). A second push and ``prune``
 (one release kept per stage) delete the first image's copies in the targets' registries
-and keep the second's. A restart removes orphan tasks from every target's engine. A deploy
-to a target at an address that accepts and never answers, or where nothing listens, is
-refused within its check.
+and keep the second's; a rollback to it is then refused. A restart removes orphan tasks
+from every target's engine. A deploy to a target at an address that accepts and never
+answers, or where nothing listens, is refused within its check.
 """
 
 from __future__ import annotations
@@ -200,6 +200,16 @@ def test_one_push_runs_dev_then_prod_eu_then_prod_us_each_on_its_targets_engine(
             with pytest.raises(NotFoundError):
                 client.get_manifest("acme/spread", digest)
             assert client.resolve("acme/spread", f"prod-{name}") == second
+    # A rollback of prod-eu to the first image, deleted everywhere now, is refused before
+    # anything is copied or recorded; prod-eu goes on serving the second.
+    refused = yard.cli("rollback", "spread", "--stage", "prod-eu", "--to", "1", check=False)
+    assert refused.returncode == 1, refused.stdout
+    said = " ".join(refused.stderr.split())
+    assert f"release 1 of spread/prod-eu cannot be deployed: its image {digest}" in said, said
+    released = json.loads(yard.cli("releases", "spread", "--stage", "prod-eu", "--json").stdout)
+    assert [r["number"] for r in released] == [2, 1]
+    state = json.loads(yard.cli("check", "spread", "--stage", "prod-eu", "--json").stdout)
+    assert (state["digest"], state["converged"]) == (second, True), state
 
     yard.cli("stacks", "delete", "spread", "--yes")  # its tasks go from every engine
     for engine, _registry in places.values():

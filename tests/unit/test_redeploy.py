@@ -172,8 +172,8 @@ def test_a_rollback_to_a_release_whose_image_was_deleted_is_refused_before_anyth
         yard.services.redeploy.rollback(STACK, STAGE, 1)
     message, hint = caught.value.message, caught.value.hint or ""
     assert f"release 1 of {STACK}/{STAGE} cannot be deployed: its image {digest}" in message
-    assert f"no longer in registry {yard.registry.endpoint} ({STACK})" in message
-    assert "last 10 releases per stage (keep_releases)" in message
+    assert f"no longer in registry {yard.registry.endpoint} ({STACK}): retention" in message
+    assert "the last 10 release(s) per stage (stackyard up --keep-releases)" in message
     assert hint.startswith("release a newer one, or build and release its commit again")
     assert yard.registry.tags[(STACK, STAGE)] == yard.digests[2]  # the tag did not move
     assert len(yard.deployments()) == 2

@@ -187,9 +187,9 @@ class DeployService:
         )
         raise NotFoundError(
             f"release {number} of {stack_name}/{stage} cannot be deployed: its image {digest} "
-            f"is no longer in registry {registry.endpoint} ({repository}); retention removes "
-            f"the images of all but the last {self._settings.keep_releases} releases per "
-            "stage (keep_releases)",
+            f"is no longer in registry {registry.endpoint} ({repository}): retention keeps "
+            f"only the images of the last {self._settings.keep_releases} release(s) per stage "
+            "(stackyard up --keep-releases)",
             hint=f"release a newer one, {rebuild}",
         )
 

@@ -202,7 +202,9 @@ class DockerEngine(DockerApiEngine):
         deployable (a release whose image was deleted fails), and the local copy is only a
         cache that still serves while the registry does not answer. Not quite on Docker
         20.10: a manifest it pulled before from the same repository comes from its content
-        store without a request (docs/decisions.md, "What a pull by digest asks")."""
+        store without a request (docs/decisions.md, "What a pull by digest asks"), so a
+        deployment first asks the registry itself, once (``DeployService.require_image``);
+        a task started later (a heal) still trusts this pull."""
         try:
             self._api().inspect_image(spec.image)
             cached = True
