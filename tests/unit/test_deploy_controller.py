@@ -745,3 +745,36 @@ def test_orphans_are_removed_from_every_targets_engine_even_one_no_stage_runs_on
         )  # eu keeps another platform's task
     assert yard.made.count("us") == 1
     assert "gone" in yard.made  # a target that cannot be reached is noted; nothing fails
+
+
+def test_a_stage_is_observed_on_its_deployments_target_not_its_newest_releases(
+    yard: Yard,
+) -> None:
+    """The rule docs/targets.md states: a stage's loop (one per stage with a release, at
+    start) looks at, and so follows, the target of its active deployment's release, else of
+    the release it serves (its last COMPLETED deployment's). A release never deployed
+    follows nothing: its target is reached first by a deploy's check (``DeployService.ping``)."""
+    yard.target_engines["eu"] = eu_engine = FakeEngine(yard.clock)
+    eu_engine.behave(V1, healthy=True)
+
+    def restart() -> None:
+        yard.restart_controller()
+        yard.controller.targets = lambda name: TargetPlace(name, builtin=False)
+
+    def followed() -> list[str]:
+        return [name for name, _ in yard.controller.engines.followed()]
+
+    restart()
+    on_eu = yard.release(V1, target="eu")
+    restart()
+    yard.tick(2)
+    assert (followed(), yard.made) == (["local"], [])  # released, never deployed
+
+    number = yard.deploy(on_eu)
+    yard.run_until(lambda: yard.status(number) == "COMPLETED")
+    yard.release(V2, target="us")  # the newest release names a target never deployed to
+    restart()
+    assert followed() == ["local"]
+    yard.tick(2)
+    assert followed() == ["local", "eu"]
+    assert "us" not in yard.made
