@@ -211,7 +211,7 @@ def test_a_registry_that_does_not_answer_is_not_a_missing_image(
     assert (deployment.release_number, deployment.status) == (3, "QUEUED")
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(
-        f"registry {yard.registry.endpoint} did not answer whether it still has {STACK}@"
+        f"registry {yard.registry.endpoint} could not tell whether it still has {STACK}@"
         f"{yard.digests[2]}"
         in line
         and "deploying anyway" in line

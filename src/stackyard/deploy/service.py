@@ -49,10 +49,10 @@ from stackyard.stacks.service import StackService
 from stackyard.stacks.stages import require_stage
 from stackyard.store.models import Deployment, Event, Stack, StageRoute
 
-# A task serves when it runs and passes its health check, or has none to pass: its health
-# is the controller's judgement, or the engine's own before a stage loop has judged it.
 log = logging.getLogger(__name__)
 
+# A task serves when it runs and passes its health check, or has none to pass: its health
+# is the controller's judgement, or the engine's own before a stage loop has judged it.
 SERVING_HEALTH = frozenset({str(TaskHealth.HEALTHY), "none"})
 
 
@@ -146,9 +146,9 @@ class DeployService:
         registry its target's engine pulls from (``from_home``: the stack's own registry,
         where a rollback copies it from). The engine's own copy does not count: Docker
         20.10 starts a digest it pulled once even after the registry deleted it, and the
-        registry decides what is deployable. A registry that does not answer is not a
-        "no": the deploy goes on (the engine starts its copy if it has one), and the
-        platform log says so."""
+        registry decides what is deployable. A registry that does not answer (or refuses
+        the question) is not a "no": the deploy goes on (the engine starts its copy if it
+        has one), and the platform log says so."""
         with self._sessions() as session:
             stack = self._stage(session, stack_name, stage)
             release = records.find_release(session, stack.id, stage, release_number)
@@ -165,7 +165,7 @@ class DeployService:
             present = images.has_manifest(registry, repository, digest)
         except StackyardError as exc:
             log.warning(
-                "%s/%s release %d: registry %s did not answer whether it still has %s@%s "
+                "%s/%s release %d: registry %s could not tell whether it still has %s@%s "
                 "(%s); deploying anyway: the engine starts its own copy if it has one",
                 stack_name,
                 stage,
