@@ -298,9 +298,11 @@ def test_rollback_restores_image_and_config(yard: RunningPlatform, tmp_path: Pat
     assert wait_converged(yard, "backwards")["digest"] == v1["digest"]
 
 
-def test_release_whose_image_was_deleted_fails_clearly(
+def test_release_whose_image_was_deleted_is_refused_clearly(
     yard: RunningPlatform, tmp_path: Path
 ) -> None:
+    """The deploy asks the registry for the manifest before recording anything (the
+    engine, which pulled it when the release ran its build, might start it regardless)."""
     repo = new_stack(yard, tmp_path, "ghost")
     good = ship(yard, "ghost")["digest"]
     repo.set_version("v2")
@@ -314,10 +316,13 @@ def test_release_whose_image_was_deleted_fails_clearly(
     assert deleted.status_code == 202
     result = yard.cli("deploy", "ghost", "--stage", "dev", "--json", check=False, timeout=300)
     assert result.returncode == 1
-    failed = deployment(yard, "ghost", 2)
-    assert failed["status"] == "FAILED"
-    assert "failed to start" in failed["reason"]
-    assert release["digest"] in failed["reason"] or "not found" in failed["reason"].lower()
+    said = " ".join(result.stderr.split())
+    assert (
+        f"release {release['number']} of ghost/dev cannot be deployed: its image "
+        f"{release['digest']} is no longer in registry {yard.registry} (ghost)"
+    ) in said, said
+    listing = json.loads(yard.cli("deployments", "ghost", "--stage", "dev", "--json").stdout)
+    assert [d["number"] for d in listing] == [1]  # nothing recorded
     assert wait_converged(yard, "ghost")["digest"] == good
 
 
