@@ -14,6 +14,7 @@ import json
 import subprocess
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -305,17 +306,24 @@ def test_a_node_that_cannot_pull_fails_the_deployment_with_its_pull_error_while_
     text = (repo.path / "stackyard.yml").read_text()
     pinned = f"node.labels.dev.stackyard.address == {n3.address}"
     repo.write("stackyard.yml", text + f"    placement: {{constraints: ['{pinned}']}}\n")
+    # A digest of its own: n3 starts a digest it already holds without pulling, and other
+    # tests run the same v2 of the example there.
+    repo.write("www/run.txt", uuid.uuid4().hex)
     repo.set_version("v2")
     yard.cli("build", "unpulled", timeout=300)
     release = json.loads(yard.cli("release", "unpulled", "--stage", "dev", "--json").stdout)
-    # The registry loses the new image, so n3, the one node the new release may run on, has
-    # nothing to pull: its pull fails for real, on that node (no other node is asked).
+    # The registry loses the new image's config (its manifest stays, so the deploy's own
+    # question to the registry passes): n3, the one node the new release may run on,
+    # cannot pull it, for real, on that node (no other node is asked).
     creds = json.loads((yard.data_dir / "registry-credentials.json").read_text())
-    deleted = httpx.delete(
-        f"http://{yard.registry}/v2/unpulled/manifests/{release['digest']}",
-        auth=(creds["username"], creds["password"]),
-    )
+    auth = (creds["username"], creds["password"])
+    base = f"http://{yard.registry}/v2/unpulled"
+    schema2 = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
+    manifest_url = f"{base}/manifests/{release['digest']}"
+    manifest = httpx.get(manifest_url, auth=auth, headers=schema2).json()
+    deleted = httpx.delete(f"{base}/blobs/{manifest['config']['digest']}", auth=auth)
     assert deleted.status_code == 202
+    assert httpx.head(manifest_url, auth=auth, headers=schema2).status_code == 200
     node_log = Path(f"/var/log/stackyard-swarm-{n3.name}.log")
     logged = node_log.stat().st_size
     load = Load(url, seconds=15)
@@ -334,18 +342,28 @@ def test_a_node_that_cannot_pull_fails_the_deployment_with_its_pull_error_while_
     said = Path(record["log_path"]).read_text(encoding="utf-8")
     pull_error = f"({n3.address}) could not pull the image: No such image: "
     assert f"{pull_error}{yard.registry}/unpulled@{release['digest']}" in said, said
-    # The node's own daemon logged the real cause of that pull error: the registry lacks it.
+    # The node's own daemon logged the real cause of that pull error: the registry lacks
+    # the image's config ("pulling image failed" names the task; "fatal task error", of the
+    # same task, the digest).
     n3_id = swarm_cluster.node_ids()["n3"]
     with node_log.open(encoding="utf-8", errors="replace") as log:
         log.seek(logged)
-        pull_errors = [
-            line
-            for line in log
-            if "pulling image failed" in line and release["digest"] in line
-        ]  # fmt: skip
+        lines = list(log)
+    failed_tasks = {
+        line.rpartition("task.id=")[2].split()[0]
+        for line in lines
+        if "fatal task error" in line and release["digest"] in line and "task.id=" in line
+    }
+    pull_errors = [
+        line
+        for line in lines
+        if "pulling image failed" in line
+        and any(f"task.id={task}" in line for task in failed_tasks)
+    ]
     assert pull_errors, f"no pull error for {release['digest']} in {node_log}"
     assert all(f"node.id={n3_id}" in line for line in pull_errors), pull_errors
-    assert "manifest unknown" in pull_errors[0], pull_errors
+    assert "error pulling image configuration" in pull_errors[0], pull_errors
+    assert "unknown blob" in pull_errors[0], pull_errors
     assert served_version(url) == "v1"
     assert {t["digest"] for t in tasks(yard, "unpulled")} == {good}
     assert converged(yard, "unpulled")["digest"] == good
