@@ -67,8 +67,7 @@ def choose_nodes(
         room = [n.id for n in nodes if held[n.id] < cap] or [n.id for n in nodes]
         best = min(room, key=order)
         held[best] += 1
-        now = load[best]
-        load[best] = NodeUse(now.tasks + need.tasks, now.cpu + need.cpu, now.memory + need.memory)
+        load[best] += need
         chosen.append(best)
     return tuple(chosen)
 

@@ -147,6 +147,9 @@ class NodeUse:
     cpu: float = 0.0  # reserved cores
     memory: int = 0  # reserved bytes
 
+    def __add__(self, other: NodeUse) -> NodeUse:
+        return NodeUse(self.tasks + other.tasks, self.cpu + other.cpu, self.memory + other.memory)
+
 
 @dataclass(frozen=True)
 class Placement:

@@ -401,9 +401,7 @@ class FakeSwarm(FakeEngine):
         """Tasks that are not the fake's run on the node too (another platform's service
         on the same swarm), reserving ``cpu`` and ``memory`` in all."""
         before = self._foreign.get(self._node(node_id).id, NodeUse())
-        self._foreign[node_id] = NodeUse(
-            before.tasks + tasks, before.cpu + cpu, before.memory + memory
-        )
+        self._foreign[node_id] = before + NodeUse(tasks, cpu, memory)
 
     def tasks_on(self, node_id: str) -> list[str]:
         return [t.id for t in self._tasks.values() if t.node == node_id]
@@ -423,10 +421,8 @@ class FakeSwarm(FakeEngine):
         use = dict(self._foreign)
         for task in self._tasks.values():
             if task.node and task.state is not TaskState.EXITED:
-                before = use.get(task.node, NodeUse())
-                use[task.node] = NodeUse(
-                    before.tasks + 1, before.cpu + task.spec.cpu, before.memory + task.spec.memory
-                )
+                mine = NodeUse(1, task.spec.cpu, task.spec.memory)
+                use[task.node] = use.get(task.node, NodeUse()) + mine
         return use
 
     def update_node(

@@ -755,11 +755,10 @@ def _node_use(tasks: builtins.list[Mapping[str, Any]]) -> dict[str, NodeUse]:
         if not node_id or str(task.get("DesiredState", "")) != _RUNNING:
             continue
         reserved = ((task.get("Spec") or {}).get("Resources") or {}).get("Reservations") or {}
-        before = use.get(node_id, NodeUse())
-        use[node_id] = NodeUse(
-            tasks=before.tasks + 1,
-            cpu=before.cpu + int(reserved.get("NanoCPUs") or 0) / NANO,
-            memory=before.memory + int(reserved.get("MemoryBytes") or 0),
+        use[node_id] = use.get(node_id, NodeUse()) + NodeUse(
+            tasks=1,
+            cpu=int(reserved.get("NanoCPUs") or 0) / NANO,
+            memory=int(reserved.get("MemoryBytes") or 0),
         )
     return use
 
