@@ -292,3 +292,57 @@ def test_a_buildkit_build_goes_through_its_session_and_keeps_the_proxy_s_rules(
     while docker.socket.relays and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not docker.socket.relays
+
+
+def test_a_buildkit_build_s_dockerfile_naming_another_stack_s_local_image_is_refused(
+    build_docker: BuildDocker, live_registry: LiveRegistry, tmp_path: Path
+) -> None:
+    """BuildKit reads local images too, by name or digest: the proxy reads the Dockerfile
+    the CLI sends on the session and holds its end until the same judge passed it."""
+    docker, stack = build_docker, build_docker.stack
+    docker.socket.nest_builds_in("/docker/holder")  # the engine's cgroupfs driver
+    victim_repo = f"{live_registry.endpoint}/victim{secrets.token_hex(3)}"
+    victim = f"{victim_repo}:latest"
+    victim_ctx = tmp_path / "victim"
+    victim_ctx.mkdir()
+    (victim_ctx / "Dockerfile").write_text("FROM busybox:latest\nRUN echo s3cret > /secret\n")
+    live_registry.docker("build", "--network", "host", "-q", "-t", victim, str(victim_ctx))
+    live_registry.docker("push", victim)  # the engine now knows it by digest too
+    digest = live_registry.docker("image", "inspect", "-f", "{{index .RepoDigests 0}}", victim)
+    kit = ["--buildkit", "build", "--progress", "plain", "--network", "host"]
+    try:
+        attacks = {
+            "by name": (f"FROM {victim}\n", "line 1 (FROM"),
+            "by digest": (f"FROM {digest.strip()}\n", "line 1 (FROM"),
+            "copy --from": (f"FROM busybox:latest\nCOPY --from={victim} /secret /s\n", "line 2"),
+            "run --mount": (
+                f"FROM busybox:latest\nRUN --mount=type=bind,from={victim},target=/v cat "
+                "/v/secret\n",
+                "line 2",
+            ),
+        }
+        with kept_buildkit_budget():
+            for what, (dockerfile, line) in attacks.items():
+                done = docker(*kit, "-t", f"{stack}-x", str(context(tmp_path, dockerfile)))
+                assert done.returncode != 0, what
+                assert f"Stackyard's build proxy refused the build: Dockerfile {line}" in (
+                    done.stderr
+                ), (what, done.stderr)
+                assert "another stack" in done.stderr, (what, done.stderr)
+                assert "s3cret" not in done.stderr + done.stdout
+            custom = docker(*kit, str(context(tmp_path, "# syntax=busybox\nFROM busybox\n")))
+            assert custom.returncode != 0
+            assert "line 1 (# syntax=busybox) names a Dockerfile frontend" in custom.stderr
+            syntax = ["--build-arg", "BUILDKIT_SYNTAX=busybox"]
+            forwarded = docker(*kit, *syntax, str(ctx_ok(tmp_path)))
+            assert "build-arg BUILDKIT_SYNTAX" in forwarded.stderr
+            fine = docker(*kit, "-t", f"{stack}-ok", str(ctx_ok(tmp_path)))
+            assert fine.returncode == 0, fine.stderr  # stages and base images are read
+        assert docker("image", "inspect", f"{stack}-x").returncode != 0  # nothing was built
+        assert docker("image", "inspect", f"{stack}-ok").returncode == 0
+    finally:
+        subprocess.run([DOCKER, "rmi", "-f", victim], capture_output=True, timeout=120)
+
+
+def ctx_ok(tmp_path: Path) -> Path:
+    return context(tmp_path, "FROM busybox:latest AS base\nFROM base\nCOPY --from=base /bin/sh /\n")

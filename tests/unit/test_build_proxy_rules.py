@@ -450,6 +450,7 @@ def test_a_buildkit_build_keeps_the_legacy_rules_and_gets_its_own_cache_namespac
         ({"securityopt": "insecure"}, ["unknown option", "securityopt"]),
         ({"entitlements": "security.insecure"}, ["unknown option", "entitlements"]),
         ({"buildargs": "[1]"}, ["build-arg"]),
+        ({"buildargs": json.dumps({"BUILDKIT_SYNTAX": "victim"})}, ["build-arg BUILDKIT_SYNTAX"]),
     ],
 )
 def test_buildkit_builds_that_reach_beyond_the_build_are_refused(

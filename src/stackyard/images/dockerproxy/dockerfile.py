@@ -88,6 +88,22 @@ def named_images(dockerfile: bytes, build_args: Mapping[str, str | None]) -> lis
     return found
 
 
+def frontend_directive(dockerfile: bytes) -> tuple[int, str] | None:
+    """The ``# syntax=`` directive BuildKit's Dockerfile frontend hands the build to (its
+    line and text), read as BuildKit 0.8 reads directives: leading lines of the directive
+    form, the last ``syntax`` winning (a byte order mark is skipped, to err on the side
+    of finding one)."""
+    found: tuple[int, str] | None = None
+    text = dockerfile.removeprefix(_BOM).decode("utf-8", "replace")
+    for number, line in enumerate(text.split("\n"), start=1):
+        match = _BUILDER_DIRECTIVE.match(line.removesuffix("\r"))
+        if match is None:
+            break
+        if match.group(1).lower() == "syntax":
+            found = (number, _short(line.strip()))
+    return found
+
+
 def _check_name(image: NamedImage) -> None:
     if not _IMAGE_CHARS.match(image.name) or ".." in image.name or "//" in image.name:
         raise DockerfileError(

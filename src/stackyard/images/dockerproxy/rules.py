@@ -52,6 +52,7 @@ _CLIENT_OUTPUTS = frozenset({"local", "tar", "cacheonly"})
 # BuildKit's cache mounts (RUN --mount=type=cache) are shared by every build of the engine
 # unless namespaced: each stack gets its own namespace.
 CACHE_NAMESPACE_ARG = "BUILDKIT_CACHE_MOUNT_NS"
+SYNTAX_ARG = "BUILDKIT_SYNTAX"  # BuildKit 0.8's frontend forwards the build to that image
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _CPU_PERIOD = 100_000  # microseconds: the CFS period the engine uses by default
 _PROXY = "Stackyard's build proxy"
@@ -375,6 +376,10 @@ def _buildkit(query: dict[str, list[str]], scope: BuildScope, opened: Collection
     args = _json_dict(query, "buildargs")
     if args is None:
         return Refuse(400, f"{_PROXY}: docker build's build-args are not a JSON object")
+    if SYNTAX_ARG in args:
+        return Refuse(403, f"{_PROXY} refused a BuildKit build with the build-arg {SYNTAX_ARG}: "
+                      "it names a Dockerfile frontend image, which could read images the "
+                      "proxy does not check")  # fmt: skip
     args[CACHE_NAMESPACE_ARG] = f"stackyard/{scope.stack}"
     rewritten = {**legacy.query, "buildargs": [json.dumps(args)], "session": [session]}
     rewritten.pop("cgroupparent", None)  # BuildKit ignores it: the budget holds its steps

@@ -17,9 +17,10 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +31,12 @@ import h11
 from stackyard.errors import ComponentError, StackyardError
 from stackyard.images.dockerproxy.budget import hold_buildkit_steps
 from stackyard.images.dockerproxy.context import BuildContext, ContextReader
-from stackyard.images.dockerproxy.dockerfile import DockerfileError, named_images, trigger_images
+from stackyard.images.dockerproxy.dockerfile import (
+    DockerfileError,
+    frontend_directive,
+    named_images,
+    trigger_images,
+)
 from stackyard.images.dockerproxy.rules import (
     Answer,
     ApiRequest,
@@ -47,6 +53,19 @@ from stackyard.images.dockerproxy.rules import (
     visible,
     without_registry,
 )
+from stackyard.images.dockerproxy.session import (
+    DIFF_COPY,
+    DOCKERFILE_DIR,
+    DockerfileWatch,
+    Frame,
+    FrameSplitter,
+    HeaderBlocks,
+    SessionError,
+    Verdict,
+    error_frame,
+    file_sync_call,
+    settings_table_size,
+)
 from stackyard.images.push_retry import push_may_succeed_later
 
 log = logging.getLogger(__name__)
@@ -58,6 +77,8 @@ _SESSION_HEADER = b"x-docker-expose-session-uuid"
 _SHARED_KEY_HEADER = b"x-docker-expose-session-sharedkey"
 _SESSION_WAIT = 10.0  # seconds a BuildKit build waits for the session its CLI opens alongside
 _SMALL_BODY = 1024 * 1024  # bodies a decision reads (/auth), or that a refusal drains
+_MAX_HELD = 16 * 1024 * 1024  # what a session may send while its Dockerfile is judged
+_REFUSED_GRACE = 1.0  # seconds a refused session stays open: the engine reads why first
 _MAX_HEAD = 256 * 1024  # request heads: X-Registry-Config holds a login per registry
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"host"}
@@ -112,6 +133,7 @@ class ProxySocket:
         self.opened: set[str] = set()  # BuildKit sessions and builds passed on
         self.buildkit_builds = 0  # BuildKit builds passed on (their steps share a budget)
         self.relays: set[asyncio.StreamWriter] = set()  # both ends of each open session
+        self.session_builds: dict[str, Forward] = {}  # BuildKit session -> the build it serves
         self._server: asyncio.AbstractServer | None = None
         self._close: Callable[[], None] = lambda: None
 
@@ -337,6 +359,8 @@ class _Connection:
             await self._session_of(query)
         decision = decide(api_request, self.socket.scope, self.socket.opened)
         if isinstance(decision, Forward) and decision.buildkit:
+            decision = self._one_build_per_session(decision)
+        if isinstance(decision, Forward) and decision.buildkit:
             decision = self._budgeted(decision)
         if isinstance(decision, Forward):
             try:
@@ -362,6 +386,17 @@ class _Connection:
         while session and session not in self.socket.opened and loop.time() < deadline:
             await asyncio.sleep(0.05)
 
+    def _one_build_per_session(self, decision: Forward) -> Decision:
+        """A BuildKit build's session serves it alone: the Dockerfile read on the session
+        is judged with this build's options (its file name, its build-args)."""
+        session = (decision.query.get("session") or [""])[0]
+        if session in self.socket.session_builds:
+            return Refuse(403, f"Stackyard's build proxy refused a BuildKit build: its "
+                          f"session {session} served a build already; each docker build "
+                          "opens its own")  # fmt: skip
+        self.socket.session_builds[session] = decision
+        return decision
+
     def _budgeted(self, decision: Forward) -> Decision:
         """A BuildKit build, once the engine's BuildKit cgroup holds the build's limits."""
         try:
@@ -384,9 +419,11 @@ class _Connection:
         try:
             headers = _forward_headers(request.headers, decision, self.socket.scope)
             # The session's shared key names what BuildKit keeps of its context between
-            # builds: one stack's may not be another's.
+            # builds: one stack's may not be another's, and none is kept from one session
+            # to the next (the Dockerfile is then always sent, so the proxy always reads it).
+            salt = secrets.token_bytes(16)
             headers = [
-                (k, _stack_key(self.socket.scope.stack, v) if k == _SHARED_KEY_HEADER else v)
+                (k, _stack_key(self.socket.scope.stack, salt + v) if k == _SHARED_KEY_HEADER else v)
                 for k, v in headers
             ]
             headers += [(b"connection", b"Upgrade"), (b"upgrade", b"h2c")]
@@ -399,10 +436,11 @@ class _Connection:
             await self._send(h11.InformationalResponse(
                 status_code=101, headers=[(b"connection", b"Upgrade"), (b"upgrade", b"h2c")]
             ))  # fmt: skip
+            checked = _CheckedSession(self, decision.session)
             await _relay(
                 (self.reader, self.http.trailing_data[0]),
                 (upstream.reader, upstream.http.trailing_data[0]),
-                self.writer, upstream.writer, self.socket.relays,
+                self.writer, upstream.writer, self.socket.relays, checked,
             )  # fmt: skip
         finally:
             await upstream.close()
@@ -572,6 +610,22 @@ class _Connection:
             if refusal is not None:
                 return refusal
         return None
+
+    async def _session_dockerfile_refusal(
+        self, build: Forward, path: str, content: bytes
+    ) -> Refuse | None:
+        """A BuildKit build's Dockerfile, read on its session: no frontend of its own, then
+        the legacy build's judge."""
+        directive = frontend_directive(content)
+        if directive is not None:
+            line, text = directive
+            return Refuse(403, f"Stackyard's build proxy refused the build: {path} line {line} "
+                          f"({text}) names a Dockerfile frontend image, which could read "
+                          "images the proxy does not check; remove the line (the engine's "
+                          "built-in frontend reads the Dockerfile)")  # fmt: skip
+        return await self._dockerfile_refusal(
+            BuildContext(dockerfile=content), replace(build, dockerfile=path)
+        )
 
     async def _inspect_all(self, names: list[str]) -> list[dict[str, Any] | None]:
         """The engine's record of each name, one round trip for all (a name asked twice
@@ -752,25 +806,39 @@ async def _relay(
     client_writer: asyncio.StreamWriter,
     engine_writer: asyncio.StreamWriter,
     relays: set[asyncio.StreamWriter],
+    checked: _CheckedSession | None = None,
 ) -> None:
     """Bytes both ways (each read at most ``_READ_SIZE``, each write drained before the next
-    read) until either side closes; then both are closed."""
+    read) until either side closes, through ``checked`` when given; then both are closed."""
 
     async def pump(
-        reader: asyncio.StreamReader, early: bytes, writer: asyncio.StreamWriter
+        reader: asyncio.StreamReader,
+        early: bytes,
+        writer: asyncio.StreamWriter,
+        passing: Callable[[bytes], Awaitable[bytes]] | None,
     ) -> None:
         with contextlib.suppress(ConnectionError, OSError):
-            if early:
-                writer.write(early)
-                await writer.drain()
-            while data := await reader.read(_READ_SIZE):
-                writer.write(data)
-                await writer.drain()
+            data = early or await reader.read(_READ_SIZE)
+            while data:
+                try:
+                    data = await passing(data) if passing is not None else data
+                except _SessionRefused as refused:
+                    if refused.last:
+                        writer.write(refused.last)
+                        await writer.drain()
+                        await asyncio.sleep(_REFUSED_GRACE)  # the engine reads it first
+                    return
+                if data:
+                    writer.write(data)
+                    await writer.drain()
+                data = await reader.read(_READ_SIZE)
 
     relays.update((client_writer, engine_writer))
+    from_client = checked.from_client if checked is not None else None
+    from_engine = checked.from_engine if checked is not None else None
     pumps = [
-        asyncio.create_task(pump(*client, engine_writer)),
-        asyncio.create_task(pump(*engine, client_writer)),
+        asyncio.create_task(pump(*client, engine_writer, from_client)),
+        asyncio.create_task(pump(*engine, client_writer, from_engine)),
     ]
     try:
         await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
@@ -781,6 +849,109 @@ async def _relay(
             relays.discard(writer)
             writer.close()
         await asyncio.gather(*pumps, return_exceptions=True)
+
+
+class _SessionRefused(Exception):
+    """The session ends here; ``last`` still goes on (the engine learns why)."""
+
+    def __init__(self, last: bytes = b"") -> None:
+        super().__init__()
+        self.last = last
+
+
+class _CheckedSession:
+    """One BuildKit session read frame by frame both ways (see ``session``): the Dockerfile
+    the CLI sends on its ``dockerfile`` stream is held back until the build's judge passed
+    it; a refusal reaches the engine as the transfer's error, then the session ends."""
+
+    def __init__(self, connection: _Connection, session: str) -> None:
+        self.connection = connection
+        self.session = session
+        self.engine_frames = FrameSplitter(preface=True)
+        self.client_frames = FrameSplitter()
+        self.engine_headers = HeaderBlocks()
+        self.client_headers = HeaderBlocks()
+        self.watches: dict[int, DockerfileWatch] = {}
+        self.held: list[Frame] = []
+
+    async def from_engine(self, data: bytes) -> bytes:
+        try:
+            frames = self.engine_frames.feed(data)
+            for frame in frames:
+                size = settings_table_size(frame)
+                if size is not None:
+                    self.client_headers.limit(size)
+                block = self.engine_headers.feed(frame)
+                if block is not None:
+                    self._opened(*block)
+        except SessionError as exc:
+            raise self._refused(f"the engine's side of the session: {exc}") from exc
+        return b"".join(frame.raw for frame in frames)
+
+    def _opened(self, stream: int, headers: dict[str, str]) -> None:
+        call = file_sync_call(stream, headers)
+        if call is None or call.dir_name != DOCKERFILE_DIR:
+            return
+        if call.method != DIFF_COPY:
+            raise SessionError(f"the Dockerfile is asked for with {call.method}, which the "
+                               "proxy does not read; use Docker's own CLI")  # fmt: skip
+        build = self.connection.socket.session_builds.get(self.session)
+        if build is None:
+            raise SessionError("the engine asks for a Dockerfile no build of this session sent")
+        filename = (build.query.get("dockerfile") or [""])[0]
+        self.watches[stream] = DockerfileWatch(stream, filename)
+
+    async def from_client(self, data: bytes) -> bytes:
+        passed: list[Frame] = []
+        try:
+            for frame in self.client_frames.feed(data):
+                size = settings_table_size(frame)
+                if size is not None:
+                    self.engine_headers.limit(size)
+                self.client_headers.feed(frame)
+                await self._client_frame(frame, passed)
+        except SessionError as exc:
+            raise self._refused(f"the client's side of the session: {exc}") from exc
+        return b"".join(frame.raw for frame in passed)
+
+    async def _client_frame(self, frame: Frame, passed: list[Frame]) -> None:
+        watch = self.watches.get(frame.stream)
+        verdict = watch.feed(frame) if watch is not None else Verdict()
+        if watch is not None and verdict.problem:
+            raise self._refused(f"its Dockerfile: {verdict.problem}", watch, passed)
+        for path, content in verdict.judge:
+            if watch is None:
+                break
+            refusal = await self.connection._session_dockerfile_refusal(
+                self.connection.socket.session_builds[self.session], path, content
+            )
+            if refusal is not None:
+                raise _SessionRefused(self._refusal(refusal.message, watch, passed))
+        self.held.append(frame)  # behind what is held already, whatever its stream
+        if not any(w.holding for w in self.watches.values()):
+            passed.extend(self.held)
+            self.held.clear()
+        elif sum(len(f.raw) for f in self.held) > _MAX_HELD:
+            raise SessionError("more than 16 MiB sent while its Dockerfile was being checked")
+
+    def _refused(
+        self, problem: str, watch: DockerfileWatch | None = None, passed: list[Frame] | None = None
+    ) -> _SessionRefused:
+        message = f"Stackyard's build proxy refused the BuildKit session: {problem}"
+        return _SessionRefused(self._refusal(message, watch, passed))
+
+    def _refusal(
+        self, message: str, watch: DockerfileWatch | None, passed: list[Frame] | None
+    ) -> bytes:
+        """What still goes on to the engine: the frames passed so far, then fsutil's error
+        on the Dockerfile's stream (the held frames are dropped)."""
+        socket = self.connection.socket
+        socket.refusals.append(message)
+        log.info("build proxy of %s: %s", socket.scope.stack, message)
+        if watch is None or passed is None:
+            return b""
+        self.held.clear()
+        return b"".join(frame.raw for frame in passed) + error_frame(watch.stream, message)
 
 
 def _on_build(image: dict[str, Any]) -> list[str]:
