@@ -4,12 +4,15 @@ holds, what it judges, what it refuses rather than guesses)."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
 import hpack
 import pytest
 
 from stackyard.images.dockerproxy.dockerfile import frontend_directive
+from stackyard.images.dockerproxy.rules import BuildScope, Forward, Refuse
+from stackyard.images.dockerproxy.server import _CheckedSession, _SessionRefused
 from stackyard.images.dockerproxy.session import (
     CONTINUATION,
     DATA,
@@ -191,8 +194,7 @@ def test_a_message_cut_across_frames_is_held_too() -> None:
     [
         ([stat("Dockerfile", MODE_SYMLINK, linkname="other")], "is a link"),
         ([stat("Dockerfile", FILE, linkname="other")], "is a link"),  # a hard link
-        ([stat("d", MODE_SYMLINK, linkname="e"), stat("d/Dockerfile"), NO_STAT],
-         "through the link d"),
+        ([stat("d", MODE_SYMLINK, linkname="e")], "through the link d"),
         ([packet_bytes(PACKET_DATA, ident=0, data=b"FROM victim")], "before its stat"),
         ([stat("Dockerfile"), NO_STAT, stat("x")], "after the list"),
         ([stat("Dockerfile"), NO_STAT, packet_bytes(PACKET_FIN)], "did not read Dockerfile"),
@@ -254,3 +256,74 @@ def test_a_custom_frontend_directive_is_found_as_buildkit_finds_it() -> None:
     assert frontend_directive(b"FROM x\n# syntax=v\n") is None
     assert frontend_directive(b"# a comment\n# syntax=v\n") is None
     assert frontend_directive(b"\n# syntax=v\n") is None
+
+
+class _Socket:
+    def __init__(self) -> None:
+        self.session_builds = {"s1": Forward({"dockerfile": ["Dockerfile"]}, buildkit=True)}
+        self.refusals: list[str] = []
+        self.scope = BuildScope("shop", "127.0.0.1:5000")
+
+
+class _Connection:
+    """The session's judge: refuses a Dockerfile naming ``victim``."""
+
+    def __init__(self) -> None:
+        self.socket = _Socket()
+        self.judged: list[bytes] = []
+
+    async def _session_dockerfile_refusal(
+        self, build: Forward, path: str, content: bytes
+    ) -> Refuse | None:
+        self.judged.append(content)
+        return Refuse(403, f"refused {path}") if b"victim" in content else None
+
+
+def _session(dockerfile: bytes) -> tuple[_Connection, bytes, list[bytes]]:
+    """Relay one session: the engine asks for the Dockerfile; the CLI sends it. What
+    reached the engine from the CLI, cut where each of its reads ended."""
+    connection = _Connection()
+    checked = _CheckedSession(connection, "s1")  # type: ignore[arg-type]
+    ask = hpack.Encoder().encode([(":path", DIFF_COPY), ("dir-name", "dockerfile")])
+    engine = PREFACE + frame_bytes(HEADERS, END_HEADERS, STREAM, ask)
+    context = frame_bytes(DATA, 0, 7, b"context bytes")
+    reads = [
+        frame_bytes(SETTINGS, 0, 0, b"") + data_frame(stat("Dockerfile"), NO_STAT).raw,
+        data_frame(packet_bytes(PACKET_DATA, data=dockerfile[:4])).raw + context,
+        data_frame(packet_bytes(PACKET_DATA, data=dockerfile[4:]), packet_bytes(PACKET_DATA)).raw,
+        data_frame(packet_bytes(PACKET_FIN)).raw,
+    ]
+
+    async def relay() -> list[bytes]:
+        assert await checked.from_engine(engine) == engine
+        out = []
+        for read in reads:
+            try:
+                out.append(await checked.from_client(read))
+            except _SessionRefused as refused:
+                out.append(refused.last)
+                break
+        return out
+
+    return connection, context, asyncio.run(relay())
+
+
+def test_the_session_holds_the_dockerfile_until_it_passed_and_relays_the_rest() -> None:
+    connection, context, out = _session(b"FROM busybox\n")
+    assert connection.judged == [b"FROM busybox\n"]
+    assert [frame.kind for frame in frames_of(out[0], step=4096)] == [SETTINGS, DATA]
+    assert out[1] == b""  # the Dockerfile's first piece and what followed it: held
+    end = data_frame(packet_bytes(PACKET_DATA, data=b" busybox\n"), packet_bytes(PACKET_DATA))
+    first = data_frame(packet_bytes(PACKET_DATA, data=b"FROM")).raw
+    assert out[2] == first + context + end.raw  # released, in order, once judged
+    assert out[3] == data_frame(packet_bytes(PACKET_FIN)).raw
+
+
+def test_a_refused_dockerfile_never_reaches_the_engine_its_error_does() -> None:
+    connection, context, out = _session(b"FROM victim\n")
+    assert len(out) == 3
+    assert connection.socket.refusals == ["refused Dockerfile"]
+    sent = b"".join(out)
+    assert b"victim" not in sent
+    assert context not in sent  # held behind it, dropped with it
+    assert out[2] == error_frame(STREAM, "refused Dockerfile")

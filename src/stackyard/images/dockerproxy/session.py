@@ -386,7 +386,6 @@ class DockerfileWatch:
         self.paths = dockerfile_paths(filename)
         self._messages = GrpcMessages()
         self._stats: dict[int, str] = {}  # file id -> path, for the Dockerfile's candidates
-        self._seen: list[Stat] = []
         self._count = 0
         self._stats_ended = False
         self._files: dict[int, _File] = {}
@@ -422,7 +421,6 @@ class DockerfileWatch:
                 verdict.problem = "a file's stat after the list of files ended"
             elif packet.stat is None:
                 self._stats_ended = True
-                verdict.problem = self._links()
             else:
                 self._stat(packet.stat, verdict)
         elif packet.kind == PACKET_DATA:
@@ -442,7 +440,11 @@ class DockerfileWatch:
         ident = self._count
         self._count += 1
         path = _normal(stat.path)
-        self._seen.append(stat)
+        if stat.mode & MODE_SYMLINK and any(w.startswith(path + "/") for w in self.paths):
+            verdict.problem = (
+                f"the Dockerfile is reached through the link {path}: name the file itself"
+            )
+            return
         if path not in self.paths:
             return
         kind = stat.mode & MODE_TYPE
@@ -450,16 +452,6 @@ class DockerfileWatch:
             verdict.problem = f"the Dockerfile {path} is a link: name the file itself (-f)"
         elif kind == 0:
             self._stats[ident] = path
-
-    def _links(self) -> str:
-        """A directory on the way to the Dockerfile that is a link would be followed."""
-        for stat in self._seen:
-            path = _normal(stat.path)
-            if stat.mode & MODE_SYMLINK and any(
-                wanted.startswith(path + "/") for wanted in self.paths
-            ):
-                return f"the Dockerfile is reached through the link {path}: name the file itself"
-        return ""
 
     def _data(self, packet: Packet, verdict: Verdict) -> None:
         if packet.ident >= self._count:
