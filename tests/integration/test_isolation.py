@@ -254,6 +254,9 @@ def test_a_buildkit_build_pushes_to_its_own_repository_and_nowhere_else(
             f"{kit} --output type=image,name={victim_image},push=true . "
             "|| echo 'blocked: kit output'",
             f"{kit} --output type=local,dest=out . && ls out/bin/busybox",
+            f'printf "FROM busybox:latest\\nCOPY --from={victim_image} / /v\\n" > D.steal && '
+            "DOCKER_BUILDKIT=1 docker build --progress plain --network host -f D.steal . "
+            "|| echo 'blocked: kit from'",
         ),
     )
     repo.commit("BuildKit")
@@ -273,6 +276,9 @@ def test_a_buildkit_build_pushes_to_its_own_repository_and_nowhere_else(
     assert "refused docker build --output type=image" in log
     assert "blocked: kit output" in log
     assert "out/bin/busybox" in log
+    # Its Dockerfile is read on the session: another stack's image is refused by its line.
+    assert "error from sender: Stackyard's build proxy refused the build: D.steal line 2" in log
+    assert "blocked: kit from" in log
     assert tag_digests(yard, "victim") == victim["digests"]
     assert build_containers(yard) == []
 
