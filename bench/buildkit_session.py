@@ -105,6 +105,7 @@ def main() -> None:
         return
     sides = {"after": Path.cwd(), "before": args.before}
     times: dict[str, list[float]] = {side: [] for side in sides}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="stackyard-bench-session-") as tmp:
         context = Path(tmp) / "context"
         context.mkdir()
@@ -116,6 +117,7 @@ def main() -> None:
                 times[side].append(run_side(sides[side], context))
                 print(side, f"{times[side][-1]:.3f}", flush=True)
     before, after = statistics.median(times["before"]), statistics.median(times["after"])
+    load_after = os.getloadavg()[0]
     reader = reader_seconds()
     body = (
         "## BuildKit session: a 50 MiB context through the build proxy\n\n"
@@ -123,7 +125,8 @@ def main() -> None:
         "holding a new random 50 MiB file each run (so all of it crosses the session), "
         "through one build's proxy socket: the proxy reading the session frame by frame "
         "(HTTP/2, HPACK, the Dockerfile's gRPC stream) against the proxy before that "
-        f"change (bytes relayed as they are). {args.runs} runs each, interleaved.\n\n"
+        f"change (bytes relayed as they are). {args.runs} runs each, interleaved; load "
+        f"average (1 min) {load_before:.1f} at the start, {load_after:.1f} at the end.\n\n"
         "| proxy | median | runs |\n| --- | --- | --- |\n"
         f"| relays bytes (before) | {before:.2f} s | "
         f"{', '.join(f'{t:.2f}' for t in times['before'])} |\n"
