@@ -117,6 +117,14 @@ def test_header_blocks_are_decoded_in_order_across_continuations_padding_and_pri
     blocks.feed(Frame(frame_bytes(HEADERS, 0, 7, first[:2]), HEADERS, 0, 7))
     with pytest.raises(SessionError, match="interrupted"):
         blocks.feed(Frame(frame_bytes(DATA, 0, 7, b""), DATA, 0, 7))
+    endless = HeaderBlocks()
+    endless.feed(Frame(frame_bytes(HEADERS, 0, 9, b""), HEADERS, 0, 9))
+    piece = Frame(frame_bytes(CONTINUATION, 0, 9, bytes(65536)), CONTINUATION, 0, 9)
+    for _ in range(15):
+        endless.feed(piece)
+    endless.feed(piece)  # 1 MiB: still allowed
+    with pytest.raises(SessionError, match="header block larger"):
+        endless.feed(piece)
     broken = HeaderBlocks()
     with pytest.raises(SessionError, match="cannot decode"):
         broken.feed(Frame(frame_bytes(HEADERS, END_HEADERS, 1, b"\xbf"), HEADERS, END_HEADERS, 1))

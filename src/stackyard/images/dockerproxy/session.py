@@ -146,6 +146,8 @@ class HeaderBlocks:
             if self._open is None or self._open[0] != frame.stream:
                 raise SessionError("a CONTINUATION frame outside a header block")
             self._open[1].extend(frame.payload)
+            if len(self._open[1]) > MAX_FRAME:
+                raise SessionError("a header block larger than the session allows")
         elif frame.kind == HEADERS:
             fragment = _unpadded(frame)
             if frame.flags & PRIORITY_FLAG:
