@@ -4,8 +4,9 @@ Each request a build's docker client sends is read with h11, decided by ``rules.
 and either refused (a JSON ``{"message": ...}`` the docker CLI prints as "Error response
 from daemon: ...") or sent on to the engine's socket with the query and headers the
 decision names, streaming both ways: a build context and a push's progress never sit in
-memory. A BuildKit session (POST /session) is switched to h2c and relayed both ways until
-either side closes. Builds and releases open a socket with :meth:`BuildProxy.open`;
+memory. A BuildKit session (POST /session) is switched to h2c and relayed both ways, frame
+by frame, until either side closes; the Dockerfile sent on it is judged on the way
+(``session``). Builds and releases open a socket with :meth:`BuildProxy.open`;
 ``stackyard buildspec run`` makes its own proxy.
 """
 
