@@ -346,3 +346,82 @@ def test_a_buildkit_build_s_dockerfile_naming_another_stack_s_local_image_is_ref
 
 def ctx_ok(tmp_path: Path) -> Path:
     return context(tmp_path, "FROM busybox:latest AS base\nFROM base\nCOPY --from=base /bin/sh /\n")
+
+
+def test_every_image_check_applies_one_rule_nameless_images_and_retagged_base_images(
+    build_docker: BuildDocker, live_registry: LiveRegistry, tmp_path: Path
+) -> None:
+    """Whose an image is decides reads (tag, save, inspect, history, FROM), writes and the
+    listing alike: another stack's image with no name (an intermediate of its legacy
+    build, an image its tag moved off) is out of reach, an image this build made is its
+    own with or without a name, and a base image stays everyone's whoever tagged it."""
+    docker, stack, mark = build_docker, build_docker.stack, secrets.token_hex(3)
+    victim, base = f"{live_registry.endpoint}/victim{mark}", f"sybase{mark}:latest"
+
+    def host(*args: str) -> str:  # the other stack's builds and the operator, on the engine
+        done = subprocess.run([DOCKER, *args], env={**os.environ, "DOCKER_BUILDKIT": "0"},
+                              capture_output=True, text=True, timeout=180)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    steps = f"FROM busybox:latest\nRUN echo s3cret{mark} > /secret\nRUN echo a >> /secret\n"
+    moved = host(
+        "build", "--network", "host", "-q", "-t", f"{victim}:v1", str(context(tmp_path, steps))
+    )
+    intermediate = host("image", "inspect", "-f", "{{.Parent}}", moved)
+    again = steps.replace("echo a", "echo b")
+    host("build", "--network", "host", "-q", "-t", f"{victim}:v1", str(context(tmp_path, again)))
+    host("tag", "busybox:latest", f"{victim}:base")  # the other stack named a base image
+    host("tag", "busybox:latest", base)  # a base image no stack named
+    try:
+        for image in (intermediate, moved):
+            short = image.removeprefix("sha256:")[:12]
+            saved = str(tmp_path / "x.tar")
+            for args in (["tag", short, f"{stack}-copy"], ["save", "-o", saved, image],
+                         ["image", "inspect", image], ["history", image]):  # fmt: skip
+                done = docker(*args)
+                assert done.returncode != 0, args
+                assert "has no name and this build did not make it" in done.stderr, done.stderr
+            done = docker("build", "--network", "host", str(context(tmp_path, f"FROM {short}\n")))
+            assert "line 1 (FROM " in done.stderr, done.stderr
+            assert "has no name" in done.stderr
+        listed = docker("images", "-a", "-q", "--no-trunc").stdout.split()
+        assert moved not in listed
+        assert intermediate not in listed
+        assert victim not in docker("images", "--format", "{{.Repository}}").stdout
+        # A base image another stack also tagged is still busybox: readable by every stack.
+        for args in (["image", "inspect", "busybox:latest"], ["history", "busybox:latest"],
+                     ["save", "-o", str(tmp_path / "b.tar"), "busybox:latest"],
+                     ["tag", "busybox:latest", f"{stack}-base"]):  # fmt: skip
+            done = docker(*args)
+            assert done.returncode == 0, (args, done.stderr)
+        assert "another stack's" in docker("image", "inspect", f"{victim}:base").stderr
+        # `IMAGE=$(docker build -q .)`: the build's own image, name or not.
+        mine = docker(
+            "build", "--network", "host", "-q", str(context(tmp_path, steps + "RUN true\n"))
+        )
+        own = mine.stdout.strip()
+        assert mine.returncode == 0, mine.stderr
+        assert own.startswith("sha256:"), own
+        for args in (["image", "inspect", own], ["tag", own, f"{stack}-mine"]):
+            assert docker(*args).returncode == 0, args
+        assert own in docker("images", "-q", "--no-trunc").stdout.split()
+        built = docker("build", "--network", "host", "-t", f"{stack}-on-mine",
+                       str(context(tmp_path, f"FROM {own}\n")))  # fmt: skip
+        assert built.returncode == 0, built.stderr
+        # The stack's name on a base image does not make the base image's name the stack's.
+        base_id = host("image", "inspect", "-f", "{{.Id}}", base)
+        assert docker("tag", base, f"{live_registry.endpoint}/{stack}:base").returncode == 0
+        for args in (["tag", f"{stack}-mine", base], ["rmi", base], ["rmi", "-f", base_id]):
+            done = docker(*args)
+            assert done.returncode != 0, args
+            assert "Stackyard's build proxy refused" in done.stderr, args
+        assert host("image", "inspect", "-f", "{{.Id}}", base) == base_id
+        # A name the engine cannot parse: its line and the engine's reason.
+        done = docker("build", "--network", "host", str(context(tmp_path, "FROM BusyBox:latest\n")))
+        assert "Dockerfile line 1 (FROM BusyBox:latest) names BusyBox:latest" in done.stderr
+        assert "must be lowercase" in done.stderr, done.stderr
+    finally:
+        subprocess.run([DOCKER, "rmi", "-f", f"{victim}:v1", f"{victim}:base", base, moved,
+                        f"{live_registry.endpoint}/{stack}:base"],
+                       capture_output=True, timeout=120)  # fmt: skip

@@ -28,6 +28,7 @@ from stackyard.images.dockerproxy.rules import (
     build_args,
     decide,
     dockerfile_refusal,
+    unreadable_name,
 )
 
 REGISTRY = "127.0.0.1:5000"
@@ -203,6 +204,23 @@ def test_another_stack_s_local_image_is_refused_naming_the_line(
 )
 def test_base_images_and_the_stack_s_own_are_read(name: str, image: dict[str, Any] | None) -> None:
     assert refusal_of(name, image) is None
+
+
+def test_an_image_this_build_made_is_read_though_it_has_no_name() -> None:
+    named = NamedImage(2, f"FROM {NAMELESS['Id']}", "FROM", str(NAMELESS["Id"]))
+    built = {str(NAMELESS["Id"])}
+    assert dockerfile_refusal("Dockerfile", named, NAMELESS, SCOPE, {}, built) is None
+    assert dockerfile_refusal("Dockerfile", named, NAMELESS, SCOPE, {}) is not None
+
+
+def test_a_name_the_engine_cannot_read_is_refused_naming_the_line() -> None:
+    named = NamedImage(3, "FROM BusyBox:latest", "FROM", "BusyBox:latest")
+    engine = "invalid reference format: repository name must be lowercase"
+    message = unreadable_name("Dockerfile.web", named, engine).message
+    assert message == (
+        "Stackyard's build proxy refused the build: Dockerfile.web line 3 (FROM BusyBox:latest) "
+        "names BusyBox:latest, which the engine cannot read as an image: " + engine
+    )
 
 
 def test_a_legacy_build_checks_its_dockerfile_and_a_buildkit_build_does_not() -> None:

@@ -248,6 +248,53 @@ def test_a_build_may_write_new_names_its_own_and_its_repository() -> None:
     assert judge(f"{REGISTRY}/shop:latest", image("busybox:latest"), SCOPE, "write", NAMES) is None
 
 
+def test_one_rule_for_every_image_its_names_then_who_built_it() -> None:
+    nameless = {"Id": "sha256:" + "9" * 64, "RepoTags": [], "RepoDigests": []}
+    assert ownership(nameless, SCOPE, NAMES) == "nameless"  # an intermediate, a moved tag
+    assert ownership(nameless, SCOPE, NAMES, {nameless["Id"]}) == "own"  # this build made it
+    retagged = image("python:3.11-slim", f"{REGISTRY}/victim:base", "victim-built:latest")
+    assert ownership(retagged, SCOPE, NAMES) == "shared"  # a base image, whoever tagged it
+    mixed = image("busybox:latest", f"{REGISTRY}/shop:base")
+    assert ownership(mixed, SCOPE, NAMES) == "own"
+    pushed = {"RepoTags": [], "RepoDigests": [f"{REGISTRY}/victim@sha256:{'a' * 64}"]}
+    assert ownership(pushed, SCOPE, NAMES) == "foreign"  # its tag moved on, its digest stays
+
+
+def test_another_stack_s_nameless_image_cannot_be_read_tagged_saved_or_listed() -> None:
+    nameless = {"Id": "sha256:" + "9" * 64, "RepoTags": [], "RepoDigests": []}
+    for name in (nameless["Id"], "999999999999"):  # docker tag, save, inspect, history
+        refused(judge(name, nameless, SCOPE, "read", NAMES), "has no name", "did not make it")
+    refused(judge(nameless["Id"], nameless, SCOPE, "write", NAMES), "remove")  # docker rmi
+    listed = {**nameless, "RepoTags": ["<none>:<none>"], "RepoDigests": ["<none>@<none>"]}
+    assert visible([nameless, listed], SCOPE, NAMES) == []
+    # `IMAGE=$(docker build -q .); docker tag $IMAGE $IMAGE_URL:v1`: the build's own.
+    built = {nameless["Id"]}
+    assert judge("999999999999", nameless, SCOPE, "read", NAMES, built) is None
+    assert judge(nameless["Id"], nameless, SCOPE, "write", NAMES, built) is None
+    assert visible([nameless], SCOPE, NAMES, built) == [nameless]
+
+
+def test_a_base_image_another_stack_tagged_stays_usable() -> None:
+    retagged = image("python:3.11-slim", f"{REGISTRY}/victim:base")
+    for name in ("python:3.11-slim", "sha256:" + "7" * 64):
+        assert judge(name, retagged, SCOPE, "read", NAMES) is None
+    assert visible([retagged], SCOPE, NAMES) == [image("python:3.11-slim")]
+    refused(judge(f"{REGISTRY}/victim:base", retagged, SCOPE, "read", NAMES), "another stack's")
+    refused(judge("python:3.11-slim", retagged, SCOPE, "write", NAMES), "not made by a build")
+
+
+def test_a_base_image_the_stack_also_tagged_stays_the_base_image_s() -> None:
+    """Once busybox bears a name of the stack's too, the image is the stack's to read, but
+    busybox's own name is still not the stack's to move or remove, nor is the image."""
+    mixed = image("busybox:latest", f"{REGISTRY}/shop:base")
+    assert judge("busybox:latest", mixed, SCOPE, "read", NAMES) is None
+    refused(judge("busybox:latest", mixed, SCOPE, "write", NAMES), "not made by a build of shop")
+    refused(judge("sha256:" + "8" * 64, mixed, SCOPE, "write", NAMES), "not every name")
+    assert judge(f"{REGISTRY}/shop:base", mixed, SCOPE, "write", NAMES) is None
+    own = image(f"{REGISTRY}/shop:v1", "shop-built:latest")
+    assert judge("sha256:" + "8" * 64, own, SCOPE, "write", NAMES) is None
+
+
 def test_docker_images_hides_other_stacks_images() -> None:
     listing = [
         {"RepoTags": ["busybox:latest"]},

@@ -57,7 +57,7 @@ _SESSION_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _CPU_PERIOD = 100_000  # microseconds: the CFS period the engine uses by default
 _PROXY = "Stackyard's build proxy"
 
-Ownership = Literal["own", "foreign", "shared"]
+Ownership = Literal["own", "foreign", "shared", "nameless"]
 
 
 @dataclass(frozen=True)
@@ -547,18 +547,51 @@ def parse_reference(name: str) -> ImageReference | None:
 # -- judging an image the engine has ----------------------------------------------------------
 
 
-def ownership(image: Mapping[str, Any], scope: BuildScope, names: Names) -> Ownership:
-    """Whose an image is, from the engine's record (an inspect or a listing entry) and
-    ``names``: the stack's own (its repository, or named by its builds), another stack's,
-    or shared (a base image, anything no stack's build named)."""
-    refs = [str(ref) for ref in (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])]
-    owners = {_registry_of(ref, scope) for ref in refs}
-    builders = {names[ref] for ref in refs if ref in names}
-    if "own" in owners or scope.stack in builders:
+def ownership(
+    image: Mapping[str, Any], scope: BuildScope, names: Names, built: Collection[str] = ()
+) -> Ownership:
+    """Whose an image is: the one rule every check applies (reads, writes by id, listings,
+    the Dockerfile's images), from the engine's record of it (an inspect or a listing
+    entry), ``names`` and ``built`` (the ids of the images this build's own ``docker
+    build``s made).
+
+    - **own**: a name of it is in the stack's repository, or a local name a build of the
+      stack made, or this build made it;
+    - **shared**: else, a name of it is a base image's (outside the platform's registries,
+      made by no stack's build): its content is that base image's, whoever else tagged it
+      (``docker tag python:3.11-slim <repo>:base``, or a build adding nothing to its base);
+    - **foreign**: else, its names are other stacks' (their repositories, or local names
+      their builds made);
+    - **nameless**: it has no name at all (an intermediate image of a legacy build, an
+      image whose tag moved on, a ``docker build`` without ``-t``) and this build did not
+      make it. The engine tells no owner: its parents are base images or other nameless
+      layers, and who built on it is not recorded anywhere."""
+    if str(image.get("Id", "")) in built:
         return "own"
-    if "foreign" in owners or builders:
-        return "foreign"
-    return "shared"
+    kinds = {_name_owner(ref, scope, names) for ref in _names_of(image)}
+    if "own" in kinds:
+        return "own"
+    if "shared" in kinds:
+        return "shared"
+    return "foreign" if kinds else "nameless"
+
+
+def _names_of(image: Mapping[str, Any]) -> list[str]:
+    """An image's names; a listing gives a nameless one ``<none>:<none>``/``<none>@<none>``."""
+    refs = (str(ref) for ref in (image.get("RepoTags") or []) + (image.get("RepoDigests") or []))
+    return [ref for ref in refs if not ref.startswith("<none>")]
+
+
+def _name_owner(ref: str, scope: BuildScope, names: Names) -> Literal["own", "foreign", "shared"]:
+    """Whose one name of an image is (as the engine lists it: ``name:tag`` or
+    ``name@digest``)."""
+    where = _registry_of(ref, scope)
+    if where != "elsewhere":
+        return where
+    builder = names.get(ref)
+    if builder is None:
+        return "shared"
+    return "own" if builder == scope.stack else "foreign"
 
 
 def judge(
@@ -567,28 +600,58 @@ def judge(
     scope: BuildScope,
     purpose: Literal["read", "write"],
     names: Names,
+    built: Collection[str] = (),
 ) -> Refuse | None:
     """Whether the build may read or (re)write ``name``, which the engine knows as ``image``
     (None: no such image). Writing creates or moves a tag, or deletes one."""
     where = _registry_of(name, scope)
     if where == "foreign":
         return Refuse(403, _foreign(name, scope, purpose))
-    if image is None:
+    if image is None or where == "own":
         return None
-    owner = ownership(image, scope, names)
-    if owner == "foreign" and where != "own":
-        return Refuse(
-            403,
-            f"{_PROXY} refused to {purpose} {name}: it is another stack's image",
-        )
-    if purpose == "write" and owner == "shared" and where != "own":
-        return Refuse(
-            403,
-            f"{_PROXY} refused to replace or remove {name}: the engine's image of that name "
-            f"was not made by a build of {scope.stack}, and other builds may use it. Use a "
-            f"name of your own, such as $IMAGE_URL:<tag> or {scope.stack}-<name>",
+    if purpose == "write":
+        return _write_refusal(name, image, scope, names, built)
+    reason = _unreadable(ownership(image, scope, names, built))
+    return None if reason is None else Refuse(403, f"{_PROXY} refused to read {name}: {reason}")
+
+
+def _unreadable(owner: Ownership) -> str | None:
+    """Why a build may not read an image whose owner is ``owner``; None: it may."""
+    if owner == "foreign":
+        return "it is another stack's image"
+    if owner == "nameless":
+        return (
+            "that image has no name and this build did not make it, so whose it is cannot "
+            "be told; use a base image's name or one of the stack's own"
         )
     return None
+
+
+def _write_refusal(
+    name: str, image: Mapping[str, Any], scope: BuildScope, names: Names, built: Collection[str]
+) -> Refuse | None:
+    """A name outside the stack's repository that the engine holds: the build may move or
+    remove it only when a build of the stack made it. An id or digest (``docker rmi``)
+    removes every name of its image: all of them must be the stack's."""
+    local = local_name(name)
+    if local is None:
+        refs = _names_of(image)
+        mine = {_name_owner(ref, scope, names) for ref in refs} <= {"own"}
+        if mine and (refs or str(image.get("Id", "")) in built):
+            return None
+        return Refuse(403, f"{_PROXY} refused to remove {name}: not every name of that image "
+                      f"is {scope.stack}'s, and other builds may use it")  # fmt: skip
+    builder = names.get(local)
+    if builder == scope.stack:
+        return None
+    if builder is not None:
+        return Refuse(403, f"{_PROXY} refused to write {name}: it is another stack's image")
+    return Refuse(
+        403,
+        f"{_PROXY} refused to replace or remove {name}: the engine's image of that name "
+        f"was not made by a build of {scope.stack}, and other builds may use it. Use a "
+        f"name of your own, such as $IMAGE_URL:<tag> or {scope.stack}-<name>",
+    )
 
 
 def dockerfile_refusal(
@@ -597,25 +660,20 @@ def dockerfile_refusal(
     image: Mapping[str, Any] | None,
     scope: BuildScope,
     names: Names,
+    built: Collection[str] = (),
 ) -> Refuse | None:
     """Whether a build may read the image its Dockerfile names at ``named`` (the engine
     knows it as ``image``; None: not held locally, so the engine would pull it, without
     a login to the platform's registries). The engine resolves a local image by name,
-    digest or id without asking any registry: another stack's is refused, and so is one
-    with no name at all (whose it is cannot be told)."""
-    where = _registry_of(named.name, scope)
-    if where == "foreign":
-        reason = "that is another stack's repository"
-    elif image is None or where == "own" or _is_base(image, scope, names):
+    digest or id without asking any registry: it is judged by :func:`ownership`, as every
+    other read is."""
+    if _registry_of(named.name, scope) == "foreign":
+        reason: str | None = "that is another stack's repository"
+    elif image is None:
         return None
-    elif (owner := ownership(image, scope, names)) == "foreign":
-        reason = "the engine holds that image for another stack"
-    elif owner == "shared" and not (image.get("RepoTags") or image.get("RepoDigests")):
-        reason = (
-            "that image has no name, so whose it is cannot be told; build from a base "
-            "image's name or one of the stack's own"
-        )
     else:
+        reason = _unreadable(ownership(image, scope, names, built))
+    if reason is None:
         return None
     return Refuse(
         403,
@@ -625,12 +683,14 @@ def dockerfile_refusal(
     )
 
 
-def _is_base(image: Mapping[str, Any], scope: BuildScope, names: Names) -> bool:
-    """Whether ``image`` also bears a name no stack has (a base image's, like
-    busybox:latest): its content is then a base image's, whoever else tagged it (a stack
-    whose Dockerfile adds nothing to its base has that very image)."""
-    refs = [str(ref) for ref in (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])]
-    return any(_registry_of(ref, scope) == "elsewhere" and ref not in names for ref in refs)
+def unreadable_name(dockerfile: str, named: NamedImage, engine_says: str) -> Refuse:
+    """A name in the Dockerfile the engine cannot parse (``FROM Busybox``): the build would
+    fail there; the engine's reason and the line say which name and why."""
+    return Refuse(
+        400,
+        f"{_PROXY} refused the build: {dockerfile} line {named.line} ({named.text}) names "
+        f"{named.name}, which the engine cannot read as an image: {engine_says}",
+    )
 
 
 def build_args(query: Mapping[str, Sequence[str]]) -> dict[str, str | None]:
@@ -639,9 +699,27 @@ def build_args(query: Mapping[str, Sequence[str]]) -> dict[str, str | None]:
     return {str(k): None if v is None else str(v) for k, v in args.items()}
 
 
-def visible(listing: list[dict[str, Any]], scope: BuildScope, names: Names) -> list[dict[str, Any]]:
-    """The images a build sees in ``docker images``: all but other stacks'."""
-    return [entry for entry in listing if ownership(entry, scope, names) != "foreign"]
+def visible(
+    listing: list[dict[str, Any]], scope: BuildScope, names: Names, built: Collection[str] = ()
+) -> list[dict[str, Any]]:
+    """The images a build sees in ``docker images``: those it may read (its own and base
+    images), not other stacks' nor nameless ones it did not make; and of a base image
+    another stack also tagged, not that stack's names."""
+    shown = [e for e in listing if _unreadable(ownership(e, scope, names, built)) is None]
+    return [_without_foreign_names(entry, scope, names) for entry in shown]
+
+
+def _without_foreign_names(
+    entry: dict[str, Any], scope: BuildScope, names: Names
+) -> dict[str, Any]:
+    kept = dict(entry)
+    for field_name in ("RepoTags", "RepoDigests"):
+        refs = entry.get(field_name)
+        if isinstance(refs, list):
+            kept[field_name] = [
+                ref for ref in refs if _name_owner(str(ref), scope, names) != "foreign"
+            ]
+    return kept
 
 
 def registry_auth_header(login: RegistryLogin) -> str:

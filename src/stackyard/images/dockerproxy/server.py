@@ -29,8 +29,9 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import h11
 
-from stackyard.errors import ComponentError, StackyardError
+from stackyard.errors import ComponentError, StackyardError, UsageError
 from stackyard.images.dockerproxy.budget import hold_buildkit_steps
+from stackyard.images.dockerproxy.built import BuiltImage
 from stackyard.images.dockerproxy.context import BuildContext, ContextReader
 from stackyard.images.dockerproxy.dockerfile import (
     DockerfileError,
@@ -51,6 +52,7 @@ from stackyard.images.dockerproxy.rules import (
     dockerfile_refusal,
     judge,
     registry_auth_header,
+    unreadable_name,
     visible,
     without_registry,
 )
@@ -96,6 +98,15 @@ def engine_socket_path() -> str:
     return DEFAULT_ENGINE_SOCKET
 
 
+class _UnreadableName(UsageError):
+    """The engine cannot parse an image name a request or a Dockerfile gives (400)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.name = name
+        self.reason = reason
+
+
 class ImageNames:
     """Which stack's build named which local image (``name:tag``): the proxy's record of
     ownership, kept in ``path`` (JSON) when given, so it outlives a restart."""
@@ -132,6 +143,7 @@ class ProxySocket:
         self.claimed = claimed
         self.refusals: list[str] = []
         self.opened: set[str] = set()  # BuildKit sessions and builds passed on
+        self.built: set[str] = set()  # ids of the images this build's docker builds made
         self.buildkit_builds = 0  # BuildKit builds passed on (their steps share a budget)
         self.relays: set[asyncio.StreamWriter] = set()  # both ends of each open session
         self.session_builds: dict[str, Forward] = {}  # BuildKit session -> the build it serves
@@ -460,9 +472,13 @@ class _Connection:
             *((name, "write") for name in decision.writes),
         ]
         # One engine round trip for them all (a tag reads its source and writes its target).
-        images = await asyncio.gather(*(self._inspect(name) for name, _ in checks))
+        try:
+            images = await asyncio.gather(*(self._inspect(name) for name, _ in checks))
+        except _UnreadableName as exc:
+            return Refuse(400, exc.reason)  # the engine's own answer, naming the name
+        scope, names, built = self.socket.scope, self.names.owners, self.socket.built
         for (name, purpose), image in zip(checks, images, strict=True):
-            refusal = judge(name, image, self.socket.scope, purpose, self.names.owners)
+            refusal = judge(name, image, scope, purpose, names, built)
             if refusal is not None:
                 return refusal
         return decision
@@ -471,6 +487,8 @@ class _Connection:
         status, body = await self._engine_get(f"/images/{quote(name, safe='/:@')}/json")
         if status == 404:
             return None
+        if status == 400:
+            raise _UnreadableName(name, _engine_message(body))
         if status != 200:
             raise ComponentError(f"the engine answered {status} to an inspect of {name}")
         found = json.loads(body)
@@ -498,8 +516,9 @@ class _Connection:
         await upstream.send(_request_event(method, target, headers))
         if body:
             await upstream.send(h11.Data(data=body))
+        built = BuiltImage(quiet=_is_true(decision.query, "q")) if decision.build else None
         if decision.dockerfile is not None:
-            return await self._forward_build(upstream, decision)
+            return await self._forward_build(upstream, decision, built)
         sending = asyncio.create_task(self._pump_body(upstream))
         try:
             if decision.filter_listing:
@@ -508,17 +527,27 @@ class _Connection:
                 await sending  # a push has no body: it is all sent
                 await self._pump_push(upstream, decision.retry_for, (method, target, headers))
             else:
-                await self._pump_response(upstream)
+                await self._pump_response(upstream, built)
             await sending
         except BaseException:
             sending.cancel()
             raise
-        return await self._answered(upstream, decision)
+        return await self._answered(upstream, decision, built)
 
-    async def _answered(self, upstream: _Upstream, decision: Forward) -> bool:
-        """After the engine's answer: record the names it made, keep or drop its connection."""
+    def _made(self, built: BuiltImage | None) -> None:
+        """Remember the image a build of this socket made: it is the stack's, name or not."""
+        image = built.image if built is not None and 200 <= self.status < 300 else None
+        if image is not None:
+            self.socket.built.add(image)
+
+    async def _answered(
+        self, upstream: _Upstream, decision: Forward, built: BuiltImage | None = None
+    ) -> bool:
+        """After the engine's answer: record the names and image it made, keep or drop its
+        connection."""
         if decision.records and 200 <= self.status < 300:
             self.names.record(decision.records, self.socket.scope.stack)
+        self._made(built)
         upstream = self.upstream or upstream
         if upstream.http.our_state is h11.DONE and upstream.http.their_state is h11.DONE:
             upstream.http.start_next_cycle()
@@ -527,13 +556,15 @@ class _Connection:
             self.upstream = None
         return True
 
-    async def _forward_build(self, upstream: _Upstream, decision: Forward) -> bool:
+    async def _forward_build(
+        self, upstream: _Upstream, decision: Forward, built: BuiltImage | None
+    ) -> bool:
         """A legacy build: its context goes on as it arrives, all but its last piece, until
         the Dockerfile read from it has been judged; the engine starts no build before the
         body's end. A refused build's connection to the engine is cut (the build fails
         there on a context cut short) and the client gets the refusal."""
         sending = asyncio.create_task(self._pump_checked_body(upstream, decision))
-        answering = asyncio.create_task(self._pump_response(upstream))
+        answering = asyncio.create_task(self._pump_response(upstream, built))
         try:
             done, _ = await asyncio.wait({sending, answering}, return_when=asyncio.FIRST_COMPLETED)
             refusal = sending.result() if sending in done else None
@@ -551,7 +582,7 @@ class _Connection:
             sending.cancel()
             answering.cancel()
             raise
-        return await self._answered(upstream, decision)
+        return await self._answered(upstream, decision, built)
 
     async def _pump_checked_body(self, upstream: _Upstream, decision: Forward) -> Refuse | None:
         """The build context, on to the engine one piece behind, read on the way for its
@@ -593,7 +624,7 @@ class _Connection:
             named = named_images(found.dockerfile, build_args(decision.query))
         except DockerfileError as exc:
             return Refuse(400, f"Stackyard's build proxy cannot read {dockerfile}: {exc}")
-        scope, names = self.socket.scope, self.names.owners
+        scope, names, built = self.socket.scope, self.names.owners, self.socket.built
         try:
             images = await self._inspect_all([n.name for n in named])
             triggered = [
@@ -604,10 +635,15 @@ class _Connection:
             ]
             named += triggered
             images += await self._inspect_all([n.name for n in triggered])
+        except _UnreadableName as exc:
+            bad = next((n for n in named if n.name == exc.name), None)
+            if bad is None:
+                return Refuse(400, exc.reason)
+            return unreadable_name(dockerfile, bad, exc.reason)
         except (StackyardError, ValueError) as exc:
             return Refuse(502, f"Stackyard's build proxy could not check {dockerfile}: {exc}")
         for each, image in zip(named, images, strict=True):
-            refusal = dockerfile_refusal(dockerfile, each, image, scope, names)
+            refusal = dockerfile_refusal(dockerfile, each, image, scope, names, built)
             if refusal is not None:
                 return refusal
         return None
@@ -661,12 +697,16 @@ class _Connection:
         headers = [*_response_headers(event), *(extra or [])]
         await self._send(h11.Response(status_code=event.status_code, headers=headers))
 
-    async def _pump_response(self, upstream: _Upstream) -> None:
+    async def _pump_response(self, upstream: _Upstream, built: BuiltImage | None = None) -> None:
+        """The engine's answer, on to the client as it comes (a build's read by ``built``
+        on the way)."""
         while True:
             event = await upstream.next_event()
             if isinstance(event, h11.Response):
                 await self._pass_head(event)
             elif isinstance(event, h11.Data):
+                if built is not None:
+                    built.feed(bytes(event.data))
                 await self._send(h11.Data(data=bytes(event.data)))
             elif isinstance(event, h11.EndOfMessage):
                 await self._send(h11.EndOfMessage())
@@ -753,7 +793,7 @@ class _Connection:
         status, body = await upstream.whole_response()
         listing = json.loads(body or b"[]")
         if status == 200 and isinstance(listing, list):
-            listing = visible(listing, self.socket.scope, self.names.owners)
+            listing = visible(listing, self.socket.scope, self.names.owners, self.socket.built)
         await self._json(status, listing)
 
     async def _read_body(self, limit: int) -> bytes:
@@ -953,6 +993,23 @@ class _CheckedSession:
             return b""
         self.held.clear()
         return b"".join(frame.raw for frame in passed) + error_frame(watch.stream, message)
+
+
+def _engine_message(body: bytes) -> str:
+    """The ``message`` of the engine's error answer (its body otherwise)."""
+    try:
+        found = json.loads(body)
+    except ValueError:
+        found = None
+    if isinstance(found, dict) and found.get("message"):
+        return str(found["message"])
+    return body.decode(errors="replace").strip()
+
+
+def _is_true(query: dict[str, list[str]], key: str) -> bool:
+    """A boolean query parameter as the engine reads it."""
+    value = (query.get(key) or [""])[0].strip().lower()
+    return value not in ("", "0", "no", "false", "none")
 
 
 def _on_build(image: dict[str, Any]) -> list[str]:
