@@ -153,6 +153,7 @@ def test_a_stack_builds_releases_and_deploys_through_its_outside_registry(
         assert client.resolve("acme/outward", "latest") == digest
     platform_log = (yard.data_dir / "logs" / "registry.log").read_text(errors="replace")
     assert "/v2/outward/" not in platform_log  # nothing went to the platform's registry
+    assert_out_of_another_stack_s_reach(yard, f"{outside.endpoint}/acme/outward:latest", tmp_path)
 
     uploads = outside.log_file.read_text(errors="replace").count("/v2/acme/outward/blobs/uploads/")
     released = json.loads(yard.cli("release", "outward", "--stage", "dev", "--json").stdout)
@@ -193,6 +194,30 @@ def test_a_stack_builds_releases_and_deploys_through_its_outside_registry(
     ):
         client.resolve("acme/outward", "dev")
     yard.cli("registries", "remove", "acme")
+
+
+def assert_out_of_another_stack_s_reach(yard: RunningPlatform, image: str, tmp_path: Path) -> None:
+    """A stack on the platform's own registry cannot read the image the platform's default
+    build named in another stack's outside registry (the engine holds it locally)."""
+    commands = [
+        f"docker image inspect {image} > /dev/null || echo 'blocked: inspect'",
+        f"docker save -o /tmp/x.tar {image} || echo 'blocked: save'",
+        f"printf 'FROM {image}\\n' > D && docker build --network host -f D . "
+        "|| echo 'blocked: from'",
+    ]
+    listing = "".join(f"      - {json.dumps(c)}\n" for c in commands)
+    repo = GitRepo.from_example("hello", tmp_path / "peer")
+    repo.write("build.yml", f"version: 0.2\nphases:\n  build:\n    commands:\n{listing}")
+    repo.commit("reads another stack's image")
+    yard.cli("stacks", "create", "peer", "--repo", str(repo.path))
+    try:
+        result = yard.cli("build", "peer", "--json", check=False, timeout=300)
+        log = Path(json.loads(result.stdout)["log_path"]).read_text()
+        for what in ("inspect", "save", "from"):
+            assert f"blocked: {what}" in log, log
+        assert "that is another stack's repository" in log, log
+    finally:
+        yard.cli("stacks", "delete", "peer", "--yes")
 
 
 def test_a_copy_cut_half_way_tags_nothing_and_the_next_copy_finishes_it(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -227,8 +228,8 @@ def test_a_build_may_read_shared_and_own_images_but_not_another_stack_s() -> Non
     assert judge("busybox:latest", image("busybox:latest"), SCOPE, "read", NAMES) is None
     assert judge("shop-built", image("shop-built:latest"), SCOPE, "read", NAMES) is None
     victim = image("victim-built:latest")
-    refused(judge("victim-built", victim, SCOPE, "read", NAMES), "another stack's image")
-    refused(judge("sha256:" + "b" * 64, victim, SCOPE, "read", NAMES), "another stack's image")
+    for name in ("victim-built", "sha256:" + "b" * 64):
+        refused(judge(name, victim, SCOPE, "read", NAMES), "holds that image for another stack")
     refused(judge(f"{REGISTRY}/victim:latest", None, SCOPE, "read", NAMES), "another stack's")
 
 
@@ -369,6 +370,26 @@ def test_a_build_s_scope_follows_the_stack_s_image_url() -> None:
     assert (own.repository, own.platform_registry) == (f"{REGISTRY}/shop", None)
 
 
+def test_names_in_the_platform_s_outside_registries_are_other_stacks() -> None:
+    """Another stack pushes to an outside registry: the platform's default build names its
+    image there, a deployment pulls it by digest. Those names are no base image's."""
+    spaces = (OUTSIDE, "ghcr.io/acme")
+    scope = BuildIsolation(None, limits=LIMITS, spaces=lambda: spaces).scope(
+        "shop", LOGIN, image_url=f"{REGISTRY}/shop", platform_registry=REGISTRY
+    )
+    assert scope.spaces == spaces
+    for name in (f"{OUTSIDE}/team/victim:3f2a", "ghcr.io/acme/victim:latest"):
+        assert ownership(image(name), scope, NAMES) == "foreign"
+        refused(judge(name, image(name), scope, "read", NAMES), "another stack's repository")
+        refused(decide(ApiRequest("POST", "/images/create", {"fromImage": [name]}), scope))
+    pulled = {"RepoTags": [], "RepoDigests": [f"ghcr.io/acme/victim@sha256:{'e' * 64}"]}
+    refused(judge("sha256:" + "e" * 64, pulled, scope, "read", NAMES), "for another stack")
+    tool = image("ghcr.io/someone/tool:1")  # outside the platform's namespace: a base image
+    assert judge("ghcr.io/someone/tool:1", tool, scope, "read", NAMES) is None
+    assert judge("ghcr.io/acme-tools/x:1", None, scope, "read", NAMES) is None
+    assert ownership(image(f"{REGISTRY}/shop:v1", f"{OUTSIDE}/x:1"), scope, NAMES) == "own"
+
+
 # -- a release whose stage's target pulls from another registry -------------------------------
 
 EU = "127.0.0.1:5998"
@@ -413,6 +434,10 @@ def test_a_release_may_not_push_to_another_stack_s_repository_in_the_target_regi
         refused(ask_release("POST", "/images/create", fromImage=name, tag="prod"))
         refused(judge(f"{name}:prod", None, RELEASE_SCOPE, "write", NAMES), "another stack's")
     assert EU in RELEASE_SCOPE.registries  # a docker build's FROM never gets its login
+    spaced = replace(RELEASE_SCOPE, spaces=(EU, REGISTRY))  # the target registry is known
+    regional = decide(ApiRequest("POST", f"/images/{EU}/acme/shop/push", {"tag": ["p"]}), spaced)
+    assert isinstance(regional, Forward)
+    assert regional.auth == EU_LOGIN
 
 
 def test_a_build_may_not_push_to_the_target_registry_at_all() -> None:

@@ -56,8 +56,10 @@ class BuildIsolation:
         network_mode: str = "host",
         platform_id: str = "local",
         warm_dir: Path | None = None,
+        spaces: Callable[[], tuple[str, ...]] = tuple,
     ) -> None:
         self.proxy = proxy
+        self.spaces = spaces  # the platform's outside registry spaces (BuildScope.spaces)
         self.image = image
         self.limits = limits or BuildLimits()
         self.network_mode = network_mode
@@ -136,6 +138,7 @@ class BuildIsolation:
             path=path,
             platform_registry=platform_registry if platform_registry != registry else None,
             stage=stage,
+            spaces=self.spaces(),
         )
 
     def shell(

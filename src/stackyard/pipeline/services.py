@@ -329,7 +329,7 @@ def build_services(
     )
     network_mode = task_network_mode(settings, engine)
     platform_id = ensure_platform_id(settings.platform_id_file)
-    isolation = build_isolation(settings, network_mode, platform_id)
+    isolation = build_isolation(settings, network_mode, platform_id, spaces=registries.spaces)
     builds = BuildService(
         sessions,
         stacks,
@@ -480,9 +480,16 @@ def task_network_mode(settings: Settings, engine: Engine) -> NetworkMode:
         return "host"
 
 
-def build_isolation(settings: Settings, network_mode: str, platform_id: str) -> BuildIsolation:
+def build_isolation(
+    settings: Settings,
+    network_mode: str,
+    platform_id: str,
+    *,
+    spaces: Callable[[], tuple[str, ...]] = tuple,
+) -> BuildIsolation:
     """Where builds and releases run their specs: a build container per run, with the
-    build proxy, unless the platform was told its builds are trusted."""
+    build proxy, unless the platform was told its builds are trusted; ``spaces``: where
+    in outside registries the platform keeps images (no build reads another's there)."""
     limits = BuildLimits(
         cpus=settings.build_cpus,
         memory=settings.build_memory,
@@ -498,6 +505,7 @@ def build_isolation(settings: Settings, network_mode: str, platform_id: str) -> 
         # Beside the builds' checkouts and under the logs' filesystem: a warm container's
         # directories are renamed into place when a build claims it.
         warm_dir=settings.data_dir / "work" / "warm",
+        spaces=spaces,
     )
 
 

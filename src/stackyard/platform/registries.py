@@ -135,6 +135,17 @@ class RegistryService:
             rows = session.scalars(select(OutsideRegistry).order_by(OutsideRegistry.name))
             return [_view(row) for row in rows]
 
+    def spaces(self) -> tuple[str, ...]:
+        """Where the platform keeps images in outside registries: each one's
+        ``host[:port][/namespace]`` (what a build may not read or write outside its own
+        repository)."""
+        with self._sessions() as session:
+            urls = session.scalars(select(OutsideRegistry.url)).all()
+        addresses = [parse_url(url) for url in urls]
+        return tuple(
+            f"{a.endpoint}/{a.namespace}" if a.namespace else a.endpoint for a in addresses
+        )
+
     def get(self, name: str) -> RegistryView:
         with self._sessions() as session:
             return _view(_require(session, name))

@@ -109,6 +109,11 @@ class BuildScope:
     # A release's stage target registry; None for builds and for a stage whose target pulls
     # from the stack's own repository. Its other repositories are other stacks'.
     stage: StageRepository | None = None
+    # Where else the platform keeps stacks' images: each outside registry's
+    # ``host[:port][/namespace]`` (stacks' and targets'). A repository there that is not
+    # the stack's is another stack's, whatever gave the image that name (the platform's
+    # default build, a deployment's pull, a release's regional push).
+    spaces: tuple[str, ...] = ()
 
     @property
     def repository(self) -> str | None:
@@ -521,7 +526,15 @@ def _registry_of(name: str, scope: BuildScope) -> Literal["own", "foreign", "els
         return "own"
     if _is_stage(reference, scope):
         return "own"
-    return "foreign" if reference.registry in scope.registries else "elsewhere"
+    if reference.registry in scope.registries or _in_spaces(reference, scope.spaces):
+        return "foreign"
+    return "elsewhere"
+
+
+def _in_spaces(reference: ImageReference, spaces: Collection[str]) -> bool:
+    """Whether ``reference`` is in one of the platform's outside registry spaces."""
+    name = f"{reference.registry or 'docker.io'}/{reference.repository}"
+    return any(name.startswith(f"{space}/") for space in spaces)
 
 
 def _is_stage(reference: ImageReference, scope: BuildScope) -> bool:
@@ -618,7 +631,7 @@ def judge(
 def _unreadable(owner: Ownership) -> str | None:
     """Why a build may not read an image whose owner is ``owner``; None: it may."""
     if owner == "foreign":
-        return "it is another stack's image"
+        return "the engine holds that image for another stack"
     if owner == "nameless":
         return (
             "that image has no name and this build did not make it, so whose it is cannot "
