@@ -421,6 +421,9 @@ def test_every_image_check_applies_one_rule_nameless_images_and_retagged_base_im
         done = docker("build", "--network", "host", str(context(tmp_path, "FROM BusyBox:latest\n")))
         assert "Dockerfile line 1 (FROM BusyBox:latest) names BusyBox:latest" in done.stderr
         assert "must be lowercase" in done.stderr, done.stderr
+        done = docker("image", "inspect", "BusyBox:latest")  # the engine's own answer
+        assert "Error response from daemon: " in done.stderr, done.stderr
+        assert "must be lowercase" in done.stderr, done.stderr
     finally:
         subprocess.run([DOCKER, "rmi", "-f", f"{victim}:v1", f"{victim}:base", base, moved,
                         f"{live_registry.endpoint}/{stack}:base"],
