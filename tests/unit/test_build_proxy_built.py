@@ -48,3 +48,9 @@ def test_a_failed_build_names_nothing_whatever_its_steps_printed() -> None:
     assert read(first, quiet=True) is None
     assert read(answer({"aux": {"ID": "not-an-id"}})) is None
     assert read(b"") is None
+
+
+def test_a_long_step_output_line_is_skipped_whole() -> None:
+    long = {"stream": "x" * 70_000 + json.dumps({"aux": {"ID": OTHER}})}
+    assert read(answer(long, {"aux": {"ID": ID}}), piece=4096) == ID
+    assert read(answer(long), piece=4096) is None

@@ -27,13 +27,19 @@ class BuiltImage:
         self._aux: str | None = None
         self._quiet_id: str | None = None
         self._failed = False
+        self._skipping = False
 
     def feed(self, data: bytes) -> None:
+        if self._skipping:  # the rest of a message too long to be the result
+            _, newline, data = data.partition(b"\n")
+            if not newline:
+                return
+            self._skipping = False
         *lines, self._pending = (self._pending + data).split(b"\n")
         for line in lines:
             self._read(line)
         if len(self._pending) > _LONGEST:
-            self._pending = b""
+            self._pending, self._skipping = b"", True
             self._messages += 1
 
     @property
