@@ -138,11 +138,11 @@ def test_a_new_task_is_probed_every_20_ms_in_its_first_second() -> None:
     probes.watch("shop/dev", "t1", HERE, CHECK)
     assert probes.due(100.0) == [("t1", HERE, CHECK)]  # due at once
     assert probes.due(100.0) == []  # in flight: not handed out twice
-    assert probes.record("t1", False, "refused", 100.0) is None  # still STARTING
+    assert probes.record("t1", HERE, False, "refused", 100.0) is None  # still STARTING
     assert probes.next_due_in(100.0) == pytest.approx(FAST_PROBE_INTERVAL)
     late = 100.0 + FAST_WINDOW + 0.5
     assert [d[0] for d in probes.due(late)] == ["t1"]
-    probes.record("t1", False, "refused", late)
+    probes.record("t1", HERE, False, "refused", late)
     assert probes.next_due_in(late) == pytest.approx(STARTING_PROBE_INTERVAL)
     assert probes.judgements("shop/dev") == {"t1": Judgement(TaskHealth.STARTING, "refused")}
 
@@ -151,10 +151,10 @@ def test_only_a_changed_judgement_wakes_the_stage() -> None:
     probes = scheduler()
     probes.watch("shop/dev", "t1", HERE, CHECK)
     probes.due(100.0)
-    assert probes.record("t1", True, "HTTP 200", 100.0) == "shop/dev"  # STARTING -> HEALTHY
+    assert probes.record("t1", HERE, True, "HTTP 200", 100.0) == "shop/dev"  # STARTING -> HEALTHY
     assert probes.next_due_in(100.0) == pytest.approx(CHECK.interval)
     probes.due(105.0)
-    assert probes.record("t1", True, "HTTP 200", 105.0) is None
+    assert probes.record("t1", HERE, True, "HTTP 200", 105.0) is None
 
 
 def test_a_task_that_moved_is_not_judged_at_its_new_address_until_probed_there() -> None:
@@ -164,7 +164,7 @@ def test_a_task_that_moved_is_not_judged_at_its_new_address_until_probed_there()
     probes = scheduler()
     probes.watch("shop/dev", "t1", HERE, CHECK)
     probes.due(100.0)
-    probes.record("t1", True, "HTTP 200", 100.0)
+    probes.record("t1", HERE, True, "HTTP 200", 100.0)
     there = Address("127.0.0.3", 1)
     assert probes.judgements("shop/dev", {"t1": HERE})["t1"].health is TaskHealth.HEALTHY
     assert probes.judgements("shop/dev", {"t1": there}) == {}
@@ -173,15 +173,38 @@ def test_a_task_that_moved_is_not_judged_at_its_new_address_until_probed_there()
     assert probes.due(101.0) == [("t1", there, CHECK)]
 
 
+def test_a_probe_of_the_old_address_in_flight_when_the_task_moved_does_not_judge_the_new_one() -> (
+    None
+):
+    """Swarm moving a task start-first: the old task still runs (and passes) at its old
+    address when the stage tracks the new one. The probe of the old address that was under
+    way then must not make the new address healthy: it is judged by its own probes only."""
+    probes = scheduler()
+    probes.watch("shop/dev", "t1", HERE, CHECK)
+    probes.due(100.0)
+    probes.record("t1", HERE, True, "HTTP 200", 100.0)
+    assert probes.due(105.0) == [("t1", HERE, CHECK)]  # under way at the old address ...
+    there = Address("127.0.0.3", 1)
+    probes.track("shop/dev", {"t1": (there, CHECK)}, 105.1)  # ... when the task moves
+    assert probes.record("t1", HERE, True, "HTTP 200", 105.2) is None
+    assert probes.judgements("shop/dev", {"t1": there})["t1"].health is TaskHealth.STARTING
+    assert probes.due(105.2) == [("t1", there, CHECK)]  # the new address is probed at once
+    assert probes.record("t1", there, False, "HTTP 404", 105.3) is None
+    assert probes.judgements("shop/dev", {"t1": there})["t1"].health is TaskHealth.STARTING
+    probes.due(106.0)
+    assert probes.record("t1", there, True, "HTTP 200", 106.0) == "shop/dev"
+    assert probes.judgements("shop/dev", {"t1": there})["t1"].health is TaskHealth.HEALTHY
+
+
 def test_after_the_start_period_retries_failures_make_it_unhealthy() -> None:
     probes = scheduler()
     probes.watch("shop/dev", "t1", HERE, CHECK)
     probes.due(100.0)
-    probes.record("t1", True, "HTTP 200", 100.0)
+    probes.record("t1", HERE, True, "HTTP 200", 100.0)
     probes.due(105.0)
-    assert probes.record("t1", False, "HTTP 500", 105.0) is None  # 1 of 2 retries
+    assert probes.record("t1", HERE, False, "HTTP 500", 105.0) is None  # 1 of 2 retries
     probes.due(110.0)
-    assert probes.record("t1", False, "HTTP 500", 110.0) == "shop/dev"
+    assert probes.record("t1", HERE, False, "HTTP 500", 110.0) == "shop/dev"
     assert probes.judgements("shop/dev")["t1"] == Judgement(TaskHealth.UNHEALTHY, "HTTP 500")
 
 
@@ -190,7 +213,7 @@ def test_failures_in_the_start_period_do_not_count() -> None:
     probes.watch("shop/dev", "t1", HERE, CHECK)
     for at in (100.0, 101.0, 102.0, 103.0):
         probes.due(at)
-        assert probes.record("t1", False, "refused", at) is None
+        assert probes.record("t1", HERE, False, "refused", at) is None
     assert probes.judgements("shop/dev")["t1"].health is TaskHealth.STARTING
 
 
@@ -220,7 +243,7 @@ def test_new_settings_keep_the_judgement_and_apply_from_the_next_probe() -> None
     probes = scheduler()
     probes.track("shop/dev", {"t1": (HERE, CHECK)}, 100.0)
     probes.due(100.0)
-    probes.record("t1", True, "HTTP 200", 100.0)
+    probes.record("t1", HERE, True, "HTTP 200", 100.0)
     faster = HealthSettings(path="/ready", interval=1, retries=2, start_period=30)
     probes.track("shop/dev", {"t1": (HERE, faster)}, 101.0)
     assert probes.judgements("shop/dev")["t1"].health is TaskHealth.HEALTHY

@@ -99,6 +99,7 @@ class ProbeRecord:
 @dataclass(frozen=True)
 class ProbeResult:
     task_id: str
+    address: Address  # where it asked: a task that moved meanwhile is judged there afresh
     passed: bool  # 2xx or 3xx
     output: str  # what it asked and got, e.g. "GET http://127.0.0.1:8123/healthz: HTTP 200"
 
@@ -106,6 +107,7 @@ class ProbeResult:
 @dataclass
 class _Exchange:
     task_id: str
+    address: Address
     url: str
     request: bytes
     deadline: float
@@ -160,15 +162,15 @@ class Prober:
             f"GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: stackyard-health\r\n"
             "Connection: close\r\n\r\n"
         ).encode()
-        exchange = _Exchange(task_id, url, request, self._clock() + timeout, timeout, sock)
+        exchange = _Exchange(task_id, address, url, request, self._clock() + timeout, timeout, sock)
         try:
             code = sock.connect_ex((address.host, address.port))
         except OSError as exc:  # an address that cannot even be tried
             sock.close()
-            return [ProbeResult(task_id, False, f"GET {url}: {_said(exc)}")]
+            return [ProbeResult(task_id, address, False, f"GET {url}: {_said(exc)}")]
         if code not in (0, errno.EINPROGRESS):
             sock.close()
-            return [ProbeResult(task_id, False, f"GET {url}: {_said(_os_error(code))}")]
+            return [ProbeResult(task_id, address, False, f"GET {url}: {_said(_os_error(code))}")]
         self._open[sock.fileno()] = exchange
         self._selector.register(sock, selectors.EVENT_WRITE, exchange)
         return []
@@ -192,7 +194,11 @@ class Prober:
         for exchange in [e for e in self._open.values() if e.deadline <= now]:
             self._end(exchange)
             said = f"TimeoutError: no answer within {exchange.timeout:g} s"
-            results.append(ProbeResult(exchange.task_id, False, f"GET {exchange.url}: {said}"))
+            results.append(
+                ProbeResult(
+                    exchange.task_id, exchange.address, False, f"GET {exchange.url}: {said}"
+                )
+            )
         return results
 
     def _step(self, exchange: _Exchange, mask: int) -> ProbeResult | None:
@@ -210,7 +216,9 @@ class Prober:
                 return self._read(exchange)
         except OSError as exc:
             self._end(exchange)
-            return ProbeResult(exchange.task_id, False, f"GET {exchange.url}: {_said(exc)}")
+            return ProbeResult(
+                exchange.task_id, exchange.address, False, f"GET {exchange.url}: {_said(exc)}"
+            )
         return None
 
     def _read(self, exchange: _Exchange) -> ProbeResult | None:
@@ -223,10 +231,15 @@ class Prober:
         parts = line.split(b" ", 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
             answer = f"not an HTTP answer: {line[:80]!r}" if line else "no answer (closed)"
-            return ProbeResult(exchange.task_id, False, f"GET {exchange.url}: {answer}")
+            return ProbeResult(
+                exchange.task_id, exchange.address, False, f"GET {exchange.url}: {answer}"
+            )
         status = int(parts[1])
         return ProbeResult(
-            exchange.task_id, 200 <= status < 400, f"GET {exchange.url}: HTTP {status}"
+            exchange.task_id,
+            exchange.address,
+            200 <= status < 400,
+            f"GET {exchange.url}: HTTP {status}",
         )
 
     def _end(self, exchange: _Exchange) -> None:
@@ -389,11 +402,17 @@ class ProbeScheduler(Generic[Key]):
                 found.append((entry.task_id, tracked.record.address, tracked.record.settings))
         return found
 
-    def record(self, task_id: str, passed: bool, output: str, now: float) -> Key | None:
-        """Judge one probe's result; the task's stage when its judgement changed."""
+    def record(
+        self, task_id: str, address: Address, passed: bool, output: str, now: float
+    ) -> Key | None:
+        """Judge one probe's result; the task's stage when its judgement changed. A result
+        from an address the task no longer answers at is dropped: a task Swarm moves
+        start-first keeps running at its old address until its new one runs, and a probe
+        of the old one still in flight when the stage tracks the new address said nothing
+        about the new one (taken, it routed the new address before its check passed)."""
         with self._condition:
             tracked = self._tracked.get(task_id)
-            if tracked is None:
+            if tracked is None or tracked.record.address != address:
                 return None
             record = tracked.record
             before = record.status
@@ -446,7 +465,7 @@ class ProbeScheduler(Generic[Key]):
                     results = prober.poll(self._wait(prober, self._clock()))
                 for result in results:
                     changed = self.record(
-                        result.task_id, result.passed, result.output, self._clock()
+                        result.task_id, result.address, result.passed, result.output, self._clock()
                     )
                     if changed is not None:
                         self._on_change(changed)

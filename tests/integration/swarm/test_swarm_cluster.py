@@ -523,6 +523,40 @@ def routed_only_once_healthy(poller: RoutePoller, old: str, new: str) -> tuple[f
     return samples[left][2], samples[joined][2]
 
 
+def moved_under_load(
+    yard: RunningPlatform,
+    cluster: SwarmCluster,
+    stack: str,
+    task: dict[str, Any],
+    new_address: str,
+    *update: str,
+) -> None:
+    """Under load, the operator's ``docker service update`` of ``task``'s service moves it
+    to ``new_address``: the old address leaves the route for good, the new one is routed
+    only once its /healthz passed there, and no request fails but a response in flight on
+    the old task when Swarm stops it."""
+    old_address = task["address"]
+    poller = RoutePoller(yard, stack, new_address)
+    load = Load(stage_url(yard, stack), seconds=20)
+    try:
+        time.sleep(2)  # load before the move
+        moved_at = time.monotonic()
+        service_update(cluster, *update, task["name"])
+        back = rejoined(yard, stack, task["id"], new_address)
+        wait_for(f"{task['name']} healthy and routed at {new_address}", back, timeout=120)
+    finally:
+        result = load.result()
+        poller.stop()
+    left, joined = routed_only_once_healthy(poller, old_address, new_address)
+    print(
+        f"\n{stack}: {old_address} left the route {left - moved_at:.1f} s after "
+        f"the update, {new_address} joined after {joined - moved_at:.1f} s; wrk: "
+        f"{result.requests} requests, {result.failed} failed ({result.read_errors} cut off)"
+    )
+    assert result.requests > 0
+    assert result.failed == result.read_errors <= LOAD_CONNECTIONS, result.output
+
+
 def test_a_task_swarm_reschedules_leaves_the_route_and_rejoins_only_once_healthy_there(
     yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
 ) -> None:
@@ -541,27 +575,16 @@ def test_a_task_swarm_reschedules_leaves_the_route_and_rejoins_only_once_healthy
     old_address = moved["address"]
     new_address = f"{swarm_cluster.nodes[there].address}:{old_address.rsplit(':', 1)[1]}"
     assert set(upstreams(yard, "mover")) == {t["address"] for t in before}
-    poller = RoutePoller(yard, "mover", new_address)
-    load = Load(stage_url(yard, "mover"), seconds=20)
-    try:
-        time.sleep(2)  # load before the move
-        # The operator moves it: Swarm's default update order stops the old task first.
-        moved_at = time.monotonic()
-        service_update(swarm_cluster, "--constraint-add", f"node.id=={ids[there]}", moved["name"])
-        back = rejoined(yard, "mover", moved["id"], new_address)
-        wait_for(f"{moved['name']} healthy and routed on {there}", back, timeout=120)
-    finally:
-        result = load.result()
-        poller.stop()
-    left, joined = routed_only_once_healthy(poller, old_address, new_address)
-    print(
-        f"\nreschedule: {old_address} left the route {left - moved_at:.1f} s after "
-        f"the update, {new_address} joined after {joined - moved_at:.1f} s; wrk: "
-        f"{result.requests} requests, {result.failed} failed ({result.read_errors} cut off)"
+    # The operator moves it: Swarm's default update order stops the old task first.
+    moved_under_load(
+        yard,
+        swarm_cluster,
+        "mover",
+        moved,
+        new_address,
+        "--constraint-add",
+        f"node.id=={ids[there]}",
     )
-    # Only what the stop itself cut off fails: a response in flight on the old task.
-    assert result.requests > 0
-    assert result.failed == result.read_errors <= LOAD_CONNECTIONS, result.output
     state = converged(yard, "mover")
     assert all(t["match"] for t in state["tasks"])
     after = tasks(yard, "mover")
@@ -579,6 +602,51 @@ def test_a_task_swarm_reschedules_leaves_the_route_and_rejoins_only_once_healthy
         assert sorted(s.name for s in services) == sorted(t["name"] for t in after)
     finally:
         client.close()
+
+
+def test_a_start_first_move_routes_the_new_address_only_once_healthy_there_and_keeps_the_task(
+    yard: RunningPlatform, tmp_path: Path, swarm_cluster: SwarmCluster
+) -> None:
+    """An operator moves a pinned task start-first: Swarm runs the new one (bound to the new
+    node's address: the nodes share the loopback) next to the old one, then stops the old.
+    The task keeps its id, is not replaced, and its new address is routed only once its
+    /healthz passed there (the app answers 404 for its first 3 s). Under load."""
+    repo = new_stack(yard, tmp_path, "leaper", replicas=2)
+    repo.write("Dockerfile", LATE_HEALTH_DOCKERFILE)
+    repo.commit("health passes 3 s after each start")
+    ship(yard, "leaper")
+    converged(yard, "leaper")
+    before = tasks(yard, "leaper")
+    moved = before[0]
+    ids = swarm_cluster.node_ids()
+    names = {v: k for k, v in ids.items()}
+    held = {t["node"] for t in before}
+    there = next(n for n in ("n3", "n2", "n1") if ids[n] not in held)
+    node = swarm_cluster.nodes[there].address
+    new_address = f"{node}:{moved['address'].rsplit(':', 1)[1]}"
+    client = swarm_cluster.manager.client()
+    try:
+        spec = client.services.get(moved["id"]).attrs["Spec"]
+    finally:
+        client.close()
+    pinned = next(
+        c for c in spec["TaskTemplate"]["Placement"]["Constraints"] if c.startswith("node.id")
+    )
+    # Swarm stops the old task once the new one runs: at most a response in flight there.
+    moved_under_load(
+        yard, swarm_cluster, "leaper", moved, new_address, "--update-order", "start-first",
+        "--constraint-rm", pinned, "--constraint-add", f"node.id=={ids[there]}",
+        "--env-add", f"HOST={node}",
+    )  # fmt: skip
+    # The same two tasks, neither replaced nor counted as failed; the moved one on its node.
+    after = tasks(yard, "leaper")
+    assert {t["id"] for t in after} == {t["id"] for t in before}, after
+    assert all(d["status"] == "COMPLETED" for d in deployments(yard, "leaper"))
+    assert [t["health"] for t in after] == ["healthy", "healthy"], after
+    assert names[next(t for t in after if t["id"] == moved["id"])["node"]] == there
+    state = converged(yard, "leaper")
+    assert all(t["match"] for t in state["tasks"])
+    assert sorted(upstreams(yard, "leaper")) == sorted(t["address"] for t in after)
 
 
 def service_update(cluster: SwarmCluster, *args: str) -> None:
