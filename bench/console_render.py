@@ -221,12 +221,16 @@ class ConsoleYard:
 
 
 @contextmanager
-def console_yard(directory: Path, *, stacks: int) -> Iterator[ConsoleYard]:
+def console_yard(
+    directory: Path, *, stacks: int, engine: FakeEngine | None = None
+) -> Iterator[ConsoleYard]:
+    """The app over a store seeded with ``stacks`` stacks, their tasks on ``engine`` (a
+    FakeEngine unless given: a FakeSwarm for the cluster's pages)."""
     settings = Settings(data_dir=directory, registry_port=5999)
     database = open_database(settings.database_url)
     migrate(database)
     sessions = session_factory(database)
-    engine = FakeEngine()
+    engine = engine if engine is not None else FakeEngine()
     registry = RegistryLogin(settings.registry_endpoint, "stackyard", "registry-password")
     services = build_services(settings, sessions, registry, engine=engine, router=FakeRouter())
     seed(

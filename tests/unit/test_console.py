@@ -19,6 +19,8 @@ from stackyard.access.limits import LIMIT, WINDOW, FailureLimiter
 from stackyard.api.sessions import COOKIE, ConsoleSessions, safe_next
 from stackyard.api.web.render import ENVIRONMENT, short_digest
 from stackyard.deploy.service import CheckView
+from stackyard.engines.base import LABEL_PLATFORM
+from stackyard.engines.fake import FakeSwarm
 from stackyard.statuses import ReleaseOrigin
 from stackyard.store.models import Release, Stack, StageRoute
 
@@ -306,6 +308,39 @@ def test_the_check_page_says_what_a_moving_task_waits_for_escaped() -> None:
     )
     assert 'task <span class="mono">sy-app-dev-r1-ab moving: waits for a node: no suitable' in html
     assert "&lt;b&gt;(x)&lt;/b&gt;" in html
+
+
+def test_the_nodes_page_and_the_api_show_every_task_on_each_node_and_the_platforms_share(
+    tmp_path: Path,
+) -> None:
+    swarm = FakeSwarm()
+    with console_yard(tmp_path, stacks=1, engine=swarm) as yard:
+        login(yard.client)
+        swarm.occupy("node-1", tasks=2)  # another platform's services, say
+        platform = yard.services.controller.settings.platform_id
+        ours = swarm.list({LABEL_PLATFORM: platform})
+        assert ours  # the seed's tasks
+        mine = {n: sum(t.node == n and t.running for t in ours) for n in swarm.node_use()}
+        listed = {n["id"]: n for n in yard.client.get("/api/v1/nodes").json()["nodes"]}
+        assert set(listed) == {"node-1", "node-2", "node-3"}
+        for node_id, node in listed.items():
+            assert node["tasks"] == mine.get(node_id, 0)
+            foreign = 2 if node_id == "node-1" else 0
+            assert node["all_tasks"] == node["tasks"] + foreign, node
+        html = yard.client.get("/ui/nodes").text
+        assert '<a href="/ui/nodes" aria-current="page">Nodes</a>' in html
+        rows = {row.split('"', 2)[1]: row for row in html.split("<tr data-node=")[1:]}
+        for node_id, node in listed.items():
+            cell = f'<td class="tasks">{node["all_tasks"]} ({node["tasks"]} ours)</td>'
+            assert cell in rows[node_id], rows
+        assert 'href="/ui/nodes"' in yard.client.get("/ui/").text
+
+
+def test_the_console_links_no_nodes_page_on_an_engine_without_nodes(client: TestClient) -> None:
+    assert 'href="/ui/nodes"' not in client.get("/ui/").text
+    page = client.get("/ui/nodes")
+    assert page.status_code == 200
+    assert "nodes exist on a cluster engine" in page.text
 
 
 # -- variables and secrets

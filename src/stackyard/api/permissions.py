@@ -156,6 +156,7 @@ NEEDS: dict[Callable[..., Any], Need] = {
     pages.check_page: Need(READ),
     pages.variables_page: Need(READ),
     pages.domains_page: Need(READ),
+    pages.nodes_page: Need(READ, stack=None),
     pages.audit_page: Need(READ, stack=None),
     # the console: forms
     actions.logout: Need(None, stack=None),

@@ -39,14 +39,20 @@ def _show(nodes: list[dict[str, Any]]) -> None:
             node["role"],
             node["state"],
             availability,
-            str(node["tasks"]),
+            tasks_cell(node),
         )
     console.print(table)
 
 
+def tasks_cell(node: dict[str, Any]) -> str:
+    """What runs on the node (every Swarm task, of any service) and this platform's share."""
+    return f"{node['all_tasks']} ({node['tasks']} ours)"
+
+
 @app.callback()
 def nodes(ctx: typer.Context, data_dir: DataDir = None, json_output: Json = False) -> None:
-    """Each node: id, name, address, role, state, availability and how many tasks it runs."""
+    """Each node: id, name, address, role, state, availability, and the tasks it runs: every
+    Swarm task there (any service's) and, in brackets, this platform's."""
     if ctx.invoked_subcommand is not None:
         return
     found = _client(data_dir).get("/api/v1/nodes")["nodes"]

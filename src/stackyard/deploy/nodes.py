@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -32,6 +32,7 @@ from stackyard.engines.base import (
     Availability,
     Engine,
     NodeInfo,
+    NodeUse,
     TaskInfo,
     address_problem,
 )
@@ -50,6 +51,9 @@ class NodeView(BaseModel):
     availability: str
     draining: bool  # the platform is moving its tasks away
     tasks: int  # the platform's tasks running or starting there
+    # Every task Swarm means to run there, of any service: this platform's, another
+    # platform's, anyone's (what placement counts; Engine.node_use).
+    all_tasks: int
     stages: list[str]  # "stack/stage" of those tasks
 
 
@@ -73,11 +77,12 @@ class NodeService:
 
     def list(self) -> builtins.list[NodeView]:
         nodes = self._engine.nodes()
-        tasks = self._tasks()
-        return [_view(node, tasks) for node in sorted(nodes, key=lambda n: (n.address, n.id))]
+        tasks, use = self._tasks(), self._engine.node_use()
+        ordered = sorted(nodes, key=lambda n: (n.address, n.id))
+        return [_view(node, tasks, use) for node in ordered]
 
     def get(self, ref: str) -> NodeView:
-        return _view(self.resolve(ref), self._tasks())
+        return self._view(self.resolve(ref))
 
     def resolve(self, ref: str) -> NodeInfo:
         """A node by its id, a unique prefix of it, its address, or its unique host name."""
@@ -120,7 +125,7 @@ class NodeService:
                 node.id, availability=Availability.DRAIN, labels={NODE_LABEL_DRAINING: None}
             )
         self._changed()
-        return _view(changed, self._tasks())
+        return self._view(changed)
 
     def activate(self, ref: str) -> NodeView:
         node = self.resolve(ref)
@@ -128,7 +133,7 @@ class NodeService:
             node.id, availability=Availability.ACTIVE, labels={NODE_LABEL_DRAINING: None}
         )
         self._changed()
-        return _view(changed, self._tasks())
+        return self._view(changed)
 
     def set_address(self, ref: str, address: str) -> NodeView:
         problem = address_problem(address)
@@ -141,9 +146,12 @@ class NodeService:
         node = self.resolve(ref)
         changed = self._engine.update_node(node.id, labels={NODE_LABEL_ADDRESS: address})
         self._changed()
-        return _view(changed, self._tasks())
+        return self._view(changed)
 
     # -- helpers
+
+    def _view(self, node: NodeInfo) -> NodeView:
+        return _view(node, self._tasks(), self._engine.node_use())
 
     def _tasks(self) -> builtins.list[TaskInfo]:
         platform = self._controller.settings.platform_id
@@ -184,7 +192,7 @@ class NodeService:
         return found
 
 
-def _view(node: NodeInfo, tasks: Iterable[TaskInfo]) -> NodeView:
+def _view(node: NodeInfo, tasks: Iterable[TaskInfo], use: Mapping[str, NodeUse]) -> NodeView:
     here = [t for t in tasks if t.node == node.id and t.state != "exited"]
     stages: dict[str, int] = defaultdict(int)
     for task in here:
@@ -200,5 +208,6 @@ def _view(node: NodeInfo, tasks: Iterable[TaskInfo]) -> NodeView:
         availability=str(node.availability),
         draining=NODE_LABEL_DRAINING in node.labels,  # moving, not yet drained for Swarm
         tasks=len(here),
+        all_tasks=use.get(node.id, NodeUse()).tasks,
         stages=sorted(stages),
     )

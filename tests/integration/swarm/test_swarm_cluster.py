@@ -152,6 +152,18 @@ def test_a_new_task_goes_past_the_node_another_platforms_services_load(
         )
         assert ship(yard, "crowded")["status"] == "COMPLETED"
         assert [t["node"] for t in tasks(yard, "crowded")] == [free]
+        # `nodes` shows what runs on each node, and this platform's share of it (the swarm
+        # is shared: other sessions' services may run there too, hence >=).
+        listed = {n["id"]: n for n in nodes(yard)}
+        assert listed[loaded]["tasks"] == 0
+        assert listed[loaded]["all_tasks"] >= len(theirs), listed[loaded]
+        assert listed[free]["tasks"] == 1
+        assert listed[free]["all_tasks"] >= 1, listed[free]
+        table = yard.cli("nodes").stdout.splitlines()
+        assert "TASKS" in table[0]
+        row = next(line for line in table if loaded[:12] in line)
+        assert " (0 ours)" in row, row
+        assert " (1 ours)" in next(line for line in table if free[:12] in line)
     finally:
         for task in theirs:
             other.remove(task.id)

@@ -19,6 +19,7 @@ from stackyard.api.web.views import (
     audit_context,
     disk_context,
     domains_context,
+    nodes_context,
     services,
     stack_context,
     stacks_overview,
@@ -168,6 +169,15 @@ def domains_page(
 def variables_page(request: Request, name: str) -> HTMLResponse:
     try:
         return page(request, "variables.html", variables_context(request, name))
+    except StackyardError as exc:
+        return problem(request, exc)
+
+
+@router.get("/nodes")
+def nodes_page(request: Request) -> HTMLResponse:
+    """The cluster's nodes, as `stackyard nodes` lists them."""
+    try:
+        return page(request, "nodes.html", nodes_context(request))
     except StackyardError as exc:
         return problem(request, exc)
 

@@ -107,7 +107,13 @@ def page(
         "csrf_token": session.csrf_token if session else "",
         "logged_in": session is not None and me is not None,
         "me": me,
+        "cluster": _cluster(request),
         **(context or {}),
     }
     html = ENVIRONMENT.get_template(template).render(values)
     return HTMLResponse(html, status_code=status_code, headers=HEADERS)
+
+
+def _cluster(request: Request) -> bool:
+    """Whether the platform's engine has nodes (the console then links its nodes page)."""
+    return bool(request.app.state.context.services.controller.engine.supports_nodes)

@@ -172,6 +172,15 @@ def variables_context(request: Request, name: str) -> dict[str, Any]:
     }
 
 
+def nodes_context(request: Request) -> dict[str, Any]:
+    """The nodes page: each node with what it runs (every task, and this platform's);
+    None on an engine without nodes (the page says so)."""
+    found = services(request)
+    if not found.controller.engine.supports_nodes:
+        return {"nodes": None}
+    return {"nodes": found.nodes.list()}
+
+
 def audit_context(
     request: Request,
     stack: str | None,
