@@ -116,6 +116,9 @@ class _Exchange:
     connected: bool = False
     received: bytes = b""
 
+    def result(self, passed: bool, said: str) -> ProbeResult:
+        return ProbeResult(self.task_id, self.address, passed, f"GET {self.url}: {said}")
+
 
 class Prober:
     """HTTP probes of many tasks at once, all on the caller's thread.
@@ -167,10 +170,10 @@ class Prober:
             code = sock.connect_ex((address.host, address.port))
         except OSError as exc:  # an address that cannot even be tried
             sock.close()
-            return [ProbeResult(task_id, address, False, f"GET {url}: {_said(exc)}")]
+            return [exchange.result(False, _said(exc))]
         if code not in (0, errno.EINPROGRESS):
             sock.close()
-            return [ProbeResult(task_id, address, False, f"GET {url}: {_said(_os_error(code))}")]
+            return [exchange.result(False, _said(_os_error(code)))]
         self._open[sock.fileno()] = exchange
         self._selector.register(sock, selectors.EVENT_WRITE, exchange)
         return []
@@ -194,11 +197,7 @@ class Prober:
         for exchange in [e for e in self._open.values() if e.deadline <= now]:
             self._end(exchange)
             said = f"TimeoutError: no answer within {exchange.timeout:g} s"
-            results.append(
-                ProbeResult(
-                    exchange.task_id, exchange.address, False, f"GET {exchange.url}: {said}"
-                )
-            )
+            results.append(exchange.result(False, said))
         return results
 
     def _step(self, exchange: _Exchange, mask: int) -> ProbeResult | None:
@@ -216,9 +215,7 @@ class Prober:
                 return self._read(exchange)
         except OSError as exc:
             self._end(exchange)
-            return ProbeResult(
-                exchange.task_id, exchange.address, False, f"GET {exchange.url}: {_said(exc)}"
-            )
+            return exchange.result(False, _said(exc))
         return None
 
     def _read(self, exchange: _Exchange) -> ProbeResult | None:
@@ -231,16 +228,9 @@ class Prober:
         parts = line.split(b" ", 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
             answer = f"not an HTTP answer: {line[:80]!r}" if line else "no answer (closed)"
-            return ProbeResult(
-                exchange.task_id, exchange.address, False, f"GET {exchange.url}: {answer}"
-            )
+            return exchange.result(False, answer)
         status = int(parts[1])
-        return ProbeResult(
-            exchange.task_id,
-            exchange.address,
-            200 <= status < 400,
-            f"GET {exchange.url}: HTTP {status}",
-        )
+        return exchange.result(200 <= status < 400, f"HTTP {status}")
 
     def _end(self, exchange: _Exchange) -> None:
         sock = exchange.sock
