@@ -80,6 +80,7 @@ class CertificateRouter(FakeRouter):
     states: dict[str, Certificate] = field(default_factory=dict)
     unreadable: set[str] = field(default_factory=set)  # routes whose state cannot be read
     warmed: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (route, names)
+    renewed: list[str] = field(default_factory=list)  # routes asked to renew what is due
 
     def certificates(self, route: Route) -> list[Certificate]:
         if route.name in self.unreadable:
@@ -88,6 +89,10 @@ class CertificateRouter(FakeRouter):
 
     def warm(self, route: Route, names: Sequence[str] = ()) -> None:
         self.warmed.append((route.name, tuple(names)))
+
+    def renew(self, route: Route) -> list[str]:
+        self.renewed.append(route.name)
+        return []
 
 
 @pytest.fixture
@@ -165,3 +170,6 @@ def test_names_still_pending_are_warmed_again_at_each_look_and_the_others_not(
     router.states["new.test"] = valid("new.test", 60)
     watch.check()
     assert len(router.warmed) == 2
+    # Each look first has the router renew what it issues itself (tls: internal), per
+    # stage with HTTPS names; the plain one is not asked.
+    assert router.renewed == [f"{STACK}-{STAGE}"] * 3

@@ -17,6 +17,7 @@ from stackyard.errors import UsageError
 from stackyard.router.base import Route
 from stackyard.router.caddy import (
     ASK_SERVER,
+    CERTIFICATES_SERVER,
     HELPER_SERVERS,
     HOSTS_FALLBACK,
     HOSTS_NOT_A_NAME,
@@ -44,7 +45,15 @@ AT = Listeners(
     https_port=8443,
     acme_log=Path("/run/caddy-1-acme.log"),
     access_dir=Path("/run/caddy-1-access"),
-    helper_ports={"not-served": 20001, "to-https": 20002, "approved": 20003, "ask": 20004},
+    helper_ports={
+        "not-served": 20001,
+        "to-https": 20002,
+        "approved": 20003,
+        "ask": 20004,
+        "certificates": 20005,
+    },
+    bundles=Path("/run/caddy/storage/stackyard-internal"),
+    secret="s3cret",
 )
 SHOP = Route("shop-prod", host="shop.test", aliases=("www.shop.test",), tls="acme")
 
@@ -76,11 +85,9 @@ def apply(config: dict[str, object], plan: list[AdminRequest]) -> dict[str, obje
     return config
 
 
-def ensured(
-    config: dict[str, object], route: Route, internal: tuple[str, ...] = ()
-) -> dict[str, object]:
+def ensured(config: dict[str, object], route: Route) -> dict[str, object]:
     plan = plan_ensure(config, route, RESOLVER, listen_host="127.0.0.1", host_port=8080,
-                       listeners=AT, internal=internal)  # fmt: skip
+                       listeners=AT)  # fmt: skip
     return apply(config, plan)
 
 
@@ -94,6 +101,7 @@ def test_the_first_tls_route_creates_the_servers_and_later_names_change_no_confi
         ("PUT", "/config/apps/http/http_port"),
         ("PUT", "/config/apps/http/https_port"),
         ("PUT", f"{SERVERS}/{HTTPS_SERVER}"),
+        ("PUT", "/config/apps/pki"),
         ("PUT", "/config/apps/tls"),
     ]
     assert set(first[0].body["logs"]) == {"sy-access-hosts", "stackyard-acme"}
@@ -109,7 +117,19 @@ def test_the_first_tls_route_creates_the_servers_and_later_names_change_no_confi
     tls = first[-1].body
     assert "certificates" not in tls  # nothing automated: certificates on demand
     assert tls["automation"]["on_demand"] == {"ask": "http://127.0.0.1:20004/"}
-    assert tls["automation"]["policies"] == [{"issuers": [AT.acme.issuer()], "on_demand": True}]
+    assert tls["automation"]["policies"] == [
+        {
+            "get_certificate": [{"via": "http", "url": "http://127.0.0.1:20005/s3cret"}],
+            "issuers": [AT.acme.issuer()],
+            "on_demand": True,
+        }
+    ]
+    certificates = servers[CERTIFICATES_SERVER]
+    assert certificates["listen"] == ["127.0.0.1:20005"]
+    bundle = certificates["routes"][0]
+    assert bundle["match"][0]["path"] == ["/s3cret"]  # one matcher set: path AND name AND file
+    assert set(bundle["match"][0]) == {"path", "expression", "file"}
+    assert bundle["match"][0]["file"]["root"] == "/run/caddy/storage/stackyard-internal"
 
     config = ensured({}, SHOP)
     more = Route("shop-prod", host="shop.test", aliases=("www.shop.test", "new.shop.test"),
@@ -119,23 +139,39 @@ def test_the_first_tls_route_creates_the_servers_and_later_names_change_no_confi
     for route in (SHOP, more, blog, plain):
         assert plan_ensure(config, route, RESOLVER, listen_host="127.0.0.1", host_port=8080,
                            listeners=AT) == []  # fmt: skip
-    assert plan_remove(config, "shop-prod", []) == []
+    assert plan_remove(config, "shop-prod") == []
 
 
-def test_internal_names_are_a_policy_of_their_own_and_changing_them_is_a_config_change() -> None:
+def test_internal_names_change_no_config_and_a_policy_of_before_moves_to_the_one_policy() -> None:
     intra = Route("intra-prod", host="intra.test", tls="internal")
-    config = ensured(ensured({}, SHOP), intra, internal=("intra.test",))
+    config = ensured(ensured({}, SHOP), intra)
     policies = config["apps"]["tls"]["automation"]["policies"]  # type: ignore[index]
-    assert policies[0] == {
-        "subjects": ["intra.test"],
-        "issuers": [{"module": "internal"}],
-        "on_demand": True,
-    }
+    assert len(policies) == 1
+    assert "subjects" not in policies[0]
     assert config["apps"]["pki"]["certificate_authorities"]["local"]["install_trust"] is False  # type: ignore[index]
-    removed = plan_remove(config, "intra-prod", [])
-    assert [(c.method, c.path) for c in removed] == [("PATCH", "/config/apps/tls")]
-    assert len(removed[0].body["automation"]["policies"]) == 1
+    more = Route("intra-prod", host="intra.test", aliases=("more.test",), tls="internal")
+    assert plan_ensure(config, more, RESOLVER, listen_host="127.0.0.1", host_port=8080,
+                       listeners=AT) == []  # fmt: skip
+    assert plan_remove(config, "intra-prod") == []
     assert routes_in(config).routes == ()  # no name of any stage is in Caddy's config
+
+    # The upgrade: a config whose internal names were a policy's subjects, without the
+    # certificates helper, gets the helper and the one policy, once.
+    before = json.loads(json.dumps(config))
+    del before["apps"]["http"]["servers"][CERTIFICATES_SERVER]  # type: ignore[index]
+    before["apps"]["tls"]["automation"]["policies"] = [  # type: ignore[index]
+        {"subjects": ["intra.test"], "issuers": [{"module": "internal"}], "on_demand": True},
+        {"issuers": [AT.acme.issuer()], "on_demand": True},
+    ]
+    upgrade = plan_ensure(before, intra, RESOLVER, listen_host="127.0.0.1", host_port=8080,
+                          listeners=AT)  # fmt: skip
+    assert [(c.method, c.path) for c in upgrade] == [
+        ("PUT", f"{SERVERS}/{CERTIFICATES_SERVER}"),
+        ("PATCH", "/config/apps/tls"),
+    ]
+    assert apply(before, upgrade) == config
+    assert plan_ensure(config, intra, RESOLVER, listen_host="127.0.0.1", host_port=8080,
+                       listeners=AT) == []  # fmt: skip
 
 
 def test_a_host_route_of_before_moves_to_the_proxies_by_host_then_its_entries_go() -> None:
@@ -172,6 +208,7 @@ def test_a_host_route_of_before_moves_to_the_proxies_by_host_then_its_entries_go
     assert changes == [
         ("PATCH", f"/id/{HOSTS_FALLBACK}"),
         ("PATCH", f"/id/{HTTPS_FALLBACK}"),
+        ("PUT", "/config/apps/pki"),
         ("PATCH", "/config/apps/tls"),
         ("DELETE", "/id/sy-shop-prod-host"),
         ("DELETE", "/id/sy-shop-prod-tls"),
@@ -264,7 +301,7 @@ def test_host_name_routes_may_listen_on_a_public_address_while_port_routes_stay(
     router = CaddyRouter([tmp_path / "caddy-1.sock"], tmp_path / "dataplane.sock",
                          hosts_listen="0.0.0.0")  # fmt: skip
     try:
-        at = router._listeners(router.admins[0], {})
+        at = router._listeners(router.admins[0], {}, None, "")
         assert (at.listen_host, router.listen_host) == ("0.0.0.0", "127.0.0.1")
         plan = plan_ensure({}, SHOP, RESOLVER, listen_host=router.listen_host, host_port=80,
                            listeners=at)  # fmt: skip

@@ -181,6 +181,12 @@ def test_a_host_name_is_answered_by_zone_mode_and_route(directory: UpstreamDirec
         directory.set_hosts("other-prod", ["other.test"], "on")
     directory.drop("shop-prod")
     assert ports(directory, ASK_SRV_NAME, "shop.test") == [20097]
+    # A tls: internal name is served over HTTPS, but never approved for an ACME CA: its
+    # certificate is the router's (router/internal_ca.py).
+    directory.set("intra-prod", ["127.0.0.1:20003"])
+    directory.set_hosts("intra-prod", ["intra.test"], "internal")
+    assert ports(directory, TLS_SRV_NAME, "intra.test") == [20003]
+    assert ports(directory, ASK_SRV_NAME, "intra.test") == [20097]
 
 
 def test_host_names_survive_a_restart_and_travel_over_the_control_socket(tmp_path: Path) -> None:

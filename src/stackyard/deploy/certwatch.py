@@ -7,7 +7,9 @@ notices to send; ``CertificateWatch`` runs it for every stage with host names on
 timer (reading the router's certificate state is a few file reads) and writes both in one
 transaction, so a restart of the control plane sends nothing it already sent.
 
-It also has the router warm again every name still ``pending``: the handshake that has
+Before it looks, it has the router renew what it issues itself (``tls: internal`` names'
+certificates, router/internal_ca.py) when due. It also has the router warm again every
+name still ``pending``: the handshake that has
 Caddy obtain a name's certificate follows each change of the stage's names, and one that
 is lost (Caddy restarting, a connection reset) would otherwise leave the name pending
 until a client's first handshake.
@@ -150,6 +152,10 @@ class CertificateWatch:
         for stack, row in rows:
             route = route_of(stack, row)
             try:
+                renewed = self._router.renew(route)
+                if renewed:
+                    log.info("certificates of %s/%s renewed: %s",
+                             stack, row.stage, ", ".join(renewed))  # fmt: skip
                 certificates = self._router.certificates(route)
             except StackyardError as exc:  # one unreadable name holds up no other stage
                 log.warning("certificates of %s/%s: %s (looked at again later)",

@@ -185,6 +185,12 @@ class Router(ABC):
         now rather than at a client's first handshake; in the background. A router that
         manages no certificates does nothing."""
 
+    def renew(self, route: Route) -> list[str]:
+        """Renew the certificates of the route's names that the router issues itself and
+        that are due; the names renewed. None by default: Caddy renews the certificates
+        it obtained from an ACME CA by itself."""
+        return []
+
     def access_records(self, route: Route) -> list[AccessRecord]:
         """The route's requests as the router logged them, oldest first."""
         raise UsageError(

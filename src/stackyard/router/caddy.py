@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import http.client
 import logging
+import secrets
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
 
 from stackyard.errors import ComponentError, NotFoundError, RetryableError, StackyardError
+from stackyard.router import internal_ca
 from stackyard.router.accesslog import access_dir, follow, log_files, read_access
 from stackyard.router.base import (
     AccessBatch,
@@ -61,12 +64,18 @@ NOT_SERVED_SERVER = "stackyard-not-served"
 TO_HTTPS_SERVER = "stackyard-to-https"
 APPROVED_SERVER = "stackyard-approved"
 ASK_SERVER = "stackyard-ask"
+# Serves a ``tls: internal`` name's bundle to Caddy's ``get_certificate`` (internal_ca.py).
+CERTIFICATES_SERVER = "stackyard-certificates"
+CERTIFICATES_ROUTE = "stackyard-certificates-bundle"
 HELPER_SERVERS = {
     "not-served": NOT_SERVED_SERVER,
     "to-https": TO_HTTPS_SERVER,
     "approved": APPROVED_SERVER,
     "ask": ASK_SERVER,
+    "certificates": CERTIFICATES_SERVER,
 }
+# The helpers Caddy calls itself; the responder's answers name the others.
+CALLED_BY_CADDY = frozenset({"ask", "certificates"})
 NOT_SERVED_BODY = "Stackyard: no stage is served on this host name\n"
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 # The Caddy loggers that say how obtaining a certificate went, written to a file per Caddy.
@@ -262,11 +271,50 @@ def _static(status: int, body: str = "", headers: dict[str, list[str]] | None = 
     return answer
 
 
-def helper_servers(ports: dict[str, int], https_port: int, resolver: str) -> dict[str, Json]:
+def certificates_routes(bundles: Path, secret: str) -> list[Json]:
+    """The certificates helper's routes: on the secret path, a ``tls: internal`` name's
+    bundle (``<bundles>/<server_name>.pem``) when the name is a DNS name and its file
+    exists, else 204 (Caddy then goes on to on-demand ACME, which the ask endpoint refuses
+    for internal names); any other path 404. The bundles hold private keys and anything on
+    loopback can connect (tasks in host network mode too): the secret, which only the
+    config carries (readable through the admin API's 0600 socket, and Caddy's 0600
+    autosave), is the fence; the name check keeps ``..`` and ``/`` out of the file path."""
+    name = "{http.request.uri.query.server_name}"
+    path = f"/{secret}"
+    root = str(bundles)
+    return [
+        {
+            "@id": CERTIFICATES_ROUTE,
+            "match": [
+                {
+                    "path": [path],
+                    "expression": f"{name}.matches('{DNS_NAME}') && size({name}) <= {MAX_HOST}",
+                    "file": {"root": root, "try_files": [f"/{name}.pem"]},
+                }
+            ],
+            "handle": [
+                {"handler": "rewrite", "uri": f"/{name}.pem"},
+                {"handler": "file_server", "root": root},
+            ],
+        },
+        {"match": [{"path": [path]}], "handle": [_static(204)]},
+        {"handle": [_static(404)]},
+    ]
+
+
+def helper_servers(
+    ports: dict[str, int],
+    https_port: int,
+    resolver: str,
+    bundles: Path | None = None,
+    secret: str = "",
+) -> dict[str, Json]:
     """The loopback servers the responder's answers name besides tasks (server id ->
     config): a 404 for names no stage serves, a 308 to the HTTPS address for a TLS name
     asked over HTTP, a 200 that approves a name for on-demand TLS, and the ``ask``
-    endpoint Caddy's on-demand TLS calls, which proxies by the name it asks about."""
+    endpoint Caddy's on-demand TLS calls, which proxies by the name it asks about; with
+    ``bundles`` and ``secret``, the certificates helper Caddy's ``get_certificate`` asks
+    (``certificates_routes``)."""
     port = "" if https_port == 443 else f":{https_port}"
     location = {"Location": [f"https://{{http.request.host}}{port}{{http.request.uri}}"]}
     handlers = {
@@ -277,14 +325,20 @@ def helper_servers(ports: dict[str, int], https_port: int, resolver: str) -> dic
     }
     # The ask endpoint refuses a name that cannot be looked up at once, as the host servers do.
     first = {ASK_SERVER: [not_a_name(ASK_NOT_A_NAME, "{http.request.uri.query.domain}")]}
+    routes = {
+        server: [*first.get(server, []), {"handle": [handler]}]
+        for server, handler in handlers.items()
+    }
+    if bundles is not None and secret:
+        routes[CERTIFICATES_SERVER] = certificates_routes(bundles, secret)
     return {
         server: {
             "listen": [f"127.0.0.1:{ports[helper]}"],
-            "routes": [*first.get(server, []), {"handle": [handlers[server]]}],
+            "routes": routes[server],
             "automatic_https": {"disable": True},
         }
         for helper, server in HELPER_SERVERS.items()
-        if ports.get(helper)
+        if ports.get(helper) and server in routes
     }
 
 
@@ -315,23 +369,28 @@ def https_server(listen: str, resolver: str) -> Json:
     }
 
 
-def tls_app(internal: Iterable[str], acme_issuer: Json, ask: str) -> Json:
-    """Caddy's tls app: certificates on demand, for the names the ``ask`` endpoint
-    approves (the responder's TLS names), from Caddy's local CA for the ``internal``
-    names and from the ACME issuer for every other.
+def tls_app(acme_issuer: Json, ask: str, certificates: str = "") -> Json:
+    """Caddy's tls app: one policy for every name, which names no subjects (so that
+    every Caddy answers an ACME challenge for any name with the same issuer, and no name
+    is ever a config change). A handshake's certificate comes from Caddy's cache, else
+    from the ``certificates`` helper (a ``tls: internal`` name's bundle, minted by the
+    router), else on demand from the ACME issuer for the names the ``ask`` endpoint
+    approves (the responder's ``tls: acme`` names)."""
+    policy: Json = {"issuers": [acme_issuer], "on_demand": True}
+    if certificates:
+        policy = {"get_certificate": [{"via": "http", "url": certificates}], **policy}
+    return {"automation": {"policies": [policy], "on_demand": {"ask": ask}}}
 
-    The ACME policy names no subjects, so that every Caddy answers an ACME challenge for
-    any name with the same issuer. The internal names are a policy's subjects: changing
-    them is a config change (a reload).
-    """
-    policies: list[Json] = []
-    if internal:
-        subjects = sorted(internal)
-        policies.append(
-            {"subjects": subjects, "issuers": [{"module": "internal"}], "on_demand": True}
-        )
-    policies.append({"issuers": [acme_issuer], "on_demand": True})
-    return {"automation": {"policies": policies, "on_demand": {"ask": ask}}}
+
+def certificates_secret(config: Any) -> str:
+    """The secret path of the certificates helper that a config's tls app calls, '' if
+    none (a config of before, or without the helper)."""
+    for policy in _policies(config):
+        for manager in policy.get("get_certificate") or []:
+            url = str(manager.get("url", "")) if isinstance(manager, dict) else ""
+            if url.startswith("http://127.0.0.1:"):
+                return url.partition("//")[2].partition("/")[2]
+    return ""
 
 
 def acme_log(path: Path) -> Json:
@@ -486,9 +545,18 @@ class Listeners:
     access_dir: Path | None = None  # where this Caddy writes its access logs
     # The loopback ports of the helper servers (HELPER_SERVERS' keys); none: no helpers.
     helper_ports: dict[str, int] = field(default_factory=dict)
+    # Where the ``tls: internal`` bundles are and the certificates helper's secret path.
+    bundles: Path | None = None
+    secret: str = field(default="", repr=False)
 
     def ask_url(self) -> str:
         return f"http://127.0.0.1:{self.helper_ports.get('ask', 0)}/"
+
+    def certificates_url(self) -> str:
+        port = self.helper_ports.get("certificates")
+        if not port or self.bundles is None or not self.secret:
+            return ""
+        return f"http://127.0.0.1:{port}/{self.secret}"
 
 
 def plan_ensure(
@@ -499,15 +567,15 @@ def plan_ensure(
     listen_host: str,
     host_port: int,
     listeners: Listeners | None = None,
-    internal: Iterable[str] = (),
 ) -> list[AdminRequest]:
     """The admin requests that make ``config`` serve ``route``; none when it already does.
 
     A host route's names are in the responder's table (set before this plan runs), so
     its plan is empty once the host servers, the helper servers and the tls app exist:
-    the first host route (or the first with TLS) creates them. ``internal`` are every
-    route's ``tls: internal`` names (a policy's subjects). Entries of a route from before
-    names moved to the responder are removed, after the servers proxy by host.
+    the first host route (or the first with TLS) creates them. Entries of a route from
+    before names moved to the responder are removed, after the servers proxy by host; a
+    tls app of before (a policy whose subjects were the ``tls: internal`` names) gets
+    the one policy of now.
     """
     at = listeners or Listeners(listen_host=listen_host, host_port=host_port)
     servers = servers_of(config)
@@ -524,15 +592,16 @@ def plan_ensure(
         return plan
     plan = _plan_remove_port_server(servers, route.name)
     plan += _plan_logs(config, _wanted_logs(at, ACCESS_HOSTS, tls=route.tls != "off"))
-    plan += _plan_helpers(servers, helper_servers(at.helper_ports, at.https_port, resolver))
+    helpers = helper_servers(at.helper_ports, at.https_port, resolver, at.bundles, at.secret)
+    plan += _plan_helpers(servers, helpers)
     http_listen = f"{at.listen_host}:{at.host_port}"
     plan += _plan_last_route(servers, HOSTS_SERVER, hosts_server(http_listen, resolver))
     if route.tls != "off":
         plan += _plan_ports(config, at)
         https_listen = f"{at.listen_host}:{at.https_port}"
         plan += _plan_last_route(servers, HTTPS_SERVER, https_server(https_listen, resolver))
-    if route.tls != "off" or internal or _tls_app_of(config):
-        plan += _plan_tls_app(config, internal, at.acme.issuer(), at.ask_url())
+    if route.tls != "off" or _tls_app_of(config):
+        plan += _plan_tls_app(config, at.acme.issuer(), at.ask_url(), at.certificates_url())
     return plan + _plan_remove_host_route(config, route.name)
 
 
@@ -579,17 +648,14 @@ def _tls_app_of(config: Any) -> Any:
     return apps.get("tls") if isinstance(apps, dict) else None
 
 
-def _plan_tls_app(
-    config: Any, internal: Iterable[str], issuer: Json | None, ask: str
-) -> list[AdminRequest]:
-    """The tls app for these ``internal`` names; nothing when it already says so. Without
-    ``issuer``, the ACME issuer stays the one the config has."""
-    internal = sorted(internal)
+def _plan_tls_app(config: Any, issuer: Json, ask: str, certificates: str) -> list[AdminRequest]:
+    """The tls app, and the pki app whose local CA signs the ``tls: internal`` names;
+    nothing when the config already says so."""
     apps = config.get("apps", {}) if isinstance(config, dict) else {}
     current = _tls_app_of(config)
-    app = tls_app(internal, issuer or acme_issuer_in(config) or Acme().issuer(), ask)
+    app = tls_app(issuer, ask, certificates)
     plan = []
-    if internal and apps.get("pki") != PKI:
+    if apps.get("pki") != PKI:
         plan.append(AdminRequest("PATCH" if "pki" in apps else "PUT", "/config/apps/pki", PKI))
     if current != app:
         method = "PATCH" if current is not None else "PUT"
@@ -638,19 +704,12 @@ def _wanted_logs(at: Listeners, access_logger_name: str, *, tls: bool) -> dict[s
     return wanted
 
 
-def plan_remove(
-    config: Any, name: str, internal: Iterable[str] | None = None
-) -> list[AdminRequest]:
+def plan_remove(config: Any, name: str) -> list[AdminRequest]:
     """The admin requests that stop serving route ``name``, whichever kind it is (a host
-    route's names leave the responder's table; ``internal``, the ``tls: internal`` names
-    left, changes the tls app when given)."""
+    route's names leave the responder's table, its ``tls: internal`` bundles are deleted:
+    no config change)."""
     servers = servers_of(config)
-    plan = [*_plan_remove_port_server(servers, name), *_plan_remove_host_route(config, name)]
-    current = _tls_app_of(config)
-    if internal is not None and isinstance(current, dict):
-        ask = str(current.get("automation", {}).get("on_demand", {}).get("ask", ""))
-        plan += _plan_tls_app(config, internal, None, ask)
-    return plan
+    return [*_plan_remove_port_server(servers, name), *_plan_remove_host_route(config, name)]
 
 
 def _plan_remove_port_server(servers: Json, name: str) -> list[AdminRequest]:
@@ -926,13 +985,19 @@ class CaddyRouter(Router):
         route.check()
         self.directory.set(route.name, upstreams)
         ports: dict[str, int] = {}
+        secret = ""
         if route.host is not None:
             # A host name is served from the responder's table: set before Caddy is told.
             ports = self._helper_ports()
-            dials = {h: f"127.0.0.1:{p}" for h, p in ports.items() if h != "ask"}
+            secret = self._certificates_secret()
+            dials = {h: f"127.0.0.1:{p}" for h, p in ports.items() if h not in CALLED_BY_CADDY}
             self.directory.set_helpers(dials)
+        storage = self._storage()
+        if route.tls == "internal" and storage is not None:
+            # Its bundles before the responder serves the names: the first handshake finds
+            # them (unless the local CA is not made yet: then after the plan, below).
+            self._renew_internal(storage, route.hosts, quiet=True)
         settled = _settled_at(self.directory.set_hosts(route.name, route.hosts, route.tls))
-        internal = self._internal_names()
         resolver = self.directory.resolver()
 
         def ensure(admin: CaddyAdmin) -> None:
@@ -942,20 +1007,85 @@ class CaddyRouter(Router):
                 resolver,
                 listen_host=self.listen_host,
                 host_port=self.host_port,
-                listeners=self._listeners(admin, ports),
-                internal=internal,
+                listeners=self._listeners(admin, ports, storage, secret),
             )
             for change in plan:
                 admin.send(change)
 
         self._on_each(ensure)
+        storage = storage or self._storage()
+        if storage is not None and route.host is not None:
+            if route.tls == "internal":
+                self._renew_internal(storage, route.hosts)
+            self._prune_internal(storage)
         _wait_until(settled)
-        if route.tls != "off":
+        if route.tls == "acme":
             self.warm(route)
+
+    def _storage(self) -> Path | None:
+        """Caddy's storage root (shared by every Caddy), None when no Caddy says."""
+        for admin in self.admins:
+            try:
+                return storage_root(admin.config())
+            except StackyardError:
+                continue
+        return None
+
+    def _certificates_secret(self) -> str:
+        """The certificates helper's secret path that a Caddy's config has, else a new one
+        (a fresh data plane, or a config of before the helper)."""
+        for admin in self.admins:
+            try:
+                found = certificates_secret(admin.config())
+            except StackyardError:
+                continue
+            if found:
+                return found
+        return secrets.token_urlsafe(32)
+
+    def _renew_internal(
+        self, storage: Path, names: Iterable[str], *, quiet: bool = False
+    ) -> list[str]:
+        """Mint the bundle of each of ``names`` that has none or is due (internal_ca);
+        the names minted. A local CA that cannot be read is logged (quietly when the plan
+        may create it next), and the names stay pending for the certificate watch."""
+        now = datetime.now(UTC)
+        due = [
+            n for n in names if internal_ca.needs_renewal(internal_ca.read_bundle(storage, n), now)
+        ]
+        if not due:
+            return []
+        try:
+            signer = internal_ca.local_signer(storage)
+        except StackyardError as exc:
+            (log.debug if quiet else log.warning)(
+                "internal certificates of %s: %s", ", ".join(due), exc
+            )
+            return []
+        for name in due:
+            internal_ca.mint(storage, name, signer, now)
+        return due
+
+    def _prune_internal(self, storage: Path) -> None:
+        """Delete the bundles of names that are no ``tls: internal`` name any more: the next
+        handshake for one is refused (Caddy keeps no copy of what the helper served)."""
+        for name in internal_ca.bundled_names(storage) - set(self._internal_names()):
+            internal_ca.remove(storage, name)
+
+    def renew(self, route: Route) -> list[str]:
+        """The route's ``tls: internal`` bundles minted again when due (Caddy renews
+        what it obtained from an ACME CA itself)."""
+        route.check()
+        storage = self._storage() if route.tls == "internal" else None
+        return self._renew_internal(storage, route.hosts) if storage is not None else []
 
     def warm(self, route: Route, names: Sequence[str] = ()) -> None:
         """A TLS handshake for each name, in the background: Caddy obtains a name's
-        certificate on demand, at its first handshake, and this is that one."""
+        certificate on demand, at its first handshake, and this is that one. A ``tls:
+        internal`` name's bundle is minted instead (no handshake obtains it)."""
+        if route.tls == "internal":
+            self.renew(route)
+            return
         address = "127.0.0.1" if self.hosts_listen in ("0.0.0.0", "") else self.hosts_listen
         for name in names or route.hosts:
             with self._warm_lock:
@@ -987,6 +1117,7 @@ class CaddyRouter(Router):
             return False
 
     def _internal_names(self) -> list[str]:
+        """Every ``tls: internal`` name the responder has, of any route."""
         return sorted(h for h, (_, mode) in self.directory.names()[0].items() if mode == "internal")
 
     def _helper_ports(self) -> dict[str, int]:
@@ -1034,6 +1165,8 @@ class CaddyRouter(Router):
             wanted = {HOSTS_FALLBACK: HOST_SRV_NAME}
             if mode != "off":
                 wanted[HTTPS_FALLBACK] = TLS_SRV_NAME
+                # A Caddy without it has a tls app of before: ensure_route upgrades it.
+                wanted[CERTIFICATES_ROUTE] = ""
         for admin in self.admins:
             for entry, lookup in wanted.items():
                 found = admin.send(AdminRequest("GET", f"/id/{entry}"), missing_ok=True)
@@ -1044,18 +1177,24 @@ class CaddyRouter(Router):
     def remove_route(self, route: Route) -> None:
         route.check()
         settled = _settled_at(self.directory.drop(route.name))  # its names: served no more
-        internal = self._internal_names()
+        storage = self._storage()
+        if storage is not None:
+            self._prune_internal(storage)
 
         def remove(admin: CaddyAdmin) -> None:
-            for change in plan_remove(admin.config(), route.name, internal):
+            for change in plan_remove(admin.config(), route.name):
                 admin.send(change, missing_ok=True)
 
         self._on_each(remove)
         _wait_until(settled)
 
-    def _listeners(self, admin: CaddyAdmin, ports: dict[str, int]) -> Listeners:
+    def _listeners(
+        self, admin: CaddyAdmin, ports: dict[str, int], storage: Path | None, secret: str
+    ) -> Listeners:
         return Listeners(
             helper_ports=ports,
+            bundles=internal_ca.bundle_dir(storage) if storage is not None else None,
+            secret=secret,
             listen_host=self.hosts_listen,
             host_port=self.host_port,
             https_port=self.https_port,

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from stackyard.errors import ComponentError
+from stackyard.router import internal_ca
 from stackyard.router.base import Certificate, CertificateState
 
 # An attempt a log shows as still going on for longer than this was cut short (its Caddy
@@ -137,12 +138,16 @@ def _read_lines(path: Path) -> Iterator[str]:
 def certificate_of(
     name: str, storage: Path | None, logs: Iterable[Path], *, now: datetime | None = None
 ) -> Certificate:
-    """``valid`` with the expiry of the newest stored certificate, once no Caddy is still
+    """A ``tls: internal`` name's bundle, when it has one (internal_ca.py); else
+    ``valid`` with the expiry of the newest stored certificate, once no Caddy is still
     at it (the others pick it up from the shared storage within about a second); else
     ``failed`` with the last error of the logs, unless a Caddy is trying again right now
     (one waiting for the lock does not count: the one holding it retries later); else
     ``pending``."""
     at = now or datetime.now(UTC)
+    leaf = internal_ca.read_bundle(storage, name) if storage else None
+    if leaf is not None:  # a ``tls: internal`` name: minted by the router, no attempts
+        return internal_ca.state_of(name, leaf, at)
     seen = [attempts(name, _log_lines([log])) for log in logs]
     recent = at.timestamp() - STALE_ATTEMPT.total_seconds()
     going = [a for a in seen if a.started is not None and a.started > recent]

@@ -163,7 +163,8 @@ class UpstreamDirectory:
     ``<host>.hosts`` (asked by the HTTP server) answers a plain name's route's upstreams,
     a TLS name's redirect server, else the not-served server (404); ``<host>.tls`` (the
     HTTPS server) a TLS name's route's upstreams, else not-served; ``<name>.ask`` (Caddy's
-    on-demand TLS check) the approving server for a TLS name, else not-served.
+    on-demand TLS check) the approving server for a ``tls: acme`` name, else not-served
+    (a ``tls: internal`` name's certificate is the router's, never the ACME CA's).
 
     ``port`` 0 picks a free one; the keeper passes the port Caddy's routes already name.
     With ``table_file``, the table starts from that file and every change is written to it
@@ -433,8 +434,8 @@ class UpstreamDirectory:
             helper = "not-served"
             if route and zone == HOSTS_ZONE:
                 helper = "to-https"
-            elif route and zone == ASK_ZONE and mode != "off":
-                helper = "approved"
+            elif route and zone == ASK_ZONE and mode == "acme":
+                helper = "approved"  # an internal name's bundle comes from the router
             dial = self._helpers.get(helper)
         return [dial] if dial else None
 
