@@ -11,15 +11,16 @@ loopback, as in tests/integration/test_router_tls.py. One stage is served on
    the same length with no change. Failed requests (socket errors and non-2xx) per run.
    ``--save FILE`` keeps the figures; ``--before FILE`` reports a saved run (say, of the
    code before names moved to the responder: ``PYTHONPATH=<old src>``) next to this one.
-   ``--tls internal``: the stage and its names have ``tls: internal`` (Caddy's local CA),
-   whose names are still a Caddy config change (its own section of the figures).
+   ``--tls internal``: the stage and its names have ``tls: internal`` (bundles the router
+   mints from Caddy's local CA; its own section of the figures); ``--tls both``: acme,
+   then internal, reported side by side in that section.
 2. **Time to a valid certificate.** From ``ensure_route`` of a route with a new name
    (what `stackyard domains add` leads to) to ``certificates()`` saying ``valid``:
    ``--runs`` names.
 
 Usage:
     .venv/bin/python -m bench.domains [--rounds 3] [--runs 5] [--no-write]
-        [--save FILE] [--before FILE] [--tls acme|internal]
+        [--save FILE] [--before FILE] [--tls acme|internal|both]
 """
 
 from __future__ import annotations
@@ -129,31 +130,45 @@ def load(path: Path) -> Figures:
     return Figures(results["steady"], results["changing"], raw["changes"], raw["issue_seconds"])
 
 
-def report_internal(figures: Figures, rounds: int) -> str:
-    """The figures of a ``--tls internal`` run: each name change is a reload."""
-    rows = [("runs with name changes", figures.changing), ("runs with no change", figures.steady)]
+def report_internal(figures: Figures, rounds: int, acme: Figures | None = None) -> str:
+    """The figures of a ``--tls internal`` run, next to those of ``tls: acme`` names from
+    the same invocation (``--tls both``)."""
+    runs = [("internal", figures), *([("acme", acme)] if acme else [])]
+    rows = [
+        (f"`{mode}` | {kind}", results)
+        for mode, found in runs
+        for kind, results in (
+            (f"{len(found.changing)} runs with {found.changes} name changes each", found.changing),
+            (f"{len(found.steady)} runs with no change", found.steady),
+        )
+    ]
     issue = figures.issue_seconds
     return "\n".join([
         "## Host names with `tls: internal`: adding and removing names",
         "",
-        f"As above, with the stage and its names on `tls: internal` (Caddy's local CA): "
+        f"As above, with the stage and its names on `tls: internal` (certificates the router "
+        f"mints from Caddy's local CA, served through the certificates helper): "
         f"{len(figures.changing)} runs with {figures.changes} name changes each "
-        f"({rounds} rounds), and as many of the same length with no change.",
+        f"({rounds} rounds), and as many of the same length with no change"
+        + (", next to the same for `tls: acme` names (Pebble) in the same invocation:"
+           if acme else ":"),
         "",
-        "| runs | requests | failed | of which |",
-        "|---|---|---|---|",
+        "| tls | runs | requests | failed | of which |",
+        "|---|---|---|---|---|",
         *[f"| {name} | {sum(r.requests for r in results)} | "
           f"{sum(r.errors for r in results)} | connect {sum(r.connect for r in results)}, "
           f"read {sum(r.read for r in results)}, timeout {sum(r.timeout for r in results)}, "
           f"non-2xx {sum(r.non2xx for r in results)} |" for name, results in rows],
         "",
-        "An internal name is a subject of the tls app's internal policy, so each change is a "
-        "config change, which Caddy 2.6 applies as a reload that closes idle keep-alive "
-        "connections (the read errors). docs/decisions.md, *`tls: internal` names*, says "
-        f"why it stays so for now. Time to a valid certificate, {len(issue)} names: median "
-        f"{statistics.median(issue):.2f} s.",
+        "Before (the internal names a subject list of the tls app's internal policy), each "
+        "change was a config change, which Caddy 2.6 applies as a reload that closes idle "
+        "keep-alive connections: 50 of 3,763 requests failed (read errors) over 18 changes. "
+        "Now a name is a bundle file and a line of the responder's table: no reload "
+        "(docs/decisions.md, *`tls: internal` names without a reload*). Time from "
+        f"`ensure_route` to a valid certificate, {len(issue)} names: median "
+        f"{statistics.median(issue):.3f} s (minted before the name is served).",
         "",
-        f"Reproduce: `.venv/bin/python -m bench.domains --tls internal --rounds {rounds} "
+        f"Reproduce: `.venv/bin/python -m bench.domains --tls both --rounds {rounds} "
         f"--runs {len(issue)}`",
     ])  # fmt: skip
 
@@ -214,14 +229,19 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--save", type=Path, help="write this run's figures to a JSON file")
     parser.add_argument("--before", type=Path, help="a saved run to report next to this one")
-    parser.add_argument("--tls", choices=("acme", "internal"), default="acme")
+    parser.add_argument("--tls", choices=("acme", "internal", "both"), default="acme")
     args = parser.parse_args()
+    acme = None
+    if args.tls == "both":  # acme first, then internal, reported side by side
+        with tempfile.TemporaryDirectory(prefix="stackyard-bench-domains-") as tmp:
+            acme = measure(args.rounds, args.runs, Path(tmp), "acme")
     with tempfile.TemporaryDirectory(prefix="stackyard-bench-domains-") as tmp:
-        figures = measure(args.rounds, args.runs, Path(tmp), args.tls)
+        tls = "internal" if args.tls == "both" else args.tls
+        figures = measure(args.rounds, args.runs, Path(tmp), tls)
     if args.save:
         save(figures, args.save)
-    if args.tls == "internal":
-        body = report_internal(figures, args.rounds)
+    if args.tls != "acme":
+        body = report_internal(figures, args.rounds, acme)
     else:
         body = report(figures, args.rounds, load(args.before) if args.before else None)
     print(body)

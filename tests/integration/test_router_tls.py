@@ -7,7 +7,9 @@ here, 80 and 443 in production); its DNS mock answers 127.0.0.1 for every name.
 
 from __future__ import annotations
 
+import socket
 import ssl
+import stat
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,11 +17,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 
 from stackyard.deploy.trafficstore import TrafficCounter
 from stackyard.platform.dataplane import stop_dataplane
+from stackyard.router import internal_ca
 from stackyard.router.base import Certificate, Route
-from stackyard.router.caddy import HELPER_SERVERS, NOT_SERVED_BODY, CaddyRouter
+from stackyard.router.caddy import (
+    CERTIFICATES_SERVER,
+    HELPER_SERVERS,
+    NOT_SERVED_BODY,
+    AdminRequest,
+    CaddyRouter,
+    certificates_secret,
+)
 from stackyard.router.certificates import storage_root
 from stackyard.settings import Settings
 from stackyard.store.database import migrate, open_database, session_factory
@@ -175,19 +186,133 @@ def test_a_name_that_cannot_be_validated_fails_with_the_reason_while_the_others_
     assert (answer.status_code, answer.text) == (200, "shop-prod")
 
 
-def test_tls_internal_uses_caddys_local_ca(
+def local_root(router: CaddyRouter) -> Path:
+    """Caddy's local CA root (what a client of ``tls: internal`` names trusts)."""
+    storage = storage_root(router.admins[0].config())
+    assert storage is not None
+    return storage / internal_ca.LOCAL_CA / "root.crt"
+
+
+def served_serial(port: int, name: str) -> int:
+    """The serial of the certificate the HTTPS port answers ``name`` (SNI) with."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=name) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def certificates_helper(router: CaddyRouter) -> tuple[int, str]:
+    """The certificates helper's port and the secret path the config carries."""
+    config = router.admins[0].config()
+    listen = config["apps"]["http"]["servers"][CERTIFICATES_SERVER]["listen"][0]
+    return int(listen.rpartition(":")[2]), certificates_secret(config)
+
+
+def test_tls_internal_is_served_from_a_bundle_minted_from_caddys_local_ca(
     router: CaddyRouter, pebble: Pebble, backend: Callable[[str], Backend]
 ) -> None:
+    """A ``tls: internal`` name's certificate is the router's, signed by Caddy's local CA:
+    valid for a client that trusts that root at once (nothing to obtain), shown by
+    ``certificates()``, renewed by ``renew`` when due (the next handshake serves the new
+    one), and refused at once once the route is removed. A config of before (the internal
+    names a policy's subjects) moves to the one policy at the next ensure_route."""
     app = backend("intra-prod")
     route = Route("intra-prod", host="intra.test", tls="internal")
     router.ensure_route(route, [app.dial])
-
-    cert = settled(router, route)["intra.test"]
+    answer = https_get(pebble.tls_port, "intra.test", local_root(router))
+    assert (answer.status_code, answer.text) == (200, "intra-prod")
+    cert = router.certificates(route)[0]
     assert cert.state == "valid", cert
     assert cert.issuer.startswith("Caddy Local Authority")
+    assert cert.expires is not None
+    assert cert.expires <= datetime.now(UTC) + internal_ca.LIFETIME
     # Not trusted by Pebble's roots: it is the local CA's certificate that answers.
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         https_get(pebble.tls_port, "intra.test", pebble.roots())
+    storage = storage_root(router.admins[0].config())
+    assert storage is not None
+    bundle = internal_ca.bundle_path(storage, "intra.test")
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
+
+    # Renewal: a bundle minted 11 hours ago is due; renew mints it again, and the very
+    # next handshake serves the new certificate (Caddy keeps no copy of the helper's).
+    old = internal_ca.mint(storage, "intra.test", internal_ca.local_signer(storage),
+                           datetime.now(UTC) - timedelta(hours=11))  # fmt: skip
+    assert served_serial(pebble.tls_port, "intra.test") == old.serial_number
+    assert router.renew(route) == ["intra.test"]
+    assert router.renew(route) == []  # not due any more
+    new = internal_ca.read_bundle(storage, "intra.test")
+    assert new is not None
+    assert new.serial_number != old.serial_number
+    assert served_serial(pebble.tls_port, "intra.test") == new.serial_number
+
+    # The upgrade from the tls app of before: subjects policy, no certificates helper.
+    for admin in router.admins:
+        tls = admin.config()["apps"]["tls"]
+        acme = tls["automation"]["policies"][-1]["issuers"]
+        tls["automation"]["policies"] = [
+            {"subjects": ["intra.test"], "issuers": [{"module": "internal"}], "on_demand": True},
+            {"issuers": acme, "on_demand": True},
+        ]
+        admin.send(AdminRequest("PATCH", "/config/apps/tls", tls))
+        admin.send(AdminRequest("DELETE", f"/config/apps/http/servers/{CERTIFICATES_SERVER}"))
+    assert router.upstreams(route) is None  # so the controller ensures the route again
+    router.ensure_route(route, [app.dial])
+    assert router.upstreams(route) == [app.dial]
+    for admin in router.admins:
+        policies = admin.config()["apps"]["tls"]["automation"]["policies"]
+        assert [sorted(policy) for policy in policies] == [
+            ["get_certificate", "issuers", "on_demand"]
+        ]
+    answer = https_get(pebble.tls_port, "intra.test", local_root(router))
+    assert (answer.status_code, answer.text) == (200, "intra-prod")
+
+    # Removed: the bundle goes, the next handshake is refused (no ACME order either).
+    router.remove_route(route)
+    assert not bundle.exists()
+    with pytest.raises(ssl.SSLError, match="internal error"):
+        served_serial(pebble.tls_port, "intra.test")
+
+
+def test_the_certificates_helper_hands_no_key_without_the_secret_or_for_another_file(
+    router: CaddyRouter, backend: Callable[[str], Backend]
+) -> None:
+    """The attack: a process on loopback (a task in host network mode) asks the helper
+    for an internal name's private key. Without the config's secret path it gets 404; with
+    it, a name that has no bundle, or a name that is a path to another file of Caddy's
+    storage (the local CA's key), gets 204 and nothing."""
+    router.ensure_route(Route("key-prod", host="key.test", tls="internal"),
+                        [backend("key-prod").dial])  # fmt: skip
+    port, secret = certificates_helper(router)
+    assert len(secret) >= 40
+
+    def ask(path: str, name: str) -> httpx.Response:
+        with httpx.Client(timeout=10, trust_env=False) as client:
+            return client.get(f"http://127.0.0.1:{port}{path}", params={"server_name": name})
+
+    found = ask(f"/{secret}", "key.test")  # what Caddy asks: the bundle
+    assert found.status_code == 200
+    assert b"PRIVATE KEY" in found.content
+    wrong_paths = ["/", "/key.test.pem", f"/{secret[:-1]}", f"/{secret}x", f"/x/{secret}",
+                   f"/{secret}/", f"/{secret}/key.test.pem",
+                   "/stackyard-internal/key.test.pem"]  # fmt: skip
+    for path in wrong_paths:
+        answer = ask(path, "key.test")
+        assert answer.status_code == 404, path
+        assert b"PRIVATE KEY" not in answer.content, path
+    guessed = ["nobody.test", "", "KEY.TEST", "key.test.", "..", "key.test.pem/..",
+               "../pki/authorities/local/intermediate", "../stackyard-internal/key.test",
+               "key.test/../key.test", "%2e%2e/pki/authorities/local/root"]  # fmt: skip
+    for name in guessed:
+        answer = ask(f"/{secret}", name)
+        assert answer.status_code == 204, name
+        assert answer.content == b"", name
 
 
 def test_tls_off_keeps_plain_http_and_removing_a_route_forgets_its_names(
@@ -316,6 +441,43 @@ def test_names_added_and_removed_under_https_load_drop_nothing_and_get_certifica
     assert router.upstreams(steady) == [app.dial]
     # As the controller asks: the stage's route by its host, without aliases or mode.
     assert router.upstreams(Route("steady-prod", host="steady.test")) == [app.dial]
+
+
+def test_internal_names_added_and_removed_under_https_load_drop_nothing(
+    router: CaddyRouter, pebble: Pebble, backend: Callable[[str], Backend], tmp_path: Path
+) -> None:
+    """The same for ``tls: internal`` names (a stage of its own, on Caddy's local CA): 9
+    changes under wrk on the stage's first name, no request fails and no Caddy's config
+    changes; each added name's very first handshake is valid (its bundle is there before
+    the name is served) and a removed one's is refused at once."""
+    app = backend("inner-prod")
+    steady = Route("inner-prod", host="inner.test", tls="internal")
+    router.ensure_route(steady, [app.dial])
+    roots = local_root(router)
+    assert https_get(pebble.tls_port, "inner.test", roots).status_code == 200
+    configs = [admin.config() for admin in router.admins]
+    with Load(f"https://inner.test:{pebble.tls_port}/", 90, pin=tmp_path) as load:
+        time.sleep(0.5)
+        for n in range(3):
+            added = Route("inner-prod", host="inner.test", aliases=(f"i{n}.test",),
+                          tls="internal")  # fmt: skip
+            router.ensure_route(added, [app.dial])
+            answer = https_get(pebble.tls_port, f"i{n}.test", roots)
+            assert (answer.status_code, answer.text) == (200, "inner-prod")
+            both = Route("inner-prod", host="inner.test", aliases=(f"i{n}.test", "j.test"),
+                         tls="internal")  # fmt: skip
+            router.ensure_route(both, [app.dial])
+            assert https_get(pebble.tls_port, "j.test", roots).status_code == 200
+            router.ensure_route(steady, [app.dial])
+            with pytest.raises(httpx.ConnectError, match="internal error"):
+                https_get(pebble.tls_port, f"i{n}.test", roots)
+        time.sleep(0.5)
+        result = load.stop()
+    assert result.requests > 100
+    if result.errors:  # wrk's whole output: which kind of error, and when
+        pytest.fail(f"wrk saw {result.errors} errors:\n{result.raw}", pytrace=False)
+    assert [admin.config() for admin in router.admins] == configs  # no reload
+    assert [cert.state for cert in router.certificates(steady)] == ["valid"]
 
 
 def test_a_certificate_for_a_name_nobody_added_is_never_asked_for(
