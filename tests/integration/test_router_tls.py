@@ -40,7 +40,7 @@ from ..router_contract import free_port
 from .backends import Backend
 from .pebble import Pebble
 from .test_router_caddy import start_dataplane
-from .wrk import Load
+from .wrk import Load, WrkResult
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -407,6 +407,14 @@ def test_the_access_log_records_each_request_of_a_known_batch(
     database.dispose()
 
 
+def none_failed(result: WrkResult) -> None:
+    """A load that made requests and saw no failed one (else wrk's whole output: which
+    kind of error, and when)."""
+    assert result.requests > 100
+    if result.errors:
+        pytest.fail(f"wrk saw {result.errors} errors:\n{result.raw}", pytrace=False)
+
+
 def test_names_added_and_removed_under_https_load_drop_nothing_and_get_certificates(
     router: CaddyRouter, pebble: Pebble, backend: Callable[[str], Backend], tmp_path: Path
 ) -> None:
@@ -433,9 +441,7 @@ def test_names_added_and_removed_under_https_load_drop_nothing_and_get_certifica
             router.ensure_route(steady, [app.dial])
         time.sleep(0.5)
         result = load.stop()
-    assert result.requests > 100
-    if result.errors:  # wrk's whole output: which kind of error, and when
-        pytest.fail(f"wrk saw {result.errors} errors:\n{result.raw}", pytrace=False)
+    none_failed(result)
     assert [admin.config() for admin in router.admins] == configs  # no reload
     assert http_get(pebble.http_port, "n0.test").status_code == 404  # removed: not served
     assert router.upstreams(steady) == [app.dial]
@@ -473,9 +479,7 @@ def test_internal_names_added_and_removed_under_https_load_drop_nothing(
                 https_get(pebble.tls_port, f"i{n}.test", roots)
         time.sleep(0.5)
         result = load.stop()
-    assert result.requests > 100
-    if result.errors:  # wrk's whole output: which kind of error, and when
-        pytest.fail(f"wrk saw {result.errors} errors:\n{result.raw}", pytrace=False)
+    none_failed(result)
     assert [admin.config() for admin in router.admins] == configs  # no reload
     assert [cert.state for cert in router.certificates(steady)] == ["valid"]
 
