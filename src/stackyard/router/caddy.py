@@ -992,7 +992,7 @@ class CaddyRouter(Router):
             secret = self._certificates_secret()
             dials = {h: f"127.0.0.1:{p}" for h, p in ports.items() if h not in CALLED_BY_CADDY}
             self.directory.set_helpers(dials)
-        storage = self._storage()
+        storage = self._storage() if route.host is not None else None
         if route.tls == "internal" and storage is not None:
             # Its bundles before the responder serves the names: the first handshake finds
             # them (unless the local CA is not made yet: then after the plan, below).
@@ -1013,8 +1013,8 @@ class CaddyRouter(Router):
                 admin.send(change)
 
         self._on_each(ensure)
-        storage = storage or self._storage()
-        if storage is not None and route.host is not None:
+        storage = storage or (self._storage() if route.host is not None else None)
+        if storage is not None:
             if route.tls == "internal":
                 self._renew_internal(storage, route.hosts)
             self._prune_internal(storage)
