@@ -32,6 +32,7 @@ from stackyard.router.caddy import (
     Listeners,
     by_host,
     by_tls_host,
+    certificates_secret,
     not_a_name,
     plan_ensure,
     plan_remove,
@@ -140,6 +141,11 @@ def test_the_first_tls_route_creates_the_servers_and_later_names_change_no_confi
         assert plan_ensure(config, route, RESOLVER, listen_host="127.0.0.1", host_port=8080,
                            listeners=AT) == []  # fmt: skip
     assert plan_remove(config, "shop-prod") == []
+    # The router reads the secret back (else it would make a new one, a config change per
+    # name): from the helper's route, so also on a platform with plain-HTTP names only.
+    assert certificates_secret(config) == "s3cret"
+    assert certificates_secret(ensured({}, plain)) == "s3cret"
+    assert "tls" not in ensured({}, plain)["apps"]  # type: ignore[operator]
 
 
 def test_internal_names_change_no_config_and_a_policy_of_before_moves_to_the_one_policy() -> None:

@@ -383,8 +383,13 @@ def tls_app(acme_issuer: Json, ask: str, certificates: str = "") -> Json:
 
 
 def certificates_secret(config: Any) -> str:
-    """The secret path of the certificates helper that a config's tls app calls, '' if
-    none (a config of before, or without the helper)."""
+    """The secret path of a config's certificates helper (its bundle route's path, else
+    the URL its tls app calls), '' if none (a config of before the helper)."""
+    for route in _server_routes(servers_of(config), CERTIFICATES_SERVER):
+        matchers = route.get("match") if route.get("@id") == CERTIFICATES_ROUTE else None
+        paths = matchers[0].get("path") if isinstance(matchers, list) and matchers else None
+        if isinstance(paths, list) and paths and str(paths[0]).startswith("/"):
+            return str(paths[0])[1:]
     for policy in _policies(config):
         for manager in policy.get("get_certificate") or []:
             url = str(manager.get("url", "")) if isinstance(manager, dict) else ""
