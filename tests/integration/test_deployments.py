@@ -43,6 +43,11 @@ CRASHES_AT_START = (
 NEVER_HEALTHY = "FROM busybox:latest\nCOPY www /www\nRUN rm /www/healthz\n" + (
     'CMD ["sh", "-c", "exec busybox httpd -f -p ${HOST}:${PORT} -h /www"]\n'
 )
+# Serves, but has no /healthz until the test moves it in place (docker exec): with a long
+# start period its deployment stays IN_PROGRESS until then, so another one can wait QUEUED.
+HEALTHY_WHEN_TOLD = "FROM busybox:latest\nCOPY www /www\nRUN mv /www/healthz /www/later\n" + (
+    'CMD ["sh", "-c", "exec busybox httpd -f -p ${HOST}:${PORT} -h /www"]\n'
+)
 DIES_LATER = "FROM busybox:latest\nCOPY www /www\n" + (
     'CMD ["sh", "-c", "busybox httpd -p ${HOST}:${PORT} -h /www; sleep 3; echo bye; exit 1"]\n'
 )
@@ -308,12 +313,7 @@ def test_release_whose_image_was_deleted_is_refused_clearly(
     repo.set_version("v2")
     yard.cli("build", "ghost", timeout=300)
     release = json.loads(yard.cli("release", "ghost", "--stage", "dev", "--json").stdout)
-    creds = json.loads((yard.data_dir / "registry-credentials.json").read_text())
-    deleted = httpx.delete(
-        f"http://{yard.registry}/v2/ghost/manifests/{release['digest']}",
-        auth=(creds["username"], creds["password"]),
-    )
-    assert deleted.status_code == 202
+    delete_manifest(yard, "ghost", release["digest"])
     result = yard.cli("deploy", "ghost", "--stage", "dev", "--json", check=False, timeout=300)
     assert result.returncode == 1
     said = " ".join(result.stderr.split())
@@ -324,6 +324,98 @@ def test_release_whose_image_was_deleted_is_refused_clearly(
     listing = json.loads(yard.cli("deployments", "ghost", "--stage", "dev", "--json").stdout)
     assert [d["number"] for d in listing] == [1]  # nothing recorded
     assert wait_converged(yard, "ghost")["digest"] == good
+
+
+def delete_manifest(yard: RunningPlatform, stack: str, digest: str) -> None:
+    """Delete an image's manifest from the platform's registry, as retention does."""
+    creds = json.loads((yard.data_dir / "registry-credentials.json").read_text())
+    deleted = httpx.delete(
+        f"http://{yard.registry}/v2/{stack}/manifests/{digest}",
+        auth=(creds["username"], creds["password"]),
+        timeout=30,
+    )
+    assert deleted.status_code == 202, deleted.text
+
+
+def build_release(yard: RunningPlatform, stack: str) -> dict[str, Any]:
+    yard.cli("build", stack, timeout=300)
+    return dict(json.loads(yard.cli("release", stack, "--stage", "dev", "--json").stdout))
+
+
+def wait_for(check: Any, what: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+    return found
+
+
+def test_an_image_deleted_after_the_api_checked_it_is_never_started(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    """The controller asks the registry again: before a queued deployment's tasks start
+    (the engine would start its cached copy), before its automatic rollback copies an
+    older release, and before a heal (which goes on from the engine's copy, and says so)."""
+    repo = new_stack(yard, tmp_path, "vanish")
+    repo.write("Dockerfile", HEALTHY_WHEN_TOLD)
+    repo.write("stackyard.yml", FAST.format(replicas=1, port="", greeting="hi").replace(
+        "start_period: 2", "start_period: 300"))  # fmt: skip
+    repo.commit("healthy when told")
+    first = build_release(yard, "vanish")
+    repo.set_version("v2")
+    second = build_release(yard, "vanish")
+    api = f"{yard.api_url}/api/v1/stacks/vanish/stages/dev/deployments"
+    headers = {"Authorization": f"Bearer {yard.token}"}
+
+    def deploy(release: int) -> None:
+        posted = httpx.post(api, json={"release": release}, headers=headers, timeout=60)
+        assert posted.status_code < 300, posted.text
+
+    def tasks() -> list[dict[str, Any]]:
+        listing = yard.cli("tasks", "vanish", "--stage", "dev", "--json").stdout
+        return [t for t in json.loads(listing) if t["state"] == "running"]
+
+    deploy(first["number"])
+    (task,) = wait_for(tasks, "release 1's task")  # starting: no /healthz yet
+    deploy(second["number"])  # QUEUED behind deployment 1
+    assert deployment(yard, "vanish", 2)["status"] == "QUEUED"
+    delete_manifest(yard, "vanish", second["digest"])
+    subprocess.run(["docker", "exec", task["id"], "mv", "/www/later", "/www/healthz"],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    failed = wait_for(
+        lambda: (d := deployment(yard, "vanish", 2))["status"] == "FAILED" and d, "deployment 2"
+    )
+    assert failed["reason"].startswith(
+        f"release 2 of vanish/dev cannot be deployed: its image {second['digest']} is no "
+        f"longer in registry {yard.registry} (vanish)"
+    ), failed
+    assert deployment(yard, "vanish", 1)["status"] == "COMPLETED"
+    assert [t["digest"] for t in tasks()] == [first["digest"]]  # release 2 never started
+    assert failed["tasks_started"] == 0
+
+    # The serving release's image goes too; a deployment that fails cannot go back to it.
+    delete_manifest(yard, "vanish", first["digest"])
+    repo.write("Dockerfile", CRASHES_AT_START)
+    repo.commit("crashes at start")
+    crashed = ship(yard, "vanish", ok=False)
+    assert crashed["status"] == "FAILED"
+    assert (
+        f"; rollback to release 1 failed: release 1 of vanish/dev cannot be deployed: its "
+        f"image {first['digest']} is no longer in registry {yard.registry} (vanish)"
+    ) in crashed["reason"], crashed
+    listing = json.loads(yard.cli("deployments", "vanish", "--stage", "dev", "--json").stdout)
+    assert [d["number"] for d in listing] == [3, 2, 1]  # no automatic rollback recorded
+    assert wait_converged(yard, "vanish")["digest"] == first["digest"]  # still serving
+
+    # A heal of release 1 starts the engine's own copy, and the stage's events say why.
+    subprocess.run(["docker", "kill", task["id"]], check=True, capture_output=True, timeout=60)
+    healed = wait_for(lambda: [t for t in tasks() if t["id"] != task["id"]], "the heal")
+    assert [t["digest"] for t in healed] == [first["digest"]]
+    with sqlite3.connect(yard.data_dir / "stackyard.db") as connection:
+        events = connection.execute(
+            "select message from events where kind = 'image' and subject = 'vanish/dev'"
+        ).fetchall()
+    assert any(f"release 1 is served but its image {first['digest']}" in e[0] for e in events)
 
 
 def test_caddy_restarted_mid_deployment(yard: RunningPlatform, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ would after an event: the fake's clock-driven changes (crashes, health) have no 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,8 +66,27 @@ class InlineStopController(Controller):
         self.stop_now(key, task_id, timeout)
 
 
-def _no_registry(request: httpx.Request) -> httpx.Response:
-    raise AssertionError(f"the controller must not call the registry: {request.url}")
+class Manifests:
+    """The registry as the controller may use it: a HEAD of a manifest by digest (asked
+    before tasks start and before a rollback); any other call fails the test. Every
+    digest is there unless ``deleted``; ``refusing`` answers 403 (the registry cannot tell)."""
+
+    def __init__(self) -> None:
+        self.deleted: set[str] = set()
+        self.refusing = False
+        self.asked: list[str] = []  # the digests asked for, in order
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        found = re.fullmatch(r"/v2/(.+)/manifests/(sha256:[0-9a-f]{64})", request.url.path)
+        if request.method != "HEAD" or found is None:
+            raise AssertionError(f"the controller must not call the registry: {request.url}")
+        digest = found[2]
+        self.asked.append(digest)
+        if self.refusing:
+            return httpx.Response(403)
+        if digest in self.deleted:
+            return httpx.Response(404)
+        return httpx.Response(200, headers={"Docker-Content-Digest": digest})
 
 
 def stage_config(replicas: int = 1, **fields: Any) -> dict[str, Any]:
@@ -103,6 +123,7 @@ class Yard:
     images: ImageStore
     clock: Clock
     stack_id: int
+    manifests: Manifests
     controller: Controller = field(init=False)
     rollbacks: list[RollbackCall] = field(default_factory=list)
     # The engines of targets other than local, by name (made when a stage on one is seen).
@@ -303,11 +324,12 @@ def make_yard(tmp: Path) -> Iterator[Yard]:
         session.add(stack)
         session.flush()
         stack_id = stack.id
+    manifests = Manifests()
     client = RegistryClient(
         REGISTRY,
         username="stackyard",
         password="registry-password",
-        transport=httpx.MockTransport(_no_registry),
+        transport=httpx.MockTransport(manifests),
     )
     clock = Clock()
     yard = Yard(
@@ -319,6 +341,7 @@ def make_yard(tmp: Path) -> Iterator[Yard]:
         images=ImageStore(client, RegistryLogin(REGISTRY, "stackyard", "registry-password")),
         clock=clock,
         stack_id=stack_id,
+        manifests=manifests,
     )
     try:
         yield yard

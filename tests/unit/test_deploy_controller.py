@@ -778,3 +778,80 @@ def test_a_stage_is_observed_on_its_deployments_target_not_its_newest_releases(
     yard.tick(2)
     assert followed() == ["local", "eu"]
     assert "us" not in yard.made
+
+
+# -- a release whose image the registry no longer has (deleted after the API checked)
+
+GONE = f"no longer in registry {REGISTRY} ({STACK}): retention keeps only the images of the last"
+
+
+def test_a_recorded_deployment_whose_image_was_deleted_fails_before_any_task_starts(
+    yard: Yard,
+) -> None:
+    yard.ship(V1)
+    (old,) = yard.engine.task_ids
+    serving = yard.upstreams()
+    number = yard.deploy(yard.release(V2))
+    yard.manifests.deleted.add(V2)  # after the API asked, before the loop starts tasks
+
+    yard.run_once()
+    row = yard.deployment(number)
+    assert row.status == "FAILED"
+    assert row.reason.startswith(
+        f"release 2 of {STACK}/{STAGE} cannot be deployed: its image {V2} "
+    )
+    assert GONE in row.reason
+    assert "(release a newer one, or build and release its commit again)" in row.reason
+    assert yard.started(V2) == []  # the engine's cached copy was never started
+    assert yard.rollbacks == []  # nothing changed: release 1 still serves
+    text = Path(row.log_path).read_text(encoding="utf-8")
+    assert f"deployment FAILED: release 2 of {STACK}/{STAGE} cannot be deployed" in text
+    yard.tick(2)
+    assert (yard.engine.task_ids, yard.upstreams()) == ([old], serving)
+
+
+def test_an_automatic_rollback_to_a_deleted_image_names_the_release_and_keeps_the_old_tasks(
+    yard: Yard,
+) -> None:
+    yard.ship(V1)
+    (old,) = yard.engine.task_ids
+    serving = yard.upstreams()
+    yard.manifests.deleted.add(V1)  # by hand: release 1 still runs from the engine's copy
+    yard.engine.behave(V2, crash_after=0, exit_code=3)
+    number = yard.deploy(yard.release(V2))
+
+    yard.run_until(lambda: yard.status(number) == "FAILED")
+    assert yard.rollbacks == []  # refused before the copy (its retag would fail)
+    rollback = f"rollback to release 1 failed: release 1 of {STACK}/{STAGE} cannot be deployed"
+    row = yard.deployment(number)
+    assert "circuit breaker" in row.reason
+    assert f"; {rollback}: its image {V1} is {GONE}" in row.reason
+    text = Path(row.log_path).read_text(encoding="utf-8")
+    assert f"{rollback}: its image {V1}" in text
+    assert "(release a newer one, or build and release its commit again)" in text
+    yard.tick(3)  # the stage stays on release 1, its last COMPLETED one, still served
+    assert (yard.engine.task_ids, yard.upstreams()) == ([old], serving)
+
+
+def test_a_heal_of_a_release_whose_image_was_deleted_starts_the_engines_copy_and_says_so(
+    yard: Yard,
+) -> None:
+    yard.ship(V1)
+    (dead,) = yard.engine.task_ids
+    yard.manifests.deleted.add(V1)
+    yard.engine.kill(dead, exit_code=137)
+
+    yard.run_until(lambda: len([t for t in yard.tasks() if t.running]) == 1)
+    assert len(yard.started(V1)) == 2  # replaced all the same
+    (event,) = yard.events("image")
+    assert event.message.startswith(f"release 1 is served but its image {V1} is {GONE}")
+    assert "self-healing starts the engine's own copy of it" in event.message
+    assert len(yard.events("heal")) == 1
+
+
+def test_a_registry_that_cannot_tell_does_not_hold_up_a_deployment(yard: Yard) -> None:
+    yard.manifests.refusing = True
+    number = yard.ship(V1)
+    text = Path(yard.deployment(number).log_path).read_text(encoding="utf-8")
+    assert f"registry {REGISTRY} could not tell whether it still has {STACK}@{V1}" in text
+    assert yard.manifests.asked == [V1]  # asked once, before the start

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from stackyard.deploy.deploylog import StageLog
 from stackyard.deploy.execute import Executor, Seams
 from stackyard.deploy.health import ProbeScheduler
+from stackyard.deploy.imagecheck import ImageCheck
 from stackyard.deploy.keys import Domains, StageKey, stage_route
 from stackyard.deploy.loops import Pace, StageLoop
 from stackyard.deploy.observe import StageObserver
@@ -79,6 +80,7 @@ class ControllerSettings:
     resync: float = 30.0  # the task watch lists every task again this often
     poll: float = 1.0  # ... or this often, for an engine without events
     task_registry: str | None = None  # the registry address tasks pull from (None: images')
+    keep_releases: int = 10  # retention's count, named when a release's image is gone
 
 
 class Controller:
@@ -129,6 +131,10 @@ class Controller:
         self._finishing: set[str] = set()  # nodes whose drain is being finished
         self.health: ProbeScheduler[StageKey] = ProbeScheduler(self._nudge)
         self.ports = TaskPorts(settings.task_ports, self._task_ports_in_use)
+        # Whether a release's image is still in the registry its engine pulls from.
+        self.image_check = ImageCheck(
+            sessions, images, lambda name: self.targets(name), settings.keep_releases
+        )
         self._seams = Seams(
             sessions=sessions,
             engines=self.engines,
@@ -141,7 +147,8 @@ class Controller:
             network_mode=settings.network_mode,
             starters=self.starters,
             stop_task=self.stop_task,
-            rollback=lambda *args: self.rollback(*args),
+            rollback=self._roll_back,
+            image=self.image_check.ask,
             resolve_secrets=lambda stack, versions: self.resolve_secrets(stack, versions),
             outbox=self.outbox,
         )
@@ -442,6 +449,18 @@ class Controller:
             # The platform's own is tried every 5 s at most, as every stage waits on it.
             retry_limit=5.0 if target == LOCAL else TARGET_RETRY_LIMIT,
         )
+
+    def _roll_back(self, stack: str, stage: str, number: int, source: str) -> Release:
+        """The automatic rollback after a failed deployment: refused, naming the release and
+        its image, when the stack's registry no longer has that image (the copy's retag
+        would fail with the registry's plain "not found"); a registry that cannot tell
+        is not a "no"."""
+        answer = self.image_check.ask(stack, stage, number, from_home=True)
+        if answer.gone:
+            raise answer.refusal()
+        if answer.present is None:
+            log.warning("stage %s/%s: %s; rolling back anyway", stack, stage, answer.unsure())
+        return self.rollback(stack, stage, number, source)
 
     def _image_url(self, stack: str, target: str) -> str:
         registry = self.settings.task_registry

@@ -38,6 +38,7 @@ from stackyard.deploy.decide import (
 )
 from stackyard.deploy.deploylog import StageLog
 from stackyard.deploy.health import ProbeScheduler
+from stackyard.deploy.imagecheck import ImageAnswer
 from stackyard.deploy.keys import StageKey
 from stackyard.deploy.portpool import TaskPorts
 from stackyard.deploy.targetengines import TargetEngines
@@ -91,6 +92,8 @@ class Seams:
     starters: ThreadPoolExecutor
     stop_task: Callable[[StageKey, str, float], None]
     rollback: Rollback
+    # (stack, stage, release) -> whether the registry its target pulls from has its image
+    image: Callable[[str, str, int | None], ImageAnswer]
     resolve_secrets: Callable[[str, Mapping[str, int]], dict[str, str]]
     outbox: Outbox
 
@@ -120,6 +123,8 @@ class Executor:
             state.memory = replace(state.memory, deployment=plan.begin.id, counted=frozenset())
         for line in plan.lines:
             self.log.say(line, log_path)
+        if plan.start is not None:
+            self._check_image(view, plan, log_path)
         self._record_failures(plan)
         state.memory = replace(state.memory, counted=plan.counted)
         for message in plan.events:
@@ -151,6 +156,32 @@ class Executor:
         if removal_error is not None:
             raise removal_error  # the rest is done; the loop retries the removal
         return True
+
+    # -- the release's image
+
+    def _check_image(self, view: StageView, plan: StagePlan, log_path: str | None) -> None:
+        """Before tasks start, ask the registry for the release's image. A deployment's
+        start is refused (NotFoundError: the step fails, and with it the deployment, before
+        anything else in the plan is done); a heal goes on with the engine's own copy, and
+        the stage's events say the image is gone. A registry that cannot tell is not a
+        "no": the start goes on, and the log says so."""
+        recipe = view.target.recipe if view.target else None
+        if recipe is None:
+            return
+        answer = self.seams.image(self.key.stack, self.key.stage, recipe.release)
+        if answer.present is None:
+            line = f"{answer.unsure()}; starting the engine's own copy if it has one"
+            self.log.say(line, log_path)
+        if not answer.gone:
+            return
+        if plan.deployment is not None:
+            raise answer.refusal()
+        self.log.event(
+            "image",
+            f"release {answer.release} is served but {answer.missing}; self-healing starts "
+            "the engine's own copy of it (an engine or node without one cannot start it); "
+            f"{answer.hint}",
+        )
 
     # -- the deployment's record
 
@@ -210,7 +241,8 @@ class Executor:
             restored = self.seams.rollback(self.key.stack, self.key.stage, choice.to, choice.source)
         except StackyardError as exc:
             line = f"rollback to release {choice.to} failed: {exc.message}"
-            self.log.say(line, log_path)
+            self.log.say(line + (f" ({exc.hint})" if exc.hint else ""), log_path)
+            self._add_reason(plan, line)
             if failed is not None:
                 self._notify(notices.deployment_failed(failed, line))
             return
@@ -224,6 +256,15 @@ class Executor:
                 failed, to=choice.to, digest=choice.digest, release=restored.number
             )
             self._notify(notice)
+
+    def _add_reason(self, plan: StagePlan, line: str) -> None:
+        """Say on the failed deployment's record why the stage did not go back."""
+        if plan.deployment is None:
+            return
+        with self.seams.sessions.begin() as session:
+            row = session.get(Deployment, plan.deployment.id)
+            if row is not None:
+                row.reason = f"{row.reason}; {line}" if row.reason else line
 
     def _finished_facts(self, plan: StagePlan) -> notices.DeploymentFacts | None:
         """The deployment this plan finished, as its record now says."""

@@ -150,48 +150,21 @@ class DeployService:
         the question) is not a "no": the deploy goes on (the engine starts its copy if it
         has one), and the platform log says so."""
         with self._sessions() as session:
-            stack = self._stage(session, stack_name, stage)
-            release = records.find_release(session, stack.id, stage, release_number)
-            number, digest, commit = release.number, release.digest, release.commit_sha
-            target = records.stage_config(release).target
-        images = self._controller.images
-        if from_home:
-            registry, repository = images.registry_of(stack_name)
-        else:
-            registry, repository = images.pulled_registry(
-                stack_name, self._controller.targets(target)
-            )
-        try:
-            present = images.has_manifest(registry, repository, digest)
-        except StackyardError as exc:
+            self._stage(session, stack_name, stage)
+        answer = self._controller.image_check.ask(
+            stack_name, stage, release_number, from_home=from_home
+        )
+        if answer.gone:
+            raise answer.refusal()
+        if answer.present is None:
             log.warning(
-                "%s/%s release %d: registry %s could not tell whether it still has %s@%s "
-                "(%s); deploying anyway: the engine starts its own copy if it has one",
+                "%s/%s release %d: %s; deploying anyway: the engine starts its own copy if "
+                "it has one",
                 stack_name,
                 stage,
-                number,
-                registry.endpoint,
-                repository,
-                digest,
-                exc.message,
+                answer.release,
+                answer.unsure(),
             )
-            return
-        if present:
-            return
-        rebuild = (
-            f"or rebuild commit {commit[:12]} (stackyard build {stack_name} --commit "
-            f"{commit[:12]}) and release it (stackyard release {stack_name} --stage {stage} "
-            f"--commit {commit[:12]})"
-            if commit
-            else "or build and release its commit again"
-        )
-        raise NotFoundError(
-            f"release {number} of {stack_name}/{stage} cannot be deployed: its image {digest} "
-            f"is no longer in registry {registry.endpoint} ({repository}): retention keeps "
-            f"only the images of the last {self._settings.keep_releases} release(s) per stage "
-            "(stackyard up --keep-releases)",
-            hint=f"release a newer one, {rebuild}",
-        )
 
     def deploy(
         self, stack_name: str, stage: str, release_number: int | None, *, trigger: str

@@ -367,6 +367,7 @@ def build_services(
             logs_dir=settings.logs_dir,
             network_mode=network_mode,
             task_registry=settings.task_registry,
+            keep_releases=settings.keep_releases,
             domains=Domains(settings.base_domain, settings.default_tls),
         ),
         rollback=releases.roll_back,
