@@ -1,5 +1,6 @@
 """Engine endpoints that do not answer: a real TCP listener that accepts and never says a
-word, and an address where nothing listens (connection refused).
+word, an address where nothing listens (connection refused), and a Docker API that answers
+its ping (and version, and info as a swarm manager's) and then never answers a listing.
 
 The listener binds a loopback address other than 127.0.0.1 (still 127.0.0.0/8) so that
 nothing else of the test run is there. It keeps every connection it accepts open, reading
@@ -9,10 +10,12 @@ thread's join (tests/integration/accepting.py); the connections it holds are clo
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.integration.accepting import stop_accepting
 
@@ -49,3 +52,52 @@ def closed_endpoint(host: str = MUTE_HOST) -> str:
     with socket.create_server((host, 0)) as probe:
         port = probe.getsockname()[1]
     return f"tcp://{host}:{port}"
+
+
+# What the ping-only engine answers, by the last part of the path (/v1.41/_ping -> _ping).
+_PING_ANSWERS = {
+    "_ping": "OK",
+    "version": json.dumps({"ApiVersion": "1.41", "MinAPIVersion": "1.12", "Version": "20.10"}),
+    "info": json.dumps({"Swarm": {"LocalNodeState": "active", "ControlAvailable": True}}),
+}
+
+
+@contextmanager
+def ping_only_endpoint(host: str = MUTE_HOST) -> Iterator[str]:
+    """``tcp://HOST:PORT`` of a Docker API that answers ``/_ping``, ``/version`` and
+    ``/info`` (a swarm manager's), and holds every other request (``/containers/json``,
+    ``/nodes``, ``/services``) without an answer until it stops: a client then waits for
+    its read timeout. Its threads end when the context does."""
+    stopping = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            answer = _PING_ANSWERS.get(self.path.split("?", 1)[0].rsplit("/", 1)[-1])
+            if answer is None:
+                stopping.wait(120)  # the client gives up first; the stop ends it
+                self.close_connection = True
+                return
+            body = answer.encode()
+            self.send_response(200)
+            kind = "text/plain" if answer == "OK" else "application/json"
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer((host, 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="ping-only", daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://{host}:{server.server_address[1]}"
+    finally:
+        stopping.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

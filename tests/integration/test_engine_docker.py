@@ -42,7 +42,7 @@ from tests.engine_contract import (
     make_task_spec,
     wait_for,
 )
-from tests.integration.mute import closed_endpoint, mute_endpoint
+from tests.integration.mute import closed_endpoint, mute_endpoint, ping_only_endpoint
 from tests.integration.registry_fixtures import (  # noqa: F401
     LiveRegistry,
     live_registry,
@@ -351,6 +351,27 @@ def test_a_ping_at_an_address_that_accepts_and_never_answers_gives_up_at_its_tim
     with pytest.raises(ComponentError, match="did not answer"):
         refused.ping()
     refused.close()
+
+
+@pytest.mark.parametrize(
+    ("plugin", "call"), [("docker", "GET /containers/json"), ("swarm", "GET /nodes")]
+)
+def test_a_ping_gives_up_on_an_engine_that_answers_it_and_then_never_lists(
+    plugin: str, call: str
+) -> None:
+    # The deploy's check is the ping: a task watch's first listing (with the client's long
+    # timeout) must not be the first call to meet an engine that hangs after its ping.
+    with ping_only_endpoint() as endpoint:
+        engine = load("engine", plugin)(endpoint=endpoint, ping_timeout=1)
+        try:
+            with pytest.raises(ComponentError, match="did not answer") as caught:
+                engine.ping()
+            message = caught.value.message
+            assert endpoint.removeprefix("tcp://") in message
+            assert "read timeout=1" in message  # its own timeout, not the client's
+            assert message.endswith(f"(in {call}, after it answered its ping)"), message
+        finally:
+            engine.close()
 
 
 def get_until_it_answers(url: str) -> httpx.Response:

@@ -34,7 +34,7 @@ from stackyard.platform.credentials import ensure_registry_login
 from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
 from .extra_engine import ExtraEngine, extra_engine
 from .gitrepo import GitRepo
-from .mute import closed_endpoint, mute_endpoint
+from .mute import closed_endpoint, mute_endpoint, ping_only_endpoint
 from .test_pipelines import wait_run
 from .token_registry import TokenRegistry, token_registry
 
@@ -256,36 +256,44 @@ def test_a_deploy_to_a_target_that_never_answers_is_refused_within_its_check(
     yard: RunningPlatform, tmp_path: Path
 ) -> None:
     # mute: a listener on 127.0.0.7 that accepts and never answers (an address that drops
-    # packets holds a client the same way); shut: a port where nothing listens. Each deploy
-    # and check must come back within the CLI call's bound (the engine client's own timeout
-    # is 120 s: the old check waited it out); the engine's ping gives up after 10 s.
-    with mute_endpoint() as mute:
+    # packets holds a client the same way); shut: a port where nothing listens; hangs: an
+    # engine that answers its ping and then never answers a listing (the task watch's first
+    # call). Each deploy and check must come back within the CLI call's bound (the engine
+    # client's own timeout is 120 s: the old check waited it out); the check's every call
+    # gives up after 10 s.
+    with mute_endpoint() as mute, ping_only_endpoint() as hangs:
         yard.cli("targets", "add", "mute", "--docker", mute)
         yard.cli("targets", "add", "shut", "--docker", closed_endpoint())
+        yard.cli("targets", "add", "hangs", "--docker", hangs)
         repo = GitRepo.from_example("hello", tmp_path / "quiet")
         repo.write("stackyard.yml", f"stages:\n  - name: mute\n    target: mute\n{FAST}"
-                   f"  - name: shut\n    target: shut\n{FAST}")  # fmt: skip
+                   f"  - name: shut\n    target: shut\n{FAST}"
+                   f"  - name: hangs\n    target: hangs\n{FAST}")  # fmt: skip
         repo.commit("one stage on each target that does not answer")
         yard.cli("stacks", "create", "quiet", "--repo", str(repo.path))
         try:
             yard.cli("build", "quiet", timeout=300)
-            for name in ("mute", "shut"):
+            for name in ("mute", "shut", "hangs"):
                 yard.cli("release", "quiet", "--stage", name)
                 refused = yard.cli("deploy", "quiet", "--stage", name, "--detach",
                                    check=False, timeout=60)  # fmt: skip
                 assert refused.returncode != 0, refused
-                assert f"target {name}: the Docker engine at tcp://" in refused.stderr
-                assert f"stackyard targets check {name}" in refused.stderr, refused.stderr
+                said = " ".join(refused.stderr.split())
+                assert f"target {name}: the Docker engine at tcp://" in said
+                assert f"stackyard targets check {name}" in said, said
                 checked = yard.cli("targets", "check", name, "--json", check=False, timeout=60)
                 assert checked.returncode == 1, checked
                 engine = json.loads(checked.stdout)["engine"]
                 assert "did not answer" in engine, engine
-            deployments = yard.cli("deployments", "quiet", "--stage", "mute", "--json")
-            assert json.loads(deployments.stdout) == []
+            assert "(in GET /containers/json, after it answered its ping)" in said, said
+            assert "(in GET /containers/json, after it answered its ping)" in engine, engine
+            for name in ("mute", "hangs"):
+                deployments = yard.cli("deployments", "quiet", "--stage", name, "--json")
+                assert json.loads(deployments.stdout) == []
         finally:
             yard.cli("stacks", "delete", "quiet", "--yes")
-            yard.cli("targets", "remove", "mute")
-            yard.cli("targets", "remove", "shut")
+            for name in ("mute", "shut", "hangs"):
+                yard.cli("targets", "remove", name)
 
 
 def _platform_log(yard: RunningPlatform) -> str:

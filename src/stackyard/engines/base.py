@@ -361,7 +361,8 @@ class Engine(ABC):
 
     def ping(self) -> None:  # noqa: B027 - optional: adapters that can check cheaply do
         """Raise ComponentError when the engine does not answer within ``PING_TIMEOUT``
-        seconds."""
+        seconds: its ping, and the first listing a task watch of it makes (each call
+        within that bound; the error names the call that did not answer)."""
 
     def verify(self) -> None:  # noqa: B027 - optional
         """Raise UsageError when the engine answers but cannot serve as configured (a swarm

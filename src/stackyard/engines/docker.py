@@ -22,6 +22,7 @@ import docker
 import docker.errors
 
 from stackyard.engines.base import (
+    LABEL_PLATFORM,
     LABEL_PORT,
     PING_TIMEOUT,
     Address,
@@ -96,6 +97,13 @@ class DockerEngine(DockerApiEngine):
     def ping(self) -> None:
         with self._quick() as api:
             self._call(api.ping)
+            self._answers(
+                "GET /containers/json",
+                api.containers,
+                all=True,
+                limit=1,
+                filters={"label": [LABEL_PLATFORM]},
+            )
 
     def has_bridge_network(self) -> bool:
         """The engine's ``bridge`` network exists (dockerd without ``--bridge=none``)."""

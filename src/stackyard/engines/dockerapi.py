@@ -81,6 +81,20 @@ class DockerApiEngine(Engine):
         except (docker.errors.DockerException, OSError) as exc:
             raise self._refused(f"{self._who} refused", exc) from exc
 
+    def _answers(self, call: str, method: Callable[..., Any], **kwargs: Any) -> None:
+        """Ask once, with a ping's client, what a task watch's first listing asks (``call``
+        names it): an engine that answers its ping and then never answers a listing is
+        refused within the ping timeout, naming the call, instead of holding a deploy for
+        the client's long timeout in the watch's first listing."""
+        try:
+            self._call(method, **kwargs)
+        except ComponentError as exc:
+            raise ComponentError(
+                f"{exc.message} (in {call}, after it answered its ping)",
+                hint=exc.hint,
+                retryable=exc.retryable,
+            ) from exc
+
     def _lines(self, chunks: Iterator[bytes], task_id: str) -> Iterator[str]:
         pending = b""
         try:

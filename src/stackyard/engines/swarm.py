@@ -180,11 +180,17 @@ class SwarmEngine(DockerApiEngine):
     # -- the seam -----------------------------------------------------------------------------
 
     def ping(self) -> None:
-        self.verify()
+        with self._quick() as api:
+            self._verify(api)
+            self._answers("GET /nodes", api.nodes)
+            self._answers("GET /services", api.services, filters={"label": [LABEL_PLATFORM]})
 
     def verify(self) -> None:
         with self._quick() as api:
-            info = self._call(api.info)
+            self._verify(api)
+
+    def _verify(self, api: Any) -> None:
+        info = self._call(api.info)
         swarm = info.get("Swarm") or {}
         where = self._where()
         if swarm.get("LocalNodeState") != "active":
