@@ -847,6 +847,11 @@ def test_a_heal_of_a_release_whose_image_was_deleted_starts_the_engines_copy_and
     assert event.message.startswith(f"release 1 is served but its image {V1} is {GONE}")
     assert "self-healing starts the engine's own copy of it" in event.message
     assert len(yard.events("heal")) == 1
+    (healed,) = [t.id for t in yard.tasks() if t.running]
+    yard.engine.kill(healed, exit_code=137)  # again: replaced, and said once only
+    yard.run_until(lambda: len([t for t in yard.tasks() if t.running]) == 1)
+    assert len(yard.started(V1)) == 3
+    assert len(yard.events("image")) == 1
 
 
 def test_a_registry_that_cannot_tell_does_not_hold_up_a_deployment(yard: Yard) -> None:

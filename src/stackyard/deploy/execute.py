@@ -112,6 +112,9 @@ class Executor:
         self.key = key
         self.seams = seams
         self.log = log
+        # Releases whose deleted image a heal event has named (once each: a heal that cannot
+        # start is tried again at once, and the event would repeat with every try).
+        self._told_gone: set[tuple[int, str]] = set()
 
     def apply(self, view: StageView, plan: StagePlan, state: StageState) -> bool:
         """Carry ``plan`` out; False when its deployment was superseded since the view
@@ -176,6 +179,9 @@ class Executor:
             return
         if plan.deployment is not None:
             raise answer.refusal()
+        if (answer.release, answer.digest) in self._told_gone:
+            return
+        self._told_gone.add((answer.release, answer.digest))
         self.log.event(
             "image",
             f"release {answer.release} is served but {answer.missing}; self-healing starts "
