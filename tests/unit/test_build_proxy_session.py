@@ -19,6 +19,7 @@ from stackyard.images.dockerproxy.session import (
     DIFF_COPY,
     END_HEADERS,
     END_STREAM,
+    GOAWAY,
     HEADERS,
     MODE_DIR,
     MODE_SYMLINK,
@@ -32,6 +33,7 @@ from stackyard.images.dockerproxy.session import (
     PREFACE,
     PRIORITY_FLAG,
     PUSH_PROMISE,
+    RST_STREAM,
     SETTINGS,
     DockerfileWatch,
     Frame,
@@ -335,3 +337,72 @@ def test_a_refused_dockerfile_never_reaches_the_engine_its_error_does() -> None:
     assert b"victim" not in sent
     assert context not in sent  # held behind it, dropped with it
     assert out[2] == error_frame(STREAM, "refused Dockerfile")
+
+
+CANCEL = struct.pack(">I", 8)  # RST_STREAM's CANCEL
+GOING = struct.pack(">II", STREAM, 0)  # GOAWAY: last stream, NO_ERROR
+ENDINGS = pytest.mark.parametrize(
+    "ending",
+    [frame_bytes(RST_STREAM, 0, STREAM, CANCEL), frame_bytes(GOAWAY, 0, 0, GOING)],
+    ids=["reset", "goaway"],
+)
+
+
+def _holding_session() -> tuple[_Connection, _CheckedSession, bytes]:
+    """A session whose Dockerfile's first piece is held: what reached the engine so far."""
+    connection = _Connection()
+    checked = _CheckedSession(connection, "s1")  # type: ignore[arg-type]
+    ask = hpack.Encoder().encode([(":path", DIFF_COPY), ("dir-name", "dockerfile")])
+    engine = PREFACE + frame_bytes(HEADERS, END_HEADERS, STREAM, ask)
+    stats = data_frame(stat("Dockerfile"), NO_STAT).raw
+    first = data_frame(packet_bytes(PACKET_DATA, data=b"FROM victim")).raw
+    context = frame_bytes(DATA, 0, 7, b"context bytes")
+
+    async def start() -> bytes:
+        assert await checked.from_engine(engine) == engine
+        assert await checked.from_client(stats) == stats
+        assert await checked.from_client(first + context) == b""  # held
+        return stats
+
+    return connection, checked, asyncio.run(start())
+
+
+@ENDINGS
+def test_the_cli_ending_a_held_dockerfile_ends_the_session_without_its_bytes(
+    ending: bytes,
+) -> None:
+    connection, checked, _ = _holding_session()
+    with pytest.raises(_SessionRefused) as refused:
+        asyncio.run(checked.from_client(ending))
+    last = refused.value.last
+    assert b"victim" not in last
+    assert b"context bytes" not in last
+    assert ending not in last
+    (message,) = connection.socket.refusals
+    assert last == error_frame(STREAM, message)  # the engine learns why, then it ends
+    assert not checked.held
+    assert connection.judged == []
+
+
+@ENDINGS
+def test_the_engine_ending_a_held_dockerfile_ends_the_session_without_its_bytes(
+    ending: bytes,
+) -> None:
+    connection, checked, _ = _holding_session()
+    with pytest.raises(_SessionRefused) as refused:
+        asyncio.run(checked.from_engine(ending))
+    assert refused.value.last == b""  # nothing more to the CLI; the held bytes are dropped
+    (message,) = connection.socket.refusals
+    assert "while the proxy checked" in message
+    assert connection.judged == []
+
+
+def test_the_engine_resetting_another_stream_while_one_is_held_is_relayed() -> None:
+    connection, checked, _ = _holding_session()
+    other = frame_bytes(RST_STREAM, 0, 7, CANCEL)
+    assert asyncio.run(checked.from_engine(other)) == other
+    assert connection.socket.refusals == []
+    rest = data_frame(packet_bytes(PACKET_DATA, data=b" x"), packet_bytes(PACKET_DATA)).raw
+    with pytest.raises(_SessionRefused):  # the hold still ends only when judged
+        asyncio.run(checked.from_client(rest))
+    assert connection.judged == [b"FROM victim x"]

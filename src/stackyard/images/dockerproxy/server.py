@@ -59,6 +59,8 @@ from stackyard.images.dockerproxy.rules import (
 from stackyard.images.dockerproxy.session import (
     DIFF_COPY,
     DOCKERFILE_DIR,
+    GOAWAY,
+    RST_STREAM,
     DockerfileWatch,
     Frame,
     FrameSplitter,
@@ -925,9 +927,25 @@ class _CheckedSession:
                 block = self.engine_headers.feed(frame)
                 if block is not None:
                     self._opened(*block)
+                self._engine_ends(frame)
         except SessionError as exc:
             raise self._refused(f"the engine's side of the session: {exc}") from exc
         return b"".join(frame.raw for frame in frames)
+
+    def _engine_ends(self, frame: Frame) -> None:
+        """The engine resets a held Dockerfile's stream or goes away: the CLI sends no
+        more of it, so the hold would never end. The session ends (the held bytes dropped,
+        never relayed unjudged)."""
+        holding = self._holding()
+        if holding is None:
+            return
+        if frame.kind == RST_STREAM and frame.stream == holding.stream:
+            raise SessionError("it reset the Dockerfile's stream while the proxy checked it")
+        if frame.kind == GOAWAY:
+            raise SessionError("it went away while the proxy checked the Dockerfile")
+
+    def _holding(self) -> DockerfileWatch | None:
+        return next((w for w in self.watches.values() if w.holding), None)
 
     def _opened(self, stream: int, headers: dict[str, str]) -> None:
         call = file_sync_call(stream, headers)
@@ -957,6 +975,10 @@ class _CheckedSession:
 
     async def _client_frame(self, frame: Frame, passed: list[Frame]) -> None:
         watch = self.watches.get(frame.stream)
+        holding = self._holding()
+        if frame.kind == GOAWAY and holding is not None:
+            # The CLI goes away: what it still sends is not waited for; the engine learns why.
+            raise self._refused("it went away while its Dockerfile was checked", holding, passed)
         verdict = watch.feed(frame) if watch is not None else Verdict()
         if watch is not None and verdict.problem:
             raise self._refused(f"its Dockerfile: {verdict.problem}", watch, passed)
