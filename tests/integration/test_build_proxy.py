@@ -271,6 +271,12 @@ def test_a_buildkit_build_goes_through_its_session_and_keeps_the_proxy_s_rules(
         local = docker(*kit, "--output", f"type=local,dest={out}", str(ctx))
         assert local.returncode == 0, local.stderr
         assert (out / "bin" / "busybox").exists()  # the output came back to the client
+        # The image id a quiet build prints (read from BuildKit's answer) is the build's own.
+        quiet = docker("--buildkit", "build", "-q", "--network", "host", str(ctx))
+        assert quiet.returncode == 0, quiet.stderr
+        assert quiet.stdout.strip().startswith("sha256:"), quiet.stdout
+        tagged = docker("tag", quiet.stdout.strip(), f"{own}:x")
+        assert tagged.returncode == 0, tagged.stderr
 
         victim = f"{live_registry.endpoint}/victim:latest"
         attempts = {
@@ -286,6 +292,11 @@ def test_a_buildkit_build_goes_through_its_session_and_keeps_the_proxy_s_rules(
             assert done.returncode != 0, what
             assert "Stackyard's build proxy refused" in done.stderr, (what, done.stderr)
             assert words in done.stderr, (what, done.stderr)
+        # An empty Dockerfile is read through the session too: the engine's own message.
+        empty = docker(*kit, str(context(tmp_path, "")))
+        assert empty.returncode != 0
+        assert "the Dockerfile cannot be empty" in empty.stderr, empty.stderr
+        assert "Stackyard's build proxy refused" not in empty.stderr
     # Every session ends with its build: the CLI closes it as it exits, and the proxy's
     # loop sees that a moment later.
     deadline = time.monotonic() + 10
