@@ -398,6 +398,24 @@ def certificates_secret(config: Any) -> str:
     return ""
 
 
+def _helper_ports(configs: Iterable[Any]) -> dict[str, int]:
+    """The helper servers' ports: the ones a Caddy's config has already, else free ones."""
+    ports: dict[str, int] = {}
+    for config in configs:
+        servers = servers_of(config)
+        for helper, server in HELPER_SERVERS.items():
+            found = servers.get(server)
+            port = _port_of(found.get("listen")) if isinstance(found, dict) else None
+            if port and helper not in ports:
+                ports[helper] = port
+    for helper in HELPER_SERVERS:
+        if helper not in ports:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind(("127.0.0.1", 0))
+                ports[helper] = int(probe.getsockname()[1])
+    return ports
+
+
 def acme_log(path: Path) -> Json:
     """The JSON log of certificate attempts that ``certificates`` reads, capped in size."""
     return {
@@ -991,13 +1009,12 @@ class CaddyRouter(Router):
         self.directory.set(route.name, upstreams)
         ports: dict[str, int] = {}
         secret = ""
+        storage: Path | None = None
         if route.host is not None:
             # A host name is served from the responder's table: set before Caddy is told.
-            ports = self._helper_ports()
-            secret = self._certificates_secret()
+            ports, secret, storage = self._host_setup()
             dials = {h: f"127.0.0.1:{p}" for h, p in ports.items() if h not in CALLED_BY_CADDY}
             self.directory.set_helpers(dials)
-        storage = self._storage() if route.host is not None else None
         if route.tls == "internal" and storage is not None:
             # Its bundles before the responder serves the names: the first handshake finds
             # them (unless the local CA is not made yet: then after the plan, below).
@@ -1036,17 +1053,20 @@ class CaddyRouter(Router):
                 continue
         return None
 
-    def _certificates_secret(self) -> str:
-        """The certificates helper's secret path that a Caddy's config has, else a new one
-        (a fresh data plane, or a config of before the helper)."""
+    def _host_setup(self) -> tuple[dict[str, int], str, Path | None]:
+        """What a host route needs of the data plane, from one read of each Caddy's config:
+        the helper servers' ports, the certificates helper's secret path that a config has
+        (else a new one: a fresh data plane, or a config of before the helper), and Caddy's
+        storage root (as the first Caddy that answers says)."""
+        configs = []
         for admin in self.admins:
             try:
-                found = certificates_secret(admin.config())
+                configs.append(admin.config())
             except StackyardError:
-                continue
-            if found:
-                return found
-        return secrets.token_urlsafe(32)
+                continue  # restarting: the other Caddy tells, or ensure_route fails anyway
+        secret = next((s for s in map(certificates_secret, configs) if s), "")
+        storage = storage_root(configs[0]) if configs else None
+        return _helper_ports(configs), secret or secrets.token_urlsafe(32), storage
 
     def _renew_internal(
         self, storage: Path, names: Iterable[str], *, quiet: bool = False
@@ -1124,26 +1144,6 @@ class CaddyRouter(Router):
     def _internal_names(self) -> list[str]:
         """Every ``tls: internal`` name the responder has, of any route."""
         return sorted(h for h, (_, mode) in self.directory.names()[0].items() if mode == "internal")
-
-    def _helper_ports(self) -> dict[str, int]:
-        """The helper servers' ports: the ones a Caddy has already, else free ones."""
-        ports: dict[str, int] = {}
-        for admin in self.admins:
-            try:
-                servers = servers_of(admin.config())
-            except StackyardError:
-                continue  # restarting: the other Caddy tells, or ensure_route fails anyway
-            for helper, server in HELPER_SERVERS.items():
-                found = servers.get(server)
-                port = _port_of(found.get("listen")) if isinstance(found, dict) else None
-                if port and helper not in ports:
-                    ports[helper] = port
-        for helper in HELPER_SERVERS:
-            if helper not in ports:
-                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                    probe.bind(("127.0.0.1", 0))
-                    ports[helper] = int(probe.getsockname()[1])
-        return ports
 
     def set_upstreams(self, route: Route, upstreams: Sequence[str]) -> None:
         """No admin request that changes Caddy: the route's SRV answer changes instead."""
