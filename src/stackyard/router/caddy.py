@@ -398,8 +398,11 @@ def certificates_secret(config: Any) -> str:
     return ""
 
 
-def _helper_ports(configs: Iterable[Any]) -> dict[str, int]:
-    """The helper servers' ports: the ones a Caddy's config has already, else free ones."""
+def _helper_ports(configs: Iterable[Any], taken: Iterable[int]) -> dict[str, int]:
+    """The helper servers' ports: the ones a Caddy's config has already, else free ones
+    that are none of ``taken`` (the data plane's HTTP and HTTPS ports: the HTTPS server
+    listens only once a host route has TLS, so its port is free until then) and none
+    another helper got."""
     ports: dict[str, int] = {}
     for config in configs:
         servers = servers_of(config)
@@ -408,11 +411,14 @@ def _helper_ports(configs: Iterable[Any]) -> dict[str, int]:
             port = _port_of(found.get("listen")) if isinstance(found, dict) else None
             if port and helper not in ports:
                 ports[helper] = port
+    avoid = set(taken)
     for helper in HELPER_SERVERS:
-        if helper not in ports:
+        while helper not in ports:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
                 probe.bind(("127.0.0.1", 0))
-                ports[helper] = int(probe.getsockname()[1])
+                port = int(probe.getsockname()[1])
+            if port not in avoid and port not in ports.values():
+                ports[helper] = port
     return ports
 
 
@@ -1066,7 +1072,8 @@ class CaddyRouter(Router):
                 continue  # restarting: the other Caddy tells, or ensure_route fails anyway
         secret = next((s for s in map(certificates_secret, configs) if s), "")
         storage = storage_root(configs[0]) if configs else None
-        return _helper_ports(configs), secret or secrets.token_urlsafe(32), storage
+        taken = (self.host_port, self.https_port)
+        return _helper_ports(configs, taken), secret or secrets.token_urlsafe(32), storage
 
     def _renew_internal(
         self, storage: Path, names: Iterable[str], *, quiet: bool = False
