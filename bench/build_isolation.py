@@ -29,9 +29,11 @@ from tests.integration.conftest import RunningPlatform, start_platform, stop_pla
 from tests.integration.gitrepo import GitRepo
 
 from bench.report import update_section
+from stackyard.config.buildspec import load_buildspec
 from stackyard.settings import DEFAULT_BUILD_IMAGE
 
 GOAL = 1.2
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 APPS = {"tinystacks": "build.yml in a build container", "hello": "default build (Dockerfile)"}
 SIDES = ("container", "host")
 VERSION_MARKER = re.compile(r"VERSION=[^<\s]+")
@@ -73,14 +75,34 @@ STEP_MARKS = {
 }
 
 
+COMMAND_MARK = "[build] Running command "
+
+
 def spec_steps(log: str) -> dict[str, float]:
-    """Seconds each step of a build.yml build took, from its log's timestamps."""
+    """Seconds each step of a build.yml build took, and each of its commands (keyed
+    ``command N``: from its start to the next one's, the last to the spec's end), from
+    its log's timestamps."""
+    lines = log.splitlines()
     times = []
     for mark in ("", *STEP_MARKS.values()):
-        line = next(line for line in log.splitlines() if mark in line)
-        stamp = line.split(" ", 1)[0].replace("Z", "+00:00")
-        times.append(datetime.fromisoformat(stamp).timestamp())
-    return {step: times[i + 1] - times[i] for i, step in enumerate(STEP_MARKS)}
+        times.append(stamp(next(line for line in lines if mark in line)))
+    steps = {step: times[i + 1] - times[i] for i, step in enumerate(STEP_MARKS)}
+    starts = [stamp(line) for line in lines if COMMAND_MARK in line]
+    ends = [*starts[1:], stamp(next(line for line in lines if "[run] Build SUCCEEDED" in line))]
+    for n, (start, end) in enumerate(zip(starts, ends, strict=True), 1):
+        steps[f"command {n}"] = end - start
+    return steps
+
+
+def stamp(line: str) -> float:
+    return datetime.fromisoformat(line.split(" ", 1)[0].replace("Z", "+00:00")).timestamp()
+
+
+def spec_commands() -> list[str]:
+    """TinyStacks' build.yml commands, in the order they run (its one phase, build)."""
+    spec, _ = load_buildspec((EXAMPLES / "tinystacks" / "build.yml").read_text())
+    build = spec.phases.build
+    return [str(command) for command in build.commands] if build is not None else []
 
 
 def own_local_name(repo: GitRepo, stack: str) -> None:
@@ -223,6 +245,15 @@ def report(runs: int, measured: Measured) -> str:
     for step in STEP_MARKS:
         medians = [statistics.median(run[step] for run in measured.steps[side]) for side in SIDES]
         lines.append(f"| {step} | {medians[0]:.3f} | {medians[1]:.3f} |")
+    lines += ["", "The spec's commands, one by one (medians, s):", ""]
+    lines += ["| command | in a container s | on host s | difference s |", "|---|---|---|---|"]
+    for n, text in enumerate(spec_commands(), 1):
+        step = f"command {n}"
+        medians = [statistics.median(run[step] for run in measured.steps[side]) for side in SIDES]
+        lines.append(
+            f"| `{text.replace('|', '&#124;')}` | {medians[0]:.3f} | {medians[1]:.3f} "
+            f"| {medians[0] - medians[1]:+.3f} |"
+        )
     cli = measured.cli_ms
     lines += [
         "",
