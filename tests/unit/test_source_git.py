@@ -205,6 +205,11 @@ def test_a_standalone_checkout_needs_nothing_of_the_cache(
     assert git(dest, "log", "--format=%s") == "First commit"
     assert git(dest, "status", "--porcelain") == ""
     assert not (dest / "later.txt").exists()
+    # What it fetched is one pack, whole (no loose objects, no leftover .keep).
+    counts = dict(line.split(": ") for line in git(dest, "count-objects", "-v").splitlines())
+    assert (counts["count"], counts["packs"]) == ("0", "1")
+    assert not list((dest / ".git" / "objects" / "pack").glob("*.keep"))
+    git(dest, "fsck", "--strict")
     moved.rename(source.cache_dir)
     cache = source.cache_dir / "web.git"
     assert not (cache / "worktrees").exists() or not list((cache / "worktrees").iterdir())

@@ -492,12 +492,17 @@ def parse_ls_remote(output: str, branch: str) -> str | None:
 def standalone_checkout_argv(repo: Path, sha: str, dest: Path) -> list[list[str]]:
     """A new repository at ``dest`` holding commit ``sha`` of the cache ``repo``, checked
     out: protocol v2 lets a fetch name any commit the cache has. No template: no sample
-    hooks in ``.git`` (which a Dockerfile's context would otherwise carry)."""
+    hooks in ``.git`` (which a Dockerfile's context would otherwise carry). The fetch keeps
+    what it receives as one pack (``fetch.unpackLimit=1``: one ``index-pack`` instead of
+    a loose file per object) and starts no ``git maintenance`` afterwards (a new
+    repository has nothing to maintain): about a third of its CPU time, which every
+    build in a container waits for (docs/benchmarks.md, "Build isolation")."""
     return [
         git_argv("init", "--quiet", "--template=", str(dest)),
         git_argv(
-            "-c", "protocol.version=2", "fetch", "--quiet", "--depth", "1", "--no-tags",
-            "--no-write-fetch-head", f"file://{repo}", sha, work_tree=dest,
+            "-c", "protocol.version=2", "-c", "fetch.unpackLimit=1", "fetch", "--quiet",
+            "--depth", "1", "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance",
+            f"file://{repo}", sha, work_tree=dest,
         ),
         git_argv("checkout", "--quiet", "--detach", sha, work_tree=dest),
     ]  # fmt: skip
