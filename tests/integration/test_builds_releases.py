@@ -317,13 +317,23 @@ def test_older_builds_leave_the_engine_but_stay_in_the_registry(
     create_stack(yard, "prune", repo)
     repo.set_version("prune-1")
     first = build(yard, "prune")
-    repo.set_version("prune-2")
-    second = build(yard, "prune")
     image = f"{yard.registry}/prune"
-    deadline = time.monotonic() + 30  # the prune runs a few seconds after the build
-    while f"{image}@{first['digest']}" in engine_references(yard, "prune"):
-        assert time.monotonic() < deadline, engine_references(yard, "prune")
-        time.sleep(0.2)
+    # The same content tagged in another repository (another stack's identical build, or a
+    # name the operator gave it) keeps the image from being "dangling" engine-wide: this
+    # repository's old digest reference must go all the same.
+    elsewhere = f"stackyard-test/prune-elsewhere:{first['digest'][7:19]}"
+    subprocess.run(
+        ["docker", "tag", f"{image}@{first['digest']}", elsewhere], check=True, timeout=60
+    )
+    try:
+        repo.set_version("prune-2")
+        second = build(yard, "prune")
+        deadline = time.monotonic() + 30  # the prune runs a few seconds after the build
+        while f"{image}@{first['digest']}" in engine_references(yard, "prune"):
+            assert time.monotonic() < deadline, engine_references(yard, "prune")
+            time.sleep(0.2)
+    finally:
+        subprocess.run(["docker", "rmi", elsewhere], capture_output=True, timeout=60)
     assert f"{image}@{second['digest']}" in engine_references(yard, "prune")  # the cache
     assert skopeo_digest(yard, "prune", first["commit_sha"]) == first["digest"]
 

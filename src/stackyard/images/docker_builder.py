@@ -156,8 +156,18 @@ class DockerBuilder:
         """Drop this repository's untagged images from the engine: older builds and images
         of releases no task runs any more. The registry keeps every one of them (a rollback
         pulls it back), and an image a container still uses is left alone. Returns the
-        references removed."""
-        untagged = self._call(self._api.images, filters={"dangling": True})
+        references removed.
+
+        Untagged means no tag in *this* repository: the engine's own ``dangling`` filter
+        would miss an image whose identical content another repository (another stack, or
+        another registry's name for it) still tags, and its old digest reference here
+        would stay for ever."""
+        images = self._call(self._api.images, name=repository)
+        untagged = [
+            image
+            for image in images
+            if not any(str(t).startswith(f"{repository}:") for t in image.get("RepoTags") or [])
+        ]
         return self._remove_references(untagged, ("RepoDigests",), (f"{repository}@",))
 
     def remove_repository(self, repository: str) -> list[str]:
