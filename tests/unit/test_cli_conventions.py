@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import typer
+from typer.testing import CliRunner
 
 from stackyard.cli.main import app
 from stackyard.cli.output import run_cli
@@ -30,6 +31,18 @@ def test_every_command_takes_json() -> None:
         if not any("--json" in getattr(p, "opts", []) for p in command.params)
     ]
     assert missing == []
+
+
+def test_every_commands_help_prints() -> None:
+    """Help text goes through Rich markup: a literal `[/namespace]` in an option's help
+    crashed `registries add --help` with an internal error."""
+    runner = CliRunner()
+    broken = []
+    for name, _ in _leaves(typer.main.get_command(app)):
+        result = runner.invoke(app, [*name.split(), "--help"], env={"COLUMNS": "120"})
+        if result.exit_code != 0 or "Usage" not in result.output:
+            broken.append((name, result.exit_code, repr(result.exception)))
+    assert broken == []
 
 
 def _broken_app() -> typer.Typer:

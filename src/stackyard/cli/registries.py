@@ -57,7 +57,10 @@ def list_registries(data_dir: DataDir = None, json_output: Json = False) -> None
 @app.command("add")
 def add_registry(
     name: str,
-    url: Annotated[str, typer.Option("--url", help="host[:port][/namespace], e.g. ghcr.io/acme.")],
+    url: Annotated[
+        str,
+        typer.Option("--url", help="host, host:port or host:port/namespace, e.g. ghcr.io/acme."),
+    ],
     username: Annotated[str, typer.Option("--username", help="The registry user.")],
     password_stdin: Annotated[
         bool,
