@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from stackyard.cli.traffic import _minutes
 from stackyard.deploy.traffic import (
     ERROR_BOUND,
     Counts,
@@ -20,6 +21,7 @@ from stackyard.deploy.traffic import (
     percentile,
     traffic_minutes,
 )
+from stackyard.errors import UsageError
 from stackyard.router.base import AccessRecord
 from tests.access_yard import AccessYard, access_yard
 from tests.gate_runs import BOUND
@@ -139,4 +141,13 @@ def test_traffic_is_read_by_readers_of_the_stack_only(yard: AccessYard) -> None:
         assert yard.client.get(path.format("other"), headers=yard.auth(label)).status_code == 403
     bad = yard.client.get(path.format("hello"), params={"minutes": 0}, headers=yard.auth("viewer"))
     assert bad.status_code == 400, bad.text
-    assert "--minutes 0" in bad.text, bad.text
+    assert "the last 0 minutes is out of range" in bad.text, bad.text
+
+
+def test_traffic_since_is_a_duration_rounded_up_to_minutes() -> None:
+    assert (_minutes(None, None), _minutes(5, None)) == (60, 5)
+    assert (_minutes(None, "1h"), _minutes(None, "2d"), _minutes(None, "90s")) == (60, 2880, 2)
+    with pytest.raises(UsageError, match="--since: 'xyz' is not a duration"):
+        _minutes(None, "xyz")
+    with pytest.raises(UsageError, match="not both"):
+        _minutes(5, "1h")

@@ -384,10 +384,11 @@ class DeployService:
         release, from the traffic store (deploy/trafficstore.py), counted up to now first;
         a stage the router keeps no access log of has none."""
         if not 1 <= minutes <= self.counter.retention_days * 24 * 60:
+            days = self.counter.retention_days
             raise UsageError(
-                f"--minutes {minutes} is out of range",
-                hint=f"give 1 to {self.counter.retention_days * 24 * 60} "
-                f"(the traffic retention, {self.counter.retention_days} days)",
+                f"traffic of the last {minutes} minutes is out of range",
+                hint=f"give --minutes 1 to {days * 24 * 60}, or --since up to {days}d "
+                f"(the traffic retention, {days} days)",
             )
         since = datetime.now(UTC) - timedelta(minutes=minutes)
         with self._sessions() as session:
