@@ -194,3 +194,15 @@ def test_the_listing_names_the_stages_on_each_target_and_a_used_one_stays(
     assert refused.json()["error"] == "target eu is used by stage(s) hello/prod"
     _released(yard, 2, {"name": "prod"})
     assert yard.client.delete("/api/v1/targets/eu", headers=yard.auth("admin")).status_code == 200
+
+
+def test_a_registry_that_does_not_answer_is_the_users_input_refused_not_an_api_failure(
+    yard: AccessYard,
+) -> None:
+    body = {"name": "gone", "url": "127.0.0.1:1/acme", "username": "u", "password": "p"}
+    refused = yard.client.post("/api/v1/registries", json=body, headers=yard.auth("admin"))
+    assert refused.status_code == 400, refused.text
+    assert "registry gone (127.0.0.1:1)" in refused.json()["error"]
+    assert "nothing was recorded" in refused.json()["error"]
+    listed = yard.client.get("/api/v1/registries", headers=yard.auth("admin")).json()
+    assert listed["registries"] == []

@@ -229,8 +229,11 @@ class RegistryService:
             try:
                 client.ping()
             except StackyardError as exc:
+                # Adding, the URL and credentials are the user's input: a refusal is
+                # theirs to mend (400, exit 2), not the platform failing (500).
+                refused = UsageError if adding else PermanentError
                 outcome = "; nothing was recorded" if adding else ""
-                raise PermanentError(
+                raise refused(
                     f"registry {name} ({address.endpoint}): {exc.message}{outcome}",
                     hint=exc.hint or "check the URL, the username and the password",
                 ) from exc
