@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from sqlalchemy import select
 
 from stackyard.config.models import StageConfig
+from stackyard.deploy.domains import add_domain
 from stackyard.deploy.keys import Domains, StageKey
 from stackyard.deploy.observe import stage_settings
-from stackyard.store.models import StageRoute
+from stackyard.errors import UsageError
+from stackyard.store.models import Stack, StageRoute
+from tests.access_yard import access_yard
 
 KEY = StageKey("hello", "prod")
 
@@ -54,3 +60,37 @@ def test_port_with_domains_or_a_name_twice_is_refused() -> None:
         stage(port=8081, domains=["a.test"])
     with pytest.raises(ValueError, match="lists a host name twice"):
         stage(host="a.test", domains=["a.test"])
+
+
+def test_an_ip_address_is_not_a_host_name() -> None:
+    with pytest.raises(ValueError, match=r"'127\.0\.0\.1' is an IP address, not a host name"):
+        stage(domains=["127.0.0.1"])
+    assert stage(domains=["1.example.com", "app.42.example"]).domains == [
+        "1.example.com",
+        "app.42.example",
+    ]
+
+
+def test_a_name_another_stage_serves_is_refused_with_the_command_that_frees_it(
+    tmp_path: Path,
+) -> None:
+    with access_yard(tmp_path) as yard, yard.sessions.begin() as session:
+        hello, other = (
+            session.scalar(select(Stack).where(Stack.name == n)) for n in ("hello", "other")
+        )
+        assert hello is not None
+        assert other is not None
+        session.add(StageRoute(stack_id=hello.id, stage="prod", host="hello.example.com",
+                               aliases=[], tls="acme"))  # fmt: skip
+        add_domain(session, hello, "prod", "www.example.com")
+        with pytest.raises(UsageError) as taken:
+            add_domain(session, other, "dev", "www.example.com")
+        assert taken.value.message == "www.example.com is already served by stage prod of hello"
+        assert taken.value.hint == (
+            "remove it there first: stackyard domains remove hello --stage prod www.example.com"
+        )
+        with pytest.raises(UsageError) as configured:
+            add_domain(session, other, "dev", "hello.example.com")
+        assert "stackyard.yml" in str(configured.value.hint)
+        with pytest.raises(UsageError, match="is an IP address"):
+            add_domain(session, other, "dev", "10.0.0.1")

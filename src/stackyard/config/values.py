@@ -114,6 +114,11 @@ def check_host(host: str) -> str:
             f"'{host}' is not a valid host name: use lowercase labels of letters, digits and "
             "'-' separated by dots, such as app.example.com"
         )
+    if labels[-1].isdigit():  # no top-level domain is all digits: an IP address
+        raise ValueError(
+            f"'{host}' is an IP address, not a host name: routes by host name need a DNS "
+            "name (such as app.example.com); without one, leave the stage on its port"
+        )
     return host
 
 

@@ -87,9 +87,14 @@ def add_domain(session: Session, stack: Stack, stage: str, name: str) -> None:
         if name in row.names:
             owner = session.get(Stack, row.stack_id)
             where = f"stage {row.stage} of {owner.name if owner else '?'}"
+            added = name in (row.added_domains or ())
             raise UsageError(
                 f"{name} is already served by {where}",
-                hint=f"remove it there first: stackyard domains remove … {name}",
+                hint=f"remove it there first: stackyard domains remove "
+                f"{owner.name if owner else '?'} --stage {row.stage} {name}"
+                if added
+                else "it comes from that stage's stackyard.yml (host/domains) or the base "
+                "domain: remove it there and push, or pick another name",
             )
     mine = next((r for r in rows if r.stack_id == stack.id and r.stage == stage), None)
     if mine is None:  # not deployed yet: its first deployment serves the name too
