@@ -140,6 +140,7 @@ def test_the_matrix(yard: AccessYard, label: str) -> None:
                 answer = response.json()
                 assert answer["permission"], where
                 assert answer["error"].startswith("forbidden: this takes "), where
+                assert answer["hint"].startswith(("ask ", "this token may only ")), where
                 if need.action is not None:
                     assert need.action in answer["permission"], where
             checked += 1

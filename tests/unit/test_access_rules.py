@@ -16,6 +16,7 @@ from stackyard.access.rules import (
     Target,
     decide,
     four_eyes_refusal,
+    refusal_hint,
 )
 
 VIEWER = Principal("carol", Role.VIEWER, "c0c0c0c0c0")
@@ -87,6 +88,21 @@ def test_a_refusal_names_the_permission() -> None:
     assert refused.reason == (
         "forbidden: this takes deploy on stack hello; token c0c0c0c0c0 of carol (viewer) may read"
     )
+
+
+def test_a_refusal_says_what_to_do_next() -> None:
+    deploy = decide(VIEWER, Need(Action.DEPLOY), HELLO).permission
+    assert refusal_hint(VIEWER, deploy) == (
+        "ask an admin to do it, or to give carol the deployer role: "
+        "stackyard users role carol deployer"
+    )
+    assert "the admin role: stackyard users role carol admin" in refusal_hint(
+        VIEWER, "admin on the platform"
+    )
+    scoped = decide(PUSH_HELLO, Need(Action.PUSH), Target("other")).permission
+    assert refusal_hint(PUSH_HELLO, scoped).startswith("this token may only push on hello: ")
+    listed = "being one of the approvers of protected stage hello/prod"
+    assert "an admin to list carol there (stackyard protect)" in refusal_hint(VIEWER, listed)
 
 
 @pytest.mark.parametrize(

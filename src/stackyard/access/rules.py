@@ -200,6 +200,25 @@ def _refuse(principal: Principal, permission: str, listed: str = "") -> Decision
     return Decision(False, permission, reason)
 
 
+def refusal_hint(principal: Principal, permission: str) -> str:
+    """What the refused caller can do next: who to ask, or which token to use."""
+    if not principal.is_person:
+        return (
+            f"this token may only {principal.scope} on {principal.stack}: use your own "
+            "(stackyard login), or a token made for this (stackyard tokens create)"
+        )
+    if permission.startswith("being one of"):
+        return (
+            "ask one of those listed, or an admin to list "
+            f"{principal.name} there (stackyard protect)"
+        )
+    role = "admin" if permission.startswith("admin") else "deployer"
+    return (
+        f"ask an admin to do it, or to give {principal.name} the {role} role: "
+        f"stackyard users role {principal.name} {role}"
+    )
+
+
 def four_eyes_refusal(
     protection: Protection | None, approver: str, pushed_by: str, run: int
 ) -> str | None:

@@ -28,7 +28,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from stackyard.access.limits import FailureLimiter, address_key, token_key
 from stackyard.access.people import AuthFailed, PeopleService
-from stackyard.access.rules import Action, Need, Principal, StageFrom, Target, decide
+from stackyard.access.rules import (
+    Action,
+    Need,
+    Principal,
+    StageFrom,
+    Target,
+    decide,
+    refusal_hint,
+)
 from stackyard.access.tokens import token_id_of
 from stackyard.api.sessions import (
     CSRF_FIELD,
@@ -137,7 +145,11 @@ def check(request: Request, principal: Principal, form: Mapping[str, str] | None
     decision = decide(principal, need, target, protections)
     if not decision.allowed:
         request.state.audit_detail = decision.reason
-        raise AccessDenied(decision.reason, permission=decision.permission)
+        raise AccessDenied(
+            decision.reason,
+            permission=decision.permission,
+            hint=refusal_hint(principal, decision.permission),
+        )
 
 
 def target_of(request: Request, need: Need, form: Mapping[str, str]) -> Target:
