@@ -94,3 +94,11 @@ def test_a_name_another_stage_serves_is_refused_with_the_command_that_frees_it(
         assert "stackyard.yml" in str(configured.value.hint)
         with pytest.raises(UsageError, match="is an IP address"):
             add_domain(session, other, "dev", "10.0.0.1")
+
+
+def test_tls_with_a_port_route_is_refused_not_ignored() -> None:
+    with pytest.raises(ValueError, match="sets tls: acme with port: certificates are for host"):
+        stage(port=8081, tls="acme")
+    with pytest.raises(ValueError, match="sets tls: internal with port"):
+        stage(port=8081, tls="internal")
+    assert stage(port=8081, tls="off").tls == "off"

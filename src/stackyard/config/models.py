@@ -381,7 +381,7 @@ class StageConfig(BaseModel):
         "certificate from the platform's ACME CA, Let's Encrypt by default; HTTP answers "
         "308 to HTTPS), `internal` (HTTPS with a certificate from the router's own local "
         "CA, for private names), `off` (plain HTTP). Default: `acme` when the platform "
-        "runs with `--acme-email` or `--domain`, else `off`.",
+        "runs with `--acme-email` or `--domain`, else `off`. Not `acme` or `internal` with `port`.",
         examples=["internal"],
     )
     health: HealthCheckConfig = Field(
@@ -419,6 +419,12 @@ class StageConfig(BaseModel):
             raise ValueError(
                 f"stage '{self.name}' sets both port and host (or domains); keep one: port "
                 "serves on 127.0.0.1, host and domains serve host names"
+            )
+        if self.port is not None and self.tls in ("acme", "internal"):
+            raise ValueError(
+                f"stage '{self.name}' sets tls: {self.tls} with port: certificates are for "
+                "host names, a port route is plain HTTP on 127.0.0.1; serve the stage on "
+                "host or domains instead of port, or leave tls out"
             )
         names = [*([self.host] if self.host else []), *self.domains]
         if len(set(names)) != len(names):
