@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from stackyard.config.buildspec import load_buildspec
 from stackyard.config.loading import (
     DEFAULT_FILE,
     LoadedConfig,
@@ -15,6 +16,7 @@ from stackyard.config.loading import (
 )
 from stackyard.config.models import StackConfig, StageConfig, json_schema, rollout_problem
 from stackyard.config.values import memory_bytes
+from stackyard.config.yamlfile import in_checkout
 from stackyard.errors import ConfigError, NotFoundError
 
 
@@ -553,3 +555,23 @@ def test_a_target_the_platform_lacks_is_named_with_its_stage_and_line(tmp_path: 
     with pytest.raises(ConfigError) as caught:
         load_stack_config(tmp_path, targets={"local", "eu"})
     assert f"{tmp_path / 'stackyard.dev.yml'}:2:1: target: stage 'dev'" in caught.value.message
+    # A build's checkout is a temporary directory: its log names the files in the repo.
+    with pytest.raises(ConfigError) as caught:
+        load_stack_config(tmp_path, targets={"local", "eu"}, in_repo=True)
+    assert caught.value.message.startswith("stackyard.yml is invalid (1 problem):\n")
+    assert "\n  stackyard.dev.yml:2:1: target: stage 'dev'" in caught.value.message
+    assert str(tmp_path) not in caught.value.message
+    write(tmp_path, "cpu: 1\nbuild: {}\n", "stackyard.dev.yml")
+    with pytest.raises(ConfigError, match=r"^stackyard.dev.yml: build: an override file"):
+        load_stack_config(tmp_path, in_repo=True)
+    write(tmp_path, "stages: [", "services/api/stackyard.yml")
+    with pytest.raises(ConfigError, match=r"^services/api/stackyard.yml:1:10: malformed YAML"):
+        load_stack_config(tmp_path, file="services/api/stackyard.yml", in_repo=True)
+
+
+def test_a_build_spec_from_a_checkout_is_named_by_its_path_in_the_repo(tmp_path: Path) -> None:
+    spec = write(tmp_path, "version: 0.2\nphases: [", "ci/build.yml")
+    with pytest.raises(ConfigError) as caught:
+        load_buildspec(spec, name=in_checkout(spec, tmp_path))
+    assert caught.value.message.startswith("ci/build.yml:2:10: malformed YAML")
+    assert in_checkout(Path("/elsewhere/build.yml"), tmp_path) == "/elsewhere/build.yml"

@@ -305,10 +305,11 @@ def load_buildspec(
     """Load a build spec from a file path, or from YAML text when ``source`` is a str.
 
     Returns the spec and its warnings; raises ConfigError listing every problem with
-    ``file:line:col``. ``name`` is how text is named in messages (default ``buildspec``).
+    ``file:line:col``. ``name`` is how the spec is named in messages (default: the path,
+    or ``buildspec`` for text).
     """
     if isinstance(source, Path):
-        doc = load_yaml_file(source)
+        doc = load_yaml_file(source, name)
     else:
         doc = load_yaml(source, name or "buildspec")
     what = f"build spec {doc.source}"

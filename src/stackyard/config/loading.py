@@ -6,7 +6,7 @@ Used by the ``stackyard config`` commands and by builds; every problem names fil
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,15 @@ from stackyard.config.yamlfile import (
     Position,
     Problem,
     YamlDocument,
+    in_checkout,
     load_yaml_file,
     raise_problems,
     unknown_keys,
     validation_problems,
 )
 from stackyard.errors import ConfigError
+
+_Namer = Callable[[Path], str]  # how a problem names a file
 
 DEFAULT_FILE = "stackyard.yml"
 DEFAULT_SOURCE = "(default stackyard.yml)"
@@ -67,18 +70,25 @@ class _MergedDocument(YamlDocument):
 
 
 def load_stack_config(
-    repo_dir: Path, *, file: str = DEFAULT_FILE, targets: Collection[str] | None = None
+    repo_dir: Path,
+    *,
+    file: str = DEFAULT_FILE,
+    targets: Collection[str] | None = None,
+    in_repo: bool = False,
 ) -> LoadedConfig:
     """Load ``file`` (relative to ``repo_dir``) and its ``<stem>.<stage>.yml`` override files.
 
     Without the file, a repository gets the default stages (dev, staging, prod), unless
     ``file`` names a file other than the default, which must then exist. With ``targets``
     (the platform's target names), a stage naming another target is a problem too.
-    Raises ConfigError listing every problem with file:line:col.
+    Raises ConfigError listing every problem with file:line:col. With ``in_repo``, files
+    are named by their path in the repository (a build's checkout is a temporary
+    directory that means nothing to the reader of its log).
     """
     base_path = repo_dir / file
+    shown: _Namer = (lambda path: in_checkout(path, repo_dir)) if in_repo else str
     if base_path.is_file():
-        doc = load_yaml_file(base_path)
+        doc = load_yaml_file(base_path, shown(base_path))
         if doc.data is None:
             doc.data = {}
         is_default = False
@@ -94,7 +104,7 @@ def load_stack_config(
         )
     warnings = unknown_keys(doc, StackConfig)
     override_files = find_override_files(base_path)
-    merged, override_warnings = _merge_overrides(doc, override_files)
+    merged, override_warnings = _merge_overrides(doc, override_files, shown)
     warnings += override_warnings
     config = _validate(merged, warnings)
     if targets is not None:
@@ -139,7 +149,7 @@ def find_override_files(base_path: Path) -> list[tuple[str, Path]]:
 
 
 def _merge_overrides(
-    doc: YamlDocument, override_files: list[tuple[str, Path]]
+    doc: YamlDocument, override_files: list[tuple[str, Path]], shown: _Namer
 ) -> tuple[_MergedDocument, list[Problem]]:
     data = copy.deepcopy(doc.data)
     if "stages" not in data:
@@ -158,12 +168,12 @@ def _merge_overrides(
         if stage_name not in index_of:
             valid = ", ".join(str(name) for name in index_of)
             raise ConfigError(
-                f"{path}: override file for stage '{stage_name}', which is not a stage of "
+                f"{shown(path)}: override file for stage '{stage_name}', which is not a stage of "
                 f"{doc.source}",
                 hint=f"valid stages: {valid}; name the file {path.name.split('.')[0]}"
                 f".<stage>{path.suffix}, or add the stage",
             )
-        override = _load_override(path, stage_name)
+        override = _load_override(path, stage_name, shown(path))
         warnings += unknown_keys(override, StageConfig)
         index = index_of[stage_name]
         stages[index] = deep_merge(stages[index], override.data)
@@ -171,19 +181,19 @@ def _merge_overrides(
     return merged, warnings
 
 
-def _load_override(path: Path, stage_name: str) -> YamlDocument:
-    override = load_yaml_file(path)
+def _load_override(path: Path, stage_name: str, source: str) -> YamlDocument:
+    override = load_yaml_file(path, source)
     if override.data is None:
         override.data = {}
     if not isinstance(override.data, dict):
         raise ConfigError(
-            f"{path}: an override file must be a mapping of the stage's own keys, such as "
+            f"{source}: an override file must be a mapping of the stage's own keys, such as "
             f"cpu: 2, not a {type(override.data).__name__}"
         )
     misplaced = sorted({"build", "stages"} & override.data.keys())
     if misplaced:
         raise ConfigError(
-            f"{path}: {', '.join(misplaced)}: an override file holds the keys of stage "
+            f"{source}: {', '.join(misplaced)}: an override file holds the keys of stage "
             f"'{stage_name}' only, at its top level",
             hint="write the stage's keys directly, such as cpu: 2; build settings stay in "
             "stackyard.yml",
@@ -192,7 +202,7 @@ def _load_override(path: Path, stage_name: str) -> YamlDocument:
     if name != stage_name:
         pos = override.position_of(("name",)) or Position(1, 1)
         raise ConfigError(
-            f"{path}:{pos.line}:{pos.column}: name: '{name}' differs from the stage "
+            f"{source}:{pos.line}:{pos.column}: name: '{name}' differs from the stage "
             f"'{stage_name}' the file name gives",
             hint="remove the name key; the file name says which stage it overrides",
         )

@@ -141,14 +141,22 @@ def load_yaml(text: str, source: str) -> YamlDocument:
     return YamlDocument(source, data, builder.positions)
 
 
-def load_yaml_file(path: Path) -> YamlDocument:
+def in_checkout(path: Path, checkout: Path) -> str:
+    """``path`` as the repository names it, relative to ``checkout`` (a build's checkout
+    is a temporary directory that means nothing to the reader of its log)."""
+    return str(path.relative_to(checkout)) if path.is_relative_to(checkout) else str(path)
+
+
+def load_yaml_file(path: Path, source: str | None = None) -> YamlDocument:
+    """Parse the file at ``path``; problems name it ``source`` (default: the path)."""
+    shown = str(path) if source is None else source
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such file", hint="check the path") from exc
+        raise ConfigError(f"{shown}: no such file", hint="check the path") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc}") from exc
-    return load_yaml(text, str(path))
+        raise ConfigError(f"{shown}: cannot be read: {exc}") from exc
+    return load_yaml(text, shown)
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

@@ -35,6 +35,7 @@ from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
 from stackyard.config.buildspec import load_buildspec
 from stackyard.config.models import BuildConfig, StackConfig
+from stackyard.config.yamlfile import in_checkout
 from stackyard.deploy import records
 from stackyard.errors import NotFoundError, StackyardError, UsageError
 from stackyard.images.dockerproxy.rules import BuildLimits
@@ -628,7 +629,7 @@ class ReleaseService:
     def _run_releasespec(
         self, plan: _ReleasePlan, spec_file: Path, checkout: Path, log: BuildLog
     ) -> None:
-        spec, warnings = load_buildspec(spec_file)
+        spec, warnings = load_buildspec(spec_file, name=in_checkout(spec_file, checkout))
         for warning in warnings:
             log.line("config", LineKind.MESSAGE, f"warning: {warning}")
         name = plan.stack.name

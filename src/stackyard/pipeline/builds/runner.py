@@ -24,6 +24,7 @@ from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
 from stackyard.config.buildspec import load_buildspec
 from stackyard.config.loading import LoadedConfig, load_stack_config
 from stackyard.config.models import BuildConfig
+from stackyard.config.yamlfile import in_checkout
 from stackyard.errors import StackyardError
 from stackyard.images.docker_builder import DockerBuilder
 from stackyard.images.dockerize import detect
@@ -180,7 +181,9 @@ class BuildRun:
 
     def load_config(self, checkout: Path) -> LoadedConfig:
         known = self.tools.target_names
-        loaded = load_stack_config(checkout, targets=None if known is None else known())
+        loaded = load_stack_config(
+            checkout, targets=None if known is None else known(), in_repo=True
+        )
         for warning in loaded.warnings:
             self.say("config", f"warning: {warning}")
         names = ", ".join(s.name for s in loaded.config.stages)
@@ -234,7 +237,7 @@ class BuildRun:
         inputs: BuildInputs,
         limits: BuildLimits | None,
     ) -> dict[str, str]:
-        spec, warnings = load_buildspec(spec_path)
+        spec, warnings = load_buildspec(spec_path, name=in_checkout(spec_path, checkout))
         for warning in warnings:
             self.say("config", f"warning: {warning}")
         name, isolation = self.stack.name, self.tools.isolation
