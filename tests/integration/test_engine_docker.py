@@ -324,6 +324,7 @@ def test_an_unreachable_engine_is_a_component_error() -> None:
         engine.ping()
     assert caught.value.hint is not None
     assert "DOCKER_HOST" in caught.value.hint
+    assert caught.value.message.endswith("did not answer: [Errno 2] No such file or directory")
     with pytest.raises(ComponentError, match="did not answer"):
         engine.list({LABEL_PLATFORM: RUN})
     with pytest.raises(ComponentError, match="did not answer"):

@@ -36,7 +36,7 @@ from stackyard.engines.base import (
     TaskState,
     split_digest_reference,
 )
-from stackyard.engines.dockerapi import DockerApiEngine
+from stackyard.engines.dockerapi import DockerApiEngine, unreachable_reason
 from stackyard.errors import ComponentError, NotFoundError, StackyardError
 
 _STATES = {
@@ -343,7 +343,7 @@ class DockerEngine(DockerApiEngine):
 def _unreachable(exc: Exception, base_url: str | None) -> ComponentError:
     where = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     return ComponentError(
-        f"the Docker engine at {where} did not answer: {exc}",
+        f"the Docker engine at {where} did not answer: {unreachable_reason(exc)}",
         hint="start it (scripts/setup-host does), or set DOCKER_HOST",
     )
 

@@ -8,6 +8,7 @@ SDK is imported only in these three modules.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,27 @@ import docker.errors
 
 from stackyard.engines.base import PING_TIMEOUT, Engine, EngineError
 from stackyard.errors import ComponentError, NotFoundError, StackyardError
+
+# The SDK's (requests', urllib3's) wording of a failed connection, innermost cause last.
+_REASONS = (
+    re.compile(r"Failed to establish a new connection: (\[Errno \d+\] [^\"')]+)"),
+    re.compile(r"(Read timed out\.? \(read timeout=[^)]*\))"),
+    re.compile(r"(?:FileNotFound|ConnectionRefused|PermissionError)\w*\((\d+), '([^']*)'\)"),
+)
+
+
+def unreachable_reason(exc: Exception) -> str:
+    """Why the SDK could not reach the engine, in a few words (``[Errno 111] Connection
+    refused``), without its layers of wrapping; the whole text when it is worded otherwise."""
+    text = str(exc)
+    for pattern in _REASONS:
+        found = pattern.search(text)
+        if found is None:
+            continue
+        if len(found.groups()) == 2:
+            return f"[Errno {found.group(1)}] {found.group(2)}"
+        return found.group(1).strip()
+    return text
 
 
 class DockerApiEngine(Engine):

@@ -52,7 +52,7 @@ from stackyard.engines.base import (
     address_problem,
     split_digest_reference,
 )
-from stackyard.engines.dockerapi import DockerApiEngine
+from stackyard.engines.dockerapi import DockerApiEngine, unreachable_reason
 from stackyard.errors import ComponentError, NotFoundError, StackyardError, UsageError
 
 log = logging.getLogger(__name__)
@@ -542,7 +542,7 @@ class SwarmEngine(DockerApiEngine):
 
     def _unreachable(self, exc: Exception) -> ComponentError:
         return ComponentError(
-            f"the swarm manager at {self._where()} did not answer: {exc}",
+            f"the swarm manager at {self._where()} did not answer: {unreachable_reason(exc)}",
             hint="start it (scripts/setup-host --swarm-nodes 3 makes a test swarm), or set "
             "--engine-endpoint to a manager's socket",
         )
