@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from stackyard.cli.logs import _pick
 from stackyard.cli.traffic import _minutes
 from stackyard.deploy.traffic import (
     ERROR_BOUND,
@@ -151,3 +152,24 @@ def test_traffic_since_is_a_duration_rounded_up_to_minutes() -> None:
         _minutes(None, "xyz")
     with pytest.raises(UsageError, match="not both"):
         _minutes(5, "1h")
+
+
+def test_a_negative_tail_is_refused_naming_it(yard: AccessYard) -> None:
+    for kind in ("access", "tasks"):
+        answer = yard.client.get(
+            f"/api/v1/stacks/hello/stages/dev/{kind}/logs",
+            params={"tail": -3},
+            headers=yard.auth("viewer"),
+        )
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"] == "--tail -3: give how many lines to start with, 0 or more"
+
+
+def test_logs_says_which_flags_clash_and_gives_a_whole_example() -> None:
+    with pytest.raises(UsageError) as both:
+        _pick(1, None, None, None, False, True)
+    assert both.value.message.endswith("(not --build and --access at once)")
+    assert _pick(None, 2, None, None, False, False) == ("release", 2)
+    with pytest.raises(UsageError) as none:
+        _pick(None, None, None, None, False, False)
+    assert "at once" not in none.value.message

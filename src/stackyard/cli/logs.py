@@ -37,9 +37,10 @@ def _pick(
     if access:
         chosen.append(("access", None))
     if len(chosen) != 1:
+        given = " and ".join(f"--{kind}" for kind, _ in chosen)
         raise UsageError(
             "say which log: one of --build N, --release N, --deployment N, --run N, --tasks "
-            "or --access",
+            "or --access" + (f" (not {given} at once)" if given else ""),
             hint="e.g. stackyard logs hello --deployment 3 --stage prod -f",
         )
     return chosen[0]
@@ -76,7 +77,8 @@ def logs(
         bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
     ] = False,
     tail: Annotated[
-        int, typer.Option(help="With --tasks: lines per task to start with; --access: lines.")
+        int,
+        typer.Option(min=0, help="With --tasks: lines per task to start with; --access: lines."),
     ] = 100,
     data_dir: DataDir = None,
     json_output: Json = False,
@@ -84,8 +86,9 @@ def logs(
     """Print a log (secrets masked); -f follows it live until it ends."""
     kind, number = _pick(build, release, deployment, run, tasks, access)
     if kind in ("release", "deployment", "tasks", "access") and not stage:
+        which = f"--{kind}" if number is None else f"--{kind} {number}"
         raise UsageError(
-            f"--{kind} needs --stage", hint=f"e.g. stackyard logs {stack} --{kind} ... --stage dev"
+            f"{which} needs --stage", hint=f"e.g. stackyard logs {stack} {which} --stage dev"
         )
     client = ApiClient.discover(settings_for(data_dir))
     if kind in ("tasks", "access"):

@@ -111,11 +111,20 @@ def logs(
     return StreamingResponse(iter([text]), media_type="text/plain; charset=utf-8")
 
 
+def _check_tail(tail: int) -> None:
+    if tail < 0:
+        raise UsageError(
+            f"--tail {tail}: give how many lines to start with, 0 or more",
+            hint="e.g. --tail 20, or --tail 0 -f for new lines only",
+        )
+
+
 @router.get("/stages/{stage}/tasks/logs")
 def task_logs(
     name: str, stage: str, request: Request, tail: int = 100, follow: bool = False
 ) -> StreamingResponse:
     """The stage's task logs, each line prefixed by its task; secrets masked."""
+    _check_tail(tail)
     found = services(request)
     tasks = found.deploy.tasks(name, stage)
     masker = found.secrets.masker(name)
@@ -165,6 +174,7 @@ def access_logs(
 ) -> StreamingResponse:
     """The stage's requests as the router logged them (its access log); secrets masked,
     as in every other log (a token in a query string is one)."""
+    _check_tail(tail)
     found = services(request)
     masker = found.secrets.masker(name)
     records = found.deploy.access_records(name, stage)
