@@ -23,7 +23,7 @@ from stackyard.access.tokens import (
     token_id_of,
 )
 from stackyard.errors import AccessDenied, NotFoundError, UsageError
-from stackyard.store.models import AuditEntry, Token
+from stackyard.store.models import AuditEntry, Build, Stack, Token
 from tests.access_yard import BOOTSTRAP, AccessYard, access_yard
 
 
@@ -233,3 +233,22 @@ def test_the_audit_log_is_append_only_and_pruned(yard: AccessYard) -> None:
         assert (
             session.scalar(select(AuditEntry.actor).where(AuditEntry.action == "deploy")) == "bob"
         )
+
+
+def test_protecting_a_stage_the_stack_lacks_is_kept_with_a_warning(yard: AccessYard) -> None:
+    path = "/api/v1/stacks/hello/stages/{}/protection"
+    body = {"approvers": ["carol"], "deployers": [], "four_eyes": False}
+    before = yard.client.put(path.format("prdo"), json=body, headers=yard.auth("admin"))
+    assert (before.status_code, before.json()["note"]) == (200, None)  # no build: who knows
+    with yard.sessions.begin() as session:
+        hello = session.scalar(select(Stack).where(Stack.name == "hello"))
+        assert hello is not None
+        stages = [{"name": "dev"}, {"name": "prod"}]
+        session.add(Build(stack_id=hello.id, number=1, status="SUCCEEDED",
+                          config={"stages": stages}))  # fmt: skip
+    known = yard.client.put(path.format("prod"), json=body, headers=yard.auth("admin"))
+    assert known.json()["note"] is None
+    mistyped = yard.client.put(path.format("prdo"), json=body, headers=yard.auth("admin"))
+    assert mistyped.status_code == 200
+    assert mistyped.json()["note"].startswith("hello has no stage 'prdo' yet (stages: dev, prod)")
+    assert "stackyard protect hello --stage prdo --remove" in mistyped.json()["note"]

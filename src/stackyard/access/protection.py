@@ -18,6 +18,7 @@ from stackyard.access.rules import Protection
 from stackyard.config.values import StageName
 from stackyard.errors import NotFoundError, UsageError
 from stackyard.stacks.service import StackService
+from stackyard.stacks.stages import known_stages
 from stackyard.store.models import Person, Stack, StageProtection
 
 _STAGE = TypeAdapter(StageName)
@@ -38,6 +39,9 @@ class ProtectionView(BaseModel):
     four_eyes: bool
     updated_at: datetime
     updated_by: str
+    # Set when the stage is not (yet) one of the stack's: protecting it is allowed (a
+    # stage may come with a later push), but a mistyped name protects nothing.
+    note: str | None = None
 
 
 class ProtectionList(BaseModel):
@@ -92,7 +96,15 @@ class ProtectionService:
             found.four_eyes = four_eyes
             found.updated_by = by
             session.flush()
-            return _view(stack, found)
+            view = _view(stack, found)
+            known = known_stages(session, row.id)
+            if known and stage not in known:
+                view.note = (
+                    f"{stack} has no stage '{stage}' yet (stages: {', '.join(known)}): it is "
+                    "protected once a stage of that name appears; if the name is mistyped, "
+                    f"remove it (stackyard protect {stack} --stage {stage} --remove)"
+                )
+            return view
 
     def unprotect(self, stack: str, stage: str) -> None:
         with self._sessions.begin() as session:

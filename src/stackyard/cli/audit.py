@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from stackyard.cli.client import ApiClient
-from stackyard.cli.output import console, new_table, print_json
+from stackyard.cli.output import console, err_console, escape, new_table, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.errors import UsageError
 
@@ -87,6 +87,8 @@ def protect(
         print_json(protection)
     else:
         _show(protection)
+    if protection.get("note"):
+        err_console.print(f"[yellow]warning:[/] {escape(protection['note'])}", highlight=False)
 
 
 def audit(
