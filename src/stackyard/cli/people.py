@@ -154,7 +154,8 @@ def set_role(name: str, role: str, data_dir: DataDir = None, json_output: Json =
     if json_output:
         print_json(person)
     else:
-        console.print(f"{name} is now a {person['role']}.")
+        role = person["role"]
+        console.print(f"{name} is now {'an' if role == 'admin' else 'a'} {role}.")
 
 
 @users_app.command("remove")
