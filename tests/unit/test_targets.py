@@ -80,7 +80,28 @@ def test_bad_input_is_refused_and_nothing_is_stored(
 
 
 def test_an_engine_kind_other_than_docker_or_swarm_is_refused(yard: AccessYard) -> None:
-    assert post(yard, {**EU, "engine": "kubernetes"})[0] == 422
+    status, answer = post(yard, {**EU, "engine": "kubernetes"})
+    assert status == 422
+    # the API's one error shape, each field named, and FastAPI's own list as before
+    assert answer["error"] == (
+        "invalid request: body.engine: Input should be 'docker' or 'swarm' (got 'kubernetes')"
+    )
+    assert answer["hint"]
+    assert answer["detail"][0]["loc"] == ["body", "engine"]
+    status, answer = post(yard, {"name": 5})  # type: ignore[dict-item]
+    assert answer["error"] == (
+        "invalid request: body.name: Input should be a valid string (got 5); "
+        "body.engine: required; body.endpoint: required"
+    )
+    broken = yard.client.post(
+        "/api/v1/targets", content=b"{not json", headers={**yard.auth("admin"),
+        "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert broken.status_code == 422
+    assert broken.json()["error"] == (
+        "invalid request: the body is not JSON (Expecting property name enclosed in double "
+        "quotes, at character 1)"
+    )
 
 
 def test_twice_the_same_name_and_the_built_in_target_stay(yard: AccessYard) -> None:

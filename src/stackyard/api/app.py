@@ -9,10 +9,15 @@ and every refusal.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 
 from stackyard import __version__
 from stackyard.access.limits import FailureLimiter
@@ -107,6 +112,22 @@ def create_app(context: ApiContext) -> FastAPI:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        """An API request whose body, query or path does not fit gets the one error shape
+        (``error``, ``hint``) naming each field, and FastAPI's ``detail`` list as before."""
+        if not request.url.path.startswith("/api/"):
+            return await request_validation_exception_handler(request, exc)
+        problems = "; ".join(field_problem(error) for error in exc.errors())
+        return JSONResponse(
+            status_code=422,
+            content={
+                "error": f"invalid request: {problems}",
+                "hint": "fix the fields named above and send it again",
+                "detail": jsonable_encoder(exc.errors()),
+            },
+        )
+
     @app.exception_handler(StackyardError)
     def stackyard_error(_request: Request, exc: StackyardError) -> JSONResponse:
         if isinstance(exc, AccessDenied):
@@ -118,3 +139,19 @@ def _install_error_handlers(app: FastAPI) -> None:
             404 if isinstance(exc, NotFoundError) else 400 if isinstance(exc, UsageError) else 500
         )
         return JSONResponse(status_code=code, content={"error": exc.message, "hint": exc.hint})
+
+
+def field_problem(error: Mapping[str, Any]) -> str:
+    """``body.name: Input should be a valid string (got 5)``: one of pydantic's errors."""
+    loc = tuple(error.get("loc", ()))
+    where = ".".join(str(part) for part in loc)
+    message = str(error.get("msg", "invalid"))
+    if error.get("type") == "missing":
+        return f"{where}: required"
+    if error.get("type") == "json_invalid":
+        reason = (error.get("ctx") or {}).get("error", message)
+        return f"the body is not JSON ({reason}, at character {loc[-1] if loc else '?'})"
+    shown = error.get("input")
+    if not isinstance(shown, dict | list):
+        message += f" (got {shown!r})"
+    return f"{where}: {message}"
