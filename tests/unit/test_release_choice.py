@@ -15,8 +15,10 @@ from sqlalchemy import text
 
 from stackyard.errors import NotFoundError, UsageError
 from stackyard.pipeline.releases import ImageChoice
+from stackyard.stacks.service import StackService
 from stackyard.statuses import ReleaseOrigin
 from stackyard.store.database import alembic_config, migrate, open_database
+from stackyard.store.models import Build
 
 from .test_release_promote import STACK, Yard
 from .test_release_promote import yard as yard  # the fixture
@@ -108,6 +110,27 @@ def test_a_commit_never_built_names_the_build_command(
         "no image for commit 4fe8827; build it with stackyard build shop --commit 4fe8827"
     )
     assert yard.releases.list(STACK) == []
+
+
+def test_a_commit_prefix_naming_several_built_commits_is_refused_naming_them(
+    yard: Yard, two_builds: tuple[str, str, str, str]
+) -> None:
+    sha1, digest1, _, _ = two_builds
+    twin = sha1[:4] + ("0" if sha1[4] != "0" else "1") + sha1[5:]  # same first 4 digits
+    with yard.releases._sessions.begin() as session:
+        stack = StackService.row(session, STACK)
+        session.add(Build(stack_id=stack.id, number=3, commit_sha=twin, status="SUCCEEDED",
+                          digest=digest1, config=CONFIG))  # fmt: skip
+    with pytest.raises(UsageError) as refused:
+        yard.releases.release(STACK, "dev", choice=ImageChoice("commit", sha1[:4]))
+    assert refused.value.message == (
+        f"--commit {sha1[:4]} names 2 built commits: "
+        + ", ".join(sorted(c[:12] for c in (sha1, twin)))
+    )
+    assert refused.value.hint == "give more of the sha"
+    assert yard.releases.list(STACK) == []
+    release = yard.releases.release(STACK, "dev", choice=ImageChoice("commit", sha1[:5]))
+    assert release.digest == digest1  # five digits name one commit
 
 
 @pytest.mark.parametrize(
