@@ -22,7 +22,11 @@ from stackyard.images.dockerproxy.rules import BuildLimits, BuildScope
 from stackyard.images.dockerproxy.server import BuildProxy, ProxySocket
 from stackyard.registry_login import RegistryLogin
 from tests.integration.buildkit_budget import budget_value, kept_buildkit_budget
-from tests.integration.registry_fixtures import LiveRegistry, live_registry  # noqa: F401
+from tests.integration.registry_fixtures import (  # noqa: F401
+    LiveRegistry,
+    live_registry,
+    second_live_registry,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +105,17 @@ def test_a_build_builds_tags_and_pushes_to_its_own_repository_without_a_login(
     assert "Login Succeeded" in login.stdout
     listed = docker("images", "--format", "{{.Repository}}").stdout.split()
     assert f"{stack}-built" in listed
+    # A failed step's container goes too (the client did not ask --force-rm).
+    mark = f"failing-{stack}"
+    failing = context(tmp_path, f"FROM busybox:latest\nRUN echo {mark} && exit 3\n")
+    failed = docker("build", "--network", "host", "--no-cache", str(failing))
+    assert failed.returncode != 0
+    assert mark in failed.stdout, failed.stdout
+    commands = subprocess.run(
+        [DOCKER, "ps", "-a", "--no-trunc", "--format", "{{.Command}}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert mark not in commands
 
 
 def test_a_build_s_run_steps_share_the_build_s_limits(
@@ -221,7 +236,7 @@ def test_a_dockerfile_naming_another_stack_s_local_image_is_refused(
             ctx = context(tmp_path, dockerfile)
             for compress in ([], ["--compress"]):
                 done = docker("build", "--network", "host", *compress, "-t", f"{stack}-x", str(ctx))
-                assert done.returncode != 0, what
+                assert done.returncode != 0, (what, done.stdout)
                 assert "Stackyard's build proxy refused the build: Dockerfile line" in done.stderr
                 assert "another stack" in done.stderr, (what, done.stderr)
         # The CLI writes one entry per file; a tar may hold two: the engine takes the last.
@@ -335,7 +350,7 @@ def test_a_buildkit_build_s_dockerfile_naming_another_stack_s_local_image_is_ref
         with kept_buildkit_budget():
             for what, (dockerfile, line) in attacks.items():
                 done = docker(*kit, "-t", f"{stack}-x", str(context(tmp_path, dockerfile)))
-                assert done.returncode != 0, what
+                assert done.returncode != 0, (what, done.stdout)
                 assert f"Stackyard's build proxy refused the build: Dockerfile {line}" in (
                     done.stderr
                 ), (what, done.stderr)
@@ -439,3 +454,73 @@ def test_every_image_check_applies_one_rule_nameless_images_and_retagged_base_im
         subprocess.run([DOCKER, "rmi", "-f", f"{victim}:v1", f"{victim}:base", base, moved,
                         f"{live_registry.endpoint}/{stack}:base"],
                        capture_output=True, timeout=120)  # fmt: skip
+
+
+def host_docker(*args: str) -> str:
+    """The docker CLI on the engine itself (the operator, another stack's build)."""
+    done = subprocess.run([DOCKER, *args], env={**os.environ, "DOCKER_BUILDKIT": "0"},
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_pulled_base_image_s_onbuild_triggers_are_judged_before_the_build(
+    build_docker: BuildDocker,
+    live_registry: LiveRegistry,
+    second_live_registry: LiveRegistry,
+    tmp_path: Path,
+) -> None:
+    """A FROM the engine does not hold would be pulled by the engine during the build,
+    and its ONBUILD triggers run unjudged: the proxy pulls it first, with the build's own
+    login for that registry, and judges the triggers as for a local base image."""
+    docker, stack, bases = build_docker, build_docker.stack, second_live_registry
+    victim = f"{live_registry.endpoint}/victim{secrets.token_hex(3)}:latest"
+    victim_id = host_docker("build", "--network", "host", "-q", "-t", victim, str(context(
+        tmp_path, "FROM busybox:latest\nRUN echo s3cret > /secret\n")))  # fmt: skip
+    hostile = {
+        "by name": f"ONBUILD COPY --from={victim} /secret /stolen",
+        "by id": f"ONBUILD COPY --from={victim_id[7:19]} /secret /stolen",
+    }
+    pushed = {what: f"{bases.endpoint}/bases/{stack}-{n}:v1" for n, what in enumerate(hostile)}
+    pushed["harmless"] = f"{bases.endpoint}/bases/{stack}-harmless:v1"
+    triggers = {**hostile, "harmless": "ONBUILD COPY --from=busybox:latest /bin/true /ran"}
+    try:
+        for what, name in pushed.items():
+            base = context(tmp_path, f"FROM busybox:latest\n{triggers[what]}\n")
+            bases.docker("build", "--network", "host", "-q", "-t", name, str(base))
+            bases.docker("push", name)
+            host_docker("rmi", name)  # the engine does not hold it: the build would pull it
+        missing = f"{bases.endpoint}/bases/{stack}-missing:v1"
+        # Unjudged, a hostile trigger's build goes through and prints the other's secret.
+        builds = {what: f"FROM {name}\nRUN cat /stolen\n" for what, name in pushed.items()}
+        builds["harmless"] = f"FROM {pushed['harmless']}\nRUN test -f /ran\n"
+        builds["missing"] = f"FROM busybox:latest AS a\nFROM {missing}\n"
+
+        anonymous = docker("build", "--network", "host", str(context(tmp_path, builds["by id"])))
+        assert f"Dockerfile line 1 (FROM {pushed['by id']}) builds from" in anonymous.stderr
+        assert "the proxy's pull of it failed" in anonymous.stderr, anonymous.stderr
+        login = docker("login", "-u", bases.username, "--password-stdin", bases.endpoint,
+                       stdin=bases.password)  # fmt: skip
+        assert login.returncode == 0, login.stderr
+
+        for what in hostile:
+            for pull in ([], ["--pull"]):
+                done = docker("build", "--network", "host", *pull, "-t", f"{stack}-x",
+                              str(context(tmp_path, builds[what])))  # fmt: skip
+                assert done.returncode != 0, (what, done.stdout)
+                assert (
+                    f"refused the build: Dockerfile line 1 (FROM {pushed[what]}, whose image "
+                    f"runs ONBUILD {hostile[what].removeprefix('ONBUILD ')}) reads "
+                ) in done.stderr, (what, done.stderr)
+                assert "another stack" in done.stderr, done.stderr
+        gone = docker("build", "--network", "host", str(context(tmp_path, builds["missing"])))
+        said = f"Dockerfile line 2 (FROM {missing}) builds from {missing}, which the engine "
+        assert said + "does not hold, and the proxy's pull of it failed: " in gone.stderr
+        assert "unknown" in gone.stderr.lower(), gone.stderr
+        assert docker("image", "inspect", f"{stack}-x").returncode != 0  # nothing was built
+        assert host_docker("image", "inspect", "-f", "{{.Id}}", victim) == victim_id
+        fine = docker("build", "--network", "host", "-t", f"{stack}-fine",
+                      str(context(tmp_path, builds["harmless"])))  # fmt: skip
+        assert fine.returncode == 0, fine.stderr  # its trigger ran: /ran is there
+    finally:
+        subprocess.run([DOCKER, "rmi", "-f", victim], capture_output=True, timeout=120)

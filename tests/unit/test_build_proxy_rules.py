@@ -23,6 +23,8 @@ from stackyard.images.dockerproxy.rules import (
     judge,
     local_name,
     ownership,
+    pull_auth,
+    pull_request,
     registry_auth_header,
     visible,
     without_registry,
@@ -557,3 +559,66 @@ def test_a_foreign_tag_on_a_buildkit_build_is_judged_as_a_legacy_one() -> None:
     decision = ask_buildkit(t=f"{REGISTRY}/victim:latest")
     assert isinstance(decision, Forward)
     assert judge(f"{REGISTRY}/victim:latest", None, SCOPE, "write", {}) is not None
+
+
+def test_a_build_never_keeps_its_intermediate_containers() -> None:
+    """A failed legacy build's step container would stay on the shared engine."""
+    for asked in ({}, {"rm": "0", "forcerm": "0"}, {"rm": "false"}):
+        decision = ask("POST", "/build", **asked)
+        assert isinstance(decision, Forward)
+        assert (decision.query["rm"], decision.query["forcerm"]) == (["1"], ["1"])
+
+
+def test_a_build_s_pull_is_the_proxy_s_so_the_engine_builds_from_what_was_judged() -> None:
+    plain = ask("POST", "/build")
+    assert isinstance(plain, Forward)
+    assert not plain.pull_first
+    for value in ("1", "true", "True"):
+        pulled = ask("POST", "/build", pull=value)
+        assert isinstance(pulled, Forward)
+        assert pulled.pull_first
+        assert "pull" not in pulled.query  # the engine does not pull again
+    assert not ask("POST", "/build", pull="0").pull_first
+
+
+def test_a_base_image_is_pulled_as_the_builder_pulls_it() -> None:
+    digest = "sha256:" + "a" * 64
+    assert pull_request("busybox") == ("busybox", "latest")
+    assert pull_request("busybox:1.36") == ("busybox", "1.36")
+    assert pull_request(f"ghcr.io/o/tool:2@{digest}") == ("ghcr.io/o/tool", digest)
+    assert pull_request("127.0.0.1:5001/bases/py") == ("127.0.0.1:5001/bases/py", "latest")
+    assert pull_request("abcdef123456") == ("abcdef123456", "latest")  # as the engine does
+    assert pull_request(digest) is None  # an image id
+    assert pull_request("a" * 64) is None
+    assert pull_request("Busybox") is None
+
+
+def encoded(configs: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(configs).encode()).decode()
+
+
+def decoded(header: str | None) -> Any:
+    assert header is not None
+    return json.loads(base64.urlsafe_b64decode(header))
+
+
+def test_a_base_image_s_pull_uses_the_build_s_own_login_for_that_registry() -> None:
+    configs = encoded(
+        {
+            "127.0.0.1:5001": {"username": "exact"},
+            "https://ghcr.io/v2/": {"username": "legacy-key"},
+            "https://index.docker.io/v1/": {"username": "hub"},
+            "docker.io": {"username": "not-the-hub-key"},
+        }
+    )
+    assert decoded(pull_auth(configs, "127.0.0.1:5001/bases/py", SCOPE)) == {"username": "exact"}
+    assert decoded(pull_auth(configs, "ghcr.io/o/tool", SCOPE)) == {"username": "legacy-key"}
+    assert decoded(pull_auth(configs, "busybox", SCOPE)) == {"username": "hub"}
+    assert decoded(pull_auth(configs, "docker.io/library/busybox", SCOPE))["username"] == "hub"
+    assert pull_auth(configs, "quay.io/o/x", SCOPE) is None  # no login: pulled anonymously
+    assert pull_auth("", "ghcr.io/o/tool", SCOPE) is None
+    assert pull_auth("%%%not-base64", "ghcr.io/o/tool", SCOPE) is None
+    # The stack's own repository: the stack's login, as for docker pull; never another's.
+    assert decoded(pull_auth("", f"{REGISTRY}/shop:base", SCOPE))["password"] == LOGIN.password
+    leaked = encoded({REGISTRY: {"username": "x"}})
+    assert pull_auth(without_registry(leaked, *SCOPE.registries), f"{REGISTRY}/v", SCOPE) is None

@@ -56,6 +56,7 @@ SYNTAX_ARG = "BUILDKIT_SYNTAX"  # BuildKit 0.8's frontend forwards the build to 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _CPU_PERIOD = 100_000  # microseconds: the CFS period the engine uses by default
 _PROXY = "Stackyard's build proxy"
+_DOCKER_HUB_INDEX = "https://index.docker.io/v1/"  # Docker Hub's key in a client's logins
 
 Ownership = Literal["own", "foreign", "shared", "nameless"]
 
@@ -183,6 +184,12 @@ class Forward:
     # A legacy build: the Dockerfile in its context (the body) whose images are judged
     # (:func:`dockerfile_refusal`) before the context's end goes on; None: no such check.
     dockerfile: str | None = None
+    # A build asked to pull its bases anew (``docker build --pull``): the proxy pulls each
+    # FROM image itself before judging it, and the engine builds from what it pulled.
+    pull_first: bool = False
+    # A build's X-Registry-Config without the platform's registries: the logins its own
+    # pulls of base images use (:func:`pull_auth`).
+    registry_config: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -332,6 +339,13 @@ def _build(query: dict[str, list[str]], scope: BuildScope) -> Decision:
         rewritten["shmsize"] = [str(memory)]
     if scope.cgroup_parent:
         rewritten["cgroupparent"] = [scope.cgroup_parent]
+    # The build's intermediate containers go, failed or not (the client's rm/forcerm
+    # leave a failed step's container on the shared engine).
+    rewritten["rm"] = rewritten["forcerm"] = ["1"]
+    # --pull: the proxy pulls the bases it judges; a second pull by the engine could get
+    # other images (a registry may answer differently), so the engine builds from those.
+    pull_first = is_true(query, "pull")
+    rewritten.pop("pull", None)
     return Forward(
         rewritten,
         reads=tuple(_json_list(query, "cachefrom")),
@@ -339,6 +353,7 @@ def _build(query: dict[str, list[str]], scope: BuildScope) -> Decision:
         build=True,
         records=_local(tags, scope),
         dockerfile=_first(query, "dockerfile") or "Dockerfile",
+        pull_first=pull_first,
     )
 
 
@@ -696,6 +711,73 @@ def dockerfile_refusal(
     )
 
 
+def pull_request(name: str) -> tuple[str, str] | None:
+    """The engine's pull (``fromImage``, ``tag``) of the image a Dockerfile names, as the
+    builder would pull it (no tag: ``latest``; a digest pins it); None for an image id,
+    which the engine cannot pull."""
+    if re.fullmatch(r"(sha256:)?[0-9a-f]{64}", name):
+        return None
+    try:
+        reference = ImageReference.parse(name)
+    except UsageError:
+        return None
+    repository = ImageReference(reference.registry, reference.repository)
+    return str(repository), reference.reference
+
+
+def pull_auth(config_header: str, name: str, scope: BuildScope) -> str | None:
+    """The X-Registry-Auth for the proxy's pull of the base image ``name``: the stack's
+    login for its own repository (as for ``docker pull``), else the entry of the build's
+    X-Registry-Config the engine's builder would choose (Docker 20.10
+    ``registry.ResolveAuthConfig``: the key equal to the registry's index name, else a key
+    that names that host; Docker Hub's under its index URL only); None when there is
+    none."""
+    reference = parse_reference(name)
+    if reference is None:
+        return None
+    if _registry_of(name, scope) == "own":
+        login = scope.login_for(name)
+        return registry_auth_header(login) if login is not None else None
+    if not config_header:
+        return None
+    try:
+        padded = config_header + "=" * (-len(config_header) % 4)
+        configs = json.loads(base64.urlsafe_b64decode(padded))
+    except ValueError:
+        return None
+    if not isinstance(configs, dict):
+        return None
+    host = reference.registry or "docker.io"
+    if host in ("docker.io", "index.docker.io"):
+        found = configs.get(_DOCKER_HUB_INDEX)
+    else:
+        found = configs.get(host)
+        if found is None:
+            found = next((v for k, v in configs.items() if _hostname(str(k)) == host), None)
+    if not isinstance(found, dict) or not found:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(found).encode()).decode("ascii")
+
+
+def _hostname(key: str) -> str:
+    """A login key as the engine compares it: scheme and path stripped."""
+    return key.removeprefix("http://").removeprefix("https://").split("/", 1)[0]
+
+
+def pull_refusal(dockerfile: str, named: NamedImage, engine_says: str) -> Refuse:
+    """A base image the engine does not hold, which the proxy could not pull: the build
+    would fail there too; the line and the registry's reason say which and why."""
+    return Refuse(
+        400,
+        f"{_PROXY} refused the build: {dockerfile} line {named.line} ({named.text}) builds "
+        f"from {named.name}, which the engine does not hold, and the proxy's pull of it "
+        f"failed: {engine_says}. The proxy pulls a base image (with the build's own "
+        "registry logins) to check what its ONBUILD triggers read; check the name, or "
+        "docker login to its registry (a BuildKit build sends no login: docker pull it "
+        "first)",
+    )
+
+
 def unreadable_name(dockerfile: str, named: NamedImage, engine_says: str) -> Refuse:
     """A name in the Dockerfile the engine cannot parse (``FROM Busybox``): the build would
     fail there; the engine's reason and the line say which name and why."""
@@ -760,6 +842,12 @@ def without_registry(config_header: str, *registries: str) -> str:
         return ""
     kept = {k: v for k, v in configs.items() if not any(r in str(k) for r in registries)}
     return base64.urlsafe_b64encode(json.dumps(kept).encode()).decode("ascii")
+
+
+def is_true(query: Mapping[str, Sequence[str]], key: str) -> bool:
+    """A boolean query parameter as the engine reads it."""
+    value = _first(query, key).strip().lower()
+    return value not in ("", "0", "no", "false", "none")
 
 
 def _first(query: Mapping[str, Sequence[str]], key: str) -> str:

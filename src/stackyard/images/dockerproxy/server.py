@@ -35,6 +35,7 @@ from stackyard.images.dockerproxy.built import BuiltImage
 from stackyard.images.dockerproxy.context import BuildContext, ContextReader
 from stackyard.images.dockerproxy.dockerfile import (
     DockerfileError,
+    NamedImage,
     frontend_directive,
     named_images,
     trigger_images,
@@ -50,7 +51,11 @@ from stackyard.images.dockerproxy.rules import (
     build_args,
     decide,
     dockerfile_refusal,
+    is_true,
     judge,
+    pull_auth,
+    pull_refusal,
+    pull_request,
     registry_auth_header,
     unreadable_name,
     visible,
@@ -373,6 +378,10 @@ class _Connection:
         if path == "/build":
             await self._session_of(query)
         decision = decide(api_request, self.socket.scope, self.socket.opened)
+        if isinstance(decision, Forward) and decision.build:
+            config = headers.get(b"x-registry-config", "")
+            config = without_registry(config, *self.socket.scope.registries)
+            decision = replace(decision, registry_config=config)
         if isinstance(decision, Forward) and decision.buildkit:
             decision = self._one_build_per_session(decision)
         if isinstance(decision, Forward) and decision.buildkit:
@@ -518,7 +527,7 @@ class _Connection:
         await upstream.send(_request_event(method, target, headers))
         if body:
             await upstream.send(h11.Data(data=body))
-        built = BuiltImage(quiet=_is_true(decision.query, "q")) if decision.build else None
+        built = BuiltImage(quiet=is_true(decision.query, "q")) if decision.build else None
         if decision.dockerfile is not None:
             return await self._forward_build(upstream, decision, built)
         sending = asyncio.create_task(self._pump_body(upstream))
@@ -626,9 +635,13 @@ class _Connection:
             named = named_images(found.dockerfile, build_args(decision.query))
         except DockerfileError as exc:
             return Refuse(400, f"Stackyard's build proxy cannot read {dockerfile}: {exc}")
-        scope, names, built = self.socket.scope, self.names.owners, self.socket.built
         try:
             images = await self._inspect_all([n.name for n in named])
+            refusal = self._first_refusal(dockerfile, named, images)
+            if refusal is None:
+                refusal = await self._pull_bases(dockerfile, named, images, decision)
+            if refusal is not None:
+                return refusal
             triggered = [
                 trigger
                 for image, base in zip(images, named, strict=True)
@@ -644,11 +657,73 @@ class _Connection:
             return unreadable_name(dockerfile, bad, exc.reason)
         except (StackyardError, ValueError) as exc:
             return Refuse(502, f"Stackyard's build proxy could not check {dockerfile}: {exc}")
+        return self._first_refusal(dockerfile, named, images)
+
+    def _first_refusal(
+        self, dockerfile: str, named: list[NamedImage], images: list[dict[str, Any] | None]
+    ) -> Refuse | None:
+        scope, names, built = self.socket.scope, self.names.owners, self.socket.built
         for each, image in zip(named, images, strict=True):
             refusal = dockerfile_refusal(dockerfile, each, image, scope, names, built)
             if refusal is not None:
                 return refusal
         return None
+
+    async def _pull_bases(
+        self,
+        dockerfile: str,
+        named: list[NamedImage],
+        images: list[dict[str, Any] | None],
+        decision: Forward,
+    ) -> Refuse | None:
+        """Pull each base image the engine would pull during the build (one it does not
+        hold, or every one for ``--pull``), so that its ONBUILD triggers, which run in this
+        build, are judged before the build starts; ``images`` then holds what was pulled.
+        The pull uses the build's own login for that registry (the stack's own repository:
+        the stack's), never the platform's, and the build's platform."""
+        wanted = [
+            i
+            for i, (each, image) in enumerate(zip(named, images, strict=True))
+            if each.kind == "FROM"
+            and (image is None or decision.pull_first)
+            and pull_request(each.name) is not None
+        ]
+        names = list(dict.fromkeys(named[i].name for i in wanted))
+        platform = (decision.query.get("platform") or [""])[0]
+        errors = await asyncio.gather(
+            *(self._pull(name, decision.registry_config, platform) for name in names)
+        )
+        failed = dict(zip(names, errors, strict=True))
+        for i in wanted:
+            error = failed[named[i].name]
+            if error is not None:
+                return pull_refusal(dockerfile, named[i], error)
+        pulled = await self._inspect_all(names)
+        found = dict(zip(names, pulled, strict=True))
+        for i in wanted:
+            images[i] = found[named[i].name]
+            if images[i] is None:
+                return pull_refusal(dockerfile, named[i], "the engine does not hold it after "
+                                    "the pull (another platform's image?)")  # fmt: skip
+        return None
+
+    async def _pull(self, name: str, registry_config: str, platform: str) -> str | None:
+        """The engine pulls ``name`` for the build; the error it gave, or None."""
+        request = pull_request(name)
+        if request is None:
+            return "an image id cannot be pulled"
+        image, tag = request
+        query = {"fromImage": image, "tag": tag, **({"platform": platform} if platform else {})}
+        auth = pull_auth(registry_config, name, self.socket.scope)
+        headers = [(b"x-registry-auth", auth.encode())] if auth else []
+        upstream = await _Upstream.connect(self.engine_socket)
+        try:
+            target = f"/images/create?{urlencode(query)}"
+            await upstream.send(_request_event("POST", target, headers))
+            await upstream.send(h11.EndOfMessage())
+            return await _pull_error(upstream)
+        finally:
+            await upstream.close()
 
     async def _session_dockerfile_refusal(
         self, build: Forward, path: str, content: bytes
@@ -777,12 +852,9 @@ class _Connection:
 
     async def _push_line(self, line: bytes) -> str | None:
         """Pass one line of a push's progress on, unless it is the push's error."""
-        try:
-            found = json.loads(line) if line.strip() else None
-        except ValueError:
-            found = None
-        if isinstance(found, dict) and found.get("error"):
-            return str(found["error"])
+        error = _progress_error(line)
+        if error is not None:
+            return error
         if line.strip():
             await self._send(h11.Data(data=line + b"\n"))
         return None
@@ -1028,17 +1100,43 @@ def _engine_message(body: bytes) -> str:
     return body.decode(errors="replace").strip()
 
 
-def _is_true(query: dict[str, list[str]], key: str) -> bool:
-    """A boolean query parameter as the engine reads it."""
-    value = (query.get(key) or [""])[0].strip().lower()
-    return value not in ("", "0", "no", "false", "none")
-
-
 def _on_build(image: dict[str, Any]) -> list[str]:
     """An image's ONBUILD triggers, from the engine's inspect."""
     config = image.get("Config") or {}
     triggers = config.get("OnBuild") if isinstance(config, dict) else None
     return [str(t) for t in triggers] if isinstance(triggers, list) else []
+
+
+async def _pull_error(upstream: _Upstream) -> str | None:
+    """The error of the engine's answer to a pull (its status, or an error line among its
+    progress lines, which are read as they come and dropped), or None."""
+    status, pending, error = 0, b"", None
+    while True:
+        event = await upstream.next_event()
+        if isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data) and status != 200:
+            pending = (pending + bytes(event.data))[:_SMALL_BODY]  # the engine's refusal
+        elif isinstance(event, h11.Data):
+            pending += bytes(event.data)
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                error = _progress_error(line) or error
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            if status != 200:
+                return _engine_message(pending) or f"the engine answered {status}"
+            return _progress_error(pending) or error
+
+
+def _progress_error(line: bytes) -> str | None:
+    """The error a line of a pull's or push's progress (JSON) reports, if any."""
+    try:
+        found = json.loads(line) if line.strip() else None
+    except ValueError:
+        return None
+    if isinstance(found, dict) and found.get("error"):
+        return str(found["error"])
+    return None
 
 
 def _stack_key(stack: str, value: bytes) -> bytes:
