@@ -483,7 +483,14 @@ def test_a_pulled_base_image_s_onbuild_triggers_are_judged_before_the_build(
     }
     pushed = {what: f"{bases.endpoint}/bases/{stack}-{n}:v1" for n, what in enumerate(hostile)}
     pushed["harmless"] = f"{bases.endpoint}/bases/{stack}-harmless:v1"
-    triggers = {**hostile, "harmless": "ONBUILD COPY --from=busybox:latest /bin/true /ran"}
+    pushed["copies a base"] = f"{bases.endpoint}/bases/{stack}-copies:v1"
+    triggers = {
+        **hostile,
+        "harmless": "ONBUILD RUN touch /ran",
+        # BuildKit 0.8 (Docker 20.10) finds nothing at a trigger's COPY --from of an image,
+        # with or without the proxy (measured): the legacy builder only.
+        "copies a base": "ONBUILD COPY --from=busybox:latest /bin/busybox /ran",
+    }
     try:
         for what, name in pushed.items():
             base = context(tmp_path, f"FROM busybox:latest\n{triggers[what]}\n")
@@ -493,7 +500,8 @@ def test_a_pulled_base_image_s_onbuild_triggers_are_judged_before_the_build(
         missing = f"{bases.endpoint}/bases/{stack}-missing:v1"
         # Unjudged, a hostile trigger's build goes through and prints the other's secret.
         builds = {what: f"FROM {name}\nRUN cat /stolen\n" for what, name in pushed.items()}
-        builds["harmless"] = f"FROM {pushed['harmless']}\nRUN test -f /ran\n"
+        for what in ("harmless", "copies a base"):
+            builds[what] = f"FROM {pushed[what]}\nRUN test -f /ran\n"
         builds["missing"] = f"FROM busybox:latest AS a\nFROM {missing}\n"
 
         anonymous = docker("build", "--network", "host", str(context(tmp_path, builds["by id"])))
@@ -519,8 +527,28 @@ def test_a_pulled_base_image_s_onbuild_triggers_are_judged_before_the_build(
         assert "unknown" in gone.stderr.lower(), gone.stderr
         assert docker("image", "inspect", f"{stack}-x").returncode != 0  # nothing was built
         assert host_docker("image", "inspect", "-f", "{{.Id}}", victim) == victim_id
-        fine = docker("build", "--network", "host", "-t", f"{stack}-fine",
-                      str(context(tmp_path, builds["harmless"])))  # fmt: skip
-        assert fine.returncode == 0, fine.stderr  # its trigger ran: /ran is there
+        for what in ("harmless", "copies a base"):
+            fine = docker("build", "--network", "host", "-t", f"{stack}-fine",
+                          str(context(tmp_path, builds[what])))  # fmt: skip
+            assert fine.returncode == 0, fine.stderr  # its trigger ran: /ran is there
+        # BuildKit resolves a FROM the engine lacks itself, with the CLI's login over the
+        # session, and runs its triggers too: the proxy pulls it first as well.
+        docker.socket.nest_builds_in("/docker/holder")  # the engine's cgroupfs driver
+        kit = ["--buildkit", "build", "--progress", "plain", "--network", "host"]
+        with kept_buildkit_budget():
+            for what in ("by name", "harmless"):
+                host_docker("rmi", pushed[what])
+                # The CLI sends BuildKit builds no login: pulled anonymously, refused.
+                done = docker(*kit, str(context(tmp_path, builds[what])))
+                assert done.returncode != 0, done.stderr
+                assert "the proxy's pull of it failed" in done.stderr, done.stderr
+                assert "no basic auth credentials" in done.stderr, done.stderr
+                pulled = docker("pull", pushed[what])  # with the CLI's login: then judged
+                assert pulled.returncode == 0, pulled.stderr
+            refused = docker(*kit, str(context(tmp_path, builds["by name"])))
+            assert "runs ONBUILD COPY --from=" in refused.stderr, refused.stderr
+            assert "that is another stack's repository" in refused.stderr, refused.stderr
+            kept = docker(*kit, str(context(tmp_path, builds["harmless"])))
+            assert kept.returncode == 0, kept.stderr
     finally:
         subprocess.run([DOCKER, "rmi", "-f", victim], capture_output=True, timeout=120)
