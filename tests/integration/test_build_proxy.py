@@ -531,6 +531,7 @@ def test_a_pulled_base_image_s_onbuild_triggers_are_judged_before_the_build(
             fine = docker("build", "--network", "host", "-t", f"{stack}-fine",
                           str(context(tmp_path, builds[what])))  # fmt: skip
             assert fine.returncode == 0, fine.stderr  # its trigger ran: /ran is there
+            assert "Pulling from" not in fine.stdout  # the engine built from the proxy's pull
         # BuildKit resolves a FROM the engine lacks itself, with the CLI's login over the
         # session, and runs its triggers too: the proxy pulls it first as well.
         docker.socket.nest_builds_in("/docker/holder")  # the engine's cgroupfs driver
