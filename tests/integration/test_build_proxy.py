@@ -422,6 +422,18 @@ def test_every_image_check_applies_one_rule_nameless_images_and_retagged_base_im
             done = docker(*args)
             assert done.returncode == 0, (args, done.stderr)
         assert "another stack's" in docker("image", "inspect", f"{victim}:base").stderr
+        # ... and shows none of that stack's names (the listing hides them too).
+        seen = docker("image", "inspect", "-f", "{{json .RepoTags}}", "busybox:latest").stdout
+        assert "busybox:latest" in json.loads(seen), seen
+        assert victim not in seen, seen
+        tags = subprocess.run(
+            ["curl", "-s", "--unix-socket", str(docker.socket.path),
+             "http://docker/v1.41/images/busybox:latest/history"],
+            capture_output=True, text=True, timeout=30,
+        ).stdout  # fmt: skip
+        assert "busybox:latest" in tags, tags
+        assert victim not in tags, tags
+        assert victim in host("image", "inspect", "-f", "{{json .RepoTags}}", "busybox:latest")
         # `IMAGE=$(docker build -q .)`: the build's own image, name or not.
         mine = docker(
             "build", "--network", "host", "-q", str(context(tmp_path, steps + "RUN true\n"))

@@ -22,6 +22,7 @@ from stackyard.images.dockerproxy.rules import (
     decide,
     judge,
     local_name,
+    names_shown,
     ownership,
     pull_auth,
     pull_request,
@@ -622,3 +623,24 @@ def test_a_base_image_s_pull_uses_the_build_s_own_login_for_that_registry() -> N
     assert decoded(pull_auth("", f"{REGISTRY}/shop:base", SCOPE))["password"] == LOGIN.password
     leaked = encoded({REGISTRY: {"username": "x"}})
     assert pull_auth(without_registry(leaked, *SCOPE.registries), f"{REGISTRY}/v", SCOPE) is None
+
+
+def test_an_image_s_inspect_and_history_show_no_other_stack_s_names() -> None:
+    """A base image another stack also tagged: the build sees its other names only."""
+    names = {"victim-built:latest": "victim", "shop-built:latest": "shop"}
+    tags = ["busybox:latest", f"{REGISTRY}/victim:base", "victim-built:latest",
+            f"{REGISTRY}/shop:base", "shop-built:latest"]  # fmt: skip
+    digests = [f"{REGISTRY}/victim@sha256:{'a' * 64}", f"busybox@sha256:{'b' * 64}"]
+    inspect = {"Id": "sha256:1", "RepoTags": tags, "RepoDigests": digests, "Size": 1}
+    shown = names_shown(inspect, "inspect", SCOPE, names)
+    kept = ["busybox:latest", f"{REGISTRY}/shop:base", "shop-built:latest"]
+    assert shown == {**inspect, "RepoTags": kept, "RepoDigests": [digests[1]]}
+    history = [{"Id": "sha256:1", "Tags": tags}, {"Id": "<missing>", "Tags": None}]
+    assert names_shown(history, "history", SCOPE, names) == [
+        {"Id": "sha256:1", "Tags": kept},
+        {"Id": "<missing>", "Tags": None},
+    ]
+    for path, how in (("/images/busybox/json", "inspect"), ("/images/busybox/history", "history")):
+        decision = ask("GET", path)
+        assert isinstance(decision, Forward)
+        assert (decision.reads, decision.filter_names) == (("busybox",), how)

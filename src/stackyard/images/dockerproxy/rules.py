@@ -174,6 +174,8 @@ class Forward:
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     filter_listing: bool = False  # GET /images/json: hide other stacks' images
+    # GET /images/NAME/json or /history: other stacks' names of the image left out
+    filter_names: Literal["", "inspect", "history"] = ""
     build: bool = False  # POST /build: drop the platform registry from X-Registry-Config
     records: tuple[str, ...] = ()  # local names the request makes: now the stack's
     retry_for: float = 0.0  # a push the registry refuses for now is sent again this long
@@ -471,7 +473,11 @@ def _distribution(name: str, scope: BuildScope) -> Decision:
 def _named(
     method: str, name: str, action: str, query: dict[str, list[str]], scope: BuildScope
 ) -> Decision:
-    if action in ("json", "history", "get") and method == "GET":
+    if action == "json" and method == "GET":
+        return Forward(query, reads=(name,), filter_names="inspect")
+    if action == "history" and method == "GET":
+        return Forward(query, reads=(name,), filter_names="history")
+    if action == "get" and method == "GET":
         return Forward(query, reads=(name,))
     if action == "tag" and method == "POST":
         repo, tag = _first(query, "repo"), _first(query, "tag") or "latest"
@@ -801,20 +807,40 @@ def visible(
     images), not other stacks' nor nameless ones it did not make; and of a base image
     another stack also tagged, not that stack's names."""
     shown = [e for e in listing if _unreadable(ownership(e, scope, names, built)) is None]
-    return [_without_foreign_names(entry, scope, names) for entry in shown]
+    return [without_foreign_names(entry, scope, names) for entry in shown]
 
 
-def _without_foreign_names(
-    entry: dict[str, Any], scope: BuildScope, names: Names
+def without_foreign_names(
+    entry: dict[str, Any], scope: BuildScope, names: Names, fields: Sequence[str] = ()
 ) -> dict[str, Any]:
+    """An image's record (a listing's entry, an inspect, a history's layer: ``fields``
+    holds its names) without other stacks' names of it: a base image another stack also
+    tagged shows only its other names."""
     kept = dict(entry)
-    for field_name in ("RepoTags", "RepoDigests"):
+    for field_name in fields or ("RepoTags", "RepoDigests"):
         refs = entry.get(field_name)
         if isinstance(refs, list):
             kept[field_name] = [
                 ref for ref in refs if _name_owner(str(ref), scope, names) != "foreign"
             ]
     return kept
+
+
+def names_shown(
+    answer: Any, how: Literal["inspect", "history"], scope: BuildScope, names: Names
+) -> Any:
+    """An image's inspect or history answer (JSON) as a build sees it: without other
+    stacks' names (the listing hides them too)."""
+    if how == "inspect" and isinstance(answer, dict):
+        return without_foreign_names(answer, scope, names)
+    if how == "history" and isinstance(answer, list):
+        return [
+            without_foreign_names(layer, scope, names, ("Tags",))
+            if isinstance(layer, dict)
+            else layer
+            for layer in answer
+        ]
+    return answer
 
 
 def registry_auth_header(login: RegistryLogin) -> str:

@@ -53,6 +53,7 @@ from stackyard.images.dockerproxy.rules import (
     dockerfile_refusal,
     is_true,
     judge,
+    names_shown,
     pull_auth,
     pull_refusal,
     pull_request,
@@ -534,6 +535,8 @@ class _Connection:
         try:
             if decision.filter_listing:
                 await self._pump_listing(upstream)
+            elif decision.filter_names:
+                await self._pump_names(upstream, decision.filter_names)
             elif decision.retry_for:
                 await sending  # a push has no body: it is all sent
                 await self._pump_push(upstream, decision.retry_for, (method, target, headers))
@@ -870,6 +873,15 @@ class _Connection:
             listing = visible(listing, self.socket.scope, self.names.owners, self.socket.built)
         await self._json(status, listing)
 
+    async def _pump_names(self, upstream: _Upstream, how: Literal["inspect", "history"]) -> None:
+        """An image's inspect or history, without other stacks' names of it."""
+        status, body = await upstream.whole_response()
+        if status == 200:
+            answer = names_shown(json.loads(body), how, self.socket.scope, self.names.owners)
+            body = json.dumps(answer).encode()
+        self.status = status
+        await self._json_bytes(status, body)
+
     async def _read_body(self, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
@@ -897,7 +909,9 @@ class _Connection:
         await self._json(status, body)
 
     async def _json(self, status: int, body: object, *, close: bool = False) -> None:
-        data = json.dumps(body).encode()
+        await self._json_bytes(status, json.dumps(body).encode(), close=close)
+
+    async def _json_bytes(self, status: int, data: bytes, *, close: bool = False) -> None:
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(data)).encode()),
