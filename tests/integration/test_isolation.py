@@ -25,6 +25,7 @@ from stackyard.router.caddy import UnixSocketTransport
 from .buildkit_budget import budget_value, kept_buildkit_budget
 from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
 from .gitrepo import GitRepo
+from .registry_fixtures import LiveRegistry, live_registry  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -283,12 +284,25 @@ def test_a_buildkit_build_pushes_to_its_own_repository_and_nowhere_else(
     assert build_containers(yard) == []
 
 
+def push_base(registry: LiveRegistry, name: str, dockerfile: str, tmp_path: Path) -> None:
+    """A base image in ``registry`` only: the engine does not hold it."""
+    context = tmp_path / name.rsplit("/", 1)[-1].replace(":", "-")
+    context.mkdir()
+    (context / "Dockerfile").write_text(dockerfile)
+    registry.docker("build", "--network", "host", "-q", "-t", name, str(context))
+    registry.docker("push", name)
+    registry.docker("rmi", name)
+
+
 def test_a_build_cannot_build_from_another_stack_s_local_image(
-    yard: RunningPlatform, tmp_path: Path
+    yard: RunningPlatform,
+    live_registry: LiveRegistry,  # noqa: F811 - a pytest fixture
+    tmp_path: Path,
 ) -> None:
     """The engine holds another stack's image (built here; its content its own): a
-    Dockerfile that names it by digest or id, as a base or a COPY source, is refused
-    naming its line, and the stack's own build goes on."""
+    Dockerfile that names it by digest or id, as a base or a COPY source, or a base image
+    the engine pulls whose ONBUILD trigger names it, is refused naming its line, and the
+    stack's own build (from a pulled base with a harmless trigger, too) goes on."""
     hoard = GitRepo.from_example("hello", tmp_path / "hoard")
     hoard.write("www/secret.txt", secrets.token_hex(16))  # no other platform's image
     hoard.commit("a secret of its own")
@@ -300,23 +314,36 @@ def test_a_build_cannot_build_from_another_stack_s_local_image(
         ["docker", "image", "inspect", "-f", "{{.Id}}", image],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout.strip()  # fmt: skip
+    bases = f"{live_registry.endpoint}/bases"  # a registry the build logs in to
+    trigger = f"ONBUILD COPY --from={image_id[7:19]} /www /stolen"
+    push_base(live_registry, f"{bases}/hostile:v1", f"FROM busybox:latest\n{trigger}\n", tmp_path)
+    push_base(live_registry, f"{bases}/fine:v1", "FROM busybox\nONBUILD RUN touch /ran\n", tmp_path)
     dockerfiles = {
         "by digest": f"FROM $REGISTRY_ENDPOINT/hoard@{digests['latest']}",
         "by id": f"FROM {image_id}",
         "copy from": f"FROM busybox:latest\\nCOPY --from={image_id[7:19]} /www /stolen",
+        "pulled base": f"FROM {bases}/hostile:v1\\nRUN cat /stolen/index.html",
     }
     commands = [
-        f'printf "{text}\\n" > D{n} && docker build --network host -f D{n} . '
-        f"|| echo 'blocked: {what}'"
-        for n, (what, text) in enumerate(dockerfiles.items())
-    ]
+        f"echo '{live_registry.password}' | docker login -u {live_registry.username} "
+        f"--password-stdin {live_registry.endpoint}",
+        *(f'printf "{text}\\n" > D{n} && docker build --network host -f D{n} . '
+          f"|| echo 'blocked: {what}'"
+          for n, (what, text) in enumerate(dockerfiles.items())),
+        f'printf "FROM {bases}/fine:v1\\nRUN test -f /ran\\n" > Dfine',
+        "docker build --network host -f Dfine . && echo 'built: fine'",
+    ]  # fmt: skip
     repo = GitRepo.from_example("hello", tmp_path / "thief")
     repo.write("build.yml", spec_of(*commands, "docker build --network host -t $IMAGE_URL:latest .",
                                     "docker push $IMAGE_URL:latest"))  # fmt: skip
     repo.commit("builds from another stack's image")
     yard.cli("stacks", "create", "thief", "--repo", str(repo.path))
 
-    record = build(yard, "thief")
+    try:
+        record = build(yard, "thief")
+    finally:
+        subprocess.run(["docker", "rmi", "-f", f"{bases}/hostile:v1", f"{bases}/fine:v1"],
+                       capture_output=True, timeout=120)  # fmt: skip
     log = record["log"]
 
     assert record["status"] == "SUCCEEDED", log  # its own build still goes through
@@ -324,7 +351,9 @@ def test_a_build_cannot_build_from_another_stack_s_local_image(
         assert f"refused the build: D{n} line 1" in log or f"D{n} line 2" in log, (what, log)
         assert f"blocked: {what}" in log
     assert f"reads {image}" in log
-    assert log.count("the engine holds that image for another stack") == 2
+    assert f"D3 line 1 (FROM {bases}/hostile:v1, whose image runs {trigger})" in log
+    assert log.count("the engine holds that image for another stack") == 3
+    assert "built: fine" in log
     assert tag_digests(yard, "hoard") == digests
 
 
