@@ -24,6 +24,7 @@ from stackyard.platform.dataplane import stop_dataplane
 from stackyard.router import internal_ca
 from stackyard.router.base import Certificate, Route
 from stackyard.router.caddy import (
+    CERTIFICATES_ROUTE,
     CERTIFICATES_SERVER,
     HELPER_SERVERS,
     NOT_SERVED_BODY,
@@ -227,6 +228,10 @@ def test_tls_internal_is_served_from_a_bundle_minted_from_caddys_local_ca(
     router.ensure_route(route, [app.dial])
     answer = https_get(pebble.tls_port, "intra.test", local_root(router))
     assert (answer.status_code, answer.text) == (200, "intra-prod")
+    # DNS names are case-insensitive: an SNI (and Host) sent in capitals gets the same
+    # bundle (the helper folds the name Caddy passes as sent).
+    answer = https_get(pebble.tls_port, "INTRA.Test", local_root(router))
+    assert (answer.status_code, answer.text) == (200, "intra-prod")
     cert = router.certificates(route)[0]
     assert cert.state == "valid", cert
     assert cert.issuer.startswith("Caddy Local Authority")
@@ -272,6 +277,18 @@ def test_tls_internal_is_served_from_a_bundle_minted_from_caddys_local_ca(
         ]
     answer = https_get(pebble.tls_port, "intra.test", local_root(router))
     assert (answer.status_code, answer.text) == (200, "intra-prod")
+    # A certificates helper of before (it did not fold the name) is upgraded the same way.
+    for admin in router.admins:
+        helper = admin.send(AdminRequest("GET", f"/id/{CERTIFICATES_ROUTE}")).json()
+        helper["handle"] = [h for h in helper["handle"] if "path_regexp" not in h]
+        admin.send(AdminRequest("PATCH", f"/id/{CERTIFICATES_ROUTE}", helper))
+    with pytest.raises(httpx.ConnectError, match="internal error"):
+        https_get(pebble.tls_port, "INTRA.Test", local_root(router))
+    assert router.upstreams(route) is None
+    router.ensure_route(route, [app.dial])
+    assert router.upstreams(route) == [app.dial]
+    answer = https_get(pebble.tls_port, "INTRA.Test", local_root(router))
+    assert (answer.status_code, answer.text) == (200, "intra-prod")
 
     # Removed: the bundle goes, the next handshake is refused (no ACME order either).
     router.remove_route(route)
@@ -306,7 +323,9 @@ def test_the_certificates_helper_hands_no_key_without_the_secret_or_for_another_
         answer = ask(path, "key.test")
         assert answer.status_code == 404, path
         assert b"PRIVATE KEY" not in answer.content, path
-    guessed = ["nobody.test", "", "KEY.TEST", "key.test.", "..", "key.test.pem/..",
+    found = ask(f"/{secret}", "KEY.Test")  # DNS names are case-insensitive: the same bundle
+    assert (found.status_code, found.content) == (200, ask(f"/{secret}", "key.test").content)
+    guessed = ["nobody.test", "", "NOBODY.TEST", "key.test.", "..", "key.test.pem/..",
                "../pki/authorities/local/intermediate", "../stackyard-internal/key.test",
                "key.test/../key.test", "%2e%2e/pki/authorities/local/root"]  # fmt: skip
     for name in guessed:

@@ -4,6 +4,7 @@ routes it reads back, and a name's certificate state from Caddy's storage and lo
 from __future__ import annotations
 
 import json
+import string
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -128,9 +129,16 @@ def test_the_first_tls_route_creates_the_servers_and_later_names_change_no_confi
     certificates = servers[CERTIFICATES_SERVER]
     assert certificates["listen"] == ["127.0.0.1:20005"]
     bundle = certificates["routes"][0]
-    assert bundle["match"][0]["path"] == ["/s3cret"]  # one matcher set: path AND name AND file
-    assert set(bundle["match"][0]) == {"path", "expression", "file"}
-    assert bundle["match"][0]["file"]["root"] == "/run/caddy/storage/stackyard-internal"
+    assert bundle["match"][0]["path"] == ["/s3cret"]  # one matcher set: path AND name
+    assert len(bundle["match"]) == 1
+    assert set(bundle["match"][0]) == {"path", "expression"}
+    # The name is folded to lowercase before its file is looked for, inside this route.
+    rewrite, fold, files = bundle["handle"]
+    assert rewrite["uri"] == "/{http.request.uri.query.server_name}.pem"
+    assert {(r["find"], r["replace"]) for r in fold["path_regexp"]} == {
+        (c, c.lower()) for c in string.ascii_uppercase
+    }
+    assert files["routes"][0]["match"][0]["file"]["root"] == "/run/caddy/storage/stackyard-internal"
 
     config = ensured({}, SHOP)
     more = Route("shop-prod", host="shop.test", aliases=("www.shop.test", "new.shop.test"),
@@ -178,6 +186,18 @@ def test_internal_names_change_no_config_and_a_policy_of_before_moves_to_the_one
     assert apply(before, upgrade) == config
     assert plan_ensure(config, intra, RESOLVER, listen_host="127.0.0.1", host_port=8080,
                        listeners=AT) == []  # fmt: skip
+
+    # A certificates helper of before (its bundle route looked the name up as sent) gets
+    # the route that folds the name, once.
+    before = json.loads(json.dumps(config))
+    helper = before["apps"]["http"]["servers"][CERTIFICATES_SERVER]  # type: ignore[index]
+    helper["routes"][0]["handle"] = [{"handler": "file_server", "root": "/x"}]
+    upgrade = plan_ensure(before, intra, RESOLVER, listen_host="127.0.0.1", host_port=8080,
+                          listeners=AT)  # fmt: skip
+    assert [(c.method, c.path) for c in upgrade] == [
+        ("PATCH", f"{SERVERS}/{CERTIFICATES_SERVER}/routes"),
+    ]
+    assert apply(before, upgrade) == config
 
 
 def test_a_host_route_of_before_moves_to_the_proxies_by_host_then_its_entries_go() -> None:

@@ -18,6 +18,7 @@ import logging
 import secrets
 import socket
 import ssl
+import string
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -271,17 +272,32 @@ def _static(status: int, body: str = "", headers: dict[str, list[str]] | None = 
     return answer
 
 
+# The certificates helper folds the name to lowercase (DNS names are case-insensitive;
+# Caddy passes the SNI as the client sent it, the bundles are named in lowercase): Caddy
+# 2.6's placeholders have no case function, so one replacement per capital letter.
+FOLD_CASE = [{"find": letter, "replace": letter.lower()} for letter in string.ascii_uppercase]
+
+
 def certificates_routes(bundles: Path, secret: str) -> list[Json]:
     """The certificates helper's routes: on the secret path, a ``tls: internal`` name's
-    bundle (``<bundles>/<server_name>.pem``) when the name is a DNS name and its file
-    exists, else 204 (Caddy then goes on to on-demand ACME, which the ask endpoint refuses
-    for internal names); any other path 404. The bundles hold private keys and anything on
-    loopback can connect (tasks in host network mode too): the secret, which only the
-    config carries (readable through the admin API's 0600 socket, and Caddy's 0600
-    autosave), is the fence; the name check keeps ``..`` and ``/`` out of the file path."""
+    bundle (``<bundles>/<server_name in lowercase>.pem``) when the name is a DNS name and
+    its file exists, else 204 (Caddy then goes on to on-demand ACME, which the ask
+    endpoint refuses for internal names); any other path 404. The bundles hold private
+    keys and anything on loopback can connect (tasks in host network mode too): the
+    secret, which only the config carries (readable through the admin API's 0600 socket,
+    and Caddy's 0600 autosave), is the fence; the name check, in the same matcher set as
+    the path, keeps ``..`` and ``/`` out of the file path (the file is looked for only
+    after the name is folded, so inside the checked route)."""
     name = "{http.request.uri.query.server_name}"
     path = f"/{secret}"
     root = str(bundles)
+    bundle = [
+        {
+            "match": [{"file": {"root": root, "try_files": ["{http.request.uri.path}"]}}],
+            "handle": [{"handler": "file_server", "root": root}],
+        },
+        {"handle": [_static(204)]},
+    ]
     return [
         {
             "@id": CERTIFICATES_ROUTE,
@@ -289,17 +305,25 @@ def certificates_routes(bundles: Path, secret: str) -> list[Json]:
                 {
                     "path": [path],
                     "expression": f"{name}.matches('{DNS_NAME}') && size({name}) <= {MAX_HOST}",
-                    "file": {"root": root, "try_files": [f"/{name}.pem"]},
                 }
             ],
             "handle": [
                 {"handler": "rewrite", "uri": f"/{name}.pem"},
-                {"handler": "file_server", "root": root},
+                {"handler": "rewrite", "path_regexp": FOLD_CASE},
+                {"handler": "subroute", "routes": bundle},
             ],
         },
         {"match": [{"path": [path]}], "handle": [_static(204)]},
         {"handle": [_static(404)]},
     ]
+
+
+def _folds_case(entry: Any) -> bool:
+    """Whether a config's certificates route folds the name (not a route of before)."""
+    handlers = entry.get("handle") if isinstance(entry, dict) else None
+    return isinstance(handlers, list) and any(
+        isinstance(h, dict) and h.get("path_regexp") == FOLD_CASE for h in handlers
+    )
 
 
 def helper_servers(
@@ -1143,7 +1167,7 @@ class CaddyRouter(Router):
     def _wants_certificate(self, name: str) -> bool:
         """Whether the responder has ``name`` as a TLS name (False when it cannot say)."""
         try:
-            return self.directory.names()[0].get(name, ("", "off"))[1] != "off"
+            return self.directory.names()[0].get(name.lower(), ("", "off"))[1] != "off"
         except (StackyardError, OSError) as exc:
             log.info("not warming %s again: %s", name, exc)
             return False
@@ -1184,6 +1208,8 @@ class CaddyRouter(Router):
                 found = admin.send(AdminRequest("GET", f"/id/{entry}"), missing_ok=True)
                 if found.status_code == 404 or (lookup and not _proxies(found.json(), lookup)):
                     return None
+                if entry == CERTIFICATES_ROUTE and not _folds_case(found.json()):
+                    return None  # a helper of before: ensure_route upgrades it
         return self.directory.get(route.name) or []
 
     def remove_route(self, route: Route) -> None:

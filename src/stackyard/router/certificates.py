@@ -44,7 +44,8 @@ def storage_root(config: Any) -> Path | None:
 
 
 def _storage_key(name: str) -> str:
-    return name.replace("*", "wildcard_")
+    """Caddy's storage folder of a name: lowercase (CertMagic folds it), ``*`` spelled out."""
+    return name.lower().replace("*", "wildcard_")
 
 
 def stored_certificates(storage: Path, name: str) -> Iterator[x509.Certificate]:
@@ -90,7 +91,7 @@ def attempts(name: str, lines: Iterable[str]) -> Attempts:
             entry = json.loads(line)
         except ValueError:
             continue
-        if not isinstance(entry, dict) or entry.get("identifier") != name:
+        if not isinstance(entry, dict) or str(entry.get("identifier")).lower() != name.lower():
             continue
         message = entry.get("msg")
         if message == "acquiring lock":
