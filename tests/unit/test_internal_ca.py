@@ -5,6 +5,8 @@ made here the way Caddy's pki app lays it out in its storage."""
 from __future__ import annotations
 
 import stat
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,12 +19,18 @@ from cryptography.x509.oid import NameOID
 from stackyard.errors import ComponentError
 from stackyard.router import internal_ca
 from stackyard.router.certificates import certificate_of
+from stackyard.router.directory import DirectoryClient
+
+from ..responder_table import responder_table
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
-def local_ca(storage: Path, *, valid_for: timedelta = timedelta(days=7)) -> None:
-    """An intermediate as Caddy's pki app stores it (self-signed: enough to sign with)."""
+def local_ca(
+    storage: Path, *, valid_for: timedelta = timedelta(days=7), at: datetime = NOW
+) -> None:
+    """An intermediate as Caddy's pki app stores it (self-signed: enough to sign with),
+    valid from a day before ``at``."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [x509.NameAttribute(NameOID.COMMON_NAME, "Caddy Local Authority - ECC Intermediate")]
@@ -33,8 +41,8 @@ def local_ca(storage: Path, *, valid_for: timedelta = timedelta(days=7)) -> None
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(1)
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + valid_for)
+        .not_valid_before(at - timedelta(days=1))
+        .not_valid_after(at + valid_for)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(key, hashes.SHA256())
     )
@@ -116,3 +124,70 @@ def test_a_missing_local_ca_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ComponentError, match="cannot read Caddy's local CA") as caught:
         internal_ca.local_signer(tmp_path)
     assert "pki app" in caught.value.hint
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Iterator[Path]:
+    """A real responder table behind its control socket (what the routers ask)."""
+    with responder_table(tmp_path) as socket_path:
+        yield socket_path
+
+
+def internal_names(client: DirectoryClient) -> list[str]:
+    return [name for name, (_, mode) in client.names()[0].items() if mode == "internal"]
+
+
+def test_two_stages_changing_names_at_once_never_delete_each_others_bundle(
+    tmp_path: Path, directory: Path
+) -> None:
+    """Two stages (two routers: each its own client and Bundles, as two processes would)
+    each move to a new internal name again and again, at the same time, the way
+    ensure_route does: mint the new name's bundle and put it in the responder's table
+    under ``adding``, then prune (the old name goes). Without the lock, one stage's prune
+    can see the other's new bundle before its name is in the table and delete it. After
+    every step a stage's current name must still have its bundle; at the end the bundles
+    are exactly the two current names."""
+    storage = tmp_path / "storage"
+    local_ca(storage, at=datetime.now(UTC))
+    rounds = 60
+    lost: list[str] = []
+
+    def stage(route: str) -> None:
+        client = DirectoryClient(directory)
+        bundles = internal_ca.Bundles(storage, lambda: internal_names(client))
+        for step in range(rounds):
+            name = f"{route}{step}.test"
+            with bundles.adding([name]) as minted:
+                assert minted == [name]
+                client.set_hosts(route, [name], "internal")
+            bundles.prune()
+            if internal_ca.read_bundle(storage, name) is None:
+                lost.append(name)
+
+    threads = [threading.Thread(target=stage, args=(route,)) for route in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive()
+    assert lost == []
+    last = {f"a{rounds - 1}.test", f"b{rounds - 1}.test"}
+    assert internal_ca.bundled_names(storage) == last
+    assert set(internal_names(DirectoryClient(directory))) == last
+
+
+def test_a_renewal_mints_only_names_that_are_internal_now(tmp_path: Path, directory: Path) -> None:
+    """A renewal racing with a removal cannot bring the removed name's bundle back: it
+    mints only the names the responder has as internal (under the same lock)."""
+    local_ca(tmp_path, at=datetime.now(UTC))
+    client = DirectoryClient(directory)
+    bundles = internal_ca.Bundles(tmp_path, lambda: internal_names(client))
+    with bundles.adding(["Kept.test", "gone.test"]):
+        client.set_hosts("kept", ["kept.test", "gone.test"], "internal")
+    client.set_hosts("kept", ["kept.test"], "internal")
+    assert bundles.prune() == ["gone.test"]
+    for name in ("kept.test", "gone.test"):
+        internal_ca.remove(tmp_path, name)
+    assert bundles.renew(["kept.test", "gone.test"]) == ["kept.test"]
+    assert internal_ca.bundled_names(tmp_path) == {"kept.test"}
+    assert stat.S_IMODE((tmp_path / internal_ca.BUNDLES / internal_ca.LOCK).stat().st_mode) == 0o600

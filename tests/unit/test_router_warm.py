@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from stackyard.control_socket import ControlServer
 from stackyard.router.base import Route
 from stackyard.router.caddy import WARM_TRIES, CaddyRouter
-from stackyard.router.directory import UpstreamDirectory
+
+from ..responder_table import responder_table
 
 # A TLS record: a fatal internal_error alert, what Caddy sends when it refuses a name.
 ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50])
@@ -56,13 +56,9 @@ class Listener:
 
 @pytest.fixture
 def directory(tmp_path: Path) -> Iterator[Path]:
-    table = UpstreamDirectory()
-    server = ControlServer(tmp_path / "control.sock", table.handlers())
-    try:
-        yield tmp_path / "control.sock"
-    finally:
-        server.close()
-        table.close()
+    """A real responder table behind its control socket (what the routers ask)."""
+    with responder_table(tmp_path) as socket_path:
+        yield socket_path
 
 
 SHOP = Route("shop-prod", host="shop.test", tls="acme")

@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -1045,11 +1044,7 @@ class CaddyRouter(Router):
             ports, secret, storage = self._host_setup()
             dials = {h: f"127.0.0.1:{p}" for h, p in ports.items() if h not in CALLED_BY_CADDY}
             self.directory.set_helpers(dials)
-        if route.tls == "internal" and storage is not None:
-            # Its bundles before the responder serves the names: the first handshake finds
-            # them (unless the local CA is not made yet: then after the plan, below).
-            self._renew_internal(storage, route.hosts, quiet=True)
-        settled = _settled_at(self.directory.set_hosts(route.name, route.hosts, route.tls))
+        settled = _settled_at(self._set_hosts(route, storage))
         resolver = self.directory.resolver()
 
         def ensure(admin: CaddyAdmin) -> None:
@@ -1067,9 +1062,10 @@ class CaddyRouter(Router):
         self._on_each(ensure)
         storage = storage or (self._storage() if route.host is not None else None)
         if storage is not None:
+            bundles = self._bundles(storage)
             if route.tls == "internal":
-                self._renew_internal(storage, route.hosts)
-            self._prune_internal(storage)
+                bundles.renew(route.hosts)  # a local CA the plan has just made
+            bundles.prune()
         _wait_until(settled)
         if route.tls == "acme":
             self.warm(route)
@@ -1099,41 +1095,25 @@ class CaddyRouter(Router):
         taken = (self.host_port, self.https_port)
         return _helper_ports(configs, taken), secret or secrets.token_urlsafe(32), storage
 
-    def _renew_internal(
-        self, storage: Path, names: Iterable[str], *, quiet: bool = False
-    ) -> list[str]:
-        """Mint the bundle of each of ``names`` that has none or is due (internal_ca);
-        the names minted. A local CA that cannot be read is logged (quietly when the plan
-        may create it next), and the names stay pending for the certificate watch."""
-        now = datetime.now(UTC)
-        due = [
-            n for n in names if internal_ca.needs_renewal(internal_ca.read_bundle(storage, n), now)
-        ]
-        if not due:
-            return []
-        try:
-            signer = internal_ca.local_signer(storage)
-        except StackyardError as exc:
-            (log.debug if quiet else log.warning)(
-                "internal certificates of %s: %s", ", ".join(due), exc
-            )
-            return []
-        for name in due:
-            internal_ca.mint(storage, name, signer, now)
-        return due
+    def _set_hosts(self, route: Route, storage: Path | None) -> NameChange:
+        """The route's names into the responder's table; a ``tls: internal`` route's
+        bundles minted first, under the bundles' lock held until the names are in the
+        table: the first handshake finds them (unless the local CA is not made yet: then
+        after the plan), and no other route's prune deletes them meanwhile."""
+        if route.tls != "internal" or storage is None:
+            return self.directory.set_hosts(route.name, route.hosts, route.tls)
+        with self._bundles(storage).adding(route.hosts, quiet=True):
+            return self.directory.set_hosts(route.name, route.hosts, route.tls)
 
-    def _prune_internal(self, storage: Path) -> None:
-        """Delete the bundles of names that are no ``tls: internal`` name any more: the next
-        handshake for one is refused (Caddy keeps no copy of what the helper served)."""
-        for name in internal_ca.bundled_names(storage) - set(self._internal_names()):
-            internal_ca.remove(storage, name)
+    def _bundles(self, storage: Path) -> internal_ca.Bundles:
+        return internal_ca.Bundles(storage, self._internal_names)
 
     def renew(self, route: Route) -> list[str]:
         """The route's ``tls: internal`` bundles minted again when due (Caddy renews
         what it obtained from an ACME CA itself)."""
         route.check()
         storage = self._storage() if route.tls == "internal" else None
-        return self._renew_internal(storage, route.hosts) if storage is not None else []
+        return self._bundles(storage).renew(route.hosts) if storage is not None else []
 
     def warm(self, route: Route, names: Sequence[str] = ()) -> None:
         """A TLS handshake for each name, in the background: Caddy obtains a name's
@@ -1217,7 +1197,7 @@ class CaddyRouter(Router):
         settled = _settled_at(self.directory.drop(route.name))  # its names: served no more
         storage = self._storage()
         if storage is not None:
-            self._prune_internal(storage)
+            self._bundles(storage).prune()
 
         def remove(admin: CaddyAdmin) -> None:
             for change in plan_remove(admin.config(), route.name):

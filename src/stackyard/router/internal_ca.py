@@ -10,13 +10,18 @@ helper server that serves these files (``tls.get_certificate.http``). The files 
 table: Caddy's config never changes when a name is added or removed.
 
 Decide (``needs_renewal``, ``state_of``) and do (``mint``, ``remove``) are apart; nothing
-here talks to Caddy.
+here talks to Caddy. ``Bundles`` keeps the files to the responder's table of names, every
+decision of which bundles exist made and done under one lock (``locked``).
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import secrets
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,8 +31,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from stackyard.errors import ComponentError
+from stackyard.errors import ComponentError, StackyardError
 from stackyard.router.base import Certificate
+
+log = logging.getLogger(__name__)
 
 # Under Caddy's storage root (shared by every Caddy of the data plane): one
 # ``<name>.pem`` per internal name, the directory 0700 and each file 0600.
@@ -40,6 +47,8 @@ LIFETIME = timedelta(hours=12)
 RENEW_AFTER = 2 / 3
 # Backdated a little, for clocks of clients slightly behind.
 BACKDATE = timedelta(minutes=1)
+# In the bundles' directory: the lock every router of the data plane takes to change it.
+LOCK = ".lock"
 
 
 def bundle_dir(storage: Path) -> Path:
@@ -187,3 +196,78 @@ def state_of(name: str, leaf: x509.Certificate | None, now: datetime) -> Certifi
     return Certificate(
         name, "valid" if expires > now else "expired", issuer=issuer, expires=expires
     )
+
+
+@contextmanager
+def locked(storage: Path) -> Iterator[None]:
+    """Hold the bundles' lock: an exclusive ``flock`` on ``<bundles>/.lock``, which every
+    router of the data plane takes (threads of one control plane each open the file, so
+    they exclude each other as separate processes do). Creates the directory (0700) and
+    Caddy's storage root (0700) when they are not there yet."""
+    storage.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder = bundle_dir(storage)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    descriptor = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+class Bundles:
+    """The bundles of one storage, kept to the names the responder has as ``tls:
+    internal`` (``internal_names``, asked each time). A name is minted before the responder
+    serves it (``adding``), and a bundle is deleted only when its name is no internal name
+    (``prune``); both, and ``renew``, decide and do under ``locked``. So two stages'
+    changes at the same moment cannot delete each other's new bundle, and a renewal cannot
+    bring back the bundle of a name just removed."""
+
+    def __init__(self, storage: Path, internal_names: Callable[[], Iterable[str]]) -> None:
+        self.storage = storage
+        self.internal_names = internal_names
+
+    @contextmanager
+    def adding(self, names: Iterable[str], *, quiet: bool = False) -> Iterator[list[str]]:
+        """Mint the bundles of ``names`` that have none or are due (the names minted), and
+        hold the lock while the caller makes them internal names in the responder's table:
+        a prune waits until they are."""
+        with locked(self.storage):
+            yield self._mint_due(list(names), quiet=quiet)
+
+    def renew(self, names: Iterable[str]) -> list[str]:
+        """Mint the bundles of ``names`` that have none or are due, of those that are
+        internal names now; the names minted."""
+        with locked(self.storage):
+            internal = {name.lower() for name in self.internal_names()}
+            return self._mint_due([n for n in names if n.lower() in internal])
+
+    def prune(self) -> list[str]:
+        """Delete the bundles of names that are no internal name any more (the next
+        handshake for one is refused: Caddy keeps no copy of what the helper served); the
+        names deleted."""
+        with locked(self.storage):
+            internal = {name.lower() for name in self.internal_names()}
+            gone = sorted(bundled_names(self.storage) - internal)
+            for name in gone:
+                remove(self.storage, name)
+            return gone
+
+    def _mint_due(self, names: list[str], *, quiet: bool = False) -> list[str]:
+        """Under the lock: mint each of ``names`` that has no bundle or is due. A local CA
+        that cannot be read is logged (quietly when the caller's plan may create it
+        next), and the names stay pending for the certificate watch."""
+        now = datetime.now(UTC)
+        due = [n for n in names if needs_renewal(read_bundle(self.storage, n), now)]
+        if not due:
+            return []
+        try:
+            signer = local_signer(self.storage)
+        except StackyardError as exc:
+            (log.debug if quiet else log.warning)(
+                "internal certificates of %s: %s", ", ".join(due), exc
+            )
+            return []
+        for name in due:
+            mint(self.storage, name, signer, now)
+        return due
