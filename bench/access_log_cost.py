@@ -2,20 +2,23 @@
 plane's Caddies to a stage whose port route writes the access log while the traffic
 counter folds it into the state database, next to the same without a log, in one run.
 
-A real data plane (the keeper, two Caddies) on loopback, as in bench/tls_cost.py, and two
+A real data plane (the keeper, two Caddies) on loopback, as in bench/tls_cost.py, and three
 backends, each in its own process: ``caddy respond`` (fast, keeps upstream connections:
-what is left is mostly the router's own work, so the log's share is as large as it gets)
-and Python's ``http.server`` (a slow app). Per backend two port routes on the same
-Caddies: ``logged``, as the router makes every port route (its JSON access log per Caddy),
-and ``unlogged``, the same server with its ``logs`` removed through the admin API. Three
-kinds of run: ``unlogged``; ``logged`` (the lines are counted after the run, out of wrk's
-time); ``logged+counted``, with the product's TrafficCounter (its own state database in
-the bench's directory, the stage's route row) counting every second meanwhile, so its
-parsing and writing compete with Caddy for the same 2 cores (the control plane counts
-every 10 s: the same work in larger batches). After each logged run the store must hold
-wrk's requests plus at most one per connection (the last ones, answered after wrk stops
-counting). ``wrk -t2 -c16 --latency`` for ``--seconds`` per run, ``--runs`` rounds, the
-order reversed every other round; medians of the rounds.
+what is left is mostly the router's own work, so the log's share is as large as it gets),
+Python's ``http.server`` (a slow app), and the project's example app (``examples/hello``,
+what the README's demo deploys: busybox httpd serving a page), built by the Docker engine
+and run as the ``docker`` plugin runs a stage's task (the plugin's own container options:
+host network, ``--init``, a stage's default 0.5 cores and 256 MiB, the hardening). Per
+backend two port routes on the same Caddies: ``logged``, as the router makes every port
+route (its JSON access log per Caddy), and ``unlogged``, the same server with its ``logs``
+removed through the admin API. Three kinds of run: ``unlogged``; ``logged`` (the lines are
+counted after the run, out of wrk's time); ``logged+counted``, with the product's
+TrafficCounter (its own state database in the bench's directory, the stage's route row)
+counting every second meanwhile, so its parsing and writing compete with Caddy for the same
+2 cores (the control plane counts every 10 s: the same work in larger batches). After each
+logged run the store must hold wrk's requests plus at most one per connection (the last
+ones, answered after wrk stops counting). ``wrk -t2 -c16 --latency`` for ``--seconds`` per
+run, ``--runs`` rounds, the order reversed every other round; medians of the rounds.
 
 Usage:
     .venv/bin/python -m bench.access_log_cost [--runs 5] [--seconds 10] [--no-write]
@@ -31,15 +34,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from tests.integration.wrk import PIN_LOOPBACK
 from tests.router_contract import free_port
 
 from stackyard.deploy.trafficstore import TrafficCounter
+from stackyard.engines.base import TaskSpec
+from stackyard.engines.docker import container_arguments
 from stackyard.platform.dataplane import ensure_dataplane, stop_dataplane
 from stackyard.router.base import Route
-from stackyard.router.caddy import AdminRequest, CaddyRouter, server_id
+from stackyard.router.caddy import DEFAULT_LOG, AdminRequest, CaddyRouter, default_log, server_id
 from stackyard.settings import Settings
 from stackyard.store.database import migrate, open_database, session_factory
 from stackyard.store.models import AccessLogPosition, Stack, StageRoute, TrafficBucket
@@ -56,8 +62,12 @@ from .tls_cost import (
     wrk_bench_main,
 )
 
-BACKENDS = ("caddy respond", "http.server")
-SIDES = ("unlogged", "logged", "logged+counted")
+BACKENDS = ("caddy respond", "http.server", "example app")
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello"
+# The logged route as before the default log excluded the access lines: each line also
+# went to Caddy's own log (stderr, logs/caddy-N.log), encoded and written a second time.
+BEFORE = "logged, before"
+SIDES = ("unlogged", BEFORE, "logged", "logged+counted")
 ROLLED = re.compile(r"-\d{4}-\d\d-\d\dT[\d.-]+\.log$")  # Caddy's name for a rolled file
 
 
@@ -88,6 +98,30 @@ class PythonApp(Respond):
         )  # fmt: skip
 
 
+class ExampleApp(Respond):
+    """``examples/hello`` built by the engine (``docker build``; the image is left in the
+    engine's cache, untagged) and started with the ``docker`` plugin's options for a task
+    of a stage with default limits, on a free port; the container removed by its id."""
+
+    def __init__(self, directory: Path) -> None:
+        port = free_port()
+        self.dial = f"127.0.0.1:{port}"
+        built = subprocess.run(["docker", "build", "-q", str(EXAMPLE)], check=True,
+                               capture_output=True, text=True, timeout=300)  # fmt: skip
+        image = built.stdout.strip()
+        spec = TaskSpec(name=f"stackyard-bench-{directory.name}", image=image, port=port,
+                        labels={"stackyard.bench": "access_log_cost"})  # fmt: skip
+        arguments, host_options = container_arguments(spec)
+        self.api = docker.from_env(timeout=60).api
+        host_config = self.api.create_host_config(**host_options)
+        self.container = self.api.create_container(image, **arguments, host_config=host_config)
+        self.api.start(self.container)
+
+    def stop(self) -> None:
+        self.api.remove_container(self.container, force=True)
+        self.api.close()
+
+
 class TimedCounter(TrafficCounter):
     """The product's counter, adding up the time its counts take."""
 
@@ -114,6 +148,7 @@ def measure(runs: int, seconds: int, directory: Path) -> Figures:
     apps: dict[str, Respond] = {
         "caddy respond": Respond(directory),
         "http.server": PythonApp(directory),
+        "example app": ExampleApp(directory),
     }
     router = CaddyRouter(settings.caddy_admin_sockets, settings.dataplane_socket, timeout=20.0)
     database = open_database(f"sqlite:///{directory / 'state.db'}")
@@ -156,12 +191,22 @@ def routes(
                 admin.send(AdminRequest("DELETE", path))
             session.add(StageRoute(stack_id=stack.id, stage=f"logged{n}", port=logged))
             urls[backend, "unlogged"] = f"http://127.0.0.1:{unlogged}/"
-            urls[backend, "logged"] = urls[backend, "logged+counted"] = (
-                f"http://127.0.0.1:{logged}/"
-            )
+            for side in SIDES[1:]:
+                urls[backend, side] = f"http://127.0.0.1:{logged}/"
     for url in set(urls.values()):
         answers(url, "127.0.0.1")
     return urls
+
+
+def own_log(router: CaddyRouter, config: dict[str, object] | None) -> None:
+    """Caddy's default log as ``config`` on every Caddy; None: Caddy's own default (every
+    logger's lines, the access lines too)."""
+    path = f"/config/logging/logs/{DEFAULT_LOG}"
+    for admin in router.admins:
+        if config is None:
+            admin.send(AdminRequest("DELETE", path))
+        else:
+            admin.send(AdminRequest("PUT", path, config))
 
 
 def one_run(
@@ -182,9 +227,13 @@ def one_run(
     if side == "logged+counted":
         counter.start()
     try:
+        if side == BEFORE:
+            own_log(router, None)
         run = wrk(url, seconds, pin)
     finally:
         counter.stop()
+        if side == BEFORE:
+            own_log(router, default_log())
     counter.count()  # the last second's lines, or all of them
     figures.extra.append(stored(sessions) - before - run.requests)
     if side == "logged+counted":
@@ -212,8 +261,9 @@ def report(figures: Figures, runs: int, seconds: int) -> str:
         )
         both = 1 - rate[backend, "logged+counted"] / base
         alone = 1 - rate[backend, "logged"] / base
+        before = 1 - rate[backend, BEFORE] / base
         return (f"| {backend} | **{both * 100:.1f} %** | {alone * 100:.1f} % "
-                f"| {spread / base * 100:.0f} % |")  # fmt: skip
+                f"| {before * 100:.1f} % | {spread / base * 100:.0f} % |")  # fmt: skip
 
     # a line Caddy writes after one run's last count is counted in the next run's: the
     # bound holds for the sum of the runs, not for each
@@ -225,8 +275,13 @@ def report(figures: Figures, runs: int, seconds: int) -> str:
         "data plane's two Caddies to a port route whose access log is on, while the traffic "
         "counter folds it into the state database every second (`logged+counted`), with "
         "the counting after the run (`logged`), and to the same route with its log removed "
-        "(`unlogged`). Two backends, each its own process: `caddy respond` (fast: mostly "
-        "the router's own work) and Python's `http.server` (a slow app). "
+        f"(`unlogged`); `{BEFORE}`: as `logged`, with Caddy's default log as before "
+        "(every access line also written to Caddy's own log, logs/caddy-N.log). "
+        "Three backends, each its own process: `caddy respond` (fast: mostly "
+        "the router's own work), Python's `http.server` (a slow app) and the example app "
+        "the README's demo deploys (`examples/hello`: busybox httpd, in a container with "
+        "the `docker` plugin's options for a task with a stage's default limits, 0.5 "
+        "cores). "
         f"{runs} rounds, interleaved, medians:",
         "",
         "| backend | run | requests/s | p99 latency (ms) | failed | requests/s per round |",
@@ -235,8 +290,9 @@ def report(figures: Figures, runs: int, seconds: int) -> str:
         "",
         "Fewer requests per second than without a log (goal: logging and counting under 5 %):",
         "",
-        "| backend | log + counting | log alone | unlogged runs' own spread |",
-        "|---|---|---|---|",
+        "| backend | log + counting | log alone | log alone, before | "
+        "unlogged runs' own spread |",
+        "|---|---|---|---|---|",
         *(cost(backend) for backend in BACKENDS),
         "",
         f"Counted: after every logged run the store had grown by wrk's requests plus "

@@ -357,7 +357,11 @@ def test_tls_off_keeps_plain_http_and_removing_a_route_forgets_its_names(
 
 
 def test_the_access_log_records_each_request_of_a_known_batch(
-    router: CaddyRouter, pebble: Pebble, backend: Callable[[str], Backend], tmp_path: Path
+    router: CaddyRouter,
+    pebble: Pebble,
+    backend: Callable[[str], Backend],
+    tmp_path: Path,
+    tls_dataplane: Settings,
 ) -> None:
     app = backend("logged-prod")
     route = Route("logged-prod", host="logged.test", tls="acme")
@@ -388,6 +392,11 @@ def test_the_access_log_records_each_request_of_a_known_batch(
         assert got == expected
         assert all(r.client == "127.0.0.1" and r.duration >= 0 for r in records)
         assert [r.size for r in records][:1] == [len(served.name)]
+    # Only there: Caddy's own log (its default logger, logs/caddy-N.log) has none of them.
+    own_logs = sorted(tls_dataplane.logs_dir.glob("caddy-*.log"))
+    assert own_logs
+    for own in own_logs:
+        assert "/status/200?n=0" not in own.read_text(errors="replace"), own
 
     # The traffic store counts the same batch from the real logs, per stage and status
     # class; a new counter on the same database (a restart) adds nothing; one more

@@ -106,7 +106,9 @@ def test_the_first_tls_route_creates_the_servers_and_later_names_change_no_confi
         ("PUT", "/config/apps/pki"),
         ("PUT", "/config/apps/tls"),
     ]
-    assert set(first[0].body["logs"]) == {"sy-access-hosts", "stackyard-acme"}
+    assert set(first[0].body["logs"]) == {"sy-access-hosts", "default", "stackyard-acme"}
+    # Caddy's own log keeps its other lines, without the access lines (in their own files).
+    assert first[0].body["logs"]["default"] == {"exclude": ["http.log.access"]}
     servers = {c.path.rpartition("/")[2]: c.body for c in first if c.path.startswith(SERVERS)}
     assert servers[HOSTS_SERVER]["routes"] == [not_a_name(HOSTS_NOT_A_NAME), by_host(RESOLVER)]
     assert servers[HTTPS_SERVER]["routes"] == [not_a_name(HTTPS_NOT_A_NAME), by_tls_host(RESOLVER)]

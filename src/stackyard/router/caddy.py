@@ -188,6 +188,18 @@ def access_log(path: Path, logger: str) -> Json:
     }
 
 
+# Caddy's own log (its stderr: logs/caddy-N.log). Without an ``exclude`` it gets every
+# entry of every logger, so each access line was encoded and written twice (measured:
+# docs/benchmarks.md, "The cost of access logging and counting").
+DEFAULT_LOG = "default"
+
+
+def default_log() -> Json:
+    """Caddy's default log as it was (stderr), minus the access loggers' lines, which are
+    in their own files."""
+    return {"exclude": ["http.log.access"]}
+
+
 def tls_route_id(name: str) -> str:
     return f"{PREFIX}{name}-tls"
 
@@ -746,11 +758,13 @@ def _plan_logs(config: Any, wanted: dict[str, Json]) -> list[AdminRequest]:
 
 
 def _wanted_logs(at: Listeners, access_logger_name: str, *, tls: bool) -> dict[str, Json]:
-    """This Caddy's access log for a route's logger, and its ACME log for a TLS route."""
+    """This Caddy's access log for a route's logger, its default log without the access
+    lines, and its ACME log for a TLS route."""
     wanted: dict[str, Json] = {}
     if at.access_dir is not None:
         path = at.access_dir / f"{access_logger_name}.log"
         wanted[access_logger_name] = access_log(path, access_logger_name)
+        wanted[DEFAULT_LOG] = default_log()
     if tls and at.acme_log is not None:
         wanted[ACME_LOG] = acme_log(at.acme_log)
     return wanted
