@@ -19,7 +19,9 @@ import httpx
 import pytest
 from cryptography import x509
 
+from stackyard.deploy.certwatch import CertificateWatch
 from stackyard.deploy.trafficstore import TrafficCounter
+from stackyard.notify.outbox import Outbox
 from stackyard.platform.dataplane import stop_dataplane
 from stackyard.router import internal_ca
 from stackyard.router.base import Certificate, Route
@@ -216,7 +218,7 @@ def certificates_helper(router: CaddyRouter) -> tuple[int, str]:
 
 
 def test_tls_internal_is_served_from_a_bundle_minted_from_caddys_local_ca(
-    router: CaddyRouter, pebble: Pebble, backend: Callable[[str], Backend]
+    router: CaddyRouter, pebble: Pebble, backend: Callable[[str], Backend], tmp_path: Path
 ) -> None:
     """A ``tls: internal`` name's certificate is the router's, signed by Caddy's local CA:
     valid for a client that trusts that root at once (nothing to obtain), shown by
@@ -245,12 +247,24 @@ def test_tls_internal_is_served_from_a_bundle_minted_from_caddys_local_ca(
     bundle = internal_ca.bundle_path(storage, "intra.test")
     assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
 
-    # Renewal: a bundle minted 11 hours ago is due; renew mints it again, and the very
-    # next handshake serves the new certificate (Caddy keeps no copy of the helper's).
+    # Renewal: a bundle minted 11 hours ago is due; one look of the control plane's
+    # certificate watch (its stage's route row in a state database) mints it again with
+    # no handshake asking (nobody visits the name), and the very next handshake serves the
+    # new certificate (Caddy keeps no copy of the helper's).
     old = internal_ca.mint(storage, "intra.test", internal_ca.local_signer(storage),
                            datetime.now(UTC) - timedelta(hours=11))  # fmt: skip
     assert served_serial(pebble.tls_port, "intra.test") == old.serial_number
-    assert router.renew(route) == ["intra.test"]
+    database = open_database(f"sqlite:///{tmp_path / 'state.db'}")
+    migrate(database)
+    sessions = session_factory(database)
+    with sessions.begin() as session:
+        stack = Stack(name="intra", repo="https://example.invalid/intra.git")
+        session.add(stack)
+        session.flush()
+        session.add(StageRoute(stack_id=stack.id, stage="prod", host="intra.test",
+                               tls="internal"))  # fmt: skip
+    CertificateWatch(sessions, router, Outbox(wake=lambda: None)).check()
+    database.dispose()
     assert router.renew(route) == []  # not due any more
     new = internal_ca.read_bundle(storage, "intra.test")
     assert new is not None
