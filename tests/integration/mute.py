@@ -1,6 +1,7 @@
 """Engine endpoints that do not answer: a real TCP listener that accepts and never says a
 word, an address where nothing listens (connection refused), and a Docker API that answers
-its ping (and version, and info as a swarm manager's) and then never answers a listing.
+its ping (and version, and info as a swarm manager's) and then never answers a listing
+(or answers the listings a test gives it, until the test takes one away).
 
 The listener binds a loopback address other than 127.0.0.1 (still 127.0.0.0/8) so that
 nothing else of the test run is there. It keeps every connection it accepts open, reading
@@ -60,19 +61,38 @@ _PING_ANSWERS = {
     "version": json.dumps({"ApiVersion": "1.41", "MinAPIVersion": "1.12", "Version": "20.10"}),
     "info": json.dumps({"Swarm": {"LocalNodeState": "active", "ControlAvailable": True}}),
 }
+# Empty answers to the listings a task watch makes, and an event stream that ends at once
+# (a swarm watch then lists every poll), for ``ping_only_endpoint(answers=…)``.
+EMPTY_LISTINGS = {
+    "containers/json": "[]",
+    "nodes": "[]",
+    "services": "[]",
+    "tasks": "[]",
+    "events": "",
+}
 
 
 @contextmanager
-def ping_only_endpoint(host: str = MUTE_HOST) -> Iterator[str]:
+def ping_only_endpoint(
+    host: str = MUTE_HOST, answers: dict[str, str] | None = None
+) -> Iterator[str]:
     """``tcp://HOST:PORT`` of a Docker API that answers ``/_ping``, ``/version`` and
     ``/info`` (a swarm manager's), and holds every other request (``/containers/json``,
-    ``/nodes``, ``/services``) without an answer until it stops: a client then waits for
-    its read timeout. Its threads end when the context does."""
+    ``/nodes``, ``/services``, ``/tasks``) without an answer until it stops: a client then
+    waits for its read timeout. ``answers`` (by the path's end, ``tasks`` or
+    ``containers/json``: from EMPTY_LISTINGS) are answered too, as long as they are in it:
+    a test that deletes one makes the engine hang on it from then on. Its threads end when
+    the context does."""
     stopping = threading.Event()
+    answers = {} if answers is None else answers
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            answer = _PING_ANSWERS.get(self.path.split("?", 1)[0].rsplit("/", 1)[-1])
+            path = self.path.split("?", 1)[0]
+            answer = _PING_ANSWERS.get(path.rsplit("/", 1)[-1])
+            for end, listing in list(answers.items()):
+                if answer is None and path.endswith(f"/{end}"):
+                    answer = listing
             if answer is None:
                 stopping.wait(120)  # the client gives up first; the stop ends it
                 self.close_connection = True

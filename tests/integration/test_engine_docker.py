@@ -8,6 +8,7 @@ locally, so every start() pulls by digest with the login. Traffic goes to 127.0.
 from __future__ import annotations
 
 import gc
+import logging
 import re
 import tempfile
 import time
@@ -20,8 +21,12 @@ import docker
 import httpx
 import pytest
 
+from stackyard.deploy.keys import StageKey
+from stackyard.deploy.targetengines import LOCAL, TargetEngines
+from stackyard.deploy.taskwatch import TaskWatch
 from stackyard.engines.base import (
     LABEL_PLATFORM,
+    Engine,
     EngineError,
     Health,
     TaskEventKind,
@@ -29,6 +34,7 @@ from stackyard.engines.base import (
     TaskState,
 )
 from stackyard.engines.docker import DockerEngine
+from stackyard.engines.swarm import SwarmEngine
 from stackyard.errors import ComponentError
 from stackyard.images.registry import RegistryClient
 from stackyard.plugins import load
@@ -42,7 +48,12 @@ from tests.engine_contract import (
     make_task_spec,
     wait_for,
 )
-from tests.integration.mute import closed_endpoint, mute_endpoint, ping_only_endpoint
+from tests.integration.mute import (
+    EMPTY_LISTINGS,
+    closed_endpoint,
+    mute_endpoint,
+    ping_only_endpoint,
+)
 from tests.integration.registry_fixtures import (  # noqa: F401
     LiveRegistry,
     live_registry,
@@ -355,14 +366,20 @@ def test_a_ping_at_an_address_that_accepts_and_never_answers_gives_up_at_its_tim
 
 
 @pytest.mark.parametrize(
-    ("plugin", "call"), [("docker", "GET /containers/json"), ("swarm", "GET /nodes")]
+    ("plugin", "call", "answered"),
+    [
+        ("docker", "GET /containers/json", ()),
+        ("swarm", "GET /nodes", ()),
+        ("swarm", "GET /tasks", ("nodes", "services")),  # fast on those, hangs on the tasks
+    ],
 )
 def test_a_ping_gives_up_on_an_engine_that_answers_it_and_then_never_lists(
-    plugin: str, call: str
+    plugin: str, call: str, answered: tuple[str, ...]
 ) -> None:
     # The deploy's check is the ping: a task watch's first listing (with the client's long
     # timeout) must not be the first call to meet an engine that hangs after its ping.
-    with ping_only_endpoint() as endpoint:
+    answers = {end: EMPTY_LISTINGS[end] for end in answered}
+    with ping_only_endpoint(answers=answers) as endpoint:
         engine = load("engine", plugin)(endpoint=endpoint, ping_timeout=1)
         try:
             with pytest.raises(ComponentError, match="did not answer") as caught:
@@ -409,3 +426,53 @@ def test_a_cached_image_still_starts_when_the_registry_is_down_and_says_so(
         assert registry.endpoint in caplog.text
     finally:
         _remove_images([f"{repository}:v1", image])
+
+
+def test_a_target_engine_that_hangs_later_fails_its_watch_tick_within_the_listing_timeout(
+    docker_engine: DockerEngine, spec_for: SpecFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A swarm target's task watch lists every second. Its engine answers at first, then
+    # hangs on GET /tasks: that tick fails within the listing timeout (1 s here; the
+    # engine client's own is 120 s), the stage on the target is told so (naming the target
+    # and the call) and the watch tries again; the platform's own engine's watch goes on
+    # meanwhile (a task started there is seen).
+    caplog.set_level(logging.WARNING, logger="stackyard.deploy.taskwatch")
+    answers = dict(EMPTY_LISTINGS)
+    with ping_only_endpoint(answers=answers) as endpoint:
+        far = SwarmEngine(endpoint=endpoint, timeout=120, listing_timeout=1)
+
+        def watch(target: str, engine: Engine) -> TaskWatch:
+            return TaskWatch(engine, RUN, lambda key: None, name=f"task-watch-{target}",
+                             where=f"target {target}'s engine", retry_limit=1.0)  # fmt: skip
+
+        targets = TargetEngines(docker_engine, lambda target: far, watch)
+        targets.start()
+        try:
+            targets.answering("far")  # its first listing answered
+            del answers["tasks"]  # from now on GET /tasks never answers
+            deadline = time.monotonic() + 60  # half the client's own timeout
+            while targets.follow("far").problem() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with pytest.raises(ComponentError) as caught:
+                targets.answering("far")
+            said = caught.value.message
+            assert said.startswith(f"target far: the swarm manager at {endpoint}"), said
+            assert "read timeout=1" in said  # the listing's own timeout, not the client's
+            assert said.endswith("(in GET /tasks)"), said
+            logged = [r.getMessage() for r in caplog.records]
+            assert any(
+                m.startswith("cannot list target far's engine's tasks") and "(in GET /tasks)" in m
+                for m in logged
+            ), logged
+            spec = spec_for()
+            started = docker_engine.start(spec)  # the platform's own engine, meanwhile
+            key = StageKey.of(spec.labels)
+            assert key is not None
+            deadline = time.monotonic() + 30
+            while started.id not in {t.id for t in targets.answering(LOCAL).tasks(key)}:
+                assert time.monotonic() < deadline, "the local watch did not see the task"
+                time.sleep(0.1)
+            with pytest.raises(ComponentError, match=r"\(in GET /tasks\)"):
+                targets.answering("far")  # still hanging, still said
+        finally:
+            targets.stop()

@@ -11,7 +11,8 @@ leaves that target unfollowed (no watch). A second push and ``prune``
 (one release kept per stage) delete the first image's copies in the targets' registries
 and keep the second's; a rollback to it is then refused. A restart removes orphan tasks
 from every target's engine. A deploy to a target at an address that accepts and never
-answers, or where nothing listens, is refused within its check.
+answers, or where nothing listens, or whose engine (docker or swarm) hangs on a listing
+after its ping, is refused within its check.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from stackyard.platform.credentials import ensure_registry_login
 from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
 from .extra_engine import ExtraEngine, extra_engine
 from .gitrepo import GitRepo
-from .mute import closed_endpoint, mute_endpoint, ping_only_endpoint
+from .mute import EMPTY_LISTINGS, closed_endpoint, mute_endpoint, ping_only_endpoint
 from .test_pipelines import wait_run
 from .token_registry import TokenRegistry, token_registry
 
@@ -258,41 +259,54 @@ def test_a_deploy_to_a_target_that_never_answers_is_refused_within_its_check(
     # mute: a listener on 127.0.0.7 that accepts and never answers (an address that drops
     # packets holds a client the same way); shut: a port where nothing listens; hangs: an
     # engine that answers its ping and then never answers a listing (the task watch's first
-    # call). Each deploy and check must come back within the CLI call's bound (the engine
-    # client's own timeout is 120 s: the old check waited it out); the check's every call
-    # gives up after 10 s.
-    with mute_endpoint() as mute, ping_only_endpoint() as hangs:
+    # call); tasks: a swarm manager that answers its ping, its nodes and services, and never
+    # its tasks (the swarm watch's listing is all three). Each deploy and check must come
+    # back within the CLI call's bound (the engine client's own timeout is 120 s: the old
+    # check waited it out); the check's every call gives up after 10 s.
+    answers = {end: EMPTY_LISTINGS[end] for end in ("nodes", "services")}
+    with (
+        mute_endpoint() as mute,
+        ping_only_endpoint() as hangs,
+        ping_only_endpoint(answers=answers) as tasks,
+    ):
         yard.cli("targets", "add", "mute", "--docker", mute)
         yard.cli("targets", "add", "shut", "--docker", closed_endpoint())
         yard.cli("targets", "add", "hangs", "--docker", hangs)
+        yard.cli("targets", "add", "tasks", "--swarm", tasks)
+        names = ("mute", "shut", "hangs", "tasks")
         repo = GitRepo.from_example("hello", tmp_path / "quiet")
-        repo.write("stackyard.yml", f"stages:\n  - name: mute\n    target: mute\n{FAST}"
-                   f"  - name: shut\n    target: shut\n{FAST}"
-                   f"  - name: hangs\n    target: hangs\n{FAST}")  # fmt: skip
+        repo.write("stackyard.yml", "stages:\n" + "".join(
+            f"  - name: {name}\n    target: {name}\n{FAST}" for name in names))  # fmt: skip
         repo.commit("one stage on each target that does not answer")
         yard.cli("stacks", "create", "quiet", "--repo", str(repo.path))
         try:
             yard.cli("build", "quiet", timeout=300)
-            for name in ("mute", "shut", "hangs"):
+            for name in names:
                 yard.cli("release", "quiet", "--stage", name)
                 refused = yard.cli("deploy", "quiet", "--stage", name, "--detach",
                                    check=False, timeout=60)  # fmt: skip
                 assert refused.returncode != 0, refused
                 said = " ".join(refused.stderr.split())
-                assert f"target {name}: the Docker engine at tcp://" in said
+                who = "the swarm manager" if name == "tasks" else "the Docker engine"
+                assert f"target {name}: {who} at tcp://" in said, said
                 assert f"stackyard targets check {name}" in said, said
+                if name == "tasks":
+                    assert "(in GET /tasks, after it answered its ping)" in said, said
+                    continue  # its check is the same ping (the others show it)
                 checked = yard.cli("targets", "check", name, "--json", check=False, timeout=60)
                 assert checked.returncode == 1, checked
                 engine = json.loads(checked.stdout)["engine"]
                 assert "did not answer" in engine, engine
-            assert "(in GET /containers/json, after it answered its ping)" in said, said
-            assert "(in GET /containers/json, after it answered its ping)" in engine, engine
-            for name in ("mute", "hangs"):
+                if name == "hangs":
+                    call = "(in GET /containers/json, after it answered its ping)"
+                    assert call in said, said
+                    assert call in engine, engine
+            for name in ("mute", "hangs", "tasks"):
                 deployments = yard.cli("deployments", "quiet", "--stage", name, "--json")
                 assert json.loads(deployments.stdout) == []
         finally:
             yard.cli("stacks", "delete", "quiet", "--yes")
-            for name in ("mute", "shut", "hangs"):
+            for name in names:
                 yard.cli("targets", "remove", name)
 
 

@@ -36,6 +36,13 @@ LABEL_PORT = "dev.stackyard.port"
 # engine first, and an address that drops packets or a peer that accepts and never answers
 # must refuse it soon, not hold it for the client's long timeout (made for pulls).
 PING_TIMEOUT = 10
+# Seconds within which a listing answers or raises (``Engine.list``, ``nodes``,
+# ``node_use``, and the swarm event stream's listing each poll): the task watch lists every
+# second (swarm) or every window (docker), and an engine that starts hanging later must
+# make that tick fail soon, naming the call, not hold the target's watch for the client's
+# long timeout. Measured listings take 7-95 ms (p90 at 300 services, load up to 28: the
+# swarm listing bench in docs/benchmarks.md); 10 s is 100 times that (docs/decisions.md).
+LISTING_TIMEOUT = 10
 # Labels on a cluster's nodes: the address its tasks answer on (set by the operator or the
 # platform), and that the platform is moving the node's tasks away (``nodes drain``).
 NODE_LABEL_ADDRESS = "dev.stackyard.address"

@@ -24,6 +24,7 @@ import docker.errors
 from stackyard.engines.base import (
     LABEL_PLATFORM,
     LABEL_PORT,
+    LISTING_TIMEOUT,
     PING_TIMEOUT,
     Address,
     EngineError,
@@ -84,10 +85,11 @@ class DockerEngine(DockerApiEngine):
         endpoint: str | None = None,
         timeout: int = 120,
         ping_timeout: int = PING_TIMEOUT,
+        listing_timeout: int = LISTING_TIMEOUT,
         task_host: str = "127.0.0.1",
     ) -> None:
         # ``endpoint`` is the platform's engine endpoint setting (``--engine-endpoint``).
-        super().__init__(base_url or endpoint, timeout, ping_timeout)
+        super().__init__(base_url or endpoint, timeout, ping_timeout, listing_timeout)
         # Where this engine's tasks answer: they bind (host networking) or are published
         # (bridge networking) on the engine's loopback.
         self._task_host = task_host
@@ -132,17 +134,26 @@ class DockerEngine(DockerApiEngine):
 
     def list(self, labels: Mapping[str, str]) -> list[TaskInfo]:
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
-        summaries = self._call(self._api().containers, all=True, filters=filters)
+        api = self._listing_api()  # each call within the listing timeout
+        summaries = self._listed("GET /containers/json", api.containers, all=True, filters=filters)
         tasks = []
         for summary in summaries:
             try:
-                tasks.append(self.inspect(str(summary["Id"])))
+                tasks.append(self._inspect(api, str(summary["Id"]), listing=True))
             except NotFoundError:
                 continue  # removed between the listing and the inspect: it is gone
         return tasks
 
     def inspect(self, task_id: str) -> TaskInfo:
-        attrs = self._call(self._api().inspect_container, task_id, missing=f"task {task_id}")
+        return self._inspect(self._api(), task_id)
+
+    def _inspect(self, api: Any, task_id: str, *, listing: bool = False) -> TaskInfo:
+        missing = f"task {task_id}"
+        if listing:
+            call = f"GET /containers/{task_id[:12]}/json"
+            attrs = self._listed(call, api.inspect_container, task_id, missing=missing)
+        else:
+            attrs = self._call(api.inspect_container, task_id, missing=missing)
         return _task_info(attrs, self._task_host)
 
     def stop(self, task_id: str, timeout: float) -> None:

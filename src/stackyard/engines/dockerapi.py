@@ -17,7 +17,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from stackyard.engines.base import PING_TIMEOUT, Engine, EngineError
+from stackyard.engines.base import LISTING_TIMEOUT, PING_TIMEOUT, Engine, EngineError
 from stackyard.errors import ComponentError, NotFoundError, StackyardError
 
 # The SDK's (requests', urllib3's) wording of a failed connection, innermost cause last.
@@ -50,25 +50,42 @@ class DockerApiEngine(Engine):
     _who = "the Docker engine"
 
     def __init__(
-        self, base_url: str | None, timeout: int, ping_timeout: int = PING_TIMEOUT
+        self,
+        base_url: str | None,
+        timeout: int,
+        ping_timeout: int = PING_TIMEOUT,
+        listing_timeout: int = LISTING_TIMEOUT,
     ) -> None:
         self._base_url = base_url
         self._timeout = timeout
         self._ping_timeout = ping_timeout
+        self._listing_timeout = listing_timeout
         self._client: docker.DockerClient | None = None
+        self._lister: docker.DockerClient | None = None  # the listings' (listing_timeout)
         self._client_lock = threading.Lock()
 
     def close(self) -> None:
         with self._client_lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            for client in (self._client, self._lister):
+                if client is not None:
+                    client.close()
+            self._client = self._lister = None
 
     def _api(self) -> Any:
         with self._client_lock:
             if self._client is None:
                 self._client = self._new_client(self._timeout)
             return self._client.api
+
+    def _listing_api(self) -> Any:
+        """The client of listings (``list``, ``nodes``, ``node_use``, a swarm watch's poll):
+        every call answers within ``listing_timeout`` seconds or raises, so a task watch's
+        tick on an engine that stopped answering fails soon instead of holding its thread
+        for the long timeout (made for pulls and stops)."""
+        with self._client_lock:
+            if self._lister is None:
+                self._lister = self._new_client(self._listing_timeout)
+            return self._lister.api
 
     @contextmanager
     def _quick(self) -> Iterator[Any]:
@@ -108,13 +125,16 @@ class DockerApiEngine(Engine):
         names it): an engine that answers its ping and then never answers a listing is
         refused within the ping timeout, naming the call, instead of holding a deploy for
         the client's long timeout in the watch's first listing."""
+        self._listed(f"{call}, after it answered its ping", method, **kwargs)
+
+    def _listed(self, call: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``method``'s answer; an engine that did not answer (ComponentError) is said to
+        have not answered ``call`` (``GET /tasks``): a watch's log line names it."""
         try:
-            self._call(method, **kwargs)
+            return self._call(method, *args, **kwargs)
         except ComponentError as exc:
             raise ComponentError(
-                f"{exc.message} (in {call}, after it answered its ping)",
-                hint=exc.hint,
-                retryable=exc.retryable,
+                f"{exc.message} (in {call})", hint=exc.hint, retryable=exc.retryable
             ) from exc
 
     def _lines(self, chunks: Iterator[bytes], task_id: str) -> Iterator[str]:

@@ -34,6 +34,7 @@ import docker.errors
 from stackyard.engines.base import (
     LABEL_PLATFORM,
     LABEL_PORT,
+    LISTING_TIMEOUT,
     NODE_LABEL_ADDRESS,
     PING_TIMEOUT,
     Address,
@@ -150,12 +151,13 @@ class SwarmEngine(DockerApiEngine):
         *,
         timeout: int = 60,
         ping_timeout: int = PING_TIMEOUT,
+        listing_timeout: int = LISTING_TIMEOUT,
         poll: float = 1.0,
         stop_margin: float = 20.0,
         start_timeout: float = 300.0,
         placement_wait: float = 30.0,
     ) -> None:
-        super().__init__(endpoint, timeout, ping_timeout)
+        super().__init__(endpoint, timeout, ping_timeout, listing_timeout)
         # How often the event stream lists the tasks: Swarm has events for services and
         # nodes, not for the state of their tasks (a task that exits on a worker).
         self._poll = poll
@@ -184,6 +186,7 @@ class SwarmEngine(DockerApiEngine):
             self._verify(api)
             self._answers("GET /nodes", api.nodes)
             self._answers("GET /services", api.services, filters={"label": [LABEL_PLATFORM]})
+            self._answers("GET /tasks", api.tasks, filters={"label": [LABEL_PLATFORM]})
 
     def verify(self) -> None:
         with self._quick() as api:
@@ -267,9 +270,9 @@ class SwarmEngine(DockerApiEngine):
 
     def list(self, labels: Mapping[str, str]) -> list[TaskInfo]:
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
-        api = self._api()
-        services = self._call(api.services, filters=filters)
-        tasks = self._call(api.tasks, filters=filters)
+        api = self._listing_api()  # each call within the listing timeout
+        services = self._listed("GET /services", api.services, filters=filters)
+        tasks = self._listed("GET /tasks", api.tasks, filters=filters)
         nodes = {node.id: node for node in self.nodes()}
         current = _current_tasks(tasks)
         moved = _moved(tasks)
@@ -389,12 +392,15 @@ class SwarmEngine(DockerApiEngine):
     # -- nodes --------------------------------------------------------------------------------
 
     def nodes(self) -> builtins.list[NodeInfo]:
-        return [_node_info(node) for node in self._call(self._api().nodes)]
+        return [_node_info(node) for node in self._listed("GET /nodes", self._listing_api().nodes)]
 
     def node_use(self) -> dict[str, NodeUse]:
         """Every Swarm task meant to run (of any service, ours or not) on each node, and
         the cpu and memory they reserve: Swarm's own account, which its scheduler uses."""
-        return _node_use(self._call(self._api().tasks, filters={"desired-state": "running"}))
+        tasks = self._listed(
+            "GET /tasks", self._listing_api().tasks, filters={"desired-state": "running"}
+        )
+        return _node_use(tasks)
 
     def update_node(
         self,
@@ -874,10 +880,11 @@ class _Follower:
         self._tasks, self._labels_of = tasks, labels_of
 
     def _snapshot(self) -> tuple[_Snapshot, dict[str, dict[str, str]]]:
-        api = self._engine._api()
+        engine = self._engine
+        api = engine._listing_api()  # a tick that does not answer fails within its timeout
         filters = {"label": [f"{key}={value}" for key, value in self._labels.items()]}
-        services = self._engine._call(api.services, filters=filters)
-        tasks = _current_tasks(self._engine._call(api.tasks, filters=filters))
+        services = engine._listed("GET /services", api.services, filters=filters)
+        tasks = _current_tasks(engine._listed("GET /tasks", api.tasks, filters=filters))
         snapshot: _Snapshot = {}
         labels_of: dict[str, dict[str, str]] = {}
         for service in services:
