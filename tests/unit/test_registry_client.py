@@ -19,6 +19,7 @@ from stackyard.images.reference import ImageReference, ManifestRef
 from stackyard.images.registry import RegistryClient
 from stackyard.images.registry_auth import parse_challenge
 from stackyard.images.registry_transport import default_scheme
+from tests.receivers import free_port
 
 ENDPOINT = "registry.test"
 DIGEST = "sha256:" + "a" * 64
@@ -550,6 +551,55 @@ def test_connection_refused_keeps_its_cause() -> None:
     assert "after 2 attempts: connection refused" in str(caught.value)
     assert "running" in (caught.value.hint or "")
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
+
+
+class CountingTransport(httpx.HTTPTransport):
+    """httpx's real transport (real sockets), counting the requests it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(f"{request.method} {request.url.path}")
+        return super().handle_request(request)
+
+
+def test_a_manifest_check_asks_a_refused_port_once_and_the_other_calls_keep_retrying() -> None:
+    # The deploy's image check goes on when the registry cannot tell: it must not wait
+    # through the retries first (3.5 s of back-off by default). A real refused port: a
+    # retry would be a second request here (and a wait of the back-off, 30 s, first).
+    endpoint = f"127.0.0.1:{free_port()}"
+    transport = CountingTransport()
+    client = RegistryClient(endpoint, transport=transport, retries=4, backoff=30.0)
+    with client, pytest.raises(RetryableError) as caught:
+        client.has_manifest("app", DIGEST)
+    assert str(caught.value) == (
+        f"registry {endpoint} did not answer to look for app@{DIGEST} at its one attempt: "
+        "connection refused"
+    )
+    assert transport.sent == [f"HEAD /v2/app/manifests/{DIGEST}"]
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    transport = CountingTransport()
+    client = RegistryClient(endpoint, transport=transport, retries=3, backoff=0.001)
+    with client, pytest.raises(RetryableError, match="after 3 attempts: connection refused"):
+        client.resolve("app", "dev")  # what pushes and copies use: retried
+    assert transport.sent == ["HEAD /v2/app/manifests/dev"] * 3
+
+
+def test_a_manifest_check_says_present_or_absent_from_one_request() -> None:
+    fake = FakeRegistry(auth="basic")
+    image = fake.push_image("app", "dev", [b"l"])
+    with client_for(fake, username="alice", password="secret") as client:
+        assert client.has_manifest("app", image.digest) is True
+        assert client.has_manifest("app", DIGEST) is False  # a 404 is a "no"
+    # The first: its challenge, then with the login; the second with the login at once.
+    assert count(fake, "HEAD", "/manifests/") == 3
+    fake = FakeRegistry(fail_next=[503])
+    image = fake.push_image("app", "dev", [b"l"])
+    with client_for(fake) as client, pytest.raises(RetryableError, match="one attempt: HTTP 503"):
+        client.has_manifest("app", image.digest)  # a 5xx: cannot tell, said at once
+    assert len(fake.requests) == 1
 
 
 def test_timeouts_are_retryable() -> None:

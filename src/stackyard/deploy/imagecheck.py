@@ -4,7 +4,8 @@ The deploy service asks before it records a deployment (deploy, rollback, redepl
 controller asks again before a deployment's tasks start, before its automatic rollback
 copies an older release, and before a heal starts a task (deploy/execute.py), since an
 engine (Docker 20.10) starts a digest it pulled once even after the registry deleted it.
-The registry decides what is deployable; one that cannot tell is not a "no".
+The registry decides what is deployable; one that cannot tell is not a "no", and is asked
+once (``Registry.has_manifest``: no retries), so a registry that is down holds up no step.
 """
 
 from __future__ import annotations

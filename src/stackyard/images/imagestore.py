@@ -139,13 +139,10 @@ class ImageStore:
         return self.registry_in(stack, target.placement)
 
     def has_manifest(self, registry: Registry, repository: str, digest: str) -> bool:
-        """Whether ``registry`` still holds the manifest ``digest`` (one HEAD): False on
-        a 404; a registry that does not answer raises (it is not a "no")."""
-        try:
-            registry.resolve(repository, digest)
-        except NotFoundError:
-            return False
-        return True
+        """Whether ``registry`` still holds the manifest ``digest`` (one HEAD, asked once:
+        no retries): False on a 404; a registry that does not answer raises at once (it
+        is not a "no", and the caller goes on without the answer)."""
+        return registry.has_manifest(repository, digest)
 
     def copy_to(self, stack: str, digest: str, tag: str, placement: Placement | None) -> bool:
         """Copy ``stack``'s image ``digest`` into the registry ``placement`` names (None:

@@ -8,7 +8,7 @@ manifest bytes exactly, so a promoted tag has the very same digest and no layer 
 from __future__ import annotations
 
 import hashlib
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 
@@ -85,18 +85,32 @@ class RegistryClient(Registry):
     def resolve(self, repository: str, reference: str) -> str:
         """The digest a tag (or digest) points at: HEAD, falling back to hashing the body."""
         ref = ManifestRef(repository, reference)
-        response = self._transport.request(
-            "HEAD",
-            f"/v2/{repository}/manifests/{reference}",
-            operation=f"resolve {ref}",
-            scopes=(pull_scope(repository),),
-            headers={"Accept": ACCEPT},
-            missing=f"image {ref}",
-        )
+        response = self._head(ref, f"resolve {ref}", missing=f"image {ref}")
         digest: str | None = response.headers.get("Docker-Content-Digest")
         if digest:
             return digest
         return self.get_manifest(repository, reference).digest
+
+    def has_manifest(self, repository: str, digest: str) -> bool:
+        """One ``HEAD`` of the manifest, one attempt (a refused connection, a timeout or a
+        5xx raise RetryableError at once; the 401 challenge and its token are part of the
+        attempt): the deploy's image check goes on without an answer rather than wait
+        through the retries (3.5 s of back-off with the defaults)."""
+        ref = ManifestRef(repository, digest)
+        response = self._head(ref, f"look for {ref}", allow={404}, attempts=1)
+        return response.status_code != 404
+
+    def _head(self, ref: ManifestRef, operation: str, **options: Any) -> httpx.Response:
+        """``HEAD`` of a manifest (``options``: the transport's ``missing``, ``allow``,
+        ``attempts``)."""
+        return self._transport.request(
+            "HEAD",
+            f"/v2/{ref.repository}/manifests/{ref.reference}",
+            operation=operation,
+            scopes=(pull_scope(ref.repository),),
+            headers={"Accept": ACCEPT},
+            **options,
+        )
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         """The manifest as raw bytes with its media type and digest."""

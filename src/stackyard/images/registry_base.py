@@ -66,6 +66,16 @@ class Registry(ABC):
     def resolve(self, repository: str, reference: str) -> str:
         """The digest a tag (or digest) points at; NotFoundError when there is none."""
 
+    def has_manifest(self, repository: str, digest: str) -> bool:
+        """Whether the registry holds manifest ``digest``: False when it says it does not.
+        Asked once, without the retries of other calls: a registry that does not answer
+        raises (RetryableError) at once, for a caller that goes on without an answer."""
+        try:
+            self.resolve(repository, digest)
+        except NotFoundError:
+            return False
+        return True
+
     @abstractmethod
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         """The manifest exactly as stored, with its media type and digest."""

@@ -194,21 +194,27 @@ class RegistryTransport:
         content: bytes | None = None,
         missing: str | None = None,
         allow: frozenset[int] | set[int] = frozenset(),
+        attempts: int | None = None,
     ) -> httpx.Response:
-        """Send with auth and retries; return a 2xx (or allowed) response, else raise."""
+        """Send with auth and retries (``attempts`` in all; None: the transport's
+        ``retries``); return a 2xx (or allowed) response, else raise."""
         response = self.retrying(
             operation,
             lambda: self.send_once(
                 method, path, scopes=scopes, headers=headers, params=params, content=content
             ),
+            attempts=attempts,
         )
         if response.status_code in allow:
             return response
         self.check(response, operation, missing=missing)
         return response
 
-    def retrying(self, operation: str, attempt: Callable[[], T]) -> T:
-        """Run ``attempt`` up to ``retries`` times while it fails with a retryable error.
+    def retrying(
+        self, operation: str, attempt: Callable[[], T], *, attempts: int | None = None
+    ) -> T:
+        """Run ``attempt`` up to ``retries`` (or ``attempts``) times while it fails with a
+        retryable error.
 
         An error that is not retryable (401, 404, a rejected request) is raised at once. A
         write the registry refuses as read-only is tried again every ``backoff`` seconds
@@ -216,8 +222,9 @@ class RegistryTransport:
         """
         last: StackyardError | None = None
         number = 1
+        tries = self.retries if attempts is None else attempts
         read_only_until = time.monotonic() + self.read_only_wait
-        while number <= self.retries:
+        while number <= tries:
             try:
                 return attempt()
             except RegistryReadOnlyError as exc:
@@ -229,13 +236,13 @@ class RegistryTransport:
                 if not exc.retryable:
                     raise
                 last = exc
-            if number < self.retries:
+            if number < tries:
                 time.sleep(min(self.backoff * 2 ** (number - 1), MAX_BACKOFF))
             number += 1
         reason = last.message if last else "no attempt made"
+        after = "at its one attempt" if tries == 1 else f"after {tries} attempts"
         raise RetryableError(
-            f"registry {self.endpoint} did not answer to {operation} "
-            f"after {self.retries} attempts: {reason}",
+            f"registry {self.endpoint} did not answer to {operation} {after}: {reason}",
             hint=f"is the registry at {self.base_url} running and reachable?",
         ) from (last.__cause__ if last else None)
 
