@@ -5,7 +5,7 @@ after, become the task events in the order they happened (``_kinds``). Plain tup
 from __future__ import annotations
 
 from stackyard.engines.base import Availability, NodeInfo, NodeState, TaskEventKind, TaskState
-from stackyard.engines.swarm import _current_tasks, _kinds, _moved, _task_info
+from stackyard.engines.swarm import _current_tasks, _kinds, _moved, _task_info, docker_nanos
 
 CREATED, STARTED, EXITED, REMOVED = (
     TaskEventKind.CREATED,
@@ -75,6 +75,32 @@ def test_a_new_task_with_none_running_is_the_current_one() -> None:
     ended = swarm_task("t1", "shutdown", "shutdown", "2026-01-01T00:00:01Z")
     placing = swarm_task("t2", "pending", "running", "2026-01-01T00:00:09Z")
     assert _current_tasks([ended, placing])["s1"]["ID"] == "t2"
+
+
+def test_tasks_created_in_the_same_second_are_ordered_by_their_time_not_its_text() -> None:
+    # Docker writes times as Go's RFC 3339 with nanoseconds, trailing zeros trimmed: as
+    # strings, "05.1Z" sorts after "05.15Z" and "05Z" after "05.5Z".
+    for older, newer in [
+        ("2026-01-01T00:00:05.1Z", "2026-01-01T00:00:05.15Z"),
+        ("2026-01-01T00:00:05Z", "2026-01-01T00:00:05.5Z"),
+        ("2026-01-01T00:00:05.09Z", "2026-01-01T00:00:05.1Z"),
+        ("2026-01-01T00:00:05.123456789Z", "2026-01-01T00:00:05.12345679Z"),  # beyond µs
+        ("2026-01-01T01:00:05.2+01:00", "2026-01-01T00:00:05.3Z"),
+    ]:
+        ended = swarm_task("t1", "shutdown", "shutdown", older)
+        placing = swarm_task("t2", "pending", "running", newer)
+        for listed in ([ended, placing], [placing, ended]):
+            assert _current_tasks(listed)["s1"]["ID"] == "t2", (older, newer)
+
+
+def test_docker_times_are_read_to_the_nanosecond() -> None:
+    assert docker_nanos("1970-01-01T00:00:01.000000001Z") == 1_000_000_001
+    assert docker_nanos("1970-01-01T00:00:01.5Z") == 1_500_000_000
+    assert docker_nanos("1970-01-01T01:00:00+01:00") == 0
+    assert docker_nanos("0001-01-01T00:00:00Z") is not None  # Docker's zero time: the oldest
+    assert [
+        docker_nanos(v) for v in ("", None, "yesterday", "2026-01-01T00:00:05.1234567891Z")
+    ] == [None] * 4
 
 
 def service(replicas: int = 1) -> dict[str, object]:

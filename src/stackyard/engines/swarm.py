@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import docker
@@ -598,8 +598,28 @@ def _moved(tasks: list[Mapping[str, Any]]) -> set[str]:
     return moved
 
 
-def _created(task: Mapping[str, Any]) -> str:
-    return str(task.get("CreatedAt", ""))
+def _created(task: Mapping[str, Any]) -> int:
+    """When Swarm created the task, in nanoseconds (-1: it does not say)."""
+    created = docker_nanos(task.get("CreatedAt"))
+    return -1 if created is None else created
+
+
+# Go's RFC 3339 with nanoseconds, as the Docker API writes times: the fraction has its
+# trailing zeros trimmed (``05.1Z``, ``05.15Z``, ``05Z``), so two times of the same second
+# do not compare as strings (``05.1Z`` > ``05.15Z``, ``05Z`` > ``05.5Z``).
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def docker_nanos(value: object) -> int | None:
+    """A time the Docker API wrote, in nanoseconds since the epoch (exact: datetime keeps
+    microseconds only); None when it is absent or not such a time."""
+    match = _RFC3339.fullmatch(str(value or ""))
+    if match is None:
+        return None
+    zone = "+00:00" if match[3] == "Z" else match[3]
+    seconds = (datetime.fromisoformat(match[1] + zone) - _EPOCH) // timedelta(seconds=1)
+    return seconds * NANO + int((match[2] or "").ljust(9, "0"))
 
 
 def _runs(task: Mapping[str, Any]) -> bool:
