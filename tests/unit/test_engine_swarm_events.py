@@ -4,8 +4,25 @@ after, become the task events in the order they happened (``_kinds``). Plain tup
 
 from __future__ import annotations
 
-from stackyard.engines.base import Availability, NodeInfo, NodeState, TaskEventKind, TaskState
-from stackyard.engines.swarm import _current_tasks, _kinds, _moved, _task_info, docker_nanos
+from stackyard.engines.base import (
+    LABEL_PLATFORM,
+    LABEL_STACK,
+    LABEL_STAGE,
+    Availability,
+    NodeInfo,
+    NodeState,
+    NodeUse,
+    TaskEventKind,
+    TaskState,
+)
+from stackyard.engines.swarm import (
+    _current_tasks,
+    _kinds,
+    _moved,
+    _node_use,
+    _task_info,
+    docker_nanos,
+)
 
 CREATED, STARTED, EXITED, REMOVED = (
     TaskEventKind.CREATED,
@@ -169,3 +186,33 @@ def test_a_task_on_a_node_that_left_the_swarm_has_ended() -> None:
     info = _task_info(service(), running, {})
     assert info.state is TaskState.EXITED
     assert info.error == "lost: node gone left the swarm"
+
+
+def test_one_listing_of_every_task_says_what_each_node_holds_and_whose() -> None:
+    # GET /tasks?filters={"desired-state":["running"]}: the tasks' container labels say
+    # which are Stackyard's, so `stackyard nodes` counts all and ours from one listing.
+    def task(node: str, labels: dict[str, str], desired: str = "running") -> dict[str, object]:
+        spec = {
+            "ContainerSpec": {"Image": "busybox", "Labels": labels},
+            "Resources": {"Reservations": {"NanoCPUs": 250_000_000, "MemoryBytes": 1024}},
+        }
+        return {"NodeID": node, "DesiredState": desired, "Spec": spec}
+
+    ours = {LABEL_PLATFORM: "p1", LABEL_STACK: "shop", LABEL_STAGE: "prod"}
+    theirs = {LABEL_PLATFORM: "p2", LABEL_STACK: "blog", LABEL_STAGE: "dev"}
+    use = _node_use(
+        [
+            task("n1", ours),
+            task("n1", theirs),
+            task("n1", {}),  # no Stackyard task at all
+            task("n2", ours),
+            task("n2", ours, desired="shutdown"),  # being stopped: not meant to run
+            task("", ours),  # not placed yet
+        ]
+    )
+    assert use == {
+        "n1": NodeUse(3, 0.75, 3072, owners=(("p1", "shop", "prod"), ("p2", "blog", "dev"))),
+        "n2": NodeUse(1, 0.25, 1024, owners=(("p1", "shop", "prod"),)),
+    }
+    assert use["n1"].own("p1") == [("shop", "prod")]
+    assert use["n1"].own("p3") == []

@@ -312,14 +312,15 @@ def test_node_use_counts_every_task_on_each_node_and_asks_again_when_its_own_cha
     swarm.start(replace(spec(DEV, 1, platform="other"), placement=Placement(node="node-2")))
     watch.resync()
     assert watch.node_use() == {
-        "node-1": NodeUse(2, cpu=0.5),
-        "node-2": NodeUse(1, 0.5, SPEC_MEMORY),
+        "node-1": NodeUse(2, cpu=0.5),  # not Stackyard's: no owners
+        "node-2": NodeUse(1, 0.5, SPEC_MEMORY, owners=(("other", DEV.stack, DEV.stage),)),
     }
     assert watch.node_use() == watch.node_use()
     assert len(swarm.calls_to("node_use")) == 1  # nothing of its own changed: not asked again
     ours = swarm.start(replace(spec(DEV, 2), placement=Placement(node="node-3")))
     watch.put(ours)  # what the executor says after a start
-    assert watch.node_use()["node-3"] == NodeUse(1, 0.5, SPEC_MEMORY)
+    owner = ((PLATFORM, DEV.stack, DEV.stage),)
+    assert watch.node_use()["node-3"] == NodeUse(1, 0.5, SPEC_MEMORY, owners=owner)
     watch.drop(ours.id)
     swarm.remove(ours.id)
     assert "node-3" not in watch.node_use()

@@ -13,7 +13,6 @@ a forced drain is Swarm's own, at once, and the stages replace what they can.
 from __future__ import annotations
 
 import builtins
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel
@@ -50,7 +49,7 @@ class NodeView(BaseModel):
     state: str
     availability: str
     draining: bool  # the platform is moving its tasks away
-    tasks: int  # the platform's tasks running or starting there
+    tasks: int  # the platform's tasks Swarm means to run there (running or on their way)
     # Every task Swarm means to run there, of any service: this platform's, another
     # platform's, anyone's (what placement counts; Engine.node_use).
     all_tasks: int
@@ -77,9 +76,9 @@ class NodeService:
 
     def list(self) -> builtins.list[NodeView]:
         nodes = self._engine.nodes()
-        tasks, use = self._tasks(), self._engine.node_use()
+        use = self._engine.node_use()  # one listing: every task on each node, and whose
         ordered = sorted(nodes, key=lambda n: (n.address, n.id))
-        return [_view(node, tasks, use) for node in ordered]
+        return [_view(node, use, self._platform) for node in ordered]
 
     def get(self, ref: str) -> NodeView:
         return self._view(self.resolve(ref))
@@ -151,11 +150,14 @@ class NodeService:
     # -- helpers
 
     def _view(self, node: NodeInfo) -> NodeView:
-        return _view(node, self._tasks(), self._engine.node_use())
+        return _view(node, self._engine.node_use(), self._platform)
+
+    @property
+    def _platform(self) -> str:
+        return self._controller.settings.platform_id
 
     def _tasks(self) -> builtins.list[TaskInfo]:
-        platform = self._controller.settings.platform_id
-        return self._engine.list({LABEL_PLATFORM: platform})
+        return self._engine.list({LABEL_PLATFORM: self._platform})
 
     def _changed(self) -> None:
         """List the engine again now (its node event may come later), waking the stages."""
@@ -192,11 +194,11 @@ class NodeService:
         return found
 
 
-def _view(node: NodeInfo, tasks: Iterable[TaskInfo], use: Mapping[str, NodeUse]) -> NodeView:
-    here = [t for t in tasks if t.node == node.id and t.state != "exited"]
-    stages: dict[str, int] = defaultdict(int)
-    for task in here:
-        stages[f"{task.labels.get(LABEL_STACK)}/{task.labels.get(LABEL_STAGE)}"] += 1
+def _view(node: NodeInfo, use: Mapping[str, NodeUse], platform: str) -> NodeView:
+    """The node as listed; its counts both come from one listing of what it holds (every
+    task Swarm means to run there, and which of them are the platform's)."""
+    held = use.get(node.id, NodeUse())
+    here = held.own(platform)
     return NodeView(
         id=node.id,
         name=node.name,
@@ -208,6 +210,6 @@ def _view(node: NodeInfo, tasks: Iterable[TaskInfo], use: Mapping[str, NodeUse])
         availability=str(node.availability),
         draining=NODE_LABEL_DRAINING in node.labels,  # moving, not yet drained for Swarm
         tasks=len(here),
-        all_tasks=use.get(node.id, NodeUse()).tasks,
-        stages=sorted(stages),
+        all_tasks=held.tasks,
+        stages=sorted({f"{stack}/{stage}" for stack, stage in here}),
     )

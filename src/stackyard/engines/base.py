@@ -148,14 +148,35 @@ class NodeInfo:
 @dataclass(frozen=True)
 class NodeUse:
     """What one node holds by the engine's own account: every task meant to run there (of
-    this platform, another one, or no platform at all) and the cpu and memory they reserve."""
+    this platform, another one, or no platform at all) and the cpu and memory they reserve;
+    ``owners``: (platform, stack, stage) of each of those tasks that carries Stackyard's
+    labels, so one listing says both what a node holds and whose (``stackyard nodes``)."""
 
     tasks: int = 0
     cpu: float = 0.0  # reserved cores
     memory: int = 0  # reserved bytes
+    owners: tuple[tuple[str, str, str], ...] = ()
 
     def __add__(self, other: NodeUse) -> NodeUse:
-        return NodeUse(self.tasks + other.tasks, self.cpu + other.cpu, self.memory + other.memory)
+        return NodeUse(
+            self.tasks + other.tasks,
+            self.cpu + other.cpu,
+            self.memory + other.memory,
+            self.owners + other.owners,
+        )
+
+    def own(self, platform: str) -> builtins.list[tuple[str, str]]:
+        """(stack, stage) of each of the tasks there that are ``platform``'s."""
+        return [(stack, stage) for p, stack, stage in self.owners if p == platform]
+
+
+def owner_of(labels: Mapping[str, str]) -> tuple[tuple[str, str, str], ...]:
+    """A task's (platform, stack, stage) from its labels, as ``NodeUse.owners`` holds it;
+    () for a task that is not a Stackyard task."""
+    platform = labels.get(LABEL_PLATFORM)
+    if not platform:
+        return ()
+    return ((platform, labels.get(LABEL_STACK, ""), labels.get(LABEL_STAGE, "")),)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from stackyard.engines.base import (
     TaskInfo,
     TaskSpec,
     TaskState,
+    owner_of,
     split_digest_reference,
 )
 from stackyard.engines.constraints import holds, parse_constraint
@@ -421,7 +422,7 @@ class FakeSwarm(FakeEngine):
         use = dict(self._foreign)
         for task in self._tasks.values():
             if task.node and task.state is not TaskState.EXITED:
-                mine = NodeUse(1, task.spec.cpu, task.spec.memory)
+                mine = NodeUse(1, task.spec.cpu, task.spec.memory, owner_of(task.spec.labels))
                 use[task.node] = use.get(task.node, NodeUse()) + mine
         return use
 

@@ -51,6 +51,7 @@ from stackyard.engines.base import (
     TaskSpec,
     TaskState,
     address_problem,
+    owner_of,
     split_digest_reference,
 )
 from stackyard.engines.dockerapi import DockerApiEngine, unreachable_reason
@@ -779,18 +780,21 @@ def _node_info(node: Mapping[str, Any]) -> NodeInfo:
 
 
 def _node_use(tasks: builtins.list[Mapping[str, Any]]) -> dict[str, NodeUse]:
-    """Node id -> its tasks meant to run (a task not placed yet has no node) and what they
-    reserve."""
+    """Node id -> its tasks meant to run (a task not placed yet has no node), what they
+    reserve, and whose the Stackyard tasks among them are (their container labels)."""
     use: dict[str, NodeUse] = {}
     for task in tasks:
         node_id = str(task.get("NodeID") or "")
         if not node_id or str(task.get("DesiredState", "")) != _RUNNING:
             continue
-        reserved = ((task.get("Spec") or {}).get("Resources") or {}).get("Reservations") or {}
+        spec = task.get("Spec") or {}
+        reserved = (spec.get("Resources") or {}).get("Reservations") or {}
+        labels = (spec.get("ContainerSpec") or {}).get("Labels") or {}
         use[node_id] = use.get(node_id, NodeUse()) + NodeUse(
             tasks=1,
             cpu=int(reserved.get("NanoCPUs") or 0) / NANO,
             memory=int(reserved.get("MemoryBytes") or 0),
+            owners=owner_of({str(k): str(v) for k, v in labels.items()}),
         )
     return use
 
