@@ -744,14 +744,8 @@ def pull_auth(config_header: str, name: str, scope: BuildScope) -> str | None:
     if _registry_of(name, scope) == "own":
         login = scope.login_for(name)
         return registry_auth_header(login) if login is not None else None
-    if not config_header:
-        return None
-    try:
-        padded = config_header + "=" * (-len(config_header) % 4)
-        configs = json.loads(base64.urlsafe_b64decode(padded))
-    except ValueError:
-        return None
-    if not isinstance(configs, dict):
+    configs = _registry_configs(config_header)
+    if not configs:
         return None
     host = reference.registry or "docker.io"
     if host in ("docker.io", "index.docker.io"):
@@ -859,15 +853,24 @@ def without_registry(config_header: str, *registries: str) -> str:
     stack's image with a login."""
     if not registries or not config_header:
         return config_header
+    configs = _registry_configs(config_header)
+    if configs is None:
+        return ""
+    kept = {k: v for k, v in configs.items() if not any(r in str(k) for r in registries)}
+    return base64.urlsafe_b64encode(json.dumps(kept).encode()).decode("ascii")
+
+
+def _registry_configs(config_header: str) -> dict[str, Any] | None:
+    """An X-Registry-Config's logins (registry -> auth); None when it is absent or not
+    base64url JSON of an object."""
+    if not config_header:
+        return None
     try:
         padded = config_header + "=" * (-len(config_header) % 4)
         configs = json.loads(base64.urlsafe_b64decode(padded))
     except ValueError:
-        return ""
-    if not isinstance(configs, dict):
-        return ""
-    kept = {k: v for k, v in configs.items() if not any(r in str(k) for r in registries)}
-    return base64.urlsafe_b64encode(json.dumps(kept).encode()).decode("ascii")
+        return None
+    return configs if isinstance(configs, dict) else None
 
 
 def is_true(query: Mapping[str, Sequence[str]], key: str) -> bool:

@@ -442,7 +442,7 @@ class _Connection:
         self.socket.opened.add(decision.session)
         upstream = await _Upstream.connect(self.engine_socket)
         try:
-            headers = _forward_headers(request.headers, decision, self.socket.scope)
+            headers = _forward_headers(request.headers, decision)
             # The session's shared key names what BuildKit keeps of its context between
             # builds: one stack's may not be another's, and none is kept from one session
             # to the next (the Dockerfile is then always sent, so the proxy always reads it).
@@ -523,7 +523,7 @@ class _Connection:
         upstream = self.upstream
         query = urlencode(decision.query, doseq=True)
         target = raw_path + (f"?{query}" if query else "")
-        headers = _forward_headers(request.headers, decision, self.socket.scope)
+        headers = _forward_headers(request.headers, decision)
         method = request.method.decode("ascii")
         await upstream.send(_request_event(method, target, headers))
         if body:
@@ -1161,9 +1161,7 @@ def _request_event(method: str, target: str, headers: list[tuple[bytes, bytes]])
     return h11.Request(method=method, target=target, headers=[(b"host", b"docker"), *headers])
 
 
-def _forward_headers(
-    headers: Any, decision: Forward, scope: BuildScope
-) -> list[tuple[bytes, bytes]]:
+def _forward_headers(headers: Any, decision: Forward) -> list[tuple[bytes, bytes]]:
     kept: list[tuple[bytes, bytes]] = []
     for name, value in headers:
         lower = bytes(name).lower()
@@ -1172,8 +1170,8 @@ def _forward_headers(
         if lower == b"x-registry-auth" and not decision.keep_auth:
             continue
         if lower == b"x-registry-config":
-            if decision.build:
-                value = without_registry(bytes(value).decode("ascii"), *scope.registries).encode()
+            if decision.build:  # stripped of the platform's registries once, when decided
+                value = decision.registry_config.encode("ascii")
             elif not decision.keep_auth:
                 continue
         kept.append((lower, bytes(value)))
