@@ -14,39 +14,27 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.proxy_sides import DOCKER, child_seconds, interleaved, median_row, proxy_host
 from bench.report import update_section
-
-DOCKER = "/usr/bin/docker"
 
 
 def one_build(context: Path, config: Path) -> float:
-    """In the child: open a proxy socket, build ``context`` through it (legacy builder)."""
-    from stackyard.images.dockerproxy.rules import BuildLimits, BuildScope
-    from stackyard.images.dockerproxy.server import BuildProxy
-
-    proxy = BuildProxy()
-    scope = BuildScope(f"bench{secrets.token_hex(3)}", "127.0.0.1:1", None, BuildLimits(pids=256))
-    socket = proxy.open(scope)
-    env = {"PATH": os.environ["PATH"], "DOCKER_HOST": f"unix://{socket.path}",
-           "DOCKER_BUILDKIT": "0", "DOCKER_CONFIG": str(config)}  # fmt: skip
-    try:
+    """In the child: build ``context`` through a proxy socket (legacy builder)."""
+    with proxy_host() as host:
+        env = {"PATH": os.environ["PATH"], "DOCKER_HOST": host,
+               "DOCKER_BUILDKIT": "0", "DOCKER_CONFIG": str(config)}  # fmt: skip
         started = time.perf_counter()
         done = subprocess.run(
             [DOCKER, "build", "--network", "host", "--no-cache", "-q", str(context)],
             env=env, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
-    finally:
-        socket.close()
-        proxy.close()
     if done.returncode != 0:
         raise RuntimeError(f"the build failed: {done.stderr[-2000:]}")
     subprocess.run([DOCKER, "rmi", done.stdout.strip()], capture_output=True, timeout=120)
@@ -55,12 +43,7 @@ def one_build(context: Path, config: Path) -> float:
 
 def run_side(source: Path, context: Path, config: Path, base: str) -> float:
     subprocess.run([DOCKER, "rmi", base], capture_output=True, timeout=120)  # not held
-    env = {**os.environ, "PYTHONPATH": f"{source / 'src'}:{Path.cwd()}"}
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.base_pull", "--child", str(context), str(config)],
-        env=env, capture_output=True, text=True, timeout=900, check=True,
-    )  # fmt: skip
-    return float(done.stdout.strip().splitlines()[-1])
+    return child_seconds("bench.base_pull", source, str(context), str(config))
 
 
 def main() -> None:
@@ -76,7 +59,6 @@ def main() -> None:
     from tests.integration.registry_fixtures import running_registry
 
     sides = {"after": Path.cwd(), "before": args.before}
-    times: dict[str, list[float]] = {side: [] for side in sides}
     load_before = os.getloadavg()[0]
     with (
         tempfile.TemporaryDirectory(prefix="stackyard-bench-pull-") as tmp,
@@ -94,12 +76,9 @@ def main() -> None:
         context.mkdir()
         (context / "Dockerfile").write_text(f"FROM {base}\nRUN true\n")
         try:
-            for run in range(args.runs):
-                order = list(sides) if run % 2 == 0 else list(reversed(sides))
-                for side in order:
-                    taken = run_side(sides[side], context, registry.docker_config, base)
-                    times[side].append(taken)
-                    print(side, f"{taken:.3f}", flush=True)
+            times = interleaved(
+                sides, args.runs, lambda side: run_side(side, context, registry.docker_config, base)
+            )
         finally:
             subprocess.run([DOCKER, "rmi", base], capture_output=True, timeout=120)
     before, after = statistics.median(times["before"]), statistics.median(times["after"])
@@ -115,10 +94,9 @@ def main() -> None:
         f"interleaved; load average (1 min) {load_before:.1f} at the start, "
         f"{load_after:.1f} at the end.\n\n"
         "| proxy | median | runs |\n| --- | --- | --- |\n"
-        f"| the engine pulls (before) | {before:.2f} s | "
-        f"{', '.join(f'{t:.2f}' for t in times['before'])} |\n"
-        f"| the proxy pulls, then judges (after) | {after:.2f} s | "
-        f"{', '.join(f'{t:.2f}' for t in times['after'])} |\n\n"
+        + median_row("the engine pulls (before)", times["before"])
+        + median_row("the proxy pulls, then judges (after)", times["after"])
+        + "\n"
         f"Difference after - before: **{after - before:+.2f} s** "
         f"({after / before:.2f}x).\n\n"
         "Reproduce: `git archive <commit before the change> src | tar -x -C /tmp/before`, "

@@ -13,38 +13,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from bench.proxy_sides import DOCKER, child_seconds, interleaved, median_row, proxy_host
 from bench.report import update_section
 
 SIZE = 50 * 1024 * 1024
-DOCKER = "/usr/bin/docker"
 
 
 def one_build(context: Path) -> float:
-    """In the child: open a proxy socket, build ``context`` with BuildKit through it."""
+    """In the child: build ``context`` with BuildKit through a proxy socket."""
     from tests.integration.buildkit_budget import kept_buildkit_budget
 
-    from stackyard.images.dockerproxy.rules import BuildLimits, BuildScope
-    from stackyard.images.dockerproxy.server import BuildProxy
-
-    proxy = BuildProxy()
-    scope = BuildScope(f"bench{secrets.token_hex(3)}", "127.0.0.1:1", None, BuildLimits(pids=256))
-    socket = proxy.open(scope)
-    socket.nest_builds_in("/docker/holder")
-    env = {"PATH": os.environ["PATH"], "DOCKER_HOST": f"unix://{socket.path}",
-           "DOCKER_BUILDKIT": "1", "DOCKER_CONFIG": str(context.parent / "config")}  # fmt: skip
     out = context.parent / "out"
     try:
-        with kept_buildkit_budget():
+        with proxy_host(nest_builds_in="/docker/holder") as host, kept_buildkit_budget():
+            config = str(context.parent / "config")
+            env = {"PATH": os.environ["PATH"], "DOCKER_HOST": host,
+                   "DOCKER_BUILDKIT": "1", "DOCKER_CONFIG": config}  # fmt: skip
             started = time.perf_counter()
             done = subprocess.run(
                 [DOCKER, "build", "--network", "host", "--output", f"type=local,dest={out}",
@@ -52,8 +44,6 @@ def one_build(context: Path) -> float:
             )  # fmt: skip
             elapsed = time.perf_counter() - started
     finally:
-        socket.close()
-        proxy.close()
         shutil.rmtree(out, ignore_errors=True)
     if done.returncode != 0:
         raise RuntimeError(f"the build failed: {done.stderr[-2000:]}")
@@ -85,12 +75,7 @@ def reader_seconds(runs: int = 5) -> float:
 
 def run_side(source: Path, context: Path) -> float:
     (context / "big").write_bytes(os.urandom(SIZE))  # new content: the whole context is sent
-    env = {**os.environ, "PYTHONPATH": f"{source / 'src'}:{Path.cwd()}"}
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.buildkit_session", "--child", str(context)],
-        env=env, capture_output=True, text=True, timeout=900, check=True,
-    )  # fmt: skip
-    return float(done.stdout.strip().splitlines()[-1])
+    return child_seconds("bench.buildkit_session", source, str(context))
 
 
 def main() -> None:
@@ -104,18 +89,13 @@ def main() -> None:
         print(f"{one_build(args.child):.4f}")
         return
     sides = {"after": Path.cwd(), "before": args.before}
-    times: dict[str, list[float]] = {side: [] for side in sides}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="stackyard-bench-session-") as tmp:
         context = Path(tmp) / "context"
         context.mkdir()
         (Path(tmp) / "config").mkdir()
         (context / "Dockerfile").write_text("FROM busybox:latest\nCOPY big /big\n")
-        for run in range(args.runs):
-            order = list(sides) if run % 2 == 0 else list(reversed(sides))
-            for side in order:
-                times[side].append(run_side(sides[side], context))
-                print(side, f"{times[side][-1]:.3f}", flush=True)
+        times = interleaved(sides, args.runs, lambda side: run_side(side, context))
     before, after = statistics.median(times["before"]), statistics.median(times["after"])
     load_after = os.getloadavg()[0]
     reader = reader_seconds()
@@ -128,10 +108,9 @@ def main() -> None:
         f"change (bytes relayed as they are). {args.runs} runs each, interleaved; load "
         f"average (1 min) {load_before:.1f} at the start, {load_after:.1f} at the end.\n\n"
         "| proxy | median | runs |\n| --- | --- | --- |\n"
-        f"| relays bytes (before) | {before:.2f} s | "
-        f"{', '.join(f'{t:.2f}' for t in times['before'])} |\n"
-        f"| reads the session (after) | {after:.2f} s | "
-        f"{', '.join(f'{t:.2f}' for t in times['after'])} |\n\n"
+        + median_row("relays bytes (before)", times["before"])
+        + median_row("reads the session (after)", times["after"])
+        + "\n"
         f"Ratio after/before: **{after / before:.2f}x** (on a machine shared with other "
         "builds and tests; see the reader's own work below).\n\n"
         f"The session reader's own work: **{reader * 1000:.0f} ms of CPU** for 50 MiB each "
