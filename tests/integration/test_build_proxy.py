@@ -22,6 +22,7 @@ from stackyard.images.dockerproxy.rules import BuildLimits, BuildScope
 from stackyard.images.dockerproxy.server import BuildProxy, ProxySocket
 from stackyard.registry_login import RegistryLogin
 from tests.integration.buildkit_budget import budget_value, kept_buildkit_budget
+from tests.integration.image_ids import copy_from_id
 from tests.integration.registry_fixtures import (  # noqa: F401
     LiveRegistry,
     live_registry,
@@ -491,7 +492,7 @@ def test_a_pulled_base_image_s_onbuild_triggers_are_judged_before_the_build(
         tmp_path, "FROM busybox:latest\nRUN echo s3cret > /secret\n")))  # fmt: skip
     hostile = {
         "by name": f"ONBUILD COPY --from={victim} /secret /stolen",
-        "by id": f"ONBUILD COPY --from={victim_id[7:19]} /secret /stolen",
+        "by id": f"ONBUILD COPY --from={copy_from_id(victim_id)} /secret /stolen",
     }
     pushed = {what: f"{bases.endpoint}/bases/{stack}-{n}:v1" for n, what in enumerate(hostile)}
     pushed["harmless"] = f"{bases.endpoint}/bases/{stack}-harmless:v1"

@@ -25,6 +25,7 @@ from stackyard.router.caddy import UnixSocketTransport
 from .buildkit_budget import budget_value, kept_buildkit_budget
 from .conftest import STACKYARD, RunningPlatform, start_platform, stop_platform
 from .gitrepo import GitRepo
+from .image_ids import copy_from_id
 from .registry_fixtures import LiveRegistry, live_registry  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -315,13 +316,13 @@ def test_a_build_cannot_build_from_another_stack_s_local_image(
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout.strip()  # fmt: skip
     bases = f"{live_registry.endpoint}/bases"  # a registry the build logs in to
-    trigger = f"ONBUILD COPY --from={image_id[7:19]} /www /stolen"
+    trigger = f"ONBUILD COPY --from={copy_from_id(image_id)} /www /stolen"
     push_base(live_registry, f"{bases}/hostile:v1", f"FROM busybox:latest\n{trigger}\n", tmp_path)
     push_base(live_registry, f"{bases}/fine:v1", "FROM busybox\nONBUILD RUN touch /ran\n", tmp_path)
     dockerfiles = {
         "by digest": f"FROM $REGISTRY_ENDPOINT/hoard@{digests['latest']}",
         "by id": f"FROM {image_id}",
-        "copy from": f"FROM busybox:latest\\nCOPY --from={image_id[7:19]} /www /stolen",
+        "copy from": f"FROM busybox:latest\\nCOPY --from={copy_from_id(image_id)} /www /stolen",
         "pulled base": f"FROM {bases}/hostile:v1\\nRUN cat /stolen/index.html",
     }
     commands = [
@@ -348,7 +349,8 @@ def test_a_build_cannot_build_from_another_stack_s_local_image(
 
     assert record["status"] == "SUCCEEDED", log  # its own build still goes through
     for n, what in enumerate(dockerfiles):
-        assert f"refused the build: D{n} line 1" in log or f"D{n} line 2" in log, (what, log)
+        said = [line for line in log.splitlines() if f"D{n}" in line or "blocked" in line]
+        assert f"refused the build: D{n} line 1" in log or f"D{n} line 2" in log, (what, said)
         assert f"blocked: {what}" in log
     assert f"reads {image}" in log
     assert f"D3 line 1 (FROM {bases}/hostile:v1, whose image runs {trigger})" in log
