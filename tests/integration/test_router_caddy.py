@@ -27,7 +27,7 @@ from stackyard.platform.dataplane import ensure_dataplane, stop_dataplane
 from stackyard.platform.state import pid_alive
 from stackyard.plugins import load
 from stackyard.router.base import Route
-from stackyard.router.caddy import CaddyRouter, UnixSocketTransport
+from stackyard.router.caddy import AdminRequest, CaddyRouter, UnixSocketTransport
 from stackyard.settings import Settings
 
 from ..router_contract import RouterContract, free_port, port_route
@@ -387,3 +387,33 @@ def test_adding_and_removing_names_drops_no_request_to_the_stages_other_names(
     assert changes == []  # no admin change: no reload
     gone = web.get(f"http://127.0.0.1:{host_port}/", headers={"Host": "b.site.test"})
     assert gone.status_code == 404
+
+
+def test_refresh_brings_an_old_default_log_to_todays_shape_without_a_route_change(
+    dataplane: Settings, router: CaddyRouter, admin_log: RecordingTransport, host_port: int,
+    backend: Callable[[str], Backend], web: httpx.Client,
+) -> None:  # fmt: skip
+    """An install of before: Caddy's default log copies every access line (its config has
+    no ``default`` log). The control plane's start calls refresh(), which fixes that on
+    every Caddy, with no ``ensure_route``; then a request's line is in the access log and
+    no longer in Caddy's own log."""
+    app = backend("logged")
+    router.ensure_route(Route("old-prod", host="old.test"), [app.dial])
+    for admin in router.admins:
+        admin.send(AdminRequest("DELETE", "/config/logging/logs/default"))
+        assert "default" not in admin.config()["logging"]["logs"]
+    admin_log.sent.clear()
+    router.refresh()
+    for admin in router.admins:
+        logs = admin.config()["logging"]["logs"]
+        assert logs["default"] == {"exclude": ["http.log.access"]}
+    assert ("PUT", "/config/logging/logs/default") in admin_log.sent
+    admin_log.sent.clear()
+    router.refresh()  # nothing more to change: only reads
+    assert all(method == "GET" for method, _ in admin_log.sent), admin_log.sent
+    marker = f"/refreshed-{time.monotonic_ns()}"
+    for _ in range(4):  # each Caddy answers some (SO_REUSEPORT)
+        web.get(f"http://127.0.0.1:{host_port}{marker}", headers={"Host": "old.test"})
+    own_logs = [dataplane.logs_dir / f"caddy-{n}.log" for n in (1, 2)]
+    time.sleep(0.5)
+    assert not any(marker in log.read_text() for log in own_logs if log.exists())

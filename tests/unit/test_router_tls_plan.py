@@ -36,6 +36,7 @@ from stackyard.router.caddy import (
     certificates_secret,
     not_a_name,
     plan_ensure,
+    plan_refresh,
     plan_remove,
     routes_in,
 )
@@ -348,3 +349,27 @@ def test_host_name_routes_may_listen_on_a_public_address_while_port_routes_stay(
         assert at.acme_log == tmp_path / "caddy-1-acme.log"
     finally:
         router.close()
+
+
+def test_refresh_gives_an_old_config_the_default_log_without_access_lines() -> None:
+    """A config of before: an access log, Caddy's default log absent (it then had every
+    access line too). The refresh adds the exclusion, without any route being ensured;
+    a config of now, or one with no access log yet, gets nothing."""
+    access = {
+        "writer": {"output": "file", "filename": "/x/sy-access-hosts.log"},
+        "encoder": {"format": "json"},
+        "include": ["http.log.access.sy-access-hosts"],
+    }
+    old = {"logging": {"logs": {"sy-access-hosts": access}}}
+    assert [(c.method, c.path, c.body) for c in plan_refresh(old)] == [
+        ("PUT", "/config/logging/logs/default", {"exclude": ["http.log.access"]})
+    ]
+    widened = {"logging": {"logs": {"sy-access-hosts": access, "default": {"level": "INFO"}}}}
+    assert [(c.method, c.path) for c in plan_refresh(widened)] == [
+        ("PATCH", "/config/logging/logs/default")
+    ]
+    now = {"logging": {"logs": {"sy-access-hosts": access,
+                                "default": {"exclude": ["http.log.access"]}}}}  # fmt: skip
+    assert plan_refresh(now) == []
+    assert plan_refresh({}) == []
+    assert plan_refresh({"logging": {"logs": {"default": {"level": "DEBUG"}}}}) == []

@@ -27,7 +27,7 @@ from stackyard.platform.acme import with_eab_hmac
 from stackyard.platform.components import registry_login
 from stackyard.platform.credentials import ensure_token
 from stackyard.platform.dataplane import DataplaneWatch, ensure_dataplane
-from stackyard.platform.public_api import publish_api, republish_api
+from stackyard.platform.public_api import publish_api, refresh_router, republish_api
 from stackyard.platform.registry_gc import collect_registry_garbage
 from stackyard.platform.state import DataplaneRecord, PlatformState
 from stackyard.platform.supervisor import check_ports_free
@@ -81,6 +81,7 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
         state.children.clear()
         state.children.update(_dataplane_pids(settings, None))
         state.write(settings.state_file)
+        refresh_router(services.controller.router)
         services.controller.wake_all()
         republish_api(settings, services.controller.router)
 
@@ -89,6 +90,7 @@ def serve(settings: Settings, *, on_ready: Callable[[PlatformState], None]) -> N
         token = bootstrap_token(settings, services.people)
         mask_tokens_in_logs([token, settings.acme_eab_hmac])
         services.verify_engine()
+        refresh_router(services.controller.router)
         services.start()
         if settings.public_api:
             publish_api(settings, services.controller.router)  # a failure stops `up`

@@ -32,6 +32,16 @@ def publish_api(settings: Settings, router: Router) -> None:
         router.ensure_route(route, [f"{settings.host}:{settings.api_port}"])
 
 
+def refresh_router(router: Router) -> None:
+    """``router.refresh()`` (an install of before gets this version's shared config),
+    logging a failure instead of raising: at start, or after Caddy restarted; the next
+    ``ensure_route`` applies it too."""
+    try:
+        router.refresh()
+    except StackyardError as exc:
+        logging.getLogger(__name__).warning("updating the router's config: %s", exc.message)
+
+
 def republish_api(settings: Settings, router: Router) -> None:
     """``publish_api``, logging a failure instead of raising: after Caddy restarted, or to
     unpublish at start; the control plane keeps serving on loopback either way."""

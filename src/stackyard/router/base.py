@@ -215,6 +215,11 @@ class Router(ABC):
             hint="use the caddy router to have access logs",
         )
 
+    def refresh(self) -> None:  # noqa: B027 - optional
+        """Bring the router's own shared config to this version's shape (called when the
+        control plane starts and when the data plane was started again); routes are the
+        controller's. Nothing by default."""
+
     def ping(self) -> None:  # noqa: B027 - optional
         """Raise ComponentError when the router does not answer."""
 

@@ -757,6 +757,25 @@ def _plan_logs(config: Any, wanted: dict[str, Json]) -> list[AdminRequest]:
     ]
 
 
+def plan_refresh(config: Any) -> list[AdminRequest]:
+    """The admin requests that bring what every route shares in ``config`` to this
+    version's shape, whichever route is ensured next; none when it has it. Now: Caddy's
+    default log without the access lines, once the config has an access log (a config of
+    before wrote each access line to Caddy's own log too)."""
+    logging = config.get("logging") if isinstance(config, dict) else None
+    logs = logging.get("logs") if isinstance(logging, dict) else None
+    if not isinstance(logs, dict) or not any(_is_access_log(log) for log in logs.values()):
+        return []
+    return _plan_logs(config, {DEFAULT_LOG: default_log()})
+
+
+def _is_access_log(log: Any) -> bool:
+    include = log.get("include") if isinstance(log, dict) else None
+    return isinstance(include, list) and any(
+        isinstance(one, str) and one.startswith("http.log.access.") for one in include
+    )
+
+
 def _wanted_logs(at: Listeners, access_logger_name: str, *, tls: bool) -> dict[str, Json]:
     """This Caddy's access log for a route's logger, its default log without the access
     lines, and its ACME log for a TLS route."""
@@ -1205,6 +1224,17 @@ class CaddyRouter(Router):
                 if entry == CERTIFICATES_ROUTE and not _folds_case(found.json()):
                     return None  # a helper of before: ensure_route upgrades it
         return self.directory.get(route.name) or []
+
+    def refresh(self) -> None:
+        """Bring every Caddy's shared config (not a route's) to this version's shape: an
+        install of before gets it when the control plane starts or adopts a Caddy, not
+        only at its next ``ensure_route``."""
+
+        def refresh(admin: CaddyAdmin) -> None:
+            for change in plan_refresh(admin.config()):
+                admin.send(change)
+
+        self._on_each(refresh)
 
     def remove_route(self, route: Route) -> None:
         route.check()
