@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from stackyard.images.reference import ImageReference, ManifestRef
 from stackyard.images.registry import RegistryClient
 from stackyard.images.registry_auth import parse_challenge
 from stackyard.images.registry_transport import default_scheme
+from tests.integration.mute import mute_endpoint
 from tests.receivers import free_port
 
 ENDPOINT = "registry.test"
@@ -585,6 +587,30 @@ def test_a_manifest_check_asks_a_refused_port_once_and_the_other_calls_keep_retr
     with client, pytest.raises(RetryableError, match="after 3 attempts: connection refused"):
         client.resolve("app", "dev")  # what pushes and copies use: retried
     assert transport.sent == ["HEAD /v2/app/manifests/dev"] * 3
+
+
+def test_a_manifest_check_gives_up_on_a_registry_that_accepts_and_never_answers_soon() -> None:
+    # A registry that takes the connection and says nothing: the deploy's image check
+    # waits its own check timeout (10 s; 0.5 s here), once, not the client's read timeout
+    # made for blob transfers (30 s by default; 20 s here), and names the registry.
+    with mute_endpoint() as mute:
+        endpoint = mute.removeprefix("tcp://")
+        transport = CountingTransport()
+        client = RegistryClient(
+            endpoint, transport=transport, retries=4, backoff=0.001, timeout=20.0,
+            check_timeout=0.5,
+        )  # fmt: skip
+        started = time.monotonic()
+        with client, pytest.raises(RetryableError) as caught:
+            client.has_manifest("app", DIGEST)
+        took = time.monotonic() - started
+    assert str(caught.value) == (
+        f"registry {endpoint} did not answer to look for app@{DIGEST} at its one attempt: "
+        "timed out (ReadTimeout)"
+    )
+    assert transport.sent == [f"HEAD /v2/app/manifests/{DIGEST}"]
+    assert isinstance(caught.value.__cause__, httpx.ReadTimeout)
+    assert took < 20.0, took  # its own timeout (0.5 s), not the client's (20 s)
 
 
 def test_a_manifest_check_says_present_or_absent_from_one_request() -> None:

@@ -18,6 +18,7 @@ from stackyard.images.reference import ManifestRef, is_digest
 from stackyard.images.registry_base import Registry, TransferCounts
 from stackyard.images.registry_blobs import BlobTransfer, blob_exists
 from stackyard.images.registry_transport import (
+    CHECK_TIMEOUT,
     READ_ONLY_WAIT,
     RegistryTransport,
     pull_scope,
@@ -47,6 +48,7 @@ class RegistryClient(Registry):
         retries: int = 4,
         backoff: float = 0.5,
         timeout: float = 30.0,
+        check_timeout: float = CHECK_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         read_only_wait: float = READ_ONLY_WAIT,
     ) -> None:
@@ -58,6 +60,7 @@ class RegistryClient(Registry):
             retries=retries,
             backoff=backoff,
             timeout=timeout,
+            check_timeout=check_timeout,
             transport=transport,
             read_only_wait=read_only_wait,
         )
@@ -95,9 +98,11 @@ class RegistryClient(Registry):
         """One ``HEAD`` of the manifest, one attempt (a refused connection, a timeout or a
         5xx raise RetryableError at once; the 401 challenge and its token are part of the
         attempt): the deploy's image check goes on without an answer rather than wait
-        through the retries (3.5 s of back-off with the defaults)."""
+        through the retries (3.5 s of back-off with the defaults). Each answer within
+        ``check_timeout`` (10 s): a registry that accepts and never answers is said so soon,
+        not after the 30 s read timeout made for blob transfers."""
         ref = ManifestRef(repository, digest)
-        response = self._head(ref, f"look for {ref}", allow={404}, attempts=1)
+        response = self._head(ref, f"look for {ref}", allow={404}, attempts=1, check=True)
         return response.status_code != 404
 
     def _head(self, ref: ManifestRef, operation: str, **options: Any) -> httpx.Response:

@@ -27,6 +27,11 @@ from stackyard.images.registry_base import not_found
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF = 30.0
 READ_ONLY_WAIT = 120.0  # seconds a write waits out a registry that is read-only
+# Seconds a check (one HEAD, its 401 challenge and token fetch included) waits for each
+# answer: a registry that accepts and never answers fails a deploy's image check soon,
+# naming the registry, instead of costing the 30 s read timeout made for blob transfers.
+# Same as the engines' PING_TIMEOUT and LISTING_TIMEOUT.
+CHECK_TIMEOUT = 10.0
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 T = TypeVar("T")
@@ -118,6 +123,7 @@ class RegistryTransport:
         retries: int = 4,
         backoff: float = 0.5,
         timeout: float = 30.0,
+        check_timeout: float = CHECK_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         read_only_wait: float = READ_ONLY_WAIT,
     ) -> None:
@@ -140,6 +146,7 @@ class RegistryTransport:
         self.retries = retries
         self.backoff = backoff
         self.read_only_wait = read_only_wait
+        self.check_timeout = httpx.Timeout(check_timeout, connect=min(check_timeout, 5.0))
         try:
             self.auth = RegistryAuth(username, password)
         except ValueError as exc:
@@ -195,13 +202,21 @@ class RegistryTransport:
         missing: str | None = None,
         allow: frozenset[int] | set[int] = frozenset(),
         attempts: int | None = None,
+        check: bool = False,
     ) -> httpx.Response:
         """Send with auth and retries (``attempts`` in all; None: the transport's
-        ``retries``); return a 2xx (or allowed) response, else raise."""
+        ``retries``); return a 2xx (or allowed) response, else raise. ``check``: each answer
+        within ``check_timeout`` (a check's one HEAD), not the client's long timeout."""
         response = self.retrying(
             operation,
             lambda: self.send_once(
-                method, path, scopes=scopes, headers=headers, params=params, content=content
+                method,
+                path,
+                scopes=scopes,
+                headers=headers,
+                params=params,
+                content=content,
+                check=check,
             ),
             attempts=attempts,
         )
@@ -255,15 +270,23 @@ class RegistryTransport:
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
         content: bytes | None = None,
+        check: bool = False,
     ) -> httpx.Response:
-        """One request plus, on a 401 challenge, one authenticated retry."""
+        """One request plus, on a 401 challenge, one authenticated retry (``check``: each
+        of them, the token fetch too, within ``check_timeout``)."""
         url = path if "://" in path else self.base_url + path
         base_headers = dict(headers or {})
+        timeout = self.check_timeout if check else self.http.timeout
 
         def send(extra: dict[str, str]) -> httpx.Response:
             try:
                 response = self.http.request(
-                    method, url, headers={**base_headers, **extra}, params=params, content=content
+                    method,
+                    url,
+                    headers={**base_headers, **extra},
+                    params=params,
+                    content=content,
+                    timeout=timeout,
                 )
             except httpx.TransportError as exc:
                 raise RetryableError(describe(exc)) from exc
@@ -279,16 +302,27 @@ class RegistryTransport:
         if response.status_code != 401 or not challenge:
             return response
         try:
-            retry_headers = self.auth.answer(challenge, scopes, self._fetch_token, sent=sent)
+            retry_headers = self.auth.answer(
+                challenge,
+                scopes,
+                lambda realm, query, extra: self._fetch_token(realm, query, extra, timeout),
+                sent=sent,
+            )
         except TokenRefused as refused:
             return refused.response
         return response if retry_headers is None else send(retry_headers)
 
     def _fetch_token(
-        self, realm: str, params: list[tuple[str, str]], headers: dict[str, str]
+        self,
+        realm: str,
+        params: list[tuple[str, str]],
+        headers: dict[str, str],
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         try:
-            response = self.http.get(realm, params=tuple(params), headers=headers)
+            response = self.http.get(
+                realm, params=tuple(params), headers=headers, timeout=timeout or self.http.timeout
+            )
         except httpx.TransportError as exc:
             raise RetryableError(f"token service {realm}: {describe(exc)}") from exc
         if response.status_code in RETRY_STATUSES:
