@@ -78,11 +78,11 @@ def ping_only_endpoint(
 ) -> Iterator[str]:
     """``tcp://HOST:PORT`` of a Docker API that answers ``/_ping``, ``/version`` and
     ``/info`` (a swarm manager's), and holds every other request (``/containers/json``,
-    ``/nodes``, ``/services``, ``/tasks``) without an answer until it stops: a client then
-    waits for its read timeout. ``answers`` (by the path's end, ``tasks`` or
-    ``containers/json``: from EMPTY_LISTINGS) are answered too, as long as they are in it:
-    a test that deletes one makes the engine hang on it from then on. Its threads end when
-    the context does."""
+    ``/nodes``, ``/services``, ``/tasks``, an inspect, a stop's POST) without an answer
+    until it stops: a client then waits for its read timeout. ``answers`` (by the path's
+    end, ``tasks`` or ``containers/json``: from EMPTY_LISTINGS) are answered too, as long
+    as they are in it: a test that deletes one makes the engine hang on it from then on.
+    Its threads end when the context does."""
     stopping = threading.Event()
     answers = {} if answers is None else answers
 
@@ -105,7 +105,7 @@ def ping_only_endpoint(
             self.end_headers()
             self.wfile.write(body)
 
-        do_HEAD = do_GET
+        do_HEAD = do_POST = do_GET  # a stop (POST /containers/…/stop) hangs too
 
         def log_message(self, format: str, *args: object) -> None:
             return

@@ -392,6 +392,51 @@ def test_a_ping_gives_up_on_an_engine_that_answers_it_and_then_never_lists(
             engine.close()
 
 
+@pytest.mark.parametrize(
+    ("plugin", "inspected", "stopped"),
+    [
+        ("docker", "GET /containers/{id}/json", "POST /containers/{id}/stop"),
+        ("swarm", "GET /services/{id}", "GET /services/{id}"),
+    ],
+)
+def test_an_inspect_and_a_stop_give_up_on_an_engine_that_never_answers_them_within_their_bound(
+    plugin: str, inspected: str, stopped: str
+) -> None:
+    # A start's last look, the watch after an event and a stop ask one task: a target
+    # whose engine answers its ping and then never answers must not hold the stage's loop
+    # for the client's long timeout (120 s; 30 s here). An inspect waits the listing
+    # timeout (1 s here); a stop the task's grace period (2 s) plus the listing timeout; a
+    # docker start's look for the image the listing timeout.
+    task_id = "0123456789abcdef" * 4
+    short = task_id[:12]
+    with ping_only_endpoint() as endpoint:
+        engine = load("engine", plugin)(endpoint=endpoint, timeout=30, listing_timeout=1)
+        try:
+            with pytest.raises(ComponentError, match="did not answer") as caught:
+                engine.inspect(task_id)
+            message = caught.value.message
+            assert endpoint.removeprefix("tcp://") in message
+            assert "read timeout=1)" in message, message  # the listing's, not the client's
+            assert message.endswith(f"(in {inspected.format(id=short)})"), message
+            with pytest.raises(ComponentError, match="did not answer") as caught:
+                engine.stop(task_id, 2)
+            message = caught.value.message
+            assert endpoint.removeprefix("tcp://") in message
+            bound = 3 if plugin == "docker" else 1  # the grace period and the margin
+            assert f"read timeout={bound})" in message, message
+            assert message.endswith(f"(in {stopped.format(id=short)})"), message
+            if plugin == "docker":  # a start's first call: is the image there already?
+                image = f"127.0.0.1:9/app@sha256:{'0' * 64}"
+                spec = make_task_spec(ContractImages(image, image))
+                with pytest.raises(ComponentError, match="did not answer") as caught:
+                    engine.start(spec)
+                message = caught.value.message
+                assert "read timeout=1)" in message, message
+                assert message.endswith(f"(in GET /images/{image}/json)"), message
+        finally:
+            engine.close()
+
+
 def get_until_it_answers(url: str) -> httpx.Response:
     deadline = time.monotonic() + 30
     while True:

@@ -145,7 +145,9 @@ class DockerEngine(DockerApiEngine):
         return tasks
 
     def inspect(self, task_id: str) -> TaskInfo:
-        return self._inspect(self._api(), task_id)
+        # A listing-sized call (one small answer): within the listing timeout, so a start's
+        # last look or the watch after an event fails soon on an engine that stopped answering.
+        return self._inspect(self._listing_api(), task_id, listing=True)
 
     def _inspect(self, api: Any, task_id: str, *, listing: bool = False) -> TaskInfo:
         missing = f"task {task_id}"
@@ -157,12 +159,16 @@ class DockerEngine(DockerApiEngine):
         return _task_info(attrs, self._task_host)
 
     def stop(self, task_id: str, timeout: float) -> None:
+        """The engine answers once the task has ended: the SDK waits the client's timeout
+        plus the grace period, so on the listing client a stop gives up ``timeout`` + 10 s
+        after it was asked, not 120 s + ``timeout``."""
         try:
-            self._api().stop(task_id, timeout=math.ceil(timeout))
+            self._listing_api().stop(task_id, timeout=math.ceil(timeout))
         except docker.errors.NotFound:
             return
         except (docker.errors.DockerException, OSError) as exc:
-            raise self._refused(f"cannot stop task {task_id}", exc) from exc
+            call = f"POST /containers/{task_id[:12]}/stop"
+            raise self._refused_in(call, f"cannot stop task {task_id}", exc) from exc
 
     def remove(self, task_id: str) -> None:
         try:
@@ -225,12 +231,13 @@ class DockerEngine(DockerApiEngine):
         deployment first asks the registry itself, once (``DeployService.require_image``);
         a task started later (a heal) still trusts this pull."""
         try:
-            self._api().inspect_image(spec.image)
+            self._listing_api().inspect_image(spec.image)  # within the listing timeout
             cached = True
         except docker.errors.ImageNotFound:
             cached = False
         except (docker.errors.DockerException, OSError) as exc:
-            raise self._refused(f"cannot look up image {spec.image}", exc) from exc
+            call = f"GET /images/{spec.image}/json"
+            raise self._refused_in(call, f"cannot look up image {spec.image}", exc) from exc
         try:
             self._pull(spec, repository, digest)
         except ImageMissingError:

@@ -133,9 +133,13 @@ class DockerApiEngine(Engine):
         try:
             return self._call(method, *args, **kwargs)
         except ComponentError as exc:
-            raise ComponentError(
-                f"{exc.message} (in {call})", hint=exc.hint, retryable=exc.retryable
-            ) from exc
+            raise _in(call, exc) from exc
+
+    def _refused_in(self, call: str, what: str, exc: Exception) -> StackyardError:
+        """``_refused``, and an engine that did not answer said to have not answered
+        ``call`` (``POST /containers/…/stop``)."""
+        error = self._refused(what, exc)
+        return _in(call, error) if isinstance(error, ComponentError) else error
 
     def _lines(self, chunks: Iterator[bytes], task_id: str) -> Iterator[str]:
         pending = b""
@@ -163,3 +167,8 @@ class DockerApiEngine(Engine):
 
     def _unreachable(self, exc: Exception) -> ComponentError:
         raise NotImplementedError
+
+
+def _in(call: str, exc: ComponentError) -> ComponentError:
+    """``exc`` saying the engine did not answer ``call``."""
+    return ComponentError(f"{exc.message} (in {call})", hint=exc.hint, retryable=exc.retryable)

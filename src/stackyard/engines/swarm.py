@@ -284,10 +284,17 @@ class SwarmEngine(DockerApiEngine):
         ]
 
     def inspect(self, task_id: str) -> TaskInfo:
-        api = self._api()
-        service = self._call(api.inspect_service, task_id, missing=f"task {task_id}")
+        # Listing-sized calls: within the listing timeout, each named when it does not answer
+        # (a start waits on these, and the watch asks them after an event).
+        api = self._listing_api()
+        service = self._listed(
+            f"GET /services/{task_id[:12]}",
+            api.inspect_service,
+            task_id,
+            missing=f"task {task_id}",
+        )
         service_id = str(service["ID"])
-        tasks = self._call(api.tasks, filters={"service": service_id})
+        tasks = self._listed("GET /tasks", api.tasks, filters={"service": service_id})
         # A filter on a service id also matches ids it prefixes: keep this service's own.
         tasks = [t for t in tasks if t.get("ServiceID") == service_id]
         nodes = {node.id: node for node in self.nodes()}
@@ -318,13 +325,13 @@ class SwarmEngine(DockerApiEngine):
         """Scale the service to 0: Swarm sends SIGTERM, and SIGKILL after the task's own
         grace period (its spec's stop timeout). Waits until the task has ended, or its node
         is gone; EngineError when it has not ended by then."""
-        api = self._api()
         try:
-            service = api.inspect_service(task_id)
+            service = self._listing_api().inspect_service(task_id)  # within the listing timeout
         except docker.errors.NotFound:
             return
         except (docker.errors.DockerException, OSError) as exc:
-            raise self._refused(f"cannot stop task {task_id}", exc) from exc
+            call = f"GET /services/{task_id[:12]}"
+            raise self._refused_in(call, f"cannot stop task {task_id}", exc) from exc
         if _replicas(service) != 0:
             self._scale(service, 0)
         grace = _grace(service) or timeout
