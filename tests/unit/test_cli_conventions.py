@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -93,6 +94,9 @@ def test_a_mistyped_command_or_option_is_a_usage_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("sys.argv", ["stackyard", *argv])
+    # Click names the program after `python -m <package>` when __main__ has a package:
+    # under `python -m pytest` that would be "python -m pytest.stackyard".
+    monkeypatch.setattr(sys.modules["__main__"], "__package__", None, raising=False)
     monkeypatch.delenv("STACKYARD_DEBUG", raising=False)
     assert run_cli(app) == 2
     err = capsys.readouterr().err
