@@ -197,6 +197,10 @@ def test_tagging_reads_the_source_and_writes_the_target() -> None:
     assert decision.records == ()
     local = ask("POST", "/images/shop-built/tag", repo="shop-copy", tag="")
     assert local.records == ("shop-copy:latest",)
+    # The docker CLI 28 sends the name normalised; a refusal names it as it was typed.
+    normalised = ask("POST", "/images/evil/tag", repo="docker.io/library/busybox", tag="latest")
+    assert normalised.writes == ("busybox:latest",)
+    assert normalised.records == ("busybox:latest",)
 
 
 def test_inspect_history_save_and_delete_name_the_image_they_touch() -> None:

@@ -483,7 +483,9 @@ def _named(
         repo, tag = _first(query, "repo"), _first(query, "tag") or "latest"
         if not repo:
             return Refuse(400, f"{_PROXY}: docker tag needs a repository name")
-        target = f"{repo}:{tag}"
+        # A docker CLI 23+ sends the name normalised (docker.io/library/busybox); it is
+        # judged, and named in a refusal, as the engine lists it (busybox:latest).
+        target = local_name(f"{repo}:{tag}") or f"{repo}:{tag}"
         return Forward(query, reads=(name,), writes=(target,), records=_local([target], scope))
     if action == "push" and method == "POST":
         return _push(name, _first(query, "tag"), query, scope)
