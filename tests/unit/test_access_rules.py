@@ -61,6 +61,7 @@ def test_a_stack_token_works_on_its_own_stack_only() -> None:
         "push on stack other",
         "forbidden: this takes push on stack other; token p0p0p0p0p0 of bob (deployer), "
         "scoped to push on hello may push on hello",
+        role=Role.DEPLOYER,
     )
     platform_wide = Need(Action.READ, stack=None)
     assert decide(DEPLOY_HELLO, platform_wide, Target()).permission == "read on the platform"
@@ -90,19 +91,49 @@ def test_a_refusal_names_the_permission() -> None:
     )
 
 
+def test_a_refusal_carries_what_was_lacking() -> None:
+    assert decide(VIEWER, Need(Action.DEPLOY), HELLO).role is Role.DEPLOYER
+    assert decide(VIEWER, Need(Action.PUSH), HELLO).role is Role.DEPLOYER
+    assert decide(DEPLOYER, Need(Action.ADMIN), HELLO).role is Role.ADMIN
+    assert decide(DEPLOYER, Need(Action.ADMIN, stack=None), Target()).role is Role.ADMIN
+    assert decide(PUSH_HELLO, Need(Action.READ), HELLO).role is Role.VIEWER
+    dave = Principal("dave", Role.DEPLOYER, "e0e0e0e0e0")
+    gate = decide(dave, Need(Action.DEPLOY, stage=StageFrom.PATH, gate=True), PROD, PROTECTED)
+    assert (gate.role, gate.protection) == (None, PROTECTED["prod"])
+    own = decide(DEPLOY_HELLO, Need(None, stack=None, people_only=True), Target())
+    assert (own.role, own.protection) == (None, None)
+    assert (decide(VIEWER, Need(Action.READ), HELLO).role, Decision.allow().role) == (None, None)
+
+
 def test_a_refusal_says_what_to_do_next() -> None:
-    deploy = decide(VIEWER, Need(Action.DEPLOY), HELLO).permission
-    assert refusal_hint(VIEWER, deploy) == (
+    assert refusal_hint(VIEWER, decide(VIEWER, Need(Action.DEPLOY), HELLO)) == (
         "ask an admin to do it, or to give carol the deployer role: "
         "stackyard users role carol deployer"
     )
-    assert "the admin role: stackyard users role carol admin" in refusal_hint(
-        VIEWER, "admin on the platform"
+    assert refusal_hint(DEPLOYER, decide(DEPLOYER, Need(Action.ADMIN, stack=None), Target())) == (
+        "ask an admin to do it, or to give bob the admin role: stackyard users role bob admin"
     )
-    scoped = decide(PUSH_HELLO, Need(Action.PUSH), Target("other")).permission
-    assert refusal_hint(PUSH_HELLO, scoped).startswith("this token may only push on hello: ")
-    listed = "being one of the approvers of protected stage hello/prod"
-    assert "an admin to list carol there (stackyard protect)" in refusal_hint(VIEWER, listed)
+    scoped = decide(PUSH_HELLO, Need(Action.PUSH), Target("other"))
+    assert refusal_hint(PUSH_HELLO, scoped) == (
+        "this token may only push on hello: use your own (stackyard login), or a token made "
+        "for this (stackyard tokens create)"
+    )
+    own = decide(DEPLOY_HELLO, Need(Action.DEPLOY, people_only=True), HELLO)
+    assert refusal_hint(DEPLOY_HELLO, own).startswith("this token may only deploy on hello: ")
+    listed = decide(DEPLOYER, Need(Action.DEPLOY, stage=StageFrom.PATH, gate=True), PROD, PROTECTED)
+    assert refusal_hint(DEPLOYER, listed) == (
+        "ask one of those listed, or an admin to list bob there (stackyard protect)"
+    )
+
+
+def test_the_hint_follows_the_data_not_the_permission_s_wording() -> None:
+    """A permission worded otherwise gets the same hint: nothing is read from the text."""
+    protected = Decision(False, "approving hello/prod", "x", protection=PROTECTED["prod"])
+    assert refusal_hint(VIEWER, protected).endswith("to list carol there (stackyard protect)")
+    admin = Decision(False, "being one of the admins", "x", role=Role.ADMIN)
+    assert refusal_hint(VIEWER, admin).endswith("stackyard users role carol admin")
+    deployer = Decision(False, "admin-ish deploy", "x", role=Role.DEPLOYER)
+    assert refusal_hint(VIEWER, deployer).endswith("stackyard users role carol deployer")
 
 
 @pytest.mark.parametrize(

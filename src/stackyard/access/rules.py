@@ -147,9 +147,14 @@ class Protection:
 
 @dataclass(frozen=True)
 class Decision:
+    """Allowed, or refused with what it takes and what the caller lacked: the role that
+    grants the action, or the protected stage whose list does not name them."""
+
     allowed: bool
     permission: str = ""  # what it takes, when refused
     reason: str = ""
+    role: Role | None = None  # the least role that grants the refused action
+    protection: Protection | None = None  # the protected stage whose list lacks the caller
 
     @classmethod
     def allow(cls) -> Decision:
@@ -172,7 +177,7 @@ def decide(
     if need.action is None:
         return Decision.allow()
     if not principal.may(need.action, stack):
-        return _refuse(principal, need.permission(stack))
+        return _refuse(principal, need.permission(stack), role=_least_role(need.action))
     if need.action is not Action.DEPLOY or not protections or target.stack is None:
         return Decision.allow()
     stages = sorted(protections) if target.every_stage else list(target.stages)
@@ -187,32 +192,47 @@ def decide(
                 principal,
                 f"being one of the {which} of protected stage {target.stack}/{stage}",
                 f"{which} of {target.stack}/{stage}: {', '.join(listed) or 'nobody'}",
+                protection=protection,
             )
     return Decision.allow()
 
 
-def _refuse(principal: Principal, permission: str, listed: str = "") -> Decision:
+def _least_role(action: Action) -> Role:
+    return next(role for role in Role if action in ROLE_GRANTS[role])
+
+
+def _refuse(
+    principal: Principal,
+    permission: str,
+    listed: str = "",
+    *,
+    role: Role | None = None,
+    protection: Protection | None = None,
+) -> Decision:
     grants = ", ".join(sorted(principal.grants())) or "nothing"
     where = f" on {principal.stack}" if not principal.is_person else ""
     reason = f"forbidden: this takes {permission}; {principal.describe()} may {grants}{where}"
     if listed:
         reason += f" ({listed})"
-    return Decision(False, permission, reason)
+    return Decision(False, permission, reason, role, protection)
 
 
-def refusal_hint(principal: Principal, permission: str) -> str:
-    """What the refused caller can do next: who to ask, or which token to use."""
+def refusal_hint(principal: Principal, decision: Decision) -> str:
+    """What the refused caller can do next: who to ask, or which token to use.
+
+    Built from what the refusal says was lacking (``decision.role`` or
+    ``decision.protection``), never from the permission's wording."""
     if not principal.is_person:
         return (
             f"this token may only {principal.scope} on {principal.stack}: use your own "
             "(stackyard login), or a token made for this (stackyard tokens create)"
         )
-    if permission.startswith("being one of"):
+    if decision.protection is not None:
         return (
             "ask one of those listed, or an admin to list "
             f"{principal.name} there (stackyard protect)"
         )
-    role = "admin" if permission.startswith("admin") else "deployer"
+    role = decision.role or Role.ADMIN  # nothing named: an admin may do everything
     return (
         f"ask an admin to do it, or to give {principal.name} the {role} role: "
         f"stackyard users role {principal.name} {role}"

@@ -148,7 +148,7 @@ def check(request: Request, principal: Principal, form: Mapping[str, str] | None
         raise AccessDenied(
             decision.reason,
             permission=decision.permission,
-            hint=refusal_hint(principal, decision.permission),
+            hint=refusal_hint(principal, decision),
         )
 
 
