@@ -24,14 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
+from tests.state_db import state_with_routes
 
 from bench.report import bench_main
 from stackyard.deploy.traffic import Serving, traffic_minutes
 from stackyard.deploy.trafficstore import TrafficCounter
 from stackyard.router.accesslog import read_access
 from stackyard.router.caddy import CaddyRouter
-from stackyard.store.database import migrate, open_database, session_factory
-from stackyard.store.models import Deployment, Stack, StageRoute, TrafficBucket
+from stackyard.store.models import Deployment, StageRoute, TrafficBucket
 
 MB = 1024 * 1024
 SIZES = (10, 50)  # MB of logs
@@ -114,20 +114,14 @@ def store(directory: Path, now: float) -> tuple[sessionmaker[Session], TrafficCo
     """A state database with the stage served on HOST (two releases), and a counter over
     the Caddy whose access log directory is ``directory``."""
     directory.mkdir(exist_ok=True)
-    database = open_database(f"sqlite:///{directory / 'state.db'}")
-    migrate(database)
-    sessions = session_factory(database)
+    state = state_with_routes(directory / "state.db", "shop", [StageRoute(stage="prod", host=HOST)])
+    sessions, stack_id = state.sessions, state.stack_id
     with sessions.begin() as session:
-        stack = Stack(name="shop", repo="https://example.invalid/shop.git")
-        session.add(stack)
-        session.flush()
-        session.add(StageRoute(stack_id=stack.id, stage="prod", host=HOST))
         for number, (release, ago) in enumerate([(1, 86400), (2, 1800)], start=1):
-            session.add(Deployment(stack_id=stack.id, stage="prod", number=number,
+            session.add(Deployment(stack_id=stack_id, stage="prod", number=number,
                                    release_number=release, digest=f"sha256:{release}",
                                    status="COMPLETED",
                                    finished_at=datetime.fromtimestamp(now - ago, UTC)))  # fmt: skip
-        stack_id = stack.id
     router = CaddyRouter([directory / "caddy-1.sock"], directory / "directory.sock")
     return sessions, TrafficCounter(sessions, router, interval=0), stack_id
 

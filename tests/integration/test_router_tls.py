@@ -36,10 +36,10 @@ from stackyard.router.caddy import (
 )
 from stackyard.router.certificates import storage_root
 from stackyard.settings import Settings
-from stackyard.store.database import migrate, open_database, session_factory
-from stackyard.store.models import Stack, StageRoute
+from stackyard.store.models import StageRoute
 
 from ..router_contract import free_port
+from ..state_db import state_with_routes
 from .backends import Backend
 from .pebble import Pebble
 from .test_router_caddy import start_dataplane
@@ -254,17 +254,10 @@ def test_tls_internal_is_served_from_a_bundle_minted_from_caddys_local_ca(
     old = internal_ca.mint(storage, "intra.test", internal_ca.local_signer(storage),
                            datetime.now(UTC) - timedelta(hours=11))  # fmt: skip
     assert served_serial(pebble.tls_port, "intra.test") == old.serial_number
-    database = open_database(f"sqlite:///{tmp_path / 'state.db'}")
-    migrate(database)
-    sessions = session_factory(database)
-    with sessions.begin() as session:
-        stack = Stack(name="intra", repo="https://example.invalid/intra.git")
-        session.add(stack)
-        session.flush()
-        session.add(StageRoute(stack_id=stack.id, stage="prod", host="intra.test",
-                               tls="internal"))  # fmt: skip
-    CertificateWatch(sessions, router, Outbox(wake=lambda: None)).check()
-    database.dispose()
+    prod = StageRoute(stage="prod", host="intra.test", tls="internal")
+    state = state_with_routes(tmp_path / "state.db", "intra", [prod])
+    CertificateWatch(state.sessions, router, Outbox(wake=lambda: None)).check()
+    state.database.dispose()
     assert router.renew(route) == []  # not due any more
     new = internal_ca.read_bundle(storage, "intra.test")
     assert new is not None
@@ -415,16 +408,15 @@ def test_the_access_log_records_each_request_of_a_known_batch(
     # The traffic store counts the same batch from the real logs, per stage and status
     # class; a new counter on the same database (a restart) adds nothing; one more
     # request adds exactly one.
-    database = open_database(f"sqlite:///{tmp_path / 'state.db'}")
-    migrate(database)
-    sessions = session_factory(database)
-    with sessions.begin() as session:
-        stack = Stack(name="logged", repo="https://example.invalid/logged.git")
-        session.add(stack)
-        session.flush()
-        stack_id = stack.id
-        session.add(StageRoute(stack_id=stack_id, stage="prod", host="logged.test", tls="acme"))
-        session.add(StageRoute(stack_id=stack_id, stage="dev", port=on_port.port))
+    state = state_with_routes(
+        tmp_path / "state.db",
+        "logged",
+        [
+            StageRoute(stage="prod", host="logged.test", tls="acme"),
+            StageRoute(stage="dev", port=on_port.port),
+        ],
+    )
+    sessions, stack_id = state.sessions, state.stack_id
 
     def counted() -> dict[str, tuple[int, ...]]:
         TrafficCounter(sessions, router, interval=0).count()
@@ -446,7 +438,7 @@ def test_the_access_log_records_each_request_of_a_known_batch(
     while counted()["dev"][0] < 8 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert counted() == {"prod": (8, 3, 2, 2, 1), "dev": (8, 3, 1, 3, 1)}
-    database.dispose()
+    state.database.dispose()
 
 
 def none_failed(result: WrkResult) -> None:
