@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from stackyard.engines.swarm import docker_nanos
+
 from .backends import Backend
 
 STACKYARD = [sys.executable, "-m", "stackyard"]
@@ -118,11 +120,14 @@ def start_platform(
     )
 
 
-def stop_platform(running: RunningPlatform) -> None:
+def stop_platform(running: RunningPlatform, images_since: float | None = None) -> None:
     """`stackyard down --all` (the control plane, then the data plane), then remove the
-    tasks it leaves running (by the platform's label)."""
+    tasks it leaves running (by the platform's label). With ``images_since`` (``time.time()``
+    before it started), also the images its builds and pulls left (``images_of``), by id."""
+    made = images_of(running, images_since) if images_since is not None else []
     subprocess.run([*STACKYARD, "down", "--all"], env=running.env, capture_output=True, timeout=90)
     remove_tasks(running.data_dir)
+    remove_images(made)
 
 
 def remove_tasks(data_dir: Path) -> None:
@@ -135,6 +140,42 @@ def remove_tasks(data_dir: Path) -> None:
     ).stdout.split()
     if found:
         subprocess.run(["docker", "rm", "-f", *found], capture_output=True, timeout=120)
+
+
+def images_of(running: RunningPlatform, since: float) -> list[str]:
+    """What to remove once the platform stops: every name the engine holds in the
+    platform's registry (``name:tag``, or ``name@digest``), then the ids of those images
+    made at or after ``since`` (``time.time()`` before it started). Ask while the platform
+    runs: its registry holds the port, so no other running platform's names are there. A
+    build served from the cache returns an older image (perhaps another run's too): only
+    its name is ours, so only the name goes."""
+    listed = subprocess.run(
+        ["docker", "images", "--no-trunc", "--format",
+         "{{.ID}} {{.Repository}} {{.Tag}} {{.Digest}}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    names: list[str] = []
+    ids: set[str] = set()
+    for image_id, repository, tag, digest in (line.split(" ") for line in listed if line):
+        if not repository.startswith(f"{running.registry}/"):
+            continue
+        ids.add(image_id)
+        names.append(f"{repository}:{tag}" if tag != "<none>" else f"{repository}@{digest}")
+    if not ids:
+        return names
+    inspected = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}} {{.Created}}", *sorted(ids)],
+        capture_output=True, text=True, timeout=60,
+    ).stdout.splitlines()  # fmt: skip
+    made = (line.split(" ", 1) for line in inspected if " " in line)
+    return names + [i for i, created in made if (docker_nanos(created) or 0) >= since * 1e9]
+
+
+def remove_images(references: Sequence[str]) -> None:
+    """Remove ``references`` in order, never forced: a name only untags (its image goes
+    with its last name), and an id that still has a name (someone else's) stays."""
+    for reference in references:
+        subprocess.run(["docker", "rmi", reference], capture_output=True, timeout=120)
 
 
 @pytest.fixture

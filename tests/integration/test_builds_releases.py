@@ -24,11 +24,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    started = time.time() - 1
     running = start_platform(tmp_path_factory.mktemp("yard") / "data")
     try:
         yield running
     finally:
-        stop_platform(running)
+        stop_platform(running, images_since=started)
 
 
 def create_stack(yard: RunningPlatform, name: str, repo: GitRepo, *extra: str) -> None:

@@ -9,6 +9,7 @@ and a disk fill end quickly; each is checked to be bounded before it is set off.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import subprocess
 import threading
@@ -39,6 +40,7 @@ NET_RAW = 1 << 13
 
 @pytest.fixture(scope="module")
 def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    started = time.time() - 1  # the engine's clock and ours: the same host
     running = start_platform(
         tmp_path_factory.mktemp("isolation") / "data",
         up_args=[
@@ -51,20 +53,8 @@ def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
     try:
         yield running
     finally:
-        stop_platform(running)
-        remove_images(running)
-
-
-def remove_images(yard: RunningPlatform) -> None:
-    """What the specs left in the engine: this platform's repositories, and evil-base."""
-    names = subprocess.run(
-        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True, text=True, timeout=60,
-    ).stdout.split()  # fmt: skip
-    ours = [n for n in names if n.startswith((f"{yard.registry}/", "evil-base:"))]
-    ours = [n for n in ours if not n.endswith(":<none>")]
-    if ours:
-        subprocess.run(["docker", "rmi", "-f", *ours], capture_output=True, timeout=120)
+        subprocess.run(["docker", "rmi", EVIL_BASE], capture_output=True, timeout=60)
+        stop_platform(running, images_since=started)
 
 
 def set_secret(yard: RunningPlatform, stack: str, name: str, value: str) -> None:
@@ -153,6 +143,10 @@ def victim(yard: RunningPlatform, tmp_path_factory: pytest.TempPathFactory) -> d
     return {"digests": tag_digests(yard, "victim"), "tasks": tasks_of(yard, "victim")}
 
 
+PROXY_REFUSED = "Stackyard's build proxy refused the build:"
+EVIL_BASE = f"evil-base-{secrets.token_hex(4)}"  # this run's own name, on a shared engine
+
+
 def spec_of(*commands: str, env: str = "") -> str:
     """A build.yml whose build phase runs ``commands``."""
     listing = "".join(f"      - {json.dumps(c)}\n" for c in commands)
@@ -176,14 +170,14 @@ def hostile_build_yml(yard: RunningPlatform, victim_task: str) -> str:
         "docker build --network host -t $REGISTRY_ENDPOINT/victim:latest . "
         "|| echo 'blocked: build'",
         "docker pull $REGISTRY_ENDPOINT/victim:latest || echo 'blocked: pull'",
-        "docker tag evil-base busybox:latest || echo 'blocked: base image'",
+        f"docker tag {EVIL_BASE} busybox:latest || echo 'blocked: base image'",
         'echo "registry $(curl -s -o /dev/null -w "%{http_code}" -u "$REGISTRY_USERNAME:'
         '$REGISTRY_PASSWORD" http://$REGISTRY_ENDPOINT/v2/victim/tags/list)"',
         f'echo "api $(curl -s -o /dev/null -w "%{{http_code}}" {api}/api/v1/stacks)"',
         "grep -E 'CapEff|NoNewPrivs' /proc/self/status",
         'echo "secret=$EVIL."',
         "printf '%s' \"$EVIL\" | fold -w 5; echo",
-        "docker build --network host -t evil-base . && docker tag evil-base $IMAGE_URL:latest",
+        f"docker build --network host -t {EVIL_BASE} . && docker tag {EVIL_BASE} $IMAGE_URL:latest",
         "docker push $IMAGE_URL:latest",
     ]
     return spec_of(*commands, env="env:\n  secrets-manager:\n    EVIL: EVIL_SECRET\n")
@@ -325,14 +319,22 @@ def test_a_build_cannot_build_from_another_stack_s_local_image(
         "copy from": f"FROM busybox:latest\\nCOPY --from={copy_from_id(image_id)} /www /stolen",
         "pulled base": f"FROM {bases}/hostile:v1\\nRUN cat /stolen/index.html",
     }
+    kit = "DOCKER_BUILDKIT=1 docker build --progress plain --network host"
+    kit_dockerfiles = {  # the same rule on BuildKit's session-read Dockerfile (issue #16)
+        "kit by id": f"FROM {image_id}",
+        "kit copy from": f"FROM busybox:latest\\nCOPY --from={copy_from_id(image_id)} /www /stolen",
+    }
     commands = [
         f"echo '{live_registry.password}' | docker login -u {live_registry.username} "
         f"--password-stdin {live_registry.endpoint}",
         *(f'printf "{text}\\n" > D{n} && docker build --network host -f D{n} . '
           f"|| echo 'blocked: {what}'"
           for n, (what, text) in enumerate(dockerfiles.items())),
+        *(f'printf "{text}\\n" > K{n} && {kit} -f K{n} . || echo \'blocked: {what}\''
+          for n, (what, text) in enumerate(kit_dockerfiles.items())),
         f'printf "FROM {bases}/fine:v1\\nRUN test -f /ran\\n" > Dfine',
-        "docker build --network host -f Dfine . && echo 'built: fine'",
+        "docker build --network host --iidfile fine.id -f Dfine . "
+        '&& echo "built: fine $(cat fine.id)"',
     ]  # fmt: skip
     repo = GitRepo.from_example("hello", tmp_path / "thief")
     repo.write("build.yml", spec_of(*commands, "docker build --network host -t $IMAGE_URL:latest .",
@@ -340,9 +342,15 @@ def test_a_build_cannot_build_from_another_stack_s_local_image(
     repo.commit("builds from another stack's image")
     yard.cli("stacks", "create", "thief", "--repo", str(repo.path))
 
+    record: dict[str, Any] = {}
     try:
         record = build(yard, "thief")
     finally:
+        # What the test made, by id: the untagged image built on fine:v1 (its trigger's
+        # step goes with it), then the bases the proxy pulled.
+        made = re.findall(r"built: fine (sha256:[0-9a-f]{64})", record.get("log", ""))
+        if made:
+            subprocess.run(["docker", "rmi", *made], capture_output=True, timeout=120)
         subprocess.run(["docker", "rmi", "-f", f"{bases}/hostile:v1", f"{bases}/fine:v1"],
                        capture_output=True, timeout=120)  # fmt: skip
     log = record["log"]
@@ -354,8 +362,19 @@ def test_a_build_cannot_build_from_another_stack_s_local_image(
         assert f"blocked: {what}" in log
     assert f"reads {image}" in log
     assert f"D3 line 1 (FROM {bases}/hostile:v1, whose image runs {trigger})" in log
-    assert log.count("the engine holds that image for another stack") == 3
-    assert "built: fine" in log
+    held = "the engine holds that image for another stack"
+    lines = log.splitlines()
+    assert sum(held in line for line in lines if "refused the build: D" in line) == 3
+    for n, (what, text) in enumerate(kit_dockerfiles.items()):
+        named = text.split("\\n")[-1]
+        refused = f"error from sender: {PROXY_REFUSED} K{n} line {n + 1} ({named})"
+        said = [line for line in lines if refused in line]
+        assert said, what
+        assert all(held in line for line in said), said
+        assert f"blocked: {what}" in log
+    assert made, "built: fine"
+    left = subprocess.run(["docker", "image", "inspect", *made], capture_output=True, timeout=60)
+    assert left.returncode != 0, "the test's own image was not removed"
     assert tag_digests(yard, "hoard") == digests
 
 
@@ -531,7 +550,8 @@ def test_a_build_cannot_reach_caddy_s_admin_api(
 
 
 def probe_build(yard: RunningPlatform, tmp_path: Path) -> str:
-    """A build that reports its container's limits and a RUN step's cgroup."""
+    """A build that reports its container's limits and a RUN step's cgroup (its image,
+    untagged, is removed by id)."""
     repo = GitRepo.from_example("hello", tmp_path / "probe")
     repo.write("Dockerfile.probe", "FROM busybox:latest\nRUN cat /proc/self/cgroup\n")
     repo.write(
@@ -539,13 +559,19 @@ def probe_build(yard: RunningPlatform, tmp_path: Path) -> str:
         spec_of(
             'echo "pids.max=$(cat /sys/fs/cgroup/pids/pids.max)"',
             'echo "own=$(grep pids: /proc/self/cgroup)"',
-            "docker build --no-cache --network host -f Dockerfile.probe .",
+            "docker build --no-cache --network host --iidfile probe.id -f Dockerfile.probe . "
+            '&& echo "probe image $(cat probe.id)"',
             "exit 1",
         ),
     )
     repo.commit("probe")
     yard.cli("stacks", "create", "probe", "--repo", str(repo.path))
-    return str(build(yard, "probe")["log"])
+    log = str(build(yard, "probe")["log"])
+    made = re.findall(r"probe image (sha256:[0-9a-f]{64})", log)  # untagged: remove it by id
+    if made:
+        subprocess.run(["docker", "rmi", *made], capture_output=True, timeout=120)
+    assert made, log
+    return log
 
 
 def test_a_fork_bomb_fails_its_build_and_other_builds_go_on(

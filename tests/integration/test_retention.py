@@ -93,6 +93,7 @@ def prune(yard: RunningPlatform, *options: str) -> dict[str, Any]:
 
 
 def test_retention_keeps_what_a_rollback_needs_and_removes_the_rest(tmp_path: Path) -> None:
+    started = time.time() - 1
     yard = start_platform(tmp_path / "data", up_args=("--keep-releases", str(KEEP)))
     try:
         gone = new_stack(yard, "gone", tmp_path)
@@ -148,13 +149,14 @@ def test_retention_keeps_what_a_rollback_needs_and_removes_the_rest(tmp_path: Pa
         assert check["digest"] == numbers[oldest]
         print(f"\n{BUILDS} builds and releases took {building:.0f} s")
     finally:
-        stop_platform(yard)
+        stop_platform(yard, images_since=started)
 
 
 def test_a_rollback_to_a_release_retention_deleted_is_refused(tmp_path: Path) -> None:
     """Docker 20.10 pulls a digest it pulled once from its content store even after the
     registry deleted the manifest: the platform asks the registry (a HEAD) before it
     deploys, so the rollback is refused and the stage keeps serving what it serves."""
+    started = time.time() - 1
     yard = start_platform(tmp_path / "data", up_args=("--keep-releases", "1"))
     stack = "pruned"
     names: list[str] = []  # this test's names of images on the shared engine
@@ -198,6 +200,6 @@ def test_a_rollback_to_a_release_retention_deleted_is_refused(tmp_path: Path) ->
         check = json.loads(yard.cli("check", stack, "--stage", "dev", "--json").stdout)
         assert (check["release"], check["digest"], check["converged"]) == (2, numbers[2], True)
     finally:
-        stop_platform(yard)
+        stop_platform(yard, images_since=started)
         for name in names:  # the hold, and what the pull named (a registry now gone)
             subprocess.run(["docker", "rmi", name], capture_output=True, timeout=60)
