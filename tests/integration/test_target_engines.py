@@ -297,6 +297,7 @@ def test_a_deploy_to_a_target_that_never_answers_is_refused_within_its_check(
                 assert checked.returncode == 1, checked
                 engine = json.loads(checked.stdout)["engine"]
                 assert "did not answer" in engine, engine
+                assert engine.count(" at tcp://") == 1, engine  # the engine is named once
                 if name == "hangs":
                     call = "(in GET /containers/json, after it answered its ping)"
                     assert call in said, said

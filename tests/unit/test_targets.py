@@ -152,7 +152,10 @@ def test_check_reaches_the_engine_and_the_registry_and_names_what_is_wrong(
     assert post(yard, body)[0] == 201
     found = yard.client.get("/api/v1/targets/eu/check", headers=yard.auth("admin")).json()
     assert found["ok"] is False
-    assert found["engine"].startswith(f"docker engine at unix://{socket}: ")
+    # The engine is named once, with the cause and what to do.
+    assert found["engine"].startswith(f"the Docker engine at unix://{socket} did not answer: ")
+    assert found["engine"].count(str(socket)) == 1
+    assert found["engine"].endswith("; start it (scripts/setup-host does), or set DOCKER_HOST")
     assert found["registry"] == "ok"
     assert (
         yard.client.get("/api/v1/targets/eu/check", headers=yard.auth("viewer")).status_code == 403

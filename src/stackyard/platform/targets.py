@@ -100,6 +100,18 @@ def _view(row: Target) -> TargetView:
     )
 
 
+def _engine_problem(kind: str, endpoint: str | None, exc: StackyardError) -> str:
+    """What ``targets check`` says of an engine it could not use, naming the engine once:
+    an engine's own error names it and where (``the Docker engine at X did not answer:
+    <cause>``); any other gets that prefix. Its hint (what to do) follows."""
+    said = exc.message
+    names_itself = endpoint in said if endpoint else ("engine" in said or "swarm" in said)
+    if not names_itself:
+        where = endpoint or "the platform's own"
+        said = f"{kind} engine at {where}: {said}"
+    return f"{said}; {exc.hint}" if exc.hint else said
+
+
 class TargetService:
     def __init__(
         self,
@@ -126,8 +138,7 @@ class TargetService:
             nodes = self._probe_engine(target.engine, endpoint)
             engine = "ok"
         except StackyardError as exc:
-            where = endpoint or "the platform's own"
-            engine = f"{target.engine} engine at {where}: {exc.message}"
+            engine = _engine_problem(target.engine, endpoint, exc)
         try:
             if self._probe_registry is None:
                 raise UsageError("this platform cannot reach registries")
