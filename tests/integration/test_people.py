@@ -115,6 +115,18 @@ def test_a_team_with_scoped_tokens(yard: RunningPlatform, tmp_path: Path) -> Non
         (e["actor"], e["action"], e["result"], e["via"]) for e in entries if e["status"] == 401
     }
 
+    # From a script (no terminal), removing someone takes --yes: nothing is removed without.
+    unconfirmed = subprocess.run(
+        [*STACKYARD, "users", "remove", "bob"],
+        env=yard.env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert unconfirmed.returncode == 2, unconfirmed.stderr
+    assert "confirm with: stackyard users remove bob --yes" in unconfirmed.stderr
+    assert "bob" in yard.cli("users", "list").stdout
     yard.cli("users", "remove", "admin", "--yes")
     last = as_person(yard, alice, "users", "remove", "alice", "--yes")
     assert last.returncode == 2

@@ -166,8 +166,8 @@ def remove_user(
     json_output: Json = False,
 ) -> None:
     """Remove a person: their tokens stop working at once. The last admin cannot go."""
-    if not yes and sys.stdin.isatty():
-        typer.confirm(f"Remove {name} and revoke every token of theirs?", abort=True)
+    if not yes:
+        _confirm_remove(name)
     removed = ApiClient.discover(settings_for(data_dir)).request("DELETE", f"/api/v1/users/{name}")
     if json_output:
         print_json(removed)
@@ -175,6 +175,18 @@ def remove_user(
     console.print(f"Removed {name}; revoked tokens: {', '.join(removed['revoked']) or 'none'}.")
     if removed["unprotected"]:
         console.print(f"Taken off the lists of protected stages: {removed['unprotected']}")
+
+
+def _confirm_remove(name: str) -> None:
+    """Removing a person revokes their tokens: at a terminal, the user confirms; a script
+    must say --yes (as `stacks delete` does), never remove on its own."""
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"removing {name} revokes every token of theirs, and there is no terminal to "
+            "confirm at",
+            hint=f"confirm with: stackyard users remove {name} --yes",
+        )
+    typer.confirm(f"Remove {name} and revoke every token of theirs?", abort=True)
 
 
 # -- tokens
