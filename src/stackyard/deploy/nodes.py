@@ -102,7 +102,8 @@ class NodeService:
         known = ", ".join(f"{n.id} ({n.address})" for n in nodes) or "none"
         raise NotFoundError(
             f"no node '{ref}' in the cluster (nodes: {known})",
-            hint="name a node by its id, a prefix of it, its address or its host name",
+            hint="name a node by its id, a prefix of it, its address or its host name "
+            "(stackyard nodes lists them)",
         )
 
     def drain(self, ref: str, *, force: bool = False) -> NodeView:

@@ -242,6 +242,11 @@ def test_draining_the_last_node_a_stage_may_use_is_refused_naming_it(
     assert "pinned/dev" in refused.stderr
     assert "--force" in refused.stderr
     assert next(n for n in nodes(yard) if n["address"] == n3.address)["availability"] == "active"
+    # A node the cluster does not have: refused, naming it and how to list the nodes.
+    unknown = yard.cli("nodes", "drain", "no-such-node", check=False)
+    assert unknown.returncode == 1, unknown.stdout + unknown.stderr
+    assert "no node 'no-such-node' in the cluster" in unknown.stderr
+    assert "stackyard nodes lists them" in unknown.stderr
 
 
 def test_a_forced_drain_stops_the_nodes_tasks_at_once_and_the_routes_follow(
