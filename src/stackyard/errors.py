@@ -33,6 +33,11 @@ class StackyardError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def with_hint(self) -> str:
+        """The message and, when there is one, the hint in brackets: for text kept where no
+        hint goes (a run's error, a step's message, a line of a deployment's log)."""
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
 
 class UsageError(StackyardError):
     """Bad input from the user: an invalid file, flag or name. Exit status 2. Permanent."""

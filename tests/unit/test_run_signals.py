@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.engines.fake import FakeEngine
+from stackyard.errors import ComponentError
 from stackyard.pipeline.runs import PipelineService, RunView
 from stackyard.pipeline.runs.plan import StepKind, stage_steps
 from stackyard.pipeline.services import Services, build_services
@@ -101,6 +102,30 @@ def test_an_approval_wakes_the_waiting_run_at_once(yard: Yard) -> None:
     # Approved, it went on to release prod; that fails here (staging has no release record).
     assert "prod approved (approved by alice)" in run_log(run)
     assert run.error.startswith("release of prod failed: ")
+
+
+def test_a_failed_step_keeps_what_to_do_next(yard: Yard, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's error and its step's message are text with no hint line of their own: an
+    error's hint (a target that did not answer: how to check it) goes in brackets."""
+    number = at_prod_gate(yard)
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise ComponentError(
+            "target eu: the Docker engine at tcp://127.0.0.1:1 did not answer",
+            hint="check it: stackyard targets check eu",
+        )
+
+    monkeypatch.setattr(yard.services.releases, "release", unreachable)
+    yard.runs.resume_interrupted()
+    wait_for(lambda: yard.runs.get("app", number), waiting)
+    yard.runs.approve("app", "prod", by="alice")
+    run = wait_for(lambda: yard.runs.get("app", number), ended(RunStatus.FAILED))
+    said = "did not answer (check it: stackyard targets check eu)"
+    assert (
+        run.error
+        == f"release of prod failed: target eu: the Docker engine at tcp://127.0.0.1:1 {said}"
+    )
+    assert said in next(s.message for s in run.steps if s.status is StepStatus.FAILED)
 
 
 def test_a_cancel_wakes_the_waiting_run_at_once(yard: Yard) -> None:

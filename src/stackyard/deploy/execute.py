@@ -246,9 +246,9 @@ class Executor:
         try:
             restored = self.seams.rollback(self.key.stack, self.key.stage, choice.to, choice.source)
         except StackyardError as exc:
-            line = f"rollback to release {choice.to} failed: {exc.message}"
-            self.log.say(line + (f" ({exc.hint})" if exc.hint else ""), log_path)
-            self._add_reason(plan, line)
+            line = f"rollback to release {choice.to} failed: "
+            self.log.say(line + exc.with_hint(), log_path)
+            self._add_reason(plan, line + exc.message)
             if failed is not None:
                 self._notify(notices.deployment_failed(failed, line))
             return
@@ -354,7 +354,7 @@ class Executor:
         try:
             watch = self.seams.engines.follow(recipe.target)
         except StackyardError as exc:  # its target was removed, or its engine cannot be made
-            reason = f"cannot start a task of release {recipe.release}: {exc.message}"
+            reason = f"cannot start a task of release {recipe.release}: {exc.with_hint()}"
             self.log.say(reason, log_path)
             if start.failures_count:
                 result.failures, result.reason = start.count, reason

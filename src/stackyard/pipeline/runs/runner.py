@@ -292,8 +292,8 @@ class Runner:
                 self.stack, action.stage, created_by=self._by(), digest=action.digest
             )
         except StackyardError as exc:
-            reason = f"release of {action.stage} failed: {exc.message}"
-            return self.fail(action.position, exc.message, reason)
+            reason = f"release of {action.stage} failed: {exc.with_hint()}"
+            return self.fail(action.position, exc.with_hint(), reason)
         self.finish_step(
             action.position, StepStatus.SUCCEEDED, number=release.number, message=release.digest
         )
@@ -309,8 +309,8 @@ class Runner:
                 self.stack, action.stage, action.release, trigger=self._by()
             )
         except StackyardError as exc:
-            reason = f"deployment of {action.stage} failed: {exc.message}"
-            return self.fail(action.position, exc.message, reason)
+            reason = f"deployment of {action.stage} failed: {exc.with_hint()}"
+            return self.fail(action.position, exc.with_hint(), reason)
         self.set_step(action.position, number=deployment.number)
         self.note(f"deployment {deployment.number} of {action.stage} started")
         return True
