@@ -361,10 +361,8 @@ def test_release_a_chosen_image_by_commit_digest_or_tag(
     assert refused.returncode == 2, refused.stderr
     assert f"image {old} was never released to staging, the stage before prod" in refused.stderr
     never = yard.cli("release", "chosen", "--stage", "dev", "--commit", "4fe8827", check=False)
-    assert (
-        "no image for commit 4fe8827; build it with stackyard build chosen --commit 4fe8827"
-        in never.stderr
-    )
+    assert "no image for commit 4fe8827: no build of it succeeded" in never.stderr
+    assert "hint: build it: stackyard build chosen --commit 4fe8827" in never.stderr
     absent = yard.cli("release", "chosen", "--stage", "dev", "--digest", "sha256:" + "0" * 64,
                       check=False)  # fmt: skip
     assert f"is not in {yard.registry}/chosen" in absent.stderr

@@ -106,9 +106,8 @@ def test_a_commit_never_built_names_the_build_command(
 ) -> None:
     with pytest.raises(NotFoundError) as refused:
         yard.releases.release(STACK, "dev", choice=ImageChoice("commit", "4fe8827"))
-    assert refused.value.message == (
-        "no image for commit 4fe8827; build it with stackyard build shop --commit 4fe8827"
-    )
+    assert refused.value.message == "no image for commit 4fe8827: no build of it succeeded"
+    assert refused.value.hint == "build it: stackyard build shop --commit 4fe8827"
     assert yard.releases.list(STACK) == []
 
 

@@ -831,8 +831,8 @@ def _build_of_commit(session: Session, stack: Stack, commit: str) -> Build:
     ).all()
     if not builds:
         raise NotFoundError(
-            f"no image for commit {commit}; build it with stackyard build {stack.name} "
-            f"--commit {commit}"
+            f"no image for commit {commit}: no build of it succeeded",
+            hint=f"build it: stackyard build {stack.name} --commit {commit}",
         )
     commits = sorted({build.commit_sha for build in builds})
     if len(commits) > 1:
