@@ -270,7 +270,11 @@ def test_a_deploy_to_a_target_that_never_answers_is_refused_within_its_check(
         ping_only_endpoint(answers=answers) as tasks,
     ):
         yard.cli("targets", "add", "mute", "--docker", mute)
-        yard.cli("targets", "add", "shut", "--docker", closed_endpoint())
+        shut = yard.cli("targets", "add", "shut", "--docker", closed_endpoint())
+        # Stored (an engine may come up later), and said at once, with how to check again.
+        warned = " ".join(shut.stderr.split())
+        assert "warning: the Docker engine at tcp://" in warned, warned
+        assert "check it again: stackyard targets check shut" in warned, warned
         yard.cli("targets", "add", "hangs", "--docker", hangs)
         yard.cli("targets", "add", "tasks", "--swarm", tasks)
         names = ("mute", "shut", "hangs", "tasks")

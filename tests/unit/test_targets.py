@@ -155,7 +155,9 @@ def test_check_reaches_the_engine_and_the_registry_and_names_what_is_wrong(
     # The engine is named once, with the cause and what to do.
     assert found["engine"].startswith(f"the Docker engine at unix://{socket} did not answer: ")
     assert found["engine"].count(str(socket)) == 1
-    assert found["engine"].endswith("; start it (scripts/setup-host does), or set DOCKER_HOST")
+    assert found["engine"].endswith(
+        "; start that engine, or, if the endpoint is wrong, remove the target and add it again"
+    )  # not the platform's own engine's hint (setup-host, DOCKER_HOST)
     assert found["registry"] == "ok"
     assert (
         yard.client.get("/api/v1/targets/eu/check", headers=yard.auth("viewer")).status_code == 403

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from stackyard.cli.client import ApiClient
-from stackyard.cli.output import console, new_table, print_json
+from stackyard.cli.output import console, err_console, new_table, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.errors import UsageError
 
@@ -85,13 +86,22 @@ def add_target(
         "registry": registry,
         "region": region,
     }
-    record = ApiClient.discover(settings_for(data_dir)).request(
-        "POST", "/api/v1/targets", json=body
-    )
+    client = ApiClient.discover(settings_for(data_dir))
+    record = client.request("POST", "/api/v1/targets", json=body)
     if json_output:
         print_json(record)
         return
     _show("added", record)
+    # Stored either way (an engine may be added before it is up), but said at once: the
+    # same check as `targets check`, each call bounded (10 s).
+    checked = client.get(f"/api/v1/targets/{name}/check")
+    for part in ("engine", "registry"):
+        if checked[part] != "ok":
+            err_console.print(
+                f"[yellow]warning:[/] {escape(str(checked[part]))}", highlight=False, soft_wrap=True
+            )
+    if not checked["ok"]:
+        err_console.print(f"check it again: stackyard targets check {name}", highlight=False)
 
 
 @app.command("check")

@@ -109,7 +109,14 @@ def _engine_problem(kind: str, endpoint: str | None, exc: StackyardError) -> str
     if not names_itself:
         where = endpoint or "the platform's own"
         said = f"{kind} engine at {where}: {said}"
-    return f"{said}; {exc.hint}" if exc.hint else said
+    # The engines' hint is about the platform's own engine (setup-host starts it, DOCKER_HOST
+    # points at it); an engine at a target's endpoint is neither.
+    hint = (
+        exc.hint
+        if endpoint is None
+        else ("start that engine, or, if the endpoint is wrong, remove the target and add it again")
+    )
+    return f"{said}; {hint}" if hint else said
 
 
 class TargetService:
