@@ -281,6 +281,26 @@ def test_a_failed_challenge_is_the_reason_and_a_new_attempt_forgets_it() -> None
     assert attempts("b.test", failed).error == ""
 
 
+def test_an_error_of_let_s_encrypt_s_staging_ca_says_where_it_came_from() -> None:
+    """After a failure Caddy retries against Let's Encrypt's staging CA: its errors name
+    staging URLs (CertMagic appends the order and the CA), which the state explains."""
+    staging = "https://acme-staging-v02.api.letsencrypt.org"
+    error = (
+        "[a.test] solving challenges: a.test: no solvers available for remaining challenges "
+        f"(order={staging}/acme/order/123/456) (ca={staging}/directory)"
+    )
+    lines = [
+        _line("acquiring lock", 1.0),
+        _line("could not get certificate from issuer", 1.4, error=error),
+    ]
+    said = attempts("a.test", lines).error
+    assert said.startswith(error)
+    assert said.endswith("once it succeeds there, it asks the CA the platform is set to)")
+    production = error.replace("acme-staging-v02", "acme-v02")
+    lines[1] = _line("could not get certificate from issuer", 1.4, error=production)
+    assert attempts("a.test", lines).error == production  # nothing added
+
+
 def _store(storage: Path, name: str, expires: datetime) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA")])

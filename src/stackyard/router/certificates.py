@@ -107,8 +107,23 @@ def attempts(name: str, lines: Iterable[str]) -> Attempts:
         elif message in _DONE:
             challenge, summary = "", ""
             found.started, found.obtaining = None, False
-    found.error = challenge or summary
+    found.error = _said_of_staging(challenge or summary)
     return found
+
+
+# Let's Encrypt's staging CA: after a failed attempt, Caddy (CertMagic) tries the next
+# ones there first, to spare the production CA's rate limits, so the latest error can be
+# the staging CA's. Said so, lest anyone think the platform is pointed at staging.
+_LE_STAGING = "acme-staging-v02.api.letsencrypt.org"
+_STAGING_NOTE = (
+    " (from Let's Encrypt's staging CA: after a failed attempt Caddy tries there first, to "
+    "spare the production CA's rate limits; once it succeeds there, it asks the CA the "
+    "platform is set to)"
+)
+
+
+def _said_of_staging(error: str) -> str:
+    return error + _STAGING_NOTE if _LE_STAGING in error else error
 
 
 _DONE = frozenset({"certificate obtained successfully", "certificate already exists in storage"})
