@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from stackyard.cli.client import ApiClient
-from stackyard.cli.output import console, err_console, new_table, print_json
+from stackyard.cli.output import console, err_console, escape, new_table, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.errors import UsageError
 
