@@ -373,14 +373,14 @@ class Executor:
             try:
                 env, files = self._task_config(recipe)
             except StackyardError as exc:
-                failed(f"cannot start a task of release {recipe.release}: {exc.message}")
+                failed(f"cannot start a task of release {recipe.release}: {exc.with_hint()}")
                 continue
             node = start.nodes[index] if index < len(start.nodes) else None
             placement = Placement(node=node, constraints=constraints)
             try:
                 specs.append(self._task_spec(recipe, env, files, placement))
             except StackyardError as exc:  # e.g. its target was removed
-                failed(f"cannot start a task of release {recipe.release}: {exc.message}")
+                failed(f"cannot start a task of release {recipe.release}: {exc.with_hint()}")
         if len(specs) > 1:
             engines = [engine] * len(specs)
             outcomes = list(self.seams.starters.map(self._engine_start, engines, specs))
@@ -388,7 +388,7 @@ class Executor:
             outcomes = [self._engine_start(engine, spec) for spec in specs]
         for spec, outcome in zip(specs, outcomes, strict=True):
             if isinstance(outcome, StackyardError):
-                failed(f"task {spec.name} failed to start: {outcome.message}")
+                failed(f"task {spec.name} failed to start: {outcome.with_hint()}")
                 continue
             watch.put(outcome, wake=False)
             if outcome.address is not None:
