@@ -246,9 +246,9 @@ class Executor:
         try:
             restored = self.seams.rollback(self.key.stack, self.key.stage, choice.to, choice.source)
         except StackyardError as exc:
-            line = f"rollback to release {choice.to} failed: "
-            self.log.say(line + exc.with_hint(), log_path)
-            self._add_reason(plan, line + exc.message)
+            line = f"rollback to release {choice.to} failed: {exc.message}"
+            self.log.say(f"rollback to release {choice.to} failed: {exc.with_hint()}", log_path)
+            self._add_reason(plan, line)
             if failed is not None:
                 self._notify(notices.deployment_failed(failed, line))
             return
