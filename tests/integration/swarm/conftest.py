@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -160,3 +161,19 @@ def swarm_cluster() -> Iterator[SwarmCluster]:
             setup_host(0)
         elif len(cluster.nodes) != NODES:
             setup_host(NODES)
+
+
+@pytest.fixture(autouse=True)
+def nodes_answer(request: pytest.FixtureRequest) -> None:
+    """Before each test of the swarm, start again a node that died. Docker 20.10's swarm
+    manager can panic in swarmkit's orchestrator while a service is removed (a nil
+    dereference in ``SetServiceTasksRemove``, moby/swarmkit#3216, fixed after the Debian
+    package's version): one crash should fail at most the test it happened in, not every
+    test after it. A node that a test kills on purpose, the test restores itself."""
+    if "swarm_cluster" not in request.fixturenames:
+        return
+    cluster: SwarmCluster = request.getfixturevalue("swarm_cluster")
+    dead = [name for name, node in cluster.nodes.items() if not answers(node)]
+    if dead:
+        sys.stderr.write(f"swarm node(s) {', '.join(dead)} did not answer: starting them again\n")
+        cluster.restore()
