@@ -78,10 +78,11 @@ def ping_only_endpoint(
 ) -> Iterator[str]:
     """``tcp://HOST:PORT`` of a Docker API that answers ``/_ping``, ``/version`` and
     ``/info`` (a swarm manager's), and holds every other request (``/containers/json``,
-    ``/nodes``, ``/services``, ``/tasks``, an inspect, a stop's POST) without an answer
+    ``/nodes``, ``/services``, ``/tasks``, an inspect, a POST, PUT or DELETE) without an answer
     until it stops: a client then waits for its read timeout. ``answers`` (by the path's
     end, ``tasks`` or ``containers/json``: from EMPTY_LISTINGS) are answered too, as long
     as they are in it: a test that deletes one makes the engine hang on it from then on.
+    A key that starts with a method (``GET services/ID``) is answered to that method only.
     Its threads end when the context does."""
     stopping = threading.Event()
     answers = {} if answers is None else answers
@@ -91,7 +92,8 @@ def ping_only_endpoint(
             path = self.path.split("?", 1)[0]
             answer = _PING_ANSWERS.get(path.rsplit("/", 1)[-1])
             for end, listing in list(answers.items()):
-                if answer is None and path.endswith(f"/{end}"):
+                method, _, end = end.rpartition(" ")  # "GET services/ID": that method's only
+                if answer is None and path.endswith(f"/{end}") and method in ("", self.command):
                     answer = listing
             if answer is None:
                 stopping.wait(120)  # the client gives up first; the stop ends it
@@ -105,7 +107,8 @@ def ping_only_endpoint(
             self.end_headers()
             self.wfile.write(body)
 
-        do_HEAD = do_POST = do_GET  # a stop (POST /containers/…/stop) hangs too
+        # A stop (POST /containers/…/stop), a create, a remove (DELETE) hang too.
+        do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
 
         def log_message(self, format: str, *args: object) -> None:
             return

@@ -8,11 +8,12 @@ locally, so every start() pulls by digest with the login. Traffic goes to 127.0.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -433,6 +434,61 @@ def test_an_inspect_and_a_stop_give_up_on_an_engine_that_never_answers_them_with
                 message = caught.value.message
                 assert "read timeout=1)" in message, message
                 assert message.endswith(f"(in GET /images/{image}/json)"), message
+        finally:
+            engine.close()
+
+
+@pytest.mark.parametrize(
+    ("plugin", "created", "removed", "logged"),
+    [
+        ("docker", "POST /containers/create", "DELETE /containers/{id}", "/containers/{id}/logs"),
+        ("swarm", "POST /services/create", "DELETE /services/{id}", "/services/{id}/logs"),
+    ],
+)
+def test_a_pull_a_create_a_remove_logs_and_events_give_up_on_an_engine_that_never_answers(
+    plugin: str, created: str, removed: str, logged: str
+) -> None:
+    # The calls that waited the client's long timeout (120 s; 30 s here), or for ever (the
+    # event stream: the SDK asks it without a timeout), on an engine that answers its ping
+    # and then holds the call: each gives up within its own bound, naming the engine and
+    # the call. A create and a remove within a change's timeout (1 s here); a pull after
+    # its silence bound (2 s here) without a line of progress; logs read to their end
+    # within a change's timeout; the event stream answers within a listing's timeout,
+    # whatever its window (a task watch opens it on a deploy's way).
+    task_id = "0123456789abcdef" * 4
+    short = task_id[:12]
+    image = f"127.0.0.1:9/app@sha256:{'0' * 64}"
+    spec = make_task_spec(ContractImages(image, image), network_mode="host")
+    # Answered: a swarm's lookup of the service it removes (then its DELETE hangs), and a
+    # docker start's look for its image (there already: the pull then hangs).
+    answers = {f"GET {task_id}": json.dumps({"ID": task_id, "Spec": {"Name": "x"}})}
+    if plugin == "docker":
+        answers["json"] = "{}"
+    with ping_only_endpoint(answers=answers) as endpoint:
+        engine = load("engine", plugin)(
+            endpoint=endpoint, timeout=30, listing_timeout=1, change_timeout=1,
+            **({"pull_silence": 2} if plugin == "docker" else {}),
+        )  # fmt: skip
+        where = endpoint.removeprefix("tcp://")
+
+        def gives_up(call: str, bound: int, action: Callable[[], object]) -> None:
+            started = time.monotonic()
+            with pytest.raises(ComponentError, match="did not answer") as caught:
+                action()
+            message = caught.value.message
+            assert where in message, message
+            assert message.endswith(f"(in {call})"), message
+            assert time.monotonic() - started < bound + 5, message
+
+        try:
+            if plugin == "docker":
+                gives_up("POST /images/create, no progress for 2 s", 2, lambda: engine.start(spec))
+                answers["images/create"] = json.dumps({"status": "Digest: pulled"})
+            gives_up(created, 1, lambda: engine.start(spec))
+            gives_up(removed.format(id=short), 1, lambda: engine.remove(task_id))
+            gives_up(f"GET {logged.format(id=short)}", 1, lambda: list(engine.logs(task_id)))
+            labels = {LABEL_PLATFORM: RUN}
+            gives_up("GET /events", 1, lambda: engine.events(labels, window=60))
         finally:
             engine.close()
 

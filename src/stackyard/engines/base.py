@@ -43,6 +43,16 @@ PING_TIMEOUT = 10
 # long timeout. Measured listings take 7-95 ms (p90 at 300 services, load up to 28: the
 # swarm listing bench in docs/benchmarks.md); 10 s is 100 times that (docs/decisions.md).
 LISTING_TIMEOUT = 10
+# Seconds within which a change the engine makes in one request answers or raises: a
+# container's create, start, file copy and remove, a swarm service's create, scale and
+# remove, a secret's create. Each does some work (a start runs runc, a remove kills and
+# unmounts), so more than a listing's 10 s; a target that accepts and never answers fails
+# the stage's start or stop within it, naming the call, not the client's 60-120 s.
+CHANGE_TIMEOUT = 30
+# Seconds a pull may go without a word from the engine (no progress line) before it is
+# given up: a big image legitimately takes minutes, so the silence is bounded, not the
+# whole pull. 60 s, as Kubernetes' kubelet gives a pull without progress by default.
+PULL_SILENCE = 60
 # Labels on a cluster's nodes: the address its tasks answer on (set by the operator or the
 # platform), and that the platform is moving the node's tasks away (``nodes drain``).
 NODE_LABEL_ADDRESS = "dev.stackyard.address"

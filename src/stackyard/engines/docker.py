@@ -19,13 +19,18 @@ from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 import docker
+import docker.auth
 import docker.errors
+import requests.exceptions
+from docker.utils.json_stream import json_stream
 
 from stackyard.engines.base import (
+    CHANGE_TIMEOUT,
     LABEL_PLATFORM,
     LABEL_PORT,
     LISTING_TIMEOUT,
     PING_TIMEOUT,
+    PULL_SILENCE,
     Address,
     EngineError,
     Health,
@@ -37,7 +42,7 @@ from stackyard.engines.base import (
     TaskState,
     split_digest_reference,
 )
-from stackyard.engines.dockerapi import DockerApiEngine, unreachable_reason
+from stackyard.engines.dockerapi import CALL_ERRORS, DockerApiEngine, engine_url, unreachable_reason
 from stackyard.errors import ComponentError, NotFoundError, StackyardError
 
 _STATES = {
@@ -86,10 +91,19 @@ class DockerEngine(DockerApiEngine):
         timeout: int = 120,
         ping_timeout: int = PING_TIMEOUT,
         listing_timeout: int = LISTING_TIMEOUT,
+        change_timeout: int = CHANGE_TIMEOUT,
+        pull_silence: int = PULL_SILENCE,
         task_host: str = "127.0.0.1",
     ) -> None:
         # ``endpoint`` is the platform's engine endpoint setting (``--engine-endpoint``).
-        super().__init__(base_url or endpoint, timeout, ping_timeout, listing_timeout)
+        super().__init__(
+            base_url or endpoint,
+            timeout,
+            ping_timeout,
+            listing_timeout,
+            change_timeout,
+            pull_silence,
+        )
         # Where this engine's tasks answer: they bind (host networking) or are published
         # (bridge networking) on the engine's loopback.
         self._task_host = task_host
@@ -110,23 +124,26 @@ class DockerEngine(DockerApiEngine):
     def has_bridge_network(self) -> bool:
         """The engine's ``bridge`` network exists (dockerd without ``--bridge=none``)."""
         try:
-            self._api().inspect_network("bridge")
+            self._listing_api().inspect_network("bridge")
         except docker.errors.NotFound:
             return False
-        except (docker.errors.DockerException, OSError) as exc:
-            raise self._refused("cannot look up the engine's bridge network", exc) from exc
+        except CALL_ERRORS as exc:
+            what = "cannot look up the engine's bridge network"
+            raise self._refused_in("GET /networks/bridge", what, exc) from exc
         return True
 
     def start(self, spec: TaskSpec) -> TaskInfo:
         repository, digest = split_digest_reference(spec.image)
         self._ensure_image(spec, repository, digest)
         container_id = self._create(spec)
+        call = f"PUT /containers/{container_id[:12]}/archive"  # the task's files
         try:
             self._put_files(container_id, spec)
-            self._api().start(container_id)
-        except (docker.errors.DockerException, OSError) as exc:
+            call = f"POST /containers/{container_id[:12]}/start"
+            self._change_api().start(container_id)
+        except CALL_ERRORS as exc:
             self._discard(container_id, spec.name)
-            raise self._refused(f"task {spec.name} failed to start", exc) from exc
+            raise self._refused_in(call, f"task {spec.name} failed to start", exc) from exc
         except StackyardError:
             self._discard(container_id, spec.name)
             raise
@@ -172,19 +189,24 @@ class DockerEngine(DockerApiEngine):
 
     def remove(self, task_id: str) -> None:
         try:
-            self._api().remove_container(task_id, force=True, v=True)
+            self._change_api().remove_container(task_id, force=True, v=True)
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:
             if exc.status_code == 409 and "already in progress" in str(exc.explanation):
                 return
             raise self._refused(f"cannot remove task {task_id}", exc) from exc
-        except (docker.errors.DockerException, OSError) as exc:
-            raise self._refused(f"cannot remove task {task_id}", exc) from exc
+        except CALL_ERRORS as exc:
+            call = f"DELETE /containers/{task_id[:12]}"
+            raise self._refused_in(call, f"cannot remove task {task_id}", exc) from exc
 
     def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
-        chunks = self._call(
-            self._api().logs,
+        # Followed, a log may say nothing for minutes (the long client); read to its end,
+        # each read answers within a change's timeout.
+        api = self._api() if follow else self._change_api()
+        chunks = self._listed(
+            f"GET {self._logs_path(task_id)}",
+            api.logs,
             task_id,
             stdout=True,
             stderr=True,
@@ -206,9 +228,7 @@ class DockerEngine(DockerApiEngine):
         # "since" now: without it the engine first replays its buffer of past events.
         now = time.time()
         since, until = f"{now:.6f}", math.ceil(now + max(1.0, window))
-        stream = self._call(
-            self._api().events, since=since, until=until, filters=filters, decode=True
-        )
+        stream = self._event_stream(filters, since, until, window)
         return TaskEvents(self._task_events(stream), stream.close)
 
     def _task_events(self, stream: Iterator[Mapping[str, Any]]) -> Iterator[TaskEvent]:
@@ -217,7 +237,7 @@ class DockerEngine(DockerApiEngine):
                 event = _task_event(message)
                 if event is not None:
                     yield event
-        except (docker.errors.DockerException, ValueError) as exc:
+        except (*CALL_ERRORS, ValueError) as exc:
             raise EngineError(f"the Docker engine's event stream broke: {exc}") from exc
 
     # -- steps of start -----------------------------------------------------------------------
@@ -256,10 +276,7 @@ class DockerEngine(DockerApiEngine):
                 "serveraddress": spec.login.registry,
             }
         try:
-            stream = self._api().pull(
-                repository, tag=digest, auth_config=auth, stream=True, decode=True
-            )
-            for chunk in stream:
+            for chunk in self._pull_progress(repository, digest, auth):
                 if "error" in chunk:
                     raise EngineError(
                         f"cannot pull {spec.image} for task {spec.name}: {chunk['error']}",
@@ -276,18 +293,46 @@ class DockerEngine(DockerApiEngine):
                 f"cannot pull {spec.image} for task {spec.name}: {exc.explanation or exc}",
                 hint="is the registry up, and is the task's registry login right?",
             ) from exc
-        except (docker.errors.DockerException, OSError) as exc:
-            raise self._refused(f"cannot pull {spec.image} for task {spec.name}", exc) from exc
+        except CALL_ERRORS as exc:
+            call = f"POST /images/create, no progress for {self._pull_silence} s"
+            what = f"cannot pull {spec.image} for task {spec.name}"
+            raise self._refused_in(call, what, exc) from exc
+
+    def _pull_progress(
+        self, repository: str, digest: str, auth: Mapping[str, str] | None
+    ) -> Iterator[Mapping[str, Any]]:
+        """``POST /images/create``'s progress lines, decoded. Not the SDK's pull, which
+        waits for ever (no timeout): each read here answers within the pull's silence
+        bound, so a pull may take as long as it makes progress, and one the engine says
+        nothing of for that long is given up."""
+        api = self._api()
+        headers = {"X-Registry-Auth": docker.auth.encode_header(dict(auth))} if auth else {}
+        response = api.post(
+            engine_url(api, "/images/create"),
+            params={"fromImage": repository, "tag": digest},
+            headers=headers,
+            stream=True,
+            timeout=self._pull_silence,
+        )
+        try:
+            try:
+                response.raise_for_status()
+            except requests.exceptions.HTTPError as exc:
+                docker.errors.create_api_error_from_http_exception(exc)  # raises its APIError
+            yield from json_stream(response.iter_content(chunk_size=None))
+        finally:
+            response.close()
 
     def _create(self, spec: TaskSpec) -> str:
-        api = self._api()
+        api = self._change_api()
         arguments, host_options = container_arguments(spec)
         try:
             created = api.create_container(
                 spec.image, **arguments, host_config=api.create_host_config(**host_options)
             )
-        except (docker.errors.DockerException, OSError) as exc:
-            raise self._refused(f"cannot create task {spec.name} from {spec.image}", exc) from exc
+        except CALL_ERRORS as exc:
+            what = f"cannot create task {spec.name} from {spec.image}"
+            raise self._refused_in("POST /containers/create", what, exc) from exc
         return str(created["Id"])
 
     def _put_files(self, container_id: str, spec: TaskSpec) -> None:
@@ -305,7 +350,7 @@ class DockerEngine(DockerApiEngine):
         for root in path.parents:
             try:
                 archive = _tar(path, root, content, owner)
-                self._api().put_archive(container_id, str(root), archive)
+                self._change_api().put_archive(container_id, str(root), archive)
                 return
             except docker.errors.NotFound:
                 continue
@@ -314,7 +359,12 @@ class DockerEngine(DockerApiEngine):
     def _task_user(self, container_id: str, name: str) -> tuple[int, int]:
         """The uid and gid the task runs as (the image's USER), so its files are its own:
         mode 0600 and root's would be unreadable to an app that is not root."""
-        attrs = self._call(self._api().inspect_container, container_id, missing=f"task {name}")
+        attrs = self._listed(
+            f"GET /containers/{container_id[:12]}/json",
+            self._listing_api().inspect_container,
+            container_id,
+            missing=f"task {name}",
+        )
         user = str((attrs.get("Config") or {}).get("User") or "")
         if not user:
             return 0, 0
@@ -336,7 +386,7 @@ class DockerEngine(DockerApiEngine):
     def _read_file(self, container_id: str, path: str) -> str:
         """A small text file from the container's filesystem ('' when it has none)."""
         try:
-            chunks, _ = self._api().get_archive(container_id, path)
+            chunks, _ = self._change_api().get_archive(container_id, path)
             with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
                 member = next((m for m in archive.getmembers() if m.isfile()), None)
                 handle = archive.extractfile(member) if member is not None else None
@@ -346,11 +396,13 @@ class DockerEngine(DockerApiEngine):
 
     def _discard(self, container_id: str, name: str) -> None:
         try:
-            self._api().remove_container(container_id, force=True, v=True)
+            self._change_api().remove_container(container_id, force=True, v=True)
         except docker.errors.NotFound:
             return
-        except (docker.errors.DockerException, OSError) as exc:
-            raise self._refused(f"task {name} failed to start; removing it failed", exc) from exc
+        except CALL_ERRORS as exc:
+            call = f"DELETE /containers/{container_id[:12]}"
+            what = f"task {name} failed to start; removing it failed"
+            raise self._refused_in(call, what, exc) from exc
 
     # -- plumbing -----------------------------------------------------------------------------
 

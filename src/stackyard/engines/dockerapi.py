@@ -8,22 +8,37 @@ SDK is imported only in these three modules.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import docker
 import docker.errors
+import urllib3.exceptions
+from docker.types import CancellableStream
+from docker.utils.json_stream import json_stream
 
-from stackyard.engines.base import LISTING_TIMEOUT, PING_TIMEOUT, Engine, EngineError
+from stackyard.engines.base import (
+    CHANGE_TIMEOUT,
+    LISTING_TIMEOUT,
+    PING_TIMEOUT,
+    PULL_SILENCE,
+    Engine,
+    EngineError,
+)
 from stackyard.errors import ComponentError, NotFoundError, StackyardError
 
+# What a call through the SDK raises when it did not work: the SDK's errors, requests' (an
+# OSError), and urllib3's that a streamed answer's read lets through (a read timeout).
+CALL_ERRORS = (docker.errors.DockerException, OSError, urllib3.exceptions.HTTPError)
 # The SDK's (requests', urllib3's) wording of a failed connection, innermost cause last.
 _REASONS = (
     re.compile(r"Failed to establish a new connection: (\[Errno \d+\] [^\"')]+)"),
     re.compile(r"(Read timed out\.? \(read timeout=[^)]*\))"),
+    re.compile(r"(Read timed out\.?)"),  # a streamed answer's (a pull's): no bound given
     re.compile(r"(?:FileNotFound|ConnectionRefused|PermissionError)\w*\((\d+), '([^']*)'\)"),
 )
 
@@ -55,37 +70,51 @@ class DockerApiEngine(Engine):
         timeout: int,
         ping_timeout: int = PING_TIMEOUT,
         listing_timeout: int = LISTING_TIMEOUT,
+        change_timeout: int = CHANGE_TIMEOUT,
+        pull_silence: int = PULL_SILENCE,
     ) -> None:
         self._base_url = base_url
         self._timeout = timeout
         self._ping_timeout = ping_timeout
         self._listing_timeout = listing_timeout
-        self._client: docker.DockerClient | None = None
-        self._lister: docker.DockerClient | None = None  # the listings' (listing_timeout)
+        self._change_timeout = change_timeout
+        self._pull_silence = pull_silence
+        # One client per timeout (seconds within which each of its reads answers), made
+        # when first used: the long one, the listings', the changes'. A pull and the event
+        # stream go on the long one's connections with a bound of their own per request.
+        self._clients: dict[int, docker.DockerClient] = {}
         self._client_lock = threading.Lock()
 
     def close(self) -> None:
         with self._client_lock:
-            for client in (self._client, self._lister):
-                if client is not None:
-                    client.close()
-            self._client = self._lister = None
+            for client in self._clients.values():
+                client.close()
+            self._clients = {}
+
+    def _client_api(self, timeout: int) -> Any:
+        with self._client_lock:
+            client = self._clients.get(timeout)
+            if client is None:
+                client = self._clients[timeout] = self._new_client(timeout)
+            return client.api
 
     def _api(self) -> Any:
-        with self._client_lock:
-            if self._client is None:
-                self._client = self._new_client(self._timeout)
-            return self._client.api
+        """The long timeout's client: a log that is followed (a task may say nothing for
+        minutes), a swarm's event stream."""
+        return self._client_api(self._timeout)
 
     def _listing_api(self) -> Any:
         """The client of listings (``list``, ``nodes``, ``node_use``, a swarm watch's poll):
         every call answers within ``listing_timeout`` seconds or raises, so a task watch's
         tick on an engine that stopped answering fails soon instead of holding its thread
         for the long timeout (made for pulls and stops)."""
-        with self._client_lock:
-            if self._lister is None:
-                self._lister = self._new_client(self._listing_timeout)
-            return self._lister.api
+        return self._client_api(self._listing_timeout)
+
+    def _change_api(self) -> Any:
+        """The client of changes made in one request (a create, a start, a remove): each
+        answers within ``change_timeout`` seconds or raises, so a stage's start or stop on
+        an engine that stopped answering fails soon, naming the call."""
+        return self._client_api(self._change_timeout)
 
     @contextmanager
     def _quick(self) -> Iterator[Any]:
@@ -117,7 +146,7 @@ class DockerApiEngine(Engine):
             if missing is None:
                 raise self._refused(f"{self._who} refused", exc) from exc
             raise NotFoundError(f"{missing} does not exist (any more)") from exc
-        except (docker.errors.DockerException, OSError) as exc:
+        except CALL_ERRORS as exc:
             raise self._refused(f"{self._who} refused", exc) from exc
 
     def _answers(self, call: str, method: Callable[..., Any], **kwargs: Any) -> None:
@@ -141,6 +170,36 @@ class DockerApiEngine(Engine):
         error = self._refused(what, exc)
         return _in(call, error) if isinstance(error, ComponentError) else error
 
+    def _event_stream(
+        self, filters: Mapping[str, list[str]], since: str, until: int, window: float
+    ) -> CancellableStream:
+        """``GET /events`` from ``since`` to ``until`` (the engine ends the stream then), its
+        messages decoded. The SDK's own waits for ever (no timeout), and a task watch opens
+        it on a deploy's way (the target's first follow): here the engine answers within a
+        listing's timeout (it answers at once, before any event), or the call fails naming
+        it; then each read within the window and a listing's timeout (the stream is quiet
+        while nothing happens), so a stream the engine stops feeding ends (the watch lists
+        again)."""
+        api = self._api()
+        params = {"since": since, "until": until, "filters": json.dumps(dict(filters))}
+        try:
+            response = api.get(
+                engine_url(api, "/events"),
+                params=params,
+                stream=True,
+                timeout=self._listing_timeout,
+            )
+            if response.status_code >= 400:
+                raise docker.errors.APIError(
+                    f"{response.status_code} {response.reason}",
+                    response=response,
+                    explanation=response.text,
+                )
+        except CALL_ERRORS as exc:
+            raise self._refused_in("GET /events", f"{self._who} refused its events", exc) from exc
+        _reads_within(response, max(1.0, window) + self._listing_timeout)
+        return CancellableStream(json_stream(response.iter_content(chunk_size=None)), response)
+
     def _lines(self, chunks: Iterator[bytes], task_id: str) -> Iterator[str]:
         pending = b""
         try:
@@ -149,10 +208,14 @@ class DockerApiEngine(Engine):
                 *complete, pending = pending.split(b"\n")
                 for line in complete:
                     yield line.decode("utf-8", errors="replace").rstrip("\r")
-        except (docker.errors.DockerException, OSError) as exc:
-            raise self._refused(f"cannot read the logs of task {task_id}", exc) from exc
+        except CALL_ERRORS as exc:
+            what = f"cannot read the logs of task {task_id}"
+            raise self._refused_in(f"GET {self._logs_path(task_id)}", what, exc) from exc
         if pending:
             yield pending.decode("utf-8", errors="replace").rstrip("\r")
+
+    def _logs_path(self, task_id: str) -> str:
+        return f"/containers/{task_id[:12]}/logs"
 
     def _refused(self, what: str, exc: Exception) -> StackyardError:
         if isinstance(exc, docker.errors.APIError):
@@ -167,6 +230,20 @@ class DockerApiEngine(Engine):
 
     def _unreachable(self, exc: Exception) -> ComponentError:
         raise NotImplementedError
+
+
+def _reads_within(response: Any, seconds: float) -> None:
+    """The rest of a streamed answer (its headers read) read with ``seconds`` per read:
+    requests has one read timeout for the headers and the body, set on the socket, which
+    urllib3 exposes as the response's connection's. Left as it is when there is none."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
+def engine_url(api: Any, path: str) -> str:
+    """The engine's URL of ``path`` (``/events``), at the API version the client speaks."""
+    return f"{api.base_url}/v{api.api_version}{path}"
 
 
 def _in(call: str, exc: ComponentError) -> ComponentError:

@@ -32,6 +32,7 @@ import docker.auth
 import docker.errors
 
 from stackyard.engines.base import (
+    CHANGE_TIMEOUT,
     LABEL_PLATFORM,
     LABEL_PORT,
     LISTING_TIMEOUT,
@@ -54,7 +55,7 @@ from stackyard.engines.base import (
     owner_of,
     split_digest_reference,
 )
-from stackyard.engines.dockerapi import DockerApiEngine, unreachable_reason
+from stackyard.engines.dockerapi import CALL_ERRORS, DockerApiEngine, engine_url, unreachable_reason
 from stackyard.errors import ComponentError, NotFoundError, StackyardError, UsageError
 
 log = logging.getLogger(__name__)
@@ -153,12 +154,13 @@ class SwarmEngine(DockerApiEngine):
         timeout: int = 60,
         ping_timeout: int = PING_TIMEOUT,
         listing_timeout: int = LISTING_TIMEOUT,
+        change_timeout: int = CHANGE_TIMEOUT,
         poll: float = 1.0,
         stop_margin: float = 20.0,
         start_timeout: float = 300.0,
         placement_wait: float = 30.0,
     ) -> None:
-        super().__init__(endpoint, timeout, ping_timeout, listing_timeout)
+        super().__init__(endpoint, timeout, ping_timeout, listing_timeout, change_timeout)
         # How often the event stream lists the tasks: Swarm has events for services and
         # nodes, not for the state of their tasks (a task that exits on a worker).
         self._poll = poll
@@ -350,22 +352,31 @@ class SwarmEngine(DockerApiEngine):
         )
 
     def remove(self, task_id: str) -> None:
-        api = self._api()
+        call = f"GET /services/{task_id[:12]}"
         try:
-            service = api.inspect_service(task_id)
-            api.remove_service(task_id)
+            service = self._listing_api().inspect_service(task_id)
+            call = f"DELETE /services/{task_id[:12]}"
+            self._change_api().remove_service(task_id)
         except docker.errors.NotFound:
             return
-        except (docker.errors.DockerException, OSError) as exc:
-            raise self._refused(f"cannot remove task {task_id}", exc) from exc
+        except CALL_ERRORS as exc:
+            raise self._refused_in(call, f"cannot remove task {task_id}", exc) from exc
         with self._ended_lock:
             self._ended.pop(str(service["ID"]), None)
         self._remove_secrets(str(service["Spec"]["Name"]))
 
     def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
-        api = self._api()
-        self._call(api.inspect_service, task_id, missing=f"task {task_id}")
-        chunks = self._call(
+        self._listed(
+            f"GET /services/{task_id[:12]}",
+            self._listing_api().inspect_service,
+            task_id,
+            missing=f"task {task_id}",
+        )
+        # Followed, a log may say nothing for minutes (the long client); read to its end,
+        # each read answers within a change's timeout.
+        api = self._api() if follow else self._change_api()
+        chunks = self._listed(
+            f"GET {self._logs_path(task_id)}",
             api.service_logs,
             task_id,
             stdout=True,
@@ -383,12 +394,11 @@ class SwarmEngine(DockerApiEngine):
         TaskEvent, from the moment this returns, for ``window`` seconds."""
         follower = _Follower(self, dict(labels), self._poll)
         now = time.time()
-        stream = self._call(
-            self._api().events,
-            since=f"{now:.6f}",
-            until=math.ceil(now + max(1.0, window)),
-            filters={"type": ["service", "node"]},
-            decode=True,
+        stream = self._event_stream(
+            {"type": ["service", "node"]},
+            f"{now:.6f}",
+            math.ceil(now + max(1.0, window)),
+            window,
         )
         try:
             follower.start(stream, time.monotonic() + max(1.0, window))
@@ -417,7 +427,7 @@ class SwarmEngine(DockerApiEngine):
         availability: Availability | None = None,
         labels: Mapping[str, str | None] | None = None,
     ) -> NodeInfo:
-        api = self._api()
+        api, changes = self._listing_api(), self._change_api()
         for attempt in range(3):
             node = self._call(api.inspect_node, node_id, missing=f"node {node_id}")
             spec = dict(node.get("Spec") or {})
@@ -431,14 +441,15 @@ class SwarmEngine(DockerApiEngine):
                     merged[key] = value
             spec["Labels"] = merged
             try:
-                api.update_node(node["ID"], node["Version"]["Index"], spec)
+                changes.update_node(node["ID"], node["Version"]["Index"], spec)
                 break
             except docker.errors.APIError as exc:
                 if "out of sequence" in str(exc.explanation) and attempt < 2:
                     continue  # changed meanwhile: read it again
                 raise self._refused(f"cannot change node {node_id}", exc) from exc
-            except (docker.errors.DockerException, OSError) as exc:
-                raise self._refused(f"cannot change node {node_id}", exc) from exc
+            except CALL_ERRORS as exc:
+                call = f"POST /nodes/{node_id[:12]}/update"
+                raise self._refused_in(call, f"cannot change node {node_id}", exc) from exc
         return _node_info(self._call(api.inspect_node, node_id, missing=f"node {node_id}"))
 
     # -- steps --------------------------------------------------------------------------------
@@ -457,7 +468,7 @@ class SwarmEngine(DockerApiEngine):
     def _create_secrets(self, spec: TaskSpec) -> dict[str, str]:
         """One Swarm secret per file of the task (its env file): Swarm mounts it at its
         path with mode 0600, so no file is ever written on a node by hand."""
-        api = self._api()
+        api = self._change_api()
         made: dict[str, str] = {}
         for index, (path, content) in enumerate(spec.files.items()):
             labels = {LABEL_TASK: spec.name, LABEL_PLATFORM: spec.labels.get(LABEL_PLATFORM, "")}
@@ -465,21 +476,22 @@ class SwarmEngine(DockerApiEngine):
                 created = api.create_secret(
                     _secret_name(spec.name, index), content.encode("utf-8"), labels=labels
                 )
-            except (docker.errors.DockerException, OSError) as exc:
+            except CALL_ERRORS as exc:
                 self._remove_secrets(spec.name)
-                raise self._refused(f"task {spec.name}: cannot store its file {path}", exc) from exc
+                what = f"task {spec.name}: cannot store its file {path}"
+                raise self._refused_in("POST /secrets/create", what, exc) from exc
             made[path] = str(created["ID"])
         return made
 
     def _remove_secrets(self, task_name: str) -> None:
-        api = self._api()
+        api = self._change_api()
         try:
             for secret in api.secrets(filters={"label": f"{LABEL_TASK}={task_name}"}):
                 try:
                     api.remove_secret(secret["ID"])
                 except docker.errors.NotFound:
                     continue
-        except (docker.errors.DockerException, OSError) as exc:
+        except CALL_ERRORS as exc:
             # The service is gone; a secret left behind holds no task. Say so, go on.
             log.warning("task %s: could not remove its secrets: %s", task_name, exc)
 
@@ -498,8 +510,9 @@ class SwarmEngine(DockerApiEngine):
         return {"X-Registry-Auth": encoded.decode("ascii")}
 
     def _scale(self, service: Mapping[str, Any], replicas: int) -> None:
-        api = self._api()
+        api = self._change_api()
         for attempt in range(3):
+            call = f"POST /services/{str(service['ID'])[:12]}/update"
             try:
                 api.update_service(
                     service["ID"],
@@ -512,22 +525,31 @@ class SwarmEngine(DockerApiEngine):
                 return
             except docker.errors.APIError as exc:
                 if "out of sequence" in str(exc.explanation) and attempt < 2:
-                    service = self._call(api.inspect_service, service["ID"])
+                    service = self._listed(
+                        f"GET /services/{str(service['ID'])[:12]}",
+                        self._listing_api().inspect_service,
+                        service["ID"],
+                    )
                     continue
                 raise self._refused(f"cannot stop task {service['ID']}", exc) from exc
-            except (docker.errors.DockerException, OSError) as exc:
-                raise self._refused(f"cannot stop task {service['ID']}", exc) from exc
+            except CALL_ERRORS as exc:
+                raise self._refused_in(call, f"cannot stop task {service['ID']}", exc) from exc
 
     # -- plumbing -----------------------------------------------------------------------------
 
     def _post(self, path: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Any:
         """A POST with headers of our own (the SDK's create_service reads the login from a
         config file; the task's login is passed here instead)."""
-        api = self._api()
-        url = f"{api.base_url}/v{api.api_version}{path}"
+        api = self._change_api()
+        url = engine_url(api, path)
         try:
+            # requests' own post: the client's timeout is the SDK's to pass, so pass it here
+            # (without one it waited for ever on a manager that never answered).
             response = api.post(
-                url, data=json.dumps(body), headers={"Content-Type": "application/json", **headers}
+                url,
+                data=json.dumps(body),
+                headers={"Content-Type": "application/json", **headers},
+                timeout=self._change_timeout,
             )
             if response.status_code >= 400:
                 raise docker.errors.APIError(
@@ -543,8 +565,12 @@ class SwarmEngine(DockerApiEngine):
                     f"({exc.explanation or exc})"
                 ) from exc
             raise self._refused(f"cannot create task {body.get('Name')}", exc) from exc
-        except (docker.errors.DockerException, OSError, ValueError) as exc:
-            raise self._refused(f"cannot create task {body.get('Name')}", exc) from exc
+        except (*CALL_ERRORS, ValueError) as exc:
+            what = f"cannot create task {body.get('Name')}"
+            raise self._refused_in(f"POST {path}", what, exc) from exc
+
+    def _logs_path(self, task_id: str) -> str:
+        return f"/services/{task_id[:12]}/logs"
 
     def _explained(self, what: str, explanation: str) -> StackyardError:
         if _NOT_A_MANAGER in explanation:
@@ -889,7 +915,7 @@ class _Follower:
         try:
             for message in self._stream:
                 self._pokes.put(str(message.get("Type", "")))
-        except (docker.errors.DockerException, OSError, ValueError) as exc:
+        except (*CALL_ERRORS, ValueError) as exc:
             if not self._closed.is_set():
                 log.warning("swarm event stream broke: %s; listing goes on", exc)
 
