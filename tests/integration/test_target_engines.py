@@ -315,6 +315,60 @@ def test_a_deploy_to_a_target_that_never_answers_is_refused_within_its_check(
                 yard.cli("targets", "remove", name)
 
 
+def test_a_stage_on_a_target_that_hangs_after_its_check_fails_naming_it_while_others_deploy(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    # stalls: a Docker engine that answers its ping and its containers' listing (the
+    # deploy's check passes: the deployment is recorded and its stage's loop starts a
+    # task), and then never answers anything else, from a start's look for its image on.
+    # Each start gives up within its bound (10 s), the deployment fails at its circuit
+    # breaker naming the target and the call; meanwhile dev, on local, deploys: the
+    # controller runs each stage's loop on its own thread, not behind the one that waits.
+    answers = {"containers/json": EMPTY_LISTINGS["containers/json"]}
+    with ping_only_endpoint(answers=answers) as stalls:
+        yard.cli("targets", "add", "stalls", "--docker", stalls)
+        repo = GitRepo.from_example("hello", tmp_path / "stuck")
+        repo.write("stackyard.yml", f"stages:\n  - name: dev\n{FAST}"
+                   f"  - name: far\n    target: stalls\n{FAST}")  # fmt: skip
+        repo.commit("dev here, far on a target that hangs")
+        yard.cli("stacks", "create", "stuck", "--repo", str(repo.path))
+        try:
+            yard.cli("build", "stuck", timeout=300)
+            for stage in ("dev", "far"):
+                yard.cli("release", "stuck", "--stage", stage)
+            asked = time.monotonic()
+            yard.cli("deploy", "stuck", "--stage", "far", "--detach", timeout=60)
+            yard.cli("deploy", "stuck", "--stage", "dev", "--detach", timeout=60)
+            dev = _deployment_ended(yard, "stuck", "dev")
+            assert dev["status"] == "COMPLETED", dev
+            (far,) = _deployments(yard, "stuck", "far")
+            assert far["status"] not in ("COMPLETED", "FAILED"), far  # still on its way
+            far = _deployment_ended(yard, "stuck", "far")
+            took = time.monotonic() - asked
+            assert far["status"] == "FAILED", far
+            said = " ".join(str(far["reason"]).split())
+            assert f"target stalls: the Docker engine at {stalls} did not answer" in said, said
+            assert "(in GET /events)" in said, said  # the watch's first call after the check
+            assert took < 120, took  # three starts, each within its 10 s
+        finally:
+            yard.cli("stacks", "delete", "stuck", "--yes")
+            yard.cli("targets", "remove", "stalls")
+
+
+def _deployments(yard: RunningPlatform, stack: str, stage: str) -> list[dict[str, Any]]:
+    return list(json.loads(yard.cli("deployments", stack, "--stage", stage, "--json").stdout))
+
+
+def _deployment_ended(yard: RunningPlatform, stack: str, stage: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        (found,) = _deployments(yard, stack, stage)
+        if found["status"] in ("COMPLETED", "FAILED"):
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"the deployment of {stack}/{stage} did not end")
+
+
 def _platform_log(yard: RunningPlatform) -> str:
     return (yard.data_dir / "logs" / "platform.log").read_text(errors="replace")
 

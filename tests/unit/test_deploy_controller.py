@@ -660,6 +660,24 @@ def test_an_unreachable_target_holds_up_only_its_stage_and_names_the_target(yard
     assert len(eu_engine.task_ids) == 1
 
 
+def test_a_task_that_cannot_start_on_a_target_fails_its_deployment_naming_the_target(
+    yard: Yard,
+) -> None:
+    # The engine's error names the engine's address and the call; the stage's reason
+    # says which target that is, and how to check it (as the watch's problems do).
+    eu_engine = yard.target_engines["eu"] = FakeEngine(yard.clock)
+    yard.controller.targets = lambda name: TargetPlace(name, builtin=False)
+    hung = "the Docker engine at tcp://10.0.0.5:2376 did not answer (in POST /containers/create)"
+    eu_engine.behave(V1, start_error=hung)
+    number = yard.deploy(yard.release(V1, target="eu"))
+    yard.run_until(lambda: yard.status(number) == "FAILED")
+    row = yard.deployment(number)
+    assert "failed to start: target eu: " in row.reason, row.reason
+    assert hung in row.reason, row.reason
+    assert "(check it: stackyard targets check eu)" in row.reason, row.reason
+    assert yard.engine.calls_to("start") == []
+
+
 def test_a_stage_on_a_target_that_is_gone_fails_its_deployment_naming_it(yard: Yard) -> None:
     yard.engine.behave(V1, healthy=True)
     number = yard.deploy(yard.release(V1, target="us"))

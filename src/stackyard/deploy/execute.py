@@ -41,7 +41,7 @@ from stackyard.deploy.health import ProbeScheduler
 from stackyard.deploy.imagecheck import ImageAnswer
 from stackyard.deploy.keys import StageKey
 from stackyard.deploy.portpool import TaskPorts
-from stackyard.deploy.targetengines import TargetEngines
+from stackyard.deploy.targetengines import TargetEngines, on_target
 from stackyard.engines.base import (
     LABEL_DEPLOYMENT,
     LABEL_PLATFORM,
@@ -387,8 +387,9 @@ class Executor:
         else:
             outcomes = [self._engine_start(engine, spec) for spec in specs]
         for spec, outcome in zip(specs, outcomes, strict=True):
-            if isinstance(outcome, StackyardError):
-                failed(f"task {spec.name} failed to start: {outcome.with_hint()}")
+            if isinstance(outcome, StackyardError):  # named by its target, and how to check it
+                error = on_target(recipe.target, outcome)
+                failed(f"task {spec.name} failed to start: {error.with_hint()}")
                 continue
             watch.put(outcome, wake=False)
             if outcome.address is not None:
