@@ -29,6 +29,7 @@ from stackyard.engines.base import (
     LABEL_PLATFORM,
     Engine,
     EngineError,
+    EngineUnreachable,
     Health,
     TaskEventKind,
     TaskSpec,
@@ -337,11 +338,15 @@ def test_an_unreachable_engine_is_a_component_error() -> None:
     assert caught.value.hint is not None
     assert "DOCKER_HOST" in caught.value.hint
     assert caught.value.message.endswith("did not answer: [Errno 2] No such file or directory")
-    with pytest.raises(ComponentError, match="did not answer"):
+    # Where it asked is data too (targets check names the engine once by it).
+    assert isinstance(caught.value, EngineUnreachable)
+    assert caught.value.endpoint == "unix:///nonexistent.sock"
+    with pytest.raises(EngineUnreachable, match="did not answer") as listed:
         engine.list({LABEL_PLATFORM: RUN})
+    assert listed.value.endpoint == "unix:///nonexistent.sock"
     with pytest.raises(ComponentError, match="did not answer"):
         engine.events({LABEL_PLATFORM: RUN}, window=1)
-    del caught
+    del caught, listed
     gc.collect()  # let the leaked sockets go while the warning is ignored
 
 

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from stackyard.engines.base import EngineMisfit, EngineUnreachable
+from stackyard.errors import ComponentError, StackyardError, UsageError
+from stackyard.platform.targets import TargetAdd, TargetService
 from stackyard.store.models import Build, OutsideRegistry, Release, Stack
 from tests.access_yard import AccessYard, access_yard
 
@@ -163,6 +166,49 @@ def test_check_reaches_the_engine_and_the_registry_and_names_what_is_wrong(
         yard.client.get("/api/v1/targets/eu/check", headers=yard.auth("viewer")).status_code == 403
     )
     gc.collect()  # the SDK's dropped socket is reported here, inside this test
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        # An engine's own error carries where it asked: named once, as it said it.
+        (
+            EngineUnreachable(
+                "the swarm manager at tcp://127.0.0.1:9 did not answer: timed out",
+                endpoint="tcp://127.0.0.1:9",
+            ),
+            "the swarm manager at tcp://127.0.0.1:9 did not answer: timed out",
+        ),
+        (
+            EngineMisfit(
+                "the Docker engine at tcp://127.0.0.1:9 is a swarm worker, not a swarm manager",
+                endpoint="tcp://127.0.0.1:9",
+            ),
+            "the Docker engine at tcp://127.0.0.1:9 is a swarm worker, not a swarm manager",
+        ),
+        # Any other error gets the engine in front, whatever its wording says.
+        (
+            ComponentError("TLS handshake with tcp://127.0.0.1:9 failed"),
+            "swarm engine at tcp://127.0.0.1:9: TLS handshake with tcp://127.0.0.1:9 failed",
+        ),
+        (
+            UsageError("the engine plugin 'swarm' is not installed"),
+            "swarm engine at tcp://127.0.0.1:9: the engine plugin 'swarm' is not installed",
+        ),
+    ],
+)
+def test_check_names_the_engine_once_by_what_its_error_carries(
+    yard: AccessYard, error: StackyardError, said: str
+) -> None:
+    def probe(kind: str, endpoint: str | None) -> int | None:
+        raise error
+
+    targets = TargetService(yard.sessions, local_engine="docker", probe_engine=probe)
+    targets.add(TargetAdd(name="eu", engine="swarm", endpoint="tcp://127.0.0.1:9"),
+                created_by="alice")  # fmt: skip
+    engine = targets.check("eu").engine
+    hint = "start that engine, or, if the endpoint is wrong, remove the target and add it again"
+    assert engine == f"{said}; {hint}"
 
 
 def _stack_id(yard: AccessYard, name: str) -> int:

@@ -20,7 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Literal
 
-from stackyard.errors import StackyardError, require
+from stackyard.errors import ComponentError, StackyardError, UsageError, require
 from stackyard.registry_login import RegistryLogin
 
 NetworkMode = Literal["host", "bridge"]
@@ -252,6 +252,28 @@ class TaskInfo:
 
 class EngineError(StackyardError):
     """The engine refused an operation on a task (bad image, port taken, ...)."""
+
+
+class EngineUnreachable(ComponentError):
+    """The engine did not answer. Its message names the engine and ``endpoint``, where it
+    was asked (``the Docker engine at tcp://… did not answer: …``): who reports it (``targets
+    check``) need not name the engine again."""
+
+    def __init__(
+        self, message: str, *, endpoint: str, hint: str | None = None, retryable: bool | None = None
+    ) -> None:
+        super().__init__(message, hint=hint, retryable=retryable)
+        self.endpoint = endpoint
+
+
+class EngineMisfit(UsageError):
+    """The engine answers but cannot serve as configured (a swarm engine asked at a node that
+    is no swarm manager). Its message names the engine and ``endpoint``, as
+    EngineUnreachable's does."""
+
+    def __init__(self, message: str, *, endpoint: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.endpoint = endpoint
 
 
 class TaskEventKind(StrEnum):

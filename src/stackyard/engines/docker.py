@@ -33,6 +33,7 @@ from stackyard.engines.base import (
     PULL_SILENCE,
     Address,
     EngineError,
+    EngineUnreachable,
     Health,
     TaskEvent,
     TaskEventKind,
@@ -43,7 +44,7 @@ from stackyard.engines.base import (
     split_digest_reference,
 )
 from stackyard.engines.dockerapi import CALL_ERRORS, DockerApiEngine, engine_url, unreachable_reason
-from stackyard.errors import ComponentError, NotFoundError, StackyardError
+from stackyard.errors import NotFoundError, StackyardError
 
 _STATES = {
     "created": TaskState.CREATED,
@@ -406,14 +407,15 @@ class DockerEngine(DockerApiEngine):
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _unreachable(self, exc: Exception) -> ComponentError:
+    def _unreachable(self, exc: Exception) -> EngineUnreachable:
         return _unreachable(exc, self._base_url)
 
 
-def _unreachable(exc: Exception, base_url: str | None) -> ComponentError:
+def _unreachable(exc: Exception, base_url: str | None) -> EngineUnreachable:
     where = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    return ComponentError(
+    return EngineUnreachable(
         f"the Docker engine at {where} did not answer: {unreachable_reason(exc)}",
+        endpoint=where,
         hint="start it (scripts/setup-host does), or set DOCKER_HOST",
     )
 

@@ -28,6 +28,7 @@ from stackyard.engines.base import (
     PULL_SILENCE,
     Engine,
     EngineError,
+    EngineUnreachable,
 )
 from stackyard.errors import ComponentError, NotFoundError, StackyardError
 
@@ -228,7 +229,7 @@ class DockerApiEngine(Engine):
         """The error for a refusal the engine explained."""
         return EngineError(f"{what}: {explanation}")
 
-    def _unreachable(self, exc: Exception) -> ComponentError:
+    def _unreachable(self, exc: Exception) -> EngineUnreachable:
         raise NotImplementedError
 
 
@@ -247,5 +248,11 @@ def engine_url(api: Any, path: str) -> str:
 
 
 def _in(call: str, exc: ComponentError) -> ComponentError:
-    """``exc`` saying the engine did not answer ``call``."""
-    return ComponentError(f"{exc.message} (in {call})", hint=exc.hint, retryable=exc.retryable)
+    """``exc`` saying the engine did not answer ``call`` (an EngineUnreachable still is one,
+    at its endpoint)."""
+    said = f"{exc.message} (in {call})"
+    if isinstance(exc, EngineUnreachable):
+        return EngineUnreachable(
+            said, endpoint=exc.endpoint, hint=exc.hint, retryable=exc.retryable
+        )
+    return ComponentError(said, hint=exc.hint, retryable=exc.retryable)

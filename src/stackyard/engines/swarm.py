@@ -41,6 +41,8 @@ from stackyard.engines.base import (
     Address,
     Availability,
     EngineError,
+    EngineMisfit,
+    EngineUnreachable,
     Health,
     NodeInfo,
     NodeState,
@@ -56,7 +58,7 @@ from stackyard.engines.base import (
     split_digest_reference,
 )
 from stackyard.engines.dockerapi import CALL_ERRORS, DockerApiEngine, engine_url, unreachable_reason
-from stackyard.errors import ComponentError, NotFoundError, StackyardError, UsageError
+from stackyard.errors import NotFoundError, StackyardError
 
 log = logging.getLogger(__name__)
 
@@ -200,14 +202,16 @@ class SwarmEngine(DockerApiEngine):
         swarm = info.get("Swarm") or {}
         where = self._where()
         if swarm.get("LocalNodeState") != "active":
-            raise UsageError(
+            raise EngineMisfit(
                 f"the Docker engine at {where} is not part of a swarm, so the swarm engine "
                 "cannot run tasks there",
+                endpoint=where,
                 hint=_SWARM_HINT,
             )
         if not swarm.get("ControlAvailable"):
-            raise UsageError(
+            raise EngineMisfit(
                 f"the Docker engine at {where} is a swarm worker, not a swarm manager",
+                endpoint=where,
                 hint=_SWARM_HINT,
             )
 
@@ -574,15 +578,17 @@ class SwarmEngine(DockerApiEngine):
 
     def _explained(self, what: str, explanation: str) -> StackyardError:
         if _NOT_A_MANAGER in explanation:
-            return UsageError(
+            return EngineMisfit(
                 f"{what}: the Docker engine at {self._where()} is not a swarm manager",
+                endpoint=self._where(),
                 hint=_SWARM_HINT,
             )
         return EngineError(f"{what}: {explanation}")
 
-    def _unreachable(self, exc: Exception) -> ComponentError:
-        return ComponentError(
+    def _unreachable(self, exc: Exception) -> EngineUnreachable:
+        return EngineUnreachable(
             f"the swarm manager at {self._where()} did not answer: {unreachable_reason(exc)}",
+            endpoint=self._where(),
             hint="start it (scripts/setup-host --swarm-nodes 3 makes a test swarm), or set "
             "--engine-endpoint to a manager's socket",
         )

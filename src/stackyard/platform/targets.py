@@ -20,6 +20,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.config.models import default_stages
+from stackyard.engines.base import EngineMisfit, EngineUnreachable
 from stackyard.errors import NotFoundError, StackyardError, UsageError
 from stackyard.store.models import Build, OutsideRegistry, Release, Stack, Target
 
@@ -102,11 +103,11 @@ def _view(row: Target) -> TargetView:
 
 def _engine_problem(kind: str, endpoint: str | None, exc: StackyardError) -> str:
     """What ``targets check`` says of an engine it could not use, naming the engine once:
-    an engine's own error names it and where (``the Docker engine at X did not answer:
-    <cause>``); any other gets that prefix. Its hint (what to do) follows."""
+    an engine's error that carries where it was asked (EngineUnreachable, ``the Docker
+    engine at X did not answer: <cause>``; EngineMisfit) names it already; any other gets
+    that prefix. Its hint (what to do) follows."""
     said = exc.message
-    names_itself = endpoint in said if endpoint else ("engine" in said or "swarm" in said)
-    if not names_itself:
+    if not isinstance(exc, EngineUnreachable | EngineMisfit):
         where = endpoint or "the platform's own"
         said = f"{kind} engine at {where}: {said}"
     # The engines' hint is about the platform's own engine (setup-host starts it, DOCKER_HOST
