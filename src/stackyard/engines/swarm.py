@@ -293,12 +293,7 @@ class SwarmEngine(DockerApiEngine):
         # Listing-sized calls: within the listing timeout, each named when it does not answer
         # (a start waits on these, and the watch asks them after an event).
         api = self._listing_api()
-        service = self._listed(
-            f"GET /services/{task_id[:12]}",
-            api.inspect_service,
-            task_id,
-            missing=f"task {task_id}",
-        )
+        service = self._service(api, task_id)
         service_id = str(service["ID"])
         tasks = self._listed("GET /tasks", api.tasks, filters={"service": service_id})
         # A filter on a service id also matches ids it prefixes: keep this service's own.
@@ -306,6 +301,22 @@ class SwarmEngine(DockerApiEngine):
         nodes = {node.id: node for node in self.nodes()}
         task = _current_tasks(tasks).get(service_id)
         return self._remember(_task_info(service, task, nodes, service_id in _moved(tasks)))
+
+    def _service(self, api: Any, task_id: str, *, missing_ok: bool = False) -> Any:
+        """Task ``task_id``'s service, asked with ``api`` (a manager that does not answer is
+        said not to have answered ``GET /services/<id>``). One that does not exist: None
+        when ``missing_ok`` (a stop of it has nothing to do), else NotFoundError."""
+        try:
+            return self._listed(
+                f"GET /services/{task_id[:12]}",
+                api.inspect_service,
+                task_id,
+                missing=f"task {task_id}",
+            )
+        except NotFoundError:
+            if missing_ok:
+                return None
+            raise
 
     def _remember(self, info: TaskInfo) -> TaskInfo:
         """The task as listed, with the exit code and end Swarm reaped filled in from what
@@ -331,13 +342,9 @@ class SwarmEngine(DockerApiEngine):
         """Scale the service to 0: Swarm sends SIGTERM, and SIGKILL after the task's own
         grace period (its spec's stop timeout). Waits until the task has ended, or its node
         is gone; EngineError when it has not ended by then."""
-        try:
-            service = self._listing_api().inspect_service(task_id)  # within the listing timeout
-        except docker.errors.NotFound:
+        service = self._service(self._listing_api(), task_id, missing_ok=True)
+        if service is None:
             return
-        except (docker.errors.DockerException, OSError) as exc:
-            call = f"GET /services/{task_id[:12]}"
-            raise self._refused_in(call, f"cannot stop task {task_id}", exc) from exc
         if _replicas(service) != 0:
             self._scale(service, 0)
         grace = _grace(service) or timeout
