@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from stackyard.cli.shared import platform_settings
 from stackyard.cli.triggers import remote_url
-from stackyard.errors import UsageError
-from stackyard.platform.public_api import ROUTE_NAME, publish_api
+from stackyard.errors import ComponentError, RetryableError, UsageError
+from stackyard.platform.public_api import ROUTE_NAME, publish_api, refresh_router, republish_api
 from stackyard.router.fake import FakeRouter
 from stackyard.settings import Settings
 from tests.recording_runs import recording_api
@@ -69,6 +69,31 @@ def test_the_route_goes_to_the_api_s_loopback_port_and_goes_away_when_not_asked(
 
     publish_api(replace(published, public_api=None), router)
     assert router.routes() == []
+
+
+class RefusingRouter(FakeRouter):
+    """A fake router whose refresh fails as its other calls can (``fail_next``)."""
+
+    def refresh(self) -> None:
+        self._enter("refresh")
+
+
+def test_refreshing_the_router_and_republishing_the_api_warn_instead_of_raising(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    router = RefusingRouter()
+    router.fail_next(ComponentError("Caddy's admin socket refused"))
+    refresh_router(router)
+    router.fail_next(RetryableError("Caddy did not answer"))
+    republish_api(settings(tmp_path, "stackyard"), router)
+    assert router.routes() == []  # nothing published, and nothing raised
+    warned = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert warned == [
+        ("WARNING", "updating the router's config: Caddy's admin socket refused"),
+        ("WARNING", "publishing the API on stackyard.apps.test: Caddy did not answer"),
+    ]
+    republish_api(settings(tmp_path, "stackyard"), router)  # it answers again
+    assert router.routes() == [ROUTE_NAME]
 
 
 def test_webhook_urls_and_status_give_the_published_url(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ upstream is the API's loopback port. The API itself keeps listening on 127.0.0.1
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from stackyard.errors import StackyardError
 from stackyard.router.base import Route, Router
@@ -36,17 +37,19 @@ def refresh_router(router: Router) -> None:
     """``router.refresh()`` (an install of before gets this version's shared config),
     logging a failure instead of raising: at start, or after Caddy restarted; the next
     ``ensure_route`` applies it too."""
-    try:
-        router.refresh()
-    except StackyardError as exc:
-        logging.getLogger(__name__).warning("updating the router's config: %s", exc.message)
+    _warned("updating the router's config", router.refresh)
 
 
 def republish_api(settings: Settings, router: Router) -> None:
     """``publish_api``, logging a failure instead of raising: after Caddy restarted, or to
     unpublish at start; the control plane keeps serving on loopback either way."""
+    name = settings.public_api or "no name"
+    _warned(f"publishing the API on {name}", lambda: publish_api(settings, router))
+
+
+def _warned(doing: str, call: Callable[[], None]) -> None:
+    """``call()``; a StackyardError it raises is logged as a warning on ``doing`` instead."""
     try:
-        publish_api(settings, router)
+        call()
     except StackyardError as exc:
-        name = settings.public_api or "no name"
-        logging.getLogger(__name__).warning("publishing the API on %s: %s", name, exc.message)
+        logging.getLogger(__name__).warning("%s: %s", doing, exc.message)
