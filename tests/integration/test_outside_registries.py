@@ -104,7 +104,7 @@ def test_registries_add_checks_the_token_credentials_and_never_shows_the_passwor
     for log in (yard.data_dir / "logs").rglob("*.log"):
         assert outside.password not in log.read_text(errors="replace"), log
 
-    removed = yard.cli("registries", "remove", "hub")
+    removed = yard.cli("registries", "remove", "hub", "--yes")
     assert "removed registry hub" in removed.stdout
     assert listed(yard) == []
 
@@ -178,9 +178,9 @@ def test_a_stack_builds_releases_and_deploys_through_its_outside_registry(
     checked = json.loads(yard.cli("targets", "check", "here", "--json").stdout)
     assert checked == {"target": "here", "ok": True, "engine": "ok", "registry": "ok",
                        "nodes": None}  # fmt: skip
-    yard.cli("targets", "remove", "here")
+    yard.cli("targets", "remove", "here", "--yes")
 
-    in_use = yard.cli("registries", "remove", "acme", check=False)
+    in_use = yard.cli("registries", "remove", "acme", "--yes", check=False)
     assert in_use.returncode == 2
     assert "registry acme is used by stack(s) outward" in in_use.stderr
     moved = yard.cli("stacks", "update", "outward", "--registry", "local", check=False)
@@ -194,7 +194,7 @@ def test_a_stack_builds_releases_and_deploys_through_its_outside_registry(
         pytest.raises(NotFoundError),
     ):
         client.resolve("acme/outward", "dev")
-    yard.cli("registries", "remove", "acme")
+    yard.cli("registries", "remove", "acme", "--yes")
 
 
 def assert_out_of_another_stack_s_reach(yard: RunningPlatform, image: str, tmp_path: Path) -> None:
@@ -370,7 +370,7 @@ def test_a_stage_on_a_target_with_its_own_registry_runs_the_same_digest(
         ("local", 1, ["regional/dev"]),
         ("eu", 1, ["regional/prod"]),
     ]
-    in_use = yard.cli("targets", "remove", "eu", check=False)
+    in_use = yard.cli("targets", "remove", "eu", "--yes", check=False)
     assert in_use.returncode == 2
     assert "target eu is used by stage(s) regional/prod" in in_use.stderr
     deleted = json.loads(yard.cli("stacks", "delete", "regional", "--yes", "--json").stdout)
@@ -382,8 +382,8 @@ def test_a_stage_on_a_target_with_its_own_registry_runs_the_same_digest(
         pytest.raises(NotFoundError),
     ):
         client.resolve("acme/regional", "prod")  # its copy in eu's registry went with it
-    yard.cli("targets", "remove", "eu")
-    yard.cli("registries", "remove", "eu")
+    yard.cli("targets", "remove", "eu", "--yes")
+    yard.cli("registries", "remove", "eu", "--yes")
 
 
 # TinyStacks' release.yml, unchanged, for a stage whose target uses this outside registry:
@@ -435,8 +435,8 @@ def test_the_tinystacks_release_pushes_a_stage_s_image_to_its_target_registry(
     finally:
         outside.tokens.withheld.clear()
         yard.cli("stacks", "delete", "tiny", "--yes", check=False)
-        yard.cli("targets", "remove", "apac", check=False)
-        yard.cli("registries", "remove", "apac", check=False)
+        yard.cli("targets", "remove", "apac", "--yes", check=False)
+        yard.cli("registries", "remove", "apac", "--yes", check=False)
         names = subprocess.run(
             ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
             capture_output=True, text=True, timeout=60,

@@ -312,7 +312,7 @@ def test_a_deploy_to_a_target_that_never_answers_is_refused_within_its_check(
         finally:
             yard.cli("stacks", "delete", "quiet", "--yes")
             for name in names:
-                yard.cli("targets", "remove", name)
+                yard.cli("targets", "remove", name, "--yes")
 
 
 def test_a_stage_on_a_target_that_hangs_after_its_check_fails_naming_it_while_others_deploy(

@@ -15,7 +15,7 @@ import typer
 
 from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, escape, new_table, print_json
-from stackyard.cli.shared import DataDir, Json, settings_for
+from stackyard.cli.shared import DataDir, Json, Yes, confirm_removal, settings_for
 from stackyard.errors import UsageError
 
 app = typer.Typer(
@@ -177,8 +177,17 @@ def list_channels(stack: str, data_dir: DataDir = None, json_output: Json = Fals
 
 
 @app.command("remove")
-def remove(stack: str, number: int, data_dir: DataDir = None, json_output: Json = False) -> None:
-    """Remove channel NUMBER; what it had still to send is dropped."""
+def remove(
+    stack: str, number: int, yes: Yes = False, data_dir: DataDir = None, json_output: Json = False
+) -> None:
+    """Remove channel NUMBER; what it had still to send is dropped. Asks first (--yes: do
+    not)."""
+    if not yes:
+        confirm_removal(
+            f"Remove channel {number} of {stack}? What it has still to send is dropped.",
+            f"removing channel {number} of {stack} drops what it has still to send",
+            f"stackyard notify remove {stack} {number}",
+        )
     client = ApiClient.discover(settings_for(data_dir))
     removed = client.request("DELETE", f"/api/v1/stacks/{stack}/notify/{number}")
     if json_output:

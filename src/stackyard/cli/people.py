@@ -14,7 +14,7 @@ import typer
 
 from stackyard.cli.client import ApiClient, api_url
 from stackyard.cli.output import console, err_console, new_table, print_json
-from stackyard.cli.shared import DataDir, Json, settings_for
+from stackyard.cli.shared import DataDir, Json, Yes, confirm_removal, settings_for
 from stackyard.errors import UsageError
 
 users_app = typer.Typer(
@@ -161,13 +161,17 @@ def set_role(name: str, role: str, data_dir: DataDir = None, json_output: Json =
 @users_app.command("remove")
 def remove_user(
     name: str,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    yes: Yes = False,
     data_dir: DataDir = None,
     json_output: Json = False,
 ) -> None:
     """Remove a person: their tokens stop working at once. The last admin cannot go."""
     if not yes:
-        _confirm_remove(name)
+        confirm_removal(
+            f"Remove {name} and revoke every token of theirs?",
+            f"removing {name} revokes every token of theirs",
+            f"stackyard users remove {name}",
+        )
     removed = ApiClient.discover(settings_for(data_dir)).request("DELETE", f"/api/v1/users/{name}")
     if json_output:
         print_json(removed)
@@ -175,18 +179,6 @@ def remove_user(
     console.print(f"Removed {name}; revoked tokens: {', '.join(removed['revoked']) or 'none'}.")
     if removed["unprotected"]:
         console.print(f"Taken off the lists of protected stages: {removed['unprotected']}")
-
-
-def _confirm_remove(name: str) -> None:
-    """Removing a person revokes their tokens: at a terminal, the user confirms; a script
-    must say --yes (as `stacks delete` does), never remove on its own."""
-    if not sys.stdin.isatty():
-        raise UsageError(
-            f"removing {name} revokes every token of theirs, and there is no terminal to "
-            "confirm at",
-            hint=f"confirm with: stackyard users remove {name} --yes",
-        )
-    typer.confirm(f"Remove {name} and revoke every token of theirs?", abort=True)
 
 
 # -- tokens

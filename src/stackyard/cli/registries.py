@@ -14,7 +14,7 @@ import typer
 
 from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, new_table, print_json
-from stackyard.cli.shared import DataDir, Json, settings_for
+from stackyard.cli.shared import DataDir, Json, Yes, confirm_removal, settings_for
 from stackyard.errors import UsageError
 
 app = typer.Typer(
@@ -83,8 +83,16 @@ def add_registry(
 
 
 @app.command("remove")
-def remove_registry(name: str, data_dir: DataDir = None, json_output: Json = False) -> None:
-    """Remove a registry and its stored credentials."""
+def remove_registry(
+    name: str, yes: Yes = False, data_dir: DataDir = None, json_output: Json = False
+) -> None:
+    """Remove a registry and its stored credentials. Asks first (--yes: do not)."""
+    if not yes:
+        confirm_removal(
+            f"Remove registry {name} and its stored credentials?",
+            f"removing registry {name} deletes its stored credentials",
+            f"stackyard registries remove {name}",
+        )
     record = ApiClient.discover(settings_for(data_dir)).request(
         "DELETE", f"/api/v1/registries/{name}"
     )

@@ -37,6 +37,9 @@ NetworkModeOption = Annotated[
         "network, else host; the default), host or bridge."
     ),
 ]
+Yes = Annotated[
+    bool, typer.Option("--yes", "-y", help="Do not ask; needed when not at a terminal.")
+]
 PublicUrl = Annotated[
     str | None,
     typer.Option(
@@ -405,3 +408,15 @@ def public_api_name(public_api: str | None, domain: str | None) -> str | None:
             hint="give one label such as 'stackyard' (for stackyard.<domain>) or a full name",
         ) from None
     return name
+
+
+def confirm_removal(question: str, consequence: str, command: str) -> None:
+    """A removal the user confirms: at a terminal, ``question`` (no: abort); without one,
+    a UsageError saying ``consequence`` and that ``command --yes`` confirms it. A script
+    must say --yes (as `stacks delete` does), never remove on its own."""
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"{consequence}, and there is no terminal to confirm at",
+            hint=f"confirm with: {command} --yes",
+        )
+    typer.confirm(question, abort=True)

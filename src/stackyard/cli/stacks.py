@@ -10,7 +10,7 @@ import typer
 
 from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, new_table, print_json
-from stackyard.cli.shared import DataDir, Json, settings_for
+from stackyard.cli.shared import DataDir, Json, Yes, settings_for
 from stackyard.config.repos import URL_FORM
 from stackyard.errors import UsageError
 
@@ -155,9 +155,7 @@ def update(
 @app.command("delete")
 def delete(
     name: str,
-    yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Do not ask; needed when not at a terminal.")
-    ] = False,
+    yes: Yes = False,
     data_dir: DataDir = None,
     json_output: Json = False,
 ) -> None:

@@ -8,7 +8,7 @@ import typer
 
 from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, err_console, escape, new_table, print_json
-from stackyard.cli.shared import DataDir, Json, settings_for
+from stackyard.cli.shared import DataDir, Json, Yes, confirm_removal, settings_for
 from stackyard.errors import UsageError
 
 app = typer.Typer(
@@ -119,8 +119,17 @@ def check_target(name: str, data_dir: DataDir = None, json_output: Json = False)
 
 
 @app.command("remove")
-def remove_target(name: str, data_dir: DataDir = None, json_output: Json = False) -> None:
-    """Remove a target; refused while a stage runs on it or names it."""
+def remove_target(
+    name: str, yes: Yes = False, data_dir: DataDir = None, json_output: Json = False
+) -> None:
+    """Remove a target; refused while a stage runs on it or names it. Asks first (--yes:
+    do not)."""
+    if not yes:
+        confirm_removal(
+            f"Remove target {name}?",
+            f"removing target {name} forgets its engine endpoint and registry",
+            f"stackyard targets remove {name}",
+        )
     record = ApiClient.discover(settings_for(data_dir)).request("DELETE", f"/api/v1/targets/{name}")
     if json_output:
         print_json(record)
