@@ -120,11 +120,14 @@ def start_platform(
     )
 
 
-def stop_platform(running: RunningPlatform, images_since: float | None = None) -> None:
+def stop_platform(
+    running: RunningPlatform, images_since: float | None = None, also: Sequence[str] = ()
+) -> None:
     """`stackyard down --all` (the control plane, then the data plane), then remove the
     tasks it leaves running (by the platform's label). With ``images_since`` (``time.time()``
-    before it started), also the images its builds and pulls left (``images_of``), by id."""
-    made = images_of(running, images_since) if images_since is not None else []
+    before it started), also the images its builds and pulls left (``images_of``; ``also``:
+    other repositories only this run names, e.g. a test registry's), by id."""
+    made = images_of(running, images_since, also) if images_since is not None else []
     subprocess.run([*STACKYARD, "down", "--all"], env=running.env, capture_output=True, timeout=90)
     remove_tasks(running.data_dir)
     remove_images(made)
@@ -142,33 +145,42 @@ def remove_tasks(data_dir: Path) -> None:
         subprocess.run(["docker", "rm", "-f", *found], capture_output=True, timeout=120)
 
 
-def images_of(running: RunningPlatform, since: float) -> list[str]:
+def images_of(running: RunningPlatform, since: float, also: Sequence[str] = ()) -> list[str]:
     """What to remove once the platform stops: every name the engine holds in the
-    platform's registry (``name:tag``, or ``name@digest``), then the ids of those images
-    made at or after ``since`` (``time.time()`` before it started). Ask while the platform
-    runs: its registry holds the port, so no other running platform's names are there. A
-    build served from the cache returns an older image (perhaps another run's too): only
-    its name is ours, so only the name goes."""
+    platform's registry (``name:tag``, or ``name@digest``) or in the repositories ``also``,
+    then the bare names (``builtimage``, a build spec's ``docker build -t``) of those
+    images made at or after ``since`` (``time.time()`` before it started), then their ids.
+    Ask while the platform runs: its registry holds the port, so no other running
+    platform's names are there. A build served from the cache returns an older image
+    (perhaps another run's too): only its name is ours, so only the name goes; an id that
+    keeps another name (another platform's) stays too (``remove_images``)."""
     listed = subprocess.run(
         ["docker", "images", "--no-trunc", "--format",
          "{{.ID}} {{.Repository}} {{.Tag}} {{.Digest}}"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout.splitlines()  # fmt: skip
-    names: list[str] = []
-    ids: set[str] = set()
+    names: dict[str, list[str]] = {}  # image id -> its names
+    ours: dict[str, list[str]] = {}  # image id -> its names in our registry or ``also``
     for image_id, repository, tag, digest in (line.split(" ") for line in listed if line):
-        if not repository.startswith(f"{running.registry}/"):
+        if repository == "<none>":
             continue
-        ids.add(image_id)
-        names.append(f"{repository}:{tag}" if tag != "<none>" else f"{repository}@{digest}")
+        name = f"{repository}:{tag}" if tag != "<none>" else f"{repository}@{digest}"
+        names.setdefault(image_id, []).append(name)
+        if repository.startswith(f"{running.registry}/") or repository in also:
+            ours.setdefault(image_id, []).append(name)
+    ids = set(ours)
     if not ids:
-        return names
+        return []
     inspected = subprocess.run(
         ["docker", "image", "inspect", "--format", "{{.Id}} {{.Created}}", *sorted(ids)],
         capture_output=True, text=True, timeout=60,
     ).stdout.splitlines()  # fmt: skip
     made = (line.split(" ", 1) for line in inspected if " " in line)
-    return names + [i for i, created in made if (docker_nanos(created) or 0) >= since * 1e9]
+    new = {i for i, created in made if (docker_nanos(created) or 0) >= since * 1e9}
+    # A bare name (no registry, no namespace) on an image this run made was given by one of
+    # its builds; names in other registries are other platforms', and keep their image.
+    bare = [n for i in sorted(new) for n in names[i] if "/" not in n.partition("@")[0]]
+    return [name for i in sorted(ids) for name in ours[i]] + bare + sorted(new)
 
 
 def remove_images(references: Sequence[str]) -> None:

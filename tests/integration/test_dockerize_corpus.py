@@ -4,7 +4,7 @@ One platform for every app. Each app is fetched into the corpus cache (tests/app
 committed to its own git repository as a user would push it, built by the platform with
 the generated Dockerfile, released to one stage, and asked for its page through the router:
 200 with the app's own text; for a single-page app, the script its page loads answers too.
-Everything this module starts is stopped, and every image it made is removed, by name.
+Everything this module starts is stopped, and every image it made is removed, by id.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urljoin
@@ -42,23 +43,18 @@ STEP_ID = re.compile(r"\]\s+---> ([0-9a-f]{12})$", re.MULTILINE)
 
 @pytest.fixture(scope="module")
 def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    started = time.time()
     running = start_platform(tmp_path_factory.mktemp("corpus") / "data")
     try:
         yield running
     finally:
-        stop_platform(running)
-        remove_images(running)
+        stop_platform(running, images_since=started)  # the stacks' images, by id
+        remove_build_steps(running)
 
 
-def remove_images(yard: RunningPlatform) -> None:
-    """The stacks' images, then the build stages' images the builds left untagged (their
-    ids are in the build logs): multi-stage builds leave one per stage."""
-    images = subprocess.run(
-        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", yard.registry + "/*"],
-        capture_output=True, text=True, timeout=60,
-    ).stdout.split()  # fmt: skip
-    if images:
-        subprocess.run(["docker", "rmi", "-f", *images], capture_output=True, timeout=300)
+def remove_build_steps(yard: RunningPlatform) -> None:
+    """The build stages' images the builds left untagged, by their ids in the build logs:
+    multi-stage builds leave one per stage."""
     steps: set[str] = set()
     for log in (yard.data_dir / "logs" / "builds").glob("*/*.log"):
         steps |= set(STEP_ID.findall(log.read_text(encoding="utf-8", errors="replace")))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,23 +28,11 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def engine_images(platform: RunningPlatform) -> Iterator[None]:
     """Remove what the specs leave in the engine (images a build spec builds stay there),
-    once the platform and its tasks, which use them, are gone."""
+    by id, once the platform and its tasks, which use them, are gone: the images named in
+    its registry (the spec's pushes) and made from now on, and their ``builtimage`` name."""
+    since = time.time()
     yield
-    stop_platform(platform)
-    remove_images(platform)
-
-
-def remove_images(platform: RunningPlatform, *others: str) -> None:
-    """The images the specs left in the engine: ``builtimage``, the stack's, and those of
-    the repositories ``others`` (``host/repository``)."""
-    names = subprocess.run(
-        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True, text=True, timeout=60,
-    ).stdout.split()  # fmt: skip
-    prefixes = ("builtimage:", f"{platform.registry}/tiny:", *(f"{o}:" for o in others))
-    ours = [n for n in names if n.startswith(prefixes)]
-    if ours:
-        subprocess.run(["docker", "rmi", "-f", *ours], capture_output=True, timeout=120)
+    stop_platform(platform, images_since=since)
 
 
 def cli_json(platform: RunningPlatform, *args: str) -> Any:
@@ -93,6 +82,7 @@ def test_on_host_the_aws_logins_reach_the_registry_itself(tmp_path: Path) -> Non
     user ``AWS``. So does a target's own registry (user ``AWS``, as ECR): the release.yml's
     regional block pushes prod's image there itself, with the digest the build made."""
     with token_registry(tmp_path / "apac-registry", username="AWS") as apac:
+        started = time.time()
         platform = start_platform(tmp_path / "data", up_args=["--builds-on-host"])
         regional = f"{apac.endpoint}/asia/tiny"
         try:
@@ -132,8 +122,7 @@ def test_on_host_the_aws_logins_reach_the_registry_itself(tmp_path: Path) -> Non
             ) as client:
                 assert client.resolve("asia/tiny", "prod") == build["digest"]
         finally:
-            stop_platform(platform)
-            remove_images(platform, regional)
+            stop_platform(platform, images_since=started, also=[regional])
 
 
 # dev on the platform's own target, prod on target apac (a registry of its own).
