@@ -352,7 +352,7 @@ def test_a_stage_on_a_target_that_hangs_after_its_check_fails_naming_it_while_ot
             assert took < 120, took  # three starts, each within its 10 s
         finally:
             yard.cli("stacks", "delete", "stuck", "--yes")
-            yard.cli("targets", "remove", "stalls")
+            yard.cli("targets", "remove", "stalls", "--yes")
 
 
 def _deployments(yard: RunningPlatform, stack: str, stage: str) -> list[dict[str, Any]]:
