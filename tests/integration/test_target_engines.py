@@ -21,6 +21,7 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -269,15 +270,22 @@ def test_a_deploy_to_a_target_that_never_answers_is_refused_within_its_check(
         ping_only_endpoint() as hangs,
         ping_only_endpoint(answers=answers) as tasks,
     ):
-        yard.cli("targets", "add", "mute", "--docker", mute)
-        shut = yard.cli("targets", "add", "shut", "--docker", closed_endpoint())
+        # Each call below waits out its bounds, one target's independent of the others':
+        # they go side by side, as four users' would.
+        adds = {
+            "mute": ("--docker", mute),
+            "shut": ("--docker", closed_endpoint()),
+            "hangs": ("--docker", hangs),
+            "tasks": ("--swarm", tasks),
+        }
+        with ThreadPoolExecutor(max_workers=len(adds)) as pool:
+            answered = pool.map(lambda name: yard.cli("targets", "add", name, *adds[name]), adds)
+            added = dict(zip(adds, answered, strict=True))
         # Stored (an engine may come up later), and said at once, with how to check again.
-        warned = " ".join(shut.stderr.split())
+        warned = " ".join(added["shut"].stderr.split())
         assert "warning: the Docker engine at tcp://" in warned, warned
         assert "check it again: stackyard targets check shut" in warned, warned
-        yard.cli("targets", "add", "hangs", "--docker", hangs)
-        yard.cli("targets", "add", "tasks", "--swarm", tasks)
-        names = ("mute", "shut", "hangs", "tasks")
+        names = tuple(adds)
         repo = GitRepo.from_example("hello", tmp_path / "quiet")
         repo.write("stackyard.yml", "stages:\n" + "".join(
             f"  - name: {name}\n    target: {name}\n{FAST}" for name in names))  # fmt: skip
@@ -287,8 +295,11 @@ def test_a_deploy_to_a_target_that_never_answers_is_refused_within_its_check(
             yard.cli("build", "quiet", timeout=300)
             for name in names:
                 yard.cli("release", "quiet", "--stage", name)
-                refused = yard.cli("deploy", "quiet", "--stage", name, "--detach",
-                                   check=False, timeout=60)  # fmt: skip
+
+            def refused_and_checked(name: str) -> None:
+                refused = yard.cli(
+                    "deploy", "quiet", "--stage", name, "--detach", check=False, timeout=60
+                )
                 assert refused.returncode != 0, refused
                 said = " ".join(refused.stderr.split())
                 who = "the swarm manager" if name == "tasks" else "the Docker engine"
@@ -296,7 +307,7 @@ def test_a_deploy_to_a_target_that_never_answers_is_refused_within_its_check(
                 assert f"stackyard targets check {name}" in said, said
                 if name == "tasks":
                     assert "(in GET /tasks, after it answered its ping)" in said, said
-                    continue  # its check is the same ping (the others show it)
+                    return  # its check is the same ping (the others show it)
                 checked = yard.cli("targets", "check", name, "--json", check=False, timeout=60)
                 assert checked.returncode == 1, checked
                 engine = json.loads(checked.stdout)["engine"]
@@ -306,6 +317,9 @@ def test_a_deploy_to_a_target_that_never_answers_is_refused_within_its_check(
                     call = "(in GET /containers/json, after it answered its ping)"
                     assert call in said, said
                     assert call in engine, engine
+
+            with ThreadPoolExecutor(max_workers=len(names)) as pool:
+                list(pool.map(refused_and_checked, names))
             for name in ("mute", "hangs", "tasks"):
                 deployments = yard.cli("deployments", "quiet", "--stage", name, "--json")
                 assert json.loads(deployments.stdout) == []
