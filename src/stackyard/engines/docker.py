@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 import docker
 import docker.auth
 import docker.errors
-import requests.exceptions
 from docker.utils.json_stream import json_stream
 
 from stackyard.engines.base import (
@@ -43,7 +42,13 @@ from stackyard.engines.base import (
     TaskState,
     split_digest_reference,
 )
-from stackyard.engines.dockerapi import CALL_ERRORS, DockerApiEngine, engine_url, unreachable_reason
+from stackyard.engines.dockerapi import (
+    CALL_ERRORS,
+    DockerApiEngine,
+    engine_url,
+    raise_for_status,
+    unreachable_reason,
+)
 from stackyard.errors import NotFoundError, StackyardError
 
 _STATES = {
@@ -316,10 +321,7 @@ class DockerEngine(DockerApiEngine):
             timeout=self._pull_silence,
         )
         try:
-            try:
-                response.raise_for_status()
-            except requests.exceptions.HTTPError as exc:
-                docker.errors.create_api_error_from_http_exception(exc)  # raises its APIError
+            raise_for_status(response)
             yield from json_stream(response.iter_content(chunk_size=None))
         finally:
             response.close()

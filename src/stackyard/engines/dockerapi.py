@@ -17,6 +17,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests.exceptions
 import urllib3.exceptions
 from docker.types import CancellableStream
 from docker.utils.json_stream import json_stream
@@ -190,12 +191,7 @@ class DockerApiEngine(Engine):
                 stream=True,
                 timeout=self._listing_timeout,
             )
-            if response.status_code >= 400:
-                raise docker.errors.APIError(
-                    f"{response.status_code} {response.reason}",
-                    response=response,
-                    explanation=response.text,
-                )
+            raise_for_status(response)
         except CALL_ERRORS as exc:
             raise self._refused_in("GET /events", f"{self._who} refused its events", exc) from exc
         _reads_within(response, max(1.0, window) + self._listing_timeout)
@@ -240,6 +236,16 @@ def _reads_within(response: Any, seconds: float) -> None:
     sock = getattr(getattr(response.raw, "connection", None), "sock", None)
     if sock is not None:
         sock.settimeout(seconds)
+
+
+def raise_for_status(response: Any) -> None:
+    """An error answer of the engine to a request of our own (not through an SDK call) as
+    the SDK's calls raise it: its APIError (NotFound for a 404), the engine's message as the
+    explanation."""
+    try:
+        response.raise_for_status()
+    except requests.exceptions.HTTPError as exc:
+        docker.errors.create_api_error_from_http_exception(exc)  # raises its APIError
 
 
 def engine_url(api: Any, path: str) -> str:

@@ -57,7 +57,13 @@ from stackyard.engines.base import (
     owner_of,
     split_digest_reference,
 )
-from stackyard.engines.dockerapi import CALL_ERRORS, DockerApiEngine, engine_url, unreachable_reason
+from stackyard.engines.dockerapi import (
+    CALL_ERRORS,
+    DockerApiEngine,
+    engine_url,
+    raise_for_status,
+    unreachable_reason,
+)
 from stackyard.errors import NotFoundError, StackyardError
 
 log = logging.getLogger(__name__)
@@ -377,12 +383,7 @@ class SwarmEngine(DockerApiEngine):
         self._remove_secrets(str(service["Spec"]["Name"]))
 
     def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
-        self._listed(
-            f"GET /services/{task_id[:12]}",
-            self._listing_api().inspect_service,
-            task_id,
-            missing=f"task {task_id}",
-        )
+        self._service(self._listing_api(), task_id)
         # Followed, a log may say nothing for minutes (the long client); read to its end,
         # each read answers within a change's timeout.
         api = self._api() if follow else self._change_api()
@@ -562,12 +563,7 @@ class SwarmEngine(DockerApiEngine):
                 headers={"Content-Type": "application/json", **headers},
                 timeout=self._change_timeout,
             )
-            if response.status_code >= 400:
-                raise docker.errors.APIError(
-                    f"{response.status_code} {response.reason}",
-                    response=response,
-                    explanation=_explanation(response),
-                )
+            raise_for_status(response)
             return response.json()
         except docker.errors.APIError as exc:
             if exc.status_code == 409:
@@ -602,13 +598,6 @@ class SwarmEngine(DockerApiEngine):
 
     def _where(self) -> str:
         return self._base_url or "unix:///var/run/docker.sock"
-
-
-def _explanation(response: Any) -> str:
-    try:
-        return str(response.json().get("message", ""))
-    except ValueError:
-        return str(response.text)
 
 
 # -- Swarm's records as TaskInfo and NodeInfo --------------------------------------------------
