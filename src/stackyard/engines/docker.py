@@ -149,7 +149,7 @@ class DockerEngine(DockerApiEngine):
             self._change_api().start(container_id)
         except CALL_ERRORS as exc:
             self._discard(container_id, spec.name)
-            raise self._refused_in(call, f"task {spec.name} failed to start", exc) from exc
+            raise self._refused_in(call, f"cannot start task {spec.name}", exc) from exc
         except StackyardError:
             self._discard(container_id, spec.name)
             raise

@@ -175,7 +175,7 @@ class FakeEngine(Engine):
                 f'the container name "/{spec.name}" is already in use'
             )
         if behaviour.start_error is not None:
-            raise EngineError(f"task {spec.name} failed to start: {behaviour.start_error}")
+            raise EngineError(f"cannot start task {spec.name}: {behaviour.start_error}")
         self._started += 1
         task = _Task(
             id=f"fake-{self._started:04d}",

@@ -279,7 +279,7 @@ class SwarmEngine(DockerApiEngine):
             self.remove(service_id)
         except StackyardError as exc:
             log.warning("task %s failed to start; removing it failed: %s", name, exc)
-        raise EngineError(f"task {name} failed to start: {reason}")
+        raise EngineError(f"task {name} did not run: {reason}")
 
     def list(self, labels: Mapping[str, str]) -> list[TaskInfo]:
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
