@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -145,8 +146,13 @@ def served_version(url: str) -> str:
     return match.group(1) if match else text
 
 
+LOAD_TAIL = 2.0  # seconds of load after the work a test loads, before it stops
+
+
 class Load:
-    """``wrk`` against a URL for ``seconds``; ``result()`` waits for it and parses its summary."""
+    """``wrk`` against a URL for at most ``seconds`` (a bound for a slow machine, not the
+    time a test loads for): ``stop()`` ends it once what it loads is done, ``result()``
+    waits for its own end; each parses its summary."""
 
     def __init__(self, url: str, seconds: int, connections: int = 8) -> None:
         self.process = subprocess.Popen(
@@ -166,10 +172,14 @@ class Load:
                 self.process.wait(timeout=10)
         return WrkResult.parse(output)
 
-    def stop(self) -> None:
+    def stop(self) -> WrkResult:
+        """Keep the load on ``LOAD_TAIL`` seconds more (a request to a task stopped at the
+        end of the work would fail there), then end it with SIGINT: wrk prints its summary
+        as at the end of a run."""
+        time.sleep(LOAD_TAIL)
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
+            self.process.send_signal(signal.SIGINT)
+        return self.result()
 
 
 class WrkResult:

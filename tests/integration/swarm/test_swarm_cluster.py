@@ -54,6 +54,8 @@ from tests.integration.test_pipelines import wait_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.swarm]
 
+LOAD_BOUND = 300  # seconds: no load outlives this; each stops once its work is done
+
 
 @pytest.fixture(scope="module")
 def yard(
@@ -111,11 +113,11 @@ def test_a_rolling_deployment_under_load_fails_no_request_and_ends_new_on_every_
     url = stage_url(yard, "rolling")
     repo.set_version("v2")
     build_and_release(yard, "rolling")
-    load = Load(url, seconds=25)
+    load = Load(url, seconds=LOAD_BOUND)
     try:
         record = deploy(yard, "rolling")
     finally:
-        result = load.result()
+        result = load.stop()
     assert record["status"] == "COMPLETED", record
     assert result.requests > 0
     assert result.failed == 0, result.output
@@ -199,11 +201,11 @@ def test_drain_moves_every_task_under_load_without_a_failed_request(
     # docs/engines.md); the move itself is the same on any node.
     victim = next(names[t["node"]] for t in tasks(yard, "drained") if names[t["node"]] != "n1")
     address = swarm_cluster.nodes[victim].address
-    load = Load(stage_url(yard, "drained"), seconds=25)
+    load = Load(stage_url(yard, "drained"), seconds=LOAD_BOUND)
     try:
         yard.cli("nodes", "drain", address, timeout=180)
     finally:
-        result = load.result()
+        result = load.stop()
     try:
         assert result.failed == 0, result.output
         drained = next(n for n in nodes(yard) if n["address"] == address)
@@ -343,11 +345,11 @@ def test_a_node_that_cannot_pull_fails_the_deployment_with_its_pull_error_while_
     assert httpx.head(manifest_url, auth=auth, headers=schema2).status_code == 200
     node_log = Path(f"/var/log/stackyard-swarm-{n3.name}.log")
     logged = node_log.stat().st_size
-    load = Load(url, seconds=15)
+    load = Load(url, seconds=LOAD_BOUND)
     try:
         deploy(yard, "unpulled", ok=False)
     finally:
-        served = load.result()
+        served = load.stop()
     assert served.requests > 0
     assert served.failed == 0, served.output  # the old task served all along
     listed = deployments(yard, "unpulled")
@@ -554,7 +556,7 @@ def moved_under_load(
     the old task when Swarm stops it."""
     old_address = task["address"]
     poller = RoutePoller(yard, stack, new_address)
-    load = Load(stage_url(yard, stack), seconds=20)
+    load = Load(stage_url(yard, stack), seconds=LOAD_BOUND)
     try:
         time.sleep(2)  # load before the move
         moved_at = time.monotonic()
@@ -562,7 +564,7 @@ def moved_under_load(
         back = rejoined(yard, stack, task["id"], new_address)
         wait_for(f"{task['name']} healthy and routed at {new_address}", back, timeout=120)
     finally:
-        result = load.result()
+        result = load.stop()
         poller.stop()
     left, joined = routed_only_once_healthy(poller, old_address, new_address)
     print(
@@ -693,14 +695,14 @@ def test_a_move_no_node_can_take_waits_saying_why_the_stage_serves_on_and_undoin
             and task
         )
 
-    load = Load(stage_url(yard, "astray"), seconds=12, connections=LOAD_CONNECTIONS)
+    load = Load(stage_url(yard, "astray"), seconds=LOAD_BOUND, connections=LOAD_CONNECTIONS)
     try:
         # The operator moves a task where no node fits: Swarm stops it, keeps the new one
         # pending. The task waits (it is the operator's to undo), the other one serves.
         service_update(swarm_cluster, "--constraint-add", nowhere, moved["name"])
         task = wait_for(f"{moved['name']} moving, out of the route", waiting, timeout=60)
     finally:
-        result = load.result()
+        result = load.stop()
     assert task["error"].startswith("waits for a node: no suitable node"), task
     assert nowhere in task["error"]
     assert result.requests > 0
