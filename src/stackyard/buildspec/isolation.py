@@ -348,6 +348,15 @@ class BuildIsolation:
         finally:
             engine.close()
 
+    def remove_leftover_names(self) -> list[str]:
+        """At start: the local image names builds of a stopped platform made (the build
+        proxy removes a run's names when it ends; these outlived theirs), removed from the
+        engine. A name the engine keeps (or an engine that does not answer) is tried again
+        at the next start."""
+        if self.proxy is None:
+            return []
+        return self.proxy.untag_leftovers()
+
     def close(self) -> None:
         with self._warm_lock:
             self._closed = True

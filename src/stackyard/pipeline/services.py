@@ -131,6 +131,8 @@ class Services:
                 "tries again): %s",
                 exc,
             )
+        for name in self.isolation.remove_leftover_names():
+            log.info("removed the local image name %s, left by a stopped platform's build", name)
         self.controller.start()
         self.runs.resume_interrupted()
         self.poller.start()
@@ -498,7 +500,9 @@ def build_isolation(
         disk=settings.build_disk,
     )
     return BuildIsolation(
-        proxy=None if settings.builds_on_host else BuildProxy(names_file=_names_file(settings)),
+        proxy=None
+        if settings.builds_on_host
+        else BuildProxy(names_file=_names_file(settings), scratch_names=True),
         image=settings.build_image,
         limits=limits,
         network_mode=network_mode,

@@ -353,7 +353,7 @@ def _build(query: dict[str, list[str]], scope: BuildScope) -> Decision:
         reads=tuple(_json_list(query, "cachefrom")),
         writes=tuple(tags),
         build=True,
-        records=_local(tags, scope),
+        records=local_names(tags, scope),
         dockerfile=_first(query, "dockerfile") or "Dockerfile",
         pull_first=pull_first,
     )
@@ -486,7 +486,7 @@ def _named(
         # A docker CLI 23+ sends the name normalised (docker.io/library/busybox); it is
         # judged, and named in a refusal, as the engine lists it (busybox:latest).
         target = local_name(f"{repo}:{tag}") or f"{repo}:{tag}"
-        return Forward(query, reads=(name,), writes=(target,), records=_local([target], scope))
+        return Forward(query, reads=(name,), writes=(target,), records=local_names([target], scope))
     if action == "push" and method == "POST":
         return _push(name, _first(query, "tag"), query, scope)
     return Refuse(403, _refusal(method, f"/images/{name}/{action}"))
@@ -510,7 +510,7 @@ def _push(name: str, tag: str, query: dict[str, list[str]], scope: BuildScope) -
     )
 
 
-def _local(names: Sequence[str], scope: BuildScope) -> tuple[str, ...]:
+def local_names(names: Sequence[str], scope: BuildScope) -> tuple[str, ...]:
     """The names outside the stack's repository, as the engine lists them."""
     found = (local_name(n) for n in names if _registry_of(n, scope) != "own")
     return tuple(name for name in found if name is not None)

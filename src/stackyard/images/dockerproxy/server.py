@@ -21,7 +21,7 @@ import os
 import secrets
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +40,7 @@ from stackyard.images.dockerproxy.dockerfile import (
     named_images,
     trigger_images,
 )
+from stackyard.images.dockerproxy.leases import NAME_WAIT, NameLeases, RunNames
 from stackyard.images.dockerproxy.rules import (
     Answer,
     ApiRequest,
@@ -53,6 +54,7 @@ from stackyard.images.dockerproxy.rules import (
     dockerfile_refusal,
     is_true,
     judge,
+    local_names,
     names_shown,
     pull_auth,
     pull_refusal,
@@ -89,6 +91,7 @@ _SHARED_KEY_HEADER = b"x-docker-expose-session-sharedkey"
 _SESSION_WAIT = 10.0  # seconds a BuildKit build waits for the session its CLI opens alongside
 _SMALL_BODY = 1024 * 1024  # bodies a decision reads (/auth), or that a refusal drains
 _MAX_HELD = 16 * 1024 * 1024  # what a session may send while its Dockerfile is judged
+_END_WAIT = 30.0  # seconds a socket's close waits for its run's names to be removed
 _REFUSED_GRACE = 1.0  # seconds a refused session stays open: the engine reads why first
 _MAX_HEAD = 256 * 1024  # request heads: X-Registry-Config holds a login per registry
 _HOP_BY_HOP = frozenset(
@@ -132,6 +135,17 @@ class ImageNames:
         if not changed:
             return
         self.owners.update(changed)
+        self._save()
+
+    def forget(self, names: Collection[str]) -> None:
+        """``names`` are gone from the engine: no stack's any more."""
+        gone = [name for name in names if name in self.owners]
+        for name in gone:
+            del self.owners[name]
+        if gone:
+            self._save()
+
+    def _save(self) -> None:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             partial = self.path.with_suffix(".partial")
@@ -151,6 +165,7 @@ class ProxySocket:
         self.claimed = claimed
         self.refusals: list[str] = []
         self.opened: set[str] = set()  # BuildKit sessions and builds passed on
+        self.run_names = RunNames()  # the local image names this run holds and made
         self.built: set[str] = set()  # ids of the images this build's docker builds made
         self.buildkit_builds = 0  # BuildKit builds passed on (their steps share a budget)
         self.relays: set[asyncio.StreamWriter] = set()  # both ends of each open session
@@ -174,11 +189,26 @@ class ProxySocket:
 
 
 class BuildProxy:
-    """The filtering proxy of the engine's API; every build's socket is served here."""
+    """The filtering proxy of the engine's API; every build's socket is served here.
 
-    def __init__(self, engine_socket: str | None = None, *, names_file: Path | None = None) -> None:
+    ``scratch_names``: the local names a run's requests made are removed from the engine
+    (and forgotten) when its socket closes, as CodeBuild's fresh environment for each build
+    has none of the last build's (the platform's proxy; ``stackyard buildspec run`` keeps
+    them on the developer's engine). ``name_wait``: how long a run waits for a local name
+    another run holds (``leases``)."""
+
+    def __init__(
+        self,
+        engine_socket: str | None = None,
+        *,
+        names_file: Path | None = None,
+        scratch_names: bool = False,
+        name_wait: float = NAME_WAIT,
+    ) -> None:
         self.engine_socket = engine_socket or engine_socket_path()
         self.names = ImageNames(names_file)  # touched on the proxy's loop thread only
+        self.scratch_names = scratch_names
+        self.leases = NameLeases(name_wait)  # touched on the proxy's loop thread only
         self._loop: asyncio.AbstractEventLoop | None = None  # started by the first open
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
@@ -211,15 +241,54 @@ class BuildProxy:
             server = socket._server
             socket._server = None
             if server is not None and not loop.is_closed():
-                future = asyncio.run_coroutine_threadsafe(_stop(server, socket.relays), loop)
+                future = asyncio.run_coroutine_threadsafe(self._end(server, socket), loop)
                 with contextlib.suppress(TimeoutError, RuntimeError):
-                    future.result(timeout=10)
+                    future.result(timeout=_END_WAIT)
             path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 directory.rmdir()
 
         socket._close = close
         return socket
+
+    async def _end(self, server: asyncio.AbstractServer, socket: ProxySocket) -> None:
+        """The run is over: its socket stops, the local names it made are removed (when
+        ``scratch_names``), then the names it held go to the runs waiting for them."""
+        run = socket.run_names
+        run.ended = True  # its own wait for a name, if any, ends
+        try:
+            await _stop(server, socket.relays)
+            if self.scratch_names:
+                await self._untag(sorted(run.made))
+        finally:
+            self.leases.end(run)
+
+    async def _untag(self, names: list[str]) -> list[str]:
+        """Remove each local name from the engine (``noprune``: the image stays while it has
+        another name, a pushed one, and its parent layers stay for the next build's cache),
+        and forget it; the names removed (or gone already)."""
+        statuses = await asyncio.gather(*(_untag(self.engine_socket, name) for name in names))
+        gone = [name for name, ok in zip(names, statuses, strict=True) if ok]
+        self.names.forget(gone)
+        return gone
+
+    def untag_leftovers(self) -> list[str]:
+        """At start (``scratch_names``): remove and forget the local names that runs made
+        on a stopped platform (and, kept by earlier versions, every name every run made,
+        which kept other stacks' runs from using it), but those a run holds now."""
+        if not self.scratch_names or not self.names.owners:
+            return []
+        future = asyncio.run_coroutine_threadsafe(self._untag_leftovers(), self._running_loop())
+        try:
+            return future.result(timeout=_END_WAIT * 4)
+        except TimeoutError:
+            future.cancel()
+            log.warning("the engine did not remove the local names of stopped builds in time")
+            return []
+
+    async def _untag_leftovers(self) -> list[str]:
+        held = self.leases.holder
+        return await self._untag([name for name in self.names.owners if held(name) is None])
 
     def close(self) -> None:
         with self._starting:
@@ -233,7 +302,9 @@ class BuildProxy:
 
     async def _listen(self, socket: ProxySocket) -> asyncio.AbstractServer:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            connection = _Connection(socket, reader, writer, self.engine_socket, self.names)
+            connection = _Connection(
+                socket, reader, writer, self.engine_socket, self.names, self.leases
+            )
             try:
                 await connection.serve()
             except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError) as exc:
@@ -245,6 +316,32 @@ class BuildProxy:
                 await connection.close()
 
         return await asyncio.start_unix_server(serve, path=str(socket.path))
+
+
+async def _untag(engine_socket: str, name: str) -> bool:
+    """``DELETE /images/NAME?noprune=1``: whether the name is gone from the engine now. It
+    stays when the engine refuses (a container uses the image by that name alone)."""
+    target = f"/images/{quote(name, safe='/:@')}?noprune=1"
+    try:
+        status, body = await _engine_call(engine_socket, "DELETE", target)
+    except (ComponentError, ConnectionError, OSError, h11.ProtocolError) as exc:
+        log.warning("the build proxy could not remove the local name %s: %s", name, exc)
+        return False
+    if status in (200, 404):
+        return True
+    log.warning("the engine kept the local name %s (%s): %s", name, status, _engine_message(body))
+    return False
+
+
+async def _engine_call(engine_socket: str, method: str, target: str) -> tuple[int, bytes]:
+    """One small request of the proxy's own to the engine: its status and body."""
+    upstream = await _Upstream.connect(engine_socket)
+    try:
+        await upstream.send(_request_event(method, target, []))
+        await upstream.send(h11.EndOfMessage())
+        return await upstream.whole_response()
+    finally:
+        await upstream.close()
 
 
 async def _stop(server: asyncio.AbstractServer, relays: set[asyncio.StreamWriter]) -> None:
@@ -317,9 +414,11 @@ class _Connection:
         writer: asyncio.StreamWriter,
         engine_socket: str,
         names: ImageNames,
+        leases: NameLeases,
     ) -> None:
         self.socket = socket
         self.names = names
+        self.leases = leases
         self.status = 0  # of the last response sent on
         self.reader = reader
         self.writer = writer
@@ -478,6 +577,23 @@ class _Connection:
         await self._pump_response(upstream)
 
     async def _judged(self, decision: Forward) -> Decision:
+        """Hold the local names the request writes (waiting for the run that holds one),
+        then ask the engine about every image it reads or writes, and judge; a refused
+        request holds no name it did not hold before."""
+        scope, run = self.socket.scope, self.socket.run_names
+        taken, busy = await self.leases.take(local_names(decision.writes, scope), run, scope.stack)
+        if busy is not None:
+            return Refuse(409, busy)
+        try:
+            judged = await self._judged_names(decision)
+        except BaseException:
+            self.leases.give_back(taken, run)
+            raise
+        if not isinstance(judged, Forward):
+            self.leases.give_back(taken, run)
+        return judged
+
+    async def _judged_names(self, decision: Forward) -> Decision:
         """Ask the engine about every image the request reads or writes, then judge."""
         checks: list[tuple[str, Literal["read", "write"]]] = [
             *((name, "read") for name in decision.reads),
@@ -507,13 +623,7 @@ class _Connection:
         return found if isinstance(found, dict) else None
 
     async def _engine_get(self, target: str) -> tuple[int, bytes]:
-        upstream = await _Upstream.connect(self.engine_socket)
-        try:
-            await upstream.send(_request_event("GET", target, []))
-            await upstream.send(h11.EndOfMessage())
-            return await upstream.whole_response()
-        finally:
-            await upstream.close()
+        return await _engine_call(self.engine_socket, "GET", target)
 
     async def _forward(
         self, request: h11.Request, raw_path: str, decision: Forward, body: bytes
@@ -561,6 +671,7 @@ class _Connection:
         connection."""
         if decision.records and 200 <= self.status < 300:
             self.names.record(decision.records, self.socket.scope.stack)
+            self.socket.run_names.made.update(decision.records)
         self._made(built)
         upstream = self.upstream or upstream
         if upstream.http.our_state is h11.DONE and upstream.http.their_state is h11.DONE:
