@@ -42,38 +42,58 @@ def cli_json(platform: RunningPlatform, *args: str) -> Any:
 def test_tinystacks_specs_go_unchanged_from_git_push_to_serving(
     platform: RunningPlatform, tmp_path: Path, engine_images: None
 ) -> None:
-    repo = GitRepo.from_example("tinystacks", tmp_path / "tiny")
+    """Two stacks with TinyStacks' specs on one platform, pushed at once (issue #16): both
+    build ``builtimage``, a name each run holds alone and that goes when the run ends (as
+    in CodeBuild's fresh environment), so each serves its own page."""
     example = Path(__file__).parents[2] / "examples" / "tinystacks"
-    for spec in ("build.yml", "release.yml"):
-        assert (repo.path / spec).read_bytes() == (example / spec).read_bytes()
-    platform.cli("stacks", "create", "tiny", "--repo", str(repo.path))
-    pushed = repo.push(platform.cli("remote", "tiny").stdout.strip())
-    assert "pipeline run 1 started" in pushed
+    pages = {"tiny": "hello from a TinyStacks app", "tiny2": "hello from another TinyStacks app"}
+    repos: dict[str, GitRepo] = {}
+    for stack, page in pages.items():
+        repo = GitRepo.from_example("tinystacks", tmp_path / stack)
+        for spec in ("build.yml", "release.yml"):
+            assert (repo.path / spec).read_bytes() == (example / spec).read_bytes()
+        index = (repo.path / "www" / "index.html").read_text()
+        repo.write("www/index.html", index.replace(pages["tiny"], page))
+        repo.commit(f"{stack}'s own page")
+        platform.cli("stacks", "create", stack, "--repo", str(repo.path))
+        repos[stack] = repo
+    for stack, repo in repos.items():
+        pushed = repo.push(platform.cli("remote", stack).stdout.strip())
+        assert "pipeline run 1 started" in pushed
 
-    run = wait_run(platform, "tiny", 1, ("WAITING", "FAILED"), timeout=300)
-
-    assert run["status"] == "WAITING", run  # prod waits for its approval
     password = json.loads((platform.data_dir / "registry-credentials.json").read_text())["password"]
-    build = cli_json(platform, "builds", "tiny")[0]
-    assert build["status"] == "SUCCEEDED"
-    assert build["kind"] == "buildspec"
-    log = Path(build["log_path"]).read_text()
-    assert "Login Succeeded" in log
-    assert "Successfully tagged builtimage:latest" in log
-    assert "not supported by Stackyard" not in log
-    for stage in ("dev", "staging"):
-        release = cli_json(platform, "releases", "tiny", "--stage", stage)[0]
-        assert release["source"] == "release.yml"
-        assert release["digest"] == build["digest"]
-        log = Path(release["log_path"]).read_text()
+    digests = set()
+    for stack, page in pages.items():
+        run = wait_run(platform, stack, 1, ("WAITING", "FAILED"), timeout=300)
+        build = cli_json(platform, "builds", stack)[0]
+        log = Path(build["log_path"]).read_text()
+        assert run["status"] == "WAITING", (run, log)  # prod waits for its approval
+        assert build["status"] == "SUCCEEDED"
+        assert build["kind"] == "buildspec"
         assert "Login Succeeded" in log
-        assert f"Service is not ready yet: {stage} is tagged in the repository" in log
-        assert "Phase complete: post_build State: SUCCEEDED" in log
-        assert password not in log
-        url = cli_json(platform, "url", "tiny", "--stage", stage)["url"]
-        page = httpx.get(url, timeout=5).text
-        assert "hello from a TinyStacks app on Stackyard" in page
-        assert httpx.get(f"{url}/ping", timeout=5).text.strip() == "pong"
+        assert "Successfully tagged builtimage:latest" in log
+        assert "not supported by Stackyard" not in log
+        digests.add(build["digest"])
+        for stage in ("dev", "staging"):
+            release = cli_json(platform, "releases", stack, "--stage", stage)[0]
+            assert release["source"] == "release.yml"
+            assert release["digest"] == build["digest"]
+            log = Path(release["log_path"]).read_text()
+            assert "Login Succeeded" in log
+            assert f"Service is not ready yet: {stage} is tagged in the repository" in log
+            assert "Phase complete: post_build State: SUCCEEDED" in log
+            assert password not in log
+            url = cli_json(platform, "url", stack, "--stage", stage)["url"]
+            served = httpx.get(url, timeout=5).text
+            assert page in served, (stack, stage, served)
+            assert httpx.get(f"{url}/ping", timeout=5).text.strip() == "pong"
+    assert len(digests) == 2
+    # Each build's builtimage went with its run: no stack's name is left on the engine.
+    names = platform.data_dir / "build-image-names.json"
+    deadline = time.monotonic() + 30
+    while json.loads(names.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert json.loads(names.read_text()) == {}
 
 
 def test_on_host_the_aws_logins_reach_the_registry_itself(tmp_path: Path) -> None:
