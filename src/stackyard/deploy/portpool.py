@@ -2,7 +2,8 @@
 
 A task port is free on this machine, used by no task of the platform (their labels say
 which) and not handed to a start still under way. A stage's route port is one no other
-stage holds in the store, and free on this machine.
+stage holds in the store, and free on this machine. Both are looked for from a random
+port of their span on.
 """
 
 from __future__ import annotations
@@ -44,10 +45,13 @@ class TaskPorts:
 
 
 def route_port(span: tuple[int, int], taken: Iterable[int]) -> int:
-    """The first port of ``span`` that no stage holds (``taken``) and nothing listens on."""
+    """A port of ``span`` that no stage holds (``taken``) and nothing listens on, looked for
+    from a random one on, as task ports are: two platforms on one machine that each pick a
+    new stage's port before either's Caddy binds it rarely pick the same one (from the first
+    free port on, both would)."""
     low, high = span
     held = set(taken)
-    for port in range(low, high + 1):
+    for port in _from_random_start(low, high):
         if port not in held and port_free(port):
             return port
     raise StackyardError(
