@@ -16,6 +16,10 @@ from collections.abc import Iterator
 from types import FrameType
 
 import pytest
+from xdist.remote import Producer
+from xdist.scheduler import Scheduling
+
+from tests.integration.lanes import LaneScheduling
 
 TEARDOWN_LIMIT = 900.0  # seconds; the slowest module teardowns (swarm) take well under 2 min
 
@@ -41,3 +45,11 @@ def pytest_runtest_teardown() -> Iterator[None]:
     finally:
         timer.cancel()
         signal.signal(signal.SIGUSR1, previous)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own loadgroup, which pytest 9 defeats
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> Scheduling | None:
+    """``--dist loadgroup``: the integration tests in their lanes (tests/integration/lanes.py)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    return LaneScheduling(config, log)

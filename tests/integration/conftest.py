@@ -22,8 +22,24 @@ import pytest
 from stackyard.engines.swarm import docker_nanos
 
 from .backends import Backend
+from .lanes import lane_group, lane_rank
 
 STACKYARD = [sys.executable, "-m", "stackyard"]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each integration test with its lane group (``lanes.py``); when the run is in
+    lanes (``--dist loadgroup``), put the longest groups first, each module in its order."""
+    groups: dict[str, str] = {}
+    for item in items:
+        group = lane_group(item.nodeid)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+            groups[item.nodeid] = group
+    # An xdist worker's config says ``dist = "no"`` and sets ``loadgroup`` instead.
+    if getattr(config.option, "loadgroup", False) or config.option.dist == "loadgroup":
+        items.sort(key=lambda item: lane_rank(groups.get(item.nodeid)))
 
 
 def free_port() -> int:
