@@ -46,7 +46,10 @@ def test_tinystacks_specs_go_unchanged_from_git_push_to_serving(
     build ``builtimage``, a name each run holds alone and that goes when the run ends (as
     in CodeBuild's fresh environment), so each serves its own page."""
     example = Path(__file__).parents[2] / "examples" / "tinystacks"
-    pages = {"tiny": "hello from a TinyStacks app", "tiny2": "hello from another TinyStacks app"}
+    pages = {
+        "tiny": "hello from a TinyStacks app on Stackyard",  # the example's own page
+        "tiny2": "hello from another TinyStacks app on Stackyard",
+    }
     repos: dict[str, GitRepo] = {}
     for stack, page in pages.items():
         repo = GitRepo.from_example("tinystacks", tmp_path / stack)
