@@ -70,6 +70,11 @@ SERVE = (
 DOCKERFILES = {
     "serving": f"FROM busybox:latest\nRUN mkdir -p /www && echo hello > /www/index.html\n{SERVE}\n",
     "crashing": 'FROM busybox:latest\nCMD ["sh", "-c", "echo boom; exit 3"]\n',
+    # An app that says one line, nothing for 3 s, then another, and stays up.
+    "quiet": (
+        'FROM busybox:latest\nCMD ["sh", "-c", "echo first; sleep 3; echo second; '
+        'exec sleep 600"]\n'
+    ),
     # An app that does not run as root, as well-made images do.
     "nobody": (
         "FROM busybox:latest\nRUN mkdir -p /www && echo hello > /www/index.html\n"
@@ -229,6 +234,27 @@ def test_init_makes_stop_fast(docker_engine: DockerEngine, spec_for: SpecFactory
     assert time.monotonic() - began < 3
     info = docker_engine.inspect(task.id)
     assert (info.state, info.exit_code) == (TaskState.EXITED, 143)  # SIGTERM, not SIGKILL
+
+
+def test_a_followed_log_that_is_quiet_longer_than_the_change_timeout_is_not_cut(
+    spec_for: SpecFactory,
+) -> None:
+    # A followed log's first answer comes within a change's timeout (1 s here), so a
+    # target that hangs fails it soon; after that the stream is read with no timeout: a
+    # task that says nothing for 3 s is still followed, its next line arrives.
+    engine = DockerEngine(change_timeout=1)
+    task = engine.start(spec_for("quiet", stop_timeout=1))
+    try:
+        began = time.monotonic()
+        lines = []
+        for line in engine.logs(task.id, follow=True):
+            lines.append(line)
+            if line == "second" or time.monotonic() - began > 30:
+                break
+        assert lines == ["first", "second"]
+    finally:
+        engine.remove(task.id)
+        engine.close()
 
 
 def test_files_are_written_before_start_with_mode_0600(
@@ -492,6 +518,10 @@ def test_a_pull_a_create_a_remove_logs_and_events_give_up_on_an_engine_that_neve
             gives_up(created, 1, lambda: engine.start(spec))
             gives_up(removed.format(id=short), 1, lambda: engine.remove(task_id))
             gives_up(f"GET {logged.format(id=short)}", 1, lambda: list(engine.logs(task_id)))
+            # Followed, too: its first answer within a change's timeout, not the client's.
+            gives_up(
+                f"GET {logged.format(id=short)}", 1, lambda: list(engine.logs(task_id, follow=True))
+            )
             labels = {LABEL_PLATFORM: RUN}
             gives_up("GET /events", 1, lambda: engine.events(labels, window=60))
         finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
@@ -16,6 +16,7 @@ from stackyard.engines.base import (
     Health,
     TaskEventKind,
     TaskInfo,
+    TaskLog,
     TaskSpec,
     TaskState,
 )
@@ -244,8 +245,8 @@ class Listless(Engine):
     def remove(self, task_id: str) -> None:
         pass
 
-    def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
-        return iter(())
+    def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> TaskLog:
+        return TaskLog(iter(()), lambda: None)
 
 
 def test_an_engine_without_events_says_so_and_what_to_do() -> None:

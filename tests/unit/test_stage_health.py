@@ -8,17 +8,22 @@ calls it unhealthy.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from stackyard.api.app import ApiContext, create_app
+from stackyard.api.routes import logs as logs_route
 from stackyard.engines.base import (
     LABEL_PLATFORM,
     LABEL_PORT,
@@ -27,6 +32,7 @@ from stackyard.engines.base import (
     LABEL_STAGE,
     EngineError,
     Health,
+    TaskLog,
     TaskSpec,
 )
 from stackyard.engines.fake import FakeEngine
@@ -70,16 +76,28 @@ def app_port() -> Iterator[int]:
 
 
 class _Engine(FakeEngine):
-    """FakeEngine whose log stream of a ``broken`` task fails, as a vanished task's does."""
+    """FakeEngine whose log stream of a ``broken`` task fails, as a vanished task's does,
+    and whose followed log of a ``quiet`` task, after its lines, holds its reader (as the
+    engine's connection does while a task says nothing) until it is closed."""
 
     def __init__(self) -> None:
         super().__init__()
         self.broken: set[str] = set()
+        self.quiet: set[str] = set()
+        self.closed = threading.Event()
 
-    def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+    def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> TaskLog:
         if task_id in self.broken:
             raise EngineError(f"no such container: {task_id}")
-        return super().logs(task_id, tail=tail, follow=follow)
+        log = super().logs(task_id, tail=tail, follow=follow)
+        if not (follow and task_id in self.quiet):
+            return log
+
+        def held() -> Iterator[str]:
+            yield from log
+            self.closed.wait(30)  # nothing more until the reader lets go
+
+        return TaskLog(held(), self.closed.set)
 
 
 @dataclass
@@ -194,3 +212,33 @@ def test_task_logs_are_masked_and_a_failing_stream_says_why(platform: Platform) 
     platform.engine.broken.add(platform.task)
     text = platform.client.get(path, headers=headers).text
     assert text.splitlines() == [f"[{label}] (no more lines: no such container: {platform.task})"]
+
+
+def test_a_follower_that_goes_away_lets_go_of_each_task_s_log(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A followed stage's log holds one engine connection per task for as long as the task
+    # lives. A reader that goes away (a closed console page, a CLI stopped with Ctrl-C)
+    # must let them go: its stream notices at the next keep-alive at the latest, and closes
+    # every task's log, so its pump thread ends too.
+    monkeypatch.setattr(logs_route, "HEARTBEAT", 0.1)
+    platform.engine.emit(platform.task, "first")
+    platform.engine.quiet.add(platform.task)
+    request: Any = SimpleNamespace(app=platform.client.app)
+    response = logs_route.task_logs(STACK, STAGE, request, tail=100, follow=True)
+
+    async def read_two_then_leave(body: Any) -> list[str]:
+        read = [await anext(body), await anext(body)]
+        await body.aclose()  # what the server does when the client hangs up
+        return read
+
+    first, second = asyncio.run(read_two_then_leave(response.body_iterator))
+    assert first == f'event: line\ndata: "[{platform.task[:12]}] first"\n\n'
+    assert second == ": keep-alive\n\n"  # the task says nothing: the stream is kept alive
+    del response
+    gc.collect()
+    assert platform.engine.closed.wait(5), "the task's log was never closed"
+    deadline = time.monotonic() + 5
+    while any(t.name.startswith("logs-") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "a log pump still runs"
+        time.sleep(0.05)

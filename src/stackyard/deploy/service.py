@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import logging
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
@@ -40,6 +40,7 @@ from stackyard.engines.base import (
     LABEL_STAGE,
     Engine,
     TaskInfo,
+    TaskLog,
     TaskState,
 )
 from stackyard.errors import NotFoundError, StackyardError, UsageError
@@ -246,9 +247,10 @@ class DeployService:
             raise on_target(target, exc) from exc
         return views.get((stack_name, stage), [])
 
-    def task_logs(self, task_id: str, *, tail: int | None, follow: bool) -> Iterator[str]:
+    def task_logs(self, task_id: str, *, tail: int | None, follow: bool) -> TaskLog:
         """One task's output lines (as ``tasks`` lists it), oldest first, from the engine
-        it lives on; unmasked."""
+        it lives on; unmasked. Close it when done: a followed log holds the engine's
+        connection until then (or until the task ends)."""
         engine = self._controller.engines.engine_of(task_id)
         return engine.logs(task_id, tail=tail, follow=follow)
 

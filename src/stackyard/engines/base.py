@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import ClassVar, Generic, Literal, TypeVar
 
 from stackyard.errors import ComponentError, StackyardError, UsageError, require
 from stackyard.registry_login import RegistryLogin
@@ -298,25 +298,35 @@ class TaskEvent:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-class TaskEvents:
-    """A stream of task events: iterate it on one thread; ``close`` from any thread ends the
-    iteration. It also ends by itself when its window is over."""
+T = TypeVar("T")
 
-    def __init__(self, events: Iterator[TaskEvent], close: Callable[[], None]) -> None:
-        self._events = events
+
+class Stream(Generic[T]):
+    """What an engine holds open for a reader (task events, a followed log): iterate it on
+    one thread; ``close`` from any thread ends the iteration, and lets go of the engine's
+    connection (a follower that went away)."""
+
+    def __init__(self, items: Iterator[T], close: Callable[[], None]) -> None:
+        self._items = items
         self._close = close
 
-    def __iter__(self) -> Iterator[TaskEvent]:
-        return self._events
+    def __iter__(self) -> Iterator[T]:
+        return self._items
 
     def close(self) -> None:
         self._close()
 
-    def __enter__(self) -> TaskEvents:
+    def __enter__(self) -> Stream[T]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# Task events also end by themselves when their window is over.
+TaskEvents = Stream[TaskEvent]
+# A task's output lines, oldest first; followed, it ends when the task does (or at close).
+TaskLog = Stream[str]
 
 
 _DIGEST_REFERENCE = re.compile(r"(?P<repository>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})")
@@ -370,8 +380,9 @@ class Engine(ABC):
         """Remove a stopped task; a task that is already gone is fine."""
 
     @abstractmethod
-    def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
-        """The task's output lines (stdout and stderr), oldest first."""
+    def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> TaskLog:
+        """The task's output lines (stdout and stderr), oldest first; ``follow`` goes on
+        with new lines until the task ends or the log is closed."""
 
     def events(self, labels: Mapping[str, str], *, window: float) -> TaskEvents:
         """Events of every task whose labels include all of ``labels``, from the moment this

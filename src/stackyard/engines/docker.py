@@ -38,6 +38,7 @@ from stackyard.engines.base import (
     TaskEventKind,
     TaskEvents,
     TaskInfo,
+    TaskLog,
     TaskSpec,
     TaskState,
     split_digest_reference,
@@ -206,22 +207,8 @@ class DockerEngine(DockerApiEngine):
             call = f"DELETE /containers/{task_id[:12]}"
             raise self._refused_in(call, f"cannot remove task {task_id}", exc) from exc
 
-    def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
-        # Followed, a log may say nothing for minutes (the long client); read to its end,
-        # each read answers within a change's timeout.
-        api = self._api() if follow else self._change_api()
-        chunks = self._listed(
-            f"GET {self._logs_path(task_id)}",
-            api.logs,
-            task_id,
-            stdout=True,
-            stderr=True,
-            stream=True,
-            follow=follow,
-            tail="all" if tail is None else tail,
-            missing=f"task {task_id}",
-        )
-        return self._lines(chunks, task_id)
+    def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> TaskLog:
+        return self._log(task_id, tail=tail, follow=follow)
 
     def events(self, labels: Mapping[str, str], *, window: float) -> TaskEvents:
         """``docker events`` for our containers, filtered by label and by the events that

@@ -12,7 +12,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import docker
@@ -30,6 +30,7 @@ from stackyard.engines.base import (
     Engine,
     EngineError,
     EngineUnreachable,
+    TaskLog,
 )
 from stackyard.errors import ComponentError, NotFoundError, StackyardError
 
@@ -185,19 +186,47 @@ class DockerApiEngine(Engine):
         api = self._api()
         params = {"since": since, "until": until, "filters": json.dumps(dict(filters))}
         try:
-            response = api.get(
-                engine_url(api, "/events"),
-                params=params,
-                stream=True,
-                timeout=self._listing_timeout,
-            )
-            raise_for_status(response)
+            response = _streamed(api, "/events", params, self._listing_timeout)
         except CALL_ERRORS as exc:
             raise self._refused_in("GET /events", f"{self._who} refused its events", exc) from exc
         _reads_within(response, max(1.0, window) + self._listing_timeout)
         return CancellableStream(json_stream(response.iter_content(chunk_size=None)), response)
 
-    def _lines(self, chunks: Iterator[bytes], task_id: str) -> Iterator[str]:
+    def _log(self, task_id: str, *, tail: int | None, follow: bool) -> TaskLog:
+        """``GET <logs path>`` (a container's or a service's), its lines. The engine's first
+        answer (its headers) within a change's timeout, followed or not: a target that hangs
+        fails the call soon, naming it. Then each read without a timeout: a followed log may
+        say nothing for as long as its task does. ``close`` from any thread ends it and
+        lets go of the connection (the API's follower went away)."""
+        path = self._logs_path(task_id)
+        params = {
+            "stdout": 1,
+            "stderr": 1,
+            "follow": int(follow),
+            "tail": "all" if tail is None else tail,
+        }
+        response = self._listed(
+            f"GET {path}",
+            _streamed,
+            self._change_api(),
+            path,
+            params,
+            self._change_timeout,
+            missing=f"task {task_id}",
+        )
+        _reads_within(response, None)
+        closed = threading.Event()
+
+        def close() -> None:
+            closed.set()
+            with suppress(OSError):  # the reader may be closing it at the same moment
+                CancellableStream(iter(()), response).close()  # shuts the socket: reads end
+
+        return TaskLog(self._lines(_frames(response), task_id, closed), close)
+
+    def _lines(
+        self, chunks: Iterator[bytes], task_id: str, closed: threading.Event
+    ) -> Iterator[str]:
         pending = b""
         try:
             for chunk in chunks:
@@ -205,7 +234,9 @@ class DockerApiEngine(Engine):
                 *complete, pending = pending.split(b"\n")
                 for line in complete:
                     yield line.decode("utf-8", errors="replace").rstrip("\r")
-        except CALL_ERRORS as exc:
+        except (*CALL_ERRORS, ValueError) as exc:  # ValueError: a read of a closed file
+            if closed.is_set():
+                return
             what = f"cannot read the logs of task {task_id}"
             raise self._refused_in(f"GET {self._logs_path(task_id)}", what, exc) from exc
         if pending:
@@ -229,10 +260,33 @@ class DockerApiEngine(Engine):
         raise NotImplementedError
 
 
-def _reads_within(response: Any, seconds: float) -> None:
-    """The rest of a streamed answer (its headers read) read with ``seconds`` per read:
-    requests has one read timeout for the headers and the body, set on the socket, which
-    urllib3 exposes as the response's connection's. Left as it is when there is none."""
+def _streamed(api: Any, path: str, params: Mapping[str, Any], timeout: float) -> Any:
+    """``GET path`` of the engine as a stream, its headers read within ``timeout``; an error
+    answer raised as the SDK's APIError."""
+    response = api.get(engine_url(api, path), params=params, stream=True, timeout=timeout)
+    raise_for_status(response)
+    return response
+
+
+def _frames(response: Any) -> Iterator[bytes]:
+    """The payloads of a log's multiplexed stream (Docker's framing for a task without a
+    TTY, which ours never have: per frame, the stream's number, three zero bytes and the
+    payload's length, big-endian). The answer is closed when the reader stops."""
+    raw = response.raw
+    try:
+        while len(header := raw.read(8)) == 8:
+            size = int.from_bytes(header[4:], "big")
+            if size and (payload := raw.read(size)):
+                yield payload
+    finally:
+        response.close()
+
+
+def _reads_within(response: Any, seconds: float | None) -> None:
+    """The rest of a streamed answer (its headers read) read with ``seconds`` per read (None:
+    no bound): requests has one read timeout for the headers and the body, set on the
+    socket, which urllib3 exposes as the response's connection's. Left as it is when there
+    is none."""
     sock = getattr(getattr(response.raw, "connection", None), "sock", None)
     if sock is not None:
         sock.settimeout(seconds)

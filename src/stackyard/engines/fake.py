@@ -33,6 +33,7 @@ from stackyard.engines.base import (
     TaskEventKind,
     TaskEvents,
     TaskInfo,
+    TaskLog,
     TaskSpec,
     TaskState,
     owner_of,
@@ -220,11 +221,12 @@ class FakeEngine(Engine):
         if task is not None:
             self._emit(task, TaskEventKind.REMOVED)
 
-    def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+    def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> TaskLog:
         """The lines so far; ``follow`` cannot block without threads, so it ends here too."""
         self.calls.append(("logs", (task_id, tail, follow)))
         lines = list(self._task(task_id).lines)
-        return iter(lines if tail is None else lines[-tail:] if tail else [])
+        shown = lines if tail is None else lines[-tail:] if tail else []
+        return TaskLog(iter(shown), lambda: None)  # nothing held open
 
     def events(self, labels: Mapping[str, str], *, window: float) -> TaskEvents:
         """Events from now on, for ``window`` seconds of real time (or until closed)."""

@@ -51,6 +51,7 @@ from stackyard.engines.base import (
     TaskEventKind,
     TaskEvents,
     TaskInfo,
+    TaskLog,
     TaskSpec,
     TaskState,
     address_problem,
@@ -382,23 +383,9 @@ class SwarmEngine(DockerApiEngine):
             self._ended.pop(str(service["ID"]), None)
         self._remove_secrets(str(service["Spec"]["Name"]))
 
-    def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+    def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> TaskLog:
         self._service(self._listing_api(), task_id)
-        # Followed, a log may say nothing for minutes (the long client); read to its end,
-        # each read answers within a change's timeout.
-        api = self._api() if follow else self._change_api()
-        chunks = self._listed(
-            f"GET {self._logs_path(task_id)}",
-            api.service_logs,
-            task_id,
-            stdout=True,
-            stderr=True,
-            follow=follow,
-            tail="all" if tail is None else tail,
-            is_tty=False,
-            missing=f"task {task_id}",
-        )
-        return self._lines(chunks, task_id)
+        return self._log(task_id, tail=tail, follow=follow)
 
     def events(self, labels: Mapping[str, str], *, window: float) -> TaskEvents:
         """Swarm's service and node events, and a list of the tasks every ``poll`` seconds

@@ -129,31 +129,56 @@ def task_logs(
     tasks = found.deploy.tasks(name, stage)
     masker = found.secrets.masker(name)
     lines: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=10_000)
+    streams: list[Callable[[], None]] = []  # each open log's close
+    gone = threading.Event()  # the reader went away: the pumps stop
 
     def pump(task_id: str, label: str) -> None:
         try:
-            for line in found.deploy.task_logs(task_id, tail=tail, follow=follow):
-                lines.put((label, line))
+            with found.deploy.task_logs(task_id, tail=tail, follow=follow) as log:
+                streams.append(log.close)
+                if gone.is_set():  # the reader left while this one was opening
+                    return
+                for line in log:
+                    lines.put((label, line))
         except StackyardError as exc:  # e.g. the task went away: say so in the stream
             lines.put((label, f"(no more lines: {exc.message})"))
         finally:
             lines.put(None)
 
     for task in tasks:
-        threading.Thread(target=pump, args=(task.id, task.id[:12]), daemon=True).start()
+        label = task.id[:12]
+        threading.Thread(
+            target=pump, args=(task.id, label), name=f"logs-{label}", daemon=True
+        ).start()
 
     def events() -> Iterator[str]:
+        # The queue is read with a heartbeat's bound: a reader that went away is noticed
+        # at the next keep-alive at the latest (this generator is then dropped, and its
+        # end closes every task's log, which ends its pump and lets go of its engine
+        # connection); a followed stage whose tasks say nothing holds neither.
         open_streams = len(tasks)
-        while open_streams:
-            item = lines.get()
-            if item is None:
-                open_streams -= 1
-                continue
-            label, line = item
-            text = f"[{label}] {masker.mask(line)}"
-            yield _event("line", text) if follow else text + "\n"
-        if follow:
-            yield _event("end", "")
+        try:
+            while open_streams:
+                try:
+                    item = lines.get(timeout=HEARTBEAT)
+                except queue.Empty:
+                    if follow:
+                        yield ": keep-alive\n\n"
+                    continue
+                if item is None:
+                    open_streams -= 1
+                    continue
+                label, line = item
+                text = f"[{label}] {masker.mask(line)}"
+                yield _event("line", text) if follow else text + "\n"
+            if follow:
+                yield _event("end", "")
+        finally:
+            gone.set()
+            for close in list(streams):
+                close()
+            while not lines.empty():  # a pump blocked on a full queue goes on to its end
+                lines.get_nowait()
 
     media = "text/event-stream" if follow else "text/plain; charset=utf-8"
     return StreamingResponse(events(), media_type=media)
