@@ -43,7 +43,9 @@ def test_a_name_another_run_holds_is_had_once_that_run_ends() -> None:
         )
 
         async def second_run() -> None:
-            taken, refusal = await leases.take(["builtimage:latest"], second, "tiny2")
+            taken, refusal = await leases.take(
+                ["builtimage:latest"], second, "tiny2", on_wait=said.append
+            )
             said.append(f"second holds {sorted(taken)}, refused: {refusal}")
 
         waiting = asyncio.create_task(second_run())
@@ -57,6 +59,11 @@ def test_a_name_another_run_holds_is_had_once_that_run_ends() -> None:
         return said
 
     assert asyncio.run(scenario()) == [
+        # Said once, when the wait starts (the build log's line), without the holder's stack.
+        "Stackyard's build proxy: waiting for the local image name builtimage:latest: a build "
+        "or release of another stack running now holds it (a local name is one run's own "
+        "until that run ends); up to 30 s more. A name of your own ($STACK_NAME-<name>) "
+        "never waits",
         "first ends",
         "second holds ['builtimage:latest'], refused: None",
     ]
@@ -268,6 +275,8 @@ def test_another_stack_s_run_waits_for_a_name_a_running_build_holds(
     try:
         first = proxy.open(scope("tiny"))
         second = proxy.open(scope("tiny2"))
+        heard: list[str] = []
+        second.notice = heard.append  # the command's build log, while it runs
         assert tag(first.path, f"{REGISTRY}/tiny:v1", "builtimage")[0] == 201
         result: list[tuple[int, str]] = []
         waiting = threading.Thread(
@@ -278,6 +287,9 @@ def test_another_stack_s_run_waits_for_a_name_a_running_build_holds(
         while second.run_names.waiting_for is None and time.monotonic() < deadline:
             time.sleep(0.02)
         assert not result  # still waiting
+        assert len(heard) == 1
+        assert "waiting for the local image name builtimage:latest" in heard[0]
+        assert "tiny" not in heard[0]  # the holder's stack is not named to another stack
         first.close()
         waiting.join(timeout=30)
         assert result == [(201, "")]

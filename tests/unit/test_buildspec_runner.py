@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ import pytest
 
 from stackyard.buildspec.buildlog import LineKind, LogLine
 from stackyard.buildspec.container import TOOLS_MOUNT, ContainerSettings, ContainerShell
+from stackyard.buildspec.process import Command, CommandOutcome
 from stackyard.buildspec.runner import BuildResult, RunSettings, Status, run_buildspec
-from stackyard.buildspec.shell import TOOLS_DIR
+from stackyard.buildspec.shell import TOOLS_DIR, LocalShell, OutputCallback
 from stackyard.config.buildspec import load_buildspec
 from stackyard.errors import ConfigError, UsageError
 
@@ -487,3 +489,41 @@ def test_a_build_image_without_bash_defaults_to_sh_and_still_has_aws(tmp_path: P
     output = [line.text for line in lines if line.kind is LineKind.OUTPUT]
     assert output == ["[]", "aws: not supported by Stackyard: aws sts get-caller-identity"]
     assert result.phases[0].exit_code == 2
+
+
+class _WaitingProxyShell(LocalShell):
+    """A host shell with a Docker API of its own that, during each command, says from its
+    own thread why a request waits (as the build proxy does for a held local name)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notice: Callable[[str], None] | None = None
+        self.heard: list[bool] = []  # whether a notice was set, at each hear
+
+    def hear(self, notice: Callable[[str], None] | None) -> None:
+        self.notice = notice
+        self.heard.append(notice is not None)
+
+    def run(self, command: Command, on_output: OutputCallback) -> CommandOutcome:
+        notice = self.notice
+        assert notice is not None
+        proxy = threading.Thread(target=notice, args=("waiting for builtimage (s3cr3t)",))
+        proxy.start()
+        proxy.join(timeout=10)
+        return super().run(command, on_output)
+
+
+def test_why_a_command_s_docker_request_waits_is_said_in_its_phase_masked(
+    tmp_path: Path,
+) -> None:
+    spec_, _ = load_buildspec(spec(phase("build", "echo built")))
+    lines: list[LogLine] = []
+    settings = RunSettings(
+        workdir=tmp_path, log_path=tmp_path / "logs" / "build.log", secrets={"KEY": "s3cr3t"}
+    )
+    shell = _WaitingProxyShell()
+    run_buildspec(spec_, settings, sink=lines.append, shell=shell)
+    said = [(line.phase, line.kind, line.text) for line in lines if "builtimage" in line.text]
+    assert said == [("build", LineKind.MESSAGE, "waiting for builtimage (***)")]
+    assert shell.heard == [True, False]  # heard while the command ran, not after
+    assert "waiting for builtimage (***)" in settings.log_path.read_text()

@@ -6,6 +6,7 @@ The runner writes through :class:`BuildLog`; callers (the CLI, builds, releases)
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +56,9 @@ class BuildLog:
         self._partial = ""
         self._file: TextIO | None = None
         self._captured: list[str] | None = None
+        # A line may also come from the build proxy's thread (why a request waits) while
+        # the runner writes a command's output: one whole line at a time.
+        self._writing = threading.Lock()
 
     @property
     def masker(self) -> SecretMasker:
@@ -105,12 +109,13 @@ class BuildLog:
             self._emit(phase, LineKind.OUTPUT, text.removesuffix("\r"))
 
     def _emit(self, phase: str, kind: LineKind, text: str) -> None:
-        entry = LogLine(datetime.now(UTC), phase, kind, text)
-        if self._captured is not None and kind is LineKind.OUTPUT:
-            self._captured.append(text)
-        if self._file is not None:
-            self._file.write(entry.formatted() + "\n")
-            self._file.flush()
-            changes.notify(self.path)  # its followers see the line now, not at a poll
-        if self._sink is not None:
-            self._sink(entry)
+        with self._writing:
+            entry = LogLine(datetime.now(UTC), phase, kind, text)
+            if self._captured is not None and kind is LineKind.OUTPUT:
+                self._captured.append(text)
+            if self._file is not None:
+                self._file.write(entry.formatted() + "\n")
+                self._file.flush()
+                changes.notify(self.path)  # its followers see the line now, not at a poll
+            if self._sink is not None:
+                self._sink(entry)

@@ -166,6 +166,10 @@ class ContainerShell(CommandShell):
     def state_file(self, account: Account | None) -> str:
         return str(_agent_dir(account) / "state")
 
+    def hear(self, notice: Callable[[str], None] | None) -> None:
+        if self._proxy_socket is not None:
+            self._proxy_socket.notice = notice
+
     def run(self, command: Command, on_output: OutputCallback) -> CommandOutcome:
         try:
             agent = self._agent(command.account)

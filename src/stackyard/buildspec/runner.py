@@ -248,7 +248,11 @@ class _Run:
             kill_grace=self.settings.kill_grace,
             account=account,
         )
-        outcome = self.where.run(request, lambda chunk: self.log.output(name, chunk))
+        self.where.hear(lambda notice: self.log.line(name, LineKind.MESSAGE, notice))
+        try:
+            outcome = self.where.run(request, lambda chunk: self.log.output(name, chunk))
+        finally:
+            self.where.hear(None)
         self.log.end_output(name)
         if outcome.group is not None:
             self.groups.add(outcome.group)

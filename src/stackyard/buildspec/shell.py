@@ -89,6 +89,11 @@ class CommandShell(ABC):
         """Where commands run, for the log's first line ("in a build container of ...")."""
         return self.name
 
+    def hear(self, notice: Callable[[str], None] | None) -> None:  # noqa: B027 - optional
+        """While a command runs, where the run's own Docker API says why a request of it
+        waits (a local image name another run holds); None when it ends. Shells without
+        such an API have nothing to say."""
+
     def close(self) -> None:  # noqa: B027 - optional: shells that hold something release it
         """Release what the shell holds (a state directory, a container)."""
 

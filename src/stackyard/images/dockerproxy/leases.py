@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 NAME_WAIT = 600.0  # seconds a run waits for a local name another run holds
@@ -50,16 +50,21 @@ class NameLeases:
         return held.run if held is not None else None
 
     async def take(
-        self, names: Iterable[str], run: RunNames, stack: str
+        self,
+        names: Iterable[str],
+        run: RunNames,
+        stack: str,
+        on_wait: Callable[[str], None] = lambda _notice: None,
     ) -> tuple[set[str], str | None]:
         """Hold ``names`` for ``run`` (of ``stack``), waiting for the runs that hold them;
         the names newly held, and the refusal when one cannot be had (then none of them
-        is newly held)."""
+        is newly held). ``on_wait`` is told once per name the run starts to wait for, and
+        why (its build log says it: a build that stalls says on what)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait
         taken: set[str] = set()
         for name in sorted(set(names)):
-            refusal = await self._wait_for(name, run, stack, deadline)
+            refusal = await self._wait_for(name, run, stack, deadline, on_wait)
             if refusal is not None:
                 self.give_back(taken, run)
                 return set(), refusal
@@ -69,8 +74,16 @@ class NameLeases:
                 taken.add(name)
         return taken, None
 
-    async def _wait_for(self, name: str, run: RunNames, stack: str, deadline: float) -> str | None:
+    async def _wait_for(
+        self,
+        name: str,
+        run: RunNames,
+        stack: str,
+        deadline: float,
+        on_wait: Callable[[str], None],
+    ) -> str | None:
         loop = asyncio.get_running_loop()
+        told = False
         try:
             while True:
                 held = self._holders.get(name)
@@ -98,6 +111,14 @@ class NameLeases:
                         "$IMAGE_URL:<tag> straight away"
                     )
                 run.waiting_for = name
+                if not told:
+                    told = True
+                    on_wait(
+                        f"{_PROXY}: waiting for the local image name {name}: {who} running "
+                        "now holds it (a local name is one run's own until that run ends); "
+                        f"up to {left:.0f} s more. A name of your own ($STACK_NAME-<name>) "
+                        "never waits"
+                    )
                 await self._next_release(left)
         finally:
             run.waiting_for = None

@@ -170,6 +170,8 @@ class ProxySocket:
         self.buildkit_builds = 0  # BuildKit builds passed on (their steps share a budget)
         self.relays: set[asyncio.StreamWriter] = set()  # both ends of each open session
         self.session_builds: dict[str, Forward] = {}  # BuildKit session -> the build it serves
+        # Where the proxy says why a request waits (the command's build log), while one runs.
+        self.notice: Callable[[str], None] | None = None
         self._server: asyncio.AbstractServer | None = None
         self._close: Callable[[], None] = lambda: None
 
@@ -581,7 +583,8 @@ class _Connection:
         then ask the engine about every image it reads or writes, and judge; a refused
         request holds no name it did not hold before."""
         scope, run = self.socket.scope, self.socket.run_names
-        taken, busy = await self.leases.take(local_names(decision.writes, scope), run, scope.stack)
+        names = local_names(decision.writes, scope)
+        taken, busy = await self.leases.take(names, run, scope.stack, self._notice)
         if busy is not None:
             return Refuse(409, busy)
         try:
@@ -592,6 +595,18 @@ class _Connection:
         if not isinstance(judged, Forward):
             self.leases.give_back(taken, run)
         return judged
+
+    def _notice(self, text: str) -> None:
+        """Say ``text`` in the run's build log (when it listens); never fails the request."""
+        notice = self.socket.notice
+        if notice is None:
+            return
+        try:
+            notice(text)
+        except Exception:
+            log.exception(
+                "the build proxy of %s could not say why it waits", self.socket.scope.stack
+            )
 
     async def _judged_names(self, decision: Forward) -> Decision:
         """Ask the engine about every image the request reads or writes, then judge."""
