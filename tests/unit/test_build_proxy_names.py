@@ -119,6 +119,24 @@ def test_a_run_that_ends_while_it_waits_stops_waiting() -> None:
     assert "still after" in str(asyncio.run(scenario()))
 
 
+def test_a_run_that_has_ended_is_refused_a_name_and_holds_none() -> None:
+    """A request still in flight when its run's socket closed must not take a name that
+    nobody would ever give back."""
+
+    async def scenario() -> tuple[set[str], str | None, RunNames | None]:
+        leases = NameLeases(wait=30)
+        run = RunNames()
+        leases.end(run)
+        taken, refusal = await leases.take(["builtimage:latest"], run, "tiny")
+        return taken, refusal, leases.holder("builtimage:latest")
+
+    taken, refusal, holder = asyncio.run(scenario())
+    assert taken == set()
+    assert refusal is not None
+    assert "builtimage:latest: this build or release has ended" in refusal
+    assert holder is None
+
+
 # -- the proxy ---------------------------------------------------------------------------------
 
 
@@ -130,6 +148,8 @@ class Engine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: Path) -> None:
         self.images: dict[str, str] = {}  # name:tag -> id
         self.asked: list[str] = []
+        self.gate = threading.Event()  # a tag is answered once it is set (it is, at first)
+        self.gate.set()
         for stack in ("tiny", "tiny2"):
             self.images[f"{REGISTRY}/{stack}:v1"] = SOURCE
         super().__init__(str(path), EngineHandler)
@@ -166,6 +186,7 @@ class EngineHandler(http.server.BaseHTTPRequestHandler):
         target = f"{query['repo'][0]}:{query.get('tag', ['latest'])[0]}"
         self.server.asked.append(f"tag {source} {target}")
         self.server.images[target] = self.server.images[source]
+        self.server.gate.wait(30)  # done on the engine, the answer held back
         self.answer(201, {})
 
     def do_DELETE(self) -> None:
@@ -318,3 +339,37 @@ def test_a_stopped_platform_s_names_are_removed_at_the_next_start(
         proxy.close()
     assert "builtimage:latest" not in engine.images
     assert json.loads(names_file.read_text()) == {}
+
+
+def test_a_name_whose_tag_was_in_flight_when_the_run_ended_is_removed_not_recorded(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The run's clean-up removes the names its requests made; a tag the engine answers
+    only after that (the build container was killed mid-request) would outlive the run,
+    its name the stack's for good: it is removed when its answer comes instead."""
+    proxy = BuildProxy(str(tmp_path / "engine.sock"), scratch_names=True)
+    try:
+        first = proxy.open(scope("tiny"))
+        engine.gate.clear()
+        late: list[tuple[int, str]] = []
+        tagging = threading.Thread(
+            target=lambda: late.append(tag(first.path, f"{REGISTRY}/tiny:v1", "builtimage"))
+        )
+        tagging.start()
+        deadline = time.monotonic() + 30
+        while "builtimage:latest" not in engine.images and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first.close()  # the run ends while the engine still holds the tag's answer
+        engine.gate.set()
+        tagging.join(timeout=30)
+        deadline = time.monotonic() + 30
+        while "builtimage:latest" in engine.images and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "builtimage:latest" not in engine.images
+        assert engine.asked[-1] == "delete builtimage:latest?noprune=1"
+        assert "builtimage:latest" not in proxy.names.owners
+        second = proxy.open(scope("tiny2"))  # another stack's run may use the name at once
+        assert tag(second.path, f"{REGISTRY}/tiny2:v1", "builtimage") == (201, "")
+        second.close()
+    finally:
+        proxy.close()

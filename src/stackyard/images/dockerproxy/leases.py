@@ -29,6 +29,7 @@ class RunNames:
     made: set[str] = field(default_factory=set)
     waiting_for: str | None = None
     ended: bool = False
+    scratch: bool = False  # its names are removed when it ends (the platform's runs)
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,16 @@ class NameLeases:
         the names newly held, and the refusal when one cannot be had (then none of them
         is newly held). ``on_wait`` is told once per name the run starts to wait for, and
         why (its build log says it: a build that stalls says on what)."""
+        wanted = sorted(set(names))
+        if run.ended and wanted:  # a request still in flight when its run's socket closed
+            return set(), (
+                f"{_PROXY} refused to write {', '.join(wanted)}: this build or release has "
+                "ended (its local names are removed; it holds none any more)"
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait
         taken: set[str] = set()
-        for name in sorted(set(names)):
+        for name in wanted:
             refusal = await self._wait_for(name, run, stack, deadline, on_wait)
             if refusal is not None:
                 self.give_back(taken, run)

@@ -232,6 +232,7 @@ class BuildProxy:
         directory = Path(tempfile.mkdtemp(prefix="stackyard-proxy-"))
         path = directory / "docker.sock"
         socket = ProxySocket(path, scope, claimed=claimed)
+        socket.run_names.scratch = self.scratch_names
         served = asyncio.run_coroutine_threadsafe(self._listen(socket), loop)
         try:
             socket._server = served.result(timeout=10)
@@ -422,6 +423,8 @@ class _Connection:
         self.names = names
         self.leases = leases
         self.status = 0  # of the last response sent on
+        # The request being forwarded, when it writes local names (``_record``).
+        self._records: Forward | None = None
         self.reader = reader
         self.writer = writer
         self.engine_socket = engine_socket
@@ -646,6 +649,7 @@ class _Connection:
         if self.upstream is None:
             self.upstream = await _Upstream.connect(self.engine_socket)
         upstream = self.upstream
+        self._records = decision if decision.records else None
         query = urlencode(decision.query, doseq=True)
         target = raw_path + (f"?{query}" if query else "")
         headers = _forward_headers(request.headers, decision)
@@ -684,9 +688,7 @@ class _Connection:
     ) -> bool:
         """After the engine's answer: record the names and image it made, keep or drop its
         connection."""
-        if decision.records and 200 <= self.status < 300:
-            self.names.record(decision.records, self.socket.scope.stack)
-            self.socket.run_names.made.update(decision.records)
+        await self._recorded_late()
         self._made(built)
         upstream = self.upstream or upstream
         if upstream.http.our_state is h11.DONE and upstream.http.their_state is h11.DONE:
@@ -900,6 +902,7 @@ class _Connection:
     ) -> None:
         """The engine's status and headers, on to the client (with ``extra`` headers)."""
         self.status = event.status_code
+        self._record()
         headers = [*_response_headers(event), *(extra or [])]
         await self._send(h11.Response(status_code=event.status_code, headers=headers))
 
@@ -1047,6 +1050,29 @@ class _Connection:
         await self._send(h11.Response(status_code=status, headers=headers))
         await self._send(h11.Data(data=data))
         await self._send(h11.EndOfMessage())
+
+    def _record(self) -> None:
+        """Record the local names the forwarded request makes, once the engine said yes
+        (its answer's head): before the client has the answer and may send its next
+        request, on any connection, which may read them."""
+        decision, run = self._records, self.socket.run_names
+        if decision is None or not 200 <= self.status < 300 or (run.ended and run.scratch):
+            return
+        self.names.record(decision.records, self.socket.scope.stack)
+        run.made.update(decision.records)
+
+    async def _recorded_late(self) -> None:
+        """The forwarded request's answer ended. Was it in flight when the run's socket
+        closed, its clean-up has removed (or is removing) the names it knew of, and these
+        would outlive the run: removed now. Not one another run has taken since: that
+        run's now (its end removes it)."""
+        decision, self._records = self._records, None
+        run = self.socket.run_names
+        if decision is None or not 200 <= self.status < 300 or not (run.ended and run.scratch):
+            return
+        free = [name for name in decision.records if self.leases.holder(name) is None]
+        removed = await asyncio.gather(*(_untag(self.engine_socket, name) for name in free))
+        self.names.forget([name for name, ok in zip(free, removed, strict=True) if ok])
 
     async def _send(self, event: h11.Event) -> None:
         data = self.http.send(event)
