@@ -107,8 +107,11 @@ def spec_commands() -> list[str]:
 
 
 def own_local_name(repo: GitRepo, stack: str) -> None:
-    """TinyStacks' build.yml builds ``builtimage``, one name for every stack: the second
-    stack (and platform) to build it would be refused. Each stack gets its own here."""
+    """TinyStacks' build.yml builds ``builtimage``, one name on the engine. Within one
+    platform a second stack's build only waits for it (name leases); but the two platforms
+    here share the engine and their leases are per platform, so the other platform's
+    ``builtimage`` is a name this one did not make, never replaced: refused. Each stack
+    gets its own here."""
     spec = repo.path / "build.yml"
     if spec.exists():
         repo.write("build.yml", spec.read_text().replace("builtimage", f"{stack}-built"))
