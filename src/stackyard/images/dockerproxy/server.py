@@ -262,18 +262,9 @@ class BuildProxy:
         try:
             await _stop(server, socket.relays)
             if self.scratch_names:
-                await self._untag(sorted(run.made))
+                await _untag_all(self.engine_socket, self.names, sorted(run.made))
         finally:
             self.leases.end(run)
-
-    async def _untag(self, names: list[str]) -> list[str]:
-        """Remove each local name from the engine (``noprune``: the image stays while it has
-        another name, a pushed one, and its parent layers stay for the next build's cache),
-        and forget it; the names removed (or gone already)."""
-        statuses = await asyncio.gather(*(_untag(self.engine_socket, name) for name in names))
-        gone = [name for name, ok in zip(names, statuses, strict=True) if ok]
-        self.names.forget(gone)
-        return gone
 
     def untag_leftovers(self) -> list[str]:
         """At start (``scratch_names``): remove and forget the local names that runs made
@@ -291,7 +282,8 @@ class BuildProxy:
 
     async def _untag_leftovers(self) -> list[str]:
         held = self.leases.holder
-        return await self._untag([name for name in self.names.owners if held(name) is None])
+        leftovers = [name for name in self.names.owners if held(name) is None]
+        return await _untag_all(self.engine_socket, self.names, leftovers)
 
     def close(self) -> None:
         with self._starting:
@@ -319,6 +311,16 @@ class BuildProxy:
                 await connection.close()
 
         return await asyncio.start_unix_server(serve, path=str(socket.path))
+
+
+async def _untag_all(engine_socket: str, names: ImageNames, local: list[str]) -> list[str]:
+    """Remove each of the ``local`` names from the engine (``noprune``: the image stays while
+    it has another name, a pushed one, and its parent layers stay for the next build's
+    cache), and forget it in ``names``; the names removed (or gone already)."""
+    statuses = await asyncio.gather(*(_untag(engine_socket, name) for name in local))
+    gone = [name for name, ok in zip(local, statuses, strict=True) if ok]
+    names.forget(gone)
+    return gone
 
 
 async def _untag(engine_socket: str, name: str) -> bool:
@@ -1071,8 +1073,7 @@ class _Connection:
         if decision is None or not 200 <= self.status < 300 or not (run.ended and run.scratch):
             return
         free = [name for name in decision.records if self.leases.holder(name) is None]
-        removed = await asyncio.gather(*(_untag(self.engine_socket, name) for name in free))
-        self.names.forget([name for name, ok in zip(free, removed, strict=True) if ok])
+        await _untag_all(self.engine_socket, self.names, free)
 
     async def _send(self, event: h11.Event) -> None:
         data = self.http.send(event)
