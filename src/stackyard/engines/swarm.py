@@ -76,6 +76,9 @@ _RUNNING = "running"
 _ON_ITS_WAY = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready"}
 _ON_ITS_WAY |= {"starting"}
 _ENDED = {"complete", "shutdown", "failed", "rejected", "orphaned", "remove"}
+# The desired state Swarm gives the tasks of a service scaled to 0; its reaper deletes them
+# once they end.
+_REAPED = "remove"
 _PINNED = re.compile(r"node\.id\s*==\s*(\S+)")
 # Swarm's pending reason when the nodes a task may use lack the cpu or memory it reserves.
 # Often transient: the tasks a rolling deployment just stopped there still hold theirs for
@@ -168,6 +171,7 @@ class SwarmEngine(DockerApiEngine):
         stop_margin: float = 20.0,
         start_timeout: float = 300.0,
         placement_wait: float = 30.0,
+        reap_wait: float = 3.0,
     ) -> None:
         super().__init__(endpoint, timeout, ping_timeout, listing_timeout, change_timeout)
         # How often the event stream lists the tasks: Swarm has events for services and
@@ -178,6 +182,7 @@ class SwarmEngine(DockerApiEngine):
         # does; one that never runs (no node can take it, the pull failed) is an error.
         self._start_timeout = start_timeout
         self._placement_wait = min(placement_wait, start_timeout)
+        self._reap_wait = reap_wait  # a remove waits this long for Swarm's reaper
         # Swarm reaps the task of a service scaled to 0 soon after it ends, and its exit
         # code with it: the last ended state seen of each service, until it is removed.
         self._ended: dict[str, TaskInfo] = {}
@@ -373,6 +378,7 @@ class SwarmEngine(DockerApiEngine):
         call = f"GET /services/{task_id[:12]}"
         try:
             service = self._listing_api().inspect_service(task_id)
+            self._wait_reaped(str(service["ID"]))
             call = f"DELETE /services/{task_id[:12]}"
             self._change_api().remove_service(task_id)
         except docker.errors.NotFound:
@@ -382,6 +388,27 @@ class SwarmEngine(DockerApiEngine):
         with self._ended_lock:
             self._ended.pop(str(service["ID"]), None)
         self._remove_secrets(str(service["Spec"]["Name"]))
+
+    def _wait_reaped(self, service_id: str) -> None:
+        """Wait (up to ``reap_wait`` seconds) until Swarm's task reaper has deleted the
+        service's tasks it marked for removal (a stop scales the service to 0, and the
+        reaper deletes the task soon after it ends). Docker 20.10's manager panics when a
+        service is removed while the reaper deletes one of its tasks (a nil dereference in
+        swarmkit's ``SetServiceTasksRemove``, fixed in later versions): the engine died,
+        and the rest of that deletion failed. A task that never ends (its node is down)
+        is not waited for past the bound."""
+        deadline = time.monotonic() + self._reap_wait
+        api = self._listing_api()
+        while True:
+            tasks = self._listed("GET /tasks", api.tasks, filters={"service": service_id})
+            pending = [
+                t
+                for t in tasks
+                if t.get("ServiceID") == service_id and t.get("DesiredState") == _REAPED
+            ]
+            if not pending or time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
 
     def logs(self, task_id: str, *, tail: int | None = None, follow: bool = False) -> TaskLog:
         self._service(self._listing_api(), task_id)

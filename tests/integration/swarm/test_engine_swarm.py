@@ -373,6 +373,36 @@ def test_stop_ends_a_task_with_sigterm_quickly(
     assert info.exit_code in (143, None)
 
 
+def test_a_stopped_task_is_removed_only_once_swarm_has_reaped_it(
+    swarm_engine: SwarmEngine, swarm_cluster: SwarmCluster, spec_for: SpecFactory
+) -> None:
+    """Docker 20.10's manager panics when a service is removed while Swarm's reaper deletes
+    one of its tasks (swarmkit's SetServiceTasksRemove): a stop scales the service to 0,
+    and the reaper deletes its task soon after it ends. The removal waits for that."""
+    client: docker.DockerClient = swarm_cluster.manager.client()
+    left: list[list[tuple[str, str]]] = []
+    changes = swarm_engine._change_api()
+    removing = changes.remove_service
+
+    def remove_service(service_id: str) -> object:
+        tasks = client.api.tasks(filters={"service": service_id})
+        left.append([(t["DesiredState"], t["Status"]["State"]) for t in tasks])
+        return removing(service_id)
+
+    try:
+        for _ in range(3):
+            task = swarm_engine.start(spec_for(stop_timeout=10))
+            swarm_engine.stop(task.id, timeout=10)
+            changes.remove_service = remove_service  # type: ignore[method-assign]
+            try:
+                swarm_engine.remove(task.id)
+            finally:
+                del changes.remove_service
+    finally:
+        client.close()
+    assert left == [[], [], []]
+
+
 def test_a_docker_client_sees_the_service_labels(
     swarm_engine: SwarmEngine, swarm_cluster: SwarmCluster, spec_for: SpecFactory
 ) -> None:
