@@ -428,6 +428,7 @@ def test_the_tinystacks_release_pushes_a_stage_s_image_to_its_target_registry(
         deleted = yard.cli("stacks", "delete", "tiny", "--yes")
         assert "Deleted stack tiny." in deleted.stdout
         assert f"Left its copies in target apac's registry ({regional}): " in deleted.stdout
+        assert "Remove the rest by hand" in deleted.stdout
         with RegistryClient(
             outside.endpoint, username=outside.username, password=outside.password
         ) as client:

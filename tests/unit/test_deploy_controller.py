@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
 from stackyard import changes
@@ -27,17 +27,19 @@ from stackyard.engines.base import (
     LABEL_RELEASE,
     LABEL_STACK,
     LABEL_STAGE,
+    EngineError,
     Health,
     TaskInfo,
     TaskSpec,
 )
 from stackyard.engines.fake import FakeEngine
-from stackyard.errors import ComponentError, PermanentError
+from stackyard.errors import ComponentError, PermanentError, StackyardError
 from stackyard.images.imagestore import Placement, TargetPlace, only_local
 from stackyard.pipeline.releases import config_snapshot
 from stackyard.registry_login import RegistryLogin
 from stackyard.router.fake import FakeRouter
 from stackyard.settings import Settings
+from stackyard.store.models import Stack
 from tests.unit.controller_fixtures import (
     KEY,
     PLATFORM,
@@ -764,6 +766,42 @@ def test_orphans_are_removed_from_every_targets_engine_even_one_no_stage_runs_on
         )  # eu keeps another platform's task
     assert yard.made.count("us") == 1
     assert "gone" in yard.made  # a target that cannot be reached is noted; nothing fails
+
+
+def test_tasks_a_deletion_left_are_removed_on_the_second_look_once_their_engine_answers(
+    yard: Yard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swarm manager that restarts while a stack is deleted leaves its tasks running; the
+    platform removes them without a restart, and keeps every task of a stack that exists."""
+    yard.ship(V1, replicas=2)
+    with yard.sessions.begin() as session:
+        session.add(Stack(name="kept", repo="https://example.invalid/kept.git"))
+    labels = {LABEL_PLATFORM: PLATFORM, LABEL_STACK: "kept", LABEL_STAGE: STAGE}
+    kept = yard.engine.start(
+        TaskSpec(name="kept-1", image=f"{REGISTRY}/kept@{V1}", port=None, labels=labels)
+    )
+    shop = [t.id for t in yard.tasks() if t.labels[LABEL_STACK] == STACK]
+    assert len(shop) == 2
+
+    def refused(task_id: str) -> None:
+        raise EngineError(f"cannot remove task {task_id}: the manager did not answer")
+
+    with yard.sessions.begin() as session:
+        session.delete(session.scalars(select(Stack).where(Stack.name == STACK)).one())
+    with monkeypatch.context() as patched:
+        patched.setattr(yard.engine, "remove", refused)
+        with pytest.raises(StackyardError) as failed:
+            yard.controller.forget(STACK)
+    assert "could not be removed" in failed.value.message
+    assert "removes the tasks left once their engine answers" in str(failed.value.hint)
+    assert set(shop) <= set(yard.engine.task_ids)
+
+    yard.resync()
+    yard.controller.sweep_orphans()  # the first look only notes them
+    assert set(shop) <= set(yard.engine.task_ids)
+    yard.controller.sweep_orphans()
+    assert yard.engine.task_ids == [kept.id]
+    assert not yard.controller.watch.has(shop[0])
 
 
 def test_a_stage_is_observed_on_its_deployments_target_not_its_newest_releases(

@@ -171,8 +171,13 @@ def delete(
     console.print(f"Deleted stack {name}.")
     for item in left:
         console.print(f"Left {item}", markup=False, highlight=False)
-    if left:
-        console.print("Remove what was left by hand; the platform no longer knows it.")
+    if any(item.startswith("its tasks") for item in left):
+        console.print(
+            "The platform removes the tasks left once their engine answers (`stackyard "
+            "doctor` lists them meanwhile)."
+        )
+    if any(not item.startswith("its tasks") for item in left):
+        console.print("Remove the rest by hand; the platform no longer knows it.")
 
 
 def _confirm_delete(name: str) -> None:

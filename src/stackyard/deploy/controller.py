@@ -40,6 +40,7 @@ from stackyard.deploy.targetengines import (
     only_local_engine,
 )
 from stackyard.deploy.taskwatch import TaskWatch
+from stackyard.deploy.ticker import Ticker
 from stackyard.engines.base import (
     LABEL_PLATFORM,
     LABEL_PORT,
@@ -81,6 +82,7 @@ class ControllerSettings:
     poll: float = 1.0  # ... or this often, for an engine without events
     task_registry: str | None = None  # the registry address tasks pull from (None: images')
     keep_releases: int = 10  # retention's count, named when a release's image is gone
+    orphan_sweep: float = 30.0  # tasks of deleted stacks are looked for this often
 
 
 class Controller:
@@ -129,6 +131,14 @@ class Controller:
         self.engines = TargetEngines(engine, engines, self._new_watch)
         self.watch = self.engines.local_watch
         self._finishing: set[str] = set()  # nodes whose drain is being finished
+        self._forgetting: set[str] = set()  # stacks whose tasks forget() is removing now
+        self._orphans_seen: set[str] = set()  # task ids the last sweep found orphaned
+        self._sweeper = Ticker(
+            "orphan-sweep",
+            "removing the tasks of deleted stacks",
+            settings.orphan_sweep,
+            self.sweep_orphans,
+        )
         self.health: ProbeScheduler[StageKey] = ProbeScheduler(self._nudge)
         self.ports = TaskPorts(settings.task_ports, self._task_ports_in_use)
         # Whether a release's image is still in the registry its engine pulls from.
@@ -175,6 +185,7 @@ class Controller:
 
     def stop(self) -> None:
         self._stopped.set()
+        self._sweeper.stop()
         with self._lock:
             loops = list(self._loops.values())
         for loop in loops:
@@ -239,6 +250,28 @@ class Controller:
             loops = [self._loops.pop(k) for k in keys]
         for loop in loops:
             loop.stop()
+        with self._lock:
+            self._forgetting.add(stack)
+        try:
+            problems = self._remove_tasks_of(stack)
+        finally:
+            with self._lock:
+                self._forgetting.discard(stack)
+        for route in routes:
+            try:
+                self.router.remove_route(route)
+            except StackyardError as exc:
+                problems.append(f"route {route.name}: {exc.message}")
+        if problems:
+            raise StackyardError(
+                f"stack {stack}: some of what it ran could not be removed: {'; '.join(problems)}",
+                hint="the platform removes the tasks left once their engine answers "
+                f"(it looks every {self.settings.orphan_sweep:.0f} s; `stackyard doctor` "
+                "lists them meanwhile); a route left: remove it by hand",
+            )
+
+    def _remove_tasks_of(self, stack: str) -> list[str]:
+        """Stop and remove the stack's tasks on every engine in use; what went wrong."""
         problems: list[str] = []
         labels = {LABEL_PLATFORM: self.settings.platform_id, LABEL_STACK: stack}
         seen: set[str] = set()  # two targets may name one engine: each task goes once
@@ -251,16 +284,33 @@ class Controller:
             seen |= {t.id for t in tasks}
             found = (self._stop_and_remove(task, engine) for task in tasks)
             problems.extend(p for p in found if p)
-        for route in routes:
-            try:
-                self.router.remove_route(route)
-            except StackyardError as exc:
-                problems.append(f"route {route.name}: {exc.message}")
-        if problems:
-            raise StackyardError(
-                f"stack {stack}: some of what it ran could not be removed: {'; '.join(problems)}",
-                hint="remove them by hand (`docker rm -f`, or restart the platform)",
-            )
+        return problems
+
+    def sweep_orphans(self) -> None:
+        """Remove the platform's tasks, as the task watches last listed them, whose stack
+        no longer exists, once two looks in a row found them so. A deletion whose engine
+        failed midway (a swarm manager that restarted, a target that went away) leaves
+        them running; they go once their engine answers, without a restart of the
+        platform. The second look leaves a deletion under way its own clean-up."""
+        try:
+            tasks = self.engines.all_tasks()
+        except StackyardError:  # the platform's own engine's tasks are unknown now
+            tasks = self.engines.other_tasks()
+        with self.sessions() as session:  # after the tasks: a stack made meanwhile is known
+            stacks = set(session.scalars(select(Stack.name)))
+        with self._lock:
+            stacks |= self._forgetting
+        orphans = [t for t in tasks if t.labels.get(LABEL_STACK) not in stacks]
+        seen, self._orphans_seen = self._orphans_seen, {t.id for t in orphans}
+        for task in orphans:
+            if task.id not in seen or self._stopped.is_set():
+                continue
+            stack = task.labels.get(LABEL_STACK)
+            log.info("removing task %s of deleted stack %s", task.name, stack)
+            problem = self._stop_and_remove(task, self.engines.engine_of(task.id))
+            if problem:
+                log.warning("could not remove task %s of deleted stack %s: %s (the next look "
+                            "tries again)", task.name, stack, problem)  # fmt: skip
 
     def _remove_orphans_on(self, targets: Sequence[str]) -> None:
         for target in targets:
@@ -309,6 +359,7 @@ class Controller:
             self._followed = True
             self.engines.start()
             self.health.start()
+            self._sweeper.start()
 
     def stop_task(self, key: StageKey, task_id: str, timeout: float) -> None:
         """Stop a task on the stop pool: a stop can take ``timeout`` seconds."""

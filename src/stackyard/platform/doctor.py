@@ -284,7 +284,8 @@ def check_orphans(facts: DoctorFacts) -> Finding:
     return Finding(
         "orphan tasks",
         Verdict.WARN,
-        f"{len(facts.orphans)} task(s) of deleted stack(s) {', '.join(stacks)} still exist",
+        f"{len(facts.orphans)} task(s) of deleted stack(s) {', '.join(stacks)} still exist "
+        "(a running platform removes them within a minute of their engine answering)",
         f"docker rm -f {ids}",
     )
 

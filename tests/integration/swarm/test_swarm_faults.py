@@ -9,6 +9,8 @@ rejoins the swarm. The recovery times are printed (``pytest -s``) for docs/bench
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -151,6 +153,45 @@ def test_the_control_plane_killed_mid_deployment_adopts_its_services_and_leaves_
             client.close()
         assert names == sorted(t["name"] for t in tasks(yard, "phoenix")), names
         assert len(names) == 2
+    finally:
+        stop_swarm_platform(yard, swarm_cluster)
+
+
+def test_tasks_a_deletion_left_while_the_manager_was_frozen_go_once_it_answers(
+    tmp_path: Path, swarm_cluster: SwarmCluster
+) -> None:
+    """A stack deleted while the swarm manager does not answer (here: its dockerd stopped
+    with SIGSTOP for the length of the deletion) is deleted, and its tasks are left
+    running, said so; the platform removes them once the manager answers again."""
+    yard = swarm_platform(tmp_path / "data", swarm_cluster)
+    platform_id = (yard.data_dir / "platform-id").read_text().strip()
+    labels = [f"dev.stackyard.platform={platform_id}", "dev.stackyard.stack=leftover"]
+
+    def services() -> list[str]:
+        client = swarm_cluster.manager.client()
+        try:
+            return [s.name for s in client.services.list(filters={"label": labels})]
+        finally:
+            client.close()
+
+    try:
+        new_stack(yard, tmp_path, "leftover", replicas=2)
+        ship(yard, "leftover")
+        converged(yard, "leftover")
+        manager = swarm_cluster.manager.pid()
+        assert manager is not None
+        os.kill(manager, signal.SIGSTOP)
+        try:
+            deleted = yard.cli("stacks", "delete", "leftover", "--yes", timeout=120)
+        finally:
+            os.kill(manager, signal.SIGCONT)
+        assert "Deleted stack leftover." in deleted.stdout
+        assert "Left its tasks and routes: " in deleted.stdout, deleted.stdout
+        assert "The platform removes the tasks left once their engine answers" in (deleted.stdout)
+        assert len(services()) == 2  # still there: the manager did not answer
+        began = time.monotonic()
+        wait_for("the deleted stack's services removed", lambda: not services(), timeout=180)
+        print(f"\nleft tasks removed {time.monotonic() - began:.1f} s after the manager answered")
     finally:
         stop_swarm_platform(yard, swarm_cluster)
 
