@@ -804,6 +804,26 @@ def test_tasks_a_deletion_left_are_removed_on_the_second_look_once_their_engine_
     assert not yard.controller.watch.has(shop[0])
 
 
+def test_deleting_a_stack_stops_its_tasks_all_at_once(
+    yard: Yard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop waits for its task to end (its grace period, for an app that ignores
+    SIGTERM): one after another, a stack of ten replicas took ten of them."""
+    yard.ship(V1, replicas=3)
+    together = threading.Barrier(3, timeout=10)  # each stop waits for the other two
+    stopping = yard.engine.stop
+
+    def stop(task_id: str, timeout: float) -> None:
+        together.wait()
+        stopping(task_id, timeout)
+
+    monkeypatch.setattr(yard.engine, "stop", stop)
+    with yard.sessions.begin() as session:
+        session.delete(session.scalars(select(Stack).where(Stack.name == STACK)).one())
+    yard.controller.forget(STACK)
+    assert yard.engine.task_ids == []
+
+
 def test_a_stage_is_observed_on_its_deployments_target_not_its_newest_releases(
     yard: Yard,
 ) -> None:
