@@ -22,6 +22,7 @@ import urllib3.exceptions
 from docker.types import CancellableStream
 from docker.utils.json_stream import json_stream
 
+from stackyard import docker_sdk  # noqa: F401 - the SDK with its fix, before any client
 from stackyard.engines.base import (
     CHANGE_TIMEOUT,
     LISTING_TIMEOUT,

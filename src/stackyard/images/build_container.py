@@ -21,6 +21,7 @@ from typing import Any
 import docker
 import docker.errors
 
+from stackyard import docker_sdk  # noqa: F401 - the SDK with its fix, before any client
 from stackyard.errors import ComponentError, ConfigError, StackyardError
 from stackyard.images.dockerproxy.rules import BuildLimits
 from stackyard.images.kernel_log import (

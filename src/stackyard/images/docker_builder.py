@@ -16,6 +16,7 @@ import docker.errors
 import docker.utils
 import requests.exceptions
 
+from stackyard import docker_sdk  # noqa: F401 - the SDK with its fix, before any client
 from stackyard.errors import ComponentError, StackyardError
 from stackyard.images.push_retry import PUSH_RETRY_FOR, push_may_succeed_later
 from stackyard.registry_login import RegistryLogin
