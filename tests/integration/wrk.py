@@ -66,7 +66,8 @@ def parse_wrk(text: str) -> WrkResult:
 
 
 class Load:
-    """A bounded wrk run in the background (``threads`` x ``connections``, 5 s timeout)."""
+    """A bounded wrk run in the background (``threads`` x ``connections``, each request
+    given ``timeout`` seconds)."""
 
     def __init__(
         self,
@@ -75,15 +76,20 @@ class Load:
         *,
         threads: int = 2,
         connections: int = 16,
+        timeout: float = 5,
+        tail: float = 0,
         pin: Path | None = None,
     ) -> None:
-        """``pin``: a directory for a wrk script that sends every connection to 127.0.0.1,
-        whatever host the URL names (a host route's name, with its SNI and Host header)."""
+        """``tail``: seconds of load ``stop`` keeps on before it ends the run (a request to
+        a task stopped at the end of the work a test loads would fail after it). ``pin``: a
+        directory for a wrk script that sends every connection to 127.0.0.1, whatever host
+        the URL names (a host route's name, with its SNI and Host header)."""
         if pin is None and not url.startswith(("http://127.", "http://localhost")):
             raise ValueError(f"load goes to 127.0.0.0/8 only, not {url}")
         self.seconds = seconds
+        self.tail = tail
         argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s",
-                "--timeout", "5s", url]  # fmt: skip
+                "--timeout", f"{timeout:g}s", url]  # fmt: skip
         if pin is not None:
             script = pin / "pin-loopback.lua"
             script.write_text(PIN_LOOPBACK)
@@ -92,7 +98,8 @@ class Load:
         self.started = time.monotonic()
 
     def stop(self) -> WrkResult:
-        """End the load now (or take its result if it already ended)."""
+        """End the load after its ``tail`` (or take its result if it already ended)."""
+        time.sleep(self.tail)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
         return self.finish()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +20,7 @@ import httpx
 from tests.integration.conftest import RunningPlatform, start_platform, stop_platform
 from tests.integration.gitrepo import GitRepo
 from tests.integration.swarm.conftest import SwarmCluster
+from tests.integration.wrk import Load
 
 STAGE = """\
 stages:
@@ -149,64 +148,11 @@ def served_version(url: str) -> str:
 LOAD_TAIL = 2.0  # seconds of load after the work a test loads, before it stops
 
 
-class Load:
-    """``wrk`` against a URL for at most ``seconds`` (a bound for a slow machine, not the
-    time a test loads for): ``stop()`` ends it once what it loads is done, ``result()``
-    waits for its own end; each parses its summary."""
-
-    def __init__(self, url: str, seconds: int, connections: int = 8) -> None:
-        self.process = subprocess.Popen(
-            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", url + "/"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.seconds = seconds
-
-    def result(self) -> WrkResult:
-        try:
-            output, _ = self.process.communicate(timeout=self.seconds + 60)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        return WrkResult.parse(output)
-
-    def stop(self) -> WrkResult:
-        """Keep the load on ``LOAD_TAIL`` seconds more (a request to a task stopped at the
-        end of the work would fail there), then end it with SIGINT: wrk prints its summary
-        as at the end of a run."""
-        time.sleep(LOAD_TAIL)
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        return self.result()
-
-
-class WrkResult:
-    def __init__(self, output: str, requests: int, failed: int, read_errors: int = 0) -> None:
-        self.output = output
-        self.requests = requests
-        self.failed = failed
-        self.read_errors = read_errors
-        """Connections the router closed mid-response: what an upstream that died while it
-        answered leaves (a refused connection is retried, a non-2xx answer counted apart)."""
-
-    @classmethod
-    def parse(cls, output: str) -> WrkResult:
-        found = re.search(r"(\d+) requests in", output)
-        if found is None:
-            raise AssertionError(f"wrk printed no summary:\n{output}")
-        failed = read_errors = 0
-        errors = re.search(
-            r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-        )
-        if errors:
-            failed += sum(int(n) for n in errors.groups())
-            read_errors = int(errors.group(2))
-        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-        if non2xx:
-            failed += int(non2xx.group(1))
-        return cls(output, int(found.group(1)), failed, read_errors)
+def stage_load(url: str, seconds: int, connections: int = 8) -> Load:
+    """``wrk`` against a stage for at most ``seconds`` (a bound for a slow machine, not the
+    time a test loads for): ``stop()`` ends it ``LOAD_TAIL`` seconds after the work it
+    loads is done. A request waits up to 10 s (a task moving on a busy machine)."""
+    return Load(url + "/", seconds, connections=connections, timeout=10, tail=LOAD_TAIL)
 
 
 def upstreams(yard: RunningPlatform, stack: str, stage: str = "dev") -> list[str]:

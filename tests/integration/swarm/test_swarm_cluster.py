@@ -31,7 +31,6 @@ from tests.integration.conftest import RunningPlatform
 from tests.integration.gitrepo import GitRepo
 from tests.integration.registry_fixtures import live_registry  # noqa: F401
 from tests.integration.swarm.cluster import (
-    Load,
     build_and_release,
     check,
     converged,
@@ -41,6 +40,7 @@ from tests.integration.swarm.cluster import (
     nodes,
     served_version,
     ship,
+    stage_load,
     stage_url,
     stop_swarm_platform,
     swarm_platform,
@@ -113,14 +113,14 @@ def test_a_rolling_deployment_under_load_fails_no_request_and_ends_new_on_every_
     url = stage_url(yard, "rolling")
     repo.set_version("v2")
     build_and_release(yard, "rolling")
-    load = Load(url, seconds=LOAD_BOUND)
+    load = stage_load(url, seconds=LOAD_BOUND)
     try:
         record = deploy(yard, "rolling")
     finally:
         result = load.stop()
     assert record["status"] == "COMPLETED", record
     assert result.requests > 0
-    assert result.failed == 0, result.output
+    assert result.errors == 0, result.raw
     state = converged(yard, "rolling")
     assert all(t["match"] for t in state["tasks"])
     ids = swarm_cluster.node_ids()
@@ -201,13 +201,13 @@ def test_drain_moves_every_task_under_load_without_a_failed_request(
     # docs/engines.md); the move itself is the same on any node.
     victim = next(names[t["node"]] for t in tasks(yard, "drained") if names[t["node"]] != "n1")
     address = swarm_cluster.nodes[victim].address
-    load = Load(stage_url(yard, "drained"), seconds=LOAD_BOUND)
+    load = stage_load(stage_url(yard, "drained"), seconds=LOAD_BOUND)
     try:
         yard.cli("nodes", "drain", address, timeout=180)
     finally:
         result = load.stop()
     try:
-        assert result.failed == 0, result.output
+        assert result.errors == 0, result.raw
         drained = next(n for n in nodes(yard) if n["address"] == address)
         assert (drained["availability"], drained["draining"], drained["tasks"]) == (
             "drain",
@@ -345,13 +345,13 @@ def test_a_node_that_cannot_pull_fails_the_deployment_with_its_pull_error_while_
     assert httpx.head(manifest_url, auth=auth, headers=schema2).status_code == 200
     node_log = Path(f"/var/log/stackyard-swarm-{n3.name}.log")
     logged = node_log.stat().st_size
-    load = Load(url, seconds=LOAD_BOUND)
+    load = stage_load(url, seconds=LOAD_BOUND)
     try:
         deploy(yard, "unpulled", ok=False)
     finally:
         served = load.stop()
     assert served.requests > 0
-    assert served.failed == 0, served.output  # the old task served all along
+    assert served.errors == 0, served.raw  # the old task served all along
     listed = deployments(yard, "unpulled")
     record = next(d for d in listed if d["release_number"] == release["number"])
     assert record["status"] == "FAILED", record
@@ -475,7 +475,7 @@ def test_git_push_goes_through_dev_staging_and_prod_on_the_swarm(
     assert len(digests) == 1  # built once, promoted as the same image
 
 
-LOAD_CONNECTIONS = 8  # Load's default
+LOAD_CONNECTIONS = 8  # stage_load's default
 
 # The app of the reschedule test: /healthz answers 404 for its first 3 s on every start, so
 # a task routed before a health check passed at its address shows up as such.
@@ -556,7 +556,7 @@ def moved_under_load(
     the old task when Swarm stops it."""
     old_address = task["address"]
     poller = RoutePoller(yard, stack, new_address)
-    load = Load(stage_url(yard, stack), seconds=LOAD_BOUND)
+    load = stage_load(stage_url(yard, stack), seconds=LOAD_BOUND)
     try:
         time.sleep(2)  # load before the move
         moved_at = time.monotonic()
@@ -570,10 +570,10 @@ def moved_under_load(
     print(
         f"\n{stack}: {old_address} left the route {left - moved_at:.1f} s after "
         f"the update, {new_address} joined after {joined - moved_at:.1f} s; wrk: "
-        f"{result.requests} requests, {result.failed} failed ({result.read_errors} cut off)"
+        f"{result.requests} requests, {result.errors} failed ({result.read} cut off)"
     )
     assert result.requests > 0
-    assert result.failed == result.read_errors <= LOAD_CONNECTIONS, result.output
+    assert result.errors == result.read <= LOAD_CONNECTIONS, result.raw
 
 
 def test_a_task_swarm_reschedules_leaves_the_route_and_rejoins_only_once_healthy_there(
@@ -695,7 +695,7 @@ def test_a_move_no_node_can_take_waits_saying_why_the_stage_serves_on_and_undoin
             and task
         )
 
-    load = Load(stage_url(yard, "astray"), seconds=LOAD_BOUND, connections=LOAD_CONNECTIONS)
+    load = stage_load(stage_url(yard, "astray"), seconds=LOAD_BOUND, connections=LOAD_CONNECTIONS)
     try:
         # The operator moves a task where no node fits: Swarm stops it, keeps the new one
         # pending. The task waits (it is the operator's to undo), the other one serves.
@@ -706,7 +706,7 @@ def test_a_move_no_node_can_take_waits_saying_why_the_stage_serves_on_and_undoin
     assert task["error"].startswith("waits for a node: no suitable node"), task
     assert nowhere in task["error"]
     assert result.requests > 0
-    assert result.failed == result.read_errors <= LOAD_CONNECTIONS, result.output
+    assert result.errors == result.read <= LOAD_CONNECTIONS, result.raw
     # Not replaced meanwhile, not counted as failed; tasks and check say what it waits for.
     assert {t["id"] for t in tasks(yard, "astray")} == {moved["id"], kept["id"]}
     assert all(d["status"] == "COMPLETED" for d in deployments(yard, "astray"))
