@@ -12,14 +12,13 @@ command does before its first request (docs/decisions.md, "The CLI's HTTP client
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import select
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stackyard import __version__
 from stackyard.errors import (
@@ -31,6 +30,9 @@ from stackyard.errors import (
     UsageError,
 )
 from stackyard.settings import Settings
+
+if TYPE_CHECKING:
+    import http.client
 
 Params = Mapping[str, str | int | bool | None]
 _DEFAULT: Any = object()  # "the client's own timeout", as opposed to None (wait forever)
@@ -86,6 +88,8 @@ class ApiClient:
 
         No read timeout: a quiet log may take long to grow (the server sends keep-alives).
         """
+        import http.client  # here, not at the top: `--version`, `--help` and TAB ask no API
+
         connection = self._open(self.timeout)
         try:
             response = self._send(connection, "GET", path, params, None, "text/event-stream")
@@ -136,6 +140,8 @@ class ApiClient:
         body: bytes | None,
         timeout: float | None,
     ) -> tuple[int, str, bytes]:
+        import http.client
+
         timeout = self.timeout if timeout is _DEFAULT else timeout
         for attempt in (1, 2):
             connection = self._open(timeout)
@@ -158,6 +164,8 @@ class ApiClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _open(self, timeout: float | None) -> http.client.HTTPConnection:
+        import http.client
+
         connection = self._connection
         if connection is not None and connection.sock is not None:
             if _dropped(connection.sock):

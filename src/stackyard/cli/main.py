@@ -32,6 +32,7 @@ from stackyard.cli import targets as target_commands
 from stackyard.cli import traffic as traffic_commands
 from stackyard.cli import triggers as trigger_commands
 from stackyard.cli import variables as variable_commands
+from stackyard.cli.lazy import lazy_group
 from stackyard.cli.output import run_cli
 
 app = typer.Typer(
@@ -89,4 +90,4 @@ def main(
 
 
 def entrypoint() -> None:
-    sys.exit(run_cli(app))
+    sys.exit(run_cli(lazy_group(app)))

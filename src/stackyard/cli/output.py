@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -79,8 +80,9 @@ def fail(error: StackyardError) -> int:
     return error.exit_code
 
 
-def run_cli(app: typer.Typer) -> int:
-    """Run the Typer app, turning StackyardError into a message and an exit status."""
+def run_cli(app: Callable[..., Any]) -> int:
+    """Run the Typer app (or its click command), turning StackyardError into a message
+    and an exit status."""
     debug = os.environ.get("STACKYARD_DEBUG") == "1" or "--debug" in sys.argv
     try:
         # Without standalone mode, click returns the code of a `typer.Exit(n)`.
