@@ -25,10 +25,12 @@ from stackyard.platform.doctor import (
     diagnose,
     failed,
 )
+from stackyard.platform.inspection import orphan_removal
 from stackyard.router.base import Route
 from stackyard.router.caddy import port_server
 from stackyard.router.directory import UpstreamDirectory
 from stackyard.router.upstream_probe import UpstreamSource, ask, dynamic_sources
+from stackyard.settings import Settings
 
 GB = 1_000_000_000
 HEALTHY = DoctorFacts(
@@ -163,6 +165,8 @@ def test_orphan_tasks_warn_with_the_command_that_removes_them() -> None:
     found = finding(replace(HEALTHY, orphans=orphans), "orphan tasks")
     assert found.verdict is Verdict.WARN
     assert found.fix == "docker rm -f 0123456789ab"
+    on_swarm = replace(HEALTHY, orphans=orphans, orphan_removal="docker -H unix:///m service rm")
+    assert finding(on_swarm, "orphan tasks").fix == "docker -H unix:///m service rm 0123456789ab"
     assert "old" in found.summary
     unasked = finding(replace(HEALTHY, orphans=None), "orphan tasks")
     assert unasked.verdict is Verdict.WARN
@@ -233,3 +237,9 @@ def test_upstream_sources_are_read_from_caddys_routes_and_asked_like_caddy() -> 
     finally:
         directory.close()
     assert ask(source, timeout=0.2).upstreams is None  # nothing answers there any more
+
+
+def test_the_orphan_removal_command_names_the_platforms_engine() -> None:
+    assert orphan_removal(Settings()) == "docker rm -f"
+    swarm = Settings(engine="swarm", engine_endpoint="unix:///run/stackyard-swarm/n1.sock")
+    assert orphan_removal(swarm) == "docker -H unix:///run/stackyard-swarm/n1.sock service rm"

@@ -113,6 +113,9 @@ class DoctorFacts:
     # Host names served over HTTPS; None when Caddy (its storage) could not be asked.
     certificates: tuple[CertificateFact, ...] | None = ()
     now: datetime | None = None  # when the facts were observed (certificate expiry)
+    # The command that removes an orphan task by its id on the platform's engine (a
+    # docker container, or a swarm service).
+    orphan_removal: str = "docker rm -f"
 
 
 def _component(check: str, answer: Answer, ok: str, problem: str, fix: str) -> Finding:
@@ -286,7 +289,7 @@ def check_orphans(facts: DoctorFacts) -> Finding:
         Verdict.WARN,
         f"{len(facts.orphans)} task(s) of deleted stack(s) {', '.join(stacks)} still exist "
         "(a running platform removes them within a minute of their engine answering)",
-        f"docker rm -f {ids}",
+        f"{facts.orphan_removal} {ids}",
     )
 
 

@@ -92,7 +92,15 @@ def observe(settings: Settings) -> DoctorFacts:
         last_retention=_last_retention(data_dir),
         certificates=None if config is None else _certificates(settings, config, stored),
         now=datetime.now(UTC),
+        orphan_removal=orphan_removal(settings),
     )
+
+
+def orphan_removal(settings: Settings) -> str:
+    """The docker command that removes one of the platform's tasks by id: a container,
+    or on a swarm a service; at the platform's engine endpoint when it has one."""
+    docker = f"docker -H {settings.engine_endpoint}" if settings.engine_endpoint else "docker"
+    return f"{docker} service rm" if settings.engine == "swarm" else f"{docker} rm -f"
 
 
 def _answer(url: str, wanted: frozenset[int], **options: Any) -> Answer:
