@@ -209,16 +209,31 @@ def test_decide_moves_a_task_off_a_draining_node_before_stopping_it() -> None:
     assert plan.stop == ()  # the old task serves until its replacement does
 
 
-def test_decide_with_no_node_that_fits_starts_nothing_and_says_why() -> None:
+def test_decide_with_constraints_no_node_satisfies_starts_nothing_and_fails_at_once() -> None:
     settings = StageSettings(replicas=1, constraints=("node.labels.zone == mars",))
     plan = decide(settled_view(nodes=(N1, N2), settings=settings))
     assert plan.start is None
     assert plan.blocked == Blocked(
         no_node_reason("shop/dev", settings.constraints, (N1, N2)),
-        "label a node so that the constraints hold (docker node update --label-add), "
-        "activate one (stackyard nodes activate), or change placement in stackyard.yml",
-        permanent=False,
+        "the constraints hold for no node of the cluster: label a node so that they do "
+        "(docker node update --label-add), or change placement in stackyard.yml; then "
+        "deploy again",
+        permanent=True,  # waiting would not help: the deployment fails now, saying why
     )
+
+
+def test_decide_waits_while_the_only_node_that_fits_is_down_paused_or_drained() -> None:
+    settings = StageSettings(replicas=1, constraints=("node.labels.zone == mars",))
+    for away in (
+        node(3, state=NodeState.DOWN, zone="mars"),
+        node(3, availability=Availability.PAUSE, zone="mars"),
+        node(3, **{"zone": "mars", NODE_LABEL_DRAINING: "1"}),
+    ):
+        plan = decide(settled_view(nodes=(N1, N2, away), settings=settings))
+        assert plan.start is None
+        assert plan.blocked is not None
+        assert not plan.blocked.permanent  # it may come back: retried, within the budget
+        assert "start or activate it (stackyard nodes activate)" in (plan.blocked.hint or "")
 
 
 def test_a_routed_address_no_task_has_any_more_leaves_the_route() -> None:

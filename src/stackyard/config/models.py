@@ -249,9 +249,10 @@ class PlacementConfig(BaseModel):
         description="Swarm placement constraints, all of which a node must satisfy to run "
         "the stage's tasks: `node.labels.<name>`, `engine.labels.<name>`, `node.id`, "
         "`node.hostname`, `node.role`, `node.platform.os`, `node.platform.arch` or `node.ip`, "
-        "then `==` or `!=`, then a value. A deployment that no node can take fails within "
-        "its error budget, naming the constraints; the old tasks keep serving. Only on an "
-        "engine with nodes.",
+        "then `==` or `!=`, then a value. A deployment whose constraints hold for no node "
+        "of the cluster fails at once, naming them; one whose nodes are down, paused or "
+        "drained waits for one within its error budget. The old tasks keep serving. Only "
+        "on an engine with nodes.",
         examples=[["node.labels.zone == a", "node.role != manager"]],
     )
     spread: Literal["node", "none"] = Field(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from stackyard.deploy.health import HealthSettings
-from stackyard.deploy.placement import choose_nodes, eligible, no_node_reason
+from stackyard.deploy.placement import choose_nodes, eligible, no_node_reason, satisfying
 from stackyard.deploy.plan import (
     Desired,
     ObservedTask,
@@ -383,7 +383,9 @@ def _start(
     view: StageView, target: Target, rollout: Plan, observed: list[ObservedTask], heal: bool
 ) -> tuple[StartTasks | None, Blocked | None]:
     """The tasks to start and, on an engine with nodes, the node of each; or, when no node
-    may take them, the reason (retried: a node may come back, or be labelled, meanwhile)."""
+    may take them, the reason: retried while a node the constraints hold for is down,
+    paused or drained (it may come back), at once final when the constraints hold for no
+    node of the cluster (a label no node has: waiting would not help)."""
     if not rollout.start or rollout.outcome is Outcome.FAILED:
         return None, None
     if view.nodes is None:
@@ -392,9 +394,17 @@ def _start(
     nodes = eligible(view.nodes, settings.constraints)
     if not nodes:
         reason = no_node_reason(view.name, settings.constraints, view.nodes)
+        if not satisfying(view.nodes, settings.constraints):
+            hint = (
+                "the constraints hold for no node of the cluster: label a node so that they "
+                "do (docker node update --label-add), or change placement in stackyard.yml; "
+                "then deploy again"
+            )
+            return None, Blocked(reason, hint, permanent=True)
         hint = (
-            "label a node so that the constraints hold (docker node update --label-add), "
-            "activate one (stackyard nodes activate), or change placement in stackyard.yml"
+            "a node the constraints hold for is down, paused or being drained: start or "
+            "activate it (stackyard nodes activate), label another (docker node update "
+            "--label-add), or change placement in stackyard.yml"
         )
         return None, Blocked(reason, hint, permanent=False)
     facts = {t.id: t for t in view.tasks}

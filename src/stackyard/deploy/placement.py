@@ -25,8 +25,13 @@ ONE_TASK = NodeUse(tasks=1)  # a task that reserves nothing
 
 def eligible(nodes: Iterable[NodeInfo], constraints: Sequence[str]) -> list[NodeInfo]:
     """The nodes that may take new tasks of a stage with these constraints."""
+    return [n for n in satisfying(nodes, constraints) if n.takes_tasks]
+
+
+def satisfying(nodes: Iterable[NodeInfo], constraints: Sequence[str]) -> list[NodeInfo]:
+    """The nodes every constraint holds for, whatever their state and availability."""
     parsed = [parse_constraint(text) for text in constraints]
-    return [n for n in nodes if n.takes_tasks and all(holds(c, n) for c in parsed)]
+    return [n for n in nodes if all(holds(c, n) for c in parsed)]
 
 
 def choose_nodes(

@@ -296,7 +296,7 @@ def test_a_forced_drain_stops_the_nodes_tasks_at_once_and_the_routes_follow(
     assert served_version(stage_url(yard, "stuck")) == "v1"
 
 
-def test_a_constraint_no_node_satisfies_fails_the_deployment_naming_it_while_old_tasks_serve(
+def test_a_constraint_no_node_satisfies_fails_the_deployment_at_once_while_old_tasks_serve(
     yard: RunningPlatform, tmp_path: Path
 ) -> None:
     repo = new_stack(yard, tmp_path, "nowhere", replicas=2)
@@ -311,6 +311,8 @@ def test_a_constraint_no_node_satisfies_fails_the_deployment_naming_it_while_old
     record = deploy(yard, "nowhere", ok=False)
     assert record["status"] == "FAILED"
     assert "node.labels.zone == mars" in record["reason"]
+    # No node has the label: failed at once, not after the error budget's retries.
+    assert "the constraints hold for no node of the cluster" in record["reason"]
     assert served_version(url) == "v1"
     assert {t["digest"] for t in tasks(yard, "nowhere")} == {good}
 
