@@ -168,8 +168,11 @@ def nodes_answer(request: pytest.FixtureRequest) -> None:
     """Before each test of the swarm, start again a node that died. Docker 20.10's swarm
     manager can panic in swarmkit's orchestrator while a service is removed (a nil
     dereference in ``SetServiceTasksRemove``, moby/swarmkit#3216, fixed after the Debian
-    package's version): one crash should fail at most the test it happened in, not every
-    test after it. A node that a test kills on purpose, the test restores itself."""
+    package's version). The platform's own removals wait for Swarm's reaper, which closes
+    the window they opened (stackyard/engines/swarm.py, ``_wait_reaped``); a removal by
+    anyone else may still hit it, and one crash should fail at most the test it happened
+    in, not every test after it. A node that a test kills on purpose, the test restores
+    itself."""
     if "swarm_cluster" not in request.fixturenames:
         return
     cluster: SwarmCluster = request.getfixturevalue("swarm_cluster")
