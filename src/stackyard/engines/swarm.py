@@ -378,7 +378,8 @@ class SwarmEngine(DockerApiEngine):
         call = f"GET /services/{task_id[:12]}"
         try:
             service = self._listing_api().inspect_service(task_id)
-            self._wait_reaped(str(service["ID"]))
+            if _replicas(service) == 0:  # stopped: Swarm's reaper deletes its task soon
+                self._wait_reaped(str(service["ID"]))
             call = f"DELETE /services/{task_id[:12]}"
             self._change_api().remove_service(task_id)
         except docker.errors.NotFound:
@@ -396,11 +397,15 @@ class SwarmEngine(DockerApiEngine):
         service is removed while the reaper deletes one of its tasks (a nil dereference in
         swarmkit's ``SetServiceTasksRemove``, fixed in later versions): the engine died,
         and the rest of that deletion failed. A task that never ends (its node is down)
-        is not waited for past the bound."""
+        is not waited for past the bound, nor a manager that does not answer the listing
+        (the removal then says so itself)."""
         deadline = time.monotonic() + self._reap_wait
         api = self._listing_api()
         while True:
-            tasks = self._listed("GET /tasks", api.tasks, filters={"service": service_id})
+            try:
+                tasks = self._listed("GET /tasks", api.tasks, filters={"service": service_id})
+            except StackyardError:
+                return
             pending = [
                 t
                 for t in tasks
