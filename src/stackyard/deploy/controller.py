@@ -302,11 +302,7 @@ class Controller:
             tasks = self.engines.all_tasks()
         except StackyardError:  # the platform's own engine's tasks are unknown now
             tasks = self.engines.other_tasks()
-        with self.sessions() as session:  # after the tasks: a stack made meanwhile is known
-            stacks = set(session.scalars(select(Stack.name)))
-        with self._lock:
-            stacks |= self._forgetting
-        orphans = [t for t in tasks if t.labels.get(LABEL_STACK) not in stacks]
+        orphans = self._of_deleted_stacks(tasks)
         seen, self._orphans_seen = self._orphans_seen, {t.id for t in orphans}
         for task in orphans:
             if task.id not in seen or self._stopped.is_set():
@@ -330,12 +326,7 @@ class Controller:
         labels = {LABEL_PLATFORM: self.settings.platform_id}
         try:
             with self.engines.reach(target) as engine:
-                tasks = engine.list(labels)
-                with self.sessions() as session:
-                    stacks = set(session.scalars(select(Stack.name)))
-                for task in tasks:
-                    if task.labels.get(LABEL_STACK) in stacks:
-                        continue
+                for task in self._of_deleted_stacks(engine.list(labels)):
                     log.info("target %s: removing orphan task %s", target, task.name)
                     problem = self._stop_and_remove(task, engine)
                     if problem:
@@ -343,6 +334,15 @@ class Controller:
                                     target, task.name, problem)  # fmt: skip
         except StackyardError as exc:  # the engine may be down; the stage loops retry
             log.warning("target %s: could not look for orphan tasks: %s", target, exc)
+
+    def _of_deleted_stacks(self, tasks: Iterable[TaskInfo]) -> list[TaskInfo]:
+        """The ``tasks`` whose stack no longer exists (nor is being deleted now). Listed
+        before the stacks are read: a stack created meanwhile keeps its tasks."""
+        with self.sessions() as session:
+            stacks = set(session.scalars(select(Stack.name)))
+        with self._lock:
+            stacks |= self._forgetting
+        return [t for t in tasks if t.labels.get(LABEL_STACK) not in stacks]
 
     def _stop_and_remove(self, task: TaskInfo, engine: Engine) -> str | None:
         """Stop and remove a task on its engine; what went wrong, or None."""

@@ -307,9 +307,7 @@ class SwarmEngine(DockerApiEngine):
         api = self._listing_api()
         service = self._service(api, task_id)
         service_id = str(service["ID"])
-        tasks = self._listed("GET /tasks", api.tasks, filters={"service": service_id})
-        # A filter on a service id also matches ids it prefixes: keep this service's own.
-        tasks = [t for t in tasks if t.get("ServiceID") == service_id]
+        tasks = self._service_tasks(api, service_id)
         nodes = {node.id: node for node in self.nodes()}
         task = _current_tasks(tasks).get(service_id)
         return self._remember(_task_info(service, task, nodes, service_id in _moved(tasks)))
@@ -390,6 +388,12 @@ class SwarmEngine(DockerApiEngine):
             self._ended.pop(str(service["ID"]), None)
         self._remove_secrets(str(service["Spec"]["Name"]))
 
+    def _service_tasks(self, api: Any, service_id: str) -> builtins.list[Any]:
+        """The Swarm tasks of one service, asked with ``api``."""
+        tasks = self._listed("GET /tasks", api.tasks, filters={"service": service_id})
+        # A filter on a service id also matches ids it prefixes: keep this service's own.
+        return [t for t in tasks if t.get("ServiceID") == service_id]
+
     def _wait_reaped(self, service_id: str) -> None:
         """Wait (up to ``reap_wait`` seconds) until Swarm's task reaper has deleted the
         service's tasks it marked for removal (a stop scales the service to 0, and the
@@ -403,14 +407,10 @@ class SwarmEngine(DockerApiEngine):
         api = self._listing_api()
         while True:
             try:
-                tasks = self._listed("GET /tasks", api.tasks, filters={"service": service_id})
+                tasks = self._service_tasks(api, service_id)
             except StackyardError:
                 return
-            pending = [
-                t
-                for t in tasks
-                if t.get("ServiceID") == service_id and t.get("DesiredState") == _REAPED
-            ]
+            pending = [t for t in tasks if t.get("DesiredState") == _REAPED]
             if not pending or time.monotonic() > deadline:
                 return
             time.sleep(0.1)
