@@ -564,6 +564,13 @@ def test_a_cached_image_still_starts_when_the_registry_is_down_and_says_so(
         _remove_images([f"{repository}:v1", image])
 
 
+def _logged_listing_failure(caplog: pytest.LogCaptureFixture) -> bool:
+    return any(
+        m.startswith("cannot list target far's engine's tasks") and "(in GET /tasks)" in m
+        for m in (r.getMessage() for r in list(caplog.records))
+    )
+
+
 def test_a_target_engine_that_hangs_later_fails_its_watch_tick_within_the_listing_timeout(
     docker_engine: DockerEngine, spec_for: SpecFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -595,11 +602,11 @@ def test_a_target_engine_that_hangs_later_fails_its_watch_tick_within_the_listin
             assert said.startswith(f"target far: the swarm manager at {endpoint}"), said
             assert "read timeout=1" in said  # the listing's own timeout, not the client's
             assert said.endswith("(in GET /tasks)"), said
-            logged = [r.getMessage() for r in caplog.records]
-            assert any(
-                m.startswith("cannot list target far's engine's tasks") and "(in GET /tasks)" in m
-                for m in logged
-            ), logged
+            # The watch sets its problem, then logs it: wait for the line, bounded.
+            deadline = time.monotonic() + 10
+            while not _logged_listing_failure(caplog) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _logged_listing_failure(caplog), [r.getMessage() for r in caplog.records]
             spec = spec_for()
             started = docker_engine.start(spec)  # the platform's own engine, meanwhile
             key = StageKey.of(spec.labels)
