@@ -142,3 +142,47 @@ def test_the_same_fault_twice_is_a_clear_error(tmp_path: Path, context: Path) ->
             )
         assert "build again" in (caught.value.hint or "")
         assert relay.dropped == 2
+
+
+def test_a_build_whose_cached_step_is_removed_under_it_builds_that_step_again(
+    tmp_path: Path,
+) -> None:
+    # Another image made from the same steps is removed (with its untagged parents, as
+    # retention or a stack deletion removes it) right after this build took its first step
+    # from the cache: the engine then fails the build, naming that step's image. The build
+    # runs once more and succeeds; its log says why. The large file makes the next step (the
+    # COPY hashes it) slow enough that the removal always comes first.
+    token = secrets.token_hex(6)
+    dockerfile = f"FROM busybox:latest\nRUN echo {token} > /one\nCOPY f /f\n"
+    small, large = tmp_path / "small", tmp_path / "large"
+    for directory in (small, large):
+        directory.mkdir()
+        (directory / "Dockerfile").write_text(dockerfile)
+    (small / "f").write_text("small")
+    with (large / "f").open("wb") as out:
+        for _ in range(96):
+            out.write(secrets.token_bytes(1 << 20))
+    sibling, tag = (f"stackyard-test/cachelost-{name}{token}:latest" for name in ("a", "b"))
+    builder, remover = DockerBuilder(), DockerBuilder()
+    try:
+        builder.build(small, dockerfile="Dockerfile", tags=[sibling], network_mode="none",
+                      on_line=lambda line: None)  # fmt: skip
+        lines: list[str] = []
+
+        def on_line(line: str) -> None:
+            lines.append(line)
+            if line.strip() == "---> Using cache" and lines.count(line) == 1:
+                remover.remove_image(sibling)  # its parent, the cached step, goes with it
+
+        image_id = builder.build(
+            large, dockerfile="Dockerfile", tags=[tag], network_mode="none", on_line=on_line
+        )
+        assert builder.image_id(tag) == image_id
+        said = [line for line in lines if "took from its cache" in line]
+        assert len(said) == 1, lines
+        assert "building again" in said[0]
+    finally:
+        for reference in (tag, sibling):
+            remover.remove_image(reference)
+        builder.close()
+        remover.close()

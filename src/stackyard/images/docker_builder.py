@@ -6,6 +6,7 @@ tag to the registry. Engine errors become Stackyard errors at this boundary.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,16 +55,45 @@ class DockerBuilder:
         buildargs: dict[str, str] | None = None,
         on_line: LineSink,
     ) -> str:
-        """Build ``context`` and tag the image with every tag; return the image id."""
+        """Build ``context`` and tag the image with every tag; return the image id.
+
+        The legacy builder takes a step's image from its cache by id and uses it a moment
+        later; an image removal in between (retention, a deleted stack, another platform on
+        the same engine) takes that cached image with it, and the build fails naming its id.
+        Such a build runs once more: the step is then built, not taken from the cache."""
         if not tags:
             raise ValueError("build needs at least one tag")
+        try:
+            image_id = self._build_once(context, dockerfile, tags[0], network_mode, buildargs,
+                                        on_line)  # fmt: skip
+        except _CacheLostError as lost:
+            on_line(f"the engine removed an image this build took from its cache ({lost}); "
+                    "building again")  # fmt: skip
+            image_id = self._build_once(context, dockerfile, tags[0], network_mode, buildargs,
+                                        on_line, last_try=True)  # fmt: skip
+        for tag in tags[1:]:
+            repository, _, name = tag.rpartition(":")
+            self._call(self._api.tag, image_id, repository, name)
+        return image_id
+
+    def _build_once(
+        self,
+        context: Path,
+        dockerfile: str,
+        tag: str,
+        network_mode: str,
+        buildargs: dict[str, str] | None,
+        on_line: LineSink,
+        *,
+        last_try: bool = False,
+    ) -> str:
         with _build_context(context, dockerfile) as tar:
             stream = self._call(
                 self._api.build,
                 fileobj=tar,
                 custom_context=True,
                 dockerfile=dockerfile,
-                tag=tags[0],
+                tag=tag,
                 network_mode=network_mode,
                 buildargs=buildargs or {},
                 rm=True,
@@ -71,22 +101,27 @@ class DockerBuilder:
                 decode=True,
             )
         image_id = ""
+        cached: list[str] = []  # short ids of the steps taken from the cache
+        after_cache_hit = False
         for chunk in self._chunks(stream):
             if "error" in chunk:
-                raise BuildFailedError(f"docker build failed: {chunk['error'].strip()}")
+                error = chunk["error"].strip()
+                if not last_try and _names_one_of(error, cached):
+                    raise _CacheLostError(error)
+                raise BuildFailedError(f"docker build failed: {error}")
             text = chunk.get("stream", "")
             for line in text.splitlines():
-                if line.strip():
-                    on_line(line)
+                if not line.strip():
+                    continue
+                on_line(line)
+                step = line.strip()
+                if after_cache_hit and step.startswith("---> "):
+                    cached.append(step.removeprefix("---> ").strip())
+                after_cache_hit = step == "---> Using cache"
             aux = chunk.get("aux")
             if isinstance(aux, dict) and "ID" in aux:
                 image_id = str(aux["ID"])
-        if not image_id:
-            image_id = self.image_id(tags[0])
-        for tag in tags[1:]:
-            repository, _, name = tag.rpartition(":")
-            self._call(self._api.tag, image_id, repository, name)
-        return image_id
+        return image_id or self.image_id(tag)
 
     def push(
         self,
@@ -281,6 +316,16 @@ def _build_context(context: Path, dockerfile: str) -> IO[bytes]:
         exclude = [line for line in lines if line and not line.startswith("#")]
     tar: IO[bytes] = docker.utils.tar(str(context), exclude=exclude, dockerfile=(dockerfile, None))
     return tar
+
+
+class _CacheLostError(Exception):
+    """An image the build took from its cache went before the build used it."""
+
+
+def _names_one_of(error: str, short_ids: list[str]) -> bool:
+    """Does the engine's ``error`` name (``sha256:<id>``) an image whose short id is listed?"""
+    named = re.findall(r"sha256:([0-9a-f]{12,64})", error)
+    return any(full.startswith(short) for full in named for short in short_ids if short)
 
 
 class _NoAnswerError(Exception):
