@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,7 @@ class RunningPlatform:
     pid: int
     children: dict[str, int]
     env: dict[str, str]
+    started: float | None = None  # time.time() before `up`: its images are those made since
 
     @property
     def dataplane(self) -> dict[str, Any]:
@@ -113,6 +116,7 @@ def start_platform(
     require("caddy")
     env = {**cli_env(data_dir), **(extra_env or {})}
     ports = {"--api-port": free_port(), "--registry-port": free_port()}
+    started = time.time()
     argv = [*STACKYARD, "up", "-d", "--json", *up_args]
     if extra_env is None and not any(a.startswith("--retention-interval") for a in up_args):
         argv += ["--retention-interval", "0"]  # an older checkout (extra_env) lacks the option
@@ -133,6 +137,7 @@ def start_platform(
         pid=state["pid"],
         children=state["children"],
         env=env,
+        started=started,
     )
 
 
@@ -140,10 +145,12 @@ def stop_platform(
     running: RunningPlatform, images_since: float | None = None, also: Sequence[str] = ()
 ) -> None:
     """`stackyard down --all` (the control plane, then the data plane), then remove the
-    tasks it leaves running (by the platform's label). With ``images_since`` (``time.time()``
-    before it started), also the images its builds and pulls left (``images_of``; ``also``:
-    other repositories only this run names, e.g. a test registry's), by id."""
-    made = images_of(running, images_since, also) if images_since is not None else []
+    tasks it leaves running (by the platform's label), and the images its builds and pulls
+    left (``images_of``, made since ``images_since``, by default since it started; ``also``:
+    other repositories only this run names, e.g. a test registry's), by id. Without this
+    the engine kept every test platform's images: ~130 a run."""
+    since = images_since if images_since is not None else running.started
+    made = images_of(running, since, also) if since is not None else []
     subprocess.run([*STACKYARD, "down", "--all"], env=running.env, capture_output=True, timeout=90)
     remove_tasks(running.data_dir)
     remove_images(made)
@@ -171,32 +178,39 @@ def images_of(running: RunningPlatform, since: float, also: Sequence[str] = ()) 
     (perhaps another run's too): only its name is ours, so only the name goes; an id that
     keeps another name (another platform's) stays too (``remove_images``)."""
     listed = subprocess.run(
-        ["docker", "images", "--no-trunc", "--format",
-         "{{.ID}} {{.Repository}} {{.Tag}} {{.Digest}}"],
+        ["docker", "images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout.splitlines()  # fmt: skip
-    names: dict[str, list[str]] = {}  # image id -> its names
-    ours: dict[str, list[str]] = {}  # image id -> its names in our registry or ``also``
-    for image_id, repository, tag, digest in (line.split(" ") for line in listed if line):
-        if repository == "<none>":
-            continue
-        name = f"{repository}:{tag}" if tag != "<none>" else f"{repository}@{digest}"
-        names.setdefault(image_id, []).append(name)
-        if repository.startswith(f"{running.registry}/") or repository in also:
-            ours.setdefault(image_id, []).append(name)
-    ids = set(ours)
+
+    def in_ours(name: str) -> bool:
+        repository = re.split(r"[@]|:(?=[^:/]*$)", name, maxsplit=1)[0]
+        return repository.startswith(f"{running.registry}/") or repository in also
+
+    ids = sorted({i for i, repository in (line.split(" ") for line in listed if line)
+                  if in_ours(repository)})  # fmt: skip
     if not ids:
         return []
+    # An image pulled by digest has no tag: `docker images` shows it as `name <none>`, with
+    # no digest either on Docker 20.10; its inspection lists its names, digests included.
     inspected = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}} {{.Created}}", *sorted(ids)],
+        ["docker", "image", "inspect", "--format",
+         "{{.Id}} {{.Created}} {{json .RepoTags}} {{json .RepoDigests}}", *ids],
         capture_output=True, text=True, timeout=60,
     ).stdout.splitlines()  # fmt: skip
-    made = (line.split(" ", 1) for line in inspected if " " in line)
-    new = {i for i, created in made if (docker_nanos(created) or 0) >= since * 1e9}
-    # A bare name (no registry, no namespace) on an image this run made was given by one of
-    # its builds; names in other registries are other platforms', and keep their image.
-    bare = [n for i in sorted(new) for n in names[i] if "/" not in n.partition("@")[0]]
-    return [name for i in sorted(ids) for name in ours[i]] + bare + sorted(new)
+    ours: list[str] = []
+    bare: list[str] = []
+    new: list[str] = []
+    for line in inspected:
+        image_id, created, tags, digests = line.split(" ", 3)
+        names = [*json.loads(tags), *json.loads(digests)]
+        ours += [name for name in names if in_ours(name)]
+        if (docker_nanos(created) or 0) >= since * 1e9:
+            new.append(image_id)
+            # A bare name (no registry, no namespace) on an image this run made was given by
+            # one of its builds; names in other registries are other platforms', and keep
+            # their image.
+            bare += [name for name in names if "/" not in name.partition("@")[0]]
+    return ours + bare + sorted(new)
 
 
 def remove_images(references: Sequence[str]) -> None:
