@@ -258,6 +258,38 @@ def test_a_killed_caddy_fails_only_the_requests_in_flight(
     assert version_served(url) == "v1"
 
 
+def test_a_route_a_deletion_left_on_a_frozen_caddy_goes_once_it_answers(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    # One Caddy does not answer (SIGSTOP: it runs, so the keeper leaves it) while a stack is
+    # deleted: the other loses the route, the frozen one keeps it, and the deletion says
+    # so. Once it answers again it serves the route (a restarted Caddy would too: it
+    # resumes its saved config); the platform's sweep removes it on its second look.
+    new_dev_stack(yard, tmp_path, "ghostroute")
+    ship(yard, "ghostroute")
+    sockets = settings_of(yard).caddy_admin_sockets
+    frozen = int(yard.dataplane["components"]["caddy-1"])
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        deleted = yard.cli("stacks", "delete", "ghostroute", "--yes", timeout=120)
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    assert "Left its tasks and routes: " in deleted.stdout, deleted.stdout
+    assert "route ghostroute-dev" in deleted.stdout, deleted.stdout
+    assert "removes the tasks and routes left once" in deleted.stdout, deleted.stdout
+
+    def served() -> list[bool]:
+        return ["sy-ghostroute-dev" in caddy_config(path)["apps"]["http"]["servers"]
+                for path in sockets]  # fmt: skip
+
+    assert served() == [True, False]
+    began = time.monotonic()
+    while any(served()):
+        assert time.monotonic() - began < 120, "the left route was not removed"
+        time.sleep(1.0)
+    print(f"\nleft route removed {time.monotonic() - began:.1f} s after Caddy answered")
+
+
 def test_a_killed_keeper_is_started_again_and_adopts_what_runs(
     yard: RunningPlatform, tmp_path: Path
 ) -> None:

@@ -37,9 +37,10 @@ from stackyard.errors import ComponentError, PermanentError, StackyardError
 from stackyard.images.imagestore import Placement, TargetPlace, only_local
 from stackyard.pipeline.releases import config_snapshot
 from stackyard.registry_login import RegistryLogin
+from stackyard.router.base import Route
 from stackyard.router.fake import FakeRouter
 from stackyard.settings import Settings
-from stackyard.store.models import Stack
+from stackyard.store.models import Stack, StageRoute
 from tests.unit.controller_fixtures import (
     KEY,
     PLATFORM,
@@ -793,7 +794,7 @@ def test_tasks_a_deletion_left_are_removed_on_the_second_look_once_their_engine_
         with pytest.raises(StackyardError) as failed:
             yard.controller.forget(STACK)
     assert "could not be removed" in failed.value.message
-    assert "removes the tasks left once their engine answers" in str(failed.value.hint)
+    assert "removes the tasks and routes left once" in str(failed.value.hint)
     assert set(shop) <= set(yard.engine.task_ids)
 
     yard.resync()
@@ -802,6 +803,51 @@ def test_tasks_a_deletion_left_are_removed_on_the_second_look_once_their_engine_
     yard.controller.sweep_orphans()
     assert yard.engine.task_ids == [kept.id]
     assert not yard.controller.watch.has(shop[0])
+
+
+def test_a_route_a_deletion_left_is_removed_on_the_next_look(yard: Yard) -> None:
+    """A deletion while the router is down leaves the stack's route (a restarted Caddy
+    serves every route it had); the sweep's next look removes it, and keeps every other
+    stack's route and the platform's own (a name with a dot)."""
+    yard.ship(V1)
+    ours = f"{STACK}-{STAGE}"
+    assert ours in yard.router.served
+    yard.router.ensure_route(Route("other-prod", port=9101), ["127.0.0.1:1"])
+    yard.router.ensure_route(Route("stackyard.api", host="api.example.com"), ["127.0.0.1:2"])
+    with yard.sessions.begin() as session:
+        other = Stack(name="other", repo="https://example.invalid/other.git")
+        session.add(other)
+        session.flush()
+        session.add(StageRoute(stack_id=other.id, stage="prod", port=9101))
+    routes = yard.controller.routes_of(STACK)
+    with yard.sessions.begin() as session:
+        session.delete(session.scalars(select(Stack).where(Stack.name == STACK)).one())
+    yard.router.reachable = False
+    with pytest.raises(StackyardError) as failed:
+        yard.controller.forget(STACK, routes)
+    assert f"route {ours}" in failed.value.message
+    assert "removes the tasks and routes left once" in str(failed.value.hint)
+    yard.router.reachable = True
+
+    yard.controller.sweep_routes()  # a route its deletion left: the first look removes it
+    assert sorted(yard.router.served) == ["other-prod", "stackyard.api"]
+
+
+def test_a_route_sweep_forgets_what_it_saw_when_the_router_does_not_answer(
+    yard: Yard,
+) -> None:
+    """A route no deletion named (a Caddy that resumed an old config) goes on the second of
+    two looks in a row that found it; a look that could not list the routes starts the
+    count again."""
+    yard.router.ensure_route(Route("gone-dev", port=9102), ["127.0.0.1:1"])
+    yard.controller.sweep_routes()
+    yard.router.reachable = False
+    yard.controller.sweep_routes()  # no answer: nothing removed, nothing remembered
+    yard.router.reachable = True
+    yard.controller.sweep_routes()
+    assert "gone-dev" in yard.router.served
+    yard.controller.sweep_routes()
+    assert "gone-dev" not in yard.router.served
 
 
 def test_deleting_a_stack_stops_its_tasks_all_at_once(

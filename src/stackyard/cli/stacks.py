@@ -163,7 +163,10 @@ def delete(
     the registry and the registries of targets its stages ran on; prints what was left."""
     if not yes:
         _confirm_delete(name)
-    answer = ApiClient.discover(settings_for(data_dir)).request("DELETE", f"/api/v1/stacks/{name}")
+    # No client timeout: each step of a deletion is bounded on its own (a router or engine
+    # that does not answer costs its retries), and together they may take more than 30 s.
+    client = ApiClient.discover(settings_for(data_dir))
+    answer = client.request("DELETE", f"/api/v1/stacks/{name}", timeout=None)
     left = [str(item) for item in (answer or {}).get("left", [])]
     if json_output:
         print_json({"deleted": name, "left": left})
@@ -173,8 +176,8 @@ def delete(
         console.print(f"Left {item}", markup=False, highlight=False)
     if any(item.startswith("its tasks") for item in left):
         console.print(
-            "The platform removes the tasks left once their engine answers (`stackyard "
-            "doctor` lists them meanwhile)."
+            "The platform removes the tasks and routes left once their engine or router "
+            "answers (`stackyard doctor` lists the tasks meanwhile)."
         )
     if any(not item.startswith("its tasks") for item in left):
         console.print("Remove the rest by hand; the platform no longer knows it.")

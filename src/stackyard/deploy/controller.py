@@ -28,7 +28,13 @@ from stackyard.deploy.deploylog import StageLog
 from stackyard.deploy.execute import Executor, Seams
 from stackyard.deploy.health import ProbeScheduler
 from stackyard.deploy.imagecheck import ImageCheck
-from stackyard.deploy.keys import Domains, StageKey, stage_route
+from stackyard.deploy.keys import (
+    Domains,
+    StageKey,
+    may_be_stage_route,
+    stage_route,
+    stage_route_name,
+)
 from stackyard.deploy.loops import Pace, StageLoop
 from stackyard.deploy.observe import StageObserver
 from stackyard.deploy.plan import TaskHealth
@@ -133,11 +139,13 @@ class Controller:
         self._finishing: set[str] = set()  # nodes whose drain is being finished
         self._forgetting: set[str] = set()  # stacks whose tasks forget() is removing now
         self._orphans_seen: set[str] = set()  # task ids the last sweep found orphaned
+        self._routes_seen: set[str] = set()  # route names the last sweep found orphaned
+        self._routes_left: set[str] = set()  # route names a deletion could not remove
         self._sweeper = Ticker(
             "orphan-sweep",
-            "removing the tasks of deleted stacks",
+            "removing the tasks and routes of deleted stacks",
             settings.orphan_sweep,
-            self.sweep_orphans,
+            self._sweep,
         )
         self.health: ProbeScheduler[StageKey] = ProbeScheduler(self._nudge)
         self.ports = TaskPorts(settings.task_ports, self._task_ports_in_use)
@@ -262,12 +270,14 @@ class Controller:
                 self.router.remove_route(route)
             except StackyardError as exc:
                 problems.append(f"route {route.name}: {exc.message}")
+                with self._lock:
+                    self._routes_left.add(route.name)  # the next sweep's look removes it
         if problems:
             raise StackyardError(
                 f"stack {stack}: some of what it ran could not be removed: {'; '.join(problems)}",
-                hint="the platform removes the tasks left once their engine answers "
-                f"(it looks every {self.settings.orphan_sweep:.0f} s; `stackyard doctor` "
-                "lists them meanwhile); a route left: remove it by hand",
+                hint="the platform removes the tasks and routes left once their engine or "
+                f"router answers (it looks every {self.settings.orphan_sweep:.0f} s; "
+                "`stackyard doctor` lists the tasks meanwhile)",
             )
 
     def _remove_tasks_of(self, stack: str) -> list[str]:
@@ -313,6 +323,47 @@ class Controller:
             if problem:
                 log.warning("could not remove task %s of deleted stack %s: %s (the next look "
                             "tries again)", task.name, stack, problem)  # fmt: skip
+
+    def _sweep(self) -> None:
+        self.sweep_orphans()
+        self.sweep_routes()
+
+    def sweep_routes(self) -> None:
+        """Remove the router's stage routes that no stage of an existing stack has, once two
+        looks in a row found them so (one, for a route its deletion could not remove): a
+        deletion while the router was down (or one of its Caddies) left them, and a
+        restarted Caddy serves every route it had. Left, such a route kept its port from
+        the stage that would get it next."""
+        try:
+            served = [name for name in self.router.routes() if may_be_stage_route(name)]
+        except StackyardError as exc:
+            log.debug("cannot list the router's routes now (%s); the next look tries", exc)
+            self._routes_seen = set()
+            return
+        with self.sessions() as session:
+            pairs = session.execute(
+                select(Stack.name, StageRoute.stage).join(Stack, Stack.id == StageRoute.stack_id)
+            ).all()
+        with self._lock:
+            forgetting = set(self._forgetting)
+        known = {stage_route_name(StageKey(stack, stage)) for stack, stage in pairs}
+        orphans = {
+            name
+            for name in served
+            if name not in known and not any(name.startswith(f"{s}-") for s in forgetting)
+        }
+        seen, self._routes_seen = self._routes_seen, orphans
+        with self._lock:
+            left, self._routes_left = self._routes_left, self._routes_left & orphans
+        for name in sorted(orphans & (seen | left)):
+            if self._stopped.is_set():
+                return
+            log.info("removing route %s: no stage has it (its stack was deleted)", name)
+            try:
+                self.router.remove_route(Route.named(name))
+            except StackyardError as exc:
+                log.warning("could not remove route %s of a deleted stack: %s (the next look "
+                            "tries again)", name, exc.message)  # fmt: skip
 
     def _remove_orphans_on(self, targets: Sequence[str]) -> None:
         for target in targets:

@@ -27,7 +27,17 @@ class StageKey:
 
 def stage_route(key: StageKey, port: int | None, host: str | None) -> Route:
     """The router's route of a stage: named ``<stack>-<stage>``, on its port or host."""
-    return Route(name=f"{key.stack}-{key.stage}", port=port, host=host)
+    return Route(name=stage_route_name(key), port=port, host=host)
+
+
+def stage_route_name(key: StageKey) -> str:
+    """``<stack>-<stage>``: DNS labels joined by a dash, so never with a dot (the platform's
+    own routes, e.g. its public API's, have one)."""
+    return f"{key.stack}-{key.stage}"
+
+
+def may_be_stage_route(name: str) -> bool:
+    return "." not in name
 
 
 @dataclass(frozen=True)

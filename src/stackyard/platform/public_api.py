@@ -28,7 +28,7 @@ def publish_api(settings: Settings, router: Router) -> None:
     platform no longer asks (a previous ``up --public-api``)."""
     route = public_api_route(settings)
     if route is None:
-        router.remove_route(Route(ROUTE_NAME, port=1))
+        router.remove_route(Route.named(ROUTE_NAME))
     else:
         router.ensure_route(route, [f"{settings.host}:{settings.api_port}"])
 

@@ -37,6 +37,12 @@ class Route:
     aliases: tuple[str, ...] = ()  # more host names of the same stage (``domains:``)
     tls: TlsMode = "off"
 
+    @classmethod
+    def named(cls, name: str) -> Route:
+        """A route known by its name only (its stage's record is gone): enough to remove
+        it, as a router removes a route by its name."""
+        return cls(name, port=1)
+
     @property
     def hosts(self) -> tuple[str, ...]:
         """Every host name the route answers on: its host first, then its aliases."""

@@ -189,7 +189,7 @@ def test_tasks_a_deletion_left_while_the_manager_was_frozen_go_once_it_answers(
             os.kill(manager, signal.SIGCONT)
         assert "Deleted stack leftover." in deleted.stdout
         assert "Left its tasks and routes: " in deleted.stdout, deleted.stdout
-        assert "The platform removes the tasks left once their engine answers" in (deleted.stdout)
+        assert "The platform removes the tasks and routes left once" in deleted.stdout
         assert len(services()) == 2  # still there: the manager did not answer
         began = time.monotonic()
         wait_for("the deleted stack's services removed", lambda: not services(), timeout=180)
