@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stackyard.pipeline.builds.early import SpecPlan, spec_plan
+from stackyard.pipeline.builds.early import NO_SPEC, SpecPlan, spec_plan
 from stackyard.source.fake import FakeSource
 
 URL = "https://git.example/shop.git"
@@ -30,12 +30,14 @@ def test_the_spec_is_looked_for_in_the_build_context() -> None:
         }
     )
     assert spec_plan(source, "shop", sha, ".") == SpecPlan(None)
-    assert spec_plan(source, "shop", sha, "services/web") is None  # the stack's own context
+    assert spec_plan(source, "shop", sha, "services/web") is NO_SPEC  # the stack's context
 
 
 def test_no_spec_or_a_stackyard_yml_that_does_not_load_starts_nothing_early() -> None:
+    # No spec: git says so (a default build). A stackyard.yml that does not load: git cannot
+    # tell (None); the build says why after the checkout.
     source, sha = source_with({"Dockerfile": "FROM busybox\n"})
-    assert spec_plan(source, "shop", sha, ".") is None
+    assert spec_plan(source, "shop", sha, ".") is NO_SPEC
     broken, sha = source_with({"build.yml": "version: 0.2\n", "stackyard.yml": "build: [\n"})
     assert spec_plan(broken, "shop", sha, ".") is None
     bad, sha = source_with(

@@ -37,16 +37,28 @@ class SpecPlan:
     limits: BuildLimits | None = None
 
 
+class NoSpec:
+    """What git says of a commit whose stackyard.yml loads and names no build spec in git:
+    a default build, which needs no build container (nor a checkout git works in)."""
+
+    def __repr__(self) -> str:
+        return "NO_SPEC"
+
+
+NO_SPEC = NoSpec()
+
+
 def spec_plan(
     source: Source,
     stack: str,
     sha: str,
     context_dir: str,
     limits: Callable[[BuildConfig], BuildLimits | None] = lambda _: None,
-) -> SpecPlan | None:
+) -> SpecPlan | NoSpec | None:
     """The plan when the commit's stackyard.yml loads and its build spec is a file in git;
-    None otherwise (the build finds out the usual way, after the checkout). ``limits``
-    reads the build's limits from its config."""
+    NO_SPEC when it loads and the spec is not; None when git or the file cannot tell (the
+    build finds out the usual way, after the checkout). ``limits`` reads the build's
+    limits from its config."""
     try:
         raw = source.read_file(stack, sha, "stackyard.yml")
         config = StackConfig()
@@ -56,7 +68,7 @@ def spec_plan(
         context = context_dir if context_dir != "." else config.build.context
         spec = str(PurePosixPath(context) / config.build.buildspec)
         if source.read_file(stack, sha, spec) is None:
-            return None
+            return NO_SPEC
         plan = SpecPlan(config.build.image, limits(config.build))
     except (StackyardError, ValidationError, UnicodeDecodeError):
         return None
