@@ -277,6 +277,7 @@ def test_a_route_a_deletion_left_on_a_frozen_caddy_goes_once_it_answers(
     assert "Left its tasks and routes: " in deleted.stdout, deleted.stdout
     assert "route ghostroute-dev" in deleted.stdout, deleted.stdout
     assert "removes the tasks and routes left once" in deleted.stdout, deleted.stdout
+    assert "Remove the rest by hand" not in deleted.stdout  # nothing else was left
 
     def served() -> list[bool]:
         return ["sy-ghostroute-dev" in caddy_config(path)["apps"]["http"]["servers"]

@@ -374,7 +374,7 @@ def test_a_stage_on_a_target_with_its_own_registry_runs_the_same_digest(
     assert in_use.returncode == 2
     assert "target eu is used by stage(s) regional/prod" in in_use.stderr
     deleted = json.loads(yard.cli("stacks", "delete", "regional", "--yes", "--json").stdout)
-    assert deleted == {"deleted": "regional", "left": []}
+    assert deleted == {"deleted": "regional", "left": [], "removed_later": []}
     with (
         RegistryClient(
             outside.endpoint, username=outside.username, password=outside.password

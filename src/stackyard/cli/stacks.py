@@ -168,18 +168,19 @@ def delete(
     client = ApiClient.discover(settings_for(data_dir))
     answer = client.request("DELETE", f"/api/v1/stacks/{name}", timeout=None)
     left = [str(item) for item in (answer or {}).get("left", [])]
+    later = [str(item) for item in (answer or {}).get("removed_later", [])]
     if json_output:
-        print_json({"deleted": name, "left": left})
+        print_json({"deleted": name, "left": left, "removed_later": later})
         return
     console.print(f"Deleted stack {name}.")
     for item in left:
         console.print(f"Left {item}", markup=False, highlight=False)
-    if any(item.startswith("its tasks") for item in left):
+    if later:
         console.print(
             "The platform removes the tasks and routes left once their engine or router "
             "answers (`stackyard doctor` lists the tasks meanwhile)."
         )
-    if any(not item.startswith("its tasks") for item in left):
+    if set(left) - set(later):
         console.print("Remove the rest by hand; the platform no longer knows it.")
 
 

@@ -65,6 +65,19 @@ from stackyard.store.database import migrate, open_database, session_factory
 log = logging.getLogger(__name__)
 
 
+# The deletion step whose leftovers the platform removes by itself (the controller's sweep).
+SWEPT_STEP = "tasks and routes"
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What a stack's deletion could not remove, each "its <what>: <reason>"; ``swept``:
+    those of them the platform removes by itself once their engine or router answers."""
+
+    left: list[str]
+    swept: list[str]
+
+
 @dataclass(frozen=True)
 class StateStore:
     """The platform's state database, open and migrated."""
@@ -155,7 +168,7 @@ class Services:
         self.controller.router.close()
         self.controller.engine.close()
 
-    def delete_stack(self, name: str, remotes: HostedRemotes) -> list[str]:
+    def delete_stack(self, name: str, remotes: HostedRemotes) -> Leftovers:
         """Delete a stack and everything the platform keeps for it: its records first (so
         nothing new starts), then its tasks and routes, its git remote and cache, its
         images in the engine, its manifests in the registry and its copies in the target
@@ -169,7 +182,7 @@ class Services:
         self.stacks.delete(name)
         steps: list[tuple[str, Callable[[], object]]] = [
             ("secrets", lambda: self.secrets.forget(name)),
-            ("tasks and routes", lambda: self.controller.forget(name, routes)),
+            (SWEPT_STEP, lambda: self.controller.forget(name, routes)),
             ("git remote", lambda: remotes.remove(name)),
             ("git cache and engine images", lambda: self.builds.forget(name, image_url=image_url)),
             ("registry manifests", lambda: self.images.forget(name, where=where)),
@@ -178,13 +191,16 @@ class Services:
                 for label, place in copies
             ),
         ]
+        swept: list[str] = []
         for what, step in steps:
             try:
                 step()
             except Exception as exc:  # keep going: each leftover is independent
                 log.warning("deleting stack %s: removing its %s failed: %s", name, what, exc)
                 left.append(f"its {what}: {exc}")
-        return left
+                if what == SWEPT_STEP:
+                    swept.append(left[-1])
+        return Leftovers(left, swept)
 
     def _target_copies(
         self, name: str, home: tuple[Registry, str], left: list[str]

@@ -51,6 +51,9 @@ class StackDeleted(BaseModel):
     # What the platform could not remove, and why (a registry that refuses deletes, one
     # that does not answer): each "its <what>: <reason>".
     left: list[str]
+    # Those of ``left`` the platform removes by itself once their engine or router answers
+    # (tasks and routes); the rest is for the user to remove.
+    removed_later: list[str] = []
 
 
 @router.delete("/{name}")
@@ -58,5 +61,5 @@ def delete_stack(name: str, request: Request) -> StackDeleted:
     """Delete the stack with its tasks, routes, git remote, cache and images (its copies in
     target registries too); what could not be removed is listed in ``left``."""
     found: Services = request.app.state.context.services
-    left = found.delete_stack(name, HostedRemotes(remotes_root(request)))
-    return StackDeleted(deleted=name, left=left)
+    leftovers = found.delete_stack(name, HostedRemotes(remotes_root(request)))
+    return StackDeleted(deleted=name, left=leftovers.left, removed_later=leftovers.swept)
