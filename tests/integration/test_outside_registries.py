@@ -382,6 +382,12 @@ def test_a_stage_on_a_target_with_its_own_registry_runs_the_same_digest(
         pytest.raises(NotFoundError),
     ):
         client.resolve("acme/regional", "prod")  # its copy in eu's registry went with it
+    # The engine's copy that prod's task pulled from there went too.
+    names = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+    assert f"{outside.endpoint}/acme/regional" not in names
     yard.cli("targets", "remove", "eu", "--yes")
     yard.cli("registries", "remove", "eu", "--yes")
 

@@ -179,12 +179,17 @@ class Services:
         where, image_url = self.images.registry_of(name), self.images.image_url(name)
         left: list[str] = []
         copies = self._target_copies(name, where, left)
+        # The engine's names of the images its tasks pulled from the target registries.
+        pulled = [f"{client.endpoint}/{repository}" for _, (client, repository) in copies]
         self.stacks.delete(name)
         steps: list[tuple[str, Callable[[], object]]] = [
             ("secrets", lambda: self.secrets.forget(name)),
             (SWEPT_STEP, lambda: self.controller.forget(name, routes)),
             ("git remote", lambda: remotes.remove(name)),
-            ("git cache and engine images", lambda: self.builds.forget(name, image_url=image_url)),
+            (
+                "git cache and engine images",
+                lambda: self.builds.forget(name, image_url=image_url, also=pulled),
+            ),
             ("registry manifests", lambda: self.images.forget(name, where=where)),
             *(
                 (f"copies in {label}", partial(self.images.forget, name, where=place))

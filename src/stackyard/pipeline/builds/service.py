@@ -8,7 +8,7 @@ old images leave the engine.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -155,9 +155,12 @@ class BuildService:
         if removed:
             logger.info("removed %d unused image(s) of %s", len(removed), repository)
 
-    def forget(self, stack_name: str, *, image_url: str | None = None) -> None:
+    def forget(
+        self, stack_name: str, *, image_url: str | None = None, also: Sequence[str] = ()
+    ) -> None:
         """The stack was deleted: drop its git cache and its images from the engine
-        (``image_url``: its repository, read before the stack's row went)."""
+        (``image_url``: its repository, read before the stack's row went; ``also``: its
+        repositories in target registries, whose images the engine pulled for its tasks)."""
         with self._workers_lock:
             pending = self._prunes.pop(stack_name, None)
         if pending is not None:
@@ -167,6 +170,8 @@ class BuildService:
         builder = self._tools.builder_factory()
         try:
             builder.remove_repository(image_url or self._tools.images.image_url(stack_name))
+            for repository in also:
+                builder.remove_repository(repository)
         finally:
             builder.close()
 
