@@ -291,6 +291,62 @@ def test_a_route_a_deletion_left_on_a_frozen_caddy_goes_once_it_answers(
     print(f"\nleft route removed {time.monotonic() - began:.1f} s after Caddy answered")
 
 
+TWO_STAGES = STAGES.replace("promotion: approval", "promotion: auto")
+
+
+def test_a_stage_dropped_from_stackyard_yml_runs_on_until_removed_and_stays_removed(
+    tmp_path: Path,
+) -> None:
+    # A stage left out of stackyard.yml keeps serving (a mistake there must not take it
+    # down); `stages remove` stops its task and its route, refuses a stage the file lists,
+    # and a control plane started again does not bring it back.
+    yard = start_platform(tmp_path / "data")
+    try:
+        repo = GitRepo.from_example("hello", tmp_path / "shrink")
+        repo.write("stackyard.yml", TWO_STAGES)
+        repo.commit("dev, staging, prod")
+        yard.cli("stacks", "create", "shrink", "--repo", str(repo.path))
+        yard.cli("build", "shrink", timeout=300)
+        for stage in ("dev", "staging", "prod"):
+            yard.cli("release", "shrink", "--stage", stage)
+            yard.cli("deploy", "shrink", "--stage", stage, timeout=300)
+        staging = json.loads(yard.cli("url", "shrink", "--stage", "staging", "--json").stdout)
+        lines = TWO_STAGES.splitlines()
+        at = lines.index("  - name: staging")
+        repo.write("stackyard.yml", "\n".join(lines[:at] + lines[at + 3 :]) + "\n")
+        repo.commit("no staging any more")
+        yard.cli("build", "shrink", timeout=300)
+        assert version_served(staging["url"]) == "v1"  # still serving
+        assert len(tasks_of(yard, "shrink", "staging")) == 1
+
+        listed = yard.cli("stages", "remove", "shrink", "prod", "--yes", check=False)
+        assert listed.returncode == 2, listed.stderr
+        assert "stage prod of shrink is in stackyard.yml (at build 2)" in listed.stderr
+        removed = yard.cli("stages", "remove", "shrink", "staging", "--yes")
+        assert "Removed stage staging of shrink" in removed.stdout
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(staging["url"], timeout=5)
+        gone = yard.cli("tasks", "shrink", "--stage", "staging", check=False)
+        assert "stack shrink has no stage 'staging' (stages: dev, prod)" in gone.stderr
+        pid = (yard.data_dir / "platform-id").read_text().strip()
+
+        def staging_tasks() -> list[str]:
+            return subprocess.run(
+                ["docker", "ps", "-aq", "--filter", f"label=dev.stackyard.platform={pid}",
+                 "--filter", "label=dev.stackyard.stage=staging"],
+                capture_output=True, text=True, timeout=60, check=True,
+            ).stdout.split()  # fmt: skip
+
+        assert staging_tasks() == []
+        kill_control_plane(yard)
+        yard.pid = json.loads(yard.up_again("--json").stdout)["pid"]
+        wait_converged(yard, "shrink", timeout=120)  # dev: adopted as it was
+        assert staging_tasks() == []
+        assert len(tasks_of(yard, "shrink", "prod")) == 1
+    finally:
+        stop_platform(yard)
+
+
 def test_a_killed_keeper_is_started_again_and_adopts_what_runs(
     yard: RunningPlatform, tmp_path: Path
 ) -> None:

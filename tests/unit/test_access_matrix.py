@@ -79,6 +79,7 @@ def test_the_critical_routes_take_what_docs_people_md_says(yard: AccessYard) -> 
         "PATCH /api/v1/users/{user}": "admin",
         "POST /api/v1/stacks": "admin",
         "DELETE /api/v1/stacks/{name}": "admin",
+        "DELETE /api/v1/stacks/{name}/stages/{stage}": "admin",
         "PUT /api/v1/stacks/{name}/stages/{stage}/protection": "admin",
         "DELETE /api/v1/stacks/{name}/stages/{stage}/protection": "admin",
         "GET /api/v1/stacks/{name}/webhook": "admin",

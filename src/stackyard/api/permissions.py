@@ -111,6 +111,7 @@ NEEDS: dict[Callable[..., Any], Need] = {
     deployments.tasks: Need(READ),
     deployments.check: Need(READ),
     deployments.url: Need(READ),
+    deployments.retire_stage: Need(ADMIN),  # stops what a stage serves, for good
     # a stage's host names: reading is for readers; a name changes what the stage serves
     # and asks a CA for a certificate, so it takes deploy on that stage (as a push of a
     # stackyard.yml with `domains:` would); a protected stage's deployers only

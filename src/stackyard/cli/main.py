@@ -28,6 +28,7 @@ from stackyard.cli import retention as retention_commands
 from stackyard.cli import runs as run_commands
 from stackyard.cli import service as service_commands
 from stackyard.cli import stacks as stack_commands
+from stackyard.cli import stages as stage_commands
 from stackyard.cli import targets as target_commands
 from stackyard.cli import traffic as traffic_commands
 from stackyard.cli import triggers as trigger_commands
@@ -44,6 +45,7 @@ app = typer.Typer(
 app.add_typer(config_commands.app, name="config")
 app.add_typer(buildspec_commands.app, name="buildspec")
 app.add_typer(stack_commands.app, name="stacks")
+app.add_typer(stage_commands.app, name="stages")
 app.add_typer(notify_commands.app, name="notify")
 app.add_typer(node_commands.app, name="nodes")
 app.add_typer(service_commands.app, name="service")

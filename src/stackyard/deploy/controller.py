@@ -51,6 +51,7 @@ from stackyard.engines.base import (
     LABEL_PLATFORM,
     LABEL_PORT,
     LABEL_STACK,
+    LABEL_STAGE,
     NODE_LABEL_DRAINING,
     Availability,
     Engine,
@@ -64,7 +65,7 @@ from stackyard.images.imagestore import ImageStore, TargetPlace, only_local
 from stackyard.notify.outbox import Outbox
 from stackyard.registry_login import RegistryLogin
 from stackyard.router.base import Route, Router
-from stackyard.store.models import Release, Stack, StageRoute
+from stackyard.store.models import Release, RetiredStage, Stack, StageRoute
 
 __all__ = ["Controller", "ControllerSettings", "StageKey", "stage_route"]
 
@@ -137,7 +138,8 @@ class Controller:
         self.engines = TargetEngines(engine, engines, self._new_watch)
         self.watch = self.engines.local_watch
         self._finishing: set[str] = set()  # nodes whose drain is being finished
-        self._forgetting: set[str] = set()  # stacks whose tasks forget() is removing now
+        # Stacks (stage None) and stages whose tasks forget() or retire() is removing now.
+        self._clearing: set[tuple[str, str | None]] = set()
         self._orphans_seen: set[str] = set()  # task ids the last sweep found orphaned
         self._routes_seen: set[str] = set()  # route names the last sweep found orphaned
         self._routes_left: set[str] = set()  # route names a deletion could not remove
@@ -182,6 +184,11 @@ class Controller:
             pairs = session.execute(
                 select(Stack.name, Release.stage)
                 .join(Release, Release.stack_id == Stack.id)
+                .outerjoin(
+                    RetiredStage,
+                    (RetiredStage.stack_id == Stack.id) & (RetiredStage.stage == Release.stage),
+                )
+                .where(RetiredStage.id.is_(None))
                 .distinct()
             ).all()
         for stack, stage in pairs:
@@ -253,18 +260,31 @@ class Controller:
     def forget(self, stack: str, routes: Sequence[Route] = ()) -> None:
         """A stack was deleted: stop its loops, remove its tasks, then its routes. Raises
         StackyardError naming what could not be removed (after trying everything)."""
+        self._clear(stack, None, routes)
+
+    def retire(self, key: StageKey, routes: Sequence[Route] = ()) -> None:
+        """A stage was retired (``stackyard stages remove``): stop its loop, remove its
+        tasks, then its route; raises as ``forget`` does."""
+        self._clear(key.stack, key.stage, routes)
+
+    def _clear(self, stack: str, stage: str | None, routes: Sequence[Route]) -> None:
+        """Stop the loops of ``stack`` (of its ``stage`` only, if given), remove their tasks
+        on every engine, then ``routes``. What is left, the sweep removes."""
         with self._lock:
-            keys = [k for k in self._loops if k.stack == stack]
+            keys = [k for k in self._loops if k.stack == stack and stage in (None, k.stage)]
             loops = [self._loops.pop(k) for k in keys]
         for loop in loops:
             loop.stop()
+        labels = {LABEL_PLATFORM: self.settings.platform_id, LABEL_STACK: stack}
+        if stage is not None:
+            labels[LABEL_STAGE] = stage
         with self._lock:
-            self._forgetting.add(stack)
+            self._clearing.add((stack, stage))
         try:
-            problems = self._remove_tasks_of(stack)
+            problems = self._remove_tasks(labels)
         finally:
             with self._lock:
-                self._forgetting.discard(stack)
+                self._clearing.discard((stack, stage))
         for route in routes:
             try:
                 self.router.remove_route(route)
@@ -273,19 +293,19 @@ class Controller:
                 with self._lock:
                     self._routes_left.add(route.name)  # the next sweep's look removes it
         if problems:
+            what = f"stack {stack}" if stage is None else f"stage {stage} of {stack}"
             raise StackyardError(
-                f"stack {stack}: some of what it ran could not be removed: {'; '.join(problems)}",
+                f"{what}: some of what it ran could not be removed: {'; '.join(problems)}",
                 hint="the platform removes the tasks and routes left once their engine or "
                 f"router answers (it looks every {self.settings.orphan_sweep:.0f} s; "
                 "`stackyard doctor` lists the tasks meanwhile)",
             )
 
-    def _remove_tasks_of(self, stack: str) -> list[str]:
-        """Stop and remove the stack's tasks on every engine in use, all at once (a stop
-        waits for its task to end: one after another, a stack of ten replicas took ten
-        grace periods); what went wrong."""
+    def _remove_tasks(self, labels: Mapping[str, str]) -> list[str]:
+        """Stop and remove the tasks with ``labels`` on every engine in use, all at once (a
+        stop waits for its task to end: one after another, a stack of ten replicas took
+        ten grace periods); what went wrong."""
         problems: list[str] = []
-        labels = {LABEL_PLATFORM: self.settings.platform_id, LABEL_STACK: stack}
         seen: set[str] = set()  # two targets may name one engine: each task goes once
         found: list[tuple[TaskInfo, Engine]] = []
         for target, engine in self.engines.followed():
@@ -304,25 +324,25 @@ class Controller:
 
     def sweep_orphans(self) -> None:
         """Remove the platform's tasks, as the task watches last listed them, whose stack
-        no longer exists, once two looks in a row found them so. A deletion whose engine
-        failed midway (a swarm manager that restarted, a target that went away) leaves
-        them running; they go once their engine answers, without a restart of the
-        platform. The second look leaves a deletion under way its own clean-up."""
+        no longer exists (or whose stage was retired), once two looks in a row found them
+        so. A deletion whose engine failed midway (a swarm manager that restarted, a
+        target that went away) leaves them running; they go once their engine answers,
+        without a restart of the platform. The second look leaves a deletion under way
+        its own clean-up."""
         try:
             tasks = self.engines.all_tasks()
         except StackyardError:  # the platform's own engine's tasks are unknown now
             tasks = self.engines.other_tasks()
-        orphans = self._of_deleted_stacks(tasks)
+        orphans = self._orphaned(tasks)
         seen, self._orphans_seen = self._orphans_seen, {t.id for t in orphans}
         for task in orphans:
             if task.id not in seen or self._stopped.is_set():
                 continue
-            stack = task.labels.get(LABEL_STACK)
-            log.info("removing task %s of deleted stack %s", task.name, stack)
+            log.info("removing task %s: its stack was deleted or its stage retired", task.name)
             problem = self._stop_and_remove(task, self.engines.engine_of(task.id))
             if problem:
-                log.warning("could not remove task %s of deleted stack %s: %s (the next look "
-                            "tries again)", task.name, stack, problem)  # fmt: skip
+                log.warning("could not remove task %s of a deleted stack or retired stage: %s "
+                            "(the next look tries again)", task.name, problem)  # fmt: skip
 
     def _sweep(self) -> None:
         self.sweep_orphans()
@@ -345,12 +365,14 @@ class Controller:
                 select(Stack.name, StageRoute.stage).join(Stack, Stack.id == StageRoute.stack_id)
             ).all()
         with self._lock:
-            forgetting = set(self._forgetting)
+            clearing = set(self._clearing)
         known = {stage_route_name(StageKey(stack, stage)) for stack, stage in pairs}
+        known |= {stage_route_name(StageKey(stack, stage)) for stack, stage in clearing if stage}
+        deleting = [stack for stack, stage in clearing if stage is None]
         orphans = {
             name
             for name in served
-            if name not in known and not any(name.startswith(f"{s}-") for s in forgetting)
+            if name not in known and not any(name.startswith(f"{s}-") for s in deleting)
         }
         seen, self._routes_seen = self._routes_seen, orphans
         with self._lock:
@@ -358,11 +380,11 @@ class Controller:
         for name in sorted(orphans & (seen | left)):
             if self._stopped.is_set():
                 return
-            log.info("removing route %s: no stage has it (its stack was deleted)", name)
+            log.info("removing route %s: no stage has it (deleted or retired)", name)
             try:
                 self.router.remove_route(Route.named(name))
             except StackyardError as exc:
-                log.warning("could not remove route %s of a deleted stack: %s (the next look "
+                log.warning("could not remove route %s, which no stage has: %s (the next look "
                             "tries again)", name, exc.message)  # fmt: skip
 
     def _remove_orphans_on(self, targets: Sequence[str]) -> None:
@@ -377,7 +399,7 @@ class Controller:
         labels = {LABEL_PLATFORM: self.settings.platform_id}
         try:
             with self.engines.reach(target) as engine:
-                for task in self._of_deleted_stacks(engine.list(labels)):
+                for task in self._orphaned(engine.list(labels)):
                     log.info("target %s: removing orphan task %s", target, task.name)
                     problem = self._stop_and_remove(task, engine)
                     if problem:
@@ -386,14 +408,30 @@ class Controller:
         except StackyardError as exc:  # the engine may be down; the stage loops retry
             log.warning("target %s: could not look for orphan tasks: %s", target, exc)
 
-    def _of_deleted_stacks(self, tasks: Iterable[TaskInfo]) -> list[TaskInfo]:
-        """The ``tasks`` whose stack no longer exists (nor is being deleted now). Listed
-        before the stacks are read: a stack created meanwhile keeps its tasks."""
+    def _orphaned(self, tasks: Iterable[TaskInfo]) -> list[TaskInfo]:
+        """The ``tasks`` whose stack no longer exists or whose stage was retired (neither
+        being cleared now). Listed before the stacks are read: a stack created meanwhile
+        keeps its tasks."""
         with self.sessions() as session:
             stacks = set(session.scalars(select(Stack.name)))
+            retired = {
+                (str(stack), str(stage))
+                for stack, stage in session.execute(
+                    select(Stack.name, RetiredStage.stage).join(
+                        Stack, Stack.id == RetiredStage.stack_id
+                    )
+                )
+            }
         with self._lock:
-            stacks |= self._forgetting
-        return [t for t in tasks if t.labels.get(LABEL_STACK) not in stacks]
+            clearing = set(self._clearing)
+        stacks |= {stack for stack, stage in clearing if stage is None}
+        retired -= clearing
+
+        def orphaned(task: TaskInfo) -> bool:
+            stack, stage = task.labels.get(LABEL_STACK), task.labels.get(LABEL_STAGE)
+            return stack not in stacks or (stack, stage) in retired
+
+        return [t for t in tasks if orphaned(t)]
 
     def _stop_and_remove(self, task: TaskInfo, engine: Engine) -> str | None:
         """Stop and remove a task on its engine; what went wrong, or None."""

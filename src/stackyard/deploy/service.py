@@ -47,8 +47,8 @@ from stackyard.errors import NotFoundError, StackyardError, UsageError
 from stackyard.router.base import AccessRecord as AccessRecord  # for the API
 from stackyard.settings import Settings
 from stackyard.stacks.service import StackService
-from stackyard.stacks.stages import require_stage
-from stackyard.store.models import Deployment, Event, Stack, StageRoute
+from stackyard.stacks.stages import newest_build, require_stage, stage_names
+from stackyard.store.models import Deployment, Event, RetiredStage, Stack, StageRoute
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,14 @@ class StageUrl(BaseModel):
     stack: str
     stage: str
     url: str | None
+
+
+class StageRetired(BaseModel):
+    stack: str
+    stage: str
+    # What could not be removed yet (an engine or router that did not answer): the
+    # platform removes it once they answer.
+    left: list[str] = []
 
 
 class DeployService:
@@ -438,6 +446,37 @@ class DeployService:
             remove_domain(session, self._stage(session, stack_name, stage), stage, name)
         self._controller.wake(StageKey(stack_name, stage))
         return self.domains(stack_name)
+
+    def retire(self, stack_name: str, stage: str, *, by: str) -> StageRetired:
+        """Stop a stage that stackyard.yml no longer lists (``stackyard stages remove``):
+        its loop, its tasks on every engine and its route go; its releases and deployments
+        stay as history, and it is no longer one of the stack's stages (nor adopted at a
+        start) until a build that lists it again is released to it. Refused for a stage
+        the newest successful build's stackyard.yml lists: that one is for the file."""
+        with self._sessions.begin() as session:
+            stack = self._stage(session, stack_name, stage)
+            newest = newest_build(session, stack.id)
+            if stage in stage_names(newest.config if newest is not None else None):
+                where = f"at build {newest.number}" if newest is not None else "by default"
+                raise UsageError(
+                    f"stage {stage} of {stack_name} is in stackyard.yml ({where}): a stage "
+                    "the file lists is not removed by hand",
+                    hint=f"remove it from stackyard.yml, push, and once that build succeeds: "
+                    f"stackyard stages remove {stack_name} {stage}",
+                )
+            row = session.scalar(
+                select(StageRoute).where(StageRoute.stack_id == stack.id, StageRoute.stage == stage)
+            )
+            routes = [route_of(stack_name, row)] if row and (row.host or row.port) else []
+            if row is not None:
+                session.delete(row)
+            session.add(RetiredStage(stack_id=stack.id, stage=stage, retired_by=by))
+        left: builtins.list[str] = []
+        try:
+            self._controller.retire(StageKey(stack_name, stage), routes)
+        except StackyardError as exc:
+            left.append(exc.message)
+        return StageRetired(stack=stack_name, stage=stage, left=left)
 
     @staticmethod
     def _stage(session: Session, stack_name: str, stage: str) -> Stack:

@@ -27,7 +27,7 @@ from threading import Lock, RLock
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard.buildspec.buildlog import BuildLog, LineKind
@@ -56,7 +56,7 @@ from stackyard.source.base import Source
 from stackyard.stacks.service import StackService
 from stackyard.stacks.stages import known_stages, newest_build, require_stage, stage_names
 from stackyard.statuses import ReleaseOrigin
-from stackyard.store.models import Build, Release, Stack
+from stackyard.store.models import Build, Release, RetiredStage, Stack
 from stackyard.store.numbers import next_number
 
 logger = logging.getLogger(__name__)
@@ -734,7 +734,11 @@ def _add_release(
     created_by: str,
 ) -> Release:
     """The one place a release row is made: the stage's next number, ``image``'s digest,
-    commit, build and log, and ``config``; flushed, so its number is known."""
+    commit, build and log, and ``config``; flushed, so its number is known. A stage that
+    was retired (``stackyard stages remove``) and is released again is a stage again."""
+    session.execute(
+        delete(RetiredStage).where(RetiredStage.stack_id == stack_id, RetiredStage.stage == stage)
+    )
     release = Release(
         stack_id=stack_id,
         stage=stage,

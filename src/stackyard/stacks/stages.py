@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from stackyard.config.models import default_stages
 from stackyard.errors import NotFoundError
-from stackyard.store.models import Build, Release, Stack
+from stackyard.store.models import Build, Release, RetiredStage, Stack
 
 
 def stage_names(config: dict[str, Any] | None) -> list[str]:
@@ -35,12 +35,13 @@ def newest_build(session: Session, stack_id: int) -> Build | None:
 
 def known_stages(session: Session, stack_id: int) -> list[str]:
     """The stages in stackyard.yml at the newest successful build, in order, then any other
-    stage that has releases (one removed from stackyard.yml may still run tasks)."""
+    stage that has releases (one removed from stackyard.yml may still run tasks) unless
+    ``stackyard stages remove`` retired it."""
     return known_stages_of(session, [stack_id]).get(stack_id, [])
 
 
 def known_stages_of(session: Session, stack_ids: list[int]) -> dict[int, list[str]]:
-    """``known_stages`` of each stack, in two queries for all of them (the console's
+    """``known_stages`` of each stack, in three queries for all of them (the console's
     overview shows every stack at once); a stack with no stage is left out."""
     newest = (
         select(Build.stack_id, func.max(Build.number).label("number"))
@@ -61,11 +62,25 @@ def known_stages_of(session: Session, stack_ids: list[int]) -> dict[int, list[st
         .group_by(Release.stack_id, Release.stage)
         .order_by(func.min(Release.id))
     )
+    retired = retired_stages_of(session, stack_ids)
     for stack_id, stage in released:
-        known = names.setdefault(stack_id, [])
-        if stage not in known:
-            known.append(stage)
+        if stage in names.get(stack_id, ()) or stage in retired.get(stack_id, ()):
+            continue
+        names.setdefault(stack_id, []).append(stage)
     return names
+
+
+def retired_stages_of(session: Session, stack_ids: list[int]) -> dict[int, set[str]]:
+    """The stages ``stackyard stages remove`` stopped, per stack (``RetiredStage``)."""
+    found: dict[int, set[str]] = {}
+    rows = session.execute(
+        select(RetiredStage.stack_id, RetiredStage.stage).where(
+            RetiredStage.stack_id.in_(stack_ids)
+        )
+    )
+    for stack_id, stage in rows:
+        found.setdefault(stack_id, set()).add(stage)
+    return found
 
 
 def require_stage(session: Session, stack: Stack, stage: str) -> None:

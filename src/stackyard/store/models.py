@@ -226,6 +226,20 @@ class StageRoute(Base):
         return tuple(dict.fromkeys(n for n in found if n))
 
 
+class RetiredStage(Base):
+    """A stage stackyard.yml no longer lists, stopped by ``stackyard stages remove``: not
+    adopted at start, not one of the stack's stages; its releases stay as history."""
+
+    __tablename__ = "retired_stages"
+    __table_args__ = (UniqueConstraint("stack_id", "stage"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"))
+    stage: Mapped[str] = mapped_column(String(63))
+    retired_by: Mapped[str] = mapped_column(String(255))
+    retired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Deployment(Base):
     """Making a stage's tasks match one release: IN_PROGRESS, then COMPLETED or FAILED."""
 

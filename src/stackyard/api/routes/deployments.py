@@ -1,4 +1,5 @@
-"""``/api/v1/stacks/{name}/stages/{stage}/…``: deploy, roll back, tasks, check and URL.
+"""``/api/v1/stacks/{name}/stages/{stage}/…``: deploy, roll back, tasks, check and URL; and
+the stage itself, removed once stackyard.yml no longer lists it.
 
 Deploying a chosen release and rolling back go through ``RedeployService`` (the release
 side moves the stage tag or copies the release); the rest reads ``DeployService``."""
@@ -12,7 +13,14 @@ from stackyard.api.auth import Me
 from stackyard.api.logs import LogChunk, read_log
 from stackyard.api.routes.builds import services
 from stackyard.deploy.records import TERMINAL, DeploymentView
-from stackyard.deploy.service import CheckView, DeployService, StageEvent, StageUrl, TaskView
+from stackyard.deploy.service import (
+    CheckView,
+    DeployService,
+    StageEvent,
+    StageRetired,
+    StageUrl,
+    TaskView,
+)
 from stackyard.pipeline.redeploy import RedeployService
 
 router = APIRouter(prefix="/stacks/{name}/stages/{stage}", tags=["deployments"])
@@ -89,3 +97,10 @@ def check(name: str, stage: str, request: Request) -> CheckView:
 @router.get("/url")
 def url(name: str, stage: str, request: Request) -> StageUrl:
     return deployer(request).url(name, stage)
+
+
+@router.delete("")
+def retire_stage(name: str, stage: str, request: Request, me: Me) -> StageRetired:
+    """Stop a stage stackyard.yml no longer lists: its tasks and route go, its history
+    stays (``stackyard stages remove``)."""
+    return deployer(request).retire(name, stage, by=me.name)
