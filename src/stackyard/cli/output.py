@@ -118,3 +118,15 @@ def run_cli(app: Callable[..., Any]) -> int:
             )
         )
     return result if isinstance(result, int) else 0
+
+
+def print_left(left: list[str], swept: list[str]) -> None:
+    """What a deletion could not remove, one "Left …" line each; for those in ``swept``,
+    that the platform removes them itself (its orphan sweep)."""
+    for item in left:
+        console.print(f"Left {item}", markup=False, highlight=False)
+    if swept:
+        console.print(
+            "The platform removes the tasks and routes left once their engine or router "
+            "answers (`stackyard doctor` lists the tasks meanwhile)."
+        )

@@ -414,9 +414,25 @@ def confirm_removal(question: str, consequence: str, command: str) -> None:
     """A removal the user confirms: at a terminal, ``question`` (no: abort); without one,
     a UsageError saying ``consequence`` and that ``command --yes`` confirms it. A script
     must say --yes (as `stacks delete` does), never remove on its own."""
+    _need_terminal(consequence, command)
+    typer.confirm(question, abort=True)
+
+
+def confirm_by_name(
+    name: str, question: str, consequence: str, command: str, *, verb: str = "removed"
+) -> None:
+    """A removal that cannot be undone: at a terminal, ``question`` and the user types
+    ``name`` (anything else: a UsageError, "nothing was ``verb``"); without one, as
+    ``confirm_removal``."""
+    _need_terminal(consequence, command)
+    typed = typer.prompt(f"{question}\nType its name to confirm").strip()
+    if typed != name:
+        raise UsageError(f"'{typed}' is not '{name}': nothing was {verb}")
+
+
+def _need_terminal(consequence: str, command: str) -> None:
     if not sys.stdin.isatty():
         raise UsageError(
             f"{consequence}, and there is no terminal to confirm at",
             hint=f"confirm with: {command} --yes",
         )
-    typer.confirm(question, abort=True)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from stackyard.cli.client import ApiClient
-from stackyard.cli.output import console, new_table, print_json
-from stackyard.cli.shared import DataDir, Json, Yes, settings_for
+from stackyard.cli.output import console, new_table, print_json, print_left
+from stackyard.cli.shared import DataDir, Json, Yes, confirm_by_name, settings_for
 from stackyard.config.repos import URL_FORM
-from stackyard.errors import UsageError
 
 app = typer.Typer(help="Create, list, show, update and delete stacks.", no_args_is_help=True)
 
@@ -173,13 +171,7 @@ def delete(
         print_json({"deleted": name, "left": left, "removed_later": later})
         return
     console.print(f"Deleted stack {name}.")
-    for item in left:
-        console.print(f"Left {item}", markup=False, highlight=False)
-    if later:
-        console.print(
-            "The platform removes the tasks and routes left once their engine or router "
-            "answers (`stackyard doctor` lists the tasks meanwhile)."
-        )
+    print_left(left, later)
     if set(left) - set(later):
         console.print("Remove the rest by hand; the platform no longer knows it.")
 
@@ -187,11 +179,10 @@ def delete(
 def _confirm_delete(name: str) -> None:
     """Deleting a stack cannot be undone: at a terminal, the user types its name."""
     what = "its tasks, routes, history, git remote and images (engine and registry)"
-    if not sys.stdin.isatty():
-        raise UsageError(
-            f"deleting stack {name} removes {what}, and there is no terminal to confirm at",
-            hint=f"confirm with: stackyard stacks delete {name} --yes",
-        )
-    typed = typer.prompt(f"This deletes stack {name} with {what}.\nType its name to confirm")
-    if typed.strip() != name:
-        raise UsageError(f"'{typed.strip()}' is not '{name}': nothing was deleted")
+    confirm_by_name(
+        name,
+        f"This deletes stack {name} with {what}.",
+        f"deleting stack {name} removes {what}",
+        f"stackyard stacks delete {name}",
+        verb="deleted",
+    )

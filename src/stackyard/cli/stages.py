@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
 from stackyard.cli.client import ApiClient
-from stackyard.cli.output import console, print_json
-from stackyard.cli.shared import DataDir, Json, Yes, settings_for
-from stackyard.errors import UsageError
+from stackyard.cli.output import console, print_json, print_left
+from stackyard.cli.shared import DataDir, Json, Yes, confirm_by_name, settings_for
 
 app = typer.Typer(help="A stack's stages: remove one that stackyard.yml no longer lists.")
 
@@ -36,26 +33,14 @@ def remove(
         print_json({"stack": stack, "stage": stage, "left": left})
         return
     console.print(f"Removed stage {stage} of {stack}: its tasks and route are gone.")
-    for item in left:
-        console.print(f"Left {item}", markup=False, highlight=False)
-    if left:
-        console.print(
-            "The platform removes the tasks and routes left once their engine or router "
-            "answers (`stackyard doctor` lists the tasks meanwhile)."
-        )
+    print_left(left, left)  # a stage's leftovers are all tasks and routes
 
 
 def _confirm(stack: str, stage: str) -> None:
     """Removing a stage stops what it serves: at a terminal, the user types its name."""
-    if not sys.stdin.isatty():
-        raise UsageError(
-            f"removing stage {stage} of {stack} stops its tasks and its route, and there is "
-            "no terminal to confirm at",
-            hint=f"confirm with: stackyard stages remove {stack} {stage} --yes",
-        )
-    typed = typer.prompt(
-        f"This stops stage {stage} of {stack}: its tasks and its route.\n"
-        "Type the stage's name to confirm"
+    confirm_by_name(
+        stage,
+        f"This stops stage {stage} of {stack}: its tasks and its route.",
+        f"removing stage {stage} of {stack} stops its tasks and its route",
+        f"stackyard stages remove {stack} {stage}",
     )
-    if typed.strip() != stage:
-        raise UsageError(f"'{typed.strip()}' is not '{stage}': nothing was removed")

@@ -45,6 +45,7 @@ from stackyard.engines.base import (
 )
 from stackyard.errors import NotFoundError, StackyardError, UsageError
 from stackyard.router.base import AccessRecord as AccessRecord  # for the API
+from stackyard.router.base import Route
 from stackyard.settings import Settings
 from stackyard.stacks.service import StackService
 from stackyard.stacks.stages import newest_build, require_stage, stage_names
@@ -367,11 +368,7 @@ class DeployService:
         """The router's address of the stage: https://<host> once it has a certificate
         mode, http://<host>, or http://127.0.0.1:<port>."""
         with self._sessions() as session:
-            stack = self._stage(session, stack_name, stage)
-            row = session.scalar(
-                select(StageRoute).where(StageRoute.stack_id == stack.id, StageRoute.stage == stage)
-            )
-            route = route_of(stack_name, row) if row and (row.host or row.port) else None
+            _, route = self._route(session, self._stage(session, stack_name, stage), stage)
         if route is None:
             return StageUrl(stack=stack_name, stage=stage, url=None)
         return StageUrl(stack=stack_name, stage=stage, url=self._controller.router.url(route))
@@ -379,11 +376,7 @@ class DeployService:
     def access_records(self, stack_name: str, stage: str) -> builtins.list[AccessRecord]:
         """The stage's requests from the router's access log, oldest first; unmasked."""
         with self._sessions() as session:
-            stack = self._stage(session, stack_name, stage)
-            row = session.scalar(
-                select(StageRoute).where(StageRoute.stack_id == stack.id, StageRoute.stage == stage)
-            )
-            route = route_of(stack_name, row) if row and (row.host or row.port) else None
+            _, route = self._route(session, self._stage(session, stack_name, stage), stage)
         router = self._controller.router
         if route is None or not router.supports_access_logs:
             return []
@@ -464,19 +457,28 @@ class DeployService:
                     hint=f"remove it from stackyard.yml, push, and once that build succeeds: "
                     f"stackyard stages remove {stack_name} {stage}",
                 )
-            row = session.scalar(
-                select(StageRoute).where(StageRoute.stack_id == stack.id, StageRoute.stage == stage)
-            )
-            routes = [route_of(stack_name, row)] if row and (row.host or row.port) else []
+            row, route = self._route(session, stack, stage)
             if row is not None:
                 session.delete(row)
             session.add(RetiredStage(stack_id=stack.id, stage=stage, retired_by=by))
         left: builtins.list[str] = []
         try:
-            self._controller.retire(StageKey(stack_name, stage), routes)
+            self._controller.retire(StageKey(stack_name, stage), [route] if route else [])
         except StackyardError as exc:
             left.append(exc.message)
         return StageRetired(stack=stack_name, stage=stage, left=left)
+
+    @staticmethod
+    def _route(
+        session: Session, stack: Stack, stage: str
+    ) -> tuple[StageRoute | None, Route | None]:
+        """The stage's route row, and the route it says the router serves (None before the
+        stage's first deployment gave it an address)."""
+        row = session.scalar(
+            select(StageRoute).where(StageRoute.stack_id == stack.id, StageRoute.stage == stage)
+        )
+        route = route_of(stack.name, row) if row and (row.host or row.port) else None
+        return row, route
 
     @staticmethod
     def _stage(session: Session, stack_name: str, stage: str) -> Stack:
