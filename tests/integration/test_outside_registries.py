@@ -392,6 +392,53 @@ def test_a_stage_on_a_target_with_its_own_registry_runs_the_same_digest(
     yard.cli("registries", "remove", "eu", "--yes")
 
 
+# Retention on such a stage: the engine's images pulled from the target's registry go like
+# the platform's own names (before, every digest prod ever ran stayed until the stack went).
+def test_retention_removes_the_engine_s_old_images_pulled_from_a_target_registry(
+    outside: TokenRegistry, tmp_path: Path
+) -> None:
+    yard = start_platform(tmp_path / "data", up_args=("--keep-releases", "1"))
+    regional = f"{outside.endpoint}/kept/pruned"
+    try:
+        add_target(yard, outside, "kept", "kept", "eu-north")
+        repo = GitRepo.from_example("hello", tmp_path / "pruned")
+        repo.write("stackyard.yml", stages("kept", "/healthz"))
+        yard.cli("stacks", "create", "pruned", "--repo", str(repo.path))
+        digests = []
+        for _ in (1, 2):
+            made_unique(repo)
+            built = json.loads(yard.cli("build", "pruned", "--json", timeout=300).stdout)
+            digests.append(built["digest"])
+            yard.cli("release", "pruned", "--stage", "dev")
+            yard.cli("release", "pruned", "--stage", "prod", timeout=300)
+            yard.cli("deploy", "pruned", "--stage", "prod", timeout=300)
+        assert pulled_digests(regional) == set(digests)
+
+        report = json.loads(yard.cli("prune", "--json", timeout=600).stdout)
+        assert report["errors"] == []
+        assert f"{regional}@{digests[0]}" in report["engine_references"]
+        assert f"{regional}@{digests[0]}" in report["manifests"]  # its copy there went too
+        assert pulled_digests(regional) == {digests[1]}  # what prod runs stays
+        assert_runs(yard, "pruned", "prod", digests[1])
+        yard.cli("stacks", "delete", "pruned", "--yes")
+        assert pulled_digests(regional) == set()
+    finally:
+        yard.cli("stacks", "delete", "pruned", "--yes", check=False)
+        yard.cli("targets", "remove", "kept", "--yes", check=False)
+        yard.cli("registries", "remove", "kept", "--yes", check=False)
+        stop_platform(yard)
+
+
+def pulled_digests(name: str) -> set[str]:
+    """The digests the engine holds under ``name``."""
+    listing = subprocess.run(
+        ["docker", "image", "ls", "--digests", "--format", "{{.Digest}}",
+         "--filter", f"reference={name}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+    return {d for d in listing if d.startswith("sha256:")}
+
+
 # TinyStacks' release.yml, unchanged, for a stage whose target uses this outside registry:
 # its regional block logs in there with `aws ecr get-login-password --region $STAGE_REGION`
 # and pushes the stack's repository there itself, through the release's Docker API.

@@ -12,6 +12,7 @@ from stackyard.pipeline.retention.plan import (
     RegistryRepository,
     RetentionFacts,
     StageReleases,
+    TargetName,
     kept_digests,
     plan_retention,
 )
@@ -137,6 +138,37 @@ def test_a_stack_whose_name_starts_like_another_is_its_own() -> None:
     images = (EngineImage("i", (f"{ENDPOINT}/shopfront@{d(4)}",)),)
     both = facts(stacks=frozenset({"shop", "shopfront"}), engine_images=images)
     assert plan_retention(both).engine_references == (f"{ENDPOINT}/shopfront@{d(4)}",)
+
+
+def test_images_pulled_from_a_target_registry_go_unless_kept() -> None:
+    """A stage on a target with its own registry runs images the engine pulled under that
+    registry's name: they go like the platform's names, kept digests and all; a name in
+    that registry that is no stack's copies (another team's) is left alone."""
+    regional = "127.0.0.1:5001/acme/shop"
+    images = (
+        EngineImage("i-old", (f"{regional}@{d(1)}",)),
+        EngineImage("i-kept", (f"{regional}@{d(4)}",)),
+        EngineImage("i-both", (f"{regional}@{d(2)}", f"{ENDPOINT}/shop@{d(2)}")),
+        EngineImage("i-theirs", ("127.0.0.1:5001/acme/other@" + d(1),)),
+        EngineImage("i-tagged", (f"{regional}:prod", f"{regional}@{d(6)}")),
+    )
+    plan = plan_retention(facts(engine_images=images, target_names=(TargetName(regional, "shop"),)))
+    assert plan.engine_references == (
+        f"{regional}@{d(1)}",
+        f"{regional}@{d(2)}",
+        f"{ENDPOINT}/shop@{d(2)}",
+        f"{regional}:prod",
+        f"{regional}@{d(6)}",
+    )
+
+
+def test_a_target_name_under_the_platform_registry_counts_for_its_own_stack() -> None:
+    """A target pulling from another repository of the platform's registry (a namespace):
+    the name is that stack's, not a stack called like the namespace."""
+    name = f"{ENDPOINT}/eu/shop"
+    images = (EngineImage("i", (f"{name}@{d(4)}",)), EngineImage("j", (f"{name}@{d(1)}",)))
+    plan = plan_retention(facts(engine_images=images, target_names=(TargetName(name, "shop"),)))
+    assert plan.engine_references == (f"{name}@{d(1)}",)
 
 
 def test_logs_beyond_the_last_n_per_stack_and_stage_go_with_build_artifacts() -> None:

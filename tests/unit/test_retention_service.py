@@ -33,7 +33,7 @@ from stackyard.store.models import Release, Stack
 class NoImages:
     """The engine's images as a DockerBuilder would list them: none here."""
 
-    def images_named(self, registry: str) -> list[tuple[str, tuple[str, ...]]]:
+    def images_named(self, *registries: str) -> list[tuple[str, tuple[str, ...]]]:
         return []
 
     def remove_reference(self, reference: str) -> bool:

@@ -225,10 +225,10 @@ class DockerBuilder:
                     removed.append(reference)
         return removed
 
-    def images_named(self, registry: str) -> list[tuple[str, tuple[str, ...]]]:
+    def images_named(self, *registries: str) -> list[tuple[str, tuple[str, ...]]]:
         """``(image id, references)`` of every image with a tag or digest reference under
-        ``registry/`` (all its references, ours and others)."""
-        prefix = f"{registry}/"
+        ``registry/`` of one of ``registries`` (all its references, ours and others)."""
+        prefix = tuple(f"{registry}/" for registry in registries)
         found = []
         for image in self._call(self._api.images):
             references = tuple(

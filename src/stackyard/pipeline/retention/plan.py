@@ -49,6 +49,16 @@ class EngineImage:
 
 
 @dataclass(frozen=True)
+class TargetName:
+    """A stack's repository in a target's registry as the engine names it
+    (``host:port/repository``): the images its tasks on that target pulled from there, when
+    that target's engine is this one."""
+
+    name: str
+    stack: str
+
+
+@dataclass(frozen=True)
 class LoggedRecord:
     """A build, run, release or deployment and the log file it wrote."""
 
@@ -72,6 +82,7 @@ class RetentionFacts:
     engine_endpoint: str = ""
     """The registry's host:port as the engine names images (``127.0.0.1:5000``)."""
     engine_images: tuple[EngineImage, ...] = ()
+    target_names: tuple[TargetName, ...] = ()
     records: tuple[LoggedRecord, ...] = ()
     log_dirs: tuple[tuple[str, str], ...] = ()
     """``(kind, stack)`` of every per-stack folder under the logs directory."""
@@ -153,19 +164,26 @@ def _manifest_removals(
 def _engine_removals(
     facts: RetentionFacts, kept: Mapping[str, Mapping[str, str]]
 ) -> tuple[str, ...]:
-    """References under the platform's registry name whose image no longer counts: not
-    ``latest`` (the next build's cache), not a kept digest. An image also known by other
-    names keeps those; the engine itself refuses to remove an image a container uses."""
-    prefix = f"{facts.engine_endpoint}/"
+    """References under the platform's registry name, or a stack's name in a target's
+    registry, whose image no longer counts: not ``latest`` of the platform's name (the
+    next build's cache), not a kept digest. An image also known by other names keeps
+    those; the engine itself refuses to remove an image a container uses."""
     removals = []
     for image in facts.engine_images:
-        ours = [r for r in image.references if r.startswith(prefix)]
-        if not ours:
-            continue
-        keep_image = any(_keeps_image(r[len(prefix) :], kept) for r in ours)
-        if not keep_image:
-            removals += ours
+        ours = [(r, owner) for r in image.references if (owner := _owner(r, facts)) is not None]
+        if ours and not any(_keeps_image(r, stack, kept) for r, stack in ours):
+            removals += [r for r, _ in ours]
     return tuple(removals)
+
+
+def _owner(reference: str, facts: RetentionFacts) -> str | None:
+    """The stack whose image ``reference`` names, or None when it is not a platform's name."""
+    name = _repository(reference)
+    for target in facts.target_names:
+        if target.name == name:
+            return target.stack
+    prefix = f"{facts.engine_endpoint}/"
+    return name.removeprefix(prefix) if facts.engine_endpoint and name.startswith(prefix) else None
 
 
 def _old_record_files(facts: RetentionFacts) -> tuple[str, ...]:
@@ -186,17 +204,16 @@ def _old_record_files(facts: RetentionFacts) -> tuple[str, ...]:
     return tuple(files)
 
 
-def _keeps_image(name_and_reference: str, kept: Mapping[str, Mapping[str, str]]) -> bool:
-    stack = _repository(name_and_reference)
-    return name_and_reference == f"{stack}:{LATEST}" or _digest(name_and_reference) in kept.get(
-        stack, {}
-    )
+def _keeps_image(reference: str, stack: str, kept: Mapping[str, Mapping[str, str]]) -> bool:
+    """A kept digest of ``stack`` keeps its image, and so does a ``latest`` tag."""
+    if "@" in reference:
+        return reference.rsplit("@", 1)[1] in kept.get(stack, {})
+    return reference.rsplit(":", 1)[1] == LATEST
 
 
-def _repository(name_and_reference: str) -> str:
-    """``web:latest`` or ``web@sha256:…`` → ``web``."""
-    return name_and_reference.split("@", 1)[0].rsplit(":", 1)[0]
-
-
-def _digest(reference: str) -> str:
-    return reference.partition("@")[2]
+def _repository(reference: str) -> str:
+    """``host:5000/web:latest`` or ``host:5000/web@sha256:…`` → ``host:5000/web``."""
+    if "@" in reference:
+        return reference.split("@", 1)[0]
+    name, _, tag = reference.rpartition(":")
+    return name if name and "/" not in tag else reference

@@ -45,6 +45,7 @@ from stackyard.pipeline.retention.plan import (
     RetentionFacts,
     RetentionPlan,
     StageReleases,
+    TargetName,
     kept_digests,
     plan_retention,
 )
@@ -231,11 +232,15 @@ class RetentionService:
         children = self._children(facts)
         if only is not None:
             return replace(facts, children=children)
+        # The images tasks on targets with registries of their own pulled: this engine's,
+        # when such a target's engine is this one.
+        targets = tuple(TargetName(copies.where, copies.stack) for copies in self.copies())
         named: list[tuple[str, tuple[str, ...]]] = []
         if self._builder_factory is not None:
+            registries = {self._images.endpoint, *(t.name.split("/", 1)[0] for t in targets)}
             builder = self._builder_factory()
             try:
-                named = builder.images_named(self._images.endpoint)
+                named = builder.images_named(*sorted(registries))
             finally:
                 builder.close()
         logs_dir = self.data_dir / "logs"
@@ -244,6 +249,7 @@ class RetentionService:
             children=children,
             engine_endpoint=self._images.endpoint,
             engine_images=tuple(EngineImage(i, refs) for i, refs in named),
+            target_names=targets,
             records=records,
             log_dirs=tuple(
                 (kind, folder.name)
