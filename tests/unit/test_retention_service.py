@@ -19,6 +19,7 @@ from stackyard.images.imagestore import ImageStore, Placement
 from stackyard.images.registry_base import Registry
 from stackyard.images.registry_fake import FakeRegistry
 from stackyard.pipeline.builds import BuildService
+from stackyard.pipeline.retention.plan import ManifestRemoval
 from stackyard.pipeline.retention.service import CopyPlace, RetentionService
 from stackyard.pipeline.services import build_services
 from stackyard.registry_login import RegistryLogin
@@ -27,7 +28,7 @@ from stackyard.settings import Settings
 from stackyard.source.fake import FakeSource
 from stackyard.stacks.service import StackService
 from stackyard.store.database import migrate, open_database, session_factory
-from stackyard.store.models import Release, Stack
+from stackyard.store.models import Release, RetiredStage, Stack
 
 
 class NoImages:
@@ -54,10 +55,10 @@ def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
     database.dispose()
 
 
-def release(sessions: sessionmaker[Session], number: int, digest: str) -> None:
+def release(sessions: sessionmaker[Session], number: int, digest: str, stage: str = "dev") -> None:
     with sessions.begin() as session:
         stack = session.query(Stack).filter_by(name="shop").one()
-        session.add(Release(stack_id=stack.id, stage="dev", number=number, digest=digest))
+        session.add(Release(stack_id=stack.id, stage=stage, number=number, digest=digest))
 
 
 def service(
@@ -111,6 +112,31 @@ def test_a_digest_a_release_takes_up_before_the_deletion_is_kept(
     assert collected == ["gc"]
     assert report.errors == []
     assert retention.last_report() == report.to_dict()
+
+
+def test_a_retired_stage_keeps_no_image(sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    """`stackyard stages remove` stopped staging: its releases stay as history, but keep
+    neither their images nor its tag's (a stage brought back is released afresh)."""
+    with sessions.begin() as session:
+        session.add(Stack(name="shop", repo="/src/shop"))
+    registry = FakeRegistry()
+    digests = [registry.push_image("shop", f"c{n}", [f"layer {n}".encode()]) for n in (1, 2, 3)]
+    registry.push_image("shop", "staging", [b"layer 1"])
+    release(sessions, 1, digests[1])
+    release(sessions, 2, digests[2])
+    release(sessions, 1, digests[0], stage="staging")
+    retention = service(sessions, registry, tmp_path, lambda _stack, action: action(), [])
+    assert retention.plan().kept["shop"][digests[0]] == "release 1 of staging"
+
+    with sessions.begin() as session:
+        stack = session.query(Stack).filter_by(name="shop").one()
+        session.add(RetiredStage(stack_id=stack.id, stage="staging", retired_by="admin"))
+    plan = retention.plan()
+    assert plan.kept["shop"] == {digests[2]: "release 2 of dev", digests[1]: "release 1 of dev"}
+    assert plan.manifests == (ManifestRemoval("shop", digests[0], ("c1", "staging")),)
+    retention.run()
+    with pytest.raises(NotFoundError):
+        registry.resolve("shop", "staging")
 
 
 def test_a_second_run_while_one_runs_is_refused(

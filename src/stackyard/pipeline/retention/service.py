@@ -59,6 +59,7 @@ from stackyard.platform.logrotation import (
     rotate,
 )
 from stackyard.platform.maintenance import registry_maintenance
+from stackyard.stacks.stages import retired_stages_of
 from stackyard.store.models import Build, Deployment, PipelineRun, Release, Stack
 
 log = logging.getLogger(__name__)
@@ -275,8 +276,11 @@ class RetentionService:
                 .where(Release.stack_id.in_(ids))
                 .order_by(Release.stack_id, Release.stage, Release.number.desc())
             )
+            retired = retired_stages_of(session, ids)
             by_stage: dict[tuple[str, str], list[tuple[int, str]]] = {}
             for stack_id, stage, number, digest in rows:
+                if stage in retired.get(stack_id, ()):
+                    continue  # stopped by `stages remove`: its releases are history only
                 by_stage.setdefault((names[stack_id], stage), []).append((number, digest))
             records: list[LoggedRecord] = []
             if only is None:
