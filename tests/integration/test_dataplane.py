@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -363,6 +364,31 @@ def test_a_killed_keeper_is_started_again_and_adopts_what_runs(
     settings = settings_of(yard)
     status = json.loads(yard.cli("status", "--json").stdout)
     assert status["router_admin"] == " ".join(f"unix:{p}" for p in settings.caddy_admin_sockets)
+
+
+def test_after_down_all_up_serves_the_routes_on_a_new_responder(tmp_path: Path) -> None:
+    """`down --all` stops the keeper; the next `up` starts one on another upstream port
+    (here the old one is held). The Caddies resume their saved routes, which ask the old
+    port: the control plane re-points them as it starts. Before, every route answered 503
+    from then on (the tasks ran, the routes were there, so nothing was ensured again)."""
+    yard = start_platform(tmp_path / "data")
+    try:
+        new_dev_stack(yard, tmp_path, "again")
+        ship(yard, "again")
+        url = stage_url(yard, "again")
+        assert version_served(url) == "v1"
+        before, tasks = str(yard.dataplane["dns"]), tasks_of(yard, "again")
+        yard.cli("down", "--all", timeout=90)
+        host, _, port = before.rpartition(":")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+            held.bind((host, int(port)))
+            yard.pid = json.loads(yard.up_again("--json").stdout)["pid"]
+        assert yard.dataplane["dns"] != before
+        assert httpx.get(url + "/", timeout=5).status_code == 200  # at once: before `up` ends
+        assert version_served(url) == "v1"
+        assert tasks_of(yard, "again") == tasks  # the same task, adopted
+    finally:
+        stop_platform(yard)
 
 
 def test_registry_modes_for_maintenance(yard: RunningPlatform) -> None:

@@ -393,3 +393,40 @@ def test_refresh_gives_an_old_config_the_default_log_without_access_lines() -> N
     assert plan_refresh(now) == []
     assert plan_refresh({}) == []
     assert plan_refresh({"logging": {"logs": {"default": {"level": "DEBUG"}}}}) == []
+
+
+def test_refresh_points_every_proxy_at_the_responder_that_runs_now() -> None:
+    """Caddy resumes the config it saved, which names the responder of the keeper of then;
+    a keeper started afresh answers on another port. Every server with a proxy is
+    re-pointed, port routes and the shared host and HTTPS servers alike; nothing else is
+    touched, and a config pointed already gets nothing."""
+    config = ensured(ensured({}, SHOP), Route("shop-dev", port=8081))
+    moved = "127.0.0.1:5454"
+    plan = plan_refresh(config, moved)
+    proxies = {"sy-shop-dev", "stackyard-hosts", "stackyard-https", "stackyard-ask"}
+    assert {(c.method, c.path.rpartition("/")[2]) for c in plan} == {
+        ("PATCH", name) for name in proxies
+    }
+    pointed = apply(config, plan)
+    resolvers = {
+        str(address)
+        for name in proxies
+        for address in _values(pointed["apps"]["http"]["servers"][name], "addresses")  # type: ignore[index]
+    }
+    assert resolvers == {f"udp/{moved}"}
+    assert plan_refresh(pointed, moved) == []
+    assert plan_refresh(pointed) == []  # no responder known: only the shared config
+    helpers = {n for n in pointed["apps"]["http"]["servers"] if n not in proxies}  # type: ignore[index]
+    assert helpers  # the helper servers proxy nothing: untouched
+    assert not helpers & {c.path.rpartition("/")[2] for c in plan}
+
+
+def _values(value: object, key: str) -> list[object]:
+    """Every item of every list under ``key`` anywhere in ``value``."""
+    if isinstance(value, list):
+        return [found for item in value for found in _values(item, key)]
+    if not isinstance(value, dict):
+        return []
+    here = value.get(key)
+    return [*(here if isinstance(here, list) else []),
+            *(found for item in value.values() for found in _values(item, key))]  # fmt: skip

@@ -222,9 +222,10 @@ class Router(ABC):
         )
 
     def refresh(self) -> None:  # noqa: B027 - optional
-        """Bring the router's own shared config to this version's shape (called when the
-        control plane starts and when the data plane was started again); routes are the
-        controller's. Nothing by default."""
+        """Bring the router's own shared config to this version's shape, and its routes to
+        the data plane that runs now (called when the control plane starts and when the
+        data plane was started again); which routes there are is the controller's.
+        Nothing by default."""
 
     def ping(self) -> None:  # noqa: B027 - optional
         """Raise ComponentError when the router does not answer."""

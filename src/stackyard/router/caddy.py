@@ -757,16 +757,46 @@ def _plan_logs(config: Any, wanted: dict[str, Json]) -> list[AdminRequest]:
     ]
 
 
-def plan_refresh(config: Any) -> list[AdminRequest]:
+def plan_refresh(config: Any, resolver: str | None = None) -> list[AdminRequest]:
     """The admin requests that bring what every route shares in ``config`` to this
-    version's shape, whichever route is ensured next; none when it has it. Now: Caddy's
-    default log without the access lines, once the config has an access log (a config of
-    before wrote each access line to Caddy's own log too)."""
+    version's shape and to this data plane, whichever route is ensured next; none when it
+    has them. Now: Caddy's default log without the access lines, once the config has an
+    access log (a config of before wrote each access line to Caddy's own log too); and
+    with ``resolver``, every proxy asking the responder there (`_plan_resolvers`)."""
+    plan = _plan_resolvers(config, resolver) if resolver else []
     logging = config.get("logging") if isinstance(config, dict) else None
     logs = logging.get("logs") if isinstance(logging, dict) else None
     if not isinstance(logs, dict) or not any(_is_access_log(log) for log in logs.values()):
-        return []
-    return _plan_logs(config, {DEFAULT_LOG: default_log()})
+        return plan
+    return plan + _plan_logs(config, {DEFAULT_LOG: default_log()})
+
+
+def _plan_resolvers(config: Any, resolver: str) -> list[AdminRequest]:
+    """Each server whose proxies ask another responder than ``resolver``, re-pointed (one
+    request per server). A Caddy resumes its saved config, which names the responder of
+    the keeper that wrote it; a keeper started afresh (after ``down --all``, or with that
+    port taken) answers on another port, and until then every such route answers 503."""
+    wanted = [f"udp/{resolver}"]
+    plan = []
+    for name, server in sorted(servers_of(config).items()):
+        pointed = _pointed_at(server, wanted)
+        if pointed != server:
+            plan.append(AdminRequest("PATCH", f"{SERVERS}/{name}", pointed))
+    return plan
+
+
+def _pointed_at(value: Any, addresses: list[str]) -> Any:
+    """``value`` with every proxy's ``resolver`` (its upstream lookup's and its
+    transport's) asking ``addresses``."""
+    if isinstance(value, list):
+        return [_pointed_at(item, addresses) for item in value]
+    if not isinstance(value, dict):
+        return value
+    pointed = {key: _pointed_at(item, addresses) for key, item in value.items()}
+    resolver = value.get("resolver")
+    if isinstance(resolver, dict) and "addresses" in resolver:
+        pointed["resolver"] = {**resolver, "addresses": addresses}
+    return pointed
 
 
 def _is_access_log(log: Any) -> bool:
@@ -1226,12 +1256,15 @@ class CaddyRouter(Router):
         return self.directory.get(route.name) or []
 
     def refresh(self) -> None:
-        """Bring every Caddy's shared config (not a route's) to this version's shape: an
-        install of before gets it when the control plane starts or adopts a Caddy, not
-        only at its next ``ensure_route``."""
+        """Bring every Caddy's shared config (not a route's) to this version's shape, and
+        every route's upstream lookups to the responder that runs now: when the control
+        plane starts or adopts a Caddy or a keeper, not only at a route's next
+        ``ensure_route`` (which a route Caddy still has never gets)."""
+
+        resolver = self.directory.resolver()
 
         def refresh(admin: CaddyAdmin) -> None:
-            for change in plan_refresh(admin.config()):
+            for change in plan_refresh(admin.config(), resolver):
                 admin.send(change)
 
         self._on_each(refresh)
