@@ -93,3 +93,28 @@ def test_a_command_that_asks_no_api_imports_no_http_client() -> None:
     )
     assert ran.stdout.startswith("stackyard ")
     assert ran.stderr.strip() == "False"
+
+
+def test_every_help_paragraph_is_one_line_so_rich_wraps_it_to_the_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Typer's rich help keeps a docstring's single line breaks: a docstring wrapped at 88
+    columns showed ragged lines at any other width (`stackyard --help` at 80 broke `up`'s
+    line after "unless")."""
+    context = Context(eager())
+
+    def helps(command: Command) -> list[str]:
+        found = [command.help] if command.help else []
+        if isinstance(command, Group):
+            for name in command.list_commands(context):
+                sub = command.get_command(context, name)
+                assert sub is not None
+                found += helps(sub)
+        return found
+
+    every = helps(eager())
+    assert len(every) > 80
+    assert [h for h in every if any("\n" in p for p in h.split("\n\n"))] == []
+    assert run(lazy_group(app), "--help") == 0
+    listing = capsys.readouterr().out
+    assert "the data plane (registry, Caddy, upstream responder)" in listing

@@ -14,6 +14,7 @@ The app itself is unchanged: the CLI reference (scripts/gen-cli-reference) and t
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import partial
 
@@ -74,3 +75,28 @@ def lazy_group(app: typer.Typer) -> LazyGroup:
         )
     group.makers = makers
     return group
+
+
+def one_line_paragraphs(app: typer.Typer) -> typer.Typer:
+    """Give every command of ``app`` (and of its groups) its help with each paragraph on
+    one line. Typer's rich help keeps a docstring's single line breaks, so a docstring
+    wrapped at 88 columns showed ragged at any terminal width, in `--help` and in the
+    command lists; blank lines (paragraphs) stay."""
+    for command in app.registered_commands:
+        text = command.help if command.help is not None else inspect.getdoc(command.callback)
+        if text:
+            command.help = _joined(text)
+    for group in app.registered_groups:
+        if isinstance(group.help, str):
+            group.help = _joined(group.help)
+        if isinstance(group.typer_instance, typer.Typer):
+            sub = group.typer_instance
+            if isinstance(sub.info.help, str):
+                sub.info.help = _joined(sub.info.help)
+            one_line_paragraphs(sub)
+    return app
+
+
+def _joined(text: str) -> str:
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.split("\n")) for p in paragraphs)

@@ -33,7 +33,7 @@ from stackyard.cli import targets as target_commands
 from stackyard.cli import traffic as traffic_commands
 from stackyard.cli import triggers as trigger_commands
 from stackyard.cli import variables as variable_commands
-from stackyard.cli.lazy import lazy_group
+from stackyard.cli.lazy import lazy_group, one_line_paragraphs
 from stackyard.cli.output import run_cli
 
 app = typer.Typer(
@@ -67,6 +67,7 @@ target_commands.register(app)
 retention_commands.register(app)
 backup_commands.register(app)
 doctor_commands.register(app)
+one_line_paragraphs(app)
 
 
 def _version(value: bool) -> None:
