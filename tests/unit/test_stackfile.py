@@ -125,6 +125,16 @@ def test_wrong_type_names_field_and_line(tmp_path: Path) -> None:
     assert "valid integer" in message
 
 
+def test_tls_off_unquoted_is_off_though_yaml_reads_a_boolean(tmp_path: Path) -> None:
+    """YAML 1.1 reads `off` as false: `tls: off`, as the docs write it, failed with
+    "Input should be 'acme', 'internal' or 'off' (got False)"."""
+    loaded = load(tmp_path, "stages:\n  - name: dev\n    host: a.test\n    tls: off\n")
+    assert loaded.config.stages[0].tls == "off"
+    message = error_of(tmp_path, "stages:\n  - name: dev\n    host: a.test\n    tls: on\n")
+    assert f"{DEFAULT_FILE}:4:5: stages[0].tls:" in message
+    assert "write acme, internal or off" in message
+
+
 def test_every_problem_is_listed(tmp_path: Path) -> None:
     message = error_of(tmp_path, "stages:\n  - name: dev\n    cpu: 0\n    replicas: -1\n")
     assert "2 problems" in message

@@ -58,7 +58,11 @@ Domain = Annotated[
 ]
 AcmeEmail = Annotated[
     str | None,
-    typer.Option(help="Contact of the ACME account; stages are then served over HTTPS."),
+    typer.Option(
+        help="Contact of the ACME account (the CA mails certificate problems there); with it, "
+        "or with --domain, stages are served over HTTPS with ACME certificates unless "
+        "stackyard.yml says `tls: off` or `internal`."
+    ),
 ]
 AcmeCa = Annotated[str | None, typer.Option(help="ACME directory URL \\[default: Let's Encrypt].")]
 AcmeCaRoots = Annotated[

@@ -414,6 +414,16 @@ class StageConfig(BaseModel):
         examples=[{"template": "deploy/app.env.j2", "path": "/app/.env"}],
     )
 
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted `off` (and `no`, `false`) as a boolean.
+        if value is False:
+            return "off"
+        if value is True:
+            raise ValueError("a yes/no here is ambiguous: write acme, internal or off")
+        return value
+
     @model_validator(mode="after")
     def _cross_fields(self) -> StageConfig:
         if self.port is not None and (self.host is not None or self.domains):
