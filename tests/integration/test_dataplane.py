@@ -387,6 +387,9 @@ def test_after_down_all_up_serves_the_routes_on_a_new_responder(tmp_path: Path) 
         assert httpx.get(url + "/", timeout=5).status_code == 200  # at once: before `up` ends
         assert version_served(url) == "v1"
         assert tasks_of(yard, "again") == tasks  # the same task, adopted
+        doctor = json.loads(yard.cli("doctor", "--json", check=False).stdout)
+        sources = [c for c in doctor["checks"] if c["check"] == "upstream source"]
+        assert [c["verdict"] for c in sources] == ["ok"], sources
     finally:
         stop_platform(yard)
 

@@ -98,6 +98,23 @@ def test_a_silent_upstream_source_fails_and_an_empty_route_warns() -> None:
     assert finding(unasked, "upstream source").verdict is Verdict.WARN
 
 
+def test_routes_asking_another_port_than_the_keeper_s_say_to_restart_the_control_plane() -> None:
+    """The keeper runs, on another port than the routes ask (Caddy resumed a config of an
+    earlier keeper, and the control plane could not re-point it): starting the platform
+    would change nothing; restarting the control plane re-points the routes."""
+    source = RouteSource("a.routes.x.", "127.0.0.1:9", None)
+    moved = finding(
+        replace(HEALTHY, sources=(source,), responder="127.0.0.1:10"), "upstream source"
+    )
+    assert moved.verdict is Verdict.FAIL
+    assert moved.fix == (
+        "the keeper answers on 127.0.0.1:10: restart the control plane (stackyard down, then "
+        "stackyard up -d), which points the routes there"
+    )
+    down = finding(replace(HEALTHY, sources=(source,), responder="127.0.0.1:9"), "upstream source")
+    assert "start the platform (stackyard up -d)" in down.fix
+
+
 def test_the_lookup_by_host_is_checked_but_not_counted_as_a_route() -> None:
     by_host = RouteSource("{http.request.host}.hosts.x.", "127.0.0.1:9", 0)
     shop = RouteSource("shop-dev.routes.x.", "127.0.0.1:9", 1)

@@ -116,6 +116,8 @@ class DoctorFacts:
     # The command that removes an orphan task by its id on the platform's engine (a
     # docker container, or a swarm service).
     orphan_removal: str = "docker rm -f"
+    # Where the data plane's keeper answers upstream lookups now ("" when no keeper runs).
+    responder: str = ""
 
 
 def _component(check: str, answer: Answer, ok: str, problem: str, fix: str) -> Finding:
@@ -178,13 +180,22 @@ def check_upstream_sources(facts: DoctorFacts) -> Finding:
         return Finding("upstream source", Verdict.WARN, "not checked: the router did not answer")
     silent = [s for s in facts.sources if s.upstreams is None]
     if silent:
-        resolvers = ", ".join(sorted({s.resolver for s in silent}))
+        asked = {s.resolver for s in silent}
+        resolvers = ", ".join(sorted(asked))
+        fix = (
+            "start the platform (stackyard up -d): it starts the data plane's keeper, which "
+            "serves the upstreams, again"
+        )
+        if facts.responder and facts.responder not in asked:
+            fix = (
+                f"the keeper answers on {facts.responder}: restart the control plane "
+                "(stackyard down, then stackyard up -d), which points the routes there"
+            )
         return Finding(
             "upstream source",
             Verdict.FAIL,
             f"{len(silent)} route(s) ask {resolvers} for their upstreams and get no answer",
-            "start the platform (stackyard up -d): it starts the data plane's keeper, which "
-            "serves the upstreams, again",
+            fix,
         )
     # A lookup by the request's host ("{http.request.host}.hosts…") is not a route.
     routes = [s for s in facts.sources if "{" not in s.name]

@@ -36,7 +36,7 @@ from stackyard.platform.doctor import (
     Orphan,
     RouteSource,
 )
-from stackyard.platform.state import PlatformState, pid_alive
+from stackyard.platform.state import DataplaneRecord, PlatformState, pid_alive
 from stackyard.router.caddy import ADMIN_HOST, UnixSocketTransport
 from stackyard.router.certificates import acme_log_path, certificate_of, storage_root
 from stackyard.router.upstream_probe import ask, dynamic_sources
@@ -93,7 +93,14 @@ def observe(settings: Settings) -> DoctorFacts:
         certificates=None if config is None else _certificates(settings, config, stored),
         now=datetime.now(UTC),
         orphan_removal=orphan_removal(settings),
+        responder=_responder(settings),
     )
+
+
+def _responder(settings: Settings) -> str:
+    """The address the running keeper's upstream responder answers on ("" without one)."""
+    record = DataplaneRecord.read(settings.dataplane_file)
+    return record.dns if record is not None and pid_alive(record.pid) else ""
 
 
 def orphan_removal(settings: Settings) -> str:
