@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import typer
+from rich.text import Text
 from typer import main as typer_main
 from typer._click.core import Command, Context  # Typer's own copy of click
 from typer._click.exceptions import UsageError
@@ -118,3 +119,25 @@ def test_every_help_paragraph_is_one_line_so_rich_wraps_it_to_the_terminal(
     assert run(lazy_group(app), "--help") == 0
     listing = capsys.readouterr().out
     assert "the data plane (registry, Caddy, upstream responder)" in listing
+
+
+def test_no_help_text_loses_words_to_rich_markup() -> None:
+    """Rich reads `[word]` as a style tag and drops it: "A commit sha, tag or branch [the
+    stack's branch]." showed as "A commit sha, tag or branch ." in `build --help`. Every
+    help (commands and options) renders as written; a literal bracket is written `\\[`."""
+    context = Context(eager())
+    lost = []
+
+    def check(command: Command, path: str) -> None:
+        texts = [command.help or "", *(getattr(p, "help", None) or "" for p in command.params)]
+        for text in texts:
+            if Text.from_markup(text).plain != text.replace("\\[", "["):
+                lost.append(f"{path}: {text}")
+        if isinstance(command, Group):
+            for name in command.list_commands(context):
+                sub = command.get_command(context, name)
+                assert sub is not None
+                check(sub, f"{path} {name}")
+
+    check(eager(), "stackyard")
+    assert lost == []

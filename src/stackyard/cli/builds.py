@@ -23,7 +23,7 @@ def build(
     stack: Annotated[str, typer.Argument(help="The stack to build.")],
     commit: Annotated[
         str | None,
-        typer.Option("--commit", help="A commit sha, tag or branch [the stack's branch]."),
+        typer.Option("--commit", help="A commit sha, tag or branch \\[the stack's branch]."),
     ] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Start it and return.")] = False,
     data_dir: DataDir = None,

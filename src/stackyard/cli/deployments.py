@@ -62,7 +62,7 @@ def deploy(
         str | None, typer.Option("--stage", help="Deploy this stage's newest (or given) release.")
     ] = None,
     release: Annotated[
-        int | None, typer.Option("--release", help="With --stage: this release [the newest].")
+        int | None, typer.Option("--release", help="With --stage: this release \\[the newest].")
     ] = None,
     commit: Annotated[
         str | None,
@@ -98,7 +98,7 @@ def rollback(
     stack: str,
     stage: Stage,
     to: Annotated[
-        int | None, typer.Option("--to", help="The release to go back to [the previous one].")
+        int | None, typer.Option("--to", help="The release to go back to \\[the previous one].")
     ] = None,
     detach: Detach = False,
     data_dir: DataDir = None,

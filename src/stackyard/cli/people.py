@@ -234,7 +234,7 @@ def create_token(
         typer.Option("--scope", help="read, push or deploy (with --stack); role: your whole role."),
     ] = "role",
     expires: Annotated[
-        str | None, typer.Option("--expires", help="Lifetime, e.g. 30d, 12h [never].")
+        str | None, typer.Option("--expires", help="Lifetime, e.g. 30d, 12h \\[never].")
     ] = None,
     label: Annotated[str, typer.Option("--label", help="What it is for (e.g. 'CI').")] = "",
     user: Annotated[

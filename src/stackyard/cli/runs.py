@@ -175,7 +175,7 @@ def promote(
     stack: str,
     to: Annotated[str, typer.Option("--to", help="The stage to promote to.")],
     source: Annotated[
-        str | None, typer.Option("--from", help="The stage to promote from [the previous one].")
+        str | None, typer.Option("--from", help="The stage to promote from \\[the previous one].")
     ] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Start it and return.")] = False,
     data_dir: DataDir = None,

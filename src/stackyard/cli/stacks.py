@@ -15,12 +15,12 @@ from stackyard.config.repos import URL_FORM
 app = typer.Typer(help="Create, list, show, update and delete stacks.", no_args_is_help=True)
 
 Repo = Annotated[str | None, typer.Option("--repo", help="A local repository path or a git URL.")]
-Branch = Annotated[str | None, typer.Option("--branch", help="The branch to build [main].")]
+Branch = Annotated[str | None, typer.Option("--branch", help="The branch to build \\[main].")]
 Context = Annotated[
-    str | None, typer.Option("--context", help="Build context directory in the repo [.].")
+    str | None, typer.Option("--context", help="Build context directory in the repo \\[.].")
 ]
 Dockerfile = Annotated[
-    str | None, typer.Option("--dockerfile", help="Dockerfile path in the context [Dockerfile].")
+    str | None, typer.Option("--dockerfile", help="Dockerfile path in the context \\[Dockerfile].")
 ]
 Registry = Annotated[
     str | None,
@@ -35,7 +35,7 @@ Poll = Annotated[
     typer.Option(
         "--poll",
         metavar="SECONDS",
-        help="Poll the repo's branch this often and run on a new commit; 0 = off [0, min 10].",
+        help="Poll the repo's branch this often and run on a new commit; 0 = off \\[0, min 10].",
     ),
 ]
 

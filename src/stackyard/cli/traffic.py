@@ -23,7 +23,7 @@ Minutes = Annotated[
     typer.Option(
         "--minutes",
         min=1,
-        help="How far back, in minutes (up to the traffic retention) [default: 60].",
+        help="How far back, in minutes (up to the traffic retention) \\[default: 60].",
         show_default=False,
     ),
 ]

@@ -30,7 +30,7 @@ def remote_url(api_url: str, token: str, stack: str) -> str:
 def remote(
     stack: Stack,
     expires: Annotated[
-        str | None, typer.Option("--expires", help="The token's lifetime, e.g. 90d [never].")
+        str | None, typer.Option("--expires", help="The token's lifetime, e.g. 90d \\[never].")
     ] = None,
     data_dir: DataDir = None,
     json_output: Json = False,
