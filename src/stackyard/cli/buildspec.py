@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from stackyard.cli.output import console, err_console, print_json
+from stackyard.cli.output import console, err_console, escape, print_json
 from stackyard.errors import StackyardError, UsageError
 
 if TYPE_CHECKING:
@@ -106,7 +106,9 @@ def run(
     spec, warnings = load_buildspec(file)
     secrets = parse_pairs(secret or [], "--secret", names=False)
     for warning in [*warnings, *unmapped_secrets(spec, secrets, file.name)]:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[yellow]warning:[/] {escape(str(warning))}", highlight=False, soft_wrap=True
+        )
     settings = RunSettings(
         workdir=checked_workdir(workdir),
         log_path=log_file or _default_log_path(),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from stackyard.cli.output import console, err_console, print_json
+from stackyard.cli.output import console, err_console, escape, print_json
 from stackyard.cli.shared import DataDir, settings_for
 from stackyard.errors import ConfigError, UsageError
 
@@ -122,7 +122,9 @@ def check(
     names = _target_names(targets, platform=platform, data_dir=data_dir)
     loaded = load_stack_config(repo_dir, file=file, targets=names)
     for problem in loaded.warnings:
-        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[yellow]warning:[/] {escape(str(problem))}", highlight=False, soft_wrap=True
+        )
     if as_json:
         print_json(
             {

@@ -80,7 +80,7 @@ def _print(found: dict[str, Any]) -> None:
     table = new_table("STAGE", "NAME", "TLS", "CERTIFICATE", "ISSUER")
     for row in rows:
         state = row["description"] + (" (added)" if row["added"] else "")
-        table.add_row(row["stage"], row["name"], row["tls"], escape(state), escape(row["issuer"]))
+        table.add_row(row["stage"], row["name"], row["tls"], state, row["issuer"])
     console.print(table)
     for row in rows:
         if row["state"] == "failed" and row["hint"]:

@@ -170,9 +170,7 @@ def list_channels(stack: str, data_dir: DataDir = None, json_output: Json = Fals
         where = channel["shown"]
         if channel.get("smtp"):
             where += f" via {channel['smtp']['host']}:{channel['smtp']['port']}"
-        table.add_row(
-            str(channel["number"]), channel["kind"], escape(where), ", ".join(channel["events"])
-        )
+        table.add_row(str(channel["number"]), channel["kind"], where, ", ".join(channel["events"]))
     console.print(table)
 
 
@@ -254,6 +252,6 @@ def log(
             str(d["channel"]),
             d["status"],
             str(d["attempts"]),
-            escape(note),
+            note,
         )
     console.print(table)

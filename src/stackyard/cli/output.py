@@ -52,10 +52,18 @@ err_console: Console = _LazyConsole(stderr=True)  # type: ignore[assignment]
 
 
 def new_table(*headers: str, **options: Any) -> Table:
-    """A rich Table (rich is imported here, when a command prints one)."""
+    """A rich Table whose text cells print as written (rich is imported here, when a
+    command prints one). Cells quote what users and apps wrote (a deployment's reason ends
+    with the app's last log lines): rich would read ``[error]`` in them as a style and drop
+    it, and fail on ``[/api]`` ("closing tag … doesn't match any open tag")."""
     from rich.table import Table
+    from rich.text import Text
 
-    return Table(*headers, **options)
+    class PlainTable(Table):
+        def add_row(self, *cells: Any, **kwargs: Any) -> None:
+            super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kwargs)
+
+    return PlainTable(*headers, **options)
 
 
 def escape(text: str) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from stackyard.cli.client import ApiClient
-from stackyard.cli.output import console, new_table, print_json
+from stackyard.cli.output import console, escape, new_table, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.platform.diskuse import human_bytes as human_size
 
@@ -53,7 +53,7 @@ def show_report(report: dict[str, Any]) -> None:
             console.print("registry garbage collection did not run")
     show_disk(report["before"], report["after"])
     for error in report["errors"]:
-        console.print(f"[red]failed:[/] {error}")
+        console.print(f"[red]failed:[/] {escape(str(error))}")
 
 
 def show_disk(before: dict[str, int], after: dict[str, int] | None = None) -> None:
