@@ -141,3 +141,20 @@ def test_no_help_text_loses_words_to_rich_markup() -> None:
 
     check(eager(), "stackyard")
     assert lost == []
+
+
+@pytest.mark.parametrize(
+    ("group", "shown"),
+    [("secrets", "list"), ("env", "list"), ("notify", "list"), ("stacks", "show")],
+)
+def test_a_stack_where_a_command_goes_is_answered_with_the_command(group: str, shown: str) -> None:
+    """`stackyard secrets hello` said only "No such command 'hello'"."""
+    with pytest.raises(UsageError) as refused:
+        lazy_group(app).main(args=[group, "hello"], prog_name="stackyard", standalone_mode=False)
+    assert refused.value.format_message() == (
+        f"No such command 'hello'. If hello is a stack: stackyard {group} {shown} hello"
+    )
+    with pytest.raises(UsageError) as typo:
+        lazy_group(app).main(args=[group, "lst"], prog_name="stackyard", standalone_mode=False)
+    assert "Did you mean 'list'" in typo.value.format_message()
+    assert "is a stack" not in typo.value.format_message()

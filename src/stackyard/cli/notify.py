@@ -15,12 +15,13 @@ import typer
 
 from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, escape, new_table, print_json
-from stackyard.cli.shared import DataDir, Json, Yes, confirm_removal, settings_for
+from stackyard.cli.shared import DataDir, Json, StackFirstGroup, Yes, confirm_removal, settings_for
 from stackyard.errors import UsageError
 
 app = typer.Typer(
     help="Tell people what happened: Slack, Discord, a signed webhook or email, per stack.",
     no_args_is_help=True,
+    cls=StackFirstGroup,
 )
 
 

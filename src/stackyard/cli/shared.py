@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer._click.core import Command, Context  # Typer's own copy of click
+from typer._click.exceptions import UsageError as ClickUsageError
+from typer.core import TyperGroup
 
 from stackyard.errors import UsageError
 from stackyard.settings import Settings
@@ -27,6 +30,38 @@ DataDir = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+class StackFirstGroup(TyperGroup):
+    """A group whose commands take a stack: a stack given where the command goes
+    (`stackyard secrets hello`) is answered with the command that shows it, not only
+    "No such command 'hello'"."""
+
+    def resolve_command(
+        self, ctx: Context, args: list[str]
+    ) -> tuple[str | None, Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except ClickUsageError as exc:
+            shown = self._showing()
+            if args and shown and "Did you mean" not in exc.message:
+                exc.message = (
+                    f"{exc.message.rstrip('.')}. If {args[0]} is a stack: "
+                    f"{ctx.command_path} {shown} {args[0]}"
+                )
+            raise
+
+    def _showing(self) -> str | None:
+        """The command that takes the stack as its argument: ``list``, else ``show``."""
+        for name in ("list", "show"):
+            command = self.commands.get(name)
+            if command is not None and any(
+                type(p).__name__.endswith("Argument") for p in command.params
+            ):
+                return name
+        return None
+
+
 # The options of the platform's own settings: `up`, and the service unit that runs it.
 ApiPort = Annotated[int | None, typer.Option(help="API port on 127.0.0.1.")]
 RegistryPort = Annotated[int | None, typer.Option(help="Registry port on 127.0.0.1.")]

@@ -9,10 +9,12 @@ import typer
 
 from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, new_table, print_json, print_left
-from stackyard.cli.shared import DataDir, Json, Yes, confirm_by_name, settings_for
+from stackyard.cli.shared import DataDir, Json, StackFirstGroup, Yes, confirm_by_name, settings_for
 from stackyard.config.repos import URL_FORM
 
-app = typer.Typer(help="Create, list, show, update and delete stacks.", no_args_is_help=True)
+app = typer.Typer(
+    help="Create, list, show, update and delete stacks.", no_args_is_help=True, cls=StackFirstGroup
+)
 
 Repo = Annotated[str | None, typer.Option("--repo", help="A local repository path or a git URL.")]
 Branch = Annotated[str | None, typer.Option("--branch", help="The branch to build \\[main].")]

@@ -14,16 +14,18 @@ import typer
 
 from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, err_console, new_table, print_json
-from stackyard.cli.shared import DataDir, Json, settings_for
+from stackyard.cli.shared import DataDir, Json, StackFirstGroup, settings_for
 from stackyard.errors import UsageError
 
 env_app = typer.Typer(
     help="Build and runtime variables of a stack (changing one redeploys or rebuilds).",
     no_args_is_help=True,
+    cls=StackFirstGroup,
 )
 secrets_app = typer.Typer(
     help="Secrets of a stack: stored encrypted, never shown again, masked in every log.",
     no_args_is_help=True,
+    cls=StackFirstGroup,
 )
 
 Stage = Annotated[
