@@ -55,9 +55,7 @@ class StackFirstGroup(TyperGroup):
         """The command that takes the stack as its argument: ``list``, else ``show``."""
         for name in ("list", "show"):
             command = self.commands.get(name)
-            if command is not None and any(
-                type(p).__name__.endswith("Argument") for p in command.params
-            ):
+            if command is not None and any(p.param_type_name == "argument" for p in command.params):
                 return name
         return None
 
