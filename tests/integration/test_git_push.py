@@ -244,3 +244,8 @@ def test_push_to_a_running_platform_records_a_run(yard: RunningPlatform, repo: G
         (1, "git push", repo.head())
     ]
     assert runs[0]["pushed_by"] == "admin"  # the owner of the push token
+    # Let the run build (and deploy what needs no approval) before the platform stops: a
+    # build still running then tagged its image after the module's clean-up had listed
+    # the platform's images, and the engine kept it (one `pushed` image per test run).
+    watched = yard.cli("runs", "pushed", "--watch", timeout=300)
+    assert "WAITING" in watched.stdout or "SUCCEEDED" in watched.stdout, watched.stdout
