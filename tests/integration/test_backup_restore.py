@@ -163,6 +163,14 @@ def test_a_restored_platform_serves_every_stage_as_before(tmp_path: Path) -> Non
         assert as_deployer.returncode == 0, as_deployer.stderr  # the pepper came back
         build_log = restored.cli("logs", "beta", "--build", "1").stdout
         assert "build SUCCEEDED" in build_log
+        # A release reads its commit's files from the git cache, which a backup leaves out:
+        # it fetches the commit again, from the platform's own git remote (alpha's commit
+        # was pushed there) or else the stack's repository (beta's). Before, it failed:
+        # "stack 'alpha' has no repository cache".
+        assert not (fresh / "git").exists() or not any((fresh / "git").iterdir())
+        for stack, stage in (("alpha", "prod"), ("beta", "dev")):
+            made = json.loads(restored.cli("release", stack, "--stage", stage, "--json").stdout)
+            assert made["digest"] == before[(stack, stage)][0], made
     finally:
         stop_platform(restored)
     print(f"\nbackup {backup_seconds:.1f} s, restore {restore_seconds:.1f} s")

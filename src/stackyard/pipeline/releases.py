@@ -145,8 +145,11 @@ class ReleaseService:
         work_dir: Path,
         isolation: BuildIsolation,
         targets: Callable[[str], TargetPlace] = only_local,
+        hosted_remotes: Path | None = None,
     ) -> None:
         self._sessions = sessions
+        # The platform's own git remotes (<root>/<stack>.git): where pushed commits are.
+        self._hosted_remotes = hosted_remotes
         self._isolation = isolation  # where release.yml runs: a build container
         self._targets = targets  # a target's name -> its region and registry
         self._source = source
@@ -373,6 +376,7 @@ class ReleaseService:
         )
         env_file = snapshot["stage"].get("env_file")
         if env_file:
+            self._with_commit(stack, commit_sha)
             template = self._source.read_file(stack.name, commit_sha, env_file["template"])
             if template is None:
                 raise NotFoundError(
@@ -600,6 +604,7 @@ class ReleaseService:
             return how, self._tag_stage(name, plan.digest, plan.stage, plan.snapshot, log)
         # Most stacks have no release.yml: look in git first, check out only when it is there.
         # A git failure here is an error (read_file raises it), never "there is none".
+        self._with_commit(plan.stack, sha)
         if self._source.read_file(name, sha, in_repo) is not None:
             standalone = not self._isolation.on_host  # git works in the build container
             with self._source.workspace(
@@ -625,6 +630,25 @@ class ReleaseService:
         return f"retag {plan.previous}", self._tag_stage(
             name, plan.digest, plan.stage, plan.snapshot, log
         )
+
+    def _with_commit(self, stack: Stack, sha: str) -> None:
+        """Have the stack's git cache hold ``sha`` before a release reads its files. A
+        restored platform has no cache (a backup leaves caches out: they are fetched
+        again), nor has one whose damaged cache was deleted; a release then fetches it, from
+        the platform's own git remote first (pushed commits are there), else from the
+        stack's repository. A cache that holds the commit is only looked at."""
+        urls = [stack.repo]
+        if self._hosted_remotes is not None:
+            hosted = self._hosted_remotes / f"{stack.name}.git"
+            if hosted.is_dir():
+                urls.insert(0, str(hosted))
+        for url in urls[:-1]:
+            try:
+                self._source.resolve(stack.name, url, sha, stack.branch)
+                return
+            except NotFoundError:
+                continue  # not pushed there: the stack's repository may have it
+        self._source.resolve(stack.name, urls[-1], sha, stack.branch)
 
     def _run_releasespec(
         self, plan: _ReleasePlan, spec_file: Path, checkout: Path, log: BuildLog
