@@ -82,6 +82,12 @@ class PermanentError(StackyardError):
     retryable = False
 
 
+class OperationFailed(StackyardError):
+    """What the caller asked for ran and failed for a reason it names (a release.yml that
+    failed, a commit that could not be fetched): neither bad input nor the platform's own
+    fault. The API answers 409 and the CLI prints the message as it is (exit 1)."""
+
+
 class AccessDenied(PermanentError):
     """The caller is who they say, but may not do this (HTTP 403). ``permission`` names
     what it takes, e.g. ``deploy on hello`` or ``approvers of hello/prod``."""

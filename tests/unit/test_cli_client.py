@@ -21,6 +21,7 @@ from stackyard.errors import (
     AccessDenied,
     ComponentError,
     NotFoundError,
+    OperationFailed,
     RetryableError,
     StackyardError,
     UsageError,
@@ -79,6 +80,8 @@ class Api(BaseHTTPRequestHandler):
             self._answer(429, {"detail": "too many wrong tokens"})
         elif url.path == "/bad":
             self._answer(400, {"error": "stage 'qa' is not in stackyard.yml"})
+        elif url.path == "/failed":
+            self._answer(409, {"error": "release of shop prod failed: release.yml exited 1"})
         elif url.path == "/broken":
             self._answer(500, {"error": "boom"})
         elif url.path == "/closing":
@@ -150,6 +153,7 @@ def test_a_connection_the_server_closed_is_replaced(api: str) -> None:
         ("/forbidden", AccessDenied, "forbidden: this takes deploy"),
         ("/slow-down", RetryableError, "too many wrong tokens"),
         ("/bad", UsageError, "stage 'qa' is not in stackyard.yml"),
+        ("/failed", OperationFailed, "release of shop prod failed: release.yml exited 1"),
         ("/broken", StackyardError, "the API failed (500): boom"),
     ],
 )

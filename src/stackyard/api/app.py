@@ -50,6 +50,7 @@ from stackyard.api.web.console import install_console
 from stackyard.errors import (
     AccessDenied,
     NotFoundError,
+    OperationFailed,
     StackyardError,
     UsageError,
 )
@@ -136,7 +137,13 @@ def _install_error_handlers(app: FastAPI) -> None:
                 content={"error": exc.message, "hint": exc.hint, "permission": exc.permission},
             )
         code = (
-            404 if isinstance(exc, NotFoundError) else 400 if isinstance(exc, UsageError) else 500
+            404
+            if isinstance(exc, NotFoundError)
+            else 400
+            if isinstance(exc, UsageError)
+            else 409
+            if isinstance(exc, OperationFailed)
+            else 500
         )
         return JSONResponse(status_code=code, content={"error": exc.message, "hint": exc.hint})
 

@@ -25,6 +25,7 @@ from stackyard.errors import (
     AccessDenied,
     ComponentError,
     NotFoundError,
+    OperationFailed,
     RetryableError,
     StackyardError,
     UsageError,
@@ -292,6 +293,8 @@ def _error_from(status: int, reason: str, data: bytes) -> StackyardError:
         return RetryableError(str(message), hint="wait, then try again with the right token")
     if status == 404:
         return NotFoundError(str(message), hint=hint)
+    if status == 409:
+        return OperationFailed(str(message), hint=hint)
     if 400 <= status < 500:
         return UsageError(str(message), hint=hint)
     return StackyardError(f"the API failed ({status}): {message}", hint=hint)

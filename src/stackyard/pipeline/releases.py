@@ -37,7 +37,7 @@ from stackyard.config.buildspec import load_buildspec
 from stackyard.config.models import BuildConfig, StackConfig
 from stackyard.config.yamlfile import in_checkout
 from stackyard.deploy import records
-from stackyard.errors import NotFoundError, StackyardError, UsageError
+from stackyard.errors import NotFoundError, OperationFailed, StackyardError, UsageError
 from stackyard.images.dockerproxy.rules import BuildLimits
 from stackyard.images.imagestore import LOCAL_TARGET, ImageStore, TargetPlace, only_local
 from stackyard.images.reference import is_digest
@@ -123,7 +123,7 @@ def stage_target_name(config: Mapping[str, Any] | None) -> str:
     return str(entry.get("target") or LOCAL_TARGET)
 
 
-class ReleaseFailure(StackyardError):
+class ReleaseFailure(OperationFailed):
     """release.yml failed, or left the stage tag missing; no release was recorded."""
 
 
