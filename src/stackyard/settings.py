@@ -179,6 +179,11 @@ class Settings:
         return self.data_dir / "logs"
 
     @property
+    def remotes_dir(self) -> Path:
+        """The git remotes the platform hosts (``<stack>.git``): where pushes land."""
+        return self.data_dir / "remotes"
+
+    @property
     def run_dir(self) -> Path:
         """Generated component configs (registry, Caddy) and their working files."""
         return self.data_dir / "run"

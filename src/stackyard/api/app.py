@@ -112,6 +112,15 @@ def create_app(context: ApiContext) -> FastAPI:
     return app
 
 
+_STATUS_OF: tuple[tuple[type[StackyardError], int], ...] = (
+    (NotFoundError, 404),
+    (UsageError, 400),
+    (OperationFailed, 409),
+)
+"""The HTTP status of the errors raised on purpose (AccessDenied is answered apart, with
+the permission it takes); any other StackyardError is 500."""
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
@@ -136,15 +145,7 @@ def _install_error_handlers(app: FastAPI) -> None:
                 status_code=403,
                 content={"error": exc.message, "hint": exc.hint, "permission": exc.permission},
             )
-        code = (
-            404
-            if isinstance(exc, NotFoundError)
-            else 400
-            if isinstance(exc, UsageError)
-            else 409
-            if isinstance(exc, OperationFailed)
-            else 500
-        )
+        code = next((c for kind, c in _STATUS_OF if isinstance(exc, kind)), 500)
         return JSONResponse(status_code=code, content={"error": exc.message, "hint": exc.hint})
 
 

@@ -53,6 +53,7 @@ from stackyard.pipeline.variable_store import runtime_variables
 from stackyard.secrets.envfile import render_env_file
 from stackyard.secrets.store import SecretStore
 from stackyard.source.base import Source
+from stackyard.source.remote import HostedRemotes
 from stackyard.stacks.service import StackService
 from stackyard.stacks.stages import known_stages, newest_build, require_stage, stage_names
 from stackyard.statuses import ReleaseOrigin
@@ -145,11 +146,11 @@ class ReleaseService:
         work_dir: Path,
         isolation: BuildIsolation,
         targets: Callable[[str], TargetPlace] = only_local,
-        hosted_remotes: Path | None = None,
+        hosted_remotes: HostedRemotes | None = None,
     ) -> None:
         self._sessions = sessions
-        # The platform's own git remotes (<root>/<stack>.git): where pushed commits are.
-        self._hosted_remotes = hosted_remotes
+        self._hosted_remotes = hosted_remotes  # the platform's git remotes: pushed commits
+
         self._isolation = isolation  # where release.yml runs: a build container
         self._targets = targets  # a target's name -> its region and registry
         self._source = source
@@ -639,7 +640,7 @@ class ReleaseService:
         stack's repository. A cache that holds the commit is only looked at."""
         urls = [stack.repo]
         if self._hosted_remotes is not None:
-            hosted = self._hosted_remotes / f"{stack.name}.git"
+            hosted = self._hosted_remotes.repo_path(stack.name)
             if hosted.is_dir():
                 urls.insert(0, str(hosted))
         for url in urls[:-1]:

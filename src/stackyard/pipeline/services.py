@@ -377,7 +377,7 @@ def build_services(
         work_dir=work_dir,
         isolation=isolation,
         targets=places,
-        hosted_remotes=settings.data_dir / "remotes",
+        hosted_remotes=HostedRemotes(settings.remotes_dir),
     )
     router = router or plugins.create(plugins.router(settings.router), offers["router"])
     platform_id = ensure_platform_id(settings.platform_id_file)

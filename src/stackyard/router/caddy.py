@@ -142,8 +142,13 @@ def handler(name: str, resolver: str) -> Json:
     return {"@id": proxy_id(name), **_proxy(srv_name(name), resolver)}
 
 
+def _resolver_addresses(resolver: str) -> list[str]:
+    """How a proxy's SRV lookup and transport name the upstream responder."""
+    return [f"udp/{resolver}"]
+
+
 def _proxy(lookup: str, resolver: str) -> Json:
-    dns = {"addresses": [f"udp/{resolver}"]}
+    dns = {"addresses": _resolver_addresses(resolver)}
     return {
         "handler": "reverse_proxy",
         "dynamic_upstreams": {
@@ -776,7 +781,7 @@ def _plan_resolvers(config: Any, resolver: str) -> list[AdminRequest]:
     request per server). A Caddy resumes its saved config, which names the responder of
     the keeper that wrote it; a keeper started afresh (after ``down --all``, or with that
     port taken) answers on another port, and until then every such route answers 503."""
-    wanted = [f"udp/{resolver}"]
+    wanted = _resolver_addresses(resolver)
     plan = []
     for name, server in sorted(servers_of(config).items()):
         pointed = _pointed_at(server, wanted)

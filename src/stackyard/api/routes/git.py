@@ -63,7 +63,7 @@ HOW_TO_AUTHENTICATE = (
 
 
 def remotes_root(request: Request) -> Path:
-    root: Path = request.app.state.context.settings.data_dir / "remotes"
+    root: Path = request.app.state.context.settings.remotes_dir
     return root
 
 

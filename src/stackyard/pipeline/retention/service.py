@@ -235,10 +235,10 @@ class RetentionService:
             return replace(facts, children=children)
         # The images tasks on targets with registries of their own pulled: this engine's,
         # when such a target's engine is this one.
-        targets = tuple(TargetName(copies.where, copies.stack) for copies in self.copies())
+        copies = self.copies()
         named: list[tuple[str, tuple[str, ...]]] = []
         if self._builder_factory is not None:
-            registries = {self._images.endpoint, *(t.name.split("/", 1)[0] for t in targets)}
+            registries = {self._images.endpoint, *(c.registry.endpoint for c in copies)}
             builder = self._builder_factory()
             try:
                 named = builder.images_named(*sorted(registries))
@@ -250,7 +250,7 @@ class RetentionService:
             children=children,
             engine_endpoint=self._images.endpoint,
             engine_images=tuple(EngineImage(i, refs) for i, refs in named),
-            target_names=targets,
+            target_names=tuple(TargetName(c.where, c.stack) for c in copies),
             records=records,
             log_dirs=tuple(
                 (kind, folder.name)
