@@ -191,12 +191,14 @@ def test_a_task_on_a_node_that_left_the_swarm_has_ended() -> None:
 def test_one_listing_of_every_task_says_what_each_node_holds_and_whose() -> None:
     # GET /tasks?filters={"desired-state":["running"]}: the tasks' container labels say
     # which are Stackyard's, so `stackyard nodes` counts all and ours from one listing.
-    def task(node: str, labels: dict[str, str], desired: str = "running") -> dict[str, object]:
+    def task(
+        node: str, labels: dict[str, str], desired: str = "running", service: str = "s1"
+    ) -> dict[str, object]:
         spec = {
             "ContainerSpec": {"Image": "busybox", "Labels": labels},
             "Resources": {"Reservations": {"NanoCPUs": 250_000_000, "MemoryBytes": 1024}},
         }
-        return {"NodeID": node, "DesiredState": desired, "Spec": spec}
+        return {"NodeID": node, "DesiredState": desired, "Spec": spec, "ServiceID": service}
 
     ours = {LABEL_PLATFORM: "p1", LABEL_STACK: "shop", LABEL_STAGE: "prod"}
     theirs = {LABEL_PLATFORM: "p2", LABEL_STACK: "blog", LABEL_STAGE: "dev"}
@@ -208,7 +210,10 @@ def test_one_listing_of_every_task_says_what_each_node_holds_and_whose() -> None
             task("n2", ours),
             task("n2", ours, desired="shutdown"),  # being stopped: not meant to run
             task("", ours),  # not placed yet
-        ]
+            # removed a moment ago: Swarm has not marked its task for removal yet
+            task("n2", ours, service="gone"),
+        ],
+        {"s1"},
     )
     assert use == {
         "n1": NodeUse(3, 0.75, 3072, owners=(("p1", "shop", "prod"), ("p2", "blog", "dev"))),

@@ -22,7 +22,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Set
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -446,10 +446,13 @@ class SwarmEngine(DockerApiEngine):
     def node_use(self) -> dict[str, NodeUse]:
         """Every Swarm task meant to run (of any service, ours or not) on each node, and
         the cpu and memory they reserve: Swarm's own account, which its scheduler uses."""
-        tasks = self._listed(
-            "GET /tasks", self._listing_api().tasks, filters={"desired-state": "running"}
-        )
-        return _node_use(tasks)
+        api = self._listing_api()
+        tasks = self._listed("GET /tasks", api.tasks, filters={"desired-state": "running"})
+        # A removed service's tasks stay "running" for a moment (Swarm's orchestrator marks
+        # them for removal after the DELETE answered): the services listed after the tasks
+        # say which are gone, so a deploy that just removed one does not count it.
+        services = self._listed("GET /services", api.services)
+        return _node_use(tasks, {str(service.get("ID")) for service in services})
 
     def update_node(
         self,
@@ -833,13 +836,16 @@ def _node_info(node: Mapping[str, Any]) -> NodeInfo:
     )
 
 
-def _node_use(tasks: builtins.list[Mapping[str, Any]]) -> dict[str, NodeUse]:
-    """Node id -> its tasks meant to run (a task not placed yet has no node), what they
-    reserve, and whose the Stackyard tasks among them are (their container labels)."""
+def _node_use(tasks: builtins.list[Mapping[str, Any]], services: Set[str]) -> dict[str, NodeUse]:
+    """Node id -> its tasks meant to run (a task not placed yet has no node, a task of a
+    service not in ``services`` was removed), what they reserve, and whose the Stackyard
+    tasks among them are (their container labels)."""
     use: dict[str, NodeUse] = {}
     for task in tasks:
         node_id = str(task.get("NodeID") or "")
         if not node_id or str(task.get("DesiredState", "")) != _RUNNING:
+            continue
+        if str(task.get("ServiceID")) not in services:
             continue
         spec = task.get("Spec") or {}
         reserved = (spec.get("Resources") or {}).get("Reservations") or {}
