@@ -57,6 +57,18 @@ class StepStatus(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+NOT_RUN = "NOT RUN"
+
+
+def step_shown_status(status: str, started_at: object) -> str:
+    """A run's step as people read it: one that the run's end cancelled before it began
+    (the steps after a failed one) did not run, which is not a failure: ``NOT_RUN``.
+    Any other step shows its status, a step cancelled at its gate or while it ran too."""
+    if status == StepStatus.CANCELLED and started_at is None:
+        return NOT_RUN
+    return status
+
+
 class ReleaseOrigin(StrEnum):
     """Where a release came from, as ``releases`` and the console show it."""
 

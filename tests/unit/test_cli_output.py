@@ -8,6 +8,7 @@ import io
 from rich.console import Console
 
 from stackyard.cli.output import new_table
+from stackyard.cli.runs import run_table
 
 APP_SAID = "boom: [error] GET [/api/items] 500 [bold]"
 
@@ -20,3 +21,44 @@ def test_a_table_cell_prints_brackets_as_written() -> None:
     out = io.StringIO()
     Console(file=out, width=200, color_system=None).print(table)
     assert APP_SAID in out.getvalue()
+
+
+def _step(kind: str, stage: str, status: str, started: bool) -> dict[str, object]:
+    return {
+        "kind": kind,
+        "stage": stage,
+        "status": status,
+        "number": 2 if started and kind != "gate" else None,
+        "message": "auto" if kind == "gate" else "",
+        "started_at": "2026-11-29T08:04:29Z" if started else None,
+    }
+
+
+def test_steps_after_a_failed_one_read_as_not_run_and_a_cancelled_gate_as_cancelled() -> None:
+    """Before, every step after a failed deployment printed "✗ release", "✗ deploy" as if
+    the next stages had failed too; a gate a person cancelled while it waited stays ✗."""
+    failed = {
+        "number": 2,
+        "commit_sha": "ce04e6289b168166",
+        "ref": "main",
+        "trigger": "git push",
+        "status": "FAILED",
+        "steps": [
+            _step("build", "", "SUCCEEDED", True),
+            _step("deploy", "dev", "FAILED", True),
+            _step("release", "staging", "CANCELLED", False),
+            _step("deploy", "staging", "CANCELLED", False),
+        ],
+    }
+    cancelled = {
+        **failed,
+        "number": 3,
+        "status": "CANCELLED",
+        "steps": [_step("build", "", "SUCCEEDED", True), _step("gate", "dev", "CANCELLED", True)],
+    }
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(run_table([failed, cancelled]))
+    lines = out.getvalue().splitlines()
+    assert "✗ deploy #2" in lines[1]
+    assert "- release - deploy" in lines[1]
+    assert "✗ gate (auto)" in lines[2]

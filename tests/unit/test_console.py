@@ -8,6 +8,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from stackyard.deploy.service import CheckView
 from stackyard.engines.base import LABEL_PLATFORM
 from stackyard.engines.fake import FakeSwarm
 from stackyard.statuses import ReleaseOrigin
-from stackyard.store.models import Release, Stack, StageRoute
+from stackyard.store.models import PipelineRun, PipelineStep, Release, Stack, StageRoute
 
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 
@@ -408,6 +409,36 @@ def test_the_stack_page_shows_where_each_release_came_from(tmp_path: Path) -> No
     assert '<td class="origin">chosen, forced by ann</td>' in html
     assert "chosen commit 4fe8827 (forced)" in html
     assert '<td class="origin">promotion</td>' in html  # the seeded releases
+
+
+def test_the_steps_after_a_failed_one_read_as_not_run_not_as_failed(tmp_path: Path) -> None:
+    with console_yard(tmp_path, stacks=1) as found:
+        with found.sessions.begin() as session:
+            stack_id = session.scalar(select(Stack.id).where(Stack.name == "app-00"))
+            run = PipelineRun(
+                stack_id=stack_id, number=9, ref="main", commit_sha="c" * 40,
+                trigger="git push", status="FAILED", error="deployment 9 of dev FAILED",
+            )  # fmt: skip
+            session.add(run)
+            session.flush()
+            for position, (kind, stage, status) in enumerate(
+                [("deploy", "dev", "FAILED"), ("release", "staging", "CANCELLED")]
+            ):
+                session.add(
+                    PipelineStep(
+                        run_id=run.id, position=position, kind=kind, stage=stage,
+                        status=status,
+                        started_at=None if status == "CANCELLED" else datetime.now(UTC),
+                    )
+                )  # fmt: skip
+        login(found.client)
+        html = found.client.get("/ui/stacks/app-00").text
+    row = html[html.index('data-run="9"') :]
+    row = row[: row.index("</tr>")]
+    assert 'class="step bad" title="FAILED' in row
+    assert 'class="step dim" title="NOT RUN' in row
+    assert "<small>not run</small>" in row
+    assert "cancelled" not in row
 
 
 def test_the_stacks_page_shows_disk_use_and_the_last_retention(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, err_console, print_json, real_console
 from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.errors import StackyardError
-from stackyard.statuses import RUN_DONE, RunStatus, StepStatus
+from stackyard.statuses import NOT_RUN, RUN_DONE, RunStatus, StepStatus, step_shown_status
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -27,6 +27,7 @@ STYLE = {  # run and step statuses share their names
     RunStatus.SKIPPED: "dim",
     RunStatus.CANCELLED: "red",
     RunStatus.SUPERSEDED: "dim",
+    NOT_RUN: "dim",
 }
 MARK = {
     StepStatus.SUCCEEDED: "✓",
@@ -36,6 +37,7 @@ MARK = {
     StepStatus.PENDING: "·",
     StepStatus.SKIPPED: "-",
     StepStatus.CANCELLED: "✗",
+    NOT_RUN: "-",
 }
 STOPS_FOLLOWING = (*RUN_DONE, RunStatus.WAITING)
 
@@ -43,7 +45,7 @@ STOPS_FOLLOWING = (*RUN_DONE, RunStatus.WAITING)
 def _step_text(step: dict[str, Any]) -> Text:
     from rich.text import Text
 
-    status = step["status"]
+    status = step_shown_status(step["status"], step.get("started_at"))
     label = step["kind"] if step["kind"] != "gate" else f"gate ({step['message'] or 'auto'})"
     number = f" #{step['number']}" if step["number"] is not None else ""
     return Text(f"{MARK.get(status, '?')} {label}{number}", style=STYLE.get(status, ""))

@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from stackyard import __version__
 from stackyard.api.sessions import CSRF_FIELD, current_session
 from stackyard.platform.diskuse import human_bytes
+from stackyard.statuses import step_shown_status
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -84,7 +85,9 @@ def _environment() -> Environment:
         status_class=status_class,
         bytes=human_bytes,
     )
-    env.globals.update(version=__version__, csrf_field=CSRF_FIELD)
+    env.globals.update(
+        version=__version__, csrf_field=CSRF_FIELD, step_shown_status=step_shown_status
+    )
     return env
 
 
