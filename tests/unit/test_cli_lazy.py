@@ -143,6 +143,28 @@ def test_no_help_text_loses_words_to_rich_markup() -> None:
     assert lost == []
 
 
+def test_no_option_states_its_default_twice() -> None:
+    """`targets add --help` said "from [local]. [default: local]": an option whose
+    default Typer prints names it in its help text only when Typer does not."""
+    context = Context(eager())
+    twice = []
+
+    def check(command: Command, path: str) -> None:
+        for param in command.params:
+            shown = getattr(param, "show_default", False) and param.default not in (None, "")
+            text = getattr(param, "help", None) or ""
+            if shown and "\\[" in text:
+                twice.append(f"{path} {param.name}: {text}")
+        if isinstance(command, Group):
+            for name in command.list_commands(context):
+                sub = command.get_command(context, name)
+                assert sub is not None
+                check(sub, f"{path} {name}")
+
+    check(eager(), "stackyard")
+    assert twice == []
+
+
 @pytest.mark.parametrize(
     ("group", "shown"),
     [("secrets", "list"), ("env", "list"), ("notify", "list"), ("stacks", "show")],

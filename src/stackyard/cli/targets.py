@@ -66,7 +66,7 @@ def add_target(
     ] = None,
     registry: Annotated[
         str,
-        typer.Option("--registry", help="The outside registry the engine pulls from \\[local]."),
+        typer.Option("--registry", help="The outside registry the engine pulls from."),
     ] = "local",
     region: Annotated[str, typer.Option("--region", help="A region name, e.g. eu-west.")] = "",
     data_dir: DataDir = None,
