@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bench.console_render import TOKEN, ConsoleYard, console_yard, digest_of, login
@@ -20,7 +21,7 @@ from stackyard.access.limits import LIMIT, WINDOW, FailureLimiter
 from stackyard.api.sessions import COOKIE, ConsoleSessions, safe_next
 from stackyard.api.web.render import ENVIRONMENT, short_digest
 from stackyard.deploy.service import CheckView
-from stackyard.engines.base import LABEL_PLATFORM
+from stackyard.engines.base import LABEL_PLATFORM, NODE_LABEL_DRAINING, Availability
 from stackyard.engines.fake import FakeSwarm
 from stackyard.statuses import ReleaseOrigin
 from stackyard.store.models import PipelineRun, PipelineStep, Release, Stack, StageRoute
@@ -335,6 +336,42 @@ def test_the_nodes_page_and_the_api_show_every_task_on_each_node_and_the_platfor
             cell = f'<td class="tasks">{node["all_tasks"]} ({node["tasks"]} ours)</td>'
             assert cell in rows[node_id], rows
         assert 'href="/ui/nodes"' in yard.client.get("/ui/").text
+
+
+def test_a_platform_finishes_its_own_drains_not_another_platforms_on_the_same_swarm(
+    tmp_path: Path,
+) -> None:
+    """Two platforms on one swarm: the other one drains node-4 and waits for its own tasks
+    there. This one has none there, and once finished that drain for it (Swarm then
+    stopped the other platform's tasks at once)."""
+    swarm = FakeSwarm()
+    with console_yard(tmp_path, stacks=1, engine=swarm) as yard:
+        platform = yard.services.controller.settings.platform_id
+        swarm.add_node("node-4", "127.0.0.5")  # none of this platform's tasks: the other's
+        swarm.add_node("node-5", "127.0.0.6")  # nothing at all: this platform drains it
+        swarm.occupy("node-4", tasks=2)
+        swarm.update_node(
+            "node-4", availability=Availability.PAUSE, labels={NODE_LABEL_DRAINING: "other"}
+        )
+        assert not any(t.node == "node-4" for t in swarm.list({LABEL_PLATFORM: platform}))
+        yard.services.controller.finish_drains()
+        login(yard.client)
+        drained = yard.client.post(
+            "/api/v1/nodes/node-5/drain",
+            json={"force": False},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert drained.status_code == 200, drained.text
+        deadline = time.monotonic() + 10
+        listed: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            listed = {n["id"]: n for n in yard.client.get("/api/v1/nodes").json()["nodes"]}
+            if listed["node-5"]["availability"] == "drain":
+                break
+            time.sleep(0.05)
+        # Its own drain (no task of its own to move) is done, the other's is left as it was.
+        assert (listed["node-5"]["availability"], listed["node-5"]["draining"]) == ("drain", False)
+        assert (listed["node-4"]["availability"], listed["node-4"]["draining"]) == ("pause", True)
 
 
 def test_the_console_links_no_nodes_page_on_an_engine_without_nodes(client: TestClient) -> None:

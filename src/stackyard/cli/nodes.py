@@ -13,10 +13,17 @@ from stackyard.cli.shared import DataDir, Json, settings_for
 from stackyard.errors import StackyardError
 
 app = typer.Typer(
-    help="The nodes of a cluster (stackyard up --engine swarm): list, drain, activate, label.",
+    help="The nodes of a cluster (stackyard up --engine swarm, or a swarm target): list, "
+    "drain, activate, label.",
     invoke_without_command=True,
 )
 Node = Annotated[str, typer.Argument(help="A node: its id (or a prefix), address or host name.")]
+Target = Annotated[
+    str,
+    typer.Option(
+        "--target", help="The swarm target whose nodes these are; local is the platform's engine."
+    ),
+]
 
 
 def _client(data_dir: Any) -> ApiClient:
@@ -50,12 +57,17 @@ def tasks_cell(node: dict[str, Any]) -> str:
 
 
 @app.callback()
-def nodes(ctx: typer.Context, data_dir: DataDir = None, json_output: Json = False) -> None:
+def nodes(
+    ctx: typer.Context,
+    target: Target = "local",
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
     """Each node: id, name, address, role, state, availability, and the tasks it runs: every
     Swarm task there (any service's) and, in brackets, this platform's."""
     if ctx.invoked_subcommand is not None:
         return
-    found = _client(data_dir).get("/api/v1/nodes")["nodes"]
+    found = _client(data_dir).get("/api/v1/nodes", params={"target": target})["nodes"]
     if json_output:
         print_json(found)
     else:
@@ -77,29 +89,35 @@ def drain(
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the node's tasks to move.")
     ] = 600,
+    target: Target = "local",
     data_dir: DataDir = None,
     json_output: Json = False,
 ) -> None:
     """Move the node's tasks to other nodes with zero downtime, then mark it drained."""
     client = _client(data_dir)
-    found = client.request("POST", f"/api/v1/nodes/{node}/drain", json={"force": force})
+    params = {"target": target}
+    found = client.request(
+        "POST", f"/api/v1/nodes/{node}/drain", json={"force": force}, params=params
+    )
     screen = err_console if json_output else console
     if not detach:
         screen.print(
             f"Draining node {found['id'][:12]} ({found['address']}): {found['tasks']} task(s)"
         )
-        found = _wait_drained(client, found["id"], timeout, screen)
+        found = _wait_drained(client, found["id"], timeout, screen, params)
     if json_output:
         print_json(found)
     elif found["availability"] == "drain":
         console.print(f"Node {found['id'][:12]} ({found['address']}) is drained.")
 
 
-def _wait_drained(client: ApiClient, node_id: str, timeout: float, screen: Any) -> Any:
+def _wait_drained(
+    client: ApiClient, node_id: str, timeout: float, screen: Any, params: dict[str, str]
+) -> Any:
     deadline = time.monotonic() + timeout
     said = None
     while True:
-        found = client.get(f"/api/v1/nodes/{node_id}")
+        found = client.get(f"/api/v1/nodes/{node_id}", params=params)
         if found["availability"] == "drain" and not found["draining"]:
             return found
         if found["tasks"] != said:
@@ -115,9 +133,13 @@ def _wait_drained(client: ApiClient, node_id: str, timeout: float, screen: Any) 
 
 
 @app.command()
-def activate(node: Node, data_dir: DataDir = None, json_output: Json = False) -> None:
+def activate(
+    node: Node, target: Target = "local", data_dir: DataDir = None, json_output: Json = False
+) -> None:
     """Let the node take new tasks again (no task moves to it by itself)."""
-    found = _client(data_dir).request("POST", f"/api/v1/nodes/{node}/activate")
+    found = _client(data_dir).request(
+        "POST", f"/api/v1/nodes/{node}/activate", params={"target": target}
+    )
     if json_output:
         print_json(found)
     else:
@@ -130,12 +152,13 @@ def label(
     address: Annotated[
         str, typer.Option("--address", help="The address the node's tasks answer on.")
     ],
+    target: Target = "local",
     data_dir: DataDir = None,
     json_output: Json = False,
 ) -> None:
     """Record the node's routable address (the platform reaches its tasks there)."""
     found = _client(data_dir).request(
-        "PUT", f"/api/v1/nodes/{node}/address", json={"address": address}
+        "PUT", f"/api/v1/nodes/{node}/address", json={"address": address}, params={"target": target}
     )
     if json_output:
         print_json(found)

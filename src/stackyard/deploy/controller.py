@@ -492,14 +492,22 @@ class Controller:
 
     def finish_drains(self) -> None:
         """A node being drained (``stackyard nodes drain``) that holds no task of the platform
-        any more becomes ``drain`` for the engine too; its label goes."""
+        any more becomes ``drain`` for the engine too; its label goes. On every target's
+        engine that has nodes (the platform's own, a swarm target's); only the drains this
+        platform started (the label names it; "1" is an older Stackyard's)."""
+        for watch in self.engines.watches():
+            self._finish_drains_of(watch)
+
+    def _finish_drains_of(self, watch: TaskWatch) -> None:
         try:
-            nodes = self.watch.nodes()
-            tasks = self.watch.all_tasks()
+            nodes = watch.nodes()
+            tasks = watch.all_tasks()
         except StackyardError:
             return  # not listed yet: the next change calls again
         for node in nodes or ():
-            if NODE_LABEL_DRAINING not in node.labels:
+            # Another platform on the same swarm drains it for its own tasks: finishing that
+            # drain is its job (once this platform's tasks left, its own may not have).
+            if node.labels.get(NODE_LABEL_DRAINING) not in (self.settings.platform_id, "1"):
                 continue
             if any(t.node == node.id and t.state is not TaskState.EXITED for t in tasks):
                 continue
@@ -507,11 +515,11 @@ class Controller:
                 if node.id in self._finishing or self._stopped.is_set():
                     continue
                 self._finishing.add(node.id)
-            self._stoppers.submit(self._finish_drain, node)
+            self._stoppers.submit(self._finish_drain, watch, node)
 
-    def _finish_drain(self, node: NodeInfo) -> None:
+    def _finish_drain(self, watch: TaskWatch, node: NodeInfo) -> None:
         try:
-            self.engine.update_node(
+            watch.engine.update_node(
                 node.id, availability=Availability.DRAIN, labels={NODE_LABEL_DRAINING: None}
             )
             log.info("node %s (%s): its tasks moved to other nodes; drained", node.id, node.address)
@@ -521,7 +529,7 @@ class Controller:
             with self._lock:
                 self._finishing.discard(node.id)
         try:
-            self.watch.resync()
+            watch.resync()
         except StackyardError as exc:
             log.warning("node %s was drained; listing the engine failed: %s", node.id, exc)
 

@@ -159,6 +159,11 @@ class TargetEngines:
         finally:
             engine.close()
 
+    def watches(self) -> list[TaskWatch]:
+        """The task watch of every target whose engine is in use, ``local`` first."""
+        with self._lock:
+            return list(self._watches.values())
+
     def followed(self) -> list[tuple[str, Engine]]:
         """Every target whose engine is in use, ``local`` first."""
         with self._lock:
