@@ -117,11 +117,22 @@ def test_a_failed_build_stops_the_run_and_names_the_step(
     yard: RunningPlatform, tmp_path: Path
 ) -> None:
     repo = new_stack(yard, tmp_path, "broken-run")
-    repo.write("Dockerfile", "FROM busybox:latest\nRUN exit 7\n")
+    dockerfile = (
+        "# two stages, a continued line and a comment: the engine's step 5 is line 8\n"
+        "FROM busybox:latest AS first\n"
+        "RUN echo one \\\n"
+        "    two\n"
+        "\n"
+        "FROM busybox:latest\n"
+        "COPY --from=first /bin/sh /sh-copy\n"
+        "RUN exit 7\n"
+    )
+    repo.write("Dockerfile", dockerfile)
     repo.commit("broken")
     result = yard.cli("deploy", "broken-run", "--json", check=False, timeout=300)
     assert result.returncode == 1
     assert "run 1 of broken-run FAILED: build 1 failed" in result.stderr
+    assert "docker build failed at Dockerfile:8 (step 5/5: RUN exit 7): " in result.stderr
     record = run_record(yard, "broken-run", 1)
     assert [s["status"] for s in record["steps"]] == ["FAILED"]
 

@@ -19,6 +19,7 @@ import requests.exceptions
 
 from stackyard import docker_sdk  # noqa: F401 - the SDK with its fix, before any client
 from stackyard.errors import ComponentError, StackyardError
+from stackyard.images.dockerfile_lines import STEP, step_place
 from stackyard.images.push_retry import PUSH_RETRY_FOR, push_may_succeed_later
 from stackyard.registry_login import RegistryLogin
 
@@ -103,18 +104,23 @@ class DockerBuilder:
         image_id = ""
         cached: list[str] = []  # short ids of the steps taken from the cache
         after_cache_hit = False
+        step_line = ""  # the builder's last "Step N/M : INSTRUCTION"
         for chunk in self._chunks(stream):
             if "error" in chunk:
                 error = chunk["error"].strip()
                 if not last_try and _names_one_of(error, cached):
                     raise _CacheLostError(error)
-                raise BuildFailedError(f"docker build failed: {error}")
+                raise BuildFailedError(
+                    f"docker build failed{_at(context, dockerfile, step_line)}: {error}"
+                )
             text = chunk.get("stream", "")
             for line in text.splitlines():
                 if not line.strip():
                     continue
                 on_line(line)
                 step = line.strip()
+                if STEP.match(step):
+                    step_line = step
                 if after_cache_hit and step.startswith("---> "):
                     cached.append(step.removeprefix("---> ").strip())
                 after_cache_hit = step == "---> Using cache"
@@ -316,6 +322,18 @@ def _build_context(context: Path, dockerfile: str) -> IO[bytes]:
         exclude = [line for line in lines if line and not line.startswith("#")]
     tar: IO[bytes] = docker.utils.tar(str(context), exclude=exclude, dockerfile=(dockerfile, None))
     return tar
+
+
+def _at(context: Path, dockerfile: str, step_line: str) -> str:
+    """`` at Dockerfile:6 (step 4/4: RUN false)``: where the failed step is; empty before
+    the first step (the engine refused the file or its context)."""
+    if not step_line:
+        return ""
+    try:
+        text = (context / dockerfile).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    return f" at {step_place(dockerfile, text, step_line)}"
 
 
 class _CacheLostError(Exception):
