@@ -86,7 +86,7 @@ def test_other_build_errors_fail_as_the_engine_said(
     context: Path, answers: list[list[dict[str, Any]]]
 ) -> None:
     api = ScriptedApi(*answers)
-    with pytest.raises(BuildFailedError, match="docker build failed: ") as caught:
+    with pytest.raises(BuildFailedError, match="docker build failed at Dockerfile") as caught:
         builder_with(api).build(
             context, dockerfile="Dockerfile", tags=["x:1"], network_mode="none", on_line=print
         )
