@@ -167,7 +167,13 @@ def test_no_option_states_its_default_twice() -> None:
 
 @pytest.mark.parametrize(
     ("group", "shown"),
-    [("secrets", "list"), ("env", "list"), ("notify", "list"), ("stacks", "show")],
+    [
+        ("secrets", "list"),
+        ("env", "list"),
+        ("notify", "list"),
+        ("stacks", "show"),
+        ("stages", "list"),
+    ],
 )
 def test_a_stack_where_a_command_goes_is_answered_with_the_command(group: str, shown: str) -> None:
     """`stackyard secrets hello` said only "No such command 'hello'"."""

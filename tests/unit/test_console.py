@@ -252,6 +252,35 @@ def test_the_stacks_page_shows_every_stage_in_one_engine_call(yard: ConsoleYard)
     assert "COMPLETED" in section
 
 
+def test_the_api_lists_a_stacks_stages_as_the_grid_shows_them(tmp_path: Path) -> None:
+    """`stackyard stacks show` and `stages list` read this: before, nothing in the CLI
+    showed what each stage of a stack runs and where it answers."""
+    with console_yard(tmp_path, stacks=1) as yard:
+        with yard.sessions.begin() as session:
+            stack_id = session.scalar(select(Stack.id).where(Stack.name == "app-00"))
+            session.add(StageRoute(stack_id=stack_id, stage="dev", port=18080))
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        before = len(yard.engine.calls_to("list"))
+        found = yard.client.get("/api/v1/stacks/app-00/stages", headers=bearer).json()
+        assert len(yard.engine.calls_to("list")) - before == 1
+        unknown = yard.client.get("/api/v1/stacks/nope/stages", headers=bearer)
+        anonymous = yard.client.get("/api/v1/stacks/app-00/stages")
+    shas = [hashlib.sha1(f"app-00-{n}".encode()).hexdigest() for n in (1, 2)]  # noqa: S324
+    stages = {s["stage"]: s for s in found["stages"]}
+    assert [s["stage"] for s in found["stages"]] == ["dev", "staging", "prod"]
+    assert stages["dev"]["digest"] == digest_of(shas[1])
+    assert stages["prod"]["digest"] == digest_of(shas[0])  # one release behind
+    assert {s["target"] for s in stages.values()} == {"local"}
+    assert (stages["prod"]["healthy"], stages["prod"]["desired"]) == (2, 2)
+    assert stages["dev"]["deployment_status"] == "COMPLETED"
+    assert stages["dev"]["url"] == "http://127.0.0.1:18080"
+    assert stages["staging"]["url"] is None  # no route (yet)
+    assert found["engine_error"] is None
+    assert unknown.status_code == 404
+    assert "no stack named 'nope'" in unknown.text
+    assert anonymous.status_code == 401
+
+
 def test_every_form_carries_the_session_csrf_token(client: TestClient) -> None:
     token = csrf_of(client)
     for path in (

@@ -84,6 +84,7 @@ NEEDS: dict[Callable[..., Any], Need] = {
     stacks.create_stack: Need(ADMIN, stack=None),
     stacks.list_stacks: Need(READ, stack=None),
     stacks.get_stack: Need(READ),
+    stacks.list_stages: Need(READ),
     stacks.update_stack: Need(ADMIN),
     stacks.delete_stack: Need(ADMIN),
     protection.list_protection: Need(READ),

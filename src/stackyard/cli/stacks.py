@@ -10,6 +10,7 @@ import typer
 from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, new_table, print_json, print_left
 from stackyard.cli.shared import DataDir, Json, StackFirstGroup, Yes, confirm_by_name, settings_for
+from stackyard.cli.stages import print_stages
 from stackyard.config.repos import URL_FORM
 
 app = typer.Typer(
@@ -121,12 +122,16 @@ def list_stacks(data_dir: DataDir = None, json_output: Json = False) -> None:
 
 @app.command("show")
 def show(name: str, data_dir: DataDir = None, json_output: Json = False) -> None:
-    """Show one stack."""
-    stack = ApiClient.discover(settings_for(data_dir)).get(f"/api/v1/stacks/{name}")
+    """Show one stack, and its stages at a glance (JSON: the stack; `stages list --json`:
+    its stages)."""
+    client = ApiClient.discover(settings_for(data_dir))
+    stack = client.get(f"/api/v1/stacks/{name}")
     if json_output:
         print_json(stack)
-    else:
-        show_stack(stack)
+        return
+    show_stack(stack)
+    console.print()
+    print_stages(client.get(f"/api/v1/stacks/{name}/stages"))
 
 
 @app.command("update")

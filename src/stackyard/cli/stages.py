@@ -1,14 +1,65 @@
-"""``stackyard stages remove``: stop a stage that stackyard.yml no longer lists."""
+"""``stackyard stages``: list a stack's stages at a glance; remove one that stackyard.yml no
+longer lists."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import typer
 
 from stackyard.cli.client import ApiClient
-from stackyard.cli.output import console, print_json, print_left
-from stackyard.cli.shared import DataDir, Json, Yes, confirm_by_name, settings_for
+from stackyard.cli.output import console, err_console, new_table, print_json, print_left
+from stackyard.cli.shared import (
+    DataDir,
+    Json,
+    StackFirstGroup,
+    Yes,
+    confirm_by_name,
+    settings_for,
+)
 
-app = typer.Typer(help="A stack's stages: remove one that stackyard.yml no longer lists.")
+app = typer.Typer(
+    help="A stack's stages: list them at a glance; remove one that stackyard.yml no longer lists.",
+    no_args_is_help=True,
+    cls=StackFirstGroup,
+)
+
+
+@app.command("list")
+def list_stages(stack: str, data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Each stage in order: its target, release and digest, tasks (healthy of desired),
+    newest deployment and URL."""
+    found = ApiClient.discover(settings_for(data_dir)).get(f"/api/v1/stacks/{stack}/stages")
+    if json_output:
+        print_json(found)
+    else:
+        print_stages(found)
+
+
+def print_stages(found: dict[str, Any]) -> None:
+    """The stages table, and why task counts are missing when an engine did not answer."""
+    if not found["stages"]:
+        console.print("No stages yet: they come from stackyard.yml at the first build.")
+        return
+    table = new_table(
+        "STAGE", "TARGET", "RELEASE", "DIGEST", "TASKS", "DEPLOYMENT", "URL", box=None
+    )
+    for stage in found["stages"]:
+        deployment = "-"
+        if stage["deployment"] is not None:
+            deployment = f"#{stage['deployment']} {stage['deployment_status']}"
+        table.add_row(
+            stage["stage"],
+            stage["target"],
+            "-" if stage["release"] is None else str(stage["release"]),
+            (stage["digest"] or "-")[:19],
+            f"{stage['healthy']}/{stage['desired']} healthy",
+            deployment,
+            stage["url"] or "-",
+        )
+    console.print(table)
+    if found.get("engine_error"):
+        err_console.print(f"task counts are missing: {found['engine_error']}", highlight=False)
 
 
 @app.command("remove")

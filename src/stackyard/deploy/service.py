@@ -110,6 +110,30 @@ class StageUrl(BaseModel):
     url: str | None
 
 
+class StageSummary(BaseModel):
+    """One stage of a stack at a glance: what it runs, where, how its tasks are, its
+    newest deployment and its URL (``stackyard stacks show``, ``stages list``)."""
+
+    stage: str
+    target: str
+    release: int | None
+    digest: str | None
+    commit: str
+    desired: int
+    running: int
+    healthy: int
+    deployment: int | None  # the newest deployment, with its state and reason
+    deployment_status: str | None
+    deployment_reason: str
+    url: str | None
+
+
+class StageSummaries(BaseModel):
+    stack: str
+    stages: list[StageSummary]
+    engine_error: str | None = None  # an engine did not answer: its tasks are not counted
+
+
 class StageRetired(BaseModel):
     stack: str
     stage: str
@@ -295,6 +319,37 @@ class DeployService:
         with self._sessions() as session:
             rows = stack_rows(session, counts, only=only)
         return Overview(rows, engine_error)
+
+    def stage_summaries(self, stack_name: str) -> StageSummaries:
+        """Every stage of the stack, in order: the console grid's cells (one engine call per
+        target in use), with each stage's target and URL."""
+        with self._sessions() as session:
+            stack = StackService.row(session, stack_name)
+        overview = self.overview(only=stack_name)
+        cells = overview.stacks[0].stages if overview.stacks else []
+        summaries = []
+        with self._sessions() as session:
+            for cell in cells:
+                _, route = self._route(session, stack, cell.stage)
+                summaries.append(
+                    StageSummary(
+                        stage=cell.stage,
+                        target=records.stage_target(session, stack.id, cell.stage),
+                        release=cell.release,
+                        digest=cell.digest,
+                        commit=cell.commit,
+                        desired=cell.desired,
+                        running=cell.running,
+                        healthy=cell.healthy,
+                        deployment=cell.rollout_number,
+                        deployment_status=cell.rollout,
+                        deployment_reason=cell.rollout_reason,
+                        url=self._controller.router.url(route) if route is not None else None,
+                    )
+                )
+        return StageSummaries(
+            stack=stack_name, stages=summaries, engine_error=overview.engine_error
+        )
 
     def _task_views(
         self, labels: Mapping[str, str], engines: Sequence[Engine]

@@ -67,6 +67,12 @@ def test_a_stage_on_a_swarm_target_spreads_and_its_nodes_drain_through_the_targe
     converged(yard, "regional")
     names = {node_id: name for name, node_id in swarm_cluster.node_ids().items()}
     assert sorted(names[t["node"]] for t in tasks(yard, "regional")) == ["n1", "n2", "n3"]
+    # The stack's stages at a glance: on target eu, three healthy tasks, its URL.
+    (summary,) = json.loads(yard.cli("stages", "list", "regional", "--json").stdout)["stages"]
+    assert (summary["stage"], summary["target"], summary["healthy"]) == ("dev", "eu", 3)
+    assert summary["url"] == stage_url(yard, "regional")
+    shown = yard.cli("stacks", "show", "regional").stdout.splitlines()
+    assert shown[-1].split()[:5] == ["dev", "eu", "1", summary["digest"][:19], "3/3"]
 
     # The platform's own engine has no nodes; the target's swarm has three, one task each.
     plain = yard.cli("nodes", check=False)

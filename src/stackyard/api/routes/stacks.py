@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from stackyard.api.routes.builds import services
 from stackyard.api.routes.git import remotes_root
+from stackyard.deploy.service import StageSummaries
 from stackyard.pipeline.services import Services
 from stackyard.source.remote import HostedRemotes
 from stackyard.stacks.service import StackChanges, StackService, StackView
@@ -39,6 +41,13 @@ def list_stacks(request: Request) -> StackList:
 @router.get("/{name}")
 def get_stack(name: str, request: Request) -> StackView:
     return stacks(request).get(name)
+
+
+@router.get("/{name}/stages")
+def list_stages(name: str, request: Request) -> StageSummaries:
+    """Each stage in order: target, release and digest, tasks (desired, running, healthy),
+    the newest deployment and the URL."""
+    return services(request).deploy.stage_summaries(name)
 
 
 @router.patch("/{name}")
