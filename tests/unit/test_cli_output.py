@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
+from stackyard.cli.client import ApiClient
+from stackyard.cli.deployments import deployments
 from stackyard.cli.output import new_table
 from stackyard.cli.runs import run_table
 
@@ -62,3 +65,30 @@ def test_steps_after_a_failed_one_read_as_not_run_and_a_cancelled_gate_as_cancel
     assert "✗ deploy #2" in lines[1]
     assert "- release - deploy" in lines[1]
     assert "✗ gate (auto)" in lines[2]
+
+
+def test_the_newest_deployments_long_reason_is_printed_whole_below_the_table(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The REASON cell is cut at 120 characters; a failure's reason ends with the app's
+    own last log lines, which were lost ("last health check: GET ht")."""
+    reason = (
+        "3 new task(s) failed (circuit breaker at 3); task sy-hello-dev-r2-19798a exited with "
+        "status 3; last health check: GET http://127.0.0.1:20099/healthz: refused; "
+        "last log lines: boom [error] at /app/main.py:12"
+    )
+    record = {"number": 2, "release_number": 2, "status": "FAILED", "trigger": "run 2",
+              "digest": "sha256:" + "8" * 64, "reason": reason}  # fmt: skip
+    answer = {"deployments": [record], "events": []}
+
+    class Client:
+        def get(self, path: str, **_: object) -> object:
+            assert path.endswith("/stages/dev/deployments")
+            return answer
+
+    monkeypatch.setattr(ApiClient, "discover", classmethod(lambda cls, settings: Client()))
+    monkeypatch.setenv("COLUMNS", "200")
+    deployments("hello", "dev", None, False)
+    out = capsys.readouterr().out
+    assert "…" in out.splitlines()[1]
+    assert f"Deployment 2 FAILED: {reason}" in out.replace("\n", "")

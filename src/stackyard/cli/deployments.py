@@ -206,9 +206,18 @@ def deployments(
             record["status"],
             record["trigger"],
             short(record["digest"]),
-            record["reason"][:120],
+            _cut(record["reason"], 120),
         )
     console.print(table)
+    newest = found["deployments"][0] if found["deployments"] else None
+    if newest is not None and len(newest["reason"]) > 120:
+        # The reason of a failure ends with the app's last log lines: say it whole.
+        console.print(
+            f"\nDeployment {newest['number']} {newest['status']}: {newest['reason']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     events = found.get("events") or []
     if events:
         console.print("\nLatest events (tasks replaced outside a deployment, nodes lost):")
@@ -216,6 +225,10 @@ def deployments(
         for event in events:
             listing.add_row(event["at"][:19].replace("T", " "), event["kind"], event["message"])
         console.print(listing)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def register(app: typer.Typer) -> None:
