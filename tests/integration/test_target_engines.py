@@ -130,6 +130,14 @@ def test_one_push_runs_dev_then_prod_eu_then_prod_us_each_on_its_targets_engine(
     assert "target gone: " in refused.stderr, refused.stderr
     assert "stackyard targets check gone" in refused.stderr, refused.stderr
     assert json.loads(yard.cli("deployments", "lost", "--stage", "dev", "--json").stdout) == []
+    # doctor asks every target through the control plane: the two that answer pass, the
+    # one whose engine is not there fails the run, named with its problem.
+    doctor = yard.cli("doctor", "--json", check=False)
+    assert doctor.returncode == 1, doctor.stdout
+    (targets,) = [c for c in json.loads(doctor.stdout)["checks"] if c["check"] == "targets"]
+    assert targets["verdict"] == "fail", targets
+    assert targets["summary"].startswith("1 of 3 target(s) cannot be used: gone: "), targets
+    assert "stackyard targets check gone" in targets["fix"]
 
     repo = GitRepo.from_example("hello", tmp_path / "spread")
     repo.write("stackyard.yml", STAGES)

@@ -21,6 +21,7 @@ from stackyard.platform.doctor import (
     Finding,
     Orphan,
     RouteSource,
+    TargetFact,
     Verdict,
     diagnose,
     failed,
@@ -186,6 +187,29 @@ def test_orphan_tasks_warn_with_the_command_that_removes_them() -> None:
     assert finding(on_swarm, "orphan tasks").fix == "docker -H unix:///m service rm 0123456789ab"
     assert "old" in found.summary
     unasked = finding(replace(HEALTHY, orphans=None), "orphan tasks")
+    assert unasked.verdict is Verdict.WARN
+
+
+def test_a_target_whose_engine_or_registry_does_not_answer_fails_naming_it() -> None:
+    """Before, doctor said nothing of targets: a region's engine down showed only when a
+    deployment there failed."""
+    eu = TargetFact("eu", "ok", "ok", nodes=3)
+    us = TargetFact("us", "the Docker engine at tcp://10.0.0.5:2376 did not answer", "ok")
+    assert finding(HEALTHY, "targets").summary == "no target besides local"
+    fine = finding(replace(HEALTHY, targets=(eu,)), "targets")
+    assert (fine.verdict, fine.summary) == (
+        Verdict.OK,
+        "every target's engine and registry answer: eu (3 nodes)",
+    )
+    broken = finding(replace(HEALTHY, targets=(eu, us)), "targets")
+    assert broken.verdict is Verdict.FAIL
+    assert broken.summary == (
+        "1 of 2 target(s) cannot be used: us: the Docker engine at tcp://10.0.0.5:2376 did "
+        "not answer"
+    )
+    assert broken.fix.endswith("stackyard targets check us")
+    assert failed(diagnose(replace(HEALTHY, targets=(us,))))
+    unasked = finding(replace(HEALTHY, targets=None), "targets")
     assert unasked.verdict is Verdict.WARN
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -11,18 +12,24 @@ from stackyard.cli.shared import DataDir, Json, settings_for, settings_of_comman
 from stackyard.errors import StackyardError
 from stackyard.settings import Settings
 
+if TYPE_CHECKING:
+    from stackyard.platform.doctor import TargetFact
+
 MARKS = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
 
 
 def doctor(data_dir: DataDir = None, json_output: Json = False) -> None:
     """Check the engine, registry, router, upstreams, disk, memory, the data directory's
-    permissions, the database, orphan tasks and HTTPS certificates; exit 1 when a check
-    fails."""
+    permissions, the database, orphan tasks, HTTPS certificates and the targets' engines
+    and registries; exit 1 when a check fails."""
     from stackyard.platform.diskuse import human_bytes
     from stackyard.platform.doctor import diagnose, failed
     from stackyard.platform.inspection import observe
 
-    facts = observe(_running_settings(settings_for(data_dir)))
+    settings = _running_settings(settings_for(data_dir))
+    facts = observe(settings)
+    if facts.control_plane.answered:
+        facts = replace(facts, targets=_targets(settings))
     findings = diagnose(facts)
     if json_output:
         print_json(
@@ -55,6 +62,25 @@ def doctor(data_dir: DataDir = None, json_output: Json = False) -> None:
             console.print("retention has not run yet (it runs daily; now: stackyard prune)")
     if failed(findings):
         raise typer.Exit(1)
+
+
+def _targets(settings: Settings) -> tuple[TargetFact, ...] | None:
+    """Each target but ``local`` as ``targets check`` finds it, through the running control
+    plane (it holds the targets' credentials); None when it cannot be asked."""
+    from stackyard.cli.client import ApiClient
+    from stackyard.platform.doctor import TargetFact
+
+    try:
+        client = ApiClient.discover(settings)
+        listed = client.get("/api/v1/targets")["targets"]
+        checks = [
+            client.get(f"/api/v1/targets/{t['name']}/check") for t in listed if t["name"] != "local"
+        ]
+    except StackyardError:
+        return None
+    return tuple(
+        TargetFact(c["target"], c["engine"], c["registry"], c.get("nodes")) for c in checks
+    )
 
 
 def _running_settings(base: Settings) -> Settings:

@@ -91,6 +91,17 @@ class CertificateFact:
 
 
 @dataclass(frozen=True)
+class TargetFact:
+    """How a target other than ``local`` answered ``targets check``: "ok", or the problem
+    with its engine and with its registry."""
+
+    name: str
+    engine: str
+    registry: str
+    nodes: int | None = None
+
+
+@dataclass(frozen=True)
 class DoctorFacts:
     data_dir: str
     user: int  # who runs doctor (the platform runs as the same user)
@@ -118,6 +129,9 @@ class DoctorFacts:
     orphan_removal: str = "docker rm -f"
     # Where the data plane's keeper answers upstream lookups now ("" when no keeper runs).
     responder: str = ""
+    # The targets besides ``local``, each as ``targets check`` found it; None when they
+    # could not be asked (the control plane does not answer).
+    targets: tuple[TargetFact, ...] | None = ()
 
 
 def _component(check: str, answer: Answer, ok: str, problem: str, fix: str) -> Finding:
@@ -342,6 +356,30 @@ def check_certificates(facts: DoctorFacts) -> Finding:
     return Finding("certificates", Verdict.OK, f"{valid} valid{waiting}")
 
 
+def check_targets(facts: DoctorFacts) -> Finding:
+    if facts.targets is None:
+        return Finding("targets", Verdict.WARN, "not checked: the control plane does not answer")
+    if not facts.targets:
+        return Finding("targets", Verdict.OK, "no target besides local")
+    broken = [t for t in facts.targets if (t.engine, t.registry) != ("ok", "ok")]
+    if broken:
+        problems = "; ".join(
+            f"{t.name}: " + ", ".join(p for p in (t.engine, t.registry) if p != "ok")
+            for t in broken
+        )
+        return Finding(
+            "targets",
+            Verdict.FAIL,
+            f"{len(broken)} of {len(facts.targets)} target(s) cannot be used: {problems}",
+            "the stages on them cannot deploy or heal until they answer; check again with "
+            f"stackyard targets check {broken[0].name}",
+        )
+    shown = ", ".join(
+        t.name + (f" ({t.nodes} nodes)" if t.nodes is not None else "") for t in facts.targets
+    )
+    return Finding("targets", Verdict.OK, f"every target's engine and registry answer: {shown}")
+
+
 CHECKS: tuple[Callable[[DoctorFacts], Finding], ...] = (
     check_control_plane,
     check_engine,
@@ -354,6 +392,7 @@ CHECKS: tuple[Callable[[DoctorFacts], Finding], ...] = (
     check_schema,
     check_orphans,
     check_certificates,
+    check_targets,
 )
 
 
