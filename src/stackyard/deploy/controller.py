@@ -501,10 +501,12 @@ class Controller:
     def _finish_drains_of(self, watch: TaskWatch) -> None:
         try:
             nodes = watch.nodes()
+            if not nodes:
+                return  # an engine without nodes (a Docker engine), or none listed yet
             tasks = watch.all_tasks()
         except StackyardError:
             return  # not listed yet: the next change calls again
-        for node in nodes or ():
+        for node in nodes:
             # Another platform on the same swarm drains it for its own tasks: finishing that
             # drain is its job (once this platform's tasks left, its own may not have).
             if node.labels.get(NODE_LABEL_DRAINING) not in (self.settings.platform_id, "1"):

@@ -94,6 +94,7 @@ class NodeService:
     def resolve(self, ref: str, target: str = LOCAL) -> NodeInfo:
         """A node by its id, a unique prefix of it, its address, or its unique host name."""
         nodes = self._engine(target).nodes()
+        listing = "stackyard nodes" + ("" if target == LOCAL else f" --target {target}")
         for matches in (
             [n for n in nodes if n.id == ref],
             [n for n in nodes if n.address == ref],
@@ -105,11 +106,10 @@ class NodeService:
             if len(matches) > 1:
                 raise UsageError(
                     f"'{ref}' names {len(matches)} nodes: {', '.join(n.id for n in matches)}",
-                    hint="name the node by its id (stackyard nodes lists them)",
+                    hint=f"name the node by its id ({listing} lists them)",
                 )
         known = ", ".join(f"{n.id} ({n.address})" for n in nodes) or "none"
         where = "the cluster" if target == LOCAL else f"target {target}'s cluster"
-        listing = "stackyard nodes" + ("" if target == LOCAL else f" --target {target}")
         raise NotFoundError(
             f"no node '{ref}' in {where} (nodes: {known})",
             hint="name a node by its id, a prefix of it, its address or its host name "
