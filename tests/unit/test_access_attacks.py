@@ -328,6 +328,7 @@ def test_a_viewer_is_offered_no_action_and_a_forged_one_is_refused(yard: AccessY
     client, csrf = _login(yard, "viewer", "10.2.0.1")
     page = client.get("/ui/stacks/hello").text
     assert "carol (viewer)" in page
+    assert 'href="/ui/targets"' not in page  # admin only
     for action in ("Approve prod", "Promote to", "Roll back", "Start a run", ">Cancel<"):
         assert action not in page, action
     assert page.count('method="post"') == 1  # log out, nothing else

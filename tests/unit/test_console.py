@@ -403,6 +403,48 @@ def test_a_platform_finishes_its_own_drains_not_another_platforms_on_the_same_sw
         assert (listed["node-4"]["availability"], listed["node-4"]["draining"]) == ("pause", True)
 
 
+def test_targets_are_added_checked_and_removed_in_the_console(
+    own: TestClient, tmp_path: Path
+) -> None:
+    """Issue 13: targets are managed through the CLI, the API and the console."""
+    home = own.get("/ui/").text
+    assert 'href="/ui/targets"' in home  # the admin's header links the page
+    listed = own.get("/ui/targets").text
+    assert 'data-target="local"' in listed
+    token = csrf_of(own, "/ui/targets")
+    nothing = tmp_path / "no-engine.sock"  # nothing listens: added, and the check says so
+    added = own.post(
+        "/ui/targets",
+        data={"name": "eu", "engine": "docker", "endpoint": f"unix://{nothing}",
+              "registry": "local", "region": "eu-west", "csrf_token": token},
+    )  # fmt: skip
+    assert added.status_code == 200, added.text
+    assert f"Added target eu: docker unix://{nothing}." in added.text
+    assert 'data-checked="eu"' in added.text
+    assert "cannot be used" in added.text
+    assert 'data-target="eu"' in added.text
+    checked = own.post("/ui/targets/local/check", data={"csrf_token": token})
+    assert 'data-checked="local"' in checked.text
+    assert "<p>engine: ok</p>" in checked.text  # this yard has no registry: said so below
+    bad = own.post(
+        "/ui/targets",
+        data={"name": "Bad Name", "engine": "docker", "endpoint": "unix:///x",
+              "csrf_token": token},
+    )  # fmt: skip
+    assert bad.status_code == 400
+    assert "target name" in bad.text
+    unknown_engine = own.post(
+        "/ui/targets",
+        data={"name": "us", "engine": "podman", "endpoint": "unix:///x", "csrf_token": token},
+    )
+    assert "engine &#39;podman&#39; is not one of docker, swarm" in unknown_engine.text
+    removed = own.post("/ui/targets/eu/remove", data={"csrf_token": token})
+    assert "Removed target eu." in removed.text
+    assert 'data-target="eu"' not in removed.text
+    forged = own.post("/ui/targets/local/remove", data={"name": "local"})  # no CSRF token
+    assert forged.status_code == 403
+
+
 def test_the_console_links_no_nodes_page_on_an_engine_without_nodes(client: TestClient) -> None:
     assert 'href="/ui/nodes"' not in client.get("/ui/").text
     page = client.get("/ui/nodes")

@@ -159,6 +159,7 @@ NEEDS: dict[Callable[..., Any], Need] = {
     pages.variables_page: Need(READ),
     pages.domains_page: Need(READ),
     pages.nodes_page: Need(READ, stack=None),
+    pages.targets_page: Need(ADMIN, stack=None),
     pages.audit_page: Need(READ, stack=None),
     # the console: forms
     actions.logout: Need(None, stack=None),
@@ -169,6 +170,9 @@ NEEDS: dict[Callable[..., Any], Need] = {
     actions.cancel: Need(DEPLOY),
     actions.change_variable: Need(DEPLOY, stage=StageFrom.FORM_SCOPE),
     actions.change_secret: Need(DEPLOY, stage=StageFrom.FORM_SCOPE, redact=("value",)),
+    actions.add_target: Need(ADMIN, stack=None),
+    actions.check_target: Need(ADMIN, stack=None),
+    actions.remove_target: Need(ADMIN, stack=None),
 }
 
 PUBLIC: dict[Callable[..., Any], str] = {

@@ -32,9 +32,11 @@ from stackyard.api.web.views import (
     describe_change,
     services,
     stack_context,
+    targets_context,
     variables_context,
 )
 from stackyard.errors import StackyardError, UsageError
+from stackyard.platform.targets import TargetAdd, TargetCheck
 
 public = APIRouter(prefix="/ui", include_in_schema=False)
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -176,6 +178,75 @@ def cancel(request: Request, name: str, number: int, _form: Form) -> HTMLRespons
         return f"Run {run.number} {run.status}."
 
     return _on_stack(request, name, act)
+
+
+def _targets_result(
+    request: Request,
+    *,
+    notice: str = "",
+    error: str = "",
+    checked: TargetCheck | None = None,
+) -> HTMLResponse:
+    """The targets page again, with what an action did (or why it did not)."""
+    try:
+        context = targets_context(request)
+    except StackyardError as exc:
+        return problem(request, exc)
+    return page(
+        request,
+        "targets.html",
+        {**context, "notice": notice, "error": error, "checked": checked,
+         "canonical": "/ui/targets"},
+        status_code=400 if error else 200,
+    )  # fmt: skip
+
+
+def _on_targets(
+    request: Request, act: Callable[[], tuple[str, TargetCheck | None]]
+) -> HTMLResponse:
+    """Do a targets page action; the page again with what it did, or why it did not."""
+    try:
+        notice, checked = act()
+    except StackyardError as exc:
+        return _targets_result(request, error=exc.message)
+    return _targets_result(request, notice=notice, checked=checked)
+
+
+@router.post("/targets")
+def add_target(request: Request, form: Form) -> HTMLResponse:
+    """Add a target, then reach it: a target that does not answer is kept, and said so."""
+    found = services(request).targets
+
+    def act() -> tuple[str, TargetCheck | None]:
+        engine = form.get("engine", "")
+        if engine not in ("docker", "swarm"):
+            raise UsageError(f"engine '{engine}' is not one of docker, swarm")
+        body = TargetAdd(
+            name=_field(form, "name"),
+            engine="docker" if engine == "docker" else "swarm",
+            endpoint=_field(form, "endpoint"),
+            registry=form.get("registry", "").strip() or "local",
+            region=form.get("region", "").strip(),
+        )
+        added = found.add(body, created_by=me(request))
+        notice = f"Added target {added.name}: {added.engine} {added.endpoint}."
+        return notice, found.check(added.name)
+
+    return _on_targets(request, act)
+
+
+@router.post("/targets/{target_name}/check")
+def check_target(request: Request, target_name: str, _form: Form) -> HTMLResponse:
+    return _on_targets(request, lambda: ("", services(request).targets.check(target_name)))
+
+
+@router.post("/targets/{target_name}/remove")
+def remove_target(request: Request, target_name: str, _form: Form) -> HTMLResponse:
+    def act() -> tuple[str, TargetCheck | None]:
+        removed = services(request).targets.remove(target_name)
+        return f"Removed target {removed.name}.", None
+
+    return _on_targets(request, act)
 
 
 def _variables_result(

@@ -23,6 +23,7 @@ from stackyard.api.web.views import (
     services,
     stack_context,
     stacks_overview,
+    targets_context,
     variables_context,
 )
 from stackyard.deploy.service import CheckView
@@ -178,6 +179,15 @@ def nodes_page(request: Request) -> HTMLResponse:
     """The cluster's nodes, as `stackyard nodes` lists them."""
     try:
         return page(request, "nodes.html", nodes_context(request))
+    except StackyardError as exc:
+        return problem(request, exc)
+
+
+@router.get("/targets")
+def targets_page(request: Request) -> HTMLResponse:
+    """Where stages run, as `stackyard targets` lists them; add, check and remove (admin)."""
+    try:
+        return page(request, "targets.html", targets_context(request))
     except StackyardError as exc:
         return problem(request, exc)
 

@@ -181,6 +181,16 @@ def nodes_context(request: Request) -> dict[str, Any]:
     return {"nodes": found.nodes.list()}
 
 
+def targets_context(request: Request) -> dict[str, Any]:
+    """The targets page: every target (``local`` first) with its node count and stages,
+    and the registries a new target may pull from."""
+    found = services(request)
+    return {
+        "targets": found.targets.list(),
+        "registries": ["local", *(r.name for r in found.registries.list())],
+    }
+
+
 def audit_context(
     request: Request,
     stack: str | None,
