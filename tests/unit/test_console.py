@@ -445,6 +445,24 @@ def test_targets_are_added_checked_and_removed_in_the_console(
     assert forged.status_code == 403
 
 
+def test_the_nodes_page_of_a_target_that_is_not_a_swarm_says_so(
+    own: TestClient, tmp_path: Path
+) -> None:
+    unknown = own.get("/ui/nodes?target=nope")
+    assert unknown.status_code == 404
+    assert "no target named &#39;nope&#39;" in unknown.text
+    token = csrf_of(own, "/ui/targets")
+    own.post(
+        "/ui/targets",
+        data={"name": "single", "engine": "docker", "endpoint": f"unix://{tmp_path}/d.sock",
+              "csrf_token": token},
+    )  # fmt: skip
+    single = own.get("/ui/nodes?target=single")
+    assert single.status_code == 400
+    assert "cannot list or change nodes" in single.text
+    assert "stackyard targets" in single.text
+
+
 def test_the_console_links_no_nodes_page_on_an_engine_without_nodes(client: TestClient) -> None:
     assert 'href="/ui/nodes"' not in client.get("/ui/").text
     page = client.get("/ui/nodes")

@@ -175,10 +175,10 @@ def variables_page(request: Request, name: str) -> HTMLResponse:
 
 
 @router.get("/nodes")
-def nodes_page(request: Request) -> HTMLResponse:
-    """The cluster's nodes, as `stackyard nodes` lists them."""
+def nodes_page(request: Request, target: str = "local") -> HTMLResponse:
+    """The cluster's nodes, as `stackyard nodes [--target T]` lists them."""
     try:
-        return page(request, "nodes.html", nodes_context(request))
+        return page(request, "nodes.html", nodes_context(request, target))
     except StackyardError as exc:
         return problem(request, exc)
 

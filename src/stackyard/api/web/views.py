@@ -172,13 +172,13 @@ def variables_context(request: Request, name: str) -> dict[str, Any]:
     }
 
 
-def nodes_context(request: Request) -> dict[str, Any]:
-    """The nodes page: each node with what it runs (every task, and this platform's);
-    None on an engine without nodes (the page says so)."""
+def nodes_context(request: Request, target: str = "local") -> dict[str, Any]:
+    """The nodes page: each node of the platform's engine (or of a swarm target's) with what
+    it runs (every task, and this platform's); None on an engine without nodes."""
     found = services(request)
-    if not found.controller.engine.supports_nodes:
-        return {"nodes": None}
-    return {"nodes": found.nodes.list()}
+    if target == "local" and not found.controller.engine.supports_nodes:
+        return {"nodes": None, "target": target}
+    return {"nodes": found.nodes.list(target), "target": target}
 
 
 def targets_context(request: Request) -> dict[str, Any]:
