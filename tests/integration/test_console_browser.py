@@ -206,6 +206,29 @@ def test_a_secret_set_in_the_console_is_never_shown(page: Page, yard: RunningPla
     screenshot(page, "console-variables.png")
 
 
+def test_an_admin_adds_checks_and_removes_a_target(
+    page: Page, yard: RunningPlatform, tmp_path: Path
+) -> None:
+    """Issue 13: targets are managed in the console too (admins: the header links them)."""
+    page.get_by_role("link", name="Targets").click()
+    expect(page).to_have_url(f"{yard.api_url}/ui/targets")
+    form = page.locator("form.add-target")
+    form.locator('input[name="name"]').fill("eu")
+    form.locator('select[name="engine"]').select_option("docker")
+    form.locator('input[name="endpoint"]').fill(f"unix://{tmp_path}/no-engine.sock")
+    form.locator('input[name="region"]').fill("eu-west")
+    form.get_by_role("button", name="Add").click()
+    expect(page.locator("p.notice")).to_contain_text("Added target eu: docker unix://")
+    expect(page.locator('[data-checked="eu"]')).to_contain_text("cannot be used")
+    expect(page.locator('tr[data-target="eu"]')).to_contain_text("eu-west")
+    page.locator('tr[data-target="local"]').get_by_role("button", name="Check").click()
+    expect(page.locator('[data-checked="local"]')).to_contain_text("every part answers")
+    page.locator('tr[data-target="eu"]').get_by_role("button", name="Remove").click()
+    expect(page.locator("p.notice")).to_have_text("Removed target eu.")
+    expect(page.locator('tr[data-target="eu"]')).to_have_count(0)
+    assert api(yard, "GET", "/api/v1/targets")["targets"][-1]["name"] == "local"
+
+
 def test_a_browser_without_the_session_cookie_is_refused(
     browser: Browser, yard: RunningPlatform
 ) -> None:
