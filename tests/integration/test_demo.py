@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -117,3 +118,15 @@ def test_demo_runs_the_example_through_every_stage_and_runs_again(demo: Demo) ->
         assert "VERSION=v2" in page, (stage, page)
     runs = {run["number"]: run["status"] for run in demo.runs()}
     assert runs == {1: "SUCCEEDED", 2: "SUCCEEDED"}
+
+    # The app's repository removed (as the demo advises when it was changed and fails):
+    # the next demo copies the example again and builds on the platform's history, which
+    # it fetches with the admin token (the remote's own token may push, not fetch). It
+    # pushed a history of its own before, and was refused.
+    shutil.rmtree(demo.data_dir / "demo" / "hello")
+    third = demo.run()
+    assert "the platform's remote already had commits" in third.stdout
+    assert "pipeline run 3 started" in third.stdout, third.stdout[-3000:]
+    for stage in STAGES:
+        assert "VERSION=v1" in demo.served(stage), stage
+    assert {run["number"]: run["status"] for run in demo.runs()}[3] == "SUCCEEDED"
