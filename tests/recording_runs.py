@@ -35,6 +35,7 @@ class RecordingRuns:
     """
 
     calls: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: dict[str, int] = field(default_factory=dict)  # delivery id -> run number
     error: Exception | None = None
 
     def start_run(
@@ -48,9 +49,12 @@ class RecordingRuns:
         source_url: str | None = None,
         changed_paths: list[str] | None = None,
         pushed_by: str = "",
+        delivery: str | None = None,
     ) -> RunView:
         if self.error is not None:
             raise self.error
+        if delivery is not None:
+            self.deliveries[delivery] = len(self.calls) + 1
         self.calls.append(
             {
                 "stack": stack_name,
@@ -61,14 +65,25 @@ class RecordingRuns:
                 "source_url": source_url,
                 "changed_paths": changed_paths,
                 "pushed_by": pushed_by,
+                **({"delivery": delivery} if delivery is not None else {}),
             }
         )
+        return self._view(len(self.calls))
+
+    def delivered(self, stack_name: str, delivery: str) -> RunView | None:
+        """As `PipelineService.delivered`: the run that delivery started, if any."""
+        number = self.deliveries.get(delivery)
+        return None if number is None else self._view(number)
+
+    def _view(self, number: int) -> RunView:
+        call = self.calls[number - 1]
+        ref, commit = call["ref"], call["commit"]
         return RunView(
-            stack=stack_name,
-            number=len(self.calls),
+            stack=call["stack"],
+            number=number,
             ref=ref or "",
             commit_sha=commit or "",
-            trigger=trigger,
+            trigger=call["trigger"],
             status="QUEUED",
             error="",
             log_path="",

@@ -6,6 +6,8 @@ serves the module; each test uses its own stack.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import subprocess
 import time
@@ -135,6 +137,36 @@ def test_a_failed_build_stops_the_run_and_names_the_step(
     assert "docker build failed at Dockerfile:8 (step 5/5: RUN exit 7): " in result.stderr
     record = run_record(yard, "broken-run", 1)
     assert [s["status"] for s in record["steps"]] == ["FAILED"]
+
+
+def test_a_webhook_delivery_received_twice_builds_its_push_once(
+    yard: RunningPlatform, tmp_path: Path
+) -> None:
+    """GitHub's "Redeliver" sends a push again with its delivery id: the platform's store
+    remembers which run each delivery started (its unique index), and answers with it."""
+    repo = new_stack(yard, tmp_path, "redelivered")
+    secret = json.loads(yard.cli("webhook", "redelivered", "--json").stdout)["secret"]
+    body = json.dumps(
+        {"ref": "refs/heads/main", "before": "0" * 40, "after": repo.head(),
+         "pusher": {"name": "octocat"}, "commits": []}
+    ).encode()  # fmt: skip
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": "9f1c-redelivered",
+        "X-Hub-Signature-256": f"sha256={digest}",
+        "Content-Type": "application/json",
+    }
+    url = f"{yard.api_url}/api/v1/hooks/github/redelivered"
+    first = httpx.post(url, content=body, headers=headers, timeout=30)
+    again = httpx.post(url, content=body, headers=headers, timeout=30)  # fmt: skip
+    assert first.status_code == 202, first.text
+    assert again.status_code == 200, again.text
+    assert again.json()["run"]["number"] == first.json()["run"]["number"] == 1
+    assert "was received before: pipeline run 1" in again.json()["message"]
+    runs = json.loads(yard.cli("runs", "redelivered", "--json").stdout)
+    assert [run["number"] for run in runs] == [1]
+    wait_run(yard, "redelivered", 1, ("WAITING", "FAILED", "SUCCEEDED"))
 
 
 def test_a_newer_run_supersedes_a_queued_one_and_runs_never_interleave(

@@ -144,9 +144,12 @@ class Harness:
         signature: str | None = None,
         stack: str = "shop",
         content_type: str = "application/json",
+        delivery: str | None = None,
     ) -> Any:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         headers = {"X-GitHub-Event": event, "Content-Type": content_type}
+        if delivery is not None:
+            headers["X-GitHub-Delivery"] = delivery
         if signature is None:
             signature = sign(secret or self.secret, body)
         if signature:
@@ -154,9 +157,14 @@ class Harness:
         return self.client.post(f"/api/v1/hooks/github/{stack}", content=body, headers=headers)
 
     def gitlab(
-        self, payload: dict[str, Any], *, event: str = "Push Hook", token: str | None = None
+        self,
+        payload: dict[str, Any],
+        *,
+        event: str = "Push Hook",
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        headers = {"X-Gitlab-Event": event, "Content-Type": "application/json"}
+        headers = {"X-Gitlab-Event": event, "Content-Type": "application/json", **(headers or {})}
         if token != "":
             headers["X-Gitlab-Token"] = token or self.secret
         return self.client.post("/api/v1/hooks/gitlab/shop", json=payload, headers=headers)
@@ -197,6 +205,34 @@ def test_signed_push_starts_a_run_with_the_changed_paths(harness: Harness) -> No
             "pushed_by": "octocat",  # as the payload says
         }
     ]
+
+
+def test_a_delivery_received_again_answers_with_its_run_and_starts_none(
+    harness: Harness,
+) -> None:
+    """GitHub's "Redeliver" (and a git host's retry after a timeout) sends the same push
+    with the same delivery id: before, each one started a run that built it again."""
+    first = harness.github(GITHUB_PUSH, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    assert first.status_code == 202, first.text
+    again = harness.github(GITHUB_PUSH, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    assert again.status_code == 200, again.text
+    assert again.json()["message"] == (
+        "delivery 72d3162e-cc78-11e3-81ab-4c9367dc0958 was received before: pipeline run 1"
+    )
+    assert again.json()["run"]["number"] == 1
+    other = harness.github(GITHUB_PUSH, delivery="another-delivery")  # a new push event
+    assert other.json()["run"]["number"] == 2
+    assert [c["delivery"] for c in harness.runs.calls] == [
+        "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+        "another-delivery",
+    ]
+    # GitLab: a retry keeps its Idempotency-Key; a resent event, its UUID.
+    retried = {"Idempotency-Key": "f7c1", "X-Gitlab-Event-UUID": "u-1"}
+    assert harness.gitlab(GITLAB_PUSH, headers=retried).status_code == 202
+    assert harness.gitlab(GITLAB_PUSH, headers=retried).status_code == 200
+    assert harness.gitlab(GITLAB_PUSH, headers={"X-Gitlab-Event-UUID": "u-2"}).status_code == 202
+    assert harness.gitlab(GITLAB_PUSH, headers={"X-Gitlab-Event-UUID": "u-2"}).status_code == 200
+    assert [c["delivery"] for c in harness.runs.calls][2:] == ["f7c1", "u-2"]
 
 
 @pytest.mark.parametrize(

@@ -271,7 +271,10 @@ class PipelineRun(Base):
     """Everything one commit sets off: build, then release, deployment and gate per stage."""
 
     __tablename__ = "pipeline_runs"
-    __table_args__ = (UniqueConstraint("stack_id", "number"),)
+    __table_args__ = (
+        UniqueConstraint("stack_id", "number"),
+        Index("ix_pipeline_runs_delivery", "stack_id", "delivery", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     stack_id: Mapped[int] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"), index=True)
@@ -283,6 +286,9 @@ class PipelineRun(Base):
     trigger: Mapped[str] = mapped_column(String(64), default="")
     # Who pushed the commit or started the run ("" when unknown: polling), for four eyes.
     pushed_by: Mapped[str] = mapped_column(String(64), default="")
+    # The git host's id of the webhook delivery that started the run (GitHub's
+    # X-GitHub-Delivery): a delivery received again answers with this run. NULL otherwise.
+    delivery: Mapped[str | None] = mapped_column(String(255), nullable=True)
     status: Mapped[RunStatus] = mapped_column(Status(RunStatus), default=RunStatus.QUEUED)
     error: Mapped[str] = mapped_column(Text, default="")
     log_path: Mapped[str] = mapped_column(Text, default="")

@@ -180,7 +180,10 @@ async def github_hook(stack: str, request: Request) -> JSONResponse:
         if event != "push":
             raise WebhookRefused(400, f"event {event!r} is not handled; send push events only")
         payload = parse_json(body, request.headers.get("content-type", ""))
-        return await _start(request, stack, github_push(payload), "github push", pusher(payload))
+        delivery = request.headers.get("x-github-delivery")
+        return await _start(
+            request, stack, github_push(payload), "github push", pusher(payload), delivery
+        )
     except WebhookRefused as refused:
         return JSONResponse({"error": refused.message}, status_code=refused.status)
 
@@ -199,21 +202,40 @@ async def gitlab_hook(stack: str, request: Request) -> JSONResponse:
         if event != "Push Hook":
             raise WebhookRefused(400, f"event {event!r} is not handled; send push events only")
         payload = parse_json(body, "application/json")
-        return await _start(request, stack, gitlab_push(payload), "gitlab push", pusher(payload))
+        # A retried delivery keeps its Idempotency-Key (GitLab 17.4+); a resent one, the
+        # event's UUID.
+        delivery = request.headers.get("idempotency-key") or request.headers.get(
+            "x-gitlab-event-uuid"
+        )
+        return await _start(
+            request, stack, gitlab_push(payload), "gitlab push", pusher(payload), delivery
+        )
     except WebhookRefused as refused:
         return JSONResponse({"error": refused.message}, status_code=refused.status)
 
 
 async def _start(
-    request: Request, stack: str, push: Push, trigger: str, pushed_by: str
+    request: Request,
+    stack: str,
+    push: Push,
+    trigger: str,
+    pushed_by: str,
+    delivery: str | None = None,
 ) -> JSONResponse:
     services = request.app.state.context.services
     request.state.actor = f"{trigger.split()[0]} webhook: pushed by {pushed_by or 'unknown'}"
-    request.state.audit_parameters = {"ref": push.ref, "after": push.after, "pusher": pushed_by}
+    request.state.audit_parameters = {
+        "ref": push.ref, "after": push.after, "pusher": pushed_by, "delivery": delivery or ""
+    }  # fmt: skip
     view = await run_in_threadpool(services.stacks.get, stack)
     reason = ignore_reason(push, view.branch)
     if reason is not None or push.after is None:
         return JSONResponse({"message": f"ignored: {reason}", "run": None}, status_code=202)
+    if delivery:
+        seen = await run_in_threadpool(services.runs.delivered, stack, delivery)
+        if seen is not None:  # delivered again: that push has its run, not a second one
+            message = f"delivery {delivery} was received before: pipeline run {seen.number}"
+            return JSONResponse({"message": message, "run": seen.model_dump(mode="json")})
     try:
         run = await run_in_threadpool(
             lambda: services.runs.start_run(
@@ -224,6 +246,7 @@ async def _start(
                 before=push.before,
                 changed_paths=list(push.changed_paths) if push.changed_paths is not None else None,
                 pushed_by=pushed_by,
+                delivery=delivery,
             )
         )
     except StackyardError as exc:

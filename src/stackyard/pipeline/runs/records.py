@@ -117,9 +117,11 @@ class RunRecords:
         source_url: str | None,
         stages: list[StepState] | None,
         pushed_by: str = "",
+        delivery: str | None = None,
     ) -> tuple[int, int]:
         """A QUEUED run (id, number); older QUEUED runs of the stack are SUPERSEDED.
-        ``stages``: the steps of a promotion, which builds nothing."""
+        ``stages``: the steps of a promotion, which builds nothing. ``delivery``: the
+        webhook delivery's id, unique per stack (IntegrityError for one seen before)."""
         with self._sessions.begin() as session:
             stack = StackService.row(session, stack_name)
             for older in session.scalars(
@@ -140,6 +142,7 @@ class RunRecords:
                 source_url=source_url or "",
                 trigger=trigger,
                 pushed_by=pushed_by[:64],
+                delivery=delivery[:255] if delivery else None,
                 status=RunStatus.QUEUED,
                 log_path=str(self._logs_dir / "runs" / stack_name / f"{number}.log"),
             )
@@ -149,6 +152,17 @@ class RunRecords:
             session.add(PipelineStep(run_id=run.id, position=0, kind=StepKind.BUILD, status=build))
             _add_steps(session, run.id, stages or [])
             return run.id, number
+
+    def of_delivery(self, stack_name: str, delivery: str) -> int | None:
+        """The number of the stack's run that the webhook delivery ``delivery`` started."""
+        with self._sessions() as session:
+            stack = StackService.row(session, stack_name)
+            found: int | None = session.scalar(
+                select(PipelineRun.number).where(
+                    PipelineRun.stack_id == stack.id, PipelineRun.delivery == delivery[:255]
+                )
+            )
+            return found
 
     def promotion_stages(self, stack_name: str, to: str) -> list[str]:
         """The stack's stages in order; NotFoundError unless ``to`` is one of them."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from stackyard import changes
@@ -88,8 +89,11 @@ class PipelineService:
         changed_paths: list[str] | None = None,
         stages: list[str] | None = None,
         pushed_by: str = "",
+        delivery: str | None = None,
     ) -> RunView:
-        """Record a run (QUEUED) and start it.
+        """Record a run (QUEUED) and start it; for a webhook ``delivery`` the stack's run
+        started by it before, when there is one (a git host delivers a push again when
+        asked to, with the same id: it is not built twice).
 
         ``ref``/``commit``: what to build (default: the stack's branch head). ``before``:
         the previous sha of the pushed branch, for path filters. ``source_url``: where to
@@ -105,19 +109,35 @@ class PipelineService:
             steps = plan.stage_steps(
                 [(stage, False) for stage in stages], first_position=1, by_hand=True
             )
-        run_id, number = self._records.create(
-            stack_name,
-            trigger=trigger,
-            ref=ref,
-            commit=commit,
-            before=before,
-            source_url=source_url,
-            stages=steps,
-            pushed_by=pushed_by,
-        )
+        if delivery:
+            seen = self._records.of_delivery(stack_name, delivery)
+            if seen is not None:
+                return self.get(stack_name, seen)
+        try:
+            run_id, number = self._records.create(
+                stack_name,
+                trigger=trigger,
+                ref=ref,
+                commit=commit,
+                before=before,
+                source_url=source_url,
+                stages=steps,
+                pushed_by=pushed_by,
+                delivery=delivery,
+            )
+        except IntegrityError:
+            seen = self._records.of_delivery(stack_name, delivery) if delivery else None
+            if seen is None:
+                raise
+            return self.get(stack_name, seen)  # the same delivery, received twice at once
         changes.notify(self._records.topic(stack_name))  # an older QUEUED run was superseded
         self._launch(Runner(self._parts, stack_name, run_id, changed_paths=changed_paths))
         return self.get(stack_name, number)
+
+    def delivered(self, stack_name: str, delivery: str) -> RunView | None:
+        """The stack's run that the webhook delivery ``delivery`` started, if one did."""
+        seen = self._records.of_delivery(stack_name, delivery)
+        return None if seen is None else self.get(stack_name, seen)
 
     def promote(
         self, stack_name: str, to: str, from_stage: str | None = None, *, by: str = ""
