@@ -173,3 +173,7 @@ def test_logs_says_which_flags_clash_and_gives_a_whole_example() -> None:
     with pytest.raises(UsageError) as none:
         _pick(None, None, None, None, False, False)
     assert "at once" not in none.value.message
+    assert "--stage alone shows the stage's task logs" in str(none.value.hint)
+    # `logs hello --stage prod`: the app's own output, as `kamal app logs` gives it.
+    assert _pick(None, None, None, None, False, False, "prod") == ("tasks", None)
+    assert _pick(None, None, 4, None, False, False, "prod") == ("deployment", 4)

@@ -21,7 +21,10 @@ def _pick(
     run: int | None,
     tasks: bool,
     access: bool = False,
+    stage: str | None = None,
 ) -> tuple[str, int | None]:
+    """Which log the options name; a stage alone names its task logs (the app's output,
+    what `logs STACK --stage prod` is asked for most)."""
     chosen: list[tuple[str, int | None]] = [
         (kind, number)
         for kind, number in (
@@ -36,12 +39,15 @@ def _pick(
         chosen.append(("tasks", None))
     if access:
         chosen.append(("access", None))
+    if not chosen and stage:
+        return ("tasks", None)
     if len(chosen) != 1:
         given = " and ".join(f"--{kind}" for kind, _ in chosen)
         raise UsageError(
             "say which log: one of --build N, --release N, --deployment N, --run N, --tasks "
             "or --access" + (f" (not {given} at once)" if given else ""),
-            hint="e.g. stackyard logs hello --deployment 3 --stage prod -f",
+            hint="e.g. stackyard logs hello --deployment 3 --stage prod -f; --stage alone "
+            "shows the stage's task logs",
         )
     return chosen[0]
 
@@ -62,7 +68,10 @@ def logs(
     ] = None,
     run: Annotated[int | None, typer.Option("--run", help="A pipeline run's log.")] = None,
     tasks: Annotated[
-        bool, typer.Option("--tasks", help="The stage's task logs (with --stage).")
+        bool,
+        typer.Option(
+            "--tasks", help="The stage's task logs (with --stage; --stage alone means these)."
+        ),
     ] = False,
     access: Annotated[
         bool,
@@ -84,7 +93,7 @@ def logs(
     json_output: Json = False,
 ) -> None:
     """Print a log (secrets masked); -f follows it live until it ends."""
-    kind, number = _pick(build, release, deployment, run, tasks, access)
+    kind, number = _pick(build, release, deployment, run, tasks, access, stage)
     if kind in ("release", "deployment", "tasks", "access") and not stage:
         which = f"--{kind}" if number is None else f"--{kind} {number}"
         raise UsageError(
