@@ -32,6 +32,23 @@ def eager() -> Group:
     return made
 
 
+def every_command() -> list[tuple[str, Command]]:
+    """("stackyard secrets set", its command) for the app and every command under it."""
+    context = Context(eager())
+    found: list[tuple[str, Command]] = []
+
+    def add(command: Command, path: str) -> None:
+        found.append((path, command))
+        if isinstance(command, Group):
+            for name in command.list_commands(context):
+                sub = command.get_command(context, name)
+                assert sub is not None
+                add(sub, f"{path} {name}")
+
+    add(eager(), "stackyard")
+    return found
+
+
 def test_running_one_command_makes_that_command_only() -> None:
     group = lazy_group(app)
     every = list(group.makers)
@@ -102,18 +119,7 @@ def test_every_help_paragraph_is_one_line_so_rich_wraps_it_to_the_terminal(
     """Typer's rich help keeps a docstring's single line breaks: a docstring wrapped at 88
     columns showed ragged lines at any other width (`stackyard --help` at 80 broke `up`'s
     line after "unless")."""
-    context = Context(eager())
-
-    def helps(command: Command) -> list[str]:
-        found = [command.help] if command.help else []
-        if isinstance(command, Group):
-            for name in command.list_commands(context):
-                sub = command.get_command(context, name)
-                assert sub is not None
-                found += helps(sub)
-        return found
-
-    every = helps(eager())
+    every = [command.help for _, command in every_command() if command.help]
     assert len(every) > 80
     assert [h for h in every if any("\n" in p for p in h.split("\n\n"))] == []
     assert run(lazy_group(app), "--help") == 0
@@ -125,43 +131,25 @@ def test_no_help_text_loses_words_to_rich_markup() -> None:
     """Rich reads `[word]` as a style tag and drops it: "A commit sha, tag or branch [the
     stack's branch]." showed as "A commit sha, tag or branch ." in `build --help`. Every
     help (commands and options) renders as written; a literal bracket is written `\\[`."""
-    context = Context(eager())
     lost = []
-
-    def check(command: Command, path: str) -> None:
+    for path, command in every_command():
         texts = [command.help or "", *(getattr(p, "help", None) or "" for p in command.params)]
         for text in texts:
             if Text.from_markup(text).plain != text.replace("\\[", "["):
                 lost.append(f"{path}: {text}")
-        if isinstance(command, Group):
-            for name in command.list_commands(context):
-                sub = command.get_command(context, name)
-                assert sub is not None
-                check(sub, f"{path} {name}")
-
-    check(eager(), "stackyard")
     assert lost == []
 
 
 def test_no_option_states_its_default_twice() -> None:
     """`targets add --help` said "from [local]. [default: local]": an option whose
     default Typer prints names it in its help text only when Typer does not."""
-    context = Context(eager())
     twice = []
-
-    def check(command: Command, path: str) -> None:
+    for path, command in every_command():
         for param in command.params:
             shown = getattr(param, "show_default", False) and param.default not in (None, "")
             text = getattr(param, "help", None) or ""
             if shown and "\\[" in text:
                 twice.append(f"{path} {param.name}: {text}")
-        if isinstance(command, Group):
-            for name in command.list_commands(context):
-                sub = command.get_command(context, name)
-                assert sub is not None
-                check(sub, f"{path} {name}")
-
-    check(eager(), "stackyard")
     assert twice == []
 
 

@@ -39,6 +39,14 @@ def swarm_platform(data_dir: Path, cluster: SwarmCluster, *more: str) -> Running
     )
 
 
+def delete_stacks(running: RunningPlatform) -> None:
+    """Delete every stack of the platform, and so its tasks on the swarm: the swarm is
+    shared with the other modules' stages, and a module that kept its stages running
+    filled n1's cpu reservations ("insufficient resources on 1 node" in a later test)."""
+    for stack in json.loads(running.cli("stacks", "list", "--json").stdout):
+        running.cli("stacks", "delete", stack["name"], "--yes", timeout=180)
+
+
 def stop_swarm_platform(running: RunningPlatform, cluster: SwarmCluster) -> None:
     """``stop_platform``, then remove the services and secrets the platform leaves on the
     swarm (by its label): the next test session starts from a clean cluster."""

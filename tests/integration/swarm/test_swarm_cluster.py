@@ -34,6 +34,7 @@ from tests.integration.swarm.cluster import (
     build_and_release,
     check,
     converged,
+    delete_stacks,
     deploy,
     deployments,
     new_stack,
@@ -70,12 +71,9 @@ def yard(
 
 @pytest.fixture(autouse=True)
 def leaves_no_stack(yard: RunningPlatform) -> Iterator[None]:
-    """Each test's stacks are deleted when it ends. The swarm is shared with other test
-    sessions' stages: a module that kept all of its stages running filled n1's cpu
-    reservations, and a later test's start failed ("insufficient resources on 1 node")."""
+    """Each test's stacks are deleted when it ends (see ``delete_stacks``)."""
     yield
-    for stack in json.loads(yard.cli("stacks", "list", "--json").stdout):
-        yard.cli("stacks", "delete", stack["name"], "--yes", timeout=180)
+    delete_stacks(yard)
 
 
 def node_of(task: dict[str, object], cluster_ids: dict[str, str]) -> str:

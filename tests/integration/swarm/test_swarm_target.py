@@ -18,6 +18,7 @@ from tests.integration.conftest import RunningPlatform, start_platform
 from tests.integration.swarm.cluster import (
     check,
     converged,
+    delete_stacks,
     new_stack,
     ship,
     stage_load,
@@ -43,8 +44,7 @@ def yard(
         yield running
     finally:
         try:
-            for stack in json.loads(running.cli("stacks", "list", "--json").stdout):
-                running.cli("stacks", "delete", stack["name"], "--yes", timeout=180)
+            delete_stacks(running)
         finally:
             stop_swarm_platform(running, swarm_cluster)
 
