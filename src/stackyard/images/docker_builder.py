@@ -330,9 +330,9 @@ def _at(context: Path, dockerfile: str, step_line: str) -> str:
     if not step_line:
         return ""
     try:
-        text = (context / dockerfile).read_text(encoding="utf-8", errors="replace")
+        text = (context / dockerfile).read_bytes()
     except OSError:
-        text = ""
+        text = b""
     return f" at {step_place(dockerfile, text, step_line)}"
 
 

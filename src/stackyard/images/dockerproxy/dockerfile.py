@@ -88,6 +88,19 @@ def named_images(dockerfile: bytes, build_args: Mapping[str, str | None]) -> lis
     return found
 
 
+def instruction_lines(dockerfile: bytes) -> list[int]:
+    """The 1-based line each instruction starts on, in file order across every stage: the
+    legacy builder's steps ("Step 4/6"), whose failure is then named by its line."""
+    data = dockerfile.removeprefix(_BOM).decode("utf-8", "replace").encode()
+    lines = io.BytesIO(_as_builder_reads(data, _escape_token(data)))
+    parser = DockerfileParser(fileobj=lines, env_replace=False)
+    return [
+        int(instruction["startline"]) + 1
+        for instruction in parser.structure
+        if instruction["instruction"] != "COMMENT"  # dockerfile-parse lists comments too
+    ]
+
+
 def frontend_directive(dockerfile: bytes) -> tuple[int, str] | None:
     """The ``# syntax=`` directive BuildKit's Dockerfile frontend hands the build to (its
     line and text), read as BuildKit 0.8 reads directives: leading lines of the directive
