@@ -109,10 +109,6 @@ class PipelineService:
             steps = plan.stage_steps(
                 [(stage, False) for stage in stages], first_position=1, by_hand=True
             )
-        if delivery:
-            seen = self._records.of_delivery(stack_name, delivery)
-            if seen is not None:
-                return self.get(stack_name, seen)
         try:
             run_id, number = self._records.create(
                 stack_name,
@@ -126,10 +122,11 @@ class PipelineService:
                 delivery=delivery,
             )
         except IntegrityError:
-            seen = self._records.of_delivery(stack_name, delivery) if delivery else None
+            # The delivery's run exists (the stack's unique delivery index): that one.
+            seen = self.delivered(stack_name, delivery) if delivery else None
             if seen is None:
                 raise
-            return self.get(stack_name, seen)  # the same delivery, received twice at once
+            return seen
         changes.notify(self._records.topic(stack_name))  # an older QUEUED run was superseded
         self._launch(Runner(self._parts, stack_name, run_id, changed_paths=changed_paths))
         return self.get(stack_name, number)
