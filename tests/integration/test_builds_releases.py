@@ -369,6 +369,12 @@ def test_release_a_chosen_image_by_commit_digest_or_tag(
 
     forced = yard.cli("release", "chosen", "--stage", "prod", "--tag", first, "--force")
     assert "(chosen, forced by " in forced.stdout
+    assert "not deployed: prod runs its current release until `stackyard deploy chosen" in (
+        forced.stdout
+    )
+    assert re.search(
+        r"prod\s+local\s+- \(1 not deployed\)", yard.cli("stages", "list", "chosen").stdout
+    )
     assert skopeo_digest(yard, "chosen", "prod") == old
     table = yard.cli("releases", "chosen").stdout
     assert re.search(r"prod\s+1\s+sha256:\S+\s+\S+\s+1\s+chosen, forced by \S+", table), table
@@ -376,4 +382,21 @@ def test_release_a_chosen_image_by_commit_digest_or_tag(
     assert [(r["stage"], r["origin"], r["forced"]) for r in history] == [
         ("prod", "chosen", True),
         ("dev", "chosen", False),
+    ]
+
+    # --deploy rolls the chosen release out at once, as the RFC's `./deploy.sh hash_2`.
+    deployed = json.loads(
+        yard.cli(
+            "release", "chosen", "--stage", "dev", "--digest", new, "--deploy", "--json"
+        ).stdout
+    )
+    assert (deployed["release"]["number"], deployed["deployment"]["status"]) == (2, "COMPLETED")
+    check = json.loads(yard.cli("check", "chosen", "--stage", "dev", "--json").stdout)
+    assert (check["release"], check["digest"], check["converged"]) == (2, new, True)
+    assert [task["digest"] for task in check["tasks"]] == [new]
+    stages = json.loads(yard.cli("stages", "list", "chosen", "--json").stdout)["stages"]
+    assert [(s["stage"], s["release"], s["undeployed_release"]) for s in stages] == [
+        ("dev", 2, None),
+        ("staging", None, None),
+        ("prod", None, 1),
     ]

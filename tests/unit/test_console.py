@@ -536,6 +536,9 @@ def test_the_stack_page_shows_where_each_release_came_from(tmp_path: Path) -> No
     assert '<td class="origin">chosen, forced by ann</td>' in html
     assert "chosen commit 4fe8827 (forced)" in html
     assert '<td class="origin">promotion</td>' in html  # the seeded releases
+    # Release 2 was never deployed: prod still runs release 1, and its cell says so.
+    assert '#1 <span class="waiting" title="stackyard deploy app-00 --stage prod">' in html
+    assert "(#2 not deployed)" in html
 
 
 def test_the_steps_after_a_failed_one_read_as_not_run_not_as_failed(tmp_path: Path) -> None:

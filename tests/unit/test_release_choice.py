@@ -13,6 +13,8 @@ import pytest
 from alembic import command
 from sqlalchemy import text
 
+from stackyard.deploy import records
+from stackyard.deploy.overview import stack_rows
 from stackyard.errors import NotFoundError, UsageError
 from stackyard.pipeline.releases import ImageChoice
 from stackyard.stacks.service import StackService
@@ -232,3 +234,38 @@ def test_existing_releases_get_their_origin_from_their_source(tmp_path: Path) ->
             ("variables", 0),
         ]
     database.dispose()
+
+
+def test_a_release_never_deployed_shows_beside_the_current_one(
+    yard: Yard, two_builds: tuple[str, str, str, str]
+) -> None:
+    """`stackyard release` records and moves the tag; the stage runs its current release
+    until a deployment: the grid and `stages list` say a newer one waits."""
+    sha1, _, _, _ = two_builds
+
+    def cell() -> tuple[int | None, int | None]:
+        with yard.releases._sessions() as session:
+            [row] = stack_rows(session, {}, only=STACK)
+        [dev] = [c for c in row.stages if c.stage == "dev"]
+        return dev.release, dev.undeployed_release
+
+    def deploy(number: int) -> None:
+        with yard.releases._sessions.begin() as session:
+            stack = StackService.row(session, STACK)
+            release = records.find_release(session, stack.id, "dev", number)
+            done = records.create(
+                session, stack.id, "dev", release, trigger="test", log_dir=yard.logs
+            )
+            done.status = "COMPLETED"
+
+    assert cell() == (None, None)
+    yard.releases.release(STACK, "dev", created_by="ann")
+    assert cell() == (None, 1)  # released, never deployed
+    deploy(1)
+    assert cell() == (1, None)
+    yard.releases.release(STACK, "dev", choice=ImageChoice("commit", sha1), created_by="ann")
+    assert cell() == (1, 2)
+    deploy(1)  # deploying an older release leaves the newest waiting
+    assert cell() == (1, 2)
+    deploy(2)
+    assert cell() == (2, None)

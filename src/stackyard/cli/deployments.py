@@ -17,7 +17,7 @@ Stage = Annotated[str, typer.Option("--stage", help="The stage, e.g. dev, stagin
 Detach = Annotated[bool, typer.Option("--detach", help="Request it and return.")]
 
 
-def _stage_path(stack: str, stage: str) -> str:
+def stage_path(stack: str, stage: str) -> str:
     return f"/api/v1/stacks/{stack}/stages/{stage}"
 
 
@@ -36,7 +36,7 @@ def wait_for_deployment(
 ) -> dict[str, Any]:
     """Follow the deployment's log until it ends; raise when it FAILED."""
     screen = err_console if json_output else console
-    base = f"{_stage_path(stack, stage)}/deployments/{record['number']}"
+    base = f"{stage_path(stack, stage)}/deployments/{record['number']}"
     screen.print(f"Deploying release {record['release_number']} of {stack} to {stage}")
     follow_log(
         client,
@@ -86,7 +86,7 @@ def deploy(
             print_json(run)
         return
     record = client.request(
-        "POST", f"{_stage_path(stack, stage)}/deployments", json={"release": release}
+        "POST", f"{stage_path(stack, stage)}/deployments", json={"release": release}
     )
     if not detach:
         record = wait_for_deployment(client, stack, stage, record, json_output)
@@ -106,7 +106,7 @@ def rollback(
 ) -> None:
     """Make a new release from an older one's digest AND config, and deploy it."""
     client = ApiClient.discover(settings_for(data_dir))
-    record = client.request("POST", f"{_stage_path(stack, stage)}/rollback", json={"to": to})
+    record = client.request("POST", f"{stage_path(stack, stage)}/rollback", json={"to": to})
     if not detach:
         record = wait_for_deployment(client, stack, stage, record, json_output)
     if json_output:
@@ -115,7 +115,7 @@ def rollback(
 
 def tasks(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json = False) -> None:
     """The stage's tasks: id, release, digest, address, state, health, age (and node)."""
-    found = ApiClient.discover(settings_for(data_dir)).get(f"{_stage_path(stack, stage)}/tasks")
+    found = ApiClient.discover(settings_for(data_dir)).get(f"{stage_path(stack, stage)}/tasks")
     if json_output:
         print_json(found["tasks"])
         return
@@ -151,7 +151,7 @@ def _node_text(node: str, name: str) -> str:
 
 def check(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json = False) -> None:
     """The stage's digest against each task's digest: match or no_match."""
-    found = ApiClient.discover(settings_for(data_dir)).get(f"{_stage_path(stack, stage)}/check")
+    found = ApiClient.discover(settings_for(data_dir)).get(f"{stage_path(stack, stage)}/check")
     if json_output:
         print_json(found)
         return
@@ -175,7 +175,7 @@ def check(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json 
 
 def url(stack: str, stage: Stage, data_dir: DataDir = None, json_output: Json = False) -> None:
     """Where the stage is served."""
-    found = ApiClient.discover(settings_for(data_dir)).get(f"{_stage_path(stack, stage)}/url")
+    found = ApiClient.discover(settings_for(data_dir)).get(f"{stage_path(stack, stage)}/url")
     if json_output:
         print_json(found)
     elif found["url"] is None:
@@ -193,7 +193,7 @@ def deployments(
     """The stage's deployments with rollout state and reason, newest first, and its latest
     events (tasks replaced outside a deployment, nodes lost)."""
     found = ApiClient.discover(settings_for(data_dir)).get(
-        f"{_stage_path(stack, stage)}/deployments"
+        f"{stage_path(stack, stage)}/deployments"
     )
     if json_output:
         print_json(found["deployments"])

@@ -10,6 +10,7 @@ from stackyard.cli.builds import short
 from stackyard.cli.client import ApiClient
 from stackyard.cli.output import console, new_table, print_json
 from stackyard.cli.shared import DataDir, Json, settings_for
+from stackyard.errors import UsageError
 
 Stage = Annotated[str, typer.Option("--stage", help="The stage, e.g. dev, staging or prod.")]
 
@@ -32,6 +33,12 @@ def release(
             "--force", help="Release a chosen image never released to the previous stage."
         ),
     ] = False,
+    deploy: Annotated[
+        bool, typer.Option("--deploy", help="Then deploy the release, and follow it.")
+    ] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="With --deploy: request the deployment and return.")
+    ] = False,
     data_dir: DataDir = None,
     json_output: Json = False,
 ) -> None:
@@ -39,7 +46,11 @@ def release(
 
     With --commit, --digest or --tag, release that image instead; it must have been
     released to the previous stage at some point, unless --force (recorded as forced).
+    The stage keeps running its current release until it is deployed: --deploy, or
+    `stackyard deploy STACK --stage S` afterwards.
     """
+    if detach and not deploy:
+        raise UsageError("--detach needs --deploy (a release alone returns at once)")
     client = ApiClient.discover(settings_for(data_dir))
     choice = {"commit": commit, "digest": digest, "tag": tag}
     body: dict[str, Any] = {key: value for key, value in choice.items() if value is not None}
@@ -48,10 +59,28 @@ def release(
     record = client.request(
         "POST", f"/api/v1/stacks/{stack}/stages/{stage}/releases", json=body, timeout=None
     )
-    if json_output:
-        print_json(record)
+    if not deploy:
+        if json_output:
+            print_json(record)
+            return
+        _show(record)
+        console.print(
+            f"  not deployed: {record['stage']} runs its current release until "
+            f"`stackyard deploy {record['stack']} --stage {record['stage']}`",
+            highlight=False,
+        )
         return
-    _show(record)
+    if not json_output:
+        _show(record)
+    from stackyard.cli.deployments import stage_path, wait_for_deployment
+
+    deployment = client.request(
+        "POST", f"{stage_path(stack, stage)}/deployments", json={"release": record["number"]}
+    )
+    if not detach:
+        deployment = wait_for_deployment(client, stack, stage, deployment, json_output)
+    if json_output:
+        print_json({"release": record, "deployment": deployment})
 
 
 def _show(record: dict[str, Any]) -> None:

@@ -51,7 +51,7 @@ def print_stages(found: dict[str, Any]) -> None:
         table.add_row(
             stage["stage"],
             stage["target"],
-            "-" if stage["release"] is None else str(stage["release"]),
+            release_text(stage),
             (stage["digest"] or "-")[:19],
             f"{stage['healthy']}/{stage['desired']} healthy",
             deployment,
@@ -60,6 +60,13 @@ def print_stages(found: dict[str, Any]) -> None:
     console.print(table)
     if found.get("engine_error"):
         err_console.print(f"task counts are missing: {found['engine_error']}", highlight=False)
+
+
+def release_text(stage: dict[str, Any]) -> str:
+    """The RELEASE cell: the current one, and a newer one that was never deployed."""
+    shown = "-" if stage["release"] is None else str(stage["release"])
+    waiting = stage.get("undeployed_release")
+    return shown if waiting is None else f"{shown} ({waiting} not deployed)"
 
 
 @app.command("remove")

@@ -43,6 +43,7 @@ class StageCell:
     rollout: str | None = None  # the latest deployment's status
     rollout_number: int | None = None
     rollout_reason: str = ""
+    undeployed_release: int | None = None  # the newest release, when never deployed
     # The stage's HTTPS names, as the certificate watch last saw them (deploy/certwatch):
     # the worst state (ok, expiring, failed, expired) and the names in it; None: no HTTPS.
     certificate: str | None = None
@@ -104,6 +105,10 @@ def stack_rows(
             )
         )
     }
+    undeployed = {
+        (stack_id, stage): number
+        for stack_id, stage, number in session.execute(records.undeployed(ids))
+    }
     certificates = {
         (stack_id, stage): certificate_state(notices or {}, [str(host), *(aliases or [])])
         for stack_id, stage, host, aliases, notices in session.execute(
@@ -130,6 +135,7 @@ def stack_rows(
                     latest.get((stack.id, stage)),
                     counts.get((stack.name, stage), TaskCount()),
                 ),
+                undeployed_release=undeployed.get((stack.id, stage)),
                 **certificates.get((stack.id, stage), {}),
             )
             for stage in stages.get(stack.id, [])

@@ -189,6 +189,25 @@ def newest(stack_ids: list[int]) -> Select[Deployment]:
     return select(Deployment).join(latest, _is_newest(latest))
 
 
+def undeployed(stack_ids: list[int]) -> Select[int, str, int]:
+    """Each stage whose newest release was never deployed (``stackyard release`` records
+    and moves the tag; ``deploy`` rolls it out): its stack id, stage and that number."""
+    newest_release = (
+        select(Release.stack_id, Release.stage, func.max(Release.number).label("number"))
+        .where(Release.stack_id.in_(stack_ids))
+        .group_by(Release.stack_id, Release.stage)
+        .subquery()
+    )
+    deployed = select(Deployment.id).where(
+        Deployment.stack_id == newest_release.c.stack_id,
+        Deployment.stage == newest_release.c.stage,
+        Deployment.release_number == newest_release.c.number,
+    )
+    return select(newest_release.c.stack_id, newest_release.c.stage, newest_release.c.number).where(
+        ~deployed.exists()
+    )
+
+
 def _is_newest(newest: Subquery) -> ColumnElement[bool]:
     """The join condition: a deployment is the one ``_newest_per_stage`` found."""
     return and_(

@@ -116,7 +116,8 @@ class StageSummary(BaseModel):
 
     stage: str
     target: str
-    release: int | None
+    release: int | None  # the current release: its last deployment completed
+    undeployed_release: int | None  # the newest release, when it was never deployed
     digest: str | None
     commit: str
     desired: int
@@ -336,6 +337,7 @@ class DeployService:
                         stage=cell.stage,
                         target=records.stage_target(session, stack.id, cell.stage),
                         release=cell.release,
+                        undeployed_release=cell.undeployed_release,
                         digest=cell.digest,
                         commit=cell.commit,
                         desired=cell.desired,
