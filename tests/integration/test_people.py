@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def test_a_team_with_scoped_tokens(yard: RunningPlatform, tmp_path: Path) -> Non
     assert yard.token not in url
     repo.write("NOTE", "2")
     repo.commit("2")
+    alices = repo.head()
     pushed = git(repo.path, "push", url, "main")
     assert "remote: Stackyard: pipeline run 2 started" in pushed.stderr, pushed.stderr
     runs = as_person(yard, bob, "runs", "hello", "--json")
@@ -96,6 +98,26 @@ def test_a_team_with_scoped_tokens(yard: RunningPlatform, tmp_path: Path) -> Non
     assert "hello/prod: approvers alice; deployers alice, four eyes" in protected.stdout
     widen = as_person(yard, bob, "protect", "hello", "--stage", "prod", "--approvers", "bob")
     assert widen.returncode == 1
+    # Four eyes holds on every way into prod: alice may not approve her run 2 at the gate,
+    # nor release its commit to prod herself (even forced past staging).
+    deadline = time.monotonic() + 120
+    while not any(
+        b["commit_sha"] == alices and b["status"] == "SUCCEEDED"
+        for b in json.loads(yard.cli("builds", "hello", "--json").stdout)
+    ):
+        assert time.monotonic() < deadline, "run 2 never built alice's commit"
+        time.sleep(0.5)
+    own = as_person(
+        yard, alice, "release", "hello", "--stage", "prod", "--commit", alices, "--force",
+        "--deploy",
+    )  # fmt: skip
+    assert own.returncode == 1, own.stderr
+    assert (
+        f"stage prod needs four eyes: alice pushed commit {alices[:12]} (run 2) and may not "
+        "also release it to prod"
+    ) in own.stderr
+    prod = json.loads(yard.cli("releases", "hello", "--stage", "prod", "--json").stdout)
+    assert alices not in {r["commit_sha"] for r in prod}
 
     token_id = url.split("_")[1]
     yard.cli("tokens", "revoke", token_id)

@@ -13,14 +13,15 @@ import pytest
 from alembic import command
 from sqlalchemy import text
 
+from stackyard.access.rules import Protection
 from stackyard.deploy import records
 from stackyard.deploy.overview import stack_rows
-from stackyard.errors import NotFoundError, UsageError
+from stackyard.errors import AccessDenied, NotFoundError, UsageError
 from stackyard.pipeline.releases import ImageChoice
 from stackyard.stacks.service import StackService
 from stackyard.statuses import ReleaseOrigin
 from stackyard.store.database import alembic_config, migrate, open_database
-from stackyard.store.models import Build
+from stackyard.store.models import Build, PipelineRun
 
 from .test_release_promote import STACK, Yard
 from .test_release_promote import yard as yard  # the fixture
@@ -269,3 +270,81 @@ def test_a_release_never_deployed_shows_beside_the_current_one(
     assert cell() == (1, 2)
     deploy(2)
     assert cell() == (2, None)
+
+
+def ran(yard: Yard, number: int, sha: str, pushed_by: str) -> None:
+    """Run ``number`` of ``sha``, pushed (or started) by ``pushed_by`` ("" when polled)."""
+    with yard.releases._sessions.begin() as session:
+        stack = StackService.row(session, STACK)
+        session.add(
+            PipelineRun(
+                stack_id=stack.id, number=number, commit_sha=sha, trigger="test",
+                pushed_by=pushed_by, log_path="",
+            )
+        )  # fmt: skip
+
+
+FOUR_EYES = Protection(
+    "prod", approvers=("alice", "bob"), deployers=("alice", "bob"), four_eyes=True
+)
+
+
+def test_four_eyes_refuses_the_pusher_releasing_their_own_commit_by_hand(
+    yard: Yard, two_builds: tuple[str, str, str, str]
+) -> None:
+    """The attack: bob pushed, may not approve his run at prod's gate, and so releases
+    his commit to prod himself. It is refused, and nothing is recorded or tagged."""
+    sha1, digest1, _, _ = two_builds
+    ran(yard, 1, sha1, "bob")
+    for choice in (ImageChoice("commit", sha1), ImageChoice("digest", digest1)):
+        with pytest.raises(AccessDenied) as refused:
+            yard.releases.release(
+                STACK, "prod", choice=choice, force=True, created_by="bob", four_eyes=FOUR_EYES
+            )
+        assert refused.value.message == (
+            f"stage prod needs four eyes: bob pushed commit {sha1[:12]} (run 1) and may not "
+            "also release it to prod"
+        )
+        assert refused.value.hint is not None
+        assert f"another deployer of {STACK}/prod may release it" in refused.value.hint
+    assert yard.releases.list(STACK) == []
+    assert (STACK, "prod") not in yard.registry.tags
+
+    ran(yard, 2, sha1, "alice")  # alice ran it too: bob is still one of its pushers
+    with pytest.raises(AccessDenied):
+        yard.releases.release(
+            STACK, "prod", choice=ImageChoice("commit", sha1), force=True, created_by="BOB",
+            four_eyes=FOUR_EYES,
+        )  # fmt: skip
+    released = yard.releases.release(
+        STACK, "prod", choice=ImageChoice("commit", sha1), force=True, created_by="carol",
+        four_eyes=FOUR_EYES,
+    )  # fmt: skip
+    assert released.digest == digest1
+    # Without four eyes, a pusher may release their own commit.
+    again = yard.releases.release(
+        STACK, "prod", choice=ImageChoice("commit", sha1), force=True, created_by="bob",
+        four_eyes=Protection("prod", deployers=("bob",)),
+    )  # fmt: skip
+    assert again.number == 2
+
+
+def test_four_eyes_refuses_a_commit_nobody_is_known_to_have_pushed(
+    yard: Yard, two_builds: tuple[str, str, str, str]
+) -> None:
+    sha1, _, sha2, _ = two_builds
+    ran(yard, 1, sha1, "")  # polled
+    for sha in (sha1, sha2):  # sha2: built by hand, no run
+        with pytest.raises(AccessDenied) as refused:
+            yard.releases.release(
+                STACK, "prod", choice=ImageChoice("commit", sha), force=True, created_by="alice",
+                four_eyes=FOUR_EYES,
+            )  # fmt: skip
+        assert f"nobody knows who pushed commit {sha[:12]}" in refused.value.message
+    # A plain promotion is a way in too: what staging runs, pushed by alice.
+    ran(yard, 2, sha2, "alice")
+    yard.releases.release(STACK, "dev")
+    yard.releases.release(STACK, "staging")
+    with pytest.raises(AccessDenied):
+        yard.releases.release(STACK, "prod", created_by="alice", four_eyes=FOUR_EYES)
+    assert yard.releases.release(STACK, "prod", created_by="bob", four_eyes=FOUR_EYES).number == 1

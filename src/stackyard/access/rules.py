@@ -261,3 +261,33 @@ def four_eyes_refusal(
             "may not also approve it"
         )
     return None
+
+
+def four_eyes_release_refusal(
+    protection: Protection | None, releaser: str, commit: str, pushers: Mapping[int, str]
+) -> str | None:
+    """Why ``releaser`` may not release the image of ``commit`` to a four-eyes stage by
+    hand; None if they may. ``pushers`` are the runs of that commit and who pushed (or
+    started) each.
+
+    Without this, the pusher could skip the gate their run waits at: `stackyard release
+    --commit` of their own commit is a second way into the stage. Someone else must release
+    it, or approve the run; a commit nobody is known to have pushed (polled, or built by
+    hand) cannot be shown to be someone else's, as at the gate.
+    """
+    if protection is None or not protection.four_eyes:
+        return None
+    short = commit[:12]
+    own = sorted(number for number, by in pushers.items() if by.lower() == releaser.lower())
+    if own:
+        runs = ", ".join(str(number) for number in own)
+        return (
+            f"stage {protection.stage} needs four eyes: {releaser} pushed commit {short} "
+            f"(run {runs}) and may not also release it to {protection.stage}"
+        )
+    if not any(pushers.values()):
+        return (
+            f"stage {protection.stage} needs four eyes, and nobody knows who pushed commit "
+            f"{short} (no run of it names a pusher: it was polled or built by hand)"
+        )
+    return None

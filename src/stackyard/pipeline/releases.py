@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from stackyard.access.rules import Protection, four_eyes_release_refusal
 from stackyard.buildspec.buildlog import BuildLog, LineKind
 from stackyard.buildspec.isolation import BuildIsolation
 from stackyard.buildspec.runner import RunSettings, Status, run_buildspec
@@ -37,7 +38,13 @@ from stackyard.config.buildspec import load_buildspec
 from stackyard.config.models import BuildConfig, StackConfig
 from stackyard.config.yamlfile import in_checkout
 from stackyard.deploy import records
-from stackyard.errors import NotFoundError, OperationFailed, StackyardError, UsageError
+from stackyard.errors import (
+    AccessDenied,
+    NotFoundError,
+    OperationFailed,
+    StackyardError,
+    UsageError,
+)
 from stackyard.images.dockerproxy.rules import BuildLimits
 from stackyard.images.imagestore import LOCAL_TARGET, ImageStore, TargetPlace, only_local
 from stackyard.images.reference import is_digest
@@ -57,7 +64,7 @@ from stackyard.source.remote import HostedRemotes
 from stackyard.stacks.service import StackService
 from stackyard.stacks.stages import known_stages, newest_build, require_stage, stage_names
 from stackyard.statuses import ReleaseOrigin
-from stackyard.store.models import Build, Release, RetiredStage, Stack
+from stackyard.store.models import Build, PipelineRun, Release, RetiredStage, Stack
 from stackyard.store.numbers import next_number
 
 logger = logging.getLogger(__name__)
@@ -215,13 +222,16 @@ class ReleaseService:
         digest: str | None = None,
         choice: ImageChoice | None = None,
         force: bool = False,
+        four_eyes: Protection | None = None,
     ) -> ReleaseView:
         """Promote the previous stage's digest to ``stage`` and record the release.
 
         A pipeline run passes its own build's ``digest``: the run promotes what it built,
         even when a newer build has moved ``latest`` meanwhile. A ``choice`` releases that
         image instead (a retag, never release.yml, which promotes the previous stage's tag);
-        it must have been released to the previous stage unless ``force``.
+        it must have been released to the previous stage unless ``force``. A release by hand
+        to a stage under ``four_eyes`` protection is refused to whoever pushed the image's
+        commit (``AccessDenied``): the gate's rule, on this way in too.
         """
         if force and choice is None:
             raise UsageError(
@@ -233,7 +243,30 @@ class ReleaseService:
                 plan = self._plan(stack_name, stage, digest)
             else:
                 plan = self._plan_choice(stack_name, stage, choice, force)
+            if four_eyes is not None:
+                self._four_eyes(plan, four_eyes, created_by)
             return self._execute(plan, created_by)
+
+    def _four_eyes(self, plan: _ReleasePlan, protection: Protection, releaser: str) -> None:
+        commit = plan.build.commit_sha
+        with self._sessions() as session:
+            pushers = {
+                number: by
+                for number, by in session.execute(
+                    select(PipelineRun.number, PipelineRun.pushed_by).where(
+                        PipelineRun.stack_id == plan.stack.id, PipelineRun.commit_sha == commit
+                    )
+                )
+            }
+        refusal = four_eyes_release_refusal(protection, releaser, commit, pushers)
+        if refusal is not None:
+            raise AccessDenied(
+                refusal,
+                permission=f"a deployer other than the pusher of {plan.stack.name}/{plan.stage}",
+                hint=f"another deployer of {plan.stack.name}/{plan.stage} may release it, or "
+                f"an approver may pass the gate where its run waits (stackyard approve "
+                f"{plan.stack.name} --stage {plan.stage})",
+            )
 
     def follow(self, stack_name: str, stage: str, number: int) -> None:
         """Release ``number`` is about to be deployed: unless it is the stage's latest, point

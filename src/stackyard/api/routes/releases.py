@@ -33,8 +33,14 @@ def create_release(
 ) -> ReleaseView:
     body = body or ReleaseRequest()
     choice = ImageChoice.given(commit=body.commit, digest=body.digest, tag=body.tag)
-    return services(request).releases.release(
-        name, stage, created_by=me.name, choice=choice, force=body.force
+    found = services(request)
+    return found.releases.release(
+        name,
+        stage,
+        created_by=me.name,
+        choice=choice,
+        force=body.force,
+        four_eyes=found.protection.get(name, stage),
     )
 
 
