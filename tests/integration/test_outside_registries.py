@@ -197,6 +197,49 @@ def test_a_stack_builds_releases_and_deploys_through_its_outside_registry(
     yard.cli("registries", "remove", "acme", "--yes")
 
 
+def test_a_password_rotated_at_the_registry_is_updated_without_touching_the_stacks(
+    yard: RunningPlatform, outside: TokenRegistry, tmp_path: Path
+) -> None:
+    """The registry's token was rotated: builds fail saying how to give the new one, and
+    `registries update` (checked first) lets the stack on, with nothing deleted."""
+    assert add(yard, "rotating", f"{outside.endpoint}/acme", outside.username, outside.password)
+    repo = GitRepo.from_example("hello", tmp_path / "rotated")
+    made_unique(repo)
+    yard.cli("stacks", "create", "rotated", "--repo", str(repo.path), "--registry", "rotating")
+    users = outside.tokens.users
+    try:
+        users[outside.username] = "rotated-token"
+        failed = yard.cli("build", "rotated", check=False, timeout=300)
+        assert failed.returncode != 0
+        assert f"refused the credentials of user '{outside.username}'" in failed.stderr
+        log = (yard.data_dir / "logs" / "builds" / "rotated" / "1.log").read_text()
+        assert "stackyard registries update rotating --password-stdin" in log, log
+
+        def update(password: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*STACKYARD, "registries", "update", "rotating", "--password-stdin"],
+                input=password + "\n", env=yard.env, capture_output=True, text=True,
+                timeout=120,
+            )  # fmt: skip
+
+        wrong = update("not-it")
+        assert wrong.returncode == 2, wrong.stderr
+        assert "HTTP 401" in wrong.stderr
+        assert "nothing was recorded" in wrong.stderr
+        updated = update("rotated-token")
+        assert updated.returncode == 0, updated.stderr
+        assert "updated registry rotating" in updated.stdout
+        built = json.loads(yard.cli("build", "rotated", "--json", timeout=300).stdout)
+        assert built["status"] == "SUCCEEDED"
+        stored = b"".join(path.read_bytes() for path in yard.data_dir.glob("stackyard.db*"))
+        assert b"rotated-token" not in stored
+        assert "rotated-token" not in yard.cli("audit", "--json").stdout
+    finally:
+        users[outside.username] = outside.password
+        yard.cli("stacks", "delete", "rotated", "--yes")
+        yard.cli("registries", "remove", "rotating", "--yes")
+
+
 def assert_out_of_another_stack_s_reach(yard: RunningPlatform, image: str, tmp_path: Path) -> None:
     """A stack on the platform's own registry cannot read the image the platform's default
     build named in another stack's outside registry (the engine holds it locally)."""

@@ -71,7 +71,7 @@ def add_registry(
 ) -> None:
     """Add a registry after checking that it accepts the credentials (basic or bearer
     token); the password is stored encrypted and never shown again."""
-    password = _password(password_stdin)
+    password = _password(password_stdin, None)
     body = {"name": name, "url": url, "username": username, "password": password}
     record = ApiClient.discover(settings_for(data_dir)).request(
         "POST", "/api/v1/registries", json=body
@@ -80,6 +80,33 @@ def add_registry(
         print_json(record)
         return
     _show("added", record)
+
+
+@app.command("update")
+def update_registry(
+    name: str,
+    username: Annotated[
+        str | None, typer.Option("--username", help="A new user \\[the stored one].")
+    ] = None,
+    password_stdin: Annotated[
+        bool,
+        typer.Option("--password-stdin", help="Read the new password (or token) from stdin."),
+    ] = False,
+    data_dir: DataDir = None,
+    json_output: Json = False,
+) -> None:
+    """Give a registry new credentials (a password or token rotated at the registry),
+    checked against it first; the stacks and targets using it go on with them."""
+    body: dict[str, Any] = {"password": _password(password_stdin, name)}
+    if username is not None:
+        body["username"] = username
+    record = ApiClient.discover(settings_for(data_dir)).request(
+        "PATCH", f"/api/v1/registries/{name}", json=body
+    )
+    if json_output:
+        print_json(record)
+        return
+    _show("updated", record)
 
 
 @app.command("remove")
@@ -110,7 +137,7 @@ def _show(what: str, record: dict[str, Any]) -> None:
     )
 
 
-def _password(from_stdin: bool) -> str:
+def _password(from_stdin: bool, existing: str | None) -> str:
     if from_stdin:
         value = sys.stdin.read()
         value = value[:-1] if value.endswith("\n") else value
@@ -120,8 +147,12 @@ def _password(from_stdin: bool) -> str:
         raise UsageError(
             "no password given",
             hint="pipe it in with --password-stdin: "
-            'echo "$TOKEN" | stackyard registries add NAME --url URL --username U '
-            "--password-stdin",
+            + (
+                f'echo "$TOKEN" | stackyard registries update {existing} --password-stdin'
+                if existing
+                else 'echo "$TOKEN" | stackyard registries add NAME --url URL --username U '
+                "--password-stdin"
+            ),
         )
     if not value:
         raise UsageError("the password is empty", hint="give the registry password or token")

@@ -51,6 +51,7 @@ class RegistryClient(Registry):
         check_timeout: float = CHECK_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         read_only_wait: float = READ_ONLY_WAIT,
+        credentials_hint: str = "check the registry username and password",
     ) -> None:
         self._transport = RegistryTransport(
             endpoint,
@@ -63,6 +64,7 @@ class RegistryClient(Registry):
             check_timeout=check_timeout,
             transport=transport,
             read_only_wait=read_only_wait,
+            credentials_hint=credentials_hint,
         )
         self.endpoint = self._transport.endpoint
         self.scheme = self._transport.scheme

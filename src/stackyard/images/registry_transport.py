@@ -126,6 +126,7 @@ class RegistryTransport:
         check_timeout: float = CHECK_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         read_only_wait: float = READ_ONLY_WAIT,
+        credentials_hint: str = "check the registry username and password",
     ) -> None:
         if "://" in endpoint:
             given, _, endpoint = endpoint.partition("://")
@@ -142,6 +143,7 @@ class RegistryTransport:
             raise UsageError(f"retries must be at least 1, not {retries}")
         self.endpoint = endpoint
         self.scheme = scheme
+        self.credentials_hint = credentials_hint  # what to do when the credentials fail
         self.base_url = f"{scheme}://{endpoint}"
         self.retries = retries
         self.backoff = backoff
@@ -342,7 +344,7 @@ class RegistryTransport:
                 raise PermanentError(
                     f"{where} refused the credentials of user {self.auth.username!r} "
                     f"to {operation} (HTTP {status})",
-                    hint="check the registry username and password",
+                    hint=self.credentials_hint,
                 )
             raise PermanentError(
                 f"{where} requires credentials to {operation}",

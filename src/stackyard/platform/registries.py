@@ -51,6 +51,14 @@ class RegistryAdd(BaseModel):
     password: str
 
 
+class RegistryCredentials(BaseModel):
+    """New credentials for a registry (a rotated password or token); ``username`` keeps
+    the stored one when left out."""
+
+    username: str | None = None
+    password: str
+
+
 @dataclass(frozen=True)
 class RegistryAddress:
     """Where an outside registry is: ``scheme://endpoint`` and the namespace its stacks'
@@ -113,7 +121,8 @@ class RegistryService:
             if _row(session, name) is not None:
                 raise UsageError(
                     f"registry {name} exists",
-                    hint=f"remove it first: stackyard registries remove {name}",
+                    hint=f"new credentials: stackyard registries update {name} "
+                    "--password-stdin; another URL: add it under another name",
                 )
         auth = self._check(name, address, body.username, body.password, adding=True)
         sealed = self._secrets.seal_platform(body.password)
@@ -129,6 +138,28 @@ class RegistryService:
             session.add(row)
             session.flush()
             return _view(row)
+
+    def update(self, name: str, body: RegistryCredentials) -> RegistryView:
+        """Replace a registry's credentials (a password or token rotated at the registry),
+        once the registry accepts the new ones; refused ones change nothing. The URL stays:
+        the stacks and targets using the registry keep their images there."""
+        with self._sessions() as session:
+            row = _require(session, name)
+            address, username = parse_url(row.url), body.username or row.username
+        if not body.password:
+            raise UsageError(
+                f"registry {name}: the password is empty",
+                hint=f"stackyard registries update {name} --password-stdin",
+            )
+        auth = self._check(name, address, username, body.password, adding=True)
+        sealed = self._secrets.seal_platform(body.password)
+        with self._sessions.begin() as session:
+            row = _require(session, name)
+            row.username, row.password_sealed, row.auth = username, sealed, auth
+            session.flush()
+            view = _view(row)
+        self.login(name)  # masked in every log from now on, as at the platform's start
+        return view
 
     def list(self) -> list[RegistryView]:
         with self._sessions() as session:
@@ -201,6 +232,8 @@ class RegistryService:
             username=placement.login.username,
             password=placement.login.password,
             scheme=placement.scheme,
+            credentials_hint=f"if the password or token changed at the registry: stackyard "
+            f"registries update {placement.registry} --password-stdin",
         )
 
     def ping(self, name: str) -> None:

@@ -1,6 +1,6 @@
 """``/api/v1/registries``: the outside registries stacks may push to (admin only).
 
-A password goes in once, with ``POST``, and never comes back: the answers carry the
+A password goes in with ``POST`` (or ``PATCH``, rotated) and never comes back: the answers carry the
 registry's name, URL, user and auth scheme only.
 """
 
@@ -10,7 +10,12 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from stackyard.api.auth import Me
-from stackyard.platform.registries import RegistryAdd, RegistryService, RegistryView
+from stackyard.platform.registries import (
+    RegistryAdd,
+    RegistryCredentials,
+    RegistryService,
+    RegistryView,
+)
 
 router = APIRouter(prefix="/registries", tags=["registries"])
 
@@ -37,6 +42,12 @@ def list_registries(request: Request) -> RegistryList:
 @router.get("/{name}")
 def get_registry(name: str, request: Request) -> RegistryView:
     return registries(request).get(name)
+
+
+@router.patch("/{name}")
+def update_registry(name: str, body: RegistryCredentials, request: Request) -> RegistryView:
+    """New credentials, checked against the registry first; the URL stays."""
+    return registries(request).update(name, body)
 
 
 @router.delete("/{name}")
