@@ -201,6 +201,10 @@ def test_approve_with_the_csrf_token(own: TestClient) -> None:
     assert response.status_code == 200
     assert "Approved prod for run 3." in response.text
     assert 'data-canonical="/ui/stacks/app-00"' in response.text
+    typo = client.post(
+        "/ui/stacks/app-00/approve", data={"stage": "prdo", "csrf_token": csrf_of(client)}
+    )
+    assert "stack app-00 has no stage &#39;prdo&#39; (stages: dev, staging, prod)" in typo.text
 
 
 def test_an_error_of_a_service_is_a_page(client: TestClient) -> None:

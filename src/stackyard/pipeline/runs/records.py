@@ -224,6 +224,7 @@ class RunRecords:
                 .order_by(PipelineRun.number.desc())
             ).first()
             if waiting is None:
+                require_stage(session, stack, stage)  # a mistyped stage says so, not this
                 raise UsageError(
                     f"stage {stage} of {stack_name} is not waiting for an approval; "
                     f"{_doing(session, stack, stage)}",
