@@ -222,6 +222,15 @@ def test_a_password_rotated_at_the_registry_is_updated_without_touching_the_stac
                 timeout=120,
             )  # fmt: skip
 
+        checked = yard.cli("registries", "check", "rotating", check=False)
+        assert checked.returncode == 1
+        assert "HTTP 401" in checked.stderr
+        assert "stackyard registries update rotating --password-stdin" in checked.stderr
+        doctor = json.loads(yard.cli("doctor", "--json", check=False).stdout)
+        [found] = [c for c in doctor["checks"] if c["check"] == "registries"]
+        assert found["verdict"] == "fail", found
+        assert "rotating: " in found["summary"]
+
         wrong = update("not-it")
         assert wrong.returncode == 2, wrong.stderr
         assert "HTTP 401" in wrong.stderr
@@ -229,6 +238,11 @@ def test_a_password_rotated_at_the_registry_is_updated_without_touching_the_stac
         updated = update("rotated-token")
         assert updated.returncode == 0, updated.stderr
         assert "updated registry rotating" in updated.stdout
+        assert json.loads(yard.cli("registries", "check", "rotating", "--json").stdout) == {
+            "registry": "rotating",
+            "ok": True,
+            "problem": "",
+        }
         built = json.loads(yard.cli("build", "rotated", "--json", timeout=300).stdout)
         assert built["status"] == "SUCCEEDED"
         stored = b"".join(path.read_bytes() for path in yard.data_dir.glob("stackyard.db*"))

@@ -20,6 +20,7 @@ from stackyard.platform.doctor import (
     FileMode,
     Finding,
     Orphan,
+    RegistryFact,
     RouteSource,
     TargetFact,
     Verdict,
@@ -284,3 +285,24 @@ def test_the_orphan_removal_command_names_the_platforms_engine() -> None:
     assert orphan_removal(Settings()) == "docker rm -f"
     swarm = Settings(engine="swarm", engine_endpoint="unix:///run/stackyard-swarm/n1.sock")
     assert orphan_removal(swarm) == "docker -H unix:///run/stackyard-swarm/n1.sock service rm"
+
+
+def test_an_outside_registry_that_refuses_its_credentials_fails_naming_the_fix() -> None:
+    """A token rotated at the registry: doctor said all was well while every build of
+    the stacks pushing there failed."""
+    assert finding(HEALTHY, "registries").summary == "no outside registry"
+    fine = finding(replace(HEALTHY, registries=(RegistryFact("ghcr"),)), "registries")
+    assert (fine.verdict, fine.summary) == (
+        Verdict.OK,
+        "every outside registry takes its credentials: ghcr",
+    )
+    refused = RegistryFact("hub", "registry hub.example: refused the credentials (HTTP 401)")
+    broken = finding(replace(HEALTHY, registries=(RegistryFact("ghcr"), refused)), "registries")
+    assert broken.verdict is Verdict.FAIL
+    assert broken.summary == (
+        "1 of 2 outside registries refuse or do not answer: hub: registry hub.example: "
+        "refused the credentials (HTTP 401)"
+    )
+    assert broken.fix.endswith("stackyard registries update hub --password-stdin")
+    assert failed(diagnose(replace(HEALTHY, registries=(refused,))))
+    assert finding(replace(HEALTHY, registries=None), "registries").verdict is Verdict.WARN

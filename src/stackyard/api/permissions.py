@@ -73,6 +73,7 @@ NEEDS: dict[Callable[..., Any], Need] = {
     registries.add_registry: Need(ADMIN, stack=None, redact=("password",)),
     registries.list_registries: Need(ADMIN, stack=None),
     registries.get_registry: Need(ADMIN, stack=None),
+    registries.check_registry: Need(ADMIN, stack=None),
     registries.update_registry: Need(ADMIN, stack=None, redact=("password",)),
     registries.remove_registry: Need(ADMIN, stack=None),
     # targets (where stages run: admin only)

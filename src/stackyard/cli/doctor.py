@@ -13,15 +13,15 @@ from stackyard.errors import StackyardError
 from stackyard.settings import Settings
 
 if TYPE_CHECKING:
-    from stackyard.platform.doctor import TargetFact
+    from stackyard.platform.doctor import RegistryFact, TargetFact
 
 MARKS = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
 
 
 def doctor(data_dir: DataDir = None, json_output: Json = False) -> None:
     """Check the engine, registry, router, upstreams, disk, memory, the data directory's
-    permissions, the database, orphan tasks, HTTPS certificates and the targets' engines
-    and registries; exit 1 when a check fails."""
+    permissions, the database, orphan tasks, HTTPS certificates, the targets' engines and
+    registries and the outside registries' credentials; exit 1 when a check fails."""
     from stackyard.platform.diskuse import human_bytes
     from stackyard.platform.doctor import diagnose, failed
     from stackyard.platform.inspection import observe
@@ -29,7 +29,7 @@ def doctor(data_dir: DataDir = None, json_output: Json = False) -> None:
     settings = _running_settings(settings_for(data_dir))
     facts = observe(settings)
     if facts.control_plane.answered:
-        facts = replace(facts, targets=_targets(settings))
+        facts = replace(facts, targets=_targets(settings), registries=_registries(settings))
     findings = diagnose(facts)
     if json_output:
         print_json(
@@ -81,6 +81,21 @@ def _targets(settings: Settings) -> tuple[TargetFact, ...] | None:
     return tuple(
         TargetFact(c["target"], c["engine"], c["registry"], c.get("nodes")) for c in checks
     )
+
+
+def _registries(settings: Settings) -> tuple[RegistryFact, ...] | None:
+    """Each outside registry pinged with its stored credentials, through the control plane
+    (it holds them); None when it cannot be asked."""
+    from stackyard.cli.client import ApiClient
+    from stackyard.platform.doctor import RegistryFact
+
+    try:
+        client = ApiClient.discover(settings)
+        listed = client.get("/api/v1/registries")["registries"]
+        checks = [client.get(f"/api/v1/registries/{r['name']}/check") for r in listed]
+    except StackyardError:
+        return None
+    return tuple(RegistryFact(c["registry"], c["problem"]) for c in checks)
 
 
 def _running_settings(base: Settings) -> Settings:

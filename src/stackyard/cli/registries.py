@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from stackyard.cli.client import ApiClient
-from stackyard.cli.output import console, new_table, print_json
+from stackyard.cli.output import console, err_console, new_table, print_json
 from stackyard.cli.shared import DataDir, Json, Yes, confirm_removal, settings_for
 from stackyard.errors import UsageError
 
@@ -80,6 +80,25 @@ def add_registry(
         print_json(record)
         return
     _show("added", record)
+
+
+@app.command("check")
+def check_registry(name: str, data_dir: DataDir = None, json_output: Json = False) -> None:
+    """Reach the registry with its stored credentials; say what is wrong (exit 1)."""
+    found = ApiClient.discover(settings_for(data_dir)).get(f"/api/v1/registries/{name}/check")
+    if json_output:
+        print_json(found)
+    elif found["ok"]:
+        console.print(f"registry {name}: ok (it takes its stored credentials)", highlight=False)
+    else:
+        err_console.print(f"registry {name}: {found['problem']}", highlight=False)
+        err_console.print(
+            f"hint: a password or token rotated there: stackyard registries update {name} "
+            "--password-stdin",
+            highlight=False,
+        )
+    if not found["ok"]:
+        raise typer.Exit(1)
 
 
 @app.command("update")

@@ -102,6 +102,14 @@ class TargetFact:
 
 
 @dataclass(frozen=True)
+class RegistryFact:
+    """How an outside registry answered its stored credentials: "ok", or the problem."""
+
+    name: str
+    problem: str = ""
+
+
+@dataclass(frozen=True)
 class DoctorFacts:
     data_dir: str
     user: int  # who runs doctor (the platform runs as the same user)
@@ -132,6 +140,9 @@ class DoctorFacts:
     # The targets besides ``local``, each as ``targets check`` found it; None when they
     # could not be asked (the control plane does not answer).
     targets: tuple[TargetFact, ...] | None = ()
+    # The outside registries stacks push to, each pinged with its stored credentials;
+    # None when they could not be asked (the control plane does not answer).
+    registries: tuple[RegistryFact, ...] | None = ()
 
 
 def _component(check: str, answer: Answer, ok: str, problem: str, fix: str) -> Finding:
@@ -380,6 +391,28 @@ def check_targets(facts: DoctorFacts) -> Finding:
     return Finding("targets", Verdict.OK, f"every target's engine and registry answer: {shown}")
 
 
+def check_registries(facts: DoctorFacts) -> Finding:
+    if facts.registries is None:
+        return Finding("registries", Verdict.WARN, "not checked: the control plane does not answer")
+    if not facts.registries:
+        return Finding("registries", Verdict.OK, "no outside registry")
+    broken = [r for r in facts.registries if r.problem]
+    if broken:
+        problems = "; ".join(f"{r.name}: {r.problem}" for r in broken)
+        return Finding(
+            "registries",
+            Verdict.FAIL,
+            f"{len(broken)} of {len(facts.registries)} outside registr"
+            f"{'y' if len(facts.registries) == 1 else 'ies'} refuse or do not answer: {problems}",
+            "builds and releases of the stacks on them fail; a password or token rotated "
+            f"there: stackyard registries update {broken[0].name} --password-stdin",
+        )
+    names = ", ".join(r.name for r in facts.registries)
+    return Finding(
+        "registries", Verdict.OK, f"every outside registry takes its credentials: {names}"
+    )
+
+
 CHECKS: tuple[Callable[[DoctorFacts], Finding], ...] = (
     check_control_plane,
     check_engine,
@@ -393,6 +426,7 @@ CHECKS: tuple[Callable[[DoctorFacts], Finding], ...] = (
     check_orphans,
     check_certificates,
     check_targets,
+    check_registries,
 )
 
 

@@ -51,6 +51,14 @@ class RegistryAdd(BaseModel):
     password: str
 
 
+class RegistryCheck(BaseModel):
+    """How a registry answered its stored credentials: ``ok``, or the problem."""
+
+    registry: str
+    ok: bool
+    problem: str = ""
+
+
 class RegistryCredentials(BaseModel):
     """New credentials for a registry (a rotated password or token); ``username`` keeps
     the stored one when left out."""
@@ -235,6 +243,16 @@ class RegistryService:
             credentials_hint=f"if the password or token changed at the registry: stackyard "
             f"registries update {placement.registry} --password-stdin",
         )
+
+    def check(self, name: str) -> RegistryCheck:
+        """Reach the registry with its stored credentials (`registries check`, doctor)."""
+        try:
+            self.ping(name)
+        except NotFoundError:
+            raise
+        except StackyardError as exc:
+            return RegistryCheck(registry=name, ok=False, problem=exc.message)
+        return RegistryCheck(registry=name, ok=True)
 
     def ping(self, name: str) -> None:
         """Reach the registry with its stored credentials; the error names it and says why."""

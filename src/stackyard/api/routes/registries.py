@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from stackyard.api.auth import Me
 from stackyard.platform.registries import (
     RegistryAdd,
+    RegistryCheck,
     RegistryCredentials,
     RegistryService,
     RegistryView,
@@ -42,6 +43,12 @@ def list_registries(request: Request) -> RegistryList:
 @router.get("/{name}")
 def get_registry(name: str, request: Request) -> RegistryView:
     return registries(request).get(name)
+
+
+@router.get("/{name}/check")
+def check_registry(name: str, request: Request) -> RegistryCheck:
+    """Reach the registry with its stored credentials; say what is wrong."""
+    return registries(request).check(name)
 
 
 @router.patch("/{name}")
