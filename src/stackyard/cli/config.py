@@ -125,6 +125,14 @@ def check(
         err_console.print(
             f"[yellow]warning:[/] {escape(str(problem))}", highlight=False, soft_wrap=True
         )
+    unchecked = sorted({s.target for s in loaded.config.stages if s.target != "local"})
+    if names is None and unchecked:
+        err_console.print(
+            f"note: target(s) {', '.join(unchecked)} not checked against the platform's "
+            "targets (offline); add --platform, or --targets a,b",
+            highlight=False,
+            soft_wrap=True,
+        )
     if as_json:
         print_json(
             {
