@@ -187,6 +187,25 @@ def test_approve_prod_in_the_console_and_watch_it_update(page: Page, yard: Runni
     screenshot(page, "console-stacks.png", docs=True)
 
 
+def test_each_stage_column_holds_its_release_list_at_every_width(page: Page) -> None:
+    """Each release row (digest, commit, origin, age, "use") stays inside its stage's
+    column: before, rows ran under the next stage and hid its "use" buttons; the
+    columns now keep their width and the stage strip scrolls on a narrow screen."""
+    page.goto(f"/ui/stacks/{STACK}")
+    # dev has two releases by now (the variable change above): release 1 has its "use"
+    expect(page.get_by_role("button", name="use").first).to_be_visible()
+    for width in (1360, 1024):
+        page.set_viewport_size({"width": width, "height": 900})
+        overflow = page.evaluate(
+            """() => Array.from(document.querySelectorAll('.stages .column'))
+                .map(column => column.scrollWidth - column.clientWidth)"""
+        )
+        assert overflow == [0, 0, 0], (width, overflow)
+    page.set_viewport_size({"width": 1360, "height": 900})
+    strip = "(s => s.scrollWidth - s.clientWidth)(document.querySelector('.stages'))"
+    assert page.evaluate(strip) == 0  # three stages fit a laptop's width without scrolling
+
+
 def test_a_secret_set_in_the_console_is_never_shown(page: Page, yard: RunningPlatform) -> None:
     page.goto(f"/ui/stacks/{STACK}/variables")
     form = page.locator('section[data-scope="stage:dev"] form.set').last
