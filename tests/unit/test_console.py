@@ -633,3 +633,16 @@ def test_the_stack_grid_shows_each_https_stages_certificate(tmp_path: Path) -> N
     assert '<a href="/ui/stacks/app-00/domains">failed: old.app.test</a>' in cells["dev"]
     assert '<dd class="certificate ok" title="staging.app.test">ok</dd>' in cells["staging"]
     assert "certificate" not in cells["prod"]
+
+
+def test_a_stage_scaled_to_zero_reads_as_no_tasks_not_as_unhealthy() -> None:
+    """`replicas: 0` is a choice: its cell said "0/0 healthy" in red, as a failing stage."""
+    from stackyard.api.web.render import ENVIRONMENT
+    from stackyard.deploy.overview import StageCell
+
+    macros = ENVIRONMENT.get_template("_macros.html").make_module({"can": lambda *_: False})
+    zero = str(macros.cell("shop", StageCell("dev", release=3, digest=digest_of("x"))))
+    assert "no tasks (replicas: 0)" in zero
+    assert "healthy" not in zero
+    down = str(macros.cell("shop", StageCell("dev", release=3, digest=digest_of("x"), desired=2)))
+    assert '<dd class="health bad">0/2 healthy</dd>' in down
