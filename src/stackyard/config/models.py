@@ -280,7 +280,9 @@ class EnvFileConfig(BaseModel):
     path: ContainerPath = Field(
         default="/run/stackyard/env",
         description="Absolute path inside the container where the rendered file is written "
-        "before the task starts (mode 0600, owned by root); never into the repo or the image.",
+        "before the task starts; never into the repo or the image. On a Docker engine it is "
+        "the image's USER's, mode 0600; on Swarm a secret on the task's tmpfs, mode 0444 "
+        "(Docker's default for secrets), so an app that is not root reads it either way.",
         examples=["/app/.env"],
     )
 

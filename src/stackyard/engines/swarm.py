@@ -124,7 +124,10 @@ def service_request(spec: TaskSpec, host: str, secrets: Mapping[str, str]) -> Se
     if files:
         container["Secrets"] = [
             {
-                "File": {"Name": path, "UID": "0", "GID": "0", "Mode": 0o600},
+                # Docker's own default for secrets: readable by the app whatever its USER
+                # (Swarm takes a numeric uid only, and the image is not on the manager to
+                # resolve a name). The file is on the task's own tmpfs, seen by no one else.
+                "File": {"Name": path, "UID": "0", "GID": "0", "Mode": 0o444},
                 "SecretID": secrets[path],
                 "SecretName": name,
             }
@@ -501,7 +504,7 @@ class SwarmEngine(DockerApiEngine):
 
     def _create_secrets(self, spec: TaskSpec) -> dict[str, str]:
         """One Swarm secret per file of the task (its env file): Swarm mounts it at its
-        path with mode 0600, so no file is ever written on a node by hand."""
+        path (mode 0444, on the task's tmpfs), so no file is ever written on a node by hand."""
         api = self._change_api()
         made: dict[str, str] = {}
         for index, (path, content) in enumerate(spec.files.items()):

@@ -211,16 +211,20 @@ def test_a_service_has_one_replica_limits_reservations_and_no_restarts(
 def test_files_reach_the_task_as_swarm_secrets_and_leave_with_it(
     swarm_engine: SwarmEngine, swarm_cluster: SwarmCluster, spec_for: SpecFactory
 ) -> None:
-    spec = spec_for(files={"/run/stackyard/app/.env": "SECRET=s3cr3t\n"})
+    # An image that does not run as root, as well-made images do, reads its env file:
+    # before, the secret was root's with mode 0600, and the app could not open it.
+    spec = spec_for("nobody", files={"/run/stackyard/app/.env": "SECRET=s3cr3t\n"})
     task = swarm_engine.start(spec)
     node = next(n for n in swarm_cluster.nodes.values() if n.node_id() == task.node)
     client = node.client()
     try:
         (container,) = client.containers.list(filters={"label": f"{SERVICE_NAME}={spec.name}"})
-        code, output = container.exec_run(["cat", "/run/stackyard/app/.env"])
+        code, output = container.exec_run(["cat", "/run/stackyard/app/.env"])  # as nobody
         assert (code, output) == (0, b"SECRET=s3cr3t\n")
         code, output = container.exec_run(["stat", "-c", "%a", "/run/stackyard/app/.env"])
-        assert output.split() == [b"600"]
+        assert output.split() == [b"444"]
+        code, output = container.exec_run(["id", "-un"])
+        assert output.strip() == b"nobody"
     finally:
         client.close()
     manager = swarm_cluster.manager.client()
