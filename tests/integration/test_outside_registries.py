@@ -10,6 +10,7 @@ stage whose target pulls from it gets its release copied there, with the same di
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -206,6 +207,8 @@ def test_a_password_rotated_at_the_registry_is_updated_without_touching_the_stac
     repo = GitRepo.from_example("hello", tmp_path / "rotated")
     made_unique(repo)
     yard.cli("stacks", "create", "rotated", "--repo", str(repo.path), "--registry", "rotating")
+    listed_stacks = yard.cli("stacks", "list").stdout
+    assert re.search(r"rotated\s.*\sDockerfile\s+rotating\s", listed_stacks), listed_stacks
     users = outside.tokens.users
     try:
         users[outside.username] = "rotated-token"

@@ -112,10 +112,15 @@ def list_stacks(data_dir: DataDir = None, json_output: Json = False) -> None:
     if not stacks:
         console.print("No stacks yet. Create one with `stackyard stacks create NAME --repo PATH`.")
         return
-    table = new_table("NAME", "REPO", "BRANCH", "CONTEXT", "DOCKERFILE", box=None)
+    table = new_table("NAME", "REPO", "BRANCH", "CONTEXT", "DOCKERFILE", "REGISTRY", box=None)
     for stack in stacks:
         table.add_row(
-            stack["name"], stack["repo"], stack["branch"], stack["context_dir"], stack["dockerfile"]
+            stack["name"],
+            stack["repo"],
+            stack["branch"],
+            stack["context_dir"],
+            stack["dockerfile"],
+            stack.get("registry") or "local",
         )
     console.print(table)
 
