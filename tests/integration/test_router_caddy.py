@@ -262,10 +262,24 @@ def test_switching_under_load_answers_no_error_status(
     assert resets == []
 
 
-def test_no_upstreams_is_service_unavailable(router: CaddyRouter, web: httpx.Client) -> None:
+def test_no_upstreams_is_service_unavailable(
+    router: CaddyRouter, backend: Callable[[str], Backend], web: httpx.Client
+) -> None:
     route = port_route("hello-dev")
+    router.ensure_route(route, [backend("A").dial])
+    own = web.get(f"{router.url(route)}/status/503")  # the app's own 503: its body, as it is
+    assert (own.status_code, own.text) == (503, "A")
     router.ensure_route(route, [])
-    assert web.get(router.url(route)).status_code == 503
+    deadline = time.monotonic() + 10  # the proxy's upstream lookup refreshes
+    answer = web.get(router.url(route))
+    while answer.status_code != 503 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        answer = web.get(router.url(route))
+    assert answer.status_code == 503
+    assert answer.text == (  # before: an empty body, which told the user nothing
+        "Stackyard: no task of this stage could answer (503 Service Unavailable); it may "
+        "be starting, scaled to zero or failing\n"
+    )
 
 
 def test_an_upstream_that_went_away_is_retried_on_the_other(

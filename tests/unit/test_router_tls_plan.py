@@ -430,3 +430,27 @@ def _values(value: object, key: str) -> list[object]:
     here = value.get(key)
     return [*(here if isinstance(here, list) else []),
             *(found for item in value.values() for found in _values(item, key))]  # fmt: skip
+
+
+def test_servers_made_before_error_answers_existed_get_them_and_nothing_else() -> None:
+    """A platform upgraded from a version whose servers had no ``errors``: the next plan
+    adds them (a stage with no task then says so), and changes nothing else."""
+    config = ensured(ensured({}, SHOP), Route("shop-dev", port=8081))
+    servers = config["apps"]["http"]["servers"]  # type: ignore[index]
+    for name in (HOSTS_SERVER, HTTPS_SERVER, "sy-shop-dev"):
+        assert servers[name]["errors"]["routes"][0]["handle"][0]["status_code"] == (
+            "{http.error.status_code}"
+        )
+        del servers[name]["errors"]
+    plan = plan_ensure(config, SHOP, RESOLVER, listen_host="127.0.0.1", host_port=8080,
+                       listeners=AT)  # fmt: skip
+    assert [(c.method, c.path) for c in plan] == [
+        ("PUT", f"{SERVERS}/{HOSTS_SERVER}/errors"),
+        ("PUT", f"{SERVERS}/{HTTPS_SERVER}/errors"),
+    ]
+    port = plan_ensure(config, Route("shop-dev", port=8081), RESOLVER, listen_host="127.0.0.1",
+                       host_port=8080, listeners=AT)  # fmt: skip
+    assert [(c.method, c.path) for c in port] == [("PATCH", f"{SERVERS}/sy-shop-dev")]
+    assert ensured(ensured(config, SHOP), Route("shop-dev", port=8081)) == ensured(
+        ensured({}, SHOP), Route("shop-dev", port=8081)
+    )

@@ -77,6 +77,27 @@ HELPER_SERVERS = {
 # The helpers Caddy calls itself; the responder's answers name the others.
 CALLED_BY_CADDY = frozenset({"ask", "certificates"})
 NOT_SERVED_BODY = "Stackyard: no stage is served on this host name\n"
+# What a stage's URL answers when none of its tasks could (none serves: a stage scaled to
+# zero, every task failing its health check, a dial refused): Caddy's own status, and
+# words instead of an empty body. The app's own error answers pass through untouched.
+NO_TASK_BODY = (
+    "Stackyard: no task of this stage could answer ({http.error.status_code} "
+    "{http.error.status_text}); it may be starting, scaled to zero or failing\n"
+)
+NO_TASK_ERRORS: Json = {
+    "routes": [
+        {
+            "handle": [
+                {
+                    "handler": "static_response",
+                    "status_code": "{http.error.status_code}",
+                    "body": NO_TASK_BODY,
+                    "headers": {"Content-Type": ["text/plain; charset=utf-8"]},
+                }
+            ]
+        }
+    ]
+}
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 # The Caddy loggers that say how obtaining a certificate went, written to a file per Caddy.
 ACME_LOG = "stackyard-acme"
@@ -172,6 +193,7 @@ def port_server(route: Route, resolver: str, listen_host: str) -> Json:
     return {
         "listen": [f"{listen_host}:{route.port}"],
         "routes": [{"handle": [handler(route.name, resolver)]}],
+        "errors": NO_TASK_ERRORS,
         "automatic_https": {"disable": True},
         "logs": {"default_logger_name": access_logger(route.name)},
     }
@@ -390,6 +412,7 @@ def hosts_server(listen: str, resolver: str, first: Json | None = None) -> Json:
     return {
         "listen": [listen],
         "routes": [not_a_name(HOSTS_NOT_A_NAME), *([first] if first else []), by_host(resolver)],
+        "errors": NO_TASK_ERRORS,
         "automatic_https": {"disable": True},
         "logs": HOSTS_LOGS,
     }
@@ -402,6 +425,7 @@ def https_server(listen: str, resolver: str) -> Json:
     return {
         "listen": [listen],
         "routes": [not_a_name(HTTPS_NOT_A_NAME), by_tls_host(resolver)],
+        "errors": NO_TASK_ERRORS,
         "protocols": ["h1", "h2"],
         "tls_connection_policies": [{}],
         "automatic_https": {"disable": True},
@@ -689,13 +713,13 @@ def _plan_helpers(servers: Json, wanted: dict[str, Json]) -> list[AdminRequest]:
 
 def _plan_last_route(servers: Json, server: str, wanted: Json) -> list[AdminRequest]:
     """A shared host server as ``wanted``: created if missing; else its listen address,
-    logs, first route (the 404 for a Host that is not a name) and last route (the proxy by
-    host) set, the routes between them left alone."""
+    logs, error routes, first route (the 404 for a Host that is not a name) and last route
+    (the proxy by host) set, the routes between them left alone."""
     current = servers.get(server)
     if current is None:
         return [AdminRequest("PUT", f"{SERVERS}/{server}", wanted)]
     plan = []
-    for key in ("listen", "logs"):
+    for key in ("listen", "logs", "errors"):  # a server made before errors existed gets them
         if current.get(key) != wanted[key]:
             method = "PATCH" if key in current else "PUT"
             plan.append(AdminRequest(method, f"{SERVERS}/{server}/{key}", wanted[key]))
