@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -65,18 +65,11 @@ def doctor(data_dir: DataDir = None, json_output: Json = False) -> None:
 
 
 def _targets(settings: Settings) -> tuple[TargetFact, ...] | None:
-    """Each target but ``local`` as ``targets check`` finds it, through the running control
-    plane (it holds the targets' credentials); None when it cannot be asked."""
-    from stackyard.cli.client import ApiClient
+    """Each target but ``local`` as ``targets check`` finds it; None when not asked."""
     from stackyard.platform.doctor import TargetFact
 
-    try:
-        client = ApiClient.discover(settings)
-        listed = client.get("/api/v1/targets")["targets"]
-        checks = [
-            client.get(f"/api/v1/targets/{t['name']}/check") for t in listed if t["name"] != "local"
-        ]
-    except StackyardError:
+    checks = _checks(settings, "targets")
+    if checks is None:
         return None
     return tuple(
         TargetFact(c["target"], c["engine"], c["registry"], c.get("nodes")) for c in checks
@@ -84,18 +77,31 @@ def _targets(settings: Settings) -> tuple[TargetFact, ...] | None:
 
 
 def _registries(settings: Settings) -> tuple[RegistryFact, ...] | None:
-    """Each outside registry pinged with its stored credentials, through the control plane
-    (it holds them); None when it cannot be asked."""
-    from stackyard.cli.client import ApiClient
+    """Each outside registry pinged with its stored credentials; None when not asked."""
     from stackyard.platform.doctor import RegistryFact
+
+    checks = _checks(settings, "registries")
+    if checks is None:
+        return None
+    return tuple(RegistryFact(c["registry"], c["problem"]) for c in checks)
+
+
+def _checks(settings: Settings, kind: str) -> list[dict[str, Any]] | None:
+    """``GET /api/v1/<kind>/<name>/check`` of each one listed (``local``, the built-in
+    target, left out), through the running control plane: it holds their credentials.
+    None when it cannot be asked."""
+    from stackyard.cli.client import ApiClient
 
     try:
         client = ApiClient.discover(settings)
-        listed = client.get("/api/v1/registries")["registries"]
-        checks = [client.get(f"/api/v1/registries/{r['name']}/check") for r in listed]
+        listed = client.get(f"/api/v1/{kind}")[kind]
+        return [
+            client.get(f"/api/v1/{kind}/{one['name']}/check")
+            for one in listed
+            if one["name"] != "local"
+        ]
     except StackyardError:
         return None
-    return tuple(RegistryFact(c["registry"], c["problem"]) for c in checks)
 
 
 def _running_settings(base: Settings) -> Settings:
